@@ -1,0 +1,44 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/bpfsim/bpfsim/sim"
+)
+
+func cmdDump(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "xlated" {
+		args = args[1:]
+	}
+	fs := flag.NewFlagSet("dump", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	typeName := fs.String("type", "raw", "program type of raw bytecode: raw, xdp or syscall")
+	section := fs.String("section", "", "ELF section or program name to dump")
+	isHex := fs.Bool("hex", false, "PROGRAM is bytecode written in hex")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: bpfsim dump [xlated] [flags] PROGRAM")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return 2
+	}
+	typ, err := parseType(*typeName)
+	if err == nil {
+		var k *sim.Kernel
+		if k, err = sim.NewKernel(nil); err == nil {
+			var prog *sim.Program
+			if prog, err = loadFile(k, fs.Arg(0), *section, *isHex, typ); err == nil {
+				fmt.Fprint(stdout, prog.Xlated())
+				return 0
+			}
+		}
+	}
+	fmt.Fprintf(stderr, "bpfsim: %v\n", err)
+	return 1
+}

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/bpfsim/bpfsim/sim"
+)
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	typeName := fs.String("type", "raw", "program type of raw bytecode: raw, xdp or syscall")
+	section := fs.String("section", "", "ELF section or program name to run")
+	isHex := fs.Bool("hex", false, "PROGRAM is bytecode written in hex")
+	dataFile := fs.String("data", "", "file holding the input data (packet or memory)")
+	dataHex := fs.String("data-hex", "", "input data written in hex")
+	ctxFile := fs.String("ctx", "", "file holding the context input (syscall programs)")
+	repeat := fs.Uint("repeat", 1, "run this many times")
+	cpu := fs.Uint("cpu", 0, "simulated CPU to run on")
+	cpus := fs.Int("cpus", 2, "number of simulated CPUs")
+	seed := fs.Uint64("seed", 0, "seed for bpf_get_prandom_u32")
+	maxInsns := fs.Uint64("max-insns", sim.DefaultMaxInsns, "instruction budget per run")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: bpfsim run [flags] PROGRAM")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return 2
+	}
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "bpfsim: %v\n", err)
+		return 1
+	}
+	typ, err := parseType(*typeName)
+	if err != nil {
+		return fail(err)
+	}
+	var data, ctx []byte
+	switch {
+	case *dataFile != "":
+		if data, err = os.ReadFile(*dataFile); err != nil {
+			return fail(err)
+		}
+	case *dataHex != "":
+		if data, err = decodeHex(*dataHex); err != nil {
+			return fail(err)
+		}
+	}
+	if *ctxFile != "" {
+		if ctx, err = os.ReadFile(*ctxFile); err != nil {
+			return fail(err)
+		}
+	}
+	k, err := sim.NewKernel(&sim.Options{CPUs: *cpus, Seed: *seed})
+	if err != nil {
+		return fail(err)
+	}
+	prog, err := loadFile(k, fs.Arg(0), *section, *isHex, typ)
+	if err != nil {
+		return fail(err)
+	}
+	opts := &sim.RunOptions{Data: data, Repeat: uint32(*repeat), CPU: uint32(*cpu), MaxInsns: *maxInsns}
+	if ctx != nil {
+		opts.Context = ctx
+	}
+	res, err := prog.Test(opts)
+	if err != nil {
+		return fail(err)
+	}
+	fmt.Fprintf(stdout, "r0 = %#x (%d)\n", res.R0, int64(res.R0))
+	fmt.Fprintf(stdout, "%d instructions, %v per run\n", res.Insns, res.Duration)
+	if len(res.Data) > 0 {
+		fmt.Fprintf(stdout, "data out (%d bytes):\n%s", len(res.Data), hex.Dump(res.Data))
+	}
+	if len(res.Context) > 0 {
+		fmt.Fprintf(stdout, "context out (%d bytes):\n%s", len(res.Context), hex.Dump(res.Context))
+	}
+	if trace := k.Trace().String(); trace != "" {
+		fmt.Fprintf(stdout, "trace_pipe:\n%s", trace)
+	}
+	return 0
+}

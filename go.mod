@@ -1,0 +1,10 @@
+module github.com/bpfsim/bpfsim
+
+go 1.26.0
+
+require (
+	github.com/cilium/ebpf v0.22.0
+	github.com/pkg/errors v0.9.1
+)
+
+require golang.org/x/sys v0.49.0 // indirect

@@ -1,0 +1,101 @@
+package sim
+
+import (
+	"github.com/pkg/errors"
+
+	"github.com/bpfsim/bpfsim/sim/interp"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// Helper is a kernel function that programs call by id, the counterpart of
+// a struct bpf_func_proto's func. See interp.Helper.
+type Helper = interp.Helper
+
+// RegisterHelper adds h to the kernel's helper table, so programs loaded
+// afterwards may call it. Later parts of bpfsim extend the table this way,
+// and so can users who simulate a helper of their own. Replacing an
+// existing id is EEXIST.
+func (k *Kernel) RegisterHelper(h *Helper) error {
+	if h == nil || h.Fn == nil {
+		return errors.Wrap(uapi.EINVAL, "helper has no function")
+	}
+	if h.Name == "" {
+		h.Name = uapi.HelperName(h.ID)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if _, ok := k.helpers[h.ID]; ok {
+		return errors.Wrapf(uapi.EEXIST, "helper %s#%d is already registered", h.Name, h.ID)
+	}
+	k.helpers[h.ID] = h
+	return nil
+}
+
+// resolveHelper is the loader's lookup: a program that calls a helper the
+// simulated kernel does not have is rejected at load, naming the helper,
+// instead of running against a stub.
+func (k *Kernel) resolveHelper(id int32) (*Helper, error) {
+	k.mu.Lock()
+	h, ok := k.helpers[id]
+	k.mu.Unlock()
+	if ok {
+		return h, nil
+	}
+	if name := uapi.HelperName(id); name != "" {
+		return nil, errors.Wrapf(uapi.EINVAL, "program calls %s#%d, which bpfsim does not implement yet", name, id)
+	}
+	return nil, errors.Wrapf(uapi.EINVAL, "invalid func unknown#%d", id)
+}
+
+// cpuOf returns the simulated CPU a helper runs on.
+func (k *Kernel) cpuOf(m *interp.Machine) *CPU { return m.Data.(*CPU) }
+
+func (k *Kernel) registerBaseHelpers() {
+	for _, h := range []*Helper{
+		{ID: uapi.FuncKtimeGetNs, Fn: func(m *interp.Machine, _, _, _, _, _ uint64) (uint64, error) {
+			return k.clock.Now(), nil
+		}},
+		{ID: uapi.FuncGetPrandomU32, Fn: func(m *interp.Machine, _, _, _, _, _ uint64) (uint64, error) {
+			return uint64(k.cpuOf(m).rnd.next()), nil
+		}},
+		{ID: uapi.FuncGetSmpProcessorID, Fn: func(m *interp.Machine, _, _, _, _, _ uint64) (uint64, error) {
+			return uint64(m.CPU), nil
+		}},
+		{ID: uapi.FuncTracePrintk, Fn: k.tracePrintk},
+	} {
+		if err := k.RegisterHelper(h); err != nil {
+			panic(err) // the base table has unique ids
+		}
+	}
+}
+
+// tracePrintk is bpf_trace_printk(fmt, fmt_size, arg1, arg2, arg3).
+func (k *Kernel) tracePrintk(m *interp.Machine, fmtAddr, fmtSize, a1, a2, a3 uint64) (uint64, error) {
+	// The format must hold a NUL within fmt_size bytes (strnchr in
+	// bpf_bprintf_prepare). The verifier guarantees the bytes are readable;
+	// unverified programs that pass a bad pointer fault here.
+	var format []byte
+	for i := uint64(0); ; i++ {
+		if i == uint64(uint32(fmtSize)) {
+			return errnoRet(uapi.EINVAL), nil
+		}
+		v, f := m.TLB.Load8(fmtAddr + i)
+		if f != nil {
+			f.PC = m.PC()
+			return 0, f
+		}
+		if v == 0 {
+			break
+		}
+		format = append(format, byte(v))
+	}
+	msg, n, err := bprintf(m, string(format), []uint64{a1, a2, a3}[:maxTracePrintkArgs])
+	if err != nil {
+		return errnoRet(err.(uapi.Errno)), nil
+	}
+	k.trace.add(TraceRecord{CPU: m.CPU, Time: k.clock.Now(), Msg: msg})
+	return uint64(n), nil
+}
+
+// errnoRet is how a helper returns -errno in r0.
+func errnoRet(e uapi.Errno) uint64 { return uint64(-int64(e)) }

@@ -1,0 +1,351 @@
+package interp
+
+import (
+	"github.com/pkg/errors"
+
+	"github.com/bpfsim/bpfsim/sim/insn"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// op is one pre-decoded instruction slot.
+type op struct {
+	kind opKind
+	dst  uint8
+	src  uint8
+	// off is the sign-extended memory offset of a load or store, or the
+	// absolute index a jump or local call goes to.
+	off int32
+	// imm is the immediate: sign-extended to 64 bits for ALU64 and jumps,
+	// the full value of an lddw, the helper index of a call.
+	imm uint64
+}
+
+// Program is a program prepared for the interpreter. It is immutable and
+// may run on several machines at once.
+type Program struct {
+	ops     []op
+	helpers []*Helper
+	insns   []insn.Insn
+}
+
+// Insns returns the instructions the program was compiled from.
+func (p *Program) Insns() []insn.Insn { return p.insns }
+
+// HelperResolver returns the helper with the given id, or an error naming
+// it when the simulated kernel does not provide it.
+type HelperResolver func(id int32) (*Helper, error)
+
+var aluKinds = map[uint8][2][2]opKind{ // op -> [alu64?][reg source?]
+	insn.ADD:  {{opAdd32K, opAdd32X}, {opAdd64K, opAdd64X}},
+	insn.SUB:  {{opSub32K, opSub32X}, {opSub64K, opSub64X}},
+	insn.MUL:  {{opMul32K, opMul32X}, {opMul64K, opMul64X}},
+	insn.DIV:  {{opDiv32K, opDiv32X}, {opDiv64K, opDiv64X}},
+	insn.MOD:  {{opMod32K, opMod32X}, {opMod64K, opMod64X}},
+	insn.OR:   {{opOr32K, opOr32X}, {opOr64K, opOr64X}},
+	insn.AND:  {{opAnd32K, opAnd32X}, {opAnd64K, opAnd64X}},
+	insn.LSH:  {{opLsh32K, opLsh32X}, {opLsh64K, opLsh64X}},
+	insn.RSH:  {{opRsh32K, opRsh32X}, {opRsh64K, opRsh64X}},
+	insn.ARSH: {{opArsh32K, opArsh32X}, {opArsh64K, opArsh64X}},
+	insn.XOR:  {{opXor32K, opXor32X}, {opXor64K, opXor64X}},
+	insn.MOV:  {{opMov32K, opMov32X}, {opMov64K, opMov64X}},
+}
+
+var signedDivKinds = map[uint8][2][2]opKind{
+	insn.DIV: {{opSdiv32K, opSdiv32X}, {opSdiv64K, opSdiv64X}},
+	insn.MOD: {{opSmod32K, opSmod32X}, {opSmod64K, opSmod64X}},
+}
+
+var jmpKinds = map[uint8][2][2]opKind{ // op -> [jmp64?][reg source?]
+	insn.JEQ:  {{opJeq32K, opJeq32X}, {opJeq64K, opJeq64X}},
+	insn.JGT:  {{opJgt32K, opJgt32X}, {opJgt64K, opJgt64X}},
+	insn.JGE:  {{opJge32K, opJge32X}, {opJge64K, opJge64X}},
+	insn.JSET: {{opJset32K, opJset32X}, {opJset64K, opJset64X}},
+	insn.JNE:  {{opJne32K, opJne32X}, {opJne64K, opJne64X}},
+	insn.JSGT: {{opJsgt32K, opJsgt32X}, {opJsgt64K, opJsgt64X}},
+	insn.JSGE: {{opJsge32K, opJsge32X}, {opJsge64K, opJsge64X}},
+	insn.JLT:  {{opJlt32K, opJlt32X}, {opJlt64K, opJlt64X}},
+	insn.JLE:  {{opJle32K, opJle32X}, {opJle64K, opJle64X}},
+	insn.JSLT: {{opJslt32K, opJslt32X}, {opJslt64K, opJslt64X}},
+	insn.JSLE: {{opJsle32K, opJsle32X}, {opJsle64K, opJsle64X}},
+}
+
+var atomicKinds = map[int32][2]opKind{ // imm -> [32-bit, 64-bit]
+	insn.ADD:               {opAtomicAdd32, opAtomicAdd64},
+	insn.OR:                {opAtomicOr32, opAtomicOr64},
+	insn.AND:               {opAtomicAnd32, opAtomicAnd64},
+	insn.XOR:               {opAtomicXor32, opAtomicXor64},
+	insn.ADD | insn.Fetch:  {opAtomicFetchAdd32, opAtomicFetchAdd64},
+	insn.OR | insn.Fetch:   {opAtomicFetchOr32, opAtomicFetchOr64},
+	insn.AND | insn.Fetch:  {opAtomicFetchAnd32, opAtomicFetchAnd64},
+	insn.XOR | insn.Fetch:  {opAtomicFetchXor32, opAtomicFetchXor64},
+	insn.Xchg:              {opAtomicXchg32, opAtomicXchg64},
+	insn.Cmpxchg:           {opAtomicCmpxchg32, opAtomicCmpxchg64},
+}
+
+var sizedKinds = map[uint8][4]opKind{ // mode/class -> by size B, H, W, DW
+	insn.LDX | insn.MEM:   {opLdxB, opLdxH, opLdxW, opLdxDW},
+	insn.LDX | insn.MEMSX: {opLdxsB, opLdxsH, opLdxsW, opInvalid},
+	insn.ST | insn.MEM:    {opStB, opStH, opStW, opStDW},
+	insn.STX | insn.MEM:   {opStxB, opStxH, opStxW, opStxDW},
+}
+
+func sizeIndex(size uint8) int {
+	switch size {
+	case insn.B:
+		return 0
+	case insn.H:
+		return 1
+	case insn.W:
+		return 2
+	}
+	return 3
+}
+
+// Compile prepares xlated instructions for the interpreter. Calls to
+// helpers are resolved through helpers; an instruction the interpreter
+// cannot execute (including pseudo lddw sources that the loader should have
+// resolved) is an EINVAL error naming it.
+func Compile(insns []insn.Insn, helpers HelperResolver) (*Program, error) {
+	n := len(insns)
+	if n == 0 {
+		return nil, errors.Wrap(uapi.EINVAL, "empty program")
+	}
+	p := &Program{insns: insns}
+	// One extra op past the end catches a program that runs off its last
+	// instruction, so the dispatch loop never needs a bounds test.
+	p.ops = make([]op, n+1)
+	p.ops[n] = op{kind: opInvalid}
+	second := secondSlots(insns)
+	helperIndex := map[int32]uint64{}
+	for i := 0; i < n; i++ {
+		in := insns[i]
+		o := op{dst: in.Dst, src: in.Src, off: int32(in.Off), imm: uint64(int64(in.Imm))}
+		if in.Dst > insn.R10 || in.Src > insn.R10 {
+			return nil, errors.Wrapf(uapi.EINVAL, "insn %d: invalid register", i)
+		}
+		cl := in.Class()
+		switch cl {
+		case insn.ALU, insn.ALU64:
+			k, err := aluKind(in)
+			if err != nil {
+				return nil, errors.Wrapf(err, "insn %d", i)
+			}
+			o.kind = k
+			if cl == insn.ALU {
+				o.imm = uint64(uint32(in.Imm))
+			}
+		case insn.LD:
+			if !in.IsLdImm64() {
+				return nil, errors.Wrapf(uapi.EINVAL, "insn %d: legacy packet access (opcode %#02x) is not supported", i, in.Code)
+			}
+			if i+1 >= n {
+				return nil, errors.Wrapf(uapi.EINVAL, "insn %d: lddw is missing its second half", i)
+			}
+			if in.Src != 0 {
+				return nil, errors.Wrapf(uapi.EINVAL, "insn %d: lddw with pseudo source %d was not resolved by the loader", i, in.Src)
+			}
+			o.kind = opLdImm64
+			o.imm = insn.Imm64(insns, i)
+			p.ops[i] = o
+			i++ // the second slot stays opInvalid: no jump may land there
+			continue
+		case insn.LDX, insn.ST, insn.STX:
+			k, err := memKind(in)
+			if err != nil {
+				return nil, errors.Wrapf(err, "insn %d", i)
+			}
+			o.kind = k
+		case insn.JMP, insn.JMP32:
+			k, err := jumpKind(in)
+			if err != nil {
+				return nil, errors.Wrapf(err, "insn %d", i)
+			}
+			o.kind = k
+			switch k {
+			case opCallHelper:
+				idx, ok := helperIndex[in.Imm]
+				if !ok {
+					h, err := helpers(in.Imm)
+					if err != nil {
+						return nil, errors.Wrapf(err, "insn %d", i)
+					}
+					idx = uint64(len(p.helpers))
+					p.helpers = append(p.helpers, h)
+					helperIndex[in.Imm] = idx
+				}
+				o.imm = idx
+			case opCallLocal:
+				o.off = int32(i) + 1 + in.Imm
+			case opExit, opNospec:
+			default:
+				o.off = int32(i) + 1 + int32(in.Off)
+				if in.Code == insn.JMP32|insn.JA {
+					o.off = int32(i) + 1 + in.Imm
+				}
+				if cl == insn.JMP32 {
+					o.imm = uint64(uint32(in.Imm))
+				}
+			}
+			if k == opCallLocal || (k != opCallHelper && k != opExit) {
+				if o.off < 0 || int(o.off) >= n || second[o.off] {
+					return nil, errors.Wrapf(uapi.EINVAL, "jump out of range from insn %d to %d", i, o.off)
+				}
+			}
+		default:
+			return nil, errors.Wrapf(uapi.EINVAL, "insn %d: unknown opcode %#02x", i, in.Code)
+		}
+		p.ops[i] = o
+	}
+	return p, nil
+}
+
+// secondSlots marks the slots that hold the upper half of an lddw: no jump
+// may land on them.
+func secondSlots(insns []insn.Insn) []bool {
+	second := make([]bool, len(insns))
+	for i := 0; i < len(insns); i++ {
+		if insns[i].IsLdImm64() && i+1 < len(insns) {
+			second[i+1] = true
+			i++
+		}
+	}
+	return second
+}
+
+func aluKind(in insn.Insn) (opKind, error) {
+	is64 := in.Class() == insn.ALU64
+	w := 0
+	if is64 {
+		w = 1
+	}
+	x := 0
+	if in.Source() == insn.X {
+		x = 1
+	}
+	switch op := in.Op(); op {
+	case insn.NEG:
+		if in.Source() != insn.K {
+			return 0, errors.Wrapf(uapi.EINVAL, "invalid neg opcode %#02x", in.Code)
+		}
+		if is64 {
+			return opNeg64, nil
+		}
+		return opNeg32, nil
+	case insn.END:
+		switch {
+		case is64 && in.Source() == insn.ToBE:
+			return 0, errors.Wrapf(uapi.EINVAL, "invalid bswap opcode %#02x", in.Code)
+		case in.Imm != 16 && in.Imm != 32 && in.Imm != 64:
+			return 0, errors.Wrapf(uapi.EINVAL, "invalid byte swap width %d", in.Imm)
+		case !is64 && in.Source() == insn.ToLE:
+			return map[int32]opKind{16: opLe16, 32: opLe32, 64: opLe64}[in.Imm], nil
+		}
+		return map[int32]opKind{16: opBswap16, 32: opBswap32, 64: opBswap64}[in.Imm], nil
+	case insn.DIV, insn.MOD:
+		switch in.Off {
+		case 0:
+			return aluKinds[op][w][x], nil
+		case 1:
+			return signedDivKinds[op][w][x], nil
+		}
+		return 0, errors.Wrapf(uapi.EINVAL, "invalid offset %d for div/mod", in.Off)
+	case insn.MOV:
+		if x == 1 && in.Off != 0 {
+			switch {
+			case in.Off == 8 && is64:
+				return opMovsx64B, nil
+			case in.Off == 16 && is64:
+				return opMovsx64H, nil
+			case in.Off == 32 && is64:
+				return opMovsx64W, nil
+			case in.Off == 8:
+				return opMovsx32B, nil
+			case in.Off == 16:
+				return opMovsx32H, nil
+			}
+			return 0, errors.Wrapf(uapi.EINVAL, "invalid movsx offset %d", in.Off)
+		}
+		return aluKinds[op][w][x], nil
+	default:
+		k, ok := aluKinds[op]
+		if !ok {
+			return 0, errors.Wrapf(uapi.EINVAL, "unknown opcode %#02x", in.Code)
+		}
+		return k[w][x], nil
+	}
+}
+
+func memKind(in insn.Insn) (opKind, error) {
+	size := in.SizeBits()
+	if in.Class() == insn.ST && in.Mode() == 0xc0 {
+		return opNospec, nil // BPF_NOSPEC, emitted by the verifier only
+	}
+	if in.Class() == insn.STX && in.Mode() == insn.ATOMIC {
+		switch in.Imm {
+		case insn.LoadAcq:
+			return [4]opKind{opLoadAcqB, opLoadAcqH, opLoadAcqW, opLoadAcqDW}[sizeIndex(size)], nil
+		case insn.StoreRel:
+			return [4]opKind{opStoreRelB, opStoreRelH, opStoreRelW, opStoreRelDW}[sizeIndex(size)], nil
+		}
+		k, ok := atomicKinds[in.Imm]
+		if !ok || (size != insn.W && size != insn.DW) {
+			return 0, errors.Wrapf(uapi.EINVAL, "invalid atomic operation %#x on opcode %#02x", in.Imm, in.Code)
+		}
+		if size == insn.DW {
+			return k[1], nil
+		}
+		return k[0], nil
+	}
+	k, ok := sizedKinds[in.Class()|in.Mode()]
+	if !ok || k[sizeIndex(size)] == opInvalid {
+		return 0, errors.Wrapf(uapi.EINVAL, "unknown opcode %#02x", in.Code)
+	}
+	return k[sizeIndex(size)], nil
+}
+
+func jumpKind(in insn.Insn) (opKind, error) {
+	is64 := in.Class() == insn.JMP
+	switch op := in.Op(); op {
+	case insn.JA:
+		if in.Source() != insn.K {
+			return 0, errors.Wrapf(uapi.EINVAL, "indirect jump (gotox) is not supported")
+		}
+		return opJa, nil
+	case insn.CALL:
+		if !is64 || in.Source() != insn.K {
+			return 0, errors.Wrapf(uapi.EINVAL, "unknown opcode %#02x", in.Code)
+		}
+		switch in.Src {
+		case 0:
+			return opCallHelper, nil
+		case insn.PseudoCall:
+			return opCallLocal, nil
+		case insn.PseudoKfuncCall:
+			return 0, errors.Wrapf(uapi.EINVAL, "kfunc calls are not supported yet")
+		}
+		return 0, errors.Wrapf(uapi.EINVAL, "call with unknown source %d", in.Src)
+	case insn.EXIT:
+		if !is64 {
+			return 0, errors.Wrapf(uapi.EINVAL, "unknown opcode %#02x", in.Code)
+		}
+		return opExit, nil
+	case insn.JCOND:
+		if !is64 || in.Src != insn.MayGoto {
+			return 0, errors.Wrapf(uapi.EINVAL, "unknown opcode %#02x", in.Code)
+		}
+		return opMayGoto, nil
+	default:
+		k, ok := jmpKinds[op]
+		if !ok {
+			return 0, errors.Wrapf(uapi.EINVAL, "unknown opcode %#02x", in.Code)
+		}
+		w, x := 0, 0
+		if is64 {
+			w = 1
+		}
+		if in.Source() == insn.X {
+			x = 1
+		}
+		return k[w][x], nil
+	}
+}

@@ -1,0 +1,116 @@
+package interp
+
+import (
+	"fmt"
+
+	"github.com/pkg/errors"
+
+	"github.com/bpfsim/bpfsim/sim/insn"
+	"github.com/bpfsim/bpfsim/sim/mem"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// StackSize is the stack area a Machine needs: one 512-byte frame for each
+// level of bpf-to-bpf call.
+const StackSize = insn.MaxCallFrames * insn.MaxBPFStack
+
+// Helper is a kernel function a program can call by id.
+type Helper struct {
+	ID   int32
+	Name string // as the kernel names it, e.g. "bpf_ktime_get_ns"
+	// Fn runs the helper on machine m with the program's r1-r5 and returns
+	// r0. An error stops the program: a *mem.Fault for a bad pointer, an
+	// *Unwind to end the program early with a value.
+	Fn func(m *Machine, r1, r2, r3, r4, r5 uint64) (uint64, error)
+}
+
+// Unwind, returned by a helper, ends the program at once with R0 in r0,
+// unwinding every frame the way bpf_throw does.
+type Unwind struct{ R0 uint64 }
+
+func (u *Unwind) Error() string { return fmt.Sprintf("program unwound with r0=%#x", u.R0) }
+
+// RuntimeError reports why a program stopped other than by exiting or
+// faulting: its instruction budget ran out, its calls nested too deep, or it
+// reached an instruction slot that cannot execute.
+type RuntimeError struct {
+	PC    int
+	Msg   string
+	Errno uapi.Errno
+}
+
+func (e *RuntimeError) Error() string { return fmt.Sprintf("pc %d: %s", e.PC, e.Msg) }
+
+// Unwrap exposes the errno, so errors.Is(err, uapi.E2BIG) works.
+func (e *RuntimeError) Unwrap() error { return e.Errno }
+
+// Machine is one simulated CPU as the interpreter sees it: its TLB into the
+// shared address space and its stack. A Machine runs one program at a time.
+type Machine struct {
+	// CPU is the simulated CPU number, what bpf_get_smp_processor_id returns.
+	CPU int
+	TLB *mem.TLB
+	// MaxInsns stops a run after this many instructions with an E2BIG
+	// RuntimeError; 0 means no limit.
+	MaxInsns uint64
+	// Executed counts the instructions of the last run.
+	Executed uint64
+	// Data is the kernel's per-CPU state, for helpers to use.
+	Data any
+
+	stack    []byte // StackSize bytes of simulated memory
+	stackTop uint64 // address just above the stack: frame 0's r10
+
+	prog *Program // running program, for helpers
+	pc   int      // instruction index of the running helper call
+}
+
+// NewMachine returns a machine for CPU cpu. stackBase is the address of a
+// StackSize-byte writable area of simulated memory, stack its backing.
+func NewMachine(cpu int, tlb *mem.TLB, stackBase uint64, stack []byte) (*Machine, error) {
+	if len(stack) != StackSize {
+		return nil, errors.Wrapf(uapi.EINVAL, "machine stack is %d bytes, want %d", len(stack), StackSize)
+	}
+	return &Machine{CPU: cpu, TLB: tlb, stack: stack, stackTop: stackBase + StackSize}, nil
+}
+
+// StackTop returns r10 of the outermost frame.
+func (m *Machine) StackTop() uint64 { return m.stackTop }
+
+// Program returns the program running on the machine, if any.
+func (m *Machine) Program() *Program { return m.prog }
+
+// PC returns the instruction index of the call being served, for helpers
+// that report errors.
+func (m *Machine) PC() int { return m.pc }
+
+// ReadMem copies simulated memory at addr into p, with the permission
+// checks a program's loads get.
+func (m *Machine) ReadMem(addr uint64, p []byte) error {
+	if err := m.TLB.Space().Read(addr, p); err != nil {
+		return m.atPC(err)
+	}
+	return nil
+}
+
+// WriteMem copies p into simulated memory at addr.
+func (m *Machine) WriteMem(addr uint64, p []byte) error {
+	if err := m.TLB.Space().Write(addr, p); err != nil {
+		return m.atPC(err)
+	}
+	return nil
+}
+
+func (m *Machine) atPC(err error) error {
+	var f *mem.Fault
+	if errors.As(err, &f) && f.PC < 0 {
+		f.PC = m.pc
+	}
+	return err
+}
+
+// frameStack returns the 512 bytes of frame depth's stack.
+func (m *Machine) frameStack(depth int) []byte {
+	hi := StackSize - depth*insn.MaxBPFStack
+	return m.stack[hi-insn.MaxBPFStack : hi]
+}

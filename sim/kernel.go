@@ -1,0 +1,131 @@
+package sim
+
+import (
+	"sync"
+
+	"github.com/pkg/errors"
+
+	"github.com/bpfsim/bpfsim/sim/interp"
+	"github.com/bpfsim/bpfsim/sim/mem"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// Options configure a new Kernel. The zero value is usable.
+type Options struct {
+	// CPUs is the number of possible CPUs (num_possible_cpus); default 2.
+	CPUs int
+	// Seed seeds bpf_get_prandom_u32 on every CPU: the same seed gives the
+	// same numbers.
+	Seed uint64
+	// Clock is what bpf_ktime_get_ns reads; default a VirtualClock.
+	Clock Clock
+	// MemoryLimit caps the simulated memory in bytes; default
+	// mem.DefaultLimit.
+	MemoryLimit uint64
+	// BareHelpers starts the kernel with an empty helper table, for
+	// harnesses that define their own helper ids (the conformance suite's
+	// helper 5 is not bpf_ktime_get_ns).
+	BareHelpers bool
+}
+
+// MaxCPUs bounds Options.CPUs, like the kernel's NR_CPUS.
+const MaxCPUs = 512
+
+// Kernel is one simulated kernel.
+type Kernel struct {
+	mem   *mem.Space
+	cpus  []*CPU
+	clock Clock
+	trace *TraceBuffer
+
+	mu      sync.Mutex // guards helpers
+	helpers map[int32]*Helper
+}
+
+// CPU is one simulated CPU: the machine state the interpreter runs on, its
+// stack, its random state and its test-run buffers. A CPU runs one program
+// at a time.
+type CPU struct {
+	ID      int
+	mu      sync.Mutex
+	machine *interp.Machine
+	rnd     prandomState
+	run     runBuffers
+}
+
+// NewKernel boots a simulated kernel.
+func NewKernel(opts *Options) (*Kernel, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.CPUs == 0 {
+		o.CPUs = 2
+	}
+	if o.CPUs < 0 || o.CPUs > MaxCPUs {
+		return nil, errors.Wrapf(uapi.EINVAL, "%d CPUs: want 1 to %d", o.CPUs, MaxCPUs)
+	}
+	if o.Clock == nil {
+		o.Clock = NewVirtualClock()
+	}
+	k := &Kernel{
+		mem:     mem.New(),
+		clock:   o.Clock,
+		trace:   newTraceBuffer(),
+		helpers: make(map[int32]*Helper),
+	}
+	if o.MemoryLimit != 0 {
+		k.mem.SetLimit(o.MemoryLimit)
+	}
+	for id := 0; id < o.CPUs; id++ {
+		cpu, err := k.newCPU(id, o.Seed)
+		if err != nil {
+			return nil, err
+		}
+		k.cpus = append(k.cpus, cpu)
+	}
+	if !o.BareHelpers {
+		k.registerBaseHelpers()
+	}
+	return k, nil
+}
+
+func (k *Kernel) newCPU(id int, seed uint64) (*CPU, error) {
+	// Each CPU's BPF stack lives in its own vmalloc area with guard pages
+	// around it, like a VMAP_STACK task stack: overflowing it faults.
+	base, err := k.mem.Vmalloc(interp.StackSize, mem.PermRW, "bpf_stack")
+	if err != nil {
+		return nil, err
+	}
+	stack, err := k.mem.Bytes(base, interp.StackSize)
+	if err != nil {
+		return nil, err
+	}
+	m, err := interp.NewMachine(id, k.mem.NewTLB(), base, stack)
+	if err != nil {
+		return nil, err
+	}
+	cpu := &CPU{ID: id, machine: m}
+	m.Data = cpu
+	cpu.rnd.seed(seed, id)
+	return cpu, nil
+}
+
+// Memory returns the kernel's address space.
+func (k *Kernel) Memory() *mem.Space { return k.mem }
+
+// NumCPUs returns the number of possible CPUs.
+func (k *Kernel) NumCPUs() int { return len(k.cpus) }
+
+// Clock returns the clock bpf_ktime_get_ns reads.
+func (k *Kernel) Clock() Clock { return k.clock }
+
+// Trace returns the buffer bpf_trace_printk writes to.
+func (k *Kernel) Trace() *TraceBuffer { return k.trace }
+
+func (k *Kernel) cpu(id uint32) (*CPU, error) {
+	if int(id) >= len(k.cpus) {
+		return nil, errors.Wrapf(uapi.EINVAL, "CPU %d does not exist (the kernel has %d)", id, len(k.cpus))
+	}
+	return k.cpus[id], nil
+}

@@ -1,0 +1,297 @@
+package mem
+
+import (
+	"encoding/binary"
+	"unsafe"
+)
+
+const (
+	tlbBits = 6
+	tlbSize = 1 << tlbBits
+	tlbMask = tlbSize - 1
+	// noVPN never equals a real virtual page number (those fit in 52 bits).
+	noVPN = ^uint64(0)
+)
+
+type tlbEntry struct {
+	vpn  uint64
+	page *[PageSize]byte
+}
+
+// TLB is one simulated CPU's translation cache: a direct-mapped cache of
+// recently used pages, split into a read side and a write side so that a
+// hit needs a single compare. It belongs to one CPU and is not safe for
+// concurrent use; the Space it caches is.
+type TLB struct {
+	space *Space
+	gen   uint64
+	read  [tlbSize]tlbEntry
+	write [tlbSize]tlbEntry
+	// Misses counts page-table walks, for the curious and for benchmarks.
+	Misses uint64
+}
+
+// NewTLB returns an empty TLB for the space.
+func (s *Space) NewTLB() *TLB {
+	t := &TLB{space: s}
+	t.Flush()
+	t.gen = s.gen.Load()
+	return t
+}
+
+// Space returns the address space the TLB translates.
+func (t *TLB) Space() *Space { return t.space }
+
+// Flush drops every cached translation.
+func (t *TLB) Flush() {
+	for i := range t.read {
+		t.read[i] = tlbEntry{vpn: noVPN}
+		t.write[i] = tlbEntry{vpn: noVPN}
+	}
+}
+
+// Sync flushes the TLB if the address space changed since it was last
+// synced. Executors call it before running a program.
+func (t *TLB) Sync() {
+	if g := t.space.gen.Load(); g != t.gen {
+		t.Flush()
+		t.gen = g
+	}
+}
+
+// Load8 .. Load64 read a little-endian value of 1, 2, 4 or 8 bytes,
+// zero-extended. The fast path is a TLB hit on an access within one page.
+
+func (t *TLB) Load8(addr uint64) (uint64, *Fault) {
+	if e := &t.read[(addr>>PageShift)&tlbMask]; e.vpn == addr>>PageShift {
+		return uint64(e.page[addr&pageMask]), nil
+	}
+	return t.loadSlow(addr, 1, false)
+}
+
+func (t *TLB) Load16(addr uint64) (uint64, *Fault) {
+	if e := &t.read[(addr>>PageShift)&tlbMask]; e.vpn == addr>>PageShift && addr&pageMask <= PageSize-2 {
+		return uint64(binary.LittleEndian.Uint16(e.page[addr&pageMask:])), nil
+	}
+	return t.loadSlow(addr, 2, false)
+}
+
+func (t *TLB) Load32(addr uint64) (uint64, *Fault) {
+	if e := &t.read[(addr>>PageShift)&tlbMask]; e.vpn == addr>>PageShift && addr&pageMask <= PageSize-4 {
+		return uint64(binary.LittleEndian.Uint32(e.page[addr&pageMask:])), nil
+	}
+	return t.loadSlow(addr, 4, false)
+}
+
+func (t *TLB) Load64(addr uint64) (uint64, *Fault) {
+	if e := &t.read[(addr>>PageShift)&tlbMask]; e.vpn == addr>>PageShift && addr&pageMask <= PageSize-8 {
+		return binary.LittleEndian.Uint64(e.page[addr&pageMask:]), nil
+	}
+	return t.loadSlow(addr, 8, false)
+}
+
+// LoadSigned reads size bytes and sign-extends them to 64 bits (BPF_MEMSX).
+func (t *TLB) LoadSigned(addr uint64, size int) (uint64, *Fault) {
+	return t.loadSlow(addr, size, true)
+}
+
+// Store8 .. Store64 write the low 1, 2, 4 or 8 bytes of v, little-endian.
+
+func (t *TLB) Store8(addr, v uint64) *Fault {
+	if e := &t.write[(addr>>PageShift)&tlbMask]; e.vpn == addr>>PageShift {
+		e.page[addr&pageMask] = byte(v)
+		return nil
+	}
+	return t.storeSlow(addr, 1, v)
+}
+
+func (t *TLB) Store16(addr, v uint64) *Fault {
+	if e := &t.write[(addr>>PageShift)&tlbMask]; e.vpn == addr>>PageShift && addr&pageMask <= PageSize-2 {
+		binary.LittleEndian.PutUint16(e.page[addr&pageMask:], uint16(v))
+		return nil
+	}
+	return t.storeSlow(addr, 2, v)
+}
+
+func (t *TLB) Store32(addr, v uint64) *Fault {
+	if e := &t.write[(addr>>PageShift)&tlbMask]; e.vpn == addr>>PageShift && addr&pageMask <= PageSize-4 {
+		binary.LittleEndian.PutUint32(e.page[addr&pageMask:], uint32(v))
+		return nil
+	}
+	return t.storeSlow(addr, 4, v)
+}
+
+func (t *TLB) Store64(addr, v uint64) *Fault {
+	if e := &t.write[(addr>>PageShift)&tlbMask]; e.vpn == addr>>PageShift && addr&pageMask <= PageSize-8 {
+		binary.LittleEndian.PutUint64(e.page[addr&pageMask:], v)
+		return nil
+	}
+	return t.storeSlow(addr, 8, v)
+}
+
+// Word32 returns the naturally aligned 32-bit word at addr for an atomic
+// access: a read-modify-write or store needs read and write permission
+// (write set), a load-acquire read permission only. It returns (nil, nil)
+// if addr is not 4-byte aligned or not plain memory: the caller decides how
+// to perform such an access.
+func (t *TLB) Word32(addr uint64, write bool) (*uint32, *Fault) {
+	if addr&3 != 0 {
+		return nil, nil
+	}
+	p, f := t.wordPage(addr, 4, write)
+	if p == nil {
+		return nil, f
+	}
+	return (*uint32)(unsafe.Add(unsafe.Pointer(p), addr&pageMask)), nil
+}
+
+// Word64 is Word32 for an 8-byte aligned 64-bit word.
+func (t *TLB) Word64(addr uint64, write bool) (*uint64, *Fault) {
+	if addr&7 != 0 {
+		return nil, nil
+	}
+	p, f := t.wordPage(addr, 8, write)
+	if p == nil {
+		return nil, f
+	}
+	return (*uint64)(unsafe.Add(unsafe.Pointer(p), addr&pageMask)), nil
+}
+
+func (t *TLB) wordPage(addr uint64, size int, write bool) (*[PageSize]byte, *Fault) {
+	vpn := addr >> PageShift
+	r := &t.read[vpn&tlbMask]
+	if !write {
+		if r.vpn == vpn {
+			return r.page, nil
+		}
+		e, f := t.fill(addr, size, Read)
+		return e.page, f
+	}
+	if w := &t.write[vpn&tlbMask]; w.vpn == vpn && r.vpn == vpn {
+		return w.page, nil
+	}
+	e, f := t.fill(addr, size, Write)
+	if f != nil {
+		return nil, f
+	}
+	if e.perm&PermRead == 0 {
+		return nil, newFault(addr, size, Read, reasonPerm)
+	}
+	if e.page != nil {
+		*r = tlbEntry{vpn: vpn, page: e.page}
+	}
+	return e.page, nil
+}
+
+// fill walks the page table for addr, checks the access and caches the
+// translation. Device pages are never cached.
+func (t *TLB) fill(addr uint64, size int, acc Access) (pte, *Fault) {
+	t.Misses++
+	s := t.space
+	s.mu.RLock()
+	e, ok := s.walk(addr)
+	s.mu.RUnlock()
+	if !ok {
+		return pte{}, newFault(addr, size, acc, faultReason(addr))
+	}
+	if e.perm&acc.perm() == 0 {
+		return pte{}, newFault(addr, size, acc, reasonPerm)
+	}
+	if e.page != nil {
+		vpn := addr >> PageShift
+		switch acc {
+		case Read:
+			t.read[vpn&tlbMask] = tlbEntry{vpn: vpn, page: e.page}
+		case Write:
+			t.write[vpn&tlbMask] = tlbEntry{vpn: vpn, page: e.page}
+		}
+	}
+	return e, nil
+}
+
+func (t *TLB) loadSlow(addr uint64, size int, signed bool) (uint64, *Fault) {
+	e, f := t.fill(addr, size, Read)
+	if f != nil {
+		return 0, f
+	}
+	if e.dev != nil {
+		v, err := e.dev.dev.Load(addr-e.dev.base, size, signed)
+		if err != nil {
+			return 0, &Fault{Addr: addr, Size: size, Access: Read, PC: -1, Reason: err.Error()}
+		}
+		return v, nil
+	}
+	var v uint64
+	off := addr & pageMask
+	if off+uint64(size) <= PageSize {
+		for i := size - 1; i >= 0; i-- {
+			v = v<<8 | uint64(e.page[off+uint64(i)])
+		}
+	} else {
+		// The access straddles two pages; both must be readable.
+		for i := size - 1; i >= 0; i-- {
+			b, f := t.Load8(addr + uint64(i))
+			if f != nil {
+				f.Addr, f.Size = addr, size
+				return 0, f
+			}
+			v = v<<8 | b
+		}
+	}
+	if signed {
+		shift := 64 - 8*uint(size)
+		v = uint64(int64(v<<shift) >> shift)
+	}
+	return v, nil
+}
+
+func (t *TLB) storeSlow(addr uint64, size int, v uint64) *Fault {
+	e, f := t.fill(addr, size, Write)
+	if f != nil {
+		return f
+	}
+	if e.dev != nil {
+		if err := e.dev.dev.Store(addr-e.dev.base, size, v); err != nil {
+			return &Fault{Addr: addr, Size: size, Access: Write, PC: -1, Reason: err.Error()}
+		}
+		return nil
+	}
+	off := addr & pageMask
+	if off+uint64(size) <= PageSize {
+		for i := 0; i < size; i++ {
+			e.page[off+uint64(i)] = byte(v >> (8 * i))
+		}
+		return nil
+	}
+	// Straddling store: check both pages before writing anything, so a
+	// fault leaves memory untouched.
+	if _, f := t.fill(addr+uint64(size)-1, size, Write); f != nil {
+		f.Addr, f.Size = addr, size
+		return f
+	}
+	for i := 0; i < size; i++ {
+		if f := t.Store8(addr+uint64(i), v>>(8*i)); f != nil {
+			return f
+		}
+	}
+	return nil
+}
+
+// ReadPage returns the cached page that holds addr if the TLB has a readable
+// translation for it, or nil. It is the inlinable first half of a load, for
+// executors that want the hit path in their own loop; on nil they call the
+// matching Load method, which walks the page table.
+func (t *TLB) ReadPage(addr uint64) *[PageSize]byte {
+	if e := &t.read[(addr>>PageShift)&tlbMask]; e.vpn == addr>>PageShift {
+		return e.page
+	}
+	return nil
+}
+
+// WritePage is ReadPage for a writable translation.
+func (t *TLB) WritePage(addr uint64) *[PageSize]byte {
+	if e := &t.write[(addr>>PageShift)&tlbMask]; e.vpn == addr>>PageShift {
+		return e.page
+	}
+	return nil
+}

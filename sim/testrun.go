@@ -1,0 +1,252 @@
+package sim
+
+import (
+	"bytes"
+	"encoding/binary"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/pkg/errors"
+
+	"github.com/bpfsim/bpfsim/sim/mem"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// RunOptions control a test run, like cilium/ebpf's RunOptions and the
+// kernel's BPF_PROG_TEST_RUN.
+type RunOptions struct {
+	// Data is the program's input: the packet for XDP, the memory for an
+	// UnspecifiedProgram.
+	Data []byte
+	// DataOut receives the data after the run; it must be large enough
+	// (ENOSPC otherwise, with as much copied as fits).
+	DataOut []byte
+	// Context is the context input: a []byte or a fixed-size value encoded
+	// little-endian with encoding/binary.
+	Context any
+	// ContextOut receives the context after the run: a []byte or a pointer
+	// to a fixed-size value.
+	ContextOut any
+	// Repeat runs the program this many times (default 1) on the same
+	// input, as the kernel does; the duration is the mean.
+	Repeat uint32
+	// Flags are BPF_F_TEST_* flags; none is supported yet.
+	Flags uint32
+	// CPU is the simulated CPU to run on. Unlike the kernel, which honours
+	// it only for raw tracepoints, bpfsim honours it for every type.
+	CPU uint32
+	// MaxInsns stops a run after this many instructions (default
+	// DefaultMaxInsns), since an unverified program may not terminate.
+	MaxInsns uint64
+}
+
+// DefaultMaxInsns is the instruction budget of one run unless RunOptions
+// says otherwise.
+const DefaultMaxInsns = 1 << 30
+
+// RunResult is everything a test run produced.
+type RunResult struct {
+	// R0 is the program's return value, all 64 bits of it. The kernel
+	// reports only the low 32 (Run returns those).
+	R0 uint64
+	// Data is the output data: the packet after an XDP run, the memory
+	// after a raw run.
+	Data []byte
+	// Context is the context after the run, for types whose context is
+	// copied back.
+	Context []byte
+	// Duration is the mean wall-clock time of one run.
+	Duration time.Duration
+	// Insns is the number of instructions the last run executed.
+	Insns uint64
+}
+
+// Run runs the program once (or Repeat times) and returns its return value,
+// like cilium/ebpf's Program.Run.
+func (p *Program) Run(opts *RunOptions) (uint32, error) {
+	res, err := p.Test(opts)
+	if err != nil {
+		return 0, err
+	}
+	return uint32(res.R0), nil
+}
+
+// Test runs the program and returns everything the run produced.
+func (p *Program) Test(opts *RunOptions) (*RunResult, error) {
+	if opts == nil {
+		opts = &RunOptions{}
+	}
+	if opts.Flags != 0 {
+		return nil, errors.Wrapf(uapi.EINVAL, "test run flags %#x are not supported", opts.Flags)
+	}
+	ctxIn, err := encodeContext(opts.Context)
+	if err != nil {
+		return nil, err
+	}
+	cpu, err := p.k.cpu(opts.CPU)
+	if err != nil {
+		return nil, err
+	}
+	repeat := opts.Repeat
+	if repeat == 0 {
+		repeat = 1
+	}
+
+	cpu.mu.Lock()
+	defer cpu.mu.Unlock()
+	env, err := p.k.prepareRun(cpu, p.typ, opts.Data, ctxIn, opts.Repeat)
+	if err != nil {
+		return nil, err
+	}
+	m := cpu.machine
+	m.MaxInsns = opts.MaxInsns
+	if m.MaxInsns == 0 {
+		m.MaxInsns = DefaultMaxInsns
+	}
+	res := &RunResult{}
+	start := time.Now()
+	for i := uint32(0); i < repeat; i++ {
+		res.R0, err = m.Run(p.code, env.r1, env.r2)
+		res.Insns = m.Executed
+		if err != nil {
+			return nil, errors.Wrapf(err, "program %s", p.name)
+		}
+	}
+	res.Duration = time.Since(start) / time.Duration(repeat)
+	if res.Data, res.Context, err = env.output(); err != nil {
+		return nil, err
+	}
+	if err := copyOut(opts, res); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// runEnv is what prepareRun set up for one test run.
+type runEnv struct {
+	r1, r2 uint64
+	output func() (data, ctx []byte, err error)
+}
+
+// runBuffers are a CPU's reusable test-run areas, allocated on first use.
+type runBuffers struct {
+	xdp *xdpBuff
+	raw rawBuffer
+}
+
+// rawBuffer is an area that holds raw input bytes at its end, so that a
+// program running past them hits the guard page.
+type rawBuffer struct {
+	start, size uint64
+	bytes       []byte
+}
+
+func (k *Kernel) prepareRun(cpu *CPU, typ ebpf.ProgramType, data, ctx []byte, repeat uint32) (*runEnv, error) {
+	switch typ {
+	case ebpf.XDP:
+		if ctx != nil {
+			return nil, errors.Wrap(uapi.EINVAL, "an xdp_md context input is not supported yet")
+		}
+		return k.prepareXDP(cpu, data)
+	case ebpf.Syscall:
+		// bpf_prog_test_run_syscall: context only, run once.
+		if len(data) != 0 || repeat > 1 {
+			return nil, errors.Wrap(uapi.EINVAL, "syscall programs take a context and no data, and run once")
+		}
+		if len(ctx) > 0xffff {
+			return nil, errors.Wrapf(uapi.EINVAL, "context of %d bytes exceeds U16_MAX", len(ctx))
+		}
+		addr, buf, err := cpu.run.raw.load(k.mem, ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &runEnv{r1: addr, output: func() ([]byte, []byte, error) {
+			return nil, append([]byte(nil), buf...), nil
+		}}, nil
+	default:
+		if ctx != nil {
+			return nil, errors.Wrap(uapi.EINVAL, "raw programs take data, not a context")
+		}
+		addr, buf, err := cpu.run.raw.load(k.mem, data)
+		if err != nil {
+			return nil, err
+		}
+		return &runEnv{r1: addr, r2: uint64(len(data)), output: func() ([]byte, []byte, error) {
+			return append([]byte(nil), buf...), nil, nil
+		}}, nil
+	}
+}
+
+// load copies in to the end of the buffer, growing it if needed, and
+// returns its address (0 for no input) and the simulated bytes.
+func (b *rawBuffer) load(space *mem.Space, in []byte) (uint64, []byte, error) {
+	if len(in) == 0 {
+		return 0, nil, nil
+	}
+	need := uint64(len(in)+7) &^ 7
+	if need > b.size {
+		size := uint64(mem.PageSize)
+		for size < need {
+			size *= 2
+		}
+		start, err := space.Vmalloc(size, mem.PermRW, "bpf_test_run")
+		if err != nil {
+			return 0, nil, err
+		}
+		all, err := space.Bytes(start, size)
+		if err != nil {
+			return 0, nil, err
+		}
+		if b.size != 0 {
+			if err := space.Free(b.start); err != nil {
+				return 0, nil, err
+			}
+		}
+		*b = rawBuffer{start: start, size: size, bytes: all}
+	}
+	// Place the input so that it ends at most 7 bytes before the guard
+	// page, starting 8-byte aligned.
+	off := b.size - need
+	clear(b.bytes)
+	buf := b.bytes[off : off+uint64(len(in))]
+	copy(buf, in)
+	return b.start + off, buf, nil
+}
+
+func encodeContext(ctx any) ([]byte, error) {
+	switch c := ctx.(type) {
+	case nil:
+		return nil, nil
+	case []byte:
+		return c, nil
+	}
+	var buf bytes.Buffer
+	if err := binary.Write(&buf, binary.LittleEndian, ctx); err != nil {
+		return nil, errors.Wrapf(uapi.EINVAL, "encoding context: %v", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// copyOut fills DataOut and ContextOut the way the kernel's
+// bpf_test_finish does: a short DataOut gets what fits, and ENOSPC.
+func copyOut(opts *RunOptions, res *RunResult) error {
+	if opts.DataOut != nil {
+		copy(opts.DataOut, res.Data)
+		if len(opts.DataOut) < len(res.Data) {
+			return errors.Wrapf(uapi.ENOSPC, "DataOut holds %d bytes, the output has %d", len(opts.DataOut), len(res.Data))
+		}
+	}
+	switch out := opts.ContextOut.(type) {
+	case nil:
+	case []byte:
+		copy(out, res.Context)
+		if len(out) < len(res.Context) {
+			return errors.Wrapf(uapi.ENOSPC, "ContextOut holds %d bytes, the context has %d", len(out), len(res.Context))
+		}
+	default:
+		if err := binary.Read(bytes.NewReader(res.Context), binary.LittleEndian, out); err != nil {
+			return errors.Wrapf(uapi.EINVAL, "decoding context: %v", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,167 @@
+// Package verifier is bpfsim's counterpart of kernel/bpf/verifier.c.
+//
+// Today it holds the structural passes the kernel runs before abstract
+// interpretation: the instruction count limits of bpf_prog_load, the
+// subprogram split and jump range checks of check_subprogs, and the lddw
+// pairing rules of resolve_pseudo_ldimm64. Programs that pass them are
+// well-formed but not proven safe: bpfsim runs them unverified, and the
+// simulated address space reports the faults a verifier would have
+// prevented. Abstract interpretation arrives with its own issue.
+package verifier
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/pkg/errors"
+
+	"github.com/bpfsim/bpfsim/sim/insn"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// MaxInsns is BPF_COMPLEXITY_LIMIT_INSNS, the most instructions a
+// privileged loader may submit.
+const MaxInsns = 1_000_000
+
+// Error is a load failure with the kernel's verifier log line and errno.
+type Error struct {
+	Errno uapi.Errno
+	Msg   string // as the kernel's verifier log prints it
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// Unwrap exposes the errno for errors.Is.
+func (e *Error) Unwrap() error { return e.Errno }
+
+func reject(errno uapi.Errno, format string, args ...any) error {
+	return errors.WithStack(&Error{Errno: errno, Msg: fmt.Sprintf(format, args...)})
+}
+
+// Subprog is one function of a program: its first instruction and the
+// index one past its last.
+type Subprog struct {
+	Start, End int
+}
+
+// CheckStructure runs the kernel's structural checks and returns the
+// program's subprograms in order, the main program first.
+func CheckStructure(insns []insn.Insn) ([]Subprog, error) {
+	n := len(insns)
+	if n == 0 || n > MaxInsns {
+		return nil, reject(uapi.E2BIG, "program has %d instructions; it must have 1 to %d", n, MaxInsns)
+	}
+	if err := checkLdImm64(insns); err != nil {
+		return nil, err
+	}
+	subs, err := findSubprogs(insns)
+	if err != nil {
+		return nil, err
+	}
+	return subs, checkSubprogs(insns, subs)
+}
+
+// checkLdImm64 mirrors resolve_pseudo_ldimm64's shape checks: a 64-bit
+// immediate load needs a second slot with an all-zero header.
+func checkLdImm64(insns []insn.Insn) error {
+	for i := 0; i < len(insns); i++ {
+		in := insns[i]
+		if in.Class() == insn.LD && in.Mode() == insn.IMM && in.SizeBits() != insn.DW {
+			return reject(uapi.EINVAL, "unknown opcode %02x", in.Code)
+		}
+		if !in.IsLdImm64() {
+			continue
+		}
+		if i == len(insns)-1 {
+			return reject(uapi.EINVAL, "invalid bpf_ld_imm64 insn")
+		}
+		next := insns[i+1]
+		if next.Code != 0 || next.Dst != 0 || next.Src != 0 || next.Off != 0 {
+			return reject(uapi.EINVAL, "invalid bpf_ld_imm64 insn")
+		}
+		if in.Src > insn.PseudoMapIdxValue {
+			return reject(uapi.EINVAL, "unrecognized bpf_ld_imm64 insn")
+		}
+		i++
+	}
+	return nil
+}
+
+// findSubprogs collects function starts from bpf-to-bpf calls and
+// function-pointer loads, as add_subprog_and_kfunc does.
+func findSubprogs(insns []insn.Insn) ([]Subprog, error) {
+	starts := map[int]bool{0: true}
+	for i, in := range insns {
+		isCall := in.Code == insn.JMP|insn.CALL && in.Src == insn.PseudoCall
+		isFunc := in.IsLdImm64() && in.Src == insn.PseudoFunc
+		if !isCall && !isFunc {
+			continue
+		}
+		target := i + 1 + int(in.Imm)
+		if target < 0 || target >= len(insns) {
+			return nil, reject(uapi.EINVAL, "function calls to unknown target: insn %d calls %d", i, target)
+		}
+		starts[target] = true
+	}
+	order := make([]int, 0, len(starts))
+	for s := range starts {
+		order = append(order, s)
+	}
+	sort.Ints(order)
+	subs := make([]Subprog, len(order))
+	for i, s := range order {
+		end := len(insns)
+		if i+1 < len(order) {
+			end = order[i+1]
+		}
+		subs[i] = Subprog{Start: s, End: end}
+	}
+	return subs, nil
+}
+
+// checkSubprogs mirrors check_subprogs: jumps stay inside their function,
+// and every function ends with an exit or an unconditional jump.
+func checkSubprogs(insns []insn.Insn, subs []Subprog) error {
+	second := make([]bool, len(insns))
+	for i := 0; i < len(insns); i++ {
+		if insns[i].IsLdImm64() {
+			second[i+1] = true
+			i++
+		}
+	}
+	for _, sp := range subs {
+		for i := sp.Start; i < sp.End; i++ {
+			in := insns[i]
+			if second[i] {
+				continue
+			}
+			cl := in.Class()
+			if cl != insn.JMP && cl != insn.JMP32 {
+				continue
+			}
+			op := in.Op()
+			if op == insn.CALL || op == insn.EXIT {
+				continue
+			}
+			off := int(in.Off)
+			if in.Code == insn.JMP32|insn.JA {
+				off = int(in.Imm)
+			}
+			target := i + 1 + off
+			if target < sp.Start || target >= sp.End {
+				return reject(uapi.EINVAL, "jump out of range from insn %d to %d", i, target)
+			}
+			if second[target] {
+				return reject(uapi.EINVAL, "jump into the middle of ldimm64 insn %d", target-1)
+			}
+		}
+		last := insns[sp.End-1]
+		if second[sp.End-1] {
+			last = insns[sp.End-2]
+		}
+		if last.Code != insn.JMP|insn.EXIT && last.Code != insn.JMP|insn.JA && last.Code != insn.JMP32|insn.JA {
+			return reject(uapi.EINVAL, "last insn is not an exit or jmp")
+		}
+	}
+	return nil
+}

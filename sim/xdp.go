@@ -1,0 +1,116 @@
+package sim
+
+import (
+	"fmt"
+
+	"github.com/pkg/errors"
+
+	"github.com/bpfsim/bpfsim/sim/mem"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// XDP test-run geometry (net/bpf/test_run.c, include/net/xdp.h).
+const (
+	// XDPPacketHeadroom is XDP_PACKET_HEADROOM, the room before the packet.
+	XDPPacketHeadroom = 256
+	// xdpTailroom is SKB_DATA_ALIGN(sizeof(struct skb_shared_info)) on
+	// x86-64 and arm64.
+	xdpTailroom = 320
+	// XDPMaxData is the largest packet a single-buffer XDP test run takes.
+	XDPMaxData = mem.PageSize - XDPPacketHeadroom - xdpTailroom
+	// ethHlen is ETH_HLEN, the smallest packet a test run accepts.
+	ethHlen = 14
+	// loopbackIfindex is what ingress_ifindex reads: test runs receive on
+	// the loopback device's first queue.
+	loopbackIfindex = 1
+)
+
+// xdp_md field offsets (include/uapi/linux/bpf.h).
+const (
+	xdpMDData           = 0
+	xdpMDDataEnd        = 4
+	xdpMDDataMeta       = 8
+	xdpMDIngressIfindex = 12
+	xdpMDRxQueueIndex   = 16
+	xdpMDEgressIfindex  = 20
+	xdpMDSize           = 24
+)
+
+// xdpBuff is a CPU's XDP test-run state: a page that holds the packet (the
+// kernel's struct xdp_buff and its data page) and the xdp_md context the
+// program sees.
+//
+// Programs read xdp_md fields with 4-byte loads, yet data, data_end and
+// data_meta are 64-bit pointers. The kernel's verifier rewrites those loads
+// into 8-byte loads of xdp_buff fields (convert_ctx_accesses); bpfsim
+// maps xdp_md as a device whose loads return the 64-bit pointer, which
+// gives the program the same register values.
+type xdpBuff struct {
+	page    uint64 // data_hard_start
+	bytes   []byte
+	ctx     uint64 // the xdp_md mapping
+	data    uint64
+	dataEnd uint64
+	meta    uint64
+}
+
+// Load serves a program's read of an xdp_md field.
+func (x *xdpBuff) Load(off uint64, size int, signExtend bool) (uint64, error) {
+	if size != 4 || signExtend || off%4 != 0 || off >= xdpMDSize {
+		return 0, ctxAccessError(off, size)
+	}
+	switch off {
+	case xdpMDData:
+		return x.data, nil
+	case xdpMDDataEnd:
+		return x.dataEnd, nil
+	case xdpMDDataMeta:
+		return x.meta, nil
+	case xdpMDIngressIfindex:
+		return loopbackIfindex, nil
+	}
+	return 0, nil // rx_queue_index, egress_ifindex
+}
+
+// Store refuses writes: no xdp_md field is writable.
+func (x *xdpBuff) Store(off uint64, size int, _ uint64) error {
+	return ctxAccessError(off, size)
+}
+
+func ctxAccessError(off uint64, size int) error {
+	return fmt.Errorf("invalid bpf_context access off=%d size=%d", off, size)
+}
+
+func (k *Kernel) prepareXDP(cpu *CPU, data []byte) (*runEnv, error) {
+	if len(data) < ethHlen {
+		return nil, errors.Wrapf(uapi.EINVAL, "XDP input of %d bytes is shorter than an Ethernet header", len(data))
+	}
+	if len(data) > XDPMaxData {
+		return nil, errors.Wrapf(uapi.EINVAL, "XDP input of %d bytes exceeds %d: multi-buffer XDP is not simulated yet", len(data), XDPMaxData)
+	}
+	x := cpu.run.xdp
+	if x == nil {
+		x = &xdpBuff{}
+		var err error
+		if x.page, err = k.mem.Vmalloc(mem.PageSize, mem.PermRW, "xdp_test_run"); err != nil {
+			return nil, err
+		}
+		if x.bytes, err = k.mem.Bytes(x.page, mem.PageSize); err != nil {
+			return nil, err
+		}
+		x.ctx, err = k.mem.Alloc(mem.PageSize, mem.AllocOptions{Perm: mem.PermRW, Name: "xdp_md", Device: x})
+		if err != nil {
+			return nil, err
+		}
+		cpu.run.xdp = x
+	}
+	clear(x.bytes)
+	copy(x.bytes[XDPPacketHeadroom:], data)
+	x.data = x.page + XDPPacketHeadroom
+	x.dataEnd = x.data + uint64(len(data))
+	x.meta = x.data
+	return &runEnv{r1: x.ctx, output: func() ([]byte, []byte, error) {
+		lo, hi := x.data-x.page, x.dataEnd-x.page
+		return append([]byte(nil), x.bytes[lo:hi]...), nil, nil
+	}}, nil
+}
