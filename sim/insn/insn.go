@@ -110,9 +110,9 @@ const (
 
 // Atomic operations, carried in Imm of a STX|ATOMIC instruction.
 const (
-	Fetch      = 0x01
-	Xchg       = 0xe0 | Fetch
-	Cmpxchg    = 0xf0 | Fetch
+	Fetch    = 0x01
+	Xchg     = 0xe0 | Fetch
+	Cmpxchg  = 0xf0 | Fetch
 	LoadAcq  = 0x100
 	StoreRel = 0x110
 )

@@ -70,16 +70,16 @@ var jmpKinds = map[uint8][2][2]opKind{ // op -> [jmp64?][reg source?]
 }
 
 var atomicKinds = map[int32][2]opKind{ // imm -> [32-bit, 64-bit]
-	insn.ADD:               {opAtomicAdd32, opAtomicAdd64},
-	insn.OR:                {opAtomicOr32, opAtomicOr64},
-	insn.AND:               {opAtomicAnd32, opAtomicAnd64},
-	insn.XOR:               {opAtomicXor32, opAtomicXor64},
-	insn.ADD | insn.Fetch:  {opAtomicFetchAdd32, opAtomicFetchAdd64},
-	insn.OR | insn.Fetch:   {opAtomicFetchOr32, opAtomicFetchOr64},
-	insn.AND | insn.Fetch:  {opAtomicFetchAnd32, opAtomicFetchAnd64},
-	insn.XOR | insn.Fetch:  {opAtomicFetchXor32, opAtomicFetchXor64},
-	insn.Xchg:              {opAtomicXchg32, opAtomicXchg64},
-	insn.Cmpxchg:           {opAtomicCmpxchg32, opAtomicCmpxchg64},
+	insn.ADD:              {opAtomicAdd32, opAtomicAdd64},
+	insn.OR:               {opAtomicOr32, opAtomicOr64},
+	insn.AND:              {opAtomicAnd32, opAtomicAnd64},
+	insn.XOR:              {opAtomicXor32, opAtomicXor64},
+	insn.ADD | insn.Fetch: {opAtomicFetchAdd32, opAtomicFetchAdd64},
+	insn.OR | insn.Fetch:  {opAtomicFetchOr32, opAtomicFetchOr64},
+	insn.AND | insn.Fetch: {opAtomicFetchAnd32, opAtomicFetchAnd64},
+	insn.XOR | insn.Fetch: {opAtomicFetchXor32, opAtomicFetchXor64},
+	insn.Xchg:             {opAtomicXchg32, opAtomicXchg64},
+	insn.Cmpxchg:          {opAtomicCmpxchg32, opAtomicCmpxchg64},
 }
 
 var sizedKinds = map[uint8][4]opKind{ // mode/class -> by size B, H, W, DW
