@@ -21,10 +21,11 @@ func cmdDump(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: bpfsim dump [xlated] [flags] PROGRAM")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	positional, err := parseArgs(fs, args)
+	if err != nil {
 		return 2
 	}
-	if fs.NArg() != 1 {
+	if len(positional) != 1 {
 		fs.Usage()
 		return 2
 	}
@@ -33,7 +34,7 @@ func cmdDump(args []string, stdout, stderr io.Writer) int {
 		var k *sim.Kernel
 		if k, err = sim.NewKernel(nil); err == nil {
 			var prog *sim.Program
-			if prog, err = loadFile(k, fs.Arg(0), *section, *isHex, typ); err == nil {
+			if prog, err = loadFile(k, positional[0], *section, *isHex, typ); err == nil {
 				fmt.Fprint(stdout, prog.Xlated())
 				return 0
 			}

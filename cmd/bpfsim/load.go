@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"os"
 	"sort"
@@ -95,4 +96,21 @@ func loadELFProgram(raw []byte, section string) (*ebpf.ProgramSpec, error) {
 		return nil, errors.Wrapf(uapi.EINVAL, "the object holds several programs, pick one with -section: %s", strings.Join(names, ", "))
 	}
 	return nil, errors.Wrapf(uapi.ENOENT, "no program %q in the object; it has: %s", section, strings.Join(names, ", "))
+}
+
+// parseArgs parses flags that may come before or after the positional
+// arguments, and returns the positional ones.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return positional, nil
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
+	}
 }

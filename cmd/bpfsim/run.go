@@ -28,10 +28,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: bpfsim run [flags] PROGRAM")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	positional, err := parseArgs(fs, args)
+	if err != nil {
 		return 2
 	}
-	if fs.NArg() != 1 {
+	if len(positional) != 1 {
 		fs.Usage()
 		return 2
 	}
@@ -63,7 +64,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
-	prog, err := loadFile(k, fs.Arg(0), *section, *isHex, typ)
+	prog, err := loadFile(k, positional[0], *section, *isHex, typ)
 	if err != nil {
 		return fail(err)
 	}

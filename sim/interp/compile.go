@@ -12,6 +12,7 @@ type op struct {
 	kind opKind
 	dst  uint8
 	src  uint8
+	back bool // a jump or call to an earlier instruction
 	// off is the sign-extended memory offset of a load or store, or the
 	// absolute index a jump or local call goes to.
 	off int32
@@ -186,6 +187,7 @@ func Compile(insns []insn.Insn, helpers HelperResolver) (*Program, error) {
 					o.imm = uint64(uint32(in.Imm))
 				}
 			}
+			o.back = int(o.off) <= i
 			if k == opCallLocal || (k != opCallHelper && k != opExit) {
 				if o.off < 0 || int(o.off) >= n || second[o.off] {
 					return nil, errors.Wrapf(uapi.EINVAL, "jump out of range from insn %d to %d", i, o.off)

@@ -62,7 +62,13 @@ type Machine struct {
 	stackTop uint64 // address just above the stack: frame 0's r10
 
 	prog *Program // running program, for helpers
-	pc   int      // instruction index of the running helper call
+
+	// pc (one past the current instruction) and steps are parked here
+	// whenever the dispatch loop calls out of itself.
+	pc     int
+	steps  uint64
+	depth  int
+	frames [insn.MaxCallFrames]frame
 }
 
 // NewMachine returns a machine for CPU cpu. stackBase is the address of a
@@ -82,7 +88,7 @@ func (m *Machine) Program() *Program { return m.prog }
 
 // PC returns the instruction index of the call being served, for helpers
 // that report errors.
-func (m *Machine) PC() int { return m.pc }
+func (m *Machine) PC() int { return m.pc - 1 }
 
 // ReadMem copies simulated memory at addr into p, with the permission
 // checks a program's loads get.
@@ -104,7 +110,7 @@ func (m *Machine) WriteMem(addr uint64, p []byte) error {
 func (m *Machine) atPC(err error) error {
 	var f *mem.Fault
 	if errors.As(err, &f) && f.PC < 0 {
-		f.PC = m.pc
+		f.PC = m.PC()
 	}
 	return err
 }

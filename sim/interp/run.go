@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math"
 	"math/bits"
+	"unsafe"
 
 	"github.com/pkg/errors"
 
@@ -18,6 +19,7 @@ const pageMask = mem.PageSize - 1
 // through in one frame before it jumps.
 const maxLoops = 8 * 1024 * 1024
 
+// frame is the state a bpf-to-bpf call saves.
 type frame struct {
 	ret     int // index to continue at after the callee exits
 	saved   [4]uint64
@@ -39,9 +41,8 @@ func (m *Machine) Run(p *Program, r1, r2 uint64) (uint64, error) {
 
 func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 	var r [16]uint64
-	var frames [insn.MaxCallFrames]frame
-	depth := 0
-	frames[0].mayGoto = maxLoops
+	m.depth = 0
+	m.frames[0].mayGoto = maxLoops
 
 	r[1], r[2] = arg1, arg2
 	r[10] = m.stackTop
@@ -55,18 +56,13 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 	var steps uint64
 	pc := 0
 
-	fault := func(f *mem.Fault) (uint64, error) {
-		f.PC = pc - 1
-		m.Executed = steps
-		return 0, f
-	}
+	// The compiler guarantees pc stays within ops: jump targets are checked
+	// and the extra op at the end stops a program that falls off its last
+	// instruction. So the loop indexes without a bounds check.
+	base := unsafe.Pointer(&ops[0])
 
 	for {
-		if steps == budget {
-			m.Executed = steps
-			return 0, m.budgetError(pc)
-		}
-		o := &ops[pc]
+		o := (*op)(unsafe.Add(base, uintptr(pc)*unsafe.Sizeof(op{})))
 		pc++
 		steps++
 		switch o.kind {
@@ -217,352 +213,598 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 			r[o.dst&15] = o.imm
 			pc++
 
-		// Loads: the TLB hit path is written out for the common sizes.
+		// Loads and stores: the TLB hit path is written out here; misses,
+		// page-crossing and device accesses go to slowMem.
+		//
+		// Every path that calls out of the loop first parks pc and steps in
+		// the Machine and reloads them afterwards. That keeps them out of
+		// any value live across a call, so the compiler never spills them
+		// on the hot path.
 		case opLdxB:
 			a := r[o.src&15] + uint64(int64(o.off))
 			if pg := tlb.ReadPage(a); pg != nil {
 				r[o.dst&15] = uint64(pg[a&pageMask])
-			} else if v, f := tlb.Load8(a); f == nil {
-				r[o.dst&15] = v
-			} else {
-				return fault(f)
+				continue
 			}
+			m.pc, m.steps = pc, steps
+			if f := m.slowMem(&r, a); f != nil {
+				return m.fault(f)
+			}
+			pc, steps = m.pc, m.steps
 		case opLdxH:
 			a := r[o.src&15] + uint64(int64(o.off))
 			if pg := tlb.ReadPage(a); pg != nil && a&pageMask <= pageMask-1 {
 				r[o.dst&15] = uint64(binary.LittleEndian.Uint16(pg[a&pageMask:]))
-			} else if v, f := tlb.Load16(a); f == nil {
-				r[o.dst&15] = v
-			} else {
-				return fault(f)
+				continue
 			}
+			m.pc, m.steps = pc, steps
+			if f := m.slowMem(&r, a); f != nil {
+				return m.fault(f)
+			}
+			pc, steps = m.pc, m.steps
 		case opLdxW:
 			a := r[o.src&15] + uint64(int64(o.off))
 			if pg := tlb.ReadPage(a); pg != nil && a&pageMask <= pageMask-3 {
 				r[o.dst&15] = uint64(binary.LittleEndian.Uint32(pg[a&pageMask:]))
-			} else if v, f := tlb.Load32(a); f == nil {
-				r[o.dst&15] = v
-			} else {
-				return fault(f)
+				continue
 			}
+			m.pc, m.steps = pc, steps
+			if f := m.slowMem(&r, a); f != nil {
+				return m.fault(f)
+			}
+			pc, steps = m.pc, m.steps
 		case opLdxDW:
 			a := r[o.src&15] + uint64(int64(o.off))
 			if pg := tlb.ReadPage(a); pg != nil && a&pageMask <= pageMask-7 {
 				r[o.dst&15] = binary.LittleEndian.Uint64(pg[a&pageMask:])
-			} else if v, f := tlb.Load64(a); f == nil {
-				r[o.dst&15] = v
-			} else {
-				return fault(f)
+				continue
 			}
-		case opLdxsB, opLdxsH, opLdxsW:
-			size := map[opKind]int{opLdxsB: 1, opLdxsH: 2, opLdxsW: 4}[o.kind]
-			v, f := tlb.LoadSigned(r[o.src&15]+uint64(int64(o.off)), size)
-			if f != nil {
-				return fault(f)
+			m.pc, m.steps = pc, steps
+			if f := m.slowMem(&r, a); f != nil {
+				return m.fault(f)
 			}
-			r[o.dst&15] = v
-
-		// Stores.
-		case opStB, opStxB:
-			a, v := r[o.dst&15]+uint64(int64(o.off)), o.imm
-			if o.kind == opStxB {
-				v = r[o.src&15]
-			}
-			if pg := tlb.WritePage(a); pg != nil {
-				pg[a&pageMask] = byte(v)
-			} else if f := tlb.Store8(a, v); f != nil {
-				return fault(f)
-			}
-		case opStH, opStxH:
-			a, v := r[o.dst&15]+uint64(int64(o.off)), o.imm
-			if o.kind == opStxH {
-				v = r[o.src&15]
-			}
-			if pg := tlb.WritePage(a); pg != nil && a&pageMask <= pageMask-1 {
-				binary.LittleEndian.PutUint16(pg[a&pageMask:], uint16(v))
-			} else if f := tlb.Store16(a, v); f != nil {
-				return fault(f)
-			}
-		case opStW, opStxW:
-			a, v := r[o.dst&15]+uint64(int64(o.off)), o.imm
-			if o.kind == opStxW {
-				v = r[o.src&15]
-			}
-			if pg := tlb.WritePage(a); pg != nil && a&pageMask <= pageMask-3 {
-				binary.LittleEndian.PutUint32(pg[a&pageMask:], uint32(v))
-			} else if f := tlb.Store32(a, v); f != nil {
-				return fault(f)
-			}
-		case opStDW:
+			pc, steps = m.pc, m.steps
+		case opStxB:
 			a := r[o.dst&15] + uint64(int64(o.off))
-			if pg := tlb.WritePage(a); pg != nil && a&pageMask <= pageMask-7 {
-				binary.LittleEndian.PutUint64(pg[a&pageMask:], o.imm)
-			} else if f := tlb.Store64(a, o.imm); f != nil {
-				return fault(f)
+			if pg := tlb.WritePage(a); pg != nil {
+				pg[a&pageMask] = byte(r[o.src&15])
+				continue
 			}
+			m.pc, m.steps = pc, steps
+			if f := m.slowMem(&r, a); f != nil {
+				return m.fault(f)
+			}
+			pc, steps = m.pc, m.steps
+		case opStxH:
+			a := r[o.dst&15] + uint64(int64(o.off))
+			if pg := tlb.WritePage(a); pg != nil && a&pageMask <= pageMask-1 {
+				binary.LittleEndian.PutUint16(pg[a&pageMask:], uint16(r[o.src&15]))
+				continue
+			}
+			m.pc, m.steps = pc, steps
+			if f := m.slowMem(&r, a); f != nil {
+				return m.fault(f)
+			}
+			pc, steps = m.pc, m.steps
+		case opStxW:
+			a := r[o.dst&15] + uint64(int64(o.off))
+			if pg := tlb.WritePage(a); pg != nil && a&pageMask <= pageMask-3 {
+				binary.LittleEndian.PutUint32(pg[a&pageMask:], uint32(r[o.src&15]))
+				continue
+			}
+			m.pc, m.steps = pc, steps
+			if f := m.slowMem(&r, a); f != nil {
+				return m.fault(f)
+			}
+			pc, steps = m.pc, m.steps
 		case opStxDW:
 			a := r[o.dst&15] + uint64(int64(o.off))
 			if pg := tlb.WritePage(a); pg != nil && a&pageMask <= pageMask-7 {
 				binary.LittleEndian.PutUint64(pg[a&pageMask:], r[o.src&15])
-			} else if f := tlb.Store64(a, r[o.src&15]); f != nil {
-				return fault(f)
+				continue
 			}
-
-		case opAtomicAdd32, opAtomicAdd64, opAtomicOr32, opAtomicOr64,
+			m.pc, m.steps = pc, steps
+			if f := m.slowMem(&r, a); f != nil {
+				return m.fault(f)
+			}
+			pc, steps = m.pc, m.steps
+		case opStDW:
+			a := r[o.dst&15] + uint64(int64(o.off))
+			if pg := tlb.WritePage(a); pg != nil && a&pageMask <= pageMask-7 {
+				binary.LittleEndian.PutUint64(pg[a&pageMask:], o.imm)
+				continue
+			}
+			m.pc, m.steps = pc, steps
+			if f := m.slowMem(&r, a); f != nil {
+				return m.fault(f)
+			}
+			pc, steps = m.pc, m.steps
+		case opLdxsB, opLdxsH, opLdxsW, opStB, opStH, opStW,
+			opAtomicAdd32, opAtomicAdd64, opAtomicOr32, opAtomicOr64,
 			opAtomicAnd32, opAtomicAnd64, opAtomicXor32, opAtomicXor64,
 			opAtomicFetchAdd32, opAtomicFetchAdd64, opAtomicFetchOr32, opAtomicFetchOr64,
 			opAtomicFetchAnd32, opAtomicFetchAnd64, opAtomicFetchXor32, opAtomicFetchXor64,
-			opAtomicXchg32, opAtomicXchg64, opAtomicCmpxchg32, opAtomicCmpxchg64:
-			if f := atomicOp(tlb, o, &r); f != nil {
-				return fault(f)
+			opAtomicXchg32, opAtomicXchg64, opAtomicCmpxchg32, opAtomicCmpxchg64,
+			opLoadAcqB, opLoadAcqH, opLoadAcqW, opLoadAcqDW,
+			opStoreRelB, opStoreRelH, opStoreRelW, opStoreRelDW:
+			// Less common accesses always take the out-of-line path.
+			m.pc, m.steps = pc, steps
+			if f := m.slowMem(&r, r[o.dst&15]+uint64(int64(o.off))); f != nil {
+				return m.fault(f)
 			}
-		case opLoadAcqB, opLoadAcqH, opLoadAcqW, opLoadAcqDW:
-			v, f := loadAcquire(tlb, o.kind, r[o.src&15]+uint64(int64(o.off)))
-			if f != nil {
-				return fault(f)
-			}
-			r[o.dst&15] = v
-		case opStoreRelB, opStoreRelH, opStoreRelW, opStoreRelDW:
-			if f := storeRelease(tlb, o.kind, r[o.dst&15]+uint64(int64(o.off)), r[o.src&15]); f != nil {
-				return fault(f)
-			}
+			pc, steps = m.pc, m.steps
 
 		// Jumps.
 		case opJa:
+			if o.back && steps > budget {
+				return m.exhausted(pc, steps)
+			}
 			pc = int(o.off)
 		case opJeq64K:
 			if r[o.dst&15] == o.imm {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJeq64X:
 			if r[o.dst&15] == r[o.src&15] {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJne64K:
 			if r[o.dst&15] != o.imm {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJne64X:
 			if r[o.dst&15] != r[o.src&15] {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJgt64K:
 			if r[o.dst&15] > o.imm {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJgt64X:
 			if r[o.dst&15] > r[o.src&15] {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJge64K:
 			if r[o.dst&15] >= o.imm {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJge64X:
 			if r[o.dst&15] >= r[o.src&15] {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJlt64K:
 			if r[o.dst&15] < o.imm {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJlt64X:
 			if r[o.dst&15] < r[o.src&15] {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJle64K:
 			if r[o.dst&15] <= o.imm {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJle64X:
 			if r[o.dst&15] <= r[o.src&15] {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJset64K:
 			if r[o.dst&15]&o.imm != 0 {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJset64X:
 			if r[o.dst&15]&r[o.src&15] != 0 {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJsgt64K:
 			if int64(r[o.dst&15]) > int64(o.imm) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJsgt64X:
 			if int64(r[o.dst&15]) > int64(r[o.src&15]) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJsge64K:
 			if int64(r[o.dst&15]) >= int64(o.imm) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJsge64X:
 			if int64(r[o.dst&15]) >= int64(r[o.src&15]) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJslt64K:
 			if int64(r[o.dst&15]) < int64(o.imm) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJslt64X:
 			if int64(r[o.dst&15]) < int64(r[o.src&15]) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJsle64K:
 			if int64(r[o.dst&15]) <= int64(o.imm) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJsle64X:
 			if int64(r[o.dst&15]) <= int64(r[o.src&15]) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJeq32K:
 			if uint32(r[o.dst&15]) == uint32(o.imm) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJeq32X:
 			if uint32(r[o.dst&15]) == uint32(r[o.src&15]) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJne32K:
 			if uint32(r[o.dst&15]) != uint32(o.imm) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJne32X:
 			if uint32(r[o.dst&15]) != uint32(r[o.src&15]) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJgt32K:
 			if uint32(r[o.dst&15]) > uint32(o.imm) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJgt32X:
 			if uint32(r[o.dst&15]) > uint32(r[o.src&15]) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJge32K:
 			if uint32(r[o.dst&15]) >= uint32(o.imm) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJge32X:
 			if uint32(r[o.dst&15]) >= uint32(r[o.src&15]) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJlt32K:
 			if uint32(r[o.dst&15]) < uint32(o.imm) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJlt32X:
 			if uint32(r[o.dst&15]) < uint32(r[o.src&15]) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJle32K:
 			if uint32(r[o.dst&15]) <= uint32(o.imm) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJle32X:
 			if uint32(r[o.dst&15]) <= uint32(r[o.src&15]) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJset32K:
 			if uint32(r[o.dst&15])&uint32(o.imm) != 0 {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJset32X:
 			if uint32(r[o.dst&15])&uint32(r[o.src&15]) != 0 {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJsgt32K:
 			if int32(r[o.dst&15]) > int32(o.imm) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJsgt32X:
 			if int32(r[o.dst&15]) > int32(r[o.src&15]) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJsge32K:
 			if int32(r[o.dst&15]) >= int32(o.imm) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJsge32X:
 			if int32(r[o.dst&15]) >= int32(r[o.src&15]) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJslt32K:
 			if int32(r[o.dst&15]) < int32(o.imm) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJslt32X:
 			if int32(r[o.dst&15]) < int32(r[o.src&15]) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJsle32K:
 			if int32(r[o.dst&15]) <= int32(o.imm) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opJsle32X:
 			if int32(r[o.dst&15]) <= int32(r[o.src&15]) {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			}
 		case opMayGoto:
-			if frames[depth].mayGoto == 0 {
+			if m.frames[m.depth].mayGoto == 0 {
+				if o.back && steps > budget {
+					return m.exhausted(pc, steps)
+				}
 				pc = int(o.off)
 			} else {
-				frames[depth].mayGoto--
+				m.frames[m.depth].mayGoto--
 			}
 
 		case opCallHelper:
-			h := p.helpers[o.imm]
-			m.pc = pc - 1
-			v, err := h.Fn(m, r[1], r[2], r[3], r[4], r[5])
+			m.pc, m.steps = pc, steps
+			v, err := p.helpers[o.imm].Fn(m, r[1], r[2], r[3], r[4], r[5])
 			if err != nil {
-				m.Executed = steps
-				var u *Unwind
-				if errors.As(err, &u) {
-					return u.R0, nil
-				}
-				return 0, m.atPC(err)
+				return m.helperError(err)
 			}
 			r[0] = v
+			pc, steps = m.pc, m.steps
 		case opCallLocal:
-			if depth+1 >= insn.MaxCallFrames {
-				m.Executed = steps
-				return 0, &RuntimeError{PC: pc - 1, Errno: uapi.E2BIG,
-					Msg: "the call stack is too deep (more than 8 frames)"}
+			if steps > budget {
+				return m.exhausted(pc, steps)
 			}
-			fr := &frames[depth]
-			fr.ret = pc
-			fr.saved = [4]uint64{r[6], r[7], r[8], r[9]}
-			fr.fp = r[10]
-			depth++
-			frames[depth].mayGoto = maxLoops
-			clear(m.frameStack(depth))
-			r[10] = m.stackTop - uint64(depth)*insn.MaxBPFStack
-			pc = int(o.off)
+			m.pc, m.steps = pc, steps
+			if err := m.enterFrame(&r, int(o.off)); err != nil {
+				return 0, err
+			}
+			pc, steps = m.pc, m.steps
 		case opExit:
-			if depth == 0 {
+			if m.depth == 0 {
 				m.Executed = steps
 				return r[0], nil
 			}
-			depth--
-			fr := &frames[depth]
+			m.depth--
+			fr := &m.frames[m.depth]
 			r[6], r[7], r[8], r[9] = fr.saved[0], fr.saved[1], fr.saved[2], fr.saved[3]
 			r[10] = fr.fp
 			pc = fr.ret
 		case opNospec:
 
+		case opInvalid:
+			fallthrough
 		default:
-			m.Executed = steps
-			return 0, &RuntimeError{PC: pc - 1, Errno: uapi.EINVAL,
-				Msg: "reached an instruction slot that cannot execute (the end of the program or the second half of an lddw)"}
+			return m.invalidSlot(pc, steps)
 		}
 	}
 }
 
-func (m *Machine) budgetError(pc int) error {
-	return &RuntimeError{PC: pc, Errno: uapi.E2BIG,
+// fault ends a run at a memory fault; pc and steps are parked in m.
+//go:noinline
+func (m *Machine) fault(f *mem.Fault) (uint64, error) {
+	f.PC = m.pc - 1
+	m.Executed = m.steps
+	return 0, f
+}
+
+// helperError ends a run whose helper returned an error; an *Unwind ends
+// it normally with the helper's value.
+//go:noinline
+func (m *Machine) helperError(err error) (uint64, error) {
+	m.Executed = m.steps
+	var u *Unwind
+	if errors.As(err, &u) {
+		return u.R0, nil
+	}
+	return 0, m.atPC(err)
+}
+
+// enterFrame performs a bpf-to-bpf call to target: it saves the
+// callee-saved registers and the frame pointer, and gives the callee a
+// fresh, zeroed 512-byte stack below the caller's.
+func (m *Machine) enterFrame(r *[16]uint64, target int) error {
+	if m.depth+1 >= insn.MaxCallFrames {
+		m.Executed = m.steps
+		return &RuntimeError{PC: m.pc - 1, Errno: uapi.E2BIG,
+			Msg: "the call stack is too deep (more than 8 frames)"}
+	}
+	fr := &m.frames[m.depth]
+	fr.ret = m.pc
+	fr.saved = [4]uint64{r[6], r[7], r[8], r[9]}
+	fr.fp = r[10]
+	m.depth++
+	m.frames[m.depth].mayGoto = maxLoops
+	clear(m.frameStack(m.depth))
+	r[10] = m.stackTop - uint64(m.depth)*insn.MaxBPFStack
+	m.pc = target
+	return nil
+}
+
+// slowMem performs any load or store the loop did not finish inline: TLB
+// misses, accesses that cross a page, device pages, sign-extending loads,
+// immediate stores of small sizes and atomics.
+//
+// It finds its instruction through the parked pc rather than taking the op
+// as an argument, so the loop need not keep the op pointer across the call.
+func (m *Machine) slowMem(r *[16]uint64, addr uint64) *mem.Fault {
+	o := &m.prog.ops[m.pc-1]
+	tlb := m.TLB
+	var v uint64
+	var f *mem.Fault
+	switch o.kind {
+	case opLdxB:
+		v, f = tlb.Load8(addr)
+	case opLdxH:
+		v, f = tlb.Load16(addr)
+	case opLdxW:
+		v, f = tlb.Load32(addr)
+	case opLdxDW:
+		v, f = tlb.Load64(addr)
+	case opLdxsB:
+		v, f = tlb.LoadSigned(addr, 1)
+	case opLdxsH:
+		v, f = tlb.LoadSigned(addr, 2)
+	case opLdxsW:
+		v, f = tlb.LoadSigned(addr, 4)
+	case opStxB:
+		return tlb.Store8(addr, r[o.src&15])
+	case opStxH:
+		return tlb.Store16(addr, r[o.src&15])
+	case opStxW:
+		return tlb.Store32(addr, r[o.src&15])
+	case opStxDW:
+		return tlb.Store64(addr, r[o.src&15])
+	case opStB:
+		return tlb.Store8(addr, o.imm)
+	case opStH:
+		return tlb.Store16(addr, o.imm)
+	case opStW:
+		return tlb.Store32(addr, o.imm)
+	case opStDW:
+		return tlb.Store64(addr, o.imm)
+	case opLoadAcqB, opLoadAcqH, opLoadAcqW, opLoadAcqDW:
+		// load_acquire addresses memory through src, like a load.
+		v, f = loadAcquire(tlb, o.kind, r[o.src&15]+uint64(int64(o.off)))
+	case opStoreRelB, opStoreRelH, opStoreRelW, opStoreRelDW:
+		return storeRelease(tlb, o.kind, addr, r[o.src&15])
+	default:
+		return atomicOp(tlb, o, r)
+	}
+	if f == nil {
+		r[o.dst&15] = v
+	}
+	return f
+}
+
+// exhausted stops a run whose instruction budget ran out. Only backward
+// jumps and calls can make a program run long, so only they check.
+//go:noinline
+func (m *Machine) invalidSlot(pc int, steps uint64) (uint64, error) {
+	m.Executed = steps
+	return 0, &RuntimeError{PC: pc - 1, Errno: uapi.EINVAL,
+		Msg: "reached an instruction slot that cannot execute (the end of the program or the second half of an lddw)"}
+}
+
+//go:noinline
+func (m *Machine) exhausted(pc int, steps uint64) (uint64, error) {
+	m.Executed = steps
+	return 0, &RuntimeError{PC: pc - 1, Errno: uapi.E2BIG,
 		Msg: "instruction budget exhausted (see MaxInsns): the program may not terminate"}
 }
 
