@@ -319,7 +319,13 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 				return m.fault(f)
 			}
 			pc, steps = m.pc, m.steps
-		case opLdxsB, opLdxsH, opLdxsW, opStB, opStH, opStW,
+		case opLdxsB, opLdxsH, opLdxsW:
+			m.pc, m.steps = pc, steps
+			if f := m.slowMem(&r, r[o.src&15]+uint64(int64(o.off))); f != nil {
+				return m.fault(f)
+			}
+			pc, steps = m.pc, m.steps
+		case opStB, opStH, opStW,
 			opAtomicAdd32, opAtomicAdd64, opAtomicOr32, opAtomicOr64,
 			opAtomicAnd32, opAtomicAnd64, opAtomicXor32, opAtomicXor64,
 			opAtomicFetchAdd32, opAtomicFetchAdd64, opAtomicFetchOr32, opAtomicFetchOr64,
@@ -696,6 +702,7 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 }
 
 // fault ends a run at a memory fault; pc and steps are parked in m.
+//
 //go:noinline
 func (m *Machine) fault(f *mem.Fault) (uint64, error) {
 	f.PC = m.pc - 1
@@ -705,6 +712,7 @@ func (m *Machine) fault(f *mem.Fault) (uint64, error) {
 
 // helperError ends a run whose helper returned an error; an *Unwind ends
 // it normally with the helper's value.
+//
 //go:noinline
 func (m *Machine) helperError(err error) (uint64, error) {
 	m.Executed = m.steps
@@ -794,6 +802,7 @@ func (m *Machine) slowMem(r *[16]uint64, addr uint64) *mem.Fault {
 
 // exhausted stops a run whose instruction budget ran out. Only backward
 // jumps and calls can make a program run long, so only they check.
+//
 //go:noinline
 func (m *Machine) invalidSlot(pc int, steps uint64) (uint64, error) {
 	m.Executed = steps
