@@ -1,9 +1,6 @@
 package sim
 
 import (
-	"bytes"
-	"encoding/binary"
-
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
@@ -75,16 +72,31 @@ func (k *Kernel) LoadInsns(typ ebpf.ProgramType, name string, insns []insn.Insn)
 	return &Program{k: k, typ: typ, name: name, xlated: insns, subprogs: subs, code: code}, nil
 }
 
+// LoadXlated loads instructions that are already xlated, such as a program
+// read back from the kernel with BPF_OBJ_GET_INFO_BY_FD: it skips the
+// checks meant for programs from user space (xlated code may use the
+// kernel's AX register) and runs them as they are. It exists for
+// differential analysis; programs should come through LoadInsns.
+func (k *Kernel) LoadXlated(typ ebpf.ProgramType, name string, insns []insn.Insn) (*Program, error) {
+	if _, ok := supportedTypes[typ]; !ok {
+		return nil, errors.Wrapf(uapi.EINVAL, "program type %s is not supported by bpfsim yet", typ)
+	}
+	insns = append([]insn.Insn(nil), insns...)
+	code, err := interp.Compile(insns, k.resolveHelper)
+	if err != nil {
+		return nil, err
+	}
+	return &Program{k: k, typ: typ, name: name, xlated: insns, code: code}, nil
+}
+
 // fromAsm encodes cilium/ebpf instructions, refusing what this simulated
 // kernel cannot resolve yet.
 func fromAsm(in asm.Instructions) ([]insn.Insn, error) {
 	if len(in) == 0 {
 		return nil, errors.Wrap(uapi.E2BIG, "no instructions")
 	}
-	insns := make(asm.Instructions, len(in))
-	copy(insns, in)
-	for i := range insns {
-		ins := &insns[i]
+	for i := range in {
+		ins := &in[i]
 		switch {
 		case ins.IsLoadFromMap():
 			return nil, errors.Wrapf(uapi.EINVAL, "instruction %d loads map %q: maps are not supported by bpfsim yet", i, ins.Reference())
@@ -94,11 +106,7 @@ func fromAsm(in asm.Instructions) ([]insn.Insn, error) {
 			return nil, errors.Wrapf(uapi.EINVAL, "instruction %d needs a CO-RE relocation: kernel BTF is not simulated yet", i)
 		}
 	}
-	var buf bytes.Buffer
-	if err := insns.Marshal(&buf, binary.LittleEndian); err != nil {
-		return nil, errors.Wrap(uapi.EINVAL, err.Error())
-	}
-	return insn.Decode(buf.Bytes())
+	return insn.FromAsm(in)
 }
 
 // Type returns the program type.

@@ -121,7 +121,9 @@ func Compile(insns []insn.Insn, helpers HelperResolver) (*Program, error) {
 	for i := 0; i < n; i++ {
 		in := insns[i]
 		o := op{dst: in.Dst, src: in.Src, off: int32(in.Off), imm: uint64(int64(in.Imm))}
-		if in.Dst > insn.R10 || in.Src > insn.R10 {
+		// AX is allowed: verifier rewrites use it. User programs are
+		// stopped from naming it before they get here.
+		if in.Dst > insn.AX || in.Src > insn.AX {
 			return nil, errors.Wrapf(uapi.EINVAL, "insn %d: invalid register", i)
 		}
 		cl := in.Class()

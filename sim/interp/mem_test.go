@@ -298,7 +298,7 @@ func TestCompileRejectsWhatCannotRun(t *testing.T) {
 		{"unknown opcode", prog(insn.Insn{Code: 0xff}, exit())},
 		{"jump out of range", prog(ja(5), exit())},
 		{"jump into lddw", prog(ja(1), ldImm64(0, 1), exit())},
-		{"register 11", prog(insn.Insn{Code: insn.ALU64 | insn.MOV | insn.K, Dst: 11}, exit())},
+		{"register 12", prog(insn.Insn{Code: insn.ALU64 | insn.MOV | insn.K, Dst: 12}, exit())},
 		{"bad byte swap width", prog(insn.Insn{Code: insn.ALU | insn.END, Imm: 8}, exit())},
 		{"atomic of one byte", prog(atomicOp(insn.B, 10, 1, -8, insn.ADD), exit())},
 		{"unresolved map load", prog([]insn.Insn{{Code: insn.LD | insn.IMM | insn.DW, Src: insn.PseudoMapFD}, {}}, exit())},

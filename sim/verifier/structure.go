@@ -51,6 +51,9 @@ func CheckStructure(insns []insn.Insn) ([]Subprog, error) {
 	if n == 0 || n > MaxInsns {
 		return nil, reject(uapi.E2BIG, "program has %d instructions; it must have 1 to %d", n, MaxInsns)
 	}
+	if err := checkRegisters(insns); err != nil {
+		return nil, err
+	}
 	if err := checkLdImm64(insns); err != nil {
 		return nil, err
 	}
@@ -59,6 +62,23 @@ func CheckStructure(insns []insn.Insn) ([]Subprog, error) {
 		return nil, err
 	}
 	return subs, checkSubprogs(insns, subs)
+}
+
+// checkRegisters refuses register numbers past r10: AX (r11) belongs to the
+// kernel's own rewrites, and the encoding allows up to r15.
+func checkRegisters(insns []insn.Insn) error {
+	for i, in := range insns {
+		if i > 0 && insns[i-1].IsLdImm64() {
+			continue // the second slot is checked with its lddw
+		}
+		if in.Dst > insn.R10 {
+			return reject(uapi.EINVAL, "R%d is invalid", in.Dst)
+		}
+		if in.Src > insn.R10 && !(in.Class() == insn.JMP && in.Op() == insn.CALL) {
+			return reject(uapi.EINVAL, "R%d is invalid", in.Src)
+		}
+	}
+	return nil
 }
 
 // checkLdImm64 mirrors resolve_pseudo_ldimm64's shape checks: a 64-bit

@@ -1,0 +1,81 @@
+//go:build linux
+
+package kdiff
+
+import (
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/rlimit"
+	"github.com/pkg/errors"
+
+	"github.com/bpfsim/bpfsim/sim/insn"
+)
+
+// Kernel loads and test-runs programs in the running Linux kernel.
+type Kernel struct{}
+
+// OpenKernel checks that this process may load and run BPF programs here
+// (root, or CAP_BPF with CAP_NET_ADMIN, and bpf() not disabled) and
+// explains why not otherwise.
+func OpenKernel() (*Kernel, error) {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, errors.Wrap(err, "raising RLIMIT_MEMLOCK")
+	}
+	probe, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.XDP,
+		License:      "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()},
+	})
+	if err != nil {
+		return nil, errors.Wrap(err, "loading a probe XDP program")
+	}
+	defer probe.Close()
+	if _, err := probe.Run(&ebpf.RunOptions{Data: make([]byte, 14)}); err != nil {
+		return nil, errors.Wrap(err, "test-running a probe XDP program")
+	}
+	return &Kernel{}, nil
+}
+
+// Run loads p in the kernel and test-runs it once on its packet.
+func (k *Kernel) Run(p *Program) Outcome {
+	prog, err := ebpf.NewProgramWithOptions(p.Spec, ebpf.ProgramOptions{LogDisabled: false})
+	if err != nil {
+		return Outcome{Rejected: err}
+	}
+	defer prog.Close()
+	out := make([]byte, len(p.Packet))
+	ret, err := prog.Run(&ebpf.RunOptions{Data: p.Packet, DataOut: out})
+	o := Outcome{Retval: ret, Packet: out, RunErr: err}
+	o.Xlated, o.XlatedErr = xlated(prog)
+	return o
+}
+
+// xlated reads back the program the kernel runs after its verifier
+// rewrote it, in a form bpfsim can run: the XDP context loads become
+// xdp_md loads again, and bpf-to-bpf calls get their relative target back
+// in imm (the kernel keeps it in off, and the subprogram index in imm).
+func xlated(prog *ebpf.Program) ([]insn.Insn, error) {
+	info, err := prog.Info()
+	if err != nil {
+		return nil, err
+	}
+	raw, err := info.Instructions()
+	if err != nil {
+		return nil, err
+	}
+	insns, err := insn.FromAsm(raw)
+	if err != nil {
+		return nil, err
+	}
+	for i := range insns {
+		in := &insns[i]
+		if in.Code == insn.JMP|insn.CALL && in.Src == insn.PseudoCall {
+			in.Imm, in.Off = int32(in.Off), 0
+		}
+		// xdp_buff->data and ->data_end, read as xdp_md->data and ->data_end.
+		if in.Code == insn.LDX|insn.MEM|insn.DW && in.Src == insn.R1 && i < 2 && (in.Off == 0 || in.Off == 8) {
+			in.Code, in.Off = insn.LDX|insn.MEM|insn.W, in.Off/2
+		}
+	}
+	return insns, nil
+}

@@ -1,0 +1,22 @@
+//go:build !linux
+
+package kdiff
+
+import (
+	"runtime"
+
+	"github.com/pkg/errors"
+)
+
+// Kernel loads and test-runs programs in the running Linux kernel.
+type Kernel struct{}
+
+// OpenKernel reports that only Linux has a kernel to compare with.
+func OpenKernel() (*Kernel, error) {
+	return nil, errors.Errorf("no Linux kernel to compare with on %s", runtime.GOOS)
+}
+
+// Run is never reached: OpenKernel always fails here.
+func (k *Kernel) Run(p *Program) Outcome {
+	return Outcome{Rejected: errors.New("no kernel")}
+}
