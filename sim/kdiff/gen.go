@@ -37,7 +37,7 @@ type GenOptions struct {
 	// Size of the packet; the program proves it may access all of it.
 	PacketSize int
 	// Length is roughly how many body instructions the main function gets.
-	Length int
+	Length  int
 	ALU     bool // ALU and ALU64, byte swaps, sign extension
 	Jumps   bool // forward conditional branches and if/else diamonds
 	Memory  bool // stack and packet loads and stores
