@@ -73,6 +73,9 @@ func Format(insns []Insn, i int, sym *Symbols) string {
 			return fmt.Sprintf("(%02x) r%d = &(void __percpu *)(r%d)", c, in.Dst, in.Src)
 		}
 		op := aluOps[in.Op()>>4]
+		if op == "" {
+			break
+		}
 		if (in.Op() == DIV || in.Op() == MOD) && in.Off == 1 {
 			op = map[uint8]string{DIV: "s/=", MOD: "s%="}[in.Op()]
 		}
