@@ -1,0 +1,3 @@
+package sim
+
+//go:generate ../scripts/gen-bpf.sh testdata/progs.bpf.c
