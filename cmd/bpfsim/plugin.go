@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strconv"
 
 	"github.com/cilium/ebpf"
 
@@ -17,6 +18,10 @@ import (
 // argument is the memory in hex, the program arrives in hex on stdin (or
 // with --program), and r0 is printed in hex. r1 points to the memory and
 // r2 holds its length. Any failure is a message and exit status 1.
+//
+// Options: --program HEX, --elf (the program is an ELF object), --xdp (run
+// as XDP with the memory as the packet), --max-insns N (instruction
+// budget).
 func cmdPlugin(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, format+"\n", a...)
@@ -24,6 +29,7 @@ func cmdPlugin(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	var memHex, progHex string
 	var haveProg, isELF, isXDP bool
+	maxInsns := uint64(sim.DefaultMaxInsns)
 	if len(args) > 0 && (len(args[0]) < 2 || args[0][:2] != "--") {
 		memHex, args = args[0], args[1:]
 	}
@@ -38,6 +44,15 @@ func cmdPlugin(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			isELF, args = true, args[1:]
 		case "--xdp":
 			isXDP, args = true, args[1:]
+		case "--max-insns":
+			if len(args) < 2 {
+				return fail("missing --max-insns argument")
+			}
+			n, err := strconv.ParseUint(args[1], 0, 64)
+			if err != nil {
+				return fail("bad --max-insns: %v", err)
+			}
+			maxInsns, args = n, args[2:]
 		case "--debug", "":
 			args = args[1:]
 		default:
@@ -82,7 +97,7 @@ func cmdPlugin(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail("Failed to load code: %v", err)
 	}
-	res, err := prog.Test(&sim.RunOptions{Data: memory})
+	res, err := prog.Test(&sim.RunOptions{Data: memory, MaxInsns: maxInsns})
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -98,15 +113,20 @@ func conformanceHelpers() []*interp.Helper {
 			return (a&0xff)<<32 | (b&0xff)<<24 | (c&0xff)<<16 | (d&0xff)<<8 | e&0xff, nil
 		}},
 		{ID: 1, Name: "memfrob", Fn: func(m *interp.Machine, p, n, _, _, _ uint64) (uint64, error) {
-			for i := uint64(0); i < n; i++ {
-				v, f := m.TLB.Load8(p + i)
-				if f == nil {
-					f = m.TLB.Store8(p+i, v^42)
+			// XOR n bytes at p with 42, a page at a time.
+			buf := make([]byte, 4096)
+			for done := uint64(0); done < n; {
+				chunk := buf[:min(n-done, uint64(len(buf)))]
+				if err := m.ReadMem(p+done, chunk); err != nil {
+					return 0, err
 				}
-				if f != nil {
-					f.PC = m.PC()
-					return 0, f
+				for i := range chunk {
+					chunk[i] ^= 42
 				}
+				if err := m.WriteMem(p+done, chunk); err != nil {
+					return 0, err
+				}
+				done += uint64(len(chunk))
 			}
 			return 0, nil
 		}},
