@@ -36,38 +36,38 @@ func (p *Program) Insns() []insn.Insn { return p.insns }
 // it when the simulated kernel does not provide it.
 type HelperResolver func(id int32) (*Helper, error)
 
-var aluKinds = map[uint8][2][2]opKind{ // op -> [alu64?][reg source?]
-	insn.ADD:  {{opAdd32K, opAdd32X}, {opAdd64K, opAdd64X}},
-	insn.SUB:  {{opSub32K, opSub32X}, {opSub64K, opSub64X}},
-	insn.MUL:  {{opMul32K, opMul32X}, {opMul64K, opMul64X}},
-	insn.DIV:  {{opDiv32K, opDiv32X}, {opDiv64K, opDiv64X}},
-	insn.MOD:  {{opMod32K, opMod32X}, {opMod64K, opMod64X}},
-	insn.OR:   {{opOr32K, opOr32X}, {opOr64K, opOr64X}},
-	insn.AND:  {{opAnd32K, opAnd32X}, {opAnd64K, opAnd64X}},
-	insn.LSH:  {{opLsh32K, opLsh32X}, {opLsh64K, opLsh64X}},
-	insn.RSH:  {{opRsh32K, opRsh32X}, {opRsh64K, opRsh64X}},
-	insn.ARSH: {{opArsh32K, opArsh32X}, {opArsh64K, opArsh64X}},
-	insn.XOR:  {{opXor32K, opXor32X}, {opXor64K, opXor64X}},
-	insn.MOV:  {{opMov32K, opMov32X}, {opMov64K, opMov64X}},
+var aluKinds = [16][2][2]opKind{ // op>>4 -> [alu64?][reg source?]
+	insn.ADD >> 4:  {{opAdd32K, opAdd32X}, {opAdd64K, opAdd64X}},
+	insn.SUB >> 4:  {{opSub32K, opSub32X}, {opSub64K, opSub64X}},
+	insn.MUL >> 4:  {{opMul32K, opMul32X}, {opMul64K, opMul64X}},
+	insn.DIV >> 4:  {{opDiv32K, opDiv32X}, {opDiv64K, opDiv64X}},
+	insn.MOD >> 4:  {{opMod32K, opMod32X}, {opMod64K, opMod64X}},
+	insn.OR >> 4:   {{opOr32K, opOr32X}, {opOr64K, opOr64X}},
+	insn.AND >> 4:  {{opAnd32K, opAnd32X}, {opAnd64K, opAnd64X}},
+	insn.LSH >> 4:  {{opLsh32K, opLsh32X}, {opLsh64K, opLsh64X}},
+	insn.RSH >> 4:  {{opRsh32K, opRsh32X}, {opRsh64K, opRsh64X}},
+	insn.ARSH >> 4: {{opArsh32K, opArsh32X}, {opArsh64K, opArsh64X}},
+	insn.XOR >> 4:  {{opXor32K, opXor32X}, {opXor64K, opXor64X}},
+	insn.MOV >> 4:  {{opMov32K, opMov32X}, {opMov64K, opMov64X}},
 }
 
-var signedDivKinds = map[uint8][2][2]opKind{
-	insn.DIV: {{opSdiv32K, opSdiv32X}, {opSdiv64K, opSdiv64X}},
-	insn.MOD: {{opSmod32K, opSmod32X}, {opSmod64K, opSmod64X}},
+var signedDivKinds = [16][2][2]opKind{
+	insn.DIV >> 4: {{opSdiv32K, opSdiv32X}, {opSdiv64K, opSdiv64X}},
+	insn.MOD >> 4: {{opSmod32K, opSmod32X}, {opSmod64K, opSmod64X}},
 }
 
-var jmpKinds = map[uint8][2][2]opKind{ // op -> [jmp64?][reg source?]
-	insn.JEQ:  {{opJeq32K, opJeq32X}, {opJeq64K, opJeq64X}},
-	insn.JGT:  {{opJgt32K, opJgt32X}, {opJgt64K, opJgt64X}},
-	insn.JGE:  {{opJge32K, opJge32X}, {opJge64K, opJge64X}},
-	insn.JSET: {{opJset32K, opJset32X}, {opJset64K, opJset64X}},
-	insn.JNE:  {{opJne32K, opJne32X}, {opJne64K, opJne64X}},
-	insn.JSGT: {{opJsgt32K, opJsgt32X}, {opJsgt64K, opJsgt64X}},
-	insn.JSGE: {{opJsge32K, opJsge32X}, {opJsge64K, opJsge64X}},
-	insn.JLT:  {{opJlt32K, opJlt32X}, {opJlt64K, opJlt64X}},
-	insn.JLE:  {{opJle32K, opJle32X}, {opJle64K, opJle64X}},
-	insn.JSLT: {{opJslt32K, opJslt32X}, {opJslt64K, opJslt64X}},
-	insn.JSLE: {{opJsle32K, opJsle32X}, {opJsle64K, opJsle64X}},
+var jmpKinds = [16][2][2]opKind{ // op>>4 -> [jmp64?][reg source?]
+	insn.JEQ >> 4:  {{opJeq32K, opJeq32X}, {opJeq64K, opJeq64X}},
+	insn.JGT >> 4:  {{opJgt32K, opJgt32X}, {opJgt64K, opJgt64X}},
+	insn.JGE >> 4:  {{opJge32K, opJge32X}, {opJge64K, opJge64X}},
+	insn.JSET >> 4: {{opJset32K, opJset32X}, {opJset64K, opJset64X}},
+	insn.JNE >> 4:  {{opJne32K, opJne32X}, {opJne64K, opJne64X}},
+	insn.JSGT >> 4: {{opJsgt32K, opJsgt32X}, {opJsgt64K, opJsgt64X}},
+	insn.JSGE >> 4: {{opJsge32K, opJsge32X}, {opJsge64K, opJsge64X}},
+	insn.JLT >> 4:  {{opJlt32K, opJlt32X}, {opJlt64K, opJlt64X}},
+	insn.JLE >> 4:  {{opJle32K, opJle32X}, {opJle64K, opJle64X}},
+	insn.JSLT >> 4: {{opJslt32K, opJslt32X}, {opJslt64K, opJslt64X}},
+	insn.JSLE >> 4: {{opJsle32K, opJsle32X}, {opJsle64K, opJsle64X}},
 }
 
 var atomicKinds = map[int32][2]opKind{ // imm -> [32-bit, 64-bit]
@@ -248,9 +248,9 @@ func aluKind(in insn.Insn) (opKind, error) {
 	case insn.DIV, insn.MOD:
 		switch in.Off {
 		case 0:
-			return aluKinds[op][w][x], nil
+			return aluKinds[op>>4][w][x], nil
 		case 1:
-			return signedDivKinds[op][w][x], nil
+			return signedDivKinds[op>>4][w][x], nil
 		}
 		return 0, errors.Wrapf(uapi.EINVAL, "invalid offset %d for div/mod", in.Off)
 	case insn.MOV:
@@ -269,10 +269,10 @@ func aluKind(in insn.Insn) (opKind, error) {
 			}
 			return 0, errors.Wrapf(uapi.EINVAL, "invalid movsx offset %d", in.Off)
 		}
-		return aluKinds[op][w][x], nil
+		return aluKinds[op>>4][w][x], nil
 	default:
-		k, ok := aluKinds[op]
-		if !ok {
+		k := aluKinds[op>>4]
+		if k[0][0] == opInvalid {
 			return 0, errors.Wrapf(uapi.EINVAL, "unknown opcode %#02x", in.Code)
 		}
 		return k[w][x], nil
@@ -339,8 +339,8 @@ func jumpKind(in insn.Insn) (opKind, error) {
 		}
 		return opMayGoto, nil
 	default:
-		k, ok := jmpKinds[op]
-		if !ok {
+		k := jmpKinds[op>>4]
+		if k[0][0] == opInvalid {
 			return 0, errors.Wrapf(uapi.EINVAL, "unknown opcode %#02x", in.Code)
 		}
 		w, x := 0, 0

@@ -108,3 +108,11 @@ func TestUnconditionalJumps(t *testing.T) {
 		}
 	})
 }
+
+func TestPrimeFromTheConformanceSuite(t *testing.T) {
+	for n, want := range map[int32]uint64{67: 1, 68: 0, 1009: 1, 1011: 0} {
+		if got := mustRun(t, prime(n)); got != want {
+			t.Errorf("prime(%d) = %d, want %d", n, got, want)
+		}
+	}
+}

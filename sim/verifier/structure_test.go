@@ -10,11 +10,13 @@ import (
 )
 
 var (
-	exit  = insn.Insn{Code: insn.JMP | insn.EXIT}
-	mov0  = insn.Insn{Code: insn.ALU64 | insn.MOV | insn.K}
-	lddw  = insn.Insn{Code: insn.LD | insn.IMM | insn.DW}
-	ja    = func(off int16) insn.Insn { return insn.Insn{Code: insn.JMP | insn.JA, Off: off} }
-	call  = func(rel int32) insn.Insn { return insn.Insn{Code: insn.JMP | insn.CALL, Src: insn.PseudoCall, Imm: rel} }
+	exit = insn.Insn{Code: insn.JMP | insn.EXIT}
+	mov0 = insn.Insn{Code: insn.ALU64 | insn.MOV | insn.K}
+	lddw = insn.Insn{Code: insn.LD | insn.IMM | insn.DW}
+	ja   = func(off int16) insn.Insn { return insn.Insn{Code: insn.JMP | insn.JA, Off: off} }
+	call = func(rel int32) insn.Insn {
+		return insn.Insn{Code: insn.JMP | insn.CALL, Src: insn.PseudoCall, Imm: rel}
+	}
 	jeq   = func(off int16) insn.Insn { return insn.Insn{Code: insn.JMP | insn.JEQ | insn.K, Off: off} }
 	gotol = func(imm int32) insn.Insn { return insn.Insn{Code: insn.JMP32 | insn.JA, Imm: imm} }
 )
