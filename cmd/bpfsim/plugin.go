@@ -20,8 +20,8 @@ import (
 // r2 holds its length. Any failure is a message and exit status 1.
 //
 // Options: --program HEX, --elf (the program is an ELF object), --xdp (run
-// as XDP with the memory as the packet), --max-insns N (instruction
-// budget).
+// as XDP with the memory, padded to 14 bytes, as the packet: for the
+// runner's --xdp_prolog), --max-insns N (instruction budget).
 func cmdPlugin(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, format+"\n", a...)
@@ -87,6 +87,12 @@ func cmdPlugin(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	typ := ebpf.UnspecifiedProgram
 	if isXDP {
 		typ = ebpf.XDP
+		// A test run needs at least an Ethernet header; the suite's libbpf
+		// plugin pads the same way, and its XDP prolog passes the real
+		// length in r2.
+		for len(memory) < 14 {
+			memory = append(memory, 0)
+		}
 	}
 	var prog *sim.Program
 	if isELF || bytes.HasPrefix(code, []byte("\x7fELF")) {
