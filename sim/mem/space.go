@@ -22,7 +22,7 @@ import (
 type Space struct {
 	mu      sync.RWMutex
 	pgd     pgdTable
-	areas   map[uint64]*Area
+	areas   []*Area // sorted by Start
 	cursors [numRegions]uint64
 	limit   uint64 // bytes of backing memory the space may hold
 	backed  uint64 // bytes of backing memory held now
@@ -55,7 +55,7 @@ const DefaultLimit = 4 << 30
 
 // New returns an empty address space.
 func New() *Space {
-	s := &Space{areas: make(map[uint64]*Area), limit: DefaultLimit}
+	s := &Space{limit: DefaultLimit}
 	for r := range s.cursors {
 		s.cursors[r] = regionBounds[r][0]
 	}
@@ -168,8 +168,26 @@ func (s *Space) Alloc(size uint64, o AllocOptions) (uint64, error) {
 			}
 		}
 	}
-	s.areas[start] = a
+	s.insertArea(a)
 	return start, nil
+}
+
+// insertArea keeps s.areas sorted. The caller holds mu.
+func (s *Space) insertArea(a *Area) {
+	i := sort.Search(len(s.areas), func(i int) bool { return s.areas[i].Start >= a.Start })
+	s.areas = append(s.areas, nil)
+	copy(s.areas[i+1:], s.areas[i:])
+	s.areas[i] = a
+}
+
+// findArea returns the index of the area containing addr, or -1. The
+// caller holds mu.
+func (s *Space) findArea(addr uint64) int {
+	i := sort.Search(len(s.areas), func(i int) bool { return s.areas[i].End() > addr })
+	if i < len(s.areas) && s.areas[i].Start <= addr {
+		return i
+	}
+	return -1
 }
 
 // Vmalloc is Alloc in the vmalloc region with plain pages.
@@ -182,15 +200,16 @@ func (s *Space) Vmalloc(size uint64, perm Perm, name string) (uint64, error) {
 func (s *Space) Free(addr uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	a, ok := s.areas[addr]
-	if !ok {
+	i := s.findArea(addr)
+	if i < 0 || s.areas[i].Start != addr {
 		return errors.Wrapf(uapi.EINVAL, "mem: no area starts at %#x", addr)
 	}
+	a := s.areas[i]
 	for off := uint64(0); off < a.Size; {
 		step := s.clear(a.Start + off)
 		off += step
 	}
-	delete(s.areas, addr)
+	s.areas = append(s.areas[:i], s.areas[i+1:]...)
 	if a.backing != nil {
 		s.backed -= a.Size
 	}
@@ -252,7 +271,7 @@ func (s *Space) Alias(addr, size uint64, perm Perm, name string) (uint64, error)
 	for i, e := range pages {
 		s.setPTE(start+uint64(i)*PageSize, pte{page: e.page, perm: perm})
 	}
-	s.areas[start] = &Area{Start: start, Size: size, Perm: perm, Name: name, AliasOf: addr}
+	s.insertArea(&Area{Start: start, Size: size, Perm: perm, Name: name, AliasOf: addr})
 	return start, nil
 }
 
@@ -308,16 +327,17 @@ func (s *Space) Areas() []Area {
 		c.backing, c.dev = nil, nil
 		out = append(out, c)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Start < out[j].Start })
 	return out
 }
 
 // AreaOf returns the area that contains addr.
 func (s *Space) AreaOf(addr uint64) (Area, bool) {
-	for _, a := range s.Areas() {
-		if addr >= a.Start && addr < a.End() {
-			return a, true
-		}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if i := s.findArea(addr); i >= 0 {
+		c := *s.areas[i]
+		c.backing, c.dev = nil, nil
+		return c, true
 	}
 	return Area{}, false
 }
@@ -362,15 +382,15 @@ func roundUp(x, align uint64) uint64 { return (x + align - 1) &^ (align - 1) }
 func (s *Space) Bytes(addr, size uint64) ([]byte, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	for _, a := range s.areas {
-		if addr >= a.Start && addr < a.End() {
-			if a.backing == nil || size > a.End()-addr {
-				return nil, errors.Wrapf(uapi.EFAULT, "mem: [%#x, +%d) is not plain memory of one area", addr, size)
-			}
-			raw := unsafe.Slice((*byte)(unsafe.Pointer(&a.backing[0])), a.Size)
-			off := addr - a.Start
-			return raw[off : off+size : off+size], nil
-		}
+	i := s.findArea(addr)
+	if i < 0 {
+		return nil, errors.Wrapf(uapi.EFAULT, "mem: %#x is not mapped", addr)
 	}
-	return nil, errors.Wrapf(uapi.EFAULT, "mem: %#x is not mapped", addr)
+	a := s.areas[i]
+	if a.backing == nil || size > a.End()-addr {
+		return nil, errors.Wrapf(uapi.EFAULT, "mem: [%#x, +%d) is not plain memory of one area", addr, size)
+	}
+	raw := unsafe.Slice((*byte)(unsafe.Pointer(&a.backing[0])), a.Size)
+	off := addr - a.Start
+	return raw[off : off+size : off+size], nil
 }
