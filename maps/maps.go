@@ -1,0 +1,267 @@
+// Package maps is the contract between the simulated kernel and its map
+// types: the kernel's struct bpf_map and struct bpf_map_ops
+// (include/linux/bpf.h), the creation-time checks of map_create
+// (kernel/bpf/syscall.c) and a registry of map types.
+//
+// A map type is a Type: a name, an AllocCheck that validates creation
+// attributes before anything is allocated, and an Alloc that builds an
+// instance, which implements Ops. Abilities that only some types have are
+// separate small interfaces the kernel checks with a type assertion, the
+// way io.WriterTo is optional for an io.Writer: PercpuValues,
+// LookupAndDeleter, PushPopPeeker.
+//
+// Map types never import the kernel (package sim). They reach what they
+// need of it through the Kernel interface: the simulated address space,
+// the per-CPU allocator, RCU and randomness. Values live in the simulated
+// address space, so the address a lookup returns is the pointer a program
+// gets, exactly as map_lookup_elem returns a kernel pointer.
+package maps
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pkg/errors"
+
+	"github.com/bpfsim/bpfsim/sim/mem"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// Attr holds the attributes of BPF_MAP_CREATE.
+type Attr struct {
+	Type       uapi.MapType
+	KeySize    uint32
+	ValueSize  uint32
+	MaxEntries uint32
+	Flags      uint32
+	Name       string
+	MapExtra   uint64
+}
+
+// Kernel is the simulated kernel as a map type sees it.
+type Kernel interface {
+	// Memory is the address space values live in.
+	Memory() *mem.Space
+	// NumCPUs is num_possible_cpus().
+	NumCPUs() int
+	// Percpu is the per-CPU allocator (mm/percpu.c).
+	Percpu() *mem.Percpu
+	// CallRCU runs fn after a grace period: once every program that was
+	// running when CallRCU was called has finished.
+	CallRCU(fn func())
+	// Random returns a random number, as get_random_u32 does; seeded, so a
+	// simulated kernel repeats itself.
+	Random() uint32
+}
+
+// Map is struct bpf_map: the part of a map every type shares. The kernel
+// creates it and hands it to the type's Alloc, which fills in Addr.
+type Map struct {
+	Attr
+	// ID is the map's id, as bpftool shows it.
+	ID uint32
+	// Addr is the map's address in the simulated address space: the
+	// pointer a program holds after loading the map (ld_imm64 with
+	// BPF_PSEUDO_MAP_FD). Alloc must set it.
+	Addr uint64
+	// Ops are the type's operations on this instance.
+	Ops    Ops
+	Type   *Type
+	Kernel Kernel
+
+	// refcnt counts every holder, usercnt the holders in user space (fds,
+	// pins), as the kernel's two counters do.
+	refcnt  atomic.Int64
+	usercnt atomic.Int64
+	frozen  atomic.Bool
+}
+
+// Ops is struct bpf_map_ops for one map. cpu is the simulated CPU the
+// operation runs on (this_cpu in the kernel), which per-CPU types use to
+// pick the current CPU's copy.
+//
+// Keys and values arrive as Go bytes of exactly KeySize and ValueSize.
+// Errors carry the kernel's errno.
+type Ops interface {
+	// LookupElem returns the address of key's value in simulated memory,
+	// or 0 if there is none (map_lookup_elem).
+	LookupElem(cpu int, key []byte) (uint64, error)
+	// UpdateElem creates or replaces key's value (map_update_elem); a
+	// per-CPU type writes only cpu's copy.
+	UpdateElem(cpu int, key, value []byte, flags uint64) error
+	// DeleteElem removes key (map_delete_elem).
+	DeleteElem(cpu int, key []byte) error
+	// GetNextKey writes the key after key into next; a nil or unknown key
+	// yields the first key, the last key ENOENT (map_get_next_key).
+	GetNextKey(key, next []byte) error
+	// Free releases everything the map holds, once no one can reach it
+	// (map_free).
+	Free()
+}
+
+// PercpuValues is the ability of per-CPU maps: user space reads and
+// writes every CPU's copy at once, each rounded up to 8 bytes
+// (bpf_percpu_array_copy, bpf_percpu_hash_update), and programs can read
+// another CPU's copy (map_lookup_percpu_elem).
+type PercpuValues interface {
+	LookupPercpu(key, values []byte) error
+	UpdatePercpu(key, values []byte, flags uint64) error
+	LookupPercpuElem(key []byte, cpu int) (uint64, error)
+}
+
+// LookupAndDeleter is the ability to remove an element and return its value
+// in one step (map_lookup_and_delete_elem).
+type LookupAndDeleter interface {
+	LookupAndDeleteElem(cpu int, key, value []byte, flags uint64) error
+}
+
+// PushPopPeeker is the ability of queue-like maps (map_push_elem,
+// map_pop_elem, map_peek_elem). Their keys are empty.
+type PushPopPeeker interface {
+	PushElem(cpu int, value []byte, flags uint64) error
+	PopElem(cpu int, value []byte) error
+	PeekElem(cpu int, value []byte) error
+}
+
+// Type describes a map type: what the kernel keeps in bpf_types.h.
+type Type struct {
+	ID   uapi.MapType
+	Name string
+	// AllocCheck validates the attributes before any allocation
+	// (map_alloc_check).
+	AllocCheck func(attr *Attr) error
+	// Alloc builds an instance for m, whose attributes passed AllocCheck,
+	// and sets m.Addr (map_alloc).
+	Alloc func(k Kernel, m *Map) (Ops, error)
+}
+
+// Registry holds the map types a kernel knows, keyed by type number. It is
+// safe for concurrent use.
+type Registry struct {
+	mu    sync.RWMutex
+	types map[uapi.MapType]*Type
+}
+
+// Register adds t; a type number may be registered once (EEXIST).
+func (r *Registry) Register(t *Type) error {
+	if t == nil || t.AllocCheck == nil || t.Alloc == nil || t.Name == "" {
+		return errors.Wrap(uapi.EINVAL, "map type needs a name, AllocCheck and Alloc")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.types == nil {
+		r.types = make(map[uapi.MapType]*Type)
+	}
+	if old, ok := r.types[t.ID]; ok {
+		return errors.Wrapf(uapi.EEXIST, "map type %d is already registered as %s", t.ID, old.Name)
+	}
+	r.types[t.ID] = t
+	return nil
+}
+
+// Lookup returns the type registered under id.
+func (r *Registry) Lookup(id uapi.MapType) (*Type, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	t, ok := r.types[id]
+	return t, ok
+}
+
+// Create runs the type-independent checks of map_create, the type's
+// AllocCheck and Alloc, and returns the new map with one reference held by
+// the caller. id is the id to give it.
+func (r *Registry) Create(k Kernel, attr Attr, id uint32) (*Map, error) {
+	t, ok := r.Lookup(attr.Type)
+	if !ok {
+		return nil, errors.Wrapf(uapi.EINVAL, "map type %s (%d) is not supported", attr.Type, uint32(attr.Type))
+	}
+	if err := checkName(attr.Name); err != nil {
+		return nil, err
+	}
+	if attr.Flags&uapi.BPF_F_RDONLY != 0 && attr.Flags&uapi.BPF_F_WRONLY != 0 {
+		return nil, errors.Wrap(uapi.EINVAL, "BPF_F_RDONLY and BPF_F_WRONLY together")
+	}
+	if attr.Flags&uapi.BPF_F_RDONLY_PROG != 0 && attr.Flags&uapi.BPF_F_WRONLY_PROG != 0 {
+		return nil, errors.Wrap(uapi.EINVAL, "BPF_F_RDONLY_PROG and BPF_F_WRONLY_PROG together")
+	}
+	if attr.MapExtra != 0 && attr.Type != uapi.MapTypeBloomFilter {
+		return nil, errors.Wrap(uapi.EINVAL, "map_extra is only for bloom filters")
+	}
+	if err := t.AllocCheck(&attr); err != nil {
+		return nil, err
+	}
+	m := &Map{Attr: attr, ID: id, Type: t, Kernel: k}
+	ops, err := t.Alloc(k, m)
+	if err != nil {
+		return nil, err
+	}
+	if m.Addr == 0 {
+		ops.Free()
+		return nil, errors.Errorf("map type %s did not set the map's address", t.Name)
+	}
+	m.Ops = ops
+	m.refcnt.Store(1)
+	return m, nil
+}
+
+// checkName applies bpf_obj_name_cpy's rules: at most 15 characters of
+// letters, digits, '_' and '.'.
+func checkName(name string) error {
+	if len(name) > 15 {
+		return errors.Wrapf(uapi.EINVAL, "map name %q is longer than 15 characters", name)
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.') {
+			return errors.Wrapf(uapi.EINVAL, "map name %q has a character other than letters, digits, '_' and '.'", name)
+		}
+	}
+	return nil
+}
+
+// Get takes a reference (bpf_map_inc).
+func (m *Map) Get() { m.refcnt.Add(1) }
+
+// GetUser takes a user reference, which also counts as a reference
+// (bpf_map_inc_with_uref).
+func (m *Map) GetUser() {
+	m.refcnt.Add(1)
+	m.usercnt.Add(1)
+}
+
+// Put drops a reference; the last one frees the map (bpf_map_put). The
+// free is deferred past an RCU grace period, since programs still running
+// may hold pointers into it.
+func (m *Map) Put() {
+	switch n := m.refcnt.Add(-1); {
+	case n == 0:
+		m.Kernel.CallRCU(m.Ops.Free)
+	case n < 0:
+		panic(fmt.Sprintf("bpf_map_put: map %d refcount went negative", m.ID))
+	}
+}
+
+// PutUser drops a user reference and its reference (bpf_map_put_with_uref).
+func (m *Map) PutUser() {
+	m.usercnt.Add(-1)
+	m.Put()
+}
+
+// Refs returns the reference and user reference counts.
+func (m *Map) Refs() (refcnt, usercnt int64) { return m.refcnt.Load(), m.usercnt.Load() }
+
+// Freeze makes the map read-only for user space, for good
+// (BPF_MAP_FREEZE). Freezing twice is EBUSY.
+func (m *Map) Freeze() error {
+	if !m.frozen.CompareAndSwap(false, true) {
+		return errors.Wrap(uapi.EBUSY, "map is already frozen")
+	}
+	return nil
+}
+
+// Frozen reports whether Freeze was called.
+func (m *Map) Frozen() bool { return m.frozen.Load() }
+
+// RoundUp8 rounds a value size up to 8 bytes, as per-CPU copies and
+// element layouts do.
+func RoundUp8(n uint32) uint32 { return (n + 7) &^ 7 }
