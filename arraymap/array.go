@@ -131,6 +131,11 @@ func alloc(k maps.Kernel, m *maps.Map) (maps.Ops, error) {
 // percpuArray adds the per-CPU abilities to an array.
 type percpuArray struct{ *array }
 
+// DirectValueAddr: global per-CPU data is not simulated.
+func (a *percpuArray) DirectValueAddr(uint32) (uint64, error) {
+	return 0, errors.Wrap(uapi.EOPNOTSUPP, "direct value access to a per-CPU array is not simulated")
+}
+
 // protect applies BPF_F_RDONLY_PROG and BPF_F_WRONLY_PROG to the pages
 // that hold only values.
 func (a *array) protect() error {
@@ -195,7 +200,7 @@ func (a *array) UpdateElem(cpu int, key, value []byte, flags uint64) error {
 	if err != nil {
 		return err
 	}
-	copy(dst, value)
+	mem.StoreBytes(dst, value)
 	return nil
 }
 
@@ -206,6 +211,18 @@ func (a *array) value(idx uint32, cpu int) ([]byte, error) {
 	}
 	off := uint64(idx) * a.elemSize
 	return a.values[off : off+uint64(a.m.ValueSize)], nil
+}
+
+// DirectValueAddr is array_map_direct_value_addr: a program may address
+// the value of a one-element array directly (global data sections).
+func (a *array) DirectValueAddr(off uint32) (uint64, error) {
+	if a.m.MaxEntries != 1 {
+		return 0, errors.Wrap(uapi.EOPNOTSUPP, "direct value access needs an array of one element")
+	}
+	if off >= a.m.ValueSize {
+		return 0, errors.Wrapf(uapi.EINVAL, "offset %d is past the %d-byte value", off, a.m.ValueSize)
+	}
+	return a.m.Addr + ValueOffset + uint64(off), nil
 }
 
 // DeleteElem: array elements cannot be deleted.
@@ -252,7 +269,7 @@ func (a *percpuArray) LookupPercpu(key, values []byte) error {
 		if err != nil {
 			return err
 		}
-		copy(values[uint64(cpu)*a.elemSize:], v)
+		mem.LoadBytes(values[uint64(cpu)*a.elemSize:], v)
 	}
 	return nil
 }
@@ -274,7 +291,7 @@ func (a *percpuArray) UpdatePercpu(key, values []byte, flags uint64) error {
 		if err != nil {
 			return err
 		}
-		copy(v, values[uint64(cpu)*a.elemSize:])
+		mem.StoreBytes(v, values[uint64(cpu)*a.elemSize:])
 	}
 	return nil
 }

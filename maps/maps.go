@@ -75,14 +75,18 @@ type Map struct {
 	refcnt  atomic.Int64
 	usercnt atomic.Int64
 	frozen  atomic.Bool
+	// release runs when the last reference goes; the kernel uses it to
+	// free the map's id and defer Free past a grace period.
+	release func(*Map)
 }
 
 // Ops is struct bpf_map_ops for one map. cpu is the simulated CPU the
 // operation runs on (this_cpu in the kernel), which per-CPU types use to
 // pick the current CPU's copy.
 //
-// Keys and values arrive as Go bytes of exactly KeySize and ValueSize.
-// Errors carry the kernel's errno.
+// Keys and values arrive as Go bytes of exactly KeySize and ValueSize; an
+// implementation must not keep those slices after it returns. Errors carry
+// the kernel's errno.
 type Ops interface {
 	// LookupElem returns the address of key's value in simulated memory,
 	// or 0 if there is none (map_lookup_elem).
@@ -108,6 +112,13 @@ type PercpuValues interface {
 	LookupPercpu(key, values []byte) error
 	UpdatePercpu(key, values []byte, flags uint64) error
 	LookupPercpuElem(key []byte, cpu int) (uint64, error)
+}
+
+// DirectValuer is the ability of maps whose value a program may address
+// directly, as global data (.data, .rodata, .bss) is: map_direct_value_addr.
+type DirectValuer interface {
+	// DirectValueAddr returns the address of byte off of the map's value.
+	DirectValueAddr(off uint32) (uint64, error)
 }
 
 // LookupAndDeleter is the ability to remove an element and return its value
@@ -170,8 +181,9 @@ func (r *Registry) Lookup(id uapi.MapType) (*Type, bool) {
 
 // Create runs the type-independent checks of map_create, the type's
 // AllocCheck and Alloc, and returns the new map with one reference held by
-// the caller. id is the id to give it.
-func (r *Registry) Create(k Kernel, attr Attr, id uint32) (*Map, error) {
+// the caller. id is the id to give it; release runs when the last
+// reference is dropped (nil: Free after a grace period).
+func (r *Registry) Create(k Kernel, attr Attr, id uint32, release func(*Map)) (*Map, error) {
 	t, ok := r.Lookup(attr.Type)
 	if !ok {
 		return nil, errors.Wrapf(uapi.EINVAL, "map type %s (%d) is not supported", attr.Type, uint32(attr.Type))
@@ -191,7 +203,7 @@ func (r *Registry) Create(k Kernel, attr Attr, id uint32) (*Map, error) {
 	if err := t.AllocCheck(&attr); err != nil {
 		return nil, err
 	}
-	m := &Map{Attr: attr, ID: id, Type: t, Kernel: k}
+	m := &Map{Attr: attr, ID: id, Type: t, Kernel: k, release: release}
 	ops, err := t.Alloc(k, m)
 	if err != nil {
 		return nil, err
@@ -234,6 +246,8 @@ func (m *Map) GetUser() {
 // may hold pointers into it.
 func (m *Map) Put() {
 	switch n := m.refcnt.Add(-1); {
+	case n == 0 && m.release != nil:
+		m.release(m)
 	case n == 0:
 		m.Kernel.CallRCU(m.Ops.Free)
 	case n < 0:

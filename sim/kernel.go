@@ -5,6 +5,7 @@ import (
 
 	"github.com/pkg/errors"
 
+	"github.com/bpfsim/bpfsim/maps"
 	"github.com/bpfsim/bpfsim/sim/interp"
 	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/uapi"
@@ -33,13 +34,22 @@ const MaxCPUs = 512
 
 // Kernel is one simulated kernel.
 type Kernel struct {
-	mem   *mem.Space
-	cpus  []*CPU
-	clock Clock
-	trace *TraceBuffer
+	mem    *mem.Space
+	percpu *mem.Percpu
+	cpus   []*CPU
+	clock  Clock
+	trace  *TraceBuffer
+	rcu    *rcu
 
 	mu      sync.Mutex // guards helpers
 	helpers map[int32]*Helper
+
+	mapTypes maps.Registry
+	objs     objects
+	fds      fdTable
+
+	randMu sync.Mutex
+	rand   prandomState // get_random_u32 for map seeds
 }
 
 // CPU is one simulated CPU: the machine state the interpreter runs on, its
@@ -51,6 +61,18 @@ type CPU struct {
 	machine *interp.Machine
 	rnd     prandomState
 	run     runBuffers
+	// buffers for the keys and values helpers copy out of a program's
+	// memory; the CPU runs one program at a time, and map operations do
+	// not keep the slices they are given.
+	buf [2][]byte
+}
+
+// scratch returns buffer slot i of at least n bytes.
+func (c *CPU) scratch(i, n int) []byte {
+	if cap(c.buf[i]) < n {
+		c.buf[i] = make([]byte, n)
+	}
+	return c.buf[i][:n]
 }
 
 // NewKernel boots a simulated kernel.
@@ -73,7 +95,12 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		clock:   o.Clock,
 		trace:   newTraceBuffer(),
 		helpers: make(map[int32]*Helper),
+		rcu:     newRCU(o.CPUs),
+		objs:    objects{maps: map[uint32]*maps.Map{}, byAddr: map[uint64]*maps.Map{}},
+		fds:     fdTable{files: map[int]any{}},
 	}
+	k.percpu = mem.NewPercpu(k.mem, o.CPUs)
+	k.rand.seed(o.Seed, -1)
 	if o.MemoryLimit != 0 {
 		k.mem.SetLimit(o.MemoryLimit)
 	}
@@ -86,6 +113,12 @@ func NewKernel(opts *Options) (*Kernel, error) {
 	}
 	if !o.BareHelpers {
 		k.registerBaseHelpers()
+		k.registerMapHelpers()
+	}
+	for _, t := range builtinMapTypes {
+		if err := k.RegisterMapType(t); err != nil {
+			return nil, err
+		}
 	}
 	return k, nil
 }
@@ -107,6 +140,7 @@ func (k *Kernel) newCPU(id int, seed uint64) (*CPU, error) {
 	}
 	cpu := &CPU{ID: id, machine: m}
 	m.Data = cpu
+	m.PercpuOffset = k.percpu.Offset(id)
 	cpu.rnd.seed(seed, id)
 	return cpu, nil
 }

@@ -173,9 +173,9 @@ func TestLoadRejectsWhatTheKernelCannotRun(t *testing.T) {
 		want  string
 	}{
 		{"helper not implemented yet", ebpf.XDP, asm.Instructions{asm.FnTailCall.Call(), asm.Return()}, "bpf_tail_call#12"},
-		{"map helper", ebpf.XDP, asm.Instructions{asm.FnMapLookupElem.Call(), asm.Return()}, "bpf_map_lookup_elem#1"},
+		{"perf event helper", ebpf.XDP, asm.Instructions{asm.FnPerfEventOutput.Call(), asm.Return()}, "bpf_perf_event_output#25"},
 		{"unknown helper id", ebpf.XDP, asm.Instructions{asm.BuiltinFunc(100000).Call(), asm.Return()}, "invalid func unknown#100000"},
-		{"map reference", ebpf.XDP, asm.Instructions{asm.LoadMapPtr(asm.R1, 0).WithReference("counters"), asm.Return()}, `map "counters"`},
+		{"unresolved map reference", ebpf.XDP, asm.Instructions{asm.LoadMapPtr(asm.R1, 0).WithReference("counters"), asm.Return()}, `map "counters", which is not a bpfsim map`},
 		{"program type", ebpf.Kprobe, asm.Instructions{asm.Return()}, "program type Kprobe"},
 		{"last insn", ebpf.XDP, asm.Instructions{asm.Mov.Imm(asm.R0, 1)}, "last insn is not an exit or jmp"},
 	} {

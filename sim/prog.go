@@ -1,11 +1,15 @@
 package sim
 
 import (
+	"fmt"
+	"sync/atomic"
+
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 	"github.com/pkg/errors"
 
+	"github.com/bpfsim/bpfsim/maps"
 	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/interp"
 	"github.com/bpfsim/bpfsim/sim/uapi"
@@ -20,6 +24,20 @@ type Program struct {
 	xlated   []insn.Insn
 	subprogs []verifier.Subprog
 	code     *interp.Program
+	// usedMaps hold a reference on every map the program loads
+	// (prog->aux->used_maps); mapLoads remember which lddw loads which
+	// map, for the xlated dump.
+	usedMaps []*maps.Map
+	mapLoads map[int]mapLoad
+	closed   atomic.Bool
+}
+
+// mapLoad is one resolved map reference: an lddw of a map pointer or, with
+// value set, of the address off bytes into the map's value.
+type mapLoad struct {
+	m     *maps.Map
+	value bool
+	off   uint32
 }
 
 // supportedTypes lists the program types bpfsim can load and test-run
@@ -56,6 +74,8 @@ func (k *Kernel) LoadBytecode(typ ebpf.ProgramType, name string, code []byte) (*
 }
 
 // LoadInsns loads decoded instructions: the common path of every loader.
+// Map references are lddw instructions whose source is BPF_PSEUDO_MAP_FD
+// or BPF_PSEUDO_MAP_VALUE with a map's fd in imm (Map.FD).
 func (k *Kernel) LoadInsns(typ ebpf.ProgramType, name string, insns []insn.Insn) (*Program, error) {
 	if _, ok := supportedTypes[typ]; !ok {
 		return nil, errors.Wrapf(uapi.EINVAL, "program type %s is not supported by bpfsim yet", typ)
@@ -65,11 +85,88 @@ func (k *Kernel) LoadInsns(typ ebpf.ProgramType, name string, insns []insn.Insn)
 	if err != nil {
 		return nil, err
 	}
-	code, err := interp.Compile(insns, k.resolveHelper)
-	if err != nil {
+	p := &Program{k: k, typ: typ, name: name, xlated: insns, subprogs: subs}
+	if err := p.resolvePseudoLdImm64(); err != nil {
+		p.Close()
 		return nil, err
 	}
-	return &Program{k: k, typ: typ, name: name, xlated: insns, subprogs: subs, code: code}, nil
+	if p.code, err = interp.Compile(insns, k.resolveHelper); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// resolvePseudoLdImm64 mirrors the kernel's pass of the same name: each
+// lddw of a map fd becomes an lddw of the map's address (or of an address
+// in its value), and the program takes a reference on the map.
+func (p *Program) resolvePseudoLdImm64() error {
+	insns := p.xlated
+	for i := 0; i < len(insns); i++ {
+		in := insns[i]
+		if !in.IsLdImm64() {
+			continue
+		}
+		i++ // skip the second slot, whatever happens
+		switch in.Src {
+		case 0:
+			continue
+		case insn.PseudoMapFD, insn.PseudoMapValue:
+		default:
+			return errors.Wrapf(uapi.EINVAL, "insn %d: lddw with pseudo source %d is not supported by bpfsim yet", i-1, in.Src)
+		}
+		obj, err := p.k.fds.get(int(in.Imm))
+		if err != nil {
+			return errors.Wrapf(err, "insn %d: fd %d is not a map", i-1, in.Imm)
+		}
+		h, ok := obj.(*Map)
+		if !ok {
+			return errors.Wrapf(uapi.EINVAL, "insn %d: fd %d is not a map", i-1, in.Imm)
+		}
+		m := h.m
+		load := mapLoad{m: m}
+		addr := m.Addr
+		if in.Src == insn.PseudoMapValue {
+			dv, ok := m.Ops.(maps.DirectValuer)
+			if !ok {
+				return errors.Wrapf(uapi.EINVAL, "insn %d: %s maps have no direct value access", i-1, m.Attr.Type)
+			}
+			load.value, load.off = true, uint32(insns[i].Imm)
+			if addr, err = dv.DirectValueAddr(load.off); err != nil {
+				return errors.Wrapf(err, "insn %d", i-1)
+			}
+		}
+		insns[i-1].Src, insns[i-1].Imm, insns[i].Imm = 0, int32(uint32(addr)), int32(uint32(addr>>32))
+		if p.mapLoads == nil {
+			p.mapLoads = map[int]mapLoad{}
+		}
+		p.mapLoads[i-1] = load
+		p.useMap(m)
+	}
+	return nil
+}
+
+// useMap adds m to the program's used maps, taking a reference once.
+func (p *Program) useMap(m *maps.Map) {
+	for _, u := range p.usedMaps {
+		if u == m {
+			return
+		}
+	}
+	m.Get()
+	p.usedMaps = append(p.usedMaps, m)
+}
+
+// Close unloads the program: it drops its references on the maps it uses.
+func (p *Program) Close() error {
+	if !p.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	for _, m := range p.usedMaps {
+		m.Put()
+	}
+	p.usedMaps = nil
+	return nil
 }
 
 // LoadXlated loads instructions that are already xlated, such as a program
@@ -99,7 +196,12 @@ func fromAsm(in asm.Instructions) ([]insn.Insn, error) {
 		ins := &in[i]
 		switch {
 		case ins.IsLoadFromMap():
-			return nil, errors.Wrapf(uapi.EINVAL, "instruction %d loads map %q: maps are not supported by bpfsim yet", i, ins.Reference())
+			// Maps are resolved by fd: the instruction must have been
+			// associated with a *Map (AssociateMap), as cilium/ebpf needs
+			// an *ebpf.Map.
+			if _, ok := ins.Map().(*Map); !ok {
+				return nil, errors.Wrapf(uapi.EINVAL, "instruction %d loads map %q, which is not a bpfsim map: load it with the collection or associate a *sim.Map", i, ins.Reference())
+			}
 		case ins.IsKfuncCall():
 			return nil, errors.Wrapf(uapi.EINVAL, "instruction %d calls a kfunc: kfuncs are not supported by bpfsim yet", i)
 		case btf.CORERelocationMetadata(ins) != nil:
@@ -120,8 +222,20 @@ func (p *Program) Name() string { return p.name }
 func (p *Program) Instructions() []insn.Insn { return append([]insn.Insn(nil), p.xlated...) }
 
 // Xlated renders the xlated program in the syntax of
-// `bpftool prog dump xlated`.
-func (p *Program) Xlated() string { return insn.Dump(p.xlated, nil) }
+// `bpftool prog dump xlated`: map pointers print as map[id:N], addresses
+// in a map's value as map[id:N][0]+off.
+func (p *Program) Xlated() string {
+	return insn.Dump(p.xlated, &insn.Symbols{Imm64: func(i int, _ insn.Insn, _ uint64) string {
+		l, ok := p.mapLoads[i]
+		switch {
+		case !ok:
+			return ""
+		case l.value:
+			return fmt.Sprintf("map[id:%d][0]+%d", l.m.ID, l.off)
+		}
+		return fmt.Sprintf("map[id:%d]", l.m.ID)
+	}})
+}
 
 // Kernel returns the kernel the program is loaded in.
 func (p *Program) Kernel() *Kernel { return p.k }

@@ -76,6 +76,9 @@ func (p *Program) Test(opts *RunOptions) (*RunResult, error) {
 	if opts == nil {
 		opts = &RunOptions{}
 	}
+	if p.closed.Load() {
+		return nil, errors.Wrap(uapi.EBADF, "program is closed")
+	}
 	if opts.Flags != 0 {
 		return nil, errors.Wrapf(uapi.EINVAL, "test run flags %#x are not supported", opts.Flags)
 	}
@@ -105,12 +108,16 @@ func (p *Program) Test(opts *RunOptions) (*RunResult, error) {
 	}
 	res := &RunResult{}
 	start := time.Now()
-	for i := uint32(0); i < repeat; i++ {
+	// The run is an RCU read-side critical section: nothing it can reach
+	// is freed until it ends.
+	p.k.rcu.readLock(cpu.ID)
+	for i := uint32(0); i < repeat && err == nil; i++ {
 		res.R0, err = m.Run(p.code, env.r1, env.r2)
 		res.Insns = m.Executed
-		if err != nil {
-			return nil, errors.Wrapf(err, "program %s", p.name)
-		}
+	}
+	p.k.rcu.readUnlock(cpu.ID)
+	if err != nil {
+		return nil, errors.Wrapf(err, "program %s", p.name)
 	}
 	res.Duration = time.Since(start) / time.Duration(repeat)
 	if res.Data, res.Context, err = env.output(); err != nil {

@@ -11,10 +11,11 @@ import (
 // bpftool resolves helper addresses and map pointers in xlated code. Either
 // function may be nil or return "" to get the kernel's default rendering.
 type Symbols struct {
-	// Call names the target of a helper or kfunc call (printed before '#').
-	Call func(in Insn) string
-	// Imm64 renders the value an lddw loads, e.g. "map[id:3]".
-	Imm64 func(in Insn, imm uint64) string
+	// Call names the target of the helper or kfunc call at index i
+	// (printed before '#').
+	Call func(i int, in Insn) string
+	// Imm64 renders the value the lddw at index i loads, e.g. "map[id:3]".
+	Imm64 func(i int, in Insn, imm uint64) string
 }
 
 var aluOps = [16]string{
@@ -138,7 +139,7 @@ func Format(insns []Insn, i int, sym *Symbols) string {
 			imm := Imm64(insns, i)
 			text := ""
 			if sym != nil && sym.Imm64 != nil {
-				text = sym.Imm64(in, imm)
+				text = sym.Imm64(i, in, imm)
 			}
 			if text == "" {
 				text = fmt.Sprintf("%#x", imm)
@@ -157,7 +158,7 @@ func Format(insns []Insn, i int, sym *Symbols) string {
 		case in.Op() == CALL:
 			name := ""
 			if sym != nil && sym.Call != nil {
-				name = sym.Call(in)
+				name = sym.Call(i, in)
 			}
 			if name == "" {
 				switch {

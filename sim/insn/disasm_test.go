@@ -76,13 +76,13 @@ func TestDumpSkipsTheSecondHalfOfLddwAndUsesSymbols(t *testing.T) {
 		{Code: insn.JMP | insn.EXIT},
 	}
 	sym := &insn.Symbols{
-		Imm64: func(in insn.Insn, imm uint64) string {
+		Imm64: func(_ int, in insn.Insn, imm uint64) string {
 			if in.Src == insn.PseudoMapFD {
 				return "map[id:3]"
 			}
 			return ""
 		},
-		Call: func(in insn.Insn) string { return "array_map_lookup_elem" },
+		Call: func(int, insn.Insn) string { return "array_map_lookup_elem" },
 	}
 	want := "   0: (18) r1 = map[id:3]\n" +
 		"   2: (18) r2 = 0x7fffffffffffffff\n" +

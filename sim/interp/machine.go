@@ -57,6 +57,9 @@ type Machine struct {
 	Executed uint64
 	// Data is the kernel's per-CPU state, for helpers to use.
 	Data any
+	// PercpuOffset is this CPU's per-CPU offset (__per_cpu_offset), what
+	// the kernel-internal "r = &(void __percpu *)(r)" instruction adds.
+	PercpuOffset uint64
 
 	stack    []byte // StackSize bytes of simulated memory
 	stackTop uint64 // address just above the stack: frame 0's r10

@@ -1,7 +1,6 @@
 package interp
 
 import (
-	"encoding/binary"
 	"math"
 	"math/bits"
 	"unsafe"
@@ -223,7 +222,7 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 		case opLdxB:
 			a := r[o.src&15] + uint64(int64(o.off))
 			if pg := tlb.ReadPage(a); pg != nil {
-				r[o.dst&15] = uint64(pg[a&pageMask])
+				r[o.dst&15] = mem.Load8(pg, a)
 				continue
 			}
 			m.pc, m.steps = pc, steps
@@ -234,7 +233,7 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 		case opLdxH:
 			a := r[o.src&15] + uint64(int64(o.off))
 			if pg := tlb.ReadPage(a); pg != nil && a&pageMask <= pageMask-1 {
-				r[o.dst&15] = uint64(binary.LittleEndian.Uint16(pg[a&pageMask:]))
+				r[o.dst&15] = mem.Load16(pg, a&pageMask)
 				continue
 			}
 			m.pc, m.steps = pc, steps
@@ -245,7 +244,7 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 		case opLdxW:
 			a := r[o.src&15] + uint64(int64(o.off))
 			if pg := tlb.ReadPage(a); pg != nil && a&pageMask <= pageMask-3 {
-				r[o.dst&15] = uint64(binary.LittleEndian.Uint32(pg[a&pageMask:]))
+				r[o.dst&15] = mem.Load32(pg, a&pageMask)
 				continue
 			}
 			m.pc, m.steps = pc, steps
@@ -256,7 +255,7 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 		case opLdxDW:
 			a := r[o.src&15] + uint64(int64(o.off))
 			if pg := tlb.ReadPage(a); pg != nil && a&pageMask <= pageMask-7 {
-				r[o.dst&15] = binary.LittleEndian.Uint64(pg[a&pageMask:])
+				r[o.dst&15] = mem.Load64(pg, a&pageMask)
 				continue
 			}
 			m.pc, m.steps = pc, steps
@@ -267,7 +266,7 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 		case opStxB:
 			a := r[o.dst&15] + uint64(int64(o.off))
 			if pg := tlb.WritePage(a); pg != nil {
-				pg[a&pageMask] = byte(r[o.src&15])
+				mem.Store8(pg, a, r[o.src&15])
 				continue
 			}
 			m.pc, m.steps = pc, steps
@@ -278,7 +277,7 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 		case opStxH:
 			a := r[o.dst&15] + uint64(int64(o.off))
 			if pg := tlb.WritePage(a); pg != nil && a&pageMask <= pageMask-1 {
-				binary.LittleEndian.PutUint16(pg[a&pageMask:], uint16(r[o.src&15]))
+				mem.Store16(pg, a&pageMask, r[o.src&15])
 				continue
 			}
 			m.pc, m.steps = pc, steps
@@ -289,7 +288,7 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 		case opStxW:
 			a := r[o.dst&15] + uint64(int64(o.off))
 			if pg := tlb.WritePage(a); pg != nil && a&pageMask <= pageMask-3 {
-				binary.LittleEndian.PutUint32(pg[a&pageMask:], uint32(r[o.src&15]))
+				mem.Store32(pg, a&pageMask, r[o.src&15])
 				continue
 			}
 			m.pc, m.steps = pc, steps
@@ -300,7 +299,7 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 		case opStxDW:
 			a := r[o.dst&15] + uint64(int64(o.off))
 			if pg := tlb.WritePage(a); pg != nil && a&pageMask <= pageMask-7 {
-				binary.LittleEndian.PutUint64(pg[a&pageMask:], r[o.src&15])
+				mem.Store64(pg, a&pageMask, r[o.src&15])
 				continue
 			}
 			m.pc, m.steps = pc, steps
@@ -311,7 +310,7 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 		case opStDW:
 			a := r[o.dst&15] + uint64(int64(o.off))
 			if pg := tlb.WritePage(a); pg != nil && a&pageMask <= pageMask-7 {
-				binary.LittleEndian.PutUint64(pg[a&pageMask:], o.imm)
+				mem.Store64(pg, a&pageMask, o.imm)
 				continue
 			}
 			m.pc, m.steps = pc, steps

@@ -92,7 +92,7 @@ func (p *Percpu) Free(addr, size uint64) {
 		if addr >= c.base && addr < c.base+PercpuUnitSize {
 			off := addr - c.base
 			for cpu := 0; cpu < p.cpus; cpu++ {
-				clear(c.bytes[off+p.Offset(cpu) : off+p.Offset(cpu)+size])
+				Fill(c.bytes[off+p.Offset(cpu):off+p.Offset(cpu)+size], 0)
 			}
 			p.free[size] = append(p.free[size], addr)
 			return

@@ -308,9 +308,9 @@ func (s *Space) copy(addr uint64, p []byte, acc Access) error {
 		off := va & pageMask
 		var n int
 		if acc == Write {
-			n = copy(e.page[off:], p[done:])
+			n = StoreBytes(e.page[off:], p[done:])
 		} else {
-			n = copy(p[done:], e.page[off:])
+			n = LoadBytes(p[done:], e.page[off:])
 		}
 		done += n
 	}

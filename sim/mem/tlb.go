@@ -1,9 +1,6 @@
 package mem
 
-import (
-	"encoding/binary"
-	"unsafe"
-)
+import "unsafe"
 
 const (
 	tlbBits = 6
@@ -64,28 +61,28 @@ func (t *TLB) Sync() {
 
 func (t *TLB) Load8(addr uint64) (uint64, *Fault) {
 	if e := &t.read[(addr>>PageShift)&tlbMask]; e.vpn == addr>>PageShift {
-		return uint64(e.page[addr&pageMask]), nil
+		return Load8(e.page, addr), nil
 	}
 	return t.loadSlow(addr, 1, false)
 }
 
 func (t *TLB) Load16(addr uint64) (uint64, *Fault) {
 	if e := &t.read[(addr>>PageShift)&tlbMask]; e.vpn == addr>>PageShift && addr&pageMask <= PageSize-2 {
-		return uint64(binary.LittleEndian.Uint16(e.page[addr&pageMask:])), nil
+		return Load16(e.page, addr&pageMask), nil
 	}
 	return t.loadSlow(addr, 2, false)
 }
 
 func (t *TLB) Load32(addr uint64) (uint64, *Fault) {
 	if e := &t.read[(addr>>PageShift)&tlbMask]; e.vpn == addr>>PageShift && addr&pageMask <= PageSize-4 {
-		return uint64(binary.LittleEndian.Uint32(e.page[addr&pageMask:])), nil
+		return Load32(e.page, addr&pageMask), nil
 	}
 	return t.loadSlow(addr, 4, false)
 }
 
 func (t *TLB) Load64(addr uint64) (uint64, *Fault) {
 	if e := &t.read[(addr>>PageShift)&tlbMask]; e.vpn == addr>>PageShift && addr&pageMask <= PageSize-8 {
-		return binary.LittleEndian.Uint64(e.page[addr&pageMask:]), nil
+		return Load64(e.page, addr&pageMask), nil
 	}
 	return t.loadSlow(addr, 8, false)
 }
@@ -99,7 +96,7 @@ func (t *TLB) LoadSigned(addr uint64, size int) (uint64, *Fault) {
 
 func (t *TLB) Store8(addr, v uint64) *Fault {
 	if e := &t.write[(addr>>PageShift)&tlbMask]; e.vpn == addr>>PageShift {
-		e.page[addr&pageMask] = byte(v)
+		Store8(e.page, addr, v)
 		return nil
 	}
 	return t.storeSlow(addr, 1, v)
@@ -107,7 +104,7 @@ func (t *TLB) Store8(addr, v uint64) *Fault {
 
 func (t *TLB) Store16(addr, v uint64) *Fault {
 	if e := &t.write[(addr>>PageShift)&tlbMask]; e.vpn == addr>>PageShift && addr&pageMask <= PageSize-2 {
-		binary.LittleEndian.PutUint16(e.page[addr&pageMask:], uint16(v))
+		Store16(e.page, addr&pageMask, v)
 		return nil
 	}
 	return t.storeSlow(addr, 2, v)
@@ -115,7 +112,7 @@ func (t *TLB) Store16(addr, v uint64) *Fault {
 
 func (t *TLB) Store32(addr, v uint64) *Fault {
 	if e := &t.write[(addr>>PageShift)&tlbMask]; e.vpn == addr>>PageShift && addr&pageMask <= PageSize-4 {
-		binary.LittleEndian.PutUint32(e.page[addr&pageMask:], uint32(v))
+		Store32(e.page, addr&pageMask, v)
 		return nil
 	}
 	return t.storeSlow(addr, 4, v)
@@ -123,7 +120,7 @@ func (t *TLB) Store32(addr, v uint64) *Fault {
 
 func (t *TLB) Store64(addr, v uint64) *Fault {
 	if e := &t.write[(addr>>PageShift)&tlbMask]; e.vpn == addr>>PageShift && addr&pageMask <= PageSize-8 {
-		binary.LittleEndian.PutUint64(e.page[addr&pageMask:], v)
+		Store64(e.page, addr&pageMask, v)
 		return nil
 	}
 	return t.storeSlow(addr, 8, v)
@@ -224,9 +221,7 @@ func (t *TLB) loadSlow(addr uint64, size int, signed bool) (uint64, *Fault) {
 	var v uint64
 	off := addr & pageMask
 	if off+uint64(size) <= PageSize {
-		for i := size - 1; i >= 0; i-- {
-			v = v<<8 | uint64(e.page[off+uint64(i)])
-		}
+		v = loadSized(e.page, off, size)
 	} else {
 		// The access straddles two pages; both must be readable.
 		for i := size - 1; i >= 0; i-- {
@@ -258,9 +253,7 @@ func (t *TLB) storeSlow(addr uint64, size int, v uint64) *Fault {
 	}
 	off := addr & pageMask
 	if off+uint64(size) <= PageSize {
-		for i := 0; i < size; i++ {
-			e.page[off+uint64(i)] = byte(v >> (8 * i))
-		}
+		storeSized(e.page, off, size, v)
 		return nil
 	}
 	// Straddling store: check both pages before writing anything, so a
@@ -294,4 +287,82 @@ func (t *TLB) WritePage(addr uint64) *[PageSize]byte {
 		return e.page
 	}
 	return nil
+}
+
+// Read copies len(p) bytes at addr into p with a program's read
+// permission, a page at a time through the TLB. Helpers use it to fetch
+// keys and values a program points them at.
+func (t *TLB) Read(addr uint64, p []byte) *Fault {
+	for done := 0; done < len(p); {
+		a := addr + uint64(done)
+		pg := t.ReadPage(a)
+		if pg == nil {
+			e, f := t.fill(a, len(p)-done, Read)
+			if f != nil {
+				return f
+			}
+			if e.page == nil { // a device page: byte by byte
+				v, f := t.Load8(a)
+				if f != nil {
+					return f
+				}
+				p[done] = byte(v)
+				done++
+				continue
+			}
+			pg = e.page
+		}
+		done += LoadBytes(p[done:], pg[a&pageMask:])
+	}
+	return nil
+}
+
+// Write copies p to addr with a program's write permission.
+func (t *TLB) Write(addr uint64, p []byte) *Fault {
+	// Check every page first, so a fault leaves memory untouched.
+	for a := addr &^ pageMask; a < addr+uint64(len(p)); a += PageSize {
+		if t.WritePage(a) == nil {
+			if _, f := t.fill(max(a, addr), len(p), Write); f != nil {
+				return f
+			}
+		}
+	}
+	for done := 0; done < len(p); {
+		a := addr + uint64(done)
+		pg := t.WritePage(a)
+		if pg == nil { // a device page
+			if f := t.Store8(a, uint64(p[done])); f != nil {
+				return f
+			}
+			done++
+			continue
+		}
+		done += StoreBytes(pg[a&pageMask:], p[done:])
+	}
+	return nil
+}
+
+func loadSized(pg *[PageSize]byte, off uint64, size int) uint64 {
+	switch size {
+	case 1:
+		return Load8(pg, off)
+	case 2:
+		return Load16(pg, off)
+	case 4:
+		return Load32(pg, off)
+	}
+	return Load64(pg, off)
+}
+
+func storeSized(pg *[PageSize]byte, off uint64, size int, v uint64) {
+	switch size {
+	case 1:
+		Store8(pg, off, v)
+	case 2:
+		Store16(pg, off, v)
+	case 4:
+		Store32(pg, off, v)
+	default:
+		Store64(pg, off, v)
+	}
 }

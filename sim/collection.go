@@ -1,0 +1,89 @@
+package sim
+
+import (
+	"sort"
+
+	"github.com/cilium/ebpf"
+	"github.com/pkg/errors"
+
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// Collection is a loaded ELF object: its maps and programs, like
+// cilium/ebpf's *ebpf.Collection.
+type Collection struct {
+	Maps     map[string]*Map
+	Programs map[string]*Program
+}
+
+// NewCollection creates every map of spec (with its initial contents;
+// .rodata is frozen), then loads every program with its map references
+// resolved by name. Global data sections (.data, .rodata, .bss) are
+// one-element arrays, as in the kernel.
+func (k *Kernel) NewCollection(spec *ebpf.CollectionSpec) (*Collection, error) {
+	if spec == nil {
+		return nil, errors.Wrap(uapi.EINVAL, "nil CollectionSpec")
+	}
+	c := &Collection{Maps: map[string]*Map{}, Programs: map[string]*Program{}}
+	for _, name := range sortedKeys(spec.Maps) {
+		m, err := k.NewMap(spec.Maps[name])
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.Maps[name] = m
+	}
+	for _, name := range sortedKeys(spec.Programs) {
+		ps := spec.Programs[name].Copy()
+		for _, ref := range mapReferences(ps) {
+			m, ok := c.Maps[ref]
+			if !ok {
+				c.Close()
+				return nil, errors.Wrapf(uapi.EINVAL, "program %s: it loads map %q, which the object does not define", name, ref)
+			}
+			if err := ps.Instructions.AssociateMap(ref, m); err != nil {
+				c.Close()
+				return nil, errors.Wrapf(uapi.EINVAL, "program %s: map %s: %v", name, ref, err)
+			}
+		}
+		p, err := k.NewProgram(ps)
+		if err != nil {
+			c.Close()
+			return nil, errors.Wrapf(err, "program %s", name)
+		}
+		c.Programs[name] = p
+	}
+	return c, nil
+}
+
+// mapReferences lists the map names a program's instructions refer to.
+func mapReferences(ps *ebpf.ProgramSpec) []string {
+	seen := map[string]bool{}
+	var refs []string
+	for _, ins := range ps.Instructions {
+		if ins.IsLoadFromMap() && ins.Reference() != "" && !seen[ins.Reference()] {
+			seen[ins.Reference()] = true
+			refs = append(refs, ins.Reference())
+		}
+	}
+	return refs
+}
+
+// Close closes every program and map handle of the collection.
+func (c *Collection) Close() {
+	for _, p := range c.Programs {
+		p.Close()
+	}
+	for _, m := range c.Maps {
+		m.Close()
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

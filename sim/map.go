@@ -1,0 +1,466 @@
+package sim
+
+import (
+	"strings"
+	"sync/atomic"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/pkg/errors"
+
+	"github.com/bpfsim/bpfsim/maps"
+	"github.com/bpfsim/bpfsim/sim/mem"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// Map is a user-space handle on a map: an open file descriptor, like
+// cilium/ebpf's *ebpf.Map. Keys and values are Go values marshalled the way
+// cilium/ebpf marshals them: []byte, encoding.BinaryMarshaler, or
+// fixed-size values (little-endian). Per-CPU maps take and return one value
+// per possible CPU, as a slice.
+type Map struct {
+	k      *Kernel
+	m      *maps.Map
+	fd     int
+	flags  uint32 // the access flags of this handle (BPF_F_RDONLY, BPF_F_WRONLY)
+	closed atomic.Bool
+}
+
+// ErrKeyNotExist is returned when a key is not in the map. Like every map
+// error it carries the kernel's errno (ENOENT) and also matches
+// cilium/ebpf's sentinel, so errors.Is(err, ebpf.ErrKeyNotExist) holds.
+var ErrKeyNotExist error = mapError{errors.Wrap(uapi.ENOENT, "key does not exist")}
+
+// mapError lets map errors match cilium/ebpf's sentinels as well as the
+// errno they wrap.
+type mapError struct{ err error }
+
+func (e mapError) Error() string { return e.err.Error() }
+func (e mapError) Unwrap() error { return e.err }
+func (e mapError) Is(target error) bool {
+	switch target {
+	case ebpf.ErrKeyNotExist:
+		return errors.Is(e.err, uapi.ENOENT)
+	case ebpf.ErrKeyExist:
+		return errors.Is(e.err, uapi.EEXIST)
+	}
+	return false
+}
+
+// mapErr dresses an error from a map operation for user space.
+func mapErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return mapError{err}
+}
+
+// NewMap creates a map from a cilium/ebpf MapSpec, fills in its Contents
+// and freezes it if it is a read-only data section (.rodata), as
+// cilium/ebpf does.
+func (k *Kernel) NewMap(spec *ebpf.MapSpec) (*Map, error) {
+	if spec == nil {
+		return nil, errors.Wrap(uapi.EINVAL, "nil MapSpec")
+	}
+	if err := checkMapSpec(spec); err != nil {
+		return nil, errors.Wrapf(err, "map %s", spec.Name)
+	}
+	attr := maps.Attr{
+		Type:       uapi.MapType(spec.Type),
+		KeySize:    spec.KeySize,
+		ValueSize:  spec.ValueSize,
+		MaxEntries: spec.MaxEntries,
+		Flags:      spec.Flags,
+		Name:       spec.Name,
+		MapExtra:   spec.MapExtra,
+	}
+	m, err := k.createMap(attr)
+	if err != nil {
+		return nil, errors.Wrapf(err, "map %s", spec.Name)
+	}
+	h := k.newMapHandle(m)
+	for _, kv := range spec.Contents {
+		if err := h.Update(kv.Key, kv.Value, ebpf.UpdateAny); err != nil {
+			h.Close()
+			return nil, errors.Wrapf(err, "map %s: filling contents", spec.Name)
+		}
+	}
+	if strings.HasPrefix(spec.Name, ".rodata") || spec.Name == ".kconfig" {
+		if err := h.Freeze(); err != nil {
+			h.Close()
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+// checkMapSpec refuses what the simulated kernel cannot create yet, naming
+// it.
+func checkMapSpec(spec *ebpf.MapSpec) error {
+	switch {
+	case spec.Pinning != ebpf.PinNone:
+		return errors.Wrap(uapi.EINVAL, "map pinning is not simulated yet")
+	case spec.InnerMap != nil:
+		return errors.Wrap(uapi.EINVAL, "map-in-map is not simulated yet")
+	case spec.Extra != nil && spec.Extra.Len() > 0:
+		return errors.Wrap(uapi.EINVAL, "extra map definition bytes are not supported")
+	}
+	if name := specialField(spec.Value); name != "" {
+		return errors.Wrapf(uapi.EINVAL, "values with a %s field are not simulated yet", name)
+	}
+	return nil
+}
+
+// specialField returns the name of a kernel-managed field type (spin lock,
+// timer, kptr...) in a map value's BTF, which the simulator does not
+// support yet.
+func specialField(t btf.Type) string {
+	seen := map[btf.Type]bool{}
+	var walk func(t btf.Type) string
+	walk = func(t btf.Type) string {
+		if t == nil || seen[t] {
+			return ""
+		}
+		seen[t] = true
+		switch v := btf.UnderlyingType(t).(type) {
+		case *btf.Struct:
+			switch v.Name {
+			case "bpf_spin_lock", "bpf_timer", "bpf_wq", "bpf_list_head", "bpf_list_node",
+				"bpf_rb_root", "bpf_rb_node", "bpf_refcount", "bpf_res_spin_lock", "bpf_task_work":
+				return v.Name
+			}
+			for _, m := range v.Members {
+				if n := walk(m.Type); n != "" {
+					return n
+				}
+			}
+		case *btf.Union:
+			for _, m := range v.Members {
+				if n := walk(m.Type); n != "" {
+					return n
+				}
+			}
+		case *btf.Array:
+			return walk(v.Type)
+		}
+		if tag, ok := t.(*btf.TypeTag); ok && (tag.Value == "kptr" || tag.Value == "kptr_untrusted" || tag.Value == "percpu_kptr") {
+			return tag.Value
+		}
+		return ""
+	}
+	return walk(t)
+}
+
+func (k *Kernel) newMapHandle(m *maps.Map) *Map {
+	m.GetUser()
+	m.Put() // the creation reference becomes the fd's user reference
+	h := &Map{k: k, m: m}
+	h.fd = k.fds.install(h)
+	return h
+}
+
+// FD returns the handle's simulated file descriptor. It lets a *Map be
+// associated with cilium/ebpf instructions (asm.Instructions.AssociateMap),
+// which is how a program refers to it when loaded.
+func (h *Map) FD() int { return h.fd }
+
+// ID returns the map's id.
+func (h *Map) ID() uint32 { return h.m.ID }
+
+// Type, KeySize, ValueSize, MaxEntries and Flags describe the map.
+func (h *Map) Type() ebpf.MapType { return ebpf.MapType(h.m.Attr.Type) }
+func (h *Map) KeySize() uint32     { return h.m.KeySize }
+func (h *Map) ValueSize() uint32   { return h.m.ValueSize }
+func (h *Map) MaxEntries() uint32  { return h.m.MaxEntries }
+func (h *Map) Flags() uint32       { return h.m.Attr.Flags }
+
+// Name returns the map's name.
+func (h *Map) Name() string { return h.m.Name }
+
+// Address returns where the map object lives in the simulated address
+// space: the pointer programs hold.
+func (h *Map) Address() uint64 { return h.m.Addr }
+
+func (h *Map) String() string {
+	return h.m.Attr.Type.String() + "(" + h.m.Name + ")"
+}
+
+// Kernel returns the kernel the map lives in.
+func (h *Map) Kernel() *Kernel { return h.k }
+
+func (h *Map) check() error {
+	if h.closed.Load() {
+		return errors.Wrap(uapi.EBADF, "map handle is closed")
+	}
+	return nil
+}
+
+// canRead and canWrite apply the syscall-side access rules
+// (map_get_sys_perms): BPF_F_WRONLY maps cannot be read from user space,
+// BPF_F_RDONLY and frozen maps cannot be written.
+func (h *Map) canRead() error {
+	if err := h.check(); err != nil {
+		return err
+	}
+	if h.m.Attr.Flags&uapi.BPF_F_WRONLY != 0 {
+		return errors.Wrap(uapi.EPERM, "map is write-only for user space")
+	}
+	return nil
+}
+
+func (h *Map) canWrite() error {
+	if err := h.check(); err != nil {
+		return err
+	}
+	if h.m.Attr.Flags&uapi.BPF_F_RDONLY != 0 {
+		return errors.Wrap(uapi.EPERM, "map is read-only for user space")
+	}
+	if h.m.Frozen() {
+		return errors.Wrap(uapi.EPERM, "map is frozen")
+	}
+	return nil
+}
+
+func (h *Map) percpu() (maps.PercpuValues, bool) {
+	p, ok := h.m.Ops.(maps.PercpuValues)
+	return p, ok
+}
+
+// Lookup copies the value of key into valueOut (BPF_MAP_LOOKUP_ELEM).
+// A missing key is ErrKeyNotExist.
+func (h *Map) Lookup(key, valueOut any) error {
+	if err := h.canRead(); err != nil {
+		return err
+	}
+	value, err := h.lookupBytes(key)
+	if err != nil {
+		return err
+	}
+	return h.unmarshalValue(value, valueOut)
+}
+
+// LookupBytes is Lookup that returns the raw value bytes (every CPU's copy,
+// each padded to 8 bytes, for per-CPU maps).
+func (h *Map) LookupBytes(key any) ([]byte, error) {
+	if err := h.canRead(); err != nil {
+		return nil, err
+	}
+	return h.lookupBytes(key)
+}
+
+func (h *Map) lookupBytes(key any) ([]byte, error) {
+	k, err := marshal(key, int(h.m.KeySize))
+	if err != nil {
+		return nil, err
+	}
+	if p, ok := h.percpu(); ok {
+		buf := make([]byte, int(maps.RoundUp8(h.m.ValueSize))*h.k.NumCPUs())
+		if err := p.LookupPercpu(k, buf); err != nil {
+			return nil, mapErr(err)
+		}
+		return buf, nil
+	}
+	addr, err := h.m.Ops.LookupElem(0, k)
+	if err != nil {
+		return nil, err
+	}
+	if addr == 0 {
+		return nil, ErrKeyNotExist
+	}
+	// The kernel copies the value out with its own access, whatever the
+	// program-side permissions of the pages.
+	v, err := h.k.mem.Bytes(addr, uint64(h.m.ValueSize))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, len(v))
+	mem.LoadBytes(out, v)
+	return out, nil
+}
+
+func (h *Map) unmarshalValue(value []byte, out any) error {
+	if _, ok := h.percpu(); ok {
+		return unmarshalPercpu(value, out, int(h.m.ValueSize), h.k.NumCPUs())
+	}
+	return unmarshal(value, out)
+}
+
+func (h *Map) marshalValue(value any) ([]byte, error) {
+	if _, ok := h.percpu(); ok {
+		return marshalPercpu(value, int(h.m.ValueSize), h.k.NumCPUs())
+	}
+	return marshal(value, int(h.m.ValueSize))
+}
+
+// Update sets key's value (BPF_MAP_UPDATE_ELEM) with the kernel's flags:
+// ebpf.UpdateAny, UpdateNoExist, UpdateExist.
+func (h *Map) Update(key, value any, flags ebpf.MapUpdateFlags) error {
+	if err := h.canWrite(); err != nil {
+		return err
+	}
+	k, err := marshal(key, int(h.m.KeySize))
+	if err != nil {
+		return err
+	}
+	v, err := h.marshalValue(value)
+	if err != nil {
+		return err
+	}
+	if p, ok := h.percpu(); ok {
+		return mapErr(p.UpdatePercpu(k, v, uint64(flags)))
+	}
+	return mapErr(h.m.Ops.UpdateElem(0, k, v, uint64(flags)))
+}
+
+// Put is Update with ebpf.UpdateAny.
+func (h *Map) Put(key, value any) error { return h.Update(key, value, ebpf.UpdateAny) }
+
+// Delete removes key (BPF_MAP_DELETE_ELEM).
+func (h *Map) Delete(key any) error {
+	if err := h.canWrite(); err != nil {
+		return err
+	}
+	k, err := marshal(key, int(h.m.KeySize))
+	if err != nil {
+		return err
+	}
+	return mapErr(h.m.Ops.DeleteElem(0, k))
+}
+
+// LookupAndDelete copies key's value into valueOut and removes it
+// (BPF_MAP_LOOKUP_AND_DELETE_ELEM).
+func (h *Map) LookupAndDelete(key, valueOut any) error {
+	if err := h.canWrite(); err != nil {
+		return err
+	}
+	if err := h.canRead(); err != nil {
+		return err
+	}
+	ld, ok := h.m.Ops.(maps.LookupAndDeleter)
+	if !ok {
+		return errors.Wrapf(uapi.ENOTSUPP, "%s maps have no lookup-and-delete", h.m.Attr.Type)
+	}
+	k, err := marshal(key, int(h.m.KeySize))
+	if err != nil {
+		return err
+	}
+	size := int(h.m.ValueSize)
+	if _, ok := h.percpu(); ok {
+		size = int(maps.RoundUp8(h.m.ValueSize)) * h.k.NumCPUs()
+	}
+	value := make([]byte, size)
+	if err := ld.LookupAndDeleteElem(0, k, value, 0); err != nil {
+		return mapErr(err)
+	}
+	return h.unmarshalValue(value, valueOut)
+}
+
+// NextKey writes the key after key into nextKeyOut (BPF_MAP_GET_NEXT_KEY);
+// a nil key asks for the first. At the end it returns ErrKeyNotExist.
+func (h *Map) NextKey(key, nextKeyOut any) error {
+	next, err := h.NextKeyBytes(key)
+	if err != nil {
+		return err
+	}
+	return unmarshal(next, nextKeyOut)
+}
+
+// NextKeyBytes is NextKey returning the raw key.
+func (h *Map) NextKeyBytes(key any) ([]byte, error) {
+	if err := h.canRead(); err != nil {
+		return nil, err
+	}
+	var k []byte
+	if key != nil {
+		var err error
+		if k, err = marshal(key, int(h.m.KeySize)); err != nil {
+			return nil, err
+		}
+	}
+	next := make([]byte, h.m.KeySize)
+	if err := h.m.Ops.GetNextKey(k, next); err != nil {
+		return nil, mapErr(err)
+	}
+	return next, nil
+}
+
+// Freeze makes the map read-only for user space (BPF_MAP_FREEZE).
+func (h *Map) Freeze() error {
+	if err := h.check(); err != nil {
+		return err
+	}
+	return h.m.Freeze()
+}
+
+// Close closes the handle. The map lives on while programs use it.
+func (h *Map) Close() error {
+	if !h.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	if err := h.k.fds.close(h.fd); err != nil {
+		return err
+	}
+	h.m.PutUser()
+	return nil
+}
+
+// Iterate walks the map with NextKey and Lookup, like cilium/ebpf's
+// MapIterator.
+func (h *Map) Iterate() *MapIterator { return &MapIterator{h: h} }
+
+// MapIterator iterates a map's keys in the kernel's get_next_key order.
+type MapIterator struct {
+	h    *Map
+	prev []byte
+	done bool
+	err  error
+	// count guards against a map that keeps changing under the walk.
+	count uint64
+}
+
+// Next copies the next key and value into keyOut and valueOut; it returns
+// false at the end or on error (see Err).
+func (it *MapIterator) Next(keyOut, valueOut any) bool {
+	for !it.done {
+		var prev any
+		if it.prev != nil {
+			prev = it.prev
+		}
+		next, err := it.h.NextKeyBytes(prev)
+		if errors.Is(err, uapi.ENOENT) {
+			it.done = true
+			return false
+		}
+		if err != nil {
+			it.err, it.done = err, true
+			return false
+		}
+		it.prev = next
+		it.count++
+		if it.count > uint64(it.h.m.MaxEntries)*2+16 {
+			it.err, it.done = errors.New("iteration aborted: the map keeps changing"), true
+			return false
+		}
+		value, err := it.h.lookupBytes(next)
+		if errors.Is(err, uapi.ENOENT) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			it.err, it.done = err, true
+			return false
+		}
+		if err := unmarshal(next, keyOut); err != nil {
+			it.err, it.done = err, true
+			return false
+		}
+		if err := it.h.unmarshalValue(value, valueOut); err != nil {
+			it.err, it.done = err, true
+			return false
+		}
+		return true
+	}
+	return false
+}
+
+// Err returns the error that stopped the iteration, if any.
+func (it *MapIterator) Err() error { return it.err }
