@@ -169,10 +169,10 @@ func (h *Map) ID() uint32 { return h.m.ID }
 
 // Type, KeySize, ValueSize, MaxEntries and Flags describe the map.
 func (h *Map) Type() ebpf.MapType { return ebpf.MapType(h.m.Attr.Type) }
-func (h *Map) KeySize() uint32     { return h.m.KeySize }
-func (h *Map) ValueSize() uint32   { return h.m.ValueSize }
-func (h *Map) MaxEntries() uint32  { return h.m.MaxEntries }
-func (h *Map) Flags() uint32       { return h.m.Attr.Flags }
+func (h *Map) KeySize() uint32    { return h.m.KeySize }
+func (h *Map) ValueSize() uint32  { return h.m.ValueSize }
+func (h *Map) MaxEntries() uint32 { return h.m.MaxEntries }
+func (h *Map) Flags() uint32      { return h.m.Attr.Flags }
 
 // Name returns the map's name.
 func (h *Map) Name() string { return h.m.Name }

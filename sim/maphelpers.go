@@ -207,4 +207,3 @@ func (k *Kernel) helperMapPopElem(m *interp.Machine, r1, r2, _, _, _ uint64) (ui
 func (k *Kernel) helperMapPeekElem(m *interp.Machine, r1, r2, _, _, _ uint64) (uint64, error) {
 	return k.popPeek(m, r1, r2, false)
 }
-

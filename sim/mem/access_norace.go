@@ -8,9 +8,13 @@ import "encoding/binary"
 // for the race detector.
 const RaceMode = false
 
-func Load8(pg *[PageSize]byte, off uint64) uint64  { return uint64(pg[off&pageMask]) }
-func Load16(pg *[PageSize]byte, off uint64) uint64 { return uint64(binary.LittleEndian.Uint16(pg[off:])) }
-func Load32(pg *[PageSize]byte, off uint64) uint64 { return uint64(binary.LittleEndian.Uint32(pg[off:])) }
+func Load8(pg *[PageSize]byte, off uint64) uint64 { return uint64(pg[off&pageMask]) }
+func Load16(pg *[PageSize]byte, off uint64) uint64 {
+	return uint64(binary.LittleEndian.Uint16(pg[off:]))
+}
+func Load32(pg *[PageSize]byte, off uint64) uint64 {
+	return uint64(binary.LittleEndian.Uint32(pg[off:]))
+}
 func Load64(pg *[PageSize]byte, off uint64) uint64 { return binary.LittleEndian.Uint64(pg[off:]) }
 
 func Store8(pg *[PageSize]byte, off, v uint64)  { pg[off&pageMask] = byte(v) }
