@@ -16,16 +16,47 @@ type Collection struct {
 	Programs map[string]*Program
 }
 
+// CollectionOptions choose what NewCollectionWithOptions loads.
+type CollectionOptions struct {
+	// Programs lists the programs to load, with only the maps they use;
+	// empty means everything in the object.
+	Programs []string
+}
+
 // NewCollection creates every map of spec (with its initial contents;
 // .rodata is frozen), then loads every program with its map references
 // resolved by name. Global data sections (.data, .rodata, .bss) are
 // one-element arrays, as in the kernel.
 func (k *Kernel) NewCollection(spec *ebpf.CollectionSpec) (*Collection, error) {
+	return k.NewCollectionWithOptions(spec, CollectionOptions{})
+}
+
+// NewCollectionWithOptions is NewCollection that can load a subset of the
+// programs, like cilium/ebpf's LoadAndAssign: an object whose other
+// programs need something bpfsim lacks still yields the ones asked for.
+func (k *Kernel) NewCollectionWithOptions(spec *ebpf.CollectionSpec, opts CollectionOptions) (*Collection, error) {
 	if spec == nil {
 		return nil, errors.Wrap(uapi.EINVAL, "nil CollectionSpec")
 	}
+	progs := opts.Programs
+	if len(progs) == 0 {
+		progs = sortedKeys(spec.Programs)
+	}
+	wantMaps := map[string]bool{}
+	for _, name := range progs {
+		ps, ok := spec.Programs[name]
+		if !ok {
+			return nil, errors.Wrapf(uapi.ENOENT, "the object has no program %q", name)
+		}
+		for _, ref := range mapReferences(ps) {
+			wantMaps[ref] = true
+		}
+	}
 	c := &Collection{Maps: map[string]*Map{}, Programs: map[string]*Program{}}
 	for _, name := range sortedKeys(spec.Maps) {
+		if len(opts.Programs) > 0 && !wantMaps[name] {
+			continue
+		}
 		m, err := k.NewMap(spec.Maps[name])
 		if err != nil {
 			c.Close()
@@ -33,7 +64,7 @@ func (k *Kernel) NewCollection(spec *ebpf.CollectionSpec) (*Collection, error) {
 		}
 		c.Maps[name] = m
 	}
-	for _, name := range sortedKeys(spec.Programs) {
+	for _, name := range progs {
 		ps := spec.Programs[name].Copy()
 		for _, ref := range mapReferences(ps) {
 			m, ok := c.Maps[ref]

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -18,17 +19,24 @@ const progsObject = "testdata/progs.bpf.o"
 // The committed objects must be built from the sources next to them:
 // scripts/gen-bpf.sh records the source's SHA-256 when it builds one.
 func TestCommittedObjectsAreFresh(t *testing.T) {
-	src, err := os.ReadFile("testdata/progs.bpf.c")
-	if err != nil {
-		t.Fatal(err)
+	sources, err := filepath.Glob("testdata/*.bpf.c")
+	if err != nil || len(sources) == 0 {
+		t.Fatalf("no sources: %v", err)
 	}
-	recorded, err := os.ReadFile(progsObject + ".srcsum")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(src)
-	if got := hex.EncodeToString(sum[:]); got != strings.TrimSpace(string(recorded)) {
-		t.Fatalf("%s is stale: its source changed since it was built; run go generate ./sim", progsObject)
+	for _, src := range sources {
+		text, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		obj := strings.TrimSuffix(src, ".c") + ".o"
+		recorded, err := os.ReadFile(obj + ".srcsum")
+		if err != nil {
+			t.Fatalf("%s has no recorded source sum: build it with go generate ./sim", obj)
+		}
+		sum := sha256.Sum256(text)
+		if got := hex.EncodeToString(sum[:]); got != strings.TrimSpace(string(recorded)) {
+			t.Errorf("%s is stale: its source changed since it was built; run go generate ./sim", obj)
+		}
 	}
 }
 

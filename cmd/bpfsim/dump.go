@@ -33,9 +33,9 @@ func cmdDump(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		var k *sim.Kernel
 		if k, err = sim.NewKernel(nil); err == nil {
-			var prog *sim.Program
-			if prog, err = loadFile(k, positional[0], *section, *isHex, typ); err == nil {
-				fmt.Fprint(stdout, prog.Xlated())
+			var l *loaded
+			if l, err = loadFile(k, positional[0], *section, *isHex, typ); err == nil {
+				fmt.Fprint(stdout, l.prog.Xlated())
 				return 0
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
@@ -46,9 +47,15 @@ func decodeHex(s string) ([]byte, error) {
 	return b, nil
 }
 
+// loaded is a program and, for an ELF object, the maps it uses by name.
+type loaded struct {
+	prog *sim.Program
+	maps map[string]*sim.Map
+}
+
 // loadFile loads the program in path: an ELF object (section picks the
 // program when it holds several), raw bytecode, or hex bytecode.
-func loadFile(k *sim.Kernel, path, section string, isHex bool, typ ebpf.ProgramType) (*sim.Program, error) {
+func loadFile(k *sim.Kernel, path, section string, isHex bool, typ ebpf.ProgramType) (*loaded, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -56,46 +63,75 @@ func loadFile(k *sim.Kernel, path, section string, isHex bool, typ ebpf.ProgramT
 	return loadBytes(k, raw, section, isHex, typ)
 }
 
-func loadBytes(k *sim.Kernel, raw []byte, section string, isHex bool, typ ebpf.ProgramType) (*sim.Program, error) {
+func loadBytes(k *sim.Kernel, raw []byte, section string, isHex bool, typ ebpf.ProgramType) (*loaded, error) {
 	if bytes.HasPrefix(raw, []byte("\x7fELF")) {
-		spec, err := loadELFProgram(raw, section)
+		coll, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(raw))
+		if err != nil {
+			return nil, errors.Wrap(uapi.EINVAL, err.Error())
+		}
+		name, err := pickProgram(coll, section)
 		if err != nil {
 			return nil, err
 		}
-		return k.NewProgram(spec)
+		c, err := k.NewCollectionWithOptions(coll, sim.CollectionOptions{Programs: []string{name}})
+		if err != nil {
+			return nil, err
+		}
+		return &loaded{prog: c.Programs[name], maps: c.Maps}, nil
 	}
 	if isHex {
-		if raw, err := decodeHex(string(raw)); err != nil {
+		var err error
+		if raw, err = decodeHex(string(raw)); err != nil {
 			return nil, err
-		} else {
-			return k.LoadBytecode(typ, "", raw)
 		}
 	}
-	return k.LoadBytecode(typ, "", raw)
+	p, err := k.LoadBytecode(typ, "", raw)
+	if err != nil {
+		return nil, err
+	}
+	return &loaded{prog: p}, nil
 }
 
-// loadELFProgram picks one program out of an ELF object: the one whose
-// section or name is section, or the only one.
-func loadELFProgram(raw []byte, section string) (*ebpf.ProgramSpec, error) {
-	coll, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(raw))
-	if err != nil {
-		return nil, errors.Wrap(uapi.EINVAL, err.Error())
+// dumpMaps prints every map like `bpftool map dump`, in name order.
+func dumpMaps(w io.Writer, ms map[string]*sim.Map, only string) error {
+	names := make([]string, 0, len(ms))
+	for name := range ms {
+		if only == "" || name == only {
+			names = append(names, name)
+		}
 	}
+	if only != "" && len(names) == 0 {
+		return errors.Wrapf(uapi.ENOENT, "no map %q", only)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		m := ms[name]
+		fmt.Fprintf(w, "map %s (id %d, %s, key %d, value %d, max_entries %d):\n", name, m.ID(), uapi.MapType(m.Type()), m.KeySize(), m.ValueSize(), m.MaxEntries())
+		if err := m.Dump(w); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pickProgram picks one program out of an ELF object: the one whose
+// section or name is section, or the only one.
+func pickProgram(coll *ebpf.CollectionSpec, section string) (string, error) {
 	var names []string
 	for name, p := range coll.Programs {
 		if section == "" && len(coll.Programs) == 1 {
-			return p, nil
+			return name, nil
 		}
 		if p.SectionName == section || name == section {
-			return p, nil
+			return name, nil
 		}
 		names = append(names, fmt.Sprintf("%s (section %s)", name, p.SectionName))
 	}
 	sort.Strings(names)
 	if section == "" {
-		return nil, errors.Wrapf(uapi.EINVAL, "the object holds several programs, pick one with -section: %s", strings.Join(names, ", "))
+		return "", errors.Wrapf(uapi.EINVAL, "the object holds several programs, pick one with -section: %s", strings.Join(names, ", "))
 	}
-	return nil, errors.Wrapf(uapi.ENOENT, "no program %q in the object; it has: %s", section, strings.Join(names, ", "))
+	return "", errors.Wrapf(uapi.ENOENT, "no program %q in the object; it has: %s", section, strings.Join(names, ", "))
 }
 
 // parseArgs parses flags that may come before or after the positional
@@ -113,4 +149,25 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 		positional = append(positional, args[0])
 		args = args[1:]
 	}
+}
+
+// loadMaps creates the maps an ELF object defines (only the one named
+// only, if set), and no programs.
+func loadMaps(k *sim.Kernel, path, only string) (map[string]*sim.Map, error) {
+	coll, err := ebpf.LoadCollectionSpec(path)
+	if err != nil {
+		return nil, errors.Wrap(uapi.EINVAL, err.Error())
+	}
+	out := map[string]*sim.Map{}
+	for name, spec := range coll.Maps {
+		if only != "" && name != only {
+			continue
+		}
+		m, err := k.NewMap(spec)
+		if err != nil {
+			return nil, err
+		}
+		out[name] = m
+	}
+	return out, nil
 }

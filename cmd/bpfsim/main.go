@@ -3,6 +3,7 @@
 //
 //	bpfsim run [flags] PROGRAM      run a program and print r0 and its output
 //	bpfsim dump [xlated] PROGRAM    print the program as bpftool prog dump xlated does
+//	bpfsim map dump OBJECT          print an object's maps as bpftool map dump does
 //	bpfsim plugin [MEMORY-HEX]      act as a bpf_conformance plugin
 //
 // PROGRAM is a clang-built ELF object (pick the program with -section), a
@@ -22,6 +23,7 @@ func main() {
 const usage = `usage:
   bpfsim run [flags] PROGRAM      run a program on the simulated kernel
   bpfsim dump [xlated] PROGRAM    print the program in bpftool's xlated syntax
+  bpfsim map dump OBJECT          print an object's maps as bpftool map dump does
   bpfsim plugin [MEMORY-HEX]      run as a bpf_conformance plugin (program hex on stdin)
 
 Run 'bpfsim COMMAND -h' for a command's flags.
@@ -48,6 +50,8 @@ func realMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdDump(args[1:], stdout, stderr)
 	case "plugin":
 		return cmdPlugin(args[1:], stdin, stdout, stderr)
+	case "map":
+		return cmdMap(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

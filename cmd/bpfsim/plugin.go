@@ -96,7 +96,10 @@ func cmdPlugin(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	var prog *sim.Program
 	if isELF || bytes.HasPrefix(code, []byte("\x7fELF")) {
-		prog, err = loadBytes(k, code, "", false, typ)
+		var l *loaded
+		if l, err = loadBytes(k, code, "", false, typ); err == nil {
+			prog = l.prog
+		}
 	} else {
 		prog, err = k.LoadBytecode(typ, "conformance", code)
 	}

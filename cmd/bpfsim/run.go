@@ -24,6 +24,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	cpus := fs.Int("cpus", 2, "number of simulated CPUs")
 	seed := fs.Uint64("seed", 0, "seed for bpf_get_prandom_u32")
 	maxInsns := fs.Uint64("max-insns", sim.DefaultMaxInsns, "instruction budget per run")
+	showMaps := fs.Bool("maps", false, "dump the object's maps after the run, as bpftool map dump does")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: bpfsim run [flags] PROGRAM")
 		fs.PrintDefaults()
@@ -64,10 +65,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
-	prog, err := loadFile(k, positional[0], *section, *isHex, typ)
+	l, err := loadFile(k, positional[0], *section, *isHex, typ)
 	if err != nil {
 		return fail(err)
 	}
+	prog := l.prog
 	opts := &sim.RunOptions{Data: data, Repeat: uint32(*repeat), CPU: uint32(*cpu), MaxInsns: *maxInsns}
 	if ctx != nil {
 		opts.Context = ctx
@@ -86,6 +88,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	if trace := k.Trace().String(); trace != "" {
 		fmt.Fprintf(stdout, "trace_pipe:\n%s", trace)
+	}
+	if *showMaps {
+		if err := dumpMaps(stdout, l.maps, ""); err != nil {
+			return fail(err)
+		}
 	}
 	return 0
 }
