@@ -176,7 +176,7 @@ func TestLoadRejectsWhatTheKernelCannotRun(t *testing.T) {
 		{"perf event helper", ebpf.XDP, asm.Instructions{asm.FnPerfEventOutput.Call(), asm.Return()}, "bpf_perf_event_output#25"},
 		{"unknown helper id", ebpf.XDP, asm.Instructions{asm.BuiltinFunc(100000).Call(), asm.Return()}, "invalid func unknown#100000"},
 		{"unresolved map reference", ebpf.XDP, asm.Instructions{asm.LoadMapPtr(asm.R1, 0).WithReference("counters"), asm.Return()}, `map "counters", which is not a bpfsim map`},
-		{"program type", ebpf.Kprobe, asm.Instructions{asm.Return()}, "program type Kprobe"},
+		{"program type", ebpf.LSM, asm.Instructions{asm.Return()}, "program type LSM"},
 		{"last insn", ebpf.XDP, asm.Instructions{asm.Mov.Imm(asm.R0, 1)}, "last insn is not an exit or jmp"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -260,6 +260,10 @@ func (h *Map) lookupBytes(key any) ([]byte, error) {
 		}
 		return buf, nil
 	}
+	// Like bpf_map_copy_value, find and copy the value inside an RCU
+	// read-side section, so a concurrent delete cannot free it mid-copy.
+	slot := h.k.rcu.readLockUser()
+	defer h.k.rcu.readUnlockUser(slot)
 	addr, err := h.m.Ops.LookupElem(0, k)
 	if err != nil {
 		return nil, err

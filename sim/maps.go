@@ -7,6 +7,7 @@ import (
 	"github.com/pkg/errors"
 
 	"github.com/bpfsim/bpfsim/arraymap"
+	"github.com/bpfsim/bpfsim/hashmap"
 	"github.com/bpfsim/bpfsim/maps"
 	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/uapi"
@@ -28,6 +29,8 @@ type objects struct {
 var builtinMapTypes = []*maps.Type{
 	arraymap.Array,
 	arraymap.PercpuArray,
+	hashmap.Hash,
+	hashmap.PercpuHash,
 }
 
 // RegisterMapType adds a map type to this kernel, so that maps of it can be

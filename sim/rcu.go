@@ -21,8 +21,12 @@ type rcu struct {
 	epoch atomic.Uint64
 	cpus  []*atomic.Uint64 // epoch each CPU's current section began in, 0 = idle
 
-	mu      sync.Mutex
-	pending []rcuCallback
+	mu sync.Mutex
+	// users are the read-side sections of user-space paths (a map lookup
+	// copying a value out), which run on no simulated CPU; free holds the
+	// idle ones for reuse.
+	users, free []*atomic.Uint64
+	pending     []rcuCallback
 	// running is true while one goroutine runs callbacks, so that they run
 	// in order and never concurrently with each other.
 	running bool
@@ -53,6 +57,31 @@ func (r *rcu) readUnlock(cpu int) {
 	r.process()
 }
 
+// readLockUser enters a read-side section for a user-space path and
+// returns its slot for readUnlockUser.
+func (r *rcu) readLockUser() *atomic.Uint64 {
+	r.mu.Lock()
+	var slot *atomic.Uint64
+	if n := len(r.free); n > 0 {
+		slot, r.free = r.free[n-1], r.free[:n-1]
+	} else {
+		slot = new(atomic.Uint64)
+		r.users = append(r.users, slot)
+	}
+	slot.Store(r.epoch.Load())
+	r.mu.Unlock()
+	return slot
+}
+
+// readUnlockUser leaves a user-space section.
+func (r *rcu) readUnlockUser(slot *atomic.Uint64) {
+	slot.Store(0)
+	r.mu.Lock()
+	r.free = append(r.free, slot)
+	r.mu.Unlock()
+	r.process()
+}
+
 // callRCU queues fn to run after a grace period.
 func (r *rcu) callRCU(fn func()) {
 	r.mu.Lock()
@@ -62,12 +91,15 @@ func (r *rcu) callRCU(fn func()) {
 	r.process()
 }
 
-// oldestReader returns the smallest epoch a running section began in.
+// oldestReader returns the smallest epoch a running section began in. The
+// caller holds mu.
 func (r *rcu) oldestReader() uint64 {
 	oldest := ^uint64(0)
-	for _, c := range r.cpus {
-		if e := c.Load(); e != 0 && e < oldest {
-			oldest = e
+	for _, slots := range [][]*atomic.Uint64{r.cpus, r.users} {
+		for _, c := range slots {
+			if e := c.Load(); e != 0 && e < oldest {
+				oldest = e
+			}
 		}
 	}
 	return oldest
@@ -114,9 +146,9 @@ func (r *rcu) synchronize() {
 	for {
 		r.process()
 		r.mu.Lock()
-		idle := !r.running && (len(r.pending) == 0 || r.pending[0].epoch > target)
+		idle := !r.running && (len(r.pending) == 0 || r.pending[0].epoch > target) && r.oldestReader() >= target
 		r.mu.Unlock()
-		if idle && r.oldestReader() >= target {
+		if idle {
 			return
 		}
 		runtime.Gosched()

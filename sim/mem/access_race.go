@@ -63,8 +63,12 @@ func store(p unsafe.Pointer, size int, v uint64) {
 }
 
 func at(pg *[PageSize]byte, off uint64, size int) unsafe.Pointer {
-	_ = pg[off+uint64(size)-1] // bounds check, as the plain version's slicing does
-	return unsafe.Pointer(&pg[off])
+	// Check bounds as the plain version's slicing does, without reading
+	// the memory (a plain read would itself be reported as a race).
+	if off+uint64(size) > PageSize {
+		panic("mem: access past the end of a page")
+	}
+	return unsafe.Add(unsafe.Pointer(pg), off)
 }
 
 func Load8(pg *[PageSize]byte, off uint64) uint64  { return load(at(pg, off&pageMask, 1), 1) }
