@@ -12,7 +12,7 @@ import (
 // (no reader outlives an operation in a benchmark).
 func benchMap(b *testing.B, typ uapi.MapType, keySize uint32, n int) (*maps.Map, [][]byte) {
 	k := newKernel(4)
-	k.immediate = true
+	k.Immediate = true
 	m := newMap(b, k, maps.Attr{Type: typ, KeySize: keySize, ValueSize: 16, MaxEntries: uint32(2 * n)})
 	keys := make([][]byte, n)
 	for i := range keys {

@@ -56,7 +56,7 @@ func TestConcurrentProgramsAndUserSpaceStayConsistent(t *testing.T) {
 					defer wg.Done()
 					rng := rand.New(rand.NewPCG(uint64(cpu), 99))
 					for i := 0; i < iters; i++ {
-						k.read(func() { programOp(k, m, cpu, rng, uint64(i), keys, fail) })
+						k.Read(func() { programOp(k, m, cpu, rng, uint64(i), keys, fail) })
 					}
 				}()
 			}
@@ -88,7 +88,7 @@ func TestConcurrentProgramsAndUserSpaceStayConsistent(t *testing.T) {
 						if addr, err := m.Ops.LookupElem(0, key); err != nil {
 							fail(err)
 						} else if addr != 0 {
-							_ = k.space.Read(addr, out[:16])
+							_ = k.Memory().Read(addr, out[:16])
 						}
 					}
 				}
@@ -120,7 +120,7 @@ func programOp(k *fakeKernel, m *maps.Map, cpu int, rng *rand.Rand, gen uint64, 
 			return
 		}
 		var v [16]byte
-		if err := k.space.Read(addr, v[:]); err != nil {
+		if err := k.Memory().Read(addr, v[:]); err != nil {
 			fail(err)
 			return
 		}
@@ -132,7 +132,7 @@ func programOp(k *fakeKernel, m *maps.Map, cpu int, rng *rand.Rand, gen uint64, 
 			return
 		}
 		// A program writes into the value it found, as counters do.
-		if err := k.space.Write(addr+8, binary.LittleEndian.AppendUint64(nil, gen)); err != nil {
+		if err := k.Memory().Write(addr+8, binary.LittleEndian.AppendUint64(nil, gen)); err != nil {
 			fail(err)
 		}
 	case op < 8:

@@ -102,7 +102,7 @@ func TestPreallocMapsMapEveryElementUpFront(t *testing.T) {
 		newConfigMap(t, k, tc.c, 6, 20, 100, 0)
 		size := tc.elems * hashmap.ElemSize(6, 20, tc.c.percpu)
 		found := false
-		for _, a := range k.space.Areas() {
+		for _, a := range k.Memory().Areas() {
 			if a.Name == "bpf_htab_elems" {
 				found = true
 				if want := (size + mem.PageSize - 1) &^ (mem.PageSize - 1); a.Size != want {
@@ -123,7 +123,7 @@ func TestNoPreallocMapOfHugeCapacityCostsLittleMemory(t *testing.T) {
 	for i := uint32(0); i < 100; i++ {
 		wantErrno(t, m.Ops.UpdateElem(0, key32(i*7919), val(8, uint64(i)), uapi.BPF_ANY), 0, "update")
 	}
-	if b := k.space.Backed(); b > 1<<20 {
+	if b := k.Memory().Backed(); b > 1<<20 {
 		t.Errorf("a NO_PREALLOC map of 100 keys holds %d bytes of simulated memory", b)
 	}
 	if got := len(walk(t, m)); got != 100 {
@@ -145,7 +145,7 @@ func TestElementLayoutIsStructHtabElem(t *testing.T) {
 		t.Errorf("per-CPU ElemSize(9, 300) = %d, want 48 + 16 + 8", got)
 	}
 	k := newKernel(4)
-	k.setRandom(0xfeedf00d)
+	k.SetRandom(0xfeedf00d)
 	m := newMap(t, k, maps.Attr{Type: uapi.MapTypeHash, KeySize: 5, ValueSize: 12, MaxEntries: 8})
 	key := []byte("abcde")
 	value := []byte("hello, world")
@@ -181,7 +181,7 @@ func TestPercpuElementHoldsThePercpuPointer(t *testing.T) {
 	pptr := binary.LittleEndian.Uint64(raw[hashmap.ValueOffset(4):])
 	for cpu := 0; cpu < 4; cpu++ {
 		addr, err := m.Ops.LookupElem(cpu, key)
-		if err != nil || addr != pptr+k.pcpu.Offset(cpu) {
+		if err != nil || addr != pptr+k.Percpu().Offset(cpu) {
 			t.Errorf("LookupElem on CPU %d = %#x, %v; want per-CPU pointer %#x + offset", cpu, addr, err, pptr)
 		}
 	}
@@ -328,7 +328,7 @@ func TestFreeReleasesAllMemory(t *testing.T) {
 	for _, c := range configs {
 		t.Run(c.name, func(t *testing.T) {
 			k := newKernel(2)
-			before := k.space.Backed()
+			before := k.Memory().Backed()
 			m, err := registry.Create(k, maps.Attr{Type: c.typ, KeySize: 4, ValueSize: 8, MaxEntries: 64, Flags: c.flags}, 1, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -344,13 +344,13 @@ func TestFreeReleasesAllMemory(t *testing.T) {
 				t.Fatal("Put queued no callback")
 			}
 			k.GracePeriod() // the element callbacks queued before Free find it freed
-			for _, a := range k.space.Areas() {
+			for _, a := range k.Memory().Areas() {
 				if a.Name == "bpf_htab" || a.Name == "bpf_htab_elems" {
 					t.Errorf("area %s at %#x survives Free", a.Name, a.Start)
 				}
 			}
 			// Per-CPU chunks stay with the allocator; everything else goes.
-			if after := k.space.Backed(); after > before && !c.percpu {
+			if after := k.Memory().Backed(); after > before && !c.percpu {
 				t.Errorf("%d bytes still mapped after Free, %d before", after, before)
 			}
 		})
@@ -359,12 +359,12 @@ func TestFreeReleasesAllMemory(t *testing.T) {
 
 func TestOperationsAfterFailedAllocLeaveNoMemory(t *testing.T) {
 	k := newKernel(2)
-	k.space.SetLimit(1 << 20)
+	k.Memory().SetLimit(1 << 20)
 	_, err := registry.Create(k, maps.Attr{Type: uapi.MapTypeHash, KeySize: 4, ValueSize: 64, MaxEntries: 1 << 16}, 1, nil)
 	if !errors.Is(err, uapi.ENOMEM) {
 		t.Fatalf("a preallocated map larger than memory: %v, want ENOMEM", err)
 	}
-	if b := k.space.Backed(); b != 0 {
+	if b := k.Memory().Backed(); b != 0 {
 		t.Errorf("%d bytes mapped after the failed create", b)
 	}
 }

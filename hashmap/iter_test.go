@@ -96,7 +96,7 @@ func TestGetNextKeyFollowsTheKernelsBucketOrder(t *testing.T) {
 					seed, flags := uint32(0), uint32(uapi.BPF_F_ZERO_SEED)
 					if seeded {
 						seed, flags = 0x9e3779b9, 0
-						k.setRandom(seed)
+						k.SetRandom(seed)
 					}
 					const max = 48 // 64 buckets: chains of several keys appear
 					m := newConfigMap(t, k, c, keySize, 8, max, flags)

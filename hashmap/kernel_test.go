@@ -4,86 +4,18 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"sync"
 	"testing"
 
 	"github.com/bpfsim/bpfsim/hashmap"
 	"github.com/bpfsim/bpfsim/maps"
-	"github.com/bpfsim/bpfsim/sim/mem"
+	"github.com/bpfsim/bpfsim/maps/mapstest"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
 
-// fakeKernel is the part of the simulated kernel a map type sees. Its RCU
-// is real enough for concurrent tests: code that plays a program or a
-// syscall runs inside read (an RCU read-side section), and GracePeriod
-// waits for every section that was open when it started before it runs
-// the queued callbacks. Tests that want to see memory before the grace
-// period simply do not call GracePeriod.
-type fakeKernel struct {
-	space *mem.Space
-	pcpu  *mem.Percpu
-	cpus  int
-	rnd   uint32
-	// immediate runs callbacks inside CallRCU, for benchmarks, where no
-	// reader ever outlives its operation.
-	immediate bool
+// fakeKernel is the maps.Kernel stand-in of package mapstest.
+type fakeKernel = mapstest.Kernel
 
-	readers sync.RWMutex // read sections hold it for reading
-	mu      sync.Mutex
-	pending []func()
-}
-
-func newKernel(cpus int) *fakeKernel {
-	s := mem.New()
-	return &fakeKernel{space: s, pcpu: mem.NewPercpu(s, cpus), cpus: cpus, rnd: 0x12345678}
-}
-
-func (k *fakeKernel) Memory() *mem.Space    { return k.space }
-func (k *fakeKernel) NumCPUs() int          { return k.cpus }
-func (k *fakeKernel) Percpu() *mem.Percpu   { return k.pcpu }
-func (k *fakeKernel) CallRCU(fn func())     { k.queue(fn) }
-func (k *fakeKernel) read(fn func())        { k.readers.RLock(); defer k.readers.RUnlock(); fn() }
-func (k *fakeKernel) setRandom(r uint32)    { k.mu.Lock(); k.rnd = r; k.mu.Unlock() }
-func (k *fakeKernel) pendingCallbacks() int { k.mu.Lock(); defer k.mu.Unlock(); return len(k.pending) }
-
-func (k *fakeKernel) queue(fn func()) {
-	if k.immediate {
-		fn()
-		return
-	}
-	k.mu.Lock()
-	k.pending = append(k.pending, fn)
-	k.mu.Unlock()
-}
-
-// Random is a xorshift32 stream: seeded, so runs repeat themselves. A
-// seed set with setRandom is returned once as is.
-func (k *fakeKernel) Random() uint32 {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	r := k.rnd
-	x := r
-	x ^= x << 13
-	x ^= x >> 17
-	x ^= x << 5
-	k.rnd = x
-	return r
-}
-
-// GracePeriod waits for the read sections open now, then runs the
-// callbacks queued before it started. It returns how many ran.
-func (k *fakeKernel) GracePeriod() int {
-	k.mu.Lock()
-	fns := k.pending
-	k.pending = nil
-	k.mu.Unlock()
-	k.readers.Lock()
-	k.readers.Unlock() //nolint:staticcheck // an empty critical section: waiting is the point
-	for _, fn := range fns {
-		fn()
-	}
-	return len(fns)
-}
+func newKernel(cpus int) *fakeKernel { return mapstest.NewKernel(cpus) }
 
 var registry = func() *maps.Registry {
 	r := &maps.Registry{}
@@ -138,7 +70,7 @@ func val(n int, v uint64) []byte {
 func read(tb testing.TB, k *fakeKernel, addr uint64, n int) []byte {
 	tb.Helper()
 	b := make([]byte, n)
-	if err := k.space.Read(addr, b); err != nil {
+	if err := k.Memory().Read(addr, b); err != nil {
 		tb.Fatalf("reading %d bytes at %#x: %v", n, addr, err)
 	}
 	return b
@@ -159,7 +91,7 @@ func wantErrno(tb testing.TB, err error, want uapi.Errno, what string) {
 func update(tb testing.TB, k *fakeKernel, m *maps.Map, key, value []byte, flags uint64) error {
 	tb.Helper()
 	if pv, ok := m.Ops.(maps.PercpuValues); ok {
-		return pv.UpdatePercpu(key, bytes.Repeat(padded(value), k.cpus), flags)
+		return pv.UpdatePercpu(key, bytes.Repeat(padded(value), k.NumCPUs()), flags)
 	}
 	return m.Ops.UpdateElem(0, key, value, flags)
 }

@@ -60,7 +60,7 @@ func TestPercpuProgramUpdateWritesOnlyItsCPUsCopy(t *testing.T) {
 					t.Errorf("program view of CPU %d's copy = % x, user view % x", cpu, v, got[cpu][:12])
 				}
 			}
-			if k.pendingCallbacks() != 0 {
+			if k.PendingCallbacks() != 0 {
 				t.Error("an in-place per-CPU update queued an RCU callback")
 			}
 		})
