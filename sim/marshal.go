@@ -25,6 +25,10 @@ func marshal(v any, size int) ([]byte, error) {
 		return nil, nil
 	case []byte:
 		b = x
+	case uint32:
+		b = binary.LittleEndian.AppendUint32(make([]byte, 0, 4), x)
+	case uint64:
+		b = binary.LittleEndian.AppendUint64(make([]byte, 0, 8), x)
 	case encoding.BinaryMarshaler:
 		var err error
 		if b, err = x.MarshalBinary(); err != nil {
@@ -60,6 +64,18 @@ func unmarshal(b []byte, v any) error {
 		return nil
 	case *[]byte:
 		*x = append((*x)[:0], b...)
+		return nil
+	case *uint32:
+		if len(b) != 4 {
+			return errors.Wrapf(uapi.EINVAL, "*uint32 for a %d-byte value", len(b))
+		}
+		*x = binary.LittleEndian.Uint32(b)
+		return nil
+	case *uint64:
+		if len(b) != 8 {
+			return errors.Wrapf(uapi.EINVAL, "*uint64 for a %d-byte value", len(b))
+		}
+		*x = binary.LittleEndian.Uint64(b)
 		return nil
 	case encoding.BinaryUnmarshaler:
 		if err := x.UnmarshalBinary(b); err != nil {
