@@ -1,7 +1,9 @@
 package sim_test
 
 import (
+	"bytes"
 	"errors"
+	"os"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -56,6 +58,103 @@ func FuzzLoadAndRun(f *testing.F) {
 		}
 		if pt != ebpf.Syscall && len(res.Data) != len(data) {
 			t.Fatalf("%d bytes in, %d out", len(data), len(res.Data))
+		}
+	})
+}
+
+// FuzzNewMap creates maps from arbitrary attributes and runs user-space
+// operations on them: every failure must carry an errno, and nothing may
+// panic or leave a half-created map behind.
+func FuzzNewMap(f *testing.F) {
+	f.Add(uint32(ebpf.Array), uint32(4), uint32(8), uint32(4), uint32(0), "arr", []byte{1, 0, 0, 0, 9})
+	f.Add(uint32(ebpf.Hash), uint32(5), uint32(3), uint32(2), uint32(uapi.BPF_F_NO_PREALLOC), "h", []byte{1, 2, 3, 4, 5, 6, 7, 8})
+	f.Add(uint32(ebpf.PerCPUHash), uint32(4), uint32(12), uint32(1), uint32(0), "p", []byte{})
+	f.Add(uint32(ebpf.PerCPUArray), uint32(4), uint32(4), uint32(1), uint32(uapi.BPF_F_RDONLY), ".rodata", []byte{0, 0, 0, 0})
+	k, err := sim.NewKernel(&sim.Options{CPUs: 2, MemoryLimit: 64 << 20})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, typ, keySize, valueSize, maxEntries, flags uint32, name string, ops []byte) {
+		spec := &ebpf.MapSpec{Name: name, Type: ebpf.MapType(typ), KeySize: keySize, ValueSize: valueSize, MaxEntries: maxEntries, Flags: flags}
+		before := len(k.MapIDs())
+		m, err := k.NewMap(spec)
+		if err != nil {
+			var e uapi.Errno
+			if !errors.As(err, &e) {
+				t.Fatalf("NewMap failed without an errno: %v", err)
+			}
+			if len(k.MapIDs()) != before {
+				t.Fatalf("a failed NewMap left a map behind")
+			}
+			return
+		}
+		defer m.Close()
+		key := make([]byte, keySize)
+		value := make([]byte, valueSize)
+		if _, percpu := map[ebpf.MapType]bool{ebpf.PerCPUArray: true, ebpf.PerCPUHash: true}[spec.Type]; percpu {
+			value = make([]byte, ((valueSize+7)&^7)*2)
+		}
+		for i := 0; i+1 < len(ops); i += 2 {
+			if len(key) > 0 {
+				key[0] = ops[i+1]
+			}
+			var err error
+			switch ops[i] % 5 {
+			case 0:
+				err = m.Update(key, value, ebpf.MapUpdateFlags(ops[i+1]%4))
+			case 1:
+				err = m.Lookup(key, &value)
+			case 2:
+				err = m.Delete(key)
+			case 3:
+				_, err = m.NextKeyBytes(key)
+			case 4:
+				err = m.LookupAndDelete(key, &value)
+			}
+			var e uapi.Errno
+			if err != nil && !errors.As(err, &e) {
+				t.Fatalf("operation %d failed without an errno: %v", ops[i]%5, err)
+			}
+		}
+	})
+}
+
+// FuzzLoadELF feeds mutated ELF objects through cilium/ebpf's reader and
+// then the simulated kernel's collection loader, and runs what loads. Any
+// CollectionSpec cilium/ebpf accepts must load or fail with an errno,
+// without a panic.
+func FuzzLoadELF(f *testing.F) {
+	for _, obj := range []string{"testdata/progs.bpf.o", "testdata/maps.bpf.o"} {
+		b, err := os.ReadFile(obj)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, []byte("0123456789abcdefghij"))
+	}
+	k, err := sim.NewKernel(&sim.Options{CPUs: 1, MemoryLimit: 64 << 20})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, obj, data []byte) {
+		spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(obj))
+		if err != nil {
+			return // not an object cilium/ebpf can read
+		}
+		c, err := k.NewCollection(spec)
+		if err != nil {
+			var e uapi.Errno
+			if !errors.As(err, &e) {
+				t.Fatalf("NewCollection failed without an errno: %v", err)
+			}
+			return
+		}
+		defer c.Close()
+		for _, p := range c.Programs {
+			opts := &sim.RunOptions{Data: data, MaxInsns: 10000}
+			if p.Type() == ebpf.Syscall {
+				opts = &sim.RunOptions{Context: data, MaxInsns: 10000}
+			}
+			_, _ = p.Run(opts)
 		}
 	})
 }

@@ -302,6 +302,12 @@ func (h *Map) Update(key, value any, flags ebpf.MapUpdateFlags) error {
 	if err := h.canWrite(); err != nil {
 		return err
 	}
+	// map_update_elem refuses BPF_F_LOCK up front for a value without a
+	// bpf_spin_lock, before the map type sees the flags; no simulated
+	// value has one.
+	if uint64(flags)&uapi.BPF_F_LOCK != 0 {
+		return mapErr(errors.Wrap(uapi.EINVAL, "BPF_F_LOCK needs a bpf_spin_lock in the value"))
+	}
 	k, err := marshal(key, int(h.m.KeySize))
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf"
 
@@ -23,10 +24,27 @@ type Outcome struct {
 	// rewrites, when the outcome is the kernel's (XlatedErr says why not).
 	Xlated    []insn.Insn
 	XlatedErr error
+
+	// For programs with maps (mapops.go): MapErr is the error of creating
+	// a map, which stops everything else; Runs holds every test run
+	// (Retval, Packet and RunErr repeat the first); Before and After are
+	// the results of the program's user-space operations; Maps is every
+	// map's contents at the end.
+	MapErr        error
+	Runs          []RunResult
+	Before, After []OpResult
+	Maps          []MapDump
+	prog          *Program
 }
 
 // Sim runs programs on a bpfsim kernel.
-type Sim struct{ K *sim.Kernel }
+type Sim struct {
+	K *sim.Kernel
+
+	obsOnce sync.Once // RunObserved's helper (observe.go)
+	obs     *observer
+	obsErr  error
+}
 
 // NewSim boots a simulated kernel for differential runs.
 func NewSim() (*Sim, error) {
@@ -37,8 +55,12 @@ func NewSim() (*Sim, error) {
 	return &Sim{K: k}, nil
 }
 
-// Run loads p in the simulated kernel and test-runs it once.
+// Run loads p in the simulated kernel and test-runs it once; a program
+// with maps runs as described at Program.
 func (s *Sim) Run(p *Program) Outcome {
+	if p.Maps != nil {
+		return s.runMaps(p)
+	}
 	prog, err := s.K.NewProgram(p.Spec)
 	if err != nil {
 		return Outcome{Rejected: err}
@@ -53,6 +75,9 @@ func (s *Sim) Run(p *Program) Outcome {
 // from the kernel's rewrite of the program, not from how bpfsim executes
 // instructions.
 func (s *Sim) RunXlated(p *Program, xlated []insn.Insn) Outcome {
+	if p.Maps != nil {
+		return s.runXlatedMaps(p, xlated)
+	}
 	prog, err := s.K.LoadXlated(p.Spec.Type, "xlated", xlated)
 	if err != nil {
 		return Outcome{Rejected: err}
@@ -63,9 +88,19 @@ func (s *Sim) RunXlated(p *Program, xlated []insn.Insn) Outcome {
 }
 
 // Diff describes how two outcomes differ, or returns "" if they agree:
-// both rejected, or both ran to the same return value and packet.
+// both rejected, or both ran to the same return value and packet. For
+// programs with maps they must also agree on every later run, the errno
+// (and key or value) of every user-space operation, in order, and the final
+// contents of every map; failing to create the maps agrees if the errnos
+// do.
 func Diff(kernel, simulated Outcome) string {
 	var d []string
+	if kernel.MapErr != nil || simulated.MapErr != nil {
+		if Errno(kernel.MapErr) == Errno(simulated.MapErr) && Errno(kernel.MapErr) != -1 {
+			return ""
+		}
+		return fmt.Sprintf("creating maps: kernel %s, bpfsim %s", errText(kernel.MapErr), errText(simulated.MapErr))
+	}
 	switch {
 	case (kernel.Rejected == nil) != (simulated.Rejected == nil):
 		return fmt.Sprintf("verdicts differ: kernel %v, bpfsim %v", orOK(kernel.Rejected), orOK(simulated.Rejected))
@@ -87,6 +122,9 @@ func Diff(kernel, simulated Outcome) string {
 				d = append(d, fmt.Sprintf("packet[%d:%d]: kernel % x, bpfsim % x", i, i+8, k, s))
 			}
 		}
+	}
+	if p := kernel.prog; p != nil && p.Maps != nil {
+		d = append(d, diffMaps(p, kernel, simulated)...)
 	}
 	return strings.Join(d, "; ")
 }

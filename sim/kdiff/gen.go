@@ -29,6 +29,15 @@ type Program struct {
 	Seed   uint64
 	Spec   *ebpf.ProgramSpec
 	Packet []byte
+
+	// With GenOptions.Maps (mapgen.go): the maps the program uses, by the
+	// names its instructions refer to, created by each runner; the
+	// user-space operations to run before and after the program; and the
+	// CPUs of its test runs, in order. A Program with maps and a nil Spec
+	// runs only the user-space operations.
+	Maps          []*ebpf.MapSpec
+	Before, After []MapOp
+	Runs          []int
 }
 
 // GenOptions choose what the generator emits. The zero value emits
@@ -47,6 +56,8 @@ type GenOptions struct {
 	// CPUv4 allows the instructions of cpu v4: sdiv/smod, movsx, bswap,
 	// sign-extending loads, gotol.
 	CPUv4 bool
+	// Maps gives programs maps and map operations (mapgen.go).
+	Maps MapGenOptions
 }
 
 // DefaultGenOptions is everything the interpreter supports.
@@ -70,6 +81,9 @@ const stackSlots = 8
 // give the same program and packet.
 func Generate(seed uint64, o GenOptions) *Program {
 	g := &gen{rnd: rand.New(rand.NewPCG(seed, 0x6b646966)), o: o}
+	if o.Maps.Count > 0 {
+		g.maps = g.newMapGen()
+	}
 	main := g.function(true, 0)
 	insns := append(asm.Instructions{}, main...)
 	for i, fn := range g.funcs {
@@ -80,7 +94,7 @@ func Generate(seed uint64, o GenOptions) *Program {
 	for i := range pkt {
 		pkt[i] = byte(g.rnd.Uint32())
 	}
-	return &Program{
+	p := &Program{
 		Seed:   seed,
 		Packet: pkt,
 		Spec: &ebpf.ProgramSpec{
@@ -90,6 +104,10 @@ func Generate(seed uint64, o GenOptions) *Program {
 			Instructions: insns,
 		},
 	}
+	if g.maps != nil {
+		g.finishMaps(p)
+	}
+	return p
 }
 
 func funcName(i int) string { return fmt.Sprintf("fn%d", i) }
@@ -98,6 +116,7 @@ type gen struct {
 	rnd   *rand.Rand
 	o     GenOptions
 	funcs []asm.Instructions
+	maps  *mapGen // nil without GenOptions.Maps
 	// state of the function being generated
 	live   map[asm.Register]bool // scalar registers holding a value
 	inMain bool
@@ -252,6 +271,9 @@ func (g *gen) block(n, nest int) asm.Instructions {
 		}
 		if g.o.Calls && g.depth < 3 && len(g.funcs) < 6 && !g.inLoop {
 			choices = append(choices, g.call)
+		}
+		if g.maps != nil && !g.inLoop {
+			choices = append(choices, g.mapOp, g.mapOp)
 		}
 		if len(choices) == 0 {
 			out = append(out, asm.Mov.Imm(g.anyReg(), g.imm32()))

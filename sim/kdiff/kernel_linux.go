@@ -36,8 +36,12 @@ func OpenKernel() (*Kernel, error) {
 	return &Kernel{}, nil
 }
 
-// Run loads p in the kernel and test-runs it once on its packet.
+// Run loads p in the kernel and test-runs it once on its packet; a
+// program with maps runs as described at Program (kernel_maps_linux.go).
 func (k *Kernel) Run(p *Program) Outcome {
+	if p.Maps != nil {
+		return k.runMaps(p)
+	}
 	prog, err := ebpf.NewProgramWithOptions(p.Spec, ebpf.ProgramOptions{LogDisabled: false})
 	if err != nil {
 		return Outcome{Rejected: err}

@@ -20,3 +20,7 @@ func OpenKernel() (*Kernel, error) {
 func (k *Kernel) Run(p *Program) Outcome {
 	return Outcome{Rejected: errors.New("no kernel")}
 }
+
+// PossibleCPUs and PinnableCPUs are never reached either.
+func (k *Kernel) PossibleCPUs() int { return 1 }
+func (k *Kernel) PinnableCPUs() int { return 0 }
