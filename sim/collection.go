@@ -77,10 +77,10 @@ func (k *Kernel) NewCollectionWithOptions(spec *ebpf.CollectionSpec, opts Collec
 				return nil, errors.Wrapf(uapi.EINVAL, "program %s: map %s: %v", name, ref, err)
 			}
 		}
-		p, err := k.NewProgram(ps)
+		p, err := k.NewProgram(ps) // its errors name the program
 		if err != nil {
 			c.Close()
-			return nil, errors.Wrapf(err, "program %s", name)
+			return nil, err
 		}
 		c.Programs[name] = p
 	}

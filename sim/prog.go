@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"encoding/binary"
 	"fmt"
 	"sync/atomic"
 
@@ -44,6 +45,12 @@ type mapLoad struct {
 // today, with what their context is.
 var supportedTypes = map[ebpf.ProgramType]string{
 	ebpf.XDP:                "struct xdp_md",
+	ebpf.SocketFilter:       "struct __sk_buff; data starts after the Ethernet header",
+	ebpf.SchedCLS:           "struct __sk_buff; data starts at the Ethernet header",
+	ebpf.SchedACT:           "struct __sk_buff; data starts at the Ethernet header",
+	ebpf.Kprobe:             "raw context bytes (struct pt_regs), read-only",
+	ebpf.TracePoint:         "raw context bytes (the tracepoint's record), read-only",
+	ebpf.RawTracepoint:      "raw context bytes (the u64 arguments), read-only",
 	ebpf.Syscall:            "raw context bytes",
 	ebpf.UnspecifiedProgram: "raw memory: r1 = pointer to Data, r2 = its length",
 }
@@ -56,6 +63,9 @@ var supportedTypes = map[ebpf.ProgramType]string{
 func (k *Kernel) NewProgram(spec *ebpf.ProgramSpec) (*Program, error) {
 	if spec == nil {
 		return nil, errors.Wrap(uapi.EINVAL, "nil ProgramSpec")
+	}
+	if spec.ByteOrder != nil && spec.ByteOrder.String() != binary.LittleEndian.String() {
+		return nil, errors.Wrapf(uapi.EINVAL, "program %s is %s: the simulated kernel is little-endian", spec.Name, spec.ByteOrder)
 	}
 	insns, err := fromAsm(spec.Instructions)
 	if err != nil {
@@ -79,6 +89,9 @@ func (k *Kernel) LoadBytecode(typ ebpf.ProgramType, name string, code []byte) (*
 func (k *Kernel) LoadInsns(typ ebpf.ProgramType, name string, insns []insn.Insn) (*Program, error) {
 	if _, ok := supportedTypes[typ]; !ok {
 		return nil, errors.Wrapf(uapi.EINVAL, "program type %s is not supported by bpfsim yet", typ)
+	}
+	if err := checkLdAbs(typ, insns); err != nil {
+		return nil, err
 	}
 	insns = append([]insn.Insn(nil), insns...)
 	subs, err := verifier.CheckStructure(insns)
@@ -195,6 +208,10 @@ func fromAsm(in asm.Instructions) ([]insn.Insn, error) {
 	for i := range in {
 		ins := &in[i]
 		switch {
+		case ins.IsLoadFromMap() && ins.Reference() == "" && ins.Map() == nil:
+			// cilium/ebpf leaves .kconfig externs unnamed until it
+			// creates their map itself.
+			return nil, errors.Wrapf(uapi.EINVAL, "instruction %d reads a .kconfig extern: kernel config values are not simulated yet", i)
 		case ins.IsLoadFromMap():
 			// Maps are resolved by fd: the instruction must have been
 			// associated with a *Map (AssociateMap), as cilium/ebpf needs
@@ -202,6 +219,10 @@ func fromAsm(in asm.Instructions) ([]insn.Insn, error) {
 			if _, ok := ins.Map().(*Map); !ok {
 				return nil, errors.Wrapf(uapi.EINVAL, "instruction %d loads map %q, which is not a bpfsim map: load it with the collection or associate a *sim.Map", i, ins.Reference())
 			}
+		case ins.OpCode.IsDWordLoad() && ins.Reference() != "" && !ins.IsLoadOfFunctionPointer():
+			// Neither a map nor a function: a __ksym extern, which
+			// cilium/ebpf fills in with a kernel address.
+			return nil, errors.Wrapf(uapi.EINVAL, "instruction %d loads the kernel symbol %q: kernel symbols (__ksym) are not simulated yet", i, ins.Reference())
 		case ins.IsKfuncCall():
 			return nil, errors.Wrapf(uapi.EINVAL, "instruction %d calls a kfunc: kfuncs are not supported by bpfsim yet", i)
 		case btf.CORERelocationMetadata(ins) != nil:

@@ -8,6 +8,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/pkg/errors"
 
+	"github.com/bpfsim/bpfsim/sim/interp"
 	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
@@ -15,7 +16,8 @@ import (
 // RunOptions control a test run, like cilium/ebpf's RunOptions and the
 // kernel's BPF_PROG_TEST_RUN.
 type RunOptions struct {
-	// Data is the program's input: the packet for XDP, the memory for an
+	// Data is the program's input: the packet, from its Ethernet header,
+	// for XDP, socket filter and tc programs; the memory for an
 	// UnspecifiedProgram.
 	Data []byte
 	// DataOut receives the data after the run; it must be large enough
@@ -97,7 +99,7 @@ func (p *Program) Test(opts *RunOptions) (*RunResult, error) {
 
 	cpu.mu.Lock()
 	defer cpu.mu.Unlock()
-	env, err := p.k.prepareRun(cpu, p.typ, opts.Data, ctxIn, opts.Repeat)
+	env, err := p.k.prepareRun(cpu, p.typ, opts.Data, ctxIn, opts.ContextOut != nil, opts.Repeat)
 	if err != nil {
 		return nil, err
 	}
@@ -137,8 +139,10 @@ type runEnv struct {
 
 // runBuffers are a CPU's reusable test-run areas, allocated on first use.
 type runBuffers struct {
-	xdp *xdpBuff
-	raw rawBuffer
+	xdp   *xdpBuff
+	skb   *skBuff
+	raw   rawBuffer
+	trace roBuffer
 }
 
 // rawBuffer is an area that holds raw input bytes at its end, so that a
@@ -148,8 +152,16 @@ type rawBuffer struct {
 	bytes       []byte
 }
 
-func (k *Kernel) prepareRun(cpu *CPU, typ ebpf.ProgramType, data, ctx []byte, repeat uint32) (*runEnv, error) {
+// prepareRun sets up cpu for a test run of a program of type typ. ctxOut
+// says whether the caller asked for the context back: the kernel gives skb
+// programs a context (and so a wire_len) when either direction is asked for.
+func (k *Kernel) prepareRun(cpu *CPU, typ ebpf.ProgramType, data, ctx []byte, ctxOut bool, repeat uint32) (*runEnv, error) {
+	cpu.machine.Packet = interp.Packet{}
 	switch typ {
+	case ebpf.SocketFilter, ebpf.SchedCLS, ebpf.SchedACT:
+		return k.prepareSKB(cpu, typ, data, ctx, ctxOut)
+	case ebpf.Kprobe, ebpf.TracePoint, ebpf.RawTracepoint:
+		return k.prepareTracing(cpu, typ, data, ctx, repeat)
 	case ebpf.XDP:
 		if ctx != nil {
 			return nil, errors.Wrap(uapi.EINVAL, "an xdp_md context input is not supported yet")

@@ -138,8 +138,16 @@ func Compile(insns []insn.Insn, helpers HelperResolver) (*Program, error) {
 				o.imm = uint64(uint32(in.Imm))
 			}
 		case insn.LD:
+			if in.Mode() == insn.ABS || in.Mode() == insn.IND {
+				k, err := ldAbsKind(in)
+				if err != nil {
+					return nil, errors.Wrapf(err, "insn %d", i)
+				}
+				o.kind = k
+				break
+			}
 			if !in.IsLdImm64() {
-				return nil, errors.Wrapf(uapi.EINVAL, "insn %d: legacy packet access (opcode %#02x) is not supported", i, in.Code)
+				return nil, errors.Wrapf(uapi.EINVAL, "insn %d: unknown opcode %#02x", i, in.Code)
 			}
 			if i+1 >= n {
 				return nil, errors.Wrapf(uapi.EINVAL, "insn %d: lddw is missing its second half", i)

@@ -60,6 +60,10 @@ type Machine struct {
 	// PercpuOffset is this CPU's per-CPU offset (__per_cpu_offset), what
 	// the kernel-internal "r = &(void __percpu *)(r)" instruction adds.
 	PercpuOffset uint64
+	// Packet is the packet legacy packet access (LD_ABS, LD_IND) reads;
+	// the kernel sets it before running a program whose context is an
+	// skb, and clears it otherwise.
+	Packet Packet
 
 	stack    []byte // StackSize bytes of simulated memory
 	stackTop uint64 // address just above the stack: frame 0's r10

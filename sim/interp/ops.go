@@ -187,5 +187,14 @@ const (
 	opExit
 	opNospec // speculation barrier: nothing to do in a simulator
 
+	// Legacy packet access (LD|ABS, LD|IND): r0 = the big-endian value in
+	// the machine's Packet; see ldabs.go.
+	opLdAbsB
+	opLdAbsH
+	opLdAbsW
+	opLdIndB
+	opLdIndH
+	opLdIndW
+
 	numOps
 )

@@ -331,8 +331,11 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 			opAtomicFetchAnd32, opAtomicFetchAnd64, opAtomicFetchXor32, opAtomicFetchXor64,
 			opAtomicXchg32, opAtomicXchg64, opAtomicCmpxchg32, opAtomicCmpxchg64,
 			opLoadAcqB, opLoadAcqH, opLoadAcqW, opLoadAcqDW,
-			opStoreRelB, opStoreRelH, opStoreRelW, opStoreRelDW:
-			// Less common accesses always take the out-of-line path.
+			opStoreRelB, opStoreRelH, opStoreRelW, opStoreRelDW,
+			opLdAbsB, opLdAbsH, opLdAbsW, opLdIndB, opLdIndH, opLdIndW:
+			// Less common accesses always take the out-of-line path;
+			// slowMem hands legacy packet access to ldAbs, which may move
+			// the parked pc (a miss returns from a callee) or end the run.
 			m.pc, m.steps = pc, steps
 			if f := m.slowMem(&r, r[o.dst&15]+uint64(int64(o.off))); f != nil {
 				return m.fault(f)
@@ -700,10 +703,16 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 	}
 }
 
-// fault ends a run at a memory fault; pc and steps are parked in m.
+// fault ends a run at a memory fault; pc and steps are parked in m. It also
+// ends a run whose legacy packet access missed in the outermost function,
+// with r0 = 0: that path stays out of the dispatch loop.
 //
 //go:noinline
 func (m *Machine) fault(f *mem.Fault) (uint64, error) {
+	if f == ldAbsMiss {
+		m.Executed = m.steps
+		return 0, nil
+	}
 	f.PC = m.pc - 1
 	m.Executed = m.steps
 	return 0, f
@@ -790,6 +799,8 @@ func (m *Machine) slowMem(r *[16]uint64, addr uint64) *mem.Fault {
 		v, f = loadAcquire(tlb, o.kind, r[o.src&15]+uint64(int64(o.off)))
 	case opStoreRelB, opStoreRelH, opStoreRelW, opStoreRelDW:
 		return storeRelease(tlb, o.kind, addr, r[o.src&15])
+	case opLdAbsB, opLdAbsH, opLdAbsW, opLdIndB, opLdIndH, opLdIndW:
+		return m.ldAbs(r)
 	default:
 		return atomicOp(tlb, o, r)
 	}

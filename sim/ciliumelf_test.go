@@ -1,0 +1,97 @@
+package sim_test
+
+import (
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/bpfsim/bpfsim/sim"
+)
+
+// unsupported are the phrases with which bpfsim names a feature it lacks.
+var unsupported = []string{"not supported", "not simulated", "is big-endian", "little-endian"}
+
+// Every ELF object in cilium/ebpf's testdata loads, program by program,
+// or fails with an error that names what bpfsim does not simulate. Objects
+// cilium/ebpf itself cannot read, and objects whose programs reference
+// symbols they do not define (built to be linked), are invalid by design.
+func TestCiliumTestdataObjectsLoadOrNameWhatIsMissing(t *testing.T) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/cilium/ebpf").Output()
+	if err != nil {
+		t.Skipf("skipped: cannot find the cilium/ebpf module: %v", err)
+	}
+	files, err := filepath.Glob(filepath.Join(strings.TrimSpace(string(out)), "testdata", "*.elf"))
+	if err != nil || len(files) == 0 {
+		t.Skipf("skipped: cilium/ebpf's testdata is not in the module cache (%v)", err)
+	}
+	loaded, named, invalid := 0, 0, 0
+	for _, f := range files {
+		base := filepath.Base(f)
+		spec, err := ebpf.LoadCollectionSpec(f)
+		if err != nil {
+			invalid++
+			t.Logf("%-30s invalid object (cilium/ebpf: %v)", base, firstLine(err))
+			continue
+		}
+		targets := sortedNames(spec.Programs)
+		if len(targets) == 0 {
+			targets = []string{""} // maps only
+		}
+		for _, name := range targets {
+			k := newKernel(t, nil)
+			var opts sim.CollectionOptions
+			if name != "" {
+				opts.Programs = []string{name}
+			}
+			c, err := k.NewCollectionWithOptions(spec, opts)
+			switch {
+			case err == nil:
+				loaded++
+				c.Close()
+				t.Logf("%-30s %-24s loads", base, name)
+			case strings.Contains(err.Error(), "unsatisfied program reference"):
+				invalid++
+				t.Logf("%-30s %-24s invalid object: %v", base, name, err)
+			case containsAny(err.Error(), unsupported):
+				named++
+				t.Logf("%-30s %-24s %v", base, name, err)
+			default:
+				t.Errorf("%s %s: an error that names no missing feature: %v", base, name, err)
+			}
+		}
+	}
+	t.Logf("%d programs or map sets load, %d fail naming a missing feature, %d are invalid objects", loaded, named, invalid)
+	if loaded < 40 {
+		t.Errorf("only %d programs loaded", loaded)
+	}
+}
+
+func containsAny(s string, subs []string) bool {
+	for _, sub := range subs {
+		if strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
+}
+
+func firstLine(err error) string {
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+func sortedNames[V any](m map[string]V) []string {
+	var names []string
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
