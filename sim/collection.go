@@ -21,6 +21,8 @@ type CollectionOptions struct {
 	// Programs lists the programs to load, with only the maps they use;
 	// empty means everything in the object.
 	Programs []string
+	// ProgramOptions apply to every program loaded.
+	ProgramOptions ProgramOptions
 }
 
 // NewCollection creates every map of spec (with its initial contents;
@@ -77,7 +79,7 @@ func (k *Kernel) NewCollectionWithOptions(spec *ebpf.CollectionSpec, opts Collec
 				return nil, errors.Wrapf(uapi.EINVAL, "program %s: map %s: %v", name, ref, err)
 			}
 		}
-		p, err := k.NewProgram(ps) // its errors name the program
+		p, err := k.NewProgramWithOptions(ps, opts.ProgramOptions) // its errors name the program
 		if err != nil {
 			c.Close()
 			return nil, err

@@ -59,8 +59,11 @@ func TestProgramsAndUserSpaceShareMapsWithoutLossOrTearing(t *testing.T) {
 		asm.Add.Imm(asm.R1, 1),
 		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
 		// v = pairs[ctx->key]; torn if v->A != v->B
+		asm.LoadMem(asm.R2, asm.R6, 0, asm.Word),
+		asm.StoreMem(asm.RFP, -8, asm.R2, asm.Word),
 		asm.LoadMapPtr(asm.R1, pairs.FD()).WithReference("pairs"),
-		asm.Mov.Reg(asm.R2, asm.R6),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -8),
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, "ok"),
 		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),

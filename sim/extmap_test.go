@@ -103,30 +103,35 @@ func TestAMapTypeFromOutsideWorksThroughTheHelpers(t *testing.T) {
 	q := newMap(t, k, &ebpf.MapSpec{Name: "q", Type: ebpf.Queue, ValueSize: 4, MaxEntries: 2})
 
 	// push(q, &ctx[0], 0); push(q, &ctx[1], 0); r0 = push again (E2BIG);
-	// pop(q, &ctx[0]); return r0.
-	p := load(t, k, ebpf.Syscall, associate(t, "q", q, asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.LoadMapPtr(asm.R1, q.FD()).WithReference("q"),
-		asm.Mov.Reg(asm.R2, asm.R6),
-		asm.Mov.Imm(asm.R3, 0),
-		asm.FnMapPushElem.Call(),
-		asm.LoadMapPtr(asm.R1, q.FD()).WithReference("q"),
-		asm.Mov.Reg(asm.R2, asm.R6),
-		asm.Add.Imm(asm.R2, 4),
-		asm.Mov.Imm(asm.R3, 0),
-		asm.FnMapPushElem.Call(),
-		asm.LoadMapPtr(asm.R1, q.FD()).WithReference("q"),
-		asm.Mov.Reg(asm.R2, asm.R6),
-		asm.Mov.Imm(asm.R3, 0),
-		asm.FnMapPushElem.Call(),
+	// pop(q, &ctx[2]); return r0. Helpers take stack memory, not the
+	// context: values go through fp-8.
+	push := func(off int16) asm.Instructions {
+		return asm.Instructions{
+			asm.LoadMem(asm.R2, asm.R6, off, asm.Word),
+			asm.StoreMem(asm.RFP, -8, asm.R2, asm.Word),
+			asm.LoadMapPtr(asm.R1, q.FD()).WithReference("q"),
+			asm.Mov.Reg(asm.R2, asm.RFP),
+			asm.Add.Imm(asm.R2, -8),
+			asm.Mov.Imm(asm.R3, 0),
+			asm.FnMapPushElem.Call(),
+		}
+	}
+	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}
+	insns = append(insns, push(0)...)
+	insns = append(insns, push(4)...)
+	insns = append(insns, push(0)...)
+	insns = append(insns,
 		asm.Mov.Reg(asm.R7, asm.R0),
 		asm.LoadMapPtr(asm.R1, q.FD()).WithReference("q"),
-		asm.Mov.Reg(asm.R2, asm.R6),
-		asm.Add.Imm(asm.R2, 8),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -8),
 		asm.FnMapPopElem.Call(),
+		asm.LoadMem(asm.R1, asm.RFP, -8, asm.Word),
+		asm.StoreMem(asm.R6, 8, asm.R1, asm.Word),
 		asm.Mov.Reg(asm.R0, asm.R7),
 		asm.Return(),
-	}))
+	)
+	p := load(t, k, ebpf.Syscall, associate(t, "q", q, insns))
 	ctx := []uint32{111, 222, 0}
 	var out [3]uint32
 	ret, err := p.Run(&sim.RunOptions{Context: ctx, ContextOut: &out})

@@ -16,6 +16,7 @@ import (
 	"github.com/bpfsim/bpfsim/sim/interp"
 	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/uapi"
+	"github.com/bpfsim/bpfsim/sim/verifier"
 )
 
 func newKernel(t testing.TB, opts *sim.Options) *sim.Kernel {
@@ -34,6 +35,30 @@ func load(t testing.TB, k *sim.Kernel, typ ebpf.ProgramType, insns asm.Instructi
 		t.Fatal(err)
 	}
 	return p
+}
+
+// loadUnverified loads insns without the verifier, to see what happens when
+// such a program runs anyway.
+func loadUnverified(t testing.TB, k *sim.Kernel, typ ebpf.ProgramType, insns asm.Instructions) *sim.Program {
+	t.Helper()
+	p, err := k.NewProgramWithOptions(&ebpf.ProgramSpec{Name: t.Name(), Type: typ, Instructions: insns, License: "GPL"},
+		sim.ProgramOptions{Unverified: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// refused checks that the verifier refuses insns with EACCES and a last log
+// line containing want, and returns the program loaded unverified.
+func refused(t testing.TB, k *sim.Kernel, typ ebpf.ProgramType, insns asm.Instructions, want string) *sim.Program {
+	t.Helper()
+	_, err := k.NewProgram(&ebpf.ProgramSpec{Name: t.Name(), Type: typ, Instructions: insns, License: "GPL"})
+	var ve *verifier.Error
+	if !errors.As(err, &ve) || !errors.Is(err, uapi.EACCES) || !strings.Contains(ve.Msg, want) {
+		t.Errorf("load: got %v, want the verifier to refuse it with EACCES: %q", err, want)
+	}
+	return loadUnverified(t, k, typ, insns)
 }
 
 // xdpPass reads data and data_end from xdp_md, copies the first packet byte
@@ -82,7 +107,7 @@ func TestXDPContextRules(t *testing.T) {
 		{"store to a field", asm.Instructions{asm.StoreImm(asm.R1, 0, 1, asm.Word), asm.Mov.Imm(asm.R0, 0), asm.Return()}, "invalid bpf_context access off=0 size=4"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := load(t, k, ebpf.XDP, c.insns).Run(&sim.RunOptions{Data: make([]byte, 14)})
+			_, err := refused(t, k, ebpf.XDP, c.insns, c.want).Run(&sim.RunOptions{Data: make([]byte, 14)})
 			var f *mem.Fault
 			if !errors.As(err, &f) || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("got %v, want a fault saying %q", err, c.want)

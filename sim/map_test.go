@@ -199,7 +199,8 @@ func TestReadOnlyForPrograms(t *testing.T) {
 	if err := m.Put(uint32(0), uint64(5)); err != nil {
 		t.Fatalf("user space writes a BPF_F_RDONLY_PROG map: %v", err)
 	}
-	_, err := load(t, k, ebpf.Syscall, counterProgram(m, 0)).Run(nil)
+	p := refused(t, k, ebpf.Syscall, counterProgram(m, 0), "write into map forbidden")
+	_, err := p.Run(nil)
 	var f *mem.Fault
 	if !errors.As(err, &f) || f.Access != mem.Write {
 		t.Errorf("a program's store into a BPF_F_RDONLY_PROG map: %v", err)

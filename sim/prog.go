@@ -30,7 +30,28 @@ type Program struct {
 	// map, for the xlated dump.
 	usedMaps []*maps.Map
 	mapLoads map[int]mapLoad
+	// verified holds what the verifier found; nil for a program loaded
+	// unverified.
+	verified *verifier.Result
 	closed   atomic.Bool
+}
+
+// ProgramOptions control loading, as cilium/ebpf's ProgramOptions do.
+type ProgramOptions struct {
+	// LogLevel asks for the verifier log: LogLevelBranch (1) keeps the
+	// path that failed, LogLevelInstruction (2) every instruction with
+	// its state. It is returned by Program.VerifierLog and, on failure,
+	// in the *verifier.Error.
+	LogLevel ebpf.LogLevel
+	// Unverified skips the verifier: the program runs as written, like
+	// programs in conformance suites that the kernel would refuse. Off by
+	// default; the raw harness type (UnspecifiedProgram) is always
+	// unverified, since the kernel has no such type.
+	Unverified bool
+	// License is the program's license for LoadInsns and LoadBytecode
+	// (NewProgram takes it from the spec); GPL-only helpers need a
+	// GPL-compatible one. Empty means "GPL".
+	License string
 }
 
 // mapLoad is one resolved map reference: an lddw of a map pointer or, with
@@ -61,6 +82,11 @@ var supportedTypes = map[ebpf.ProgramType]string{
 // harness where r1 points to a copy of RunOptions.Data and r2 holds its
 // length, as the bpf_conformance suite expects.
 func (k *Kernel) NewProgram(spec *ebpf.ProgramSpec) (*Program, error) {
+	return k.NewProgramWithOptions(spec, ProgramOptions{})
+}
+
+// NewProgramWithOptions is NewProgram with load options.
+func (k *Kernel) NewProgramWithOptions(spec *ebpf.ProgramSpec, opts ProgramOptions) (*Program, error) {
 	if spec == nil {
 		return nil, errors.Wrap(uapi.EINVAL, "nil ProgramSpec")
 	}
@@ -71,7 +97,11 @@ func (k *Kernel) NewProgram(spec *ebpf.ProgramSpec) (*Program, error) {
 	if err != nil {
 		return nil, errors.Wrapf(err, "program %s", spec.Name)
 	}
-	return k.LoadInsns(spec.Type, spec.Name, insns)
+	opts.License = spec.License
+	if opts.License == "" {
+		opts.License = "unspecified"
+	}
+	return k.LoadInsnsWithOptions(spec.Type, spec.Name, insns, opts)
 }
 
 // LoadBytecode loads raw little-endian BPF bytecode.
@@ -87,11 +117,13 @@ func (k *Kernel) LoadBytecode(typ ebpf.ProgramType, name string, code []byte) (*
 // Map references are lddw instructions whose source is BPF_PSEUDO_MAP_FD
 // or BPF_PSEUDO_MAP_VALUE with a map's fd in imm (Map.FD).
 func (k *Kernel) LoadInsns(typ ebpf.ProgramType, name string, insns []insn.Insn) (*Program, error) {
+	return k.LoadInsnsWithOptions(typ, name, insns, ProgramOptions{})
+}
+
+// LoadInsnsWithOptions is LoadInsns with load options.
+func (k *Kernel) LoadInsnsWithOptions(typ ebpf.ProgramType, name string, insns []insn.Insn, opts ProgramOptions) (*Program, error) {
 	if _, ok := supportedTypes[typ]; !ok {
 		return nil, errors.Wrapf(uapi.EINVAL, "program type %s is not supported by bpfsim yet", typ)
-	}
-	if err := checkLdAbs(typ, insns); err != nil {
-		return nil, err
 	}
 	insns = append([]insn.Insn(nil), insns...)
 	subs, err := verifier.CheckStructure(insns)
@@ -103,11 +135,88 @@ func (k *Kernel) LoadInsns(typ ebpf.ProgramType, name string, insns []insn.Insn)
 		p.Close()
 		return nil, err
 	}
+	if !opts.Unverified && typ != ebpf.UnspecifiedProgram {
+		if p.verified, err = k.verify(p, opts); err != nil {
+			p.Close()
+			return nil, err
+		}
+	} else if err := checkLdAbs(typ, insns); err != nil {
+		// The interpreter needs a packet for these; the verifier refuses
+		// them elsewhere, and unverified programs still may not.
+		p.Close()
+		return nil, err
+	}
 	if p.code, err = interp.Compile(insns, k.resolveHelper); err != nil {
 		p.Close()
 		return nil, err
 	}
 	return p, nil
+}
+
+// verify runs the verifier on a program whose maps are resolved.
+func (k *Kernel) verify(p *Program, opts ProgramOptions) (*verifier.Result, error) {
+	pt, ok := verifier.ProgTypeFor(p.typ)
+	if !ok {
+		return nil, errors.Wrapf(uapi.EINVAL, "program type %s cannot be verified by bpfsim yet", p.typ)
+	}
+	refs := make(map[int]verifier.MapRef, len(p.mapLoads))
+	for i, l := range p.mapLoads {
+		refs[i] = verifier.MapRef{Map: l.m, Value: l.value, Off: l.off}
+	}
+	license := opts.License
+	if license == "" {
+		license = "GPL"
+	}
+	level := 0
+	switch {
+	case opts.LogLevel&ebpf.LogLevelInstruction != 0:
+		level = 2
+	case opts.LogLevel&ebpf.LogLevelBranch != 0:
+		level = 1
+	}
+	return verifier.Verify(p.xlated, &verifier.Config{
+		Type:          pt,
+		Maps:          refs,
+		Helper:        k.helperProto,
+		LogLevel:      level,
+		GPLCompatible: gplCompatible(license),
+		NumCPUs:       k.NumCPUs(),
+	})
+}
+
+// helperProto is the verifier's view of the helper table.
+func (k *Kernel) helperProto(id int32) *verifier.FuncProto {
+	k.mu.Lock()
+	h, ok := k.helpers[id]
+	k.mu.Unlock()
+	switch {
+	case !ok:
+		return nil
+	case h.Proto != nil:
+		return h.Proto
+	case verifier.HelperProtos[id] != nil:
+		return verifier.HelperProtos[id]
+	}
+	return verifier.UncheckedProto
+}
+
+// gplCompatible is license_is_gpl_compatible.
+func gplCompatible(license string) bool {
+	switch license {
+	case "GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL", "Dual MIT/GPL", "Dual MPL/GPL":
+		return true
+	}
+	return false
+}
+
+// VerifierLog returns the verifier's log of a successful load, at the
+// level ProgramOptions asked for (empty at level 0 and for unverified
+// programs).
+func (p *Program) VerifierLog() string {
+	if p.verified == nil {
+		return ""
+	}
+	return p.verified.Log
 }
 
 // resolvePseudoLdImm64 mirrors the kernel's pass of the same name: each

@@ -97,6 +97,14 @@ func (p *Program) Test(opts *RunOptions) (*RunResult, error) {
 		repeat = 1
 	}
 
+	// bpf_prog_test_run_syscall and _raw_tp: the context must hold every
+	// byte the verifier saw the program read.
+	switch p.typ {
+	case ebpf.Syscall, ebpf.RawTracepoint, ebpf.Kprobe, ebpf.TracePoint:
+		if p.verified != nil && len(ctxIn) < p.verified.MaxCtxOffset {
+			return nil, errors.Wrapf(uapi.EINVAL, "a context of %d bytes is shorter than the %d bytes the program reads", len(ctxIn), p.verified.MaxCtxOffset)
+		}
+	}
 	cpu.mu.Lock()
 	defer cpu.mu.Unlock()
 	env, err := p.k.prepareRun(cpu, p.typ, opts.Data, ctxIn, opts.ContextOut != nil, opts.Repeat)

@@ -17,6 +17,7 @@ func cmdDump(args []string, stdout, stderr io.Writer) int {
 	typeName := fs.String("type", "raw", "program type of raw bytecode: raw, xdp or syscall")
 	section := fs.String("section", "", "ELF section or program name to dump")
 	isHex := fs.Bool("hex", false, "PROGRAM is bytecode written in hex")
+	unverified := fs.Bool("unverified", false, "load without the verifier")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: bpfsim dump [xlated] [flags] PROGRAM")
 		fs.PrintDefaults()
@@ -34,7 +35,7 @@ func cmdDump(args []string, stdout, stderr io.Writer) int {
 		var k *sim.Kernel
 		if k, err = sim.NewKernel(nil); err == nil {
 			var l *loaded
-			if l, err = loadFile(k, positional[0], *section, *isHex, typ); err == nil {
+			if l, err = loadFile(k, positional[0], *section, *isHex, typ, sim.ProgramOptions{Unverified: *unverified}); err == nil {
 				fmt.Fprint(stdout, l.prog.Xlated())
 				return 0
 			}

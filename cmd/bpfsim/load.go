@@ -14,7 +14,9 @@ import (
 	"github.com/pkg/errors"
 
 	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/uapi"
+	"github.com/bpfsim/bpfsim/sim/verifier"
 )
 
 // programTypes are the names -type accepts.
@@ -55,15 +57,15 @@ type loaded struct {
 
 // loadFile loads the program in path: an ELF object (section picks the
 // program when it holds several), raw bytecode, or hex bytecode.
-func loadFile(k *sim.Kernel, path, section string, isHex bool, typ ebpf.ProgramType) (*loaded, error) {
+func loadFile(k *sim.Kernel, path, section string, isHex bool, typ ebpf.ProgramType, popts sim.ProgramOptions) (*loaded, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return loadBytes(k, raw, section, isHex, typ)
+	return loadBytes(k, raw, section, isHex, typ, popts)
 }
 
-func loadBytes(k *sim.Kernel, raw []byte, section string, isHex bool, typ ebpf.ProgramType) (*loaded, error) {
+func loadBytes(k *sim.Kernel, raw []byte, section string, isHex bool, typ ebpf.ProgramType, popts sim.ProgramOptions) (*loaded, error) {
 	if bytes.HasPrefix(raw, []byte("\x7fELF")) {
 		coll, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(raw))
 		if err != nil {
@@ -73,7 +75,7 @@ func loadBytes(k *sim.Kernel, raw []byte, section string, isHex bool, typ ebpf.P
 		if err != nil {
 			return nil, err
 		}
-		c, err := k.NewCollectionWithOptions(coll, sim.CollectionOptions{Programs: []string{name}})
+		c, err := k.NewCollectionWithOptions(coll, sim.CollectionOptions{Programs: []string{name}, ProgramOptions: popts})
 		if err != nil {
 			return nil, err
 		}
@@ -85,7 +87,11 @@ func loadBytes(k *sim.Kernel, raw []byte, section string, isHex bool, typ ebpf.P
 			return nil, err
 		}
 	}
-	p, err := k.LoadBytecode(typ, "", raw)
+	insns, err := insn.Decode(raw)
+	if err != nil {
+		return nil, err
+	}
+	p, err := k.LoadInsnsWithOptions(typ, "", insns, popts)
 	if err != nil {
 		return nil, err
 	}
@@ -170,4 +176,26 @@ func loadMaps(k *sim.Kernel, path, only string) (map[string]*sim.Map, error) {
 		out[name] = m
 	}
 	return out, nil
+}
+
+// printVerifierLog writes the verifier's log of a load to w.
+func printVerifierLog(w io.Writer, l *loaded, err error) {
+	var ve *verifier.Error
+	switch {
+	case errors.As(err, &ve):
+		fmt.Fprint(w, ve.Log)
+	case err == nil && l != nil:
+		fmt.Fprint(w, l.prog.VerifierLog())
+	}
+}
+
+// logLevelOf maps the -log flag to cilium/ebpf's log level bits.
+func logLevelOf(n int) ebpf.LogLevel {
+	switch {
+	case n >= 2:
+		return ebpf.LogLevelInstruction
+	case n == 1:
+		return ebpf.LogLevelBranch
+	}
+	return 0
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/interp"
 )
 
@@ -85,6 +86,10 @@ func cmdPlugin(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}
 	typ := ebpf.UnspecifiedProgram
+	// Conformance programs test the instruction set, not the verifier:
+	// many would not pass it (division by a register that may be zero,
+	// reads of uninitialised stack in unprivileged terms...).
+	unverified := sim.ProgramOptions{Unverified: true}
 	if isXDP {
 		typ = ebpf.XDP
 		// A test run needs at least an Ethernet header; the suite's libbpf
@@ -97,11 +102,14 @@ func cmdPlugin(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var prog *sim.Program
 	if isELF || bytes.HasPrefix(code, []byte("\x7fELF")) {
 		var l *loaded
-		if l, err = loadBytes(k, code, "", false, typ); err == nil {
+		if l, err = loadBytes(k, code, "", false, typ, unverified); err == nil {
 			prog = l.prog
 		}
 	} else {
-		prog, err = k.LoadBytecode(typ, "conformance", code)
+		var insns []insn.Insn
+		if insns, err = insn.Decode(code); err == nil {
+			prog, err = k.LoadInsnsWithOptions(typ, "conformance", insns, unverified)
+		}
 	}
 	if err != nil {
 		return fail("Failed to load code: %v", err)

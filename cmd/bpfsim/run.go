@@ -24,6 +24,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	cpus := fs.Int("cpus", 2, "number of simulated CPUs")
 	seed := fs.Uint64("seed", 0, "seed for bpf_get_prandom_u32")
 	maxInsns := fs.Uint64("max-insns", sim.DefaultMaxInsns, "instruction budget per run")
+	unverified := fs.Bool("unverified", false, "load without the verifier (for programs the kernel would refuse)")
+	logLevel := fs.Int("log", 0, "verifier log level (1: the failing path, 2: every instruction); the log goes to stderr")
 	showMaps := fs.Bool("maps", false, "dump the object's maps after the run, as bpftool map dump does")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: bpfsim run [flags] PROGRAM")
@@ -65,7 +67,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
-	l, err := loadFile(k, positional[0], *section, *isHex, typ)
+	popts := sim.ProgramOptions{Unverified: *unverified, LogLevel: logLevelOf(*logLevel)}
+	l, err := loadFile(k, positional[0], *section, *isHex, typ, popts)
+	if *logLevel > 0 {
+		printVerifierLog(stderr, l, err)
+	}
 	if err != nil {
 		return fail(err)
 	}

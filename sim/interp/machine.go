@@ -8,6 +8,7 @@ import (
 	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/uapi"
+	"github.com/bpfsim/bpfsim/sim/verifier"
 )
 
 // StackSize is the stack area a Machine needs: one 512-byte frame for each
@@ -22,6 +23,9 @@ type Helper struct {
 	// r0. An error stops the program: a *mem.Fault for a bad pointer, an
 	// *Unwind to end the program early with a value.
 	Fn func(m *Machine, r1, r2, r3, r4, r5 uint64) (uint64, error)
+	// Proto is what the verifier checks a call against (the type half of
+	// struct bpf_func_proto). Nil leaves the arguments unchecked.
+	Proto *verifier.FuncProto
 }
 
 // Unwind, returned by a helper, ends the program at once with R0 in r0,

@@ -27,6 +27,9 @@ const MaxInsns = 1_000_000
 type Error struct {
 	Errno uapi.Errno
 	Msg   string // as the kernel's verifier log prints it
+	// Log is the verifier log up to the error (its last line is Msg), at
+	// the log level the load asked for.
+	Log string
 }
 
 func (e *Error) Error() string { return e.Msg }
@@ -42,6 +45,9 @@ func reject(errno uapi.Errno, format string, args ...any) error {
 // index one past its last.
 type Subprog struct {
 	Start, End int
+	// StackDepth is the deepest stack offset the function touches, as
+	// verification found it.
+	StackDepth int
 }
 
 // CheckStructure runs the kernel's structural checks and returns the

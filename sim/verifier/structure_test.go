@@ -60,7 +60,7 @@ func TestSubprogramsAreFoundFromCalls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []verifier.Subprog{{0, 3}, {3, 5}, {5, 7}}
+	want := []verifier.Subprog{{Start: 0, End: 3}, {Start: 3, End: 5}, {Start: 5, End: 7}}
 	if len(subs) != len(want) {
 		t.Fatalf("got %v, want %v", subs, want)
 	}

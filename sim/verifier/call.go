@@ -1,0 +1,385 @@
+package verifier
+
+import (
+	"github.com/bpfsim/bpfsim/maps"
+	"github.com/bpfsim/bpfsim/sim/insn"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// callMeta is struct bpf_call_arg_meta.
+type callMeta struct {
+	mapPtr *maps.Map
+	// constKey is the constant key of a lookup, -1 if unknown.
+	constKey int64
+	// rawRegno and rawSize describe memory the helper fills (MEM_UNINIT):
+	// it is marked written after the arguments are checked.
+	rawRegno uint8
+	rawSize  int
+	raw      bool
+}
+
+// checkHelperCall is check_helper_call.
+func (e *env) checkHelperCall(in insn.Insn, idx int) error {
+	id := in.Imm
+	fn := e.cfg.Helper(id)
+	name := uapi.HelperName(id)
+	if name == "" {
+		name = "unknown"
+	}
+	if fn == nil {
+		if uapi.HelperName(id) == "" {
+			return e.errorf(uapi.EINVAL, "invalid func %s#%d", name, id)
+		}
+		return e.errorf(uapi.EINVAL, "program of this type cannot use helper %s#%d", name, id)
+	}
+	if fn.GPLOnly && !e.cfg.GPLCompatible {
+		return e.errorf(uapi.EINVAL, "cannot call GPL-restricted function from non-GPL compatible program")
+	}
+	meta := callMeta{constKey: -1}
+	for i := range fn.Args {
+		if err := e.checkFuncArg(i, &meta, fn, name, id); err != nil {
+			return err
+		}
+	}
+	if err := e.recordFuncMap(&meta, id, idx); err != nil {
+		return err
+	}
+	if meta.raw {
+		// The helper writes the buffer: it is initialised afterwards.
+		for i := 0; i < meta.rawSize; i++ {
+			if err := e.checkMemAccess(meta.rawRegno, i, 1, accessWrite, -1, false, false); err != nil {
+				return err
+			}
+		}
+	}
+	regs := e.regs()
+	for r := insn.R0; r <= insn.R5; r++ {
+		regs[r].markNotInit()
+	}
+	r0 := &regs[insn.R0]
+	switch fn.Ret {
+	case RetInteger:
+		r0.markUnknown()
+	case RetVoid:
+		r0.markNotInit()
+	case RetPtrToMapValueOrNull:
+		if meta.mapPtr == nil {
+			return e.errorf(uapi.EINVAL, "kernel subsystem misconfigured verifier")
+		}
+		r0.markPtr(ptrToMapValue)
+		r0.mapPtr = meta.mapPtr
+		// An array lookup at a constant index within bounds cannot fail
+		// (Linux 6.14, "eliding map lookup nullness").
+		if !(id == uapi.FuncMapLookupElem && elidesNullness(meta.mapPtr) &&
+			meta.constKey >= 0 && meta.constKey < int64(meta.mapPtr.MaxEntries)) {
+			r0.maybeNull = true
+			e.idGen++
+			r0.id = e.idGen
+		}
+	}
+	if id == uapi.FuncGetSmpProcessorID && fn.Ret == RetInteger {
+		n := uint64(max(e.cfg.NumCPUs, 1) - 1)
+		r0.umin, r0.umax, r0.u32min, r0.u32max = 0, n, 0, uint32(n)
+		r0.smin, r0.smax, r0.s32min, r0.s32max = 0, int64(n), 0, int32(n)
+		r0.sync()
+	}
+	return e.checkMapFuncCompat(meta.mapPtr, id, name)
+}
+
+// checkFuncArg is check_func_arg for the argument kinds bpfsim's helpers
+// use.
+func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, id int32) error {
+	regno := uint8(insn.R1 + arg)
+	t := fn.Args[arg]
+	if t == ArgDontCare {
+		return nil
+	}
+	if err := e.checkRegRead(regno); err != nil {
+		return err
+	}
+	reg := &e.regs()[regno]
+	if t == ArgAnything {
+		return nil
+	}
+	if reg.isPkt() && !(fn.PktAccess && e.cfg.Type.DirectPacketAccess(false)) {
+		return e.errorf(uapi.EACCES, "helper access to the packet is not allowed")
+	}
+	// The register's type must be one the argument accepts.
+	var ok bool
+	var expected string
+	switch t {
+	case ArgConstMapPtr:
+		ok, expected = reg.typ == constPtrToMap && !reg.maybeNull, "map_ptr"
+	case ArgPtrToCtx:
+		ok, expected = reg.typ == ptrToCtx, "ctx"
+	case ArgConstSize, ArgConstSizeOrZero:
+		ok, expected = reg.typ == scalarValue, "scalar"
+	case ArgPtrToMapKey, ArgPtrToMapValue, ArgPtrToUninitMapValue, ArgPtrToMem, ArgPtrToUninitMem:
+		switch reg.typ {
+		case ptrToStack, ptrToPacket, ptrToPacketMeta, ptrToMapValue, ptrToMem:
+			ok = !reg.maybeNull
+		}
+		expected = "fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_"
+	}
+	if !ok {
+		return e.errorf(uapi.EACCES, "R%d type=%s expected=%s", regno, reg.typeName(), expected)
+	}
+	if t == ArgPtrToCtx {
+		if err := e.checkPtrOffReg(reg, regno, false); err != nil {
+			return err
+		}
+	}
+	switch t {
+	case ArgConstMapPtr:
+		meta.mapPtr = reg.mapPtr
+	case ArgPtrToMapKey:
+		if meta.mapPtr == nil {
+			return e.errorf(uapi.EACCES, "invalid map_ptr to access map->key")
+		}
+		if err := e.checkHelperMem(regno, int(meta.mapPtr.KeySize), accessRead, false, nil); err != nil {
+			return err
+		}
+		if elidesNullness(meta.mapPtr) {
+			meta.constKey = e.constantMapKey(reg, int(meta.mapPtr.KeySize))
+		}
+	case ArgPtrToMapValue, ArgPtrToUninitMapValue:
+		if meta.mapPtr == nil {
+			return e.errorf(uapi.EACCES, "invalid map_ptr to access map->value")
+		}
+		kind := accessRead
+		var m *callMeta
+		if t == ArgPtrToUninitMapValue {
+			kind, m = accessWrite, meta
+			meta.raw = true
+		}
+		return e.checkHelperMem(regno, int(meta.mapPtr.ValueSize), kind, false, m)
+	case ArgPtrToUninitMem:
+		meta.raw = true
+	case ArgConstSize, ArgConstSizeOrZero:
+		kind := accessRead
+		if fn.Args[arg-1] == ArgPtrToUninitMem {
+			kind = accessWrite
+		}
+		return e.checkMemSizeReg(reg, regno, kind, t == ArgConstSizeOrZero, meta)
+	}
+	return nil
+}
+
+// checkMemSizeReg is check_mem_size_reg: a size argument bounds the memory
+// argument before it.
+func (e *env) checkMemSizeReg(reg *regState, regno uint8, kind accessKind, zeroOK bool, meta *callMeta) error {
+	if !reg.isConst() {
+		meta = nil
+	}
+	if reg.smin < 0 {
+		return e.errorf(uapi.EACCES, "R%d min value is negative, either use unsigned or 'var &= const'", regno)
+	}
+	if reg.umin == 0 && !zeroOK {
+		return e.errorf(uapi.EACCES, "R%d invalid zero-sized read: u64=[%d,%d]", regno, int64(reg.umin), int64(reg.umax))
+	}
+	if reg.umax >= maxVarSize {
+		return e.errorf(uapi.EACCES, "R%d unbounded memory access, use 'var &= const' or 'if (var < const)'", regno)
+	}
+	if meta != nil && !meta.raw {
+		meta = nil
+	}
+	return e.checkHelperMem(regno-1, int(reg.umax), kind, zeroOK, meta)
+}
+
+// checkHelperMem is check_helper_mem_access: size bytes at the pointer in
+// regno, read or written by a helper.
+func (e *env) checkHelperMem(regno uint8, size int, kind accessKind, zeroOK bool, meta *callMeta) error {
+	reg := &e.regs()[regno]
+	switch reg.typ {
+	case ptrToPacket, ptrToPacketMeta:
+		return e.checkPacketAccess(regno, int(reg.off), size, zeroOK)
+	case ptrToMapValue:
+		m := reg.mapPtr
+		if kind == accessWrite && m.Flags&uapi.BPF_F_RDONLY_PROG != 0 {
+			return e.errorf(uapi.EACCES, "write into map forbidden, value_size=%d off=%d size=%d", m.ValueSize, reg.off, size)
+		}
+		if kind == accessRead && m.Flags&uapi.BPF_F_WRONLY_PROG != 0 {
+			return e.errorf(uapi.EACCES, "read from map forbidden, value_size=%d off=%d size=%d", m.ValueSize, reg.off, size)
+		}
+		return e.checkMemRegion(regno, int(reg.off), size, int(m.ValueSize), zeroOK)
+	case ptrToMem:
+		if kind == accessWrite && reg.rdonly {
+			return e.errorf(uapi.EACCES, "R%d cannot write into %s", regno, reg.typeName())
+		}
+		return e.checkMemRegion(regno, int(reg.off), size, int(reg.memSize), zeroOK)
+	case ptrToStack:
+		raw := meta != nil && meta.raw
+		if raw {
+			meta.rawRegno, meta.rawSize = regno, size
+		}
+		return e.checkStackRangeInit(regno, int(reg.off), size, zeroOK, true, kind == accessWrite, raw)
+	}
+	if zeroOK && size == 0 && reg.typ == scalarValue && reg.isConst() && reg.constant() == 0 {
+		return nil
+	}
+	return e.errorf(uapi.EACCES, "R%d type=%s expected=fp", regno, reg.typeName())
+}
+
+// recordFuncMap is record_func_map: the map each map helper call site
+// sees, for do_misc_fixups, and the read-only map rules.
+func (e *env) recordFuncMap(meta *callMeta, id int32, idx int) error {
+	switch id {
+	case uapi.FuncMapLookupElem, uapi.FuncMapUpdateElem, uapi.FuncMapDeleteElem,
+		uapi.FuncMapPushElem, uapi.FuncMapPopElem, uapi.FuncMapPeekElem,
+		uapi.FuncMapLookupPercpuElem, uapi.FuncTailCall:
+	default:
+		return nil
+	}
+	m := meta.mapPtr
+	if m == nil {
+		return e.errorf(uapi.EINVAL, "kernel subsystem misconfigured verifier")
+	}
+	if m.Flags&uapi.BPF_F_RDONLY_PROG != 0 {
+		switch id {
+		case uapi.FuncMapDeleteElem, uapi.FuncMapUpdateElem, uapi.FuncMapPushElem, uapi.FuncMapPopElem:
+			return e.errorf(uapi.EACCES, "write into map forbidden")
+		}
+	}
+	a := &e.aux[idx]
+	switch {
+	case a.MapPtr == nil:
+		a.MapPtr = m
+	case a.MapPtr != m:
+		a.MapPoisoned = true
+	}
+	return nil
+}
+
+// checkMapFuncCompat is check_map_func_compatibility: some map types only
+// work with some helpers, and the other way round. For map types that
+// users register, the queue helpers need the type's push/pop/peek
+// ability.
+func (e *env) checkMapFuncCompat(m *maps.Map, id int32, name string) error {
+	if m == nil {
+		return nil
+	}
+	const perfEventRead, perfEventOutput = 22, 25
+	t := m.Attr.Type
+	bad := false
+	switch t {
+	case uapi.MapTypeProgArray:
+		bad = id != uapi.FuncTailCall
+	case uapi.MapTypePerfEventArray:
+		bad = id != perfEventOutput && id != perfEventRead
+	case uapi.MapTypeArrayOfMaps, uapi.MapTypeHashOfMaps:
+		bad = id != uapi.FuncMapLookupElem
+	case uapi.MapTypeQueue, uapi.MapTypeStack:
+		bad = id != uapi.FuncMapPeekElem && id != uapi.FuncMapPopElem && id != uapi.FuncMapPushElem
+	}
+	switch id {
+	case uapi.FuncTailCall:
+		bad = bad || t != uapi.MapTypeProgArray
+	case uapi.FuncMapPopElem, uapi.FuncMapPeekElem, uapi.FuncMapPushElem:
+		_, able := m.Ops.(maps.PushPopPeeker)
+		bad = bad || !able
+	case uapi.FuncMapLookupPercpuElem:
+		bad = bad || (t != uapi.MapTypePercpuArray && t != uapi.MapTypePercpuHash && t != uapi.MapTypeLRUPercpuHash)
+	}
+	if bad {
+		return e.errorf(uapi.EINVAL, "cannot pass map_type %d into func %s#%d", t, name, id)
+	}
+	return nil
+}
+
+// checkFuncCall is check_func_call for a static subprogram: the callee is
+// verified in the caller's context, in a new frame that gets R1-R5.
+func (e *env) checkFuncCall(in insn.Insn, idx int) (int, error) {
+	target := idx + int(in.Imm) + 1
+	sub := e.findSubprog(target)
+	if sub < 0 {
+		return 0, e.errorf(uapi.EFAULT, "verifier bug. No program starts at insn %d", target)
+	}
+	st := e.cur
+	if st.curframe+1 >= maxCallFrames {
+		return 0, e.errorf(uapi.E2BIG, "the call stack of %d frames is too deep", st.curframe+2)
+	}
+	caller := st.cur()
+	callee := &funcState{callsite: idx, frameno: uint8(st.curframe + 1), subprog: sub}
+	for i := range callee.regs {
+		callee.regs[i].markNotInit()
+	}
+	for r := insn.R1; r <= insn.R5; r++ {
+		callee.regs[r] = caller.regs[r]
+	}
+	callee.regs[insn.R10].markPtr(ptrToStack)
+	callee.regs[insn.R10].frameno = callee.frameno
+	st.frames = append(st.frames[:st.curframe+1], callee)
+	st.curframe++
+	for r := insn.R0; r <= insn.R5; r++ {
+		caller.regs[r].markNotInit()
+	}
+	if e.log.level > 0 {
+		e.log.printf("caller:\n%s\ncallee:\n%s", caller.format(), callee.format())
+	}
+	return e.subprogs[sub].Start, nil
+}
+
+// prepareFuncExit is prepare_func_exit: the callee's R0 goes to the
+// caller, which resumes after the call.
+func (e *env) prepareFuncExit() (int, error) {
+	st := e.cur
+	callee := st.cur()
+	r0 := callee.regs[insn.R0]
+	if r0.typ == ptrToStack {
+		return 0, e.errorf(uapi.EINVAL, "cannot return stack pointer to the caller")
+	}
+	caller := st.frames[st.curframe-1]
+	caller.regs[insn.R0] = r0
+	if e.log.level > 0 {
+		e.log.printf("returning from callee:\n%s\nto caller at %d:\n%s", callee.format(), callee.callsite+1, caller.format())
+	}
+	st.frames[st.curframe] = nil
+	st.frames = st.frames[:st.curframe]
+	st.curframe--
+	return callee.callsite + 1, nil
+}
+
+// checkReturnCode is check_return_code for the program types bpfsim
+// verifies: R0 must be set; none of them restricts its value.
+func (e *env) checkReturnCode() error {
+	return e.checkRegRead(insn.R0)
+}
+
+// elidesNullness is can_elide_value_nullness: array lookups only fail out
+// of bounds.
+func elidesNullness(m *maps.Map) bool {
+	return m.Attr.Type == uapi.MapTypeArray || m.Attr.Type == uapi.MapTypePercpuArray
+}
+
+// constantMapKey is get_constant_map_key: the key a stack pointer points
+// to, if the verifier knows it (zero bytes, or a spilled constant of the
+// key's size); -1 otherwise.
+func (e *env) constantMapKey(key *regState, size int) int64 {
+	if key.typ != ptrToStack || !key.isConst() {
+		return -1
+	}
+	f := e.stackFrame(key)
+	spi, off := slotOf(int(key.off) + int(int64(key.varOff.value)))
+	if spi >= len(f.stack) {
+		return -1
+	}
+	slot := &f.stack[spi]
+	zeros := 0
+	for i := off; i >= 0 && slot.types[i] == stackZero; i-- {
+		zeros++
+	}
+	if zeros >= size {
+		return 0
+	}
+	if !slot.isSpilledScalar() {
+		return -1
+	}
+	spill := 0
+	for i := off; i >= 0 && slot.types[i] == stackSpill; i-- {
+		spill++
+	}
+	if spill != size || !slot.spilled.isConst() {
+		return -1
+	}
+	return int64(slot.spilled.constant())
+}

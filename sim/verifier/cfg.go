@@ -1,0 +1,263 @@
+package verifier
+
+import (
+	"github.com/bpfsim/bpfsim/sim/insn"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// checkCFG is check_cfg: a depth-first walk of the control flow graph
+// from the first instruction (following calls into subprograms) that
+// marks prune points and finds instructions no path reaches. A
+// privileged loader may have back-edges (bounded loops).
+func (e *env) checkCFG() error {
+	n := len(e.insns)
+	e.prune = make([]bool, n)
+	e.force = make([]bool, n)
+	const (
+		discovered = 1
+		explored   = 2
+	)
+	state := make([]uint8, n)
+	stack := []int{0}
+	state[0] = discovered
+	// Each instruction's successors, visited in order.
+	next := make([]int, n)
+	for len(stack) > 0 {
+		t := stack[len(stack)-1]
+		succ, err := e.successors(t)
+		if err != nil {
+			return err
+		}
+		if next[t] < len(succ) {
+			w := succ[next[t]]
+			next[t]++
+			if w < 0 || w >= n {
+				return e.errorf(uapi.EINVAL, "jump out of range from insn %d to %d", t, w)
+			}
+			if state[w] == 0 {
+				state[w] = discovered
+				stack = append(stack, w)
+			}
+			continue
+		}
+		state[t] = explored
+		stack = stack[:len(stack)-1]
+	}
+	for i := 0; i < n; i++ {
+		if state[i] != explored {
+			return e.errorf(uapi.EINVAL, "unreachable insn %d", i)
+		}
+		if e.insns[i].IsLdImm64() {
+			if state[i+1] != 0 {
+				return e.errorf(uapi.EINVAL, "jump into the middle of ldimm64 insn %d", i)
+			}
+			i++
+		}
+	}
+	return nil
+}
+
+// successors lists where control goes after insn t (visit_insn), and
+// marks the prune points on the way.
+func (e *env) successors(t int) ([]int, error) {
+	in := e.insns[t]
+	cls := in.Class()
+	if in.IsLdImm64() {
+		if in.Src == insn.PseudoFunc {
+			e.prune[t+2] = true
+		}
+		return []int{t + 2}, nil
+	}
+	if cls != insn.JMP && cls != insn.JMP32 {
+		return []int{t + 1}, nil
+	}
+	switch in.Op() {
+	case insn.EXIT:
+		return nil, nil
+	case insn.CALL:
+		e.prune[min(t+1, len(e.prune)-1)] = true
+		if in.Src == insn.PseudoCall {
+			e.prune[t] = true
+			target := t + int(in.Imm) + 1
+			if target >= 0 && target < len(e.prune) {
+				e.prune[target] = true
+			}
+			return []int{t + 1, target}, nil
+		}
+		return []int{t + 1}, nil
+	case insn.JA:
+		if in.Source() != insn.K {
+			return nil, e.errorf(uapi.EINVAL, "BPF_JA uses reserved fields")
+		}
+		off := int(in.Off)
+		if cls == insn.JMP32 {
+			off = int(in.Imm)
+		}
+		w := t + off + 1
+		if w >= 0 && w < len(e.prune) {
+			e.prune[w] = true
+		}
+		return []int{w}, nil
+	}
+	e.prune[t] = true
+	if in.Code == insn.JMP|insn.JCOND {
+		e.force[t] = true
+	}
+	w := t + int(in.Off) + 1
+	if w >= 0 && w < len(e.prune) {
+		e.prune[w] = true
+	}
+	return []int{t + 1, w}, nil
+}
+
+// computeLiveness finds, for each instruction, the registers whose value
+// on entry some path may still read (a backward data-flow analysis, as the
+// kernel's compute_live_registers does since 6.15). State pruning ignores
+// the others. A bit per register, R0 in bit 0.
+func computeLiveness(insns []insn.Insn, subs []Subprog) []uint16 {
+	n := len(insns)
+	use := make([]uint16, n)
+	def := make([]uint16, n)
+	succ := make([][2]int, n)
+	for i := 0; i < n; i++ {
+		in := insns[i]
+		u, d := liveUseDef(in)
+		use[i], def[i] = u, d
+		succ[i] = [2]int{-1, -1}
+		cls := in.Class()
+		switch {
+		case in.IsLdImm64():
+			succ[i][0] = i + 2
+		case cls != insn.JMP && cls != insn.JMP32:
+			succ[i][0] = i + 1
+		case in.Op() == insn.EXIT:
+		case in.Op() == insn.CALL:
+			succ[i][0] = i + 1
+		case in.Op() == insn.JA:
+			if cls == insn.JMP32 {
+				succ[i][0] = i + int(in.Imm) + 1
+			} else {
+				succ[i][0] = i + int(in.Off) + 1
+			}
+		default:
+			succ[i] = [2]int{i + 1, i + int(in.Off) + 1}
+		}
+		if in.IsLdImm64() {
+			i++
+		}
+	}
+	live := make([]uint16, n)
+	for changed := true; changed; {
+		changed = false
+		for i := n - 1; i >= 0; i-- {
+			var out uint16
+			for _, s := range succ[i] {
+				if s >= 0 && s < n {
+					out |= live[s]
+				}
+			}
+			in := use[i] | out&^def[i]
+			if in != live[i] {
+				live[i] = in
+				changed = true
+			}
+		}
+	}
+	return live
+}
+
+// liveUseDef returns the registers an instruction reads and writes.
+func liveUseDef(in insn.Insn) (use, def uint16) {
+	bit := func(r uint8) uint16 { return 1 << (r & 15) }
+	const args = 0x3e // R1-R5
+	switch in.Class() {
+	case insn.ALU, insn.ALU64:
+		switch {
+		case in.Op() == insn.MOV:
+			if in.Source() == insn.X {
+				use = bit(in.Src)
+			}
+		case in.Source() == insn.X:
+			use = bit(in.Dst) | bit(in.Src)
+		default:
+			use = bit(in.Dst)
+		}
+		def = bit(in.Dst)
+	case insn.LDX:
+		use, def = bit(in.Src), bit(in.Dst)
+	case insn.ST:
+		use = bit(in.Dst)
+	case insn.STX:
+		use = bit(in.Dst) | bit(in.Src)
+		if in.Mode() == insn.ATOMIC {
+			switch {
+			case in.Imm == insn.Cmpxchg:
+				use |= bit(insn.R0)
+				def = bit(insn.R0)
+			case in.Imm == insn.LoadAcq:
+				use, def = bit(in.Src), bit(in.Dst)
+			case in.Imm&insn.Fetch != 0:
+				def = bit(in.Src)
+			}
+		}
+	case insn.LD:
+		switch in.Mode() {
+		case insn.IMM:
+			def = bit(in.Dst)
+		case insn.ABS, insn.IND:
+			use = bit(insn.R6)
+			if in.Mode() == insn.IND {
+				use |= bit(in.Src)
+			}
+			def = args | 1
+		}
+	case insn.JMP, insn.JMP32:
+		switch in.Op() {
+		case insn.EXIT:
+			use = bit(insn.R0)
+		case insn.CALL:
+			use, def = args, args|1
+		case insn.JA, insn.JCOND:
+		default:
+			use = bit(in.Dst)
+			if in.Source() == insn.X {
+				use |= bit(in.Src)
+			}
+		}
+	}
+	return use, def
+}
+
+// checkMaxStackDepth is check_max_stack_depth: along any chain of calls,
+// the functions' stacks (each rounded up to 16 bytes, as with a JIT)
+// together fit in MAX_BPF_STACK, and the chain is at most 8 deep.
+func (e *env) checkMaxStackDepth() error {
+	var walk func(sub, depth, frame int) error
+	walk = func(sub, depth, frame int) error {
+		depth += roundUp(e.subprogs[sub].StackDepth, 16)
+		if depth > maxStack {
+			return e.errorf(uapi.EACCES, "combined stack size of %d calls is %d. Too large", frame+1, depth)
+		}
+		s := e.subprogs[sub]
+		for i := s.Start; i < s.End; i++ {
+			in := e.insns[i]
+			if !(in.Code == insn.JMP|insn.CALL && in.Src == insn.PseudoCall) && !(in.IsLdImm64() && in.Src == insn.PseudoFunc) {
+				continue
+			}
+			callee := e.findSubprog(i + int(in.Imm) + 1)
+			if callee < 0 {
+				continue
+			}
+			if frame+1 >= maxCallFrames {
+				return e.errorf(uapi.E2BIG, "the call stack of %d frames is too deep !", frame+1)
+			}
+			if err := walk(callee, depth, frame+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return walk(0, 0, 0)
+}
+
+func roundUp(n, to int) int { return (n + to - 1) / to * to }

@@ -1,0 +1,89 @@
+package verifier
+
+import "github.com/bpfsim/bpfsim/sim/uapi"
+
+// ArgType is enum bpf_arg_type: what a helper expects in a register.
+type ArgType uint8
+
+const (
+	ArgDontCare      ArgType = iota // unused argument
+	ArgAnything                     // any initialised value
+	ArgConstMapPtr                  // a map (CONST_PTR_TO_MAP)
+	ArgPtrToMapKey                  // key_size readable bytes
+	ArgPtrToMapValue                // value_size readable bytes
+	// ArgPtrToUninitMapValue is value_size bytes the helper writes
+	// (ARG_PTR_TO_MAP_VALUE | MEM_UNINIT | MEM_WRITE).
+	ArgPtrToUninitMapValue
+	// ArgPtrToMem is readable memory whose size is the next argument
+	// (ARG_PTR_TO_MEM | MEM_RDONLY).
+	ArgPtrToMem
+	// ArgPtrToUninitMem is memory the helper fills, sized by the next
+	// argument (ARG_PTR_TO_UNINIT_MEM).
+	ArgPtrToUninitMem
+	ArgConstSize       // a size known to be 1 or more and bounded
+	ArgConstSizeOrZero // a bounded size, possibly 0
+	ArgPtrToCtx        // the program's context
+)
+
+// RetType is enum bpf_return_type.
+type RetType uint8
+
+const (
+	RetInteger             RetType = iota // a number
+	RetVoid                               // nothing: R0 is left uninitialised
+	RetPtrToMapValueOrNull                // a value of the map argument, or NULL
+)
+
+// FuncProto is struct bpf_func_proto without the function: the types the
+// verifier checks a helper call against.
+type FuncProto struct {
+	Ret  RetType
+	Args [5]ArgType
+	// PktAccess lets packet pointers be passed for memory arguments.
+	PktAccess bool
+	// GPLOnly helpers may only be called by GPL-compatible programs.
+	GPLOnly bool
+}
+
+// HelperProtos are the prototypes of the kernel's helpers that bpfsim
+// implements, as the kernel declares them.
+var HelperProtos = map[int32]*FuncProto{
+	uapi.FuncMapLookupElem: {
+		Ret: RetPtrToMapValueOrNull, PktAccess: true,
+		Args: [5]ArgType{ArgConstMapPtr, ArgPtrToMapKey},
+	},
+	uapi.FuncMapUpdateElem: {
+		PktAccess: true,
+		Args:      [5]ArgType{ArgConstMapPtr, ArgPtrToMapKey, ArgPtrToMapValue, ArgAnything},
+	},
+	uapi.FuncMapDeleteElem: {
+		PktAccess: true,
+		Args:      [5]ArgType{ArgConstMapPtr, ArgPtrToMapKey},
+	},
+	uapi.FuncMapPushElem: {
+		PktAccess: true,
+		Args:      [5]ArgType{ArgConstMapPtr, ArgPtrToMapValue, ArgAnything},
+	},
+	uapi.FuncMapPopElem: {
+		Args: [5]ArgType{ArgConstMapPtr, ArgPtrToUninitMapValue},
+	},
+	uapi.FuncMapPeekElem: {
+		Args: [5]ArgType{ArgConstMapPtr, ArgPtrToUninitMapValue},
+	},
+	uapi.FuncMapLookupPercpuElem: {
+		Ret: RetPtrToMapValueOrNull, PktAccess: true,
+		Args: [5]ArgType{ArgConstMapPtr, ArgPtrToMapKey, ArgAnything},
+	},
+	uapi.FuncKtimeGetNs:        {},
+	uapi.FuncGetPrandomU32:     {},
+	uapi.FuncGetSmpProcessorID: {},
+	uapi.FuncTracePrintk: {
+		GPLOnly: true,
+		Args:    [5]ArgType{ArgPtrToMem, ArgConstSize},
+	},
+}
+
+// UncheckedProto is the prototype bpfsim assumes for a helper registered
+// without one: its arguments are not checked (the helper must validate
+// what it is given, and faults on bad memory), its result is a scalar.
+var UncheckedProto = &FuncProto{}

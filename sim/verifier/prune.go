@@ -1,0 +1,269 @@
+package verifier
+
+import "github.com/bpfsim/bpfsim/sim/uapi"
+
+// isStateVisited is is_state_visited: at a prune point, the current state
+// is compared with the checkpoints already taken there. A checkpoint
+// whose exploration finished and which covers the current state proves
+// it safe (pruning); one still being explored and exactly equal means a
+// loop that makes no progress. Otherwise the current state may become a
+// new checkpoint.
+func (e *env) isStateVisited(idx int) (bool, error) {
+	cur := e.cur
+	force := e.force[idx]
+	add := force || (e.jmpsProcessed-e.prevJmps >= 2 && e.insnProcessed-e.prevInsnProcessed >= 8)
+	list := e.explored[idx]
+	n := 0
+	for i := 0; i < len(list); i++ {
+		sl := list[i]
+		n++
+		if sl.st.branches > 0 {
+			if e.insns[idx].Code == 0xe5 && sl.st.mayGotoDepth != cur.mayGotoDepth && e.statesEqual(sl.st, cur, idx, false) {
+				sl.hit++
+				return true, nil
+			}
+			if e.statesEqual(sl.st, cur, idx, true) && sl.st.mayGotoDepth == cur.mayGotoDepth {
+				// The kernel follows the message with both states.
+				return false, e.fail(uapi.EINVAL, sprintf("infinite loop detected at insn %d", idx),
+					"cur state:"+cur.cur().format(), "old state:"+sl.st.cur().format())
+			}
+			if !force && e.jmpsProcessed-e.prevJmps < 20 && e.insnProcessed-e.prevInsnProcessed < 100 {
+				add = false
+			}
+		} else if e.statesEqual(sl.st, cur, idx, false) {
+			sl.hit++
+			return true, nil
+		}
+		// A checkpoint that keeps missing is dropped, as the kernel does,
+		// so that loops do not build long lists.
+		if add {
+			sl.miss++
+		}
+		limit := 3
+		if force && sl.st.branches > 0 {
+			limit = 64
+		}
+		if sl.miss > sl.hit*limit+limit {
+			list = append(list[:i], list[i+1:]...)
+			i--
+			if sl.st.branches == 0 {
+				e.peakStates--
+			}
+		}
+	}
+	e.explored[idx] = list
+	if n > e.maxStatesPerInsn {
+		e.maxStatesPerInsn = n
+	}
+	if !add {
+		return false, nil
+	}
+	e.totalStates++
+	e.peakStates++
+	e.prevJmps, e.prevInsnProcessed = e.jmpsProcessed, e.insnProcessed
+	cp := cur.clone()
+	cp.insnIdx = idx
+	e.explored[idx] = append(e.explored[idx], &stateList{st: cp})
+	// The current state continues as a child of the checkpoint, which
+	// counts it as its one running branch.
+	cur.parent = cp
+	cur.branches = 1
+	return false, nil
+}
+
+// statesEqual is states_equal: does old (a checkpoint) cover cur? exact
+// asks for identical states (the infinite loop check). Registers dead at
+// idx do not matter.
+func (e *env) statesEqual(old, cur *vstate, idx int, exact bool) bool {
+	if old.curframe != cur.curframe {
+		return false
+	}
+	e.idmapOld, e.idmapCur = e.idmapOld[:0], e.idmapCur[:0]
+	for i := 0; i <= old.curframe; i++ {
+		of, cf := old.frames[i], cur.frames[i]
+		if of.callsite != cf.callsite {
+			return false
+		}
+		// Live registers: at idx for the running frame, after the call
+		// for the callers (only their callee-saved registers survive).
+		var live uint16
+		if i == old.curframe {
+			live = e.live[idx]
+		} else {
+			live = e.live[old.frames[i+1].callsite+1] & calleeSaved
+		}
+		if !e.funcStatesEqual(of, cf, live, exact) {
+			return false
+		}
+	}
+	return true
+}
+
+// calleeSaved are R6-R10.
+const calleeSaved = 1<<6 | 1<<7 | 1<<8 | 1<<9 | 1<<10
+
+func (e *env) funcStatesEqual(old, cur *funcState, live uint16, exact bool) bool {
+	for r := range old.regs {
+		if !exact && live&(1<<r) == 0 {
+			continue
+		}
+		if !e.regsafe(&old.regs[r], &cur.regs[r], exact) {
+			return false
+		}
+	}
+	return e.stacksafe(old, cur, exact)
+}
+
+// regsafe is regsafe: every value cur's register may hold, old's allows,
+// with pointer ids mapped consistently.
+func (e *env) regsafe(old, cur *regState, exact bool) bool {
+	if exact {
+		return e.regsExact(old, cur)
+	}
+	if old.typ == notInit {
+		return true
+	}
+	if old.typ != cur.typ || old.maybeNull != cur.maybeNull || old.rdonly != cur.rdonly {
+		return false
+	}
+	switch old.typ {
+	case scalarValue:
+		oAdd, cAdd := old.id&addConstFlag != 0, cur.id&addConstFlag != 0
+		if (oAdd && !cAdd) || (old.id != 0 && !oAdd && cAdd) || (oAdd && old.off != cur.off) {
+			return false
+		}
+		if !e.checkScalarIDs(old.id, cur.id) {
+			return false
+		}
+		return old.bounds.contains(&cur.bounds)
+	case ptrToMapValue, ptrToMem:
+		return old.off == cur.off && old.mapPtr == cur.mapPtr && old.memSize == cur.memSize &&
+			old.bounds.contains(&cur.bounds) && e.checkIDs(old.id, cur.id)
+	case ptrToPacket, ptrToPacketMeta:
+		if old.rng < 0 || cur.rng < 0 {
+			if old.rng != cur.rng {
+				return false
+			}
+		} else if old.rng > cur.rng {
+			return false
+		}
+		return old.off == cur.off && e.checkIDs(old.id, cur.id) && old.bounds.contains(&cur.bounds)
+	case ptrToStack:
+		return e.regsExact(old, cur) && old.frameno == cur.frameno
+	}
+	return e.regsExact(old, cur)
+}
+
+func (e *env) regsExact(old, cur *regState) bool {
+	return old.typ == cur.typ && old.maybeNull == cur.maybeNull && old.rdonly == cur.rdonly &&
+		old.off == cur.off && old.bounds == cur.bounds && old.rng == cur.rng &&
+		old.mapPtr == cur.mapPtr && old.memSize == cur.memSize && old.frameno == cur.frameno &&
+		old.subprog == cur.subprog && e.checkIDs(old.id, cur.id)
+}
+
+// checkIDs is check_ids: ids must correspond one to one between the two
+// states.
+func (e *env) checkIDs(old, cur uint32) bool {
+	if (old == 0) != (cur == 0) {
+		return false
+	}
+	if old == 0 {
+		return true
+	}
+	for i, o := range e.idmapOld {
+		if o == old {
+			return e.idmapCur[i] == cur
+		}
+		if e.idmapCur[i] == cur {
+			return false
+		}
+	}
+	e.idmapOld = append(e.idmapOld, old)
+	e.idmapCur = append(e.idmapCur, cur)
+	return true
+}
+
+// checkScalarIDs is check_scalar_ids: an old scalar without an id links
+// nothing; a new one without an id gets a fresh one.
+func (e *env) checkScalarIDs(old, cur uint32) bool {
+	if old == 0 {
+		return true
+	}
+	if cur == 0 {
+		cur = 1<<30 | uint32(len(e.idmapCur)+1)
+	}
+	return e.checkIDs(old, cur)
+}
+
+// stacksafe is stacksafe for a privileged loader: never-written and
+// unknown bytes of the old state match anything.
+func (e *env) stacksafe(old, cur *funcState, exact bool) bool {
+	for spi := range old.stack {
+		os := &old.stack[spi]
+		if !exact && slotIrrelevant(os) {
+			continue
+		}
+		if spi >= len(cur.stack) {
+			return false
+		}
+		cs := &cur.stack[spi]
+		if !exact {
+			if oreg, creg := scalarRegForStack(os), scalarRegForStack(cs); oreg != nil && creg != nil {
+				if !e.regsafe(oreg, creg, false) {
+					return false
+				}
+				continue
+			}
+		}
+		for i, ot := range os.types {
+			ct := cs.types[i]
+			if !exact && (ot == stackInvalid || ot == stackMisc) {
+				continue
+			}
+			if ot == stackMisc && ct == stackZero {
+				continue
+			}
+			if ot != ct {
+				return false
+			}
+		}
+		if os.isSpilled() && !e.regsafe(&os.spilled, &cs.spilled, exact) {
+			return false
+		}
+	}
+	if exact && len(cur.stack) != len(old.stack) {
+		for spi := len(old.stack); spi < len(cur.stack); spi++ {
+			if cur.stack[spi].types != ([regSize]uint8{}) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// slotIrrelevant reports a slot whose bytes are all never-written or
+// unknown: it constrains nothing.
+func slotIrrelevant(s *stackSlot) bool {
+	for _, t := range s.types {
+		if t != stackInvalid && t != stackMisc {
+			return false
+		}
+	}
+	return true
+}
+
+var zeroScalar = regState{typ: scalarValue, bounds: constBounds(0)}
+
+// scalarRegForStack is scalar_reg_for_stack: a spilled scalar, or eight
+// zero bytes seen as the constant 0.
+func scalarRegForStack(s *stackSlot) *regState {
+	if s.isSpilledScalar() {
+		return &s.spilled
+	}
+	for _, t := range s.types {
+		if t != stackZero {
+			return nil
+		}
+	}
+	return &zeroScalar
+}

@@ -1,0 +1,180 @@
+package verifier
+
+import (
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/bpfsim/bpfsim/maps"
+)
+
+// regType is enum bpf_reg_type: what a register holds, as far as the
+// verifier knows. The kernel's PTR_MAYBE_NULL flag is regState.maybeNull.
+type regType uint8
+
+const (
+	notInit         regType = iota // NOT_INIT
+	scalarValue                    // SCALAR_VALUE
+	ptrToCtx                       // PTR_TO_CTX
+	constPtrToMap                  // CONST_PTR_TO_MAP
+	ptrToMapValue                  // PTR_TO_MAP_VALUE
+	ptrToStack                     // PTR_TO_STACK
+	ptrToPacket                    // PTR_TO_PACKET
+	ptrToPacketMeta                // PTR_TO_PACKET_META
+	ptrToPacketEnd                 // PTR_TO_PACKET_END
+	ptrToMem                       // PTR_TO_MEM: memory of a known size (mem_size)
+	ptrToFunc                      // PTR_TO_FUNC: a callback's address
+)
+
+var regTypeNames = [...]string{
+	notInit:         "?",
+	scalarValue:     "scalar",
+	ptrToCtx:        "ctx",
+	constPtrToMap:   "map_ptr",
+	ptrToMapValue:   "map_value",
+	ptrToStack:      "fp",
+	ptrToPacket:     "pkt",
+	ptrToPacketMeta: "pkt_meta",
+	ptrToPacketEnd:  "pkt_end",
+	ptrToMem:        "mem",
+	ptrToFunc:       "func",
+}
+
+// regState is struct bpf_reg_state, reduced to what bpfsim tracks.
+type regState struct {
+	typ       regType
+	maybeNull bool // PTR_MAYBE_NULL
+	rdonly    bool // MEM_RDONLY
+	// off is the fixed part of a pointer's offset; the variable part is
+	// in bounds (var_off and the ranges). A scalar keeps its value in
+	// bounds and off = 0.
+	off int32
+	bounds
+	// id ties registers that hold the same pointer (for null checks and
+	// packet ranges) or the same scalar (for bounds learned on a copy).
+	id uint32
+	// rng is a packet pointer's proven range: [data, data+off+rng) may be
+	// accessed (the kernel's range).
+	rng int32
+	// mapPtr is the map of CONST_PTR_TO_MAP and PTR_TO_MAP_VALUE.
+	mapPtr *maps.Map
+	// memSize is the size of PTR_TO_MEM.
+	memSize uint32
+	// frameno is the frame a stack pointer points into.
+	frameno uint8
+	// subprog is the function a PTR_TO_FUNC points to.
+	subprog int
+}
+
+func (r *regState) isPointer() bool { return r.typ != notInit && r.typ != scalarValue }
+
+func (r *regState) isPkt() bool { return r.typ == ptrToPacket || r.typ == ptrToPacketMeta }
+
+// markUnknown is __mark_reg_unknown: a scalar about which nothing is known.
+func (r *regState) markUnknown() {
+	*r = regState{typ: scalarValue, bounds: unknownBounds()}
+}
+
+// markKnown is __mark_reg_known for a scalar constant.
+func (r *regState) markKnown(v uint64) {
+	*r = regState{typ: scalarValue, bounds: constBounds(v)}
+}
+
+// markNotInit is __mark_reg_not_init.
+func (r *regState) markNotInit() { *r = regState{typ: notInit} }
+
+// markPtr makes r a pointer of type t with a fixed offset 0.
+func (r *regState) markPtr(t regType) {
+	*r = regState{typ: t, bounds: constBounds(0)}
+}
+
+// varOffConst reports whether a pointer's variable offset is known.
+func (r *regState) varOffConst() bool { return r.varOff.isConst() }
+
+// typeName is reg_type_str.
+func (r *regState) typeName() string {
+	s := regTypeNames[r.typ]
+	if r.rdonly {
+		s = "rdonly_" + s
+	}
+	if r.maybeNull {
+		s += "_or_null"
+	}
+	return s
+}
+
+// String is print_reg_state: "1", "scalar(umax=255,var_off=(0x0; 0xff))",
+// "fp-8", "map_value(map=m,ks=4,vs=8)".
+func (r *regState) String() string { return r.format(0) }
+
+func (r *regState) format(curFrame uint8) string {
+	if r.typ == scalarValue && r.isConst() {
+		return snum(int64(r.constant()))
+	}
+	var b strings.Builder
+	b.WriteString(r.typeName())
+	if r.typ == ptrToStack {
+		if r.frameno != curFrame {
+			fmt.Fprintf(&b, "[%d]", r.frameno)
+		}
+		if r.isConst() {
+			b.WriteString(snum(int64(r.constant()) + int64(r.off)))
+			return b.String()
+		}
+	}
+	b.WriteByte('(')
+	sep := ""
+	add := func(f string, a ...any) {
+		b.WriteString(sep)
+		fmt.Fprintf(&b, f, a...)
+		sep = ","
+	}
+	if r.id != 0 {
+		add("id=%d", r.id)
+	}
+	if (r.typ == constPtrToMap || r.typ == ptrToMapValue) && r.mapPtr != nil {
+		if r.mapPtr.Name != "" {
+			add("map=%s", r.mapPtr.Name)
+		}
+		add("ks=%d,vs=%d", r.mapPtr.KeySize, r.mapPtr.ValueSize)
+	}
+	if r.typ != scalarValue && r.off != 0 {
+		add("off=%s", snum(int64(r.off)))
+	}
+	if r.isPkt() {
+		add("r=%s", unum(uint64(r.rng)))
+	}
+	if r.typ == ptrToMem {
+		add("sz=%s", unum(uint64(r.memSize)))
+	}
+	if r.isConst() {
+		if v := r.constant(); v != 0 {
+			add("imm=%s", snum(int64(v)))
+		}
+	} else {
+		if s := r.bounds.ranges(); s != "" {
+			add("%s", s)
+		}
+		if !r.varOff.isUnknown() {
+			add("var_off=%s", r.varOff)
+		}
+	}
+	b.WriteByte(')')
+	return b.String()
+}
+
+// snum and unum print numbers as the kernel's log does: decimal when
+// small, hex otherwise.
+func snum(v int64) string {
+	if v >= math.MinInt16 && v <= math.MaxInt16 {
+		return fmt.Sprintf("%d", v)
+	}
+	return fmt.Sprintf("%#x", uint64(v))
+}
+
+func unum(v uint64) string {
+	if v <= math.MaxUint16 {
+		return fmt.Sprintf("%d", v)
+	}
+	return fmt.Sprintf("%#x", v)
+}

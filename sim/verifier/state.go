@@ -1,0 +1,153 @@
+package verifier
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Stack slot byte types (enum bpf_stack_slot_type).
+const (
+	stackInvalid uint8 = iota // never written: '?'
+	stackSpill                // part of a spilled register: 'r'
+	stackMisc                 // written, value unknown: 'm'
+	stackZero                 // written with zero: '0'
+)
+
+var slotTypeChar = [...]byte{stackInvalid: '?', stackSpill: 'r', stackMisc: 'm', stackZero: '0'}
+
+// regSize is BPF_REG_SIZE; maxStack is MAX_BPF_STACK.
+const (
+	regSize  = 8
+	maxStack = 512
+	// maxCallFrames is MAX_CALL_FRAMES.
+	maxCallFrames = 8
+)
+
+// stackSlot is struct bpf_stack_state: 8 bytes of stack. types[i] is the
+// byte at offset -(8*spi + i + 1) from the frame pointer, so types[7] is
+// the lowest address: a register spilled with an aligned 8-byte store
+// covers all eight, a narrower spill the high indexes first.
+type stackSlot struct {
+	spilled regState
+	types   [regSize]uint8
+}
+
+func (s *stackSlot) isSpilled() bool { return s.types[regSize-1] == stackSpill }
+
+func (s *stackSlot) isSpilledScalar() bool {
+	return s.isSpilled() && s.spilled.typ == scalarValue
+}
+
+// funcState is struct bpf_func_state: one frame of the call chain.
+type funcState struct {
+	regs [11]regState
+	// stack holds the allocated slots; stack[spi] is the 8 bytes at
+	// fp-8*(spi+1).
+	stack    []stackSlot
+	callsite int // the call instruction, -1 for the main program
+	frameno  uint8
+	subprog  int
+}
+
+func (f *funcState) allocated() int { return len(f.stack) * regSize }
+
+func (f *funcState) clone() *funcState {
+	c := *f
+	c.stack = append([]stackSlot(nil), f.stack...)
+	return &c
+}
+
+// growStack is grow_stack_state: slots exist down to -size.
+func (f *funcState) growStack(size int) {
+	n := (size + regSize - 1) / regSize
+	for len(f.stack) < n {
+		f.stack = append(f.stack, stackSlot{})
+	}
+}
+
+// vstate is struct bpf_verifier_state: a whole call chain at one point of
+// one path.
+type vstate struct {
+	frames   []*funcState // frames[curframe] is the running function
+	curframe int
+	// parent is the checkpoint this state was derived from; branches
+	// counts the paths still being explored below a checkpoint (the
+	// state itself counts one while it runs).
+	parent   *vstate
+	branches int
+	insnIdx  int
+	// mayGotoDepth counts the may_goto instructions taken on this path.
+	mayGotoDepth int
+}
+
+func (s *vstate) cur() *funcState { return s.frames[s.curframe] }
+
+func (s *vstate) clone() *vstate {
+	c := &vstate{
+		frames:       make([]*funcState, len(s.frames)),
+		curframe:     s.curframe,
+		parent:       s.parent,
+		branches:     s.branches,
+		insnIdx:      s.insnIdx,
+		mayGotoDepth: s.mayGotoDepth,
+	}
+	for i, f := range s.frames {
+		c.frames[i] = f.clone()
+	}
+	return c
+}
+
+// forEachReg visits every register and spilled register of every frame
+// (bpf_for_each_reg_in_vstate).
+func (s *vstate) forEachReg(fn func(r *regState)) {
+	for _, f := range s.frames[:s.curframe+1] {
+		for i := range f.regs {
+			fn(&f.regs[i])
+		}
+		for i := range f.stack {
+			if f.stack[i].isSpilled() {
+				fn(&f.stack[i].spilled)
+			}
+		}
+	}
+}
+
+// format prints a frame the way print_verifier_state does.
+func (f *funcState) format() string {
+	var b strings.Builder
+	if f.frameno != 0 {
+		fmt.Fprintf(&b, " frame%d:", f.frameno)
+	}
+	for i := range f.regs {
+		r := &f.regs[i]
+		if r.typ == notInit {
+			continue
+		}
+		fmt.Fprintf(&b, " R%d=%s", i, r.format(f.frameno))
+	}
+	for spi := range f.stack {
+		s := &f.stack[spi]
+		var types [regSize]byte
+		valid := false
+		for j, t := range s.types {
+			types[j] = slotTypeChar[t]
+			if t != stackInvalid {
+				valid = true
+			}
+		}
+		if !valid {
+			continue
+		}
+		off := -(spi + 1) * regSize
+		if s.isSpilled() {
+			j := 0
+			for j < regSize && s.types[j] != stackSpill {
+				j++
+			}
+			fmt.Fprintf(&b, " fp%d=%s%s", off, types[:j], s.spilled.format(f.frameno))
+			continue
+		}
+		fmt.Fprintf(&b, " fp%d=%s", off, types[:])
+	}
+	return b.String()
+}

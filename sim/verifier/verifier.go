@@ -1,0 +1,289 @@
+package verifier
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/bpfsim/bpfsim/maps"
+	"github.com/bpfsim/bpfsim/sim/insn"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// Limits of the kernel's verifier (include/linux/bpf.h, bpf_verifier.h).
+const (
+	// ComplexityLimit is BPF_COMPLEXITY_LIMIT_INSNS: instructions the
+	// verifier may process, counting every path.
+	ComplexityLimit = 1_000_000
+	// jmpSeqLimit is BPF_COMPLEXITY_LIMIT_JMP_SEQ: paths waiting to be
+	// explored.
+	jmpSeqLimit = 8192
+	// maxVarOff is BPF_MAX_VAR_OFF, maxVarSize BPF_MAX_VAR_SIZ.
+	maxVarOff  = 1 << 29
+	maxVarSize = 1 << 29
+	// maxPacketOff is MAX_PACKET_OFF.
+	maxPacketOff = 0xffff
+)
+
+// Config is what the verifier needs to know besides the instructions:
+// the program type, the maps its lddw instructions load and the helpers
+// the simulated kernel offers. The verifier models a privileged loader
+// (CAP_BPF and CAP_PERFMON, as root): bounded loops, pointer comparisons
+// and reads of uninitialised stack are allowed, Spectre mitigations are
+// off.
+type Config struct {
+	Type ProgType
+	// Maps holds the map each map-loading lddw refers to, by instruction
+	// index (after the loader resolved fds to maps).
+	Maps map[int]MapRef
+	// Helper returns a helper's prototype, or nil if the simulated kernel
+	// has no helper with that id for this program type.
+	Helper func(id int32) *FuncProto
+	// LogLevel is the kernel's log_level: 0 (errors only), 1 (the path
+	// that failed, with the instructions) or 2 (every instruction with
+	// the full state).
+	LogLevel int
+	// Limit overrides ComplexityLimit when positive (tests use it).
+	Limit int
+	// GPLCompatible is set for programs whose license allows GPL-only
+	// helpers.
+	GPLCompatible bool
+	// NumCPUs bounds what get_smp_processor_id returns.
+	NumCPUs int
+}
+
+// MapRef is one map an lddw loads: its address (Value unset) or the
+// address Off bytes into its value (BPF_PSEUDO_MAP_VALUE).
+type MapRef struct {
+	Map   *maps.Map
+	Value bool
+	Off   uint32
+}
+
+// InsnAux is what verification learned about one instruction (struct
+// bpf_insn_aux_data): the fix-up passes use it.
+type InsnAux struct {
+	// Seen is set when the verifier reached the instruction on some path.
+	Seen bool
+	// TrueTaken and FalseTaken record, for a conditional jump, whether
+	// the verifier ever followed the jump and the fall-through.
+	TrueTaken, FalseTaken bool
+	// MapPtr is the map of a map helper call; MapPoisoned is set when
+	// different maps reach the same call (no map-specific fix-up then).
+	MapPtr      *maps.Map
+	MapPoisoned bool
+	// CtxAccess marks loads and stores through the context pointer, for
+	// the program type's context conversion; CtxFieldSize is the size of
+	// the field a narrow load reads from.
+	CtxAccess    bool
+	CtxFieldSize int
+}
+
+// Result is a successful verification.
+type Result struct {
+	Aux      []InsnAux
+	Subprogs []Subprog
+	// Stats as the kernel's log reports them.
+	InsnProcessed, TotalStates, PeakStates, MaxStatesPerInsn int
+	Log                                                      string
+	// MaxCtxOffset is the end of the furthest context access
+	// (max_ctx_offset): a test run needs a context at least this long.
+	MaxCtxOffset int
+}
+
+// env is struct bpf_verifier_env.
+type env struct {
+	cfg      *Config
+	insns    []insn.Insn
+	aux      []InsnAux
+	subprogs []Subprog
+	log      logBuf
+	limit    int
+
+	cur      *vstate
+	insnIdx  int
+	prevIdx  int
+	pending  []pendingState
+	explored [][]*stateList
+	prune    []bool // prune points
+	force    []bool // forced checkpoints
+	live     []uint16
+
+	idGen                        uint32
+	insnProcessed, jmpsProcessed int
+	prevInsnProcessed, prevJmps  int
+	totalStates, peakStates      int
+	maxStatesPerInsn             int
+	fakeReg                      [2]regState
+	idmapOld, idmapCur           []uint32
+	maxCtxOffset                 int
+}
+
+type pendingState struct {
+	st               *vstate
+	insnIdx, prevIdx int
+	logPos           int
+}
+
+type stateList struct {
+	st        *vstate
+	hit, miss int
+	evicted   bool
+}
+
+// Verify runs the kernel's checks on a program whose map references are
+// resolved: the structural checks, the control flow graph, then the
+// abstract interpretation of every path (do_check). It returns what the
+// fix-up passes need, or an *Error carrying the kernel's errno and log.
+func Verify(insns []insn.Insn, cfg *Config) (*Result, error) {
+	subs, err := CheckStructure(insns)
+	if err != nil {
+		return nil, err
+	}
+	e := &env{cfg: cfg, insns: insns, subprogs: subs, limit: ComplexityLimit}
+	if cfg.Limit > 0 {
+		e.limit = cfg.Limit
+	}
+	e.log.level = cfg.LogLevel
+	e.aux = make([]InsnAux, len(insns))
+	if err := e.checkOpcodes(); err != nil {
+		return nil, err
+	}
+	if err := e.checkCFG(); err != nil {
+		return nil, err
+	}
+	e.live = computeLiveness(insns, subs)
+	if err := e.doCheckMain(); err != nil {
+		return nil, err
+	}
+	if err := e.checkMaxStackDepth(); err != nil {
+		return nil, err
+	}
+	e.printStats()
+	return &Result{
+		Aux:              e.aux,
+		Subprogs:         e.subprogs,
+		InsnProcessed:    e.insnProcessed,
+		TotalStates:      e.totalStates,
+		PeakStates:       e.peakStates,
+		MaxStatesPerInsn: e.maxStatesPerInsn,
+		Log:              e.log.String(),
+		MaxCtxOffset:     e.maxCtxOffset,
+	}, nil
+}
+
+// errorf logs the message and returns it as the verification's error.
+func (e *env) errorf(errno uapi.Errno, format string, args ...any) error {
+	return e.fail(errno, fmt.Sprintf(format, args...))
+}
+
+// fail ends verification with msg; extra lines follow it in the log.
+func (e *env) fail(errno uapi.Errno, msg string, extra ...string) error {
+	e.log.always(msg)
+	for _, l := range extra {
+		e.log.always(l)
+	}
+	if e.log.level > 0 {
+		e.printStats()
+	}
+	return &Error{Errno: errno, Msg: msg, Log: e.log.String()}
+}
+
+func (e *env) printStats() {
+	e.log.printf("processed %d insns (limit %d) max_states_per_insn %d total_states %d peak_states %d mark_read %d",
+		e.insnProcessed, ComplexityLimit, e.maxStatesPerInsn, e.totalStates, e.peakStates, 0)
+}
+
+// logBuf is the verifier log (struct bpf_verifier_log). Messages go to it
+// only when the log level asks for them, but the error of a failed
+// verification is always kept.
+type logBuf struct {
+	level int
+	b     strings.Builder
+}
+
+func (l *logBuf) printf(format string, args ...any) {
+	if l.level == 0 {
+		return
+	}
+	fmt.Fprintf(&l.b, format, args...)
+	l.b.WriteByte('\n')
+}
+
+func (l *logBuf) always(msg string) {
+	l.b.WriteString(msg)
+	l.b.WriteByte('\n')
+}
+
+func (l *logBuf) pos() int { return l.b.Len() }
+
+// reset truncates the log to pos, as the kernel does when it drops a
+// finished path at log level 1.
+func (l *logBuf) reset(pos int) {
+	if l.level >= 2 || pos >= l.b.Len() {
+		return
+	}
+	s := l.b.String()[:pos]
+	l.b.Reset()
+	l.b.WriteString(s)
+}
+
+func (l *logBuf) String() string { return l.b.String() }
+
+// checkOpcodes is the part of resolve_pseudo_ldimm64 the loader left to
+// the verifier: every opcode must be one the kernel knows.
+func (e *env) checkOpcodes() error {
+	for i := 0; i < len(e.insns); i++ {
+		in := e.insns[i]
+		if in.Class() == insn.LDX && ((in.Mode() != insn.MEM && in.Mode() != insn.MEMSX) || in.Imm != 0) {
+			return e.errorf(uapi.EINVAL, "BPF_LDX uses reserved fields")
+		}
+		if in.IsLdImm64() {
+			if in.Src != 0 {
+				if _, ok := e.cfg.Maps[i]; !ok && in.Src != insn.PseudoFunc {
+					return e.errorf(uapi.EINVAL, "unrecognized bpf_ld_imm64 insn")
+				}
+			}
+			i++
+			continue
+		}
+		if !opcodeKnown(in.Code) {
+			return e.errorf(uapi.EINVAL, "unknown opcode %02x", in.Code)
+		}
+	}
+	return nil
+}
+
+// opcodeKnown is bpf_opcode_in_insntable: the opcodes of the ISA (with
+// the byte and half-word atomics of load-acquire and store-release, which
+// 6.15 added).
+func opcodeKnown(code uint8) bool { return knownOpcodes[code] }
+
+var knownOpcodes = func() (t [256]bool) {
+	aluOps := []uint8{insn.ADD, insn.SUB, insn.AND, insn.OR, insn.LSH, insn.RSH, insn.XOR, insn.MUL, insn.MOV, insn.ARSH, insn.DIV, insn.MOD}
+	for _, cls := range []uint8{insn.ALU, insn.ALU64} {
+		for _, op := range aluOps {
+			t[cls|op|insn.K], t[cls|op|insn.X] = true, true
+		}
+		t[cls|insn.NEG] = true
+		t[cls|insn.END|insn.ToLE] = true
+	}
+	t[insn.ALU|insn.END|insn.ToBE] = true
+	jmpOps := []uint8{insn.JEQ, insn.JNE, insn.JGT, insn.JLT, insn.JGE, insn.JLE, insn.JSGT, insn.JSLT, insn.JSGE, insn.JSLE, insn.JSET}
+	for _, cls := range []uint8{insn.JMP, insn.JMP32} {
+		for _, op := range jmpOps {
+			t[cls|op|insn.K], t[cls|op|insn.X] = true, true
+		}
+		t[cls|insn.JA] = true
+	}
+	t[insn.JMP|insn.CALL], t[insn.JMP|insn.EXIT], t[insn.JMP|insn.JCOND] = true, true, true
+	for _, size := range []uint8{insn.B, insn.H, insn.W, insn.DW} {
+		t[insn.STX|insn.MEM|size], t[insn.ST|insn.MEM|size], t[insn.LDX|insn.MEM|size] = true, true, true
+		t[insn.STX|insn.ATOMIC|size] = true
+		if size != insn.DW {
+			t[insn.LDX|insn.MEMSX|size] = true
+			t[insn.LD|insn.ABS|size], t[insn.LD|insn.IND|size] = true, true
+		}
+	}
+	t[insn.LD|insn.IMM|insn.DW] = true
+	return t
+}()
