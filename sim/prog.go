@@ -369,3 +369,13 @@ func (p *Program) Xlated() string {
 
 // Kernel returns the kernel the program is loaded in.
 func (p *Program) Kernel() *Kernel { return p.k }
+
+// VerifiedInstructions is the number of instructions the verifier
+// processed, counting every path (the kernel's "processed N insns",
+// bpf_prog_info.verified_insns); false for an unverified program.
+func (p *Program) VerifiedInstructions() (int, bool) {
+	if p.verified == nil {
+		return 0, false
+	}
+	return p.verified.InsnProcessed, true
+}

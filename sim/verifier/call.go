@@ -183,7 +183,10 @@ func (e *env) checkMemSizeReg(reg *regState, regno uint8, kind accessKind, zeroO
 	if meta != nil && !meta.raw {
 		meta = nil
 	}
-	return e.checkHelperMem(regno-1, int(reg.umax), kind, zeroOK, meta)
+	if err := e.checkHelperMem(regno-1, int(reg.umax), kind, zeroOK, meta); err != nil {
+		return err
+	}
+	return e.markPrecise(regno)
 }
 
 // checkHelperMem is check_helper_mem_access: size bytes at the pointer in
@@ -379,6 +382,10 @@ func (e *env) constantMapKey(key *regState, size int) int64 {
 		spill++
 	}
 	if spill != size || !slot.spilled.isConst() {
+		return -1
+	}
+	// Verification now relies on the key: it must be precise.
+	if err := e.markSlotPrecise(int(key.frameno), spi); err != nil {
 		return -1
 	}
 	return int64(slot.spilled.constant())

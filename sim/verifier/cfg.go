@@ -13,6 +13,7 @@ func (e *env) checkCFG() error {
 	n := len(e.insns)
 	e.prune = make([]bool, n)
 	e.force = make([]bool, n)
+	e.jmpPoint = make([]bool, n)
 	const (
 		discovered = 1
 		explored   = 2
@@ -75,12 +76,16 @@ func (e *env) successors(t int) ([]int, error) {
 	case insn.EXIT:
 		return nil, nil
 	case insn.CALL:
-		e.prune[min(t+1, len(e.prune)-1)] = true
+		if t+1 < len(e.prune) {
+			// Returning from a subprogram is a non-linear step of the
+			// history.
+			e.prune[t+1], e.jmpPoint[t+1] = true, true
+		}
 		if in.Src == insn.PseudoCall {
 			e.prune[t] = true
 			target := t + int(in.Imm) + 1
 			if target >= 0 && target < len(e.prune) {
-				e.prune[target] = true
+				e.prune[target], e.jmpPoint[target] = true, true
 			}
 			return []int{t + 1, target}, nil
 		}
@@ -95,7 +100,7 @@ func (e *env) successors(t int) ([]int, error) {
 		}
 		w := t + off + 1
 		if w >= 0 && w < len(e.prune) {
-			e.prune[w] = true
+			e.prune[w], e.jmpPoint[w] = true, true
 		}
 		return []int{w}, nil
 	}
@@ -105,7 +110,7 @@ func (e *env) successors(t int) ([]int, error) {
 	}
 	w := t + int(in.Off) + 1
 	if w >= 0 && w < len(e.prune) {
-		e.prune[w] = true
+		e.prune[w], e.jmpPoint[w] = true, true
 	}
 	return []int{t + 1, w}, nil
 }

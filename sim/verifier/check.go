@@ -36,6 +36,8 @@ func (e *env) doCheck() error {
 		if e.insnProcessed > e.limit {
 			return e.errorf(uapi.E2BIG, "BPF program is too large. Processed %d insn", e.insnProcessed)
 		}
+		e.curHist = -1
+		e.cur.lastInsnIdx = e.prevIdx
 		if e.prune[idx] {
 			visited, err := e.isStateVisited(idx)
 			if err != nil {
@@ -56,6 +58,9 @@ func (e *env) doCheck() error {
 				printState = true
 				continue
 			}
+		}
+		if e.jmpPoint[idx] {
+			e.pushHistory(0, nil)
 		}
 		if e.log.level > 0 {
 			if printState {
@@ -168,6 +173,11 @@ func (e *env) pushStack(insnIdx, prevIdx int) (*vstate, error) {
 func (e *env) updateBranchCounts(st *vstate) {
 	for st != nil {
 		st.branches--
+		// A finished checkpoint inside a loop makes its parent part of
+		// that loop too.
+		if st.branches == 0 && st.parent != nil && st.loopEntry != nil {
+			updateLoopEntry(st.parent, st.loopEntry)
+		}
 		if st.branches > 0 {
 			return
 		}
@@ -368,12 +378,23 @@ func (e *env) adjustRegMinMax(in insn.Insn) error {
 				}
 				return e.errorf(uapi.EACCES, "R%d pointer %s pointer prohibited", in.Dst, aluName(op))
 			}
+			if err := e.markPrecise(in.Dst); err != nil {
+				return err
+			}
 			off := *dst
 			return e.adjustPtrMinMax(in, &src, &off, false)
 		}
 		if dst.typ != scalarValue {
+			if err := e.markPrecise(in.Src); err != nil {
+				return err
+			}
 			ptr := *dst
 			return e.adjustPtrMinMax(in, &ptr, &src, true)
+		}
+		if dst.precise {
+			if err := e.markPrecise(in.Src); err != nil {
+				return err
+			}
 		}
 	} else {
 		src.typ = scalarValue

@@ -94,9 +94,33 @@ func (e *env) checkCondJmp(in insn.Insn, idx int) (int, bool, error) {
 		e.fakeReg[0] = regState{typ: scalarValue, bounds: constBounds(uint64(int64(in.Imm)))}
 		src = &e.fakeReg[0]
 	}
+	var flags uint32
+	if in.Source() == insn.X && src.typ == ptrToStack {
+		flags |= histSrcStack
+	}
+	if dst.typ == ptrToStack {
+		flags |= histDstStack
+	}
+	if flags != 0 {
+		e.pushHistory(flags, nil)
+	}
 	is32 := in.Class() == insn.JMP32
 	target := idx + int(in.Off) + 1
-	switch branchTaken(dst, src, op, is32) {
+	pred := branchTaken(dst, src, op, is32)
+	if pred >= 0 {
+		// The outcome depends on these values: they must be precise.
+		if dst.typ == scalarValue {
+			if err := e.markPrecise(in.Dst); err != nil {
+				return 0, false, err
+			}
+		}
+		if in.Source() == insn.X && src.typ == scalarValue {
+			if err := e.markPrecise(in.Src); err != nil {
+				return 0, false, err
+			}
+		}
+	}
+	switch pred {
 	case 1:
 		aux.TrueTaken = true
 		return target, false, nil
@@ -106,6 +130,16 @@ func (e *env) checkCondJmp(in insn.Insn, idx int) (int, bool, error) {
 	}
 	aux.TrueTaken, aux.FalseTaken = true, true
 
+	var linked []linkedReg
+	if in.Source() == insn.X && src.typ == scalarValue && src.id != 0 {
+		linked = collectLinked(e.cur, src.id, linked)
+	}
+	if dst.typ == scalarValue && dst.id != 0 && !(in.Source() == insn.X && src.id&^addConstFlag == dst.id&^addConstFlag) {
+		linked = collectLinked(e.cur, dst.id, linked)
+	}
+	if len(linked) > 1 {
+		e.pushHistory(0, linked)
+	}
 	other, err := e.pushStack(target, idx)
 	if err != nil {
 		return 0, false, err

@@ -411,10 +411,12 @@ func (e *env) checkStackWrite(regno uint8, off, size, value int) error {
 		if !fits {
 			slot.spilled.id = 0
 		}
+		e.pushHistory(stackAccessFlags(f.frameno, spi), nil)
 	case vreg == nil && aligned && in.Class() == insn.ST:
 		var tmp regState
 		tmp.markKnown(uint64(int64(in.Imm)))
 		saveRegister(slot, &tmp, size)
+		e.pushHistory(stackAccessFlags(f.frameno, spi), nil)
 	case vreg != nil && vreg.isPointer():
 		if size != regSize {
 			return e.errorf(uapi.EACCES, "invalid size of register spill")
@@ -423,12 +425,19 @@ func (e *env) checkStackWrite(regno uint8, off, size, value int) error {
 			return e.errorf(uapi.EINVAL, "cannot spill pointers to stack into stack frame of the caller")
 		}
 		saveRegister(slot, vreg, size)
+		e.pushHistory(stackAccessFlags(f.frameno, spi), nil)
 	default:
 		scrubSpecial(slot)
 		typ := stackMisc
 		if (vreg != nil && vreg.typ == scalarValue && vreg.isConst() && vreg.constant() == 0) ||
 			(vreg == nil && in.Class() == insn.ST && in.Imm == 0) {
 			typ = stackZero
+			// STACK_ZERO relies on the value: it must stay zero.
+			if value >= 0 {
+				if err := e.markPrecise(uint8(value)); err != nil {
+					return err
+				}
+			}
 		}
 		for i := 0; i < size; i++ {
 			_, idx := slotOf(off + i)
@@ -487,19 +496,25 @@ func (e *env) checkStackWriteVarOff(f *funcState, ptr *regState, off, size, valu
 	} else if in.Class() == insn.ST && in.Imm == 0 {
 		writingZero = true
 	}
+	zeroUsed := false
 	for i := minOff; i < maxOff; i++ {
 		spi, idx := slotOf(i)
 		slot := &f.stack[spi]
 		t := &slot.types[idx]
 		if writingZero && *t == stackSpill && slot.isSpilledScalar() && slot.spilled.isConst() && slot.spilled.constant() == 0 {
+			zeroUsed = true
 			continue
 		}
 		scrubSpecial(slot)
 		nt := stackMisc
 		if writingZero && *t == stackZero {
 			nt = stackZero
+			zeroUsed = true
 		}
 		*t = nt
+	}
+	if zeroUsed && value >= 0 {
+		return e.markPrecise(uint8(value))
 	}
 	return nil
 }
@@ -539,6 +554,7 @@ func (e *env) checkStackRead(regno uint8, off, size, dst int) error {
 				if regWidth(&slot.spilled) > size*8 {
 					regs[dst].id = 0
 				}
+				e.pushHistory(stackAccessFlags(f.frameno, spi), nil)
 				return nil
 			}
 			spills, zeros := 0, 0
@@ -552,8 +568,10 @@ func (e *env) checkStackRead(regno uint8, off, size, dst int) error {
 				}
 			}
 			switch {
-			case spills == size && slot.spilled.isConst() && slot.spilled.constant() == 0,
-				zeros == size:
+			case spills == size && slot.spilled.isConst() && slot.spilled.constant() == 0:
+				regs[dst].markKnown(0)
+				e.pushHistory(stackAccessFlags(f.frameno, spi), nil)
+			case zeros == size:
 				regs[dst].markKnown(0)
 			default:
 				regs[dst].markUnknown()
@@ -563,6 +581,7 @@ func (e *env) checkStackRead(regno uint8, off, size, dst int) error {
 		if dst >= 0 {
 			regs[dst] = slot.spilled
 		}
+		e.pushHistory(stackAccessFlags(f.frameno, spi), nil)
 		return nil
 	}
 	if dst >= 0 {

@@ -1,6 +1,18 @@
 package verifier
 
-import "github.com/bpfsim/bpfsim/sim/uapi"
+import (
+	"github.com/bpfsim/bpfsim/sim/insn"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// How strictly states_equal compares (enum exact_level).
+type exactLevel uint8
+
+const (
+	notExact    exactLevel = iota // imprecise scalars match any scalar
+	rangeWithin                   // every scalar's range must be covered
+	exact                         // identical (the infinite loop check)
+)
 
 // isStateVisited is is_state_visited: at a prune point, the current state
 // is compared with the checkpoints already taken there. A checkpoint
@@ -12,27 +24,47 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 	cur := e.cur
 	force := e.force[idx]
 	add := force || (e.jmpsProcessed-e.prevJmps >= 2 && e.insnProcessed-e.prevInsnProcessed >= 8)
+	isMayGoto := e.insns[idx].Code == insn.JMP|insn.JCOND
 	list := e.explored[idx]
 	n := 0
 	for i := 0; i < len(list); i++ {
 		sl := list[i]
 		n++
+		hit := false
 		if sl.st.branches > 0 {
-			if e.insns[idx].Code == 0xe5 && sl.st.mayGotoDepth != cur.mayGotoDepth && e.statesEqual(sl.st, cur, idx, false) {
-				sl.hit++
-				return true, nil
-			}
-			if e.statesEqual(sl.st, cur, idx, true) && sl.st.mayGotoDepth == cur.mayGotoDepth {
+			// An ancestor of the current state: a loop.
+			if isMayGoto && sl.st.mayGotoDepth != cur.mayGotoDepth && e.statesEqual(sl.st, cur, idx, rangeWithin) {
+				updateLoopEntry(cur, sl.st)
+				hit = true
+			} else if sl.st.mayGotoDepth == cur.mayGotoDepth && e.statesEqual(sl.st, cur, idx, exact) {
 				// The kernel follows the message with both states.
 				return false, e.fail(uapi.EINVAL, sprintf("infinite loop detected at insn %d", idx),
 					"cur state:"+cur.cur().format(), "old state:"+sl.st.cur().format())
-			}
-			if !force && e.jmpsProcessed-e.prevJmps < 20 && e.insnProcessed-e.prevInsnProcessed < 100 {
+			} else if !force && e.jmpsProcessed-e.prevJmps < 20 && e.insnProcessed-e.prevInsnProcessed < 100 {
+				// Inside a loop, checkpoints every iteration rarely
+				// help: take them less often.
 				add = false
 			}
-		} else if e.statesEqual(sl.st, cur, idx, false) {
+		} else {
+			le := getLoopEntry(sl.st)
+			forceExact := le != nil && le.branches > 0
+			level := notExact
+			if forceExact {
+				level = rangeWithin
+			}
+			if e.statesEqual(sl.st, cur, idx, level) {
+				if forceExact {
+					updateLoopEntry(cur, le)
+				}
+				hit = true
+			}
+		}
+		if hit {
 			sl.hit++
-			return true, nil
+			if e.jmpPoint[idx] {
+				e.pushHistory(0, nil)
+			}
+			return true, e.propagatePrecision(sl.st, idx)
 		}
 		// A checkpoint that keeps missing is dropped, as the kernel does,
 		// so that loops do not build long lists.
@@ -46,7 +78,7 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 		if sl.miss > sl.hit*limit+limit {
 			list = append(list[:i], list[i+1:]...)
 			i--
-			if sl.st.branches == 0 {
+			if sl.st.branches == 0 && !sl.st.usedAsLoopEntry {
 				e.peakStates--
 			}
 		}
@@ -61,20 +93,26 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 	e.totalStates++
 	e.peakStates++
 	e.prevJmps, e.prevInsnProcessed = e.jmpsProcessed, e.insnProcessed
+	// A new checkpoint starts with nothing precise: the paths below it
+	// will say what they need.
+	markAllImprecise(cur)
 	cp := cur.clone()
 	cp.insnIdx = idx
 	e.explored[idx] = append(e.explored[idx], &stateList{st: cp})
 	// The current state continues as a child of the checkpoint, which
-	// counts it as its one running branch.
+	// counts it as its one running branch, with a fresh history.
 	cur.parent = cp
 	cur.branches = 1
+	cur.firstInsnIdx = idx
+	cur.hist = nil
+	cur.dfsDepth = cp.dfsDepth + 1
+	e.curHist = -1
 	return false, nil
 }
 
-// statesEqual is states_equal: does old (a checkpoint) cover cur? exact
-// asks for identical states (the infinite loop check). Registers dead at
-// idx do not matter.
-func (e *env) statesEqual(old, cur *vstate, idx int, exact bool) bool {
+// statesEqual is states_equal: does old (a checkpoint) cover cur?
+// Registers dead at idx do not matter.
+func (e *env) statesEqual(old, cur *vstate, idx int, level exactLevel) bool {
 	if old.curframe != cur.curframe {
 		return false
 	}
@@ -84,43 +122,45 @@ func (e *env) statesEqual(old, cur *vstate, idx int, exact bool) bool {
 		if of.callsite != cf.callsite {
 			return false
 		}
-		// Live registers: at idx for the running frame, after the call
-		// for the callers (only their callee-saved registers survive).
-		var live uint16
-		if i == old.curframe {
-			live = e.live[idx]
-		} else {
-			live = e.live[old.frames[i+1].callsite+1] & calleeSaved
-		}
-		if !e.funcStatesEqual(of, cf, live, exact) {
+		if !e.funcStatesEqual(of, cf, e.liveAt(old, i, idx), level) {
 			return false
 		}
 	}
 	return true
 }
 
+// liveAt is the registers of frame fr of st that some path from idx may
+// read: at idx for the running frame, after the call for the callers
+// (only their callee-saved registers survive).
+func (e *env) liveAt(st *vstate, fr, idx int) uint16 {
+	if fr == st.curframe {
+		return e.live[idx]
+	}
+	return e.live[st.frames[fr+1].callsite+1] & calleeSaved
+}
+
 // calleeSaved are R6-R10.
 const calleeSaved = 1<<6 | 1<<7 | 1<<8 | 1<<9 | 1<<10
 
-func (e *env) funcStatesEqual(old, cur *funcState, live uint16, exact bool) bool {
+func (e *env) funcStatesEqual(old, cur *funcState, live uint16, level exactLevel) bool {
 	for r := range old.regs {
-		if !exact && live&(1<<r) == 0 {
+		if level == notExact && live&(1<<r) == 0 {
 			continue
 		}
-		if !e.regsafe(&old.regs[r], &cur.regs[r], exact) {
+		if !e.regsafe(&old.regs[r], &cur.regs[r], level) {
 			return false
 		}
 	}
-	return e.stacksafe(old, cur, exact)
+	return e.stacksafe(old, cur, level)
 }
 
 // regsafe is regsafe: every value cur's register may hold, old's allows,
 // with pointer ids mapped consistently.
-func (e *env) regsafe(old, cur *regState, exact bool) bool {
-	if exact {
+func (e *env) regsafe(old, cur *regState, level exactLevel) bool {
+	if level == exact {
 		return e.regsExact(old, cur)
 	}
-	if old.typ == notInit {
+	if old.typ == notInit && (level == notExact || cur.typ == notInit) {
 		return true
 	}
 	if old.typ != cur.typ || old.maybeNull != cur.maybeNull || old.rdonly != cur.rdonly {
@@ -128,6 +168,9 @@ func (e *env) regsafe(old, cur *regState, exact bool) bool {
 	}
 	switch old.typ {
 	case scalarValue:
+		if !old.precise && level == notExact {
+			return true
+		}
 		oAdd, cAdd := old.id&addConstFlag != 0, cur.id&addConstFlag != 0
 		if (oAdd && !cAdd) || (old.id != 0 && !oAdd && cAdd) || (oAdd && old.off != cur.off) {
 			return false
@@ -197,19 +240,20 @@ func (e *env) checkScalarIDs(old, cur uint32) bool {
 
 // stacksafe is stacksafe for a privileged loader: never-written and
 // unknown bytes of the old state match anything.
-func (e *env) stacksafe(old, cur *funcState, exact bool) bool {
+func (e *env) stacksafe(old, cur *funcState, level exactLevel) bool {
+	isExact := level == exact
 	for spi := range old.stack {
 		os := &old.stack[spi]
-		if !exact && slotIrrelevant(os) {
+		if !isExact && slotIrrelevant(os) {
 			continue
 		}
 		if spi >= len(cur.stack) {
 			return false
 		}
 		cs := &cur.stack[spi]
-		if !exact {
+		if !isExact {
 			if oreg, creg := scalarRegForStack(os), scalarRegForStack(cs); oreg != nil && creg != nil {
-				if !e.regsafe(oreg, creg, false) {
+				if !e.regsafe(oreg, creg, level) {
 					return false
 				}
 				continue
@@ -217,7 +261,7 @@ func (e *env) stacksafe(old, cur *funcState, exact bool) bool {
 		}
 		for i, ot := range os.types {
 			ct := cs.types[i]
-			if !exact && (ot == stackInvalid || ot == stackMisc) {
+			if !isExact && (ot == stackInvalid || ot == stackMisc) {
 				continue
 			}
 			if ot == stackMisc && ct == stackZero {
@@ -227,11 +271,11 @@ func (e *env) stacksafe(old, cur *funcState, exact bool) bool {
 				return false
 			}
 		}
-		if os.isSpilled() && !e.regsafe(&os.spilled, &cs.spilled, exact) {
+		if os.isSpilled() && !e.regsafe(&os.spilled, &cs.spilled, level) {
 			return false
 		}
 	}
-	if exact && len(cur.stack) != len(old.stack) {
+	if isExact && len(cur.stack) != len(old.stack) {
 		for spi := len(old.stack); spi < len(cur.stack); spi++ {
 			if cur.stack[spi].types != ([regSize]uint8{}) {
 				return false

@@ -64,6 +64,8 @@ type regState struct {
 	frameno uint8
 	// subprog is the function a PTR_TO_FUNC points to.
 	subprog int
+	// precise marks a scalar whose exact range matters for pruning.
+	precise bool
 }
 
 func (r *regState) isPointer() bool { return r.typ != notInit && r.typ != scalarValue }

@@ -78,6 +78,16 @@ type vstate struct {
 	insnIdx  int
 	// mayGotoDepth counts the may_goto instructions taken on this path.
 	mayGotoDepth int
+	// hist is the instruction history since firstInsnIdx, the
+	// instruction this state started at (its parent checkpoint's);
+	// lastInsnIdx is the instruction before the current one.
+	hist                      []histEntry
+	firstInsnIdx, lastInsnIdx int
+	// loopEntry, usedAsLoopEntry and dfsDepth place the state in the
+	// loops of the exploration (see getLoopEntry).
+	loopEntry       *vstate
+	usedAsLoopEntry bool
+	dfsDepth        int
 }
 
 func (s *vstate) cur() *funcState { return s.frames[s.curframe] }
@@ -90,7 +100,16 @@ func (s *vstate) clone() *vstate {
 		branches:     s.branches,
 		insnIdx:      s.insnIdx,
 		mayGotoDepth: s.mayGotoDepth,
+		// Both copies may append: cap the shared history so that the
+		// first append of either reallocates.
+		hist:            s.hist[:len(s.hist):len(s.hist)],
+		firstInsnIdx:    s.firstInsnIdx,
+		lastInsnIdx:     s.lastInsnIdx,
+		loopEntry:       s.loopEntry,
+		usedAsLoopEntry: s.usedAsLoopEntry,
+		dfsDepth:        s.dfsDepth,
 	}
+	s.hist = s.hist[:len(s.hist):len(s.hist)]
 	for i, f := range s.frames {
 		c.frames[i] = f.clone()
 	}

@@ -106,6 +106,9 @@ type env struct {
 	explored [][]*stateList
 	prune    []bool // prune points
 	force    []bool // forced checkpoints
+	jmpPoint []bool // instructions reached other than from the previous one
+	bt       backtrack
+	curHist  int // the history entry of the current instruction, or -1
 	live     []uint16
 
 	idGen                        uint32

@@ -1,0 +1,475 @@
+package verifier
+
+import (
+	"github.com/bpfsim/bpfsim/sim/insn"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// Precision tracking, as the kernel does it (mark_chain_precision and
+// backtrack_insn). A checkpoint's scalars start imprecise: pruning treats
+// them as "any number". When verification depends on a scalar's value (a
+// branch it decided, pointer arithmetic, a helper's size argument), the
+// verifier walks the current path backwards through the instruction
+// history to find which registers and stack slots that value came from,
+// and marks them precise in every checkpoint on the way. Only precise
+// scalars must then match for a later state to be pruned.
+
+// History entry flags (INSN_F_*).
+const (
+	histStackAccess = 1 << 9
+	histDstStack    = 1 << 10
+	histSrcStack    = 1 << 11
+	histFrameMask   = 0x7
+	histSpiShift    = 3
+	histSpiMask     = 0x3f
+)
+
+// histEntry is struct bpf_insn_hist_entry: where the path came from when
+// it did not come from the previous instruction, and what an instruction
+// touched on the stack.
+type histEntry struct {
+	idx, prevIdx int32
+	flags        uint32
+	linked       []linkedReg
+}
+
+// linkedReg is a register or spilled slot sharing a scalar id at a
+// conditional jump: precision for one is precision for all.
+type linkedReg struct {
+	frame   uint8
+	isReg   bool
+	regOrSp uint8
+}
+
+func stackAccessFlags(frame uint8, spi int) uint32 {
+	return histStackAccess | uint32(spi)<<histSpiShift | uint32(frame)
+}
+
+// pushHistory is push_insn_history: one entry per instruction, flags
+// merged if the instruction records twice.
+func (e *env) pushHistory(flags uint32, linked []linkedReg) {
+	st := e.cur
+	if e.curHist >= 0 && e.curHist < len(st.hist) && int(st.hist[e.curHist].idx) == e.insnIdx {
+		h := &st.hist[e.curHist]
+		h.flags |= flags
+		if linked != nil {
+			h.linked = linked
+		}
+		return
+	}
+	st.hist = append(st.hist, histEntry{idx: int32(e.insnIdx), prevIdx: int32(e.prevIdx), flags: flags, linked: linked})
+	e.curHist = len(st.hist) - 1
+}
+
+// backtrack is struct backtrack_state: the registers and stack slots, per
+// frame, whose precision is being traced.
+type backtrack struct {
+	frame int
+	regs  [maxCallFrames]uint16
+	stack [maxCallFrames]uint64
+}
+
+func (b *backtrack) empty() bool {
+	for i := 0; i <= b.frame; i++ {
+		if b.regs[i] != 0 || b.stack[i] != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (b *backtrack) isReg(r uint8) bool { return b.regs[b.frame]&(1<<r) != 0 }
+func (b *backtrack) setReg(r uint8)     { b.regs[b.frame] |= 1 << r }
+func (b *backtrack) clearReg(r uint8)   { b.regs[b.frame] &^= 1 << r }
+func (b *backtrack) isSlot(fr, spi int) bool {
+	return b.stack[fr]&(1<<uint(spi)) != 0
+}
+
+// errBacktrack means the history cannot explain a value: every scalar
+// becomes precise (the kernel's -ENOTSUPP fallback).
+type errBacktrack struct{}
+
+func (errBacktrack) Error() string { return "backtracking not supported" }
+
+const argRegs = 0x3e // R1-R5
+
+// backtrackInsn is backtrack_insn: undo insn idx's effect on the set of
+// values being traced.
+func (e *env) backtrackInsn(idx, subseq int, h *histEntry, bt *backtrack) error {
+	in := e.insns[idx]
+	if in.Code == 0 {
+		return nil // the second slot of an lddw
+	}
+	syncLinked(bt, h)
+	defer syncLinked(bt, h)
+	dreg, sreg := in.Dst, in.Src
+	switch cls := in.Class(); cls {
+	case insn.ALU, insn.ALU64:
+		if !bt.isReg(dreg) {
+			return nil
+		}
+		switch op := in.Op(); {
+		case op == insn.END || op == insn.NEG:
+		case op == insn.MOV:
+			bt.clearReg(dreg)
+			if in.Source() == insn.X && sreg != insn.R10 {
+				bt.setReg(sreg)
+			}
+		case in.Source() == insn.X && sreg != insn.R10:
+			bt.setReg(sreg)
+		}
+	case insn.LDX, insn.STX, insn.ST:
+		fetch := cls == insn.STX && in.Mode() == insn.ATOMIC && in.Imm&insn.Fetch != 0
+		if cls == insn.LDX || fetch || (cls == insn.STX && in.Mode() == insn.ATOMIC && in.Imm == insn.LoadAcq) {
+			load := dreg
+			if fetch {
+				load = sreg
+				if in.Imm == insn.Cmpxchg {
+					load = insn.R0
+				}
+			}
+			if !bt.isReg(load) {
+				return nil
+			}
+			bt.clearReg(load)
+			if h == nil || h.flags&histStackAccess == 0 {
+				return nil
+			}
+			fr, spi := int(h.flags&histFrameMask), int(h.flags>>histSpiShift&histSpiMask)
+			bt.stack[fr] |= 1 << uint(spi)
+			return nil
+		}
+		if bt.isReg(dreg) {
+			return errBacktrack{}
+		}
+		if h == nil || h.flags&histStackAccess == 0 {
+			return nil
+		}
+		fr, spi := int(h.flags&histFrameMask), int(h.flags>>histSpiShift&histSpiMask)
+		if !bt.isSlot(fr, spi) {
+			return nil
+		}
+		bt.stack[fr] &^= 1 << uint(spi)
+		if cls == insn.STX {
+			bt.setReg(sreg)
+		}
+	case insn.JMP, insn.JMP32:
+		switch {
+		case in.Code == insn.JMP|insn.CALL && in.Src == insn.PseudoCall:
+			// Back into the caller: the callee's arguments were the
+			// caller's R1-R5.
+			if bt.regs[bt.frame]&^argRegs != 0 || bt.stack[bt.frame] != 0 {
+				return errBacktrack{}
+			}
+			if bt.frame == 0 {
+				return errBacktrack{}
+			}
+			for r := uint8(insn.R1); r <= insn.R5; r++ {
+				if bt.isReg(r) {
+					bt.clearReg(r)
+					bt.regs[bt.frame-1] |= 1 << r
+				}
+			}
+			bt.frame--
+		case in.Op() == insn.CALL:
+			bt.clearReg(insn.R0)
+			if bt.regs[bt.frame]&argRegs != 0 {
+				return errBacktrack{}
+			}
+		case in.Op() == insn.EXIT:
+			// Into the callee, from the instruction after its call.
+			fromCall := subseq-1 >= 0 && e.insns[subseq-1].Code == insn.JMP|insn.CALL && e.insns[subseq-1].Src == insn.PseudoCall
+			r0 := fromCall && bt.isReg(insn.R0)
+			if fromCall && bt.regs[bt.frame]&argRegs != 0 {
+				return errBacktrack{}
+			}
+			bt.clearReg(insn.R0)
+			if bt.frame+1 >= maxCallFrames {
+				return errBacktrack{}
+			}
+			bt.frame++
+			bt.regs[bt.frame], bt.stack[bt.frame] = 0, 0
+			if r0 {
+				bt.setReg(insn.R0)
+			}
+		case in.Op() == insn.JA || in.Op() == insn.JCOND:
+		case in.Source() == insn.X:
+			if !bt.isReg(dreg) && !bt.isReg(sreg) {
+				return nil
+			}
+			if h == nil || h.flags&histSrcStack == 0 {
+				bt.setReg(sreg)
+			}
+			if h == nil || h.flags&histDstStack == 0 {
+				bt.setReg(dreg)
+			}
+		}
+	case insn.LD:
+		switch in.Mode() {
+		case insn.IMM:
+			bt.clearReg(dreg)
+		case insn.ABS, insn.IND:
+			if bt.isReg(dreg) {
+				return errBacktrack{}
+			}
+		}
+	}
+	return nil
+}
+
+func syncLinked(bt *backtrack, h *histEntry) {
+	if h == nil || len(h.linked) == 0 {
+		return
+	}
+	some := false
+	for _, l := range h.linked {
+		if (l.isReg && bt.regs[l.frame]&(1<<l.regOrSp) != 0) || (!l.isReg && bt.stack[l.frame]&(1<<l.regOrSp) != 0) {
+			some = true
+			break
+		}
+	}
+	if !some {
+		return
+	}
+	for _, l := range h.linked {
+		if l.isReg {
+			bt.regs[l.frame] |= 1 << l.regOrSp
+		} else {
+			bt.stack[l.frame] |= 1 << l.regOrSp
+		}
+	}
+}
+
+// markPrecise is mark_chain_precision for a register of the current
+// frame.
+func (e *env) markPrecise(regno uint8) error {
+	if e.regs()[regno].typ != scalarValue {
+		return nil
+	}
+	bt := &e.bt
+	*bt = backtrack{frame: e.cur.curframe}
+	bt.setReg(regno)
+	return e.markPreciseBatch()
+}
+
+// markSlotPrecise traces a spilled scalar of frame fr.
+func (e *env) markSlotPrecise(fr, spi int) error {
+	bt := &e.bt
+	*bt = backtrack{frame: e.cur.curframe}
+	bt.stack[fr] |= 1 << uint(spi)
+	return e.markPreciseBatch()
+}
+
+// markPreciseBatch is __mark_chain_precision with e.bt already set.
+func (e *env) markPreciseBatch() error {
+	bt := &e.bt
+	if bt.empty() {
+		return nil
+	}
+	st := e.cur
+	first, last, subseq := st.firstInsnIdx, e.insnIdx, -1
+	histEnd := len(st.hist)
+	skipFirst := true
+	for {
+		if last < 0 {
+			// The main program's entry: arguments are the context.
+			e.markAllPrecise(e.cur)
+			return nil
+		}
+		for i := last; ; {
+			if skipFirst {
+				skipFirst = false
+			} else {
+				var h *histEntry
+				if histEnd > 0 && int(st.hist[histEnd-1].idx) == i {
+					h = &st.hist[histEnd-1]
+				}
+				if err := e.backtrackInsn(i, subseq, h, bt); err != nil {
+					e.markAllPrecise(e.cur)
+					*bt = backtrack{}
+					return nil
+				}
+			}
+			if bt.empty() {
+				return nil
+			}
+			subseq = i
+			prev, ok := prevInsnIdx(st, i, &histEnd)
+			if !ok {
+				break
+			}
+			if prev < 0 || prev >= len(e.insns) {
+				return e.errorf(uapi.EFAULT, "BUG backtracking idx %d", prev)
+			}
+			i = prev
+		}
+		st = st.parent
+		if st == nil {
+			break
+		}
+		for fr := bt.frame; fr >= 0; fr-- {
+			f := st.frames[fr]
+			for r := uint8(0); r < insn.R10; r++ {
+				if bt.regs[fr]&(1<<r) == 0 {
+					continue
+				}
+				reg := &f.regs[r]
+				if reg.typ != scalarValue || reg.precise {
+					bt.regs[fr] &^= 1 << r
+				} else {
+					reg.precise = true
+				}
+			}
+			for spi := 0; spi < 64; spi++ {
+				if bt.stack[fr]&(1<<uint(spi)) == 0 {
+					continue
+				}
+				if spi >= len(f.stack) || !f.stack[spi].isSpilledScalar() {
+					bt.stack[fr] &^= 1 << uint(spi)
+					continue
+				}
+				reg := &f.stack[spi].spilled
+				if reg.precise {
+					bt.stack[fr] &^= 1 << uint(spi)
+				} else {
+					reg.precise = true
+				}
+			}
+		}
+		if bt.empty() {
+			return nil
+		}
+		subseq = first
+		last, first = st.lastInsnIdx, st.firstInsnIdx
+		histEnd = len(st.hist)
+	}
+	if !bt.empty() {
+		e.markAllPrecise(e.cur)
+		*bt = backtrack{}
+	}
+	return nil
+}
+
+// prevInsnIdx is get_prev_insn_idx: the instruction the path executed
+// before i.
+func prevInsnIdx(st *vstate, i int, histEnd *int) (int, bool) {
+	cnt := *histEnd
+	if i == st.firstInsnIdx {
+		if cnt == 0 || (cnt == 1 && int(st.hist[0].idx) == i) {
+			return 0, false
+		}
+	}
+	if cnt > 0 && int(st.hist[cnt-1].idx) == i {
+		*histEnd = cnt - 1
+		return int(st.hist[cnt-1].prevIdx), true
+	}
+	return i - 1, true
+}
+
+// markAllPrecise is mark_all_scalars_precise: the fallback when
+// backtracking cannot tell.
+func (e *env) markAllPrecise(st *vstate) {
+	for st = st.parent; st != nil; st = st.parent {
+		st.forEachReg(func(r *regState) {
+			if r.typ == scalarValue {
+				r.precise = true
+			}
+		})
+	}
+}
+
+// markAllImprecise is mark_all_scalars_imprecise, for a new checkpoint.
+func markAllImprecise(st *vstate) {
+	st.forEachReg(func(r *regState) {
+		if r.typ == scalarValue {
+			r.precise = false
+		}
+	})
+}
+
+// propagatePrecision is propagate_precision: the current state was pruned
+// against old, so what old needed precise, the current path's checkpoints
+// need too.
+func (e *env) propagatePrecision(old *vstate, idx int) error {
+	bt := &e.bt
+	*bt = backtrack{frame: old.curframe}
+	for fr := old.curframe; fr >= 0; fr-- {
+		f := old.frames[fr]
+		live := e.liveAt(old, fr, idx)
+		for r := uint8(0); r < insn.R10; r++ {
+			reg := &f.regs[r]
+			if reg.typ == scalarValue && reg.precise && live&(1<<r) != 0 {
+				bt.regs[fr] |= 1 << r
+			}
+		}
+		for spi := range f.stack {
+			s := &f.stack[spi]
+			if s.isSpilled() && s.spilled.typ == scalarValue && s.spilled.precise {
+				bt.stack[fr] |= 1 << uint(spi)
+			}
+		}
+	}
+	return e.markPreciseBatch()
+}
+
+// collectLinked is collect_linked_regs: every scalar with the given id, in
+// registers and spilled slots of every frame (at most 6, as the kernel).
+func collectLinked(st *vstate, id uint32, out []linkedReg) []linkedReg {
+	id &^= addConstFlag
+	for fr := 0; fr <= st.curframe; fr++ {
+		f := st.frames[fr]
+		for r := range f.regs {
+			reg := &f.regs[r]
+			if reg.typ == scalarValue && reg.id&^addConstFlag == id {
+				if len(out) < 6 {
+					out = append(out, linkedReg{frame: uint8(fr), isReg: true, regOrSp: uint8(r)})
+				} else {
+					reg.id = 0
+				}
+			}
+		}
+		for spi := range f.stack {
+			s := &f.stack[spi]
+			if s.isSpilled() && s.spilled.typ == scalarValue && s.spilled.id&^addConstFlag == id {
+				if len(out) < 6 {
+					out = append(out, linkedReg{frame: uint8(fr), regOrSp: uint8(spi)})
+				} else {
+					s.spilled.id = 0
+				}
+			}
+		}
+	}
+	return out
+}
+
+// Loop entries (get_loop_entry, update_loop_entry): a checkpoint inside a
+// loop whose head is still being explored may lack precision marks its
+// subtree will add later, so states are compared against it exactly.
+
+func getLoopEntry(st *vstate) *vstate {
+	top := st.loopEntry
+	for top != nil && top.loopEntry != nil && top != top.loopEntry {
+		top = top.loopEntry
+	}
+	for st != nil && st.loopEntry != top {
+		old := st.loopEntry
+		st.loopEntry = top
+		st = old
+	}
+	return top
+}
+
+func updateLoopEntry(cur, hdr *vstate) {
+	cur1 := getLoopEntry(cur)
+	if cur1 == nil {
+		cur1 = cur
+	}
+	hdr1 := getLoopEntry(hdr)
+	if hdr1 == nil {
+		hdr1 = hdr
+	}
+	if hdr1.branches > 0 && hdr1.dfsDepth <= cur1.dfsDepth {
+		cur.loopEntry = hdr
+		hdr.usedAsLoopEntry = true
+	}
+}
