@@ -1,0 +1,63 @@
+package sim_test
+
+import (
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/kdiff"
+)
+
+// SmallProgramOptions generate XDP programs of about 75 instructions (the
+// size ANCHORS.md measured the kernel's load rate with): ALU, branches,
+// stack and packet accesses, atomics and loops, no calls.
+var smallProgramOptions = func() kdiff.GenOptions {
+	o := kdiff.DefaultGenOptions
+	o.Length, o.Calls = 10, false
+	return o
+}()
+
+// SmallPrograms returns n generated programs of about 75 instructions.
+func smallPrograms(n int) []*ebpf.ProgramSpec {
+	specs := make([]*ebpf.ProgramSpec, n)
+	for i := range specs {
+		specs[i] = kdiff.Generate(uint64(i), smallProgramOptions).Spec
+	}
+	return specs
+}
+
+// BenchmarkLoad measures the whole load path (copy, map resolution,
+// verification, compilation) in programs per second; compare with
+// BenchmarkKernelLoad in sim/kdiff in the same run.
+func BenchmarkLoad(b *testing.B) {
+	k, err := sim.NewKernel(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("generated-75", func(b *testing.B) {
+		specs := smallPrograms(256)
+		i := 0
+		for b.Loop() {
+			p, err := k.NewProgram(specs[i%len(specs)])
+			if err != nil {
+				b.Fatal(err)
+			}
+			p.Close()
+			i++
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "progs/s")
+	})
+	b.Run("2-insn", func(b *testing.B) {
+		spec := &ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}}
+		for b.Loop() {
+			p, err := k.NewProgram(spec)
+			if err != nil {
+				b.Fatal(err)
+			}
+			p.Close()
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "progs/s")
+	})
+}
