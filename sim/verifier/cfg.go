@@ -18,18 +18,18 @@ func (e *env) checkCFG() error {
 		discovered = 1
 		explored   = 2
 	)
-	state := make([]uint8, n)
-	stack := []int{0}
+	state := make([]uint8, 2*n)
+	next := state[n:] // how many successors of each instruction were visited
+	stack := make([]int, 1, 16)
 	state[0] = discovered
-	// Each instruction's successors, visited in order.
-	next := make([]int, n)
+	var succ [2]int
 	for len(stack) > 0 {
 		t := stack[len(stack)-1]
-		succ, err := e.successors(t)
+		ns, err := e.successors(t, &succ)
 		if err != nil {
 			return err
 		}
-		if next[t] < len(succ) {
+		if int(next[t]) < ns {
 			w := succ[next[t]]
 			next[t]++
 			if w < 0 || w >= n {
@@ -58,41 +58,45 @@ func (e *env) checkCFG() error {
 	return nil
 }
 
-// successors lists where control goes after insn t (visit_insn), and
-// marks the prune points on the way.
-func (e *env) successors(t int) ([]int, error) {
+// successors puts where control goes after insn t (visit_insn) in out and
+// returns how many; it marks prune and jump points on the way.
+func (e *env) successors(t int, out *[2]int) (int, error) {
 	in := e.insns[t]
 	cls := in.Class()
 	if in.IsLdImm64() {
-		if in.Src == insn.PseudoFunc {
+		if in.Src == insn.PseudoFunc && t+2 < len(e.prune) {
 			e.prune[t+2] = true
 		}
-		return []int{t + 2}, nil
+		out[0] = t + 2
+		return 1, nil
 	}
 	if cls != insn.JMP && cls != insn.JMP32 {
-		return []int{t + 1}, nil
+		out[0] = t + 1
+		return 1, nil
 	}
 	switch in.Op() {
 	case insn.EXIT:
-		return nil, nil
+		return 0, nil
 	case insn.CALL:
 		if t+1 < len(e.prune) {
 			// Returning from a subprogram is a non-linear step of the
 			// history.
 			e.prune[t+1], e.jmpPoint[t+1] = true, true
 		}
+		out[0] = t + 1
 		if in.Src == insn.PseudoCall {
 			e.prune[t] = true
 			target := t + int(in.Imm) + 1
 			if target >= 0 && target < len(e.prune) {
 				e.prune[target], e.jmpPoint[target] = true, true
 			}
-			return []int{t + 1, target}, nil
+			out[1] = target
+			return 2, nil
 		}
-		return []int{t + 1}, nil
+		return 1, nil
 	case insn.JA:
 		if in.Source() != insn.K {
-			return nil, e.errorf(uapi.EINVAL, "BPF_JA uses reserved fields")
+			return 0, e.errorf(uapi.EINVAL, "BPF_JA uses reserved fields")
 		}
 		off := int(in.Off)
 		if cls == insn.JMP32 {
@@ -102,7 +106,8 @@ func (e *env) successors(t int) ([]int, error) {
 		if w >= 0 && w < len(e.prune) {
 			e.prune[w], e.jmpPoint[w] = true, true
 		}
-		return []int{w}, nil
+		out[0] = w
+		return 1, nil
 	}
 	e.prune[t] = true
 	if in.Code == insn.JMP|insn.JCOND {
@@ -112,7 +117,8 @@ func (e *env) successors(t int) ([]int, error) {
 	if w >= 0 && w < len(e.prune) {
 		e.prune[w], e.jmpPoint[w] = true, true
 	}
-	return []int{t + 1, w}, nil
+	out[0], out[1] = t+1, w
+	return 2, nil
 }
 
 // computeLiveness finds, for each instruction, the registers whose value

@@ -143,6 +143,8 @@ func (e *env) doCheck() error {
 // becomes current. done reports that no path is left.
 func (e *env) exitPath() (done bool, err error) {
 	e.updateBranchCounts(e.cur)
+	// The finished state is referenced by nothing else: recycle it.
+	e.free = append(e.free, e.cur)
 	if len(e.pending) == 0 {
 		return true, nil
 	}
@@ -156,7 +158,7 @@ func (e *env) exitPath() (done bool, err error) {
 // pushStack is push_stack: a copy of the current state to explore later
 // from insnIdx.
 func (e *env) pushStack(insnIdx, prevIdx int) (*vstate, error) {
-	st := e.cur.clone()
+	st := e.cur.cloneInto(e.newState())
 	e.pending = append(e.pending, pendingState{st: st, insnIdx: insnIdx, prevIdx: prevIdx, logPos: e.log.pos()})
 	if len(e.pending) > jmpSeqLimit {
 		return nil, e.errorf(uapi.E2BIG, "The sequence of %d jumps is too complex.", len(e.pending))
@@ -676,4 +678,14 @@ func (e *env) checkLdAbs(in insn.Insn) error {
 func (e *env) canLdAbs() bool {
 	_, ok := e.cfg.Type.(skbType)
 	return ok
+}
+
+// newState returns a state to clone into, recycled if one is free.
+func (e *env) newState() *vstate {
+	if n := len(e.free); n > 0 {
+		st := e.free[n-1]
+		e.free = e.free[:n-1]
+		return st
+	}
+	return &vstate{}
 }

@@ -96,7 +96,7 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 	// A new checkpoint starts with nothing precise: the paths below it
 	// will say what they need.
 	markAllImprecise(cur)
-	cp := cur.clone()
+	cp := cur.cloneInto(e.newState())
 	cp.insnIdx = idx
 	e.explored[idx] = append(e.explored[idx], &stateList{st: cp})
 	// The current state continues as a child of the checkpoint, which

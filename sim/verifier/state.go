@@ -92,26 +92,40 @@ type vstate struct {
 
 func (s *vstate) cur() *funcState { return s.frames[s.curframe] }
 
-func (s *vstate) clone() *vstate {
-	c := &vstate{
-		frames:       make([]*funcState, len(s.frames)),
-		curframe:     s.curframe,
-		parent:       s.parent,
-		branches:     s.branches,
-		insnIdx:      s.insnIdx,
-		mayGotoDepth: s.mayGotoDepth,
-		// Both copies may append: cap the shared history so that the
-		// first append of either reallocates.
-		hist:            s.hist[:len(s.hist):len(s.hist)],
+func (s *vstate) clone() *vstate { return s.cloneInto(&vstate{}) }
+
+// cloneInto copies s into c, reusing c's frames and stacks (a state whose
+// path ended), and returns c.
+func (s *vstate) cloneInto(c *vstate) *vstate {
+	frames := c.frames[:0]
+	for i, f := range s.frames {
+		var cf *funcState
+		if i < cap(c.frames) && c.frames[:cap(c.frames)][i] != nil {
+			cf = c.frames[:cap(c.frames)][i]
+		} else {
+			cf = &funcState{}
+		}
+		stack := append(cf.stack[:0], f.stack...)
+		*cf = *f
+		cf.stack = stack
+		frames = append(frames, cf)
+	}
+	// Both copies may append: cap the shared history so that the first
+	// append of either reallocates.
+	s.hist = s.hist[:len(s.hist):len(s.hist)]
+	*c = vstate{
+		frames:          frames,
+		curframe:        s.curframe,
+		parent:          s.parent,
+		branches:        s.branches,
+		insnIdx:         s.insnIdx,
+		mayGotoDepth:    s.mayGotoDepth,
+		hist:            s.hist,
 		firstInsnIdx:    s.firstInsnIdx,
 		lastInsnIdx:     s.lastInsnIdx,
 		loopEntry:       s.loopEntry,
 		usedAsLoopEntry: s.usedAsLoopEntry,
 		dfsDepth:        s.dfsDepth,
-	}
-	s.hist = s.hist[:len(s.hist):len(s.hist)]
-	for i, f := range s.frames {
-		c.frames[i] = f.clone()
 	}
 	return c
 }

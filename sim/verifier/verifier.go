@@ -109,6 +109,7 @@ type env struct {
 	jmpPoint []bool // instructions reached other than from the previous one
 	bt       backtrack
 	curHist  int // the history entry of the current instruction, or -1
+	free     []*vstate
 	live     []uint16
 
 	idGen                        uint32
