@@ -8,7 +8,7 @@
 // instance, which implements Ops. Abilities that only some types have are
 // separate small interfaces the kernel checks with a type assertion, the
 // way io.WriterTo is optional for an io.Writer: PercpuValues,
-// LookupAndDeleter, PushPopPeeker.
+// LookupGenerator, LookupAndDeleter, PushPopPeeker.
 //
 // Map types never import the kernel (package sim). They reach what they
 // need of it through the Kernel interface: the simulated address space,
@@ -24,6 +24,7 @@ import (
 
 	"github.com/pkg/errors"
 
+	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
@@ -119,6 +120,23 @@ type PercpuValues interface {
 type DirectValuer interface {
 	// DirectValueAddr returns the address of byte off of the map's value.
 	DirectValueAddr(off uint32) (uint64, error)
+}
+
+// LookupGenerator is the ability of map types whose lookups the verifier
+// inlines into programs (map_gen_lookup). After verification, a call of
+// bpf_map_lookup_elem whose map is known is replaced by the instructions
+// GenLookup returns for that map: on entry r1 holds the map's address and
+// r2 the key's; the sequence leaves the value's address, or 0, in r0, may
+// clobber r1-r5 and AX, and must hold fewer than 32 instructions. A
+// sequence that calls a kernel function (as htab_map_gen_lookup calls
+// __htab_map_lookup_elem) gets its call instruction from call, by the
+// function's name.
+//
+// An error wrapping uapi.EOPNOTSUPP declines for this map (as arrays made
+// with BPF_F_INNER_MAP do, whose size may change under the program): the
+// call then goes straight to the map type's lookup function.
+type LookupGenerator interface {
+	GenLookup(call func(name string) (insn.Insn, error)) ([]insn.Insn, error)
 }
 
 // LookupAndDeleter is the ability to remove an element and return its value

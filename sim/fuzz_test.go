@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 
 	"github.com/bpfsim/bpfsim/sim"
 	"github.com/bpfsim/bpfsim/sim/insn"
@@ -35,13 +36,40 @@ func FuzzLoadAndRun(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	// Programs with maps: their maps live in the kernel for the whole
+	// run, so mutated programs keep valid fds to them.
+	for seed := uint64(0); seed < 6; seed++ {
+		p := kdiff.Generate(seed, kdiff.DefaultMapGenOptions)
+		if p.Spec == nil {
+			continue
+		}
+		spec := p.Spec.Copy()
+		for _, ms := range p.Maps {
+			m, err := k.NewMap(ms)
+			if err != nil {
+				f.Fatal(err)
+			}
+			if err := spec.Instructions.AssociateMap(ms.Name, m); err != nil && !errors.Is(err, asm.ErrUnreferencedSymbol) {
+				f.Fatal(err)
+			}
+		}
+		if code, err := insn.FromAsm(spec.Instructions); err == nil {
+			f.Add(uint8(1), insn.Encode(code), p.Packet)
+		}
+	}
 	types := []ebpf.ProgramType{ebpf.UnspecifiedProgram, ebpf.XDP, ebpf.Syscall}
 	f.Fuzz(func(t *testing.T, typ uint8, code, data []byte) {
 		pt := types[int(typ)%len(types)]
 		prog, err := k.LoadBytecode(pt, "fuzz", code)
 		if err != nil {
-			if !errors.Is(err, uapi.EINVAL) && !errors.Is(err, uapi.E2BIG) && !errors.Is(err, uapi.EACCES) {
-				t.Fatalf("load failed without EINVAL, E2BIG or EACCES: %v", err)
+			// The verifier's errnos: EFAULT for too many pending
+			// branches, as the kernel; EBADF for a bad map fd.
+			ok := false
+			for _, e := range []uapi.Errno{uapi.EINVAL, uapi.E2BIG, uapi.EACCES, uapi.EFAULT, uapi.EBADF} {
+				ok = ok || errors.Is(err, e)
+			}
+			if !ok {
+				t.Fatalf("load failed without one of the verifier's errnos: %v", err)
 			}
 			return
 		}
@@ -55,7 +83,10 @@ func FuzzLoadAndRun(f *testing.F) {
 			if errors.As(err, &f) && pt != ebpf.UnspecifiedProgram {
 				t.Fatalf("a program the verifier accepted faulted: %v\n%s", err, prog.Xlated())
 			}
-			if !errors.As(err, &f) && !errors.Is(err, uapi.EINVAL) && !errors.Is(err, uapi.E2BIG) {
+			// An unverified program may also hand a helper a bad pointer
+			// (EFAULT from the helper, as in the kernel).
+			badHelperArg := pt == ebpf.UnspecifiedProgram && errors.Is(err, uapi.EFAULT)
+			if !errors.As(err, &f) && !errors.Is(err, uapi.EINVAL) && !errors.Is(err, uapi.E2BIG) && !badHelperArg {
 				t.Fatalf("run failed with an unexpected error: %v", err)
 			}
 			return

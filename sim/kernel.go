@@ -9,6 +9,7 @@ import (
 	"github.com/bpfsim/bpfsim/sim/interp"
 	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/uapi"
+	"github.com/bpfsim/bpfsim/sim/verifier"
 )
 
 // Options configure a new Kernel. The zero value is usable.
@@ -27,6 +28,14 @@ type Options struct {
 	// harnesses that define their own helper ids (the conformance suite's
 	// helper 5 is not bpf_ktime_get_ns).
 	BareHelpers bool
+	// HardWire chooses how the dead code pass that follows verification
+	// decides that a conditional jump always goes one way
+	// (opt_hard_wire_dead_code_branches). The default,
+	// verifier.HardWireFromPredictions, uses the verifier's record of
+	// each jump's outcomes, as proposed for bpf-next in November 2024;
+	// verifier.HardWireFromSeen is what released kernels do (6.18
+	// included), for comparing xlated code with theirs.
+	HardWire verifier.HardWire
 }
 
 // MaxCPUs bounds Options.CPUs, like the kernel's NR_CPUS.
@@ -50,6 +59,11 @@ type Kernel struct {
 
 	randMu sync.Mutex
 	rand   prandomState // get_random_u32 for map seeds
+
+	// ksyms is the kernel's text, where the functions of direct calls
+	// live (ksyms.go); hardWire is Options.HardWire.
+	ksyms    *ksymTable
+	hardWire verifier.HardWire
 }
 
 // CPU is one simulated CPU: the machine state the interpreter runs on, its
@@ -99,6 +113,12 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		objs:    objects{maps: map[uint32]*maps.Map{}, byAddr: map[uint64]*maps.Map{}},
 		fds:     fdTable{files: map[int]any{}},
 	}
+	// The kernel image comes first in the address space, as on arm64.
+	var err error
+	if k.ksyms, err = newKsyms(k.mem); err != nil {
+		return nil, err
+	}
+	k.hardWire = o.HardWire
 	k.percpu = mem.NewPercpu(k.mem, o.CPUs)
 	k.rand.seed(o.Seed, -1)
 	if o.MemoryLimit != 0 {

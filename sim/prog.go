@@ -3,6 +3,7 @@ package sim
 import (
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"sync/atomic"
 
 	"github.com/cilium/ebpf"
@@ -33,7 +34,13 @@ type Program struct {
 	// verified holds what the verifier found; nil for a program loaded
 	// unverified.
 	verified *verifier.Result
-	closed   atomic.Bool
+	// fixedUp says the verifier's rewrites ran (fixup.go): calls go to
+	// kernel functions by address. lines and funcs are the BTF line info
+	// and each subprogram's func info, if the program came with them.
+	fixedUp bool
+	lines   []verifier.LineInfo
+	funcs   []*btf.Func
+	closed  atomic.Bool
 }
 
 // ProgramOptions control loading, as cilium/ebpf's ProgramOptions do.
@@ -52,6 +59,12 @@ type ProgramOptions struct {
 	// (NewProgram takes it from the spec); GPL-only helpers need a
 	// GPL-compatible one. Empty means "GPL".
 	License string
+
+	// funcInfo records that the program has BTF function info.
+	funcInfo bool
+	// source is the program's BTF line and func info, carried through
+	// the rewrites for the xlated dump.
+	source *source
 }
 
 // mapLoad is one resolved map reference: an lddw of a map pointer or, with
@@ -98,6 +111,11 @@ func (k *Kernel) NewProgramWithOptions(spec *ebpf.ProgramSpec, opts ProgramOptio
 		return nil, errors.Wrapf(err, "program %s", spec.Name)
 	}
 	opts.License = spec.License
+	// cilium/ebpf hands the kernel BTF function info for every program it
+	// loads (making it up for hand-written ones), so their subprograms may
+	// use LD_ABS; raw bytecode comes without.
+	opts.funcInfo = true
+	opts.source = sourceOf(spec.Instructions)
 	if opts.License == "" {
 		opts.License = "unspecified"
 	}
@@ -140,13 +158,28 @@ func (k *Kernel) LoadInsnsWithOptions(typ ebpf.ProgramType, name string, insns [
 			p.Close()
 			return nil, err
 		}
-	} else if err := checkLdAbs(typ, insns); err != nil {
-		// The interpreter needs a packet for these; the verifier refuses
-		// them elsewhere, and unverified programs still may not.
-		p.Close()
-		return nil, err
+		if err := k.fixup(p, opts.source); err != nil {
+			p.Close()
+			return nil, err
+		}
+	} else {
+		err := verifier.CheckRegisters(insns)
+		if err == nil {
+			// The interpreter needs a packet for these; the verifier
+			// refuses them elsewhere, and unverified programs still may
+			// not.
+			err = checkLdAbs(typ, insns)
+		}
+		if err != nil {
+			p.Close()
+			return nil, err
+		}
 	}
-	if p.code, err = interp.Compile(insns, k.resolveHelper); err != nil {
+	resolve := k.resolveHelper
+	if p.fixedUp {
+		resolve = k.resolveCall // calls are direct after the rewrites
+	}
+	if p.code, err = interp.Compile(p.xlated, resolve); err != nil {
 		p.Close()
 		return nil, err
 	}
@@ -181,6 +214,7 @@ func (k *Kernel) verify(p *Program, opts ProgramOptions) (*verifier.Result, erro
 		LogLevel:      level,
 		GPLCompatible: gplCompatible(license),
 		NumCPUs:       k.NumCPUs(),
+		FuncInfo:      opts.funcInfo,
 	})
 }
 
@@ -239,11 +273,11 @@ func (p *Program) resolvePseudoLdImm64() error {
 		}
 		obj, err := p.k.fds.get(int(in.Imm))
 		if err != nil {
-			return errors.Wrapf(err, "insn %d: fd %d is not a map", i-1, in.Imm)
+			return errors.WithStack(&verifier.Error{Errno: uapi.EBADF, Msg: fmt.Sprintf("fd %d is not pointing to valid bpf_map", in.Imm)})
 		}
 		h, ok := obj.(*Map)
 		if !ok {
-			return errors.Wrapf(uapi.EINVAL, "insn %d: fd %d is not a map", i-1, in.Imm)
+			return errors.WithStack(&verifier.Error{Errno: uapi.EINVAL, Msg: fmt.Sprintf("fd %d is not pointing to valid bpf_map", in.Imm)})
 		}
 		m := h.m
 		load := mapLoad{m: m}
@@ -317,10 +351,12 @@ func fromAsm(in asm.Instructions) ([]insn.Insn, error) {
 	for i := range in {
 		ins := &in[i]
 		switch {
-		case ins.IsLoadFromMap() && ins.Reference() == "" && ins.Map() == nil:
-			// cilium/ebpf leaves .kconfig externs unnamed until it
-			// creates their map itself.
+		case ins.IsLoadFromMap() && ins.Reference() == "" && ins.Map() == nil && uint32(ins.Constant) == 0:
+			// cilium/ebpf leaves .kconfig externs unnamed, with no fd,
+			// until it creates their map itself.
 			return nil, errors.Wrapf(uapi.EINVAL, "instruction %d reads a .kconfig extern: kernel config values are not simulated yet", i)
+		case ins.IsLoadFromMap() && ins.Reference() == "" && ins.Map() == nil:
+			// A raw map fd (asm.LoadMapPtr): resolved like bytecode.
 		case ins.IsLoadFromMap():
 			// Maps are resolved by fd: the instruction must have been
 			// associated with a *Map (AssociateMap), as cilium/ebpf needs
@@ -353,9 +389,12 @@ func (p *Program) Instructions() []insn.Insn { return append([]insn.Insn(nil), p
 
 // Xlated renders the xlated program in the syntax of
 // `bpftool prog dump xlated`: map pointers print as map[id:N], addresses
-// in a map's value as map[id:N][0]+off.
+// in a map's value as map[id:N][0]+off, direct calls by the name of the
+// kernel function they reach. For programs from an ELF object with BTF,
+// each function is headed by its signature and each source line is
+// printed, after "; ", before the first instruction compiled from it.
 func (p *Program) Xlated() string {
-	return insn.Dump(p.xlated, &insn.Symbols{Imm64: func(i int, _ insn.Insn, _ uint64) string {
+	sym := &insn.Symbols{Imm64: func(i int, _ insn.Insn, _ uint64) string {
 		l, ok := p.mapLoads[i]
 		switch {
 		case !ok:
@@ -364,7 +403,35 @@ func (p *Program) Xlated() string {
 			return fmt.Sprintf("map[id:%d][0]+%d", l.m.ID, l.off)
 		}
 		return fmt.Sprintf("map[id:%d]", l.m.ID)
-	}})
+	}}
+	if p.fixedUp {
+		sym.Call = func(_ int, in insn.Insn) string {
+			if in.Src != 0 {
+				return ""
+			}
+			return p.k.callName(in.Imm)
+		}
+	}
+	var b strings.Builder
+	sub, line := 0, 0
+	for i := 0; i < len(p.xlated); i++ {
+		for sub < len(p.subprogs) && p.subprogs[sub].Start < i {
+			sub++
+		}
+		if sub < len(p.funcs) && sub < len(p.subprogs) && p.subprogs[sub].Start == i && p.funcs[sub] != nil {
+			if sig := funcSignature(p.funcs[sub]); sig != "" {
+				b.WriteString(sig + ":\n")
+			}
+		}
+		if l, ok := p.lineAt(i, &line); ok {
+			b.WriteString("; " + strings.TrimLeft(l.Line.String(), " \t\n\v\f\r") + "\n")
+		}
+		fmt.Fprintf(&b, "%4d: %s\n", i, insn.Format(p.xlated, i, sym))
+		if p.xlated[i].IsLdImm64() {
+			i++
+		}
+	}
+	return b.String()
 }
 
 // Kernel returns the kernel the program is loaded in.

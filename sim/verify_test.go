@@ -2,6 +2,7 @@ package sim_test
 
 import (
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -296,4 +297,105 @@ func checkVerdict(t *testing.T, who string, err error, c verifierCase) {
 	if verdictErrno(err) != c.errno || !strings.Contains(ve.Msg, c.msg) {
 		t.Errorf("%s: got %v (%v), want %v: %q", who, ve.Msg, verdictErrno(err), c.errno, c.msg)
 	}
+}
+
+// TestVerifierLogMatchesKernel compares bpfsim's verifier log with the
+// kernel's, line by line, for a program that passes and one that fails:
+// the live register table of level 2, each instruction with the registers
+// it changed, the state at every new path, the error. Map addresses and
+// the kernel's own debugging lines (stack liveness) are left out.
+func TestVerifierLogMatchesKernel(t *testing.T) {
+	if _, err := kdiff.OpenKernel(); err != nil {
+		t.Skipf("kernel comparison skipped: %v", err)
+	}
+	k := newKernel(t, nil)
+	m := newMap(t, k, &ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 1})
+	km, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer km.Close()
+	prog := func(check int32) asm.Instructions {
+		return asm.Instructions{
+			asm.Mov.Imm(asm.R6, 0),
+			asm.StoreMem(asm.RFP, -8, asm.R6, asm.DWord),
+			asm.LoadMapPtr(asm.R1, 0).WithReference("m"),
+			asm.Mov.Reg(asm.R2, asm.RFP),
+			asm.Add.Imm(asm.R2, -8),
+			asm.FnMapLookupElem.Call(),
+			asm.JEq.Imm(asm.R0, check, "out"),
+			asm.LoadMem(asm.R0, asm.R0, 0, asm.DWord),
+			asm.Return(),
+			asm.Mov.Imm(asm.R0, 1).WithSymbol("out"),
+			asm.Return(),
+		}
+	}
+	for _, c := range []struct {
+		name  string
+		check int32
+		level ebpf.LogLevel
+	}{
+		{"accepted, level 1", 0, ebpf.LogLevelBranch},
+		{"accepted, level 2", 0, ebpf.LogLevelInstruction},
+		{"refused, level 1", 1, ebpf.LogLevelBranch},
+		{"refused, level 2", 1, ebpf.LogLevelInstruction},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			insns := prog(c.check)
+			if err := insns.AssociateMap("m", m); err != nil {
+				t.Fatal(err)
+			}
+			var simLog string
+			p, err := k.NewProgramWithOptions(&ebpf.ProgramSpec{Type: ebpf.XDP, Instructions: insns, License: "GPL"}, sim.ProgramOptions{LogLevel: c.level})
+			var ve *verifier.Error
+			switch {
+			case err == nil:
+				simLog = p.VerifierLog()
+			case errors.As(err, &ve):
+				simLog = ve.Log
+			default:
+				t.Fatal(err)
+			}
+			kinsns := prog(c.check)
+			if err := kinsns.AssociateMap("m", km); err != nil {
+				t.Fatal(err)
+			}
+			var kernelLog []string
+			kp, err := ebpf.NewProgramWithOptions(&ebpf.ProgramSpec{Type: ebpf.XDP, Instructions: kinsns, License: "GPL"}, ebpf.ProgramOptions{LogLevel: c.level})
+			var kve *ebpf.VerifierError
+			switch {
+			case err == nil:
+				kernelLog = strings.Split(kp.VerifierLog, "\n")
+				kp.Close()
+			case errors.As(err, &kve):
+				kernelLog = kve.Log
+			default:
+				t.Fatal(err)
+			}
+			want := normalizeLog(kernelLog)
+			got := normalizeLog(strings.Split(simLog, "\n"))
+			t.Logf("%d lines compared", len(want))
+			if len(want) == 0 && (c.check != 0 || c.level == ebpf.LogLevelInstruction) {
+				t.Fatal("the kernel's log is empty: nothing compared")
+			}
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("logs differ\nbpfsim:\n%s\nkernel:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		})
+	}
+}
+
+var mapAddr = regexp.MustCompile(`0x[0-9a-f]{16}`)
+
+func normalizeLog(lines []string) []string {
+	var out []string
+	for _, l := range lines {
+		l = strings.TrimRight(l, " ")
+		switch {
+		case l == "", strings.HasPrefix(l, "(0) "), strings.HasPrefix(l, "processed "):
+			continue // the kernel's stack liveness debugging, the statistics
+		}
+		out = append(out, mapAddr.ReplaceAllString(l, "MAP"))
+	}
+	return out
 }

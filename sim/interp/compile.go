@@ -32,9 +32,11 @@ type Program struct {
 // Insns returns the instructions the program was compiled from.
 func (p *Program) Insns() []insn.Insn { return p.insns }
 
-// HelperResolver returns the helper with the given id, or an error naming
-// it when the simulated kernel does not provide it.
-type HelperResolver func(id int32) (*Helper, error)
+// HelperResolver returns the function a call reaches, or an error naming
+// it when the simulated kernel does not provide it. Its argument is the
+// call's imm: a helper id in a program as written, the function's offset
+// from __bpf_call_base in one the verifier has fixed up.
+type HelperResolver func(imm int32) (*Helper, error)
 
 var aluKinds = [16][2][2]opKind{ // op>>4 -> [alu64?][reg source?]
 	insn.ADD >> 4:  {{opAdd32K, opAdd32X}, {opAdd64K, opAdd64X}},
@@ -102,10 +104,10 @@ func sizeIndex(size uint8) int {
 	return 3
 }
 
-// Compile prepares xlated instructions for the interpreter. Calls to
-// helpers are resolved through helpers; an instruction the interpreter
-// cannot execute (including pseudo lddw sources that the loader should have
-// resolved) is an EINVAL error naming it.
+// Compile prepares xlated instructions for the interpreter. Calls of
+// kernel functions are resolved through helpers; an instruction the
+// interpreter cannot execute (including pseudo lddw sources that the
+// loader should have resolved) is an EINVAL error naming it.
 func Compile(insns []insn.Insn, helpers HelperResolver) (*Program, error) {
 	n := len(insns)
 	if n == 0 {
@@ -264,6 +266,8 @@ func aluKind(in insn.Insn) (opKind, error) {
 	case insn.MOV:
 		if x == 1 && in.Off != 0 {
 			switch {
+			case in.Off == -1 && is64:
+				return opMovPercpu, nil
 			case in.Off == 8 && is64:
 				return opMovsx64B, nil
 			case in.Off == 16 && is64:

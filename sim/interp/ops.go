@@ -196,5 +196,10 @@ const (
 	opLdIndH
 	opLdIndW
 
+	// r = &(void __percpu *)(r): the address of this CPU's copy of a
+	// per-CPU variable (BPF_MOV64_PERCPU_REG, ALU64|MOV|X with off -1). Only
+	// verifier rewrites emit it, such as inlined per-CPU map lookups.
+	opMovPercpu
+
 	numOps
 )

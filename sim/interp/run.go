@@ -694,6 +694,8 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 			r[10] = fr.fp
 			pc = fr.ret
 		case opNospec:
+		case opMovPercpu:
+			r[o.dst&15] = r[o.src&15] + m.PercpuOffset
 
 		case opInvalid:
 			fallthrough

@@ -57,6 +57,7 @@ func (e *env) checkHelperCall(in insn.Insn, idx int) error {
 		regs[r].markNotInit()
 	}
 	r0 := &regs[insn.R0]
+	e.scratchReg(insn.R0)
 	switch fn.Ret {
 	case RetInteger:
 		r0.markUnknown()

@@ -18,9 +18,10 @@ func (e *env) checkCFG() error {
 		discovered = 1
 		explored   = 2
 	)
-	state := make([]uint8, 2*n)
+	state := growU8(&e.scratch.state, 2*n)
 	next := state[n:] // how many successors of each instruction were visited
-	stack := make([]int, 1, 16)
+	stack := append(e.scratch.stack[:0], 0)
+	defer func() { e.scratch.stack = stack }()
 	state[0] = discovered
 	var succ [2]int
 	for len(stack) > 0 {
@@ -125,14 +126,21 @@ func (e *env) successors(t int, out *[2]int) (int, error) {
 // on entry some path may still read (a backward data-flow analysis, as the
 // kernel's compute_live_registers does since 6.15). State pruning ignores
 // the others. A bit per register, R0 in bit 0.
-func computeLiveness(insns []insn.Insn, subs []Subprog) []uint16 {
+// helperArgs gives the registers a helper call reads (nil: R1-R5).
+func (e *env) computeLiveness(insns []insn.Insn, subs []Subprog, helperArgs func(id int32) uint16) []uint16 {
 	n := len(insns)
-	use := make([]uint16, n)
-	def := make([]uint16, n)
-	succ := make([][2]int, n)
+	use := growU16(&e.scratch.use, n)
+	def := growU16(&e.scratch.def, n)
+	if cap(e.scratch.succ) < n {
+		e.scratch.succ = make([][2]int, n)
+	}
+	succ := e.scratch.succ[:n]
 	for i := 0; i < n; i++ {
 		in := insns[i]
 		u, d := liveUseDef(in)
+		if in.Code == insn.JMP|insn.CALL && in.Src == 0 && helperArgs != nil {
+			u = helperArgs(in.Imm)
+		}
 		use[i], def[i] = u, d
 		succ[i] = [2]int{-1, -1}
 		cls := in.Class()
@@ -157,7 +165,7 @@ func computeLiveness(insns []insn.Insn, subs []Subprog) []uint16 {
 			i++
 		}
 	}
-	live := make([]uint16, n)
+	live := growU16(&e.live, n)
 	for changed := true; changed; {
 		changed = false
 		for i := n - 1; i >= 0; i-- {
@@ -272,3 +280,37 @@ func (e *env) checkMaxStackDepth() error {
 }
 
 func roundUp(n, to int) int { return (n + to - 1) / to * to }
+
+// helperArgs is the registers a helper reads: its declared arguments.
+func (e *env) helperArgs(id int32) uint16 {
+	fn := e.cfg.Helper(id)
+	if fn == nil || fn == UncheckedProto {
+		return argRegs
+	}
+	var m uint16
+	for i, a := range fn.Args {
+		if a != ArgDontCare {
+			m |= 1 << (i + 1)
+		}
+	}
+	return m
+}
+
+// growU8 and growU16 return a cleared buffer of n elements, reusing *b.
+func growU8(b *[]uint8, n int) []uint8 {
+	if cap(*b) < n {
+		*b = make([]uint8, n)
+	}
+	*b = (*b)[:n]
+	clear(*b)
+	return *b
+}
+
+func growU16(b *[]uint16, n int) []uint16 {
+	if cap(*b) < n {
+		*b = make([]uint16, n)
+	}
+	*b = (*b)[:n]
+	clear(*b)
+	return *b
+}

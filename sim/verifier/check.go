@@ -1,6 +1,8 @@
 package verifier
 
 import (
+	"fmt"
+
 	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
@@ -8,14 +10,23 @@ import (
 // doCheckMain is do_check_main: the main program's entry state (R1 the
 // context, R10 the frame pointer) explored path by path.
 func (e *env) doCheckMain() error {
-	f := &funcState{callsite: -1}
+	st := e.newState()
+	var f *funcState
+	if len(st.frames) > 0 {
+		f = st.frames[0]
+	} else if cap(st.frames) > 0 && st.frames[:1][0] != nil {
+		f = st.frames[:1][0]
+	} else {
+		f = &funcState{}
+	}
+	*f = funcState{callsite: -1, stack: f.stack[:0]}
 	for i := range f.regs {
 		f.regs[i].markNotInit()
 	}
 	f.regs[insn.R1].markPtr(ptrToCtx)
 	f.regs[insn.R10].markPtr(ptrToStack)
-	e.cur = &vstate{frames: []*funcState{f}, branches: 1}
-	e.explored = make([][]*stateList, len(e.insns))
+	*st = vstate{frames: append(st.frames[:0], f), branches: 1}
+	e.cur = st
 	return e.doCheck()
 }
 
@@ -26,7 +37,8 @@ func (e *env) regs() *[11]regState { return &e.cur.cur().regs }
 // every path has reached an exit or a state already proven safe.
 func (e *env) doCheck() error {
 	e.prevIdx = -1
-	printState := false
+	printState := false // do_print_state: a new path starts here
+	e.scratchAll()
 	for {
 		idx := e.insnIdx
 		if idx < 0 || idx >= len(e.insns) {
@@ -38,7 +50,7 @@ func (e *env) doCheck() error {
 		}
 		e.curHist = -1
 		e.cur.lastInsnIdx = e.prevIdx
-		if e.prune[idx] {
+		if e.prune[idx] && !e.cfg.DisablePruning {
 			visited, err := e.isStateVisited(idx)
 			if err != nil {
 				return err
@@ -63,11 +75,12 @@ func (e *env) doCheck() error {
 			e.pushHistory(0, nil)
 		}
 		if e.log.level > 0 {
-			if printState {
+			if printState && e.log.level > 1 {
 				e.log.printf("\nfrom %d to %d:%s", e.prevIdx, idx, e.cur.cur().format())
-				printState = false
 			}
-			e.log.printf("%d: %s", idx, insn.Format(e.insns, idx, nil))
+			printState = false
+			e.printInsnState(idx)
+			e.log.insnLine(fmt.Sprintf("%d: %s", idx, insn.Format(e.insns, idx, nil)))
 		}
 		e.aux[idx].Seen = true
 		e.prevIdx = idx
@@ -109,9 +122,6 @@ func (e *env) doCheck() error {
 			}
 			if next >= 0 {
 				e.insnIdx = next
-				if next != idx+1 {
-					printState = e.log.level > 1
-				}
 				continue
 			}
 		case insn.LD:
@@ -131,9 +141,6 @@ func (e *env) doCheck() error {
 		if err != nil {
 			return err
 		}
-		if e.log.level > 1 {
-			e.log.printf("%d:%s", idx, e.cur.cur().format())
-		}
 		e.insnIdx++
 	}
 }
@@ -145,6 +152,7 @@ func (e *env) exitPath() (done bool, err error) {
 	e.updateBranchCounts(e.cur)
 	// The finished state is referenced by nothing else: recycle it.
 	e.free = append(e.free, e.cur)
+	e.cur = nil
 	if len(e.pending) == 0 {
 		return true, nil
 	}
@@ -152,6 +160,7 @@ func (e *env) exitPath() (done bool, err error) {
 	e.pending = e.pending[:len(e.pending)-1]
 	e.log.reset(p.logPos)
 	e.cur, e.insnIdx, e.prevIdx = p.st, p.insnIdx, p.prevIdx
+	e.scratchAll()
 	return false, nil
 }
 
@@ -161,7 +170,8 @@ func (e *env) pushStack(insnIdx, prevIdx int) (*vstate, error) {
 	st := e.cur.cloneInto(e.newState())
 	e.pending = append(e.pending, pendingState{st: st, insnIdx: insnIdx, prevIdx: prevIdx, logPos: e.log.pos()})
 	if len(e.pending) > jmpSeqLimit {
-		return nil, e.errorf(uapi.E2BIG, "The sequence of %d jumps is too complex.", len(e.pending))
+		// The kernel's callers turn this failure into EFAULT.
+		return nil, e.errorf(uapi.EFAULT, "The sequence of %d jumps is too complex.", len(e.pending))
 	}
 	if st.parent != nil {
 		st.parent.branches++
@@ -190,6 +200,7 @@ func (e *env) updateBranchCounts(st *vstate) {
 // Operand checks (check_reg_arg).
 
 func (e *env) checkRegRead(regno uint8) error {
+	e.scratchReg(regno)
 	if regno > insn.R10 {
 		return e.errorf(uapi.EINVAL, "R%d is invalid", regno)
 	}
@@ -200,6 +211,7 @@ func (e *env) checkRegRead(regno uint8) error {
 }
 
 func (e *env) checkRegWrite(regno uint8) error {
+	e.scratchReg(regno)
 	if regno > insn.R10 {
 		return e.errorf(uapi.EINVAL, "R%d is invalid", regno)
 	}

@@ -63,7 +63,7 @@ func (e *env) checkCondJmp(in insn.Insn, idx int) (int, bool, error) {
 	}
 	if op == insn.JCOND {
 		if in.Code != insn.JMP|insn.JCOND || in.Src != insn.MayGoto || in.Dst != 0 || in.Imm != 0 || in.Off == 0 {
-			return 0, false, e.errorf(uapi.EINVAL, "invalid may_goto off %d imm %d", in.Off, in.Imm)
+			return 0, false, e.errorf(uapi.EINVAL, "invalid may_goto imm %d", in.Imm)
 		}
 		aux.TrueTaken, aux.FalseTaken = true, true
 		q, err := e.pushStack(idx+1, idx)
@@ -123,9 +123,11 @@ func (e *env) checkCondJmp(in insn.Insn, idx int) (int, bool, error) {
 	switch pred {
 	case 1:
 		aux.TrueTaken = true
+		e.printInsnState(idx)
 		return target, false, nil
 	case 0:
 		aux.FalseTaken = true
+		e.printInsnState(idx)
 		return -1, false, nil
 	}
 	aux.TrueTaken, aux.FalseTaken = true, true
@@ -185,6 +187,7 @@ func (e *env) checkCondJmp(in insn.Insn, idx int) (int, bool, error) {
 	} else if in.Source() == insn.X {
 		tryMatchPktPointers(in, dst, &regs[in.Src], e.cur, other)
 	}
+	e.printInsnState(idx)
 	return -1, false, nil
 }
 

@@ -3,6 +3,7 @@ package verifier
 import (
 	"fmt"
 
+	"github.com/bpfsim/bpfsim/maps"
 	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
@@ -83,6 +84,10 @@ func (e *env) atomicPtrOK(regno uint8, in insn.Insn) error {
 	r := &e.regs()[regno]
 	if r.typ == ptrToCtx || r.isPkt() {
 		return e.errorf(uapi.EACCES, "BPF_ATOMIC stores into R%d %s is not allowed", regno, r.typeName())
+	}
+	if r.typ == constPtrToMap {
+		// The kernel reads the map structure, then refuses the write.
+		return e.errorf(uapi.EACCES, "only read from %s is supported", mapStructName(r.mapPtr))
 	}
 	return nil
 }
@@ -210,6 +215,13 @@ func (e *env) checkMemAccess(regno uint8, off, size int, t accessKind, value int
 		if t == accessRead && value >= 0 {
 			regs[value].markUnknown()
 		}
+	case reg.typ == constPtrToMap && !reg.maybeNull:
+		// The kernel reads struct bpf_map's fields through its BTF,
+		// which bpfsim does not have; writes are refused either way.
+		if t == accessWrite {
+			return e.errorf(uapi.EACCES, "only read from %s is supported", mapStructName(reg.mapPtr))
+		}
+		return e.errorf(uapi.EACCES, "R%d reading struct %s fields is not supported by bpfsim (no kernel BTF)", regno, mapStructName(reg.mapPtr))
 	default:
 		return e.errorf(uapi.EACCES, "R%d invalid mem access '%s'", regno, reg.typeName())
 	}
@@ -337,11 +349,10 @@ func (e *env) stackFrame(reg *regState) *funcState { return e.cur.frames[reg.fra
 // checkStackBounds is check_stack_access_within_bounds.
 func (e *env) checkStackBounds(regno uint8, off, size int, helper bool, t accessKind) error {
 	reg := &e.regs()[regno]
+	// Helpers' accesses are named by what they do since Linux 6.14
+	// (before, " indirect access to").
 	extra := " write to"
-	switch {
-	case helper:
-		extra = " indirect access to"
-	case t == accessRead:
+	if t == accessRead {
 		extra = " read from"
 	}
 	var minOff, maxOff int64
@@ -396,6 +407,10 @@ func (e *env) checkStackWrite(regno uint8, off, size, value int) error {
 	off += int(int64(reg.varOff.value))
 	spi, _ := slotOf(off)
 	slot := &f.stack[spi]
+	e.scratchSlot(spi)
+	if size == regSize {
+		e.markStackWritten(int(f.frameno), spi)
+	}
 	var vreg *regState
 	if value >= 0 {
 		vreg = &e.regs()[value]
@@ -536,6 +551,8 @@ func (e *env) checkStackRead(regno uint8, off, size, dst int) error {
 	off += int(int64(reg.varOff.value))
 	spi, _ := slotOf(off)
 	slot := &f.stack[spi]
+	e.scratchSlot(spi)
+	e.markStackRead(int(f.frameno), 1<<uint(spi))
 	regs := e.regs()
 	if slot.isSpilled() {
 		spillSize := 1
@@ -625,7 +642,7 @@ func (e *env) checkStackRangeInit(regno uint8, off, size int, zeroOK, helper, cl
 		return e.errorf(uapi.EACCES, "invalid zero-sized read")
 	}
 	t := accessRead
-	if helper {
+	if clobber {
 		t = accessWrite
 	}
 	if err := e.checkStackBounds(regno, off, size, helper, t); err != nil {
@@ -643,6 +660,12 @@ func (e *env) checkStackRangeInit(regno uint8, off, size int, zeroOK, helper, cl
 	if raw {
 		return nil
 	}
+	var read uint64
+	for i := minOff; i < maxOff+size; i++ {
+		spi, _ := slotOf(i)
+		read |= 1 << uint(spi)
+	}
+	e.markStackRead(int(f.frameno), read)
 	for i := minOff; i < maxOff+size; i++ {
 		spi, idx := slotOf(i)
 		slot := &f.stack[spi]
@@ -671,3 +694,14 @@ func (e *env) checkStackRangeInit(regno uint8, off, size int, zeroOK, helper, cl
 }
 
 var sprintf = fmt.Sprintf
+
+// mapStructName is the kernel structure behind a map type (map_btf_id).
+func mapStructName(m *maps.Map) string {
+	switch m.Attr.Type {
+	case uapi.MapTypeArray, uapi.MapTypePercpuArray, uapi.MapTypeProgArray, uapi.MapTypePerfEventArray, uapi.MapTypeArrayOfMaps:
+		return "bpf_array"
+	case uapi.MapTypeHash, uapi.MapTypePercpuHash, uapi.MapTypeLRUHash, uapi.MapTypeLRUPercpuHash, uapi.MapTypeHashOfMaps:
+		return "bpf_htab"
+	}
+	return "bpf_map"
+}

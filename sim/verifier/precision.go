@@ -48,17 +48,21 @@ func stackAccessFlags(frame uint8, spi int) uint32 {
 // pushHistory is push_insn_history: one entry per instruction, flags
 // merged if the instruction records twice.
 func (e *env) pushHistory(flags uint32, linked []linkedReg) {
+	if e.cfg.DisablePruning {
+		return
+	}
 	st := e.cur
-	if e.curHist >= 0 && e.curHist < len(st.hist) && int(st.hist[e.curHist].idx) == e.insnIdx {
-		h := &st.hist[e.curHist]
+	if e.curHist >= st.histStart && e.curHist == st.histEnd-1 && int(e.hist[e.curHist].idx) == e.insnIdx {
+		h := &e.hist[e.curHist]
 		h.flags |= flags
 		if linked != nil {
 			h.linked = linked
 		}
 		return
 	}
-	st.hist = append(st.hist, histEntry{idx: int32(e.insnIdx), prevIdx: int32(e.prevIdx), flags: flags, linked: linked})
-	e.curHist = len(st.hist) - 1
+	e.hist = append(e.hist[:st.histEnd], histEntry{idx: int32(e.insnIdx), prevIdx: int32(e.prevIdx), flags: flags, linked: linked})
+	st.histEnd++
+	e.curHist = st.histEnd - 1
 }
 
 // backtrack is struct backtrack_state: the registers and stack slots, per
@@ -100,8 +104,18 @@ func (e *env) backtrackInsn(idx, subseq int, h *histEntry, bt *backtrack) error 
 	if in.Code == 0 {
 		return nil // the second slot of an lddw
 	}
-	syncLinked(bt, h)
-	defer syncLinked(bt, h)
+	linked := h != nil && len(h.linked) > 0
+	if linked {
+		syncLinked(bt, h)
+	}
+	err := e.backtrackOne(in, subseq, h, bt)
+	if linked {
+		syncLinked(bt, h)
+	}
+	return err
+}
+
+func (e *env) backtrackOne(in insn.Insn, subseq int, h *histEntry, bt *backtrack) error {
 	dreg, sreg := in.Dst, in.Src
 	switch cls := in.Class(); cls {
 	case insn.ALU, insn.ALU64:
@@ -263,12 +277,13 @@ func (e *env) markSlotPrecise(fr, spi int) error {
 // markPreciseBatch is __mark_chain_precision with e.bt already set.
 func (e *env) markPreciseBatch() error {
 	bt := &e.bt
-	if bt.empty() {
+	if bt.empty() || e.cfg.DisablePruning {
+		// Precision only serves pruning.
 		return nil
 	}
 	st := e.cur
 	first, last, subseq := st.firstInsnIdx, e.insnIdx, -1
-	histEnd := len(st.hist)
+	histEnd := st.histEnd
 	skipFirst := true
 	for {
 		if last < 0 {
@@ -281,8 +296,8 @@ func (e *env) markPreciseBatch() error {
 				skipFirst = false
 			} else {
 				var h *histEntry
-				if histEnd > 0 && int(st.hist[histEnd-1].idx) == i {
-					h = &st.hist[histEnd-1]
+				if histEnd > st.histStart && int(e.hist[histEnd-1].idx) == i {
+					h = &e.hist[histEnd-1]
 				}
 				if err := e.backtrackInsn(i, subseq, h, bt); err != nil {
 					e.markAllPrecise(e.cur)
@@ -294,7 +309,7 @@ func (e *env) markPreciseBatch() error {
 				return nil
 			}
 			subseq = i
-			prev, ok := prevInsnIdx(st, i, &histEnd)
+			prev, ok := e.prevInsnIdx(st, i, &histEnd)
 			if !ok {
 				break
 			}
@@ -341,7 +356,7 @@ func (e *env) markPreciseBatch() error {
 		}
 		subseq = first
 		last, first = st.lastInsnIdx, st.firstInsnIdx
-		histEnd = len(st.hist)
+		histEnd = st.histEnd
 	}
 	if !bt.empty() {
 		e.markAllPrecise(e.cur)
@@ -352,16 +367,17 @@ func (e *env) markPreciseBatch() error {
 
 // prevInsnIdx is get_prev_insn_idx: the instruction the path executed
 // before i.
-func prevInsnIdx(st *vstate, i int, histEnd *int) (int, bool) {
-	cnt := *histEnd
+func (e *env) prevInsnIdx(st *vstate, i int, histEnd *int) (int, bool) {
+	end := *histEnd
+	cnt := end - st.histStart
 	if i == st.firstInsnIdx {
-		if cnt == 0 || (cnt == 1 && int(st.hist[0].idx) == i) {
+		if cnt == 0 || (cnt == 1 && int(e.hist[st.histStart].idx) == i) {
 			return 0, false
 		}
 	}
-	if cnt > 0 && int(st.hist[cnt-1].idx) == i {
-		*histEnd = cnt - 1
-		return int(st.hist[cnt-1].prevIdx), true
+	if cnt > 0 && int(e.hist[end-1].idx) == i {
+		*histEnd = end - 1
+		return int(e.hist[end-1].prevIdx), true
 	}
 	return i - 1, true
 }

@@ -22,10 +22,15 @@ const (
 // new checkpoint.
 func (e *env) isStateVisited(idx int) (bool, error) {
 	cur := e.cur
-	force := e.force[idx]
+	// A long history since the last checkpoint makes backtracking slow:
+	// take one.
+	force := e.force[idx] || cur.histEnd-cur.histStart > 40
 	add := force || (e.jmpsProcessed-e.prevJmps >= 2 && e.insnProcessed-e.prevInsnProcessed >= 8)
 	isMayGoto := e.insns[idx].Code == insn.JMP|insn.JCOND
 	list := e.explored[idx]
+	// Evictions shift the list in place: store it back however the loop
+	// ends.
+	defer func() { e.explored[idx] = list }()
 	n := 0
 	for i := 0; i < len(list); i++ {
 		sl := list[i]
@@ -61,6 +66,7 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 		}
 		if hit {
 			sl.hit++
+			e.propagateLiveness(sl.st)
 			if e.jmpPoint[idx] {
 				e.pushHistory(0, nil)
 			}
@@ -83,7 +89,6 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 			}
 		}
 	}
-	e.explored[idx] = list
 	if n > e.maxStatesPerInsn {
 		e.maxStatesPerInsn = n
 	}
@@ -98,14 +103,15 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 	markAllImprecise(cur)
 	cp := cur.cloneInto(e.newState())
 	cp.insnIdx = idx
-	e.explored[idx] = append(e.explored[idx], &stateList{st: cp})
+	list = append(list, &stateList{st: cp})
 	// The current state continues as a child of the checkpoint, which
 	// counts it as its one running branch, with a fresh history.
 	cur.parent = cp
 	cur.branches = 1
 	cur.firstInsnIdx = idx
-	cur.hist = nil
+	cur.histStart = cur.histEnd
 	cur.dfsDepth = cp.dfsDepth + 1
+	cur.written = frameMasks{}
 	e.curHist = -1
 	return false, nil
 }
@@ -122,7 +128,7 @@ func (e *env) statesEqual(old, cur *vstate, idx int, level exactLevel) bool {
 		if of.callsite != cf.callsite {
 			return false
 		}
-		if !e.funcStatesEqual(of, cf, e.liveAt(old, i, idx), level) {
+		if !e.funcStatesEqual(of, cf, e.liveAt(old, i, idx), old.read[i], level) {
 			return false
 		}
 	}
@@ -142,7 +148,7 @@ func (e *env) liveAt(st *vstate, fr, idx int) uint16 {
 // calleeSaved are R6-R10.
 const calleeSaved = 1<<6 | 1<<7 | 1<<8 | 1<<9 | 1<<10
 
-func (e *env) funcStatesEqual(old, cur *funcState, live uint16, level exactLevel) bool {
+func (e *env) funcStatesEqual(old, cur *funcState, live uint16, read uint64, level exactLevel) bool {
 	for r := range old.regs {
 		if level == notExact && live&(1<<r) == 0 {
 			continue
@@ -151,7 +157,7 @@ func (e *env) funcStatesEqual(old, cur *funcState, live uint16, level exactLevel
 			return false
 		}
 	}
-	return e.stacksafe(old, cur, level)
+	return e.stacksafe(old, cur, read, level)
 }
 
 // regsafe is regsafe: every value cur's register may hold, old's allows,
@@ -240,11 +246,13 @@ func (e *env) checkScalarIDs(old, cur uint32) bool {
 
 // stacksafe is stacksafe for a privileged loader: never-written and
 // unknown bytes of the old state match anything.
-func (e *env) stacksafe(old, cur *funcState, level exactLevel) bool {
+// read are the slots the old state's future read (liveness.go).
+func (e *env) stacksafe(old, cur *funcState, read uint64, level exactLevel) bool {
 	isExact := level == exact
 	for spi := range old.stack {
 		os := &old.stack[spi]
-		if !isExact && slotIrrelevant(os) {
+		// Slots the old state's future never read do not matter.
+		if !isExact && (slotIrrelevant(os) || level == notExact && read&(1<<uint(spi&63)) == 0) {
 			continue
 		}
 		if spi >= len(cur.stack) {

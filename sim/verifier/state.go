@@ -78,16 +78,21 @@ type vstate struct {
 	insnIdx  int
 	// mayGotoDepth counts the may_goto instructions taken on this path.
 	mayGotoDepth int
-	// hist is the instruction history since firstInsnIdx, the
-	// instruction this state started at (its parent checkpoint's);
-	// lastInsnIdx is the instruction before the current one.
-	hist                      []histEntry
+	// histStart and histEnd delimit, in env.hist, the instruction
+	// history since firstInsnIdx, the instruction this state started at
+	// (its parent checkpoint's); lastInsnIdx is the instruction before
+	// the current one.
+	histStart, histEnd        int
 	firstInsnIdx, lastInsnIdx int
 	// loopEntry, usedAsLoopEntry and dfsDepth place the state in the
 	// loops of the exploration (see getLoopEntry).
 	loopEntry       *vstate
 	usedAsLoopEntry bool
 	dfsDepth        int
+	// read are, for a checkpoint, the stack slots its explored future
+	// read; written are the slots fully written since the state's parent
+	// checkpoint (liveness.go).
+	read, written frameMasks
 }
 
 func (s *vstate) cur() *funcState { return s.frames[s.curframe] }
@@ -110,9 +115,6 @@ func (s *vstate) cloneInto(c *vstate) *vstate {
 		cf.stack = stack
 		frames = append(frames, cf)
 	}
-	// Both copies may append: cap the shared history so that the first
-	// append of either reallocates.
-	s.hist = s.hist[:len(s.hist):len(s.hist)]
 	*c = vstate{
 		frames:          frames,
 		curframe:        s.curframe,
@@ -120,12 +122,14 @@ func (s *vstate) cloneInto(c *vstate) *vstate {
 		branches:        s.branches,
 		insnIdx:         s.insnIdx,
 		mayGotoDepth:    s.mayGotoDepth,
-		hist:            s.hist,
+		histStart:       s.histStart,
+		histEnd:         s.histEnd,
 		firstInsnIdx:    s.firstInsnIdx,
 		lastInsnIdx:     s.lastInsnIdx,
 		loopEntry:       s.loopEntry,
 		usedAsLoopEntry: s.usedAsLoopEntry,
 		dfsDepth:        s.dfsDepth,
+		written:         s.written,
 	}
 	return c
 }
@@ -146,20 +150,26 @@ func (s *vstate) forEachReg(fn func(r *regState)) {
 }
 
 // format prints a frame the way print_verifier_state does.
-func (f *funcState) format() string {
+func (f *funcState) format() string { return f.formatMasked(^uint16(0), ^uint64(0)) }
+
+// formatMasked prints the registers and stack slots in the masks.
+func (f *funcState) formatMasked(regMask uint16, stackMask uint64) string {
 	var b strings.Builder
 	if f.frameno != 0 {
 		fmt.Fprintf(&b, " frame%d:", f.frameno)
 	}
 	for i := range f.regs {
 		r := &f.regs[i]
-		if r.typ == notInit {
+		if r.typ == notInit || regMask&(1<<i) == 0 {
 			continue
 		}
 		fmt.Fprintf(&b, " R%d=%s", i, r.format(f.frameno))
 	}
 	for spi := range f.stack {
 		s := &f.stack[spi]
+		if stackMask&(1<<uint(spi&63)) == 0 {
+			continue
+		}
 		var types [regSize]byte
 		valid := false
 		for j, t := range s.types {

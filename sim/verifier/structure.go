@@ -57,18 +57,21 @@ func CheckStructure(insns []insn.Insn) ([]Subprog, error) {
 	if n == 0 || n > MaxInsns {
 		return nil, reject(uapi.E2BIG, "program has %d instructions; it must have 1 to %d", n, MaxInsns)
 	}
-	if err := checkRegisters(insns); err != nil {
-		return nil, err
-	}
-	if err := checkLdImm64(insns); err != nil {
-		return nil, err
-	}
 	subs, err := findSubprogs(insns)
 	if err != nil {
 		return nil, err
 	}
-	return subs, checkSubprogs(insns, subs)
+	if err := checkSubprogs(insns, subs); err != nil {
+		return nil, err
+	}
+	return subs, checkLdImm64(insns)
 }
+
+// CheckRegisters refuses register numbers past r10 anywhere in the
+// program. The verifier finds them on the paths it explores (and refuses
+// unreachable code); a program loaded unverified needs this check before
+// the interpreter runs it.
+func CheckRegisters(insns []insn.Insn) error { return checkRegisters(insns) }
 
 // checkRegisters refuses register numbers past r10: AX (r11) belongs to the
 // kernel's own rewrites, and the encoding allows up to r15.
@@ -125,7 +128,7 @@ func findSubprogs(insns []insn.Insn) ([]Subprog, error) {
 		}
 		target := i + 1 + int(in.Imm)
 		if target < 0 || target >= len(insns) {
-			return nil, reject(uapi.EINVAL, "function calls to unknown target: insn %d calls %d", i, target)
+			return nil, reject(uapi.EINVAL, "call to invalid destination")
 		}
 		starts[target] = true
 	}
@@ -149,7 +152,8 @@ func findSubprogs(insns []insn.Insn) ([]Subprog, error) {
 // and every function ends with an exit or an unconditional jump.
 func checkSubprogs(insns []insn.Insn, subs []Subprog) error {
 	second := make([]bool, len(insns))
-	for i := 0; i < len(insns); i++ {
+	for i := 0; i+1 < len(insns); i++ {
+		// A truncated lddw at the end is checkLdImm64's to report.
 		if insns[i].IsLdImm64() {
 			second[i+1] = true
 			i++

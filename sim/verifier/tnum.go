@@ -147,13 +147,6 @@ func (a tnum) String() string {
 	if a.mask == 0 {
 		return unum(a.value)
 	}
-	return fmt.Sprintf("(%s; %s)", cHex(a.value), cHex(a.mask))
-}
-
-// cHex is C's %#llx: 0 prints without the 0x prefix.
-func cHex(v uint64) string {
-	if v == 0 {
-		return "0"
-	}
-	return fmt.Sprintf("%#x", v)
+	// The kernel's printf, unlike C's, keeps the 0x of a zero: (0x0; 0x3).
+	return fmt.Sprintf("(%#x; %#x)", a.value, a.mask)
 }

@@ -2,7 +2,7 @@ package verifier
 
 import (
 	"fmt"
-	"strings"
+	"sync"
 
 	"github.com/bpfsim/bpfsim/maps"
 	"github.com/bpfsim/bpfsim/sim/insn"
@@ -49,6 +49,12 @@ type Config struct {
 	GPLCompatible bool
 	// NumCPUs bounds what get_smp_processor_id returns.
 	NumCPUs int
+	// FuncInfo is set when the program came with BTF function info
+	// (clang objects); without it, subprograms may not use LD_ABS.
+	FuncInfo bool
+	// DisablePruning explores every path to its end. Only for testing
+	// that pruning never changes a verdict.
+	DisablePruning bool
 }
 
 // MapRef is one map an lddw loads: its address (Value unset) or the
@@ -109,8 +115,13 @@ type env struct {
 	jmpPoint []bool // instructions reached other than from the previous one
 	bt       backtrack
 	curHist  int // the history entry of the current instruction, or -1
-	free     []*vstate
-	live     []uint16
+	// hist holds the instruction history of every state, as ranges: a
+	// path appends after its own end, overwriting what finished paths
+	// left (never read again: backtracking only walks the current
+	// path's checkpoints).
+	hist []histEntry
+	free []*vstate
+	live []uint16
 
 	idGen                        uint32
 	insnProcessed, jmpsProcessed int
@@ -119,7 +130,19 @@ type env struct {
 	maxStatesPerInsn             int
 	fakeReg                      [2]regState
 	idmapOld, idmapCur           []uint32
-	maxCtxOffset                 int
+	// scratchedRegs and scratchedStack are what the current instruction
+	// touched (log.go).
+	scratchedRegs  uint16
+	scratchedStack uint64
+	maxCtxOffset   int
+	// scratch holds reusable buffers of checkCFG and computeLiveness.
+	scratch struct {
+		state []uint8
+		stack []int
+		use   []uint16
+		def   []uint16
+		succ  [][2]int
+	}
 }
 
 type pendingState struct {
@@ -143,21 +166,30 @@ func Verify(insns []insn.Insn, cfg *Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &env{cfg: cfg, insns: insns, subprogs: subs, limit: ComplexityLimit}
+	e := envPool.Get().(*env)
+	e.reset(cfg, insns, subs)
+	defer e.release()
 	if cfg.Limit > 0 {
 		e.limit = cfg.Limit
 	}
 	e.log.level = cfg.LogLevel
-	e.aux = make([]InsnAux, len(insns))
+	if err := e.checkAbnormalReturn(); err != nil {
+		return nil, err
+	}
 	if err := e.checkOpcodes(); err != nil {
 		return nil, err
 	}
 	if err := e.checkCFG(); err != nil {
 		return nil, err
 	}
-	e.live = computeLiveness(insns, subs)
+	e.live = e.computeLiveness(insns, subs, e.helperArgs)
+	e.printLiveness()
 	if err := e.doCheckMain(); err != nil {
 		return nil, err
+	}
+	if e.log.level == 1 {
+		// A successful verification keeps no path at level 1.
+		e.log.reset(0)
 	}
 	if err := e.checkMaxStackDepth(); err != nil {
 		return nil, err
@@ -196,42 +228,6 @@ func (e *env) printStats() {
 	e.log.printf("processed %d insns (limit %d) max_states_per_insn %d total_states %d peak_states %d mark_read %d",
 		e.insnProcessed, ComplexityLimit, e.maxStatesPerInsn, e.totalStates, e.peakStates, 0)
 }
-
-// logBuf is the verifier log (struct bpf_verifier_log). Messages go to it
-// only when the log level asks for them, but the error of a failed
-// verification is always kept.
-type logBuf struct {
-	level int
-	b     strings.Builder
-}
-
-func (l *logBuf) printf(format string, args ...any) {
-	if l.level == 0 {
-		return
-	}
-	fmt.Fprintf(&l.b, format, args...)
-	l.b.WriteByte('\n')
-}
-
-func (l *logBuf) always(msg string) {
-	l.b.WriteString(msg)
-	l.b.WriteByte('\n')
-}
-
-func (l *logBuf) pos() int { return l.b.Len() }
-
-// reset truncates the log to pos, as the kernel does when it drops a
-// finished path at log level 1.
-func (l *logBuf) reset(pos int) {
-	if l.level >= 2 || pos >= l.b.Len() {
-		return
-	}
-	s := l.b.String()[:pos]
-	l.b.Reset()
-	l.b.WriteString(s)
-}
-
-func (l *logBuf) String() string { return l.b.String() }
 
 // checkOpcodes is the part of resolve_pseudo_ldimm64 the loader left to
 // the verifier: every opcode must be one the kernel knows.
@@ -291,3 +287,89 @@ var knownOpcodes = func() (t [256]bool) {
 	t[insn.LD|insn.IMM|insn.DW] = true
 	return t
 }()
+
+// checkAbnormalReturn is check_abnormal_return, for programs without BTF
+// function info: LD_ABS and LD_IND may end a subprogram abnormally (a
+// failed load returns 0 from it), which needs the BTF to verify.
+func (e *env) checkAbnormalReturn() error {
+	if e.cfg.FuncInfo {
+		return nil
+	}
+	for _, s := range e.subprogs[1:] {
+		for i := s.Start; i < s.End; i++ {
+			in := e.insns[i]
+			if in.Class() == insn.LD && (in.Mode() == insn.ABS || in.Mode() == insn.IND) {
+				return e.errorf(uapi.EINVAL, "LD_ABS is not allowed in subprogs without BTF")
+			}
+		}
+	}
+	return nil
+}
+
+// maxFreeStates bounds the states a pooled env keeps for reuse.
+const maxFreeStates = 256
+
+// envPool keeps verifier environments for reuse: loading many programs
+// (a test suite does) would otherwise spend its time allocating states.
+var envPool = sync.Pool{New: func() any { return new(env) }}
+
+// reset prepares a pooled env for a program, keeping its buffers.
+func (e *env) reset(cfg *Config, insns []insn.Insn, subs []Subprog) {
+	n := len(insns)
+	*e = env{
+		cfg: cfg, insns: insns, subprogs: subs, limit: ComplexityLimit,
+		aux:      make([]InsnAux, n), // handed out with the Result
+		prune:    clearBools(e.prune, n),
+		force:    clearBools(e.force, n),
+		jmpPoint: clearBools(e.jmpPoint, n),
+		live:     e.live[:0],
+		explored: e.explored[:0],
+		pending:  e.pending[:0],
+		hist:     e.hist[:0],
+		free:     e.free,
+		idmapOld: e.idmapOld[:0],
+		idmapCur: e.idmapCur[:0],
+		scratch:  e.scratch,
+	}
+	for len(e.explored) < n {
+		e.explored = append(e.explored, nil)
+	}
+	e.explored = e.explored[:n]
+}
+
+func clearBools(b []bool, n int) []bool {
+	if cap(b) < n {
+		return make([]bool, n)
+	}
+	b = b[:n]
+	clear(b)
+	return b
+}
+
+// release returns every state to the free list and the env to the pool.
+func (e *env) release() {
+	for i, l := range e.explored {
+		for _, sl := range l {
+			e.free = append(e.free, sl.st)
+		}
+		e.explored[i] = l[:0]
+	}
+	for _, p := range e.pending {
+		e.free = append(e.free, p.st)
+	}
+	if e.cur != nil {
+		e.free = append(e.free, e.cur)
+	}
+	// Keep a bounded number of states, and none that point to others
+	// (they would keep them alive).
+	if len(e.free) > maxFreeStates {
+		clear(e.free[maxFreeStates:])
+		e.free = e.free[:maxFreeStates]
+	}
+	for _, st := range e.free {
+		st.parent, st.loopEntry = nil, nil
+	}
+	e.cfg, e.insns, e.cur, e.aux, e.subprogs = nil, nil, nil, nil, nil
+	e.log = logBuf{}
+	envPool.Put(e)
+}

@@ -1,0 +1,91 @@
+package sim
+
+import (
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
+
+	"github.com/bpfsim/bpfsim/sim/verifier"
+)
+
+// source is what a program's ELF object says about its source: the BTF
+// line info and the func info, by instruction slot.
+type source struct {
+	lines []verifier.LineInfo
+	funcs map[int]*btf.Func
+}
+
+// sourceOf collects the line and func info cilium/ebpf attached to the
+// instructions, counting slots the way the encoded program does (an lddw
+// takes two).
+func sourceOf(in asm.Instructions) *source {
+	src := &source{}
+	slot := 0
+	for i := range in {
+		ins := &in[i]
+		if l := ins.Source(); l != nil {
+			src.lines = append(src.lines, verifier.LineInfo{Insn: slot, Line: l})
+		}
+		if fn := btf.FuncMetadata(ins); fn != nil {
+			if src.funcs == nil {
+				src.funcs = map[int]*btf.Func{}
+			}
+			src.funcs[slot] = fn
+		}
+		slot += int(ins.Size() / asm.InstructionSize)
+	}
+	if src.lines == nil && src.funcs == nil {
+		return nil
+	}
+	return src
+}
+
+// fixup runs the verifier's rewrite passes on a program that verification
+// accepted, and keeps what the program holds per instruction in step: the
+// maps its lddw instructions load, its functions, its line and func info.
+// Afterwards its calls go to kernel functions by address.
+func (k *Kernel) fixup(p *Program, src *source) error {
+	vp := verifier.NewProg(p.xlated, p.verified)
+	if src != nil {
+		vp.Lines = append([]verifier.LineInfo(nil), src.lines...)
+		if src.funcs != nil {
+			// One record per function, as the kernel requires of func
+			// info; a function without one gets nil.
+			vp.FuncInfo = make([]*btf.Func, len(vp.Subprogs))
+			for i, sp := range vp.Subprogs {
+				vp.FuncInfo[i] = src.funcs[sp.Start]
+			}
+		}
+	}
+	if err := verifier.Fixup(vp, &verifier.FixupConfig{HardWire: k.hardWire, Calls: kernelCalls{k}}); err != nil {
+		return err
+	}
+	// The rewrites never create or move an lddw of a map, so each one
+	// left is found through its original index.
+	var loads map[int]mapLoad
+	for i, in := range vp.Insns {
+		if !in.IsLdImm64() {
+			continue
+		}
+		if l, ok := p.mapLoads[vp.Orig[i]]; ok {
+			if loads == nil {
+				loads = map[int]mapLoad{}
+			}
+			loads[i] = l
+		}
+	}
+	p.xlated, p.subprogs, p.mapLoads = vp.Insns, vp.Subprogs, loads
+	p.lines, p.funcs = vp.Lines, vp.FuncInfo
+	p.fixedUp = true
+	return nil
+}
+
+// lineAt returns the source line that starts at instruction i, for dumps.
+func (p *Program) lineAt(i int, next *int) (verifier.LineInfo, bool) {
+	for *next < len(p.lines) && p.lines[*next].Insn < i {
+		*next++
+	}
+	if *next < len(p.lines) && p.lines[*next].Insn == i {
+		return p.lines[*next], true
+	}
+	return verifier.LineInfo{}, false
+}
