@@ -29,8 +29,9 @@ func smallPrograms(n int) []*ebpf.ProgramSpec {
 }
 
 // BenchmarkLoad measures the whole load path (copy, map resolution,
-// verification, compilation) in programs per second; compare with
-// BenchmarkKernelLoad in sim/kdiff in the same run.
+// verification, fix-ups, compilation) in programs per second, and the
+// kernel's (verifier and JIT) on the same programs in the same run where
+// this machine can load BPF programs.
 func BenchmarkLoad(b *testing.B) {
 	k, err := sim.NewKernel(nil)
 	if err != nil {
@@ -49,10 +50,40 @@ func BenchmarkLoad(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "progs/s")
 	})
+	b.Run("kernel/generated-75", func(b *testing.B) {
+		if _, err := kdiff.OpenKernel(); err != nil {
+			b.Skipf("no kernel comparison: %v", err)
+		}
+		specs := smallPrograms(256)
+		i := 0
+		for b.Loop() {
+			p, err := ebpf.NewProgram(specs[i%len(specs)])
+			if err != nil {
+				b.Fatal(err)
+			}
+			p.Close()
+			i++
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "progs/s")
+	})
 	b.Run("2-insn", func(b *testing.B) {
 		spec := &ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}}
 		for b.Loop() {
 			p, err := k.NewProgram(spec)
+			if err != nil {
+				b.Fatal(err)
+			}
+			p.Close()
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "progs/s")
+	})
+	b.Run("kernel/2-insn", func(b *testing.B) {
+		if _, err := kdiff.OpenKernel(); err != nil {
+			b.Skipf("no kernel comparison: %v", err)
+		}
+		spec := &ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}}
+		for b.Loop() {
+			p, err := ebpf.NewProgram(spec)
 			if err != nil {
 				b.Fatal(err)
 			}

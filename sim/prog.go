@@ -215,6 +215,7 @@ func (k *Kernel) verify(p *Program, opts ProgramOptions) (*verifier.Result, erro
 		GPLCompatible: gplCompatible(license),
 		NumCPUs:       k.NumCPUs(),
 		FuncInfo:      opts.funcInfo,
+		Subprogs:      p.subprogs,
 	})
 }
 

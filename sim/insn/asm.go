@@ -11,8 +11,21 @@ import (
 )
 
 // FromAsm encodes cilium/ebpf instructions, resolving jump and call labels
-// the way cilium/ebpf does before a load. in is not modified.
+// and map fds the way cilium/ebpf's Marshal does before a load. in is not
+// modified.
+//
+// Loading is on the hot path of test suites, so the common instructions
+// are encoded directly; a program with anything else (cilium/ebpf's
+// extended opcodes: signed division, sign-extending moves, atomics, or
+// platform-specific calls) goes through Marshal.
 func FromAsm(in asm.Instructions) ([]Insn, error) {
+	if out, ok := fromAsmFast(in); ok {
+		return out, nil
+	}
+	return fromAsmMarshal(in)
+}
+
+func fromAsmMarshal(in asm.Instructions) ([]Insn, error) {
 	insns := make(asm.Instructions, len(in))
 	copy(insns, in)
 	var buf bytes.Buffer
@@ -20,4 +33,87 @@ func FromAsm(in asm.Instructions) ([]Insn, error) {
 		return nil, errors.Wrap(uapi.EINVAL, err.Error())
 	}
 	return Decode(buf.Bytes())
+}
+
+// fromAsmFast encodes in without Marshal, or reports that it cannot.
+func fromAsmFast(in asm.Instructions) ([]Insn, bool) {
+	n := 0
+	var symbols map[string]int
+	for i := range in {
+		ins := &in[i]
+		if sym := ins.Symbol(); sym != "" {
+			if symbols == nil {
+				symbols = make(map[string]int)
+			}
+			if _, dup := symbols[sym]; dup {
+				return nil, false
+			}
+			symbols[sym] = n
+		}
+		if ins.OpCode.IsDWordLoad() {
+			n += 2
+		} else {
+			n++
+		}
+	}
+	out := make([]Insn, 0, n)
+	for i := range in {
+		ins := &in[i]
+		off, cons := ins.Offset, ins.Constant
+		if ref := ins.Reference(); ref != "" {
+			target, ok := symbols[ref]
+			switch {
+			case ins.IsFunctionReference() && cons == -1, uint8(ins.OpCode) == JMP32|JA && cons == -1:
+				if !ok {
+					return nil, false
+				}
+				cons = int64(target - len(out) - 1)
+			case ins.OpCode.Class().IsJump() && off == -1:
+				if !ok {
+					return nil, false
+				}
+				off = int16(target - len(out) - 1)
+			}
+		}
+		if ins.IsLoadFromMap() {
+			if m := ins.Map(); m != nil {
+				fd := m.FD()
+				if fd < 0 {
+					return nil, false
+				}
+				cons = int64(uint64(cons)&^0xffffffff | uint64(uint32(fd)))
+			}
+		}
+		if ins.IsBuiltinCall() && (cons < 0 || cons > 0xffff) {
+			return nil, false // a platform-tagged call: let Marshal decide
+		}
+		if ins.OpCode > 0xff || uint8(ins.OpCode)&0xe7 == STX|ATOMIC {
+			// cilium/ebpf's extended opcodes (signed division,
+			// sign-extending moves, atomics): its own encoder knows them.
+			one := *ins
+			one.Offset, one.Constant = off, cons
+			var buf bytes.Buffer
+			if _, err := one.Marshal(&buf, binary.LittleEndian); err != nil {
+				return nil, false
+			}
+			raw, err := Decode(buf.Bytes())
+			if err != nil {
+				return nil, false
+			}
+			out = append(out, raw...)
+			continue
+		}
+		op := uint8(ins.OpCode)
+		if ins.OpCode.Class().IsALU() {
+			off = 0 // Marshal keeps no offset on ALU instructions
+		}
+		if ins.OpCode.IsDWordLoad() {
+			out = append(out,
+				Insn{Code: op, Dst: uint8(ins.Dst) & 0xf, Src: uint8(ins.Src) & 0xf, Off: off, Imm: int32(uint32(cons))},
+				Insn{Imm: int32(uint32(uint64(cons) >> 32))})
+			continue
+		}
+		out = append(out, Insn{Code: op, Dst: uint8(ins.Dst) & 0xf, Src: uint8(ins.Src) & 0xf, Off: off, Imm: int32(cons)})
+	}
+	return out, true
 }

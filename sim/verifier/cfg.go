@@ -168,11 +168,13 @@ func (e *env) computeLiveness(insns []insn.Insn, subs []Subprog, helperArgs func
 	live := growU16(&e.live, n)
 	for changed := true; changed; {
 		changed = false
+		backward := false // a loop: another pass may change more
 		for i := n - 1; i >= 0; i-- {
 			var out uint16
 			for _, s := range succ[i] {
 				if s >= 0 && s < n {
 					out |= live[s]
+					backward = backward || s <= i
 				}
 			}
 			in := use[i] | out&^def[i]
@@ -181,6 +183,8 @@ func (e *env) computeLiveness(insns []insn.Insn, subs []Subprog, helperArgs func
 				changed = true
 			}
 		}
+		// Without jumps backwards, one pass from the end is final.
+		changed = changed && backward
 	}
 	return live
 }

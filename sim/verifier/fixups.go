@@ -89,13 +89,63 @@ type FixupConfig struct {
 // Fixup runs the rewrite passes on a verified program.
 func Fixup(p *Prog, cfg *FixupConfig) error {
 	hardWireDeadCodeBranches(p, cfg.HardWire)
-	if err := removeDeadCode(p); err != nil {
-		return err
-	}
-	if err := removeNops(p); err != nil {
-		return err
+	if done, err := removeDeadCodeAndNops(p); done || err != nil {
+		if err != nil {
+			return err
+		}
+	} else {
+		if err := removeDeadCode(p); err != nil {
+			return err
+		}
+		if err := removeNops(p); err != nil {
+			return err
+		}
 	}
 	return doMiscFixups(p, cfg.Calls)
+}
+
+// removeDeadCodeAndNops does opt_remove_dead_code and opt_remove_nops in
+// one rewrite: the dead instructions, and the `goto +0` there will be once
+// they are gone (a removal maps every target the same way whether done at
+// once or in turn). It reports false, having changed nothing, for programs
+// with may_goto, whose nop removal looks back.
+func removeDeadCodeAndNops(p *Prog) (bool, error) {
+	n := len(p.Insns)
+	any := false
+	for i, in := range p.Insns {
+		if in.Code == insn.JMP|insn.JCOND {
+			return false, nil
+		}
+		if !p.Aux[i].Seen || in == nop {
+			any = true
+		}
+	}
+	if !any {
+		return true, nil
+	}
+	// after[i] is where instruction i ends up once the dead code is gone
+	// (for a dead one, where the next live one does).
+	after := growInts(&p.spare.start, n+1)
+	size := 0
+	for i := 0; i < n; i++ {
+		after[i] = size
+		if p.Aux[i].Seen {
+			size++
+		}
+	}
+	after[n] = size
+	remove := make([]bool, n)
+	for i, in := range p.Insns {
+		switch {
+		case !p.Aux[i].Seen:
+			remove[i] = true
+		case in.Code == insn.JMP|insn.JA && in.Src == 0 && in.Dst == 0 && in.Imm == 0:
+			if t := i + 1 + int(in.Off); t >= 0 && t <= n && after[t] == after[i]+1 {
+				remove[i] = true // a goto +0 once the dead code is out
+			}
+		}
+	}
+	return true, p.rewrite(remove, nil)
 }
 
 // isCondJump is insn_is_cond_jump: every JMP32 operation but gotol, and

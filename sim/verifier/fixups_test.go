@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -326,5 +327,48 @@ func TestFixupsRefuseOffsetsPastSixteenBits(t *testing.T) {
 	var verr *verifier.Error
 	if !errors.As(err, &verr) || verr.Errno != uapi.ERANGE || verr.Msg != "insn 7 cannot be patched due to 16-bit range" {
 		t.Fatalf("got %v, want ERANGE \"insn 7 cannot be patched due to 16-bit range\"", err)
+	}
+}
+
+// TestDeadCodeAndNopsInOneRewrite checks that removing dead code and the
+// `goto +0` left behind in one rewrite gives the kernel's two passes'
+// program, on programs with random dead instructions and jumps.
+func TestDeadCodeAndNopsInOneRewrite(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(3, 4))
+	for n := 0; n < 2000; n++ {
+		size := 2 + rnd.IntN(40)
+		insns := make([]insn.Insn, size)
+		for i := range insns {
+			switch rnd.IntN(4) {
+			case 0:
+				insns[i] = insn.Insn{Code: insn.JMP | insn.JA, Off: int16(rnd.IntN(size - i))}
+			case 1:
+				insns[i] = insn.Insn{Code: insn.JMP | insn.JEQ | insn.K, Dst: 1, Off: int16(rnd.IntN(size - i))}
+			default:
+				insns[i] = insn.Insn{Code: insn.ALU64 | insn.MOV | insn.K, Imm: int32(i)}
+			}
+		}
+		insns[size-1] = insn.Insn{Code: insn.JMP | insn.EXIT}
+		seen := make([]bool, size)
+		for i := range seen {
+			seen[i] = i == 0 || rnd.IntN(3) > 0
+		}
+		mk := func() *verifier.Prog {
+			p := seenProg(append([]insn.Insn(nil), insns...))
+			for i := range p.Aux {
+				p.Aux[i].Seen = seen[i]
+			}
+			return p
+		}
+		a, b := mk(), mk()
+		if err := verifier.RemoveDeadCodeThenNops(a); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := verifier.RemoveDeadCodeAndNops(b); err != nil {
+			t.Fatal(err)
+		}
+		if dump(a.Insns) != dump(b.Insns) {
+			t.Fatalf("program %d:\n%s\ntwo passes:\n%s\none rewrite:\n%s", n, dump(insns), dump(a.Insns), dump(b.Insns))
+		}
 	}
 }

@@ -50,6 +50,15 @@ type Prog struct {
 	FuncInfo []*btf.Func
 	// Lines is the BTF line info, sorted by instruction.
 	Lines []LineInfo
+
+	// spare holds the arrays the last rewrite replaced, for the next one
+	// to write into: a load runs several rewrites in a row.
+	spare struct {
+		insns []insn.Insn
+		aux   []InsnAux
+		orig  []int
+		start []int
+	}
 }
 
 // NewProg prepares insns, which verification accepted with res, for the
@@ -180,7 +189,7 @@ func (p *Prog) rewrite(remove []bool, patches map[int][]insn.Insn) error {
 	gone := func(i int) bool { return remove != nil && remove[i] }
 	// start[i] is where instruction i's replacement begins in the new
 	// program; for a removed one, where the next one left begins.
-	start := make([]int, n+1)
+	start := growInts(&p.spare.start, n+1)
 	size := 0
 	for i := 0; i < n; i++ {
 		start[i] = size
@@ -194,9 +203,9 @@ func (p *Prog) rewrite(remove []bool, patches map[int][]insn.Insn) error {
 	}
 	start[n] = size
 
-	insns := make([]insn.Insn, 0, size)
-	aux := make([]InsnAux, 0, size)
-	orig := make([]int, 0, size)
+	insns := reuse(p.spare.insns, size)
+	aux := reuse(p.spare.aux, size)
+	orig := reuse(p.spare.orig, size)
 	// retarget points the jump-like instruction in, which will be at
 	// newAt, to the new place of old instruction target.
 	retarget := func(in *insn.Insn, newAt, target int) bool {
@@ -306,6 +315,7 @@ func (p *Prog) rewrite(remove []bool, patches map[int][]insn.Insn) error {
 		k = last
 	}
 
+	p.spare.insns, p.spare.aux, p.spare.orig = p.Insns[:0], p.Aux[:0], p.Orig[:0]
 	p.Insns, p.Aux, p.Orig, p.Lines = insns, aux, orig, lines
 	p.Subprogs = kept
 	if p.FuncInfo != nil {
@@ -513,4 +523,20 @@ func splice[T any](s []T, off, n int, with []T) []T {
 	}
 	copy(s[off:], with)
 	return s
+}
+
+// reuse returns s emptied, or a new slice if it cannot hold n elements.
+func reuse[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, 0, n)
+	}
+	return s[:0]
+}
+
+func growInts(b *[]int, n int) []int {
+	if cap(*b) < n {
+		*b = make([]int, n)
+	}
+	*b = (*b)[:n]
+	return *b
 }

@@ -7,3 +7,15 @@ import "github.com/bpfsim/bpfsim/sim/insn"
 func (p *Prog) Rewrite(remove []bool, patches map[int][]insn.Insn) error {
 	return p.rewrite(remove, patches)
 }
+
+// RemoveDeadCodeThenNops runs the two passes one after the other, as the
+// kernel does; Fixup runs them as one rewrite.
+func RemoveDeadCodeThenNops(p *Prog) error {
+	if err := removeDeadCode(p); err != nil {
+		return err
+	}
+	return removeNops(p)
+}
+
+// RemoveDeadCodeAndNops is the single rewrite.
+func RemoveDeadCodeAndNops(p *Prog) (bool, error) { return removeDeadCodeAndNops(p) }

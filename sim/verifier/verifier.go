@@ -55,6 +55,10 @@ type Config struct {
 	// DisablePruning explores every path to its end. Only for testing
 	// that pruning never changes a verdict.
 	DisablePruning bool
+	// Subprogs, when set, are what CheckStructure returned for these
+	// instructions: the loader ran it already (the kernel checks
+	// functions before it resolves maps).
+	Subprogs []Subprog
 }
 
 // MapRef is one map an lddw loads: its address (Value unset) or the
@@ -162,9 +166,14 @@ type stateList struct {
 // abstract interpretation of every path (do_check). It returns what the
 // fix-up passes need, or an *Error carrying the kernel's errno and log.
 func Verify(insns []insn.Insn, cfg *Config) (*Result, error) {
-	subs, err := CheckStructure(insns)
-	if err != nil {
-		return nil, err
+	subs := cfg.Subprogs
+	if subs == nil {
+		var err error
+		if subs, err = CheckStructure(insns); err != nil {
+			return nil, err
+		}
+	} else {
+		subs = append([]Subprog(nil), subs...) // stack depths get written
 	}
 	e := envPool.Get().(*env)
 	e.reset(cfg, insns, subs)

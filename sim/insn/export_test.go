@@ -1,0 +1,7 @@
+package insn
+
+// Exported for tests.
+var (
+	FromAsmMarshal = fromAsmMarshal
+	FromAsmFast    = fromAsmFast
+)
