@@ -44,7 +44,10 @@ func sourceOf(in asm.Instructions) *source {
 // maps its lddw instructions load, its functions, its line and func info.
 // Afterwards its calls go to kernel functions by address.
 func (k *Kernel) fixup(p *Program, src *source) error {
-	vp := verifier.NewProg(p.xlated, p.verified)
+	// The verifier's per-instruction findings are only needed here: the
+	// rewrites take them over.
+	vp := verifier.AdoptProg(p.xlated, p.verified)
+	p.verified.Aux, p.verified.Subprogs = nil, nil
 	if src != nil {
 		vp.Lines = append([]verifier.LineInfo(nil), src.lines...)
 		if src.funcs != nil {

@@ -65,11 +65,20 @@ type Prog struct {
 // rewrite passes. The caller adds line and func info if the program has
 // them.
 func NewProg(insns []insn.Insn, res *Result) *Prog {
-	p := &Prog{
-		Insns:    append([]insn.Insn(nil), insns...),
+	return AdoptProg(append([]insn.Insn(nil), insns...), &Result{
 		Aux:      append([]InsnAux(nil), res.Aux...),
-		Orig:     make([]int, len(insns)),
 		Subprogs: append([]Subprog(nil), res.Subprogs...),
+	})
+}
+
+// AdoptProg is NewProg without the copies: the Prog takes insns, res.Aux
+// and res.Subprogs over, and the rewrites change them.
+func AdoptProg(insns []insn.Insn, res *Result) *Prog {
+	p := &Prog{
+		Insns:    insns,
+		Aux:      res.Aux,
+		Orig:     make([]int, len(insns)),
+		Subprogs: res.Subprogs,
 	}
 	for i := range p.Orig {
 		p.Orig[i] = i
