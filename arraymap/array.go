@@ -131,9 +131,10 @@ func alloc(k maps.Kernel, m *maps.Map) (maps.Ops, error) {
 // percpuArray adds the per-CPU abilities to an array.
 type percpuArray struct{ *array }
 
-// DirectValueAddr: global per-CPU data is not simulated.
+// DirectValueAddr: the kernel's per-CPU arrays have no direct value
+// access.
 func (a *percpuArray) DirectValueAddr(uint32) (uint64, error) {
-	return 0, errors.Wrap(uapi.EOPNOTSUPP, "direct value access to a per-CPU array is not simulated")
+	return 0, maps.ErrNoDirectValue
 }
 
 // protect applies BPF_F_RDONLY_PROG and BPF_F_WRONLY_PROG to the pages
@@ -217,7 +218,8 @@ func (a *array) value(idx uint32, cpu int) ([]byte, error) {
 // the value of a one-element array directly (global data sections).
 func (a *array) DirectValueAddr(off uint32) (uint64, error) {
 	if a.m.MaxEntries != 1 {
-		return 0, errors.Wrap(uapi.EOPNOTSUPP, "direct value access needs an array of one element")
+		// -ENOTSUPP, the kernel-internal errno, reaches user space.
+		return 0, errors.Wrap(uapi.ENOTSUPP, "direct value access needs an array of one element")
 	}
 	if off >= a.m.ValueSize {
 		return 0, errors.Wrapf(uapi.EINVAL, "offset %d is past the %d-byte value", off, a.m.ValueSize)

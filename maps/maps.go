@@ -119,8 +119,17 @@ type PercpuValues interface {
 // directly, as global data (.data, .rodata, .bss) is: map_direct_value_addr.
 type DirectValuer interface {
 	// DirectValueAddr returns the address of byte off of the map's value.
+	// A map whose type has the ability but not this map (the kernel's
+	// arrays of more than one element) fails with ENOTSUPP; an offset
+	// past the value fails with EINVAL; ErrNoDirectValue says that the
+	// map acts as if its type lacked the ability.
 	DirectValueAddr(off uint32) (uint64, error)
 }
+
+// ErrNoDirectValue is what DirectValueAddr returns for a map whose type,
+// in the kernel, has no map_direct_value_addr, although its Go type shares
+// the method with one that has (per-CPU arrays with arrays).
+var ErrNoDirectValue = errors.WithMessage(uapi.EINVAL, "no direct value access support for this map type")
 
 // LookupGenerator is the ability of map types whose lookups the verifier
 // inlines into programs (map_gen_lookup). After verification, a call of

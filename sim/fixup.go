@@ -78,6 +78,7 @@ func (k *Kernel) fixup(p *Program, src *source) error {
 	}
 	p.xlated, p.subprogs, p.mapLoads = vp.Insns, vp.Subprogs, loads
 	p.lines, p.funcs = vp.Lines, vp.FuncInfo
+	vp.Release()
 	p.fixedUp = true
 	return nil
 }

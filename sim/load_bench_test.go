@@ -7,6 +7,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 
 	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/kdiff"
 )
 
@@ -26,6 +27,19 @@ func smallPrograms(n int) []*ebpf.ProgramSpec {
 		specs[i] = kdiff.Generate(uint64(i), smallProgramOptions).Spec
 	}
 	return specs
+}
+
+// smallBytecode is smallPrograms encoded as the kernel takes them.
+func smallBytecode(b *testing.B, n int) [][]byte {
+	code := make([][]byte, n)
+	for i, spec := range smallPrograms(n) {
+		insns, err := insn.FromAsm(spec.Instructions)
+		if err != nil {
+			b.Fatal(err)
+		}
+		code[i] = insn.Encode(insns)
+	}
+	return code
 }
 
 // BenchmarkLoad measures the whole load path (copy, map resolution,
@@ -62,6 +76,39 @@ func BenchmarkLoad(b *testing.B) {
 				b.Fatal(err)
 			}
 			p.Close()
+			i++
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "progs/s")
+	})
+	// The raw pair starts from bytecode on both sides: no cilium/ebpf
+	// encoding, no BTF, one BPF_PROG_LOAD in the kernel (the figure
+	// ANCHORS.md measured).
+	b.Run("raw/generated-75", func(b *testing.B) {
+		code := smallBytecode(b, 256)
+		i := 0
+		for b.Loop() {
+			p, err := k.LoadBytecode(ebpf.XDP, "raw", code[i%len(code)])
+			if err != nil {
+				b.Fatal(err)
+			}
+			p.Close()
+			i++
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "progs/s")
+	})
+	b.Run("kernel/raw/generated-75", func(b *testing.B) {
+		kern, err := kdiff.OpenKernel()
+		if err != nil {
+			b.Skipf("no kernel comparison: %v", err)
+		}
+		code := smallBytecode(b, 256)
+		i := 0
+		for b.Loop() {
+			closeProg, err := kern.LoadRaw(ebpf.XDP, code[i%len(code)])
+			if err != nil {
+				b.Fatal(err)
+			}
+			closeProg()
 			i++
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "progs/s")

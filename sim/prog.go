@@ -65,6 +65,9 @@ type ProgramOptions struct {
 	// source is the program's BTF line and func info, carried through
 	// the rewrites for the xlated dump.
 	source *source
+	// owned records that the instructions were made for this load, so
+	// the load may keep them without a copy.
+	owned bool
 }
 
 // mapLoad is one resolved map reference: an lddw of a map pointer or, with
@@ -116,6 +119,7 @@ func (k *Kernel) NewProgramWithOptions(spec *ebpf.ProgramSpec, opts ProgramOptio
 	// use LD_ABS; raw bytecode comes without.
 	opts.funcInfo = true
 	opts.source = sourceOf(spec.Instructions)
+	opts.owned = true
 	if opts.License == "" {
 		opts.License = "unspecified"
 	}
@@ -128,7 +132,7 @@ func (k *Kernel) LoadBytecode(typ ebpf.ProgramType, name string, code []byte) (*
 	if err != nil {
 		return nil, err
 	}
-	return k.LoadInsns(typ, name, insns)
+	return k.LoadInsnsWithOptions(typ, name, insns, ProgramOptions{owned: true})
 }
 
 // LoadInsns loads decoded instructions: the common path of every loader.
@@ -143,7 +147,9 @@ func (k *Kernel) LoadInsnsWithOptions(typ ebpf.ProgramType, name string, insns [
 	if _, ok := supportedTypes[typ]; !ok {
 		return nil, errors.Wrapf(uapi.EINVAL, "program type %s is not supported by bpfsim yet", typ)
 	}
-	insns = append([]insn.Insn(nil), insns...)
+	if !opts.owned {
+		insns = append([]insn.Insn(nil), insns...)
+	}
 	subs, err := verifier.CheckStructure(insns)
 	if err != nil {
 		return nil, err
@@ -284,13 +290,21 @@ func (p *Program) resolvePseudoLdImm64() error {
 		load := mapLoad{m: m}
 		addr := m.Addr
 		if in.Src == insn.PseudoMapValue {
+			// The kernel's messages, in the verifier log.
 			dv, ok := m.Ops.(maps.DirectValuer)
 			if !ok {
-				return errors.Wrapf(uapi.EINVAL, "insn %d: %s maps have no direct value access", i-1, m.Attr.Type)
+				return errors.WithStack(&verifier.Error{Errno: uapi.EINVAL, Msg: "no direct value access support for this map type"})
 			}
 			load.value, load.off = true, uint32(insns[i].Imm)
 			if addr, err = dv.DirectValueAddr(load.off); err != nil {
-				return errors.Wrapf(err, "insn %d", i-1)
+				if errors.Is(err, maps.ErrNoDirectValue) {
+					return errors.WithStack(&verifier.Error{Errno: uapi.EINVAL, Msg: "no direct value access support for this map type"})
+				}
+				var errno uapi.Errno
+				if !errors.As(err, &errno) {
+					errno = uapi.EINVAL
+				}
+				return errors.WithStack(&verifier.Error{Errno: errno, Msg: fmt.Sprintf("invalid access to map value pointer, value_size=%d off=%d", m.Attr.ValueSize, load.off)})
 			}
 		}
 		insns[i-1].Src, insns[i-1].Imm, insns[i].Imm = 0, int32(uint32(addr)), int32(uint32(addr>>32))

@@ -2,6 +2,7 @@ package sim_test
 
 import (
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -398,4 +399,73 @@ func normalizeLog(lines []string) []string {
 		out = append(out, mapAddr.ReplaceAllString(l, "MAP"))
 	}
 	return out
+}
+
+// TestDirectValueAccessVerdicts checks the loads of a map value's address
+// (BPF_PSEUDO_MAP_VALUE) that the kernel refuses before verifying
+// anything, errno and message, against the kernel where it can load.
+func TestDirectValueAccessVerdicts(t *testing.T) {
+	k := newKernel(t, nil)
+	_, kerr := kdiff.OpenKernel()
+	if kerr != nil {
+		t.Logf("kernel comparison skipped: %v", kerr)
+	}
+	for _, c := range []struct {
+		name  string
+		typ   ebpf.MapType
+		n     uint32
+		off   uint32
+		errno uapi.Errno
+		msg   string
+	}{
+		{"a one-element array", ebpf.Array, 1, 4, 0, ""},
+		{"an offset past the value", ebpf.Array, 1, 8, uapi.EINVAL, "invalid access to map value pointer, value_size=8 off=8"},
+		// The kernel-internal ENOTSUPP reaches user space here.
+		{"an array of two elements", ebpf.Array, 2, 0, uapi.ENOTSUPP, "invalid access to map value pointer, value_size=8 off=0"},
+		{"a per-CPU array", ebpf.PerCPUArray, 1, 0, uapi.EINVAL, "no direct value access support for this map type"},
+		{"a hash", ebpf.Hash, 1, 0, uapi.EINVAL, "no direct value access support for this map type"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			spec := &ebpf.MapSpec{Type: c.typ, KeySize: 4, ValueSize: 8, MaxEntries: c.n}
+			prog := func(fd int) *ebpf.ProgramSpec {
+				return &ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: asm.Instructions{
+					asm.LoadMapValue(asm.R0, fd, c.off),
+					asm.Mov.Imm(asm.R0, 2),
+					asm.Return(),
+				}}
+			}
+			check := func(who string, err error, msg string) {
+				t.Helper()
+				var errno uapi.Errno
+				errors.As(err, &errno)
+				if errno != c.errno || !strings.Contains(msg, c.msg) {
+					t.Errorf("%s: got errno %d (%v), want %d and %q", who, errno, err, c.errno, c.msg)
+				}
+			}
+			m := newMap(t, k, spec)
+			p, err := k.NewProgram(prog(m.FD()))
+			if err == nil {
+				p.Close()
+			}
+			var ve *verifier.Error
+			msg := ""
+			if errors.As(err, &ve) {
+				msg = ve.Msg
+			}
+			check("bpfsim", err, msg)
+			if kerr != nil {
+				return
+			}
+			km, err := ebpf.NewMap(spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer km.Close()
+			kp, err := ebpf.NewProgramWithOptions(prog(km.FD()), ebpf.ProgramOptions{LogLevel: ebpf.LogLevelBranch})
+			if err == nil {
+				kp.Close()
+			}
+			check("the kernel", err, fmt.Sprint(err))
+		})
+	}
 }

@@ -57,6 +57,7 @@ func fromAsmFast(in asm.Instructions) ([]Insn, bool) {
 		}
 	}
 	out := make([]Insn, 0, n)
+	var buf bytes.Buffer // for Marshal, shared by the instructions needing it
 	for i := range in {
 		ins := &in[i]
 		off, cons := ins.Offset, ins.Constant
@@ -92,15 +93,11 @@ func fromAsmFast(in asm.Instructions) ([]Insn, bool) {
 			// sign-extending moves, atomics): its own encoder knows them.
 			one := *ins
 			one.Offset, one.Constant = off, cons
-			var buf bytes.Buffer
-			if _, err := one.Marshal(&buf, binary.LittleEndian); err != nil {
+			buf.Reset()
+			if _, err := one.Marshal(&buf, binary.LittleEndian); err != nil || buf.Len()%Size != 0 {
 				return nil, false
 			}
-			raw, err := Decode(buf.Bytes())
-			if err != nil {
-				return nil, false
-			}
-			out = append(out, raw...)
+			out = appendDecoded(out, buf.Bytes())
 			continue
 		}
 		op := uint8(ins.OpCode)

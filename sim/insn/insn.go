@@ -196,18 +196,22 @@ func Decode(b []byte) ([]Insn, error) {
 	if len(b)%Size != 0 {
 		return nil, errors.Wrapf(uapi.EINVAL, "bytecode length %d is not a multiple of %d", len(b), Size)
 	}
-	out := make([]Insn, len(b)/Size)
-	for i := range out {
-		s := b[i*Size:]
-		out[i] = Insn{
-			Code: s[0],
-			Dst:  s[1] & 0x0f,
-			Src:  s[1] >> 4,
-			Off:  int16(binary.LittleEndian.Uint16(s[2:])),
-			Imm:  int32(binary.LittleEndian.Uint32(s[4:])),
-		}
+	return appendDecoded(make([]Insn, 0, len(b)/Size), b), nil
+}
+
+// appendDecoded appends the instructions of b, whose length is a multiple
+// of Size, to out.
+func appendDecoded(out []Insn, b []byte) []Insn {
+	for ; len(b) >= Size; b = b[Size:] {
+		out = append(out, Insn{
+			Code: b[0],
+			Dst:  b[1] & 0x0f,
+			Src:  b[1] >> 4,
+			Off:  int16(binary.LittleEndian.Uint16(b[2:])),
+			Imm:  int32(binary.LittleEndian.Uint32(b[4:])),
+		})
 	}
-	return out, nil
+	return out
 }
 
 // Encode is the inverse of Decode.

@@ -85,7 +85,10 @@ var atomicKinds = map[int32][2]opKind{ // imm -> [32-bit, 64-bit]
 	insn.Cmpxchg:          {opAtomicCmpxchg32, opAtomicCmpxchg64},
 }
 
-var sizedKinds = map[uint8][4]opKind{ // mode/class -> by size B, H, W, DW
+// sizedKinds is indexed by mode|class, then by size (B, H, W, DW); an array
+// rather than a map because every memory instruction of every load looks
+// it up. Unset entries are opInvalid.
+var sizedKinds = [256][4]opKind{
 	insn.LDX | insn.MEM:   {opLdxB, opLdxH, opLdxW, opLdxDW},
 	insn.LDX | insn.MEMSX: {opLdxsB, opLdxsH, opLdxsW, opInvalid},
 	insn.ST | insn.MEM:    {opStB, opStH, opStW, opStDW},
@@ -312,8 +315,8 @@ func memKind(in insn.Insn) (opKind, error) {
 		}
 		return k[0], nil
 	}
-	k, ok := sizedKinds[in.Class()|in.Mode()]
-	if !ok || k[sizeIndex(size)] == opInvalid {
+	k := sizedKinds[in.Class()|in.Mode()]
+	if k[sizeIndex(size)] == opInvalid {
 		return 0, errors.Wrapf(uapi.EINVAL, "unknown opcode %#02x", in.Code)
 	}
 	return k[sizeIndex(size)], nil

@@ -5,6 +5,7 @@ package kdiff
 import (
 	"runtime"
 
+	"github.com/cilium/ebpf"
 	"github.com/pkg/errors"
 )
 
@@ -24,3 +25,8 @@ func (k *Kernel) Run(p *Program) Outcome {
 // PossibleCPUs and PinnableCPUs are never reached either.
 func (k *Kernel) PossibleCPUs() int { return 1 }
 func (k *Kernel) PinnableCPUs() int { return 0 }
+
+// LoadRaw is never reached either.
+func (k *Kernel) LoadRaw(typ ebpf.ProgramType, code []byte) (func() error, error) {
+	return nil, errors.New("no kernel")
+}

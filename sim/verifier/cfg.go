@@ -10,10 +10,7 @@ import (
 // marks prune points and finds instructions no path reaches. A
 // privileged loader may have back-edges (bounded loops).
 func (e *env) checkCFG() error {
-	n := len(e.insns)
-	e.prune = make([]bool, n)
-	e.force = make([]bool, n)
-	e.jmpPoint = make([]bool, n)
+	n := len(e.insns) // e.prune, e.force and e.jmpPoint are cleared by reset
 	const (
 		discovered = 1
 		explored   = 2

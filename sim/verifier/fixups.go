@@ -87,13 +87,17 @@ type FixupConfig struct {
 }
 
 // Fixup runs the rewrite passes on a verified program.
+//
+// The kernel removes dead code, then nops, then applies the other fix-ups
+// (do_misc_fixups), each pass rewriting the program. bpfsim finds what
+// each pass changes on the program as verified and rewrites it once: a
+// removal maps every jump target the same way whether done at once or in
+// turn, and the fix-ups never look at removed instructions. Programs with
+// may_goto, whose nop removal looks back, take the passes one by one.
 func Fixup(p *Prog, cfg *FixupConfig) error {
 	hardWireDeadCodeBranches(p, cfg.HardWire)
-	if done, err := removeDeadCodeAndNops(p); done || err != nil {
-		if err != nil {
-			return err
-		}
-	} else {
+	remove, ok := deadCodeAndNops(p)
+	if !ok {
 		if err := removeDeadCode(p); err != nil {
 			return err
 		}
@@ -101,27 +105,26 @@ func Fixup(p *Prog, cfg *FixupConfig) error {
 			return err
 		}
 	}
-	return doMiscFixups(p, cfg.Calls)
+	return doMiscFixups(p, remove, cfg.Calls)
 }
 
-// removeDeadCodeAndNops does opt_remove_dead_code and opt_remove_nops in
-// one rewrite: the dead instructions, and the `goto +0` there will be once
-// they are gone (a removal maps every target the same way whether done at
-// once or in turn). It reports false, having changed nothing, for programs
-// with may_goto, whose nop removal looks back.
-func removeDeadCodeAndNops(p *Prog) (bool, error) {
+// deadCodeAndNops finds what opt_remove_dead_code and opt_remove_nops
+// remove together: the dead instructions, and the `goto +0` there will be
+// once they are gone. remove is nil when nothing goes; ok is false, for
+// programs with may_goto.
+func deadCodeAndNops(p *Prog) (remove []bool, ok bool) {
 	n := len(p.Insns)
 	any := false
 	for i, in := range p.Insns {
 		if in.Code == insn.JMP|insn.JCOND {
-			return false, nil
+			return nil, false
 		}
 		if !p.Aux[i].Seen || in == nop {
 			any = true
 		}
 	}
 	if !any {
-		return true, nil
+		return nil, true
 	}
 	// after[i] is where instruction i ends up once the dead code is gone
 	// (for a dead one, where the next live one does).
@@ -134,7 +137,7 @@ func removeDeadCodeAndNops(p *Prog) (bool, error) {
 		}
 	}
 	after[n] = size
-	remove := make([]bool, n)
+	remove = make([]bool, n)
 	for i, in := range p.Insns {
 		switch {
 		case !p.Aux[i].Seen:
@@ -145,7 +148,7 @@ func removeDeadCodeAndNops(p *Prog) (bool, error) {
 			}
 		}
 	}
-	return true, p.rewrite(remove, nil)
+	return remove, true
 }
 
 // isCondJump is insn_is_cond_jump: every JMP32 operation but gotol, and
@@ -273,13 +276,16 @@ const insnBufSize = 32
 // this file for the rest): division and modulo guards, and calls. Each
 // instruction of the verified program is looked at once; the sequences
 // that replace some of them are spliced in together at the end, as if one
-// by one, and never looked at again.
-func doMiscFixups(p *Prog, calls KernelCalls) error {
+// by one, and never looked at again. The instructions in remove (nil for
+// none) go in the same rewrite.
+func doMiscFixups(p *Prog, remove []bool, calls KernelCalls) error {
 	var patches map[int][]insn.Insn
 	for i := 0; i < len(p.Insns); i++ {
 		in := p.Insns[i]
 		var seq []insn.Insn
 		switch {
+		case remove != nil && remove[i]:
+			continue
 		case in.IsLdImm64():
 			i++
 			continue
@@ -300,10 +306,10 @@ func doMiscFixups(p *Prog, calls KernelCalls) error {
 			patches[i] = seq
 		}
 	}
-	if patches == nil {
+	if patches == nil && remove == nil {
 		return nil
 	}
-	return p.rewrite(nil, patches)
+	return p.rewrite(remove, patches)
 }
 
 func isSignedDivByMinusOne(in insn.Insn) bool {

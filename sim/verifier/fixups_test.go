@@ -372,3 +372,66 @@ func TestDeadCodeAndNopsInOneRewrite(t *testing.T) {
 		}
 	}
 }
+
+// TestFixupInOneRewriteMatchesPassByPass checks Fixup's single rewrite
+// against the kernel's passes one after the other, on random programs
+// with dead code, jumps over it, division guards, helper calls and map
+// lookups inlined as sequences that jump past their own end.
+func TestFixupInOneRewriteMatchesPassByPass(t *testing.T) {
+	inline := &maps.Map{Type: &maps.Type{Name: "inline"}}
+	inline.Ops = &genMap{seq: []insn.Insn{
+		{Code: insn.JMP | insn.JEQ | insn.K, Dst: insn.R0, Off: 1}, // to the patch's end
+		movInsn(insn.R0, 1),
+	}}
+	rnd := rand.New(rand.NewPCG(5, 6))
+	for n := 0; n < 2000; n++ {
+		size := 2 + rnd.IntN(40)
+		insns := make([]insn.Insn, size)
+		lookups := map[int]bool{}
+		for i := range insns {
+			switch rnd.IntN(7) {
+			case 0:
+				insns[i] = insn.Insn{Code: insn.JMP | insn.JA, Off: int16(rnd.IntN(size - i))}
+			case 1:
+				insns[i] = insn.Insn{Code: insn.JMP | insn.JEQ | insn.K, Dst: 1, Off: int16(rnd.IntN(size - i))}
+			case 2:
+				insns[i] = insn.Insn{Code: insn.ALU64 | insn.DIV | insn.X, Dst: 1, Src: 2}
+			case 3:
+				insns[i] = helperInsn(uapi.FuncKtimeGetNs)
+			case 4:
+				insns[i] = helperInsn(uapi.FuncMapLookupElem)
+				lookups[i] = true
+			default:
+				insns[i] = insn.Insn{Code: insn.ALU64 | insn.MOV | insn.K, Imm: int32(i)}
+			}
+		}
+		insns[size-1] = exitInsn()
+		delete(lookups, size-1)
+		seen := make([]bool, size)
+		for i := range seen {
+			seen[i] = i == 0 || rnd.IntN(3) > 0
+		}
+		mk := func() *verifier.Prog {
+			p := seenProg(append([]insn.Insn(nil), insns...))
+			for i := range p.Aux {
+				p.Aux[i].Seen = seen[i]
+				if lookups[i] {
+					p.Aux[i].MapPtr = inline
+				}
+			}
+			return p
+		}
+		a, b := mk(), mk()
+		errA := verifier.FixupPassByPass(a, &verifier.FixupConfig{Calls: &calls{}})
+		errB := verifier.Fixup(b, &verifier.FixupConfig{Calls: &calls{}})
+		if errA != nil || errB != nil {
+			t.Fatalf("program %d: pass by pass: %v; one rewrite: %v", n, errA, errB)
+		}
+		if dump(a.Insns) != dump(b.Insns) {
+			t.Fatalf("program %d:\n%s\npass by pass:\n%s\none rewrite:\n%s", n, dump(insns), dump(a.Insns), dump(b.Insns))
+		}
+		if fmt.Sprint(a.Orig, a.Subprogs) != fmt.Sprint(b.Orig, b.Subprogs) {
+			t.Fatalf("program %d: pass by pass: orig %v subprogs %v; one rewrite: orig %v subprogs %v", n, a.Orig, a.Subprogs, b.Orig, b.Subprogs)
+		}
+	}
+}

@@ -77,7 +77,7 @@ func AdoptProg(insns []insn.Insn, res *Result) *Prog {
 	p := &Prog{
 		Insns:    insns,
 		Aux:      res.Aux,
-		Orig:     make([]int, len(insns)),
+		Orig:     intPool.get(len(insns)),
 		Subprogs: res.Subprogs,
 	}
 	for i := range p.Orig {
@@ -202,19 +202,19 @@ func (p *Prog) rewrite(remove []bool, patches map[int][]insn.Insn) error {
 	size := 0
 	for i := 0; i < n; i++ {
 		start[i] = size
-		switch seq, ok := patches[i]; {
+		switch {
 		case gone(i):
-		case ok:
-			size += len(seq)
+		case len(patches) > 0 && patches[i] != nil:
+			size += len(patches[i])
 		default:
 			size++
 		}
 	}
 	start[n] = size
 
-	insns := reuse(p.spare.insns, size)
-	aux := reuse(p.spare.aux, size)
-	orig := reuse(p.spare.orig, size)
+	insns := reuse(&insnsPool, p.spare.insns, size)
+	aux := reuse(&auxPool, p.spare.aux, size)
+	orig := reuse(&intPool, p.spare.orig, size)
 	// retarget points the jump-like instruction in, which will be at
 	// newAt, to the new place of old instruction target.
 	retarget := func(in *insn.Insn, newAt, target int) bool {
@@ -239,9 +239,18 @@ func (p *Prog) rewrite(remove []bool, patches map[int][]insn.Insn) error {
 		if gone(i) {
 			continue
 		}
-		seq, patched := patches[i]
-		if !patched {
+		var seq []insn.Insn
+		if len(patches) > 0 {
+			seq = patches[i]
+		}
+		if seq == nil {
 			in := p.Insns[i]
+			if !mayBranch(in) {
+				insns = append(insns, in)
+				aux = append(aux, p.Aux[i])
+				orig = append(orig, p.Orig[i])
+				continue
+			}
 			if rel, ok := branchRel(in); ok && !retarget(&in, len(insns), i+1+rel) {
 				return p.rewriteOneByOne(remove, patches)
 			}
@@ -367,6 +376,13 @@ func branchRel(in insn.Insn) (int, bool) {
 		return int(*field.off), true
 	}
 	return 0, false
+}
+
+// mayBranch is a quick test for the instructions branchOffset may find an
+// offset in.
+func mayBranch(in insn.Insn) bool {
+	cls := in.Class()
+	return cls == insn.JMP || cls == insn.JMP32 || in.Code == insn.LD|insn.IMM|insn.DW
 }
 
 // offsetField points at the field that holds a jump's offset.
@@ -534,17 +550,20 @@ func splice[T any](s []T, off, n int, with []T) []T {
 	return s
 }
 
-// reuse returns s emptied, or a new slice if it cannot hold n elements.
-func reuse[T any](s []T, n int) []T {
+// reuse returns s emptied, or, if it cannot hold n elements, an empty
+// slice that can from the pool (s going back to it).
+func reuse[T any](pool *slicePool[T], s []T, n int) []T {
 	if cap(s) < n {
-		return make([]T, 0, n)
+		pool.put(s)
+		return pool.get(n)[:0]
 	}
 	return s[:0]
 }
 
 func growInts(b *[]int, n int) []int {
 	if cap(*b) < n {
-		*b = make([]int, n)
+		intPool.put(*b)
+		*b = intPool.get(n)
 	}
 	*b = (*b)[:n]
 	return *b

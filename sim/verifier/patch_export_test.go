@@ -18,4 +18,20 @@ func RemoveDeadCodeThenNops(p *Prog) error {
 }
 
 // RemoveDeadCodeAndNops is the single rewrite.
-func RemoveDeadCodeAndNops(p *Prog) (bool, error) { return removeDeadCodeAndNops(p) }
+func RemoveDeadCodeAndNops(p *Prog) (bool, error) {
+	remove, ok := deadCodeAndNops(p)
+	if !ok || remove == nil {
+		return ok, nil
+	}
+	return true, p.rewrite(remove, nil)
+}
+
+// FixupPassByPass runs Fixup's passes as the kernel does, each rewriting
+// the program in turn; Fixup rewrites once.
+func FixupPassByPass(p *Prog, cfg *FixupConfig) error {
+	hardWireDeadCodeBranches(p, cfg.HardWire)
+	if err := RemoveDeadCodeThenNops(p); err != nil {
+		return err
+	}
+	return doMiscFixups(p, nil, cfg.Calls)
+}

@@ -33,7 +33,7 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 	defer func() { e.explored[idx] = list }()
 	n := 0
 	for i := 0; i < len(list); i++ {
-		sl := list[i]
+		sl := &list[i]
 		n++
 		hit := false
 		if sl.st.branches > 0 {
@@ -103,7 +103,7 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 	markAllImprecise(cur)
 	cp := cur.cloneInto(e.newState())
 	cp.insnIdx = idx
-	list = append(list, &stateList{st: cp})
+	list = append(list, stateList{st: cp})
 	// The current state continues as a child of the checkpoint, which
 	// counts it as its one running branch, with a fresh history.
 	cur.parent = cp

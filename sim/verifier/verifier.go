@@ -113,7 +113,7 @@ type env struct {
 	insnIdx  int
 	prevIdx  int
 	pending  []pendingState
-	explored [][]*stateList
+	explored [][]stateList
 	prune    []bool // prune points
 	force    []bool // forced checkpoints
 	jmpPoint []bool // instructions reached other than from the previous one
@@ -158,7 +158,6 @@ type pendingState struct {
 type stateList struct {
 	st        *vstate
 	hit, miss int
-	evicted   bool
 }
 
 // Verify runs the kernel's checks on a program whose map references are
@@ -327,7 +326,7 @@ func (e *env) reset(cfg *Config, insns []insn.Insn, subs []Subprog) {
 	n := len(insns)
 	*e = env{
 		cfg: cfg, insns: insns, subprogs: subs, limit: ComplexityLimit,
-		aux:      make([]InsnAux, n), // handed out with the Result
+		aux:      auxPool.get(n), // handed out with the Result
 		prune:    clearBools(e.prune, n),
 		force:    clearBools(e.force, n),
 		jmpPoint: clearBools(e.jmpPoint, n),
@@ -361,6 +360,7 @@ func (e *env) release() {
 		for _, sl := range l {
 			e.free = append(e.free, sl.st)
 		}
+		clear(l) // no hold on states beyond the free list's bound
 		e.explored[i] = l[:0]
 	}
 	for _, p := range e.pending {
