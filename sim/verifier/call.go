@@ -68,7 +68,7 @@ func (e *env) checkHelperCall(in insn.Insn, idx int) error {
 			return e.errorf(uapi.EINVAL, "kernel subsystem misconfigured verifier")
 		}
 		r0.markPtr(ptrToMapValue)
-		r0.mapPtr = meta.mapPtr
+		r0.mapIdx = e.mapIndex(meta.mapPtr)
 		// An array lookup at a constant index within bounds cannot fail
 		// (Linux 6.14, "eliding map lookup nullness").
 		if !(id == uapi.FuncMapLookupElem && elidesNullness(meta.mapPtr) &&
@@ -132,7 +132,7 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 	}
 	switch t {
 	case ArgConstMapPtr:
-		meta.mapPtr = reg.mapPtr
+		meta.mapPtr = e.mapOf(reg)
 	case ArgPtrToMapKey:
 		if meta.mapPtr == nil {
 			return e.errorf(uapi.EACCES, "invalid map_ptr to access map->key")
@@ -198,7 +198,7 @@ func (e *env) checkHelperMem(regno uint8, size int, kind accessKind, zeroOK bool
 	case ptrToPacket, ptrToPacketMeta:
 		return e.checkPacketAccess(regno, int(reg.off), size, zeroOK)
 	case ptrToMapValue:
-		m := reg.mapPtr
+		m := e.mapOf(reg)
 		if kind == accessWrite && m.Flags&uapi.BPF_F_RDONLY_PROG != 0 {
 			return e.errorf(uapi.EACCES, "write into map forbidden, value_size=%d off=%d size=%d", m.ValueSize, reg.off, size)
 		}
@@ -318,7 +318,7 @@ func (e *env) checkFuncCall(in insn.Insn, idx int) (int, error) {
 		caller.regs[r].markNotInit()
 	}
 	if e.log.level > 0 {
-		e.log.printf("caller:\n%s\ncallee:\n%s", caller.format(), callee.format())
+		e.log.printf("caller:\n%s\ncallee:\n%s", caller.format(e.maps), callee.format(e.maps))
 	}
 	return e.subprogs[sub].Start, nil
 }
@@ -335,7 +335,7 @@ func (e *env) prepareFuncExit() (int, error) {
 	caller := st.frames[st.curframe-1]
 	caller.regs[insn.R0] = r0
 	if e.log.level > 0 {
-		e.log.printf("returning from callee:\n%s\nto caller at %d:\n%s", callee.format(), callee.callsite+1, caller.format())
+		e.log.printf("returning from callee:\n%s\nto caller at %d:\n%s", callee.format(e.maps), callee.callsite+1, caller.format(e.maps))
 	}
 	st.frames[st.curframe] = nil
 	st.frames = st.frames[:st.curframe]

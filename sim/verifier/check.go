@@ -76,7 +76,7 @@ func (e *env) doCheck() error {
 		}
 		if e.log.level > 0 {
 			if printState && e.log.level > 1 {
-				e.log.printf("\nfrom %d to %d:%s", e.prevIdx, idx, e.cur.cur().format())
+				e.log.printf("\nfrom %d to %d:%s", e.prevIdx, idx, e.cur.cur().format(e.maps))
 			}
 			printState = false
 			e.printInsnState(idx)
@@ -630,7 +630,7 @@ func (e *env) checkLdImm(in insn.Insn) error {
 	dst := &e.regs()[in.Dst]
 	if ref, ok := e.cfg.Maps[e.insnIdx]; ok {
 		dst.markPtr(constPtrToMap)
-		dst.mapPtr = ref.Map
+		dst.mapIdx = e.mapIndex(ref.Map)
 		if ref.Value {
 			dst.typ = ptrToMapValue
 			dst.off = int32(ref.Off)

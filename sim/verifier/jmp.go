@@ -132,15 +132,15 @@ func (e *env) checkCondJmp(in insn.Insn, idx int) (int, bool, error) {
 	}
 	aux.TrueTaken, aux.FalseTaken = true, true
 
-	var linked []linkedReg
+	var linked linkedRegs
 	if in.Source() == insn.X && src.typ == scalarValue && src.id != 0 {
-		linked = collectLinked(e.cur, src.id, linked)
+		collectLinked(e.cur, src.id, &linked)
 	}
 	if dst.typ == scalarValue && dst.id != 0 && !(in.Source() == insn.X && src.id&^addConstFlag == dst.id&^addConstFlag) {
-		linked = collectLinked(e.cur, dst.id, linked)
+		collectLinked(e.cur, dst.id, &linked)
 	}
-	if len(linked) > 1 {
-		e.pushHistory(0, linked)
+	if linked.n > 1 {
+		e.pushHistory(0, &linked)
 	}
 	other, err := e.pushStack(target, idx)
 	if err != nil {

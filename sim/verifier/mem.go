@@ -87,7 +87,7 @@ func (e *env) atomicPtrOK(regno uint8, in insn.Insn) error {
 	}
 	if r.typ == constPtrToMap {
 		// The kernel reads the map structure, then refuses the write.
-		return e.errorf(uapi.EACCES, "only read from %s is supported", mapStructName(r.mapPtr))
+		return e.errorf(uapi.EACCES, "only read from %s is supported", mapStructName(e.mapOf(r)))
 	}
 	return nil
 }
@@ -147,7 +147,7 @@ func (e *env) checkMemAccess(regno uint8, off, size int, t accessKind, value int
 	var err error
 	switch {
 	case reg.typ == ptrToMapValue && !reg.maybeNull:
-		m := reg.mapPtr
+		m := e.mapOf(reg)
 		if t == accessWrite && m.Flags&uapi.BPF_F_RDONLY_PROG != 0 {
 			return e.errorf(uapi.EACCES, "write into map forbidden, value_size=%d off=%d size=%d", m.ValueSize, off, size)
 		}
@@ -219,9 +219,9 @@ func (e *env) checkMemAccess(regno uint8, off, size int, t accessKind, value int
 		// The kernel reads struct bpf_map's fields through its BTF,
 		// which bpfsim does not have; writes are refused either way.
 		if t == accessWrite {
-			return e.errorf(uapi.EACCES, "only read from %s is supported", mapStructName(reg.mapPtr))
+			return e.errorf(uapi.EACCES, "only read from %s is supported", mapStructName(e.mapOf(reg)))
 		}
-		return e.errorf(uapi.EACCES, "R%d reading struct %s fields is not supported by bpfsim (no kernel BTF)", regno, mapStructName(reg.mapPtr))
+		return e.errorf(uapi.EACCES, "R%d reading struct %s fields is not supported by bpfsim (no kernel BTF)", regno, mapStructName(e.mapOf(reg)))
 	default:
 		return e.errorf(uapi.EACCES, "R%d invalid mem access '%s'", regno, reg.typeName())
 	}

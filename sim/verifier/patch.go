@@ -52,13 +52,9 @@ type Prog struct {
 	Lines []LineInfo
 
 	// spare holds the arrays the last rewrite replaced, for the next one
-	// to write into: a load runs several rewrites in a row.
-	spare struct {
-		insns []insn.Insn
-		aux   []InsnAux
-		orig  []int
-		start []int
-	}
+	// to write into; bufs is where they came from (pool.go).
+	spare spareBufs
+	bufs  *loadBufs
 }
 
 // NewProg prepares insns, which verification accepted with res, for the
@@ -74,12 +70,20 @@ func NewProg(insns []insn.Insn, res *Result) *Prog {
 // AdoptProg is NewProg without the copies: the Prog takes insns, res.Aux
 // and res.Subprogs over, and the rewrites change them.
 func AdoptProg(insns []insn.Insn, res *Result) *Prog {
+	b := res.bufs
+	if b == nil {
+		b = loadBufsPool.Get().(*loadBufs)
+	}
+	res.bufs = nil
 	p := &Prog{
 		Insns:    insns,
 		Aux:      res.Aux,
-		Orig:     intPool.get(len(insns)),
+		Orig:     zeroed(b.orig, len(insns)),
 		Subprogs: res.Subprogs,
+		spare:    b.spare,
+		bufs:     b,
 	}
+	b.orig, b.spare = nil, spareBufs{}
 	for i := range p.Orig {
 		p.Orig[i] = i
 	}
@@ -212,9 +216,9 @@ func (p *Prog) rewrite(remove []bool, patches map[int][]insn.Insn) error {
 	}
 	start[n] = size
 
-	insns := reuse(&insnsPool, p.spare.insns, size)
-	aux := reuse(&auxPool, p.spare.aux, size)
-	orig := reuse(&intPool, p.spare.orig, size)
+	insns := reuse(p.spare.insns, size)
+	aux := reuse(p.spare.aux, size)
+	orig := reuse(p.spare.orig, size)
 	// retarget points the jump-like instruction in, which will be at
 	// newAt, to the new place of old instruction target.
 	retarget := func(in *insn.Insn, newAt, target int) bool {
@@ -550,20 +554,17 @@ func splice[T any](s []T, off, n int, with []T) []T {
 	return s
 }
 
-// reuse returns s emptied, or, if it cannot hold n elements, an empty
-// slice that can from the pool (s going back to it).
-func reuse[T any](pool *slicePool[T], s []T, n int) []T {
+// reuse returns s emptied, or a new slice if it cannot hold n elements.
+func reuse[T any](s []T, n int) []T {
 	if cap(s) < n {
-		pool.put(s)
-		return pool.get(n)[:0]
+		return make([]T, 0, n)
 	}
 	return s[:0]
 }
 
 func growInts(b *[]int, n int) []int {
 	if cap(*b) < n {
-		intPool.put(*b)
-		*b = intPool.get(n)
+		*b = make([]int, n)
 	}
 	*b = (*b)[:n]
 	return *b

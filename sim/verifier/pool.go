@@ -6,48 +6,52 @@ import (
 	"github.com/bpfsim/bpfsim/sim/insn"
 )
 
-// slicePool keeps the per-instruction arrays of finished loads for the next
-// ones: a test suite loads thousands of programs, and without reuse the
-// garbage collector spends more time on these arrays than the verifier
-// spends filling them.
-type slicePool[T any] struct{ p sync.Pool }
-
-// get returns a zeroed slice of n elements.
-func (sp *slicePool[T]) get(n int) []T {
-	if b, ok := sp.p.Get().(*[]T); ok && cap(*b) >= n {
-		s := (*b)[:n]
-		clear(s)
-		return s
-	}
-	return make([]T, n)
+// loadBufs are the per-instruction arrays one load goes through: the
+// verifier's findings, then the rewrites' original indices and spare
+// buffers. A finished load hands them back (Prog.Release) for the next:
+// a test suite loads thousands of programs, and without reuse the garbage
+// collector spends more time on these arrays than the verifier spends
+// filling them. One pooled set per load, rather than a pool per array,
+// keeps each Get and Put free of allocations.
+type loadBufs struct {
+	aux   []InsnAux
+	orig  []int
+	spare spareBufs
 }
 
-// put hands s back; the caller must not use it afterwards.
-func (sp *slicePool[T]) put(s []T) {
-	if cap(s) == 0 {
-		return
-	}
-	s = s[:0]
-	sp.p.Put(&s)
+// spareBufs hold the arrays a rewrite replaced, for the next one to write
+// into: a load runs several rewrites in a row.
+type spareBufs struct {
+	insns []insn.Insn
+	aux   []InsnAux
+	orig  []int
+	start []int
 }
 
-var (
-	auxPool   slicePool[InsnAux]
-	intPool   slicePool[int]
-	insnsPool slicePool[insn.Insn]
-)
+var loadBufsPool = sync.Pool{New: func() any { return new(loadBufs) }}
+
+// zeroed returns s[:n] cleared, or a new slice if s cannot hold n.
+func zeroed[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	s = s[:n]
+	clear(s)
+	return s
+}
 
 // Release hands the arrays p no longer needs back for other loads: its
 // findings, its original indices and the spare buffers of its rewrites.
 // p.Insns, p.Subprogs, p.Lines and p.FuncInfo stay the caller's; nothing
 // else of p may be used afterwards.
 func (p *Prog) Release() {
-	auxPool.put(p.Aux)
-	auxPool.put(p.spare.aux)
-	intPool.put(p.Orig)
-	intPool.put(p.spare.orig)
-	intPool.put(p.spare.start)
-	insnsPool.put(p.spare.insns)
-	p.Aux, p.Orig = nil, nil
-	p.spare.aux, p.spare.orig, p.spare.start, p.spare.insns = nil, nil, nil, nil
+	b := p.bufs
+	if b == nil {
+		b = new(loadBufs)
+	}
+	b.aux, b.orig, b.spare = p.Aux[:0], p.Orig[:0], p.spare
+	// The spare instructions are the ones before the last rewrite; the
+	// caller keeps p.Insns.
+	p.Aux, p.Orig, p.spare, p.bufs = nil, nil, spareBufs{}, nil
+	loadBufsPool.Put(b)
 }

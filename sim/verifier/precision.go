@@ -3,6 +3,7 @@ package verifier
 import (
 	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/uapi"
+	"math/bits"
 )
 
 // Precision tracking, as the kernel does it (mark_chain_precision and
@@ -30,7 +31,27 @@ const (
 type histEntry struct {
 	idx, prevIdx int32
 	flags        uint32
-	linked       []linkedReg
+	linked       linkedRegs
+}
+
+// linkedRegs are the registers and slots of a jump's history entry, at
+// most six as the kernel packs them into a u64 (struct linked_regs);
+// kept in place, they leave the history free of pointers.
+type linkedRegs struct {
+	n    uint8
+	regs [6]linkedReg
+}
+
+func (l *linkedRegs) list() []linkedReg { return l.regs[:l.n] }
+
+// add appends r, or reports that six are there already.
+func (l *linkedRegs) add(r linkedReg) bool {
+	if int(l.n) == len(l.regs) {
+		return false
+	}
+	l.regs[l.n] = r
+	l.n++
+	return true
 }
 
 // linkedReg is a register or spilled slot sharing a scalar id at a
@@ -47,7 +68,7 @@ func stackAccessFlags(frame uint8, spi int) uint32 {
 
 // pushHistory is push_insn_history: one entry per instruction, flags
 // merged if the instruction records twice.
-func (e *env) pushHistory(flags uint32, linked []linkedReg) {
+func (e *env) pushHistory(flags uint32, linked *linkedRegs) {
 	if e.cfg.DisablePruning {
 		return
 	}
@@ -56,11 +77,15 @@ func (e *env) pushHistory(flags uint32, linked []linkedReg) {
 		h := &e.hist[e.curHist]
 		h.flags |= flags
 		if linked != nil {
-			h.linked = linked
+			h.linked = *linked
 		}
 		return
 	}
-	e.hist = append(e.hist[:st.histEnd], histEntry{idx: int32(e.insnIdx), prevIdx: int32(e.prevIdx), flags: flags, linked: linked})
+	h := histEntry{idx: int32(e.insnIdx), prevIdx: int32(e.prevIdx), flags: flags}
+	if linked != nil {
+		h.linked = *linked
+	}
+	e.hist = append(e.hist[:st.histEnd], h)
 	st.histEnd++
 	e.curHist = st.histEnd - 1
 }
@@ -104,7 +129,7 @@ func (e *env) backtrackInsn(idx, subseq int, h *histEntry, bt *backtrack) error 
 	if in.Code == 0 {
 		return nil // the second slot of an lddw
 	}
-	linked := h != nil && len(h.linked) > 0
+	linked := h != nil && h.linked.n > 0
 	if linked {
 		syncLinked(bt, h)
 	}
@@ -232,11 +257,11 @@ func (e *env) backtrackOne(in insn.Insn, subseq int, h *histEntry, bt *backtrack
 }
 
 func syncLinked(bt *backtrack, h *histEntry) {
-	if h == nil || len(h.linked) == 0 {
+	if h == nil || h.linked.n == 0 {
 		return
 	}
 	some := false
-	for _, l := range h.linked {
+	for _, l := range h.linked.list() {
 		if (l.isReg && bt.regs[l.frame]&(1<<l.regOrSp) != 0) || (!l.isReg && bt.stack[l.frame]&(1<<l.regOrSp) != 0) {
 			some = true
 			break
@@ -245,7 +270,7 @@ func syncLinked(bt *backtrack, h *histEntry) {
 	if !some {
 		return
 	}
-	for _, l := range h.linked {
+	for _, l := range h.linked.list() {
 		if l.isReg {
 			bt.regs[l.frame] |= 1 << l.regOrSp
 		} else {
@@ -335,10 +360,8 @@ func (e *env) markPreciseBatch() error {
 					reg.precise = true
 				}
 			}
-			for spi := 0; spi < 64; spi++ {
-				if bt.stack[fr]&(1<<uint(spi)) == 0 {
-					continue
-				}
+			for m := bt.stack[fr]; m != 0; m &= m - 1 {
+				spi := bits.TrailingZeros64(m)
 				if spi >= len(f.stack) || !f.stack[spi].isSpilledScalar() {
 					bt.stack[fr] &^= 1 << uint(spi)
 					continue
@@ -430,16 +453,14 @@ func (e *env) propagatePrecision(old *vstate, idx int) error {
 
 // collectLinked is collect_linked_regs: every scalar with the given id, in
 // registers and spilled slots of every frame (at most 6, as the kernel).
-func collectLinked(st *vstate, id uint32, out []linkedReg) []linkedReg {
+func collectLinked(st *vstate, id uint32, out *linkedRegs) {
 	id &^= addConstFlag
 	for fr := 0; fr <= st.curframe; fr++ {
 		f := st.frames[fr]
 		for r := range f.regs {
 			reg := &f.regs[r]
 			if reg.typ == scalarValue && reg.id&^addConstFlag == id {
-				if len(out) < 6 {
-					out = append(out, linkedReg{frame: uint8(fr), isReg: true, regOrSp: uint8(r)})
-				} else {
+				if !out.add(linkedReg{frame: uint8(fr), isReg: true, regOrSp: uint8(r)}) {
 					reg.id = 0
 				}
 			}
@@ -447,15 +468,12 @@ func collectLinked(st *vstate, id uint32, out []linkedReg) []linkedReg {
 		for spi := range f.stack {
 			s := &f.stack[spi]
 			if s.isSpilled() && s.spilled.typ == scalarValue && s.spilled.id&^addConstFlag == id {
-				if len(out) < 6 {
-					out = append(out, linkedReg{frame: uint8(fr), regOrSp: uint8(spi)})
-				} else {
+				if !out.add(linkedReg{frame: uint8(fr), regOrSp: uint8(spi)}) {
 					s.spilled.id = 0
 				}
 			}
 		}
 	}
-	return out
 }
 
 // Loop entries (get_loop_entry, update_loop_entry): a checkpoint inside a

@@ -44,7 +44,7 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 			} else if sl.st.mayGotoDepth == cur.mayGotoDepth && e.statesEqual(sl.st, cur, idx, exact) {
 				// The kernel follows the message with both states.
 				return false, e.fail(uapi.EINVAL, sprintf("infinite loop detected at insn %d", idx),
-					"cur state:"+cur.cur().format(), "old state:"+sl.st.cur().format())
+					"cur state:"+cur.cur().format(e.maps), "old state:"+sl.st.cur().format(e.maps))
 			} else if !force && e.jmpsProcessed-e.prevJmps < 20 && e.insnProcessed-e.prevInsnProcessed < 100 {
 				// Inside a loop, checkpoints every iteration rarely
 				// help: take them less often.
@@ -186,7 +186,7 @@ func (e *env) regsafe(old, cur *regState, level exactLevel) bool {
 		}
 		return old.bounds.contains(&cur.bounds)
 	case ptrToMapValue, ptrToMem:
-		return old.off == cur.off && old.mapPtr == cur.mapPtr && old.memSize == cur.memSize &&
+		return old.off == cur.off && old.mapIdx == cur.mapIdx && old.memSize == cur.memSize &&
 			old.bounds.contains(&cur.bounds) && e.checkIDs(old.id, cur.id)
 	case ptrToPacket, ptrToPacketMeta:
 		if old.rng < 0 || cur.rng < 0 {
@@ -206,7 +206,7 @@ func (e *env) regsafe(old, cur *regState, level exactLevel) bool {
 func (e *env) regsExact(old, cur *regState) bool {
 	return old.typ == cur.typ && old.maybeNull == cur.maybeNull && old.rdonly == cur.rdonly &&
 		old.off == cur.off && old.bounds == cur.bounds && old.rng == cur.rng &&
-		old.mapPtr == cur.mapPtr && old.memSize == cur.memSize && old.frameno == cur.frameno &&
+		old.mapIdx == cur.mapIdx && old.memSize == cur.memSize && old.frameno == cur.frameno &&
 		old.subprog == cur.subprog && e.checkIDs(old.id, cur.id)
 }
 

@@ -56,8 +56,11 @@ type regState struct {
 	// rng is a packet pointer's proven range: [data, data+off+rng) may be
 	// accessed (the kernel's range).
 	rng int32
-	// mapPtr is the map of CONST_PTR_TO_MAP and PTR_TO_MAP_VALUE.
-	mapPtr *maps.Map
+	// mapIdx is the map of CONST_PTR_TO_MAP and PTR_TO_MAP_VALUE: its
+	// index in env.maps plus one, 0 for none. An index rather than a
+	// pointer keeps states free of pointers, so copying them costs no
+	// garbage collector write barriers.
+	mapIdx uint16
 	// memSize is the size of PTR_TO_MEM.
 	memSize uint32
 	// frameno is the frame a stack pointer points into.
@@ -107,9 +110,10 @@ func (r *regState) typeName() string {
 
 // String is print_reg_state: "1", "scalar(umax=255,var_off=(0x0; 0xff))",
 // "fp-8", "map_value(map=m,ks=4,vs=8)".
-func (r *regState) String() string { return r.format(0) }
+func (r *regState) String() string { return r.format(nil, 0) }
 
-func (r *regState) format(curFrame uint8) string {
+// format prints r as the kernel log does; tab is env.maps.
+func (r *regState) format(tab []*maps.Map, curFrame uint8) string {
 	if r.typ == scalarValue && r.isConst() {
 		return snum(int64(r.constant()))
 	}
@@ -134,11 +138,11 @@ func (r *regState) format(curFrame uint8) string {
 	if r.id != 0 {
 		add("id=%d", r.id)
 	}
-	if (r.typ == constPtrToMap || r.typ == ptrToMapValue) && r.mapPtr != nil {
-		if r.mapPtr.Name != "" {
-			add("map=%s", r.mapPtr.Name)
+	if m := mapAt(tab, r.mapIdx); (r.typ == constPtrToMap || r.typ == ptrToMapValue) && m != nil {
+		if m.Name != "" {
+			add("map=%s", m.Name)
 		}
-		add("ks=%d,vs=%d", r.mapPtr.KeySize, r.mapPtr.ValueSize)
+		add("ks=%d,vs=%d", m.KeySize, m.ValueSize)
 	}
 	if r.typ != scalarValue && r.off != 0 {
 		add("off=%s", snum(int64(r.off)))
@@ -179,4 +183,30 @@ func unum(v uint64) string {
 		return fmt.Sprintf("%d", v)
 	}
 	return fmt.Sprintf("%#x", v)
+}
+
+// mapAt returns the map of index idx (regState.mapIdx) in tab.
+func mapAt(tab []*maps.Map, idx uint16) *maps.Map {
+	if idx == 0 || int(idx) > len(tab) {
+		return nil
+	}
+	return tab[idx-1]
+}
+
+// mapOf returns the map r points to or into, nil for none.
+func (e *env) mapOf(r *regState) *maps.Map { return mapAt(e.maps, r.mapIdx) }
+
+// mapIndex returns m's index for regState.mapIdx, adding it to the
+// table: a program refers to few maps.
+func (e *env) mapIndex(m *maps.Map) uint16 {
+	if m == nil {
+		return 0
+	}
+	for i, t := range e.maps {
+		if t == m {
+			return uint16(i + 1)
+		}
+	}
+	e.maps = append(e.maps, m)
+	return uint16(len(e.maps))
 }

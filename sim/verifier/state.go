@@ -3,6 +3,8 @@ package verifier
 import (
 	"fmt"
 	"strings"
+
+	"github.com/bpfsim/bpfsim/maps"
 )
 
 // Stack slot byte types (enum bpf_stack_slot_type).
@@ -150,10 +152,12 @@ func (s *vstate) forEachReg(fn func(r *regState)) {
 }
 
 // format prints a frame the way print_verifier_state does.
-func (f *funcState) format() string { return f.formatMasked(^uint16(0), ^uint64(0)) }
+func (f *funcState) format(tab []*maps.Map) string {
+	return f.formatMasked(tab, ^uint16(0), ^uint64(0))
+}
 
 // formatMasked prints the registers and stack slots in the masks.
-func (f *funcState) formatMasked(regMask uint16, stackMask uint64) string {
+func (f *funcState) formatMasked(tab []*maps.Map, regMask uint16, stackMask uint64) string {
 	var b strings.Builder
 	if f.frameno != 0 {
 		fmt.Fprintf(&b, " frame%d:", f.frameno)
@@ -163,7 +167,7 @@ func (f *funcState) formatMasked(regMask uint16, stackMask uint64) string {
 		if r.typ == notInit || regMask&(1<<i) == 0 {
 			continue
 		}
-		fmt.Fprintf(&b, " R%d=%s", i, r.format(f.frameno))
+		fmt.Fprintf(&b, " R%d=%s", i, r.format(tab, f.frameno))
 	}
 	for spi := range f.stack {
 		s := &f.stack[spi]
@@ -187,7 +191,7 @@ func (f *funcState) formatMasked(regMask uint16, stackMask uint64) string {
 			for j < regSize && s.types[j] != stackSpill {
 				j++
 			}
-			fmt.Fprintf(&b, " fp%d=%s%s", off, types[:j], s.spilled.format(f.frameno))
+			fmt.Fprintf(&b, " fp%d=%s%s", off, types[:j], s.spilled.format(tab, f.frameno))
 			continue
 		}
 		fmt.Fprintf(&b, " fp%d=%s", off, types[:])

@@ -98,6 +98,8 @@ type Result struct {
 	// MaxCtxOffset is the end of the furthest context access
 	// (max_ctx_offset): a test run needs a context at least this long.
 	MaxCtxOffset int
+
+	bufs *loadBufs // where Aux came from, for AdoptProg (pool.go)
 }
 
 // env is struct bpf_verifier_env.
@@ -125,6 +127,8 @@ type env struct {
 	// path's checkpoints).
 	hist []histEntry
 	free []*vstate
+	// maps are the maps registers point to, by regState.mapIdx.
+	maps []*maps.Map
 	live []uint16
 
 	idGen                        uint32
@@ -175,7 +179,9 @@ func Verify(insns []insn.Insn, cfg *Config) (*Result, error) {
 		subs = append([]Subprog(nil), subs...) // stack depths get written
 	}
 	e := envPool.Get().(*env)
-	e.reset(cfg, insns, subs)
+	bufs := loadBufsPool.Get().(*loadBufs)
+	e.reset(cfg, insns, subs, zeroed(bufs.aux, len(insns)))
+	bufs.aux = nil
 	defer e.release()
 	if cfg.Limit > 0 {
 		e.limit = cfg.Limit
@@ -212,6 +218,7 @@ func Verify(insns []insn.Insn, cfg *Config) (*Result, error) {
 		MaxStatesPerInsn: e.maxStatesPerInsn,
 		Log:              e.log.String(),
 		MaxCtxOffset:     e.maxCtxOffset,
+		bufs:             bufs,
 	}, nil
 }
 
@@ -233,6 +240,9 @@ func (e *env) fail(errno uapi.Errno, msg string, extra ...string) error {
 }
 
 func (e *env) printStats() {
+	if e.log.level == 0 {
+		return // before the arguments escape
+	}
 	e.log.printf("processed %d insns (limit %d) max_states_per_insn %d total_states %d peak_states %d mark_read %d",
 		e.insnProcessed, ComplexityLimit, e.maxStatesPerInsn, e.totalStates, e.peakStates, 0)
 }
@@ -322,11 +332,11 @@ const maxFreeStates = 256
 var envPool = sync.Pool{New: func() any { return new(env) }}
 
 // reset prepares a pooled env for a program, keeping its buffers.
-func (e *env) reset(cfg *Config, insns []insn.Insn, subs []Subprog) {
+func (e *env) reset(cfg *Config, insns []insn.Insn, subs []Subprog, aux []InsnAux) {
 	n := len(insns)
 	*e = env{
 		cfg: cfg, insns: insns, subprogs: subs, limit: ComplexityLimit,
-		aux:      auxPool.get(n), // handed out with the Result
+		aux:      aux, // handed out with the Result
 		prune:    clearBools(e.prune, n),
 		force:    clearBools(e.force, n),
 		jmpPoint: clearBools(e.jmpPoint, n),
@@ -338,6 +348,7 @@ func (e *env) reset(cfg *Config, insns []insn.Insn, subs []Subprog) {
 		idmapOld: e.idmapOld[:0],
 		idmapCur: e.idmapCur[:0],
 		scratch:  e.scratch,
+		maps:     e.maps[:0],
 	}
 	for len(e.explored) < n {
 		e.explored = append(e.explored, nil)
@@ -379,6 +390,7 @@ func (e *env) release() {
 		st.parent, st.loopEntry = nil, nil
 	}
 	e.cfg, e.insns, e.cur, e.aux, e.subprogs = nil, nil, nil, nil, nil
+	clear(e.maps) // kept empty: a pooled env holds no map
 	e.log = logBuf{}
 	envPool.Put(e)
 }
