@@ -64,6 +64,10 @@ type Kernel struct {
 	// live (ksyms.go); hardWire is Options.HardWire.
 	ksyms    *ksymTable
 	hardWire verifier.HardWire
+
+	// helperProtoFn is helperProto as a func value, made once: a method
+	// value built per load would be an allocation per load.
+	helperProtoFn func(int32) *verifier.FuncProto
 }
 
 // CPU is one simulated CPU: the machine state the interpreter runs on, its
@@ -119,6 +123,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		return nil, err
 	}
 	k.hardWire = o.HardWire
+	k.helperProtoFn = k.helperProto
 	k.percpu = mem.NewPercpu(k.mem, o.CPUs)
 	k.rand.seed(o.Seed, -1)
 	if o.MemoryLimit != 0 {

@@ -198,7 +198,10 @@ func (k *Kernel) verify(p *Program, opts ProgramOptions) (*verifier.Result, erro
 	if !ok {
 		return nil, errors.Wrapf(uapi.EINVAL, "program type %s cannot be verified by bpfsim yet", p.typ)
 	}
-	refs := make(map[int]verifier.MapRef, len(p.mapLoads))
+	var refs map[int]verifier.MapRef
+	if len(p.mapLoads) > 0 {
+		refs = make(map[int]verifier.MapRef, len(p.mapLoads))
+	}
 	for i, l := range p.mapLoads {
 		refs[i] = verifier.MapRef{Map: l.m, Value: l.value, Off: l.off}
 	}
@@ -216,7 +219,7 @@ func (k *Kernel) verify(p *Program, opts ProgramOptions) (*verifier.Result, erro
 	return verifier.Verify(p.xlated, &verifier.Config{
 		Type:          pt,
 		Maps:          refs,
-		Helper:        k.helperProto,
+		Helper:        k.helperProtoFn,
 		LogLevel:      level,
 		GPLCompatible: gplCompatible(license),
 		NumCPUs:       k.NumCPUs(),

@@ -2,6 +2,7 @@ package interp
 
 import (
 	"github.com/pkg/errors"
+	"slices"
 
 	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/uapi"
@@ -121,8 +122,15 @@ func Compile(insns []insn.Insn, helpers HelperResolver) (*Program, error) {
 	// instruction, so the dispatch loop never needs a bounds test.
 	p.ops = make([]op, n+1)
 	p.ops[n] = op{kind: opInvalid}
-	second := secondSlots(insns)
-	helperIndex := map[int32]uint64{}
+	// Helper ids seen so far, in p.helpers order: programs call few
+	// helpers, and a linear search beats building a map per load.
+	var idBuf [16]int32
+	helperIDs := idBuf[:0]
+	// Jumps forward are checked once every slot's kind is known: an lddw's
+	// second slot is left opInvalid, and every other opInvalid slot has
+	// already failed compilation.
+	var fwdBuf [64]int32
+	forward := fwdBuf[:0]
 	for i := 0; i < n; i++ {
 		in := insns[i]
 		o := op{dst: in.Dst, src: in.Src, off: int32(in.Off), imm: uint64(int64(in.Imm))}
@@ -179,17 +187,17 @@ func Compile(insns []insn.Insn, helpers HelperResolver) (*Program, error) {
 			o.kind = k
 			switch k {
 			case opCallHelper:
-				idx, ok := helperIndex[in.Imm]
-				if !ok {
+				idx := slices.Index(helperIDs, in.Imm)
+				if idx < 0 {
 					h, err := helpers(in.Imm)
 					if err != nil {
 						return nil, errors.Wrapf(err, "insn %d", i)
 					}
-					idx = uint64(len(p.helpers))
+					idx = len(p.helpers)
 					p.helpers = append(p.helpers, h)
-					helperIndex[in.Imm] = idx
+					helperIDs = append(helperIDs, in.Imm)
 				}
-				o.imm = idx
+				o.imm = uint64(idx)
 			case opCallLocal:
 				o.off = int32(i) + 1 + in.Imm
 			case opExit, opNospec:
@@ -204,8 +212,11 @@ func Compile(insns []insn.Insn, helpers HelperResolver) (*Program, error) {
 			}
 			o.back = int(o.off) <= i
 			if k == opCallLocal || (k != opCallHelper && k != opExit) {
-				if o.off < 0 || int(o.off) >= n || second[o.off] {
+				switch {
+				case o.off < 0 || int(o.off) >= n || int(o.off) < i && p.ops[o.off].kind == opInvalid:
 					return nil, errors.Wrapf(uapi.EINVAL, "jump out of range from insn %d to %d", i, o.off)
+				case !o.back:
+					forward = append(forward, int32(i))
 				}
 			}
 		default:
@@ -213,20 +224,12 @@ func Compile(insns []insn.Insn, helpers HelperResolver) (*Program, error) {
 		}
 		p.ops[i] = o
 	}
-	return p, nil
-}
-
-// secondSlots marks the slots that hold the upper half of an lddw: no jump
-// may land on them.
-func secondSlots(insns []insn.Insn) []bool {
-	second := make([]bool, len(insns))
-	for i := 0; i < len(insns); i++ {
-		if insns[i].IsLdImm64() && i+1 < len(insns) {
-			second[i+1] = true
-			i++
+	for _, i := range forward {
+		if t := p.ops[i].off; p.ops[t].kind == opInvalid {
+			return nil, errors.Wrapf(uapi.EINVAL, "jump out of range from insn %d to %d", i, t)
 		}
 	}
-	return second
+	return p, nil
 }
 
 func aluKind(in insn.Insn) (opKind, error) {

@@ -298,6 +298,7 @@ func TestCompileRejectsWhatCannotRun(t *testing.T) {
 		{"unknown opcode", prog(insn.Insn{Code: 0xff}, exit())},
 		{"jump out of range", prog(ja(5), exit())},
 		{"jump into lddw", prog(ja(1), ldImm64(0, 1), exit())},
+		{"jump back into lddw", prog(ldImm64(0, 1), ja(-2), exit())},
 		{"register 12", prog(insn.Insn{Code: insn.ALU64 | insn.MOV | insn.K, Dst: 12}, exit())},
 		{"bad byte swap width", prog(insn.Insn{Code: insn.ALU | insn.END, Imm: 8}, exit())},
 		{"atomic of one byte", prog(atomicOp(insn.B, 10, 1, -8, insn.ADD), exit())},
@@ -309,6 +310,23 @@ func TestCompileRejectsWhatCannotRun(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			if _, err := interp.Compile(c.p, none); err == nil {
 				t.Fatal("compiled")
+			}
+		})
+	}
+}
+
+func TestCompileAcceptsJumpsAroundLddw(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		p    []insn.Insn
+	}{
+		{"back to the lddw", prog(ldImm64(0, 1), ja(-3), exit())},
+		{"over the lddw", prog(ja(2), ldImm64(0, 1), exit())},
+		{"to itself", prog(ja(-1), exit())},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if _, err := interp.Compile(c.p, nil); err != nil {
+				t.Fatal(err)
 			}
 		})
 	}

@@ -15,26 +15,40 @@ func (e *env) checkCFG() error {
 		discovered = 1
 		explored   = 2
 	)
-	state := growU8(&e.scratch.state, 2*n)
-	next := state[n:] // how many successors of each instruction were visited
+	state := growU8(&e.scratch.state, 3*n)
+	next := state[n : 2*n] // how many successors of each instruction were visited
+	nsucc := state[2*n:]
+	if cap(e.scratch.succ) < n {
+		e.scratch.succ = make([][2]int, n)
+	}
+	// Successors are found once per instruction, when it is discovered,
+	// and kept for computeLiveness.
+	succ := e.scratch.succ[:n]
+	visit := func(t int) error {
+		succ[t] = [2]int{-1, -1}
+		ns, err := e.successors(t, &succ[t])
+		nsucc[t] = uint8(ns)
+		return err
+	}
 	stack := append(e.scratch.stack[:0], 0)
 	defer func() { e.scratch.stack = stack }()
 	state[0] = discovered
-	var succ [2]int
+	if err := visit(0); err != nil {
+		return err
+	}
 	for len(stack) > 0 {
 		t := stack[len(stack)-1]
-		ns, err := e.successors(t, &succ)
-		if err != nil {
-			return err
-		}
-		if int(next[t]) < ns {
-			w := succ[next[t]]
+		if next[t] < nsucc[t] {
+			w := succ[t][next[t]]
 			next[t]++
 			if w < 0 || w >= n {
 				return e.errorf(uapi.EINVAL, "jump out of range from insn %d to %d", t, w)
 			}
 			if state[w] == 0 {
 				state[w] = discovered
+				if err := visit(w); err != nil {
+					return err
+				}
 				stack = append(stack, w)
 			}
 			continue
@@ -50,6 +64,7 @@ func (e *env) checkCFG() error {
 			if state[i+1] != 0 {
 				return e.errorf(uapi.EINVAL, "jump into the middle of ldimm64 insn %d", i)
 			}
+			succ[i+1] = [2]int{-1, -1} // never reached; read by computeLiveness
 			i++
 		}
 	}
@@ -128,36 +143,22 @@ func (e *env) computeLiveness(insns []insn.Insn, subs []Subprog, helperArgs func
 	n := len(insns)
 	use := growU16(&e.scratch.use, n)
 	def := growU16(&e.scratch.def, n)
-	if cap(e.scratch.succ) < n {
-		e.scratch.succ = make([][2]int, n)
-	}
+	// checkCFG found every instruction's successors; a call of a
+	// subprogram continues, for this analysis, at the next instruction
+	// (the callee's reads are its arguments).
 	succ := e.scratch.succ[:n]
 	for i := 0; i < n; i++ {
 		in := insns[i]
 		u, d := liveUseDef(in)
-		if in.Code == insn.JMP|insn.CALL && in.Src == 0 && helperArgs != nil {
-			u = helperArgs(in.Imm)
+		if in.Code == insn.JMP|insn.CALL {
+			if in.Src == 0 && helperArgs != nil {
+				u = helperArgs(in.Imm)
+			}
+			if in.Src == insn.PseudoCall {
+				succ[i][1] = -1
+			}
 		}
 		use[i], def[i] = u, d
-		succ[i] = [2]int{-1, -1}
-		cls := in.Class()
-		switch {
-		case in.IsLdImm64():
-			succ[i][0] = i + 2
-		case cls != insn.JMP && cls != insn.JMP32:
-			succ[i][0] = i + 1
-		case in.Op() == insn.EXIT:
-		case in.Op() == insn.CALL:
-			succ[i][0] = i + 1
-		case in.Op() == insn.JA:
-			if cls == insn.JMP32 {
-				succ[i][0] = i + int(in.Imm) + 1
-			} else {
-				succ[i][0] = i + int(in.Off) + 1
-			}
-		default:
-			succ[i] = [2]int{i + 1, i + int(in.Off) + 1}
-		}
 		if in.IsLdImm64() {
 			i++
 		}
@@ -186,63 +187,104 @@ func (e *env) computeLiveness(insns []insn.Insn, subs []Subprog, helperArgs func
 	return live
 }
 
-// liveUseDef returns the registers an instruction reads and writes.
-func liveUseDef(in insn.Insn) (use, def uint16) {
-	bit := func(r uint8) uint16 { return 1 << (r & 15) }
-	const args = 0x3e // R1-R5
+// liveFlags classifies each opcode for liveUseDef: which of dst and src
+// it reads and whether it writes dst, or that it needs a closer look.
+// A table rather than nested switches: the instruction mix of a program is
+// random enough that the switches' branches mispredict.
+var liveFlags = func() (t [256]uint8) {
+	for c := 0; c < 256; c++ {
+		t[c] = liveFlagsOf(uint8(c))
+	}
+	return t
+}()
+
+const (
+	liveUseDst = 1 << iota
+	liveUseSrc
+	liveDefDst
+	liveSpecial
+)
+
+func liveFlagsOf(code uint8) uint8 {
+	in := insn.Insn{Code: code}
 	switch in.Class() {
 	case insn.ALU, insn.ALU64:
 		switch {
+		case in.Op() == insn.MOV && in.Source() == insn.X:
+			return liveUseSrc | liveDefDst
 		case in.Op() == insn.MOV:
-			if in.Source() == insn.X {
-				use = bit(in.Src)
-			}
+			return liveDefDst
 		case in.Source() == insn.X:
-			use = bit(in.Dst) | bit(in.Src)
-		default:
-			use = bit(in.Dst)
+			return liveUseDst | liveUseSrc | liveDefDst
 		}
-		def = bit(in.Dst)
+		return liveUseDst | liveDefDst
 	case insn.LDX:
-		use, def = bit(in.Src), bit(in.Dst)
+		return liveUseSrc | liveDefDst
 	case insn.ST:
-		use = bit(in.Dst)
+		return liveUseDst
 	case insn.STX:
-		use = bit(in.Dst) | bit(in.Src)
 		if in.Mode() == insn.ATOMIC {
-			switch {
-			case in.Imm == insn.Cmpxchg:
-				use |= bit(insn.R0)
-				def = bit(insn.R0)
-			case in.Imm == insn.LoadAcq:
-				use, def = bit(in.Src), bit(in.Dst)
-			case in.Imm&insn.Fetch != 0:
-				def = bit(in.Src)
-			}
+			return liveSpecial
 		}
+		return liveUseDst | liveUseSrc
 	case insn.LD:
-		switch in.Mode() {
-		case insn.IMM:
-			def = bit(in.Dst)
-		case insn.ABS, insn.IND:
-			use = bit(insn.R6)
-			if in.Mode() == insn.IND {
-				use |= bit(in.Src)
-			}
-			def = args | 1
+		if in.Mode() == insn.IMM {
+			return liveDefDst
 		}
-	case insn.JMP, insn.JMP32:
-		switch in.Op() {
-		case insn.EXIT:
+		return liveSpecial
+	}
+	switch in.Op() { // JMP, JMP32
+	case insn.EXIT, insn.CALL:
+		return liveSpecial
+	case insn.JA, insn.JCOND:
+		return 0
+	}
+	if in.Source() == insn.X {
+		return liveUseDst | liveUseSrc
+	}
+	return liveUseDst
+}
+
+// liveUseDef returns the registers an instruction reads and writes.
+func liveUseDef(in insn.Insn) (use, def uint16) {
+	f := liveFlags[in.Code]
+	if f&liveSpecial != 0 {
+		return liveUseDefSpecial(in)
+	}
+	d, s := uint16(1)<<(in.Dst&15), uint16(1)<<(in.Src&15)
+	use = d&-uint16(f&liveUseDst) | s&-uint16(f>>1&1)
+	def = d & -uint16(f>>2&1)
+	return use, def
+}
+
+// liveUseDefSpecial is liveUseDef for atomics, legacy packet loads, calls
+// and exits.
+func liveUseDefSpecial(in insn.Insn) (use, def uint16) {
+	bit := func(r uint8) uint16 { return 1 << (r & 15) }
+	const args = 0x3e // R1-R5
+	switch in.Class() {
+	case insn.STX: // atomic
+		use = bit(in.Dst) | bit(in.Src)
+		switch {
+		case in.Imm == insn.Cmpxchg:
+			use |= bit(insn.R0)
+			def = bit(insn.R0)
+		case in.Imm == insn.LoadAcq:
+			use, def = bit(in.Src), bit(in.Dst)
+		case in.Imm&insn.Fetch != 0:
+			def = bit(in.Src)
+		}
+	case insn.LD: // ABS, IND
+		use = bit(insn.R6)
+		if in.Mode() == insn.IND {
+			use |= bit(in.Src)
+		}
+		def = args | 1
+	default:
+		if in.Op() == insn.EXIT {
 			use = bit(insn.R0)
-		case insn.CALL:
+		} else { // call
 			use, def = args, args|1
-		case insn.JA, insn.JCOND:
-		default:
-			use = bit(in.Dst)
-			if in.Source() == insn.X {
-				use |= bit(in.Src)
-			}
 		}
 	}
 	return use, def

@@ -137,7 +137,8 @@ func deadCodeAndNops(p *Prog) (remove []bool, ok bool) {
 		}
 	}
 	after[n] = size
-	remove = make([]bool, n)
+	remove = zeroed(p.spare.remove, n)
+	p.spare.remove = remove
 	for i, in := range p.Insns {
 		switch {
 		case !p.Aux[i].Seen:

@@ -26,6 +26,8 @@ type spareBufs struct {
 	aux   []InsnAux
 	orig  []int
 	start []int
+	// remove is deadCodeAndNops' answer, read by the rewrite after it.
+	remove []bool
 }
 
 var loadBufsPool = sync.Pool{New: func() any { return new(loadBufs) }}

@@ -11,7 +11,7 @@ package verifier
 
 import (
 	"fmt"
-	"sort"
+	"slices"
 
 	"github.com/pkg/errors"
 
@@ -119,7 +119,8 @@ func checkLdImm64(insns []insn.Insn) error {
 // findSubprogs collects function starts from bpf-to-bpf calls and
 // function-pointer loads, as add_subprog_and_kfunc does.
 func findSubprogs(insns []insn.Insn) ([]Subprog, error) {
-	starts := map[int]bool{0: true}
+	var startBuf [8]int
+	starts := append(startBuf[:0], 0)
 	for i, in := range insns {
 		isCall := in.Code == insn.JMP|insn.CALL && in.Src == insn.PseudoCall
 		isFunc := in.IsLdImm64() && in.Src == insn.PseudoFunc
@@ -130,18 +131,15 @@ func findSubprogs(insns []insn.Insn) ([]Subprog, error) {
 		if target < 0 || target >= len(insns) {
 			return nil, reject(uapi.EINVAL, "call to invalid destination")
 		}
-		starts[target] = true
+		starts = append(starts, target)
 	}
-	order := make([]int, 0, len(starts))
-	for s := range starts {
-		order = append(order, s)
-	}
-	sort.Ints(order)
-	subs := make([]Subprog, len(order))
-	for i, s := range order {
+	slices.Sort(starts)
+	starts = slices.Compact(starts)
+	subs := make([]Subprog, len(starts))
+	for i, s := range starts {
 		end := len(insns)
-		if i+1 < len(order) {
-			end = order[i+1]
+		if i+1 < len(starts) {
+			end = starts[i+1]
 		}
 		subs[i] = Subprog{Start: s, End: end}
 	}
@@ -151,18 +149,25 @@ func findSubprogs(insns []insn.Insn) ([]Subprog, error) {
 // checkSubprogs mirrors check_subprogs: jumps stay inside their function,
 // and every function ends with an exit or an unconditional jump.
 func checkSubprogs(insns []insn.Insn, subs []Subprog) error {
-	second := make([]bool, len(insns))
+	// second marks the slots holding an lddw's upper half; a bitmap on
+	// the stack covers the usual program without allocating.
+	var bitBuf [64]uint64
+	bitmap := bitBuf[:]
+	if w := (len(insns) + 63) / 64; w > len(bitmap) {
+		bitmap = make([]uint64, w)
+	}
+	second := func(i int) bool { return bitmap[i/64]&(1<<(i%64)) != 0 }
 	for i := 0; i+1 < len(insns); i++ {
 		// A truncated lddw at the end is checkLdImm64's to report.
 		if insns[i].IsLdImm64() {
-			second[i+1] = true
+			bitmap[(i+1)/64] |= 1 << ((i + 1) % 64)
 			i++
 		}
 	}
 	for _, sp := range subs {
 		for i := sp.Start; i < sp.End; i++ {
 			in := insns[i]
-			if second[i] {
+			if second(i) {
 				continue
 			}
 			cl := in.Class()
@@ -181,12 +186,12 @@ func checkSubprogs(insns []insn.Insn, subs []Subprog) error {
 			if target < sp.Start || target >= sp.End {
 				return reject(uapi.EINVAL, "jump out of range from insn %d to %d", i, target)
 			}
-			if second[target] {
+			if second(target) {
 				return reject(uapi.EINVAL, "jump into the middle of ldimm64 insn %d", target-1)
 			}
 		}
 		last := insns[sp.End-1]
-		if second[sp.End-1] {
+		if second(sp.End - 1) {
 			last = insns[sp.End-2]
 		}
 		if last.Code != insn.JMP|insn.EXIT && last.Code != insn.JMP|insn.JA && last.Code != insn.JMP32|insn.JA {

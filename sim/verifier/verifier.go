@@ -341,7 +341,7 @@ func (e *env) reset(cfg *Config, insns []insn.Insn, subs []Subprog, aux []InsnAu
 		force:    clearBools(e.force, n),
 		jmpPoint: clearBools(e.jmpPoint, n),
 		live:     e.live[:0],
-		explored: e.explored[:0],
+		explored: e.explored,
 		pending:  e.pending[:0],
 		hist:     e.hist[:0],
 		free:     e.free,
@@ -350,8 +350,11 @@ func (e *env) reset(cfg *Config, insns []insn.Insn, subs []Subprog, aux []InsnAu
 		scratch:  e.scratch,
 		maps:     e.maps[:0],
 	}
-	for len(e.explored) < n {
-		e.explored = append(e.explored, nil)
+	// Each instruction's list keeps the capacity an earlier load gave it
+	// (release empties them): growing lists is most of what pruning
+	// would otherwise allocate.
+	if cap(e.explored) < n {
+		e.explored = append(e.explored[:cap(e.explored)], make([][]stateList, n-cap(e.explored))...)
 	}
 	e.explored = e.explored[:n]
 }
