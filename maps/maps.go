@@ -162,6 +162,67 @@ type PushPopPeeker interface {
 	PeekElem(cpu int, value []byte) error
 }
 
+// File identifies an open file description on a map (the kernel's struct
+// file): the fds dup makes share one, while opening the map again (by id,
+// by pin) makes another. Perf event arrays remember the file an event was
+// installed through. 0 is no file (a program, the kernel itself).
+type File uint64
+
+// FileReleaser is the ability of maps that act when a file on them is
+// closed for the last time (map_release): perf event arrays drop the
+// events installed through it.
+type FileReleaser interface {
+	ReleaseFile(f File)
+}
+
+// UrefReleaser is the ability of maps that act when their last user
+// reference goes (map_release_uref): prog arrays clear their slots, which
+// breaks the reference cycles programs and prog arrays can form.
+type UrefReleaser interface {
+	ReleaseUref()
+}
+
+// Object is a kernel object a map slot can hold a reference on: a map (in
+// a map of maps), a program (in a prog array), a perf event.
+type Object interface {
+	// Get takes a reference; Put drops one, and the last frees the object
+	// (after a grace period).
+	Get()
+	Put()
+	// ObjectID is the object's id, what user space reads back.
+	ObjectID() uint32
+}
+
+// FdKind says what the file descriptors written into an FdValues map refer
+// to.
+type FdKind uint8
+
+const (
+	FdMap FdKind = iota + 1
+	FdProg
+	FdPerfEvent
+)
+
+// FdValues is the ability of maps whose values user space writes as file
+// descriptors and reads back as ids: the fd arrays (prog array, perf event
+// array, array of maps) and the hash of maps (map_fd_get_ptr,
+// map_fd_put_ptr, map_fd_sys_lookup_elem). The kernel turns the fd into
+// the object it refers to before calling UpdateObject.
+type FdValues interface {
+	FdKind() FdKind
+	// UpdateObject stores obj under key; file is the map file used for
+	// the update. On success the map holds its own reference on obj; a
+	// replaced object's reference is dropped after a grace period.
+	UpdateObject(key []byte, obj Object, file File, flags uint64) error
+	// LookupID returns the id of the object under key.
+	LookupID(key []byte) (uint32, error)
+}
+
+// ObjectID makes a map an Object.
+func (m *Map) ObjectID() uint32 { return m.ID }
+
+var _ Object = (*Map)(nil)
+
 // Type describes a map type: what the kernel keeps in bpf_types.h.
 type Type struct {
 	ID   uapi.MapType
