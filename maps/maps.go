@@ -343,9 +343,15 @@ func (m *Map) Put() {
 	}
 }
 
-// PutUser drops a user reference and its reference (bpf_map_put_with_uref).
+// PutUser drops a user reference and its reference
+// (bpf_map_put_with_uref). When the last user reference goes, a type with
+// the UrefReleaser ability runs it (map_release_uref).
 func (m *Map) PutUser() {
-	m.usercnt.Add(-1)
+	if m.usercnt.Add(-1) == 0 {
+		if r, ok := m.Ops.(UrefReleaser); ok {
+			r.ReleaseUref()
+		}
+	}
 	m.Put()
 }
 

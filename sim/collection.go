@@ -37,6 +37,18 @@ func (k *Kernel) NewCollection(spec *ebpf.CollectionSpec) (*Collection, error) {
 // programs, like cilium/ebpf's LoadAndAssign: an object whose other
 // programs need something bpfsim lacks still yields the ones asked for.
 func (k *Kernel) NewCollectionWithOptions(spec *ebpf.CollectionSpec, opts CollectionOptions) (*Collection, error) {
+	return k.init.NewCollectionWithOptions(spec, opts)
+}
+
+// NewCollection is Kernel.NewCollection with the maps and programs opened
+// as fds of this process.
+func (p *Process) NewCollection(spec *ebpf.CollectionSpec) (*Collection, error) {
+	return p.NewCollectionWithOptions(spec, CollectionOptions{})
+}
+
+// NewCollectionWithOptions is Kernel.NewCollectionWithOptions for this
+// process.
+func (p *Process) NewCollectionWithOptions(spec *ebpf.CollectionSpec, opts CollectionOptions) (*Collection, error) {
 	if spec == nil {
 		return nil, errors.Wrap(uapi.EINVAL, "nil CollectionSpec")
 	}
@@ -59,7 +71,7 @@ func (k *Kernel) NewCollectionWithOptions(spec *ebpf.CollectionSpec, opts Collec
 		if len(opts.Programs) > 0 && !wantMaps[name] {
 			continue
 		}
-		m, err := k.NewMap(spec.Maps[name])
+		m, err := p.NewMap(spec.Maps[name])
 		if err != nil {
 			c.Close()
 			return nil, err
@@ -79,12 +91,12 @@ func (k *Kernel) NewCollectionWithOptions(spec *ebpf.CollectionSpec, opts Collec
 				return nil, errors.Wrapf(uapi.EINVAL, "program %s: map %s: %v", name, ref, err)
 			}
 		}
-		p, err := k.NewProgramWithOptions(ps, opts.ProgramOptions) // its errors name the program
+		prog, err := p.NewProgramWithOptions(ps, opts.ProgramOptions) // its errors name the program
 		if err != nil {
 			c.Close()
 			return nil, err
 		}
-		c.Programs[name] = p
+		c.Programs[name] = prog
 	}
 	return c, nil
 }

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/pkg/errors"
 
@@ -55,7 +56,13 @@ type Kernel struct {
 
 	mapTypes maps.Registry
 	objs     objects
-	fds      fdTable
+	// init is the first process, which the Kernel's own methods act
+	// for; nextPID and nextFile number processes and open files.
+	init     *Process
+	nextPID  atomic.Int64
+	nextFile atomic.Uint64
+	// openFiles counts the open file descriptions, for leak checks.
+	openFiles atomic.Int64
 
 	randMu sync.Mutex
 	rand   prandomState // get_random_u32 for map seeds
@@ -115,7 +122,6 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		helpers: make(map[int32]*Helper),
 		rcu:     newRCU(o.CPUs),
 		objs:    objects{maps: map[uint32]*maps.Map{}, byAddr: map[uint64]*maps.Map{}},
-		fds:     fdTable{files: map[int]any{}},
 	}
 	// The kernel image comes first in the address space, as on arm64.
 	var err error
@@ -123,6 +129,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		return nil, err
 	}
 	k.hardWire = o.HardWire
+	k.init = k.NewProcess()
 	k.helperProtoFn = k.helperProto
 	k.percpu = mem.NewPercpu(k.mem, o.CPUs)
 	k.rand.seed(o.Seed, -1)

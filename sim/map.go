@@ -20,8 +20,10 @@ import (
 // per possible CPU, as a slice.
 type Map struct {
 	k      *Kernel
+	proc   *Process
 	m      *maps.Map
 	fd     int
+	file   *file
 	flags  uint32 // the access flags of this handle (BPF_F_RDONLY, BPF_F_WRONLY)
 	closed atomic.Bool
 }
@@ -58,7 +60,9 @@ func mapErr(err error) error {
 // NewMap creates a map from a cilium/ebpf MapSpec, fills in its Contents
 // and freezes it if it is a read-only data section (.rodata), as
 // cilium/ebpf does.
-func (k *Kernel) NewMap(spec *ebpf.MapSpec) (*Map, error) {
+func (k *Kernel) NewMap(spec *ebpf.MapSpec) (*Map, error) { return k.newMap(k.init, spec) }
+
+func (k *Kernel) newMap(p *Process, spec *ebpf.MapSpec) (*Map, error) {
 	if spec == nil {
 		return nil, errors.Wrap(uapi.EINVAL, "nil MapSpec")
 	}
@@ -78,7 +82,10 @@ func (k *Kernel) NewMap(spec *ebpf.MapSpec) (*Map, error) {
 	if err != nil {
 		return nil, errors.Wrapf(err, "map %s", spec.Name)
 	}
-	h := k.newMapHandle(m)
+	h, err := p.newMapHandle(m)
+	if err != nil {
+		return nil, errors.Wrapf(err, "map %s", spec.Name)
+	}
 	for _, kv := range spec.Contents {
 		if err := h.Update(kv.Key, kv.Value, ebpf.UpdateAny); err != nil {
 			h.Close()
@@ -151,14 +158,6 @@ func specialField(t btf.Type) string {
 	return walk(t)
 }
 
-func (k *Kernel) newMapHandle(m *maps.Map) *Map {
-	m.GetUser()
-	m.Put() // the creation reference becomes the fd's user reference
-	h := &Map{k: k, m: m}
-	h.fd = k.fds.install(h)
-	return h
-}
-
 // FD returns the handle's simulated file descriptor. It lets a *Map be
 // associated with cilium/ebpf instructions (asm.Instructions.AssociateMap),
 // which is how a program refers to it when loaded.
@@ -191,6 +190,9 @@ func (h *Map) Kernel() *Kernel { return h.k }
 func (h *Map) check() error {
 	if h.closed.Load() {
 		return errors.Wrap(uapi.EBADF, "map handle is closed")
+	}
+	if _, err := h.proc.fds.get(h.fd); err != nil {
+		return errors.Wrap(err, "map handle's process has exited")
 	}
 	return nil
 }
@@ -402,15 +404,16 @@ func (h *Map) Freeze() error {
 	return h.m.Freeze()
 }
 
-// Close closes the handle. The map lives on while programs use it.
+// Close closes the handle's fd. The map lives on while programs, outer
+// maps or other fds use it. Closing a handle whose process has exited
+// does nothing: the exit closed the fd.
 func (h *Map) Close() error {
 	if !h.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	if err := h.k.fds.close(h.fd); err != nil {
+	if err := h.proc.fds.close(h.fd); err != nil && !h.proc.fds.isClosed() {
 		return err
 	}
-	h.m.PutUser()
 	return nil
 }
 

@@ -21,6 +21,7 @@ import (
 // Program is a program loaded into the simulated kernel.
 type Program struct {
 	k        *Kernel
+	proc     *Process // the loader, whose fds the program's map references are
 	typ      ebpf.ProgramType
 	name     string
 	xlated   []insn.Insn
@@ -68,6 +69,8 @@ type ProgramOptions struct {
 	// owned records that the instructions were made for this load, so
 	// the load may keep them without a copy.
 	owned bool
+	// proc is the loading process (nil: the kernel's first).
+	proc *Process
 }
 
 // mapLoad is one resolved map reference: an lddw of a map pointer or, with
@@ -154,7 +157,11 @@ func (k *Kernel) LoadInsnsWithOptions(typ ebpf.ProgramType, name string, insns [
 	if err != nil {
 		return nil, err
 	}
-	p := &Program{k: k, typ: typ, name: name, xlated: insns, subprogs: subs}
+	proc := opts.proc
+	if proc == nil {
+		proc = k.init
+	}
+	p := &Program{k: k, proc: proc, typ: typ, name: name, xlated: insns, subprogs: subs}
 	if err := p.resolvePseudoLdImm64(); err != nil {
 		p.Close()
 		return nil, err
@@ -281,15 +288,14 @@ func (p *Program) resolvePseudoLdImm64() error {
 		default:
 			return errors.Wrapf(uapi.EINVAL, "insn %d: lddw with pseudo source %d is not supported by bpfsim yet", i-1, in.Src)
 		}
-		obj, err := p.k.fds.get(int(in.Imm))
+		f, err := p.proc.fds.get(int(in.Imm))
 		if err != nil {
 			return errors.WithStack(&verifier.Error{Errno: uapi.EBADF, Msg: fmt.Sprintf("fd %d is not pointing to valid bpf_map", in.Imm)})
 		}
-		h, ok := obj.(*Map)
+		m, ok := f.obj.(*maps.Map)
 		if !ok {
 			return errors.WithStack(&verifier.Error{Errno: uapi.EINVAL, Msg: fmt.Sprintf("fd %d is not pointing to valid bpf_map", in.Imm)})
 		}
-		m := h.m
 		load := mapLoad{m: m}
 		addr := m.Addr
 		if in.Src == insn.PseudoMapValue {
