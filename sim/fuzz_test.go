@@ -60,7 +60,11 @@ func FuzzLoadAndRun(f *testing.F) {
 	types := []ebpf.ProgramType{ebpf.UnspecifiedProgram, ebpf.XDP, ebpf.Syscall}
 	f.Fuzz(func(t *testing.T, typ uint8, code, data []byte) {
 		pt := types[int(typ)%len(types)]
-		prog, err := k.LoadBytecode(pt, "fuzz", code)
+		var load sim.ProgramOptions
+		if pt == ebpf.Syscall {
+			load.Flags = uapi.BPF_F_SLEEPABLE
+		}
+		prog, err := k.LoadBytecodeWithOptions(pt, "fuzz", code, load)
 		if err != nil {
 			// The verifier's errnos: EFAULT for too many pending
 			// branches, as the kernel; EBADF for a bad map fd;

@@ -59,7 +59,7 @@ func associateM(m *sim.Map, insns asm.Instructions) asm.Instructions {
 
 func loadProg(t *testing.T, k *sim.Kernel, insns asm.Instructions) *sim.Program {
 	t.Helper()
-	p, err := k.NewProgram(&ebpf.ProgramSpec{Name: "count", Type: ebpf.Syscall, Instructions: insns, License: "GPL"})
+	p, err := k.NewProgram(&ebpf.ProgramSpec{Name: "count", Type: ebpf.Syscall, Flags: 1 << 4 /* BPF_F_SLEEPABLE */, Instructions: insns, License: "GPL"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,11 +30,21 @@ func newKernel(t testing.TB, opts *sim.Options) *sim.Kernel {
 
 func load(t testing.TB, k *sim.Kernel, typ ebpf.ProgramType, insns asm.Instructions) *sim.Program {
 	t.Helper()
-	p, err := k.NewProgram(&ebpf.ProgramSpec{Name: t.Name(), Type: typ, Instructions: insns, License: "GPL"})
+	p, err := k.NewProgram(testSpec(t, typ, insns))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// testSpec is the spec of a test program: GPL, and sleepable if it is a
+// syscall program, as the kernel requires of those.
+func testSpec(t testing.TB, typ ebpf.ProgramType, insns asm.Instructions) *ebpf.ProgramSpec {
+	spec := &ebpf.ProgramSpec{Name: t.Name(), Type: typ, Instructions: insns, License: "GPL"}
+	if typ == ebpf.Syscall {
+		spec.Flags = uapi.BPF_F_SLEEPABLE
+	}
+	return spec
 }
 
 // loadUnverified loads insns without the verifier, to see what happens when
@@ -53,7 +63,7 @@ func loadUnverified(t testing.TB, k *sim.Kernel, typ ebpf.ProgramType, insns asm
 // line containing want, and returns the program loaded unverified.
 func refused(t testing.TB, k *sim.Kernel, typ ebpf.ProgramType, insns asm.Instructions, want string) *sim.Program {
 	t.Helper()
-	_, err := k.NewProgram(&ebpf.ProgramSpec{Name: t.Name(), Type: typ, Instructions: insns, License: "GPL"})
+	_, err := k.NewProgram(testSpec(t, typ, insns))
 	var ve *verifier.Error
 	if !errors.As(err, &ve) || !errors.Is(err, uapi.EACCES) || !strings.Contains(ve.Msg, want) {
 		t.Errorf("load: got %v, want the verifier to refuse it with EACCES: %q", err, want)

@@ -42,6 +42,10 @@ type Program struct {
 	lines   []verifier.LineInfo
 	funcs   []*btf.Func
 	closed  atomic.Bool
+	// sleepable is BPF_F_SLEEPABLE: the program may sleep, so it runs
+	// under RCU tasks trace rather than RCU, and may use only the map
+	// types that wait for such readers.
+	sleepable bool
 }
 
 // ProgramOptions control loading, as cilium/ebpf's ProgramOptions do.
@@ -60,6 +64,9 @@ type ProgramOptions struct {
 	// (NewProgram takes it from the spec); GPL-only helpers need a
 	// GPL-compatible one. Empty means "GPL".
 	License string
+	// Flags are BPF_PROG_LOAD's prog_flags for LoadInsns and LoadBytecode
+	// (NewProgram takes them from the spec), e.g. uapi.BPF_F_SLEEPABLE.
+	Flags uint32
 
 	// funcInfo records that the program has BTF function info.
 	funcInfo bool
@@ -117,6 +124,7 @@ func (k *Kernel) NewProgramWithOptions(spec *ebpf.ProgramSpec, opts ProgramOptio
 		return nil, errors.Wrapf(err, "program %s", spec.Name)
 	}
 	opts.License = spec.License
+	opts.Flags = spec.Flags
 	// cilium/ebpf hands the kernel BTF function info for every program it
 	// loads (making it up for hand-written ones), so their subprograms may
 	// use LD_ABS; raw bytecode comes without.
@@ -131,11 +139,17 @@ func (k *Kernel) NewProgramWithOptions(spec *ebpf.ProgramSpec, opts ProgramOptio
 
 // LoadBytecode loads raw little-endian BPF bytecode.
 func (k *Kernel) LoadBytecode(typ ebpf.ProgramType, name string, code []byte) (*Program, error) {
+	return k.LoadBytecodeWithOptions(typ, name, code, ProgramOptions{})
+}
+
+// LoadBytecodeWithOptions is LoadBytecode with load options.
+func (k *Kernel) LoadBytecodeWithOptions(typ ebpf.ProgramType, name string, code []byte, opts ProgramOptions) (*Program, error) {
 	insns, err := insn.Decode(code)
 	if err != nil {
 		return nil, err
 	}
-	return k.LoadInsnsWithOptions(typ, name, insns, ProgramOptions{owned: true})
+	opts.owned = true
+	return k.LoadInsnsWithOptions(typ, name, insns, opts)
 }
 
 // LoadInsns loads decoded instructions: the common path of every loader.
@@ -150,6 +164,9 @@ func (k *Kernel) LoadInsnsWithOptions(typ ebpf.ProgramType, name string, insns [
 	if _, ok := supportedTypes[typ]; !ok {
 		return nil, errors.Wrapf(uapi.EINVAL, "program type %s is not supported by bpfsim yet", typ)
 	}
+	if opts.Flags&^uapi.ProgLoadFlags != 0 {
+		return nil, errors.Wrapf(uapi.EINVAL, "unknown prog_flags %#x", opts.Flags&^uapi.ProgLoadFlags)
+	}
 	if !opts.owned {
 		insns = append([]insn.Insn(nil), insns...)
 	}
@@ -161,12 +178,17 @@ func (k *Kernel) LoadInsnsWithOptions(typ ebpf.ProgramType, name string, insns [
 	if proc == nil {
 		proc = k.init
 	}
-	p := &Program{k: k, proc: proc, typ: typ, name: name, xlated: insns, subprogs: subs}
+	p := &Program{k: k, proc: proc, typ: typ, name: name, xlated: insns, subprogs: subs,
+		sleepable: opts.Flags&uapi.BPF_F_SLEEPABLE != 0}
 	if err := p.resolvePseudoLdImm64(); err != nil {
 		p.Close()
 		return nil, err
 	}
 	if !opts.Unverified && typ != ebpf.UnspecifiedProgram {
+		if err := checkSleepable(typ, p.sleepable); err != nil {
+			p.Close()
+			return nil, err
+		}
 		if p.verified, err = k.verify(p, opts); err != nil {
 			p.Close()
 			return nil, err
@@ -295,6 +317,11 @@ func (p *Program) resolvePseudoLdImm64() error {
 		m, ok := f.obj.(*maps.Map)
 		if !ok {
 			return errors.WithStack(&verifier.Error{Errno: uapi.EINVAL, Msg: fmt.Sprintf("fd %d is not pointing to valid bpf_map", in.Imm)})
+		}
+		if p.sleepable && !sleepableMapTypes[m.Attr.Type] {
+			// check_map_prog_compatibility, as the map is added to the
+			// program's used maps.
+			return errors.WithStack(&verifier.Error{Errno: uapi.EINVAL, Msg: "Sleepable programs can only use array, hash, ringbuf and local storage maps"})
 		}
 		load := mapLoad{m: m}
 		addr := m.Addr

@@ -538,7 +538,7 @@ func TestLegacyPacketAccessRefusedOutsideSKBProgramsLikeKernel(t *testing.T) {
 		if !strings.Contains(fmt.Sprintf("%+v", kErr), msg) {
 			t.Errorf("%s: the kernel refuses the program for another reason: %v", typ, kErr)
 		}
-		_, sErr := k.NewProgram(&ebpf.ProgramSpec{Type: typ, License: "GPL", Instructions: insns})
+		_, sErr := k.NewProgram(spec)
 		if errnoOf(sErr) != errnoOf(kErr) || sErr == nil || !strings.Contains(sErr.Error(), msg) {
 			t.Errorf("%s: kernel %v; bpfsim %v", typ, errnoOf(kErr), sErr)
 		}

@@ -382,9 +382,9 @@ func TestLegacyPacketAccess(t *testing.T) {
 func TestLegacyPacketAccessIsRefusedOutsideSKBPrograms(t *testing.T) {
 	k := newKernel(t, nil)
 	for _, typ := range []ebpf.ProgramType{ebpf.XDP, ebpf.Kprobe, ebpf.TracePoint, ebpf.RawTracepoint, ebpf.Syscall, ebpf.UnspecifiedProgram} {
-		_, err := k.NewProgram(&ebpf.ProgramSpec{Type: typ, Instructions: asm.Instructions{
+		_, err := k.NewProgram(testSpec(t, typ, asm.Instructions{
 			asm.Mov.Reg(asm.R6, asm.R1), asm.LoadInd(asm.R0, asm.R1, 0, asm.Byte), asm.Return(),
-		}})
+		}))
 		if !errors.Is(err, uapi.EINVAL) || !strings.Contains(err.Error(), "BPF_LD_[ABS|IND] instructions not allowed for this program type") {
 			t.Errorf("%s: got %v", typ, err)
 		}

@@ -91,6 +91,11 @@ func loadBytes(k *sim.Kernel, raw []byte, section string, isHex bool, typ ebpf.P
 	if err != nil {
 		return nil, err
 	}
+	if typ == ebpf.Syscall {
+		// As libbpf and cilium/ebpf load SEC("syscall"): the kernel
+		// takes syscall programs only as sleepable.
+		popts.Flags |= uapi.BPF_F_SLEEPABLE
+	}
 	p, err := k.LoadInsnsWithOptions(typ, "", insns, popts)
 	if err != nil {
 		return nil, err
