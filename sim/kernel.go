@@ -139,6 +139,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 	if !o.BareHelpers {
 		k.registerBaseHelpers()
 		k.registerMapHelpers()
+		k.registerPerfHelpers()
 	}
 	for _, t := range builtinMapTypes {
 		if err := k.RegisterMapType(t); err != nil {

@@ -23,6 +23,7 @@ type Map struct {
 	m      *maps.Map
 	fd     int
 	flags  uint32 // the access flags of this handle (BPF_F_RDONLY, BPF_F_WRONLY)
+	file   maps.File
 	closed atomic.Bool
 }
 
@@ -65,6 +66,11 @@ func (k *Kernel) NewMap(spec *ebpf.MapSpec) (*Map, error) {
 	if err := checkMapSpec(spec); err != nil {
 		return nil, errors.Wrapf(err, "map %s", spec.Name)
 	}
+	fixed, err := fixupPerfEventArray(spec, k.NumCPUs())
+	if err != nil {
+		return nil, errors.Wrapf(err, "map %s", spec.Name)
+	}
+	spec = fixed
 	attr := maps.Attr{
 		Type:       uapi.MapType(spec.Type),
 		KeySize:    spec.KeySize,
@@ -154,7 +160,7 @@ func specialField(t btf.Type) string {
 func (k *Kernel) newMapHandle(m *maps.Map) *Map {
 	m.GetUser()
 	m.Put() // the creation reference becomes the fd's user reference
-	h := &Map{k: k, m: m}
+	h := &Map{k: k, m: m, file: newFile()}
 	h.fd = k.fds.install(h)
 	return h
 }
@@ -315,6 +321,9 @@ func (h *Map) Update(key, value any, flags ebpf.MapUpdateFlags) error {
 	v, err := h.marshalValue(value)
 	if err != nil {
 		return err
+	}
+	if fv, ok := h.m.Ops.(maps.FdValues); ok {
+		return mapErr(h.updateFd(fv, k, v, uint64(flags)))
 	}
 	if p, ok := h.percpu(); ok {
 		return mapErr(p.UpdatePercpu(k, v, uint64(flags)))
