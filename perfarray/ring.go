@@ -256,7 +256,7 @@ func (r *Ring) Read(rec *Record) (bool, error) {
 	}
 	tail += size
 	atomic.StoreUint64(r.word(offDataTail), tail)
-	rec.Remaining = int(head - tail)
+	rec.Remaining = int((head - tail) & r.mask)
 	return true, err
 }
 
