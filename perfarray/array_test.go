@@ -209,7 +209,8 @@ func TestUserSpaceOperationErrnos(t *testing.T) {
 	}
 }
 
-// sample is the ring bytes of a PERF_RECORD_SAMPLE of data.
+// sample is the ring bytes of a PERF_RECORD_SAMPLE of data written to
+// fresh (zero) ring pages.
 func sample(data []byte) []byte {
 	raw := (len(data)+4+7)&^7 - 4
 	b := binary.LittleEndian.AppendUint32(nil, uapi.PERF_RECORD_SAMPLE)
@@ -321,9 +322,35 @@ func TestRecordsWrapAroundTheRingIntact(t *testing.T) {
 		if ok, err := ev.ring.Read(&rec); !ok || err != nil {
 			t.Fatalf("record %d: %v %v", i, ok, err)
 		}
-		if want := sample(data)[12:]; !bytes.Equal(rec.RawSample, want) {
-			t.Fatalf("record %d: got % x, want % x", i, rec.RawSample, want)
+		want := sample(data)[12:]
+		if len(rec.RawSample) != len(want) || !bytes.Equal(rec.RawSample[:len(data)], data) {
+			t.Fatalf("record %d: got % x, want % x and padding", i, rec.RawSample, data)
 		}
+	}
+}
+
+func TestPaddingKeepsWhatTheRingHeldBefore(t *testing.T) {
+	k := mapstest.NewKernel(1)
+	m := newArray(t, k, 1, 0)
+	defer m.Ops.Free()
+	ev := outputEvent(t, k, 0, 1)
+	defer ev.Put()
+	if err := m.Ops.(*array).UpdateObject(key(0), ev, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	// An earlier lap of the ring left 0xee everywhere.
+	for i := range ev.ring.data {
+		ev.ring.data[i] = 0xee
+	}
+	if err := Output(m, 0, 0, []byte{1, 2, 3, 4, 5}); err != nil {
+		t.Fatal(err)
+	}
+	var rec Record
+	if ok, err := ev.ring.Read(&rec); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if want := []byte{1, 2, 3, 4, 5, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee}; !bytes.Equal(rec.RawSample, want) {
+		t.Fatalf("sample % x, want % x", rec.RawSample, want)
 	}
 }
 

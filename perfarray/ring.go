@@ -128,11 +128,9 @@ func (r *Ring) get(pos uint64, b []byte) {
 	mem.LoadBytes(b[n:], r.data)
 }
 
-var zeros [8]byte
-
 // output writes one PERF_RECORD_SAMPLE whose PERF_SAMPLE_RAW data is the
 // concatenation of frags, as perf_prepare_sample and perf_output_sample
-// lay it out: the header, a u32 size, the data and zero padding, the size
+// lay it out: the header, a u32 size, the data and padding, the size
 // counting the padding so that the record ends 8-byte aligned. If samples
 // were lost before, a PERF_RECORD_LOST with their count goes first, and
 // both must fit. A record that does not fit is counted lost (ENOSPC).
@@ -184,10 +182,10 @@ func (r *Ring) output(id uint64, frags ...[]byte) error {
 		r.put(pos, f)
 		pos += uint64(len(f))
 	}
-	if pad := raw - sum; pad > 0 {
-		r.put(pos, zeros[:pad])
-		pos += uint64(pad)
-	}
+	// The padding is skipped, not written (perf_output_skip): it keeps
+	// whatever an earlier record left there, the "trailing garbage"
+	// cilium/ebpf warns of. A fresh ring's pages are zero.
+	pos += uint64(raw - sum)
 	r.head = pos
 	atomic.StoreUint64(r.word(offDataHead), pos)
 	r.mu.Unlock()
@@ -198,13 +196,14 @@ func (r *Ring) output(id uint64, frags ...[]byte) error {
 }
 
 // Record is one record read from a ring, as cilium/ebpf's perf.Record: a
-// sample's raw data (with the kernel's zero padding to 8 bytes after the
-// u32 size) or the count of lost samples.
+// sample's raw data (with the kernel's padding to 8 bytes after the u32
+// size, stale ring bytes) or the count of lost samples.
 type Record struct {
 	// CPU is the CPU of the ring the record came from.
 	CPU int
 	// RawSample is what the program passed to bpf_perf_event_output,
-	// followed by the padding that makes u32 size + data a multiple of 8.
+	// followed by the padding that makes u32 size + data a multiple of 8:
+	// 0 to 7 bytes of whatever the ring held there before.
 	RawSample []byte
 	// LostSamples is the count of a PERF_RECORD_LOST.
 	LostSamples uint64

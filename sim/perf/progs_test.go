@@ -113,8 +113,9 @@ func readValueProg(mapFD, outFD int, read bool) *ebpf.ProgramSpec {
 	return &ebpf.ProgramSpec{Name: "perf_read", Type: ebpf.RawTracepoint, License: "GPL", Instructions: insns}
 }
 
-// padded is the RawSample the kernel returns for data: data and zeros up
-// to a multiple of 8 bytes with the u32 size before it.
+// padded is the RawSample the kernel returns for data written to fresh
+// ring pages: data and zeros up to a multiple of 8 bytes with the u32
+// size before it.
 func padded(data []byte) []byte {
 	n := (len(data)+4+7)&^7 - 4
 	return append(append([]byte(nil), data...), make([]byte, n-len(data))...)
