@@ -63,6 +63,8 @@ type Kernel struct {
 	nextFile atomic.Uint64
 	// openFiles counts the open file descriptions, for leak checks.
 	openFiles atomic.Int64
+	// perfEvents counts the perf events not yet freed.
+	perfEvents atomic.Int64
 
 	randMu sync.Mutex
 	rand   prandomState // get_random_u32 for map seeds
@@ -146,6 +148,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 	if !o.BareHelpers {
 		k.registerBaseHelpers()
 		k.registerMapHelpers()
+		k.registerPerfHelpers()
 	}
 	for _, t := range builtinMapTypes {
 		if err := k.RegisterMapType(t); err != nil {

@@ -69,6 +69,11 @@ func (k *Kernel) newMap(p *Process, spec *ebpf.MapSpec) (*Map, error) {
 	if err := checkMapSpec(spec); err != nil {
 		return nil, errors.Wrapf(err, "map %s", spec.Name)
 	}
+	fixed, err := fixupPerfEventArray(spec, k.NumCPUs())
+	if err != nil {
+		return nil, errors.Wrapf(err, "map %s", spec.Name)
+	}
+	spec = fixed
 	attr := maps.Attr{
 		Type:       uapi.MapType(spec.Type),
 		KeySize:    spec.KeySize,
@@ -317,6 +322,9 @@ func (h *Map) Update(key, value any, flags ebpf.MapUpdateFlags) error {
 	v, err := h.marshalValue(value)
 	if err != nil {
 		return err
+	}
+	if fv, ok := h.m.Ops.(maps.FdValues); ok {
+		return mapErr(h.updateFd(fv, k, v, uint64(flags)))
 	}
 	if p, ok := h.percpu(); ok {
 		return mapErr(p.UpdatePercpu(k, v, uint64(flags)))

@@ -9,6 +9,7 @@ import (
 	"github.com/bpfsim/bpfsim/arraymap"
 	"github.com/bpfsim/bpfsim/hashmap"
 	"github.com/bpfsim/bpfsim/maps"
+	"github.com/bpfsim/bpfsim/perfarray"
 	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
@@ -31,6 +32,7 @@ var builtinMapTypes = []*maps.Type{
 	arraymap.PercpuArray,
 	hashmap.Hash,
 	hashmap.PercpuHash,
+	perfarray.PerfEventArray,
 }
 
 // RegisterMapType adds a map type to this kernel, so that maps of it can be

@@ -155,6 +155,8 @@ type Objects struct {
 	// Maps counts the maps not yet freed, including those whose last
 	// reference went but whose grace period has not ended.
 	Maps int
+	// PerfEvents counts the perf events not yet freed.
+	PerfEvents int
 	// Files counts the open file descriptions, in every process.
 	Files int
 	// PendingFrees counts the RCU callbacks waiting for a grace period.
@@ -166,7 +168,7 @@ func (k *Kernel) Objects() Objects {
 	k.objs.mu.RLock()
 	n := len(k.objs.byAddr)
 	k.objs.mu.RUnlock()
-	return Objects{Maps: n, Files: int(k.openFiles.Load()), PendingFrees: k.rcu.pendingCallbacks()}
+	return Objects{Maps: n, PerfEvents: int(k.perfEvents.Load()), Files: int(k.openFiles.Load()), PendingFrees: k.rcu.pendingCallbacks()}
 }
 
 // CheckLeaks waits for every deferred free and returns an error naming
@@ -176,7 +178,7 @@ func (k *Kernel) Objects() Objects {
 func (k *Kernel) CheckLeaks() error {
 	k.SynchronizeRCU()
 	if o := k.Objects(); o != (Objects{}) {
-		return errors.Errorf("leak: %d maps, %d open files, %d pending frees are left", o.Maps, o.Files, o.PendingFrees)
+		return errors.Errorf("leak: %d maps, %d perf events, %d open files, %d pending frees are left", o.Maps, o.PerfEvents, o.Files, o.PendingFrees)
 	}
 	return nil
 }

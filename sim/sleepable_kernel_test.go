@@ -32,6 +32,7 @@ func TestSleepableProgramsLikeKernel(t *testing.T) {
 		{Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 2},
 		{Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 2, Flags: uapi.BPF_F_NO_PREALLOC},
 		{Type: ebpf.PerCPUHash, KeySize: 4, ValueSize: 8, MaxEntries: 2},
+		{Type: ebpf.PerfEventArray},
 	}
 	types := []ebpf.ProgramType{ebpf.XDP, ebpf.SocketFilter, ebpf.SchedCLS, ebpf.Kprobe, ebpf.TracePoint, ebpf.RawTracepoint, ebpf.Syscall}
 	compared := 0

@@ -34,6 +34,7 @@ func TestSoakCreatesAndDropsObjectsWithoutLeaks(t *testing.T) {
 	type proc struct {
 		p     *sim.Process
 		maps  []*sim.Map
+		perf  []*sim.Map // perf event arrays, each holding an event
 		progs []*sim.Program
 	}
 	procs := make([]*proc, 4)
@@ -77,6 +78,22 @@ func TestSoakCreatesAndDropsObjectsWithoutLeaks(t *testing.T) {
 			}
 			pr.maps = append(pr.maps, m)
 			made++
+		case op < 34: // a perf event, installed in a perf event array of the process, then its fd closed
+			m, err := pr.p.NewMap(&ebpf.MapSpec{Type: ebpf.PerfEventArray})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cpu := rnd.IntN(k.NumCPUs())
+			e, err := pr.p.NewPerfEvent(cpu, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Put(uint32(cpu), uint32(e.FD())); err != nil {
+				t.Fatal(err)
+			}
+			e.Close()
+			pr.perf = append(pr.perf, m)
+			made += 2
 		case op < 50 && len(pr.maps) > 0: // a program that updates one of the process's maps
 			m := pr.maps[rnd.IntN(len(pr.maps))]
 			p, err := pr.p.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: updateFirstKey(m.FD())})
@@ -105,6 +122,10 @@ func TestSoakCreatesAndDropsObjectsWithoutLeaks(t *testing.T) {
 			i := rnd.IntN(len(pr.maps))
 			pr.maps[i].Close()
 			pr.maps = append(pr.maps[:i], pr.maps[i+1:]...)
+		case op < 86 && len(pr.perf) > 0: // close a perf event array: its file's events go
+			i := rnd.IntN(len(pr.perf))
+			pr.perf[i].Close()
+			pr.perf = append(pr.perf[:i], pr.perf[i+1:]...)
 		case op < 96 && len(pr.progs) > 0: // unload a program
 			i := rnd.IntN(len(pr.progs))
 			pr.progs[i].Close()

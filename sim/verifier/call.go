@@ -262,14 +262,13 @@ func (e *env) checkMapFuncCompat(m *maps.Map, id int32, name string) error {
 	if m == nil {
 		return nil
 	}
-	const perfEventRead, perfEventOutput = 22, 25
 	t := m.Attr.Type
 	bad := false
 	switch t {
 	case uapi.MapTypeProgArray:
 		bad = id != uapi.FuncTailCall
 	case uapi.MapTypePerfEventArray:
-		bad = id != perfEventOutput && id != perfEventRead
+		bad = !isPerfEventHelper(id)
 	case uapi.MapTypeArrayOfMaps, uapi.MapTypeHashOfMaps:
 		bad = id != uapi.FuncMapLookupElem
 	case uapi.MapTypeQueue, uapi.MapTypeStack:
@@ -278,6 +277,9 @@ func (e *env) checkMapFuncCompat(m *maps.Map, id int32, name string) error {
 	switch id {
 	case uapi.FuncTailCall:
 		bad = bad || t != uapi.MapTypeProgArray
+	case uapi.FuncPerfEventRead, uapi.FuncPerfEventOutput, uapi.FuncPerfEventReadValue,
+		uapi.FuncSkbOutput, uapi.FuncXdpOutput:
+		bad = bad || t != uapi.MapTypePerfEventArray
 	case uapi.FuncMapPopElem, uapi.FuncMapPeekElem, uapi.FuncMapPushElem:
 		_, able := m.Ops.(maps.PushPopPeeker)
 		bad = bad || !able
@@ -390,4 +392,15 @@ func (e *env) constantMapKey(key *regState, size int) int64 {
 		return -1
 	}
 	return int64(slot.spilled.constant())
+}
+
+// isPerfEventHelper reports whether a perf event array may be passed to
+// helper id.
+func isPerfEventHelper(id int32) bool {
+	switch id {
+	case uapi.FuncPerfEventRead, uapi.FuncPerfEventOutput, uapi.FuncPerfEventReadValue,
+		uapi.FuncSkbOutput, uapi.FuncXdpOutput:
+		return true
+	}
+	return false
 }

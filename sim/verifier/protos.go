@@ -81,6 +81,21 @@ var HelperProtos = map[int32]*FuncProto{
 		GPLOnly: true,
 		Args:    [5]ArgType{ArgPtrToMem, ArgConstSize},
 	},
+	// bpf_perf_event_output_proto (kernel/trace/bpf_trace.c) and its
+	// packet twins bpf_xdp_event_output_proto and bpf_skb_event_output_
+	// proto (net/core/filter.c) share these types, none with pkt_access.
+	uapi.FuncPerfEventOutput: {
+		GPLOnly: true,
+		Args:    [5]ArgType{ArgPtrToCtx, ArgConstMapPtr, ArgAnything, ArgPtrToMem, ArgConstSizeOrZero},
+	},
+	uapi.FuncPerfEventRead: {
+		GPLOnly: true,
+		Args:    [5]ArgType{ArgConstMapPtr, ArgAnything},
+	},
+	uapi.FuncPerfEventReadValue: {
+		GPLOnly: true,
+		Args:    [5]ArgType{ArgConstMapPtr, ArgAnything, ArgPtrToUninitMem, ArgConstSize},
+	},
 }
 
 // UncheckedProto is the prototype bpfsim assumes for a helper registered
