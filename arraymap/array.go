@@ -40,6 +40,7 @@ var Array = &maps.Type{
 	Name:       "array",
 	AllocCheck: allocCheck,
 	Alloc:      alloc,
+	MetaEqual:  arrayMetaEqual,
 }
 
 // PercpuArray is BPF_MAP_TYPE_PERCPU_ARRAY.
@@ -48,6 +49,7 @@ var PercpuArray = &maps.Type{
 	Name:       "percpu_array",
 	AllocCheck: allocCheck,
 	Alloc:      alloc,
+	MetaEqual:  maps.DefaultMetaEqual,
 }
 
 // allowedFlags are the map_flags array_map_alloc_check accepts (those the
