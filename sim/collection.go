@@ -59,12 +59,12 @@ func (k *Kernel) NewCollectionWithOptions(spec *ebpf.CollectionSpec, opts Collec
 		if len(opts.Programs) > 0 && !wantMaps[name] {
 			continue
 		}
-		m, err := k.NewMap(spec.Maps[name])
-		if err != nil {
+		// The maps a map of maps' contents name come first
+		// (mapinmap.go).
+		if _, err := k.collectionMap(c, spec, name, map[string]bool{}); err != nil {
 			c.Close()
 			return nil, err
 		}
-		c.Maps[name] = m
 	}
 	for _, name := range progs {
 		ps := spec.Programs[name].Copy()

@@ -65,16 +65,22 @@ func (k *Kernel) NewMap(spec *ebpf.MapSpec) (*Map, error) {
 	if err := checkMapSpec(spec); err != nil {
 		return nil, errors.Wrapf(err, "map %s", spec.Name)
 	}
+	tmpl, dropTmpl, err := k.innerTemplate(spec) // mapinmap.go
+	if err != nil {
+		return nil, errors.Wrapf(err, "map %s", spec.Name)
+	}
 	attr := maps.Attr{
 		Type:       uapi.MapType(spec.Type),
 		KeySize:    spec.KeySize,
-		ValueSize:  spec.ValueSize,
+		ValueSize:  mapOfMapsValueSize(spec),
 		MaxEntries: spec.MaxEntries,
 		Flags:      spec.Flags,
 		Name:       spec.Name,
 		MapExtra:   spec.MapExtra,
+		InnerMap:   tmpl,
 	}
 	m, err := k.createMap(attr)
+	dropTmpl()
 	if err != nil {
 		return nil, errors.Wrapf(err, "map %s", spec.Name)
 	}
@@ -100,8 +106,6 @@ func checkMapSpec(spec *ebpf.MapSpec) error {
 	switch {
 	case spec.Pinning != ebpf.PinNone:
 		return errors.Wrap(uapi.EINVAL, "map pinning is not simulated yet")
-	case spec.InnerMap != nil:
-		return errors.Wrap(uapi.EINVAL, "map-in-map is not simulated yet")
 	case spec.Extra != nil && spec.Extra.Len() > 0:
 		return errors.Wrap(uapi.EINVAL, "extra map definition bytes are not supported")
 	}
@@ -232,6 +236,9 @@ func (h *Map) Lookup(key, valueOut any) error {
 	if err := h.canRead(); err != nil {
 		return err
 	}
+	if out, ok := valueOut.(**Map); ok {
+		return h.lookupMap(key, out) // mapinmap.go
+	}
 	value, err := h.lookupBytes(key)
 	if err != nil {
 		return err
@@ -252,6 +259,9 @@ func (h *Map) lookupBytes(key any) ([]byte, error) {
 	k, err := marshal(key, int(h.m.KeySize))
 	if err != nil {
 		return nil, err
+	}
+	if fv, ok := h.fdValues(); ok {
+		return lookupID(fv, k) // mapinmap.go
 	}
 	if p, ok := h.percpu(); ok {
 		buf := make([]byte, int(maps.RoundUp8(h.m.ValueSize))*h.k.NumCPUs())
@@ -307,6 +317,9 @@ func (h *Map) Update(key, value any, flags ebpf.MapUpdateFlags) error {
 	// value has one.
 	if uint64(flags)&uapi.BPF_F_LOCK != 0 {
 		return mapErr(errors.Wrap(uapi.EINVAL, "BPF_F_LOCK needs a bpf_spin_lock in the value"))
+	}
+	if fv, ok := h.fdValues(); ok {
+		return h.updateFd(fv, key, value, flags) // mapinmap.go
 	}
 	k, err := marshal(key, int(h.m.KeySize))
 	if err != nil {

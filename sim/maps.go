@@ -31,6 +31,8 @@ var builtinMapTypes = []*maps.Type{
 	arraymap.PercpuArray,
 	hashmap.Hash,
 	hashmap.PercpuHash,
+	arraymap.ArrayOfMaps,
+	hashmap.HashOfMaps,
 }
 
 // RegisterMapType adds a map type to this kernel, so that maps of it can be
