@@ -1,8 +1,10 @@
 package sim_test
 
 import (
+	"errors"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -169,4 +171,245 @@ func lineDiff(want, got string) string {
 		}
 	}
 	return b.String()
+}
+
+// innerLookupProgram returns the value at inner[ctx.inner] of the map at
+// outer[ctx.outer], -1 if the inner lookup fails and -2 if the outer one
+// does. Its context is two u32: outer key, inner key.
+func innerLookupProgram(t testing.TB, outer *sim.Map, valueSize asm.Size) asm.Instructions {
+	insns := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.LoadMem(asm.R1, asm.R6, 0, asm.Word),
+		asm.StoreMem(asm.RFP, -4, asm.R1, asm.Word),
+		asm.LoadMem(asm.R1, asm.R6, 4, asm.Word),
+		asm.StoreMem(asm.RFP, -8, asm.R1, asm.Word),
+		asm.LoadMapPtr(asm.R1, 0).WithReference("outer"),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.Mov.Imm(asm.R7, -2),
+		asm.JEq.Imm(asm.R0, 0, "out"),
+		asm.Mov.Reg(asm.R1, asm.R0),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -8),
+		asm.FnMapLookupElem.Call(),
+		asm.Mov.Imm(asm.R7, -1),
+		asm.JEq.Imm(asm.R0, 0, "out"),
+		asm.LoadMem(asm.R7, asm.R0, 0, valueSize),
+		asm.Mov.Reg(asm.R0, asm.R7).WithSymbol("out"),
+		asm.Return(),
+	}
+	return associate(t, "outer", outer, insns)
+}
+
+func loadSyscall(t testing.TB, k *sim.Kernel, insns asm.Instructions) *sim.Program {
+	t.Helper()
+	p, err := k.NewProgram(&ebpf.ProgramSpec{Name: "inner_lookup", Type: ebpf.Syscall, Instructions: insns, License: "GPL"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+type keys struct{ Outer, Inner uint32 }
+
+func runKeys(t testing.TB, p *sim.Program, cpu int, outer, inner uint32) int64 {
+	t.Helper()
+	res, err := p.Test(&sim.RunOptions{Context: keys{outer, inner}, CPU: uint32(cpu)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int64(res.R0)
+}
+
+func wantErrno(t testing.TB, what string, err error, want syscall.Errno) {
+	t.Helper()
+	if want == 0 {
+		if err != nil {
+			t.Errorf("%s: %v, want success", what, err)
+		}
+		return
+	}
+	if !errors.Is(err, want) {
+		t.Errorf("%s: %v, want %v", what, err, want)
+	}
+}
+
+func TestSeed001HandleSysEnterReadsTheInnerArray(t *testing.T) {
+	k := newKernel(t, nil)
+	outer := newMapT(t, k, outerSpec("outer_arr_dyn", ebpf.ArrayOfMaps, 3, intArray("inner", 1, uapi.BPF_F_INNER_MAP)))
+	p := loadSeed001(t, k, outer)
+	if got, err := p.Run(nil); err != nil || int32(got) != -1 {
+		t.Errorf("empty slot: %d, %v; want -1", int32(got), err)
+	}
+	inner := newMapT(t, k, intArray("inner_map5", 5, uapi.BPF_F_INNER_MAP))
+	if err := inner.Put(uint32(0), uint32(42)); err != nil {
+		t.Fatal(err)
+	}
+	if err := outer.Put(uint32(0), inner); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := p.Run(nil); err != nil || got != 42 {
+		t.Errorf("inner[0]: %d, %v; want 42", got, err)
+	}
+}
+
+// "Dynamic inner array map entries": with BPF_F_INNER_MAP, arrays of any
+// size live under one outer map, and each lookup is bounded by the real
+// inner array's max_entries.
+func TestSeed001DynamicInnerArraySizesUnderOneOuterMap(t *testing.T) {
+	for _, typ := range []ebpf.MapType{ebpf.ArrayOfMaps, ebpf.HashOfMaps} {
+		t.Run(typ.String(), func(t *testing.T) {
+			k := newKernel(t, nil)
+			outer := newMapT(t, k, outerSpec("outer", typ, 3, intArray("tmpl", 1, uapi.BPF_F_INNER_MAP)))
+			sizes := []uint32{1, 3, 5}
+			for i, n := range sizes {
+				inner := newMapT(t, k, intArray("inner", n, uapi.BPF_F_INNER_MAP))
+				for j := uint32(0); j < n; j++ {
+					if err := inner.Put(j, uint32(100*i)+j); err != nil {
+						t.Fatal(err)
+					}
+				}
+				wantErrno(t, "storing an inner array", outer.Put(uint32(i), inner), 0)
+			}
+			p := loadSyscall(t, k, innerLookupProgram(t, outer, asm.Word))
+			x := p.Xlated()
+			if !strings.Contains(x, "call array_map_lookup_elem#") {
+				t.Errorf("the inner lookup is not a direct call of array_map_lookup_elem:\n%s", x)
+			}
+			for i, n := range sizes {
+				for j := uint32(0); j < 6; j++ {
+					want := int64(-1)
+					if j < n {
+						want = int64(100*i) + int64(j)
+					}
+					if got := runKeys(t, p, 0, uint32(i), j); got != want {
+						t.Errorf("outer[%d] (%d entries), inner[%d] = %d, want %d", i, n, j, got, want)
+					}
+				}
+			}
+			// The flags must match: an array without BPF_F_INNER_MAP
+			// does not fit.
+			plain := newMapT(t, k, intArray("plain", 1, 0))
+			wantErrno(t, "an inner array without BPF_F_INNER_MAP", outer.Put(uint32(0), plain), uapi.EINVAL)
+		})
+	}
+}
+
+// Without BPF_F_INNER_MAP an inner ARRAY's lookup is inlined with the
+// template's max_entries, so every inner array must have it: another size
+// is EINVAL.
+func TestSeed001InnerArrayOfAnotherSizeIsEINVALWithoutInnerMapFlag(t *testing.T) {
+	for _, typ := range []ebpf.MapType{ebpf.ArrayOfMaps, ebpf.HashOfMaps} {
+		t.Run(typ.String(), func(t *testing.T) {
+			k := newKernel(t, nil)
+			outer := newMapT(t, k, outerSpec("outer", typ, 2, intArray("tmpl", 4, 0)))
+			for _, c := range []struct {
+				name string
+				spec *ebpf.MapSpec
+				want syscall.Errno
+			}{
+				{"same size", intArray("same", 4, 0), 0},
+				{"larger", intArray("larger", 8, 0), uapi.EINVAL},
+				{"smaller", intArray("smaller", 2, 0), uapi.EINVAL},
+				{"with BPF_F_INNER_MAP", intArray("flagged", 4, uapi.BPF_F_INNER_MAP), uapi.EINVAL},
+				{"other value size", &ebpf.MapSpec{Name: "wide", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 4}, uapi.EINVAL},
+				{"other type", &ebpf.MapSpec{Name: "hash", Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 4}, uapi.EINVAL},
+			} {
+				inner := newMapT(t, k, c.spec)
+				wantErrno(t, c.name, outer.Put(uint32(1), inner), c.want)
+			}
+			same := newMapT(t, k, intArray("same", 4, 0))
+			if err := same.Put(uint32(3), uint32(33)); err != nil {
+				t.Fatal(err)
+			}
+			wantErrno(t, "store", outer.Put(uint32(0), same), 0)
+			p := loadSyscall(t, k, innerLookupProgram(t, outer, asm.Word))
+			x := p.Xlated()
+			if strings.Contains(x, "array_map_lookup_elem") || strings.Count(x, "if r0 >= 0x4 goto") != 1 {
+				t.Errorf("the inner lookup is not inlined with the template's max_entries:\n%s", x)
+			}
+			for j, want := range []int64{0, 0, 0, 33, -1} {
+				if got := runKeys(t, p, 0, 0, uint32(j)); got != want {
+					t.Errorf("inner[%d] = %d, want %d", j, got, want)
+				}
+			}
+			if got := runKeys(t, p, 0, 1, 0); got != 0 {
+				t.Errorf("outer[1] (the same-size array), inner[0]: %d, want 0", got)
+			}
+			wantErrno(t, "delete", outer.Delete(uint32(1)), 0)
+			if got := runKeys(t, p, 0, 1, 0); got != -2 {
+				t.Errorf("deleted outer slot: %d, want -2", got)
+			}
+		})
+	}
+}
+
+// "Relax max_entries check for most of the inner map types": hash inner
+// maps of any size fit a hash template, since the verifier never uses
+// their max_entries.
+func TestSeed001HashInnerMapsMayDifferInMaxEntries(t *testing.T) {
+	hash := func(name string, n uint32, typ ebpf.MapType) *ebpf.MapSpec {
+		return &ebpf.MapSpec{Name: name, Type: typ, KeySize: 4, ValueSize: 8, MaxEntries: n}
+	}
+	for _, typ := range []ebpf.MapType{ebpf.ArrayOfMaps, ebpf.HashOfMaps} {
+		t.Run(typ.String(), func(t *testing.T) {
+			k := newKernel(t, nil)
+			outer := newMapT(t, k, outerSpec("outer", typ, 4, hash("tmpl", 16, ebpf.Hash)))
+			for i, n := range []uint32{1, 16, 1000} {
+				inner := newMapT(t, k, hash("inner", n, ebpf.Hash))
+				if err := inner.Put(uint32(7), uint64(1000+i)); err != nil {
+					t.Fatal(err)
+				}
+				wantErrno(t, "a hash inner map of another size", outer.Put(uint32(i), inner), 0)
+			}
+			wantErrno(t, "a per-CPU hash", outer.Put(uint32(3), newMapT(t, k, hash("pcpu", 16, ebpf.PerCPUHash))), uapi.EINVAL)
+			wantErrno(t, "a hash with BPF_F_NO_PREALLOC", outer.Put(uint32(3), newMapT(t, k,
+				&ebpf.MapSpec{Name: "noprealloc", Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 16, Flags: uapi.BPF_F_NO_PREALLOC})), uapi.EINVAL)
+			p := loadSyscall(t, k, innerLookupProgram(t, outer, asm.DWord))
+			if x := p.Xlated(); !strings.Contains(x, "call __htab_map_lookup_elem#") {
+				t.Errorf("the inner hash lookup is not inlined:\n%s", x)
+			}
+			for i := 0; i < 3; i++ {
+				if got := runKeys(t, p, 0, uint32(i), 7); got != int64(1000+i) {
+					t.Errorf("outer[%d], key 7 = %d, want %d", i, got, 1000+i)
+				}
+				if got := runKeys(t, p, 0, uint32(i), 8); got != -1 {
+					t.Errorf("outer[%d], key 8 = %d, want -1", i, got)
+				}
+			}
+		})
+	}
+}
+
+// Per-CPU arrays as inner maps: the kernel's rule lets them differ from
+// the template in max_entries (bpf_map_meta_equal), although the per-CPU
+// array lookup it would inline embeds the template's. bpfsim accepts what
+// the kernel accepts and calls percpu_array_map_lookup_elem instead, which
+// bounds the index by the real array.
+func TestPercpuInnerArraysOfAnotherSizeAreLookedUpByCall(t *testing.T) {
+	k := newKernel(t, &sim.Options{CPUs: 2})
+	pcpu := func(n uint32) *ebpf.MapSpec {
+		return &ebpf.MapSpec{Name: "pcpu", Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: n}
+	}
+	outer := newMapT(t, k, outerSpec("outer", ebpf.ArrayOfMaps, 2, pcpu(8)))
+	small := newMapT(t, k, pcpu(2))
+	if err := small.Put(uint32(1), []uint64{10, 11}); err != nil {
+		t.Fatal(err)
+	}
+	wantErrno(t, "a smaller per-CPU inner array", outer.Put(uint32(0), small), 0)
+	p := loadSyscall(t, k, innerLookupProgram(t, outer, asm.DWord))
+	if x := p.Xlated(); !strings.Contains(x, "call percpu_array_map_lookup_elem#") {
+		t.Errorf("the per-CPU inner lookup is not a call:\n%s", x)
+	}
+	for _, c := range []struct {
+		cpu   int
+		inner uint32
+		want  int64
+	}{{0, 1, 10}, {1, 1, 11}, {1, 0, 0}, {0, 2, -1}, {1, 7, -1}} {
+		if got := runKeys(t, p, c.cpu, 0, c.inner); got != c.want {
+			t.Errorf("CPU %d, inner[%d] = %d, want %d", c.cpu, c.inner, got, c.want)
+		}
+	}
 }
