@@ -39,27 +39,19 @@ func (k *Kernel) innerTemplate(spec *ebpf.MapSpec) (*maps.Map, func(), error) {
 		// cilium/ebpf ignores an inner map other types do not take.
 		return nil, func() {}, nil
 	}
-	inner := spec.InnerMap
-	if err := checkMapSpec(inner); err != nil {
-		return nil, nil, errors.Wrap(err, "inner map")
+	// Created as cilium/ebpf creates it: without contents, named only if
+	// the name fits, and with its own inner map if it has one (which
+	// the outer map then refuses: maps of maps do not nest).
+	inner := spec.InnerMap.Copy()
+	inner.Contents = nil
+	if len(inner.Name) > 15 {
+		inner.Name = ""
 	}
-	name := inner.Name
-	if len(name) > 15 {
-		name = "" // as cilium/ebpf, which names it only when it can
-	}
-	tmpl, err := k.createMap(maps.Attr{
-		Type:       uapi.MapType(inner.Type),
-		KeySize:    inner.KeySize,
-		ValueSize:  mapOfMapsValueSize(inner),
-		MaxEntries: inner.MaxEntries,
-		Flags:      inner.Flags,
-		Name:       name,
-		MapExtra:   inner.MapExtra,
-	})
+	tmpl, err := k.NewMap(inner)
 	if err != nil {
 		return nil, nil, errors.Wrap(err, "inner map")
 	}
-	return tmpl, tmpl.Put, nil
+	return tmpl.m, func() { tmpl.Close() }, nil
 }
 
 // mapOfMapsValueSize is cilium/ebpf's fixup of a map of maps' value size:
@@ -123,6 +115,10 @@ func (k *Kernel) mapOfValue(value any) (*maps.Map, error) {
 			return nil, errors.Wrap(err, "the value of a map of maps is a *Map or a map's fd")
 		}
 		fd = int(int32(binary.LittleEndian.Uint32(b)))
+	}
+	if fd >= 0 && fd <= 2 {
+		// The standard streams: open, but not maps.
+		return nil, errors.Wrapf(uapi.EINVAL, "fd %d is not a map's", fd)
 	}
 	obj, err := k.fds.get(fd)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -12,7 +13,9 @@ import (
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/interp"
 	"github.com/bpfsim/bpfsim/sim/uapi"
+	"github.com/bpfsim/bpfsim/sim/verifier"
 )
 
 // The xlated listing of handle__sys_enter in the commit that introduced
@@ -411,5 +414,104 @@ func TestPercpuInnerArraysOfAnotherSizeAreLookedUpByCall(t *testing.T) {
 		if got := runKeys(t, p, c.cpu, 0, c.inner); got != c.want {
 			t.Errorf("CPU %d, inner[%d] = %d, want %d", c.cpu, c.inner, got, c.want)
 		}
+	}
+}
+
+// An inner map replaced while a program on another CPU still uses it: the
+// program keeps a valid map to the end of its run, and the old map's
+// memory goes only after the grace period, although its id goes at once
+// (the outer map's reference and the last handle are gone).
+func TestSeed001InnerMapReplacedWhileAProgramOnAnotherCPUUsesTheOldOne(t *testing.T) {
+	for _, typ := range []ebpf.MapType{ebpf.ArrayOfMaps, ebpf.HashOfMaps} {
+		t.Run(typ.String(), func(t *testing.T) {
+			k := newKernel(t, &sim.Options{CPUs: 2})
+			entered, release := make(chan struct{}), make(chan struct{})
+			var first atomic.Bool
+			first.Store(true)
+			const pause = 211 // a helper id of our own: it waits for the test
+			if err := k.RegisterHelper(&sim.Helper{ID: pause, Name: "test_pause", Proto: verifier.UncheckedProto,
+				Fn: func(*interp.Machine, uint64, uint64, uint64, uint64, uint64) (uint64, error) {
+					if first.CompareAndSwap(true, false) {
+						entered <- struct{}{}
+						<-release
+					}
+					return 0, nil
+				}}); err != nil {
+				t.Fatal(err)
+			}
+			outer := newMapT(t, k, outerSpec("outer", typ, 1, intArray("tmpl", 2, 0)))
+			old, err := k.NewMap(intArray("old", 2, 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			replacement := newMapT(t, k, intArray("new", 2, 0))
+			if err := old.Put(uint32(1), uint32(111)); err != nil {
+				t.Fatal(err)
+			}
+			if err := replacement.Put(uint32(1), uint32(222)); err != nil {
+				t.Fatal(err)
+			}
+			wantErrno(t, "store the old map", outer.Put(uint32(0), old), 0)
+			// inner = outer[0]; pause; return inner[1]
+			p := loadSyscall(t, k, associate(t, "outer", outer, asm.Instructions{
+				asm.StoreImm(asm.RFP, -4, 0, asm.Word),
+				asm.StoreImm(asm.RFP, -8, 1, asm.Word),
+				asm.LoadMapPtr(asm.R1, 0).WithReference("outer"),
+				asm.Mov.Reg(asm.R2, asm.RFP),
+				asm.Add.Imm(asm.R2, -4),
+				asm.FnMapLookupElem.Call(),
+				asm.JEq.Imm(asm.R0, 0, "fail"),
+				asm.Mov.Reg(asm.R6, asm.R0),
+				asm.BuiltinFunc(pause).Call(),
+				asm.Mov.Reg(asm.R1, asm.R6),
+				asm.Mov.Reg(asm.R2, asm.RFP),
+				asm.Add.Imm(asm.R2, -8),
+				asm.FnMapLookupElem.Call(),
+				asm.JEq.Imm(asm.R0, 0, "fail"),
+				asm.LoadMem(asm.R0, asm.R0, 0, asm.Word),
+				asm.Return(),
+				asm.Mov.Imm(asm.R0, -1).WithSymbol("fail"),
+				asm.Return(),
+			}))
+			type result struct {
+				r0  uint32
+				err error
+			}
+			done := make(chan result)
+			go func() {
+				r, err := p.Run(&sim.RunOptions{CPU: 1})
+				done <- result{r, err}
+			}()
+			<-entered
+			// The program on CPU 1 holds the old map. Replace it and
+			// drop the last handle on it.
+			oldID, oldAddr := old.ID(), old.Address()
+			wantErrno(t, "replace", outer.Put(uint32(0), replacement), 0)
+			old.Close()
+			var id uint32
+			if err := outer.Lookup(uint32(0), &id); err != nil || id != replacement.ID() {
+				t.Errorf("outer[0] = map %d, %v; want the replacement, %d", id, err, replacement.ID())
+			}
+			for _, live := range k.MapIDs() {
+				if live == oldID {
+					t.Errorf("the old map's id %d is still listed without references", oldID)
+				}
+			}
+			if _, ok := k.Memory().AreaOf(oldAddr); !ok {
+				t.Fatal("the old map was freed while a program uses it")
+			}
+			close(release)
+			r := <-done
+			if r.err != nil || r.r0 != 111 {
+				t.Errorf("the running program read %d, %v; want the old map's 111", r.r0, r.err)
+			}
+			k.SynchronizeRCU()
+			if _, ok := k.Memory().AreaOf(oldAddr); ok {
+				t.Error("the old map is not freed after the grace period")
+			}
+			if got, err := p.Run(&sim.RunOptions{CPU: 1}); err != nil || got != 222 {
+				t.Errorf("a later run read %d, %v; want the replacement's 222", got, err)
+			}
+		})
 	}
 }
