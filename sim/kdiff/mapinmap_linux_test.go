@@ -210,7 +210,6 @@ func TestInnerMapVerdictsMatchKernel(t *testing.T) {
 	}
 }
 
-
 // lastLogLine is the verifier's message of a refused load: the last line
 // of its log, without the instruction it is about.
 func lastLogLine(err error) string {
@@ -415,5 +414,3 @@ func TestMapInMapUserOperationErrnosMatchKernel(t *testing.T) {
 	}
 	t.Logf("%d operations agree:\n%s", len(want), strings.Join(want, "\n"))
 }
-
-
