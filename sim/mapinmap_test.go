@@ -515,3 +515,129 @@ func TestSeed001InnerMapReplacedWhileAProgramOnAnotherCPUUsesTheOldOne(t *testin
 		})
 	}
 }
+
+const mapInMapObject = "testdata/mapinmap.bpf.o"
+
+// Maps of maps declared in C with BTF (__array(values, ...)): cilium/ebpf
+// reads the inner map template and the initial inner maps, which the
+// collection creates first and stores by name.
+func TestELFMapsOfMapsWithBTF(t *testing.T) {
+	spec, err := ebpf.LoadCollectionSpec(mapInMapObject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in := spec.Maps["outer_arr_dyn"].InnerMap; in == nil || in.Flags != uapi.BPF_F_INNER_MAP || in.MaxEntries != 1 {
+		t.Fatalf("outer_arr_dyn's inner map template: %+v", in)
+	}
+	k := newKernel(t, nil)
+	c, err := k.NewCollection(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sizes := map[string]uint32{"inner_map3": 3, "inner_map4": 3, "inner_map5": 5}
+	for i, name := range []string{"inner_map3", "inner_map4", "inner_map5"} {
+		var id uint32
+		if err := c.Maps["outer_arr_dyn"].Lookup(uint32(i), &id); err != nil || id != c.Maps[name].ID() {
+			t.Errorf("outer_arr_dyn[%d] = map %d, %v; want %s (%d)", i, id, err, name, c.Maps[name].ID())
+		}
+		for j := uint32(0); j < sizes[name]; j++ {
+			if err := c.Maps[name].Put(j, uint32(10*i)+j); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	lookup := c.Programs["lookup_dyn"]
+	for i, name := range []string{"inner_map3", "inner_map4", "inner_map5"} {
+		for j := uint32(0); j < 6; j++ {
+			want := int64(-1)
+			if j < sizes[name] {
+				want = int64(10*i) + int64(j)
+			}
+			if got := int64(int32(runKeys(t, lookup, 0, uint32(i), j))); got != want {
+				t.Errorf("lookup_dyn(%d, %d) = %d, want %d", i, j, got, want)
+			}
+		}
+	}
+	// A hash of maps starts empty; its inner arrays come from its
+	// template's spec.
+	count := c.Programs["count_fixed"]
+	if got := int32(runKeys(t, count, 0, 77, 0)); got != -2 {
+		t.Errorf("count_fixed on an empty hash of maps = %d, want -2", got)
+	}
+	innerSpec := spec.Maps["outer_hash"].InnerMap.Copy()
+	innerSpec.Name = "inner" // bpfsim refuses names longer than 15 bytes
+	inner, err := k.NewMap(innerSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inner.Close()
+	if err := c.Maps["outer_hash"].Update(uint32(77), inner, ebpf.UpdateNoExist); err != nil {
+		t.Fatal(err)
+	}
+	for n := int64(1); n <= 3; n++ {
+		if got := runKeys(t, count, 0, 77, 2); got != n {
+			t.Errorf("count_fixed run %d = %d", n, got)
+		}
+	}
+	var v uint64
+	if err := inner.Lookup(uint32(2), &v); err != nil || v != 3 {
+		t.Errorf("inner[2] = %d, %v; want 3", v, err)
+	}
+	var opened *sim.Map
+	if err := c.Maps["outer_hash"].Lookup(uint32(77), &opened); err != nil || opened.ID() != inner.ID() {
+		t.Fatalf("Lookup into **Map: %v", err)
+	}
+	defer opened.Close()
+	if err := opened.Lookup(uint32(2), &v); err != nil || v != 3 {
+		t.Errorf("inner[2] through the opened handle = %d, %v", v, err)
+	}
+}
+
+func TestMapOfMapsTemplatesAndReferences(t *testing.T) {
+	k := newKernel(t, nil)
+	// A type without map_meta_equal cannot be an inner map: ENOTSUPP.
+	if err := k.RegisterMapType(fifoType); err != nil {
+		t.Fatal(err)
+	}
+	_, err := k.NewMap(outerSpec("outer", ebpf.ArrayOfMaps, 1, &ebpf.MapSpec{Name: "fifo", Type: ebpf.Queue, ValueSize: 8, MaxEntries: 4}))
+	wantErrno(t, "a queue of a type without MetaEqual as template", err, uapi.ENOTSUPP)
+	_, err = k.NewMap(&ebpf.MapSpec{Name: "outer", Type: ebpf.HashOfMaps, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	wantErrno(t, "no template", err, uapi.EBADF)
+	_, err = k.NewMap(&ebpf.MapSpec{Name: "outer", Type: ebpf.ArrayOfMaps, KeySize: 4, ValueSize: 8, MaxEntries: 1, InnerMap: intArray("t", 1, 0)})
+	wantErrno(t, "value_size 8", err, uapi.EINVAL)
+
+	// The template lives only as long as the creation: its id goes.
+	before := len(k.MapIDs())
+	outer := newMapT(t, k, outerSpec("outer", ebpf.ArrayOfMaps, 2, intArray("tmpl", 1, 0)))
+	if n := len(k.MapIDs()); n != before+1 {
+		t.Errorf("%d maps after creating one outer map, want %d: the template is still alive", n, before+1)
+	}
+	// Each slot holds a reference on its inner map, until the outer map
+	// is freed.
+	inner, err := k.NewMap(intArray("inner", 1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	innerID := inner.ID()
+	wantErrno(t, "store in slot 0", outer.Put(uint32(0), inner), 0)
+	wantErrno(t, "store in slot 1", outer.Put(uint32(1), inner), 0)
+	inner.Close()
+	k.SynchronizeRCU()
+	reopened, err := k.NewMapFromID(innerID)
+	if err != nil {
+		t.Fatalf("the inner map went with its last handle although the outer map holds it: %v", err)
+	}
+	reopened.Close()
+	outer.Close()
+	k.SynchronizeRCU()
+	if _, err := k.NewMapFromID(innerID); !errors.Is(err, uapi.ENOENT) {
+		t.Errorf("the inner map outlived its outer map: %v", err)
+	}
+	// A handle on another kernel's map is no map of this one.
+	other := newKernel(t, nil)
+	foreign := newMapT(t, other, intArray("foreign", 1, 0))
+	outer2 := newMapT(t, k, outerSpec("outer2", ebpf.HashOfMaps, 2, intArray("tmpl", 1, 0)))
+	wantErrno(t, "a map of another kernel", outer2.Put(uint32(0), foreign), uapi.EBADF)
+	wantErrno(t, "a closed handle", outer2.Put(uint32(0), reopened), uapi.EBADF)
+}
