@@ -1,5 +1,7 @@
 // Package hashmap simulates the kernel's hash maps, kernel/bpf/hashtab.c:
-// BPF_MAP_TYPE_HASH and BPF_MAP_TYPE_PERCPU_HASH.
+// BPF_MAP_TYPE_HASH and BPF_MAP_TYPE_PERCPU_HASH, and the hash of maps,
+// BPF_MAP_TYPE_HASH_OF_MAPS (hashofmaps.go; hashes as inner maps:
+// inner.go).
 //
 // Every element is a struct htab_elem in simulated memory, laid out as on
 // LP64: a 48-byte header (the hash at offset 40), the key at KeyOffset and

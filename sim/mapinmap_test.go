@@ -2,8 +2,10 @@ package sim_test
 
 import (
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -640,4 +642,73 @@ func TestMapOfMapsTemplatesAndReferences(t *testing.T) {
 	outer2 := newMapT(t, k, outerSpec("outer2", ebpf.HashOfMaps, 2, intArray("tmpl", 1, 0)))
 	wantErrno(t, "a map of another kernel", outer2.Put(uint32(0), foreign), uapi.EBADF)
 	wantErrno(t, "a closed handle", outer2.Put(uint32(0), reopened), uapi.EBADF)
+}
+
+// Programs on two CPUs read through an outer map while user space keeps
+// replacing and deleting its inner maps and closing them: every read
+// sees one of the inner maps whole (value 1 or 2) or an empty slot, never
+// a freed map.
+func TestInnerMapsReplacedUnderConcurrentPrograms(t *testing.T) {
+	for _, typ := range []ebpf.MapType{ebpf.ArrayOfMaps, ebpf.HashOfMaps} {
+		t.Run(typ.String(), func(t *testing.T) {
+			k := newKernel(t, &sim.Options{CPUs: 3})
+			outer := newMapT(t, k, outerSpec("outer", typ, 1, intArray("tmpl", 2, 0)))
+			p := loadSyscall(t, k, innerLookupProgram(t, outer, asm.Word))
+			stop := make(chan struct{})
+			errs := make(chan error, 2)
+			var wg sync.WaitGroup
+			for cpu := 1; cpu <= 2; cpu++ {
+				wg.Add(1)
+				go func(cpu int) {
+					defer wg.Done()
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						res, err := p.Test(&sim.RunOptions{Context: keys{0, 1}, CPU: uint32(cpu)})
+						if err != nil {
+							errs <- err
+							return
+						}
+						if r := int64(res.R0); r != 1 && r != 2 && r != -2 {
+							errs <- fmt.Errorf("CPU %d read %d", cpu, r)
+							return
+						}
+					}
+				}(cpu)
+			}
+			for i := 0; i < 300; i++ {
+				inner, err := k.NewMap(intArray("inner", 2, 0))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := inner.Put(uint32(1), uint32(1+i%2)); err != nil {
+					t.Fatal(err)
+				}
+				if err := outer.Put(uint32(0), inner); err != nil {
+					t.Fatal(err)
+				}
+				inner.Close()
+				if i%7 == 0 {
+					if err := outer.Delete(uint32(0)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			close(stop)
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+			p.Close()
+			outer.Close()
+			k.SynchronizeRCU()
+			if ids := k.MapIDs(); len(ids) != 0 {
+				t.Errorf("maps left after everything was closed: %v", ids)
+			}
+		})
+	}
 }
