@@ -1,5 +1,7 @@
 // Package arraymap simulates the kernel's array maps, kernel/bpf/arraymap.c:
-// BPF_MAP_TYPE_ARRAY and BPF_MAP_TYPE_PERCPU_ARRAY.
+// BPF_MAP_TYPE_ARRAY and BPF_MAP_TYPE_PERCPU_ARRAY, and the array of maps,
+// BPF_MAP_TYPE_ARRAY_OF_MAPS (arrayofmaps.go; arrays as inner maps:
+// inner.go).
 //
 // An array is one area of simulated memory laid out like struct bpf_array:
 // the map object first, then, ValueOffset bytes from its start, the values
@@ -40,6 +42,7 @@ var Array = &maps.Type{
 	Name:       "array",
 	AllocCheck: allocCheck,
 	Alloc:      alloc,
+	MetaEqual:  arrayMetaEqual,
 }
 
 // PercpuArray is BPF_MAP_TYPE_PERCPU_ARRAY.
@@ -48,6 +51,7 @@ var PercpuArray = &maps.Type{
 	Name:       "percpu_array",
 	AllocCheck: allocCheck,
 	Alloc:      alloc,
+	MetaEqual:  maps.DefaultMetaEqual,
 }
 
 // allowedFlags are the map_flags array_map_alloc_check accepts (those the

@@ -34,17 +34,24 @@ var errInnerMap = errors.WithMessage(uapi.EOPNOTSUPP, "BPF_F_INNER_MAP arrays ar
 //	                                   goto +1
 //	                                   r0 = 0
 func (a *array) GenLookup(func(string) (insn.Insn, error)) ([]insn.Insn, error) {
-	if a.m.Flags&uapi.BPF_F_INNER_MAP != 0 {
+	return genLookup(a.m.Flags, a.m.MaxEntries, a.elemSize, a.percpu)
+}
+
+// genLookup builds the sequence of GenLookup for an array with these
+// flags, max_entries and element size: the array itself, or the inner map
+// template that stands for every inner array of a map of maps.
+func genLookup(flags, maxEntries uint32, elemSize uint64, percpu bool) ([]insn.Insn, error) {
+	if flags&uapi.BPF_F_INNER_MAP != 0 {
 		return nil, errInnerMap
 	}
 	const r0, r1, r2 = insn.R0, insn.R1, insn.R2
 	seq := []insn.Insn{
 		{Code: insn.ALU64 | insn.ADD | insn.K, Dst: r1, Imm: ValueOffset},
 		{Code: insn.LDX | insn.MEM | insn.W, Dst: r0, Src: r2},
-		{Code: insn.JMP | insn.JGE | insn.K, Dst: r0, Imm: int32(a.m.MaxEntries)},
+		{Code: insn.JMP | insn.JGE | insn.K, Dst: r0, Imm: int32(maxEntries)},
 	}
 	jge := len(seq) - 1
-	if a.percpu {
+	if percpu {
 		seq = append(seq,
 			insn.Insn{Code: insn.ALU64 | insn.LSH | insn.K, Dst: r0, Imm: 3}, // one pointer per element
 			insn.Insn{Code: insn.ALU64 | insn.ADD | insn.X, Dst: r0, Src: r1},
@@ -52,11 +59,7 @@ func (a *array) GenLookup(func(string) (insn.Insn, error)) ([]insn.Insn, error) 
 			insn.Insn{Code: insn.ALU64 | insn.MOV | insn.X, Dst: r0, Src: r0, Off: -1}, // this CPU's copy
 		)
 	} else {
-		if bits.OnesCount64(a.elemSize) == 1 {
-			seq = append(seq, insn.Insn{Code: insn.ALU64 | insn.LSH | insn.K, Dst: r0, Imm: int32(bits.TrailingZeros64(a.elemSize))})
-		} else {
-			seq = append(seq, insn.Insn{Code: insn.ALU64 | insn.MUL | insn.K, Dst: r0, Imm: int32(a.elemSize)})
-		}
+		seq = append(seq, scaleIndex(elemSize))
 		seq = append(seq, insn.Insn{Code: insn.ALU64 | insn.ADD | insn.X, Dst: r0, Src: r1})
 	}
 	seq = append(seq,
@@ -66,4 +69,13 @@ func (a *array) GenLookup(func(string) (insn.Insn, error)) ([]insn.Insn, error) 
 	// Out of range: to the last instruction, r0 = 0.
 	seq[jge].Off = int16(len(seq) - 1 - (jge + 1))
 	return seq, nil
+}
+
+// scaleIndex turns the index in r0 into a byte offset: a shift when the
+// element size is a power of two, else a multiplication.
+func scaleIndex(elemSize uint64) insn.Insn {
+	if bits.OnesCount64(elemSize) == 1 {
+		return insn.Insn{Code: insn.ALU64 | insn.LSH | insn.K, Dst: insn.R0, Imm: int32(bits.TrailingZeros64(elemSize))}
+	}
+	return insn.Insn{Code: insn.ALU64 | insn.MUL | insn.K, Dst: insn.R0, Imm: int32(elemSize)}
 }

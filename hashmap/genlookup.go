@@ -24,6 +24,12 @@ const ElemLookupFunc = "__htab_map_lookup_elem"
 //	                                    r0 = *(u64 *)(r0 +0)
 //	                                    r0 = &(void __percpu *)(r0)
 func (h *htab) GenLookup(call func(string) (insn.Insn, error)) ([]insn.Insn, error) {
+	return genLookup(call, h.valueOff, h.percpu)
+}
+
+// genLookup builds GenLookup's sequence for elements whose value is
+// valueOff bytes in: a hash map's, or an inner map template's.
+func genLookup(call func(string) (insn.Insn, error), valueOff uint64, percpu bool) ([]insn.Insn, error) {
 	c, err := call(ElemLookupFunc)
 	if err != nil {
 		return nil, err
@@ -31,9 +37,9 @@ func (h *htab) GenLookup(call func(string) (insn.Insn, error)) ([]insn.Insn, err
 	seq := []insn.Insn{
 		c,
 		{Code: insn.JMP | insn.JEQ | insn.K, Dst: insn.R0, Off: 1},
-		{Code: insn.ALU64 | insn.ADD | insn.K, Dst: insn.R0, Imm: int32(h.valueOff)},
+		{Code: insn.ALU64 | insn.ADD | insn.K, Dst: insn.R0, Imm: int32(valueOff)},
 	}
-	if h.percpu {
+	if percpu {
 		seq[1].Off = 3
 		seq = append(seq,
 			insn.Insn{Code: insn.LDX | insn.MEM | insn.DW, Dst: insn.R0, Src: insn.R0}, // the per-CPU pointer

@@ -1,5 +1,7 @@
 // Package hashmap simulates the kernel's hash maps, kernel/bpf/hashtab.c:
-// BPF_MAP_TYPE_HASH and BPF_MAP_TYPE_PERCPU_HASH.
+// BPF_MAP_TYPE_HASH and BPF_MAP_TYPE_PERCPU_HASH, and the hash of maps,
+// BPF_MAP_TYPE_HASH_OF_MAPS (hashofmaps.go; hashes as inner maps:
+// inner.go).
 //
 // Every element is a struct htab_elem in simulated memory, laid out as on
 // LP64: a 48-byte header (the hash at offset 40), the key at KeyOffset and
@@ -102,6 +104,7 @@ var Hash = &maps.Type{
 	Name:       "hash",
 	AllocCheck: allocCheck,
 	Alloc:      alloc,
+	MetaEqual:  maps.DefaultMetaEqual,
 }
 
 // PercpuHash is BPF_MAP_TYPE_PERCPU_HASH.
@@ -110,6 +113,7 @@ var PercpuHash = &maps.Type{
 	Name:       "percpu_hash",
 	AllocCheck: allocCheck,
 	Alloc:      alloc,
+	MetaEqual:  maps.DefaultMetaEqual,
 }
 
 // ElemLookuper is implemented by the Ops of both types: LookupElemAddr is
@@ -264,6 +268,18 @@ type htab struct {
 }
 
 func alloc(k maps.Kernel, m *maps.Map) (maps.Ops, error) {
+	h, err := newHtab(k, m)
+	if err != nil {
+		return nil, err
+	}
+	if h.percpu {
+		return &percpuHtab{h}, nil
+	}
+	return h, nil
+}
+
+// newHtab is htab_map_alloc.
+func newHtab(k maps.Kernel, m *maps.Map) (*htab, error) {
 	percpu := m.Type.ID == uapi.MapTypePercpuHash
 	n := nBuckets(m.MaxEntries)
 	h := &htab{
@@ -307,9 +323,6 @@ func alloc(k maps.Kernel, m *maps.Map) (maps.Ops, error) {
 		}
 	}
 	h.segs = make([]atomic.Pointer[segment], (uint64(n)+segMask)>>segShift)
-	if percpu {
-		return &percpuHtab{h}, nil
-	}
 	return h, nil
 }
 

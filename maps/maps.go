@@ -38,6 +38,11 @@ type Attr struct {
 	Flags      uint32
 	Name       string
 	MapExtra   uint64
+	// InnerMap is the inner map template of a map-in-map type (the map
+	// inner_map_fd refers to). The new map keeps only a copy of its
+	// metadata (NewInnerMeta): Create clears the field once the map is
+	// allocated, so the template may be closed right away.
+	InnerMap *Map
 }
 
 // Kernel is the simulated kernel as a map type sees it.
@@ -233,6 +238,10 @@ type Type struct {
 	// Alloc builds an instance for m, whose attributes passed AllocCheck,
 	// and sets m.Addr (map_alloc).
 	Alloc func(k Kernel, m *Map) (Ops, error)
+	// MetaEqual is map_meta_equal: whether m may be stored in a map of
+	// maps whose inner map template is meta (see NewInnerMeta). nil: maps
+	// of this type cannot be inner maps.
+	MetaEqual func(meta, m *Map) bool
 }
 
 // Registry holds the map types a kernel knows, keyed by type number. It is
@@ -293,6 +302,7 @@ func (r *Registry) Create(k Kernel, attr Attr, id uint32, release func(*Map)) (*
 	}
 	m := &Map{Attr: attr, ID: id, Type: t, Kernel: k, release: release}
 	ops, err := t.Alloc(k, m)
+	m.Attr.InnerMap = nil // the template's metadata was copied, if needed
 	if err != nil {
 		return nil, err
 	}

@@ -71,12 +71,12 @@ func (p *Process) NewCollectionWithOptions(spec *ebpf.CollectionSpec, opts Colle
 		if len(opts.Programs) > 0 && !wantMaps[name] {
 			continue
 		}
-		m, err := p.NewMap(spec.Maps[name])
-		if err != nil {
+		// The maps a map of maps' contents name come first
+		// (mapinmap.go).
+		if _, err := p.collectionMap(c, spec, name, map[string]bool{}); err != nil {
 			c.Close()
 			return nil, err
 		}
-		c.Maps[name] = m
 	}
 	for _, name := range progs {
 		ps := spec.Programs[name].Copy()

@@ -22,28 +22,102 @@ type fdUpdateChecker interface {
 	CheckFdUpdate(key []byte, flags uint64) error
 }
 
-// updateFd stores the object behind the fd in value under key.
-func (h *Map) updateFd(fv maps.FdValues, key, value []byte, flags uint64) error {
-	if c, ok := fv.(fdUpdateChecker); ok {
-		if err := c.CheckFdUpdate(key, flags); err != nil {
-			return err
-		}
-	}
-	fd := int(int32(binary.LittleEndian.Uint32(value)))
-	f, err := h.proc.fds.get(fd)
+// updateFd stores the object a value names under key. The value is an
+// fd of the handle's process, as the kernel takes it, or, as cilium/ebpf
+// takes it, the handle itself: a *Map for maps of maps, a *PerfEvent for
+// perf event arrays.
+func (h *Map) updateFd(fv maps.FdValues, key, value any, flags uint64) error {
+	k, err := marshal(key, int(h.m.KeySize))
 	if err != nil {
 		return err
 	}
-	var o maps.Object
-	switch fv.FdKind() {
-	case maps.FdPerfEvent:
-		e, ok := f.obj.(*perfarray.Event)
-		if !ok {
-			return errors.Wrapf(uapi.EBADF, "fd %d is not a perf event", fd)
+	if c, ok := fv.(fdUpdateChecker); ok {
+		if err := c.CheckFdUpdate(k, flags); err != nil {
+			return err
 		}
-		o = e
-	default:
-		return errors.Wrapf(uapi.EINVAL, "fd values of kind %d are not simulated yet", fv.FdKind())
 	}
-	return fv.UpdateObject(key, o, h.file.id, flags)
+	obj, err := h.objectOf(fv.FdKind(), value)
+	if err != nil {
+		return err
+	}
+	return fv.UpdateObject(k, obj, h.file.id, flags)
+}
+
+// objectOf resolves the value of an update of an fd map to the kernel
+// object it names (map_fd_get_ptr).
+func (h *Map) objectOf(kind maps.FdKind, value any) (maps.Object, error) {
+	switch v := value.(type) {
+	case *Map:
+		if v == nil || v.k != h.k {
+			return nil, errors.Wrap(uapi.EBADF, "the map belongs to another simulated kernel")
+		}
+		if err := v.check(); err != nil {
+			return nil, err
+		}
+		value = v.fd
+		if v.proc != h.proc {
+			// Another process's handle: what it names, as if its fd
+			// had been passed over.
+			return objectOfFile(kind, v.file, v.fd)
+		}
+	case *PerfEvent:
+		if v == nil || v.k != h.k || v.closed.Load() {
+			return nil, errors.Wrap(uapi.EBADF, "closed or foreign perf event")
+		}
+		value = v.fd
+		if v.proc != h.proc {
+			f, err := v.proc.fds.get(v.fd)
+			if err != nil {
+				return nil, err
+			}
+			return objectOfFile(kind, f, v.fd)
+		}
+	}
+	var fd int
+	switch v := value.(type) {
+	case int:
+		fd = v
+	case int32:
+		fd = int(v)
+	case uint32:
+		fd = int(int32(v))
+	default:
+		b, err := marshal(value, 4)
+		if err != nil {
+			return nil, errors.Wrap(err, "the value of an fd map is an fd or a handle")
+		}
+		fd = int(int32(binary.LittleEndian.Uint32(b)))
+	}
+	if fd >= 0 && fd <= 2 {
+		// The standard streams: open files, but not BPF objects.
+		return objectOfFile(kind, nil, fd)
+	}
+	f, err := h.proc.fds.get(fd)
+	if err != nil {
+		return nil, err
+	}
+	return objectOfFile(kind, f, fd)
+}
+
+// objectOfFile returns the object of kind behind f (nil: an open file
+// that is no BPF object), with the errno the kernel's getters give for
+// another kind: bpf_map_get's EINVAL, perf_event_get's EBADF.
+func objectOfFile(kind maps.FdKind, f *file, fd int) (maps.Object, error) {
+	var obj any
+	if f != nil {
+		obj = f.obj
+	}
+	switch kind {
+	case maps.FdMap:
+		if m, ok := obj.(*maps.Map); ok {
+			return m, nil
+		}
+		return nil, errors.Wrapf(uapi.EINVAL, "fd %d is not a map's", fd)
+	case maps.FdPerfEvent:
+		if e, ok := obj.(*perfarray.Event); ok {
+			return e, nil
+		}
+		return nil, errors.Wrapf(uapi.EBADF, "fd %d is not a perf event", fd)
+	}
+	return nil, errors.Wrapf(uapi.EINVAL, "fd values of kind %d are not simulated yet", kind)
 }

@@ -112,7 +112,7 @@ var vmlinux = []ksymSpec{
 	// kernel/trace/bpf_trace.c
 	{name: "bpf_trace_printk", kind: ksymHelper, helper: uapi.FuncTracePrintk},
 	// kernel/bpf/hashtab.c
-	{name: hashmap.ElemLookupFunc, kind: ksymElemLookup, types: []uapi.MapType{uapi.MapTypeHash, uapi.MapTypePercpuHash}},
+	{name: hashmap.ElemLookupFunc, kind: ksymElemLookup, types: []uapi.MapType{uapi.MapTypeHash, uapi.MapTypePercpuHash, uapi.MapTypeHashOfMaps}},
 	{name: "htab_map_lookup_elem", kind: ksymMapOp, helper: uapi.FuncMapLookupElem, types: []uapi.MapType{uapi.MapTypeHash}},
 	{name: "htab_map_update_elem", kind: ksymMapOp, helper: uapi.FuncMapUpdateElem, types: []uapi.MapType{uapi.MapTypeHash}},
 	{name: "htab_map_delete_elem", kind: ksymMapOp, helper: uapi.FuncMapDeleteElem, types: []uapi.MapType{uapi.MapTypeHash, uapi.MapTypePercpuHash}},
@@ -125,6 +125,11 @@ var vmlinux = []ksymSpec{
 	{name: "percpu_array_map_lookup_percpu_elem", kind: ksymMapOp, helper: uapi.FuncMapLookupPercpuElem, types: []uapi.MapType{uapi.MapTypePercpuArray}},
 	{name: "array_map_update_elem", kind: ksymMapOp, helper: uapi.FuncMapUpdateElem, types: []uapi.MapType{uapi.MapTypeArray, uapi.MapTypePercpuArray}},
 	{name: "array_map_delete_elem", kind: ksymMapOp, helper: uapi.FuncMapDeleteElem, types: []uapi.MapType{uapi.MapTypeArray, uapi.MapTypePercpuArray}},
+	// The maps of maps' lookups, which programs reach when their
+	// lookup is not inlined (kernel/bpf/arraymap.c, hashtab.c). Last,
+	// so that the functions before keep their addresses.
+	{name: "array_of_map_lookup_elem", kind: ksymMapOp, helper: uapi.FuncMapLookupElem, types: []uapi.MapType{uapi.MapTypeArrayOfMaps}},
+	{name: "htab_of_map_lookup_elem", kind: ksymMapOp, helper: uapi.FuncMapLookupElem, types: []uapi.MapType{uapi.MapTypeHashOfMaps}},
 }
 
 // helperFuncNames names the function behind a helper where it is not the

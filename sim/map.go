@@ -74,16 +74,22 @@ func (k *Kernel) newMap(p *Process, spec *ebpf.MapSpec) (*Map, error) {
 		return nil, errors.Wrapf(err, "map %s", spec.Name)
 	}
 	spec = fixed
+	tmpl, dropTmpl, err := k.innerTemplate(spec) // mapinmap.go
+	if err != nil {
+		return nil, errors.Wrapf(err, "map %s", spec.Name)
+	}
 	attr := maps.Attr{
 		Type:       uapi.MapType(spec.Type),
 		KeySize:    spec.KeySize,
-		ValueSize:  spec.ValueSize,
+		ValueSize:  mapOfMapsValueSize(spec),
 		MaxEntries: spec.MaxEntries,
 		Flags:      spec.Flags,
 		Name:       spec.Name,
 		MapExtra:   spec.MapExtra,
+		InnerMap:   tmpl,
 	}
 	m, err := k.createMap(attr)
+	dropTmpl()
 	if err != nil {
 		return nil, errors.Wrapf(err, "map %s", spec.Name)
 	}
@@ -112,8 +118,6 @@ func checkMapSpec(spec *ebpf.MapSpec) error {
 	switch {
 	case spec.Pinning != ebpf.PinNone:
 		return errors.Wrap(uapi.EINVAL, "map pinning is not simulated yet")
-	case spec.InnerMap != nil:
-		return errors.Wrap(uapi.EINVAL, "map-in-map is not simulated yet")
 	case spec.Extra != nil && spec.Extra.Len() > 0:
 		return errors.Wrap(uapi.EINVAL, "extra map definition bytes are not supported")
 	}
@@ -239,6 +243,9 @@ func (h *Map) Lookup(key, valueOut any) error {
 	if err := h.canRead(); err != nil {
 		return err
 	}
+	if out, ok := valueOut.(**Map); ok {
+		return h.lookupMap(key, out) // mapinmap.go
+	}
 	value, err := h.lookupBytes(key)
 	if err != nil {
 		return err
@@ -259,6 +266,9 @@ func (h *Map) lookupBytes(key any) ([]byte, error) {
 	k, err := marshal(key, int(h.m.KeySize))
 	if err != nil {
 		return nil, err
+	}
+	if fv, ok := h.fdValues(); ok {
+		return lookupID(fv, k) // mapinmap.go
 	}
 	if p, ok := h.percpu(); ok {
 		buf := make([]byte, int(maps.RoundUp8(h.m.ValueSize))*h.k.NumCPUs())
@@ -315,6 +325,9 @@ func (h *Map) Update(key, value any, flags ebpf.MapUpdateFlags) error {
 	if uint64(flags)&uapi.BPF_F_LOCK != 0 {
 		return mapErr(errors.Wrap(uapi.EINVAL, "BPF_F_LOCK needs a bpf_spin_lock in the value"))
 	}
+	if fv, ok := h.fdValues(); ok {
+		return mapErr(h.updateFd(fv, key, value, uint64(flags))) // fdvalues.go
+	}
 	k, err := marshal(key, int(h.m.KeySize))
 	if err != nil {
 		return err
@@ -322,9 +335,6 @@ func (h *Map) Update(key, value any, flags ebpf.MapUpdateFlags) error {
 	v, err := h.marshalValue(value)
 	if err != nil {
 		return err
-	}
-	if fv, ok := h.m.Ops.(maps.FdValues); ok {
-		return mapErr(h.updateFd(fv, k, v, uint64(flags)))
 	}
 	if p, ok := h.percpu(); ok {
 		return mapErr(p.UpdatePercpu(k, v, uint64(flags)))

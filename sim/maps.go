@@ -33,6 +33,8 @@ var builtinMapTypes = []*maps.Type{
 	hashmap.Hash,
 	hashmap.PercpuHash,
 	perfarray.PerfEventArray,
+	arraymap.ArrayOfMaps,
+	hashmap.HashOfMaps,
 }
 
 // RegisterMapType adds a map type to this kernel, so that maps of it can be

@@ -58,12 +58,16 @@ func (p *Process) NewMap(spec *ebpf.MapSpec) (*Map, error) { return p.k.newMap(p
 // a new file on the map, with its own fd, like cilium/ebpf's
 // NewMapFromID.
 func (p *Process) NewMapFromID(id uint32) (*Map, error) {
-	m, err := p.k.mapByID(id)
-	if err != nil {
-		return nil, err
+	p.k.objs.mu.Lock()
+	m, ok := p.k.objs.maps[id]
+	// A map whose last reference is going stays listed until its release
+	// runs: it cannot be opened any more (bpf_map_inc_not_zero).
+	ok = ok && m.TryGetUser()
+	p.k.objs.mu.Unlock()
+	if !ok {
+		return nil, errors.Wrapf(uapi.ENOENT, "no map with id %d", id)
 	}
-	m.Get() // the new file's reference, handed to newMapHandle
-	return p.newMapHandle(m)
+	return p.installMapFile(m)
 }
 
 // NewMapFromID opens a map by id in the kernel's first process.
@@ -75,6 +79,11 @@ func (k *Kernel) NewMapFromID(id uint32) (*Map, error) { return k.init.NewMapFro
 func (p *Process) newMapHandle(m *maps.Map) (*Map, error) {
 	m.GetUser()
 	m.Put()
+	return p.installMapFile(m)
+}
+
+// installMapFile opens a file holding the caller's user reference on m.
+func (p *Process) installMapFile(m *maps.Map) (*Map, error) {
 	f := p.k.newFile(m, releaseMapFile)
 	fd, err := p.fds.install(f)
 	if err != nil {

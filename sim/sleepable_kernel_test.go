@@ -33,6 +33,8 @@ func TestSleepableProgramsLikeKernel(t *testing.T) {
 		{Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 2, Flags: uapi.BPF_F_NO_PREALLOC},
 		{Type: ebpf.PerCPUHash, KeySize: 4, ValueSize: 8, MaxEntries: 2},
 		{Type: ebpf.PerfEventArray},
+		{Type: ebpf.ArrayOfMaps, KeySize: 4, ValueSize: 4, MaxEntries: 2, InnerMap: &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1}},
+		{Type: ebpf.HashOfMaps, KeySize: 4, ValueSize: 4, MaxEntries: 2, InnerMap: &ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 1}},
 	}
 	types := []ebpf.ProgramType{ebpf.XDP, ebpf.SocketFilter, ebpf.SchedCLS, ebpf.Kprobe, ebpf.TracePoint, ebpf.RawTracepoint, ebpf.Syscall}
 	compared := 0

@@ -32,10 +32,12 @@ func TestSoakCreatesAndDropsObjectsWithoutLeaks(t *testing.T) {
 		{Type: ebpf.PerCPUHash, KeySize: 4, ValueSize: 8, MaxEntries: 4},
 	}
 	type proc struct {
-		p     *sim.Process
-		maps  []*sim.Map
-		perf  []*sim.Map // perf event arrays, each holding an event
-		progs []*sim.Program
+		p    *sim.Process
+		maps []*sim.Map
+		// holders are maps whose values are objects: perf event arrays
+		// and maps of maps.
+		holders []*sim.Map
+		progs   []*sim.Program
 	}
 	procs := make([]*proc, 4)
 	for i := range procs {
@@ -92,8 +94,24 @@ func TestSoakCreatesAndDropsObjectsWithoutLeaks(t *testing.T) {
 				t.Fatal(err)
 			}
 			e.Close()
-			pr.perf = append(pr.perf, m)
+			pr.holders = append(pr.holders, m)
 			made += 2
+		case op < 38 && len(pr.maps) > 0: // an outer map holding one of the process's maps
+			inner := pr.maps[rnd.IntN(len(pr.maps))]
+			spec := &ebpf.MapSpec{Type: ebpf.HashOfMaps, KeySize: 4, ValueSize: 4, MaxEntries: 2,
+				InnerMap: &ebpf.MapSpec{Type: inner.Type(), KeySize: inner.KeySize(), ValueSize: inner.ValueSize(), MaxEntries: inner.MaxEntries(), Flags: inner.Flags()}}
+			if rnd.IntN(2) == 0 {
+				spec.Type = ebpf.ArrayOfMaps
+			}
+			outer, err := pr.p.NewMap(spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := outer.Put(uint32(rnd.IntN(2)), inner); err != nil {
+				t.Fatal(err)
+			}
+			pr.holders = append(pr.holders, outer)
+			made++
 		case op < 50 && len(pr.maps) > 0: // a program that updates one of the process's maps
 			m := pr.maps[rnd.IntN(len(pr.maps))]
 			p, err := pr.p.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: updateFirstKey(m.FD())})
@@ -122,10 +140,10 @@ func TestSoakCreatesAndDropsObjectsWithoutLeaks(t *testing.T) {
 			i := rnd.IntN(len(pr.maps))
 			pr.maps[i].Close()
 			pr.maps = append(pr.maps[:i], pr.maps[i+1:]...)
-		case op < 86 && len(pr.perf) > 0: // close a perf event array: its file's events go
-			i := rnd.IntN(len(pr.perf))
-			pr.perf[i].Close()
-			pr.perf = append(pr.perf[:i], pr.perf[i+1:]...)
+		case op < 86 && len(pr.holders) > 0: // close a perf event array (its file's events go) or a map of maps
+			i := rnd.IntN(len(pr.holders))
+			pr.holders[i].Close()
+			pr.holders = append(pr.holders[:i], pr.holders[i+1:]...)
 		case op < 96 && len(pr.progs) > 0: // unload a program
 			i := rnd.IntN(len(pr.progs))
 			pr.progs[i].Close()

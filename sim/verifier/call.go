@@ -352,9 +352,12 @@ func (e *env) checkReturnCode() error {
 }
 
 // elidesNullness is can_elide_value_nullness: array lookups only fail out
-// of bounds.
+// of bounds. Not for arrays made with BPF_F_INNER_MAP, as the kernel
+// (6.18, checked) does not: as inner maps their max_entries may be another
+// than the template's the verifier sees.
 func elidesNullness(m *maps.Map) bool {
-	return m.Attr.Type == uapi.MapTypeArray || m.Attr.Type == uapi.MapTypePercpuArray
+	return (m.Attr.Type == uapi.MapTypeArray || m.Attr.Type == uapi.MapTypePercpuArray) &&
+		m.Attr.Flags&uapi.BPF_F_INNER_MAP == 0
 }
 
 // constantMapKey is get_constant_map_key: the key a stack pointer points

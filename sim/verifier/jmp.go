@@ -173,17 +173,17 @@ func (e *env) checkCondJmp(in insn.Insn, idx int) (int, bool, error) {
 		}
 		if eq != nil {
 			if regNotNull(dst) && src.maybeNull {
-				markPtrNotNull(&eq[in.Src])
+				e.markPtrNotNull(&eq[in.Src])
 			}
 			if regNotNull(src) && dst.maybeNull {
-				markPtrNotNull(&eq[in.Dst])
+				e.markPtrNotNull(&eq[in.Dst])
 			}
 		}
 	}
 	if !is32 && in.Source() == insn.K && in.Imm == 0 && (op == insn.JEQ || op == insn.JNE) && dst.maybeNull {
 		id := dst.id
-		markPtrOrNullRegs(e.cur, id, op == insn.JNE)
-		markPtrOrNullRegs(other, id, op == insn.JEQ)
+		e.markPtrOrNullRegs(e.cur, id, op == insn.JNE)
+		e.markPtrOrNullRegs(other, id, op == insn.JEQ)
 	} else if in.Source() == insn.X {
 		tryMatchPktPointers(in, dst, &regs[in.Src], e.cur, other)
 	}
@@ -611,14 +611,23 @@ func syncLinkedRegs(st *vstate, known *regState) {
 	})
 }
 
-// markPtrNotNull is mark_ptr_not_null_reg.
-func markPtrNotNull(r *regState) {
+// markPtrNotNull is mark_ptr_not_null_reg. A value of a map of maps is
+// an inner map: the pointer becomes a CONST_PTR_TO_MAP whose map is the
+// inner map template, which the accesses and helper calls through it are
+// checked against (mapinmap.go).
+func (e *env) markPtrNotNull(r *regState) {
 	r.maybeNull = false
+	if r.typ == ptrToMapValue {
+		if meta := innerMeta(e.mapOf(r)); meta != nil {
+			r.typ = constPtrToMap
+			r.mapIdx = e.mapIndex(meta)
+		}
+	}
 }
 
 // markPtrOrNullRegs is mark_ptr_or_null_regs: after "if p == NULL", every
 // copy of p is NULL on one side and a valid pointer on the other.
-func markPtrOrNullRegs(st *vstate, id uint32, isNull bool) {
+func (e *env) markPtrOrNullRegs(st *vstate, id uint32, isNull bool) {
 	st.forEachReg(func(r *regState) {
 		if !r.maybeNull || r.id != id {
 			return
@@ -627,7 +636,7 @@ func markPtrOrNullRegs(st *vstate, id uint32, isNull bool) {
 			*r = regState{typ: scalarValue, bounds: constBounds(0)}
 			return
 		}
-		markPtrNotNull(r)
+		e.markPtrNotNull(r)
 		r.id = 0
 	})
 }
