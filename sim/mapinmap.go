@@ -96,7 +96,6 @@ func (h *Map) lookupMap(key any, out **Map) error {
 	return nil
 }
 
-
 // collectionMap creates the map called name of a collection, and first
 // the maps its contents name: in an ELF object, the initial values of a
 // map of maps (`.values = { [0] = &inner }` in C) are the names of other
