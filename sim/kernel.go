@@ -55,6 +55,7 @@ type Kernel struct {
 
 	mapTypes maps.Registry
 	objs     objects
+	progs    progTable
 	fds      fdTable
 
 	randMu sync.Mutex
@@ -139,6 +140,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 	if !o.BareHelpers {
 		k.registerBaseHelpers()
 		k.registerMapHelpers()
+		k.registerTailCall()
 	}
 	for _, t := range builtinMapTypes {
 		if err := k.RegisterMapType(t); err != nil {
@@ -165,6 +167,7 @@ func (k *Kernel) newCPU(id int, seed uint64) (*CPU, error) {
 	}
 	cpu := &CPU{ID: id, machine: m}
 	m.Data = cpu
+	m.TailCall = k.tailCallTarget
 	m.PercpuOffset = k.percpu.Offset(id)
 	cpu.rnd.seed(seed, id)
 	return cpu, nil

@@ -253,6 +253,9 @@ func (h *Map) lookupBytes(key any) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if fv, ok := h.m.Ops.(maps.FdValues); ok {
+		return lookupID(fv, k)
+	}
 	if p, ok := h.percpu(); ok {
 		buf := make([]byte, int(maps.RoundUp8(h.m.ValueSize))*h.k.NumCPUs())
 		if err := p.LookupPercpu(k, buf); err != nil {
@@ -311,6 +314,9 @@ func (h *Map) Update(key, value any, flags ebpf.MapUpdateFlags) error {
 	k, err := marshal(key, int(h.m.KeySize))
 	if err != nil {
 		return err
+	}
+	if fv, ok := h.m.Ops.(maps.FdValues); ok {
+		return mapErr(h.updateFd(fv, k, value, uint64(flags)))
 	}
 	v, err := h.marshalValue(value)
 	if err != nil {

@@ -41,6 +41,15 @@ type Program struct {
 	lines   []verifier.LineInfo
 	funcs   []*btf.Func
 	closed  atomic.Bool
+
+	// The program as a kernel object (progobj.go): its id, its handle's
+	// fd, its references, and the poke descriptors of its tail calls.
+	id     uint32
+	fd     int
+	refcnt atomic.Int64
+	obj    progObject
+	pokes  []verifier.PokeDesc
+	poke   *pokeTracker
 }
 
 // ProgramOptions control loading, as cilium/ebpf's ProgramOptions do.
@@ -154,12 +163,17 @@ func (k *Kernel) LoadInsnsWithOptions(typ ebpf.ProgramType, name string, insns [
 	if err != nil {
 		return nil, err
 	}
-	p := &Program{k: k, typ: typ, name: name, xlated: insns, subprogs: subs}
+	p := k.newProgram(typ, name)
+	p.xlated, p.subprogs = insns, subs
 	if err := p.resolvePseudoLdImm64(); err != nil {
 		p.Close()
 		return nil, err
 	}
 	if !opts.Unverified && typ != ebpf.UnspecifiedProgram {
+		if err := checkTailCallReturns(p.xlated, p.subprogs, opts.source); err != nil {
+			p.Close()
+			return nil, err
+		}
 		if p.verified, err = k.verify(p, opts); err != nil {
 			p.Close()
 			return nil, err
@@ -189,6 +203,11 @@ func (k *Kernel) LoadInsnsWithOptions(typ ebpf.ProgramType, name string, insns [
 		p.Close()
 		return nil, err
 	}
+	if err := p.checkTailCallMaps(); err != nil {
+		p.Close()
+		return nil, err
+	}
+	k.publish(p)
 	return p, nil
 }
 
@@ -331,15 +350,19 @@ func (p *Program) useMap(m *maps.Map) {
 	p.usedMaps = append(p.usedMaps, m)
 }
 
-// Close unloads the program: it drops its references on the maps it uses.
+// Close closes the handle: it drops the handle's reference. The program
+// lives on while prog array slots hold it; once the last reference goes,
+// its id is released and, after a grace period, its used maps.
 func (p *Program) Close() error {
 	if !p.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	for _, m := range p.usedMaps {
-		m.Put()
+	if p.fd != 0 {
+		if err := p.k.fds.close(p.fd); err != nil {
+			return err
+		}
 	}
-	p.usedMaps = nil
+	p.put()
 	return nil
 }
 
@@ -352,12 +375,15 @@ func (k *Kernel) LoadXlated(typ ebpf.ProgramType, name string, insns []insn.Insn
 	if _, ok := supportedTypes[typ]; !ok {
 		return nil, errors.Wrapf(uapi.EINVAL, "program type %s is not supported by bpfsim yet", typ)
 	}
-	insns = append([]insn.Insn(nil), insns...)
+	insns = fromDump(insns)
 	code, err := interp.Compile(insns, k.resolveHelper)
 	if err != nil {
 		return nil, err
 	}
-	return &Program{k: k, typ: typ, name: name, xlated: insns, code: code}, nil
+	p := k.newProgram(typ, name)
+	p.xlated, p.code = insns, code
+	k.publish(p)
+	return p, nil
 }
 
 // fromAsm encodes cilium/ebpf instructions, refusing what this simulated
@@ -403,7 +429,10 @@ func (p *Program) Name() string { return p.name }
 
 // Instructions returns the xlated instructions: what the simulated kernel
 // runs after loading.
-func (p *Program) Instructions() []insn.Insn { return append([]insn.Insn(nil), p.xlated...) }
+//
+// As BPF_OBJ_GET_INFO_BY_FD does (bpf_insn_prepare_dump), a tail call
+// shows as the helper call it was written as.
+func (p *Program) Instructions() []insn.Insn { return toDump(p.xlated) }
 
 // Xlated renders the xlated program in the syntax of
 // `bpftool prog dump xlated`: map pointers print as map[id:N], addresses
@@ -432,6 +461,7 @@ func (p *Program) Xlated() string {
 	}
 	var b strings.Builder
 	sub, line := 0, 0
+	dump := toDump(p.xlated)
 	for i := 0; i < len(p.xlated); i++ {
 		for sub < len(p.subprogs) && p.subprogs[sub].Start < i {
 			sub++
@@ -444,7 +474,7 @@ func (p *Program) Xlated() string {
 		if l, ok := p.lineAt(i, &line); ok {
 			b.WriteString("; " + strings.TrimLeft(l.Line.String(), " \t\n\v\f\r") + "\n")
 		}
-		fmt.Fprintf(&b, "%4d: %s\n", i, insn.Format(p.xlated, i, sym))
+		fmt.Fprintf(&b, "%4d: %s\n", i, insn.Format(dump, i, sym))
 		if p.xlated[i].IsLdImm64() {
 			i++
 		}

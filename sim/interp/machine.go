@@ -64,6 +64,11 @@ type Machine struct {
 	// PercpuOffset is this CPU's per-CPU offset (__per_cpu_offset), what
 	// the kernel-internal "r = &(void __percpu *)(r)" instruction adds.
 	PercpuOffset uint64
+	// TailCall finds the target of a tail call: the program in slot
+	// index of the prog array at address array (nil for an empty slot)
+	// and whether index is below the array's max_entries. Nil: tail
+	// calls fail with an error.
+	TailCall func(m *Machine, array uint64, index uint32) (target *Program, inBounds bool, err error)
 	// Packet is the packet legacy packet access (LD_ABS, LD_IND) reads;
 	// the kernel sets it before running a program whose context is an
 	// skb, and clears it otherwise.
@@ -80,7 +85,14 @@ type Machine struct {
 	steps  uint64
 	depth  int
 	frames [insn.MaxCallFrames]frame
+	// tailCalls counts the tail calls of the running invocation
+	// (tail_call_cnt), across its whole chain.
+	tailCalls int
 }
+
+// MaxTailCallCnt is MAX_TAIL_CALL_CNT: the tail calls one invocation may
+// make, counted across its whole chain; the next one falls through.
+const MaxTailCallCnt = 33
 
 // NewMachine returns a machine for CPU cpu. stackBase is the address of a
 // StackSize-byte writable area of simulated memory, stack its backing.

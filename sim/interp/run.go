@@ -41,6 +41,7 @@ func (m *Machine) Run(p *Program, r1, r2 uint64) (uint64, error) {
 func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 	var r [16]uint64
 	m.depth = 0
+	m.tailCalls = 0
 	m.frames[0].mayGoto = maxLoops
 
 	r[1], r[2] = arg1, arg2
@@ -693,6 +694,26 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 			r[6], r[7], r[8], r[9] = fr.saved[0], fr.saved[1], fr.saved[2], fr.saved[3]
 			r[10] = fr.fp
 			pc = fr.ret
+		case opTailCall:
+			m.pc, m.steps = pc, steps
+			next, err := m.tailCall(&r)
+			if err != nil {
+				return m.helperError(err)
+			}
+			if next != nil {
+				if steps > budget {
+					return m.exhausted(pc, steps)
+				}
+				// The target runs in place of the caller: same
+				// registers, frame and stack, from its first
+				// instruction, with a fresh may_goto count as its
+				// prologue would set.
+				p, ops = next, next.ops
+				base = unsafe.Pointer(&ops[0])
+				m.prog = p
+				m.frames[m.depth].mayGoto = maxLoops
+				pc = 0
+			}
 		case opNospec:
 		case opMovPercpu:
 			r[o.dst&15] = r[o.src&15] + m.PercpuOffset
@@ -752,6 +773,26 @@ func (m *Machine) enterFrame(r *[16]uint64, target int) error {
 	r[10] = m.stackTop - uint64(m.depth)*insn.MaxBPFStack
 	m.pc = target
 	return nil
+}
+
+// tailCall is JMP_TAIL_CALL: an index past max_entries falls through; so
+// does any tail call after MAX_TAIL_CALL_CNT of them; the count grows
+// before the slot is read, so a tail call to an empty slot counts, as in
+// the kernel's interpreter and x86 JIT. It returns the program to
+// continue in, or nil to fall through.
+func (m *Machine) tailCall(r *[16]uint64) (*Program, error) {
+	if m.TailCall == nil {
+		return nil, &RuntimeError{PC: m.pc - 1, Errno: uapi.EINVAL, Msg: "the machine cannot tail call"}
+	}
+	target, inBounds, err := m.TailCall(m, r[2], uint32(r[3]))
+	if err != nil || !inBounds {
+		return nil, err
+	}
+	if m.tailCalls >= MaxTailCallCnt {
+		return nil, nil
+	}
+	m.tailCalls++
+	return target, nil
 }
 
 // slowMem performs any load or store the loop did not finish inline: TLB
