@@ -36,6 +36,12 @@ type Options struct {
 	// verifier.HardWireFromSeen is what released kernels do (6.18
 	// included), for comparing xlated code with theirs.
 	HardWire verifier.HardWire
+	// TailCallCount chooses which tail calls count towards the limit of
+	// 33 per invocation: the default, interp.CountAttempts, is the
+	// kernel's interpreter (a tail call into an empty slot counts);
+	// interp.CountSuccesses is the x86-64 and arm64 JITs (only tail calls
+	// that reach a program count), for comparing with a kernel that JITs.
+	TailCallCount interp.TailCallCount
 }
 
 // MaxCPUs bounds Options.CPUs, like the kernel's NR_CPUS.
@@ -135,6 +141,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		if err != nil {
 			return nil, err
 		}
+		cpu.machine.TailCallCount = o.TailCallCount
 		k.cpus = append(k.cpus, cpu)
 	}
 	if !o.BareHelpers {

@@ -123,11 +123,11 @@ func (k *Kernel) NewProgramWithOptions(spec *ebpf.ProgramSpec, opts ProgramOptio
 		return nil, errors.Wrapf(err, "program %s", spec.Name)
 	}
 	opts.License = spec.License
-	// cilium/ebpf hands the kernel BTF function info for every program it
-	// loads (making it up for hand-written ones), so their subprograms may
-	// use LD_ABS; raw bytecode comes without.
-	opts.funcInfo = true
+	// cilium/ebpf hands the kernel BTF line and function info when the
+	// instructions carry any (btf.MarshalExtInfos): programs from ELF
+	// objects with BTF; hand-written ones and raw bytecode come without.
 	opts.source = sourceOf(spec.Instructions)
+	opts.funcInfo = opts.source != nil
 	opts.owned = true
 	if opts.License == "" {
 		opts.License = "unspecified"

@@ -266,7 +266,7 @@ func (p tcProg) insns(countersFD, arrayFD int) asm.Instructions {
 	}
 	fn := fmt.Sprintf("tc_fn%d", p.id)
 	if p.stack > 0 {
-		in = append(in, asm.StoreImm(asm.R10, int16(-p.stack), 1, asm.DWord))
+		in = append(in, asm.StoreImm(asm.R10, int16(-p.stack), 1, asm.Word))
 	}
 	in = append(in,
 		asm.Mov.Reg(asm.R1, asm.R6),

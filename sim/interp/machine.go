@@ -69,6 +69,8 @@ type Machine struct {
 	// and whether index is below the array's max_entries. Nil: tail
 	// calls fail with an error.
 	TailCall func(m *Machine, array uint64, index uint32) (target *Program, inBounds bool, err error)
+	// TailCallCount is which tail calls count towards the limit.
+	TailCallCount TailCallCount
 	// Packet is the packet legacy packet access (LD_ABS, LD_IND) reads;
 	// the kernel sets it before running a program whose context is an
 	// skb, and clears it otherwise.
@@ -89,6 +91,23 @@ type Machine struct {
 	// (tail_call_cnt), across its whole chain.
 	tailCalls int
 }
+
+// TailCallCount says which tail calls count towards MAX_TAIL_CALL_CNT. The
+// kernel's runtimes differ on tail calls into an empty slot.
+type TailCallCount uint8
+
+const (
+	// CountAttempts counts every tail call below the limit whose index
+	// is in bounds, empty slot or not: the interpreter (___bpf_prog_run
+	// increments tail_call_cnt before it reads the slot).
+	CountAttempts TailCallCount = iota
+	// CountSuccesses counts only tail calls that reach a program: the
+	// JITs of x86-64 ("Inc tail_call_cnt if the slot is populated") and
+	// arm64 (which commits the incremented count after the NULL check).
+	// Checked against an x86-64 6.18 kernel, for direct and indirect
+	// tail calls alike.
+	CountSuccesses
+)
 
 // MaxTailCallCnt is MAX_TAIL_CALL_CNT: the tail calls one invocation may
 // make, counted across its whole chain; the next one falls through.

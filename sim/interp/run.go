@@ -20,7 +20,10 @@ const maxLoops = 8 * 1024 * 1024
 
 // frame is the state a bpf-to-bpf call saves.
 type frame struct {
-	ret     int // index to continue at after the callee exits
+	ret int // index to continue at after the callee exits
+	// prog is the program to continue in: a callee that tail calls is
+	// replaced by another program, and returns to its caller's code.
+	prog    *Program
 	saved   [4]uint64
 	fp      uint64
 	mayGoto uint64
@@ -694,6 +697,11 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 			r[6], r[7], r[8], r[9] = fr.saved[0], fr.saved[1], fr.saved[2], fr.saved[3]
 			r[10] = fr.fp
 			pc = fr.ret
+			if fr.prog != p {
+				p, ops = fr.prog, fr.prog.ops
+				base = unsafe.Pointer(&ops[0])
+				m.prog = p
+			}
 		case opTailCall:
 			m.pc, m.steps = pc, steps
 			next, err := m.tailCall(&r)
@@ -765,6 +773,7 @@ func (m *Machine) enterFrame(r *[16]uint64, target int) error {
 	}
 	fr := &m.frames[m.depth]
 	fr.ret = m.pc
+	fr.prog = m.prog
 	fr.saved = [4]uint64{r[6], r[7], r[8], r[9]}
 	fr.fp = r[10]
 	m.depth++
@@ -776,9 +785,8 @@ func (m *Machine) enterFrame(r *[16]uint64, target int) error {
 }
 
 // tailCall is JMP_TAIL_CALL: an index past max_entries falls through; so
-// does any tail call after MAX_TAIL_CALL_CNT of them; the count grows
-// before the slot is read, so a tail call to an empty slot counts, as in
-// the kernel's interpreter and x86 JIT. It returns the program to
+// does any tail call after MAX_TAIL_CALL_CNT of them; whether one into an
+// empty slot counts depends on TailCallCount. It returns the program to
 // continue in, or nil to fall through.
 func (m *Machine) tailCall(r *[16]uint64) (*Program, error) {
 	if m.TailCall == nil {
@@ -789,6 +797,12 @@ func (m *Machine) tailCall(r *[16]uint64) (*Program, error) {
 		return nil, err
 	}
 	if m.tailCalls >= MaxTailCallCnt {
+		return nil, nil
+	}
+	if target == nil {
+		if m.TailCallCount == CountAttempts {
+			m.tailCalls++
+		}
 		return nil, nil
 	}
 	m.tailCalls++

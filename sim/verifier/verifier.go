@@ -325,6 +325,9 @@ func (e *env) checkAbnormalReturn() error {
 				return e.errorf(uapi.EINVAL, "LD_ABS is not allowed in subprogs without BTF")
 			}
 		}
+		if e.hasTailCall(s) {
+			return e.errorf(uapi.EINVAL, "tail_call is not allowed in subprogs without BTF")
+		}
 	}
 	return nil
 }
