@@ -39,7 +39,6 @@ func newProgArray(t *testing.T, k *mapstest.Kernel, max uint32) *maps.Map {
 	return m
 }
 
-
 const xdp = 6
 
 func TestProgArrayCreateChecks(t *testing.T) {

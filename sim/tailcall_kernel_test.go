@@ -80,9 +80,15 @@ func TestProgArrayErrnosMatchKernel(t *testing.T) {
 			_, err := w.newMap(&ebpf.MapSpec{Type: ebpf.ProgramArray, KeySize: 4, ValueSize: 4, MaxEntries: 1, Flags: 1 << 10})
 			return err
 		}},
-		{"NOEXIST", func(w world, pa, _ int, p []int) error { return w.update(pa, 0, uint32(w.progFD(p[0])), ebpf.UpdateNoExist) }},
-		{"EXIST", func(w world, pa, _ int, p []int) error { return w.update(pa, 0, uint32(w.progFD(p[0])), ebpf.UpdateExist) }},
-		{"past the end", func(w world, pa, _ int, p []int) error { return w.update(pa, 2, uint32(w.progFD(p[0])), ebpf.UpdateAny) }},
+		{"NOEXIST", func(w world, pa, _ int, p []int) error {
+			return w.update(pa, 0, uint32(w.progFD(p[0])), ebpf.UpdateNoExist)
+		}},
+		{"EXIST", func(w world, pa, _ int, p []int) error {
+			return w.update(pa, 0, uint32(w.progFD(p[0])), ebpf.UpdateExist)
+		}},
+		{"past the end", func(w world, pa, _ int, p []int) error {
+			return w.update(pa, 2, uint32(w.progFD(p[0])), ebpf.UpdateAny)
+		}},
 		{"past the end, bad fd", func(w world, pa, _ int, _ []int) error { return w.update(pa, 2, uint32(9999), ebpf.UpdateAny) }},
 		{"bad fd", func(w world, pa, _ int, _ []int) error { return w.update(pa, 0, uint32(9999), ebpf.UpdateAny) }},
 		{"map fd", func(w world, pa, other int, _ []int) error { return w.update(pa, 0, uint32(other), ebpf.UpdateAny) }},

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 	"github.com/pkg/errors"
 
 	"github.com/bpfsim/bpfsim/sim"
@@ -224,6 +225,20 @@ type tcProg struct {
 	// then returns the function's result plus 1000.
 	subprog bool
 	stack   int
+	// voidFn declares the function void in its BTF, which the kernel
+	// refuses for a function that tail calls.
+	voidFn bool
+}
+
+// withFunc gives ins BTF func info: cilium/ebpf then hands the kernel
+// func info for the whole program.
+func withFunc(ins asm.Instruction, name string, linkage btf.FuncLinkage, void bool) asm.Instruction {
+	var ret btf.Type = &btf.Int{Name: "int", Size: 4, Encoding: btf.Signed}
+	if void {
+		ret = &btf.Void{}
+	}
+	return btf.WithFuncMetadata(ins, &btf.Func{Name: name, Linkage: linkage,
+		Type: &btf.FuncProto{Return: ret, Params: []btf.FuncParam{{Name: "ctx", Type: &btf.Pointer{Target: &btf.Void{}}}}}})
 }
 
 func (p tcProg) insns(countersFD, arrayFD int) asm.Instructions {
@@ -274,7 +289,9 @@ func (p tcProg) insns(countersFD, arrayFD int) asm.Instructions {
 		asm.Add.Imm(asm.R0, 1000),
 		asm.Return(),
 	)
-	body := append(asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1).WithSymbol(fn), asm.Mov.Imm(asm.R7, 0)}, calls...)
+	in[0] = withFunc(in[0], fmt.Sprintf("tc_main%d", p.id), btf.GlobalFunc, false)
+	first := withFunc(asm.Mov.Reg(asm.R6, asm.R1), fn, btf.StaticFunc, p.voidFn)
+	body := append(asm.Instructions{first.WithSymbol(fn), asm.Mov.Imm(asm.R7, 0)}, calls...)
 	return append(in, append(body, asm.Mov.Imm(asm.R0, int32(200+p.id)), asm.Return())...)
 }
 
@@ -309,6 +326,7 @@ func genScenario(r *rand.Rand) tcScenario {
 		if r.Intn(6) == 0 {
 			p.subprog = true
 			p.stack = 8 * r.Intn(40) // up to 312 bytes: some over the 256-byte rule
+			p.voidFn = r.Intn(8) == 0
 		}
 		s.progs = append(s.progs, p)
 	}

@@ -13,7 +13,15 @@ import (
 
 // StackSize is the stack area a Machine needs: one 512-byte frame for each
 // level of bpf-to-bpf call.
-const StackSize = insn.MaxCallFrames * insn.MaxBPFStack
+const StackSize = maxFrames * insn.MaxBPFStack
+
+// maxFrames bounds the frames of one invocation. The verifier limits a
+// program to 8, but a tail call from a function replaces only that
+// function's frame: the frames below it stay, under the program it
+// continues in, which may call 7 deeper and tail call again (the kernel
+// bounds the stack those frames use, not their number). Rounded up so
+// that the stack fills whole pages and ends at the guard page.
+const maxFrames = (insn.MaxCallFrames + MaxTailCallCnt*(insn.MaxCallFrames-1) + 7) &^ 7
 
 // Helper is a kernel function a program can call by id.
 type Helper struct {
@@ -86,7 +94,7 @@ type Machine struct {
 	pc     int
 	steps  uint64
 	depth  int
-	frames [insn.MaxCallFrames]frame
+	frames [maxFrames]frame
 	// tailCalls counts the tail calls of the running invocation
 	// (tail_call_cnt), across its whole chain.
 	tailCalls int

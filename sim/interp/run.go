@@ -1,6 +1,7 @@
 package interp
 
 import (
+	"fmt"
 	"math"
 	"math/bits"
 	"unsafe"
@@ -766,10 +767,10 @@ func (m *Machine) helperError(err error) (uint64, error) {
 // callee-saved registers and the frame pointer, and gives the callee a
 // fresh, zeroed 512-byte stack below the caller's.
 func (m *Machine) enterFrame(r *[16]uint64, target int) error {
-	if m.depth+1 >= insn.MaxCallFrames {
+	if m.depth+1 >= maxFrames {
 		m.Executed = m.steps
 		return &RuntimeError{PC: m.pc - 1, Errno: uapi.E2BIG,
-			Msg: "the call stack is too deep (more than 8 frames)"}
+			Msg: fmt.Sprintf("the call stack is too deep (more than %d frames)", maxFrames)}
 	}
 	fr := &m.frames[m.depth]
 	fr.ret = m.pc
