@@ -98,7 +98,40 @@ func (p *Process) NewCollectionWithOptions(spec *ebpf.CollectionSpec, opts Colle
 		}
 		c.Programs[name] = prog
 	}
+	if err := c.fillProgArrays(spec, len(opts.Programs) > 0); err != nil {
+		c.Close()
+		return nil, err
+	}
 	return c, nil
+}
+
+// fillProgArrays puts the programs a prog array's contents name in their
+// slots. With only some programs loaded (subset), slots naming others stay
+// empty.
+func (c *Collection) fillProgArrays(spec *ebpf.CollectionSpec, subset bool) error {
+	for name, m := range c.Maps {
+		ms := spec.Maps[name]
+		if ms.Type != ebpf.ProgramArray {
+			continue
+		}
+		for _, kv := range ms.Contents {
+			value := kv.Value
+			if prog, ok := kv.Value.(string); ok {
+				p, ok := c.Programs[prog]
+				if !ok && subset {
+					continue
+				}
+				if !ok {
+					return errors.Wrapf(uapi.ENOENT, "map %s: its contents name program %q, which is not loaded", name, prog)
+				}
+				value = p
+			}
+			if err := m.Put(kv.Key, value); err != nil {
+				return errors.Wrapf(err, "map %s: filling contents", name)
+			}
+		}
+	}
+	return nil
 }
 
 // mapReferences lists the map names a program's instructions refer to.

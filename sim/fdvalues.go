@@ -15,23 +15,16 @@ import (
 // refers to (map_fd_get_ptr) and the map stores the object, remembering
 // the map file the update came through.
 
-// fdUpdateChecker is the ability of fd maps to check an update before the
-// fd is resolved, so that errors come in the kernel's order (flags and
-// index before the fd in bpf_fd_array_map_update_elem).
-type fdUpdateChecker interface {
-	CheckFdUpdate(key []byte, flags uint64) error
-}
-
 // updateFd stores the object a value names under key. The value is an
 // fd of the handle's process, as the kernel takes it, or, as cilium/ebpf
-// takes it, the handle itself: a *Map for maps of maps, a *PerfEvent for
-// perf event arrays.
+// takes it, the handle itself: a *Map for maps of maps, a *Program for
+// prog arrays, a *PerfEvent for perf event arrays.
 func (h *Map) updateFd(fv maps.FdValues, key, value any, flags uint64) error {
 	k, err := marshal(key, int(h.m.KeySize))
 	if err != nil {
 		return err
 	}
-	if c, ok := fv.(fdUpdateChecker); ok {
+	if c, ok := fv.(maps.FdUpdateChecker); ok {
 		if err := c.CheckFdUpdate(k, flags); err != nil {
 			return err
 		}
@@ -58,6 +51,14 @@ func (h *Map) objectOf(kind maps.FdKind, value any) (maps.Object, error) {
 		if v.proc != h.proc {
 			// Another process's handle: what it names, as if its fd
 			// had been passed over.
+			return objectOfFile(kind, v.file, v.fd)
+		}
+	case *Program:
+		if v == nil || v.k != h.k || !v.isOpen() || v.file == nil {
+			return nil, errors.Wrap(uapi.EBADF, "closed or foreign program")
+		}
+		value = v.fd
+		if v.proc != h.proc {
 			return objectOfFile(kind, v.file, v.fd)
 		}
 	case *PerfEvent:
@@ -113,6 +114,12 @@ func objectOfFile(kind maps.FdKind, f *file, fd int) (maps.Object, error) {
 			return m, nil
 		}
 		return nil, errors.Wrapf(uapi.EINVAL, "fd %d is not a map's", fd)
+	case maps.FdProg:
+		if p, ok := obj.(*Program); ok {
+			return &p.obj, nil
+		}
+		// bpf_prog_get of an fd that is not a program's.
+		return nil, errors.Wrapf(uapi.EINVAL, "fd %d is not a program", fd)
 	case maps.FdPerfEvent:
 		if e, ok := obj.(*perfarray.Event); ok {
 			return e, nil

@@ -78,6 +78,8 @@ func (k *Kernel) fixup(p *Program, src *source) error {
 	}
 	p.xlated, p.subprogs, p.mapLoads = vp.Insns, vp.Subprogs, loads
 	p.lines, p.funcs = vp.Lines, vp.FuncInfo
+	p.pokes = vp.Pokes
+	p.trackPokes()
 	vp.Release()
 	p.fixedUp = true
 	return nil

@@ -37,6 +37,12 @@ type Options struct {
 	// verifier.HardWireFromSeen is what released kernels do (6.18
 	// included), for comparing xlated code with theirs.
 	HardWire verifier.HardWire
+	// TailCallCount chooses which tail calls count towards the limit of
+	// 33 per invocation: the default, interp.CountAttempts, is the
+	// kernel's interpreter (a tail call into an empty slot counts);
+	// interp.CountSuccesses is the x86-64 and arm64 JITs (only tail calls
+	// that reach a program count), for comparing with a kernel that JITs.
+	TailCallCount interp.TailCallCount
 }
 
 // MaxCPUs bounds Options.CPUs, like the kernel's NR_CPUS.
@@ -65,6 +71,7 @@ type Kernel struct {
 	openFiles atomic.Int64
 	// perfEvents counts the perf events not yet freed.
 	perfEvents atomic.Int64
+	progs      progTable
 
 	randMu sync.Mutex
 	rand   prandomState // get_random_u32 for map seeds
@@ -143,12 +150,14 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		if err != nil {
 			return nil, err
 		}
+		cpu.machine.TailCallCount = o.TailCallCount
 		k.cpus = append(k.cpus, cpu)
 	}
 	if !o.BareHelpers {
 		k.registerBaseHelpers()
 		k.registerMapHelpers()
 		k.registerPerfHelpers()
+		k.registerTailCall()
 	}
 	for _, t := range builtinMapTypes {
 		if err := k.RegisterMapType(t); err != nil {
@@ -175,6 +184,7 @@ func (k *Kernel) newCPU(id int, seed uint64) (*CPU, error) {
 	}
 	cpu := &CPU{ID: id, machine: m}
 	m.Data = cpu
+	m.TailCall = k.tailCallTarget
 	m.PercpuOffset = k.percpu.Offset(id)
 	cpu.rnd.seed(seed, id)
 	return cpu, nil

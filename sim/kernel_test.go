@@ -207,7 +207,6 @@ func TestLoadRejectsWhatTheKernelCannotRun(t *testing.T) {
 		insns asm.Instructions
 		want  string
 	}{
-		{"helper not implemented yet", ebpf.XDP, asm.Instructions{asm.FnTailCall.Call(), asm.Return()}, "bpf_tail_call#12"},
 		{"stack trace helper", ebpf.XDP, asm.Instructions{asm.FnGetStackid.Call(), asm.Return()}, "bpf_get_stackid#27"},
 		{"unknown helper id", ebpf.XDP, asm.Instructions{asm.BuiltinFunc(100000).Call(), asm.Return()}, "invalid func unknown#100000"},
 		{"unresolved map reference", ebpf.XDP, asm.Instructions{asm.LoadMapPtr(asm.R1, 0).WithReference("counters"), asm.Return()}, `map "counters", which is not a bpfsim map`},

@@ -332,6 +332,9 @@ func (h *Map) Update(key, value any, flags ebpf.MapUpdateFlags) error {
 	if err != nil {
 		return err
 	}
+	if fv, ok := h.m.Ops.(maps.FdValues); ok {
+		return mapErr(h.updateFd(fv, k, value, uint64(flags)))
+	}
 	v, err := h.marshalValue(value)
 	if err != nil {
 		return err

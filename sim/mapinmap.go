@@ -113,6 +113,12 @@ func (p *Process) collectionMap(c *Collection, spec *ebpf.CollectionSpec, name s
 	}
 	busy[name] = true
 	defer delete(busy, name)
+	if ms.Type == ebpf.ProgramArray {
+		// Prog array contents name programs: filled once they are
+		// loaded, as cilium/ebpf does (collection.go).
+		ms = ms.Copy()
+		ms.Contents = nil
+	}
 	named := false
 	for _, kv := range ms.Contents {
 		if _, ok := kv.Value.(string); ok {

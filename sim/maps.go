@@ -30,6 +30,7 @@ type objects struct {
 var builtinMapTypes = []*maps.Type{
 	arraymap.Array,
 	arraymap.PercpuArray,
+	arraymap.ProgArray,
 	hashmap.Hash,
 	hashmap.PercpuHash,
 	perfarray.PerfEventArray,

@@ -70,17 +70,23 @@ func TestPerfEventsLiveAsLongAsTheFileThatAddedThemUnlessPreserved(t *testing.T)
 			if err := b.Put(uint32(1), uint32(e1.FD())); err != nil {
 				t.Fatal(err)
 			}
-			// The program holds the map; the slots' events are what change.
-			p0, err := other.NewProgram(outputTo(b.FD(), 0))
+			// The programs, loaded by a third process, hold the map; the
+			// slots' events are what change.
+			viewer, err := k.NewMapFromID(a.ID())
+			if err != nil {
+				t.Fatal(err)
+			}
+			p0, err := k.NewProgram(outputTo(viewer.FD(), 0))
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer p0.Close()
-			p1, err := other.NewProgram(outputTo(b.FD(), 1))
+			p1, err := k.NewProgram(outputTo(viewer.FD(), 1))
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer p1.Close()
+			viewer.Close()
 			output := func(p *sim.Program, cpu uint32) int32 {
 				t.Helper()
 				ret, err := p.Run(&sim.RunOptions{Context: make([]byte, 8), CPU: cpu})

@@ -9,8 +9,8 @@ import (
 )
 
 // Process is a simulated user-space process: the owner of a file
-// descriptor table. Handles on maps are fds in the table of the process
-// that opened them, and a program refers to maps by fds of the process
+// descriptor table. Handles on maps, programs and perf events are fds in
+// the table of the process that opened them, and a program refers to maps by fds of the process
 // that loads it. Closing a process closes its fds, as exiting does, with
 // the kernel's consequences: a map whose last user reference goes runs
 // its map_release_uref hook (a prog array empties), a perf event array
@@ -164,6 +164,9 @@ type Objects struct {
 	// Maps counts the maps not yet freed, including those whose last
 	// reference went but whose grace period has not ended.
 	Maps int
+	// Programs counts the programs not yet freed, including those whose
+	// last reference went but whose grace period has not ended.
+	Programs int
 	// PerfEvents counts the perf events not yet freed.
 	PerfEvents int
 	// Files counts the open file descriptions, in every process.
@@ -177,7 +180,7 @@ func (k *Kernel) Objects() Objects {
 	k.objs.mu.RLock()
 	n := len(k.objs.byAddr)
 	k.objs.mu.RUnlock()
-	return Objects{Maps: n, PerfEvents: int(k.perfEvents.Load()), Files: int(k.openFiles.Load()), PendingFrees: k.rcu.pendingCallbacks()}
+	return Objects{Maps: n, Programs: int(k.progs.live.Load()), PerfEvents: int(k.perfEvents.Load()), Files: int(k.openFiles.Load()), PendingFrees: k.rcu.pendingCallbacks()}
 }
 
 // CheckLeaks waits for every deferred free and returns an error naming
@@ -187,7 +190,7 @@ func (k *Kernel) Objects() Objects {
 func (k *Kernel) CheckLeaks() error {
 	k.SynchronizeRCU()
 	if o := k.Objects(); o != (Objects{}) {
-		return errors.Errorf("leak: %d maps, %d perf events, %d open files, %d pending frees are left", o.Maps, o.PerfEvents, o.Files, o.PendingFrees)
+		return errors.Errorf("leak: %d maps, %d programs, %d perf events, %d open files, %d pending frees are left", o.Maps, o.Programs, o.PerfEvents, o.Files, o.PendingFrees)
 	}
 	return nil
 }

@@ -228,3 +228,65 @@ func TestCheckLeaksNamesWhatIsLeft(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestProgArrayIsClearedWhenItsLastUserReferenceGoes is the kernel's
+// prog_array_map_release_uref: once no fd (or pin) refers to a prog
+// array, its slots empty, although the programs using it still hold it.
+// That breaks the cycle of a program held by the array it tail calls
+// through.
+func TestProgArrayIsClearedWhenItsLastUserReferenceGoes(t *testing.T) {
+	k := newKernel(t, nil)
+	p := k.NewProcess()
+	pa, err := p.NewMap(&ebpf.MapSpec{Type: ebpf.ProgramArray, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, err := p.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 7), asm.Return()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The caller is loaded by the kernel's first process, through a handle
+	// it closes at once: the program's own reference is no user reference.
+	view, err := k.NewMapFromID(pa.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller, err := k.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: asm.Instructions{
+		asm.LoadMapPtr(asm.R2, view.FD()),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.FnTailCall.Call(),
+		asm.Mov.Imm(asm.R0, 2), // reached when the slot is empty
+		asm.Return(),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer caller.Close()
+	view.Close()
+	if err := pa.Put(uint32(0), target); err != nil {
+		t.Fatal(err)
+	}
+	run := func() uint32 {
+		t.Helper()
+		ret, err := caller.Run(&sim.RunOptions{Data: make([]byte, 64)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ret
+	}
+	if _, err := pa.Clone(); err != nil {
+		t.Fatal(err)
+	}
+	pa.Close()
+	if got := run(); got != 7 {
+		t.Fatalf("with a dup of the array's fd open, the tail call returned %d; want 7", got)
+	}
+	p.Close() // the dup and the target's handle go with the process
+	if got := run(); got != 2 {
+		t.Fatalf("after the array's last user reference, the program returned %d; want 2 (empty slot)", got)
+	}
+	caller.Close()
+	if err := k.CheckLeaks(); err != nil {
+		t.Fatal(err)
+	}
+}

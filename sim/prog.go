@@ -46,6 +46,16 @@ type Program struct {
 	// under RCU tasks trace rather than RCU, and may use only the map
 	// types that wait for such readers.
 	sleepable bool
+
+	// The program as a kernel object (progobj.go): its id, its handle's
+	// fd, its references, and the poke descriptors of its tail calls.
+	id     uint32
+	fd     int
+	refcnt atomic.Int64
+	obj    progObject
+	file   *file
+	pokes  []verifier.PokeDesc
+	poke   *pokeTracker
 }
 
 // ProgramOptions control loading, as cilium/ebpf's ProgramOptions do.
@@ -125,11 +135,11 @@ func (k *Kernel) NewProgramWithOptions(spec *ebpf.ProgramSpec, opts ProgramOptio
 	}
 	opts.License = spec.License
 	opts.Flags = spec.Flags
-	// cilium/ebpf hands the kernel BTF function info for every program it
-	// loads (making it up for hand-written ones), so their subprograms may
-	// use LD_ABS; raw bytecode comes without.
-	opts.funcInfo = true
+	// cilium/ebpf hands the kernel BTF line and function info when the
+	// instructions carry any (btf.MarshalExtInfos): programs from ELF
+	// objects with BTF; hand-written ones and raw bytecode come without.
 	opts.source = sourceOf(spec.Instructions)
+	opts.funcInfo = opts.source != nil
 	opts.owned = true
 	if opts.License == "" {
 		opts.License = "unspecified"
@@ -178,14 +188,19 @@ func (k *Kernel) LoadInsnsWithOptions(typ ebpf.ProgramType, name string, insns [
 	if proc == nil {
 		proc = k.init
 	}
-	p := &Program{k: k, proc: proc, typ: typ, name: name, xlated: insns, subprogs: subs,
-		sleepable: opts.Flags&uapi.BPF_F_SLEEPABLE != 0}
+	p := k.newProgram(typ, name)
+	p.proc, p.sleepable = proc, opts.Flags&uapi.BPF_F_SLEEPABLE != 0
+	p.xlated, p.subprogs = insns, subs
 	if err := p.resolvePseudoLdImm64(); err != nil {
 		p.Close()
 		return nil, err
 	}
 	if !opts.Unverified && typ != ebpf.UnspecifiedProgram {
 		if err := checkSleepable(typ, p.sleepable); err != nil {
+			p.Close()
+			return nil, err
+		}
+		if err := checkTailCallReturns(p.xlated, p.subprogs, opts.source); err != nil {
 			p.Close()
 			return nil, err
 		}
@@ -215,6 +230,14 @@ func (k *Kernel) LoadInsnsWithOptions(typ ebpf.ProgramType, name string, insns [
 		resolve = k.resolveCall // calls are direct after the rewrites
 	}
 	if p.code, err = interp.Compile(p.xlated, resolve); err != nil {
+		p.Close()
+		return nil, err
+	}
+	if err := p.checkTailCallMaps(); err != nil {
+		p.Close()
+		return nil, err
+	}
+	if err := k.publish(p); err != nil {
 		p.Close()
 		return nil, err
 	}
@@ -364,16 +387,29 @@ func (p *Program) useMap(m *maps.Map) {
 	p.usedMaps = append(p.usedMaps, m)
 }
 
-// Close unloads the program: it drops its references on the maps it uses.
+// Close closes the handle: it drops the handle's reference. The program
+// lives on while prog array slots hold it; once the last reference goes,
+// its id is released and, after a grace period, its used maps.
 func (p *Program) Close() error {
 	if !p.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	for _, m := range p.usedMaps {
-		m.Put()
+	if p.file == nil {
+		p.put() // never published: the load's own reference
+		return nil
 	}
-	p.usedMaps = nil
+	// The fd's file holds the handle's reference. A process that has
+	// exited closed it already.
+	if err := p.proc.fds.close(p.fd); err != nil && !p.proc.fds.isClosed() {
+		return err
+	}
 	return nil
+}
+
+// isOpen reports whether the handle may still be used: not closed, and
+// its fd not closed by its process's exit.
+func (p *Program) isOpen() bool {
+	return !p.closed.Load() && (p.file == nil || p.file.fds.Load() > 0)
 }
 
 // LoadXlated loads instructions that are already xlated, such as a program
@@ -385,12 +421,18 @@ func (k *Kernel) LoadXlated(typ ebpf.ProgramType, name string, insns []insn.Insn
 	if _, ok := supportedTypes[typ]; !ok {
 		return nil, errors.Wrapf(uapi.EINVAL, "program type %s is not supported by bpfsim yet", typ)
 	}
-	insns = append([]insn.Insn(nil), insns...)
+	insns = fromDump(insns)
 	code, err := interp.Compile(insns, k.resolveHelper)
 	if err != nil {
 		return nil, err
 	}
-	return &Program{k: k, typ: typ, name: name, xlated: insns, code: code}, nil
+	p := k.newProgram(typ, name)
+	p.xlated, p.code = insns, code
+	if err := k.publish(p); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
 }
 
 // fromAsm encodes cilium/ebpf instructions, refusing what this simulated
@@ -436,7 +478,10 @@ func (p *Program) Name() string { return p.name }
 
 // Instructions returns the xlated instructions: what the simulated kernel
 // runs after loading.
-func (p *Program) Instructions() []insn.Insn { return append([]insn.Insn(nil), p.xlated...) }
+//
+// As BPF_OBJ_GET_INFO_BY_FD does (bpf_insn_prepare_dump), a tail call
+// shows as the helper call it was written as.
+func (p *Program) Instructions() []insn.Insn { return toDump(p.xlated) }
 
 // Xlated renders the xlated program in the syntax of
 // `bpftool prog dump xlated`: map pointers print as map[id:N], addresses
@@ -465,6 +510,7 @@ func (p *Program) Xlated() string {
 	}
 	var b strings.Builder
 	sub, line := 0, 0
+	dump := toDump(p.xlated)
 	for i := 0; i < len(p.xlated); i++ {
 		for sub < len(p.subprogs) && p.subprogs[sub].Start < i {
 			sub++
@@ -477,7 +523,7 @@ func (p *Program) Xlated() string {
 		if l, ok := p.lineAt(i, &line); ok {
 			b.WriteString("; " + strings.TrimLeft(l.Line.String(), " \t\n\v\f\r") + "\n")
 		}
-		fmt.Fprintf(&b, "%4d: %s\n", i, insn.Format(p.xlated, i, sym))
+		fmt.Fprintf(&b, "%4d: %s\n", i, insn.Format(dump, i, sym))
 		if p.xlated[i].IsLdImm64() {
 			i++
 		}

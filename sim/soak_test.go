@@ -123,6 +123,30 @@ func TestSoakCreatesAndDropsObjectsWithoutLeaks(t *testing.T) {
 			}
 			pr.progs = append(pr.progs, p)
 			made++
+		case op < 54: // a program that tail calls itself through a prog array holding it: a cycle only the array's uref release breaks
+			pa, err := pr.p.NewMap(&ebpf.MapSpec{Type: ebpf.ProgramArray, KeySize: 4, ValueSize: 4, MaxEntries: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := pr.p.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: asm.Instructions{
+				asm.LoadMapPtr(asm.R2, pa.FD()),
+				asm.Mov.Imm(asm.R3, 0),
+				asm.FnTailCall.Call(),
+				asm.Mov.Imm(asm.R0, 2),
+				asm.Return(),
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := pa.Put(uint32(0), p); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := p.Run(&sim.RunOptions{Data: make([]byte, 64)}); err != nil {
+				t.Fatal(err)
+			}
+			pr.holders = append(pr.holders, pa)
+			pr.progs = append(pr.progs, p)
+			made += 2
 		case op < 58 && len(pr.maps) > 0: // a dup
 			c, err := pr.maps[rnd.IntN(len(pr.maps))].Clone()
 			if err != nil {
@@ -149,25 +173,19 @@ func TestSoakCreatesAndDropsObjectsWithoutLeaks(t *testing.T) {
 			pr.progs[i].Close()
 			pr.progs = append(pr.progs[:i], pr.progs[i+1:]...)
 		case op >= 96: // the process exits with whatever it has open
-			for _, p := range pr.progs {
-				p.Close() // programs are not fds yet: their handles go with the process
-			}
 			pr.p.Close()
 			*pr = proc{p: k.NewProcess()}
 		}
 		if live := k.Objects().Maps; live > peakLive {
 			peakLive = live
 		}
-		if made == objects/10 {
+		if made >= objects/10 && baseline.HeapAlloc == 0 {
 			k.SynchronizeRCU()
 			runtime.GC()
 			runtime.ReadMemStats(&baseline)
 		}
 	}
 	for _, pr := range procs {
-		for _, p := range pr.progs {
-			p.Close()
-		}
 		pr.p.Close()
 	}
 	if err := k.CheckLeaks(); err != nil {

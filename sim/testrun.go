@@ -78,7 +78,7 @@ func (p *Program) Test(opts *RunOptions) (*RunResult, error) {
 	if opts == nil {
 		opts = &RunOptions{}
 	}
-	if p.closed.Load() {
+	if !p.isOpen() {
 		return nil, errors.Wrap(uapi.EBADF, "program is closed")
 	}
 	if opts.Flags != 0 {

@@ -106,6 +106,9 @@ const (
 	JSLE = 0xd0
 	// JCOND is may_goto (src_reg == MayGoto).
 	JCOND = 0xe0
+	// TailCall is BPF_TAIL_CALL, kernel-internal: the verifier's fix-ups
+	// turn a call of bpf_tail_call into JMP|TailCall (0xf5).
+	TailCall = 0xf0
 )
 
 // Atomic operations, carried in Imm of a STX|ATOMIC instruction.

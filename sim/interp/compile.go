@@ -200,7 +200,7 @@ func Compile(insns []insn.Insn, helpers HelperResolver) (*Program, error) {
 				o.imm = uint64(idx)
 			case opCallLocal:
 				o.off = int32(i) + 1 + in.Imm
-			case opExit, opNospec:
+			case opExit, opNospec, opTailCall:
 			default:
 				o.off = int32(i) + 1 + int32(in.Off)
 				if in.Code == insn.JMP32|insn.JA {
@@ -211,7 +211,7 @@ func Compile(insns []insn.Insn, helpers HelperResolver) (*Program, error) {
 				}
 			}
 			o.back = int(o.off) <= i
-			if k == opCallLocal || (k != opCallHelper && k != opExit) {
+			if k == opCallLocal || (k != opCallHelper && k != opExit && k != opTailCall) {
 				switch {
 				case o.off < 0 || int(o.off) >= n || int(o.off) < i && p.ops[o.off].kind == opInvalid:
 					return nil, errors.Wrapf(uapi.EINVAL, "jump out of range from insn %d to %d", i, o.off)
@@ -351,6 +351,12 @@ func jumpKind(in insn.Insn) (opKind, error) {
 			return 0, errors.Wrapf(uapi.EINVAL, "unknown opcode %#02x", in.Code)
 		}
 		return opExit, nil
+	case insn.TailCall:
+		// Kernel-internal, made by the verifier's fix-ups.
+		if !is64 || in.Source() != insn.K {
+			return 0, errors.Wrapf(uapi.EINVAL, "unknown opcode %#02x", in.Code)
+		}
+		return opTailCall, nil
 	case insn.JCOND:
 		if !is64 || in.Src != insn.MayGoto {
 			return 0, errors.Wrapf(uapi.EINVAL, "unknown opcode %#02x", in.Code)

@@ -13,7 +13,15 @@ import (
 
 // StackSize is the stack area a Machine needs: one 512-byte frame for each
 // level of bpf-to-bpf call.
-const StackSize = insn.MaxCallFrames * insn.MaxBPFStack
+const StackSize = maxFrames * insn.MaxBPFStack
+
+// maxFrames bounds the frames of one invocation. The verifier limits a
+// program to 8, but a tail call from a function replaces only that
+// function's frame: the frames below it stay, under the program it
+// continues in, which may call 7 deeper and tail call again (the kernel
+// bounds the stack those frames use, not their number). Rounded up so
+// that the stack fills whole pages and ends at the guard page.
+const maxFrames = (insn.MaxCallFrames + MaxTailCallCnt*(insn.MaxCallFrames-1) + 7) &^ 7
 
 // Helper is a kernel function a program can call by id.
 type Helper struct {
@@ -64,6 +72,13 @@ type Machine struct {
 	// PercpuOffset is this CPU's per-CPU offset (__per_cpu_offset), what
 	// the kernel-internal "r = &(void __percpu *)(r)" instruction adds.
 	PercpuOffset uint64
+	// TailCall finds the target of a tail call: the program in slot
+	// index of the prog array at address array (nil for an empty slot)
+	// and whether index is below the array's max_entries. Nil: tail
+	// calls fail with an error.
+	TailCall func(m *Machine, array uint64, index uint32) (target *Program, inBounds bool, err error)
+	// TailCallCount is which tail calls count towards the limit.
+	TailCallCount TailCallCount
 	// Packet is the packet legacy packet access (LD_ABS, LD_IND) reads;
 	// the kernel sets it before running a program whose context is an
 	// skb, and clears it otherwise.
@@ -79,8 +94,32 @@ type Machine struct {
 	pc     int
 	steps  uint64
 	depth  int
-	frames [insn.MaxCallFrames]frame
+	frames [maxFrames]frame
+	// tailCalls counts the tail calls of the running invocation
+	// (tail_call_cnt), across its whole chain.
+	tailCalls int
 }
+
+// TailCallCount says which tail calls count towards MAX_TAIL_CALL_CNT. The
+// kernel's runtimes differ on tail calls into an empty slot.
+type TailCallCount uint8
+
+const (
+	// CountAttempts counts every tail call below the limit whose index
+	// is in bounds, empty slot or not: the interpreter (___bpf_prog_run
+	// increments tail_call_cnt before it reads the slot).
+	CountAttempts TailCallCount = iota
+	// CountSuccesses counts only tail calls that reach a program: the
+	// JITs of x86-64 ("Inc tail_call_cnt if the slot is populated") and
+	// arm64 (which commits the incremented count after the NULL check).
+	// Checked against an x86-64 6.18 kernel, for direct and indirect
+	// tail calls alike.
+	CountSuccesses
+)
+
+// MaxTailCallCnt is MAX_TAIL_CALL_CNT: the tail calls one invocation may
+// make, counted across its whole chain; the next one falls through.
+const MaxTailCallCnt = 33
 
 // NewMachine returns a machine for CPU cpu. stackBase is the address of a
 // StackSize-byte writable area of simulated memory, stack its backing.

@@ -185,7 +185,8 @@ const (
 	opCallHelper // imm holds the index into Program.helpers
 	opCallLocal  // target holds the callee's first instruction
 	opExit
-	opNospec // speculation barrier: nothing to do in a simulator
+	opTailCall // BPF_JMP|BPF_TAIL_CALL: r2 a prog array, r3 the index
+	opNospec   // speculation barrier: nothing to do in a simulator
 
 	// Legacy packet access (LD|ABS, LD|IND): r0 = the big-endian value in
 	// the machine's Packet; see ldabs.go.

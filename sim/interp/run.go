@@ -1,6 +1,7 @@
 package interp
 
 import (
+	"fmt"
 	"math"
 	"math/bits"
 	"unsafe"
@@ -20,7 +21,10 @@ const maxLoops = 8 * 1024 * 1024
 
 // frame is the state a bpf-to-bpf call saves.
 type frame struct {
-	ret     int // index to continue at after the callee exits
+	ret int // index to continue at after the callee exits
+	// prog is the program to continue in: a callee that tail calls is
+	// replaced by another program, and returns to its caller's code.
+	prog    *Program
 	saved   [4]uint64
 	fp      uint64
 	mayGoto uint64
@@ -41,6 +45,7 @@ func (m *Machine) Run(p *Program, r1, r2 uint64) (uint64, error) {
 func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 	var r [16]uint64
 	m.depth = 0
+	m.tailCalls = 0
 	m.frames[0].mayGoto = maxLoops
 
 	r[1], r[2] = arg1, arg2
@@ -693,6 +698,31 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 			r[6], r[7], r[8], r[9] = fr.saved[0], fr.saved[1], fr.saved[2], fr.saved[3]
 			r[10] = fr.fp
 			pc = fr.ret
+			if fr.prog != p {
+				p, ops = fr.prog, fr.prog.ops
+				base = unsafe.Pointer(&ops[0])
+				m.prog = p
+			}
+		case opTailCall:
+			m.pc, m.steps = pc, steps
+			next, err := m.tailCall(&r)
+			if err != nil {
+				return m.helperError(err)
+			}
+			if next != nil {
+				if steps > budget {
+					return m.exhausted(pc, steps)
+				}
+				// The target runs in place of the caller: same
+				// registers, frame and stack, from its first
+				// instruction, with a fresh may_goto count as its
+				// prologue would set.
+				p, ops = next, next.ops
+				base = unsafe.Pointer(&ops[0])
+				m.prog = p
+				m.frames[m.depth].mayGoto = maxLoops
+				pc = 0
+			}
 		case opNospec:
 		case opMovPercpu:
 			r[o.dst&15] = r[o.src&15] + m.PercpuOffset
@@ -737,13 +767,14 @@ func (m *Machine) helperError(err error) (uint64, error) {
 // callee-saved registers and the frame pointer, and gives the callee a
 // fresh, zeroed 512-byte stack below the caller's.
 func (m *Machine) enterFrame(r *[16]uint64, target int) error {
-	if m.depth+1 >= insn.MaxCallFrames {
+	if m.depth+1 >= maxFrames {
 		m.Executed = m.steps
 		return &RuntimeError{PC: m.pc - 1, Errno: uapi.E2BIG,
-			Msg: "the call stack is too deep (more than 8 frames)"}
+			Msg: fmt.Sprintf("the call stack is too deep (more than %d frames)", maxFrames)}
 	}
 	fr := &m.frames[m.depth]
 	fr.ret = m.pc
+	fr.prog = m.prog
 	fr.saved = [4]uint64{r[6], r[7], r[8], r[9]}
 	fr.fp = r[10]
 	m.depth++
@@ -752,6 +783,31 @@ func (m *Machine) enterFrame(r *[16]uint64, target int) error {
 	r[10] = m.stackTop - uint64(m.depth)*insn.MaxBPFStack
 	m.pc = target
 	return nil
+}
+
+// tailCall is JMP_TAIL_CALL: an index past max_entries falls through; so
+// does any tail call after MAX_TAIL_CALL_CNT of them; whether one into an
+// empty slot counts depends on TailCallCount. It returns the program to
+// continue in, or nil to fall through.
+func (m *Machine) tailCall(r *[16]uint64) (*Program, error) {
+	if m.TailCall == nil {
+		return nil, &RuntimeError{PC: m.pc - 1, Errno: uapi.EINVAL, Msg: "the machine cannot tail call"}
+	}
+	target, inBounds, err := m.TailCall(m, r[2], uint32(r[3]))
+	if err != nil || !inBounds {
+		return nil, err
+	}
+	if m.tailCalls >= MaxTailCallCnt {
+		return nil, nil
+	}
+	if target == nil {
+		if m.TailCallCount == CountAttempts {
+			m.tailCalls++
+		}
+		return nil, nil
+	}
+	m.tailCalls++
+	return target, nil
 }
 
 // slowMem performs any load or store the loop did not finish inline: TLB

@@ -44,6 +44,9 @@ func (e *env) checkHelperCall(in insn.Insn, idx int) error {
 	if err := e.recordFuncMap(&meta, id, idx); err != nil {
 		return err
 	}
+	if err := e.recordFuncKey(&meta, id, idx); err != nil {
+		return err
+	}
 	if meta.raw {
 		// The helper writes the buffer: it is initialised afterwards.
 		for i := 0; i < meta.rawSize; i++ {

@@ -296,6 +296,9 @@ func liveUseDefSpecial(in insn.Insn) (use, def uint16) {
 func (e *env) checkMaxStackDepth() error {
 	var walk func(sub, depth, frame int) error
 	walk = func(sub, depth, frame int) error {
+		if sub > 0 && depth >= maxTailCallCallerStack && e.hasTailCall(e.subprogs[sub]) {
+			return e.errorf(uapi.EACCES, "tail_calls are not allowed when call stack of previous frames is %d bytes. Too large", depth)
+		}
 		depth += roundUp(e.subprogs[sub].StackDepth, 16)
 		if depth > maxStack {
 			return e.errorf(uapi.EACCES, "combined stack size of %d calls is %d. Too large", frame+1, depth)

@@ -294,6 +294,8 @@ func doMiscFixups(p *Prog, remove []bool, calls KernelCalls) error {
 			seq = signedDivByMinusOne(in)
 		case isDivModByReg(in):
 			seq = divModGuard(in)
+		case in.Code == insn.JMP|insn.CALL && in.Src == 0 && in.Imm == uapi.FuncTailCall:
+			fixupTailCall(p, i)
 		case in.Code == insn.JMP|insn.CALL && in.Src == 0 && calls != nil:
 			var err error
 			if seq, err = fixupHelperCall(p, i, calls); err != nil {
@@ -310,7 +312,11 @@ func doMiscFixups(p *Prog, remove []bool, calls KernelCalls) error {
 	if patches == nil && remove == nil {
 		return nil
 	}
-	return p.rewrite(remove, patches)
+	if err := p.rewrite(remove, patches); err != nil {
+		return err
+	}
+	placePokes(p)
+	return nil
 }
 
 func isSignedDivByMinusOne(in insn.Insn) bool {

@@ -28,7 +28,14 @@ func (e *env) checkJump(in insn.Insn) (next int, exit bool, err error) {
 		case insn.PseudoKfuncCall:
 			return 0, false, e.errorf(uapi.EINVAL, "calling kernel function is not supported without CONFIG_DEBUG_INFO_BTF")
 		}
-		return -1, false, e.checkHelperCall(in, idx)
+		if err := e.checkHelperCall(in, idx); err != nil {
+			return 0, false, err
+		}
+		if in.Imm == uapi.FuncTailCall && e.cur.curframe > 0 {
+			next, err = e.tailCallExit(idx)
+			return next, false, err
+		}
+		return -1, false, nil
 	case insn.JA:
 		if in.Source() != insn.K || in.Src != 0 || in.Dst != 0 ||
 			(cls == insn.JMP && in.Imm != 0) || (cls == insn.JMP32 && in.Off != 0) {

@@ -50,6 +50,8 @@ type Prog struct {
 	FuncInfo []*btf.Func
 	// Lines is the BTF line info, sorted by instruction.
 	Lines []LineInfo
+	// Pokes are the poke descriptors the fix-ups made for tail calls.
+	Pokes []PokeDesc
 
 	// spare holds the arrays the last rewrite replaced, for the next one
 	// to write into; bufs is where they came from (pool.go).

@@ -133,14 +133,14 @@ func (e *env) backtrackInsn(idx, subseq int, h *histEntry, bt *backtrack) error 
 	if linked {
 		syncLinked(bt, h)
 	}
-	err := e.backtrackOne(in, subseq, h, bt)
+	err := e.backtrackOne(in, idx, subseq, h, bt)
 	if linked {
 		syncLinked(bt, h)
 	}
 	return err
 }
 
-func (e *env) backtrackOne(in insn.Insn, subseq int, h *histEntry, bt *backtrack) error {
+func (e *env) backtrackOne(in insn.Insn, idx, subseq int, h *histEntry, bt *backtrack) error {
 	dreg, sreg := in.Dst, in.Src
 	switch cls := in.Class(); cls {
 	case insn.ALU, insn.ALU64:
@@ -214,6 +214,14 @@ func (e *env) backtrackOne(in insn.Insn, subseq int, h *histEntry, bt *backtrack
 			bt.clearReg(insn.R0)
 			if bt.regs[bt.frame]&argRegs != 0 {
 				return errBacktrack{}
+			}
+			if in.Src == 0 && in.Imm == uapi.FuncTailCall && subseq != idx+1 {
+				// A tail call that left its subprogram: back into it.
+				if bt.frame+1 >= maxCallFrames {
+					return errBacktrack{}
+				}
+				bt.frame++
+				bt.regs[bt.frame], bt.stack[bt.frame] = 0, 0
 			}
 		case in.Op() == insn.EXIT:
 			// Into the callee, from the instruction after its call.

@@ -74,6 +74,12 @@ var HelperProtos = map[int32]*FuncProto{
 		Ret: RetPtrToMapValueOrNull, PktAccess: true,
 		Args: [5]ArgType{ArgConstMapPtr, ArgPtrToMapKey, ArgAnything},
 	},
+	// bpf_tail_call(ctx, prog_array, index): the fix-ups replace the
+	// call; it returns only when the tail call fails.
+	uapi.FuncTailCall: {
+		Ret:  RetVoid,
+		Args: [5]ArgType{ArgPtrToCtx, ArgConstMapPtr, ArgAnything},
+	},
 	uapi.FuncKtimeGetNs:        {},
 	uapi.FuncGetPrandomU32:     {},
 	uapi.FuncGetSmpProcessorID: {},

@@ -81,6 +81,11 @@ type InsnAux struct {
 	// different maps reach the same call (no map-specific fix-up then).
 	MapPtr      *maps.Map
 	MapPoisoned bool
+	// MapKeyState and MapKey record the index a tail call site is
+	// called with (bpf_map_key_store): unseen, one constant (MapKey),
+	// or poisoned by several or unknown ones.
+	MapKeyState uint8
+	MapKey      uint64
 	// CtxAccess marks loads and stores through the context pointer, for
 	// the program type's context conversion; CtxFieldSize is the size of
 	// the field a narrow load reads from.
@@ -319,6 +324,9 @@ func (e *env) checkAbnormalReturn() error {
 			if in.Class() == insn.LD && (in.Mode() == insn.ABS || in.Mode() == insn.IND) {
 				return e.errorf(uapi.EINVAL, "LD_ABS is not allowed in subprogs without BTF")
 			}
+		}
+		if e.hasTailCall(s) {
+			return e.errorf(uapi.EINVAL, "tail_call is not allowed in subprogs without BTF")
 		}
 	}
 	return nil
