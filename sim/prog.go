@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/cilium/ebpf"
@@ -268,7 +269,9 @@ func (k *Kernel) verify(p *Program, opts ProgramOptions) (*verifier.Result, erro
 	case opts.LogLevel&ebpf.LogLevelBranch != 0:
 		level = 1
 	}
-	return verifier.Verify(p.xlated, &verifier.Config{
+	// A pooled Config: the verifier keeps none after it returns.
+	cfg := configPool.Get().(*verifier.Config)
+	*cfg = verifier.Config{
 		Type:          pt,
 		Maps:          refs,
 		Helper:        k.helperProtoFn,
@@ -277,8 +280,15 @@ func (k *Kernel) verify(p *Program, opts ProgramOptions) (*verifier.Result, erro
 		NumCPUs:       k.NumCPUs(),
 		FuncInfo:      opts.funcInfo,
 		Subprogs:      p.subprogs,
-	})
+		SubprogsOwned: true, // found by CheckStructure for this load
+	}
+	res, err := verifier.Verify(p.xlated, cfg)
+	*cfg = verifier.Config{}
+	configPool.Put(cfg)
+	return res, err
 }
+
+var configPool = sync.Pool{New: func() any { return new(verifier.Config) }}
 
 // helperProto is the verifier's view of the helper table.
 func (k *Kernel) helperProto(id int32) *verifier.FuncProto {

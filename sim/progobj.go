@@ -94,6 +94,20 @@ func (k *Kernel) publish(p *Program) error {
 
 func (p *Program) get() { p.refcnt.Add(1) }
 
+// tryGet takes a reference unless the last one is already gone
+// (bpf_prog_inc_not_zero).
+func (p *Program) tryGet() bool {
+	for {
+		n := p.refcnt.Load()
+		if n <= 0 {
+			return false
+		}
+		if p.refcnt.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
 // put drops a reference (bpf_prog_put); the last one releases the id at
 // once and frees the program after a grace period.
 func (p *Program) put() {
@@ -119,8 +133,10 @@ func (p *Program) release() {
 	k.progs.mu.Lock()
 	delete(k.progs.byID, p.id)
 	k.progs.mu.Unlock()
-	k.CallRCU(p.free)
+	k.rcu.callRCUObj(p)
 }
+
+func (p *Program) rcuFree() { p.free() }
 
 // free puts the used maps (free_used_maps) and stops tracking the prog
 // arrays its poke descriptors name.
@@ -130,6 +146,9 @@ func (p *Program) free() {
 		m.Put()
 	}
 	p.usedMaps = nil
+	if p.code != nil {
+		p.code.Release()
+	}
 	p.k.progs.live.Add(-1)
 }
 

@@ -27,6 +27,8 @@ type rcu struct {
 	// idle ones for reuse.
 	users, free []*atomic.Uint64
 	pending     []rcuCallback
+	// ready is process's scratch list of callbacks to run.
+	ready []rcuCallback
 	// running is true while one goroutine runs callbacks, so that they run
 	// in order and never concurrently with each other.
 	running bool
@@ -36,6 +38,18 @@ type rcu struct {
 type rcuCallback struct {
 	epoch uint64
 	fn    func()
+	obj   rcuFreer // instead of fn: saves building a closure per free
+}
+
+// rcuFreer is an object freed by a callback.
+type rcuFreer interface{ rcuFree() }
+
+func (cb rcuCallback) run() {
+	if cb.obj != nil {
+		cb.obj.rcuFree()
+		return
+	}
+	cb.fn()
 }
 
 func newRCU(cpus int) *rcu {
@@ -83,10 +97,15 @@ func (r *rcu) readUnlockUser(slot *atomic.Uint64) {
 }
 
 // callRCU queues fn to run after a grace period.
-func (r *rcu) callRCU(fn func()) {
+func (r *rcu) callRCU(fn func()) { r.queue(rcuCallback{fn: fn}) }
+
+// callRCUObj queues o.rcuFree to run after a grace period.
+func (r *rcu) callRCUObj(o rcuFreer) { r.queue(rcuCallback{obj: o}) }
+
+func (r *rcu) queue(cb rcuCallback) {
 	r.mu.Lock()
-	e := r.epoch.Add(1)
-	r.pending = append(r.pending, rcuCallback{epoch: e, fn: fn})
+	cb.epoch = r.epoch.Add(1)
+	r.pending = append(r.pending, cb)
 	r.mu.Unlock()
 	r.process()
 }
@@ -123,13 +142,19 @@ func (r *rcu) process() {
 		if n == 0 {
 			break
 		}
-		ready := append([]rcuCallback(nil), r.pending[:n]...)
-		r.pending = r.pending[n:]
+		// Only the goroutine that set running uses ready; pending keeps
+		// its array, so that queueing does not allocate either.
+		ready := append(r.ready[:0], r.pending[:n]...)
+		rest := copy(r.pending, r.pending[n:])
+		clear(r.pending[rest:])
+		r.pending = r.pending[:rest]
 		r.mu.Unlock()
 		for _, cb := range ready {
-			cb.fn()
+			cb.run()
 		}
+		clear(ready)
 		r.mu.Lock()
+		r.ready = ready
 	}
 	r.running = false
 	r.done.Broadcast()

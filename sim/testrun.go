@@ -78,9 +78,12 @@ func (p *Program) Test(opts *RunOptions) (*RunResult, error) {
 	if opts == nil {
 		opts = &RunOptions{}
 	}
-	if !p.isOpen() {
+	// Like the syscall's fdget, the run holds a reference: a handle
+	// closed meanwhile cannot free the program under it.
+	if !p.isOpen() || !p.tryGet() {
 		return nil, errors.Wrap(uapi.EBADF, "program is closed")
 	}
+	defer p.put()
 	if opts.Flags != 0 {
 		return nil, errors.Wrapf(uapi.EINVAL, "test run flags %#x are not supported", opts.Flags)
 	}

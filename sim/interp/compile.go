@@ -1,8 +1,10 @@
 package interp
 
 import (
-	"github.com/pkg/errors"
 	"slices"
+	"sync"
+
+	"github.com/pkg/errors"
 
 	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/uapi"
@@ -29,6 +31,45 @@ type Program struct {
 	helpers []*Helper
 	insns   []insn.Insn
 }
+
+// opsPool recycles the op arrays of released programs: a test suite loads
+// and drops thousands of programs, and memory that was just used is
+// cheaper to write than fresh memory the collector must also track.
+var opsPool = sync.Pool{New: func() any { return new([]op) }}
+
+// newOps returns n cleared ops.
+func newOps(n int) []op {
+	b := opsPool.Get().(*[]op)
+	ops := *b
+	*b = nil
+	opsPool.Put(b)
+	if cap(ops) < n {
+		return make([]op, n)
+	}
+	ops = ops[:n]
+	clear(ops)
+	return ops
+}
+
+// Release hands the program's compiled code back for reuse. The caller
+// guarantees that nothing runs the program any more, nor will: the kernel
+// releases a program once its last reference is gone and a grace period
+// has passed. Running a released program fails as running off the end.
+func (p *Program) Release() {
+	ops := p.ops
+	p.ops = invalidOps[:]
+	if cap(ops) == 0 {
+		return
+	}
+	b := opsPool.Get().(*[]op)
+	if cap(*b) < cap(ops) {
+		*b = ops[:0]
+	}
+	opsPool.Put(b)
+}
+
+// invalidOps is the code of a released program.
+var invalidOps = [1]op{{kind: opInvalid}}
 
 // Insns returns the instructions the program was compiled from.
 func (p *Program) Insns() []insn.Insn { return p.insns }
@@ -120,8 +161,7 @@ func Compile(insns []insn.Insn, helpers HelperResolver) (*Program, error) {
 	p := &Program{insns: insns}
 	// One extra op past the end catches a program that runs off its last
 	// instruction, so the dispatch loop never needs a bounds test.
-	p.ops = make([]op, n+1)
-	p.ops[n] = op{kind: opInvalid}
+	p.ops = newOps(n + 1)
 	// Helper ids seen so far, in p.helpers order: programs call few
 	// helpers, and a linear search beats building a map per load.
 	var idBuf [16]int32

@@ -59,6 +59,9 @@ type Config struct {
 	// instructions: the loader ran it already (the kernel checks
 	// functions before it resolves maps).
 	Subprogs []Subprog
+	// SubprogsOwned lets the verifier write the functions' stack depths
+	// into Subprogs rather than into a copy.
+	SubprogsOwned bool
 }
 
 // MapRef is one map an lddw loads: its address (Value unset) or the
@@ -180,7 +183,7 @@ func Verify(insns []insn.Insn, cfg *Config) (*Result, error) {
 		if subs, err = CheckStructure(insns); err != nil {
 			return nil, err
 		}
-	} else {
+	} else if !cfg.SubprogsOwned {
 		subs = append([]Subprog(nil), subs...) // stack depths get written
 	}
 	e := envPool.Get().(*env)
