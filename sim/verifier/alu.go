@@ -68,6 +68,44 @@ func scalarALU(op uint8, alu32 bool, dst *bounds, src bounds) {
 	dst.sync()
 }
 
+// scalarNeg is BPF_NEG on a scalar: the bounds of 0 - x and the tnum of
+// -x.
+func scalarNeg(alu32 bool, dst *bounds) {
+	src := *dst
+	*dst = constBounds(0)
+	dst.sub32(&src)
+	dst.sub64(&src)
+	dst.varOff = tnumConst(0).sub(src.varOff)
+	if alu32 {
+		dst.zext32()
+	}
+	dst.sync()
+}
+
+// scalarByteSwap is BPF_END on a scalar: the known bits move with their
+// bytes when the instruction swaps (bswap, and to_be on this
+// little-endian machine), which also moves the sign bit, so the ranges
+// start over from the tnum; a 16- or 32-bit conversion then truncates.
+func scalarByteSwap(alu64, toLE bool, width int, dst *bounds) {
+	if alu64 || !toLE {
+		switch width {
+		case 16:
+			dst.varOff = dst.varOff.bswap16()
+		case 32:
+			dst.varOff = dst.varOff.bswap32()
+		default:
+			dst.varOff = dst.varOff.bswap64()
+		}
+		dst.unbound64()
+		dst.unbound32()
+	}
+	if width == 16 || width == 32 {
+		dst.coerceToSize(width / 8)
+		return
+	}
+	dst.sync()
+}
+
 // safeToCompute is is_safe_to_compute_dst_reg_range.
 func safeToCompute(op uint8, alu32 bool, src *bounds) bool {
 	var known bool
@@ -151,32 +189,62 @@ func (d *bounds) sub64(s *bounds) {
 	}
 }
 
+// mul32 and mul64 are scalar32_min_max_mul and scalar_min_max_mul as of
+// 6.17: the unsigned range is the product of the ends unless that
+// overflows; the signed range spans the four products of the ends unless
+// one overflows.
 func (d *bounds) mul32(s *bounds) {
-	if s.s32min < 0 || d.s32min < 0 || s.u32max > math.MaxUint16 || d.u32max > math.MaxUint16 {
-		d.unbound32()
-		return
-	}
-	d.u32min *= s.u32min
-	d.u32max *= s.u32max
-	if d.u32max > math.MaxInt32 {
-		d.s32min, d.s32max = math.MinInt32, math.MaxInt32
+	lo, hi := uint64(d.u32min)*uint64(s.u32min), uint64(d.u32max)*uint64(s.u32max)
+	if lo > math.MaxUint32 || hi > math.MaxUint32 {
+		d.u32min, d.u32max = 0, math.MaxUint32
 	} else {
-		d.s32min, d.s32max = int32(d.u32min), int32(d.u32max)
+		d.u32min, d.u32max = uint32(lo), uint32(hi)
 	}
+	smin, smax := int64(math.MaxInt64), int64(math.MinInt64)
+	for _, p := range [4]int64{
+		int64(d.s32min) * int64(s.s32min), int64(d.s32min) * int64(s.s32max),
+		int64(d.s32max) * int64(s.s32min), int64(d.s32max) * int64(s.s32max),
+	} {
+		if p < math.MinInt32 || p > math.MaxInt32 {
+			d.s32min, d.s32max = math.MinInt32, math.MaxInt32
+			return
+		}
+		smin, smax = min(smin, p), max(smax, p)
+	}
+	d.s32min, d.s32max = int32(smin), int32(smax)
 }
 
 func (d *bounds) mul64(s *bounds) {
-	if s.smin < 0 || d.smin < 0 || s.umax > math.MaxUint32 || d.umax > math.MaxUint32 {
-		d.unbound64()
-		return
-	}
-	d.umin *= s.umin
-	d.umax *= s.umax
-	if d.umax > math.MaxInt64 {
-		d.smin, d.smax = math.MinInt64, math.MaxInt64
+	hiMax, lo := bits.Mul64(d.umax, s.umax)
+	hiMin, loMin := bits.Mul64(d.umin, s.umin)
+	if hiMax != 0 || hiMin != 0 {
+		d.umin, d.umax = 0, math.MaxUint64
 	} else {
-		d.smin, d.smax = int64(d.umin), int64(d.umax)
+		d.umin, d.umax = loMin, lo
 	}
+	smin, smax := int64(math.MaxInt64), int64(math.MinInt64)
+	for _, f := range [4][2]int64{{d.smin, s.smin}, {d.smin, s.smax}, {d.smax, s.smin}, {d.smax, s.smax}} {
+		p, ok := mulSigned64(f[0], f[1])
+		if !ok {
+			d.smin, d.smax = math.MinInt64, math.MaxInt64
+			return
+		}
+		smin, smax = min(smin, p), max(smax, p)
+	}
+	d.smin, d.smax = smin, smax
+}
+
+// mulSigned64 returns a*b and whether it fits in 64 bits
+// (check_mul_overflow on s64).
+func mulSigned64(a, b int64) (int64, bool) {
+	if a == 0 || b == 0 {
+		return 0, true
+	}
+	p := a * b
+	if p/b != a || (a == -1 && b == math.MinInt64) || (b == -1 && a == math.MinInt64) {
+		return 0, false
+	}
+	return p, true
 }
 
 // signed32FromUnsigned sets the signed 32-bit range from the unsigned one

@@ -242,7 +242,20 @@ func (e *env) checkALU(in insn.Insn) error {
 		if err := e.checkRegWrite(in.Dst); err != nil {
 			return err
 		}
-		regs[in.Dst].markUnknown()
+		r := &regs[in.Dst]
+		if r.typ != scalarValue {
+			r.markUnknown()
+			return nil
+		}
+		// Recent kernels track both on scalars: a negation is 0 - x, a
+		// byte swap moves the known bits (adjust_scalar_min_max_vals).
+		// The result is a new value, linked to no other register.
+		r.id, r.off = 0, 0
+		if op == insn.NEG {
+			scalarNeg(!alu64, &r.bounds)
+		} else {
+			scalarByteSwap(alu64, in.Source() == insn.ToLE, int(in.Imm), &r.bounds)
+		}
 		return nil
 	case op == insn.MOV:
 		return e.checkMov(in, alu64)

@@ -44,6 +44,18 @@ func (a tnum) arsh(shift uint8, width uint8) tnum {
 	return tnum{uint64(int64(a.value) >> shift), uint64(int64(a.mask) >> shift)}
 }
 
+// bswap16, bswap32 and bswap64 reverse the bytes of the low 2, 4 or 8
+// bytes, known and unknown bits alike; the rest becomes known zero.
+func (a tnum) bswap16() tnum {
+	return tnum{uint64(bits.ReverseBytes16(uint16(a.value))), uint64(bits.ReverseBytes16(uint16(a.mask)))}
+}
+
+func (a tnum) bswap32() tnum {
+	return tnum{uint64(bits.ReverseBytes32(uint32(a.value))), uint64(bits.ReverseBytes32(uint32(a.mask)))}
+}
+
+func (a tnum) bswap64() tnum { return tnum{bits.ReverseBytes64(a.value), bits.ReverseBytes64(a.mask)} }
+
 func (a tnum) add(b tnum) tnum {
 	sm := a.mask + b.mask
 	sv := a.value + b.value
