@@ -149,10 +149,10 @@ type mimGen struct {
 	// the ones mostly drawn, so that lookups mostly hit.
 	outerKeys, innerKeys     []uint32
 	outerLikely, innerLikely int
-	role                 [mimPktWords]int
-	funcs                []asm.Instructions
-	labels               int
-	features             map[string]bool
+	role                     [mimPktWords]int
+	funcs                    []asm.Instructions
+	labels                   int
+	features                 map[string]bool
 }
 
 func (g *mimGen) intn(n int) int          { return g.rnd.IntN(n) }
