@@ -217,6 +217,17 @@ func (g *mimGen) maps() {
 		tmpl.Flags |= uapi.BPF_F_ZERO_SEED
 	}
 	g.feature("inner " + k.name)
+	// Programs may only read (BPF_F_RDONLY_PROG) or only write
+	// (BPF_F_WRONLY_PROG) some inner maps: the verifiers know from the
+	// template.
+	switch n := g.intn(100); {
+	case n < 6:
+		tmpl.Flags |= uapi.BPF_F_RDONLY_PROG
+		g.feature("inner BPF_F_RDONLY_PROG")
+	case n < 12:
+		tmpl.Flags |= uapi.BPF_F_WRONLY_PROG
+		g.feature("inner BPF_F_WRONLY_PROG")
+	}
 	g.tmpl = tmpl
 
 	outer := &ebpf.MapSpec{Name: "outer", KeySize: 4, ValueSize: 4, InnerMap: tmpl,
@@ -523,6 +534,19 @@ func (g *mimGen) key(out *asm.Instructions, off int16, pool func() uint32, role 
 // outerLookup emits outer[key], a null check or not, and the inner
 // operations through the inner map pointer, kept in r8.
 func (g *mimGen) outerLookup(out *asm.Instructions, i int) {
+	if g.chance(8) {
+		// Both lookups in a subprogram that gets the outer map.
+		g.feature("bpf-to-bpf call")
+		g.feature("call with the outer map pointer")
+		g.keyScalar(out, asm.R3, g.innerKey, roleInnerKey, true)
+		g.keyScalar(out, asm.R2, g.outerKey, roleOuterKey, true)
+		*out = append(*out,
+			asm.LoadMapPtr(asm.R1, 0).WithReference("outer"),
+			asm.Call.Label(g.outerSubprog()),
+		)
+		fold(out, asm.R0)
+		return
+	}
 	g.key(out, mimOuterKey, g.outerKey, roleOuterKey)
 	*out = append(*out,
 		asm.LoadMapPtr(asm.R1, 0).WithReference("outer"),
@@ -563,7 +587,11 @@ func (g *mimGen) outerLookup(out *asm.Instructions, i int) {
 // innerOps emits one to three operations on the inner map in r8.
 func (g *mimGen) innerOps(out *asm.Instructions) {
 	for n := 1 + g.intn(3); n > 0; n-- {
-		switch k := g.intn(100); {
+		k := g.intn(100)
+		if g.tmpl.Flags&uapi.BPF_F_RDONLY_PROG != 0 && k >= 40 && k < 70 && g.chance(90) {
+			k = 0 // mostly no updates and deletes in maps programs may only read
+		}
+		switch {
 		case k < 40:
 			g.innerLookup(out, false)
 		case k < 60:
@@ -579,10 +607,54 @@ func (g *mimGen) innerOps(out *asm.Instructions) {
 			g.feature("call with the inner map pointer")
 			*out = append(*out, asm.Mov.Reg(asm.R1, asm.R8))
 			g.keyScalar(out, asm.R2, g.innerKey, roleInnerKey, true)
-			*out = append(*out, asm.Call.Label(g.subprog(true)))
+			callee := g.subprog(true)
+			if g.chance(25) {
+				g.feature("inner map pointer passed down two calls")
+				callee = g.forwarder(callee)
+			}
+			*out = append(*out, asm.Call.Label(callee))
 			fold(out, asm.R0)
 		}
 	}
+}
+
+// forwarder adds a function that passes its r1 and r2 on to callee and
+// returns what it returns, plus one.
+func (g *mimGen) forwarder(callee string) string {
+	name := fmt.Sprintf("fn%d", len(g.funcs))
+	g.funcs = append(g.funcs, asm.Instructions{
+		asm.Call.Label(callee),
+		asm.Add.Imm(asm.R0, 1),
+		asm.Return(),
+	})
+	return name
+}
+
+// outerSubprog adds a function that gets the outer map in r1, an outer
+// key in r2 and an inner key in r3, looks both up and returns a word of
+// the inner value, or a marker for a miss.
+func (g *mimGen) outerSubprog() string {
+	name := fmt.Sprintf("fn%d", len(g.funcs))
+	miss := g.label("fn_miss")
+	vs := int(g.tmpl.ValueSize)
+	g.funcs = append(g.funcs, asm.Instructions{
+		asm.StoreMem(asm.RFP, -4, asm.R2, asm.Word),
+		asm.StoreMem(asm.RFP, -8, asm.R3, asm.Word),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, miss),
+		asm.Mov.Reg(asm.R1, asm.R0),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -8),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, miss),
+		asm.LoadMem(asm.R0, asm.R0, int16(4*g.intn(vs/4)), asm.Word),
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, 0x66).WithSymbol(miss),
+		asm.Return(),
+	})
+	return name
 }
 
 // innerLookup emits a lookup (or bpf_map_lookup_percpu_elem) in the inner
@@ -636,7 +708,14 @@ func (g *mimGen) valueAccess(out *asm.Instructions, ptr asm.Register) {
 		g.feature("value access past its end")
 		off = vs - size.Sizeof() + 1 + g.intn(size.Sizeof())
 	}
-	switch n := g.intn(100); {
+	n := g.intn(100)
+	switch {
+	case g.tmpl.Flags&uapi.BPF_F_RDONLY_PROG != 0 && g.chance(90):
+		n = 0 // mostly reads where programs may only read
+	case g.tmpl.Flags&uapi.BPF_F_WRONLY_PROG != 0 && n < 50 && g.chance(90):
+		n = 50 + g.intn(50) // and writes where they may only write
+	}
+	switch {
 	case n < 50:
 		g.feature("value read")
 		*out = append(*out, asm.LoadMem(asm.R1, ptr, int16(off), size))
