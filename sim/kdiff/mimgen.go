@@ -23,6 +23,11 @@ import (
 // map filled, replaced and deleted, and test runs of the program with
 // their packets, interleaved.
 //
+// Keys are 32-bit numbers; a key of another size is the number's
+// little-endian bytes, cut or padded with zeros (KeyBytes): the program
+// writes the number in the first four bytes of a zeroed stack area. Outer
+// hashes have keys of 2 to 12 bytes, inner hashes of 4 or 8.
+//
 // The program looks the outer map up one to three times, with keys that
 // are constants in and out of range, words of the packet, context fields
 // (ingress_ifindex, rx_queue_index: known at run time, unknown to the
@@ -45,11 +50,11 @@ import (
 // Stack layout of the main function; every byte from r10-64 is
 // initialised first.
 const (
-	mimOuterKey = -4  // the outer map's key
-	mimInnerKey = -8  // the inner map's key
-	mimValue    = -48 // r10-48 .. r10-17: the value updates store
-	mimIfindex  = -56 // ctx->ingress_ifindex, saved
-	mimRxQueue  = -52 // ctx->rx_queue_index, saved
+	mimInnerKey = -8  // r10-8 .. r10-1: the inner map's key (4 or 8 bytes)
+	mimOuterKey = -24 // r10-24 .. r10-9: the outer map's key (2 to 12 bytes)
+	mimValue    = -56 // r10-56 .. r10-25: the value updates store
+	mimIfindex  = -64 // ctx->ingress_ifindex, saved
+	mimRxQueue  = -60 // ctx->rx_queue_index, saved
 	mimPktWords = 8   // the packet's first 32 bytes carry keys and values
 	mimMaxValue = 32  // the largest inner value size
 )
@@ -216,6 +221,10 @@ func (g *mimGen) maps() {
 	if !isArrayType(k.typ) && g.chance(50) {
 		tmpl.Flags |= uapi.BPF_F_ZERO_SEED
 	}
+	if !isArrayType(k.typ) && g.chance(30) {
+		tmpl.KeySize = 8
+		g.feature("inner hash key_size 8")
+	}
 	g.feature("inner " + k.name)
 	// Programs may only read (BPF_F_RDONLY_PROG) or only write
 	// (BPF_F_WRONLY_PROG) some inner maps: the verifiers know from the
@@ -242,6 +251,10 @@ func (g *mimGen) maps() {
 	} else {
 		outer.Type = ebpf.HashOfMaps
 		g.feature("outer hash_of_maps")
+		outer.KeySize = uint32([]int{4, 4, 2, 8, 12}[g.intn(5)])
+		if outer.KeySize != 4 {
+			g.feature(fmt.Sprintf("outer key_size %d", outer.KeySize))
+		}
 		if g.chance(50) {
 			outer.Flags |= uapi.BPF_F_ZERO_SEED
 			g.feature("outer BPF_F_ZERO_SEED")
@@ -269,7 +282,9 @@ func (g *mimGen) maps() {
 			}
 			if g.chance(15) {
 				g.feature("incompatible inner map")
-				switch g.intn(4) {
+				switch g.intn(5) {
+				case 4:
+					in.KeySize = 12 - in.KeySize // 8 or 4; refused by arrays
 				case 0:
 					in.ValueSize += 4
 				case 1:
@@ -284,6 +299,12 @@ func (g *mimGen) maps() {
 						ebpf.Hash: ebpf.PerCPUHash, ebpf.PerCPUHash: ebpf.Hash}[in.Type]
 				}
 			}
+		}
+		if in.Type == ebpf.PerCPUArray && in.MaxEntries < tmpl.MaxEntries {
+			// Never smaller than the template: the kernel's inlined
+			// lookup, bounded by the template, would read past the
+			// array's per-CPU pointers (see arraymap/inner.go).
+			in.MaxEntries = tmpl.MaxEntries
 		}
 		maxEntries = max(maxEntries, in.MaxEntries)
 		g.s.Inners = append(g.s.Inners, in)
@@ -446,7 +467,7 @@ func (g *mimGen) pktWord(role int) int {
 func (g *mimGen) program() {
 	// cilium/ebpf's asm has no 8-byte store of an immediate.
 	out := asm.Instructions{asm.Mov.Imm(asm.R2, 0)}
-	for off := int16(-8); off >= -64; off -= 8 {
+	for off := int16(-8); off >= -64; off -= 8 { // the keys' padding stays zero
 		out = append(out, asm.StoreMem(asm.RFP, off, asm.R2, asm.DWord))
 	}
 	out = append(out,
@@ -631,17 +652,19 @@ func (g *mimGen) forwarder(callee string) string {
 }
 
 // outerSubprog adds a function that gets the outer map in r1, an outer
-// key in r2 and an inner key in r3, looks both up and returns a word of
-// the inner value, or a marker for a miss.
+// key in r2 and an inner key in r3 (32-bit numbers), looks both up and
+// returns a word of the inner value, or a marker for a miss.
 func (g *mimGen) outerSubprog() string {
 	name := fmt.Sprintf("fn%d", len(g.funcs))
 	miss := g.label("fn_miss")
 	vs := int(g.tmpl.ValueSize)
 	g.funcs = append(g.funcs, asm.Instructions{
-		asm.StoreMem(asm.RFP, -4, asm.R2, asm.Word),
-		asm.StoreMem(asm.RFP, -8, asm.R3, asm.Word),
+		asm.StoreMem(asm.RFP, -8, asm.R3, asm.DWord),  // inner key, zero-padded
+		asm.StoreMem(asm.RFP, -24, asm.R2, asm.DWord), // outer key, zero-padded
+		asm.Mov.Imm(asm.R2, 0),
+		asm.StoreMem(asm.RFP, -16, asm.R2, asm.DWord),
 		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -4),
+		asm.Add.Imm(asm.R2, -24),
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, miss),
 		asm.Mov.Reg(asm.R1, asm.R0),
@@ -839,4 +862,12 @@ func (g *mimGen) subprog(check bool) string {
 	}
 	g.funcs = append(g.funcs, f)
 	return name
+}
+
+// KeyBytes is key k of a map with keys of size bytes: its little-endian
+// bytes, cut or padded with zeros.
+func KeyBytes(k, size uint32) []byte {
+	b := make([]byte, max(size, 4))
+	binary.LittleEndian.PutUint32(b, k)
+	return b[:size]
 }

@@ -110,9 +110,9 @@ func playMim(s *MimScenario, w mimWorld) MimOutcome {
 				continue
 			}
 			fd := binary.LittleEndian.AppendUint32(nil, uint32(inners[st.Inner].FD()))
-			line("%s: %s", st, errnoName(Errno(outer.Update(le32(st.Key), fd, st.Flags))))
+			line("%s: %s", st, errnoName(Errno(outer.Update(KeyBytes(st.Key, s.Outer.KeySize), fd, st.Flags))))
 		case MimDeleteSlot:
-			line("%s: %s", st, errnoName(Errno(outer.Delete(le32(st.Key)))))
+			line("%s: %s", st, errnoName(Errno(outer.Delete(KeyBytes(st.Key, s.Outer.KeySize)))))
 		case MimInnerUpdate, MimInnerDelete:
 			m := inners[st.Inner]
 			if m == nil {
@@ -120,7 +120,7 @@ func playMim(s *MimScenario, w mimWorld) MimOutcome {
 				continue
 			}
 			if st.Kind == MimInnerDelete {
-				line("%s: %s", st, errnoName(Errno(m.Delete(le32(st.Key)))))
+				line("%s: %s", st, errnoName(Errno(m.Delete(KeyBytes(st.Key, s.Inners[st.Inner].KeySize)))))
 				continue
 			}
 			v := st.Value
@@ -130,7 +130,7 @@ func playMim(s *MimScenario, w mimWorld) MimOutcome {
 					v = append(v, PercpuValue(st.Value, c)...)
 				}
 			}
-			line("%s: %s", st, errnoName(Errno(m.Update(le32(st.Key), v, st.Flags))))
+			line("%s: %s", st, errnoName(Errno(m.Update(KeyBytes(st.Key, s.Inners[st.Inner].KeySize), v, st.Flags))))
 		case MimRun:
 			if prog == nil {
 				continue
