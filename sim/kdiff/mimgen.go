@@ -16,9 +16,10 @@ import (
 // The map-in-map corpus. GenerateMim builds one scenario from a seed: an
 // outer map (ARRAY_OF_MAPS or HASH_OF_MAPS, of varied sizes and flags)
 // with an inner map template (ARRAY with and without BPF_F_INNER_MAP,
-// PERCPU_ARRAY (which BPF_F_INNER_MAP is not for), HASH, PERCPU_HASH, HASH with BPF_F_NO_PREALLOC,
-// of varied sizes), a few inner maps user space creates (mostly
-// compatible with the template, sometimes not), an XDP program, and a
+// PERCPU_ARRAY, which BPF_F_INNER_MAP is not for, HASH and PERCPU_HASH
+// with and without BPF_F_NO_PREALLOC, of varied sizes, some only readable
+// or only writable by programs), a few inner maps user space creates
+// (mostly compatible with the template, sometimes not), an XDP program, and a
 // list of steps: user-space updates of the inner maps, slots of the outer
 // map filled, replaced and deleted, and test runs of the program with
 // their packets, interleaved.
@@ -35,8 +36,9 @@ import (
 // sometimes, without one: the verifiers' verdicts are compared too) it
 // works through the inner map pointer: lookups whose values it reads,
 // writes and adds to atomically, updates with every flag, deletes,
-// bpf_map_lookup_elem_percpu, and bpf-to-bpf calls that get the inner
-// map pointer, or the outer lookup's result still unchecked, as an
+// bpf_map_lookup_percpu_elem, and bpf-to-bpf calls that get the inner
+// map pointer (passed on through a second call, sometimes), the outer
+// lookup's result still unchecked, or the outer map itself, as an
 // argument. Everything it reads and every helper's return value is
 // folded into r9, which it returns.
 //
@@ -331,7 +333,7 @@ func pick(g *mimGen, keys []uint32, likely int) uint32 {
 	return keys[g.intn(len(keys))]
 }
 
-// likelyInner is an inner map index, mostly compatible ones.
+// randomInner is the index of one of the inner maps.
 func (g *mimGen) randomInner() int { return g.intn(len(g.s.Inners)) }
 
 func (g *mimGen) value(size uint32) []byte {
@@ -507,16 +509,11 @@ func fold(out *asm.Instructions, r asm.Register) {
 	*out = append(*out, asm.Mul.Imm(asm.R9, 31), asm.Add.Reg(asm.R9, r))
 }
 
-// keyScalar loads a key into dst (r1-r5): a constant of pool, a packet
-// word, a masked packet byte, a saved context field, or bits of the
-// result so far. The main function's stack and r6 (packet) are only
-// available in the main function (inMain).
-func (g *mimGen) keyScalar(out *asm.Instructions, dst asm.Register, pool func() uint32, role int, inMain bool) {
-	n := g.intn(100)
-	if !inMain {
-		n = g.intn(40)
-	}
-	switch {
+// keyScalar loads a key into dst (r1-r5), in the main function: a
+// constant of pool, a packet word, a masked packet byte, a saved context
+// field, or bits of the result so far.
+func (g *mimGen) keyScalar(out *asm.Instructions, dst asm.Register, pool func() uint32, role int) {
+	switch n := g.intn(100); {
 	case n < 40:
 		*out = append(*out, asm.Mov.Imm32(dst, int32(pool())))
 		g.feature("constant key")
@@ -548,7 +545,7 @@ func (g *mimGen) key(out *asm.Instructions, off int16, pool func() uint32, role 
 		g.feature("key reused")
 		return
 	}
-	g.keyScalar(out, asm.R1, pool, role, true)
+	g.keyScalar(out, asm.R1, pool, role)
 	*out = append(*out, asm.StoreMem(asm.RFP, off, asm.R1, asm.Word))
 }
 
@@ -559,8 +556,8 @@ func (g *mimGen) outerLookup(out *asm.Instructions, i int) {
 		// Both lookups in a subprogram that gets the outer map.
 		g.feature("bpf-to-bpf call")
 		g.feature("call with the outer map pointer")
-		g.keyScalar(out, asm.R3, g.innerKey, roleInnerKey, true)
-		g.keyScalar(out, asm.R2, g.outerKey, roleOuterKey, true)
+		g.keyScalar(out, asm.R3, g.innerKey, roleInnerKey)
+		g.keyScalar(out, asm.R2, g.outerKey, roleOuterKey)
 		*out = append(*out,
 			asm.LoadMapPtr(asm.R1, 0).WithReference("outer"),
 			asm.Call.Label(g.outerSubprog()),
@@ -581,7 +578,7 @@ func (g *mimGen) outerLookup(out *asm.Instructions, i int) {
 		g.feature("call with the unchecked inner map pointer")
 		g.feature("bpf-to-bpf call")
 		*out = append(*out, asm.Mov.Reg(asm.R1, asm.R0))
-		g.keyScalar(out, asm.R2, g.innerKey, roleInnerKey, true)
+		g.keyScalar(out, asm.R2, g.innerKey, roleInnerKey)
 		*out = append(*out, asm.Call.Label(g.subprog(g.chance(80))))
 		fold(out, asm.R0)
 		return
@@ -627,7 +624,7 @@ func (g *mimGen) innerOps(out *asm.Instructions) {
 			g.feature("bpf-to-bpf call")
 			g.feature("call with the inner map pointer")
 			*out = append(*out, asm.Mov.Reg(asm.R1, asm.R8))
-			g.keyScalar(out, asm.R2, g.innerKey, roleInnerKey, true)
+			g.keyScalar(out, asm.R2, g.innerKey, roleInnerKey)
 			callee := g.subprog(true)
 			if g.chance(25) {
 				g.feature("inner map pointer passed down two calls")
