@@ -1,8 +1,6 @@
 package arraymap
 
 import (
-	"github.com/pkg/errors"
-
 	"github.com/bpfsim/bpfsim/maps"
 	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/uapi"
@@ -60,19 +58,41 @@ func (a *arrayMeta) GenLookup(func(string) (insn.Insn, error)) ([]insn.Insn, err
 //
 // The kernel compares PERCPU_ARRAY inner maps with bpf_map_meta_equal,
 // which ignores max_entries, yet percpu_array_map_gen_lookup inlines the
-// template's max_entries: an inner per-CPU array smaller than its template
-// would be read past its end by the inlined bounds check. bpfsim keeps the
-// kernel's rule for what may be stored (an update accepts the same maps,
-// with the same errnos) but does not inline lookups into per-CPU inner
-// arrays: they call percpu_array_map_lookup_elem, which checks the real
-// array's max_entries. Only their xlated code differs from the kernel's.
+// template's max_entries: a key past the template's max_entries finds
+// nothing even in a larger inner array, and in an inner per-CPU array
+// smaller than its template a key between the two sizes is read past the
+// array's end. bpfsim keeps the kernel's rule for what may be stored (an
+// update accepts the same maps, with the same errnos) and the template's
+// bound, then calls percpu_array_map_lookup_elem, which also checks the
+// real array's max_entries: the kernel's result wherever it is defined,
+// NULL where the kernel reads past the array. Only the xlated code
+// differs from the kernel's.
 type percpuArrayMeta struct{ *arrayMeta }
 
-var errPercpuInner = errors.WithMessage(uapi.EOPNOTSUPP,
-	"lookups into per-CPU inner arrays are not inlined: their max_entries may differ from the template's")
+// PercpuInnerLookupFunc is the function lookups into per-CPU inner arrays
+// call, after the template's bound.
+const PercpuInnerLookupFunc = "percpu_array_map_lookup_elem"
 
-func (a *percpuArrayMeta) GenLookup(func(string) (insn.Insn, error)) ([]insn.Insn, error) {
-	return nil, errPercpuInner
+// GenLookup bounds the key by the template's max_entries, as the kernel's
+// inlined lookup does, and calls the real array's lookup:
+//
+//	r0 = *(u32 *)(r2 +0)
+//	if r0 >= max_entries goto +2
+//	call percpu_array_map_lookup_elem
+//	goto +1
+//	r0 = 0
+func (a *percpuArrayMeta) GenLookup(call func(string) (insn.Insn, error)) ([]insn.Insn, error) {
+	c, err := call(PercpuInnerLookupFunc)
+	if err != nil {
+		return nil, err
+	}
+	return []insn.Insn{
+		{Code: insn.LDX | insn.MEM | insn.W, Dst: insn.R0, Src: insn.R2},
+		{Code: insn.JMP | insn.JGE | insn.K, Dst: insn.R0, Off: 2, Imm: int32(a.m.MaxEntries)},
+		c,
+		{Code: insn.JMP | insn.JA, Off: 1},
+		{Code: insn.ALU64 | insn.MOV | insn.K, Dst: insn.R0},
+	}, nil
 }
 
 // The per-CPU abilities, so that the verifier finds the per-CPU functions

@@ -21,11 +21,16 @@ import (
 // where a program's lookup, or its inlined htab_of_map_gen_lookup, loads
 // it. User space reads back the inner map's id.
 //
-// Each element holds a reference on its inner map. An element replaced or
-// deleted goes as a HASH element goes (unlinked at once, reused after a
-// grace period), and its inner map loses the element's reference at once,
-// as in the kernel; the inner map's memory is freed only after a grace
-// period (maps.Map.Put), so a program holding its pointer is safe.
+// Each element holds a reference on its inner map. Replacing the inner map
+// of an existing key writes the new pointer into the element in place
+// (htab_map_update_elem_in_place, since Linux 6.16's "bpf: Support atomic
+// update for htab of maps"): the element keeps its place in its bucket, so
+// a concurrent lookup never misses the key, and get_next_key keeps its
+// order. A deleted element goes as a HASH element goes (unlinked at once,
+// reused after a grace period). A replaced or deleted inner map loses the
+// element's reference at once, as in the kernel; its memory is freed only
+// after a grace period (maps.Map.Put), so a program holding its pointer is
+// safe.
 
 // HashOfMaps is BPF_MAP_TYPE_HASH_OF_MAPS. Its maps cannot be inner maps
 // (no MetaEqual).
@@ -124,8 +129,10 @@ func (o *htabOfMaps) UpdateElem(int, []byte, []byte, uint64) error {
 // UpdateObject is bpf_fd_htab_map_update_elem: the map must be one the
 // template's map_meta_equal accepts (EINVAL, checked first, as the kernel
 // resolves the fd before it looks at the flags); then BPF_ANY, BPF_NOEXIST
-// and BPF_EXIST as for a hash map. A failed update drops the reference it
-// took; a replaced inner map loses its element's.
+// and BPF_EXIST as for a hash map. An existing key's element gets the new
+// pointer in place, so it needs no free element even in a full map; a new
+// key gets a new element at the head of its bucket. A failed update drops
+// the reference it took; a replaced inner map loses its element's.
 func (o *htabOfMaps) UpdateObject(key []byte, obj maps.Object, _ maps.File, flags uint64) error {
 	inner, err := maps.InnerMap(o.meta, obj)
 	if err != nil {
@@ -143,14 +150,8 @@ func (o *htabOfMaps) UpdateObject(key []byte, obj maps.Object, _ maps.File, flag
 	hash := HashKey(key, h.hashrnd)
 	b := h.bucketForUpdate(hash)
 	b.mu.Lock()
-	prev, old := h.find(b, hash, key)
+	_, old := h.find(b, hash, key)
 	if err := checkFlags(old != nil, flags); err != nil {
-		b.mu.Unlock()
-		inner.Put()
-		return err
-	}
-	e, err := h.getElem(old == nil)
-	if err != nil {
 		b.mu.Unlock()
 		inner.Put()
 		return err
@@ -164,24 +165,29 @@ func (o *htabOfMaps) UpdateObject(key []byte, obj maps.Object, _ maps.File, flag
 	}
 	o.hold(inner)
 	o.mu.Unlock()
+	var e *elem
+	if old == nil {
+		if e, err = h.getElem(true); err != nil {
+			b.mu.Unlock()
+			o.drop(inner.Addr) // the reference taken above
+			return err
+		}
+	}
 	var v [ptrSize]byte
 	binary.LittleEndian.PutUint64(v[:], inner.Addr)
+	if old != nil {
+		// One aligned 8-byte store: a program loading the pointer sees
+		// the old map or the new one.
+		oldAddr := o.innerAddr(old)
+		mem.StoreBytes(old.raw[h.valueOff:h.valueOff+ptrSize], v[:])
+		b.mu.Unlock()
+		o.drop(oldAddr)
+		return nil
+	}
 	h.initElem(e, hash, key)
 	h.setValue(e, v[:])
 	linkHead(b, e)
-	var oldAddr uint64
-	if old != nil {
-		oldAddr = o.innerAddr(old)
-		if prev == nil {
-			prev = e
-		}
-		unlink(b, prev, old)
-	}
 	b.mu.Unlock()
-	if old != nil {
-		h.retire(old, false)
-		o.drop(oldAddr)
-	}
 	return nil
 }
 

@@ -30,3 +30,6 @@ func (k *Kernel) PinnableCPUs() int { return 0 }
 func (k *Kernel) LoadRaw(typ ebpf.ProgramType, code []byte) (func() error, error) {
 	return nil, errors.New("no kernel")
 }
+
+// mimWorld is never reached either: PlayMim needs a kernel.
+func (k *Kernel) mimWorld() mimWorld { return nil }
