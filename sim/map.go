@@ -326,6 +326,7 @@ func (h *Map) Update(key, value any, flags ebpf.MapUpdateFlags) error {
 		return mapErr(errors.Wrap(uapi.EINVAL, "BPF_F_LOCK needs a bpf_spin_lock in the value"))
 	}
 	if fv, ok := h.fdValues(); ok {
+		defer h.waitForPrograms()
 		return mapErr(h.updateFd(fv, key, value, uint64(flags))) // fdvalues.go
 	}
 	k, err := marshal(key, int(h.m.KeySize))
@@ -357,7 +358,19 @@ func (h *Map) Delete(key any) error {
 	if err != nil {
 		return err
 	}
+	defer h.waitForPrograms()
 	return mapErr(h.m.Ops.DeleteElem(0, k))
+}
+
+// waitForPrograms is maybe_wait_bpf_programs: after user space changes a
+// map of maps, the syscall returns only once every program that may still
+// use the inner map it removed has finished (synchronize_rcu), so that
+// user space may then change or reuse that map knowing no program sees
+// it through the outer map any more.
+func (h *Map) waitForPrograms() {
+	if isMapOfMaps(h.Type()) {
+		h.k.rcu.synchronize()
+	}
 }
 
 // LookupAndDelete copies key's value into valueOut and removes it

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -485,11 +487,20 @@ func TestSeed001InnerMapReplacedWhileAProgramOnAnotherCPUUsesTheOldOne(t *testin
 				done <- result{r, err}
 			}()
 			<-entered
-			// The program on CPU 1 holds the old map. Replace it and
-			// drop the last handle on it.
+			// The program on CPU 1 holds the old map. Drop the last
+			// handle on it and replace it: the update waits for the
+			// programs running meanwhile (maybe_wait_bpf_programs), so
+			// it returns only once the program is done.
 			oldID, oldAddr := old.ID(), old.Address()
-			wantErrno(t, "replace", outer.Put(uint32(0), replacement), 0)
 			old.Close()
+			replaced := make(chan error, 1)
+			go func() { replaced <- outer.Put(uint32(0), replacement) }()
+			waitForIDGone(t, k, oldID)
+			select {
+			case err := <-replaced:
+				t.Fatalf("the update returned (%v) while a program that could see the old map was running", err)
+			case <-time.After(20 * time.Millisecond): // it keeps waiting
+			}
 			var id uint32
 			if err := outer.Lookup(uint32(0), &id); err != nil || id != replacement.ID() {
 				t.Errorf("outer[0] = map %d, %v; want the replacement, %d", id, err, replacement.ID())
@@ -507,6 +518,7 @@ func TestSeed001InnerMapReplacedWhileAProgramOnAnotherCPUUsesTheOldOne(t *testin
 			if r.err != nil || r.r0 != 111 {
 				t.Errorf("the running program read %d, %v; want the old map's 111", r.r0, r.err)
 			}
+			wantErrno(t, "replace", <-replaced, 0)
 			k.SynchronizeRCU()
 			if _, ok := k.Memory().AreaOf(oldAddr); ok {
 				t.Error("the old map is not freed after the grace period")
@@ -710,5 +722,20 @@ func TestInnerMapsReplacedUnderConcurrentPrograms(t *testing.T) {
 				t.Errorf("maps left after everything was closed: %v", ids)
 			}
 		})
+	}
+}
+
+// waitForIDGone waits until the map id is no longer listed: the inner map
+// put by an update running on another goroutine.
+func waitForIDGone(t *testing.T, k *sim.Kernel, id uint32) {
+	t.Helper()
+	for i := 0; ; i++ {
+		if !slices.Contains(k.MapIDs(), id) {
+			return
+		}
+		if i == 10000 {
+			t.Fatalf("map %d is still listed", id)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
