@@ -199,4 +199,406 @@ func TestPerfEventArrayFileOwnershipMatchesKernel(t *testing.T) {
 	runCorpus(t, corpus)
 }
 
-var _ = rand.New
+// progArrayGen builds random prog array scenarios: a prog array PA with
+// three slots, an XDP program P that tail calls through slots 0 and 1
+// (returning 1 if both fall through), programs T and T2 (returning 2 and
+// 3) to put there, and in slot 2 a sentinel program whose own fd is
+// closed. Random moves dup PA's fds, open it by id, close fds, fill and
+// empty slots, close T, T2 and at times P. Observed after each move:
+// P's result, which objects' ids are listed, and the slots as user space
+// reads them back.
+//
+// The kernel clears a prog array whose last user reference went in a
+// workqueue (prog_array_map_clear), after close(2) has returned; the
+// sentinel, held only by its slot, shows when the clear is done: its id
+// goes with it. A scenario that opens PA by id after that arms a new
+// sentinel, so that a later clear is visible too (else a pending clear
+// could empty a slot filled after the reopen, and the kernel's record
+// would depend on its workqueue's timing).
+type progArrayGen struct {
+	r        *rand.Rand
+	s        *lifeScenario
+	handles  []string // open PA handles
+	n        int      // handles made
+	sentries []string
+	tOpen    map[string]bool
+	pOpen    bool
+	paGone   bool
+}
+
+func (g *progArrayGen) add(st lifeStep) { g.s.steps = append(g.s.steps, st) }
+
+func (g *progArrayGen) newHandle(prefix string) string {
+	g.n++
+	return fmt.Sprintf("%s%d", prefix, g.n)
+}
+
+func (g *progArrayGen) pick() string { return g.handles[g.r.Intn(len(g.handles))] }
+
+func (g *progArrayGen) dropHandle(h string) {
+	for i, x := range g.handles {
+		if x == h {
+			g.handles = append(g.handles[:i], g.handles[i+1:]...)
+			return
+		}
+	}
+}
+
+// armSentinel loads a program, puts it in slot 2 through via and closes
+// its fd.
+func (g *progArrayGen) armSentinel(via string) {
+	sn := fmt.Sprintf("S%d", len(g.sentries)+1)
+	g.sentries = append(g.sentries, sn)
+	g.add(step("load "+sn, func(w lifeWorld) error {
+		return w.load(sn, ebpf.XDP, func(func(string) int) asm.Instructions { return retProg(9) })
+	}))
+	g.add(step("put "+sn+" in slot 2 through "+via, func(w lifeWorld) error { return w.update(via, 2, sn) }))
+	g.add(step("close "+sn, func(w lifeWorld) error { return w.closeProg(sn) }))
+}
+
+func genProgArrayScenario(r *rand.Rand, i int) *lifeScenario {
+	g := &progArrayGen{r: r, s: &lifeScenario{name: fmt.Sprintf("prog array scenario %d", i)},
+		tOpen: map[string]bool{"T": true, "T2": true}, pOpen: true}
+	g.add(step("create PA", func(w lifeWorld) error { return w.newMap("PA", progArraySpec(3)) }))
+	g.handles = []string{"PA"}
+	g.add(step("load T", func(w lifeWorld) error {
+		return w.load("T", ebpf.XDP, func(func(string) int) asm.Instructions { return retProg(2) })
+	}))
+	g.add(step("load T2", func(w lifeWorld) error {
+		return w.load("T2", ebpf.XDP, func(func(string) int) asm.Instructions { return retProg(3) })
+	}))
+	g.add(step("load P", func(w lifeWorld) error {
+		return w.load("P", ebpf.XDP, func(fd func(string) int) asm.Instructions {
+			return asm.Instructions{
+				asm.Mov.Reg(asm.R6, asm.R1),
+				asm.LoadMapPtr(asm.R2, fd("PA")),
+				asm.Mov.Imm(asm.R3, 0),
+				asm.FnTailCall.Call(),
+				asm.Mov.Reg(asm.R1, asm.R6),
+				asm.LoadMapPtr(asm.R2, fd("PA")),
+				asm.Mov.Imm(asm.R3, 1),
+				asm.FnTailCall.Call(),
+				asm.Mov.Imm(asm.R0, 1),
+				asm.Return(),
+			}
+		})
+	}))
+	g.armSentinel("PA")
+	g.add(step("put T in slot 0 through PA", func(w lifeWorld) error { return w.update("PA", 0, "T") }))
+	for n := 6 + r.Intn(8); n > 0; n-- {
+		if g.paGone {
+			g.add(step("open PA by id after its free", func(w lifeWorld) error { return w.openByID(g.newHandle("R"), "PA") }))
+			break
+		}
+		switch op := r.Intn(10); {
+		case op < 2 && len(g.handles) > 0:
+			from, h := g.pick(), g.newHandle("D")
+			g.handles = append(g.handles, h)
+			g.add(step("dup "+from+" as "+h, func(w lifeWorld) error { return w.dup(h, from) }))
+		case op < 3:
+			h := g.newHandle("R")
+			rearm := len(g.handles) == 0
+			g.handles = append(g.handles, h)
+			g.add(step("open PA by id as "+h, func(w lifeWorld) error { return w.openByID(h, "PA") }))
+			if rearm {
+				g.armSentinel(h)
+			}
+		case op < 5 && len(g.handles) > 0:
+			h := g.pick()
+			g.dropHandle(h)
+			g.add(eventualStep("close "+h, func(w lifeWorld) error { return w.closeMap(h) }))
+			if len(g.handles) == 0 && !g.pOpen {
+				g.paGone = true
+			}
+		case op < 7 && len(g.handles) > 0:
+			var open []string
+			for _, t := range []string{"T", "T2"} {
+				if g.tOpen[t] {
+					open = append(open, t)
+				}
+			}
+			if len(open) == 0 {
+				continue
+			}
+			via, slot, t := g.pick(), uint32(r.Intn(2)), open[r.Intn(len(open))]
+			g.add(step(fmt.Sprintf("put %s in slot %d through %s", t, slot, via), func(w lifeWorld) error { return w.update(via, slot, t) }))
+		case op < 8 && len(g.handles) > 0:
+			via, slot := g.pick(), uint32(r.Intn(2))
+			g.add(step(fmt.Sprintf("delete slot %d through %s", slot, via), func(w lifeWorld) error { return w.del(via, slot) }))
+		case op < 9:
+			t := []string{"T", "T2"}[r.Intn(2)]
+			if !g.tOpen[t] {
+				continue
+			}
+			g.tOpen[t] = false
+			g.add(step("close "+t, func(w lifeWorld) error { return w.closeProg(t) }))
+		case g.pOpen && r.Intn(3) == 0:
+			g.pOpen = false
+			g.add(eventualStep("close P", func(w lifeWorld) error { return w.closeProg("P") }))
+			if len(g.handles) == 0 {
+				g.paGone = true
+			}
+		}
+	}
+	g.add(eventualStep("close everything", func(w lifeWorld) error { w.closeAll(); return nil }))
+	objs := append([]string{"PA", "P", "T", "T2"}, g.sentries...)
+	g.s.observe = func(w lifeWorld) string {
+		var b strings.Builder
+		if w.isOpen("P") {
+			fmt.Fprintf(&b, "P: %s; ", lifeErr(w.run("P", 0)))
+		}
+		for _, h := range g.allHandles() {
+			if w.isOpen(h) {
+				for slot := range uint32(3) {
+					fmt.Fprintf(&b, "slot %d: %s; ", slot, lifeErr(w.lookupObj(h, slot)))
+				}
+				break
+			}
+		}
+		b.WriteString(listedObjs(w, objs...))
+		return b.String()
+	}
+	return g.s
+}
+
+// allHandles lists every PA handle name the scenario may have made.
+func (g *progArrayGen) allHandles() []string {
+	hs := []string{"PA"}
+	for i := 1; i <= g.n; i++ {
+		hs = append(hs, fmt.Sprintf("D%d", i), fmt.Sprintf("R%d", i))
+	}
+	return hs
+}
+
+// TestProgArrayUrefAndProgramLifetimesMatchKernel plays 300 random prog
+// array scenarios (see progArrayGen): the tail call works while any user
+// fd on the array is open, falls through once the last one closed (and
+// works again once the array, still held by P, is opened by id and
+// filled); a program whose fd is closed runs and stays listed while a
+// slot holds it, and its id goes when the slot lets it go.
+func TestProgArrayUrefAndProgramLifetimesMatchKernel(t *testing.T) {
+	needKernel(t)
+	r := rand.New(rand.NewSource(2024))
+	n := 300
+	if testing.Short() {
+		n = 40
+	}
+	var corpus []*lifeScenario
+	for i := range n {
+		corpus = append(corpus, genProgArrayScenario(r, i))
+	}
+	runCorpus(t, corpus)
+}
+
+// innerArraySpec is the inner maps' and templates' spec: one u64.
+func innerArraySpec() *ebpf.MapSpec {
+	return &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1}
+}
+
+// innerReader returns an XDP program returning inner[0] of the map in
+// outer[key]: 100 if the outer slot is empty.
+func innerReader(outerFD int, key int32) asm.Instructions {
+	return asm.Instructions{
+		asm.StoreImm(asm.R10, -4, int64(key), asm.Word),
+		asm.StoreImm(asm.R10, -8, 0, asm.Word),
+		asm.LoadMapPtr(asm.R1, outerFD),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "none"),
+		asm.Mov.Reg(asm.R1, asm.R0),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, -8),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "none"),
+		asm.LoadMem(asm.R0, asm.R0, 0, asm.DWord),
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, 100).WithSymbol("none"),
+		asm.Return(),
+	}
+}
+
+// innerGen builds random map-in-map scenarios: an outer map O (array or
+// hash of maps), inner arrays I1 and I2 holding one value each, and XDP
+// programs Q0 and Q1 returning the value of the inner map in O[0] and
+// O[1]. Random moves dup and open by id the three maps' fds, close them,
+// put inner maps in O's slots and take them out, change inner values
+// through any open fd, and at times close Q0 or Q1. Observed after each
+// move: what Q0 and Q1 return, which ids are listed, O's slots read back
+// as inner map names.
+type innerGen struct {
+	r       *rand.Rand
+	s       *lifeScenario
+	n       int
+	handles map[string][]string // object -> its open handles
+	qOpen   map[string]bool
+}
+
+func (g *innerGen) add(st lifeStep) { g.s.steps = append(g.s.steps, st) }
+
+func (g *innerGen) openObjs() []string {
+	var objs []string
+	for _, o := range []string{"O", "I1", "I2"} {
+		if len(g.handles[o]) > 0 {
+			objs = append(objs, o)
+		}
+	}
+	return objs
+}
+
+func (g *innerGen) pick(obj string) string { hs := g.handles[obj]; return hs[g.r.Intn(len(hs))] }
+
+func genInnerScenario(r *rand.Rand, i int, outer ebpf.MapType) *lifeScenario {
+	g := &innerGen{r: r, s: &lifeScenario{name: fmt.Sprintf("%s scenario %d", outer, i)},
+		handles: map[string][]string{"O": {"O"}, "I1": {"I1"}, "I2": {"I2"}}, qOpen: map[string]bool{"Q0": true, "Q1": true}}
+	maxEntries := uint32(2)
+	if outer == ebpf.HashOfMaps {
+		maxEntries = 4
+	}
+	g.add(step("create O", func(w lifeWorld) error {
+		return w.newMap("O", &ebpf.MapSpec{Type: outer, KeySize: 4, ValueSize: 4, MaxEntries: maxEntries, InnerMap: innerArraySpec()})
+	}))
+	for j, in := range []string{"I1", "I2"} {
+		g.add(step("create "+in, func(w lifeWorld) error {
+			if err := w.newMap(in, innerArraySpec()); err != nil {
+				return err
+			}
+			return w.updateU64(in, 0, uint64(11*(j+1)))
+		}))
+	}
+	for _, q := range []string{"Q0", "Q1"} {
+		key := int32(q[1] - '0')
+		g.add(step("load "+q, func(w lifeWorld) error {
+			return w.load(q, ebpf.XDP, func(fd func(string) int) asm.Instructions { return innerReader(fd("O"), key) })
+		}))
+	}
+	g.add(step("put I1 in O[0] through O and I1", func(w lifeWorld) error { return w.update("O", 0, "I1") }))
+	for n := 8 + r.Intn(8); n > 0; n-- {
+		objs := g.openObjs()
+		switch op := r.Intn(12); {
+		case op < 2 && len(objs) > 0:
+			obj := objs[r.Intn(len(objs))]
+			from := g.pick(obj)
+			g.n++
+			h := fmt.Sprintf("%s.d%d", obj, g.n)
+			g.handles[obj] = append(g.handles[obj], h)
+			g.add(step("dup "+from+" as "+h, func(w lifeWorld) error { return w.dup(h, from) }))
+		case op < 3:
+			obj := []string{"O", "I1", "I2"}[r.Intn(3)]
+			g.n++
+			h := fmt.Sprintf("%s.r%d", obj, g.n)
+			g.add(step("open "+obj+" by id as "+h, func(w lifeWorld) error {
+				err := w.openByID(h, obj)
+				if err == nil {
+					return nil
+				}
+				return err
+			}))
+			// Whether the open works is the kernels' answer; the
+			// generator only uses handles known to be open, so it
+			// does not count this one.
+			g.handles[obj+"?"] = append(g.handles[obj+"?"], h)
+		case op < 6 && len(objs) > 0:
+			obj := objs[r.Intn(len(objs))]
+			h := g.pick(obj)
+			hs := g.handles[obj]
+			for k, x := range hs {
+				if x == h {
+					g.handles[obj] = append(hs[:k:k], hs[k+1:]...)
+					break
+				}
+			}
+			do := func(w lifeWorld) error { return w.closeMap(h) }
+			if obj == "O" {
+				// The outer map's free, when this is its last
+				// reference, runs in a workqueue and puts the inner
+				// maps there.
+				g.add(eventualStep("close "+h, do))
+			} else {
+				g.add(step("close "+h, do))
+			}
+		case op < 8 && len(g.handles["O"]) > 0:
+			var ins []string
+			for _, o := range []string{"I1", "I2"} {
+				if len(g.handles[o]) > 0 {
+					ins = append(ins, o)
+				}
+			}
+			if len(ins) == 0 {
+				continue
+			}
+			via, key := g.pick("O"), uint32(r.Intn(2))
+			in := g.pick(ins[r.Intn(len(ins))])
+			g.add(step(fmt.Sprintf("put %s in O[%d] through %s", in, key, via), func(w lifeWorld) error { return w.update(via, key, in) }))
+		case op < 9 && len(g.handles["O"]) > 0:
+			via, key := g.pick("O"), uint32(r.Intn(2))
+			g.add(step(fmt.Sprintf("delete O[%d] through %s", key, via), func(w lifeWorld) error { return w.del(via, key) }))
+		case op < 11 && (len(g.handles["I1"]) > 0 || len(g.handles["I2"]) > 0):
+			in := "I1"
+			if len(g.handles[in]) == 0 || (len(g.handles["I2"]) > 0 && r.Intn(2) == 0) {
+				in = "I2"
+			}
+			via, v := g.pick(in), uint64(30+n)
+			g.add(step(fmt.Sprintf("set %s[0] = %d through %s", in, v, via), func(w lifeWorld) error { return w.updateU64(via, 0, v) }))
+		case op == 11 && r.Intn(2) == 0:
+			q := []string{"Q0", "Q1"}[r.Intn(2)]
+			if !g.qOpen[q] {
+				continue
+			}
+			g.qOpen[q] = false
+			// The program's maps are put after a grace period.
+			g.add(eventualStep("close "+q, func(w lifeWorld) error { return w.closeProg(q) }))
+		}
+	}
+	g.add(eventualStep("close everything", func(w lifeWorld) error { w.closeAll(); return nil }))
+	g.s.observe = func(w lifeWorld) string {
+		var b strings.Builder
+		for _, q := range []string{"Q0", "Q1"} {
+			if w.isOpen(q) {
+				fmt.Fprintf(&b, "%s: %s; ", q, lifeErr(w.run(q, 0)))
+			}
+		}
+		for _, h := range g.outerHandles() {
+			if w.isOpen(h) {
+				for key := range uint32(2) {
+					fmt.Fprintf(&b, "O[%d]: %s; ", key, lifeErr(w.lookupObj(h, key)))
+				}
+				break
+			}
+		}
+		b.WriteString(listedObjs(w, "O", "I1", "I2", "Q0", "Q1"))
+		return b.String()
+	}
+	return g.s
+}
+
+// outerHandles lists every handle name on O the scenario may have made.
+func (g *innerGen) outerHandles() []string {
+	hs := []string{"O"}
+	for i := 1; i <= g.n; i++ {
+		hs = append(hs, fmt.Sprintf("O.d%d", i), fmt.Sprintf("O.r%d", i))
+	}
+	return hs
+}
+
+// TestInnerMapLifetimesMatchKernel plays 300 random map-in-map scenarios
+// for each outer type (see innerGen): an inner map whose fds are all
+// closed keeps working through its outer map, and its id goes once no
+// slot, fd or outer map holds it.
+func TestInnerMapLifetimesMatchKernel(t *testing.T) {
+	needKernel(t)
+	for _, outer := range []ebpf.MapType{ebpf.ArrayOfMaps, ebpf.HashOfMaps} {
+		t.Run(outer.String(), func(t *testing.T) {
+			r := rand.New(rand.NewSource(77))
+			n := 300
+			if testing.Short() {
+				n = 40
+			}
+			var corpus []*lifeScenario
+			for i := range n {
+				corpus = append(corpus, genInnerScenario(r, i, outer))
+			}
+			runCorpus(t, corpus)
+		})
+	}
+}
