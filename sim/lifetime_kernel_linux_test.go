@@ -602,3 +602,122 @@ func TestInnerMapLifetimesMatchKernel(t *testing.T) {
 		})
 	}
 }
+
+// TestProgArrayIsNoInnerMapMatchesKernel compares the errnos of using a
+// prog array, and other maps, where a map of maps wants an inner map. A
+// prog array has no map_meta_equal (its owner program type is a runtime
+// binding the verifier cannot check through an outer map), so the kernel
+// refuses it as a template with ENOTSUPP (524, which leaks to user space)
+// and as a value with the template's map_meta_equal's EINVAL: a prog
+// array can never be held only by an outer map, where its last user
+// reference could not clear it.
+func TestProgArrayIsNoInnerMapMatchesKernel(t *testing.T) {
+	needKernel(t)
+	withInner := func(typ ebpf.MapType, inner *ebpf.MapSpec) *ebpf.MapSpec {
+		return &ebpf.MapSpec{Type: typ, KeySize: 4, ValueSize: 4, MaxEntries: 2, InnerMap: inner}
+	}
+	perfSpec := &ebpf.MapSpec{Type: ebpf.PerfEventArray, KeySize: 4, ValueSize: 4, MaxEntries: 2}
+	s := &lifeScenario{name: "inner map kinds", observe: func(lifeWorld) string { return "" }}
+	for _, c := range []struct {
+		h    string
+		spec *ebpf.MapSpec
+	}{
+		{"AoM(prog array)", withInner(ebpf.ArrayOfMaps, progArraySpec(2))},
+		{"HoM(prog array)", withInner(ebpf.HashOfMaps, progArraySpec(2))},
+		{"AoM(perf event array)", withInner(ebpf.ArrayOfMaps, perfSpec)},
+		{"AoM(AoM(array))", withInner(ebpf.ArrayOfMaps, withInner(ebpf.ArrayOfMaps, innerArraySpec()))},
+		{"AoM(array)", withInner(ebpf.ArrayOfMaps, innerArraySpec())},
+		{"HoM(array)", withInner(ebpf.HashOfMaps, innerArraySpec())},
+		{"PA", progArraySpec(2)},
+		{"PE", perfSpec},
+		{"array", innerArraySpec()},
+	} {
+		s.steps = append(s.steps, step("create "+c.h, func(w lifeWorld) error { return w.newMap(c.h, c.spec) }))
+	}
+	for _, outer := range []string{"AoM(array)", "HoM(array)"} {
+		for _, v := range []string{"PA", "PE", "array"} {
+			s.steps = append(s.steps, step("put "+v+" in "+outer, func(w lifeWorld) error { return w.update(outer, 0, v) }))
+		}
+	}
+	s.steps = append(s.steps, eventualStep("close everything", func(w lifeWorld) error { w.closeAll(); return nil }))
+	runCorpus(t, []*lifeScenario{s})
+	sw, err := newSimLife()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := s.play(sw, nil)
+	for _, rec := range out {
+		t.Log(rec)
+	}
+}
+
+// innerPerfScenario is a perf event array E as the inner map of an array
+// of maps O: its events installed through E, its dup E' or F (opened by
+// id), its fds closed in the given order while only O holds it, then O[0]
+// deleted. The slots go with the files that filled them unless E has
+// BPF_F_PRESERVE_ELEMS, whatever holds the map.
+func innerPerfScenario(flags uint32, install [2]string, order []string) *lifeScenario {
+	s := &lifeScenario{name: fmt.Sprintf("inner perf flags %#x install %v close %v", flags, install, order)}
+	add := func(st lifeStep) { s.steps = append(s.steps, st) }
+	perf := &ebpf.MapSpec{Type: ebpf.PerfEventArray, KeySize: 4, ValueSize: 4, MaxEntries: 2, Flags: flags}
+	add(step("create O", func(w lifeWorld) error {
+		return w.newMap("O", &ebpf.MapSpec{Type: ebpf.ArrayOfMaps, KeySize: 4, ValueSize: 4, MaxEntries: 1, InnerMap: perf})
+	}))
+	add(step("create E", func(w lifeWorld) error { return w.newMap("E", perf) }))
+	add(step("dup E as E'", func(w lifeWorld) error { return w.dup("E'", "E") }))
+	add(step("open E by id as F", func(w lifeWorld) error { return w.openByID("F", "E") }))
+	for cpu := range 2 {
+		ev := fmt.Sprintf("e%d", cpu)
+		add(step("open "+ev, func(w lifeWorld) error { return w.newPerfEvent(ev, cpu) }))
+		add(step(fmt.Sprintf("install %s in slot %d through %s", ev, cpu, install[cpu]), func(w lifeWorld) error {
+			return w.update(install[cpu], uint32(cpu), ev)
+		}))
+	}
+	for slot := range 2 {
+		name := fmt.Sprintf("w%d", slot)
+		add(step("load "+name, func(w lifeWorld) error {
+			return w.load(name, ebpf.RawTracepoint, func(fd func(string) int) asm.Instructions { return innerOutputTo(fd("O"), int32(slot)) })
+		}))
+	}
+	add(step("put E in O[0]", func(w lifeWorld) error { return w.update("O", 0, "E") }))
+	for _, h := range order {
+		add(step("close "+h, func(w lifeWorld) error { return w.closeMap(h) }))
+	}
+	add(step("delete O[0]", func(w lifeWorld) error { return w.del("O", 0) }))
+	add(eventualStep("close everything", func(w lifeWorld) error { w.closeAll(); return nil }))
+	s.observe = func(w lifeWorld) string {
+		var b strings.Builder
+		for slot := range 2 {
+			prog := fmt.Sprintf("w%d", slot)
+			if !w.isOpen(prog) {
+				continue
+			}
+			for cpu := range 2 {
+				fmt.Fprintf(&b, "slot %d from cpu %d: %s; ", slot, cpu, lifeErr(w.run(prog, cpu)))
+			}
+		}
+		b.WriteString(listedObjs(w, "O", "E"))
+		return b.String()
+	}
+	return s
+}
+
+// TestInnerPerfEventArrayMatchesKernel plays every order of closing an
+// inner perf event array's fds, for every choice of the fds its events
+// are installed through, with and without BPF_F_PRESERVE_ELEMS: 108
+// scenarios. An outer map's reference keeps the array, not its events.
+func TestInnerPerfEventArrayMatchesKernel(t *testing.T) {
+	needKernel(t)
+	fds := []string{"E", "E'", "F"}
+	var corpus []*lifeScenario
+	for _, flags := range []uint32{0, uapi.BPF_F_PRESERVE_ELEMS} {
+		for _, i0 := range fds {
+			for _, i1 := range fds {
+				for _, order := range permutations(fds) {
+					corpus = append(corpus, innerPerfScenario(flags, [2]string{i0, i1}, order))
+				}
+			}
+		}
+	}
+	runCorpus(t, corpus)
+}
