@@ -204,7 +204,8 @@ func TestPerfEventArrayFileOwnershipMatchesKernel(t *testing.T) {
 // (returning 1 if both fall through), programs T and T2 (returning 2 and
 // 3) to put there, and in slot 2 a sentinel program whose own fd is
 // closed. Random moves dup PA's fds, open it by id, close fds, fill and
-// empty slots, close T, T2 and at times P. Observed after each move:
+// empty slots (P too can go into a slot of its own array: a cycle), close
+// T, T2 and at times P. Observed after each move:
 // P's result, which objects' ids are listed, and the slots as user space
 // reads them back.
 //
@@ -317,6 +318,11 @@ func genProgArrayScenario(r *rand.Rand, i int) *lifeScenario {
 					open = append(open, t)
 				}
 			}
+			if g.pOpen && r.Intn(4) == 0 {
+				// P in a slot of the array it tail calls through: a
+				// cycle only the uref clear breaks.
+				open = []string{"P"}
+			}
 			if len(open) == 0 {
 				continue
 			}
@@ -384,9 +390,28 @@ func TestProgArrayUrefAndProgramLifetimesMatchKernel(t *testing.T) {
 		n = 40
 	}
 	var corpus []*lifeScenario
+	kinds := map[string]int{}
 	for i := range n {
-		corpus = append(corpus, genProgArrayScenario(r, i))
+		s := genProgArrayScenario(r, i)
+		corpus = append(corpus, s)
+		seen := map[string]bool{}
+		for _, st := range s.steps {
+			switch {
+			case strings.HasPrefix(st.name, "put S2"):
+				seen["reopened and refilled after a clear"] = true
+			case strings.HasPrefix(st.name, "put P in"):
+				seen["P in its own array"] = true
+			case st.name == "close P":
+				seen["P closed"] = true
+			case st.name == "open PA by id after its free":
+				seen["PA freed before the end"] = true
+			}
+		}
+		for k := range seen {
+			kinds[k]++
+		}
 	}
+	t.Logf("scenarios with: %v", kinds)
 	runCorpus(t, corpus)
 }
 
