@@ -104,12 +104,13 @@ func eventualStep(name string, do func(w lifeWorld) error) lifeStep {
 // with an event per CPU, installed through chosen fds among A (the
 // creating fd), A' (its dup), B (opened by id) and B' (B's dup); the fds
 // closed in the given order while two raw tracepoint programs hold the
-// map; then the map opened again by id (C), an event installed through C,
+// map (in some, after the first close, a slot filled again through the fd
+// closed last); then the map opened again by id (C), an event installed through C,
 // C closed; then the programs closed. After each step each program writes
 // to its slot from each CPU: 0 where the slot holds the CPU's own event,
 // -EOPNOTSUPP where it holds another CPU's, -ENOENT where it is empty.
-func perfScenario(flags uint32, install [2]string, order []string, closeEvents bool) *lifeScenario {
-	s := &lifeScenario{name: fmt.Sprintf("perf flags %#x install %v close %v events closed %v", flags, install, order, closeEvents)}
+func perfScenario(flags uint32, install [2]string, order []string, closeEvents bool, reinstall int) *lifeScenario {
+	s := &lifeScenario{name: fmt.Sprintf("perf flags %#x install %v close %v events closed %v reinstall %d", flags, install, order, closeEvents, reinstall)}
 	add := func(st lifeStep) { s.steps = append(s.steps, st) }
 	add(step("create A", func(w lifeWorld) error {
 		return w.newMap("A", &ebpf.MapSpec{Type: ebpf.PerfEventArray, KeySize: 4, ValueSize: 4, MaxEntries: 2, Flags: flags})
@@ -141,8 +142,16 @@ func perfScenario(flags uint32, install [2]string, order []string, closeEvents b
 			return w.closePerfEvent("e1")
 		}))
 	}
-	for _, h := range order {
+	for i, h := range order {
 		add(step("close "+h, func(w lifeWorld) error { return w.closeMap(h) }))
+		if i == 0 && reinstall >= 0 && !closeEvents {
+			// A slot filled again belongs to the file of its last
+			// update: here the fd closed last.
+			via, ev := order[len(order)-1], fmt.Sprintf("e%d", reinstall)
+			add(step(fmt.Sprintf("install %s in slot %d again through %s", ev, reinstall, via), func(w lifeWorld) error {
+				return w.update(via, uint32(reinstall), ev)
+			}))
+		}
 	}
 	// Every user fd is closed; the programs still hold the map, which can
 	// be opened again by id and filled again.
@@ -187,7 +196,10 @@ func TestPerfEventArrayFileOwnershipMatchesKernel(t *testing.T) {
 		for _, i0 := range fds {
 			for _, i1 := range fds {
 				for _, order := range permutations(fds) {
-					corpus = append(corpus, perfScenario(flags, [2]string{i0, i1}, order, n%2 == 1))
+					// Half the scenarios close the events' fds; of
+					// the others, some fill a slot again after the
+					// first close.
+					corpus = append(corpus, perfScenario(flags, [2]string{i0, i1}, order, n%2 == 1, n%6/2-1))
 					n++
 				}
 			}
@@ -473,15 +485,15 @@ func (g *innerGen) openObjs() []string {
 
 func (g *innerGen) pick(obj string) string { hs := g.handles[obj]; return hs[g.r.Intn(len(hs))] }
 
-func genInnerScenario(r *rand.Rand, i int, outer ebpf.MapType) *lifeScenario {
-	g := &innerGen{r: r, s: &lifeScenario{name: fmt.Sprintf("%s scenario %d", outer, i)},
+func genInnerScenario(r *rand.Rand, i int, outer ebpf.MapType, flags uint32) *lifeScenario {
+	g := &innerGen{r: r, s: &lifeScenario{name: fmt.Sprintf("%s flags %#x scenario %d", outer, flags, i)},
 		handles: map[string][]string{"O": {"O"}, "I1": {"I1"}, "I2": {"I2"}}, qOpen: map[string]bool{"Q0": true, "Q1": true}}
 	maxEntries := uint32(2)
 	if outer == ebpf.HashOfMaps {
 		maxEntries = 4
 	}
 	g.add(step("create O", func(w lifeWorld) error {
-		return w.newMap("O", &ebpf.MapSpec{Type: outer, KeySize: 4, ValueSize: 4, MaxEntries: maxEntries, InnerMap: innerArraySpec()})
+		return w.newMap("O", &ebpf.MapSpec{Type: outer, KeySize: 4, ValueSize: 4, MaxEntries: maxEntries, Flags: flags, InnerMap: innerArraySpec()})
 	}))
 	for j, in := range []string{"I1", "I2"} {
 		g.add(step("create "+in, func(w lifeWorld) error {
@@ -612,8 +624,17 @@ func (g *innerGen) outerHandles() []string {
 // slot, fd or outer map holds it.
 func TestInnerMapLifetimesMatchKernel(t *testing.T) {
 	needKernel(t)
-	for _, outer := range []ebpf.MapType{ebpf.ArrayOfMaps, ebpf.HashOfMaps} {
-		t.Run(outer.String(), func(t *testing.T) {
+	for _, c := range []struct {
+		outer ebpf.MapType
+		flags uint32
+	}{
+		{ebpf.ArrayOfMaps, 0},
+		{ebpf.HashOfMaps, 0},
+		// Elements allocated on update and freed on delete, rather than
+		// preallocated: the inner map is put when its element goes.
+		{ebpf.HashOfMaps, uapi.BPF_F_NO_PREALLOC},
+	} {
+		t.Run(fmt.Sprintf("%s flags %#x", c.outer, c.flags), func(t *testing.T) {
 			r := rand.New(rand.NewSource(77))
 			n := 300
 			if testing.Short() {
@@ -621,7 +642,7 @@ func TestInnerMapLifetimesMatchKernel(t *testing.T) {
 			}
 			var corpus []*lifeScenario
 			for i := range n {
-				corpus = append(corpus, genInnerScenario(r, i, outer))
+				corpus = append(corpus, genInnerScenario(r, i, c.outer, c.flags))
 			}
 			runCorpus(t, corpus)
 		})
