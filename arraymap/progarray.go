@@ -22,8 +22,11 @@ import (
 // agree on type and runtime (ProgHolder).
 //
 // Slots are swapped atomically, so a program running a tail call sees the
-// old program or the new one; a program taken out of a slot is put after
-// an RCU grace period. When the last user reference goes, every slot is
+// old program or the new one; a program taken out of a slot is put at
+// once (prog_fd_array_put_ptr: bpf_prog_put), since a program defers its
+// own free past an RCU grace period: a program held only by the slot
+// leaves the id list when the update returns, even while a program that
+// read the slot still runs. When the last user reference goes, every slot is
 // cleared (ReleaseUref): a program that tail calls through a map it is
 // stored in would otherwise keep itself and the map alive for ever.
 var ProgArray = &maps.Type{
@@ -114,7 +117,7 @@ func (a *progArray) CheckFdUpdate(key []byte, flags uint64) error {
 
 // UpdateObject is bpf_fd_array_map_update_elem with prog_fd_array_get_ptr:
 // the program must be compatible with the map's owner; the slot's old
-// program, if any, is put after a grace period.
+// program, if any, is put.
 func (a *progArray) UpdateObject(key []byte, obj maps.Object, _ maps.File, flags uint64) error {
 	if err := a.CheckFdUpdate(key, flags); err != nil {
 		return err
@@ -128,14 +131,13 @@ func (a *progArray) UpdateObject(key []byte, obj maps.Object, _ maps.File, flags
 	}
 	idx, _ := a.index(key)
 	p.Get()
-	a.swap(idx, &progSlot{p: p}, true)
+	a.swap(idx, &progSlot{p: p})
 	return nil
 }
 
 // swap puts next in slot idx under the poke mutex, tells the trackers and
-// puts the old program (after a grace period if deferred). It returns
-// whether the slot held a program.
-func (a *progArray) swap(idx uint32, next *progSlot, deferred bool) bool {
+// puts the old program. It returns whether the slot held a program.
+func (a *progArray) swap(idx uint32, next *progSlot) bool {
 	a.pokeMu.Lock()
 	old := a.slots[idx].Swap(next)
 	var oldP, newP maps.ProgObject
@@ -152,11 +154,7 @@ func (a *progArray) swap(idx uint32, next *progSlot, deferred bool) bool {
 	if old == nil {
 		return false
 	}
-	if deferred {
-		a.k.CallRCU(old.p.Put)
-	} else {
-		old.p.Put()
-	}
+	old.p.Put()
 	return true
 }
 
@@ -221,13 +219,13 @@ func (a *progArray) UpdateElem(int, []byte, []byte, uint64) error {
 }
 
 // DeleteElem is fd_array_map_delete_elem: E2BIG past the end, ENOENT for
-// an empty slot; the program is put after a grace period.
+// an empty slot.
 func (a *progArray) DeleteElem(_ int, key []byte) error {
 	idx, ok := a.index(key)
 	if !ok {
 		return errors.Wrapf(uapi.E2BIG, "index %d is past max_entries %d", idx, a.m.MaxEntries)
 	}
-	if !a.swap(idx, nil, true) {
+	if !a.swap(idx, nil) {
 		return errors.Wrapf(uapi.ENOENT, "slot %d is empty", idx)
 	}
 	return nil
@@ -249,10 +247,10 @@ func (a *progArray) GetNextKey(key, next []byte) error {
 }
 
 // clear empties every slot (bpf_fd_array_map_clear).
-func (a *progArray) clear(deferred bool) {
+func (a *progArray) clear() {
 	for i := range a.slots {
 		if a.slots[i].Load() != nil {
-			a.swap(uint32(i), nil, deferred)
+			a.swap(uint32(i), nil)
 		}
 	}
 }
@@ -261,7 +259,11 @@ func (a *progArray) clear(deferred bool) {
 // reference left, nothing can fill the map again, and the programs in it
 // are dropped, which breaks the cycles of programs stored in the maps
 // they tail call through.
-func (a *progArray) ReleaseUref() { a.clear(true) }
+//
+// The kernel clears in a workqueue (prog_array_map_clear_deferred), after
+// the close that dropped the last user reference has returned; bpfsim
+// clears before it returns, one of the orders the kernel allows.
+func (a *progArray) ReleaseUref() { a.clear() }
 
 // PokeTrack adds t to the programs told of slot changes.
 func (a *progArray) PokeTrack(t PokeTracker) {
@@ -287,10 +289,9 @@ func (a *progArray) PokeUntrack(t PokeTracker) {
 	}
 }
 
-// Free is prog_array_map_free: it runs after a grace period, so the slots'
-// programs are put at once.
+// Free is prog_array_map_free: it puts the programs still in the slots.
 func (a *progArray) Free() {
-	a.clear(false)
+	a.clear()
 	if a.m.Addr != 0 {
 		_ = a.k.Memory().Free(a.m.Addr)
 	}

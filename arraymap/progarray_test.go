@@ -1,6 +1,7 @@
 package arraymap_test
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,10 +20,18 @@ type fakeProg struct {
 	id    uint32
 	owner maps.ProgOwner
 	refs  atomic.Int64
+	// k, if set, makes the last Put free the program after a grace
+	// period, as bpf_prog_put does.
+	k     maps.Kernel
+	freed atomic.Bool
 }
 
-func (p *fakeProg) Get()                      { p.refs.Add(1) }
-func (p *fakeProg) Put()                      { p.refs.Add(-1) }
+func (p *fakeProg) Get() { p.refs.Add(1) }
+func (p *fakeProg) Put() {
+	if p.refs.Add(-1) == 0 && p.k != nil {
+		p.k.CallRCU(func() { p.freed.Store(true) })
+	}
+}
 func (p *fakeProg) ObjectID() uint32          { return p.id }
 func (p *fakeProg) ProgOwner() maps.ProgOwner { return p.owner }
 
@@ -95,15 +104,12 @@ func TestProgArraySlotsHoldReferencesAndReturnIDs(t *testing.T) {
 	if id, err := fv.LookupID(key(1)); err != nil || id != 10 || a.refs.Load() != 1 {
 		t.Fatalf("id %d, %v, refs %d", id, err, a.refs.Load())
 	}
-	// Replacing: the old program is put only after a grace period.
+	// Replacing: the old program is put at once (bpf_prog_put; a
+	// program defers its own free past a grace period).
 	if err := fv.UpdateObject(key(1), b, 0, uapi.BPF_ANY); err != nil {
 		t.Fatal(err)
 	}
-	if a.refs.Load() != 1 || b.refs.Load() != 1 {
-		t.Fatalf("refs before the grace period: %d %d", a.refs.Load(), b.refs.Load())
-	}
-	k.GracePeriod()
-	if a.refs.Load() != 0 {
+	if a.refs.Load() != 0 || b.refs.Load() != 1 {
 		t.Fatalf("replaced program still referenced: %d", a.refs.Load())
 	}
 	for _, c := range []struct {
@@ -129,7 +135,6 @@ func TestProgArraySlotsHoldReferencesAndReturnIDs(t *testing.T) {
 	if err := m.Ops.DeleteElem(0, key(1)); err != nil {
 		t.Fatal(err)
 	}
-	k.GracePeriod()
 	if b.refs.Load() != 0 {
 		t.Fatalf("deleted program still referenced: %d", b.refs.Load())
 	}
@@ -274,13 +279,14 @@ func TestProgArrayTellsPokeTrackersOfEveryChange(t *testing.T) {
 }
 
 // A tail call running while user space swaps a slot sees the old program
-// or the new one; the old one stays referenced until the readers that
-// could see it are done.
+// or the new one; the old one, put at once, is freed only once the
+// readers that could see it are done (a program's own free waits for a
+// grace period).
 func TestProgArraySwapsAreAtomicForReaders(t *testing.T) {
 	k := mapstest.NewKernel(2)
 	m := newProgArray(t, k, 1)
 	fv := m.Ops.(maps.FdValues)
-	progs := []*fakeProg{{id: 1}, {id: 2}, {id: 3}}
+	var progs []*fakeProg
 	var stop atomic.Bool
 	var wg sync.WaitGroup
 	for r := 0; r < 2; r++ {
@@ -294,15 +300,22 @@ func TestProgArraySwapsAreAtomicForReaders(t *testing.T) {
 						t.Error("index 0 out of bounds")
 						return
 					}
-					if p != nil && p.(*fakeProg).refs.Load() <= 0 {
-						t.Errorf("program %d reached with no reference", p.ObjectID())
+					// Stay in the section a while, as a tail call
+					// running the program would.
+					runtime.Gosched()
+					if p != nil && p.(*fakeProg).freed.Load() {
+						t.Errorf("program %d reached after its free", p.ObjectID())
 					}
 				})
 			}
 		}()
 	}
 	for i := 0; i < 2000; i++ {
-		_ = fv.UpdateObject(key(0), progs[i%3], 0, uapi.BPF_ANY)
+		// A new program each time, held by the slot alone: the one
+		// it replaces is put at once.
+		p := &fakeProg{id: uint32(i + 1), k: k}
+		progs = append(progs, p)
+		_ = fv.UpdateObject(key(0), p, 0, uapi.BPF_ANY)
 		if i%50 == 0 {
 			k.GracePeriod()
 		}
@@ -312,8 +325,8 @@ func TestProgArraySwapsAreAtomicForReaders(t *testing.T) {
 	_ = m.Ops.DeleteElem(0, key(0))
 	k.GracePeriod()
 	for _, p := range progs {
-		if p.refs.Load() != 0 {
-			t.Errorf("program %d keeps %d references", p.id, p.refs.Load())
+		if p.refs.Load() != 0 || !p.freed.Load() {
+			t.Errorf("program %d keeps %d references (freed %v)", p.id, p.refs.Load(), p.freed.Load())
 		}
 	}
 }

@@ -217,7 +217,9 @@ type FdValues interface {
 	FdKind() FdKind
 	// UpdateObject stores obj under key; file is the map file used for
 	// the update. On success the map holds its own reference on obj; a
-	// replaced object's reference is dropped after a grace period.
+	// replaced object's reference is dropped as map_fd_put_ptr drops it:
+	// at once for maps and programs, which defer their own free past a
+	// grace period, after a grace period for perf events.
 	UpdateObject(key []byte, obj Object, file File, flags uint64) error
 	// LookupID returns the id of the object under key.
 	LookupID(key []byte) (uint32, error)

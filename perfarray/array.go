@@ -30,12 +30,15 @@ import (
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
 
-// PerfEventArray is BPF_MAP_TYPE_PERF_EVENT_ARRAY.
+// PerfEventArray is BPF_MAP_TYPE_PERF_EVENT_ARRAY. It may be an inner map
+// of a map of maps (perf_event_array_map_ops has bpf_map_meta_equal):
+// programs then write to the array an outer map lookup returns.
 var PerfEventArray = &maps.Type{
 	ID:         uapi.MapTypePerfEventArray,
 	Name:       "perf_event_array",
 	AllocCheck: allocCheck,
 	Alloc:      alloc,
+	MetaEqual:  maps.DefaultMetaEqual,
 }
 
 // allowedFlags are ARRAY_CREATE_FLAG_MASK less the flags that array_map_
