@@ -174,6 +174,27 @@ func Compile(insns []insn.Insn, helpers HelperResolver) (*Program, error) {
 	for i := 0; i < n; i++ {
 		in := insns[i]
 		o := op{dst: in.Dst, src: in.Src, off: int32(in.Off), imm: uint64(int64(in.Imm))}
+		// Most instructions are plain ALU operations, loads, stores and
+		// conditional jumps, whose kind the opcode alone decides.
+		if f := fastKinds[in.Code]; useFastKinds && f.kind != opInvalid && in.Dst <= insn.AX && in.Src <= insn.AX &&
+			(f.flags&fastNeedsOff0 == 0 || in.Off == 0) {
+			o.kind = f.kind
+			if f.flags&fastImm32 != 0 {
+				o.imm = uint64(uint32(in.Imm))
+			}
+			if f.flags&fastCondJump != 0 {
+				o.off = int32(i) + 1 + int32(in.Off)
+				o.back = int(o.off) <= i
+				switch {
+				case o.off < 0 || int(o.off) >= n || int(o.off) < i && p.ops[o.off].kind == opInvalid:
+					return nil, errors.Wrapf(uapi.EINVAL, "jump out of range from insn %d to %d", i, o.off)
+				case !o.back:
+					forward = append(forward, int32(i))
+				}
+			}
+			p.ops[i] = o
+			continue
+		}
 		// AX is allowed: verifier rewrites use it. User programs are
 		// stopped from naming it before they get here.
 		if in.Dst > insn.AX || in.Src > insn.AX {
@@ -417,3 +438,65 @@ func jumpKind(in insn.Insn) (opKind, error) {
 		return k[w][x], nil
 	}
 }
+
+// useFastKinds turns Compile's fast path on; a test compares it with the
+// slow path.
+var useFastKinds = true
+
+// fastKind is what Compile's fast path needs of an opcode.
+type fastKind struct {
+	kind  opKind
+	flags uint8
+}
+
+const (
+	fastImm32     = 1 << iota // a 32-bit operation: imm zero-extended
+	fastCondJump              // a conditional jump: off is the target
+	fastNeedsOff0             // the kind holds only with off 0 (div, mod, mov)
+)
+
+// fastKinds is the kind of every opcode whose kind depends on nothing
+// else (with off 0 where fastNeedsOff0 says so), as the slow path finds
+// it; opInvalid for the others.
+var fastKinds = func() (t [256]fastKind) {
+	for c := 0; c < 256; c++ {
+		in := insn.Insn{Code: uint8(c)}
+		var k opKind
+		var err error
+		var flags uint8
+		switch in.Class() {
+		case insn.ALU, insn.ALU64:
+			switch in.Op() {
+			case insn.END, insn.NEG:
+				continue
+			case insn.DIV, insn.MOD, insn.MOV:
+				flags |= fastNeedsOff0
+			}
+			if in.Class() == insn.ALU {
+				flags |= fastImm32
+			}
+			k, err = aluKind(in)
+		case insn.LDX, insn.ST, insn.STX:
+			if in.Mode() != insn.MEM && in.Mode() != insn.MEMSX {
+				continue
+			}
+			k, err = memKind(in)
+		case insn.JMP, insn.JMP32:
+			switch in.Op() {
+			case insn.JA, insn.CALL, insn.EXIT, insn.TailCall, insn.JCOND:
+				continue
+			}
+			flags |= fastCondJump
+			if in.Class() == insn.JMP32 {
+				flags |= fastImm32
+			}
+			k, err = jumpKind(in)
+		default:
+			continue
+		}
+		if err == nil {
+			t[c] = fastKind{k, flags}
+		}
+	}
+	return t
+}()
