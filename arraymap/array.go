@@ -162,10 +162,7 @@ func (a *array) protect() error {
 	return a.k.Memory().SetPerm(area.Start, area.Size, perm)
 }
 
-func (a *array) index(key []byte) (uint32, bool) {
-	idx := binary.LittleEndian.Uint32(key)
-	return idx, idx < a.m.MaxEntries
-}
+func (a *array) index(key []byte) (uint32, bool) { return arrayIndex(a.m.MaxEntries, key) }
 
 // LookupElem is array_map_lookup_elem / percpu_array_map_lookup_elem.
 func (a *array) LookupElem(cpu int, key []byte) (uint64, error) {
@@ -236,12 +233,19 @@ func (a *array) DeleteElem(int, []byte) error {
 	return errors.Wrap(uapi.EINVAL, "array elements cannot be deleted")
 }
 
-// GetNextKey is array_map_get_next_key.
-func (a *array) GetNextKey(key, next []byte) error {
+// arrayIndex reads an array key: the index, and whether it is in range.
+func arrayIndex(maxEntries uint32, key []byte) (uint32, bool) {
+	idx := binary.LittleEndian.Uint32(key)
+	return idx, idx < maxEntries
+}
+
+// arrayGetNextKey is array_map_get_next_key, shared by every array type:
+// a missing or out-of-range key gives index 0, the last index ENOENT.
+func arrayGetNextKey(maxEntries uint32, key, next []byte) error {
 	idx := uint32(0)
 	if key != nil {
-		if i, ok := a.index(key); ok {
-			if i == a.m.MaxEntries-1 {
+		if i, ok := arrayIndex(maxEntries, key); ok {
+			if i == maxEntries-1 {
 				return errors.Wrap(uapi.ENOENT, "last element")
 			}
 			idx = i + 1
@@ -249,6 +253,11 @@ func (a *array) GetNextKey(key, next []byte) error {
 	}
 	binary.LittleEndian.PutUint32(next, idx)
 	return nil
+}
+
+// GetNextKey is array_map_get_next_key.
+func (a *array) GetNextKey(key, next []byte) error {
+	return arrayGetNextKey(a.m.MaxEntries, key, next)
 }
 
 // Free is array_map_free.

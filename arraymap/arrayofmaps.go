@@ -106,10 +106,7 @@ func (a *arrayOfMaps) InnerMeta() *maps.Map { return a.meta }
 // FdKind: the fds written into an array of maps are maps'.
 func (a *arrayOfMaps) FdKind() maps.FdKind { return maps.FdMap }
 
-func (a *arrayOfMaps) index(key []byte) (uint32, bool) {
-	idx := binary.LittleEndian.Uint32(key)
-	return idx, idx < a.m.MaxEntries
-}
+func (a *arrayOfMaps) index(key []byte) (uint32, bool) { return arrayIndex(a.m.MaxEntries, key) }
 
 // slot is the simulated memory of slot idx.
 func (a *arrayOfMaps) slot(idx uint32) []byte {
@@ -218,17 +215,7 @@ func (a *arrayOfMaps) DeleteElem(_ int, key []byte) error {
 
 // GetNextKey is array_map_get_next_key: indexes, empty slots included.
 func (a *arrayOfMaps) GetNextKey(key, next []byte) error {
-	idx := uint32(0)
-	if key != nil {
-		if i, ok := a.index(key); ok {
-			if i == a.m.MaxEntries-1 {
-				return errors.Wrap(uapi.ENOENT, "last element")
-			}
-			idx = i + 1
-		}
-	}
-	binary.LittleEndian.PutUint32(next, idx)
-	return nil
+	return arrayGetNextKey(a.m.MaxEntries, key, next)
 }
 
 // GenLookup is array_of_map_gen_lookup: the array lookup followed by a

@@ -1,7 +1,6 @@
 package arraymap
 
 import (
-	"encoding/binary"
 	"sync"
 	"sync/atomic"
 
@@ -98,10 +97,7 @@ var (
 // FdKind: prog array values are program file descriptors.
 func (a *progArray) FdKind() maps.FdKind { return maps.FdProg }
 
-func (a *progArray) index(key []byte) (uint32, bool) {
-	idx := binary.LittleEndian.Uint32(key)
-	return idx, idx < a.m.MaxEntries
-}
+func (a *progArray) index(key []byte) (uint32, bool) { return arrayIndex(a.m.MaxEntries, key) }
 
 // CheckFdUpdate is the start of bpf_fd_array_map_update_elem: only
 // BPF_ANY, and only indexes below max_entries, before the fd is looked at.
@@ -233,17 +229,7 @@ func (a *progArray) DeleteElem(_ int, key []byte) error {
 
 // GetNextKey is array_map_get_next_key: every index, empty or not.
 func (a *progArray) GetNextKey(key, next []byte) error {
-	idx := uint32(0)
-	if key != nil {
-		if i, ok := a.index(key); ok {
-			if i == a.m.MaxEntries-1 {
-				return errors.Wrap(uapi.ENOENT, "last element")
-			}
-			idx = i + 1
-		}
-	}
-	binary.LittleEndian.PutUint32(next, idx)
-	return nil
+	return arrayGetNextKey(a.m.MaxEntries, key, next)
 }
 
 // clear empties every slot (bpf_fd_array_map_clear).
