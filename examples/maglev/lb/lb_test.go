@@ -685,26 +685,38 @@ func TestBackendCountsSumCPUs(t *testing.T) {
 func TestXlatedInlinesOuterLookupAndCallsInnerArray(t *testing.T) {
 	lb := newTestLB(t, 1)
 	x := lb.Program().Xlated()
-	outerID := lb.Map("maglev_outer").ID()
+	if err := checkMapInMapCode(x, lb.Map("maglev_outer").ID()); err != nil {
+		t.Fatalf("%v in\n%s", err, x)
+	}
+	// The services map is a plain hash: no such sequence for it.
+	if err := checkMapInMapCode(x, lb.Map("services").ID()); err == nil {
+		t.Error("the check finds an outer map lookup in the services map's")
+	}
+}
+
+// checkMapInMapCode checks an xlated listing in bpftool's syntax for the
+// inlined lookup in the outer map (id outerID) and the direct call for
+// the inner array.
+func checkMapInMapCode(x string, outerID uint32) error {
 	outer := regexp.MustCompile(fmt.Sprintf(`(?m)^ +\d+: \(18\) r1 = map\[id:%d\]\n`+
 		`^ +\d+: \(85\) call __htab_map_lookup_elem#\d+\n`+
 		`^ +\d+: \(15\) if r0 == 0x0 goto pc\+2\n`+
 		`^ +\d+: \(07\) r0 \+= (\d+)\n`+
 		`^ +\d+: \(79\) r0 = \*\(u64 \*\)\(r0 \+0\)\n`, outerID))
-	plain := regexp.MustCompile(`(?m)^; .*\n`)
-	code := plain.ReplaceAllString(x, "")
+	code := regexp.MustCompile(`(?m)^; .*\n`).ReplaceAllString(x, "")
 	m := outer.FindStringSubmatch(code)
 	if m == nil {
-		t.Fatalf("no inlined lookup in maglev_outer (map %d):\n%s", outerID, x)
+		return fmt.Errorf("no inlined lookup in maglev_outer (map %d)", outerID)
 	}
 	// OFF_KEY (the htab_elem header, 48 bytes) + round_up(key_size 8, 8).
 	if m[1] != "56" {
-		t.Errorf("the element's value is at +%s, want +56", m[1])
+		return fmt.Errorf("the element's value is at +%s, want +56", m[1])
 	}
 	if !regexp.MustCompile(`\(85\) call array_map_lookup_elem#\d+`).MatchString(code) {
-		t.Errorf("the inner lookup is not a direct call of array_map_lookup_elem:\n%s", x)
+		return fmt.Errorf("the inner lookup is not a direct call of array_map_lookup_elem")
 	}
 	if strings.Contains(code, "call bpf_map_lookup_elem") {
-		t.Errorf("a lookup still goes through the helper:\n%s", x)
+		return fmt.Errorf("a lookup still goes through the helper")
 	}
+	return nil
 }
