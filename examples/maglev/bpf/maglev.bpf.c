@@ -19,6 +19,10 @@
  *   rewrite the destination (address, port, MACs), fix the checksums,
  *   send the packet back out of the interface it came in on: XDP_TX.
  *
+ * IPv6 services work alike, with maps of their own (services6,
+ * maglev_outer6, backends6) and Cilium's IPv6 flow hash; backend ids and
+ * the counters are shared by both families.
+ *
  * Each service has its own inner array, of any size (BPF_F_INNER_MAP lets
  * one outer map hold arrays whose max_entries differ from the template's).
  * User space changes a service's backends by building a new inner array and
@@ -26,12 +30,14 @@
  * table or the new one, never half of each.
  *
  * What the program does with other packets, as a real balancer would:
- *   - not IPv4 (ARP, IPv6...), or IPv4 neither TCP nor UDP, or not to a
- *     service: XDP_PASS, the kernel's stack handles it;
+ *   - not IP (ARP...), or IP neither TCP nor UDP, or not to a service:
+ *     XDP_PASS, the kernel's stack handles it;
  *   - IPv4 fragments: XDP_PASS, only the first has the ports, so the stack
  *     must reassemble them (Cilium tracks fragments in a map instead);
- *   - headers cut short, an IP version other than 4 in an IPv4 frame, an
- *     IP header length under 20 bytes: XDP_DROP, no host could use them;
+ *     IPv6 packets with extension headers (fragments among them) are
+ *     passed too: this lesson does not walk extension header chains;
+ *   - headers cut short, an IP version that contradicts the EtherType, an
+ *     IPv4 header length under 20 bytes: XDP_DROP, no host could use them;
  *   - a service with no usable backend (empty table slot, unknown backend
  *     id): XDP_DROP, as Cilium drops with DROP_NO_SERVICE.
  *
@@ -85,6 +91,7 @@ static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 
 #define ETH_ALEN 6
 #define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
 #define ETH_P_8021Q 0x8100
 #define ETH_P_8021AD 0x88A8
 #define IPPROTO_TCP 6
@@ -114,6 +121,16 @@ struct iphdr {
 	__u16 check;
 	__be32 saddr;
 	__be32 daddr;
+};
+
+struct ipv6hdr {
+	__u8 priority : 4, version : 4;
+	__u8 flow_lbl[3];
+	__be16 payload_len;
+	__u8 nexthdr;
+	__u8 hop_limit;
+	__be32 saddr[4];
+	__be32 daddr[4];
 };
 
 /* TCP and UDP headers start alike: the ports, then (at different offsets)
@@ -153,6 +170,19 @@ struct backend {
 	__u8 mac[ETH_ALEN];
 };
 
+struct svc6_key {
+	__be32 vip[4];
+	__be16 port;
+	__u8 proto;
+	__u8 pad; /* always 0 */
+};
+
+struct backend6 {
+	__be32 addr[4];
+	__be16 port;
+	__u8 mac[ETH_ALEN];
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_SERVICES);
@@ -186,13 +216,36 @@ struct {
 	__type(value, struct backend);
 } backends SEC(".maps");
 
+/* The same for IPv6 services: another outer map with the same inner
+ * template. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SERVICES);
+	__type(key, struct svc6_key);
+	__type(value, struct svc_value);
+} services6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, MAX_SERVICES);
+	__type(key, struct svc6_key);
+	__array(values, struct maglev_lut);
+} maglev_outer6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct backend6);
+} backends6 SEC(".maps");
+
 /* Per-CPU packet counters: no other CPU writes a CPU's copy, so plain
  * increments suffice. Index i < MAX_BACKENDS counts the packets sent to
  * backend id i; MAX_BACKENDS + STAT_* counts verdicts. */
 enum {
 	STAT_TX,               /* forwarded to a backend */
-	STAT_PASS_NOT_IPV4,    /* not IPv4: ARP, IPv6... */
-	STAT_PASS_NOT_SERVICE, /* IPv4, but not TCP/UDP to a service */
+	STAT_PASS_NOT_IP,      /* neither IPv4 nor IPv6: ARP... */
+	STAT_PASS_NOT_SERVICE, /* IP, but not TCP/UDP to a service */
 	STAT_PASS_FRAGMENT,    /* IPv4 fragment: left to the stack */
 	STAT_DROP_MALFORMED,   /* headers cut short or invalid */
 	STAT_DROP_NO_BACKEND,  /* a service without a usable backend */
@@ -235,20 +288,36 @@ static __always_inline __u32 rol32(__u32 word, unsigned int shift)
 	return (word << shift) | (word >> ((-shift) & 31));
 }
 
+/* __jhash_mix: mix three words reversibly, between blocks of input. */
+#define jhash_mix(a, b, c)                                   \
+	do {                                                 \
+		a -= c; a ^= rol32(c, 4);  c += b;           \
+		b -= a; b ^= rol32(a, 6);  a += c;           \
+		c -= b; c ^= rol32(b, 8);  b += a;           \
+		a -= c; a ^= rol32(c, 16); c += b;           \
+		b -= a; b ^= rol32(a, 19); a += c;           \
+		c -= b; c ^= rol32(b, 4);  b += a;           \
+	} while (0)
+
+/* __jhash_final: mix a, b and c into c, after the last block. */
+#define jhash_final(a, b, c)                                 \
+	do {                                                 \
+		c ^= b; c -= rol32(b, 14);                   \
+		a ^= c; a -= rol32(c, 11);                   \
+		b ^= a; b -= rol32(a, 25);                   \
+		c ^= b; c -= rol32(b, 16);                   \
+		a ^= c; a -= rol32(c, 4);                    \
+		b ^= a; b -= rol32(a, 14);                   \
+		c ^= b; c -= rol32(b, 24);                   \
+	} while (0)
+
 static __always_inline __u32 jhash_3words(__u32 a, __u32 b, __u32 c, __u32 initval)
 {
 	initval += JHASH_INITVAL + (3 << 2);
 	a += initval;
 	b += initval;
 	c += initval;
-	/* __jhash_final: mix a, b and c into c. */
-	c ^= b; c -= rol32(b, 14);
-	a ^= c; a -= rol32(c, 11);
-	b ^= a; b -= rol32(a, 25);
-	c ^= b; c -= rol32(b, 16);
-	a ^= c; a -= rol32(c, 4);
-	b ^= a; b -= rol32(a, 14);
-	c ^= b; c -= rol32(b, 24);
+	jhash_final(a, b, c);
 	return c;
 }
 
@@ -257,10 +326,27 @@ static __always_inline __u32 jhash_3words(__u32 a, __u32 b, __u32 c, __u32 initv
  * (source port << 16) | destination port, each as loaded from the packet.
  * The destination address is left out on purpose: a client then meets the
  * same backend on every VIP of a service. */
-static __always_inline __u32 flow_hash(const struct iphdr *ip, const struct l4ports *ports)
+static __always_inline __u32 flow_hash4(const struct iphdr *ip, const struct l4ports *ports)
 {
 	return jhash_3words(ip->saddr, ((__u32)ports->source << 16) | ports->dest,
 			    ip->protocol, hash_seed);
+}
+
+/* Cilium's hash_from_tuple_v6: the source address's four words, then the
+ * ports word and the next header, then the seed (Cilium has a seed per
+ * family; this program uses hash_seed for both). */
+static __always_inline __u32 flow_hash6(const struct ipv6hdr *ip6, const struct l4ports *ports)
+{
+	__u32 a = ip6->saddr[0], b = ip6->saddr[1], c = ip6->saddr[2];
+
+	jhash_mix(a, b, c);
+	a += ip6->saddr[3];
+	b += ((__u32)ports->source << 16) | ports->dest;
+	c += ip6->nexthdr;
+	jhash_mix(a, b, c);
+	a += hash_seed;
+	jhash_final(a, b, c);
+	return c;
 }
 
 /* ---- Checksums. bpf_l3_csum_replace and bpf_l4_csum_replace work on
@@ -292,15 +378,187 @@ static __always_inline __u16 csum_fold(__u64 sum)
 	return (__u16)~sum;
 }
 
+/* l4_header finds the TCP or UDP header at l4: its ports and checksum.
+ * It returns -1 if the header is cut short. */
+static __always_inline int l4_header(void *l4, void *data_end, __u8 proto,
+				     struct l4ports **ports, __u16 **csum)
+{
+	if (proto == IPPROTO_TCP) {
+		if (l4 + TCP_HDR_LEN > data_end)
+			return -1;
+		*csum = l4 + TCP_CSUM_OFF;
+	} else {
+		if (l4 + UDP_HDR_LEN > data_end)
+			return -1;
+		*csum = l4 + UDP_CSUM_OFF;
+	}
+	*ports = l4;
+	return 0;
+}
+
+/* maglev_slot_lookup is the heart of it: the slot the flow's hash gives
+ * in the service's table (the inner map lut), and the backend id there;
+ * 0 if there is none. The outer lookup gave the inner map itself, which
+ * the program may pass to bpf_map_lookup_elem once it is not NULL. */
+static __always_inline __u32 maglev_slot_lookup(const struct svc_value *svc, void *lut, __u32 hash)
+{
+	if (!lut || !svc->lut_size)
+		return 0;
+	__u32 slot = hash % svc->lut_size;
+	__u32 *id = bpf_map_lookup_elem(lut, &slot);
+
+	return id ? *id : 0;
+}
+
+/* fix_l4_csum stores the L4 checksum updated for a sum of changes. UDP
+ * may carry no checksum (0): then there is none to fix. A UDP checksum
+ * that comes out 0 is sent as 0xffff, its other form. */
+static __always_inline void fix_l4_csum(__u16 *l4_csum, __u8 proto, __u64 sum)
+{
+	__u16 csum = csum_fold(sum);
+
+	if (proto == IPPROTO_UDP && !csum)
+		csum = 0xffff;
+	*l4_csum = csum;
+}
+
+/* forward sends the packet out of the interface it came in on, to the
+ * backend's MAC address, from ours (the address the packet came to), and
+ * counts it. */
+static __always_inline int forward(struct ethhdr *eth, const __u8 *mac, __u32 backend_id)
+{
+	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, mac, ETH_ALEN);
+	if (backend_id < MAX_BACKENDS)
+		count(backend_id);
+	return verdict(STAT_TX, XDP_TX);
+}
+
+static __always_inline int lb4(struct ethhdr *eth, struct iphdr *ip, void *data_end)
+{
+	struct l4ports *ports;
+	__u16 *l4_csum;
+
+	/* 2. IPv4. */
+	if ((void *)(ip + 1) > data_end)
+		return verdict(STAT_DROP_MALFORMED, XDP_DROP);
+	if (ip->version != 4 || ip->ihl < 5)
+		return verdict(STAT_DROP_MALFORMED, XDP_DROP);
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return verdict(STAT_PASS_NOT_SERVICE, XDP_PASS);
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return verdict(STAT_PASS_FRAGMENT, XDP_PASS);
+
+	/* 3. TCP or UDP, after the IP options if any (ihl counts 32-bit
+	 * words: the L4 header is 20 to 60 bytes in, a variable offset the
+	 * verifier tracks). */
+	if (l4_header((void *)ip + ip->ihl * 4, data_end, ip->protocol, &ports, &l4_csum))
+		return verdict(STAT_DROP_MALFORMED, XDP_DROP);
+
+	/* 4. Is it a service? */
+	struct svc_key key = {
+		.vip = ip->daddr,
+		.port = ports->dest,
+		.proto = ip->protocol,
+		.pad = 0,
+	};
+	struct svc_value *svc = bpf_map_lookup_elem(&services, &key);
+	if (!svc)
+		return verdict(STAT_PASS_NOT_SERVICE, XDP_PASS);
+
+	/* 5. Maglev: the service's table, the flow's slot, its backend. */
+	__u32 backend_id = maglev_slot_lookup(svc, bpf_map_lookup_elem(&maglev_outer, &key),
+					      flow_hash4(ip, ports));
+	if (!backend_id)
+		return verdict(STAT_DROP_NO_BACKEND, XDP_DROP);
+	struct backend *be = bpf_map_lookup_elem(&backends, &backend_id);
+	if (!be)
+		return verdict(STAT_DROP_NO_BACKEND, XDP_DROP);
+
+	/* 6. Destination NAT: the backend's address, and its port when it
+	 * differs from the service's. The IPv4 header checksum covers the
+	 * address; the TCP/UDP checksum covers the port and, through the
+	 * pseudo-header, the address too. */
+	__be32 old_daddr = ip->daddr;
+	__be16 old_dport = ports->dest;
+
+	ip->daddr = be->addr;
+	ip->check = csum_fold(csum_replace4((__u16)~ip->check, old_daddr, be->addr));
+	if (be->port != old_dport)
+		ports->dest = be->port;
+	if (ip->protocol == IPPROTO_TCP || *l4_csum) {
+		__u64 sum = csum_replace4((__u16)~*l4_csum, old_daddr, be->addr);
+
+		fix_l4_csum(l4_csum, ip->protocol, csum_replace2(sum, old_dport, ports->dest));
+	}
+
+	/* 7. Out. */
+	return forward(eth, be->mac, backend_id);
+}
+
+static __always_inline int lb6(struct ethhdr *eth, struct ipv6hdr *ip6, void *data_end)
+{
+	struct l4ports *ports;
+	__u16 *l4_csum;
+
+	/* 2. IPv6: the L4 header follows at once, unless there are extension
+	 * headers, which this program leaves to the stack. */
+	if ((void *)(ip6 + 1) > data_end)
+		return verdict(STAT_DROP_MALFORMED, XDP_DROP);
+	if (ip6->version != 6)
+		return verdict(STAT_DROP_MALFORMED, XDP_DROP);
+	if (ip6->nexthdr != IPPROTO_TCP && ip6->nexthdr != IPPROTO_UDP)
+		return verdict(STAT_PASS_NOT_SERVICE, XDP_PASS);
+
+	/* 3. TCP or UDP. */
+	if (l4_header(ip6 + 1, data_end, ip6->nexthdr, &ports, &l4_csum))
+		return verdict(STAT_DROP_MALFORMED, XDP_DROP);
+
+	/* 4. Is it a service? */
+	struct svc6_key key = {
+		.port = ports->dest,
+		.proto = ip6->nexthdr,
+		.pad = 0,
+	};
+	__builtin_memcpy(key.vip, ip6->daddr, sizeof(key.vip));
+	struct svc_value *svc = bpf_map_lookup_elem(&services6, &key);
+	if (!svc)
+		return verdict(STAT_PASS_NOT_SERVICE, XDP_PASS);
+
+	/* 5. Maglev. */
+	__u32 backend_id = maglev_slot_lookup(svc, bpf_map_lookup_elem(&maglev_outer6, &key),
+					      flow_hash6(ip6, ports));
+	if (!backend_id)
+		return verdict(STAT_DROP_NO_BACKEND, XDP_DROP);
+	struct backend6 *be = bpf_map_lookup_elem(&backends6, &backend_id);
+	if (!be)
+		return verdict(STAT_DROP_NO_BACKEND, XDP_DROP);
+
+	/* 6. Destination NAT. IPv6 has no header checksum; the TCP/UDP
+	 * checksum covers the address through the pseudo-header, word by
+	 * word. (A UDP checksum of 0 is invalid in IPv6; it stays so.) */
+	__be16 old_dport = ports->dest;
+	__u64 sum = (__u16)~*l4_csum;
+
+	for (int i = 0; i < 4; i++) {
+		sum = csum_replace4(sum, ip6->daddr[i], be->addr[i]);
+		ip6->daddr[i] = be->addr[i];
+	}
+	if (be->port != old_dport)
+		ports->dest = be->port;
+	if (*l4_csum)
+		fix_l4_csum(l4_csum, ip6->nexthdr, csum_replace2(sum, old_dport, ports->dest));
+
+	/* 7. Out. */
+	return forward(eth, be->mac, backend_id);
+}
+
 SEC("xdp")
 int maglev_lb(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
-	struct iphdr *ip;
-	struct l4ports *ports;
-	__u16 *l4_csum;
 	__be16 h_proto;
 	void *l3;
 
@@ -319,91 +577,11 @@ int maglev_lb(struct xdp_md *ctx)
 		h_proto = vlan->h_vlan_encapsulated_proto;
 		l3 = vlan + 1;
 	}
-	if (h_proto != bpf_htons(ETH_P_IP))
-		return verdict(STAT_PASS_NOT_IPV4, XDP_PASS);
-
-	/* 2. IPv4. */
-	ip = l3;
-	if ((void *)(ip + 1) > data_end)
-		return verdict(STAT_DROP_MALFORMED, XDP_DROP);
-	if (ip->version != 4 || ip->ihl < 5)
-		return verdict(STAT_DROP_MALFORMED, XDP_DROP);
-	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
-		return verdict(STAT_PASS_NOT_SERVICE, XDP_PASS);
-	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
-		return verdict(STAT_PASS_FRAGMENT, XDP_PASS);
-
-	/* 3. TCP or UDP, after the IP options if any (ihl counts 32-bit
-	 * words: the L4 header is 20 to 60 bytes in, a variable offset the
-	 * verifier tracks). */
-	ports = (void *)ip + ip->ihl * 4;
-	if (ip->protocol == IPPROTO_TCP) {
-		if ((void *)ports + TCP_HDR_LEN > data_end)
-			return verdict(STAT_DROP_MALFORMED, XDP_DROP);
-		l4_csum = (void *)ports + TCP_CSUM_OFF;
-	} else {
-		if ((void *)ports + UDP_HDR_LEN > data_end)
-			return verdict(STAT_DROP_MALFORMED, XDP_DROP);
-		l4_csum = (void *)ports + UDP_CSUM_OFF;
-	}
-
-	/* 4. Is it a service? */
-	struct svc_key key = {
-		.vip = ip->daddr,
-		.port = ports->dest,
-		.proto = ip->protocol,
-		.pad = 0,
-	};
-	struct svc_value *svc = bpf_map_lookup_elem(&services, &key);
-	if (!svc)
-		return verdict(STAT_PASS_NOT_SERVICE, XDP_PASS);
-
-	/* 5. Maglev: the service's table, the flow's slot in it, the backend
-	 * in the slot. The outer lookup gives the inner map itself, which the
-	 * program may pass to bpf_map_lookup_elem once it is not NULL. */
-	void *lut = bpf_map_lookup_elem(&maglev_outer, &key);
-	if (!lut || !svc->lut_size)
-		return verdict(STAT_DROP_NO_BACKEND, XDP_DROP);
-	__u32 slot = flow_hash(ip, ports) % svc->lut_size;
-	__u32 *id = bpf_map_lookup_elem(lut, &slot);
-	if (!id)
-		return verdict(STAT_DROP_NO_BACKEND, XDP_DROP);
-	__u32 backend_id = *id;
-	struct backend *be = bpf_map_lookup_elem(&backends, &backend_id);
-	if (!be)
-		return verdict(STAT_DROP_NO_BACKEND, XDP_DROP);
-
-	/* 6. Destination NAT: the backend's address, and its port when it
-	 * differs from the service's. The IPv4 header checksum covers the
-	 * address; the TCP/UDP checksum covers the port and, through the
-	 * pseudo-header, the address too. */
-	__be32 old_daddr = ip->daddr;
-	__be16 old_dport = ports->dest;
-
-	ip->daddr = be->addr;
-	ip->check = csum_fold(csum_replace4((__u16)~ip->check, old_daddr, be->addr));
-	if (be->port != old_dport)
-		ports->dest = be->port;
-
-	/* UDP may carry no checksum (0): then there is none to fix. A UDP
-	 * checksum that comes out 0 is sent as 0xffff, its other form. */
-	if (ip->protocol == IPPROTO_TCP || *l4_csum) {
-		__u64 sum = csum_replace4((__u16)~*l4_csum, old_daddr, be->addr);
-		__u16 csum = csum_fold(csum_replace2(sum, old_dport, ports->dest));
-
-		if (ip->protocol == IPPROTO_UDP && !csum)
-			csum = 0xffff;
-		*l4_csum = csum;
-	}
-
-	/* 7. Out of the same interface, to the backend's MAC address, from
-	 * ours (the address the packet came to). */
-	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
-	__builtin_memcpy(eth->h_dest, be->mac, ETH_ALEN);
-
-	if (backend_id < MAX_BACKENDS)
-		count(backend_id);
-	return verdict(STAT_TX, XDP_TX);
+	if (h_proto == bpf_htons(ETH_P_IP))
+		return lb4(eth, l3, data_end);
+	if (h_proto == bpf_htons(ETH_P_IPV6))
+		return lb6(eth, l3, data_end);
+	return verdict(STAT_PASS_NOT_IP, XDP_PASS);
 }
 
 char LICENSE[] SEC("license") = "GPL";

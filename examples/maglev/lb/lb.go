@@ -3,7 +3,7 @@
 // loads it into a simulated kernel and programs its maps the way Cilium's
 // agent programs its own (pkg/loadbalancer, pkg/maps/lbmap).
 //
-// A service (virtual IP, port, protocol) has a Maglev lookup table of M
+// A service (virtual IPv4 or IPv6 address, port, protocol) has a Maglev lookup table of M
 // backend ids, computed elsewhere (examples/maglev/maglev); SetService
 // puts it in a new inner array of exactly M entries and swaps that array
 // into the hash of maps maglev_outer with one update, so that a packet
@@ -18,8 +18,11 @@
 //	maglev_outer  HASH_OF_MAPS svc_key -> inner ARRAY u32 slot -> u32 backend
 //	                        id (BPF_F_INNER_MAP, template max_entries 251)
 //	backends      HASH      u32 id -> backend{addr be32, port be16, mac [6]u8}
+//	services6, maglev_outer6, backends6: the same for IPv6, with 16-byte
+//	                        addresses (svc6_key{vip [16]u8, port, proto, pad})
 //	stats         PERCPU_ARRAY u32 -> u64 packets: index id < MaxBackends
-//	                        counts backend id; MaxBackends+Stat* the verdicts
+//	                        counts backend id (either family: ids are
+//	                        shared); MaxBackends+Stat* the verdicts
 //
 // Kernel counterpart of the datapath: Cilium's bpf/lib/lb.h and
 // bpf/lib/hash.h; of the hash: include/linux/jhash.h.
@@ -60,8 +63,8 @@ const ProgramName = "maglev_lb"
 // The verdict counters' indices in the stats map, after MaxBackends.
 const (
 	StatTX             = iota // forwarded to a backend
-	StatPassNotIPv4           // not IPv4 (ARP, IPv6...)
-	StatPassNotService        // IPv4, but not TCP/UDP to a service
+	StatPassNotIP             // neither IPv4 nor IPv6 (ARP...)
+	StatPassNotService        // IP, but not TCP/UDP to a service (IPv6 extension headers included)
 	StatPassFragment          // an IPv4 fragment, left to the stack
 	StatDropMalformed         // headers cut short or invalid
 	StatDropNoBackend         // a service without a usable backend
@@ -69,7 +72,7 @@ const (
 )
 
 // StatNames names the verdict counters, by index.
-var StatNames = [NumStats]string{"tx", "pass_not_ipv4", "pass_not_service", "pass_fragment", "drop_malformed", "drop_no_backend"}
+var StatNames = [NumStats]string{"tx", "pass_not_ip", "pass_not_service", "pass_fragment", "drop_malformed", "drop_no_backend"}
 
 // Protocols a service may have.
 const (
@@ -77,8 +80,8 @@ const (
 	ProtoUDP = 17
 )
 
-// Service is what clients address: a virtual IPv4 address, a port and a
-// protocol (ProtoTCP or ProtoUDP).
+// Service is what clients address: a virtual IPv4 or IPv6 address, a port
+// and a protocol (ProtoTCP or ProtoUDP).
 type Service struct {
 	VIP   netip.Addr
 	Port  uint16
@@ -94,8 +97,8 @@ func (s Service) String() string {
 }
 
 // BackendAddr is a backend: its id (the value in Maglev tables, 1 to
-// MaxBackends-1), IPv4 address, port (0: the service's port) and MAC
-// address.
+// MaxBackends-1), address (of the service's family), port (0: the
+// service's port) and MAC address.
 type BackendAddr struct {
 	ID   uint32
 	Addr netip.Addr
@@ -155,12 +158,14 @@ func Load(k *sim.Kernel, hashSeed uint32) (*LB, error) {
 	}
 	lb := &LB{k: k, coll: coll, prog: coll.Programs[ProgramName]}
 	lb.control = newControl(mapSet{
-		services: coll.Maps["services"],
-		outer:    coll.Maps["maglev_outer"],
-		backends: coll.Maps["backends"],
-		stats:    coll.Maps["stats"],
-		newInner: func(n int) (innerMap, error) { return k.NewMap(InnerSpec(n)) },
-		cpus:     k.NumCPUs(),
+		services:  coll.Maps["services"],
+		outer:     coll.Maps["maglev_outer"],
+		backends:  coll.Maps["backends"],
+		services6: coll.Maps["services6"],
+		outer6:    coll.Maps["maglev_outer6"],
+		backends6: coll.Maps["backends6"],
+		stats:     coll.Maps["stats"],
+		newInner:  func(n int) (innerMap, error) { return k.NewMap(InnerSpec(n)) },
 	})
 	return lb, nil
 }
@@ -181,7 +186,7 @@ func InnerSpec(n int) *ebpf.MapSpec {
 func (lb *LB) Program() *sim.Program { return lb.prog }
 
 // Map returns one of the program's maps by name: services, maglev_outer,
-// backends, stats.
+// backends, services6, maglev_outer6, backends6, stats.
 func (lb *LB) Map(name string) *sim.Map { return lb.coll.Maps[name] }
 
 // Run runs the program on one packet on a simulated CPU and returns its
@@ -229,9 +234,18 @@ type innerMap interface {
 }
 
 type mapSet struct {
-	services, outer, backends, stats bpfMap
-	newInner                         func(n int) (innerMap, error)
-	cpus                             int
+	services, outer, backends    bpfMap // IPv4
+	services6, outer6, backends6 bpfMap // IPv6
+	stats                        bpfMap
+	newInner                     func(n int) (innerMap, error)
+}
+
+// family returns the maps of v4 or v6 services.
+func (m *mapSet) family(v4 bool) (services, outer, backends bpfMap) {
+	if v4 {
+		return m.services, m.outer, m.backends
+	}
+	return m.services6, m.outer6, m.backends6
 }
 
 // control programs the maps. Its methods are safe for concurrent use.
@@ -265,13 +279,21 @@ func newControl(m mapSet) *control {
 	}
 }
 
-// svcKey is struct svc_key: {vip, port (network order), proto, pad}.
+// svcKey is struct svc_key or svc6_key: {vip, port (network order),
+// proto, pad}.
 func svcKey(s Service) []byte {
-	k := make([]byte, 8)
-	a := s.VIP.As4()
-	copy(k, a[:])
-	binary.BigEndian.PutUint16(k[4:], s.Port)
-	k[6] = s.Proto
+	var vip []byte
+	if s.VIP.Is4() {
+		a := s.VIP.As4()
+		vip = a[:]
+	} else {
+		a := s.VIP.As16()
+		vip = a[:]
+	}
+	k := make([]byte, len(vip)+4)
+	n := copy(k, vip)
+	binary.BigEndian.PutUint16(k[n:], s.Port)
+	k[n+2] = s.Proto
 	return k
 }
 
@@ -284,21 +306,29 @@ func svcValue(lutSize, count, id uint32) []byte {
 	return v
 }
 
-// backendValue is struct backend: {addr, port (network order), mac}.
+// backendValue is struct backend or backend6: {addr, port (network
+// order), mac}.
 func backendValue(b BackendAddr) []byte {
-	v := make([]byte, 12)
-	a := b.Addr.As4()
-	copy(v, a[:])
-	binary.BigEndian.PutUint16(v[4:], b.Port)
-	copy(v[6:], b.MAC[:])
+	var addr []byte
+	if b.Addr.Is4() {
+		a := b.Addr.As4()
+		addr = a[:]
+	} else {
+		a := b.Addr.As16()
+		addr = a[:]
+	}
+	v := make([]byte, len(addr)+8)
+	n := copy(v, addr)
+	binary.BigEndian.PutUint16(v[n:], b.Port)
+	copy(v[n+2:], b.MAC[:])
 	return v
 }
 
 func u32(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }
 
 func checkService(svc Service) error {
-	if !svc.VIP.Is4() {
-		return errors.Wrapf(uapi.EINVAL, "service %v: the VIP must be an IPv4 address", svc.VIP)
+	if !svc.VIP.IsValid() || svc.VIP.Is4In6() || svc.VIP.Zone() != "" {
+		return errors.Wrapf(uapi.EINVAL, "service %v: the VIP must be an IPv4 or IPv6 address", svc.VIP)
 	}
 	if svc.Proto != ProtoTCP && svc.Proto != ProtoUDP {
 		return errors.Wrapf(uapi.EINVAL, "service %v: protocol %d is neither TCP nor UDP", svc, svc.Proto)
@@ -342,8 +372,8 @@ func (c *control) SetService(svc Service, table []uint32, backends []BackendAddr
 		if b.ID == 0 || b.ID >= MaxBackends {
 			return errors.Wrapf(uapi.EINVAL, "service %v: backend id %d is not in 1..%d", svc, b.ID, MaxBackends-1)
 		}
-		if !b.Addr.Is4() {
-			return errors.Wrapf(uapi.EINVAL, "service %v: backend %d: %v is not an IPv4 address", svc, b.ID, b.Addr)
+		if !b.Addr.IsValid() || b.Addr.Is4() != svc.VIP.Is4() || b.Addr.Is4In6() || b.Addr.Zone() != "" {
+			return errors.Wrapf(uapi.EINVAL, "service %v: backend %d: %v is not an address of the VIP's family", svc, b.ID, b.Addr)
 		}
 		if b.Port == 0 {
 			b.Port = svc.Port
@@ -388,6 +418,7 @@ func (c *control) SetService(svc Service, table []uint32, backends []BackendAddr
 			return errors.Wrapf(err, "service %v: filling slot %d", svc, slot)
 		}
 	}
+	servicesMap, outerMap, backendsMap := c.maps.family(svc.VIP.Is4())
 	// 2. The backends it names, before any packet can be sent to them.
 	ids := sortedIDs(used)
 	for _, id := range ids {
@@ -395,7 +426,7 @@ func (c *control) SetService(svc Service, table []uint32, backends []BackendAddr
 		if cur, ok := c.backends[id]; ok && cur == b {
 			continue
 		}
-		if err := c.maps.backends.Update(u32(id), backendValue(b), ebpf.UpdateAny); err != nil {
+		if err := backendsMap.Update(u32(id), backendValue(b), ebpf.UpdateAny); err != nil {
 			return errors.Wrapf(err, "service %v: backend %d", svc, id)
 		}
 		c.backends[id] = b
@@ -411,8 +442,8 @@ func (c *control) SetService(svc Service, table []uint32, backends []BackendAddr
 	}
 	key := svcKey(svc)
 	value := svcValue(st.lutSize, uint32(len(ids)), st.id)
-	swapTable := func() error { return c.maps.outer.Update(key, inner, ebpf.UpdateAny) }
-	setService := func() error { return c.maps.services.Update(key, value, ebpf.UpdateAny) }
+	swapTable := func() error { return outerMap.Update(key, inner, ebpf.UpdateAny) }
+	setService := func() error { return servicesMap.Update(key, value, ebpf.UpdateAny) }
 	steps := []func() error{swapTable, setService}
 	if old != nil && old.lutSize > st.lutSize {
 		// Shrinking: the smaller slot count first, while the bigger
@@ -458,7 +489,8 @@ func (c *control) dropUnused() error {
 		if c.refs[id] > 0 {
 			continue
 		}
-		if err := c.maps.backends.Delete(u32(id)); err != nil && first == nil {
+		_, _, backendsMap := c.maps.family(c.backends[id].Addr.Is4())
+		if err := backendsMap.Delete(u32(id)); err != nil && first == nil {
 			first = errors.Wrapf(err, "deleting backend %d", id)
 		}
 		delete(c.backends, id)
@@ -481,14 +513,15 @@ func (c *control) DeleteService(svc Service) error {
 		return errors.Wrapf(uapi.ENOENT, "service %v", svc)
 	}
 	key := svcKey(svc)
-	if err := c.maps.services.Delete(key); err != nil {
+	servicesMap, outerMap, _ := c.maps.family(svc.VIP.Is4())
+	if err := servicesMap.Delete(key); err != nil {
 		return errors.Wrapf(err, "service %v", svc)
 	}
 	delete(c.services, svc)
 	for _, id := range st.backends {
 		c.refs[id]--
 	}
-	if err := c.maps.outer.Delete(key); err != nil {
+	if err := outerMap.Delete(key); err != nil {
 		return errors.Wrapf(err, "service %v: its table", svc)
 	}
 	return c.dropUnused()

@@ -41,12 +41,14 @@ func loadKernelLB(t testing.TB, seed uint32) *kernelLB {
 	t.Cleanup(coll.Close)
 	return &kernelLB{
 		control: newControl(mapSet{
-			services: coll.Maps["services"],
-			outer:    coll.Maps["maglev_outer"],
-			backends: coll.Maps["backends"],
-			stats:    coll.Maps["stats"],
-			newInner: func(n int) (innerMap, error) { return ebpf.NewMap(InnerSpec(n)) },
-			cpus:     ebpf.MustPossibleCPU(),
+			services:  coll.Maps["services"],
+			outer:     coll.Maps["maglev_outer"],
+			backends:  coll.Maps["backends"],
+			services6: coll.Maps["services6"],
+			outer6:    coll.Maps["maglev_outer6"],
+			backends6: coll.Maps["backends6"],
+			stats:     coll.Maps["stats"],
+			newInner:  func(n int) (innerMap, error) { return ebpf.NewMap(InnerSpec(n)) },
 		}),
 		coll: coll,
 		prog: coll.Programs[ProgramName],
@@ -71,7 +73,8 @@ type diffService struct {
 
 // diffServices: tables of 251 to 16381 slots under one outer map, TCP and
 // UDP, two services on one VIP, backends shared between services, one
-// service whose backends keep its port.
+// service whose backends keep its port; and two IPv6 services in the
+// other outer map.
 func diffServices() []diffService {
 	web := testBackends(1, 3, 8080)
 	dns := testBackends(100, 31, 5353)
@@ -82,6 +85,8 @@ func diffServices() []diffService {
 		{dnsSvc, dns, 4093},
 		{Service{VIP: netip.MustParseAddr("192.0.2.20"), Port: 443, Proto: ProtoTCP}, big, 16381},
 		{Service{VIP: webSvc.VIP, Port: 8080, Proto: ProtoTCP}, alt, 1021},
+		{web6, backendsFor(web6, 500, 3, 8443), 251},
+		{dns6, backendsFor(dns6, 600, 33, 0), 4093},
 	}
 }
 
@@ -118,18 +123,24 @@ func (g *packetGen) next() []byte {
 	case x < 15:
 		kind = "other protocol"
 		f.Proto = []uint8{1, 47, 50, 132, ProtoTCP + ProtoUDP - f.Proto}[r.IntN(5)]
-	case x < 17:
-		kind = "IPv6"
-		f.Src = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(r.IntN(256))})
-		f.Dst = netip.MustParseAddr("2001:db8::10")
+	}
+	if !svc.VIP.Is4() {
+		g.extras["IPv6"]++
+		f.Src = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 7: byte(r.IntN(256)), 14: byte(r.IntN(256)), 15: byte(r.IntN(256))})
+		if kind == "other address" {
+			f.Dst = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(r.IntN(256))})
+		}
 	}
 	pkt := BuildPacket(f, r.IntN(65))
 	if f.Src.Is4() && r.IntN(8) == 0 {
 		pkt = withOptions(pkt, 1+r.IntN(10))
 		g.extras["IP options"]++
 	}
-	if f.Proto == ProtoUDP && f.Src.Is4() && r.IntN(6) == 0 {
-		ihl := int(pkt[14]&0xf) * 4
+	if f.Proto == ProtoUDP && r.IntN(6) == 0 {
+		ihl := 40
+		if f.Src.Is4() {
+			ihl = int(pkt[14]&0xf) * 4
+		}
 		pkt[14+ihl+6], pkt[14+ihl+7] = 0, 0
 		g.extras["no UDP checksum"]++
 	}
@@ -147,15 +158,18 @@ func (g *packetGen) next() []byte {
 		pkt = pkt[:14+r.IntN(len(pkt)-13)]
 	case x < 7:
 		kind = "corrupted header byte"
-		pkt[12+r.IntN(min(40, len(pkt)-12))] = byte(r.IntN(256))
+		pkt[12+r.IntN(min(60, len(pkt)-12))] = byte(r.IntN(256))
 	case x < 9:
-		kind = "fragment"
+		kind = "fragment or IPv6 extension header"
 		l3 := 14
-		if binary.BigEndian.Uint16(pkt[12:]) != 0x0800 {
+		if et := binary.BigEndian.Uint16(pkt[12:]); et == 0x8100 || et == 0x88a8 {
 			l3 = 18
 		}
-		if pkt[l3]>>4 == 4 {
+		switch pkt[l3] >> 4 {
+		case 4:
 			binary.BigEndian.PutUint16(pkt[l3+6:], uint16(r.IntN(0x4000)))
+		case 6:
+			pkt[l3+6] = []byte{0, 43, 44, 60}[r.IntN(4)]
 		}
 	case x < 10:
 		kind = "random bytes"
@@ -259,10 +273,18 @@ func TestDatapathMatchesKernel(t *testing.T) {
 			both("re-add alt", func(c *control) error { return c.SetService(s.svc, fillTable(s.backends, 251), s.backends) })
 			s = services[2]
 			both("shrink big", func(c *control) error { return c.SetService(s.svc, fillTable(s.backends[:20], 2039), s.backends[:20]) })
+			// The IPv6 web service grows to other backends.
+			nb := backendsFor(web6, 700, 9, 8443)
+			both("replace web6", func(c *control) error { return c.SetService(web6, fillTable(nb, 1021), nb) })
 		case 3 * n / 4:
 			// A backend vanishes under its table (as if another agent
 			// deleted it): its slots drop.
-			both("lose backend 100", func(c *control) error { return c.maps.backends.Delete(u32(100)) })
+			both("lose backends 100 and 601", func(c *control) error {
+				if err := c.maps.backends.Delete(u32(100)); err != nil {
+					return err
+				}
+				return c.maps.backends6.Delete(u32(601))
+			})
 		}
 		pkt := gen.next()
 		kv, kout, kerr := kern.run(pkt)

@@ -63,9 +63,8 @@ func newTestLB(t testing.TB, cpus int) *LB {
 	return lb
 }
 
-// testBackends returns n backends with ids from first: 10.1.x.y, port
-// 8000+id%3 (so some keep the service's port 80 — none here — and all
-// differ), a MAC derived from the id.
+// testBackends returns n IPv4 backends with ids from first: 10.1.x.y
+// (x.y the id), the port given, a MAC derived from the id.
 func testBackends(first uint32, n int, port uint16) []BackendAddr {
 	out := make([]BackendAddr, n)
 	for i := range out {
@@ -78,6 +77,25 @@ func testBackends(first uint32, n int, port uint16) []BackendAddr {
 		}
 	}
 	return out
+}
+
+// backendsFor is testBackends for svc's family: 2001:db8:0:be::x:y for
+// IPv6.
+func backendsFor(svc Service, first uint32, n int, port uint16) []BackendAddr {
+	bs := testBackends(first, n, port)
+	if !svc.VIP.Is4() {
+		for i := range bs {
+			bs[i].Addr = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0xbe, 14: byte(bs[i].ID >> 8), 15: byte(bs[i].ID)})
+		}
+	}
+	return bs
+}
+
+// idOf is the backend id in the last two bytes of a test backend's
+// address.
+func idOf(a netip.Addr) uint32 {
+	b := a.As16()
+	return uint32(b[14])<<8 | uint32(b[15])
 }
 
 // fillTable is a deterministic stand-in for a Maglev table: backends in
@@ -101,12 +119,19 @@ func identityTable(backends []BackendAddr) []uint32 {
 var (
 	webSvc = Service{VIP: netip.MustParseAddr("192.0.2.10"), Port: 80, Proto: ProtoTCP}
 	dnsSvc = Service{VIP: netip.MustParseAddr("192.0.2.53"), Port: 53, Proto: ProtoUDP}
+	web6   = Service{VIP: netip.MustParseAddr("2001:db8::80"), Port: 443, Proto: ProtoTCP}
+	dns6   = Service{VIP: netip.MustParseAddr("2001:db8::53"), Port: 53, Proto: ProtoUDP}
 )
 
-// clientFlow is the i-th client's flow to svc.
+// clientFlow is the i-th client's flow to svc, from an address of its
+// family.
 func clientFlow(svc Service, i int) Flow {
+	src := netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)})
+	if !svc.VIP.Is4() {
+		src = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0x0c, 14: byte(i >> 8), 15: byte(i)})
+	}
 	return Flow{
-		Src:     netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)}),
+		Src:     src,
 		Dst:     svc.VIP,
 		SrcPort: uint16(1024 + i*7919%60000),
 		DstPort: svc.Port,
@@ -154,10 +179,13 @@ func TestPacketsReachTheirSlotsBackendRewritten(t *testing.T) {
 		{"tcp 31 backends M=4093", webSvc, 31, 4093, 8081},
 		{"udp 5 backends M=7 same port", dnsSvc, 5, 7, 53},
 		{"udp 2 backends M=1021", dnsSvc, 2, 1021, 5353},
+		{"tcp6 3 backends M=251", web6, 3, 251, 8443},
+		{"tcp6 33 backends M=4093 same port", web6, 33, 4093, 443},
+		{"udp6 4 backends M=509", dns6, 4, 509, 5353},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			lb := newTestLB(t, 2)
-			bs := testBackends(1, tc.backends, tc.port)
+			bs := backendsFor(tc.svc, 1, tc.backends, tc.port)
 			table := fillTable(bs, tc.m)
 			mustSet(t, lb.control, tc.svc, table, bs)
 			seen := map[uint32]int{}
@@ -189,37 +217,50 @@ func TestPacketsReachTheirSlotsBackendRewritten(t *testing.T) {
 
 // The slot the program takes is FlowHash % M: with a table whose slots
 // all name different backends, the backend a packet reaches names its
-// slot, for three prime sizes (together, the hash modulo about 2^30).
+// slot, for three prime sizes (together, the hash modulo about 2^30),
+// for IPv4 and IPv6 flows.
 func TestSlotIsFlowHashModuloM(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	for _, m := range []int{251, 1021, 4093} {
-		t.Run(fmt.Sprint("M=", m), func(t *testing.T) {
-			lb := newTestLB(t, 1)
-			bs := testBackends(1, m, 0)
-			mustSet(t, lb.control, webSvc, identityTable(bs), bs)
-			for i := range 3000 {
-				f := Flow{
-					Src:     netip.AddrFrom4([4]byte{byte(rng.Uint32()), byte(rng.Uint32()), byte(rng.Uint32()), byte(rng.Uint32())}),
-					Dst:     webSvc.VIP,
-					SrcPort: uint16(rng.Uint32()),
-					DstPort: webSvc.Port,
-					Proto:   ProtoTCP,
-				}
-				_, out, err := lb.Run(BuildPacket(f, 0), 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				dst, _, err := ParseDest(out)
-				if err != nil {
-					t.Fatal(err)
-				}
-				a := dst.As4()
-				slot := int(a[2])<<8 | int(a[3]) - 1
-				if want := int(FlowHash(f, testSeed) % uint32(m)); slot != want {
-					t.Fatalf("flow %d %+v: slot %d, FlowHash gives %d", i, f, slot, want)
-				}
-			}
-		})
+	for _, svc := range []Service{webSvc, web6} {
+		for _, m := range []int{251, 1021, 4093} {
+			t.Run(fmt.Sprintf("%v M=%d", svc, m), func(t *testing.T) {
+				slotIsFlowHash(t, rng, svc, m)
+			})
+		}
+	}
+}
+
+func slotIsFlowHash(t *testing.T, rng *rand.Rand, svc Service, m int) {
+	lb := newTestLB(t, 1)
+	bs := backendsFor(svc, 1, m, 0)
+	mustSet(t, lb.control, svc, identityTable(bs), bs)
+	for i := range 3000 {
+		var src [16]byte
+		for j := range src {
+			src[j] = byte(rng.Uint32())
+		}
+		f := Flow{
+			Src:     netip.AddrFrom16(src),
+			Dst:     svc.VIP,
+			SrcPort: uint16(rng.Uint32()),
+			DstPort: svc.Port,
+			Proto:   svc.Proto,
+		}
+		if svc.VIP.Is4() {
+			f.Src = netip.AddrFrom4([4]byte(src[:4]))
+		}
+		_, out, err := lb.Run(BuildPacket(f, 0), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst, _, err := ParseDest(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slot := int(idOf(dst)) - 1
+		if want := int(FlowHash(f, testSeed) % uint32(m)); slot != want {
+			t.Fatalf("flow %d %+v: slot %d, FlowHash gives %d", i, f, slot, want)
+		}
 	}
 }
 
@@ -269,12 +310,24 @@ func TestNonServiceTrafficPasses(t *testing.T) {
 	lb := newTestLB(t, 1)
 	bs := testBackends(1, 3, 8080)
 	mustSet(t, lb.control, webSvc, fillTable(bs, 251), bs)
-	base := clientFlow(webSvc, 1)
+	bs6 := backendsFor(web6, 10, 3, 8080)
+	mustSet(t, lb.control, web6, fillTable(bs6, 251), bs6)
+	base, base6 := clientFlow(webSvc, 1), clientFlow(web6, 1)
 	with := func(change func(*Flow)) []byte {
 		f := base
 		change(&f)
 		return BuildPacket(f, 10)
 	}
+	with6 := func(change func(*Flow)) []byte {
+		f := base6
+		change(&f)
+		return BuildPacket(f, 10)
+	}
+	// A hop-by-hop options header (PadN) before the TCP header.
+	hopByHop := BuildPacket(base6, 10)
+	hopByHop = append(append(append([]byte{}, hopByHop[:14+40]...), ProtoTCP, 0, 1, 4, 0, 0, 0, 0), hopByHop[14+40:]...)
+	hopByHop[14+6] = 0
+	binary.BigEndian.PutUint16(hopByHop[14+4:], binary.BigEndian.Uint16(hopByHop[14+4:])+8)
 	arp := BuildPacket(base, 28)
 	binary.BigEndian.PutUint16(arp[12:], 0x0806)
 	fragment := BuildPacket(base, 10)
@@ -286,13 +339,15 @@ func TestNonServiceTrafficPasses(t *testing.T) {
 		pkt  []byte
 		stat int
 	}{
-		{"ARP", arp, StatPassNotIPv4},
-		{"IPv6 TCP", with(func(f *Flow) {
-			f.Src, f.Dst = netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::10")
-		}), StatPassNotIPv4},
+		{"ARP", arp, StatPassNotIP},
+		{"IPv6 TCP to another address", with6(func(f *Flow) { f.Dst = netip.MustParseAddr("2001:db8::81") }), StatPassNotService},
+		{"IPv6 TCP to the IPv4 service's port", with6(func(f *Flow) { f.DstPort = 80 }), StatPassNotService},
+		{"ICMPv6 to the VIP", with6(func(f *Flow) { f.Proto = 58 }), StatPassNotService},
+		{"IPv6 with an extension header", hopByHop, StatPassNotService},
+		{"IPv4 TCP to the IPv6 service's port", with(func(f *Flow) { f.DstPort = 443 }), StatPassNotService},
 		{"ICMP to the VIP", with(func(f *Flow) { f.Proto = 1 }), StatPassNotService},
 		{"TCP to another address", with(func(f *Flow) { f.Dst = netip.MustParseAddr("192.0.2.11") }), StatPassNotService},
-		{"TCP to another port", with(func(f *Flow) { f.DstPort = 443 }), StatPassNotService},
+		{"TCP to another port", with(func(f *Flow) { f.DstPort = 8080 }), StatPassNotService},
 		{"UDP to the TCP service's port", with(func(f *Flow) { f.Proto = ProtoUDP }), StatPassNotService},
 		{"first fragment", fragment, StatPassFragment},
 		{"later fragment", later, StatPassFragment},
@@ -324,6 +379,8 @@ func TestMalformedPacketsAreDropped(t *testing.T) {
 	mustSet(t, lb.control, webSvc, fillTable(bs, 251), bs)
 	tcp := BuildPacket(clientFlow(webSvc, 1), 0)
 	udp := BuildPacket(clientFlow(dnsSvc, 1), 0)
+	tcp6 := BuildPacket(clientFlow(web6, 1), 0)
+	udp6 := BuildPacket(clientFlow(dns6, 1), 0)
 	vlan := append(append(append([]byte{}, tcp[:12]...), 0x81, 0x00, 0x00, 0x05), tcp[12:]...)
 	mutate := func(pkt []byte, f func([]byte)) []byte {
 		p := append([]byte{}, pkt...)
@@ -345,6 +402,10 @@ func TestMalformedPacketsAreDropped(t *testing.T) {
 		{"TCP header cut", tcp[:14+20+19]},
 		{"UDP header cut", udp[:14+20+7]},
 		{"IHL 15, TCP beyond the frame", mutate(tcp, func(p []byte) { p[14] = 4<<4 | 15 })},
+		{"IPv6 header cut", tcp6[:14+39]},
+		{"IP version 4 in an IPv6 frame", mutate(tcp6, func(p []byte) { p[14] = 4 << 4 })},
+		{"TCP header cut after IPv6", tcp6[:14+40+19]},
+		{"UDP header cut after IPv6", udp6[:14+40+7]},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before, _ := lb.Stats()
@@ -613,12 +674,14 @@ func TestSetServiceRefusesBadInput(t *testing.T) {
 		errno    error
 	}{
 		{"empty table", webSvc, nil, bs, uapi.EINVAL},
-		{"IPv6 VIP", Service{VIP: netip.MustParseAddr("2001:db8::10"), Port: 80, Proto: ProtoTCP}, table, bs, uapi.EINVAL},
+		{"IPv6 service, IPv4 backends", web6, table, bs, uapi.EINVAL},
+		{"IPv4-mapped IPv6 VIP", Service{VIP: netip.MustParseAddr("::ffff:192.0.2.99"), Port: 80, Proto: ProtoTCP}, table, bs, uapi.EINVAL},
+		{"no VIP", Service{Port: 80, Proto: ProtoTCP}, table, bs, uapi.EINVAL},
 		{"ICMP", Service{VIP: webSvc.VIP, Port: 80, Proto: 1}, table, bs, uapi.EINVAL},
 		{"unknown id in the table", webSvc, append(append([]uint32{}, table[:250]...), 99), bs, uapi.EINVAL},
 		{"backend id 0", webSvc, []uint32{0}, []BackendAddr{{ID: 0, Addr: bs[0].Addr}}, uapi.EINVAL},
 		{"backend id MaxBackends", webSvc, []uint32{MaxBackends}, []BackendAddr{{ID: MaxBackends, Addr: bs[0].Addr}}, uapi.EINVAL},
-		{"IPv6 backend", webSvc, []uint32{1}, []BackendAddr{v6}, uapi.EINVAL},
+		{"IPv6 backend in an IPv4 service", webSvc, []uint32{1}, []BackendAddr{v6}, uapi.EINVAL},
 		{"an id used elsewhere with another address", other, []uint32{1}, []BackendAddr{clash}, uapi.EINVAL},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -657,6 +720,20 @@ func TestBackendCountsSumCPUs(t *testing.T) {
 		}
 		want[table[FlowHash(f, testSeed)%251]]++
 	}
+	// An IPv6 service's backends count in the same map.
+	bs6 := backendsFor(web6, 20, 3, 8443)
+	table6 := fillTable(bs6, 509)
+	mustSet(t, lb.control, web6, table6, bs6)
+	for _, b := range bs6 {
+		want[b.ID] = 0
+	}
+	for i := range 300 {
+		f := clientFlow(web6, i)
+		if _, _, err := lb.Run(BuildPacket(f, 0), i%3); err != nil {
+			t.Fatal(err)
+		}
+		want[table6[FlowHash(f, testSeed)%509]]++
+	}
 	// A packet for no service counts nowhere but in its verdict.
 	if _, _, err := lb.Run(BuildPacket(clientFlow(dnsSvc, 1), 0), 0); err != nil {
 		t.Fatal(err)
@@ -672,8 +749,8 @@ func TestBackendCountsSumCPUs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stats[StatTX] != 900 || stats[StatPassNotService] != 1 {
-		t.Errorf("stats %v, want 900 tx and 1 pass_not_service", stats)
+	if stats[StatTX] != 1200 || stats[StatPassNotService] != 1 {
+		t.Errorf("stats %v, want 1200 tx and 1 pass_not_service", stats)
 	}
 }
 

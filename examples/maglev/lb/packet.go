@@ -299,25 +299,58 @@ func protoName(p uint8) string {
 	return "UDP"
 }
 
-// FlowHash is the program's flow hash: Cilium's hash_from_tuple_v4, that
-// is the kernel's jhash_3words(saddr, (sport << 16) | dport, proto, seed)
-// with each field as the program loads it from the packet (a
-// little-endian load of network-order bytes). The destination address is
-// not hashed. The backend is table[FlowHash(f, seed) % len(table)].
+// FlowHash is the program's flow hash, Cilium's: for IPv4
+// hash_from_tuple_v4, that is the kernel's jhash_3words(saddr,
+// (sport << 16) | dport, proto, seed); for IPv6 hash_from_tuple_v6, lookup3
+// over the source address's four words, the ports word and proto, then
+// the seed. Each field is taken as the program loads it from the packet
+// (a little-endian load of network-order bytes). The destination address
+// is not hashed. The backend is table[FlowHash(f, seed) % len(table)].
 func FlowHash(f Flow, seed uint32) uint32 {
-	src := f.Src.As4()
-	saddr := binary.LittleEndian.Uint32(src[:])
 	ports := uint32(bits.ReverseBytes16(f.SrcPort))<<16 | uint32(bits.ReverseBytes16(f.DstPort))
-	return jhash3Words(saddr, ports, uint32(f.Proto), seed)
+	if f.Src.Is4() {
+		src := f.Src.As4()
+		return jhash3Words(binary.LittleEndian.Uint32(src[:]), ports, uint32(f.Proto), seed)
+	}
+	src := f.Src.As16()
+	w := func(i int) uint32 { return binary.LittleEndian.Uint32(src[4*i:]) }
+	a, b, c := jhashMix(w(0), w(1), w(2))
+	a, b, c = jhashMix(a+w(3), b+ports, c+uint32(f.Proto))
+	return jhashFinal(a+seed, b, c)
+}
+
+// jhashMix is include/linux/jhash.h's __jhash_mix.
+func jhashMix(a, b, c uint32) (uint32, uint32, uint32) {
+	a -= c
+	a ^= bits.RotateLeft32(c, 4)
+	c += b
+	b -= a
+	b ^= bits.RotateLeft32(a, 6)
+	a += c
+	c -= b
+	c ^= bits.RotateLeft32(b, 8)
+	b += a
+	a -= c
+	a ^= bits.RotateLeft32(c, 16)
+	c += b
+	b -= a
+	b ^= bits.RotateLeft32(a, 19)
+	a += c
+	c -= b
+	c ^= bits.RotateLeft32(b, 4)
+	b += a
+	return a, b, c
 }
 
 // jhash3Words is include/linux/jhash.h's jhash_3words: lookup3's final
 // mix of three words and a seed.
 func jhash3Words(a, b, c, initval uint32) uint32 {
 	initval += 0xdeadbeef + 3<<2
-	a += initval
-	b += initval
-	c += initval
+	return jhashFinal(a+initval, b+initval, c+initval)
+}
+
+// jhashFinal is include/linux/jhash.h's __jhash_final: c, mixed.
+func jhashFinal(a, b, c uint32) uint32 {
 	c ^= b
 	c -= bits.RotateLeft32(b, 14)
 	a ^= c
