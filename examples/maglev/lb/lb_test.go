@@ -797,3 +797,20 @@ func checkMapInMapCode(x string, outerID uint32) error {
 	}
 	return nil
 }
+
+// The excerpt the demo prints holds both lookups, as the whole listing
+// does.
+func TestMapInMapListing(t *testing.T) {
+	lb := newTestLB(t, 1)
+	l, err := lb.MapInMapListing()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkMapInMapCode(l, lb.Map("maglev_outer").ID()); err != nil {
+		t.Errorf("%v in\n%s", err, l)
+	}
+	if !strings.HasPrefix(l, "; ") || strings.Count(l, "\n") > 20 {
+		t.Errorf("the excerpt does not start with its source line or is long:\n%s", l)
+	}
+	t.Logf("\n%s", l)
+}
