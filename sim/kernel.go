@@ -99,6 +99,8 @@ type CPU struct {
 	// memory; the CPU runs one program at a time, and map operations do
 	// not keep the slices they are given.
 	buf [2][]byte
+	// maps caches the maps helpers were given (mapcache.go).
+	maps mapCache
 }
 
 // scratch returns buffer slot i of at least n bytes.

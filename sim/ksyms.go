@@ -385,7 +385,7 @@ func (c kernelCalls) Func(name string) (int32, error) {
 // misbehaving map.
 func (k *Kernel) mapFunc(s *ksym) *Helper {
 	mapOf := func(m *interp.Machine, r1 uint64) (*maps.Map, error) {
-		mp, ok := k.mapByAddr(r1)
+		mp, ok := k.progMap(m, r1)
 		if !ok || !s.spec.serves(mp.Type.ID) {
 			what := "not a map"
 			if ok {

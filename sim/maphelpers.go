@@ -33,7 +33,7 @@ func (k *Kernel) registerMapHelpers() {
 
 // helperMap turns r1 back into the map it points to.
 func (k *Kernel) helperMap(m *interp.Machine, addr uint64) (*maps.Map, error) {
-	mp, ok := k.mapByAddr(addr)
+	mp, ok := k.progMap(m, addr)
 	if !ok {
 		return nil, errors.Wrapf(uapi.EFAULT, "pc %d: %s: r1=%#x is not a map",
 			m.PC(), uapi.HelperName(m.Program().Insns()[m.PC()].Imm), addr)

@@ -142,6 +142,10 @@ func (p *Process) collectionMap(c *Collection, spec *ebpf.CollectionSpec, name s
 			ms.Contents[i].Value = inner
 		}
 	}
+	ms, err := withVariables(ms, spec.Variables, name)
+	if err != nil {
+		return nil, err
+	}
 	m, err := p.NewMap(ms)
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package sim
 import (
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pkg/errors"
 
@@ -22,6 +23,9 @@ type objects struct {
 	nextMapID uint32
 	maps      map[uint32]*maps.Map // by id
 	byAddr    map[uint64]*maps.Map
+	// gen counts removals from byAddr, for the CPUs' map caches
+	// (mapcache.go).
+	gen atomic.Uint64
 }
 
 // builtinMapTypes are the map types every simulated kernel has. They are
@@ -95,6 +99,7 @@ func (k *Kernel) releaseMap(m *maps.Map) {
 	k.CallRCU(func() {
 		k.objs.mu.Lock()
 		delete(k.objs.byAddr, m.Addr)
+		k.objs.gen.Add(1)
 		k.objs.mu.Unlock()
 		m.Ops.Free()
 	})

@@ -142,7 +142,7 @@ func (k *Kernel) registerPerfHelpers() {
 // The verifier guarantees it; an unverified program that passes anything
 // else stops with an error naming the helper.
 func (k *Kernel) perfMap(m *interp.Machine, addr uint64) (*maps.Map, error) {
-	mp, ok := k.mapByAddr(addr)
+	mp, ok := k.progMap(m, addr)
 	if !ok || mp.Attr.Type != uapi.MapTypePerfEventArray {
 		return nil, errors.Wrapf(uapi.EFAULT, "pc %d: %s: %#x is not a perf event array",
 			m.PC(), uapi.HelperName(m.Program().Insns()[m.PC()].Imm), addr)

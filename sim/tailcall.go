@@ -40,7 +40,7 @@ func (k *Kernel) registerTailCall() {
 // tailCallTarget is what the tail call instruction reads: the program in
 // slot index of the prog array at address array.
 func (k *Kernel) tailCallTarget(m *interp.Machine, array uint64, index uint32) (*interp.Program, bool, error) {
-	mp, ok := k.mapByAddr(array)
+	mp, ok := k.progMap(m, array)
 	if !ok {
 		return nil, false, errors.Wrapf(uapi.EFAULT, "pc %d: tail call: r2=%#x is not a map", m.PC(), array)
 	}

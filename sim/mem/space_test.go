@@ -222,6 +222,41 @@ func TestDeviceMappingsServeEveryAccess(t *testing.T) {
 	}
 }
 
+// A device page's translation is cached (one entry per direction), so
+// that a program reading its context again does not walk the page table;
+// its accesses still go to the device, and the cache goes when the
+// mapping does.
+func TestDeviceTranslationsAreCachedUntilUnmapped(t *testing.T) {
+	s := mem.New()
+	dev := &countingDevice{}
+	addr := mustAlloc(t, s, mem.PageSize, mem.AllocOptions{Perm: mem.PermRW, Device: dev})
+	tlb := s.NewTLB()
+	for i := 0; i < 3; i++ {
+		if v, f := tlb.Load32(addr + 8); f != nil || v != 0x1_0000_0008 {
+			t.Fatalf("device load = %#x, %v", v, f)
+		}
+	}
+	if tlb.Misses != 1 || dev.loads != 3 {
+		t.Errorf("3 loads: %d page-table walks (want 1), %d device loads (want 3)", tlb.Misses, dev.loads)
+	}
+	// A store is checked apart: the read-side entry does not grant it.
+	tlb.Store32(addr, 1)
+	tlb.Store32(addr, 1)
+	if tlb.Misses != 2 || dev.stores != 2 {
+		t.Errorf("2 stores: %d page-table walks in all (want 2), %d device stores (want 2)", tlb.Misses, dev.stores)
+	}
+	if err := s.Free(addr); err != nil {
+		t.Fatal(err)
+	}
+	tlb.Sync()
+	if _, f := tlb.Load32(addr + 8); f == nil {
+		t.Error("a load from the freed device mapping did not fault")
+	}
+	if dev.loads != 3 {
+		t.Errorf("the freed device saw a load")
+	}
+}
+
 func TestBadRequestsGetErrnos(t *testing.T) {
 	s := mem.New()
 	s.SetLimit(1 << 20)

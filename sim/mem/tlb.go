@@ -15,6 +15,12 @@ type tlbEntry struct {
 	page *[PageSize]byte
 }
 
+// devEntry is a cached translation of a device page.
+type devEntry struct {
+	vpn uint64
+	e   pte
+}
+
 // TLB is one simulated CPU's translation cache: a direct-mapped cache of
 // recently used pages, split into a read side and a write side so that a
 // hit needs a single compare. It belongs to one CPU and is not safe for
@@ -24,6 +30,10 @@ type TLB struct {
 	gen   uint64
 	read  [tlbSize]tlbEntry
 	write [tlbSize]tlbEntry
+	// devRead and devWrite cache the last device page read and written
+	// (a program's context, such as xdp_md): device accesses never take
+	// the fast path, but need not walk the page table every time.
+	devRead, devWrite devEntry
 	// Misses counts page-table walks, for the curious and for benchmarks.
 	Misses uint64
 }
@@ -45,6 +55,8 @@ func (t *TLB) Flush() {
 		t.read[i] = tlbEntry{vpn: noVPN}
 		t.write[i] = tlbEntry{vpn: noVPN}
 	}
+	t.devRead = devEntry{vpn: noVPN}
+	t.devWrite = devEntry{vpn: noVPN}
 }
 
 // Sync flushes the TLB if the address space changed since it was last
@@ -181,8 +193,16 @@ func (t *TLB) wordPage(addr uint64, size int, write bool) (*[PageSize]byte, *Fau
 }
 
 // fill walks the page table for addr, checks the access and caches the
-// translation. Device pages are never cached.
+// translation. Device pages are cached apart (devRead, devWrite), so that
+// their accesses still reach the slow path, which calls the device.
 func (t *TLB) fill(addr uint64, size int, acc Access) (pte, *Fault) {
+	vpn := addr >> PageShift
+	switch {
+	case acc == Read && t.devRead.vpn == vpn:
+		return t.devRead.e, nil
+	case acc == Write && t.devWrite.vpn == vpn:
+		return t.devWrite.e, nil
+	}
 	t.Misses++
 	s := t.space
 	s.mu.RLock()
@@ -194,14 +214,15 @@ func (t *TLB) fill(addr uint64, size int, acc Access) (pte, *Fault) {
 	if e.perm&acc.perm() == 0 {
 		return pte{}, newFault(addr, size, acc, reasonPerm)
 	}
-	if e.page != nil {
-		vpn := addr >> PageShift
-		switch acc {
-		case Read:
-			t.read[vpn&tlbMask] = tlbEntry{vpn: vpn, page: e.page}
-		case Write:
-			t.write[vpn&tlbMask] = tlbEntry{vpn: vpn, page: e.page}
-		}
+	switch {
+	case e.page != nil && acc == Read:
+		t.read[vpn&tlbMask] = tlbEntry{vpn: vpn, page: e.page}
+	case e.page != nil && acc == Write:
+		t.write[vpn&tlbMask] = tlbEntry{vpn: vpn, page: e.page}
+	case e.dev != nil && acc == Read:
+		t.devRead = devEntry{vpn: vpn, e: e}
+	case e.dev != nil && acc == Write:
+		t.devWrite = devEntry{vpn: vpn, e: e}
 	}
 	return e, nil
 }
