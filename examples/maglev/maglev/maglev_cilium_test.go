@@ -9,7 +9,12 @@ package maglev
 //
 //	mkdir /tmp/maglevref && cd /tmp/maglevref
 //	cp -r <repo>/examples/maglev/maglev/testdata/gen . && cp gen/go.mod.txt go.mod
-//	go mod tidy && go run ./gen > <repo>/examples/maglev/maglev/testdata/cilium.json
+//	go mod edit -replace github.com/bpfsim/bpfsim=<repo> && go mod tidy
+//	go run ./gen > <repo>/examples/maglev/maglev/testdata/cilium.json
+//
+// The same directory holds bench_test.go, which runs this package's Table
+// and Cilium's GetLookupTable side by side (go test -bench . ./gen) and
+// checks that they agree.
 //
 // It holds, per case, the SHA-256 of Cilium's table (ids as little-endian
 // u32s) and, for M ≤ 251, the table itself; the case's backends are expanded

@@ -6,8 +6,12 @@
 // Run it in a throwaway module outside the repository:
 //
 //	mkdir /tmp/maglevref && cp -r <repo>/examples/maglev/maglev/testdata/gen /tmp/maglevref/
-//	cd /tmp/maglevref && cp gen/go.mod.txt go.mod && go mod tidy
+//	cd /tmp/maglevref && cp gen/go.mod.txt go.mod
+//	go mod edit -replace github.com/bpfsim/bpfsim=<repo> && go mod tidy
 //	go run ./gen > <repo>/examples/maglev/maglev/testdata/cilium.json
+//
+// bench_test.go beside it compares the speed of both implementations
+// (go test -bench . ./gen) and checks their tables agree.
 //
 // The backends of each case are expanded from its parameters by the rule in
 // backend() below; maglev_cilium_test.go expands them by the same rule and
