@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/cilium/ebpf v0.22.0
 	github.com/pkg/errors v0.9.1
+	github.com/twmb/murmur3 v1.2.2
 )
 
 require golang.org/x/sys v0.49.0 // indirect
