@@ -8,4 +8,7 @@ require (
 	github.com/twmb/murmur3 v1.2.2
 )
 
-require golang.org/x/sys v0.49.0 // indirect
+require (
+	github.com/dustin/go-humanize v1.1.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+)
