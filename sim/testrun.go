@@ -66,7 +66,7 @@ type RunResult struct {
 // Run runs the program once (or Repeat times) and returns its return value,
 // like cilium/ebpf's Program.Run.
 func (p *Program) Run(opts *RunOptions) (uint32, error) {
-	res, err := p.Test(opts)
+	res, err := p.test(opts, false)
 	if err != nil {
 		return 0, err
 	}
@@ -74,7 +74,11 @@ func (p *Program) Run(opts *RunOptions) (uint32, error) {
 }
 
 // Test runs the program and returns everything the run produced.
-func (p *Program) Test(opts *RunOptions) (*RunResult, error) {
+func (p *Program) Test(opts *RunOptions) (*RunResult, error) { return p.test(opts, true) }
+
+// test is Test; timed says whether to measure the duration (reading the
+// clock twice is a noticeable part of a short run).
+func (p *Program) test(opts *RunOptions, timed bool) (*RunResult, error) {
 	if opts == nil {
 		opts = &RunOptions{}
 	}
@@ -110,7 +114,7 @@ func (p *Program) Test(opts *RunOptions) (*RunResult, error) {
 	}
 	cpu.mu.Lock()
 	defer cpu.mu.Unlock()
-	env, err := p.k.prepareRun(cpu, p.typ, opts.Data, ctxIn, opts.ContextOut != nil, opts.Repeat)
+	env, err := p.k.prepareRun(cpu, p.typ, opts.Data, ctxIn, opts.ContextOut != nil, opts.Repeat, p.verified != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +124,10 @@ func (p *Program) Test(opts *RunOptions) (*RunResult, error) {
 		m.MaxInsns = DefaultMaxInsns
 	}
 	res := &RunResult{}
-	start := time.Now()
+	var start time.Time
+	if timed {
+		start = time.Now()
+	}
 	// The run is an RCU read-side critical section: nothing it can reach
 	// is freed until it ends.
 	p.k.rcu.readLock(cpu.ID)
@@ -132,7 +139,9 @@ func (p *Program) Test(opts *RunOptions) (*RunResult, error) {
 	if err != nil {
 		return nil, errors.Wrapf(err, "program %s", p.name)
 	}
-	res.Duration = time.Since(start) / time.Duration(repeat)
+	if timed {
+		res.Duration = time.Since(start) / time.Duration(repeat)
+	}
 	if res.Data, res.Context, err = env.output(); err != nil {
 		return nil, err
 	}
@@ -166,7 +175,7 @@ type rawBuffer struct {
 // prepareRun sets up cpu for a test run of a program of type typ. ctxOut
 // says whether the caller asked for the context back: the kernel gives skb
 // programs a context (and so a wire_len) when either direction is asked for.
-func (k *Kernel) prepareRun(cpu *CPU, typ ebpf.ProgramType, data, ctx []byte, ctxOut bool, repeat uint32) (*runEnv, error) {
+func (k *Kernel) prepareRun(cpu *CPU, typ ebpf.ProgramType, data, ctx []byte, ctxOut bool, repeat uint32, verified bool) (*runEnv, error) {
 	cpu.machine.Packet = interp.Packet{}
 	switch typ {
 	case ebpf.SocketFilter, ebpf.SchedCLS, ebpf.SchedACT:
@@ -177,7 +186,7 @@ func (k *Kernel) prepareRun(cpu *CPU, typ ebpf.ProgramType, data, ctx []byte, ct
 		if ctx != nil {
 			return nil, errors.Wrap(uapi.EINVAL, "an xdp_md context input is not supported yet")
 		}
-		return k.prepareXDP(cpu, data)
+		return k.prepareXDP(cpu, data, verified)
 	case ebpf.Syscall:
 		// bpf_prog_test_run_syscall: context only, run once.
 		if len(data) != 0 || repeat > 1 {

@@ -52,6 +52,9 @@ type xdpBuff struct {
 	data    uint64
 	dataEnd uint64
 	meta    uint64
+	// dirty is how many bytes from the start of the page the last run
+	// may have made non-zero.
+	dirty int
 }
 
 // Load serves a program's read of an xdp_md field.
@@ -81,7 +84,7 @@ func ctxAccessError(off uint64, size int) error {
 	return fmt.Errorf("invalid bpf_context access off=%d size=%d", off, size)
 }
 
-func (k *Kernel) prepareXDP(cpu *CPU, data []byte) (*runEnv, error) {
+func (k *Kernel) prepareXDP(cpu *CPU, data []byte, verified bool) (*runEnv, error) {
 	if len(data) < ethHlen {
 		return nil, errors.Wrapf(uapi.EINVAL, "XDP input of %d bytes is shorter than an Ethernet header", len(data))
 	}
@@ -104,8 +107,15 @@ func (k *Kernel) prepareXDP(cpu *CPU, data []byte) (*runEnv, error) {
 		}
 		cpu.run.xdp = x
 	}
-	clear(x.bytes)
+	// The buffer starts zeroed, as the kernel's kzalloc'd one does: only
+	// what the last run could have written needs clearing. A verified
+	// program writes inside its packet; an unverified one anywhere.
+	clear(x.bytes[:x.dirty])
 	copy(x.bytes[XDPPacketHeadroom:], data)
+	x.dirty = XDPPacketHeadroom + len(data)
+	if !verified {
+		x.dirty = len(x.bytes)
+	}
 	x.data = x.page + XDPPacketHeadroom
 	x.dataEnd = x.data + uint64(len(data))
 	x.meta = x.data
