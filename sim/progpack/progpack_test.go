@@ -575,8 +575,14 @@ func TestMisuseIsEINVAL(t *testing.T) {
 		{"PackFree inside an allocation", a.PackFree(chunk+64, 36)},
 		{"PackFree of unknown memory", a.PackFree(mem.ModulesStart+1<<30, 64)},
 		{"nil space", func() error { _, err := progpack.New(nil, jit_arm64.NewPatcher(s), progpack.Options{}); return err }()},
-		{"hooks of another space", func() error { _, err := progpack.New(s, jit_arm64.NewPatcher(mem.New()), progpack.Options{}); return err }()},
-		{"unknown mode", func() error { _, err := progpack.New(s, jit_arm64.NewPatcher(s), progpack.Options{Mode: 7}); return err }()},
+		{"hooks of another space", func() error {
+			_, err := progpack.New(s, jit_arm64.NewPatcher(mem.New()), progpack.Options{})
+			return err
+		}()},
+		{"unknown mode", func() error {
+			_, err := progpack.New(s, jit_arm64.NewPatcher(s), progpack.Options{Mode: 7})
+			return err
+		}()},
 	} {
 		if !errors.Is(c.err, uapi.EINVAL) {
 			t.Errorf("%s: %v, want EINVAL", c.name, c.err)
