@@ -87,7 +87,7 @@ type Device interface {
 type Area struct {
 	Start uint64
 	Size  uint64 // mapped bytes; the guard page after them is not counted
-	Perm  Perm
+	Perm  Perm   // of all its pages; SetPerm of part of an area leaves it
 	Huge  bool   // mapped with 2 MiB block entries
 	Name  string // who allocated it ("bpf_stack", "bpf_prog_pack", ...)
 	// AliasOf is the start of the area whose pages this one maps again, or 0.
@@ -242,6 +242,13 @@ func (s *Space) SetPerm(addr, size uint64, perm Perm) error {
 		}
 		pe.table.e[pteIndex(va)].perm = perm
 		off += PageSize
+	}
+	// Areas wholly inside the range now have perm, so that Areas and Info
+	// show what the page table holds.
+	for i := s.findArea(addr); i >= 0 && i < len(s.areas) && s.areas[i].Start < addr+size; i++ {
+		if a := s.areas[i]; a.Start >= addr && a.End() <= addr+size {
+			a.Perm = perm
+		}
 	}
 	s.gen.Add(1)
 	return nil

@@ -294,3 +294,29 @@ func TestWordsForAtomics(t *testing.T) {
 		t.Error("misaligned word was returned")
 	}
 }
+
+func TestSetPermOfAWholeAreaShowsInAreas(t *testing.T) {
+	s := mem.New()
+	a := mustAlloc(t, s, 2*mem.PageSize, mem.AllocOptions{Region: mem.RegionModules, Perm: mem.PermRW})
+	b := mustAlloc(t, s, mem.HugeSize, mem.AllocOptions{Region: mem.RegionModules, Perm: mem.PermRW, Huge: true})
+	if err := s.SetPerm(a, mem.PageSize, mem.PermRead); err != nil {
+		t.Fatal(err)
+	}
+	if area, _ := s.AreaOf(a); area.Perm != mem.PermRW {
+		t.Errorf("half an area made read-only: area perm %s, want it left rw-", area.Perm)
+	}
+	if err := s.SetPerm(a, 2*mem.PageSize, mem.PermRX); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetPerm(b, mem.HugeSize, mem.PermRX); err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range []uint64{a, b} {
+		if area, _ := s.AreaOf(addr); area.Perm != mem.PermRX {
+			t.Errorf("area at %#x: perm %s after SetPerm of all of it, want r-x", addr, area.Perm)
+		}
+	}
+	if !strings.Contains(s.Info(), "r-x vmalloc huge") {
+		t.Errorf("Info does not show the new permissions:\n%s", s.Info())
+	}
+}
