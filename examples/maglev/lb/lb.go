@@ -326,6 +326,22 @@ func backendValue(b BackendAddr) []byte {
 
 func u32(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }
 
+// waitForPrograms returns once every program that was running has
+// finished. User space has no synchronize_rcu, but every update or delete
+// of a map of maps ends with one (maybe_wait_bpf_programs), even a delete
+// of a key that is not there: the key of protocol 0, which no service has.
+func waitForPrograms(outer bpfMap, v4 bool) error {
+	vip := netip.IPv6Unspecified()
+	if v4 {
+		vip = netip.IPv4Unspecified()
+	}
+	err := outer.Delete(svcKey(Service{VIP: vip}))
+	if errors.Is(err, uapi.ENOENT) || errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil
+	}
+	return err
+}
+
 func checkService(svc Service) error {
 	if !svc.VIP.IsValid() || svc.VIP.Is4In6() || svc.VIP.Zone() != "" {
 		return errors.Wrapf(uapi.EINVAL, "service %v: the VIP must be an IPv4 or IPv6 address", svc.VIP)
@@ -447,8 +463,12 @@ func (c *control) SetService(svc Service, table []uint32, backends []BackendAddr
 	steps := []func() error{swapTable, setService}
 	if old != nil && old.lutSize > st.lutSize {
 		// Shrinking: the smaller slot count first, while the bigger
-		// table still holds every slot it gives.
-		steps = []func() error{setService, swapTable}
+		// table still holds every slot it gives; then a grace period,
+		// so that no packet that read the bigger count is still on its
+		// way to the outer map when the smaller table replaces the
+		// bigger one.
+		barrier := func() error { return waitForPrograms(outerMap, svc.VIP.Is4()) }
+		steps = []func() error{setService, barrier, swapTable}
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
