@@ -38,7 +38,7 @@ func (c tcase) String() string {
 
 // allCases enumerates every form with the edge operands: both widths, all
 // pairs of edge registers for the first two operands (the others derived
-// from them), every edge immediate and selector.
+// from them), every edge immediate and selector; then random operands.
 func allCases(t testing.TB) []tcase {
 	var out []tcase
 	for _, f := range forms {
@@ -63,6 +63,23 @@ func allCases(t testing.TB) []tcase {
 					}
 				}
 			}
+		}
+	}
+	// Plus seeded random operands over the full ranges (the fuzz test's
+	// input space), 400 per form.
+	rng := rand.New(rand.NewSource(3))
+	for _, f := range forms {
+		for i := 0; i < 400; i++ {
+			p := params{r: [4]int{rng.Intn(32), rng.Intn(32), rng.Intn(32), rng.Intn(32)},
+				is64: rng.Intn(2) == 1, imm: rng.Int63() - rng.Int63(), sel: rng.Intn(64)}
+			if f.sels > 0 {
+				p.sel %= f.sels
+			}
+			e := f.gen(p)
+			if e.err != nil {
+				t.Fatalf("%s %+v: unexpected error: %v", f.name, p, e.err)
+			}
+			out = append(out, tcase{form: f.name, p: p, expect: e})
 		}
 	}
 	return out

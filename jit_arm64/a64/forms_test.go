@@ -802,8 +802,12 @@ func buildForms() []form {
 	}})
 
 	// System.
-	add(form{name: "hint", edges: []int64{0, 1, 2, 3, 4, 5, 25, 29, 34, 36, 38, 0x60, 0x7f}, gen: func(p params) expect {
-		n := mod(p.imm, 128)
+	// Hints: the JIT's, the classic named ones, and unallocated numbers
+	// (objdump names many more, e.g. csdb and the other PAC hints, that
+	// the JIT does not emit).
+	hints := []int64{0, 1, 2, 3, 4, 5, 25, 29, 34, 36, 38, 0x60, 0x7f}
+	add(form{name: "hint", edges: []int64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, gen: func(p params) expect {
+		n := hints[mod(p.imm, int64(len(hints)))]
 		e := w(a64.Hint(uint32(n)))
 		named := map[int64]string{0: "nop", 1: "yield", 2: "wfe", 3: "wfi", 4: "sev", 5: "sevl",
 			25: "paciasp", 29: "autiasp", 34: "bti c", 36: "bti j", 38: "bti jc"}
