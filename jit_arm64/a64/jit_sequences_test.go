@@ -172,3 +172,26 @@ func TestLLSCFetchAddSequence(t *testing.T) {
 		"dmb ish",
 	}, nil)
 }
+
+// TestAddImmChoosesTheKernelsForm checks emit_a64_add_i's three shapes.
+func TestAddImmChoosesTheKernelsForm(t *testing.T) {
+	for _, c := range []struct {
+		imm  int32
+		want []string
+	}{
+		{8, []string{"add x0, x1, #0x8"}},
+		{0x7000, []string{"add x0, x1, #0x7, lsl #12"}},
+		{-8, []string{"sub x0, x1, #0x8"}},
+		{-0x1000, []string{"sub x0, x1, #0x1, lsl #12"}},
+		{0x1001, []string{"mov x10, #0x1001", "add x0, x1, x10"}},
+		{-0x1001, []string{"mov x10, #0xffffffffffffefff", "add x0, x1, x10"}},
+		{-2147483648, []string{"mov x10, #0xffffffff8000ffff", "movk x10, #0x0", "add x0, x1, x10"}},
+	} {
+		s := &seq{t: t}
+		s.emitAll(a64.AppendAddImm(nil, a64.X0, a64.X1, a64.X10, c.imm))
+		s.check(c.want, nil)
+	}
+	if _, err := a64.AppendAddImm(nil, a64.X0, a64.X1, a64.X1, 0x12345); err == nil {
+		t.Error("scratch equal to the source must be refused")
+	}
+}

@@ -146,3 +146,38 @@ func MovImm64(rd Reg, val uint64) ([]uint32, error) { return AppendMovImm64(nil,
 
 // MovImm32 is AppendMovImm32 into a new slice.
 func MovImm32(rd Reg, val int32) ([]uint32, error) { return AppendMovImm32(nil, rd, val) }
+
+// AppendAddImm appends the JIT's emit_a64_add_i: rd = rn + imm for a 32-bit
+// signed imm. One ADD when imm is an add/sub immediate, one SUB of -imm when
+// that is, else the imm is loaded into tmp (AppendMovImm32 in rd's width)
+// and added as a register.
+func AppendAddImm(dst []uint32, rd, rn, tmp Reg, imm int32) ([]uint32, error) {
+	if IsAddSubImm(int64(imm)) {
+		w, err := AddImm(rd, rn, int64(imm))
+		if err != nil {
+			return dst, err
+		}
+		return append(dst, w), nil
+	}
+	// The kernel negates as u32, so INT32_MIN (0x80000000) stays
+	// unencodable and takes the register path.
+	if neg := int64(-uint32(imm)); neg <= 0xffffffff && IsAddSubImm(neg) {
+		w, err := SubImm(rd, rn, neg)
+		if err != nil {
+			return dst, err
+		}
+		return append(dst, w), nil
+	}
+	if tmp.Is64() != rd.Is64() || tmp.Num() == rn.Num() && tmp.Num() != 31 {
+		return dst, errInval("add immediate: scratch %v must match %v's width and differ from %v", tmp, rd, rn)
+	}
+	add, err := Add(rd, rn, tmp)
+	if err != nil {
+		return dst, err
+	}
+	out, err := AppendMovImm32(dst, tmp, imm)
+	if err != nil {
+		return dst, err
+	}
+	return append(out, add), nil
+}
