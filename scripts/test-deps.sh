@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the tools some tests compare bpfsim against, from Debian's
-# packages: bpftool (the xlated dump format). Without them those tests skip
+# packages: bpftool (the xlated dump format) and GNU binutils for aarch64
+# (the A64 encoder's disassembly check). Without them those tests skip
 # with a message. Needs root and apt-get; does nothing when the tools are
 # already there.
 set -euo pipefail
 
 missing=()
 command -v bpftool >/dev/null 2>&1 || [ -x /usr/sbin/bpftool ] || missing+=(bpftool)
+command -v aarch64-linux-gnu-objdump >/dev/null 2>&1 || missing+=(binutils-aarch64-linux-gnu)
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
 fi
