@@ -9,8 +9,10 @@ import (
 // lookup3 that include/linux/jhash.h keeps.
 const JhashInitval = 0xdeadbeef
 
-// jhashMix is __jhash_mix: it mixes three 32-bit values reversibly.
-func jhashMix(a, b, c uint32) (uint32, uint32, uint32) {
+// JhashMix is __jhash_mix: it mixes three 32-bit values reversibly.
+// Exported with JhashFinal and Jhash3Words for BPF programs' hashes built
+// from the same pieces (Cilium's flow hash).
+func JhashMix(a, b, c uint32) (uint32, uint32, uint32) {
 	a -= c
 	a ^= bits.RotateLeft32(c, 4)
 	c += b
@@ -32,8 +34,8 @@ func jhashMix(a, b, c uint32) (uint32, uint32, uint32) {
 	return a, b, c
 }
 
-// jhashFinal is __jhash_final: the final mixing of (a, b, c) into c.
-func jhashFinal(a, b, c uint32) uint32 {
+// JhashFinal is __jhash_final: the final mixing of (a, b, c) into c.
+func JhashFinal(a, b, c uint32) uint32 {
 	c ^= b
 	c -= bits.RotateLeft32(b, 14)
 	a ^= c
@@ -51,6 +53,13 @@ func jhashFinal(a, b, c uint32) uint32 {
 	return c
 }
 
+// Jhash3Words is jhash_3words: lookup3's final mix of three words and a
+// seed.
+func Jhash3Words(a, b, c, initval uint32) uint32 {
+	initval += JhashInitval + 3<<2
+	return JhashFinal(a+initval, b+initval, c+initval)
+}
+
 // Jhash is the kernel's jhash(key, length, initval): lookup3's hashlittle.
 // Whole 12-byte blocks are read as little-endian words (the kernel reads
 // them in CPU order, and every CPU the simulator models is little-endian);
@@ -66,7 +75,7 @@ func Jhash(key []byte, initval uint32) uint32 {
 		a += binary.LittleEndian.Uint32(k)
 		b += binary.LittleEndian.Uint32(k[4:])
 		c += binary.LittleEndian.Uint32(k[8:])
-		a, b, c = jhashMix(a, b, c)
+		a, b, c = JhashMix(a, b, c)
 		k = k[12:]
 	}
 	if len(k) == 0 {
@@ -78,7 +87,7 @@ func Jhash(key []byte, initval uint32) uint32 {
 	for i := len(k) - 1; i >= 0; i-- {
 		w[i/4] += uint32(k[i]) << (8 * (i % 4))
 	}
-	return jhashFinal(a+w[0], b+w[1], c+w[2])
+	return JhashFinal(a+w[0], b+w[1], c+w[2])
 }
 
 // Jhash2 is the kernel's jhash2(k, length, initval) over 32-bit words:
@@ -91,7 +100,7 @@ func Jhash2(k []uint32, initval uint32) uint32 {
 		a += k[0]
 		b += k[1]
 		c += k[2]
-		a, b, c = jhashMix(a, b, c)
+		a, b, c = JhashMix(a, b, c)
 		k = k[3:]
 	}
 	switch len(k) {
@@ -103,7 +112,7 @@ func Jhash2(k []uint32, initval uint32) uint32 {
 		fallthrough
 	case 1:
 		a += k[0]
-		return jhashFinal(a, b, c)
+		return JhashFinal(a, b, c)
 	}
 	return c
 }
@@ -123,7 +132,7 @@ func HashKey(key []byte, hashrnd uint32) uint32 {
 		a += binary.LittleEndian.Uint32(k)
 		b += binary.LittleEndian.Uint32(k[4:])
 		c += binary.LittleEndian.Uint32(k[8:])
-		a, b, c = jhashMix(a, b, c)
+		a, b, c = JhashMix(a, b, c)
 		k = k[12:]
 	}
 	switch len(k) {
@@ -135,7 +144,7 @@ func HashKey(key []byte, hashrnd uint32) uint32 {
 		fallthrough
 	case 4:
 		a += binary.LittleEndian.Uint32(k)
-		return jhashFinal(a, b, c)
+		return JhashFinal(a, b, c)
 	}
 	return c
 }

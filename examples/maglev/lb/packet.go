@@ -7,6 +7,7 @@ import (
 
 	"github.com/pkg/errors"
 
+	"github.com/bpfsim/bpfsim/hashmap"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
 
@@ -310,60 +311,11 @@ func FlowHash(f Flow, seed uint32) uint32 {
 	ports := uint32(bits.ReverseBytes16(f.SrcPort))<<16 | uint32(bits.ReverseBytes16(f.DstPort))
 	if f.Src.Is4() {
 		src := f.Src.As4()
-		return jhash3Words(binary.LittleEndian.Uint32(src[:]), ports, uint32(f.Proto), seed)
+		return hashmap.Jhash3Words(binary.LittleEndian.Uint32(src[:]), ports, uint32(f.Proto), seed)
 	}
 	src := f.Src.As16()
 	w := func(i int) uint32 { return binary.LittleEndian.Uint32(src[4*i:]) }
-	a, b, c := jhashMix(w(0), w(1), w(2))
-	a, b, c = jhashMix(a+w(3), b+ports, c+uint32(f.Proto))
-	return jhashFinal(a+seed, b, c)
-}
-
-// jhashMix is include/linux/jhash.h's __jhash_mix.
-func jhashMix(a, b, c uint32) (uint32, uint32, uint32) {
-	a -= c
-	a ^= bits.RotateLeft32(c, 4)
-	c += b
-	b -= a
-	b ^= bits.RotateLeft32(a, 6)
-	a += c
-	c -= b
-	c ^= bits.RotateLeft32(b, 8)
-	b += a
-	a -= c
-	a ^= bits.RotateLeft32(c, 16)
-	c += b
-	b -= a
-	b ^= bits.RotateLeft32(a, 19)
-	a += c
-	c -= b
-	c ^= bits.RotateLeft32(b, 4)
-	b += a
-	return a, b, c
-}
-
-// jhash3Words is include/linux/jhash.h's jhash_3words: lookup3's final
-// mix of three words and a seed.
-func jhash3Words(a, b, c, initval uint32) uint32 {
-	initval += 0xdeadbeef + 3<<2
-	return jhashFinal(a+initval, b+initval, c+initval)
-}
-
-// jhashFinal is include/linux/jhash.h's __jhash_final: c, mixed.
-func jhashFinal(a, b, c uint32) uint32 {
-	c ^= b
-	c -= bits.RotateLeft32(b, 14)
-	a ^= c
-	a -= bits.RotateLeft32(c, 11)
-	b ^= a
-	b -= bits.RotateLeft32(a, 25)
-	c ^= b
-	c -= bits.RotateLeft32(b, 16)
-	a ^= c
-	a -= bits.RotateLeft32(c, 4)
-	b ^= a
-	b -= bits.RotateLeft32(a, 14)
-	c ^= b
-	c -= bits.RotateLeft32(b, 24)
-	return c
+	a, b, c := hashmap.JhashMix(w(0), w(1), w(2))
+	a, b, c = hashmap.JhashMix(a+w(3), b+ports, c+uint32(f.Proto))
+	return hashmap.JhashFinal(a+seed, b, c)
 }
