@@ -435,18 +435,7 @@ func (k *Kernel) mapFunc(s *ksym) *Helper {
 			if err != nil {
 				return 0, err
 			}
-			if err := progWrite(mp); err != nil {
-				return ret(err), nil
-			}
-			key, err := readArg(m, r2, mp.KeySize, 0)
-			if err != nil {
-				return 0, err
-			}
-			value, err := readArg(m, r3, mp.ValueSize, 1)
-			if err != nil {
-				return 0, err
-			}
-			return ret(mp.Ops.UpdateElem(m.CPU, key, value, r4)), nil
+			return mapUpdateElem(m, mp, r2, r3, r4)
 		}
 	case s.spec.helper == uapi.FuncMapDeleteElem:
 		h.Fn = func(m *interp.Machine, r1, r2, _, _, _ uint64) (uint64, error) {

@@ -96,6 +96,12 @@ func (k *Kernel) helperMapUpdateElem(m *interp.Machine, r1, r2, r3, r4, _ uint64
 	if err != nil {
 		return 0, err
 	}
+	return mapUpdateElem(m, mp, r2, r3, r4)
+}
+
+// mapUpdateElem is bpf_map_update_elem on a map already found, for the
+// helper and for the direct call of its kernel function.
+func mapUpdateElem(m *interp.Machine, mp *maps.Map, r2, r3, r4 uint64) (uint64, error) {
 	if err := progWrite(mp); err != nil {
 		return ret(err), nil
 	}
