@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"sync/atomic"
 	"testing"
 
 	"github.com/pkg/errors"
@@ -30,7 +31,7 @@ func key(i uint32) []byte { return binary.LittleEndian.AppendUint32(nil, i) }
 
 func outputEvent(t testing.TB, k maps.Kernel, cpu, pages int) *Event {
 	t.Helper()
-	ev, err := NewEvent(k, EventAttr{Type: uapi.PERF_TYPE_SOFTWARE, Config: uapi.PERF_COUNT_SW_BPF_OUTPUT}, cpu, pages)
+	ev, err := NewEvent(k, EventAttr{Type: uapi.PERF_TYPE_SOFTWARE, Config: uapi.PERF_COUNT_SW_BPF_OUTPUT}, cpu, pages, nextTestEventID())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +40,7 @@ func outputEvent(t testing.TB, k maps.Kernel, cpu, pages int) *Event {
 
 func counterEvent(t testing.TB, k maps.Kernel, attr EventAttr, cpu int) *Event {
 	t.Helper()
-	ev, err := NewEvent(k, attr, cpu, 0)
+	ev, err := NewEvent(k, attr, cpu, 0, nextTestEventID())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -459,7 +460,7 @@ func TestEventsAndRingsAreRefused(t *testing.T) {
 		{"a ring for a counter", EventAttr{Type: uapi.PERF_TYPE_HARDWARE}, 0, 1, uapi.EINVAL},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := NewEvent(k, tc.attr, tc.cpu, tc.pages); !errors.Is(err, tc.want) {
+			if _, err := NewEvent(k, tc.attr, tc.cpu, tc.pages, nextTestEventID()); !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
 		})
@@ -473,3 +474,8 @@ func TestPagesForRoundsUpToAPowerOfTwo(t *testing.T) {
 		}
 	}
 }
+
+// testEventIDs numbers the events the tests make, as a kernel would.
+var testEventIDs atomic.Uint32
+
+func nextTestEventID() uint32 { return testEventIDs.Add(1) }

@@ -31,10 +31,6 @@ func (a EventAttr) IsBPFOutput() bool {
 	return a.Type == uapi.PERF_TYPE_SOFTWARE && a.Config == uapi.PERF_COUNT_SW_BPF_OUTPUT
 }
 
-// lastEventID numbers perf events. The kernel's perf event ids are global
-// to the machine, not to a namespace; bpfsim's are global to the process.
-var lastEventID atomic.Uint32
-
 // Event is a simulated perf event (struct perf_event) bound to one CPU, as
 // perf_event_open(attr, pid=-1, cpu) makes it. A BPF output event owns a
 // ring buffer that bpf_perf_event_output writes samples to; any event is a
@@ -67,12 +63,12 @@ var _ maps.Object = (*Event)(nil)
 // NewEvent creates an event on cpu with one reference, held by the caller.
 // A BPF output event needs a ring of ringPages data pages (a power of two,
 // as perf_mmap requires); other events take none (0).
-func NewEvent(k maps.Kernel, attr EventAttr, cpu int, ringPages int) (*Event, error) {
+func NewEvent(k maps.Kernel, attr EventAttr, cpu int, ringPages int, id uint32) (*Event, error) {
 	if cpu < 0 || cpu >= k.NumCPUs() {
 		// perf_event_open on a CPU that does not exist.
 		return nil, errors.Wrapf(uapi.ENODEV, "CPU %d does not exist (%d CPUs)", cpu, k.NumCPUs())
 	}
-	e := &Event{id: lastEventID.Add(1), attr: attr, cpu: cpu}
+	e := &Event{id: id, attr: attr, cpu: cpu}
 	switch {
 	case attr.IsBPFOutput():
 		r, err := newRing(k, ringPages)

@@ -69,8 +69,10 @@ type Kernel struct {
 	nextFile atomic.Uint64
 	// openFiles counts the open file descriptions, for leak checks.
 	openFiles atomic.Int64
-	// perfEvents counts the perf events not yet freed.
+	// perfEvents counts the perf events not yet freed; nextPerfID numbers
+	// them.
 	perfEvents atomic.Int64
+	nextPerfID atomic.Uint32
 	progs      progTable
 
 	randMu sync.Mutex

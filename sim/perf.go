@@ -60,7 +60,8 @@ func (k *Kernel) OpenPerfEvent(attr perfarray.EventAttr, cpu int, ringPages int)
 
 // OpenPerfEvent is Kernel.OpenPerfEvent with the fd in this process.
 func (p *Process) OpenPerfEvent(attr perfarray.EventAttr, cpu int, ringPages int) (*PerfEvent, error) {
-	ev, err := perfarray.NewEvent(p.k, attr, cpu, ringPages)
+	// Perf event ids are the machine's, as the kernel numbers them.
+	ev, err := perfarray.NewEvent(p.k, attr, cpu, ringPages, p.k.nextPerfID.Add(1))
 	if err != nil {
 		return nil, err
 	}
