@@ -131,15 +131,15 @@ func (f *Fault) Error() string {
 	case KindFetch:
 		return fmt.Sprintf("a64: instruction fetch at pc %#x: %v", f.PC, f.Mem)
 	case KindMemory:
-		return fmt.Sprintf("a64: at pc %#x (%#08x): %v", f.PC, f.Word, f.Mem)
+		return fmt.Sprintf("a64: at pc %#x (0x%08x): %v", f.PC, f.Word, f.Mem)
 	case KindBrk:
 		return fmt.Sprintf("a64: brk #%#x at pc %#x", f.Imm, f.PC)
 	case KindUnknown:
-		return fmt.Sprintf("a64: unknown instruction %#08x at pc %#x", f.Word, f.PC)
+		return fmt.Sprintf("a64: unknown instruction 0x%08x at pc %#x", f.Word, f.PC)
 	case KindFunc:
 		return fmt.Sprintf("a64: kernel function called at pc %#x: %v", f.PC, f.Err)
 	case KindAlign:
-		return fmt.Sprintf("a64: alignment fault at pc %#x (%#08x): %v", f.PC, f.Word, f.Err)
+		return fmt.Sprintf("a64: alignment fault at pc %#x (0x%08x): %v", f.PC, f.Word, f.Err)
 	}
 	return fmt.Sprintf("a64: at pc %#x: %v", f.PC, f.Err)
 }
