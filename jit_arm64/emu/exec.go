@@ -196,8 +196,9 @@ func (c *CPU) exec(in *inst, pc uint64) (uint64, error) {
 		if in.sf {
 			rot = bits.RotateLeft64(src, -int(in.amount))
 		} else {
+			// The masks are replicated across 64 bits; the result is
+			// cut to 32 below, so the low word is all that matters.
 			rot = uint64(bits.RotateLeft32(uint32(src), -int(in.amount)))
-			rot |= rot << 32 // the masks are replicated across 64 bits
 		}
 		var v uint64
 		switch in.op {

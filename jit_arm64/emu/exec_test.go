@@ -374,6 +374,8 @@ func TestAtomics(t *testing.T) {
 		{"ldxr/stxr loop adds", asm(
 			w(a64.Ldxr(x3, x1)), w(a64.Add(x3, x3, x2)), w(a64.Stxr(a64.W4, x3, x1)), w(a64.Cbnz(a64.W4, -3)), w(a64.Mov(x0, x3))), 2, old + 2, old + 2},
 		{"stxr without ldxr fails", asm(w(a64.Stxr(w0, x2, x1))), 2, 1, old},
+		{"a second stxr fails: a store clears the monitor", asm(
+			w(a64.Ldxr(x3, x1)), w(a64.Stxr(a64.W4, x3, x1)), w(a64.Stxr(w0, x2, x1))), 2, 1, old},
 		{"ldar and stlr", asm(w(a64.Ldar(a64.Size64, x0, x1)), w(a64.Stlr(a64.Size32, w2, x1))), 0x1234_5678, old, old&^0xffff_ffff | 0x1234_5678},
 	}
 	for _, tc := range cases {
