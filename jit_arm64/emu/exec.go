@@ -136,15 +136,20 @@ func extend(v uint64, kind, size uint8) uint64 {
 	return v
 }
 
-// call runs the Go function at target if there is one.
+// call runs the Go function at target if there is one and returns where
+// it returns to: the LR it was entered with. A Go function may run code on
+// this CPU itself (a helper such as bpf_loop calling back into a program),
+// and that nested Run overwrites LR.
 func (c *CPU) call(target, pc uint64, in *inst) (uint64, bool, error) {
 	fn := c.Funcs[target]
 	if fn == nil {
 		return 0, false, nil
 	}
+	lr := c.R[30]
 	if err := fn(c); err != nil {
 		return 0, true, &Fault{PC: pc, Word: in.word, Kind: KindFunc, Err: err}
 	}
+	c.R[30] = lr
 	return pcCalled, true, nil
 }
 

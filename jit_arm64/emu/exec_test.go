@@ -9,9 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bpfsim/bpfsim/jit_arm64"
 	"github.com/bpfsim/bpfsim/jit_arm64/a64"
 	"github.com/bpfsim/bpfsim/jit_arm64/emu"
 	"github.com/bpfsim/bpfsim/sim/mem"
+	"github.com/bpfsim/bpfsim/sim/progpack"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
 
@@ -492,4 +494,82 @@ func BenchmarkLoop(b *testing.B) {
 	n := c.Retired - retired
 	b.ReportMetric(float64(n)/el.Seconds(), "insns/s")
 	b.ReportMetric(float64(el.Nanoseconds())/float64(n), "ns/insn")
+}
+
+// TestGoFunctionMayRunCodeOnTheSameCPU is the shape of bpf_loop: a helper
+// that calls back into JIT-compiled code on the CPU that called it. The
+// outer program must continue after the helper returns.
+func TestGoFunctionMayRunCodeOnTheSameCPU(t *testing.T) {
+	const helper = 0xffff_8000_0020_0000
+	e := newEnv(t)
+	callback := e.text(t, asm(w(a64.Add(x0, x0, x1)), ret)) // x0 = acc + i
+	e.cpu.Funcs[helper] = func(c *emu.CPU) error {
+		n, acc := c.X(0), uint64(0)
+		for i := uint64(0); i < n; i++ {
+			r, err := c.Run(callback, acc, i)
+			if err != nil {
+				return err
+			}
+			acc = r
+		}
+		c.SetX(0, acc)
+		return nil
+	}
+	code := asm(
+		w(a64.StorePair(a64.FP, a64.LR, a64.SP, -16, a64.PreIndex)),
+		ws(a64.AppendMovAddr(nil, a64.X10, helper)),
+		w(a64.Blr(a64.X10)),
+		w(a64.AddImm(x0, x0, 1000)),
+		w(a64.LoadPair(a64.FP, a64.LR, a64.SP, 16, a64.PostIndex)),
+		ret)
+	got, err := e.run(t, code, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != 45+1000 {
+		t.Errorf("x0 = %d, want %d", got, 45+1000)
+	}
+}
+
+// TestRunsImagesPlacedByProgPack places an image with the prog pack
+// allocator and the arm64 text patcher, runs it, frees it (which fills the
+// place with BRK #0x100 while another image keeps the pack mapped), and
+// requires the next run of the stale address to stop with that BRK.
+func TestRunsImagesPlacedByProgPack(t *testing.T) {
+	s := mem.New()
+	a, err := progpack.New(s, jit_arm64.NewPatcher(s), progpack.Options{Mode: progpack.Packs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	place := func(code []uint32) *progpack.Binary {
+		b, err := a.Alloc(uint32(4*len(code)), 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Write(b.RWImage(), wordsBytes(code)); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Finalize(b); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	keep := place(asm(w(a64.Movz(x0, 1, 0)), ret))
+	b := place(asm(w(a64.AddImm(x0, x0, 2)), ret))
+	c := emu.New(s.NewTLB())
+	if got, err := c.Run(b.Image(), 40); err != nil || got != 42 {
+		t.Fatalf("run: %d, %v; want 42", got, err)
+	}
+	img := b.Image()
+	if err := a.Free(b); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Run(img, 40)
+	want := fmt.Sprintf("brk #0x100 at pc %#x", img)
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("run of freed image: %v, want %q", err, want)
+	}
+	if got, err := c.Run(keep.Image()); err != nil || got != 1 {
+		t.Fatalf("the other image: %d, %v", got, err)
+	}
 }
