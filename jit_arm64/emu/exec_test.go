@@ -573,3 +573,65 @@ func TestRunsImagesPlacedByProgPack(t *testing.T) {
 		t.Fatalf("the other image: %d, %v", got, err)
 	}
 }
+
+// ctxDevice is a device mapping like a program's context: loads return
+// the offset plus 0x100, stores are recorded.
+type ctxDevice struct{ stored map[uint64]uint64 }
+
+func (d *ctxDevice) Load(off uint64, size int, signExtend bool) (uint64, error) {
+	return off + 0x100, nil
+}
+
+func (d *ctxDevice) Store(off uint64, size int, v uint64) error {
+	d.stored[off] = v
+	return nil
+}
+
+func TestLoadsAndStoresReachDeviceMappings(t *testing.T) {
+	e := newEnv(t)
+	d := &ctxDevice{stored: map[uint64]uint64{}}
+	ctx, err := e.space.Alloc(mem.PageSize, mem.AllocOptions{Perm: mem.PermRW, Name: "ctx", Device: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.run(t, asm(w(a64.LoadImm(a64.Size32, w0, x1, 8)), w(a64.StoreImm(a64.Size64, x2, x1, 16)), ret), 0, ctx, 77)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != 0x108 || d.stored[16] != 77 {
+		t.Errorf("load %#x (want 0x108), stored %v (want 16:77)", got, d.stored)
+	}
+	// Atomics need plain memory.
+	_, err = e.run(t, asm(w(a64.AtomicLoadOp(a64.AtomicAdd, a64.OrderAcqRel, x2, x0, x1)), ret), 0, ctx, 1)
+	var f *emu.Fault
+	if !errors.As(err, &f) || f.Kind != emu.KindAlign {
+		t.Fatalf("atomic on a device mapping: %v, want an alignment fault", err)
+	}
+}
+
+// BenchmarkGoFunctionCall measures a BLR to a Go function and back, the
+// JIT's helper call, in a counted loop.
+func BenchmarkGoFunctionCall(b *testing.B) {
+	const helper = 0xffff_8000_0030_0000
+	e := newEnv(b)
+	c := e.cpu
+	c.Limit = 0
+	c.Funcs[helper] = func(c *emu.CPU) error { c.SetX(0, c.X(0)+1); return nil }
+	entry := e.text(b, asm(
+		w(a64.StorePair(a64.FP, a64.LR, a64.SP, -16, a64.PreIndex)),
+		ws(a64.AppendMovAddr(nil, a64.X10, helper)),
+		w(a64.Blr(a64.X10)),
+		w(a64.SubImm(a64.X6, a64.X6, 1)),
+		w(a64.Cbnz(a64.X6, -2)),
+		w(a64.LoadPair(a64.FP, a64.LR, a64.SP, 16, a64.PostIndex)),
+		ret))
+	b.ResetTimer()
+	c.SetX(6, uint64(b.N))
+	got, err := c.Run(entry, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if got != uint64(b.N) {
+		b.Fatalf("x0 = %d, want %d", got, b.N)
+	}
+}
