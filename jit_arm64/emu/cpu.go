@@ -173,24 +173,11 @@ func (c *CPU) Run(entry uint64, args ...uint64) (uint64, error) {
 // fetchPage checks that pc's page is executable and returns its backing
 // memory and decode cache.
 //
-// sim/mem's TLB has no execute access, so the check reads the word with
-// read permission (which fills the TLB and faults on unmapped memory) and
-// then asks the space for the permissions of the area holding pc. An area's
-// permissions are those of all its pages unless part of it was changed
-// with SetPerm; progpack and the JIT change whole packs, so the area is
-// the right granule for them.
+// The page table decides, page by page, with execute access.
 func (c *CPU) fetchPage(pc uint64) (*[mem.PageSize]byte, *codePage, *Fault) {
-	if _, f := c.tlb.Load32(pc); f != nil {
-		f.Access = mem.Exec
+	pg, f := c.tlb.FetchPage(pc)
+	if f != nil {
 		return nil, nil, &Fault{PC: pc, Kind: KindFetch, Mem: f}
-	}
-	a, ok := c.tlb.Space().AreaOf(pc)
-	if !ok || a.Perm&mem.PermExec == 0 {
-		return nil, nil, &Fault{PC: pc, Kind: KindFetch, Mem: &mem.Fault{Addr: pc, Size: 4, Access: mem.Exec, PC: -1, Reason: "permission denied (page is " + a.Perm.String() + ")"}}
-	}
-	pg := c.tlb.ReadPage(pc)
-	if pg == nil {
-		return nil, nil, &Fault{PC: pc, Kind: KindFetch, Mem: &mem.Fault{Addr: pc, Size: 4, Access: mem.Exec, PC: -1, Reason: "not plain memory"}}
 	}
 	vpn := pc >> mem.PageShift
 	cp := c.pages[vpn]

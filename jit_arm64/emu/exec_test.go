@@ -635,3 +635,31 @@ func BenchmarkGoFunctionCall(b *testing.B) {
 		b.Fatalf("x0 = %d, want %d", got, b.N)
 	}
 }
+
+// TestExecutePermissionIsCheckedPerPage: in an area whose first page was
+// made executable and whose second was not, code runs from the first and
+// a fetch from the second faults, as the page table says.
+func TestExecutePermissionIsCheckedPerPage(t *testing.T) {
+	e := newEnv(t)
+	ret := w(a64.Ret(a64.LR))
+	addr, err := e.space.Alloc(2*mem.PageSize, mem.AllocOptions{Region: mem.RegionModules, Perm: mem.PermRW, Name: "half_text"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, at := range []uint64{addr, addr + mem.PageSize} {
+		if err := e.space.Write(at, wordsBytes([]uint32{ret})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.space.SetPerm(addr, mem.PageSize, mem.PermRX); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.cpu.Run(addr, 7); err != nil {
+		t.Fatalf("the executable page: %v", err)
+	}
+	_, err = e.cpu.Run(addr+mem.PageSize, 7)
+	var f *emu.Fault
+	if !errors.As(err, &f) || f.Kind != emu.KindFetch || f.Mem.Access != mem.Exec {
+		t.Fatalf("a fetch from the read-write page of the same area: %v", err)
+	}
+}

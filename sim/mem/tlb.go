@@ -302,6 +302,21 @@ func (t *TLB) ReadPage(addr uint64) *[PageSize]byte {
 	return nil
 }
 
+// FetchPage translates addr for an instruction fetch: the page must be
+// mapped executable, page by page as SetPerm left it, and be plain memory.
+// The translation is not cached here: an instruction fetcher keeps its own
+// (an iTLB).
+func (t *TLB) FetchPage(addr uint64) (*[PageSize]byte, *Fault) {
+	e, f := t.fill(addr, 4, Exec)
+	if f != nil {
+		return nil, f
+	}
+	if e.page == nil {
+		return nil, newFault(addr, 4, Exec, "not plain memory")
+	}
+	return e.page, nil
+}
+
 // WritePage is ReadPage for a writable translation.
 func (t *TLB) WritePage(addr uint64) *[PageSize]byte {
 	if e := &t.write[(addr>>PageShift)&tlbMask]; e.vpn == addr>>PageShift {
