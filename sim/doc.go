@@ -8,6 +8,16 @@
 // verifier), prepared for the interpreter (package interp) and run with
 // Program.Run in the style of cilium/ebpf and BPF_PROG_TEST_RUN.
 //
+// Objects live as in the kernel. Maps, programs and perf events have ids
+// and reference counts; user-space handles are fds of a Process (the
+// Kernel's own methods use its first process), open files are shared by
+// dups, and a process's exit closes its fds. What references a program or
+// an outer map holds is the kernel's, and so are the actions on a file's
+// last close (map_release) and a map's last user reference
+// (map_release_uref). Memory a running program could still reach is freed
+// only after an RCU grace period (rcu.go); freed memory is unmapped, so a
+// stale pointer faults. Kernel.CheckLeaks says what is left.
+//
 // Kernel counterparts: kernel/bpf/syscall.c (loading), kernel/bpf/core.c
 // (running), kernel/bpf/helpers.c and kernel/trace/bpf_trace.c (helpers),
 // net/bpf/test_run.c (test runs).
