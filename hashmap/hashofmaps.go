@@ -220,23 +220,10 @@ func (o *htabOfMaps) drop(addr uint64) {
 // DeleteElem is htab_map_delete_elem; the inner map loses the element's
 // reference (free_htab_elem puts it).
 func (o *htabOfMaps) DeleteElem(_ int, key []byte) error {
-	h := o.h
-	key = key[:h.keySize]
-	hash := HashKey(key, h.hashrnd)
-	b := h.bucket(hash)
-	if b == nil {
-		return errNoKey
+	var addr uint64
+	if err := o.h.remove(key, func(e *elem) { addr = o.innerAddr(e) }); err != nil {
+		return err
 	}
-	b.mu.Lock()
-	prev, e := h.find(b, hash, key)
-	if e == nil {
-		b.mu.Unlock()
-		return errNoKey
-	}
-	addr := o.innerAddr(e)
-	unlink(b, prev, e)
-	b.mu.Unlock()
-	h.retire(e, true)
 	o.drop(addr)
 	return nil
 }

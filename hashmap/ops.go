@@ -169,7 +169,12 @@ func (h *htab) writePercpu(e *elem, cpu int, values []byte, all, fresh bool) {
 
 // DeleteElem is htab_map_delete_elem: the element leaves its chain at once
 // and is reused only after a grace period.
-func (h *htab) DeleteElem(cpu int, key []byte) error {
+func (h *htab) DeleteElem(cpu int, key []byte) error { return h.remove(key, nil) }
+
+// remove takes key's element out of its chain and retires it; before the
+// unlink, with the bucket locked, last (if not nil) sees the element, for
+// the callers that read it on its way out.
+func (h *htab) remove(key []byte, last func(e *elem)) error {
 	key = key[:h.keySize]
 	hash := HashKey(key, h.hashrnd)
 	b := h.bucket(hash)
@@ -181,6 +186,9 @@ func (h *htab) DeleteElem(cpu int, key []byte) error {
 	if e == nil {
 		b.mu.Unlock()
 		return errNoKey
+	}
+	if last != nil {
+		last(e)
 	}
 	unlink(b, prev, e)
 	b.mu.Unlock()
@@ -246,27 +254,13 @@ func (h *htab) LookupAndDeleteElem(cpu int, key, value []byte, flags uint64) err
 	case h.percpu && uint64(len(value)) < h.pcpuSize*uint64(h.ncpu):
 		return errors.Wrapf(uapi.EINVAL, "per-CPU value buffer of %d bytes, want %d", len(value), h.pcpuSize*uint64(h.ncpu))
 	}
-	key = key[:h.keySize]
-	hash := HashKey(key, h.hashrnd)
-	b := h.bucket(hash)
-	if b == nil {
-		return errNoKey
-	}
-	b.mu.Lock()
-	prev, e := h.find(b, hash, key)
-	if e == nil {
-		b.mu.Unlock()
-		return errNoKey
-	}
-	if h.percpu {
-		h.copyPercpu(e, value)
-	} else {
-		mem.LoadBytes(value, e.raw[h.valueOff:h.valueOff+uint64(h.valueSize)])
-	}
-	unlink(b, prev, e)
-	b.mu.Unlock()
-	h.retire(e, true)
-	return nil
+	return h.remove(key, func(e *elem) {
+		if h.percpu {
+			h.copyPercpu(e, value)
+		} else {
+			mem.LoadBytes(value, e.raw[h.valueOff:h.valueOff+uint64(h.valueSize)])
+		}
+	})
 }
 
 // copyPercpu copies every CPU's copy of e, round_up(value_size, 8) bytes
