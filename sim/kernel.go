@@ -9,6 +9,7 @@ import (
 	"github.com/bpfsim/bpfsim/maps"
 	"github.com/bpfsim/bpfsim/sim/interp"
 	"github.com/bpfsim/bpfsim/sim/mem"
+	"github.com/bpfsim/bpfsim/sim/progpack"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 	"github.com/bpfsim/bpfsim/sim/verifier"
 )
@@ -43,6 +44,12 @@ type Options struct {
 	// interp.CountSuccesses is the x86-64 and arm64 JITs (only tail calls
 	// that reach a program count), for comparing with a kernel that JITs.
 	TailCallCount interp.TailCallCount
+	// Runtime is how programs run unless they ask otherwise: the
+	// interpreter (the default) or the arm64 JIT on the A64 emulator.
+	Runtime Runtime
+	// ProgPack configures the allocator of JIT images: packs (the
+	// default) or one allocation per image, huge or page mappings.
+	ProgPack progpack.Options
 }
 
 // MaxCPUs bounds Options.CPUs, like the kernel's NR_CPUS.
@@ -86,6 +93,12 @@ type Kernel struct {
 	// helperProtoFn is helperProto as a func value, made once: a method
 	// value built per load would be an allocation per load.
 	helperProtoFn func(int32) *verifier.FuncProto
+
+	// runtime and progPack are Options.Runtime and Options.ProgPack;
+	// jits is the JIT, set up when first needed (jit.go).
+	runtime  Runtime
+	progPack progpack.Options
+	jits     jitState
 }
 
 // CPU is one simulated CPU: the machine state the interpreter runs on, its
@@ -103,6 +116,8 @@ type CPU struct {
 	buf [2][]byte
 	// maps caches the maps helpers were given (mapcache.go).
 	maps mapCache
+	// jit is the CPU's A64 state, once the kernel has a JIT.
+	jit *jitCPU
 }
 
 // scratch returns buffer slot i of at least n bytes.
@@ -142,6 +157,10 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		return nil, err
 	}
 	k.hardWire = o.HardWire
+	if o.Runtime > RuntimeJIT {
+		return nil, errors.Wrapf(uapi.EINVAL, "unknown runtime %d", o.Runtime)
+	}
+	k.runtime, k.progPack = o.Runtime, o.ProgPack
 	k.init = k.NewProcess()
 	k.helperProtoFn = k.helperProto
 	k.percpu = mem.NewPercpu(k.mem, o.CPUs)

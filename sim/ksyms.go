@@ -324,15 +324,21 @@ func (c kernelCalls) Helper(id int32) (int32, bool, error) {
 	if err != nil {
 		return 0, false, err
 	}
-	name := h.Name
-	if h.Name == uapi.HelperName(id) && helperFuncNames[id] != "" {
-		name = helperFuncNames[id]
-	}
-	s, err := c.k.ksyms.define(ksymSpec{name: name, kind: ksymHelper, helper: id}, 0)
+	s, err := c.k.helperKsym(id, h)
 	if err != nil {
 		return 0, false, err
 	}
 	return c.k.ksyms.imm(s), false, nil
+}
+
+// helperKsym returns the kernel function of helper h, id: its bpf_func_proto's
+// func, given a slot in the text when first needed.
+func (k *Kernel) helperKsym(id int32, h *Helper) (*ksym, error) {
+	name := h.Name
+	if h.Name == uapi.HelperName(id) && helperFuncNames[id] != "" {
+		name = helperFuncNames[id]
+	}
+	return k.ksyms.define(ksymSpec{name: name, kind: ksymHelper, helper: id}, 0)
 }
 
 func (c kernelCalls) MapOp(m *maps.Map, helper int32) (int32, error) {

@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/pkg/errors"
 
+	"github.com/bpfsim/bpfsim/jit_arm64"
 	"github.com/bpfsim/bpfsim/maps"
 	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/interp"
@@ -28,6 +29,10 @@ type Program struct {
 	xlated   []insn.Insn
 	subprogs []verifier.Subprog
 	code     *interp.Program
+	// jit is the program's A64 image when it runs JITed; jitErr says
+	// why a program of a JIT kernel does not (jit.go).
+	jit    *jit_arm64.Image
+	jitErr error
 	// usedMaps hold a reference on every map the program loads
 	// (prog->aux->used_maps); mapLoads remember which lddw loads which
 	// map, for the xlated dump.
@@ -78,6 +83,11 @@ type ProgramOptions struct {
 	// Flags are BPF_PROG_LOAD's prog_flags for LoadInsns and LoadBytecode
 	// (NewProgram takes them from the spec), e.g. uapi.BPF_F_SLEEPABLE.
 	Flags uint32
+	// Runtime asks for a runtime: RuntimeJIT makes the load fail if the
+	// JIT cannot translate the program (as with
+	// CONFIG_BPF_JIT_ALWAYS_ON), where a JIT kernel would run it in the
+	// interpreter. RuntimeDefault takes the kernel's.
+	Runtime Runtime
 
 	// funcInfo records that the program has BTF function info.
 	funcInfo bool
@@ -231,6 +241,10 @@ func (k *Kernel) LoadInsnsWithOptions(typ ebpf.ProgramType, name string, insns [
 		resolve = k.resolveCall // calls are direct after the rewrites
 	}
 	if p.code, err = interp.Compile(p.xlated, resolve); err != nil {
+		p.Close()
+		return nil, err
+	}
+	if err := k.jitCompile(p, opts); err != nil {
 		p.Close()
 		return nil, err
 	}
@@ -500,24 +514,7 @@ func (p *Program) Instructions() []insn.Insn { return toDump(p.xlated) }
 // each function is headed by its signature and each source line is
 // printed, after "; ", before the first instruction compiled from it.
 func (p *Program) Xlated() string {
-	sym := &insn.Symbols{Imm64: func(i int, _ insn.Insn, _ uint64) string {
-		l, ok := p.mapLoads[i]
-		switch {
-		case !ok:
-			return ""
-		case l.value:
-			return fmt.Sprintf("map[id:%d][0]+%d", l.m.ID, l.off)
-		}
-		return fmt.Sprintf("map[id:%d]", l.m.ID)
-	}}
-	if p.fixedUp {
-		sym.Call = func(_ int, in insn.Insn) string {
-			if in.Src != 0 {
-				return ""
-			}
-			return p.k.callName(in.Imm)
-		}
-	}
+	sym := p.xlatedSymbols()
 	var b strings.Builder
 	sub, line := 0, 0
 	dump := toDump(p.xlated)
@@ -539,6 +536,30 @@ func (p *Program) Xlated() string {
 		}
 	}
 	return b.String()
+}
+
+// xlatedSymbols names what a dump shows symbolically: maps and the kernel
+// functions of direct calls.
+func (p *Program) xlatedSymbols() *insn.Symbols {
+	sym := &insn.Symbols{Imm64: func(i int, _ insn.Insn, _ uint64) string {
+		l, ok := p.mapLoads[i]
+		switch {
+		case !ok:
+			return ""
+		case l.value:
+			return fmt.Sprintf("map[id:%d][0]+%d", l.m.ID, l.off)
+		}
+		return fmt.Sprintf("map[id:%d]", l.m.ID)
+	}}
+	if p.fixedUp {
+		sym.Call = func(_ int, in insn.Insn) string {
+			if in.Src != 0 {
+				return ""
+			}
+			return p.k.callName(in.Imm)
+		}
+	}
+	return sym
 }
 
 // Kernel returns the kernel the program is loaded in.

@@ -47,7 +47,7 @@ func (o *progObject) ObjectID() uint32 { return o.p.id }
 // bpfsim always "JITs" (the fix-ups assume jit_requested), has no XDP
 // fragments, no sleepable programs and no expected attach types yet.
 func (o *progObject) ProgOwner() maps.ProgOwner {
-	return maps.ProgOwner{Type: uint32(o.p.typ), Jited: true}
+	return maps.ProgOwner{Type: uint32(o.p.typ), Jited: o.p.jit != nil}
 }
 
 var _ maps.ProgObject = (*progObject)(nil)
@@ -148,6 +148,14 @@ func (p *Program) free() {
 	p.usedMaps = nil
 	if p.code != nil {
 		p.code.Release()
+	}
+	if p.jit != nil {
+		// bpf_jit_free: the image's memory goes back, refilled with
+		// the break fault instruction.
+		if err := p.jit.Free(); err != nil {
+			panic(fmt.Sprintf("bpfsim: freeing the JIT image of program %s: %v", p.name, err))
+		}
+		p.jit = nil
 	}
 	p.k.progs.live.Add(-1)
 }

@@ -40,6 +40,16 @@ func (k *Kernel) registerTailCall() {
 // tailCallTarget is what the tail call instruction reads: the program in
 // slot index of the prog array at address array.
 func (k *Kernel) tailCallTarget(m *interp.Machine, array uint64, index uint32) (*interp.Program, bool, error) {
+	p, inBounds, err := k.tailCallProg(m, array, index)
+	if p == nil {
+		return nil, inBounds, err
+	}
+	return p.code, true, nil
+}
+
+// tailCallProg returns the program in slot index of the prog array at
+// address array, nil for an empty slot, and whether index is in bounds.
+func (k *Kernel) tailCallProg(m *interp.Machine, array uint64, index uint32) (*Program, bool, error) {
 	mp, ok := k.progMap(m, array)
 	if !ok {
 		return nil, false, errors.Wrapf(uapi.EFAULT, "pc %d: tail call: r2=%#x is not a map", m.PC(), array)
@@ -56,7 +66,7 @@ func (k *Kernel) tailCallTarget(m *interp.Machine, array uint64, index uint32) (
 	if !ok {
 		return nil, inBounds, errors.Wrapf(uapi.EFAULT, "pc %d: tail call: slot %d holds no bpfsim program", m.PC(), index)
 	}
-	return po.p.code, true, nil
+	return po.p, true, nil
 }
 
 // checkTailCallMaps is bpf_check_tail_call: every program-holding map the

@@ -132,7 +132,11 @@ func (p *Program) test(opts *RunOptions, timed bool) (*RunResult, error) {
 	// is freed until it ends.
 	p.k.rcu.readLock(cpu.ID)
 	for i := uint32(0); i < repeat && err == nil; i++ {
-		res.R0, err = m.Run(p.code, env.r1, env.r2)
+		if p.jit != nil {
+			res.R0, err = p.k.runJIT(cpu, p, env.r1, env.r2)
+		} else {
+			res.R0, err = m.Run(p.code, env.r1, env.r2)
+		}
 		res.Insns = m.Executed
 	}
 	p.k.rcu.readUnlock(cpu.ID)

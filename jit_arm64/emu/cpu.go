@@ -55,6 +55,8 @@ type CPU struct {
 	// Retired counts instructions executed (Go functions count as one, the
 	// call instruction).
 	Retired uint64
+	// Data is the embedder's per-CPU state, for Go functions to use.
+	Data any
 
 	tlb *mem.TLB
 

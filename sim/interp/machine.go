@@ -136,6 +136,14 @@ func (m *Machine) StackTop() uint64 { return m.stackTop }
 // Program returns the program running on the machine, if any.
 func (m *Machine) Program() *Program { return m.prog }
 
+// SetCallSite records that the machine serves a call of instruction pc of
+// p made by other code than the interpreter (the JIT's), so that helpers
+// see the same Program and PC as when the interpreter calls them.
+func (m *Machine) SetCallSite(p *Program, pc int) {
+	m.prog = p
+	m.pc = pc + 1
+}
+
 // PC returns the instruction index of the call being served, for helpers
 // that report errors.
 func (m *Machine) PC() int { return m.pc - 1 }

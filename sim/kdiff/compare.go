@@ -47,8 +47,11 @@ type Sim struct {
 }
 
 // NewSim boots a simulated kernel for differential runs.
-func NewSim() (*Sim, error) {
-	k, err := sim.NewKernel(nil)
+func NewSim() (*Sim, error) { return NewSimWith(nil) }
+
+// NewSimWith boots a simulated kernel with options, e.g. one that JITs.
+func NewSimWith(o *sim.Options) (*Sim, error) {
+	k, err := sim.NewKernel(o)
 	if err != nil {
 		return nil, err
 	}

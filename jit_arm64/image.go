@@ -1,0 +1,160 @@
+package jit_arm64
+
+import (
+	"encoding/binary"
+	"sort"
+
+	"github.com/pkg/errors"
+
+	"github.com/bpfsim/bpfsim/sim/progpack"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// JIT compiles programs into the memory of a prog pack allocator: the
+// arm64 half of bpf_int_jit_compile, with the allocator doing
+// bpf_jit_binary_pack_alloc, _finalize and _free. It is safe for
+// concurrent use.
+type JIT struct {
+	alloc *progpack.Allocator
+}
+
+// New returns a JIT that places its images with alloc.
+func New(alloc *progpack.Allocator) *JIT { return &JIT{alloc: alloc} }
+
+// Allocator returns the allocator images go to.
+func (j *JIT) Allocator() *progpack.Allocator { return j.alloc }
+
+// imageAlign is the alignment of an image's start: sizeof(u64) since
+// 2026, for the PLT target's single-copy atomicity.
+const imageAlign = 8
+
+// Image is one compiled program in executable memory.
+type Image struct {
+	j       *JIT
+	bin     *progpack.Binary
+	words   []uint32
+	offsets []int // A64 index of each BPF instruction; last = end
+	entries []int // A64 index of each function's entry
+	epilogues []int
+	callers []callSite
+}
+
+// Compile translates the program and places it: a sizing pass, the
+// allocation, two passes against the image address, then the copy into
+// executable memory (finalize). A program the JIT cannot translate is an
+// error wrapping ErrNotSupported; bad programs are EINVAL.
+func (j *JIT) Compile(in *Input) (*Image, error) {
+	var bin *progpack.Binary
+	c, err := translate(in, func(size int) (uint64, error) {
+		b, err := j.alloc.Alloc(uint32(size), imageAlign)
+		if err != nil {
+			return 0, err
+		}
+		bin = b
+		return b.Image(), nil
+	})
+	if err != nil {
+		if bin != nil {
+			if ferr := j.alloc.Free(bin); ferr != nil {
+				return nil, errors.WithMessagef(err, "and freeing the image failed: %v", ferr)
+			}
+		}
+		return nil, err
+	}
+	buf := make([]byte, 4*len(c.words))
+	for i, w := range c.words {
+		binary.LittleEndian.PutUint32(buf[4*i:], w)
+	}
+	space := j.alloc.Space()
+	if err := space.Write(bin.RWImage(), buf); err != nil {
+		j.alloc.Free(bin)
+		return nil, errors.WithMessage(err, "writing the JIT image")
+	}
+	if err := j.alloc.Finalize(bin); err != nil {
+		return nil, err
+	}
+	return &Image{j: j, bin: bin, words: c.words, offsets: c.offsets, entries: c.entries, epilogues: c.epilogues, callers: c.callers}, nil
+}
+
+// Free gives the image's memory back: it is refilled with the break fault
+// instruction, so a late jump into it traps.
+func (im *Image) Free() error {
+	if im == nil || im.bin == nil {
+		return errors.Wrap(uapi.EINVAL, "jit: freeing an image twice")
+	}
+	err := im.j.alloc.Free(im.bin)
+	im.bin = nil
+	return err
+}
+
+// Entry is the program's bpf_func: where it is called.
+func (im *Image) Entry() uint64 { return im.bin.Image() }
+
+// TailCallEntry is where tail calls enter the program.
+func (im *Image) TailCallEntry() uint64 { return im.Entry() + 4*PrologueOffset }
+
+// Len is jited_len: the image's bytes.
+func (im *Image) Len() int { return 4 * len(im.words) }
+
+// Binary returns the allocator's record of the image.
+func (im *Image) Binary() *progpack.Binary { return im.bin }
+
+// Words returns the image's instructions as the JIT wrote them.
+func (im *Image) Words() []uint32 { return im.words }
+
+// Offset returns the byte offset in the image of BPF instruction i's code
+// (i = the number of instructions gives the end of the last function's
+// body).
+func (im *Image) Offset(i int) int { return 4 * im.offsets[i] }
+
+// FuncEntries returns the byte offset of each function's entry.
+func (im *Image) FuncEntries() []int {
+	out := make([]int, len(im.entries))
+	for i, e := range im.entries {
+		out[i] = 4 * e
+	}
+	return out
+}
+
+// Epilogues returns the byte offset of each function's epilogue.
+func (im *Image) Epilogues() []int {
+	out := make([]int, len(im.epilogues))
+	for i, e := range im.epilogues {
+		out[i] = 4 * e
+	}
+	return out
+}
+
+// InsnAt returns the BPF instruction whose code holds address pc (a
+// function's epilogue counts as its last instruction's; a prologue as the
+// previous function's), or -1 for an address before the first
+// instruction's code or outside the image.
+func (im *Image) InsnAt(pc uint64) int {
+	base := im.Entry()
+	if pc < base || pc >= base+uint64(im.Len()) {
+		return -1
+	}
+	w := int(pc-base) / 4
+	// the last instruction starting at or before w
+	i := sort.Search(len(im.offsets), func(i int) bool { return im.offsets[i] > w }) - 1
+	if i < 0 || i >= len(im.offsets)-1 {
+		return -1
+	}
+	return i
+}
+
+// CallSite returns the BPF instruction of the call that returns to ret,
+// the link register a kernel function sees, or -1.
+func (im *Image) CallSite(ret uint64) int {
+	base := im.Entry()
+	if ret < base {
+		return -1
+	}
+	w := int(ret-base) / 4
+	for _, c := range im.callers {
+		if c.word == w {
+			return c.bpf
+		}
+	}
+	return -1
+}

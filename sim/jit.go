@@ -1,0 +1,407 @@
+package sim
+
+import (
+	"encoding/binary"
+	"fmt"
+	"maps"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pkg/errors"
+	"golang.org/x/arch/arm64/arm64asm"
+
+	"github.com/bpfsim/bpfsim/jit_arm64"
+	"github.com/bpfsim/bpfsim/jit_arm64/a64"
+	"github.com/bpfsim/bpfsim/jit_arm64/emu"
+	"github.com/bpfsim/bpfsim/sim/insn"
+	"github.com/bpfsim/bpfsim/sim/interp"
+	"github.com/bpfsim/bpfsim/sim/mem"
+	"github.com/bpfsim/bpfsim/sim/progpack"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// Programs run in one of two runtimes, as bpf_prog_select_runtime picks
+// one: the interpreter (sim/interp, ___bpf_prog_run), or the arm64 JIT
+// (jit_arm64), whose A64 code goes into the prog pack allocator's
+// executable memory (sim/progpack) and runs on the A64 emulator
+// (jit_arm64/emu) with the same memory, stack, helpers and maps as the
+// interpreter. A kernel whose runtime is the JIT runs a program the JIT
+// cannot translate in the interpreter, as a kernel without
+// CONFIG_BPF_JIT_ALWAYS_ON does; a program loaded with RuntimeJIT fails
+// instead.
+
+// Runtime says how programs run.
+type Runtime uint8
+
+// Runtimes.
+const (
+	// RuntimeDefault is, for a program, its kernel's runtime, and for a
+	// kernel the interpreter.
+	RuntimeDefault Runtime = iota
+	// RuntimeInterpreter runs programs in the interpreter.
+	RuntimeInterpreter
+	// RuntimeJIT compiles programs to A64 and runs them on the emulator.
+	RuntimeJIT
+)
+
+func (r Runtime) String() string {
+	switch r {
+	case RuntimeDefault:
+		return "default"
+	case RuntimeInterpreter:
+		return "interpreter"
+	case RuntimeJIT:
+		return "jit"
+	}
+	return fmt.Sprintf("Runtime(%d)", uint8(r))
+}
+
+// jitState is the kernel's JIT: the allocator and text patcher it places
+// images with, and the kernel functions JIT code calls, by address.
+type jitState struct {
+	once sync.Once
+	err  error
+
+	jit     *jit_arm64.JIT
+	patcher *jit_arm64.Patcher
+	// tailSlot is the kernel function the JIT's tail call sequence
+	// calls to read a prog array slot.
+	tailSlot uint64
+
+	// funcs maps kernel addresses to the Go functions BL/BLR reach;
+	// copied on write, so a run reads it without a lock.
+	mu      sync.Mutex
+	funcs   atomic.Pointer[map[uint64]emu.Func]
+	helpers map[uint64]*Helper
+
+	compiled, fallbacks atomic.Uint64
+	lastFallback        atomic.Pointer[error]
+}
+
+// JITStats counts what the kernel's JIT did.
+type JITStats struct {
+	// Compiled counts programs JITed; Fallbacks those a JIT kernel runs
+	// in the interpreter because the JIT could not translate them, the
+	// last of them for LastFallback's reason.
+	Compiled, Fallbacks uint64
+	LastFallback        error
+}
+
+// JITStats returns the JIT's counters.
+func (k *Kernel) JITStats() JITStats {
+	s := JITStats{Compiled: k.jits.compiled.Load(), Fallbacks: k.jits.fallbacks.Load()}
+	if e := k.jits.lastFallback.Load(); e != nil {
+		s.LastFallback = *e
+	}
+	return s
+}
+
+// jitCPU is a CPU's A64 state.
+type jitCPU struct {
+	cpu *emu.CPU
+	// prog is the program running, which a tail call changes: helpers
+	// find their call site in its image.
+	prog *Program
+}
+
+// JIT returns the kernel's JIT and its allocator, setting them up on
+// first use.
+func (k *Kernel) JIT() (*jit_arm64.JIT, error) {
+	if err := k.jitInit(); err != nil {
+		return nil, err
+	}
+	return k.jits.jit, nil
+}
+
+func (k *Kernel) jitInit() error {
+	st := &k.jits
+	st.once.Do(func() { st.err = k.setUpJIT() })
+	return st.err
+}
+
+func (k *Kernel) setUpJIT() error {
+	st := &k.jits
+	st.patcher = jit_arm64.NewPatcher(k.mem)
+	alloc, err := progpack.New(k.mem, st.patcher, k.progPack)
+	if err != nil {
+		return err
+	}
+	st.jit = jit_arm64.New(alloc)
+	st.helpers = map[uint64]*Helper{}
+	s, err := k.ksyms.define(ksymSpec{name: "bpf_tail_call_slot", kind: ksymCallBase}, 0)
+	if err != nil {
+		return err
+	}
+	st.tailSlot = s.Addr
+	funcs := map[uint64]emu.Func{st.tailSlot: k.jitTailCallSlot}
+	st.funcs.Store(&funcs)
+	for _, cpu := range k.cpus {
+		c := emu.New(cpu.machine.TLB)
+		c.Data = cpu
+		c.SysRegs[uint32(a64.SysRegTPIDR_EL1)] = cpu.machine.PercpuOffset
+		// current: a task whose thread_info holds the CPU number, for
+		// the inlined bpf_get_smp_processor_id.
+		task, err := k.mem.Vmalloc(mem.PageSize, mem.PermRW, "task_struct")
+		if err != nil {
+			return err
+		}
+		var b [4]byte
+		binary.LittleEndian.PutUint32(b[:], uint32(cpu.ID))
+		if err := k.mem.Write(task+jit_arm64.ThreadInfoCPU, b[:]); err != nil {
+			return err
+		}
+		c.SysRegs[uint32(a64.SysRegSP_EL0)] = task
+		cpu.jit = &jitCPU{cpu: c}
+	}
+	return nil
+}
+
+// runtimeOf is the runtime a program loaded with opts gets.
+func (k *Kernel) runtimeOf(opts ProgramOptions) Runtime {
+	if opts.Runtime != RuntimeDefault {
+		return opts.Runtime
+	}
+	if k.runtime == RuntimeJIT {
+		return RuntimeJIT
+	}
+	return RuntimeInterpreter
+}
+
+// jitCompile compiles a loaded program if its runtime is the JIT. A
+// program the JIT cannot translate runs in the interpreter unless the JIT
+// was asked for by the program's options.
+func (k *Kernel) jitCompile(p *Program, opts ProgramOptions) error {
+	if k.runtimeOf(opts) != RuntimeJIT {
+		return nil
+	}
+	if err := k.jitInit(); err != nil {
+		return err
+	}
+	in := &jit_arm64.Input{
+		Insns:        p.xlated,
+		CallTarget:   k.jitCallTarget(p.fixedUp),
+		TailCallSlot: k.jits.tailSlot,
+	}
+	subs := p.subprogs
+	for i, s := range subs {
+		depth := s.StackDepth
+		if p.verified == nil {
+			depth = insn.MaxBPFStack // unverified: any slot may be used
+		}
+		end := len(p.xlated)
+		if i+1 < len(subs) {
+			end = subs[i+1].Start
+		}
+		in.Funcs = append(in.Funcs, jit_arm64.Func{Start: s.Start, End: end, StackDepth: depth})
+	}
+	img, err := k.jits.jit.Compile(in)
+	if err != nil {
+		if opts.Runtime == RuntimeJIT {
+			return errors.WithMessage(err, "arm64 JIT")
+		}
+		p.jitErr = err
+		k.jits.fallbacks.Add(1)
+		k.jits.lastFallback.Store(&err)
+		return nil
+	}
+	k.jits.compiled.Add(1)
+	p.jit = img
+	return nil
+}
+
+// jitCallTarget resolves a call's imm to the kernel address the JIT
+// calls, and makes sure the emulator reaches the function there.
+func (k *Kernel) jitCallTarget(fixed bool) func(int32) (uint64, error) {
+	return func(imm int32) (uint64, error) {
+		var s *ksym
+		var h *Helper
+		var err error
+		if fixed && !jitInlinedHelpers[imm] {
+			var ok bool
+			if s, ok = k.ksyms.at(imm); !ok || s.spec.kind == ksymCallBase {
+				return 0, errors.Wrapf(uapi.EINVAL, "call to __bpf_call_base%+d, where the simulated kernel has no function", imm)
+			}
+			h, err = k.ksymFunc(s)
+		} else {
+			// A helper by id: an unverified program's call, or one the
+			// verifier left for the JIT to inline.
+			if h, err = k.resolveHelper(imm); err == nil {
+				s, err = k.helperKsym(imm, h)
+			}
+		}
+		if err != nil {
+			return 0, err
+		}
+		k.jitRegister(s.Addr, h)
+		return s.Addr, nil
+	}
+}
+
+// jitRegister makes the emulator run h when code calls addr.
+func (k *Kernel) jitRegister(addr uint64, h *Helper) {
+	st := &k.jits
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.helpers[addr] == h {
+		return
+	}
+	st.helpers[addr] = h
+	next := maps.Clone(*st.funcs.Load())
+	next[addr] = k.jitHelperFunc(h)
+	st.funcs.Store(&next)
+}
+
+// jitHelperFunc adapts a helper to the emulator: BPF R1-R5 are x0-x4 and
+// the result goes to x0, where the JIT's "mov x7, x0" finds it.
+func (k *Kernel) jitHelperFunc(h *Helper) emu.Func {
+	return func(c *emu.CPU) error {
+		cpu := c.Data.(*CPU)
+		m := cpu.machine
+		p := cpu.jit.prog
+		m.SetCallSite(p.code, p.jit.CallSite(c.R[30]))
+		r0, err := h.Fn(m, c.R[0], c.R[1], c.R[2], c.R[3], c.R[4])
+		if err != nil {
+			return err
+		}
+		c.R[0] = r0
+		return nil
+	}
+}
+
+// jitTailCallSlot is the kernel function of the JIT's tail call sequence
+// (jit_arm64.Input.TailCallSlot): the prog array in x1, the index in w2;
+// it leaves the target's bpf_func in x10, or 0, and changes nothing else.
+func (k *Kernel) jitTailCallSlot(c *emu.CPU) error {
+	cpu := c.Data.(*CPU)
+	m := cpu.machine
+	p := cpu.jit.prog
+	m.SetCallSite(p.code, p.jit.CallSite(c.R[30]))
+	target, inBounds, err := k.tailCallProg(m, c.R[1], uint32(c.R[2]))
+	if err != nil {
+		return err
+	}
+	if !inBounds || target == nil {
+		c.R[10] = 0
+		return nil
+	}
+	if target.jit == nil {
+		// The owner check keeps JIT and interpreter programs apart.
+		return errors.Wrapf(uapi.EFAULT, "pc %d: tail call into program %s, which is not JITed", m.PC(), target.name)
+	}
+	c.R[10] = target.jit.Entry()
+	cpu.jit.prog = target
+	return nil
+}
+
+// jitLimitFactor scales RunOptions.MaxInsns, a budget of BPF
+// instructions, to A64 ones.
+const jitLimitFactor = 4
+
+// runJIT runs a JITed program on cpu with R1 and R2.
+func (k *Kernel) runJIT(cpu *CPU, p *Program, r1, r2 uint64) (uint64, error) {
+	jc := cpu.jit
+	c := jc.cpu
+	m := cpu.machine
+	c.Funcs = *k.jits.funcs.Load()
+	c.SetSP(m.StackTop())
+	c.Limit = m.MaxInsns * jitLimitFactor
+	jc.prog = p
+	start := c.Retired
+	r0, err := c.Run(p.jit.Entry(), r1, r2)
+	m.Executed = c.Retired - start
+	jc.prog = nil
+	if err == nil {
+		return r0, nil
+	}
+	var f *emu.Fault
+	if !errors.As(err, &f) {
+		return 0, err
+	}
+	switch f.Kind {
+	case emu.KindFunc:
+		var u *interp.Unwind
+		if errors.As(f.Err, &u) {
+			return u.R0, nil
+		}
+		return 0, f.Err
+	case emu.KindLimit:
+		return 0, &interp.RuntimeError{PC: -1, Errno: uapi.E2BIG,
+			Msg: fmt.Sprintf("the run retired %d A64 instructions, the limit for %d BPF instructions", c.Limit, m.MaxInsns)}
+	}
+	at := "outside the program"
+	if p.jit != nil {
+		if i := p.jit.InsnAt(f.PC); i >= 0 {
+			at = fmt.Sprintf("pc %d", i)
+		}
+	}
+	return 0, errors.WithMessagef(err, "%s (jited)", at)
+}
+
+// Runtime reports how the program runs: RuntimeJIT or RuntimeInterpreter.
+func (p *Program) Runtime() Runtime {
+	if p.jit != nil {
+		return RuntimeJIT
+	}
+	return RuntimeInterpreter
+}
+
+// JITError says why a program of a JIT kernel runs in the interpreter:
+// what the JIT could not translate. Nil for a JITed program.
+func (p *Program) JITError() error { return p.jitErr }
+
+// JITImage returns the program's A64 image, nil for an interpreted one.
+func (p *Program) JITImage() *jit_arm64.Image { return p.jit }
+
+// DumpJited lists the program's A64 code as bpftool prog dump jited
+// does, with each xlated instruction (and its source line, if the
+// program has line info) before the code translated from it.
+func (p *Program) DumpJited() (string, error) {
+	img := p.jit
+	if img == nil {
+		return "", errors.Wrap(uapi.EINVAL, "program is not JITed")
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "bpf_prog_%s: image at %#x, %d bytes\n", p.name, img.Entry(), img.Len())
+	sym := p.xlatedSymbols()
+	dump := toDump(p.xlated)
+	words := img.Words()
+	// What to print before each word: function and epilogue headings,
+	// then the BPF instructions whose code starts there.
+	marks := map[int][]string{}
+	for f, e := range img.FuncEntries() {
+		marks[e/4] = append(marks[e/4], fmt.Sprintf("; function %d: prologue", f))
+	}
+	epilogues := map[int]bool{}
+	for _, e := range img.Epilogues() {
+		epilogues[e/4] = true
+	}
+	line := 0
+	for i := 0; i < len(p.xlated); i++ {
+		w := img.Offset(i) / 4
+		if l, ok := p.lineAt(i, &line); ok {
+			marks[w] = append(marks[w], "; "+strings.TrimLeft(l.Line.String(), " \t\n\v\f\r"))
+		}
+		marks[w] = append(marks[w], fmt.Sprintf("; %d: %s", i, insn.Format(dump, i, sym)))
+		if p.xlated[i].IsLdImm64() {
+			i++
+		}
+	}
+	base := img.Entry()
+	for w, word := range words {
+		if epilogues[w] {
+			b.WriteString("; epilogue\n")
+		}
+		for _, m := range marks[w] {
+			b.WriteString(m + "\n")
+		}
+		var raw [4]byte
+		binary.LittleEndian.PutUint32(raw[:], word)
+		text := "?"
+		if inst, err := arm64asm.Decode(raw[:]); err == nil {
+			text = arm64asm.GNUSyntax(inst)
+		}
+		fmt.Fprintf(&b, "  %x:\t%08x\t%s\n", base+uint64(4*w), word, text)
+	}
+	return b.String(), nil
+}
