@@ -30,13 +30,13 @@ const imageAlign = 8
 
 // Image is one compiled program in executable memory.
 type Image struct {
-	j       *JIT
-	bin     *progpack.Binary
-	words   []uint32
-	offsets []int // A64 index of each BPF instruction; last = end
-	entries []int // A64 index of each function's entry
+	j         *JIT
+	bin       *progpack.Binary
+	words     []uint32
+	offsets   []int // A64 index of each BPF instruction; last = end
+	entries   []int // A64 index of each function's entry
 	epilogues []int
-	callers []callSite
+	callers   []callSite
 }
 
 // Compile translates the program and places it: a sizing pass, the

@@ -197,7 +197,7 @@ func usedCalleeSaved(insns []insn.Insn) []a64.Reg {
 // call counter slot.
 func (c *jitCtx) prologue(main bool) {
 	c.emit(a64.MovReg(a64.X9, lr)) // for fentry trampolines
-	c.emit(a64.NOP, nil)        // POKE_OFFSET: patched to call a trampoline
+	c.emit(a64.NOP, nil)           // POKE_OFFSET: patched to call a trampoline
 	c.emit(a64.StorePair(fp, lr, a64.SP, -16, a64.PreIndex))
 	c.emit(a64.Mov(fp, a64.SP))
 	if main {
