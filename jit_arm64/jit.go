@@ -209,10 +209,23 @@ func (c *jitCtx) prologue(main bool) {
 		c.emit(a64.StorePair(tccPtr, tccPtr, a64.SP, -16, a64.PreIndex))
 	}
 	c.pushCalleeSaved()
-	c.emit(a64.Mov(bpf2a64[10], a64.SP))
+	if c.usesFP() {
+		c.emit(a64.Mov(bpf2a64[10], a64.SP))
+	}
 	if c.stack > 0 {
 		c.emit(a64.SubImm(a64.SP, a64.SP, int64(c.stack)))
 	}
+}
+
+// usesFP reports whether the function uses R10, so that the prologue
+// saves x25 and sets it.
+func (c *jitCtx) usesFP() bool {
+	for _, r := range c.pushed {
+		if r == bpf2a64[10] {
+			return true
+		}
+	}
+	return false
 }
 
 // pushCalleeSaved stores the function's callee-saved registers in pairs,

@@ -103,6 +103,7 @@ type jitCPU struct {
 	// prog is the program running, which a tail call changes: helpers
 	// find their call site in its image.
 	prog *Program
+	last *Program // the program that ran last, for fault reports
 }
 
 // JIT returns the kernel's JIT and its allocator, setting them up on
@@ -310,7 +311,7 @@ func (k *Kernel) runJIT(cpu *CPU, p *Program, r1, r2 uint64) (uint64, error) {
 	start := c.Retired
 	r0, err := c.Run(p.jit.Entry(), r1, r2)
 	m.Executed = c.Retired - start
-	jc.prog = nil
+	jc.last, jc.prog = jc.prog, nil
 	if err == nil {
 		return r0, nil
 	}
@@ -329,11 +330,19 @@ func (k *Kernel) runJIT(cpu *CPU, p *Program, r1, r2 uint64) (uint64, error) {
 		return 0, &interp.RuntimeError{PC: -1, Errno: uapi.E2BIG,
 			Msg: fmt.Sprintf("the run retired %d A64 instructions, the limit for %d BPF instructions", c.Limit, m.MaxInsns)}
 	}
-	at := "outside the program"
-	if p.jit != nil {
-		if i := p.jit.InsnAt(f.PC); i >= 0 {
-			at = fmt.Sprintf("pc %d", i)
+	at, pc := "outside the program", -1
+	if q := jc.last; q != nil && q.jit != nil {
+		if pc = q.jit.InsnAt(f.PC); pc >= 0 {
+			at = fmt.Sprintf("pc %d", pc)
 		}
+	}
+	if f.Mem != nil {
+		f.Mem.PC = pc
+	}
+	if f.Kind == emu.KindAlign {
+		// arm64 faults on a misaligned atomic; in the kernel that is an
+		// oops, here an EFAULT.
+		return 0, errors.Wrapf(uapi.EFAULT, "%s (jited): %v", at, err)
 	}
 	return 0, errors.WithMessagef(err, "%s (jited)", at)
 }

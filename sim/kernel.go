@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"os"
 	"sync"
 	"sync/atomic"
 
@@ -161,6 +162,9 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		return nil, errors.Wrapf(uapi.EINVAL, "unknown runtime %d", o.Runtime)
 	}
 	k.runtime, k.progPack = o.Runtime, o.ProgPack
+	if k.runtime == RuntimeDefault && os.Getenv("XXJIT") != "" {
+		k.runtime = RuntimeJIT
+	}
 	k.init = k.NewProcess()
 	k.helperProtoFn = k.helperProto
 	k.percpu = mem.NewPercpu(k.mem, o.CPUs)
