@@ -12,8 +12,13 @@
 // the A64 emulator, while sim/progpack stays independent of any JIT.
 // scripts/itlb-experiment runs it from the command line.
 //
-// What is modelled: the program count and the trigger pattern (each
-// stresser triggers its 5 programs in turn, processes take turns); the
+// What is modelled: the program count and the trigger pattern of the
+// series' stress tool (puranjaymohan/BPF-Allocator-Bench): each instance
+// attaches its 8 programs to system call tracepoints and kprobes and loops
+// over 5 system calls (getpgid, getgid, getuid, getpriority, geteuid);
+// tracepoints are shared, so one call runs the program every instance
+// attached there, 20 per call (Config.SharedHooks), and each program calls
+// a helper (bpf_printk there, charged kernel text here, Config.Helper); the
 // placement of every image by progpack exactly as the kernel places it
 // (NoPacks: its own page-rounded 4 KiB-mapped allocation; Packs: 64-byte
 // chunks of 2 MiB packs, block-mapped or, for comparison, page-mapped);
@@ -24,7 +29,9 @@
 // arm64 JIT's output plugs in.
 //
 // What is not: the series ran 32 CPUs under KVM building Python with gcc
-// (make -j32) and counted system wide. Here one CPU runs everything, and
+// (make -j32) and counted system wide; its stressers sleep 100 ms after
+// each pass of their loop, and its openat and unlinkat programs also fire
+// on gcc's own system calls, neither of which is modelled. Here one CPU runs everything, and
 // the other code is charged, not executed (emu.CPU.ChargeFetch): the
 // stresser's user loop, the system call's kernel path in block-mapped
 // kernel text, and time slices of gcc's cc1 in 4 KiB-mapped user text
