@@ -42,6 +42,9 @@ func TestPacksReduceITLBMisses(t *testing.T) {
 			t.Errorf("%s retired %d (%d in programs), no packs %d (%d): the modes ran different code",
 				r.Label(), r.ITLB.Instructions, r.ProgramInsns, np.ITLB.Instructions, np.ProgramInsns)
 		}
+		if r.ITLB.Flushes != 0 {
+			t.Errorf("%s: %d iTLB flushes while measuring: the address space changed under the loop", r.Label(), r.ITLB.Flushes)
+		}
 		if r.ITLB.Misses == 0 && r.Mode == progpack.NoPacks {
 			t.Errorf("no packs: no iTLB misses at all")
 		}
