@@ -58,7 +58,8 @@ type CPU struct {
 	// Data is the embedder's per-CPU state, for Go functions to use.
 	Data any
 
-	tlb *mem.TLB
+	tlb  *mem.TLB
+	itlb *itlb // the instruction-TLB model (itlb.go), nil when off
 
 	// The exclusive monitor: the address and value of the last LDXR.
 	exAddr  uint64
@@ -207,6 +208,9 @@ func (c *CPU) run() error {
 			var f *Fault
 			if pg, cp, f = c.fetchPage(pc); f != nil {
 				return f
+			}
+			if c.itlb != nil {
+				c.itlb.access(pc, 0)
 			}
 			curVPN = vpn
 		}
