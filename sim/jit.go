@@ -371,7 +371,11 @@ func (p *Program) DumpJited() (string, error) {
 		return "", errors.Wrap(uapi.EINVAL, "program is not JITed")
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "bpf_prog_%s: image at %#x, %d bytes\n", p.name, img.Entry(), img.Len())
+	name := p.name
+	if name == "" {
+		name = "unnamed"
+	}
+	fmt.Fprintf(&b, "bpf_prog_%s: image at %#x, %d bytes\n", name, img.Entry(), img.Len())
 	sym := p.xlatedSymbols()
 	dump := toDump(p.xlated)
 	words := img.Words()
@@ -398,17 +402,18 @@ func (p *Program) DumpJited() (string, error) {
 	}
 	base := img.Entry()
 	for w, word := range words {
-		if epilogues[w] {
-			b.WriteString("; epilogue\n")
-		}
 		for _, m := range marks[w] {
 			b.WriteString(m + "\n")
 		}
+		if epilogues[w] {
+			b.WriteString("; epilogue\n")
+		}
 		var raw [4]byte
 		binary.LittleEndian.PutUint32(raw[:], word)
-		text := "?"
+		text := ".inst"
 		if inst, err := arm64asm.Decode(raw[:]); err == nil {
-			text = arm64asm.GNUSyntax(inst)
+			// objdump's layout: the mnemonic, a tab, the operands
+			text = strings.TrimSpace(strings.Replace(arm64asm.GNUSyntax(inst), " ", "\t", 1))
 		}
 		fmt.Fprintf(&b, "  %x:\t%08x\t%s\n", base+uint64(4*w), word, text)
 	}

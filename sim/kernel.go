@@ -46,7 +46,9 @@ type Options struct {
 	// that reach a program count), for comparing with a kernel that JITs.
 	TailCallCount interp.TailCallCount
 	// Runtime is how programs run unless they ask otherwise: the
-	// interpreter (the default) or the arm64 JIT on the A64 emulator.
+	// interpreter or the arm64 JIT on the A64 emulator. The default is
+	// the interpreter, or what the BPFSIM_RUNTIME environment variable
+	// says ("jit" or "interpreter").
 	Runtime Runtime
 	// ProgPack configures the allocator of JIT images: packs (the
 	// default) or one allocation per image, huge or page mappings.
@@ -162,8 +164,16 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		return nil, errors.Wrapf(uapi.EINVAL, "unknown runtime %d", o.Runtime)
 	}
 	k.runtime, k.progPack = o.Runtime, o.ProgPack
-	if k.runtime == RuntimeDefault && os.Getenv("XXJIT") != "" {
-		k.runtime = RuntimeJIT
+	if k.runtime == RuntimeDefault {
+		// BPFSIM_RUNTIME picks the runtime of kernels that do not, so
+		// a whole test suite can run JITed without a code change.
+		switch env := os.Getenv("BPFSIM_RUNTIME"); env {
+		case "", "interpreter":
+		case "jit":
+			k.runtime = RuntimeJIT
+		default:
+			return nil, errors.Wrapf(uapi.EINVAL, "BPFSIM_RUNTIME=%q: want jit or interpreter", env)
+		}
 	}
 	k.init = k.NewProcess()
 	k.helperProtoFn = k.helperProto

@@ -123,17 +123,23 @@ func counting(countersFD, arrayFD int, id int32, empties int, emptySlot, self in
 func TestTailCallLimitIs33PerInvocation(t *testing.T) {
 	for _, c := range []struct {
 		name    string
+		runtime sim.Runtime
 		empties int
 		runs    uint64 // how many times the program runs in one invocation
 	}{
 		// 1 + 33 tail calls, then the 34th falls through.
-		{"self tail call", 0, 34},
-		// Tail calls into an empty slot count too (the count grows
-		// before the slot is read): each run uses 3 of the 33.
-		{"two empty slots then self", 2, 12},
+		{"self tail call", sim.RuntimeInterpreter, 0, 34},
+		{"self tail call, JIT", sim.RuntimeJIT, 0, 34},
+		// In the interpreter tail calls into an empty slot count too
+		// (the count grows before the slot is read): each run uses 3
+		// of the 33.
+		{"two empty slots then self", sim.RuntimeInterpreter, 2, 12},
+		// The arm64 JIT commits the count only when the slot holds a
+		// program.
+		{"two empty slots then self, JIT", sim.RuntimeJIT, 2, 34},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			k := newKernel(t, nil)
+			k := newKernel(t, &sim.Options{Runtime: c.runtime})
 			pa := newProgArrayMap(t, k, 2)
 			counters, err := k.NewMap(countersSpec(1))
 			if err != nil {

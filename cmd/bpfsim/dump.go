@@ -9,7 +9,9 @@ import (
 )
 
 func cmdDump(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "xlated" {
+	jited := false
+	if len(args) > 0 && (args[0] == "xlated" || args[0] == "jited") {
+		jited = args[0] == "jited"
 		args = args[1:]
 	}
 	fs := flag.NewFlagSet("dump", flag.ContinueOnError)
@@ -19,7 +21,7 @@ func cmdDump(args []string, stdout, stderr io.Writer) int {
 	isHex := fs.Bool("hex", false, "PROGRAM is bytecode written in hex")
 	unverified := fs.Bool("unverified", false, "load without the verifier")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: bpfsim dump [xlated] [flags] PROGRAM")
+		fmt.Fprintln(stderr, "usage: bpfsim dump [xlated|jited] [flags] PROGRAM")
 		fs.PrintDefaults()
 	}
 	positional, err := parseArgs(fs, args)
@@ -34,10 +36,21 @@ func cmdDump(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		var k *sim.Kernel
 		if k, err = sim.NewKernel(nil); err == nil {
+			opts := sim.ProgramOptions{Unverified: *unverified}
+			if jited {
+				opts.Runtime = sim.RuntimeJIT
+			}
 			var l *loaded
-			if l, err = loadFile(k, positional[0], *section, *isHex, typ, sim.ProgramOptions{Unverified: *unverified}); err == nil {
-				fmt.Fprint(stdout, l.prog.Xlated())
-				return 0
+			if l, err = loadFile(k, positional[0], *section, *isHex, typ, opts); err == nil {
+				if !jited {
+					fmt.Fprint(stdout, l.prog.Xlated())
+					return 0
+				}
+				var listing string
+				if listing, err = l.prog.DumpJited(); err == nil {
+					fmt.Fprint(stdout, listing)
+					return 0
+				}
 			}
 		}
 	}

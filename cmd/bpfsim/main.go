@@ -3,6 +3,7 @@
 //
 //	bpfsim run [flags] PROGRAM      run a program and print r0 and its output
 //	bpfsim dump [xlated] PROGRAM    print the program as bpftool prog dump xlated does
+//	bpfsim dump jited PROGRAM       print the arm64 JIT's code with the xlated instructions interleaved
 //	bpfsim map dump OBJECT          print an object's maps as bpftool map dump does
 //	bpfsim plugin [MEMORY-HEX]      act as a bpf_conformance plugin
 //
@@ -23,6 +24,7 @@ func main() {
 const usage = `usage:
   bpfsim run [flags] PROGRAM      run a program on the simulated kernel
   bpfsim dump [xlated] PROGRAM    print the program in bpftool's xlated syntax
+  bpfsim dump jited PROGRAM       print the arm64 JIT's A64 code, xlated instructions interleaved
   bpfsim map dump OBJECT          print an object's maps as bpftool map dump does
   bpfsim plugin [MEMORY-HEX]      run as a bpf_conformance plugin (program hex on stdin)
 

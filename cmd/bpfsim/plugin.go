@@ -22,14 +22,16 @@ import (
 //
 // Options: --program HEX, --elf (the program is an ELF object), --xdp (run
 // as XDP with the memory, padded to 14 bytes, as the packet: for the
-// runner's --xdp_prolog), --max-insns N (instruction budget).
+// runner's --xdp_prolog), --max-insns N (instruction budget), --jit (run
+// the program JITed to A64 on the emulator; a program the JIT cannot
+// translate fails to load).
 func cmdPlugin(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, format+"\n", a...)
 		return 1
 	}
 	var memHex, progHex string
-	var haveProg, isELF, isXDP bool
+	var haveProg, isELF, isXDP, jit bool
 	maxInsns := uint64(sim.DefaultMaxInsns)
 	if len(args) > 0 && (len(args[0]) < 2 || args[0][:2] != "--") {
 		memHex, args = args[0], args[1:]
@@ -45,6 +47,8 @@ func cmdPlugin(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			isELF, args = true, args[1:]
 		case "--xdp":
 			isXDP, args = true, args[1:]
+		case "--jit":
+			jit, args = true, args[1:]
 		case "--max-insns":
 			if len(args) < 2 {
 				return fail("missing --max-insns argument")
@@ -90,6 +94,9 @@ func cmdPlugin(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	// many would not pass it (division by a register that may be zero,
 	// reads of uninitialised stack in unprivileged terms...).
 	unverified := sim.ProgramOptions{Unverified: true}
+	if jit {
+		unverified.Runtime = sim.RuntimeJIT
+	}
 	if isXDP {
 		typ = ebpf.XDP
 		// A test run needs at least an Ethernet header; the suite's libbpf

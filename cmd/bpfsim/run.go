@@ -27,6 +27,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	unverified := fs.Bool("unverified", false, "load without the verifier (for programs the kernel would refuse)")
 	logLevel := fs.Int("log", 0, "verifier log level (1: the failing path, 2: every instruction); the log goes to stderr")
 	showMaps := fs.Bool("maps", false, "dump the object's maps after the run, as bpftool map dump does")
+	jit := fs.Bool("jit", false, "run the program JITed to arm64 on the A64 emulator (fails if the JIT cannot translate it)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: bpfsim run [flags] PROGRAM")
 		fs.PrintDefaults()
@@ -67,7 +68,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
-	popts := sim.ProgramOptions{Unverified: *unverified, LogLevel: logLevelOf(*logLevel)}
+	popts := sim.ProgramOptions{Unverified: *unverified, LogLevel: logLevelOf(*logLevel), Runtime: sim.RuntimeInterpreter}
+	if *jit {
+		popts.Runtime = sim.RuntimeJIT
+	}
 	l, err := loadFile(k, positional[0], *section, *isHex, typ, popts)
 	if *logLevel > 0 {
 		printVerifierLog(stderr, l, err)
@@ -85,7 +89,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return fail(err)
 	}
 	fmt.Fprintf(stdout, "r0 = %#x (%d)\n", res.R0, int64(res.R0))
-	fmt.Fprintf(stdout, "%d instructions, %v per run\n", res.Insns, res.Duration)
+	unit := "instructions"
+	if prog.Runtime() == sim.RuntimeJIT {
+		unit = "A64 instructions (JIT)"
+	}
+	fmt.Fprintf(stdout, "%d %s, %v per run\n", res.Insns, unit, res.Duration)
 	if len(res.Data) > 0 {
 		fmt.Fprintf(stdout, "data out (%d bytes):\n%s", len(res.Data), hex.Dump(res.Data))
 	}
