@@ -39,6 +39,17 @@ const (
 type gen struct {
 	r     *rand.Rand
 	words []uint32
+	// calls are the BL/ADR sites that reach a subroutine; the
+	// subroutines are emitted after the function's RET.
+	calls []call
+	leaf  bool // a subroutine: no calls (LR is not saved)
+}
+
+// call is a site to patch once its subroutine's position is known.
+type call struct {
+	at   int // index of the BL or ADR word
+	adr  bool
+	body []uint32
 }
 
 func (g *gen) emit(word uint32, err error) {
@@ -465,10 +476,12 @@ func (g *gen) block(n, depth int) {
 			g.pair()
 		case k < 15:
 			g.atomic()
-		case k < 18 && depth < 2:
+		case k < 17 && depth < 2:
 			g.branch(depth)
-		case k < 19 && depth == 0:
+		case k < 18 && depth == 0:
 			g.loop()
+		case k < 19:
+			g.misc(depth)
 		default:
 			g.alu()
 		}
@@ -509,6 +522,62 @@ func (g *gen) branch(depth int) {
 	g.words[at] = w
 }
 
+// misc emits the rarer control flow and system forms the JIT uses: JA
+// (B over a block), an indirect jump (ADR + BR), a call of a subroutine
+// (BL, or ADR + BLR as bpf-to-bpf calls go through a register), a literal
+// load (the text-poke PLT's LDR literal), barriers and hints. x16 holds
+// the addresses: it is never stored, so no address reaches the results.
+func (g *gen) misc(depth int) {
+	ip0 := a64.X16
+	k := g.intn(6)
+	if k == 2 && g.leaf {
+		k = 0
+	}
+	switch k {
+	case 0: // b over a block
+		at := len(g.words)
+		g.words = append(g.words, 0)
+		g.block(1+g.intn(3), 2)
+		g.words[at] = mustWord(a64.B(int32(len(g.words) - at)))
+	case 1: // adr x16, over; br x16; <block>; over:
+		at := len(g.words)
+		g.words = append(g.words, 0)
+		g.emit(a64.Br(ip0))
+		g.block(1+g.intn(3), 2)
+		g.words[at] = mustWord(a64.Adr(ip0, int64(4*(len(g.words)-at))))
+	case 2: // a call: the subroutine runs a block and returns
+		sub := &gen{r: g.r, leaf: true}
+		sub.block(2+g.intn(6), 2)
+		sub.emit(a64.Ret(a64.LR))
+		c := call{at: len(g.words), adr: g.intn(2) == 0, body: sub.words}
+		g.words = append(g.words, 0)
+		if c.adr {
+			g.emit(a64.Blr(ip0))
+		}
+		g.calls = append(g.calls, c)
+	case 3: // b over an 8-byte literal, then ldr from it (x or w)
+		v := g.value()
+		g.emit(a64.B(3))
+		g.words = append(g.words, uint32(v), uint32(v>>32))
+		rt := g.reg(g.intn(2) == 0)
+		g.emit(a64.LoadLiteral(rt, -2))
+	case 4:
+		bars := []uint32{a64.ISB, a64.SB, mustWord(a64.Dmb(a64.BarrierISH)), mustWord(a64.Dsb(a64.BarrierNSH)),
+			mustWord(a64.Dmb(a64.BarrierISHST))}
+		g.words = append(g.words, bars[g.intn(len(bars))])
+	default:
+		hints := []uint32{a64.NOP, a64.BTIC, a64.BTIJ, a64.BTIJC}
+		g.words = append(g.words, hints[g.intn(len(hints))])
+	}
+}
+
+func mustWord(w uint32, err error) uint32 {
+	if err != nil {
+		panic(err)
+	}
+	return w
+}
+
 // loop emits a counted loop: 1..8 iterations of a nested block.
 func (g *gen) loop() {
 	g.emit(a64.Movz(a64.W(loopReg), uint32(1+g.intn(8)), 0))
@@ -523,6 +592,7 @@ func randomCase(r *rand.Rand) native.Case {
 	g := &gen{r: r}
 	// Prologue, as the JIT's build_prologue (without BTI/PAC and the
 	// tail-call counter).
+	g.words = append(g.words, a64.BTIC, a64.PACIASP)
 	g.emit(a64.StorePair(a64.FP, a64.LR, a64.SP, -16, a64.PreIndex))
 	g.emit(a64.Mov(a64.FP, a64.SP))
 	g.emit(a64.StorePair(a64.X19, a64.X20, a64.SP, -16, a64.PreIndex))
@@ -556,7 +626,19 @@ func randomCase(r *rand.Rand) native.Case {
 	g.emit(a64.LoadPair(a64.X21, a64.X22, a64.SP, 16, a64.PostIndex))
 	g.emit(a64.LoadPair(a64.X19, a64.X20, a64.SP, 16, a64.PostIndex))
 	g.emit(a64.LoadPair(a64.FP, a64.LR, a64.SP, 16, a64.PostIndex))
+	g.words = append(g.words, a64.AUTIASP)
 	g.emit(a64.Ret(a64.LR))
+	// The subroutines, each after its own BTI landing pad.
+	for _, c := range g.calls {
+		target := len(g.words)
+		g.words = append(g.words, a64.BTIC)
+		g.words = append(g.words, c.body...)
+		if c.adr {
+			g.words[c.at] = mustWord(a64.Adr(a64.X16, int64(4*(target-c.at))))
+		} else {
+			g.words[c.at] = mustWord(a64.Bl(int32(target - c.at)))
+		}
+	}
 
 	c := native.Case{Code: make([]byte, 0, 4*len(g.words)), Data: make([]byte, dataSize)}
 	for _, w := range g.words {
