@@ -65,8 +65,8 @@ func TestRandomFunctionsAgreeBetweenQEMUAndTheEmulator(t *testing.T) {
 		len(cases), insns, len(mism), qemuTime.Round(time.Millisecond), emuTime.Round(time.Millisecond))
 }
 
-// TestDiffFindsAnEmulatorDisagreement checks the comparison itself: a
-// Runner that perturbs one result must be caught.
+// TestCompareReportsEveryKindOfDifference checks the comparison itself:
+// each perturbed field of a result must be reported.
 func TestCompareReportsEveryKindOfDifference(t *testing.T) {
 	cases := randomCases(2, 4)
 	a, err := native.Emulate(cases)
