@@ -144,9 +144,16 @@ func (s *Space) Alloc(size uint64, o AllocOptions) (uint64, error) {
 	end := start + size
 	// One guard page after every area, as vmalloc leaves one.
 	if end+PageSize < start || end+PageSize > regionBounds[o.Region][1] {
-		return 0, errors.Wrapf(uapi.ENOMEM, "mem: region %d exhausted", o.Region)
+		// The cursor reached the region's end: reuse a freed range, as
+		// vmalloc does once its lazily freed areas are purged. Until
+		// then ranges are not reused, so that stale pointers fault.
+		var ok bool
+		if start, ok = s.findGap(o.Region, size, align); !ok {
+			return 0, errors.Wrapf(uapi.ENOMEM, "mem: region %d exhausted", o.Region)
+		}
+		end = start + size
 	}
-	s.cursors[o.Region] = end + PageSize
+	s.cursors[o.Region] = max(s.cursors[o.Region], end+PageSize)
 
 	a := &Area{Start: start, Size: size, Perm: o.Perm, Huge: o.Huge, Name: o.Name, dev: o.Device}
 	if o.Device != nil {
@@ -172,6 +179,26 @@ func (s *Space) Alloc(size uint64, o AllocOptions) (uint64, error) {
 	return start, nil
 }
 
+// findGap returns the lowest start, aligned to align, of a free range of
+// size bytes plus a guard page in region r. The caller holds mu.
+func (s *Space) findGap(r Region, size, align uint64) (uint64, bool) {
+	lo, hi := regionBounds[r][0], regionBounds[r][1]
+	start := roundUp(lo, align)
+	for _, a := range s.areas {
+		if a.End()+PageSize <= start || a.Start >= hi {
+			continue
+		}
+		if a.Start >= start+size+PageSize {
+			break
+		}
+		start = roundUp(a.End()+PageSize, align)
+	}
+	if start < lo || start+size+PageSize > hi || start+size < start {
+		return 0, false
+	}
+	return start, true
+}
+
 // insertArea keeps s.areas sorted. The caller holds mu.
 func (s *Space) insertArea(a *Area) {
 	i := sort.Search(len(s.areas), func(i int) bool { return s.areas[i].Start >= a.Start })
@@ -195,8 +222,9 @@ func (s *Space) Vmalloc(size uint64, perm Perm, name string) (uint64, error) {
 	return s.Alloc(size, AllocOptions{Region: RegionVmalloc, Perm: perm, Name: name})
 }
 
-// Free unmaps the area that starts at addr. Its virtual range is never
-// reused, so stale pointers into it keep faulting.
+// Free unmaps the area that starts at addr. Its virtual range is not
+// reused until its region has been used up to its end, so stale pointers
+// into it keep faulting meanwhile.
 func (s *Space) Free(addr uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
