@@ -359,6 +359,16 @@ func (p *Program) Runtime() Runtime {
 // what the JIT could not translate. Nil for a JITed program.
 func (p *Program) JITError() error { return p.jitErr }
 
+// ReadsUninitializedStack says that the verifier let the program read
+// stack it never wrote (privileged programs may): such reads see whatever
+// the stack held, which the interpreter (zeroed frames) and the JIT
+// (frames laid out as the arm64 kernel lays them) do not agree on, as two
+// kernels would not. False for an unverified program, which may do
+// anything.
+func (p *Program) ReadsUninitializedStack() bool {
+	return p.verified != nil && p.verified.ReadsUninitStack
+}
+
 // JITImage returns the program's A64 image, nil for an interpreted one.
 func (p *Program) JITImage() *jit_arm64.Image { return p.jit }
 

@@ -574,6 +574,7 @@ func (e *env) checkStackRead(regno uint8, off, size, dst int) error {
 				e.pushHistory(stackAccessFlags(f.frameno, spi), nil)
 				return nil
 			}
+			e.noteUninitRead(f, off, off+size)
 			spills, zeros := 0, 0
 			for i := 0; i < size; i++ {
 				_, idx := slotOf(off + i)
@@ -603,6 +604,8 @@ func (e *env) checkStackRead(regno uint8, off, size, dst int) error {
 	}
 	if dst >= 0 {
 		e.markRegStackRead(f, off, off+size, dst)
+	} else {
+		e.noteUninitRead(f, off, off+size)
 	}
 	return nil
 }
@@ -616,6 +619,7 @@ func narrowStackOK(off, size, spillSize int) bool {
 // markRegStackRead is mark_reg_stack_read: zeros read as zero, anything
 // else as an unknown number.
 func (e *env) markRegStackRead(f *funcState, minOff, maxOff, dst int) {
+	e.noteUninitRead(f, minOff, maxOff)
 	zeros := 0
 	for i := minOff; i < maxOff; i++ {
 		spi, idx := slotOf(i)
@@ -628,6 +632,16 @@ func (e *env) markRegStackRead(f *funcState, minOff, maxOff, dst int) {
 		e.regs()[dst].markKnown(0)
 	} else {
 		e.regs()[dst].markUnknown()
+	}
+}
+
+// noteUninitRead records a read of stack bytes never written.
+func (e *env) noteUninitRead(f *funcState, minOff, maxOff int) {
+	for i := minOff; i < maxOff && !e.readsUninit; i++ {
+		spi, idx := slotOf(i)
+		if spi >= len(f.stack) || spi >= 0 && f.stack[spi].types[idx] == stackInvalid {
+			e.readsUninit = true
+		}
 	}
 }
 
@@ -666,6 +680,9 @@ func (e *env) checkStackRangeInit(regno uint8, off, size int, zeroOK, helper, cl
 		read |= 1 << uint(spi)
 	}
 	e.markStackRead(int(f.frameno), read)
+	if !clobber {
+		e.noteUninitRead(f, minOff, maxOff+size)
+	}
 	for i := minOff; i < maxOff+size; i++ {
 		spi, idx := slotOf(i)
 		slot := &f.stack[spi]

@@ -106,6 +106,11 @@ type Result struct {
 	// MaxCtxOffset is the end of the furthest context access
 	// (max_ctx_offset): a test run needs a context at least this long.
 	MaxCtxOffset int
+	// ReadsUninitStack says that some path reads stack never written,
+	// which a privileged program may (allow_uninit_stack): the bytes it
+	// reads are whatever the stack held, so its results may depend on the
+	// runtime.
+	ReadsUninitStack bool
 
 	bufs *loadBufs // where Aux came from, for AdoptProg (pool.go)
 }
@@ -119,16 +124,18 @@ type env struct {
 	log      logBuf
 	limit    int
 
-	cur      *vstate
-	insnIdx  int
-	prevIdx  int
-	pending  []pendingState
-	explored [][]stateList
-	prune    []bool // prune points
-	force    []bool // forced checkpoints
-	jmpPoint []bool // instructions reached other than from the previous one
-	bt       backtrack
-	curHist  int // the history entry of the current instruction, or -1
+	cur *vstate
+	// readsUninit is Result.ReadsUninitStack.
+	readsUninit bool
+	insnIdx     int
+	prevIdx     int
+	pending     []pendingState
+	explored    [][]stateList
+	prune       []bool // prune points
+	force       []bool // forced checkpoints
+	jmpPoint    []bool // instructions reached other than from the previous one
+	bt          backtrack
+	curHist     int // the history entry of the current instruction, or -1
 	// hist holds the instruction history of every state, as ranges: a
 	// path appends after its own end, overwriting what finished paths
 	// left (never read again: backtracking only walks the current
@@ -226,6 +233,7 @@ func Verify(insns []insn.Insn, cfg *Config) (*Result, error) {
 		MaxStatesPerInsn: e.maxStatesPerInsn,
 		Log:              e.log.String(),
 		MaxCtxOffset:     e.maxCtxOffset,
+		ReadsUninitStack: e.readsUninit,
 		bufs:             bufs,
 	}, nil
 }
