@@ -86,6 +86,9 @@ type Kernel struct {
 	// helperProtoFn is helperProto as a func value, made once: a method
 	// value built per load would be an allocation per load.
 	helperProtoFn func(int32) *verifier.FuncProto
+
+	// so is the struct_ops and kfunc state (structops.go, kfunc.go).
+	so structOpsState
 }
 
 // CPU is one simulated CPU: the machine state the interpreter runs on, its
