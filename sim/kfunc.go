@@ -215,7 +215,7 @@ func (k *Kernel) resolveKfuncCalls(in asm.Instructions) (asm.Instructions, error
 		}
 		e, ok := k.kfuncByName(ins.Reference())
 		if !ok {
-			return nil, errors.Wrapf(uapi.EINVAL, "instruction %d calls kfunc %s, which the simulated kernel does not have", i, ins.Reference())
+			return nil, errors.Wrapf(uapi.EINVAL, "instruction %d calls kfunc %s, which is not simulated (no subsystem registered it)", i, ins.Reference())
 		}
 		if out == nil {
 			out = append(asm.Instructions(nil), in...)

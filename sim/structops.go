@@ -111,7 +111,7 @@ func (k *Kernel) structOpsAttachOf(spec *ebpf.ProgramSpec, opts *ProgramOptions)
 	}
 	d, ok := k.structOps().reg.ByName(name)
 	if !ok {
-		return errors.Wrapf(uapi.ENOTSUPP, "program %s: struct_ops %s is not a type of the simulated kernel", spec.Name, name)
+		return errors.Wrapf(uapi.ENOTSUPP, "program %s: struct_ops %s is not simulated (no subsystem registered it)", spec.Name, name)
 	}
 	m, ok := d.MemberByName(member)
 	if !ok {
@@ -510,7 +510,7 @@ func (k *Kernel) newStructOpsMap(p *Process, spec *ebpf.MapSpec) (*Map, error) {
 	}
 	d, ok := k.structOps().reg.ByName(st.Name)
 	if !ok {
-		return nil, errors.Wrapf(uapi.ENOTSUPP, "map %s: struct_ops: %q doesn't exist in the simulated kernel", spec.Name, structops.ValuePrefix+st.Name)
+		return nil, errors.Wrapf(uapi.ENOTSUPP, "map %s: struct_ops: %q is not simulated (no subsystem registered it)", spec.Name, structops.ValuePrefix+st.Name)
 	}
 	m, err := k.createMap(maps.Attr{
 		Type:                  uapi.MapTypeStructOps,
@@ -758,4 +758,17 @@ func isZeroBytes(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// RunCallback runs the program as an asynchronous callback of itself on
+// CPU cpu, with args as its u64 context: what a bpf_timer callback is, run
+// later, inside an RCU read-side section, with no reference on anything
+// the program is associated with. bpfsim has no bpf_timer; subsystems and
+// tests model one with this.
+func (p *Program) RunCallback(cpu int, args ...uint64) (uint64, error) {
+	if !p.isOpen() || !p.tryGet() {
+		return 0, errors.Wrap(uapi.EBADF, "program is closed")
+	}
+	defer p.put()
+	return p.k.runStructOps(p, nil, cpu, args)
 }
