@@ -303,7 +303,7 @@ func (k *Kernel) verify(p *Program, opts ProgramOptions) (*verifier.Result, erro
 		NumCPUs:       k.NumCPUs(),
 		FuncInfo:      opts.funcInfo,
 		Subprogs:      p.subprogs,
-		SubprogsOwned: true, // found by CheckStructure for this load
+		SubprogsOwned: true,               // found by CheckStructure for this load
 		Kfunc:         k.kfuncResolver(p), // kfunc.go
 	}
 	res, err := verifier.Verify(p.xlated, cfg)

@@ -398,7 +398,9 @@ func TestStructOpsProgramLoadChecksTheMember(t *testing.T) {
 	checkLeaks(t, k)
 }
 
-func contains(s, sub string) bool { return len(sub) == 0 || len(s) >= len(sub) && (s == sub || indexOf(s, sub) >= 0) }
+func contains(s, sub string) bool {
+	return len(sub) == 0 || len(s) >= len(sub) && (s == sub || indexOf(s, sub) >= 0)
+}
 
 func indexOf(s, sub string) int {
 	for i := 0; i+len(sub) <= len(s); i++ {
@@ -804,4 +806,66 @@ func mustInsns(t testing.TB, in asm.Instructions) []insn.Insn {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// BenchmarkStructOpsMemberCall is the subsystem calling a member: the
+// program test_2 runs on a simulated CPU with two arguments.
+func BenchmarkStructOpsMemberCall(b *testing.B) {
+	k, err := sim.NewKernel(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := newTestOps(b, k)
+	p := k.InitProcess()
+	prog := test2Prog(b, p, 1)
+	m := opsMap(b, p, "ops", 0)
+	if err := m.Put(uint32(0), opsValue(s.desc, 0, prog.FD(), 0)); err != nil {
+		b.Fatal(err)
+	}
+	sm := m.StructOps()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := sm.Call(0, 1, uint64(i), 2); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkAssocKfunc is one program run that calls the association kfunc
+// (bpf_prog_get_assoc_struct_ops through test_ops_kdata), against the same
+// run of a program that does not (BenchmarkAssocKfunc/baseline): the
+// difference is the kfunc's cost.
+func BenchmarkAssocKfunc(b *testing.B) {
+	k, err := sim.NewKernel(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := newTestOps(b, k)
+	p := k.InitProcess()
+	impl := test2Prog(b, p, 1)
+	m := opsMap(b, p, "ops", 0)
+	if err := m.Put(uint32(0), opsValue(s.desc, 0, impl.FD(), 0)); err != nil {
+		b.Fatal(err)
+	}
+	withKfunc := kdataProg(b, k, p, ebpf.StructOps, "test_ops:test_1")
+	baseline, err := p.NewProgram(&ebpf.ProgramSpec{Type: ebpf.StructOps, AttachTo: "test_ops:test_1", License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R1, 0), asm.Mov.Imm(asm.R0, 0), asm.Return()}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name string
+		prog *sim.Program
+	}{{"kfunc", withKfunc}, {"baseline", baseline}} {
+		if err := bc.prog.AssocStructOps(m); err == nil {
+			b.Fatal("a struct_ops program was associated explicitly")
+		}
+		b.Run(bc.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if _, err := bc.prog.RunCallback(0); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
