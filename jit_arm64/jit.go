@@ -68,6 +68,9 @@ type Input struct {
 	// __bpf_call_base; before them it is a helper id: the caller knows
 	// which).
 	CallTarget func(imm int32) (uint64, error)
+	// KfuncTarget does the same for a kfunc call (src_reg
+	// BPF_PSEUDO_KFUNC_CALL); nil refuses kfunc calls.
+	KfuncTarget func(imm int32) (uint64, error)
 	// TailCallSlot is the address of the kernel function that reads a
 	// prog array slot for a tail call; 0 refuses tail calls. See
 	// emitTailCall for its calling convention.
@@ -628,8 +631,20 @@ func (c *jitCtx) call(i int, in insn.Insn) {
 		}
 		c.emitCall(addr)
 	case insn.PseudoKfuncCall:
-		c.fail(i, "kfunc calls")
-		return
+		// After the fix-ups a kfunc call, like a helper's, holds its
+		// function's offset from __bpf_call_base.
+		if c.in.KfuncTarget == nil {
+			c.fail(i, "kfunc call without a resolver")
+			return
+		}
+		addr, err := c.in.KfuncTarget(in.Imm)
+		if err != nil {
+			if c.err == nil {
+				c.err = errors.Wrapf(err, "insn %d", i)
+			}
+			return
+		}
+		c.emitCall(addr)
 	default:
 		c.err = errors.Wrapf(uapi.EINVAL, "insn %d: call with unknown source %d", i, in.Src)
 		return

@@ -38,6 +38,9 @@ type Attr struct {
 	Flags      uint32
 	Name       string
 	MapExtra   uint64
+	// BTFVmlinuxValueTypeID is btf_vmlinux_value_type_id: for a
+	// struct_ops map, the id of its value type in the kernel's BTF.
+	BTFVmlinuxValueTypeID uint32
 	// InnerMap is the inner map template of a map-in-map type (the map
 	// inner_map_fd refers to). The new map keeps only a copy of its
 	// metadata (NewInnerMeta): Create clears the field once the map is
@@ -295,6 +298,9 @@ func (r *Registry) Create(k Kernel, attr Attr, id uint32, release func(*Map)) (*
 	}
 	if attr.Flags&uapi.BPF_F_RDONLY_PROG != 0 && attr.Flags&uapi.BPF_F_WRONLY_PROG != 0 {
 		return nil, errors.Wrap(uapi.EINVAL, "BPF_F_RDONLY_PROG and BPF_F_WRONLY_PROG together")
+	}
+	if attr.BTFVmlinuxValueTypeID != 0 && attr.Type != uapi.MapTypeStructOps {
+		return nil, errors.Wrap(uapi.EINVAL, "btf_vmlinux_value_type_id is only for struct_ops maps")
 	}
 	if attr.MapExtra != 0 && attr.Type != uapi.MapTypeBloomFilter {
 		return nil, errors.Wrap(uapi.EINVAL, "map_extra is only for bloom filters")

@@ -102,6 +102,10 @@ func (p *Process) NewCollectionWithOptions(spec *ebpf.CollectionSpec, opts Colle
 		c.Close()
 		return nil, err
 	}
+	if err := c.populateStructOps(spec); err != nil { // structops.go
+		c.Close()
+		return nil, err
+	}
 	return c, nil
 }
 

@@ -59,7 +59,7 @@ func (k *Kernel) fixup(p *Program, src *source) error {
 			}
 		}
 	}
-	if err := verifier.Fixup(vp, &verifier.FixupConfig{HardWire: k.hardWire, Calls: kernelCalls{k}}); err != nil {
+	if err := verifier.Fixup(vp, &verifier.FixupConfig{HardWire: k.hardWire, Calls: kfuncCalls{kernelCalls{k}, p}}); err != nil {
 		return err
 	}
 	// The rewrites never create or move an lddw of a map, so each one

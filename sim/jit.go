@@ -182,6 +182,7 @@ func (k *Kernel) jitCompile(p *Program, opts ProgramOptions) error {
 	in := &jit_arm64.Input{
 		Insns:        p.xlated,
 		CallTarget:   k.jitCallTarget(p.fixedUp),
+		KfuncTarget:  k.jitKfuncTarget(p.fixedUp),
 		TailCallSlot: k.jits.tailSlot,
 	}
 	subs := p.subprogs
@@ -231,6 +232,27 @@ func (k *Kernel) jitCallTarget(fixed bool) func(int32) (uint64, error) {
 				s, err = k.helperKsym(imm, h)
 			}
 		}
+		if err != nil {
+			return 0, err
+		}
+		k.jitRegister(s.Addr, h)
+		return s.Addr, nil
+	}
+}
+
+// jitKfuncTarget resolves a fixed-up kfunc call: the function at
+// __bpf_call_base + imm. Before the fix-ups the imm is a BTF id, which the
+// JIT cannot call.
+func (k *Kernel) jitKfuncTarget(fixed bool) func(int32) (uint64, error) {
+	return func(imm int32) (uint64, error) {
+		if !fixed {
+			return 0, errors.Wrapf(jit_arm64.ErrNotSupported, "kfunc call by BTF id %d in a program the verifier did not fix up", imm)
+		}
+		s, ok := k.ksyms.at(imm)
+		if !ok || s.spec.kind == ksymCallBase {
+			return 0, errors.Wrapf(uapi.EINVAL, "kfunc call to __bpf_call_base%+d, where the simulated kernel has no function", imm)
+		}
+		h, err := k.ksymFunc(s)
 		if err != nil {
 			return 0, err
 		}

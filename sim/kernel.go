@@ -102,6 +102,9 @@ type Kernel struct {
 	runtime  Runtime
 	progPack progpack.Options
 	jits     jitState
+
+	// so is the struct_ops and kfunc state (structops.go, kfunc.go).
+	so structOpsState
 }
 
 // CPU is one simulated CPU: the machine state the interpreter runs on, its

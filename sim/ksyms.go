@@ -304,6 +304,9 @@ func (k *Kernel) ksymFunc(s *ksym) (*Helper, error) {
 		// The registered helper itself: its Fn is the function.
 		return k.resolveHelper(s.spec.helper)
 	}
+	if s.spec.kind == ksymKfunc {
+		return k.kfuncHelper(s) // kfunc.go
+	}
 	s.once.Do(func() { s.fn = k.mapFunc(s) })
 	if s.fn == nil {
 		return nil, errors.Wrapf(uapi.EINVAL, "kernel function %s cannot be called", s.Name)

@@ -11,6 +11,7 @@ import (
 	"github.com/bpfsim/bpfsim/maps"
 	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/uapi"
+	"github.com/bpfsim/bpfsim/structops"
 )
 
 // Map is a user-space handle on a map: an open file descriptor, like
@@ -65,6 +66,9 @@ func (k *Kernel) NewMap(spec *ebpf.MapSpec) (*Map, error) { return k.newMap(k.in
 func (k *Kernel) newMap(p *Process, spec *ebpf.MapSpec) (*Map, error) {
 	if spec == nil {
 		return nil, errors.Wrap(uapi.EINVAL, "nil MapSpec")
+	}
+	if spec.Type == ebpf.StructOpsMap {
+		return k.newStructOpsMap(p, spec) // structops.go
 	}
 	if err := checkMapSpec(spec); err != nil {
 		return nil, errors.Wrapf(err, "map %s", spec.Name)
@@ -270,6 +274,9 @@ func (h *Map) lookupBytes(key any) ([]byte, error) {
 	if fv, ok := h.fdValues(); ok {
 		return lookupID(fv, k) // mapinmap.go
 	}
+	if so, ok := h.m.Ops.(*structops.Map); ok {
+		return h.lookupStructOps(so, k) // structops.go
+	}
 	if p, ok := h.percpu(); ok {
 		buf := make([]byte, int(maps.RoundUp8(h.m.ValueSize))*h.k.NumCPUs())
 		if err := p.LookupPercpu(k, buf); err != nil {
@@ -324,6 +331,9 @@ func (h *Map) Update(key, value any, flags ebpf.MapUpdateFlags) error {
 	// value has one.
 	if uint64(flags)&uapi.BPF_F_LOCK != 0 {
 		return mapErr(errors.Wrap(uapi.EINVAL, "BPF_F_LOCK needs a bpf_spin_lock in the value"))
+	}
+	if so, ok := h.m.Ops.(*structops.Map); ok {
+		return mapErr(h.updateStructOps(so, key, value, uint64(flags))) // structops.go
 	}
 	if fv, ok := h.fdValues(); ok {
 		defer h.waitForPrograms()

@@ -62,6 +62,10 @@ type Program struct {
 	file   *file
 	pokes  []verifier.PokeDesc
 	poke   *pokeTracker
+
+	// so is the program's struct_ops member and association
+	// (structops.go).
+	so progStructOps
 }
 
 // ProgramOptions control loading, as cilium/ebpf's ProgramOptions do.
@@ -88,6 +92,13 @@ type ProgramOptions struct {
 	// CONFIG_BPF_JIT_ALWAYS_ON), where a JIT kernel would run it in the
 	// interpreter. RuntimeDefault takes the kernel's.
 	Runtime Runtime
+
+	// AttachBTFID and ExpectedAttachType are BPF_PROG_LOAD's
+	// attach_btf_id and expected_attach_type. A struct_ops program gives
+	// its struct's id in the kernel's BTF and its member's index
+	// (NewProgram finds them from ProgramSpec.AttachTo).
+	AttachBTFID        uint32
+	ExpectedAttachType uint32
 
 	// funcInfo records that the program has BTF function info.
 	funcInfo bool
@@ -120,6 +131,7 @@ var supportedTypes = map[ebpf.ProgramType]string{
 	ebpf.TracePoint:         "raw context bytes (the tracepoint's record), read-only",
 	ebpf.RawTracepoint:      "raw context bytes (the u64 arguments), read-only",
 	ebpf.Syscall:            "raw context bytes",
+	ebpf.StructOps:          "the u64 array of the member's arguments; run through its struct_ops map (structops.go)",
 	ebpf.UnspecifiedProgram: "raw memory: r1 = pointer to Data, r2 = its length",
 }
 
@@ -140,12 +152,19 @@ func (k *Kernel) NewProgramWithOptions(spec *ebpf.ProgramSpec, opts ProgramOptio
 	if spec.ByteOrder != nil && spec.ByteOrder.String() != binary.LittleEndian.String() {
 		return nil, errors.Wrapf(uapi.EINVAL, "program %s is %s: the simulated kernel is little-endian", spec.Name, spec.ByteOrder)
 	}
-	insns, err := fromAsm(spec.Instructions)
+	ins, err := k.resolveKfuncCalls(spec.Instructions) // kfunc.go
+	if err != nil {
+		return nil, errors.Wrapf(err, "program %s", spec.Name)
+	}
+	insns, err := fromAsm(ins)
 	if err != nil {
 		return nil, errors.Wrapf(err, "program %s", spec.Name)
 	}
 	opts.License = spec.License
 	opts.Flags = spec.Flags
+	if err := k.structOpsAttachOf(spec, &opts); err != nil { // structops.go
+		return nil, err
+	}
 	// cilium/ebpf hands the kernel BTF line and function info when the
 	// instructions carry any (btf.MarshalExtInfos): programs from ELF
 	// objects with BTF; hand-written ones and raw bytecode come without.
@@ -202,6 +221,10 @@ func (k *Kernel) LoadInsnsWithOptions(typ ebpf.ProgramType, name string, insns [
 	p := k.newProgram(typ, name)
 	p.proc, p.sleepable = proc, opts.Flags&uapi.BPF_F_SLEEPABLE != 0
 	p.xlated, p.subprogs = insns, subs
+	if err := k.prepareStructOpsLoad(p, insns, opts); err != nil { // structops.go
+		p.Close()
+		return nil, err
+	}
 	if err := p.resolvePseudoLdImm64(); err != nil {
 		p.Close()
 		return nil, err
@@ -261,7 +284,7 @@ func (k *Kernel) LoadInsnsWithOptions(typ ebpf.ProgramType, name string, insns [
 
 // verify runs the verifier on a program whose maps are resolved.
 func (k *Kernel) verify(p *Program, opts ProgramOptions) (*verifier.Result, error) {
-	pt, ok := verifier.ProgTypeFor(p.typ)
+	pt, ok := k.progTypeFor(p) // structops.go
 	if !ok {
 		return nil, errors.Wrapf(uapi.EINVAL, "program type %s cannot be verified by bpfsim yet", p.typ)
 	}
@@ -294,7 +317,8 @@ func (k *Kernel) verify(p *Program, opts ProgramOptions) (*verifier.Result, erro
 		NumCPUs:       k.NumCPUs(),
 		FuncInfo:      opts.funcInfo,
 		Subprogs:      p.subprogs,
-		SubprogsOwned: true, // found by CheckStructure for this load
+		SubprogsOwned: true,               // found by CheckStructure for this load
+		Kfunc:         k.kfuncResolver(p), // kfunc.go
 	}
 	res, err := verifier.Verify(p.xlated, cfg)
 	*cfg = verifier.Config{}
@@ -485,8 +509,8 @@ func fromAsm(in asm.Instructions) ([]insn.Insn, error) {
 			// Neither a map nor a function: a __ksym extern, which
 			// cilium/ebpf fills in with a kernel address.
 			return nil, errors.Wrapf(uapi.EINVAL, "instruction %d loads the kernel symbol %q: kernel symbols (__ksym) are not simulated yet", i, ins.Reference())
-		case ins.IsKfuncCall():
-			return nil, errors.Wrapf(uapi.EINVAL, "instruction %d calls a kfunc: kfuncs are not supported by bpfsim yet", i)
+		case ins.IsKfuncCall() && ins.Constant < 0:
+			return nil, errors.Wrapf(uapi.EINVAL, "instruction %d calls kfunc %q, which was not resolved to a BTF id", i, ins.Reference())
 		case btf.CORERelocationMetadata(ins) != nil:
 			return nil, errors.Wrapf(uapi.EINVAL, "instruction %d needs a CO-RE relocation: kernel BTF is not simulated yet", i)
 		}

@@ -404,7 +404,10 @@ func jumpKind(in insn.Insn) (opKind, error) {
 		case insn.PseudoCall:
 			return opCallLocal, nil
 		case insn.PseudoKfuncCall:
-			return 0, errors.Wrapf(uapi.EINVAL, "kfunc calls are not supported yet")
+			// After the fix-ups a kfunc call's imm is the function's
+			// address relative to __bpf_call_base, like a helper's:
+			// the loader's resolver finds it there.
+			return opCallHelper, nil
 		}
 		return 0, errors.Wrapf(uapi.EINVAL, "call with unknown source %d", in.Src)
 	case insn.EXIT:

@@ -301,6 +301,11 @@ func doMiscFixups(p *Prog, remove []bool, calls KernelCalls) error {
 			if seq, err = fixupHelperCall(p, i, calls); err != nil {
 				return err
 			}
+		case in.Code == insn.JMP|insn.CALL && in.Src == insn.PseudoKfuncCall:
+			var err error
+			if seq, err = fixupKfuncCall(p, i, calls); err != nil { // kfunc_fixups.go
+				return err
+			}
 		}
 		if seq != nil {
 			if patches == nil {

@@ -26,7 +26,7 @@ func (e *env) checkJump(in insn.Insn) (next int, exit bool, err error) {
 			next, err = e.checkFuncCall(in, idx)
 			return next, false, err
 		case insn.PseudoKfuncCall:
-			return 0, false, e.errorf(uapi.EINVAL, "calling kernel function is not supported without CONFIG_DEBUG_INFO_BTF")
+			return -1, false, e.checkKfuncCall(in, idx) // kfunc.go
 		}
 		if err := e.checkHelperCall(in, idx); err != nil {
 			return 0, false, err

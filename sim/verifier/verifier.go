@@ -62,6 +62,10 @@ type Config struct {
 	// SubprogsOwned lets the verifier write the functions' stack depths
 	// into Subprogs rather than into a copy.
 	SubprogsOwned bool
+	// Kfunc returns the kfunc a BPF_PSEUDO_KFUNC_CALL's imm (a BTF id of
+	// the kernel's BTF) names, if this program may call it (kfunc.go);
+	// nil: no kfuncs, as without CONFIG_DEBUG_INFO_BTF.
+	Kfunc func(btfID int32) (*KfuncProto, error)
 }
 
 // MapRef is one map an lddw loads: its address (Value unset) or the
@@ -94,6 +98,8 @@ type InsnAux struct {
 	// the field a narrow load reads from.
 	CtxAccess    bool
 	CtxFieldSize int
+	// Kfunc is the kfunc a kfunc call calls, for its fix-up.
+	Kfunc *KfuncProto
 }
 
 // Result is a successful verification.

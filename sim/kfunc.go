@@ -1,0 +1,309 @@
+package sim
+
+import (
+	"strconv"
+	"sync"
+
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
+	"github.com/pkg/errors"
+
+	"github.com/bpfsim/bpfsim/sim/insn"
+	"github.com/bpfsim/bpfsim/sim/interp"
+	"github.com/bpfsim/bpfsim/sim/kfunc"
+	"github.com/bpfsim/bpfsim/sim/mem"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+	"github.com/bpfsim/bpfsim/sim/verifier"
+)
+
+// kfuncs: kernel functions that programs call by BTF id
+// (BPF_PSEUDO_KFUNC_CALL), kernel/bpf/btf.c's kfunc id sets and
+// verifier.c's add_kfunc_call and fixup_kfunc_call.
+//
+// The simulated kernel has a vmlinux BTF of its own (kernelBTF), which
+// grows as subsystems register struct_ops types and kfuncs. A kfunc gets a
+// BTF id there, which programs put in the call's imm (cilium/ebpf's ELF
+// loader finds it by name, as against a real kernel), and a slot in the
+// kernel's text (ksyms.go): after the fix-ups a kfunc call's imm is its
+// address relative to __bpf_call_base, the same as a helper's, so neither
+// the interpreter nor a JIT treats kfunc calls specially.
+
+// ksymKfunc is the kind of a kfunc's symbol; its spec's helper field holds
+// the kfunc's BTF id.
+const ksymKfunc ksymKind = 100
+
+// kernelBTF is the simulated vmlinux BTF.
+type kernelBTF struct {
+	mu sync.Mutex
+	b  *btf.Builder
+}
+
+// Add adds t to the kernel's BTF and returns its id.
+func (kb *kernelBTF) Add(t btf.Type) (btf.TypeID, error) {
+	kb.mu.Lock()
+	defer kb.mu.Unlock()
+	if kb.b == nil {
+		var err error
+		if kb.b, err = btf.NewBuilder(nil, nil); err != nil {
+			return 0, err
+		}
+	}
+	id, err := kb.b.Add(t)
+	if err != nil {
+		return 0, errors.Wrap(uapi.EINVAL, err.Error())
+	}
+	return id, nil
+}
+
+// KernelBTF returns the simulated kernel's BTF as it is now: the struct_ops
+// types and kfuncs registered so far, with the ids programs use.
+func (k *Kernel) KernelBTF() (*btf.Spec, error) {
+	kb := &k.so.btf
+	kb.mu.Lock()
+	defer kb.mu.Unlock()
+	if kb.b == nil {
+		return nil, errors.Wrap(uapi.ENOENT, "the kernel has no BTF yet: no struct_ops type or kfunc is registered")
+	}
+	return kb.b.Spec()
+}
+
+// kfuncEntry is one registered kfunc.
+type kfuncEntry struct {
+	f      *kfunc.Func
+	id     btf.TypeID
+	proto  *verifier.KfuncProto
+	helper *interp.Helper
+}
+
+// kfuncTable is the kernel's kfuncs, by BTF id and name.
+type kfuncTable struct {
+	mu     sync.RWMutex
+	byID   map[btf.TypeID]*kfuncEntry
+	byName map[string]*kfuncEntry
+}
+
+// RegisterKfunc makes f callable by programs loaded afterwards: it gets a
+// BTF id in the kernel's BTF and an address in its text. Its prototype
+// must be one the verifier simulates (see verifier.NewKfuncProto). A name
+// may be registered once (EEXIST).
+func (k *Kernel) RegisterKfunc(f *kfunc.Func) error {
+	if f == nil || f.Name == "" || f.Fn == nil || f.Proto == nil {
+		return errors.Wrap(uapi.EINVAL, "kfunc needs a name, a prototype and a function")
+	}
+	st := &k.so
+	t := &st.kfuncs
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.byName[f.Name]; ok {
+		return errors.Wrapf(uapi.EEXIST, "kfunc %s is already registered", f.Name)
+	}
+	id, err := st.btf.Add(&btf.Func{Name: f.Name, Type: f.Proto, Linkage: btf.GlobalFunc})
+	if err != nil {
+		return err
+	}
+	proto, err := verifier.NewKfuncProto(f.Name, int32(id), f.Proto, uint32(f.Flags))
+	if err != nil {
+		return err
+	}
+	if _, err := k.ksyms.define(ksymSpec{name: f.Name, kind: ksymKfunc, helper: int32(id)}, 0); err != nil {
+		return err
+	}
+	e := &kfuncEntry{f: f, id: id, proto: proto, helper: &interp.Helper{ID: int32(id), Name: f.Name, Fn: f.Fn}}
+	if t.byID == nil {
+		t.byID, t.byName = map[btf.TypeID]*kfuncEntry{}, map[string]*kfuncEntry{}
+	}
+	t.byID[id], t.byName[f.Name] = e, e
+	return nil
+}
+
+// KfuncID returns the BTF id programs call the kfunc name by.
+func (k *Kernel) KfuncID(name string) (btf.TypeID, bool) {
+	e, ok := k.kfuncByName(name)
+	if !ok {
+		return 0, false
+	}
+	return e.id, true
+}
+
+func (k *Kernel) kfuncByName(name string) (*kfuncEntry, bool) {
+	t := &k.so.kfuncs
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	e, ok := t.byName[name]
+	return e, ok
+}
+
+func (k *Kernel) kfuncByID(id btf.TypeID) (*kfuncEntry, bool) {
+	t := &k.so.kfuncs
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	e, ok := t.byID[id]
+	return e, ok
+}
+
+// hasKfuncs reports whether any kfunc is registered.
+func (k *Kernel) hasKfuncs() bool {
+	t := &k.so.kfuncs
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return len(t.byID) > 0
+}
+
+// kfuncResolver is the verifier's view of the kfuncs for program p
+// (fetch_kfunc_meta): a kfunc must be in the id set of p's type.
+func (k *Kernel) kfuncResolver(p *Program) func(int32) (*verifier.KfuncProto, error) {
+	if !k.hasKfuncs() {
+		return nil
+	}
+	return func(imm int32) (*verifier.KfuncProto, error) {
+		e, ok := k.kfuncByID(btf.TypeID(imm))
+		if !ok {
+			return nil, &verifier.Error{Errno: uapi.EINVAL, Msg: "kernel btf_id " + strconv.Itoa(int(imm)) + " is not a function"}
+		}
+		if !e.f.AllowedFor(p.typ) {
+			return nil, &verifier.Error{Errno: uapi.EACCES, Msg: "calling kernel function " + e.f.Name + " is not allowed"}
+		}
+		if e.f.Flags&kfunc.Sleepable != 0 && !p.sleepable {
+			return nil, &verifier.Error{Errno: uapi.EACCES, Msg: "program must be sleepable to call sleepable kfunc " + e.f.Name}
+		}
+		return e.proto, nil
+	}
+}
+
+// kfuncHelper is what a call of a kfunc's symbol runs.
+func (k *Kernel) kfuncHelper(s *ksym) (*Helper, error) {
+	e, ok := k.kfuncByID(btf.TypeID(s.spec.helper))
+	if !ok {
+		return nil, errors.Wrapf(uapi.EINVAL, "kfunc %s is not registered", s.Name)
+	}
+	return e.helper, nil
+}
+
+// kfuncCalls gives the fix-ups the kernel's functions, and for kfuncs the
+// program's aux (verifier.KfuncCalls).
+type kfuncCalls struct {
+	kernelCalls
+	p *Program
+}
+
+var _ verifier.KfuncCalls = kfuncCalls{}
+
+func (c kfuncCalls) Kfunc(btfID int32) (int32, error) {
+	e, ok := c.k.kfuncByID(btf.TypeID(btfID))
+	if !ok {
+		return 0, errors.Errorf("no kfunc has BTF id %d", btfID)
+	}
+	s, ok := c.k.ksyms.lookup(e.f.Name)
+	if !ok || s.spec.kind != ksymKfunc {
+		return 0, errors.Errorf("kfunc %s has no symbol", e.f.Name)
+	}
+	return c.k.ksyms.imm(s), nil
+}
+
+func (c kfuncCalls) ProgAux() (uint64, error) { return c.k.progAux(c.p) }
+
+// resolveKfuncCalls gives the kfunc calls of cilium/ebpf instructions their
+// BTF ids, by name, as cilium/ebpf's fixupKfuncs does against the kernel's
+// BTF; it returns in itself when there is none to resolve. An unknown
+// kfunc fails the load, naming it.
+func (k *Kernel) resolveKfuncCalls(in asm.Instructions) (asm.Instructions, error) {
+	var out asm.Instructions
+	for i := range in {
+		ins := &in[i]
+		if !ins.IsKfuncCall() || ins.Constant >= 0 || ins.Reference() == "" {
+			continue
+		}
+		e, ok := k.kfuncByName(ins.Reference())
+		if !ok {
+			return nil, errors.Wrapf(uapi.EINVAL, "instruction %d calls kfunc %s, which is not simulated (no subsystem registered it)", i, ins.Reference())
+		}
+		if out == nil {
+			out = append(asm.Instructions(nil), in...)
+		}
+		out[i].Constant = int64(e.id)
+	}
+	if out == nil {
+		return in, nil
+	}
+	return out, nil
+}
+
+// checkNoKfuncCalls refuses kfunc calls in a program that is not
+// verified: only the verifier's fix-ups make them calls of the kfunc.
+func checkNoKfuncCalls(insns []insn.Insn) error {
+	for i, in := range insns {
+		if in.Code == insn.JMP|insn.CALL && in.Src == insn.PseudoKfuncCall {
+			return errors.Wrapf(uapi.EINVAL, "insn %d calls a kfunc: kfunc calls need the verifier", i)
+		}
+	}
+	return nil
+}
+
+// progAuxSlot is the room each program's struct bpf_prog_aux stand-in
+// takes; progAuxArea is the area they are in.
+const (
+	progAuxSlot = 256
+	progAuxArea = 16 << 20
+)
+
+// auxTable hands out the addresses of programs' struct bpf_prog_aux, the
+// pointer a "__prog" kfunc argument gets. The area reads as zero and
+// costs no memory: a kfunc only uses the address to find the program.
+type auxTable struct {
+	mu     sync.Mutex
+	base   uint64
+	next   uint64
+	free   []uint64
+	byAddr map[uint64]*Program
+}
+
+// progAux returns p's aux address, giving it one on first use.
+func (k *Kernel) progAux(p *Program) (uint64, error) {
+	t := &k.so.aux
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if a := p.so.aux; a != 0 {
+		return a, nil
+	}
+	if t.base == 0 {
+		base, err := k.mem.Alloc(progAuxArea, mem.AllocOptions{Region: mem.RegionVmalloc, Perm: mem.PermRead, Name: "bpf_prog_aux", Device: textDevice{}})
+		if err != nil {
+			return 0, err
+		}
+		t.base, t.next, t.byAddr = base, base, map[uint64]*Program{}
+	}
+	var a uint64
+	switch {
+	case len(t.free) > 0:
+		a, t.free = t.free[len(t.free)-1], t.free[:len(t.free)-1]
+	case t.next+progAuxSlot <= t.base+progAuxArea:
+		a, t.next = t.next, t.next+progAuxSlot
+	default:
+		return 0, errors.Wrap(uapi.ENOMEM, "no room for another bpf_prog_aux")
+	}
+	t.byAddr[a] = p
+	p.so.aux = a
+	return a, nil
+}
+
+// progByAux finds the program whose aux is at addr.
+func (k *Kernel) progByAux(addr uint64) (*Program, bool) {
+	t := &k.so.aux
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p, ok := t.byAddr[addr]
+	return p, ok
+}
+
+// freeAux returns p's aux address, once p is freed.
+func (k *Kernel) freeAux(p *Program) {
+	if p.so.aux == 0 {
+		return
+	}
+	t := &k.so.aux
+	t.mu.Lock()
+	delete(t.byAddr, p.so.aux)
+	t.free = append(t.free, p.so.aux)
+	p.so.aux = 0
+	t.mu.Unlock()
+}
