@@ -45,8 +45,9 @@ func main() {
 	seed := flag.Uint64("seed", 1, "seed of the simulated traffic and kernel")
 	tableSize := flag.Uint("table-size", 0, "Maglev table size M of every service, a prime (0: the smallest of Cilium's sizes with 100 slots per backend)")
 	svgPath := flag.String("svg", filepath.Join(os.TempDir(), "bpfsim-maglev.svg"), "where to write the chart")
+	jit := flag.Bool("jit", false, "run the datapath JITed to arm64 on the A64 emulator, and show the A64 code of the lookups")
 	flag.Parse()
-	if err := run(config{backends: *backends, services: *services, packets: *packets, seed: *seed, tableSize: uint32(*tableSize), svg: *svgPath}, os.Stdout); err != nil {
+	if err := run(config{backends: *backends, services: *services, packets: *packets, seed: *seed, tableSize: uint32(*tableSize), svg: *svgPath, jit: *jit}, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "maglev:", err)
 		os.Exit(1)
 	}
@@ -57,6 +58,7 @@ type config struct {
 	seed                        uint64
 	tableSize                   uint32
 	svg                         string
+	jit                         bool
 }
 
 // service is one service of the demo, with its backends and table.
@@ -80,7 +82,11 @@ func run(cfg config, out *os.File) error {
 	}
 
 	// 1. A simulated kernel with two CPUs, and the program loaded into it.
-	k, err := sim.NewKernel(&sim.Options{CPUs: 2, Seed: cfg.seed})
+	runtime := sim.RuntimeInterpreter
+	if cfg.jit {
+		runtime = sim.RuntimeJIT
+	}
+	k, err := sim.NewKernel(&sim.Options{CPUs: 2, Seed: cfg.seed, Runtime: runtime})
 	if err != nil {
 		return err
 	}
@@ -157,11 +163,22 @@ func run(cfg config, out *os.File) error {
 	dis := reportDisruption(out, first, removed, oldTable, before, after)
 
 	// 4c. Speed of the simulated datapath.
-	fmt.Fprintf(out, "\nThroughput: %s packets in %s on 2 simulated CPUs: %s packets/s\n",
+	how := "interpreted"
+	if balancer.Program().Runtime() == sim.RuntimeJIT {
+		how = "JITed to arm64, on the A64 emulator"
+	}
+	fmt.Fprintf(out, "\nThroughput (%s): %s packets in %s on 2 simulated CPUs: %s packets/s\n", how,
 		humanize.Comma(int64(cfg.packets)), elapsed.Round(time.Millisecond), humanize.Comma(int64(float64(cfg.packets)/elapsed.Seconds())))
 
 	// 4d. What the kernel would run for the lookups.
 	fmt.Fprintf(out, "\nThe lookup path as `bpftool prog dump xlated` would show it:\n\n%s\n", annotatedLookups(balancer.Program().Xlated()))
+	if cfg.jit {
+		jited, err := balancer.Program().DumpJited()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "\nThe same lookups as the arm64 JIT wrote them (`bpfsim dump jited`):\n\n%s\n", jitedLookups(jited))
+	}
 
 	// 5. The chart.
 	if err := writeChart(cfg.svg, first, shares, dis); err != nil {
@@ -417,6 +434,54 @@ func annotatedLookups(xlated string) string {
 	}
 	if b.Len() == 0 {
 		return "  (no map lookups found in the xlated code)"
+	}
+	return b.String()
+}
+
+// jitedLookups picks the A64 code of the two map lookups out of a
+// DumpJited listing: each BPF instruction near a lookup call, with the
+// A64 instructions it became.
+func jitedLookups(listing string) string {
+	// Blocks: a BPF instruction's "; N: ..." line and the code after it.
+	type block struct{ lines []string }
+	var blocks []block
+	for _, l := range strings.Split(strings.TrimRight(listing, "\n"), "\n") {
+		switch {
+		case strings.HasPrefix(l, "; ") && len(l) > 2 && l[2] >= '0' && l[2] <= '9':
+			blocks = append(blocks, block{lines: []string{l}})
+		case len(blocks) > 0 && !strings.HasPrefix(l, ";"):
+			blocks[len(blocks)-1].lines = append(blocks[len(blocks)-1].lines, l)
+		}
+	}
+	var b strings.Builder
+	shown := map[int]bool{}
+	show := func(from, to int, note string) {
+		for i := max(from, 0); i <= min(to, len(blocks)-1); i++ {
+			if shown[i] {
+				continue
+			}
+			shown[i] = true
+			for j, l := range blocks[i].lines {
+				if j == 0 && i == from && note != "" {
+					fmt.Fprintf(&b, "  %-60s <- %s\n", l, note)
+				} else {
+					fmt.Fprintf(&b, "  %s\n", l)
+				}
+			}
+		}
+	}
+	for i, bl := range blocks {
+		switch head := bl.lines[0]; {
+		case strings.Contains(head, "call __htab_map_lookup_elem") && i+3 < len(blocks) && strings.Contains(blocks[i+3].lines[0], "= *(u64 *)(r0 +0)"):
+			show(i-1, i-1, "")
+			show(i, i, "a BL (or the address in x10 and BLR) into the kernel's hash lookup")
+			show(i+1, i+3, "the inlined rest, then the load of the inner map's address")
+		case strings.Contains(head, "call array_map_lookup_elem"):
+			show(i, i, "the inner array: a direct call, result moved from x0 to x7 (R0)")
+		}
+	}
+	if b.Len() == 0 {
+		return "  (no map lookups found in the JIT's code)"
 	}
 	return b.String()
 }
