@@ -108,6 +108,9 @@ type jitCtx struct {
 	pushed  []a64.Reg // its callee-saved registers, in push order
 	err     error
 	callers []callSite
+	// farCalls counts calls emitted in their long form for want of the
+	// image address; without them the second pass would change nothing.
+	farCalls int
 }
 
 // callSite records where a call instruction is, to find the BPF
@@ -424,7 +427,13 @@ func (c *jitCtx) alu(i int, in insn.Insn, is64 bool) {
 		c.emit(div(q, dst, divisor))
 		c.emit(a64.Msub(dst, q, divisor, dst))
 	case insn.AND, insn.OR, insn.XOR:
-		lop := map[uint8]a64.LogicOp{insn.AND: a64.AND, insn.OR: a64.ORR, insn.XOR: a64.EOR}[op]
+		lop := a64.AND
+		switch op {
+		case insn.OR:
+			lop = a64.ORR
+		case insn.XOR:
+			lop = a64.EOR
+		}
 		if k && a64.IsBitmaskImm(kval, is64) {
 			c.emit(a64.LogicImm(lop, dst, dst, kval))
 			return
@@ -497,11 +506,18 @@ func (c *jitCtx) endian(i int, in insn.Insn, is64 bool) {
 	}
 }
 
-var jmpConds = map[uint8]a64.Cond{
-	insn.JEQ: a64.CondEQ, insn.JNE: a64.CondNE,
-	insn.JGT: a64.CondHI, insn.JGE: a64.CondCS, insn.JLT: a64.CondCC, insn.JLE: a64.CondLS,
-	insn.JSGT: a64.CondGT, insn.JSGE: a64.CondGE, insn.JSLT: a64.CondLT, insn.JSLE: a64.CondLE,
-	insn.JSET: a64.CondNE,
+// jmpConds maps a conditional jump's op (>>4) to the A64 condition its
+// branch tests; ok says the op is a conditional jump.
+var jmpConds = [16]struct {
+	c  a64.Cond
+	ok bool
+}{
+	insn.JEQ >> 4: {a64.CondEQ, true}, insn.JNE >> 4: {a64.CondNE, true},
+	insn.JGT >> 4: {a64.CondHI, true}, insn.JGE >> 4: {a64.CondCS, true},
+	insn.JLT >> 4: {a64.CondCC, true}, insn.JLE >> 4: {a64.CondLS, true},
+	insn.JSGT >> 4: {a64.CondGT, true}, insn.JSGE >> 4: {a64.CondGE, true},
+	insn.JSLT >> 4: {a64.CondLT, true}, insn.JSLE >> 4: {a64.CondLE, true},
+	insn.JSET >> 4: {a64.CondNE, true},
 }
 
 func (c *jitCtx) branchTo(i, t int) int32 { return int32(c.target(t, i) - c.idx()) }
@@ -542,8 +558,9 @@ func (c *jitCtx) jmp(i int, in insn.Insn, is64, last bool) {
 		c.fail(i, "may_goto needs the verifier's stack counter rewrite, which bpfsim does not do")
 		return
 	}
-	cond, ok := jmpConds[op]
-	if !ok {
+	jc := jmpConds[op>>4]
+	cond := jc.c
+	if !jc.ok {
 		c.err = errors.Wrapf(uapi.EINVAL, "insn %d: unknown opcode %#02x", i, in.Code)
 		return
 	}
@@ -663,6 +680,9 @@ func (c *jitCtx) emitCall(addr uint64) {
 			return
 		}
 	}
+	if c.image == 0 {
+		c.farCalls++
+	}
 	c.emitAll(a64.AppendMovAddr(c.words, tmp1, addr))
 	c.emit(a64.Blr(tmp1))
 }
@@ -726,7 +746,17 @@ const maxTailCallCnt = 33
 // mem translates loads, stores and atomics.
 func (c *jitCtx) mem(i int, in insn.Insn) {
 	cl := in.Class()
-	size := a64.Size(map[uint8]uint8{insn.B: 0, insn.H: 1, insn.W: 2, insn.DW: 3}[in.SizeBits()])
+	size := a64.Size(in.SizeBits() >> 3) // B, H, W, DW: 0x10, 0x08, 0x00, 0x18
+	switch in.SizeBits() {
+	case insn.B:
+		size = a64.Size8
+	case insn.H:
+		size = a64.Size16
+	case insn.W:
+		size = a64.Size32
+	case insn.DW:
+		size = a64.Size64
+	}
 	off := int64(in.Off)
 	switch {
 	case cl == insn.ST && in.Mode() == 0xc0:
@@ -888,7 +918,13 @@ func translate(in *Input, place func(size int) (uint64, error)) (*jitCtx, error)
 	if err != nil {
 		return nil, err
 	}
-	for pass := 2; pass <= 3; pass++ {
+	first := 2
+	if c.farCalls == 0 {
+		// Every size is final: only the offsets of forward branches
+		// and calls need another pass.
+		first = 3
+	}
+	for pass := first; pass <= 3; pass++ {
 		c.prev = c.offsets
 		c.image = image
 		size := c.idx()

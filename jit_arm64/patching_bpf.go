@@ -41,12 +41,16 @@ func (p *Patcher) FillHole(area []byte) { FillHole(area) }
 
 // FillHole is jit_fill_hole; see Patcher.FillHole.
 func FillHole(area []byte) {
-	var pattern [256]byte
-	for i := 0; i < len(pattern); i += InsnSize {
-		binary.LittleEndian.PutUint32(pattern[i:], BreakFault)
-	}
 	area = area[:len(area)&^(InsnSize-1)]
 	for len(area) > 0 {
-		area = area[mem.StoreBytes(area, pattern[:]):]
+		area = area[mem.StoreBytes(area, holePattern[:]):]
 	}
 }
+
+// holePattern is BreakFault repeated, the source of FillHole's copies.
+var holePattern = func() (p [64 << 10]byte) {
+	for i := 0; i < len(p); i += InsnSize {
+		binary.LittleEndian.PutUint32(p[i:], BreakFault)
+	}
+	return p
+}()

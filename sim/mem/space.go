@@ -27,6 +27,10 @@ type Space struct {
 	limit   uint64 // bytes of backing memory the space may hold
 	backed  uint64 // bytes of backing memory held now
 
+	// hugeFree holds the memory of freed 2 MiB areas, for NoZero
+	// allocations.
+	hugeFree [][]uint64
+
 	// gen counts changes that can invalidate a cached translation (unmap,
 	// permission change). TLBs compare it in Sync.
 	gen atomic.Uint64
@@ -111,6 +115,11 @@ type AllocOptions struct {
 	// Device, if set, makes the area a device mapping: no backing memory,
 	// every access goes through the Device.
 	Device Device
+	// NoZero leaves a huge area's bytes unspecified: its memory may be
+	// that of a freed huge area, unless the caller overwrites all of it
+	// before anything else can read it (a JIT pack filled with the
+	// illegal instruction). It saves clearing and allocating 2 MiB.
+	NoZero bool
 }
 
 // Alloc maps a new zeroed area of at least size bytes (rounded up to whole
@@ -162,7 +171,11 @@ func (s *Space) Alloc(size uint64, o AllocOptions) (uint64, error) {
 			s.setPTE(addr, pte{dev: dm, perm: o.Perm})
 		}
 	} else {
-		a.backing = make([]uint64, size/8)
+		if n := len(s.hugeFree); o.NoZero && o.Huge && size == HugeSize && n > 0 {
+			a.backing, s.hugeFree = s.hugeFree[n-1], s.hugeFree[:n-1]
+		} else {
+			a.backing = make([]uint64, size/8)
+		}
 		s.backed += size
 		raw := unsafe.Slice((*byte)(unsafe.Pointer(&a.backing[0])), size)
 		if o.Huge {
@@ -240,10 +253,18 @@ func (s *Space) Free(addr uint64) error {
 	s.areas = append(s.areas[:i], s.areas[i+1:]...)
 	if a.backing != nil {
 		s.backed -= a.Size
+		// Keep a few 2 MiB blocks for NoZero allocations: packs come
+		// and go with the programs in them.
+		if a.Huge && a.Size == HugeSize && len(s.hugeFree) < maxHugeFree {
+			s.hugeFree = append(s.hugeFree, a.backing)
+		}
 	}
 	s.gen.Add(1)
 	return nil
 }
+
+// maxHugeFree bounds the freed 2 MiB blocks a Space keeps for reuse.
+const maxHugeFree = 2
 
 // SetPerm changes the permissions of the whole pages in [addr, addr+size),
 // like set_memory_ro/set_memory_x. A huge mapping that is only partly

@@ -216,7 +216,8 @@ func (a *Allocator) allocOwn(size uint64, rx bool, name string) (uint64, error) 
 // with illegal instructions, then (if rx is set) read-only and executable.
 // The caller holds mu.
 func (a *Allocator) mapText(size uint64, huge, rx bool, name string) (uint64, error) {
-	addr, err := a.space.Alloc(size, mem.AllocOptions{Region: mem.RegionModules, Perm: mem.PermRW, Huge: huge, Name: name})
+	// The fill overwrites every byte: memory of a freed pack will do.
+	addr, err := a.space.Alloc(size, mem.AllocOptions{Region: mem.RegionModules, Perm: mem.PermRW, Huge: huge, Name: name, NoZero: true})
 	if err != nil {
 		return 0, errors.WithMessage(err, name)
 	}
