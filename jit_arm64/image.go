@@ -76,6 +76,18 @@ func (j *JIT) Compile(in *Input) (*Image, error) {
 	return &Image{j: j, bin: bin, words: c.words, offsets: c.offsets, entries: c.entries, epilogues: c.epilogues, callers: c.callers}, nil
 }
 
+// Translate runs the JIT's passes for an image that will run at address
+// image and returns its instructions, without placing it: for callers
+// that allocate executable memory themselves. With image 0 (unknown) it is
+// the sizing pass, whose length no later pass exceeds.
+func Translate(in *Input, image uint64) ([]uint32, error) {
+	c, err := translate(in, func(int) (uint64, error) { return image, nil })
+	if err != nil {
+		return nil, err
+	}
+	return c.words, nil
+}
+
 // Free gives the image's memory back: it is refilled with the break fault
 // instruction, so a late jump into it traps.
 func (im *Image) Free() error {

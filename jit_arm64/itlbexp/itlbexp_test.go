@@ -24,7 +24,19 @@ func smallConfig() itlbexp.Config {
 // iTLB misses per instruction, block-mapped packs the most; the measured
 // reductions are logged, not asserted.
 func TestPacksReduceITLBMisses(t *testing.T) {
-	cfg := smallConfig()
+	for _, c := range []struct {
+		name   string
+		loader itlbexp.Loader
+	}{{"stand-ins", nil}, {"JITed BPF programs", itlbexp.BPFPrograms(1)}} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := smallConfig()
+			cfg.Loader = c.loader
+			packsReduceITLBMisses(t, cfg)
+		})
+	}
+}
+
+func packsReduceITLBMisses(t *testing.T, cfg itlbexp.Config) {
 	c, err := itlbexp.Compare(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -65,6 +77,35 @@ func TestPacksReduceITLBMisses(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("\n%s", b.String())
+}
+
+// TestBPFProgramsAreTheJITsOutput: the images of BPFPrograms are what
+// the JIT emits, at the address they will run at, padded to the sizing
+// pass's length with the break instruction, and differ between programs.
+func TestBPFProgramsAreTheJITsOutput(t *testing.T) {
+	l := itlbexp.BPFPrograms(1)
+	sizes := map[int]bool{}
+	for i := 0; i < 16; i++ {
+		n, err := l.Len(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, err := l.Code(i, 0xffff_8000_0010_0000)
+		if err != nil || len(code) != n {
+			t.Fatalf("program %d: %d bytes, Len %d, %v", i, len(code), n, err)
+		}
+		// The prologue's first word is mov x9, x30.
+		if w := uint32(code[0]) | uint32(code[1])<<8 | uint32(code[2])<<16 | uint32(code[3])<<24; w != 0xaa1e03e9 {
+			t.Fatalf("program %d starts with %#08x, not the JIT's prologue", i, w)
+		}
+		sizes[n] = true
+	}
+	if len(sizes) < 8 {
+		t.Fatalf("16 programs have only %d sizes", len(sizes))
+	}
+	if _, err := l.Len(-1); err == nil {
+		t.Fatal("program -1 loaded")
+	}
 }
 
 func TestImageMemoryInEachPlacement(t *testing.T) {

@@ -29,7 +29,17 @@ func main() {
 	gccPages := flag.Int("gcc-pages", -1, "pages of gcc text run per time slice (-1: default)")
 	gccEvery := flag.Int("gcc-every", -1, "triggers between gcc time slices (-1: default; 0 drops gcc)")
 	sweep := flag.Bool("sweep", false, "also print the reductions as gcc's time slice grows")
+	programs := flag.String("programs", "bpf", "the programs: bpf (generated BPF programs compiled by bpfsim's arm64 JIT) or standins (synthetic A64 functions)")
 	flag.Parse()
+	switch *programs {
+	case "bpf":
+		cfg.Loader = itlbexp.BPFPrograms(cfg.Seed)
+	case "standins":
+		cfg.Loader = itlbexp.StandIns(cfg.Seed)
+	default:
+		fmt.Fprintf(os.Stderr, "itlb-experiment: -programs %q: want bpf or standins\n", *programs)
+		os.Exit(2)
+	}
 
 	for i := range cfg.Other {
 		o := &cfg.Other[i]
@@ -45,8 +55,8 @@ func main() {
 			o.Every = *gccEvery
 		}
 	}
-	fmt.Printf("%d programs loaded (%d per process x %d), %d triggered, %d measured rounds; L1 iTLB %d entries, L2 %d entries\n",
-		cfg.Processes*cfg.ProgsPerProcess, cfg.ProgsPerProcess, cfg.Processes, cfg.Processes*cfg.TriggeredPerProcess,
+	fmt.Printf("%d %s programs loaded (%d processes x %d), %d triggered, %d measured rounds; L1 iTLB %d entries, L2 %d entries\n",
+		cfg.Processes*cfg.ProgsPerProcess, *programs, cfg.Processes, cfg.ProgsPerProcess, cfg.Processes*cfg.TriggeredPerProcess,
 		cfg.Rounds, cfg.ITLB.L1Entries, cfg.ITLB.L2Entries)
 	for _, o := range cfg.Other {
 		fmt.Printf("other code %q: %d of %d pages per visit, %d insns each, mapped by %d-byte entries\n",
