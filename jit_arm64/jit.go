@@ -100,8 +100,9 @@ type jitCtx struct {
 	// functions already emitted).
 	entries   []int
 	epilogues []int
-	// prev holds the previous pass's offsets, for forward branches.
-	prev []int
+	// prev holds the previous pass's offsets, for forward branches;
+	// spare is a buffer for the next pass's.
+	prev, spare []int
 
 	fn      int       // the function being emitted
 	stack   int       // its frame size, rounded up to 16
@@ -284,7 +285,13 @@ func (c *jitCtx) compile() error {
 	insns := c.in.Insns
 	n := len(insns)
 	c.words = c.words[:0]
-	c.offsets = make([]int, n+1)
+	// The previous pass's offsets are kept in prev; the one before's
+	// buffer is reused.
+	if cap(c.spare) >= n+1 {
+		c.offsets, c.spare = c.spare[:n+1], nil
+	} else {
+		c.offsets = make([]int, n+1)
+	}
 	funcs := c.in.Funcs
 	for f, fn := range funcs {
 		c.fn = f
@@ -910,7 +917,8 @@ func translate(in *Input, place func(size int) (uint64, error)) (*jitCtx, error)
 	if err := checkFuncs(in); err != nil {
 		return nil, err
 	}
-	c := &jitCtx{in: in, entries: make([]int, len(in.Funcs)), epilogues: make([]int, len(in.Funcs))}
+	c := &jitCtx{in: in, entries: make([]int, len(in.Funcs)), epilogues: make([]int, len(in.Funcs)),
+		words: make([]uint32, 0, 2*len(in.Insns)+32)}
 	if err := c.compile(); err != nil {
 		return nil, err
 	}
@@ -925,7 +933,7 @@ func translate(in *Input, place func(size int) (uint64, error)) (*jitCtx, error)
 		first = 3
 	}
 	for pass := first; pass <= 3; pass++ {
-		c.prev = c.offsets
+		c.spare, c.prev = c.prev, c.offsets
 		c.image = image
 		size := c.idx()
 		c.callers = c.callers[:0]

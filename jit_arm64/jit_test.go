@@ -25,7 +25,7 @@ type jitEnv struct {
 	stack uint64
 }
 
-func newJITEnv(t *testing.T) *jitEnv {
+func newJITEnv(t testing.TB) *jitEnv {
 	t.Helper()
 	s := mem.New()
 	alloc, err := progpack.New(s, jit_arm64.NewPatcher(s), progpack.Options{})

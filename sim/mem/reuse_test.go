@@ -48,3 +48,45 @@ func TestFreedRangesAreReusedOnlyOnceTheRegionIsUsedUp(t *testing.T) {
 		t.Fatalf("the live area was disturbed: %v", err)
 	}
 }
+
+// TestRecycledMemoryGoesOnlyToTheSameKey: the memory of a freed 2 MiB
+// area with a Recycle key comes back, unchanged, only to an allocation
+// with the same key; any other allocation is zeroed.
+func TestRecycledMemoryGoesOnlyToTheSameKey(t *testing.T) {
+	s := mem.New()
+	opts := mem.AllocOptions{Region: mem.RegionModules, Perm: mem.PermRW, Huge: true, Name: "pack", Recycle: "packs"}
+	a, recycled, err := s.AllocRecycled(mem.HugeSize, opts)
+	if err != nil || recycled {
+		t.Fatalf("first allocation: recycled %v, %v", recycled, err)
+	}
+	if err := s.Write(a+100, []byte{0xd4}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Free(a); err != nil {
+		t.Fatal(err)
+	}
+	other := opts
+	other.Recycle = "other"
+	o, recycled, err := s.AllocRecycled(mem.HugeSize, other)
+	if err != nil || recycled {
+		t.Fatalf("another key: recycled %v, %v", recycled, err)
+	}
+	plain, err := s.Alloc(mem.HugeSize, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range []uint64{o, plain} {
+		b := make([]byte, 1)
+		if err := s.Read(addr+100, b); err != nil || b[0] != 0 {
+			t.Fatalf("a non-recycled area at %#x is not zeroed: %v %v", addr, b, err)
+		}
+	}
+	b, recycled, err := s.AllocRecycled(mem.HugeSize, opts)
+	if err != nil || !recycled {
+		t.Fatalf("same key: recycled %v, %v", recycled, err)
+	}
+	got := make([]byte, 1)
+	if err := s.Read(b+100, got); err != nil || got[0] != 0xd4 {
+		t.Fatalf("recycled memory changed: %v %v", got, err)
+	}
+}

@@ -27,9 +27,8 @@ type Space struct {
 	limit   uint64 // bytes of backing memory the space may hold
 	backed  uint64 // bytes of backing memory held now
 
-	// hugeFree holds the memory of freed 2 MiB areas, for NoZero
-	// allocations.
-	hugeFree [][]uint64
+	// hugeFree holds the memory of freed 2 MiB areas by Recycle key.
+	hugeFree map[string][][]uint64
 
 	// gen counts changes that can invalidate a cached translation (unmap,
 	// permission change). TLBs compare it in Sync.
@@ -98,6 +97,7 @@ type Area struct {
 	AliasOf uint64
 
 	backing []uint64 // keeps the pages alive; 8-byte aligned for atomics
+	recycle string   // AllocOptions.Recycle
 	dev     Device
 }
 
@@ -115,31 +115,41 @@ type AllocOptions struct {
 	// Device, if set, makes the area a device mapping: no backing memory,
 	// every access goes through the Device.
 	Device Device
-	// NoZero leaves a huge area's bytes unspecified: its memory may be
-	// that of a freed huge area, unless the caller overwrites all of it
-	// before anything else can read it (a JIT pack filled with the
-	// illegal instruction). It saves clearing and allocating 2 MiB.
-	NoZero bool
+	// Recycle lets a 2 MiB huge area take the memory of a freed one
+	// allocated with the same Recycle key, as it was left: its owner
+	// promises to leave such areas in a state it can use again (JIT
+	// packs, every chunk refilled with the illegal instruction when
+	// freed). AllocRecycled says whether it did.
+	Recycle string
 }
 
 // Alloc maps a new zeroed area of at least size bytes (rounded up to whole
 // pages) followed by an unmapped guard page, and returns its start.
 func (s *Space) Alloc(size uint64, o AllocOptions) (uint64, error) {
+	o.Recycle = ""
+	addr, _, err := s.AllocRecycled(size, o)
+	return addr, err
+}
+
+// AllocRecycled is Alloc, except that an area with AllocOptions.Recycle
+// set may get the memory of a freed area with the same key, unchanged;
+// recycled says that it did (the area is zeroed otherwise).
+func (s *Space) AllocRecycled(size uint64, o AllocOptions) (addr uint64, recycled bool, err error) {
 	if size == 0 {
-		return 0, errors.Wrap(uapi.EINVAL, "mem: zero-sized allocation")
+		return 0, false, errors.Wrap(uapi.EINVAL, "mem: zero-sized allocation")
 	}
 	if o.Region < 0 || o.Region >= numRegions {
-		return 0, errors.Wrapf(uapi.EINVAL, "mem: unknown region %d", o.Region)
+		return 0, false, errors.Wrapf(uapi.EINVAL, "mem: unknown region %d", o.Region)
 	}
 	if o.Huge && o.Device != nil {
-		return 0, errors.Wrap(uapi.EINVAL, "mem: a device mapping cannot be huge")
+		return 0, false, errors.Wrap(uapi.EINVAL, "mem: a device mapping cannot be huge")
 	}
 	align := uint64(PageSize)
 	if o.Huge {
 		align = HugeSize
 	}
 	if size > regionBounds[o.Region][1]-regionBounds[o.Region][0] {
-		return 0, errors.Wrapf(uapi.ENOMEM, "mem: %d bytes do not fit the region", size)
+		return 0, false, errors.Wrapf(uapi.ENOMEM, "mem: %d bytes do not fit the region", size)
 	}
 	size = roundUp(size, align)
 
@@ -147,7 +157,7 @@ func (s *Space) Alloc(size uint64, o AllocOptions) (uint64, error) {
 	defer s.mu.Unlock()
 
 	if o.Device == nil && s.backed+size > s.limit {
-		return 0, errors.Wrapf(uapi.ENOMEM, "mem: allocating %d bytes would exceed the %d-byte limit", size, s.limit)
+		return 0, false, errors.Wrapf(uapi.ENOMEM, "mem: allocating %d bytes would exceed the %d-byte limit", size, s.limit)
 	}
 	start := roundUp(s.cursors[o.Region], align)
 	end := start + size
@@ -158,21 +168,22 @@ func (s *Space) Alloc(size uint64, o AllocOptions) (uint64, error) {
 		// then ranges are not reused, so that stale pointers fault.
 		var ok bool
 		if start, ok = s.findGap(o.Region, size, align); !ok {
-			return 0, errors.Wrapf(uapi.ENOMEM, "mem: region %d exhausted", o.Region)
+			return 0, false, errors.Wrapf(uapi.ENOMEM, "mem: region %d exhausted", o.Region)
 		}
 		end = start + size
 	}
 	s.cursors[o.Region] = max(s.cursors[o.Region], end+PageSize)
 
-	a := &Area{Start: start, Size: size, Perm: o.Perm, Huge: o.Huge, Name: o.Name, dev: o.Device}
+	a := &Area{Start: start, Size: size, Perm: o.Perm, Huge: o.Huge, Name: o.Name, dev: o.Device, recycle: o.Recycle}
 	if o.Device != nil {
 		dm := &devMap{dev: o.Device, base: start}
 		for addr := start; addr < end; addr += PageSize {
 			s.setPTE(addr, pte{dev: dm, perm: o.Perm})
 		}
 	} else {
-		if n := len(s.hugeFree); o.NoZero && o.Huge && size == HugeSize && n > 0 {
-			a.backing, s.hugeFree = s.hugeFree[n-1], s.hugeFree[:n-1]
+		if blocks := s.hugeFree[o.Recycle]; o.Recycle != "" && o.Huge && size == HugeSize && len(blocks) > 0 {
+			a.backing, s.hugeFree[o.Recycle] = blocks[len(blocks)-1], blocks[:len(blocks)-1]
+			recycled = true
 		} else {
 			a.backing = make([]uint64, size/8)
 		}
@@ -189,7 +200,7 @@ func (s *Space) Alloc(size uint64, o AllocOptions) (uint64, error) {
 		}
 	}
 	s.insertArea(a)
-	return start, nil
+	return start, recycled, nil
 }
 
 // findGap returns the lowest start, aligned to align, of a free range of
@@ -253,17 +264,20 @@ func (s *Space) Free(addr uint64) error {
 	s.areas = append(s.areas[:i], s.areas[i+1:]...)
 	if a.backing != nil {
 		s.backed -= a.Size
-		// Keep a few 2 MiB blocks for NoZero allocations: packs come
-		// and go with the programs in them.
-		if a.Huge && a.Size == HugeSize && len(s.hugeFree) < maxHugeFree {
-			s.hugeFree = append(s.hugeFree, a.backing)
+		// Keep a few 2 MiB blocks for areas with the same Recycle
+		// key: packs come and go with the programs in them.
+		if k := a.recycle; k != "" && a.Huge && a.Size == HugeSize && len(s.hugeFree[k]) < maxHugeFree {
+			if s.hugeFree == nil {
+				s.hugeFree = map[string][][]uint64{}
+			}
+			s.hugeFree[k] = append(s.hugeFree[k], a.backing)
 		}
 	}
 	s.gen.Add(1)
 	return nil
 }
 
-// maxHugeFree bounds the freed 2 MiB blocks a Space keeps for reuse.
+// maxHugeFree bounds the freed 2 MiB blocks a Space keeps per key.
 const maxHugeFree = 2
 
 // SetPerm changes the permissions of the whole pages in [addr, addr+size),

@@ -216,17 +216,26 @@ func (a *Allocator) allocOwn(size uint64, rx bool, name string) (uint64, error) 
 // with illegal instructions, then (if rx is set) read-only and executable.
 // The caller holds mu.
 func (a *Allocator) mapText(size uint64, huge, rx bool, name string) (uint64, error) {
-	// The fill overwrites every byte: memory of a freed pack will do.
-	addr, err := a.space.Alloc(size, mem.AllocOptions{Region: mem.RegionModules, Perm: mem.PermRW, Huge: huge, Name: name, NoZero: true})
+	// A block-mapped pack may take the memory of a freed one, which is
+	// the illegal instruction throughout: each chunk was refilled
+	// (TextInvalidate) when freed, and the pack freed when its last
+	// chunk went. Only a fresh one needs filling.
+	o := mem.AllocOptions{Region: mem.RegionModules, Perm: mem.PermRW, Huge: huge, Name: name}
+	if huge && size == mem.HugeSize {
+		o.Recycle = "bpf_prog_pack"
+	}
+	addr, recycled, err := a.space.AllocRecycled(size, o)
 	if err != nil {
 		return 0, errors.WithMessage(err, name)
 	}
-	b, err := a.space.Bytes(addr, size)
-	if err == nil {
-		a.arch.FillHole(b)
-		if rx {
-			err = a.space.SetPerm(addr, size, mem.PermRX)
+	if !recycled {
+		var b []byte
+		if b, err = a.space.Bytes(addr, size); err == nil {
+			a.arch.FillHole(b)
 		}
+	}
+	if err == nil && rx {
+		err = a.space.SetPerm(addr, size, mem.PermRX)
 	}
 	if err != nil {
 		a.space.Free(addr)

@@ -269,6 +269,33 @@ func TestAPackIsUnmappedWhenItsLastChunkGoes(t *testing.T) {
 	}
 }
 
+// TestARecycledPackReadsAsBRKThroughout: a pack whose memory is that of a
+// freed pack (packs come and go as programs do) is the illegal
+// instruction in every slot, as a fresh, filled one is: every image's
+// chunks were refilled when it was freed.
+func TestARecycledPackReadsAsBRKThroughout(t *testing.T) {
+	a, s := newAllocator(t, progpack.Options{})
+	var bins []*progpack.Binary
+	for i := 0; i < 40; i++ {
+		bins = append(bins, jit(t, a, code(100+96*i, byte(i))))
+	}
+	for _, b := range bins {
+		if err := a.Free(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := jit(t, a, code(400, 9))
+	if st := a.Stats(); st.PacksCreated != 2 || st.PacksFreed != 1 {
+		t.Fatalf("stats %+v: want a second pack", st)
+	}
+	pack, _ := s.AreaOf(b.Header())
+	img := read(t, s, pack.Start, int(pack.Size))
+	start := int(b.Header() - pack.Start)
+	if !allBRK(img[:start]) || !allBRK(img[start+int(b.Size()):]) {
+		t.Fatal("the recycled pack holds something other than BRK outside the new image")
+	}
+}
+
 // The acceptance item: freed program regions read as BRK, so a jump into
 // freed code traps, and RX memory refuses data writes.
 func TestFreedImagesReadAsBRKAndRXMemoryRefusesWrites(t *testing.T) {
