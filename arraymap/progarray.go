@@ -68,6 +68,15 @@ type PokeTracker interface {
 	PokeRun(m *maps.Map, key uint32, old, new maps.ProgObject)
 }
 
+// PokeFixer is the ability of prog arrays to let a JIT install the
+// current target of a direct tail call site it just emitted
+// (bpf_tail_call_direct_fixup): fn runs with the poke mutex held, so no
+// slot change is missed or applied out of order, with the program in slot
+// key (nil when empty or out of bounds).
+type PokeFixer interface {
+	PokeFixup(key uint32, fn func(maps.ProgObject))
+}
+
 // PokeTracking is the ability of prog arrays to keep a list of the
 // programs that track them (map_poke_track, map_poke_untrack).
 type PokeTracking interface {
@@ -250,6 +259,19 @@ func (a *progArray) clear() {
 // the close that dropped the last user reference has returned; bpfsim
 // clears before it returns, one of the orders the kernel allows.
 func (a *progArray) ReleaseUref() { a.clear() }
+
+// PokeFixup runs fn with the program in slot key under the poke mutex.
+func (a *progArray) PokeFixup(key uint32, fn func(maps.ProgObject)) {
+	a.pokeMu.Lock()
+	defer a.pokeMu.Unlock()
+	var p maps.ProgObject
+	if key < uint32(len(a.slots)) {
+		if s := a.slots[key].Load(); s != nil {
+			p = s.p
+		}
+	}
+	fn(p)
+}
 
 // PokeTrack adds t to the programs told of slot changes.
 func (a *progArray) PokeTrack(t PokeTracker) {

@@ -37,6 +37,28 @@ type Image struct {
 	entries   []int // A64 index of each function's entry
 	epilogues []int
 	callers   []callSite
+	direct    []directSite
+}
+
+// DirectTailCall is where a direct tail call's patched instructions are.
+type DirectTailCall struct {
+	Insn int // the BPF tail call instruction
+	// Bypass is "b Out" while the slot is empty, NOP otherwise; Target
+	// is NOP while empty, "b Stub" otherwise; Literal (8 bytes) holds
+	// the address Stub branches to: the target's tail call entry.
+	Bypass, Target, Out, Stub, Literal uint64
+}
+
+// DirectTailCalls returns the image's direct tail call sites, in the
+// order of their instructions.
+func (im *Image) DirectTailCalls() []DirectTailCall {
+	base := im.Entry()
+	out := make([]DirectTailCall, len(im.direct))
+	for k, d := range im.direct {
+		out[k] = DirectTailCall{Insn: d.insn, Bypass: base + 4*uint64(d.bypass), Target: base + 4*uint64(d.target),
+			Out: base + 4*uint64(d.out), Stub: base + 4*uint64(d.stub), Literal: base + 4*uint64(d.stub+2)}
+	}
+	return out
 }
 
 // Compile translates the program and places it: a sizing pass, the
@@ -73,7 +95,7 @@ func (j *JIT) Compile(in *Input) (*Image, error) {
 	if err := j.alloc.Finalize(bin); err != nil {
 		return nil, err
 	}
-	return &Image{j: j, bin: bin, words: c.words, offsets: c.offsets, entries: c.entries, epilogues: c.epilogues, callers: c.callers}, nil
+	return &Image{j: j, bin: bin, words: c.words, offsets: c.offsets, entries: c.entries, epilogues: c.epilogues, callers: c.callers, direct: c.direct}, nil
 }
 
 // Translate runs the JIT's passes for an image that will run at address

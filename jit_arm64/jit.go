@@ -2,6 +2,7 @@ package jit_arm64
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/pkg/errors"
 
@@ -75,6 +76,11 @@ type Input struct {
 	// prog array slot for a tail call; 0 refuses tail calls. See
 	// emitTailCall for its calling convention.
 	TailCallSlot uint64
+	// DirectTailCalls are the tail call instructions whose prog array and
+	// index the verifier knew (its poke descriptors): they jump to their
+	// target directly, through code patched when the slot changes (see
+	// tailCallDirect).
+	DirectTailCalls []int
 }
 
 // Func is one function (subprogram) of a program.
@@ -112,6 +118,15 @@ type jitCtx struct {
 	// farCalls counts calls emitted in their long form for want of the
 	// image address; without them the second pass would change nothing.
 	farCalls int
+	// direct are the direct tail call sites of this pass.
+	direct []directSite
+}
+
+// directSite is one direct tail call: the A64 indexes of its bypass
+// branch, its target slot, the instruction after it, and its stub.
+type directSite struct {
+	insn                      int
+	bypass, target, out, stub int
 }
 
 // callSite records where a call instruction is, to find the BPF
@@ -285,6 +300,7 @@ func (c *jitCtx) compile() error {
 	insns := c.in.Insns
 	n := len(insns)
 	c.words = c.words[:0]
+	c.direct = c.direct[:0]
 	// The previous pass's offsets are kept in prev; the one before's
 	// buffer is reused.
 	if cap(c.spare) >= n+1 {
@@ -322,6 +338,7 @@ func (c *jitCtx) compile() error {
 		c.epilogue()
 	}
 	c.offsets[n] = c.idx()
+	c.stubs()
 	return c.err
 }
 
@@ -559,7 +576,11 @@ func (c *jitCtx) jmp(i int, in insn.Insn, is64, last bool) {
 		}
 		return
 	case insn.TailCall:
-		c.tailCall(i)
+		if slices.Contains(c.in.DirectTailCalls, i) {
+			c.tailCallDirect(i)
+		} else {
+			c.tailCall(i)
+		}
 		return
 	case insn.JCOND:
 		c.fail(i, "may_goto needs the verifier's stack counter rewrite, which bpfsim does not do")
@@ -744,6 +765,69 @@ func (c *jitCtx) tailCall(i int) {
 		c.words[toOut2] = w
 	} else if c.err == nil {
 		c.err = err
+	}
+}
+
+// tailCallDirect is a tail call whose target the verifier knew the slot
+// of, jumping straight to the target's code: the scheme of the x86-64
+// JIT's emit_bpf_tail_call_direct (seed 001), which the arm64 JIT does not
+// have. The count is checked as for an indirect tail call; then two
+// patched instructions decide:
+//
+//	bypass: b out        ("skip") or nop
+//	        the count is committed and the frame unwound
+//	target: nop, or b stub ("tail"); the stub loads the target's tail call
+//	        entry from its literal and branches there
+//	out:
+//
+// The image starts in state C (skip, unwind, nop). The kernel side moves
+// it as the slot changes (bpf_arch_poke_desc_update): install C → D (skip,
+// tail) → B (nop, tail); update B(f) → B(f') by the literal alone; remove
+// B → C (skip first, then, after a grace period, nop), so that no CPU
+// ever unwinds without a target (state A). The literal is 8 bytes,
+// naturally aligned, so a CPU reads the old target or the new one.
+func (c *jitCtx) tailCallDirect(i int) {
+	site := directSite{insn: i}
+	c.emit(a64.LoadImm(a64.Size64, tmp3, tccPtr, 0))
+	c.emit(a64.CmpImm(tmp3, maxTailCallCnt))
+	toOut := c.idx()
+	c.emit(a64.NOP, nil) // b.cs out
+	site.bypass = c.idx()
+	c.emit(a64.NOP, nil) // b out
+	c.emit(a64.AddImm(tmp3, tmp3, 1))
+	c.emit(a64.StoreImm(a64.Size64, tmp3, tccPtr, 0))
+	if c.stack > 0 {
+		c.emit(a64.AddImm(a64.SP, a64.SP, int64(c.stack)))
+	}
+	c.popCalleeSaved()
+	site.target = c.idx()
+	c.emit(a64.NOP, nil)
+	site.out = c.idx()
+	if w, err := a64.BCond(a64.CondCS, int32(site.out-toOut)); err == nil {
+		c.words[toOut] = w
+	} else if c.err == nil {
+		c.err = err
+	}
+	if w, err := a64.B(int32(site.out - site.bypass)); err == nil {
+		c.words[site.bypass] = w
+	} else if c.err == nil {
+		c.err = err
+	}
+	c.direct = append(c.direct, site)
+}
+
+// stubs emits, after every function, each direct tail call's stub: "ldr
+// x10, lit; br x10" and its 8-byte literal, aligned (the image starts
+// 8-byte aligned), initially 0.
+func (c *jitCtx) stubs() {
+	for k := range c.direct {
+		if c.idx()%2 != 0 {
+			c.emit(a64.NOP, nil)
+		}
+		c.direct[k].stub = c.idx()
+		c.emit(a64.LoadLiteral(tmp1, 2))
+		c.emit(a64.Br(tmp1))
+		c.words = append(c.words, 0, 0)
 	}
 }
 

@@ -76,7 +76,9 @@ type jitState struct {
 	helpers map[uint64]*Helper
 
 	compiled, fallbacks atomic.Uint64
-	lastFallback        atomic.Pointer[error]
+	// pokeErrors counts failed patches of direct tail calls.
+	pokeErrors   atomic.Uint64
+	lastFallback atomic.Pointer[error]
 }
 
 // JITStats counts what the kernel's JIT did.
@@ -180,10 +182,11 @@ func (k *Kernel) jitCompile(p *Program, opts ProgramOptions) error {
 		return err
 	}
 	in := &jit_arm64.Input{
-		Insns:        p.xlated,
-		CallTarget:   k.jitCallTarget(p.fixedUp),
-		KfuncTarget:  k.jitKfuncTarget(p.fixedUp),
-		TailCallSlot: k.jits.tailSlot,
+		Insns:           p.xlated,
+		CallTarget:      k.jitCallTarget(p.fixedUp),
+		DirectTailCalls: p.directTailCallInsns(),
+		KfuncTarget:     k.jitKfuncTarget(p.fixedUp),
+		TailCallSlot:    k.jits.tailSlot,
 	}
 	subs := p.subprogs
 	for i, s := range subs {
@@ -209,7 +212,7 @@ func (k *Kernel) jitCompile(p *Program, opts ProgramOptions) error {
 	}
 	k.jits.compiled.Add(1)
 	p.jit = img
-	return nil
+	return k.jitDirectFixup(p)
 }
 
 // jitCallTarget resolves a call's imm to the kernel address the JIT

@@ -33,6 +33,9 @@ type Program struct {
 	// why a program of a JIT kernel does not (jit.go).
 	jit    *jit_arm64.Image
 	jitErr error
+	// direct is the state of the image's direct tail calls
+	// (jit_tailcall.go).
+	direct *directSites
 	// usedMaps hold a reference on every map the program loads
 	// (prog->aux->used_maps); mapLoads remember which lddw loads which
 	// map, for the xlated dump.

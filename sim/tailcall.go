@@ -102,10 +102,12 @@ type pokeTracker struct {
 	runs atomic.Int64
 }
 
-// PokeRun counts the slot changes the program was told of: the
+// PokeRun counts the slot changes the program was told of and, for a
+// JITed program, patches its direct tail calls through the slot; the
 // interpreter has no code to patch.
-func (t *pokeTracker) PokeRun(*maps.Map, uint32, maps.ProgObject, maps.ProgObject) {
+func (t *pokeTracker) PokeRun(m *maps.Map, key uint32, _, new maps.ProgObject) {
 	t.runs.Add(1)
+	t.p.k.pokeRunJIT(t.p, m, key, new)
 }
 
 // trackPokes registers the program with every map its poke descriptors

@@ -1,0 +1,123 @@
+package sim_test
+
+import (
+	"encoding/binary"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/bpfsim/bpfsim/jit_arm64/a64"
+	"github.com/bpfsim/bpfsim/sim"
+)
+
+// directState reads a JITed program's one direct tail call site: the
+// bypass and target words and the literal.
+func directState(t *testing.T, k *sim.Kernel, p *sim.Program) (skip, tail bool, lit uint64) {
+	t.Helper()
+	sites := p.JITImage().DirectTailCalls()
+	if len(sites) != 1 {
+		t.Fatalf("%d direct tail call sites, want 1", len(sites))
+	}
+	s := sites[0]
+	var b [8]byte
+	word := func(addr uint64) uint32 {
+		if err := k.Memory().Read(addr, b[:4]); err != nil {
+			t.Fatal(err)
+		}
+		return binary.LittleEndian.Uint32(b[:4])
+	}
+	bypass, target := word(s.Bypass), word(s.Target)
+	wantSkip, _ := a64.B(int32((s.Out - s.Bypass) / 4))
+	wantTail, _ := a64.B(int32((s.Stub - s.Target) / 4))
+	switch {
+	case bypass == wantSkip:
+		skip = true
+	case bypass != a64.NOP:
+		t.Fatalf("bypass holds %#08x", bypass)
+	}
+	switch {
+	case target == wantTail:
+		tail = true
+	case target != a64.NOP:
+		t.Fatalf("target holds %#08x", target)
+	}
+	if err := k.Memory().Read(s.Literal, b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return skip, tail, binary.LittleEndian.Uint64(b[:])
+}
+
+// TestDirectTailCallsFollowTheSlotThroughSeed001sStates: a JITed tail
+// call with a constant prog array and index jumps through patched code.
+// It starts skipping (state C); installing a program patches the tail and
+// then removes the skip (B); replacing it changes only the literal;
+// deleting it restores the skip, then removes the tail (C again). Each
+// state returns what the slot's program returns, or falls through.
+func TestDirectTailCallsFollowTheSlotThroughSeed001sStates(t *testing.T) {
+	k := newKernel(t, &sim.Options{Runtime: sim.RuntimeJIT})
+	pa := newProgArrayMap(t, k, 2)
+	ret := func(v int32) *sim.Program {
+		return load(t, k, ebpf.XDP, asm.Instructions{asm.Mov.Imm(asm.R0, v), asm.Return()})
+	}
+	a, b := ret(1), ret(2)
+	caller := load(t, k, ebpf.XDP, asm.Instructions{
+		asm.LoadMapPtr(asm.R2, pa.FD()),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.FnTailCall.Call(),
+		asm.Mov.Imm(asm.R0, 99),
+		asm.Return(),
+	})
+	if caller.Runtime() != sim.RuntimeJIT {
+		t.Fatalf("caller not JITed: %v", caller.JITError())
+	}
+	check := func(step string, want uint32, wantSkip, wantTail bool, target *sim.Program) {
+		t.Helper()
+		if got := runXDP(t, caller); got != want {
+			t.Fatalf("%s: returned %d, want %d", step, got, want)
+		}
+		skip, tail, lit := directState(t, k, caller)
+		if skip != wantSkip || tail != wantTail {
+			t.Fatalf("%s: skip %v tail %v, want %v %v", step, skip, tail, wantSkip, wantTail)
+		}
+		ids := caller.DirectTailCallTargets()
+		switch {
+		case target == nil && ids[0] != 0:
+			t.Fatalf("%s: the site targets program %d", step, ids[0])
+		case target != nil && (ids[0] != target.ID() || lit != target.JITImage().TailCallEntry()):
+			t.Fatalf("%s: site targets %d at %#x, want %d at %#x", step, ids[0], lit, target.ID(), target.JITImage().TailCallEntry())
+		}
+	}
+	check("empty slot (C)", 99, true, false, nil)
+	if err := pa.Put(uint32(0), a); err != nil {
+		t.Fatal(err)
+	}
+	check("installed (C→D→B)", 1, false, true, a)
+	if err := pa.Put(uint32(0), b); err != nil {
+		t.Fatal(err)
+	}
+	check("replaced (B→B')", 2, false, true, b)
+	if err := pa.Delete(uint32(0)); err != nil {
+		t.Fatal(err)
+	}
+	check("removed (B→C)", 99, true, false, nil)
+
+	// A slot filled before the caller is JITed is installed by the
+	// fix-up that follows the JIT.
+	if err := pa.Put(uint32(1), a); err != nil {
+		t.Fatal(err)
+	}
+	late := load(t, k, ebpf.XDP, asm.Instructions{
+		asm.LoadMapPtr(asm.R2, pa.FD()),
+		asm.Mov.Imm(asm.R3, 1),
+		asm.FnTailCall.Call(),
+		asm.Mov.Imm(asm.R0, 99),
+		asm.Return(),
+	})
+	if got := runXDP(t, late); got != 1 {
+		t.Fatalf("fixed up at load: returned %d, want 1", got)
+	}
+	if skip, tail, _ := directState(t, k, late); skip || !tail {
+		t.Fatalf("fixed up at load: skip %v tail %v", skip, tail)
+	}
+}
