@@ -71,7 +71,7 @@ func (k *Kernel) fixup(p *Program, src *source) error {
 		}
 		if l, ok := p.mapLoads[vp.Orig[i]]; ok {
 			if loads == nil {
-				loads = map[int]mapLoad{}
+				loads = make(map[int]mapLoad, len(p.mapLoads))
 			}
 			loads[i] = l
 		}

@@ -419,7 +419,14 @@ func (p *Program) resolvePseudoLdImm64() error {
 		}
 		insns[i-1].Src, insns[i-1].Imm, insns[i].Imm = 0, int32(uint32(addr)), int32(uint32(addr>>32))
 		if p.mapLoads == nil {
-			p.mapLoads = map[int]mapLoad{}
+			// Sized once: programs of many map loads exist (test_tag's).
+			n := 0
+			for j := i - 1; j < len(insns); j++ {
+				if insns[j].IsLdImm64() && insns[j].Src != 0 {
+					n++
+				}
+			}
+			p.mapLoads = make(map[int]mapLoad, n)
 		}
 		p.mapLoads[i-1] = load
 		p.useMap(m)
