@@ -3,12 +3,15 @@ package sim_test
 import (
 	"encoding/binary"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 
 	"github.com/bpfsim/bpfsim/jit_arm64/a64"
 	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/interp"
+	"github.com/bpfsim/bpfsim/sim/verifier"
 )
 
 // directState reads a JITed program's one direct tail call site: the
@@ -119,5 +122,64 @@ func TestDirectTailCallsFollowTheSlotThroughSeed001sStates(t *testing.T) {
 	}
 	if skip, tail, _ := directState(t, k, late); skip || !tail {
 		t.Fatalf("fixed up at load: skip %v tail %v", skip, tail)
+	}
+}
+
+// TestRemovingADirectTailCallTargetWaitsForRunningPrograms: deleting the
+// slot of a direct tail call restores the skip at once, then waits for a
+// grace period before removing the tail (bpf_arch_poke_desc_update's
+// synchronize_rcu), so the delete returns only after a program running
+// on another CPU, which may be between the two, has finished; that
+// program then skips the tail call.
+func TestRemovingADirectTailCallTargetWaitsForRunningPrograms(t *testing.T) {
+	k := newKernel(t, &sim.Options{CPUs: 2, Runtime: sim.RuntimeJIT})
+	entered, release := make(chan struct{}), make(chan struct{})
+	const pause = 211
+	if err := k.RegisterHelper(&sim.Helper{ID: pause, Name: "test_pause", Proto: verifier.UncheckedProto,
+		Fn: func(*interp.Machine, uint64, uint64, uint64, uint64, uint64) (uint64, error) {
+			entered <- struct{}{}
+			<-release
+			return 0, nil
+		}}); err != nil {
+		t.Fatal(err)
+	}
+	pa := newProgArrayMap(t, k, 1)
+	target := load(t, k, ebpf.XDP, retProg(2))
+	if err := pa.Put(uint32(0), target); err != nil {
+		t.Fatal(err)
+	}
+	caller := load(t, k, ebpf.XDP, append(asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.BuiltinFunc(pause).Call(),
+		asm.Mov.Reg(asm.R1, asm.R6),
+	}, tailCaller(pa.FD(), 0, 1)...))
+	if ids := caller.DirectTailCallTargets(); len(ids) != 1 || ids[0] != target.ID() {
+		t.Fatalf("direct targets %v, want [%d]", ids, target.ID())
+	}
+	done := make(chan uint32)
+	go func() {
+		ret, err := caller.Run(&sim.RunOptions{Data: make([]byte, 64), CPU: 1})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- ret
+	}()
+	<-entered
+	deleted := make(chan error)
+	go func() { deleted <- pa.Delete(uint32(0)) }()
+	select {
+	case err := <-deleted:
+		t.Fatalf("the delete returned (%v) while a program that may be past the skip runs", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	if got := <-done; got != 1 {
+		t.Errorf("the caller returned %d, want 1 (the tail call skipped)", got)
+	}
+	if err := <-deleted; err != nil {
+		t.Fatal(err)
+	}
+	if ids := caller.DirectTailCallTargets(); ids[0] != 0 {
+		t.Fatalf("after the delete the site targets %d", ids[0])
 	}
 }
