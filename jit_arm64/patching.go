@@ -45,6 +45,10 @@ type Patcher struct {
 	space *mem.Space
 
 	mu sync.Mutex // patch_lock: one patch at a time, as there is one fixmap slot
+	// tlb writes single instructions and literals through the alias with
+	// one aligned store, as the kernel does, so that a CPU running the
+	// code reads the old value or the new one, never a mix. Guarded by mu.
+	tlb *mem.TLB
 
 	// icacheGen counts instruction cache flushes: an emulator that keeps
 	// decoded code compares it to know that text changed.
@@ -58,7 +62,7 @@ type Patcher struct {
 
 // NewPatcher returns a Patcher for the executable memory of space.
 func NewPatcher(space *mem.Space) *Patcher {
-	return &Patcher{space: space}
+	return &Patcher{space: space, tlb: space.NewTLB()}
 }
 
 // Space returns the address space the Patcher writes.
@@ -152,12 +156,43 @@ func (p *Patcher) InsnWrite(addr uint64, insn uint32) error {
 	if addr&(InsnSize-1) != 0 {
 		return errors.Wrapf(uapi.EINVAL, "aarch64_insn_write: %#x is not instruction aligned", addr)
 	}
-	var b [InsnSize]byte
-	binary.LittleEndian.PutUint32(b[:], insn)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err := p.writePage(addr, func(alias uint64) error { return p.space.Write(alias, b[:]) }); err != nil {
+	if err := p.writePage(addr, func(alias uint64) error { return p.store(alias, 4, uint64(insn)) }); err != nil {
 		return errors.WithMessage(err, "aarch64_insn_write")
+	}
+	return nil
+}
+
+// WriteLiteral64 replaces the naturally aligned 8-byte value at addr in
+// executable memory (a literal that code loads, like the PLT's target)
+// with one 64-bit store through an alias, as the kernel's WRITE_ONCE of
+// the PLT target: a CPU loading it sees the old value or the new one.
+// addr must be 8-byte aligned (EINVAL).
+func (p *Patcher) WriteLiteral64(addr, v uint64) error {
+	if addr&7 != 0 {
+		return errors.Wrapf(uapi.EINVAL, "text literal at %#x is not 8-byte aligned", addr)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.writePage(addr, func(alias uint64) error { return p.store(alias, 8, v) }); err != nil {
+		return errors.WithMessage(err, "writing a text literal")
+	}
+	return nil
+}
+
+// store is one aligned store of size 4 or 8 through the TLB. The caller
+// holds mu.
+func (p *Patcher) store(addr uint64, size int, v uint64) error {
+	p.tlb.Sync() // the alias was just mapped
+	var f *mem.Fault
+	if size == 8 {
+		f = p.tlb.Store64(addr, v)
+	} else {
+		f = p.tlb.Store32(addr, v)
+	}
+	if f != nil {
+		return f
 	}
 	return nil
 }

@@ -328,3 +328,27 @@ func TestConcurrentPatchesOfOnePack(t *testing.T) {
 		t.Errorf("aliases left mapped: %d", len(a))
 	}
 }
+
+// TestWriteLiteral64ReplacesAnAlignedLiteral: an 8-byte literal in RX
+// memory is replaced through an alias; a misaligned one is EINVAL and
+// nothing is written; no alias remains.
+func TestWriteLiteral64ReplacesAnAlignedLiteral(t *testing.T) {
+	s := mem.New()
+	addr := text(t, s, mem.PageSize, false)
+	p := jit_arm64.NewPatcher(s)
+	if err := p.WriteLiteral64(addr+8, 0x1122334455667788); err != nil {
+		t.Fatal(err)
+	}
+	if got := binary.LittleEndian.Uint64(read(t, s, addr+8, 8)); got != 0x1122334455667788 {
+		t.Fatalf("literal %#x", got)
+	}
+	if err := p.WriteLiteral64(addr+4, 1); !errors.Is(err, uapi.EINVAL) {
+		t.Fatalf("misaligned literal: %v, want EINVAL", err)
+	}
+	if got := binary.LittleEndian.Uint32(read(t, s, addr+4, 4)); got != jit_arm64.BreakFault {
+		t.Fatalf("the refused write changed the text: %#08x", got)
+	}
+	if n := len(aliases(s)); n != 0 {
+		t.Fatalf("%d aliases remain", n)
+	}
+}

@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"encoding/binary"
 	"sync"
 
 	"github.com/pkg/errors"
@@ -209,8 +208,5 @@ func (k *Kernel) pokeRemove(s *directSite) error {
 
 // pokeLiteral points the site's stub at t's tail call entry.
 func (k *Kernel) pokeLiteral(s *directSite, t *Program) error {
-	var lit [8]byte
-	binary.LittleEndian.PutUint64(lit[:], t.jit.TailCallEntry())
-	_, err := k.jits.patcher.InsnCopy(s.Literal, lit[:])
-	return err
+	return k.jits.patcher.WriteLiteral64(s.Literal, t.jit.TailCallEntry())
 }

@@ -2,6 +2,7 @@ package sim_test
 
 import (
 	"encoding/binary"
+	"fmt"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/bpfsim/bpfsim/jit_arm64/a64"
 	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/interp"
 	"github.com/bpfsim/bpfsim/sim/verifier"
 )
@@ -181,5 +183,72 @@ func TestRemovingADirectTailCallTargetWaitsForRunningPrograms(t *testing.T) {
 	}
 	if ids := caller.DirectTailCallTargets(); ids[0] != 0 {
 		t.Fatalf("after the delete the site targets %d", ids[0])
+	}
+}
+
+// TestJITRunsConcurrentlyWithPatchingLoadsAndFrees runs a JITed caller on
+// every CPU while another goroutine keeps swapping its direct tail call's
+// target and loading and freeing programs in the same packs: every run
+// returns a value one of the states allows, and the race detector stays
+// quiet (text patching goes through aliases; the emulator sees each word
+// as before or after).
+func TestJITRunsConcurrentlyWithPatchingLoadsAndFrees(t *testing.T) {
+	const cpus = 4
+	k := newKernel(t, &sim.Options{CPUs: cpus, Runtime: sim.RuntimeJIT})
+	pa := newProgArrayMap(t, k, 1)
+	a, b := load(t, k, ebpf.XDP, retProg(2)), load(t, k, ebpf.XDP, retProg(3))
+	caller := load(t, k, ebpf.XDP, tailCaller(pa.FD(), 0, 1))
+	stop := make(chan struct{})
+	errs := make(chan error, cpus+1)
+	for cpu := 0; cpu < cpus; cpu++ {
+		go func() {
+			for {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				ret, err := caller.Run(&sim.RunOptions{Data: make([]byte, 64), CPU: uint32(cpu)})
+				if err != nil || (ret != 1 && ret != 2 && ret != 3) {
+					errs <- fmt.Errorf("CPU %d: returned %d, %v (a %#x b %#x caller %#x sites %+v)", cpu, ret, err, a.JITImage().Entry(), b.JITImage().Entry(), caller.JITImage().Entry(), caller.JITImage().DirectTailCalls())
+					return
+				}
+			}
+		}()
+	}
+	go func() {
+		for i := 0; i < 300; i++ {
+			var err error
+			switch i % 3 {
+			case 0:
+				err = pa.Put(uint32(0), a)
+			case 1:
+				err = pa.Put(uint32(0), b)
+			default:
+				err = pa.Delete(uint32(0))
+			}
+			if err == nil {
+				var p *sim.Program
+				if p, err = k.LoadInsns(ebpf.XDP, "churn", []insn.Insn{{Code: insn.ALU64 | insn.MOV | insn.K, Imm: int32(i)}, {Code: insn.JMP | insn.EXIT}}); err == nil {
+					err = p.Close()
+				}
+			}
+			if err != nil {
+				errs <- err
+				return
+			}
+		}
+		errs <- nil
+	}()
+	if err := <-errs; err != nil {
+		close(stop)
+		t.Fatal(err)
+	}
+	close(stop)
+	for i := 0; i < cpus; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
