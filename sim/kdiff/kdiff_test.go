@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bpfsim/bpfsim/sim"
 	"github.com/bpfsim/bpfsim/sim/kdiff"
 )
 
@@ -28,13 +29,31 @@ const (
 )
 
 func TestInterpreterMatchesKernel(t *testing.T) {
+	s, err := kdiff.NewSimWith(&sim.Options{Runtime: sim.RuntimeInterpreter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	matchesKernel(t, s)
+}
+
+// TestJITMatchesKernel is the same corpus JITed to arm64 and run on the
+// A64 emulator: the kernel (x86-64 JIT) and bpfsim's arm64 code must give
+// the same results.
+func TestJITMatchesKernel(t *testing.T) {
+	s, err := kdiff.NewSimWith(&sim.Options{Runtime: sim.RuntimeJIT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	matchesKernel(t, s)
+	if st := s.K.JITStats(); st.Compiled < minAccepted || st.Fallbacks != 0 {
+		t.Errorf("JIT: %d programs compiled, %d run interpreted (%v)", st.Compiled, st.Fallbacks, st.LastFallback)
+	}
+}
+
+func matchesKernel(t *testing.T, s *kdiff.Sim) {
 	k, err := kdiff.OpenKernel()
 	if err != nil {
 		t.Skipf("kernel-differential test skipped: this machine cannot load BPF programs: %v", err)
-	}
-	s, err := kdiff.NewSim()
-	if err != nil {
-		t.Fatal(err)
 	}
 	accepted, ranThrough, rejected := 0, 0, map[string]int{}
 	var kernelRewrites []uint64

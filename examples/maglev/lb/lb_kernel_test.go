@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"github.com/bpfsim/bpfsim/sim"
 	"math/rand/v2"
 	"net/netip"
 	"os/exec"
@@ -236,8 +237,17 @@ func TestKernelXlatedInlinesOuterLookupAndCallsInnerArray(t *testing.T) {
 // one outer map) changed at the same moments: every verdict and every
 // byte of every packet out agree, and so do the counters.
 func TestDatapathMatchesKernel(t *testing.T) {
+	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+		t.Run(rt.String(), func(t *testing.T) { datapathMatchesKernel(t, rt) })
+	}
+}
+
+func datapathMatchesKernel(t *testing.T, rt sim.Runtime) {
 	kern := loadKernelLB(t, testSeed)
-	simLB := newTestLB(t, 2)
+	simLB := newTestLBWith(t, 2, rt)
+	if simLB.Program().Runtime() != rt {
+		t.Fatalf("runtime %v, want %v: %v", simLB.Program().Runtime(), rt, simLB.Program().JITError())
+	}
 	services := diffServices()
 	both := func(what string, f func(c *control) error) {
 		t.Helper()

@@ -49,9 +49,12 @@ func TestObjectMatchesSource(t *testing.T) {
 	}
 }
 
-func newTestLB(t testing.TB, cpus int) *LB {
+func newTestLB(t testing.TB, cpus int) *LB { return newTestLBWith(t, cpus, sim.RuntimeDefault) }
+
+// newTestLBWith loads the balancer into a kernel with the given runtime.
+func newTestLBWith(t testing.TB, cpus int, rt sim.Runtime) *LB {
 	t.Helper()
-	k, err := sim.NewKernel(&sim.Options{CPUs: cpus, Seed: 1})
+	k, err := sim.NewKernel(&sim.Options{CPUs: cpus, Seed: 1, Runtime: rt})
 	if err != nil {
 		t.Fatal(err)
 	}
