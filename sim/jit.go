@@ -60,8 +60,9 @@ func (r Runtime) String() string {
 // jitState is the kernel's JIT: the allocator and text patcher it places
 // images with, and the kernel functions JIT code calls, by address.
 type jitState struct {
-	once sync.Once
-	err  error
+	once  sync.Once
+	err   error
+	ready atomic.Bool // set up without error: jit may be read
 
 	jit     *jit_arm64.JIT
 	patcher *jit_arm64.Patcher
@@ -157,6 +158,7 @@ func (k *Kernel) setUpJIT() error {
 		c.SysRegs[uint32(a64.SysRegSP_EL0)] = task
 		cpu.jit = &jitCPU{cpu: c}
 	}
+	st.ready.Store(true)
 	return nil
 }
 

@@ -173,6 +173,8 @@ type Objects struct {
 	Files int
 	// PendingFrees counts the RCU callbacks waiting for a grace period.
 	PendingFrees int
+	// JITImages counts the JIT images in executable memory.
+	JITImages int
 }
 
 // Objects returns what the kernel holds now.
@@ -180,7 +182,11 @@ func (k *Kernel) Objects() Objects {
 	k.objs.mu.RLock()
 	n := len(k.objs.byAddr)
 	k.objs.mu.RUnlock()
-	return Objects{Maps: n, Programs: int(k.progs.live.Load()), PerfEvents: int(k.perfEvents.Load()), Files: int(k.openFiles.Load()), PendingFrees: k.rcu.pendingCallbacks()}
+	o := Objects{Maps: n, Programs: int(k.progs.live.Load()), PerfEvents: int(k.perfEvents.Load()), Files: int(k.openFiles.Load()), PendingFrees: k.rcu.pendingCallbacks()}
+	if k.jits.ready.Load() {
+		o.JITImages = k.jits.jit.Allocator().Stats().Images
+	}
+	return o
 }
 
 // CheckLeaks waits for every deferred free and returns an error naming
@@ -190,7 +196,7 @@ func (k *Kernel) Objects() Objects {
 func (k *Kernel) CheckLeaks() error {
 	k.SynchronizeRCU()
 	if o := k.Objects(); o != (Objects{}) {
-		return errors.Errorf("leak: %d maps, %d programs, %d perf events, %d open files, %d pending frees are left", o.Maps, o.Programs, o.PerfEvents, o.Files, o.PendingFrees)
+		return errors.Errorf("leak: %d maps, %d programs, %d perf events, %d open files, %d pending frees, %d JIT images are left", o.Maps, o.Programs, o.PerfEvents, o.Files, o.PendingFrees, o.JITImages)
 	}
 	return nil
 }
