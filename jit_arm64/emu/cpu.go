@@ -198,15 +198,22 @@ func (c *CPU) run() error {
 	curVPN := noPage
 	var pg *[mem.PageSize]byte
 	var cp *codePage
-	start := c.Retired
+	// pc and retired live in locals while code runs: they go back to the
+	// CPU before anything that may look at them (a Go function, a return).
+	pc, retired := c.PC, c.Retired
+	limit := ^uint64(0)
+	if c.Limit != 0 {
+		limit = retired + c.Limit
+	}
 	for {
-		pc := c.PC
 		if pc&3 != 0 {
+			c.PC, c.Retired = pc, retired
 			return &Fault{PC: pc, Kind: KindAlign, Err: fmt.Errorf("pc not 4-byte aligned")}
 		}
 		if vpn := pc >> mem.PageShift; vpn != curVPN {
 			var f *Fault
 			if pg, cp, f = c.fetchPage(pc); f != nil {
+				c.PC, c.Retired = pc, retired
 				return f
 			}
 			if c.itlb != nil {
@@ -221,27 +228,40 @@ func (c *CPU) run() error {
 			*in = decode(w)
 			cp.valid[off>>2] = true
 		}
-		if c.Limit != 0 && c.Retired-start >= c.Limit {
+		if retired >= limit {
+			c.PC, c.Retired = pc, retired
 			return &Fault{PC: pc, Word: w, Kind: KindLimit, Err: fmt.Errorf("instruction limit %d reached", c.Limit)}
 		}
-		c.Retired++
+		retired++
+		if in.op == opBL || in.op == opBlr {
+			// The target may be a Go function, which sees the CPU.
+			c.PC, c.Retired = pc, retired
+		}
 		next, err := c.exec(in, pc)
 		if err != nil {
+			c.PC = pc
+			if in.op != opBL && in.op != opBlr {
+				c.Retired = retired
+			}
 			return err
 		}
 		switch next {
 		case ReturnSentinel:
+			c.PC, c.Retired = next, retired
 			return nil
 		case pcCalled:
-			// A Go function ran: it may have changed the address space.
+			// A Go function ran: it may have changed the address space
+			// and charged instructions (ChargeFetch).
 			c.tlb.Sync()
 			curVPN = noPage
+			retired = c.Retired
 			next = c.R[30]
 			if next == ReturnSentinel {
+				c.PC = next
 				return nil
 			}
 		}
-		c.PC = next
+		pc = next
 	}
 }
 
