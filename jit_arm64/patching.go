@@ -123,9 +123,12 @@ func (p *Patcher) InsnSet(dst uint64, insn uint32, n uint64) (uint64, error) {
 	if dst&(InsnSize-1) != 0 {
 		return 0, errors.Wrapf(uapi.EINVAL, "aarch64_insn_set: %#x is not instruction aligned", dst)
 	}
-	var page [mem.PageSize]byte
-	for i := 0; i < len(page); i += InsnSize {
-		binary.LittleEndian.PutUint32(page[i:], insn)
+	page := holePattern[:mem.PageSize]
+	if insn != BreakFault {
+		page = make([]byte, mem.PageSize)
+		for i := 0; i < len(page); i += InsnSize {
+			binary.LittleEndian.PutUint32(page[i:], insn)
+		}
 	}
 	err := p.poke(dst, n, func(alias uint64, patched, size uint64) error {
 		// dst is aligned and chunks end at page boundaries (multiples of

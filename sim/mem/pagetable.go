@@ -86,7 +86,11 @@ func (s *Space) pmdEntry(va uint64, create bool) *pmdEntry {
 func (s *Space) setPTE(va uint64, e pte) {
 	pe := s.pmdEntry(va, true)
 	if pe.table == nil {
-		pe.table = new(pteTable)
+		if n := len(s.freeTables); n > 0 {
+			pe.table, s.freeTables = s.freeTables[n-1], s.freeTables[:n-1]
+		} else {
+			pe.table = new(pteTable)
+		}
 	}
 	slot := &pe.table.e[pteIndex(va)]
 	if slot.empty() {
@@ -94,6 +98,9 @@ func (s *Space) setPTE(va uint64, e pte) {
 	}
 	*slot = e
 }
+
+// maxFreeTables bounds the empty page tables a Space keeps for reuse.
+const maxFreeTables = 8
 
 func (s *Space) setHuge(va uint64, block *[HugeSize]byte, perm Perm) {
 	pe := s.pmdEntry(va, true)
@@ -117,7 +124,13 @@ func (s *Space) clear(va uint64) uint64 {
 			*slot = pte{}
 			pe.table.used--
 			if pe.table.used == 0 {
-				pe.table = nil // give the empty table back, as free_pte_range does
+				// Give the empty table back, as free_pte_range does,
+				// keeping a few: text patching and JIT buffers map and
+				// unmap a page at a time.
+				if len(s.freeTables) < maxFreeTables {
+					s.freeTables = append(s.freeTables, pe.table)
+				}
+				pe.table = nil
 			}
 		}
 	}

@@ -27,6 +27,9 @@ type Space struct {
 	limit   uint64 // bytes of backing memory the space may hold
 	backed  uint64 // bytes of backing memory held now
 
+	// freeTables are empty page tables kept for reuse (every slot empty).
+	freeTables []*pteTable
+
 	// hugeFree holds the memory of freed 2 MiB areas by Recycle key.
 	hugeFree map[string][][]uint64
 
