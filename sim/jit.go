@@ -1,9 +1,11 @@
 package sim
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -76,6 +78,12 @@ type jitState struct {
 	funcs   atomic.Pointer[map[uint64]emu.Func]
 	helpers map[uint64]*Helper
 
+	// images are the JITed programs by image address, so that code at
+	// any address is traced to its program (a direct tail call changes
+	// programs without the kernel seeing it).
+	imagesMu sync.RWMutex
+	images   []*Program // sorted by image entry
+
 	compiled, fallbacks atomic.Uint64
 	// pokeErrors counts failed patches of direct tail calls.
 	pokeErrors   atomic.Uint64
@@ -106,7 +114,6 @@ type jitCPU struct {
 	// prog is the program running, which a tail call changes: helpers
 	// find their call site in its image.
 	prog *Program
-	last *Program // the program that ran last, for fault reports
 }
 
 // JIT returns the kernel's JIT and its allocator, setting them up on
@@ -214,6 +221,7 @@ func (k *Kernel) jitCompile(p *Program, opts ProgramOptions) error {
 	}
 	k.jits.compiled.Add(1)
 	p.jit = img
+	k.jitAddImage(p)
 	return k.jitDirectFixup(p)
 }
 
@@ -266,6 +274,59 @@ func (k *Kernel) jitKfuncTarget(fixed bool) func(int32) (uint64, error) {
 	}
 }
 
+// jitAddImage records p's image; jitRemoveImage forgets it.
+func (k *Kernel) jitAddImage(p *Program) {
+	st := &k.jits
+	st.imagesMu.Lock()
+	defer st.imagesMu.Unlock()
+	e := p.jit.Entry()
+	i, _ := slices.BinarySearchFunc(st.images, e, func(q *Program, e uint64) int { return cmp.Compare(q.jit.Entry(), e) })
+	st.images = slices.Insert(st.images, i, p)
+}
+
+func (k *Kernel) jitRemoveImage(p *Program) {
+	st := &k.jits
+	st.imagesMu.Lock()
+	defer st.imagesMu.Unlock()
+	if i := slices.Index(st.images, p); i >= 0 {
+		st.images = slices.Delete(st.images, i, i+1)
+	}
+}
+
+// jitProgAt returns the JITed program whose image holds addr, or nil.
+func (k *Kernel) jitProgAt(addr uint64) *Program {
+	st := &k.jits
+	st.imagesMu.RLock()
+	defer st.imagesMu.RUnlock()
+	i, found := slices.BinarySearchFunc(st.images, addr, func(q *Program, a uint64) int { return cmp.Compare(q.jit.Entry(), a) })
+	if !found {
+		i--
+	}
+	if i < 0 {
+		return nil
+	}
+	p := st.images[i]
+	if addr >= p.jit.Entry()+uint64(p.jit.Len()) {
+		return nil
+	}
+	return p
+}
+
+// jitCaller returns the program that made the call returning to ret:
+// the one running, or, after a direct tail call, the program it jumped
+// to.
+func (k *Kernel) jitCaller(jc *jitCPU, ret uint64) *Program {
+	p := jc.prog
+	if img := p.jit; img != nil && ret > img.Entry() && ret <= img.Entry()+uint64(img.Len()) {
+		return p
+	}
+	if q := k.jitProgAt(ret - 4); q != nil {
+		jc.prog = q
+		return q
+	}
+	return p
+}
+
 // jitRegister makes the emulator run h when code calls addr.
 func (k *Kernel) jitRegister(addr uint64, h *Helper) {
 	st := &k.jits
@@ -286,7 +347,7 @@ func (k *Kernel) jitHelperFunc(h *Helper) emu.Func {
 	return func(c *emu.CPU) error {
 		cpu := c.Data.(*CPU)
 		m := cpu.machine
-		p := cpu.jit.prog
+		p := k.jitCaller(cpu.jit, c.R[30])
 		m.SetCallSite(p.code, p.jit.CallSite(c.R[30]))
 		r0, err := h.Fn(m, c.R[0], c.R[1], c.R[2], c.R[3], c.R[4])
 		if err != nil {
@@ -303,7 +364,7 @@ func (k *Kernel) jitHelperFunc(h *Helper) emu.Func {
 func (k *Kernel) jitTailCallSlot(c *emu.CPU) error {
 	cpu := c.Data.(*CPU)
 	m := cpu.machine
-	p := cpu.jit.prog
+	p := k.jitCaller(cpu.jit, c.R[30])
 	m.SetCallSite(p.code, p.jit.CallSite(c.R[30]))
 	target, inBounds, err := k.tailCallProg(m, c.R[1], uint32(c.R[2]))
 	if err != nil {
@@ -338,7 +399,7 @@ func (k *Kernel) runJIT(cpu *CPU, p *Program, r1, r2 uint64) (uint64, error) {
 	start := c.Retired
 	r0, err := c.Run(p.jit.Entry(), r1, r2)
 	m.Executed = c.Retired - start
-	jc.last, jc.prog = jc.prog, nil
+	jc.prog = nil
 	if err == nil {
 		return r0, nil
 	}
@@ -358,9 +419,12 @@ func (k *Kernel) runJIT(cpu *CPU, p *Program, r1, r2 uint64) (uint64, error) {
 			Msg: fmt.Sprintf("the run retired %d A64 instructions, the limit for %d BPF instructions", c.Limit, m.MaxInsns)}
 	}
 	at, pc := "outside the program", -1
-	if q := jc.last; q != nil && q.jit != nil {
+	if q := k.jitProgAt(f.PC); q != nil {
 		if pc = q.jit.InsnAt(f.PC); pc >= 0 {
 			at = fmt.Sprintf("pc %d", pc)
+			if q != p {
+				at = fmt.Sprintf("pc %d of program %s", pc, q.name)
+			}
 		}
 	}
 	if f.Mem != nil {

@@ -252,3 +252,45 @@ func TestJITRunsConcurrentlyWithPatchingLoadsAndFrees(t *testing.T) {
 		}
 	}
 }
+
+// TestHelpersCalledAfterADirectTailCallSeeTheirOwnProgram: a direct tail
+// call changes programs without the kernel seeing it, yet a helper called
+// by the target sees the target's instruction as its call site, as in the
+// interpreter.
+func TestHelpersCalledAfterADirectTailCallSeeTheirOwnProgram(t *testing.T) {
+	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+		t.Run(rt.String(), func(t *testing.T) {
+			k := newKernel(t, &sim.Options{Runtime: rt})
+			var pcs []int
+			const probe = 212
+			if err := k.RegisterHelper(&sim.Helper{ID: probe, Name: "test_probe", Proto: verifier.UncheckedProto,
+				Fn: func(m *interp.Machine, _, _, _, _, _ uint64) (uint64, error) {
+					pcs = append(pcs, m.PC())
+					return 5, nil
+				}}); err != nil {
+				t.Fatal(err)
+			}
+			pa := newProgArrayMap(t, k, 1)
+			target := load(t, k, ebpf.XDP, asm.Instructions{
+				asm.Mov.Imm(asm.R6, 1),
+				asm.Mov.Imm(asm.R7, 2),
+				asm.BuiltinFunc(probe).Call(),
+				asm.Return(),
+			})
+			if err := pa.Put(uint32(0), target); err != nil {
+				t.Fatal(err)
+			}
+			caller := load(t, k, ebpf.XDP, append(asm.Instructions{
+				asm.Mov.Reg(asm.R6, asm.R1),
+				asm.BuiltinFunc(probe).Call(),
+				asm.Mov.Reg(asm.R1, asm.R6),
+			}, tailCaller(pa.FD(), 0, 1)...))
+			if got := runXDP(t, caller); got != 5 {
+				t.Fatalf("returned %d, want the target's 5", got)
+			}
+			if len(pcs) != 2 || pcs[0] != 1 || pcs[1] != 2 {
+				t.Fatalf("helper call sites %v, want [1 2] (the caller's, then the target's)", pcs)
+			}
+		})
+	}
+}

@@ -153,6 +153,7 @@ func (p *Program) free() {
 	if p.jit != nil {
 		// bpf_jit_free: the image's memory goes back, refilled with
 		// the break fault instruction.
+		p.k.jitRemoveImage(p)
 		if err := p.jit.Free(); err != nil {
 			panic(fmt.Sprintf("bpfsim: freeing the JIT image of program %s: %v", p.name, err))
 		}
