@@ -13,6 +13,10 @@
 // Patcher, freed program memory refilled with BRK) is seen at the next
 // fetch without an explicit flush.
 //
+// An optional instruction-TLB model (itlb.go: EnableITLB) counts the
+// fetches, misses and walks that 4 KiB pages and 2 MiB blocks of code
+// cause, for seed 000's prog pack experiment.
+//
 // Not modelled: SIMD/FP, exception levels, the extended-register add/sub
 // forms, alignment faults of ordinary loads and stores (arm64 kernel
 // memory allows unaligned access to normal memory), and a multi-CPU
