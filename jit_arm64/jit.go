@@ -112,6 +112,7 @@ type jitCtx struct {
 
 	fn      int       // the function being emitted
 	stack   int       // its frame size, rounded up to 16
+	mayGoto bool      // it has may_goto: a counter at the frame's bottom
 	pushed  []a64.Reg // its callee-saved registers, in push order
 	err     error
 	callers []callSite
@@ -194,6 +195,16 @@ func width(r a64.Reg, is64 bool) a64.Reg {
 	return r.AsW()
 }
 
+// hasMayGoto reports whether a function has a may_goto.
+func hasMayGoto(insns []insn.Insn) bool {
+	for _, in := range insns {
+		if in.Code == insn.JMP|insn.JCOND && in.Src == insn.MayGoto {
+			return true
+		}
+	}
+	return false
+}
+
 // usedCalleeSaved is find_used_callee_regs: the callee-saved registers a
 // function touches, pushed in pairs by its prologue.
 func usedCalleeSaved(insns []insn.Insn) []a64.Reg {
@@ -237,7 +248,16 @@ func (c *jitCtx) prologue(main bool) {
 	if c.stack > 0 {
 		c.emit(a64.SubImm(a64.SP, a64.SP, int64(c.stack)))
 	}
+	if c.mayGoto {
+		// The may_goto counter, below the BPF stack: BPF_MAX_LOOPS
+		// iterations, as the verifier's rewrite initialises it.
+		c.emitAll(a64.AppendMovImm64(c.words, tmp1, maxLoops))
+		c.emit(a64.StoreImm(a64.Size64, tmp1, a64.SP, 0))
+	}
 }
+
+// maxLoops is BPF_MAX_LOOPS.
+const maxLoops = 8 << 20
 
 // usesFP reports whether the function uses R10, so that the prologue
 // saves x25 and sets it.
@@ -312,6 +332,10 @@ func (c *jitCtx) compile() error {
 	for f, fn := range funcs {
 		c.fn = f
 		c.stack = (fn.StackDepth + 15) &^ 15
+		c.mayGoto = hasMayGoto(insns[fn.Start:fn.End])
+		if c.mayGoto {
+			c.stack += 16 // the counter's slot, 16-byte aligned
+		}
 		c.pushed = usedCalleeSaved(insns[fn.Start:fn.End])
 		c.entries[f] = c.idx()
 		c.prologue(f == 0)
@@ -583,7 +607,17 @@ func (c *jitCtx) jmp(i int, in insn.Insn, is64, last bool) {
 		}
 		return
 	case insn.JCOND:
-		c.fail(i, "may_goto needs the verifier's stack counter rewrite, which bpfsim does not do")
+		if !is64 || in.Src != insn.MayGoto {
+			break
+		}
+		// may_goto, as the verifier's rewrite makes it: jump when the
+		// frame's counter is spent, else count down.
+		t := i + 1 + int(in.Off)
+		c.checkTarget(i, t)
+		c.emit(a64.LoadImm(a64.Size64, tmp1, a64.SP, 0))
+		c.emit(a64.Cbz(tmp1, c.branchTo(i, t)))
+		c.emit(a64.SubImm(tmp1, tmp1, 1))
+		c.emit(a64.StoreImm(a64.Size64, tmp1, a64.SP, 0))
 		return
 	}
 	jc := jmpConds[op>>4]

@@ -193,14 +193,13 @@ func TestNoWritableMappingOfAnImageRemains(t *testing.T) {
 	}
 }
 
-// TestProgramsTheJITCannotTranslateAreENOTSUPP: may_goto and legacy
-// packet loads are left to the interpreter, as a kernel without the
-// verifier's rewrites for them would.
+// TestProgramsTheJITCannotTranslateAreENOTSUPP: legacy packet loads are
+// left to the interpreter, as a kernel without the verifier's
+// gen_ld_abs rewrite would.
 func TestProgramsTheJITCannotTranslateAreENOTSUPP(t *testing.T) {
 	e := newJITEnv(t)
 	for name, prog := range map[string][]insn.Insn{
 		"ld_abs":   {{Code: insn.LD | insn.ABS | insn.W, Imm: 0}, {Code: insn.JMP | insn.EXIT}},
-		"may_goto": {{Code: insn.JMP | insn.JCOND, Src: insn.MayGoto}, {Code: insn.ALU64 | insn.MOV | insn.K}, {Code: insn.JMP | insn.EXIT}},
 	} {
 		_, err := e.jit.Compile(&jit_arm64.Input{Insns: prog})
 		if !errors.Is(err, jit_arm64.ErrNotSupported) {

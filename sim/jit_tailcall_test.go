@@ -294,3 +294,46 @@ func TestHelpersCalledAfterADirectTailCallSeeTheirOwnProgram(t *testing.T) {
 		})
 	}
 }
+
+// TestMayGotoCountsTheSameJITed: a may_goto loop runs BPF_MAX_LOOPS
+// times in both runtimes, in the main program and in a function, each
+// frame with its own counter (kept on the stack with atomic adds, which
+// the verifier does not track, so the loop converges at once).
+func TestMayGotoCountsTheSameJITed(t *testing.T) {
+	mayGoto := asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.JumpOp(0xe0)), Offset: 2}
+	back := asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Ja), Offset: -3}
+	count := asm.Instructions{
+		asm.Mov.Imm(asm.R1, 0),
+		asm.StoreMem(asm.RFP, -8, asm.R1, asm.DWord),
+		asm.Mov.Imm(asm.R1, 1),
+		mayGoto,
+		asm.StoreXAdd(asm.RFP, asm.R1, asm.DWord),
+		back,
+	}
+	count[4].Offset = -8
+	var prog asm.Instructions
+	prog = append(prog, count...)
+	prog = append(prog,
+		asm.Call.Label("fn"),
+		asm.LoadMem(asm.R1, asm.RFP, -8, asm.DWord),
+		asm.Add.Reg(asm.R0, asm.R1),
+		asm.Return(),
+	)
+	fn := append(asm.Instructions{}, count...)
+	fn[0] = fn[0].WithSymbol("fn")
+	prog = append(prog, fn...)
+	prog = append(prog, asm.LoadMem(asm.R0, asm.RFP, -8, asm.DWord), asm.Return())
+	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+		t.Run(rt.String(), func(t *testing.T) {
+			k := newKernel(t, &sim.Options{Runtime: rt})
+			p, err := k.NewProgramWithOptions(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: prog}, sim.ProgramOptions{Runtime: rt})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			if got := runXDP(t, p); got != 2*(8<<20) {
+				t.Fatalf("returned %d, want %d (two frames of BPF_MAX_LOOPS)", got, 2*(8<<20))
+			}
+		})
+	}
+}
