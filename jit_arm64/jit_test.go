@@ -199,7 +199,7 @@ func TestNoWritableMappingOfAnImageRemains(t *testing.T) {
 func TestProgramsTheJITCannotTranslateAreENOTSUPP(t *testing.T) {
 	e := newJITEnv(t)
 	for name, prog := range map[string][]insn.Insn{
-		"ld_abs":   {{Code: insn.LD | insn.ABS | insn.W, Imm: 0}, {Code: insn.JMP | insn.EXIT}},
+		"ld_abs": {{Code: insn.LD | insn.ABS | insn.W, Imm: 0}, {Code: insn.JMP | insn.EXIT}},
 	} {
 		_, err := e.jit.Compile(&jit_arm64.Input{Insns: prog})
 		if !errors.Is(err, jit_arm64.ErrNotSupported) {
