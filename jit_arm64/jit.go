@@ -76,6 +76,12 @@ type Input struct {
 	// prog array slot for a tail call; 0 refuses tail calls. See
 	// emitTailCall for its calling convention.
 	TailCallSlot uint64
+	// LdAbs is the address of the kernel function that serves legacy
+	// packet loads (LD_ABS, LD_IND), the bpf_skb_load_helper_* of the
+	// verifier's gen_ld_abs rewrite: it takes the offset in w1 and the
+	// size in w2 and returns the big-endian value, or a negative number
+	// when the bytes are not in the packet. 0 refuses such programs.
+	LdAbs uint64
 	// DirectTailCalls are the tail call instructions whose prog array and
 	// index the verifier knew (its poke descriptors): they jump to their
 	// target directly, through code patched when the slot changes (see
@@ -381,7 +387,7 @@ func (c *jitCtx) insn(i int, last bool) {
 	case insn.LDX, insn.ST, insn.STX:
 		c.mem(i, in)
 	case insn.LD:
-		c.fail(i, "legacy packet access (LD_ABS/LD_IND) is not supported by the arm64 JIT without the verifier's gen_ld_abs rewrite")
+		c.ldAbs(i, in)
 	default:
 		c.err = errors.Wrapf(uapi.EINVAL, "insn %d: unknown opcode %#02x", i, in.Code)
 	}
@@ -863,6 +869,43 @@ func (c *jitCtx) stubs() {
 		c.emit(a64.Br(tmp1))
 		c.words = append(c.words, 0, 0)
 	}
+}
+
+// ldAbs is BPF_LD|BPF_ABS and BPF_LD|BPF_IND as the verifier's
+// gen_ld_abs rewrite makes them, then JITed: the offset (imm, or src +
+// imm as a 32-bit int) and the size to the kernel's loader, "mov x7, x0",
+// and, for a negative result, "w7 = 0" and the function's exit. R1-R5 are
+// clobbered, as by the helper call of the rewrite.
+func (c *jitCtx) ldAbs(i int, in insn.Insn) {
+	mode, size := in.Mode(), in.SizeBits()
+	if (mode != insn.ABS && mode != insn.IND) || in.Dst != 0 || in.Off != 0 || size == insn.DW || (mode == insn.ABS && in.Src != 0) {
+		c.err = errors.Wrapf(uapi.EINVAL, "insn %d: BPF_LD_[ABS|IND] uses reserved fields or an unknown mode %#02x", i, in.Code)
+		return
+	}
+	if c.in.LdAbs == 0 {
+		c.fail(i, "legacy packet access (LD_ABS/LD_IND) without a packet loader")
+		return
+	}
+	if mode == insn.ABS {
+		c.emitAll(a64.AppendMovImm32(c.words, a64.W1, in.Imm))
+	} else {
+		c.emitAll(a64.AppendAddImm(c.words, a64.W1, reg(in.Src, false), a64.W1, in.Imm))
+	}
+	n := int32(4)
+	switch size {
+	case insn.B:
+		n = 1
+	case insn.H:
+		n = 2
+	}
+	c.emitAll(a64.AppendMovImm32(c.words, a64.W2, n))
+	c.emitCall(c.in.LdAbs)
+	c.callers = append(c.callers, callSite{word: c.idx(), bpf: i})
+	c.emit(a64.MovReg(bpf2a64[0], a64.X0))
+	c.emit(a64.CmpImm(bpf2a64[0], 0))
+	c.emit(a64.BCond(a64.CondGE, 3))
+	c.emit(a64.MovReg(bpf2a64[0].AsW(), a64.WZR))
+	c.emit(a64.B(int32(c.epilogueIdx() - c.idx())))
 }
 
 // maxTailCallCnt is MAX_TAIL_CALL_CNT.

@@ -69,8 +69,8 @@ type jitState struct {
 	jit     *jit_arm64.JIT
 	patcher *jit_arm64.Patcher
 	// tailSlot is the kernel function the JIT's tail call sequence
-	// calls to read a prog array slot.
-	tailSlot uint64
+	// calls to read a prog array slot; ldAbs serves legacy packet loads.
+	tailSlot, ldAbs uint64
 
 	// funcs maps kernel addresses to the Go functions BL/BLR reach;
 	// copied on write, so a run reads it without a lock.
@@ -145,7 +145,11 @@ func (k *Kernel) setUpJIT() error {
 		return err
 	}
 	st.tailSlot = s.Addr
-	funcs := map[uint64]emu.Func{st.tailSlot: k.jitTailCallSlot}
+	if s, err = k.ksyms.define(ksymSpec{name: "bpf_skb_load_helper", kind: ksymCallBase}, 0); err != nil {
+		return err
+	}
+	st.ldAbs = s.Addr
+	funcs := map[uint64]emu.Func{st.tailSlot: k.jitTailCallSlot, st.ldAbs: k.jitLdAbs}
 	st.funcs.Store(&funcs)
 	for _, cpu := range k.cpus {
 		c := emu.New(cpu.machine.TLB)
@@ -196,6 +200,7 @@ func (k *Kernel) jitCompile(p *Program, opts ProgramOptions) error {
 		DirectTailCalls: p.directTailCallInsns(),
 		KfuncTarget:     k.jitKfuncTarget(p.fixedUp),
 		TailCallSlot:    k.jits.tailSlot,
+		LdAbs:           k.jits.ldAbs,
 	}
 	subs := p.subprogs
 	for i, s := range subs {
@@ -356,6 +361,26 @@ func (k *Kernel) jitHelperFunc(h *Helper) emu.Func {
 		c.R[0] = r0
 		return nil
 	}
+}
+
+// jitLdAbs is the kernel function of the JIT's legacy packet loads
+// (jit_arm64.Input.LdAbs): the load of the CPU's test-run packet, as the
+// interpreter does it, or -EFAULT for bytes outside it.
+func (k *Kernel) jitLdAbs(c *emu.CPU) error {
+	cpu := c.Data.(*CPU)
+	m := cpu.machine
+	v, ok, f := m.Packet.Load(m.TLB, int32(uint32(c.R[1])), int(c.R[2]))
+	if f != nil {
+		p := k.jitCaller(cpu.jit, c.R[30])
+		f.PC = p.jit.CallSite(c.R[30])
+		return f
+	}
+	if !ok {
+		c.R[0] = ^uint64(13) + 1 // -EFAULT
+		return nil
+	}
+	c.R[0] = v
+	return nil
 }
 
 // jitTailCallSlot is the kernel function of the JIT's tail call sequence

@@ -341,7 +341,13 @@ func TestSKBOutputPacket(t *testing.T) {
 }
 
 func TestLegacyPacketAccess(t *testing.T) {
-	k := newKernel(t, nil)
+	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+		t.Run(rt.String(), func(t *testing.T) { legacyPacketAccess(t, rt) })
+	}
+}
+
+func legacyPacketAccess(t *testing.T, rt sim.Runtime) {
+	k := newKernel(t, &sim.Options{Runtime: rt})
 	pkt := ipv4Packet() // IPv4 from offset 14: 45 00 00 2e ...
 	ldabs := func(k int32, size asm.Size) asm.Instructions {
 		return asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1), asm.LoadAbs(k, size), asm.Add.Imm(asm.R0, 1), asm.Return()}
@@ -371,6 +377,9 @@ func TestLegacyPacketAccess(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			p := load(t, k, c.typ, c.insns)
+			if p.Runtime() != rt {
+				t.Fatalf("runtime %v (%v)", p.Runtime(), p.JITError())
+			}
 			got, err := p.Run(&sim.RunOptions{Data: pkt})
 			if err != nil || got != c.want {
 				t.Errorf("got %#x, %v; want %#x", got, err, c.want)

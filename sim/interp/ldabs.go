@@ -67,6 +67,27 @@ func (p *Packet) offset(k int32) (int64, bool) {
 	return 0, false
 }
 
+// Load is bpf_skb_load_helper_8/16/32 on the packet: the big-endian value
+// of size bytes at LD_ABS/LD_IND offset k, and whether they all lie in
+// the packet's linear data. A fault reading them is returned as such.
+func (p *Packet) Load(tlb *mem.TLB, k int32, size int) (uint64, bool, *mem.Fault) {
+	pos, ok := p.offset(k)
+	if !ok || p.Data == 0 || pos+int64(size) > int64(p.Len) {
+		return 0, false, nil
+	}
+	addr := p.Data + uint64(pos)
+	var v uint64
+	for i := 0; i < size; i++ {
+		b, f := tlb.Load8(addr + uint64(i))
+		if f != nil {
+			f.Addr, f.Size = addr, size
+			return 0, false, f
+		}
+		v = v<<8 | b
+	}
+	return v, true, nil
+}
+
 var ldAbsKinds = map[uint8][3]opKind{ // mode -> by size B, H, W
 	insn.ABS: {opLdAbsB, opLdAbsH, opLdAbsW},
 	insn.IND: {opLdIndB, opLdIndH, opLdIndW},
@@ -102,19 +123,11 @@ func (m *Machine) ldAbs(r *[16]uint64) *mem.Fault {
 		size = 1 << (o.kind - opLdIndB)
 	}
 	// r0 gets the big-endian value if the bytes are all in the packet.
-	p := &m.Packet
-	pos, ok := p.offset(k)
-	if ok && p.Data != 0 && pos+int64(size) <= int64(p.Len) {
-		addr := p.Data + uint64(pos)
-		var v uint64
-		for i := 0; i < size; i++ {
-			b, f := m.TLB.Load8(addr + uint64(i))
-			if f != nil {
-				f.Addr, f.Size = addr, size
-				return f
-			}
-			v = v<<8 | b
-		}
+	v, ok, f := m.Packet.Load(m.TLB, k, size)
+	if f != nil {
+		return f
+	}
+	if ok {
 		r[0] = v
 		return nil
 	}
