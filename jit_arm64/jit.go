@@ -707,14 +707,9 @@ func (c *jitCtx) call(i int, in insn.Insn) {
 			c.emit(a64.LoadImm(a64.Size32, bpf2a64[0].AsW(), tmp1, ThreadInfoCPU))
 			return
 		}
-		addr, err := c.in.CallTarget(in.Imm)
-		if err != nil {
-			if c.err == nil {
-				c.err = errors.Wrapf(err, "insn %d", i)
-			}
+		if !c.callKernel(i, c.in.CallTarget, in.Imm) {
 			return
 		}
-		c.emitCall(addr)
 	case insn.PseudoKfuncCall:
 		// After the fix-ups a kfunc call, like a helper's, holds its
 		// function's offset from __bpf_call_base.
@@ -722,20 +717,29 @@ func (c *jitCtx) call(i int, in insn.Insn) {
 			c.fail(i, "kfunc call without a resolver")
 			return
 		}
-		addr, err := c.in.KfuncTarget(in.Imm)
-		if err != nil {
-			if c.err == nil {
-				c.err = errors.Wrapf(err, "insn %d", i)
-			}
+		if !c.callKernel(i, c.in.KfuncTarget, in.Imm) {
 			return
 		}
-		c.emitCall(addr)
 	default:
 		c.err = errors.Wrapf(uapi.EINVAL, "insn %d: call with unknown source %d", i, in.Src)
 		return
 	}
 	c.callers = append(c.callers, callSite{word: c.idx(), bpf: i})
 	c.emit(a64.MovReg(bpf2a64[0], a64.X0))
+}
+
+// callKernel emits a call of the kernel function resolve finds for imm,
+// reporting whether it could.
+func (c *jitCtx) callKernel(i int, resolve func(int32) (uint64, error), imm int32) bool {
+	addr, err := resolve(imm)
+	if err != nil {
+		if c.err == nil {
+			c.err = errors.Wrapf(err, "insn %d", i)
+		}
+		return false
+	}
+	c.emitCall(addr)
+	return true
 }
 
 // emitCall calls a kernel address: BL when the image is known to be within

@@ -234,22 +234,16 @@ func (k *Kernel) jitCompile(p *Program, opts ProgramOptions) error {
 // calls, and makes sure the emulator reaches the function there.
 func (k *Kernel) jitCallTarget(fixed bool) func(int32) (uint64, error) {
 	return func(imm int32) (uint64, error) {
-		var s *ksym
-		var h *Helper
-		var err error
 		if fixed && !jitInlinedHelpers[imm] {
-			var ok bool
-			if s, ok = k.ksyms.at(imm); !ok || s.spec.kind == ksymCallBase {
-				return 0, errors.Wrapf(uapi.EINVAL, "call to __bpf_call_base%+d, where the simulated kernel has no function", imm)
-			}
-			h, err = k.ksymFunc(s)
-		} else {
-			// A helper by id: an unverified program's call, or one the
-			// verifier left for the JIT to inline.
-			if h, err = k.resolveHelper(imm); err == nil {
-				s, err = k.helperKsym(imm, h)
-			}
+			return k.jitKernelFunc(imm)
 		}
+		// A helper by id: an unverified program's call, or one the
+		// verifier left for the JIT to inline.
+		h, err := k.resolveHelper(imm)
+		if err != nil {
+			return 0, err
+		}
+		s, err := k.helperKsym(imm, h)
 		if err != nil {
 			return 0, err
 		}
@@ -266,17 +260,23 @@ func (k *Kernel) jitKfuncTarget(fixed bool) func(int32) (uint64, error) {
 		if !fixed {
 			return 0, errors.Wrapf(jit_arm64.ErrNotSupported, "kfunc call by BTF id %d in a program the verifier did not fix up", imm)
 		}
-		s, ok := k.ksyms.at(imm)
-		if !ok || s.spec.kind == ksymCallBase {
-			return 0, errors.Wrapf(uapi.EINVAL, "kfunc call to __bpf_call_base%+d, where the simulated kernel has no function", imm)
-		}
-		h, err := k.ksymFunc(s)
-		if err != nil {
-			return 0, err
-		}
-		k.jitRegister(s.Addr, h)
-		return s.Addr, nil
+		return k.jitKernelFunc(imm)
 	}
+}
+
+// jitKernelFunc returns the address of the kernel function at
+// __bpf_call_base + imm, and makes the emulator run it there.
+func (k *Kernel) jitKernelFunc(imm int32) (uint64, error) {
+	s, ok := k.ksyms.at(imm)
+	if !ok || s.spec.kind == ksymCallBase {
+		return 0, errors.Wrapf(uapi.EINVAL, "call to __bpf_call_base%+d, where the simulated kernel has no function", imm)
+	}
+	h, err := k.ksymFunc(s)
+	if err != nil {
+		return 0, err
+	}
+	k.jitRegister(s.Addr, h)
+	return s.Addr, nil
 }
 
 // jitAddImage records p's image; jitRemoveImage forgets it.
