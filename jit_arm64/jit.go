@@ -895,14 +895,7 @@ func (c *jitCtx) ldAbs(i int, in insn.Insn) {
 	} else {
 		c.emitAll(a64.AppendAddImm(c.words, a64.W1, reg(in.Src, false), a64.W1, in.Imm))
 	}
-	n := int32(4)
-	switch size {
-	case insn.B:
-		n = 1
-	case insn.H:
-		n = 2
-	}
-	c.emitAll(a64.AppendMovImm32(c.words, a64.W2, n))
+	c.emitAll(a64.AppendMovImm32(c.words, a64.W2, int32(accessSize(size).Bytes())))
 	c.emitCall(c.in.LdAbs)
 	c.callers = append(c.callers, callSite{word: c.idx(), bpf: i})
 	c.emit(a64.MovReg(bpf2a64[0], a64.X0))
@@ -915,20 +908,23 @@ func (c *jitCtx) ldAbs(i int, in insn.Insn) {
 // maxTailCallCnt is MAX_TAIL_CALL_CNT.
 const maxTailCallCnt = 33
 
+// accessSize is the A64 access size of a BPF size field (B, H, W, DW).
+func accessSize(bits uint8) a64.Size {
+	switch bits {
+	case insn.B:
+		return a64.Size8
+	case insn.H:
+		return a64.Size16
+	case insn.DW:
+		return a64.Size64
+	}
+	return a64.Size32
+}
+
 // mem translates loads, stores and atomics.
 func (c *jitCtx) mem(i int, in insn.Insn) {
 	cl := in.Class()
-	size := a64.Size(in.SizeBits() >> 3) // B, H, W, DW: 0x10, 0x08, 0x00, 0x18
-	switch in.SizeBits() {
-	case insn.B:
-		size = a64.Size8
-	case insn.H:
-		size = a64.Size16
-	case insn.W:
-		size = a64.Size32
-	case insn.DW:
-		size = a64.Size64
-	}
+	size := accessSize(in.SizeBits())
 	off := int64(in.Off)
 	switch {
 	case cl == insn.ST && in.Mode() == 0xc0:
