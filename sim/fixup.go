@@ -63,17 +63,28 @@ func (k *Kernel) fixup(p *Program, src *source) error {
 		return err
 	}
 	// The rewrites never create or move an lddw of a map, so each one
-	// left is found through its original index.
-	var loads map[int]mapLoad
+	// left is found through its original index; both lists are in
+	// instruction order.
+	var loads []mapLoad
+	next := 0
 	for i, in := range vp.Insns {
+		if next == len(p.mapLoads) {
+			break
+		}
 		if !in.IsLdImm64() {
 			continue
 		}
-		if l, ok := p.mapLoads[vp.Orig[i]]; ok {
+		o := vp.Orig[i]
+		for next < len(p.mapLoads) && p.mapLoads[next].Insn < o {
+			next++
+		}
+		if next < len(p.mapLoads) && p.mapLoads[next].Insn == o {
 			if loads == nil {
-				loads = make(map[int]mapLoad, len(p.mapLoads))
+				loads = make([]mapLoad, 0, len(p.mapLoads))
 			}
-			loads[i] = l
+			l := p.mapLoads[next]
+			l.Insn = i
+			loads = append(loads, l)
 		}
 	}
 	p.xlated, p.subprogs, p.mapLoads = vp.Insns, vp.Subprogs, loads

@@ -40,7 +40,7 @@ type Program struct {
 	// (prog->aux->used_maps); mapLoads remember which lddw loads which
 	// map, for the xlated dump.
 	usedMaps []*maps.Map
-	mapLoads map[int]mapLoad
+	mapLoads []mapLoad // in instruction order
 	// verified holds what the verifier found; nil for a program loaded
 	// unverified.
 	verified *verifier.Result
@@ -117,11 +117,7 @@ type ProgramOptions struct {
 
 // mapLoad is one resolved map reference: an lddw of a map pointer or, with
 // value set, of the address off bytes into the map's value.
-type mapLoad struct {
-	m     *maps.Map
-	value bool
-	off   uint32
-}
+type mapLoad = verifier.MapRef
 
 // supportedTypes lists the program types bpfsim can load and test-run
 // today, with what their context is.
@@ -291,13 +287,6 @@ func (k *Kernel) verify(p *Program, opts ProgramOptions) (*verifier.Result, erro
 	if !ok {
 		return nil, errors.Wrapf(uapi.EINVAL, "program type %s cannot be verified by bpfsim yet", p.typ)
 	}
-	var refs map[int]verifier.MapRef
-	if len(p.mapLoads) > 0 {
-		refs = make(map[int]verifier.MapRef, len(p.mapLoads))
-	}
-	for i, l := range p.mapLoads {
-		refs[i] = verifier.MapRef{Map: l.m, Value: l.value, Off: l.off}
-	}
 	license := opts.License
 	if license == "" {
 		license = "GPL"
@@ -313,7 +302,7 @@ func (k *Kernel) verify(p *Program, opts ProgramOptions) (*verifier.Result, erro
 	cfg := configPool.Get().(*verifier.Config)
 	*cfg = verifier.Config{
 		Type:          pt,
-		Maps:          refs,
+		Maps:          p.mapLoads,
 		Helper:        k.helperProtoFn,
 		LogLevel:      level,
 		GPLCompatible: gplCompatible(license),
@@ -397,7 +386,7 @@ func (p *Program) resolvePseudoLdImm64() error {
 			// program's used maps.
 			return errors.WithStack(&verifier.Error{Errno: uapi.EINVAL, Msg: "Sleepable programs can only use array, hash, ringbuf and local storage maps"})
 		}
-		load := mapLoad{m: m}
+		load := mapLoad{Insn: i - 1, Map: m}
 		addr := m.Addr
 		if in.Src == insn.PseudoMapValue {
 			// The kernel's messages, in the verifier log.
@@ -405,8 +394,8 @@ func (p *Program) resolvePseudoLdImm64() error {
 			if !ok {
 				return errors.WithStack(&verifier.Error{Errno: uapi.EINVAL, Msg: "no direct value access support for this map type"})
 			}
-			load.value, load.off = true, uint32(insns[i].Imm)
-			if addr, err = dv.DirectValueAddr(load.off); err != nil {
+			load.Value, load.Off = true, uint32(insns[i].Imm)
+			if addr, err = dv.DirectValueAddr(load.Off); err != nil {
 				if errors.Is(err, maps.ErrNoDirectValue) {
 					return errors.WithStack(&verifier.Error{Errno: uapi.EINVAL, Msg: "no direct value access support for this map type"})
 				}
@@ -414,7 +403,7 @@ func (p *Program) resolvePseudoLdImm64() error {
 				if !errors.As(err, &errno) {
 					errno = uapi.EINVAL
 				}
-				return errors.WithStack(&verifier.Error{Errno: errno, Msg: fmt.Sprintf("invalid access to map value pointer, value_size=%d off=%d", m.Attr.ValueSize, load.off)})
+				return errors.WithStack(&verifier.Error{Errno: errno, Msg: fmt.Sprintf("invalid access to map value pointer, value_size=%d off=%d", m.Attr.ValueSize, load.Off)})
 			}
 		}
 		insns[i-1].Src, insns[i-1].Imm, insns[i].Imm = 0, int32(uint32(addr)), int32(uint32(addr>>32))
@@ -426,9 +415,9 @@ func (p *Program) resolvePseudoLdImm64() error {
 					n++
 				}
 			}
-			p.mapLoads = make(map[int]mapLoad, n)
+			p.mapLoads = make([]mapLoad, 0, n)
 		}
-		p.mapLoads[i-1] = load
+		p.mapLoads = append(p.mapLoads, load)
 		p.useMap(m)
 	}
 	return nil
@@ -576,14 +565,14 @@ func (p *Program) Xlated() string {
 // functions of direct calls.
 func (p *Program) xlatedSymbols() *insn.Symbols {
 	sym := &insn.Symbols{Imm64: func(i int, _ insn.Insn, _ uint64) string {
-		l, ok := p.mapLoads[i]
+		l, ok := verifier.FindMapRef(p.mapLoads, i)
 		switch {
 		case !ok:
 			return ""
-		case l.value:
-			return fmt.Sprintf("map[id:%d][0]+%d", l.m.ID, l.off)
+		case l.Value:
+			return fmt.Sprintf("map[id:%d][0]+%d", l.Map.ID, l.Off)
 		}
-		return fmt.Sprintf("map[id:%d]", l.m.ID)
+		return fmt.Sprintf("map[id:%d]", l.Map.ID)
 	}}
 	if p.fixedUp {
 		sym.Call = func(_ int, in insn.Insn) string {

@@ -19,7 +19,7 @@ func (e *env) checkCFG() error {
 	next := state[n : 2*n] // how many successors of each instruction were visited
 	nsucc := state[2*n:]
 	if cap(e.scratch.succ) < n {
-		e.scratch.succ = make([][2]int, n)
+		e.scratch.succ = make([][2]int, n, roomFor(n))
 	}
 	// Successors are found once per instruction, when it is discovered,
 	// and kept for computeLiveness.
@@ -345,7 +345,7 @@ func (e *env) helperArgs(id int32) uint16 {
 // growU8 and growU16 return a cleared buffer of n elements, reusing *b.
 func growU8(b *[]uint8, n int) []uint8 {
 	if cap(*b) < n {
-		*b = make([]uint8, n)
+		*b = make([]uint8, n, roomFor(n))
 	}
 	*b = (*b)[:n]
 	clear(*b)
@@ -354,7 +354,7 @@ func growU8(b *[]uint8, n int) []uint8 {
 
 func growU16(b *[]uint16, n int) []uint16 {
 	if cap(*b) < n {
-		*b = make([]uint16, n)
+		*b = make([]uint16, n, roomFor(n))
 	}
 	*b = (*b)[:n]
 	clear(*b)

@@ -641,7 +641,7 @@ func (e *env) checkLdImm(in insn.Insn) error {
 		return err
 	}
 	dst := &e.regs()[in.Dst]
-	if ref, ok := e.cfg.Maps[e.insnIdx]; ok {
+	if ref, ok := FindMapRef(e.cfg.Maps, e.insnIdx); ok {
 		dst.markPtr(constPtrToMap)
 		dst.mapIdx = e.mapIndex(ref.Map)
 		if ref.Value {

@@ -559,14 +559,14 @@ func splice[T any](s []T, off, n int, with []T) []T {
 // reuse returns s emptied, or a new slice if it cannot hold n elements.
 func reuse[T any](s []T, n int) []T {
 	if cap(s) < n {
-		return make([]T, 0, n)
+		return make([]T, 0, roomFor(n))
 	}
 	return s[:0]
 }
 
 func growInts(b *[]int, n int) []int {
 	if cap(*b) < n {
-		*b = make([]int, n)
+		*b = make([]int, n, roomFor(n))
 	}
 	*b = (*b)[:n]
 	return *b

@@ -1,6 +1,7 @@
 package verifier
 
 import (
+	"math/bits"
 	"sync"
 
 	"github.com/bpfsim/bpfsim/sim/insn"
@@ -35,11 +36,22 @@ var loadBufsPool = sync.Pool{New: func() any { return new(loadBufs) }}
 // zeroed returns s[:n] cleared, or a new slice if s cannot hold n.
 func zeroed[T any](s []T, n int) []T {
 	if cap(s) < n {
-		return make([]T, n)
+		return make([]T, n, roomFor(n))
 	}
 	s = s[:n]
 	clear(s)
 	return s
+}
+
+// roomFor is the capacity a pooled buffer gets when it must grow to n:
+// the next power of two. Loads often come in ascending sizes (test_tag
+// loads every length from 2 to 4,096 in order); buffers of exactly n
+// would be too small for the next program every time.
+func roomFor(n int) int {
+	if n <= 16 {
+		return 16
+	}
+	return 1 << bits.Len(uint(n-1))
 }
 
 // Release hands the arrays p no longer needs back for other loads: its

@@ -2,6 +2,7 @@ package verifier
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/bpfsim/bpfsim/maps"
@@ -32,9 +33,11 @@ const (
 // off.
 type Config struct {
 	Type ProgType
-	// Maps holds the map each map-loading lddw refers to, by instruction
-	// index (after the loader resolved fds to maps).
-	Maps map[int]MapRef
+	// Maps holds the map each map-loading lddw refers to, in instruction
+	// order (after the loader resolved fds to maps). A slice, not a map
+	// keyed by index: programs of thousands of map loads exist, and
+	// building a hash table per load cost more than verifying them.
+	Maps []MapRef
 	// Helper returns a helper's prototype, or nil if the simulated kernel
 	// has no helper with that id for this program type.
 	Helper func(id int32) *FuncProto
@@ -71,6 +74,8 @@ type Config struct {
 // MapRef is one map an lddw loads: its address (Value unset) or the
 // address Off bytes into its value (BPF_PSEUDO_MAP_VALUE).
 type MapRef struct {
+	// Insn is the index of the lddw's first half.
+	Insn  int
 	Map   *maps.Map
 	Value bool
 	Off   uint32
@@ -244,6 +249,16 @@ func Verify(insns []insn.Insn, cfg *Config) (*Result, error) {
 	}, nil
 }
 
+// FindMapRef returns the reference of the lddw at insn i in refs, which
+// are in instruction order.
+func FindMapRef(refs []MapRef, i int) (MapRef, bool) {
+	j, ok := slices.BinarySearchFunc(refs, i, func(r MapRef, i int) int { return r.Insn - i })
+	if !ok {
+		return MapRef{}, false
+	}
+	return refs[j], true
+}
+
 // errorf logs the message and returns it as the verification's error.
 func (e *env) errorf(errno uapi.Errno, format string, args ...any) error {
 	return e.fail(errno, fmt.Sprintf(format, args...))
@@ -279,7 +294,7 @@ func (e *env) checkOpcodes() error {
 		}
 		if in.IsLdImm64() {
 			if in.Src != 0 {
-				if _, ok := e.cfg.Maps[i]; !ok && in.Src != insn.PseudoFunc {
+				if _, ok := FindMapRef(e.cfg.Maps, i); !ok && in.Src != insn.PseudoFunc {
 					return e.errorf(uapi.EINVAL, "unrecognized bpf_ld_imm64 insn")
 				}
 			}
@@ -386,7 +401,7 @@ func (e *env) reset(cfg *Config, insns []insn.Insn, subs []Subprog, aux []InsnAu
 
 func clearBools(b []bool, n int) []bool {
 	if cap(b) < n {
-		return make([]bool, n)
+		return make([]bool, n, roomFor(n))
 	}
 	b = b[:n]
 	clear(b)
