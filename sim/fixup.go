@@ -22,6 +22,10 @@ func sourceOf(in asm.Instructions) *source {
 	slot := 0
 	for i := range in {
 		ins := &in[i]
+		if ins.Metadata == noMetadata {
+			slot += int(ins.Size() / asm.InstructionSize)
+			continue
+		}
 		if l := ins.Source(); l != nil {
 			src.lines = append(src.lines, verifier.LineInfo{Insn: slot, Line: l})
 		}

@@ -360,6 +360,9 @@ func (p *Program) VerifierLog() string {
 // in its value), and the program takes a reference on the map.
 func (p *Program) resolvePseudoLdImm64() error {
 	insns := p.xlated
+	// Programs load the same map many times; one fd table lookup (and
+	// its lock) per distinct fd in a row is enough.
+	lastFD, last := int32(-1), (*file)(nil)
 	for i := 0; i < len(insns); i++ {
 		in := insns[i]
 		if !in.IsLdImm64() {
@@ -373,9 +376,13 @@ func (p *Program) resolvePseudoLdImm64() error {
 		default:
 			return errors.Wrapf(uapi.EINVAL, "insn %d: lddw with pseudo source %d is not supported by bpfsim yet", i-1, in.Src)
 		}
-		f, err := p.proc.fds.get(int(in.Imm))
-		if err != nil {
-			return errors.WithStack(&verifier.Error{Errno: uapi.EBADF, Msg: fmt.Sprintf("fd %d is not pointing to valid bpf_map", in.Imm)})
+		f := last
+		if in.Imm != lastFD || f == nil {
+			var err error
+			if f, err = p.proc.fds.get(int(in.Imm)); err != nil {
+				return errors.WithStack(&verifier.Error{Errno: uapi.EBADF, Msg: fmt.Sprintf("fd %d is not pointing to valid bpf_map", in.Imm)})
+			}
+			lastFD, last = in.Imm, f
 		}
 		m, ok := f.obj.(*maps.Map)
 		if !ok {
@@ -395,6 +402,7 @@ func (p *Program) resolvePseudoLdImm64() error {
 				return errors.WithStack(&verifier.Error{Errno: uapi.EINVAL, Msg: "no direct value access support for this map type"})
 			}
 			load.Value, load.Off = true, uint32(insns[i].Imm)
+			var err error
 			if addr, err = dv.DirectValueAddr(load.Off); err != nil {
 				if errors.Is(err, maps.ErrNoDirectValue) {
 					return errors.WithStack(&verifier.Error{Errno: uapi.EINVAL, Msg: "no direct value access support for this map type"})
@@ -482,6 +490,9 @@ func (k *Kernel) LoadXlated(typ ebpf.ProgramType, name string, insns []insn.Insn
 	return p, nil
 }
 
+// noMetadata is an instruction's metadata when it has none.
+var noMetadata asm.Metadata
+
 // fromAsm encodes cilium/ebpf instructions, refusing what this simulated
 // kernel cannot resolve yet.
 func fromAsm(in asm.Instructions) ([]insn.Insn, error) {
@@ -490,6 +501,16 @@ func fromAsm(in asm.Instructions) ([]insn.Insn, error) {
 	}
 	for i := range in {
 		ins := &in[i]
+		if ins.Metadata == noMetadata {
+			// No reference, map, kfunc name or relocation: only a raw
+			// lddw of fd 0 is refused (read as a .kconfig extern, below).
+			if ins.IsLoadFromMap() && uint32(ins.Constant) == 0 {
+				return nil, errors.Wrapf(uapi.EINVAL, "instruction %d reads a .kconfig extern: kernel config values are not simulated yet", i)
+			}
+			if !ins.IsKfuncCall() || ins.Constant >= 0 {
+				continue
+			}
+		}
 		switch {
 		case ins.IsLoadFromMap() && ins.Reference() == "" && ins.Map() == nil && uint32(ins.Constant) == 0:
 			// cilium/ebpf leaves .kconfig externs unnamed, with no fd,

@@ -22,25 +22,26 @@ const (
 	testTagPrograms = testTagRounds * ((testTagMaxInsns - 1) + (testTagMaxInsns - 2))
 )
 
-// testTagProgram returns program i of the set; its random immediates come
-// from i, so every runner loads the same programs.
-func testTagProgram(i int, mapFD int) asm.Instructions {
+// testTagProgram writes program i of the set into buf, as test_tag fills
+// its one static program buffer, and returns it with its length in
+// instruction slots (an lddw takes two). Its random immediates come from
+// i, so every runner loads the same programs.
+func testTagProgram(i int, mapFD int, buf asm.Instructions) (asm.Instructions, int) {
 	lengths := testTagMaxInsns - 1 // imm programs per round: 2..4096
 	round := i / (lengths + testTagMaxInsns - 2)
 	j := i % (lengths + testTagMaxInsns - 2)
-	rnd := rand.New(rand.NewPCG(uint64(i), uint64(round)))
 	if j < lengths {
+		rnd := rand.New(rand.NewPCG(uint64(i), uint64(round)))
 		n := j + 2
-		prog := make(asm.Instructions, n)
+		prog := buf[:0]
 		for k := 0; k < n-1; k++ {
-			prog[k] = asm.Mov.Imm(asm.Register(k%10), int32(rnd.Uint32()))
+			prog = append(prog, asm.Mov.Imm(asm.Register(k%10), int32(rnd.Uint32())))
 		}
-		prog[n-1] = asm.Return()
-		return prog
+		return append(prog, asm.Return()), n
 	}
 	// bpf_gen_map_prog: lddw pairs, a mov when the length is even, exit.
 	n := j - lengths + 3
-	var prog asm.Instructions
+	prog := buf[:0]
 	slots, r := 0, 0
 	for ; slots+1 < n; slots += 2 {
 		prog = append(prog, asm.LoadMapPtr(asm.Register(r%10), mapFD))
@@ -50,7 +51,7 @@ func testTagProgram(i int, mapFD int) asm.Instructions {
 		prog = prog[:len(prog)-1]
 		prog = append(prog, asm.Mov.Imm(asm.Register(slots%10), 42))
 	}
-	return append(prog, asm.Return())
+	return append(prog, asm.Return()), n
 }
 
 // rawLen is a program's length in instruction slots (an lddw takes two).
@@ -83,9 +84,10 @@ func BenchmarkTestTagLoad(b *testing.B) {
 			}
 			insns := 0
 			i := 0
+			var buf asm.Instructions
 			for b.Loop() {
-				prog := testTagProgram(i%testTagPrograms, m.FD())
-				insns += rawLen(prog)
+				prog, n := testTagProgram(i%testTagPrograms, m.FD(), buf)
+				buf, insns = prog, insns+n
 				p, err := k.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SocketFilter, License: "GPL", Instructions: prog})
 				if err != nil {
 					b.Fatalf("program %d: %v", i, err)
@@ -114,9 +116,10 @@ func BenchmarkTestTagLoad(b *testing.B) {
 		defer m.Close()
 		insns := 0
 		i := 0
+		var buf asm.Instructions
 		for b.Loop() {
-			prog := testTagProgram(i%testTagPrograms, m.FD())
-			insns += rawLen(prog)
+			prog, n := testTagProgram(i%testTagPrograms, m.FD(), buf)
+			buf, insns = prog, insns+n
 			p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SocketFilter, License: "GPL", Instructions: prog})
 			if err != nil {
 				b.Fatalf("program %d: %v", i, err)
@@ -139,8 +142,9 @@ func TestTestTagProgramsAreTheSelftestsSet(t *testing.T) {
 	for _, c := range []struct {
 		i, n int
 	}{{0, 2}, {4094, 4096}, {4095, 3}, {4096, 4}, {per - 1, 4096}, {per, 2}, {testTagPrograms - 1, 4096}} {
-		if got := rawLen(testTagProgram(c.i, 3)); got != c.n {
-			t.Errorf("program %d has %d instructions, want %d", c.i, got, c.n)
+		prog, n := testTagProgram(c.i, 3, nil)
+		if got := rawLen(prog); got != c.n || n != c.n {
+			t.Errorf("program %d has %d instructions (%d reported), want %d", c.i, got, n, c.n)
 		}
 	}
 	k, err := sim.NewKernel(&sim.Options{Runtime: sim.RuntimeJIT})
@@ -152,7 +156,8 @@ func TestTestTagProgramsAreTheSelftestsSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, i := range []int{0, 1, 4095, 4096, 4097, per - 1} {
-		p, err := k.NewProgramWithOptions(&ebpf.ProgramSpec{Type: ebpf.SocketFilter, License: "GPL", Instructions: testTagProgram(i, m.FD())}, sim.ProgramOptions{Runtime: sim.RuntimeJIT})
+		prog, _ := testTagProgram(i, m.FD(), nil)
+		p, err := k.NewProgramWithOptions(&ebpf.ProgramSpec{Type: ebpf.SocketFilter, License: "GPL", Instructions: prog}, sim.ProgramOptions{Runtime: sim.RuntimeJIT})
 		if err != nil {
 			t.Fatalf("program %d: %v", i, err)
 		}

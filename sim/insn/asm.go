@@ -35,13 +35,19 @@ func fromAsmMarshal(in asm.Instructions) ([]Insn, error) {
 	return Decode(buf.Bytes())
 }
 
+// noMetadata is an instruction's metadata when it has none.
+var noMetadata asm.Metadata
+
 // fromAsmFast encodes in without Marshal, or reports that it cannot.
 func fromAsmFast(in asm.Instructions) ([]Insn, bool) {
 	n := 0
 	var symbols map[string]int
 	for i := range in {
 		ins := &in[i]
-		if sym := ins.Symbol(); sym != "" {
+		if ins.Metadata == noMetadata {
+			// No symbol, reference or map: most instructions of a
+			// program, and reading metadata is a list walk per key.
+		} else if sym := ins.Symbol(); sym != "" {
 			if symbols == nil {
 				symbols = make(map[string]int)
 			}
@@ -61,6 +67,21 @@ func fromAsmFast(in asm.Instructions) ([]Insn, bool) {
 	for i := range in {
 		ins := &in[i]
 		off, cons := ins.Offset, ins.Constant
+		if ins.OpCode <= 0xff && ins.Metadata == noMetadata && uint8(ins.OpCode)&0xe7 != STX|ATOMIC && !(ins.IsBuiltinCall() && (cons < 0 || cons > 0xffff)) {
+			// Nothing to resolve: encode directly.
+			op := uint8(ins.OpCode)
+			if ins.OpCode.Class().IsALU() {
+				off = 0 // Marshal keeps no offset on ALU instructions
+			}
+			if op == LD|IMM|DW {
+				out = append(out,
+					Insn{Code: op, Dst: uint8(ins.Dst) & 0xf, Src: uint8(ins.Src) & 0xf, Off: off, Imm: int32(uint32(cons))},
+					Insn{Imm: int32(uint32(uint64(cons) >> 32))})
+				continue
+			}
+			out = append(out, Insn{Code: op, Dst: uint8(ins.Dst) & 0xf, Src: uint8(ins.Src) & 0xf, Off: off, Imm: int32(cons)})
+			continue
+		}
 		if ref := ins.Reference(); ref != "" {
 			target, ok := symbols[ref]
 			switch {

@@ -148,7 +148,7 @@ func (e *env) computeLiveness(insns []insn.Insn, subs []Subprog, helperArgs func
 	// (the callee's reads are its arguments).
 	succ := e.scratch.succ[:n]
 	for i := 0; i < n; i++ {
-		in := insns[i]
+		in := &insns[i]
 		u, d := liveUseDef(in)
 		if in.Code == insn.JMP|insn.CALL {
 			if in.Src == 0 && helperArgs != nil {
@@ -246,7 +246,7 @@ func liveFlagsOf(code uint8) uint8 {
 }
 
 // liveUseDef returns the registers an instruction reads and writes.
-func liveUseDef(in insn.Insn) (use, def uint16) {
+func liveUseDef(in *insn.Insn) (use, def uint16) {
 	f := liveFlags[in.Code]
 	if f&liveSpecial != 0 {
 		return liveUseDefSpecial(in)
@@ -259,7 +259,7 @@ func liveUseDef(in insn.Insn) (use, def uint16) {
 
 // liveUseDefSpecial is liveUseDef for atomics, legacy packet loads, calls
 // and exits.
-func liveUseDefSpecial(in insn.Insn) (use, def uint16) {
+func liveUseDefSpecial(in *insn.Insn) (use, def uint16) {
 	bit := func(r uint8) uint16 { return 1 << (r & 15) }
 	const args = 0x3e // R1-R5
 	switch in.Class() {

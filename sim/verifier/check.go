@@ -2,6 +2,7 @@ package verifier
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/uapi"
@@ -84,7 +85,7 @@ func (e *env) doCheck() error {
 		}
 		e.aux[idx].Seen = true
 		e.prevIdx = idx
-		in := e.insns[idx]
+		in := &e.insns[idx] // by pointer: see insn.Insn
 		var err error
 		switch in.Class() {
 		case insn.ALU, insn.ALU64:
@@ -93,7 +94,7 @@ func (e *env) doCheck() error {
 			err = e.checkLoad(in)
 		case insn.STX:
 			if in.Mode() == insn.ATOMIC {
-				err = e.checkAtomic(in)
+				err = e.checkAtomic(*in)
 				break
 			}
 			if in.Mode() != insn.MEM || in.Imm != 0 {
@@ -127,7 +128,7 @@ func (e *env) doCheck() error {
 		case insn.LD:
 			switch in.Mode() {
 			case insn.ABS, insn.IND:
-				err = e.checkLdAbs(in)
+				err = e.checkLdAbs(*in)
 			case insn.IMM:
 				if err = e.checkLdImm(in); err == nil {
 					e.insnIdx++ // the second slot
@@ -222,7 +223,7 @@ func (e *env) checkRegWrite(regno uint8) error {
 }
 
 // checkALU is check_alu_op.
-func (e *env) checkALU(in insn.Insn) error {
+func (e *env) checkALU(in *insn.Insn) error {
 	op := in.Op()
 	alu64 := in.Class() == insn.ALU64
 	regs := e.regs()
@@ -294,7 +295,7 @@ func (e *env) checkALU(in insn.Insn) error {
 }
 
 // checkMov is the BPF_MOV part of check_alu_op.
-func (e *env) checkMov(in insn.Insn, alu64 bool) error {
+func (e *env) checkMov(in *insn.Insn, alu64 bool) error {
 	regs := e.regs()
 	if in.Source() == insn.X {
 		if alu64 {
@@ -388,7 +389,7 @@ func (e *env) assignScalarID(r *regState) {
 
 // adjustRegMinMax is adjust_reg_min_max_vals: scalar arithmetic, or
 // pointer arithmetic when one side is a pointer.
-func (e *env) adjustRegMinMax(in insn.Insn) error {
+func (e *env) adjustRegMinMax(in *insn.Insn) error {
 	regs := e.regs()
 	dst := &regs[in.Dst]
 	alu32 := in.Class() != insn.ALU64
@@ -460,7 +461,7 @@ func (e *env) adjustRegMinMax(in insn.Insn) error {
 // off.
 const addConstFlag = 1 << 31
 
-func (e *env) maybeForkScalars(in insn.Insn, dst *regState) error {
+func (e *env) maybeForkScalars(in *insn.Insn, dst *regState) error {
 	var alu32 bool
 	switch {
 	case dst.smin == -1 && dst.smax == 0:
@@ -489,7 +490,7 @@ func (e *env) maybeForkScalars(in insn.Insn, dst *regState) error {
 // adjustPtrMinMax is adjust_ptr_min_max_vals: pointer plus or minus a
 // scalar. ptr and off are copies of the operands (ptrIsDst tells which was
 // the destination); the result goes to the destination register.
-func (e *env) adjustPtrMinMax(in insn.Insn, ptr, off *regState, ptrIsDst bool) error {
+func (e *env) adjustPtrMinMax(in *insn.Insn, ptr, off *regState, ptrIsDst bool) error {
 	dst := &e.regs()[in.Dst]
 	op := in.Op()
 	known := off.isConst()
@@ -633,7 +634,24 @@ func aluName(op uint8) string {
 
 // checkLdImm is check_ld_imm: a constant, a map, a map value or a
 // function.
-func (e *env) checkLdImm(in insn.Insn) error {
+// mapRef returns the map reference of the lddw at insn i. Paths mostly
+// meet lddw instructions in order, so the reference after the last one
+// found is tried before a search.
+func (e *env) mapRef(i int) (MapRef, bool) {
+	refs := e.cfg.Maps
+	if j := e.nextMapRef; j < len(refs) && refs[j].Insn == i {
+		e.nextMapRef++
+		return refs[j], true
+	}
+	j, ok := slices.BinarySearchFunc(refs, i, func(r MapRef, i int) int { return r.Insn - i })
+	if !ok {
+		return MapRef{}, false
+	}
+	e.nextMapRef = j + 1
+	return refs[j], true
+}
+
+func (e *env) checkLdImm(in *insn.Insn) error {
 	if in.Off != 0 {
 		return e.errorf(uapi.EINVAL, "BPF_LD_IMM64 uses reserved fields")
 	}
@@ -641,7 +659,7 @@ func (e *env) checkLdImm(in insn.Insn) error {
 		return err
 	}
 	dst := &e.regs()[in.Dst]
-	if ref, ok := FindMapRef(e.cfg.Maps, e.insnIdx); ok {
+	if ref, ok := e.mapRef(e.insnIdx); ok {
 		dst.markPtr(constPtrToMap)
 		dst.mapIdx = e.mapIndex(ref.Map)
 		if ref.Value {

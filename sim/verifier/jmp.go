@@ -10,7 +10,7 @@ import (
 // checkJump handles the JMP and JMP32 classes. next is the instruction
 // to continue at (-1: the following one); exit reports that the path
 // ended at the program's exit.
-func (e *env) checkJump(in insn.Insn) (next int, exit bool, err error) {
+func (e *env) checkJump(in *insn.Insn) (next int, exit bool, err error) {
 	idx := e.insnIdx
 	e.jmpsProcessed++
 	cls := in.Class()
@@ -23,12 +23,12 @@ func (e *env) checkJump(in insn.Insn) (next int, exit bool, err error) {
 		}
 		switch in.Src {
 		case insn.PseudoCall:
-			next, err = e.checkFuncCall(in, idx)
+			next, err = e.checkFuncCall(*in, idx)
 			return next, false, err
 		case insn.PseudoKfuncCall:
-			return -1, false, e.checkKfuncCall(in, idx) // kfunc.go
+			return -1, false, e.checkKfuncCall(*in, idx) // kfunc.go
 		}
-		if err := e.checkHelperCall(in, idx); err != nil {
+		if err := e.checkHelperCall(*in, idx); err != nil {
 			return 0, false, err
 		}
 		if in.Imm == uapi.FuncTailCall && e.cur.curframe > 0 {
@@ -62,7 +62,7 @@ func (e *env) checkJump(in insn.Insn) (next int, exit bool, err error) {
 // followed one way only; otherwise the jump is queued with what the
 // condition teaches on that side, and the fall-through continues with
 // the opposite.
-func (e *env) checkCondJmp(in insn.Insn, idx int) (int, bool, error) {
+func (e *env) checkCondJmp(in *insn.Insn, idx int) (int, bool, error) {
 	op := in.Op()
 	aux := &e.aux[idx]
 	if op == insn.JA || op > insn.JCOND {
@@ -192,7 +192,7 @@ func (e *env) checkCondJmp(in insn.Insn, idx int) (int, bool, error) {
 		e.markPtrOrNullRegs(e.cur, id, op == insn.JNE)
 		e.markPtrOrNullRegs(other, id, op == insn.JEQ)
 	} else if in.Source() == insn.X {
-		tryMatchPktPointers(in, dst, &regs[in.Src], e.cur, other)
+		tryMatchPktPointers(*in, dst, &regs[in.Src], e.cur, other)
 	}
 	e.printInsnState(idx)
 	return -1, false, nil

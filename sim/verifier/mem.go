@@ -17,7 +17,7 @@ const (
 )
 
 // checkLoad is check_load_mem for LDX (and LDX|MEMSX).
-func (e *env) checkLoad(in insn.Insn) error {
+func (e *env) checkLoad(in *insn.Insn) error {
 	if err := e.checkRegRead(in.Src); err != nil {
 		return err
 	}
@@ -28,7 +28,7 @@ func (e *env) checkLoad(in insn.Insn) error {
 }
 
 // checkStore is check_store_reg for STX.
-func (e *env) checkStore(in insn.Insn) error {
+func (e *env) checkStore(in *insn.Insn) error {
 	if err := e.checkRegRead(in.Src); err != nil {
 		return err
 	}
@@ -39,7 +39,7 @@ func (e *env) checkStore(in insn.Insn) error {
 }
 
 // checkStoreImm is the BPF_ST part of do_check: a store of the immediate.
-func (e *env) checkStoreImm(in insn.Insn) error {
+func (e *env) checkStoreImm(in *insn.Insn) error {
 	if err := e.checkRegRead(in.Dst); err != nil {
 		return err
 	}

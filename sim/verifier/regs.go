@@ -82,7 +82,17 @@ func (r *regState) markUnknown() {
 
 // markKnown is __mark_reg_known for a scalar constant.
 func (r *regState) markKnown(v uint64) {
-	*r = regState{typ: scalarValue, bounds: constBounds(v)}
+	// Cleared in place, then set field by field: a composite literal is
+	// built on the stack and copied, and the copy's wide loads of the
+	// literal's narrow stores stall (store forwarding fails). This runs
+	// for every constant a program moves into a register.
+	*r = regState{}
+	r.typ = scalarValue
+	r.varOff.value = v
+	r.smin, r.smax = int64(v), int64(v)
+	r.umin, r.umax = v, v
+	r.s32min, r.s32max = int32(v), int32(v)
+	r.u32min, r.u32max = uint32(v), uint32(v)
 }
 
 // markNotInit is __mark_reg_not_init.
@@ -90,7 +100,8 @@ func (r *regState) markNotInit() { *r = regState{typ: notInit} }
 
 // markPtr makes r a pointer of type t with a fixed offset 0.
 func (r *regState) markPtr(t regType) {
-	*r = regState{typ: t, bounds: constBounds(0)}
+	*r = regState{} // see markKnown
+	r.typ = t
 }
 
 // varOffConst reports whether a pointer's variable offset is known.

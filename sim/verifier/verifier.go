@@ -169,6 +169,8 @@ type env struct {
 	scratchedRegs  uint16
 	scratchedStack uint64
 	maxCtxOffset   int
+	// nextMapRef is where mapRef looks first in cfg.Maps.
+	nextMapRef int
 	// scratch holds reusable buffers of checkCFG and computeLiveness.
 	scratch struct {
 		state []uint8
