@@ -353,7 +353,11 @@ func (k *Kernel) jitHelperFunc(h *Helper) emu.Func {
 		cpu := c.Data.(*CPU)
 		m := cpu.machine
 		p := k.jitCaller(cpu.jit, c.R[30])
-		m.SetCallSite(p.code, p.jit.CallSite(c.R[30]))
+		code, err := p.interpCode() // helpers may name the call site
+		if err != nil {
+			return err
+		}
+		m.SetCallSite(code, p.jit.CallSite(c.R[30]))
 		r0, err := h.Fn(m, c.R[0], c.R[1], c.R[2], c.R[3], c.R[4])
 		if err != nil {
 			return err
@@ -390,7 +394,11 @@ func (k *Kernel) jitTailCallSlot(c *emu.CPU) error {
 	cpu := c.Data.(*CPU)
 	m := cpu.machine
 	p := k.jitCaller(cpu.jit, c.R[30])
-	m.SetCallSite(p.code, p.jit.CallSite(c.R[30]))
+	code, err := p.interpCode()
+	if err != nil {
+		return err
+	}
+	m.SetCallSite(code, p.jit.CallSite(c.R[30]))
 	target, inBounds, err := k.tailCallProg(m, c.R[1], uint32(c.R[2]))
 	if err != nil {
 		return err

@@ -337,3 +337,49 @@ func TestMayGotoCountsTheSameJITed(t *testing.T) {
 		})
 	}
 }
+
+// TestHelpersOfJITedProgramsSeeTheirCallSite: a JITed program is compiled
+// for the interpreter only when something needs it; a helper it calls, in
+// a program reached by a tail call or run directly, still sees the
+// program and the pc of its call.
+func TestHelpersOfJITedProgramsSeeTheirCallSite(t *testing.T) {
+	k := newKernel(t, &sim.Options{Runtime: sim.RuntimeJIT})
+	const site = 212 // a helper of our own: returns its call site's pc
+	if err := k.RegisterHelper(&sim.Helper{ID: site, Name: "test_site", Proto: verifier.UncheckedProto,
+		Fn: func(m *interp.Machine, _, _, _, _, _ uint64) (uint64, error) {
+			if m.Program().Insns()[m.PC()].Code != insn.JMP|insn.CALL {
+				return 0, fmt.Errorf("pc %d is not a call", m.PC())
+			}
+			return uint64(m.PC()), nil
+		}}); err != nil {
+		t.Fatal(err)
+	}
+	pa := newProgArrayMap(t, k, 1)
+	target := load(t, k, ebpf.XDP, asm.Instructions{
+		asm.Mov.Imm(asm.R0, 0),
+		asm.BuiltinFunc(site).Call(),
+		asm.Add.Imm(asm.R0, 40),
+		asm.Return(),
+	})
+	defer target.Close()
+	if target.Runtime() != sim.RuntimeJIT {
+		t.Fatalf("target runs on %v", target.Runtime())
+	}
+	if err := pa.Put(uint32(0), target); err != nil {
+		t.Fatal(err)
+	}
+	caller := load(t, k, ebpf.XDP, tailCaller(pa.FD(), 0, 1))
+	defer caller.Close()
+	for _, c := range []struct {
+		name string
+		p    *sim.Program
+	}{{"through a tail call", caller}, {"directly", target}} {
+		ret, err := c.p.Run(&sim.RunOptions{Data: make([]byte, 64)})
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if ret != 41 { // the call is the program's second instruction
+			t.Errorf("%s: returned %d, want 41", c.name, ret)
+		}
+	}
+}

@@ -28,7 +28,12 @@ type Program struct {
 	name     string
 	xlated   []insn.Insn
 	subprogs []verifier.Subprog
+	// code is the program compiled for the interpreter. A JITed program
+	// compiles it only when something runs it interpreted (interpCode):
+	// most never are, and compiling cost a tenth of a load.
 	code     *interp.Program
+	codeOnce sync.Once
+	codeErr  error
 	// jit is the program's A64 image when it runs JITed; jitErr says
 	// why a program of a JIT kernel does not (jit.go).
 	jit    *jit_arm64.Image
@@ -258,17 +263,15 @@ func (k *Kernel) LoadInsnsWithOptions(typ ebpf.ProgramType, name string, insns [
 			return nil, err
 		}
 	}
-	resolve := k.resolveHelper
-	if p.fixedUp {
-		resolve = k.resolveCall // calls are direct after the rewrites
-	}
-	if p.code, err = interp.Compile(p.xlated, resolve); err != nil {
-		p.Close()
-		return nil, err
-	}
 	if err := k.jitCompile(p, opts); err != nil {
 		p.Close()
 		return nil, err
+	}
+	if p.jit == nil {
+		if _, err := p.interpCode(); err != nil {
+			p.Close()
+			return nil, err
+		}
 	}
 	if err := p.checkTailCallMaps(); err != nil {
 		p.Close()
@@ -279,6 +282,22 @@ func (k *Kernel) LoadInsnsWithOptions(typ ebpf.ProgramType, name string, insns [
 		return nil, err
 	}
 	return p, nil
+}
+
+// interpCode returns the program compiled for the interpreter, compiling
+// it on first use.
+func (p *Program) interpCode() (*interp.Program, error) {
+	p.codeOnce.Do(func() {
+		if p.code != nil {
+			return // LoadXlated compiled it
+		}
+		resolve := p.k.resolveHelper
+		if p.fixedUp {
+			resolve = p.k.resolveCall // calls are direct after the rewrites
+		}
+		p.code, p.codeErr = interp.Compile(p.xlated, resolve)
+	})
+	return p.code, p.codeErr
 }
 
 // verify runs the verifier on a program whose maps are resolved.

@@ -147,6 +147,7 @@ func (p *Program) free() {
 		m.Put()
 	}
 	p.usedMaps = nil
+	p.codeOnce.Do(func() {}) // nothing compiles it any more
 	if p.code != nil {
 		p.code.Release()
 	}

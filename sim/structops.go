@@ -479,7 +479,11 @@ func (k *Kernel) runNested(p *Program, c *CPU, sc *structOpsCPU, args []uint64) 
 	defer func() { sc.depth-- }()
 	addr := sc.putArgs(sc.depth, args)
 	m.MaxInsns = DefaultMaxInsns
-	r0, err := m.Run(p.code, addr, 0)
+	code, err := p.interpCode()
+	if err != nil {
+		return 0, errors.Wrapf(err, "program %s", p.name)
+	}
+	r0, err := m.Run(code, addr, 0)
 	if err != nil {
 		return 0, errors.Wrapf(err, "program %s", p.name)
 	}

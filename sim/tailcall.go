@@ -44,7 +44,8 @@ func (k *Kernel) tailCallTarget(m *interp.Machine, array uint64, index uint32) (
 	if p == nil {
 		return nil, inBounds, err
 	}
-	return p.code, true, nil
+	code, err := p.interpCode()
+	return code, true, err
 }
 
 // tailCallProg returns the program in slot index of the prog array at
