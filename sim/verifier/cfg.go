@@ -49,7 +49,15 @@ func (e *env) checkCFG() error {
 				if err := visit(w); err != nil {
 					return err
 				}
-				stack = append(stack, w)
+				if next[t] == nsucc[t] {
+					// Nothing of t is left to walk: w takes its place,
+					// as popping t after w's walk would. Straight-line
+					// code then never grows the stack.
+					state[t] = explored
+					stack[len(stack)-1] = w
+				} else {
+					stack = append(stack, w)
+				}
 			}
 			continue
 		}

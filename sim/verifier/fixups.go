@@ -282,7 +282,7 @@ const insnBufSize = 32
 func doMiscFixups(p *Prog, remove []bool, calls KernelCalls) error {
 	var patches map[int][]insn.Insn
 	for i := 0; i < len(p.Insns); i++ {
-		in := p.Insns[i]
+		in := &p.Insns[i] // by pointer: see insn.Insn
 		var seq []insn.Insn
 		switch {
 		case remove != nil && remove[i]:
@@ -293,7 +293,7 @@ func doMiscFixups(p *Prog, remove []bool, calls KernelCalls) error {
 		case isSignedDivByMinusOne(in):
 			seq = signedDivByMinusOne(in)
 		case isDivModByReg(in):
-			seq = divModGuard(in)
+			seq = divModGuard(*in)
 		case in.Code == insn.JMP|insn.CALL && in.Src == 0 && in.Imm == uapi.FuncTailCall:
 			fixupTailCall(p, i)
 		case in.Code == insn.JMP|insn.CALL && in.Src == 0 && calls != nil:
@@ -324,7 +324,7 @@ func doMiscFixups(p *Prog, remove []bool, calls KernelCalls) error {
 	return nil
 }
 
-func isSignedDivByMinusOne(in insn.Insn) bool {
+func isSignedDivByMinusOne(in *insn.Insn) bool {
 	cls := in.Class()
 	return (cls == insn.ALU || cls == insn.ALU64) && (in.Op() == insn.DIV || in.Op() == insn.MOD) &&
 		in.Source() == insn.K && in.Off == 1 && in.Imm == -1
@@ -332,14 +332,14 @@ func isSignedDivByMinusOne(in insn.Insn) bool {
 
 // signedDivByMinusOne makes the one signed division that can trap
 // impossible: x s/ -1 is -x (which leaves INT_MIN as it is), x s% -1 is 0.
-func signedDivByMinusOne(in insn.Insn) []insn.Insn {
+func signedDivByMinusOne(in *insn.Insn) []insn.Insn {
 	if in.Op() == insn.DIV {
 		return []insn.Insn{{Code: in.Class() | insn.NEG | insn.K, Dst: in.Dst}}
 	}
 	return []insn.Insn{{Code: insn.ALU | insn.MOV | insn.K, Dst: in.Dst}}
 }
 
-func isDivModByReg(in insn.Insn) bool {
+func isDivModByReg(in *insn.Insn) bool {
 	cls := in.Class()
 	return (cls == insn.ALU || cls == insn.ALU64) && (in.Op() == insn.DIV || in.Op() == insn.MOD) &&
 		in.Source() == insn.X
