@@ -25,6 +25,13 @@ func (e *env) checkCFG() error {
 	// and kept for computeLiveness.
 	succ := e.scratch.succ[:n]
 	visit := func(t int) error {
+		if c := e.insns[t].Code; c&0x07 != insn.JMP && c&0x07 != insn.JMP32 && c != insn.LD|insn.IMM|insn.DW {
+			// Neither a jump nor an lddw: control goes on to the next
+			// instruction, and successors has nothing to mark.
+			succ[t] = [2]int{t + 1, -1}
+			nsucc[t] = 1
+			return nil
+		}
 		succ[t] = [2]int{-1, -1}
 		ns, err := e.successors(t, &succ[t])
 		nsucc[t] = uint8(ns)
@@ -85,6 +92,9 @@ func (e *env) successors(t int, out *[2]int) (int, error) {
 	in := e.insns[t]
 	cls := in.Class()
 	if in.IsLdImm64() {
+		if in.Src == insn.PseudoFunc {
+			e.hasCalls = true
+		}
 		if in.Src == insn.PseudoFunc && t+2 < len(e.prune) {
 			e.prune[t+2] = true
 		}
@@ -106,6 +116,7 @@ func (e *env) successors(t int, out *[2]int) (int, error) {
 		}
 		out[0] = t + 1
 		if in.Src == insn.PseudoCall {
+			e.hasCalls = true
 			e.prune[t] = true
 			target := t + int(in.Imm) + 1
 			if target >= 0 && target < len(e.prune) {
@@ -302,6 +313,14 @@ func liveUseDefSpecial(in *insn.Insn) (use, def uint16) {
 // the functions' stacks (each rounded up to 16 bytes, as with a JIT)
 // together fit in MAX_BPF_STACK, and the chain is at most 8 deep.
 func (e *env) checkMaxStackDepth() error {
+	if !e.hasCalls {
+		// No function calls another: the walk below would only scan
+		// the main program for calls.
+		if depth := roundUp(e.subprogs[0].StackDepth, 16); depth > maxStack {
+			return e.errorf(uapi.EACCES, "combined stack size of %d calls is %d. Too large", 1, depth)
+		}
+		return nil
+	}
 	var walk func(sub, depth, frame int) error
 	walk = func(sub, depth, frame int) error {
 		if sub > 0 && depth >= maxTailCallCallerStack && e.hasTailCall(e.subprogs[sub]) {

@@ -171,6 +171,9 @@ type env struct {
 	maxCtxOffset   int
 	// nextMapRef is where mapRef looks first in cfg.Maps.
 	nextMapRef int
+	// hasCalls says checkCFG met a bpf-to-bpf call or a function
+	// pointer load.
+	hasCalls bool
 	// scratch holds reusable buffers of checkCFG and computeLiveness.
 	scratch struct {
 		state []uint8
