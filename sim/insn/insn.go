@@ -19,6 +19,11 @@ import (
 
 // Insn is one instruction slot, struct bpf_insn. A 64-bit immediate load
 // (lddw) takes two slots; the second holds the upper half in Imm.
+//
+// Per-instruction passes (verifier, JIT) take an *Insn: with five fields
+// the struct is passed to a function in five registers and spilled field
+// by field, and the first method call reads it back as one word, which
+// the CPU cannot forward from the narrow stores (a stall per instruction).
 type Insn struct {
 	Code uint8
 	Dst  uint8 // 0..10 in a valid program; 11 is the kernel's hidden AX

@@ -125,7 +125,7 @@ const argRegs = 0x3e // R1-R5
 // backtrackInsn is backtrack_insn: undo insn idx's effect on the set of
 // values being traced.
 func (e *env) backtrackInsn(idx, subseq int, h *histEntry, bt *backtrack) error {
-	in := e.insns[idx]
+	in := &e.insns[idx] // by pointer: see insn.Insn
 	if in.Code == 0 {
 		return nil // the second slot of an lddw
 	}
@@ -140,7 +140,7 @@ func (e *env) backtrackInsn(idx, subseq int, h *histEntry, bt *backtrack) error 
 	return err
 }
 
-func (e *env) backtrackOne(in insn.Insn, idx, subseq int, h *histEntry, bt *backtrack) error {
+func (e *env) backtrackOne(in *insn.Insn, idx, subseq int, h *histEntry, bt *backtrack) error {
 	dreg, sreg := in.Dst, in.Src
 	switch cls := in.Class(); cls {
 	case insn.ALU, insn.ALU64:
