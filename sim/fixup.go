@@ -68,8 +68,9 @@ func (k *Kernel) fixup(p *Program, src *source) error {
 	}
 	// The rewrites never create or move an lddw of a map, so each one
 	// left is found through its original index; both lists are in
-	// instruction order.
-	var loads []mapLoad
+	// instruction order, and the list is renumbered in place (an entry
+	// is written at or before the one it came from).
+	loads := p.mapLoads[:0]
 	next := 0
 	for i, in := range vp.Insns {
 		if next == len(p.mapLoads) {
@@ -83,13 +84,14 @@ func (k *Kernel) fixup(p *Program, src *source) error {
 			next++
 		}
 		if next < len(p.mapLoads) && p.mapLoads[next].Insn == o {
-			if loads == nil {
-				loads = make([]mapLoad, 0, len(p.mapLoads))
-			}
 			l := p.mapLoads[next]
 			l.Insn = i
 			loads = append(loads, l)
+			next++
 		}
+	}
+	if len(loads) == 0 {
+		loads = nil
 	}
 	p.xlated, p.subprogs, p.mapLoads = vp.Insns, vp.Subprogs, loads
 	p.lines, p.funcs = vp.Lines, vp.FuncInfo
