@@ -3,6 +3,7 @@ package jit_arm64
 import (
 	"encoding/binary"
 	"sort"
+	"sync"
 
 	"github.com/pkg/errors"
 
@@ -62,8 +63,9 @@ func (im *Image) DirectTailCalls() []DirectTailCall {
 }
 
 // Compile translates the program and places it: a sizing pass, the
-// allocation, two passes against the image address, then the copy into
-// executable memory (finalize). A program the JIT cannot translate is an
+// allocation, a pass against the image address when the program calls
+// the kernel (translate), then the copy into executable memory
+// (finalize). A program the JIT cannot translate is an
 // error wrapping ErrNotSupported; bad programs are EINVAL.
 func (j *JIT) Compile(in *Input) (*Image, error) {
 	var bin *progpack.Binary
@@ -74,7 +76,7 @@ func (j *JIT) Compile(in *Input) (*Image, error) {
 		}
 		bin = b
 		return b.Image(), nil
-	})
+	}, false)
 	if err != nil {
 		if bin != nil {
 			if ferr := j.alloc.Free(bin); ferr != nil {
@@ -83,12 +85,16 @@ func (j *JIT) Compile(in *Input) (*Image, error) {
 		}
 		return nil, err
 	}
-	buf := make([]byte, 4*len(c.words))
-	for i, w := range c.words {
-		binary.LittleEndian.PutUint32(buf[4*i:], w)
+	bp := imageBytes.Get().(*[]byte)
+	buf := (*bp)[:0]
+	for _, w := range c.words {
+		buf = binary.LittleEndian.AppendUint32(buf, w)
 	}
 	space := j.alloc.Space()
-	if err := space.Write(bin.RWImage(), buf); err != nil {
+	err = space.Write(bin.RWImage(), buf)
+	*bp = buf
+	imageBytes.Put(bp)
+	if err != nil {
 		j.alloc.Free(bin)
 		return nil, errors.WithMessage(err, "writing the JIT image")
 	}
@@ -98,12 +104,16 @@ func (j *JIT) Compile(in *Input) (*Image, error) {
 	return &Image{j: j, bin: bin, words: c.words, offsets: c.offsets, entries: c.entries, epilogues: c.epilogues, callers: c.callers, direct: c.direct}, nil
 }
 
+// imageBytes holds buffers for the little-endian bytes of images on their
+// way to executable memory.
+var imageBytes = sync.Pool{New: func() any { return new([]byte) }}
+
 // Translate runs the JIT's passes for an image that will run at address
 // image and returns its instructions, without placing it: for callers
 // that allocate executable memory themselves. With image 0 (unknown) it is
 // the sizing pass, whose length no later pass exceeds.
 func Translate(in *Input, image uint64) ([]uint32, error) {
-	c, err := translate(in, func(int) (uint64, error) { return image, nil })
+	c, err := translate(in, func(int) (uint64, error) { return image, nil }, false)
 	if err != nil {
 		return nil, err
 	}

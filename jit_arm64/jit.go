@@ -115,13 +115,20 @@ type jitCtx struct {
 	// prev holds the previous pass's offsets, for forward branches;
 	// spare is a buffer for the next pass's.
 	prev, spare []int
+	// patch makes a pass without prev record its forward references
+	// (branches to later instructions, epilogues and functions) in
+	// fixups, to be resolved once the pass is over: then one pass
+	// gives what the kernel's extra pass would.
+	patch  bool
+	fixups []fixup
 
-	fn      int       // the function being emitted
-	stack   int       // its frame size, rounded up to 16
-	mayGoto bool      // it has may_goto: a counter at the frame's bottom
-	pushed  []a64.Reg // its callee-saved registers, in push order
-	err     error
-	callers []callSite
+	fn        int       // the function being emitted
+	stack     int       // its frame size, rounded up to 16
+	mayGoto   bool      // it has may_goto: a counter at the frame's bottom
+	pushed    []a64.Reg // its callee-saved registers, in push order
+	pushedBuf [5]a64.Reg
+	err       error
+	callers   []callSite
 	// farCalls counts calls emitted in their long form for want of the
 	// image address; without them the second pass would change nothing.
 	farCalls int
@@ -135,6 +142,80 @@ type directSite struct {
 	insn                      int
 	bypass, target, out, stub int
 }
+
+// fixup is a forward reference of a patching pass: the A64 index of a
+// branch emitted with offset 0, and what it goes to.
+type fixup struct {
+	word int
+	kind fixKind
+	to   int // a BPF instruction, or a function for epilogues and entries
+}
+
+type fixKind uint8
+
+const (
+	fixInsn     fixKind = iota // the code of BPF instruction to
+	fixEpilogue                // function to's epilogue
+	fixEntry                   // function to's entry
+)
+
+// forward notes that the word about to be emitted refers to something
+// not emitted yet, in a patching pass.
+func (c *jitCtx) forward(kind fixKind, to int) {
+	if c.patch {
+		c.fixups = append(c.fixups, fixup{word: c.idx(), kind: kind, to: to})
+	}
+}
+
+// applyFixups points a patching pass's forward references at their
+// targets, re-encoding each branch from its placeholder with the
+// encoder that made it.
+func (c *jitCtx) applyFixups() error {
+	for _, f := range c.fixups {
+		var dest int
+		switch f.kind {
+		case fixInsn:
+			dest = c.offsets[f.to]
+		case fixEpilogue:
+			dest = c.epilogues[f.to]
+		default:
+			dest = c.entries[f.to]
+		}
+		off := int32(dest - f.word)
+		w := c.words[f.word]
+		var err error
+		switch {
+		case w == branchB:
+			w, err = a64.B(off)
+		case w == branchBL:
+			w, err = a64.Bl(off)
+		case w&^0xf == branchBCond:
+			w, err = a64.BCond(a64.Cond(w&0xf), off)
+		case w&^(1<<31|31) == branchCBZ:
+			rt := a64.W(int(w & 31))
+			if w>>31 != 0 {
+				rt = rt.AsX()
+			}
+			w, err = a64.Cbz(rt, off)
+		default:
+			err = errors.Wrapf(uapi.EFAULT, "JIT fix-up at %d: %#08x is no placeholder branch", f.word, w)
+		}
+		if err != nil {
+			return err
+		}
+		c.words[f.word] = w
+	}
+	return nil
+}
+
+// The placeholder branches of forward references: offset 0, and for
+// b.cond and cbz the condition and register left in place.
+const (
+	branchB     = 0x14000000
+	branchBL    = 0x94000000
+	branchBCond = 0x54000000
+	branchCBZ   = 0x34000000
+)
 
 // callSite records where a call instruction is, to find the BPF
 // instruction a kernel function was called from.
@@ -168,12 +249,13 @@ func (c *jitCtx) idx() int { return len(c.words) }
 
 // target returns the A64 index of BPF instruction t as best known: this
 // pass's offset for a backward target, the previous pass's for a forward
-// one (0 in the first pass, when only sizes matter).
+// one (here, with a fix-up in a patching pass, when there is none).
 func (c *jitCtx) target(t int, cur int) int {
 	if t <= cur {
 		return c.offsets[t]
 	}
 	if c.prev == nil {
+		c.forward(fixInsn, t)
 		return c.idx()
 	}
 	return c.prev[t]
@@ -201,35 +283,29 @@ func width(r a64.Reg, is64 bool) a64.Reg {
 	return r.AsW()
 }
 
-// hasMayGoto reports whether a function has a may_goto.
-func hasMayGoto(insns []insn.Insn) bool {
-	for _, in := range insns {
-		if in.Code == insn.JMP|insn.JCOND && in.Src == insn.MayGoto {
-			return true
-		}
-	}
-	return false
-}
-
-// usedCalleeSaved is find_used_callee_regs: the callee-saved registers a
-// function touches, pushed in pairs by its prologue.
-func usedCalleeSaved(insns []insn.Insn) []a64.Reg {
-	var used [11]bool
+// scanFunc looks at a function once before its code is emitted: whether
+// it has a may_goto, and find_used_callee_regs, the callee-saved
+// registers it touches (into regs, pushed in pairs by its prologue).
+func scanFunc(insns []insn.Insn, regs *[5]a64.Reg) (mayGoto bool, pushed []a64.Reg) {
+	var used uint16 // bit r: BPF register r (11 and up folded, as by %11)
 	for i := 0; i < len(insns); i++ {
 		in := insns[i]
-		used[in.Dst&15%11] = true
-		used[in.Src&15%11] = true
+		used |= 1<<(in.Dst&15%11) | 1<<(in.Src&15%11)
+		if in.Code == insn.JMP|insn.JCOND && in.Src == insn.MayGoto {
+			mayGoto = true
+		}
 		if in.IsLdImm64() {
 			i++
 		}
 	}
-	var regs []a64.Reg
+	n := 0
 	for r := 6; r <= 10; r++ {
-		if used[r] {
-			regs = append(regs, bpf2a64[r])
+		if used&(1<<r) != 0 {
+			regs[n] = bpf2a64[r]
+			n++
 		}
 	}
-	return regs
+	return mayGoto, regs[:n]
 }
 
 // prologue is build_prologue for a function; main programs get the tail
@@ -338,11 +414,10 @@ func (c *jitCtx) compile() error {
 	for f, fn := range funcs {
 		c.fn = f
 		c.stack = (fn.StackDepth + 15) &^ 15
-		c.mayGoto = hasMayGoto(insns[fn.Start:fn.End])
+		c.mayGoto, c.pushed = scanFunc(insns[fn.Start:fn.End], &c.pushedBuf)
 		if c.mayGoto {
 			c.stack += 16 // the counter's slot, 16-byte aligned
 		}
-		c.pushed = usedCalleeSaved(insns[fn.Start:fn.End])
 		c.entries[f] = c.idx()
 		c.prologue(f == 0)
 		for i := fn.Start; i < fn.End; i++ {
@@ -574,7 +649,16 @@ var jmpConds = [16]struct {
 	insn.JSET >> 4: {a64.CondNE, true},
 }
 
-func (c *jitCtx) branchTo(i, t int) int32 { return int32(c.target(t, i) - c.idx()) }
+// branchTo is the offset of a branch from here to instruction t, which
+// checkTarget has seen: 0 for a target outside the function, whose error
+// is already recorded.
+func (c *jitCtx) branchTo(i, t int) int32 {
+	fn := c.in.Funcs[c.fn]
+	if t < fn.Start || t >= fn.End {
+		return 0
+	}
+	return int32(c.target(t, i) - c.idx())
+}
 
 func (c *jitCtx) jmp(i int, in insn.Insn, is64, last bool) {
 	op := in.Op()
@@ -678,6 +762,7 @@ func (c *jitCtx) checkTarget(i, t int) {
 // as it is known in this pass.
 func (c *jitCtx) epilogueIdx() int {
 	if c.prev == nil {
+		c.forward(fixEpilogue, c.fn)
 		return c.idx()
 	}
 	return c.epilogues[c.fn]
@@ -697,6 +782,8 @@ func (c *jitCtx) call(i int, in insn.Insn) {
 		entry := c.idx()
 		if f <= c.fn || c.prev != nil {
 			entry = c.entries[f]
+		} else {
+			c.forward(fixEntry, f)
 		}
 		c.emit(a64.Bl(int32(entry - c.idx())))
 	case 0:
@@ -1063,12 +1150,19 @@ func (c *jitCtx) atomic(i int, in insn.Insn, size a64.Size, off int64) {
 	}
 }
 
-// passes translates the program: a first pass for sizes, then, once the
-// image address is known (place returns it for a size in bytes), a
-// second pass that settles offsets and call forms, and a last pass whose
-// output is the image. The last two must agree in size, as the kernel
-// insists.
-func translate(in *Input, place func(size int) (uint64, error)) (*jitCtx, error) {
+// translate translates the program. The kernel runs a first pass for
+// sizes, then, once the image address is known (place returns it for a
+// size in bytes), a second pass that settles offsets and call forms, and
+// a last pass whose output is the image; the last two must agree in size.
+// Sizes depend only on the form of kernel calls (BL when the image is
+// close enough, else an address load), never on branch offsets, so the
+// first pass is final when it has no such call, and the second is when it
+// has: a pass that records its forward references and patches them at the
+// end gives, word for word, what the kernel's last pass would. Images too
+// large for every b.cond offset to be in range (where the passes' order
+// of errors could matter) and multiPass (for tests) take the kernel's
+// passes.
+func translate(in *Input, place func(size int) (uint64, error), multiPass bool) (*jitCtx, error) {
 	if len(in.Insns) == 0 {
 		return nil, errors.Wrap(uapi.EINVAL, "empty program")
 	}
@@ -1079,14 +1173,55 @@ func translate(in *Input, place func(size int) (uint64, error)) (*jitCtx, error)
 		return nil, err
 	}
 	c := &jitCtx{in: in, entries: make([]int, len(in.Funcs)), epilogues: make([]int, len(in.Funcs)),
-		words: make([]uint32, 0, 2*len(in.Insns)+32)}
+		words: make([]uint32, 0, 2*len(in.Insns)+32), patch: !multiPass}
 	if err := c.compile(); err != nil {
 		return nil, err
 	}
-	image, err := place(4 * c.idx())
+	size := c.idx()
+	image, err := place(4 * size)
 	if err != nil {
 		return nil, err
 	}
+	if multiPass || size >= maxPatchedWords {
+		c.patch = false
+		if err := c.passes(image); err != nil {
+			return nil, err
+		}
+	} else {
+		if c.farCalls > 0 {
+			// The kernel's second pass, which the third would
+			// repeat: its calls' forms make the same sizes.
+			c.image = image
+			c.spare = c.offsets
+			c.callers = c.callers[:0]
+			c.fixups = c.fixups[:0]
+			if err := c.compile(); err != nil {
+				return nil, err
+			}
+			if c.idx() > size {
+				return nil, errors.Wrapf(uapi.EFAULT, "JIT image grew from %d to %d instructions", size, c.idx())
+			}
+		}
+		if err := c.applyFixups(); err != nil {
+			return nil, err
+		}
+	}
+	for _, w := range c.words {
+		if w == a64.BreakFault {
+			return nil, errors.Wrap(uapi.EFAULT, "JIT image holds the break fault instruction (validate_code)")
+		}
+	}
+	return c, nil
+}
+
+// maxPatchedWords bounds the images a patching pass translates: below it
+// every branch offset fits b.cond's ±2^18 instructions, so no pass of the
+// kernel's fails on one.
+const maxPatchedWords = 1 << 18
+
+// passes runs the kernel's second and third passes after the first, or
+// only the third when the first made every size final.
+func (c *jitCtx) passes(image uint64) error {
 	first := 2
 	if c.farCalls == 0 {
 		// Every size is final: only the offsets of forward branches
@@ -1099,21 +1234,16 @@ func translate(in *Input, place func(size int) (uint64, error)) (*jitCtx, error)
 		size := c.idx()
 		c.callers = c.callers[:0]
 		if err := c.compile(); err != nil {
-			return nil, err
+			return err
 		}
 		if pass == 3 && c.idx() != size {
-			return nil, errors.Wrapf(uapi.EFAULT, "JIT passes disagree: %d then %d instructions", size, c.idx())
+			return errors.Wrapf(uapi.EFAULT, "JIT passes disagree: %d then %d instructions", size, c.idx())
 		}
 		if c.idx() > size {
-			return nil, errors.Wrapf(uapi.EFAULT, "JIT image grew from %d to %d instructions", size, c.idx())
+			return errors.Wrapf(uapi.EFAULT, "JIT image grew from %d to %d instructions", size, c.idx())
 		}
 	}
-	for _, w := range c.words {
-		if w == a64.BreakFault {
-			return nil, errors.Wrap(uapi.EFAULT, "JIT image holds the break fault instruction (validate_code)")
-		}
-	}
-	return c, nil
+	return nil
 }
 
 func checkFuncs(in *Input) error {
