@@ -283,14 +283,23 @@ func width(r a64.Reg, is64 bool) a64.Reg {
 	return r.AsW()
 }
 
+// regBit is the bit of scanFunc's register set for a register field: the
+// kernel's find_used_callee_regs folds fields of 11 and up as by %11.
+var regBit = func() (b [16]uint16) {
+	for r := range b {
+		b[r] = 1 << (r % 11)
+	}
+	return b
+}()
+
 // scanFunc looks at a function once before its code is emitted: whether
 // it has a may_goto, and find_used_callee_regs, the callee-saved
 // registers it touches (into regs, pushed in pairs by its prologue).
 func scanFunc(insns []insn.Insn, regs *[5]a64.Reg) (mayGoto bool, pushed []a64.Reg) {
-	var used uint16 // bit r: BPF register r (11 and up folded, as by %11)
+	var used uint16 // bit r: BPF register r
 	for i := 0; i < len(insns); i++ {
 		in := insns[i]
-		used |= 1<<(in.Dst&15%11) | 1<<(in.Src&15%11)
+		used |= regBit[in.Dst&15] | regBit[in.Src&15]
 		if in.Code == insn.JMP|insn.JCOND && in.Src == insn.MayGoto {
 			mayGoto = true
 		}
@@ -422,19 +431,20 @@ func (c *jitCtx) compile() error {
 		c.prologue(f == 0)
 		for i := fn.Start; i < fn.End; i++ {
 			c.offsets[i] = c.idx()
-			if insns[i].IsLdImm64() {
+			in := &insns[i]
+			if in.IsLdImm64() {
 				if i+1 >= fn.End {
 					return errors.Wrapf(uapi.EINVAL, "insn %d: lddw is missing its second half", i)
 				}
-				c.emitAll(a64.AppendMovImm64(c.words, reg(insns[i].Dst, true), insn.Imm64(insns, i)))
-				if insns[i].Src != 0 {
-					c.fail(i, "lddw with pseudo source %d", insns[i].Src)
+				c.emitAll(a64.AppendMovImm64(c.words, reg(in.Dst, true), insn.Imm64(insns, i)))
+				if in.Src != 0 {
+					c.fail(i, "lddw with pseudo source %d", in.Src)
 				}
 				i++
 				c.offsets[i] = c.idx()
 				continue
 			}
-			c.insn(i, i == fn.End-1)
+			c.insn(i, in, i == fn.End-1)
 			if c.err != nil {
 				return c.err
 			}
@@ -448,8 +458,7 @@ func (c *jitCtx) compile() error {
 }
 
 // insn translates instruction i (build_insn).
-func (c *jitCtx) insn(i int, last bool) {
-	in := c.in.Insns[i]
+func (c *jitCtx) insn(i int, in *insn.Insn, last bool) {
 	if in.Dst > insn.AX || in.Src > insn.AX {
 		c.err = errors.Wrapf(uapi.EINVAL, "insn %d: invalid register", i)
 		return
@@ -468,12 +477,18 @@ func (c *jitCtx) insn(i int, last bool) {
 	}
 }
 
-func (c *jitCtx) alu(i int, in insn.Insn, is64 bool) {
+func (c *jitCtx) alu(i int, in *insn.Insn, is64 bool) {
 	dst := reg(in.Dst, is64)
-	src := reg(in.Src, is64)
-	tmp := width(tmp1, is64)
 	k := in.Source() == insn.K
 	imm := in.Imm
+	op := in.Op()
+	if op == insn.MOV && k {
+		// the commonest ALU instruction, ahead of the rest's setup
+		c.movImm(dst, imm)
+		return
+	}
+	src := reg(in.Src, is64)
+	tmp := width(tmp1, is64)
 	// the constant operand as the operation sees it
 	kval := uint64(int64(imm))
 	if !is64 {
@@ -488,11 +503,9 @@ func (c *jitCtx) alu(i int, in insn.Insn, is64 bool) {
 		c.movImm(tmp, imm)
 		return tmp
 	}
-	switch op := in.Op(); op {
+	switch op {
 	case insn.MOV:
 		switch {
-		case k:
-			c.movImm(dst, imm)
 		case in.Off == 0:
 			c.emit(a64.MovReg(dst, src))
 		case in.Off == -1 && is64:
@@ -608,7 +621,7 @@ func (c *jitCtx) alu(i int, in insn.Insn, is64 bool) {
 
 // endian is BPF_END: byte swaps (on a little-endian CPU "to BE" and the
 // ALU64 bswap) and the truncations "to LE" amounts to.
-func (c *jitCtx) endian(i int, in insn.Insn, is64 bool) {
+func (c *jitCtx) endian(i int, in *insn.Insn, is64 bool) {
 	swap := is64 || in.Source() == insn.ToBE
 	if is64 && in.Source() == insn.ToBE {
 		c.err = errors.Wrapf(uapi.EINVAL, "insn %d: invalid bswap opcode %#02x", i, in.Code)
@@ -660,7 +673,7 @@ func (c *jitCtx) branchTo(i, t int) int32 {
 	return int32(c.target(t, i) - c.idx())
 }
 
-func (c *jitCtx) jmp(i int, in insn.Insn, is64, last bool) {
+func (c *jitCtx) jmp(i int, in *insn.Insn, is64, last bool) {
 	op := in.Op()
 	switch op {
 	case insn.JA:
@@ -770,7 +783,7 @@ func (c *jitCtx) epilogueIdx() int {
 
 // call emits a helper, kernel function or bpf-to-bpf call (BPF_JMP |
 // BPF_CALL) and moves the result into R0.
-func (c *jitCtx) call(i int, in insn.Insn) {
+func (c *jitCtx) call(i int, in *insn.Insn) {
 	switch in.Src {
 	case insn.PseudoCall:
 		t := i + 1 + int(in.Imm)
@@ -967,7 +980,7 @@ func (c *jitCtx) stubs() {
 // imm as a 32-bit int) and the size to the kernel's loader, "mov x7, x0",
 // and, for a negative result, "w7 = 0" and the function's exit. R1-R5 are
 // clobbered, as by the helper call of the rewrite.
-func (c *jitCtx) ldAbs(i int, in insn.Insn) {
+func (c *jitCtx) ldAbs(i int, in *insn.Insn) {
 	mode, size := in.Mode(), in.SizeBits()
 	if (mode != insn.ABS && mode != insn.IND) || in.Dst != 0 || in.Off != 0 || size == insn.DW || (mode == insn.ABS && in.Src != 0) {
 		c.err = errors.Wrapf(uapi.EINVAL, "insn %d: BPF_LD_[ABS|IND] uses reserved fields or an unknown mode %#02x", i, in.Code)
@@ -1009,7 +1022,7 @@ func accessSize(bits uint8) a64.Size {
 }
 
 // mem translates loads, stores and atomics.
-func (c *jitCtx) mem(i int, in insn.Insn) {
+func (c *jitCtx) mem(i int, in *insn.Insn) {
 	cl := in.Class()
 	size := accessSize(in.SizeBits())
 	off := int64(in.Off)
@@ -1089,7 +1102,7 @@ func (c *jitCtx) addr(base a64.Reg, off int64) a64.Reg {
 }
 
 // atomic is emit_lse_atomic plus load-acquire and store-release.
-func (c *jitCtx) atomic(i int, in insn.Insn, size a64.Size, off int64) {
+func (c *jitCtx) atomic(i int, in *insn.Insn, size a64.Size, off int64) {
 	switch in.Imm {
 	case insn.LoadAcq:
 		a := c.addr(reg(in.Src, true), off)
