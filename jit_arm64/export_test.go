@@ -12,8 +12,8 @@ type Translation struct {
 // TranslatePasses translates in for an image at address image with the
 // kernel's passes (multiPass) or the patching pass Compile uses.
 func TranslatePasses(in *Input, image uint64, multiPass bool) (*Translation, error) {
-	c, err := translate(in, func(int) (uint64, error) { return image, nil }, multiPass)
-	if err != nil {
+	var c jitCtx
+	if err := translate(&c, in, func(int) (uint64, error) { return image, nil }, multiPass); err != nil {
 		return nil, err
 	}
 	t := &Translation{Words: c.words, Offsets: c.offsets, Entries: c.entries, Epilogues: c.epilogues}

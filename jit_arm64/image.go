@@ -2,6 +2,7 @@ package jit_arm64
 
 import (
 	"encoding/binary"
+	"slices"
 	"sort"
 	"sync"
 
@@ -69,7 +70,8 @@ func (im *Image) DirectTailCalls() []DirectTailCall {
 // error wrapping ErrNotSupported; bad programs are EINVAL.
 func (j *JIT) Compile(in *Input) (*Image, error) {
 	var bin *progpack.Binary
-	c, err := translate(in, func(size int) (uint64, error) {
+	var c jitCtx
+	err := translate(&c, in, func(size int) (uint64, error) {
 		b, err := j.alloc.Alloc(uint32(size), imageAlign)
 		if err != nil {
 			return 0, err
@@ -86,9 +88,9 @@ func (j *JIT) Compile(in *Input) (*Image, error) {
 		return nil, err
 	}
 	bp := imageBytes.Get().(*[]byte)
-	buf := (*bp)[:0]
-	for _, w := range c.words {
-		buf = binary.LittleEndian.AppendUint32(buf, w)
+	buf := slices.Grow((*bp)[:0], 4*len(c.words))[:4*len(c.words)]
+	for i, w := range c.words {
+		binary.LittleEndian.PutUint32(buf[4*i:], w)
 	}
 	space := j.alloc.Space()
 	err = space.Write(bin.RWImage(), buf)
@@ -113,8 +115,8 @@ var imageBytes = sync.Pool{New: func() any { return new([]byte) }}
 // that allocate executable memory themselves. With image 0 (unknown) it is
 // the sizing pass, whose length no later pass exceeds.
 func Translate(in *Input, image uint64) ([]uint32, error) {
-	c, err := translate(in, func(int) (uint64, error) { return image, nil }, false)
-	if err != nil {
+	var c jitCtx
+	if err := translate(&c, in, func(int) (uint64, error) { return image, nil }, false); err != nil {
 		return nil, err
 	}
 	return c.words, nil

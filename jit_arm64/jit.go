@@ -122,13 +122,13 @@ type jitCtx struct {
 	patch  bool
 	fixups []fixup
 
-	fn        int       // the function being emitted
-	stack     int       // its frame size, rounded up to 16
-	mayGoto   bool      // it has may_goto: a counter at the frame's bottom
-	pushed    []a64.Reg // its callee-saved registers, in push order
-	pushedBuf [5]a64.Reg
-	err       error
-	callers   []callSite
+	fn      int        // the function being emitted
+	stack   int        // its frame size, rounded up to 16
+	mayGoto bool       // it has may_goto: a counter at the frame's bottom
+	pushed  [5]a64.Reg // its callee-saved registers, in push order
+	npushed int        // how many
+	err     error
+	callers []callSite
 	// farCalls counts calls emitted in their long form for want of the
 	// image address; without them the second pass would change nothing.
 	farCalls int
@@ -242,6 +242,13 @@ func (c *jitCtx) emitAll(ws []uint32, err error) {
 		c.words = append(c.words, a64.BreakFault)
 		return
 	}
+	if cap(ws) == cap(c.words) {
+		// Appended in place (a grown slice has a larger capacity):
+		// only the length changes, which needs no write barrier while
+		// the garbage collector marks.
+		c.words = c.words[:len(ws)]
+		return
+	}
 	c.words = ws
 }
 
@@ -294,8 +301,9 @@ var regBit = func() (b [16]uint16) {
 
 // scanFunc looks at a function once before its code is emitted: whether
 // it has a may_goto, and find_used_callee_regs, the callee-saved
-// registers it touches (into regs, pushed in pairs by its prologue).
-func scanFunc(insns []insn.Insn, regs *[5]a64.Reg) (mayGoto bool, pushed []a64.Reg) {
+// registers it touches (into regs, n of them, pushed in pairs by its
+// prologue).
+func scanFunc(insns []insn.Insn, regs *[5]a64.Reg) (mayGoto bool, n int) {
 	var used uint16 // bit r: BPF register r
 	for i := 0; i < len(insns); i++ {
 		in := insns[i]
@@ -307,14 +315,13 @@ func scanFunc(insns []insn.Insn, regs *[5]a64.Reg) (mayGoto bool, pushed []a64.R
 			i++
 		}
 	}
-	n := 0
 	for r := 6; r <= 10; r++ {
 		if used&(1<<r) != 0 {
 			regs[n] = bpf2a64[r]
 			n++
 		}
 	}
-	return mayGoto, regs[:n]
+	return mayGoto, n
 }
 
 // prologue is build_prologue for a function; main programs get the tail
@@ -353,7 +360,7 @@ const maxLoops = 8 << 20
 // usesFP reports whether the function uses R10, so that the prologue
 // saves x25 and sets it.
 func (c *jitCtx) usesFP() bool {
-	for _, r := range c.pushed {
+	for _, r := range c.pushed[:c.npushed] {
 		if r == bpf2a64[10] {
 			return true
 		}
@@ -364,9 +371,9 @@ func (c *jitCtx) usesFP() bool {
 // pushCalleeSaved stores the function's callee-saved registers in pairs,
 // padding an odd count with xzr.
 func (c *jitCtx) pushCalleeSaved() {
-	for i := 0; i < len(c.pushed); i += 2 {
+	for i := 0; i < c.npushed; i += 2 {
 		b := a64.XZR
-		if i+1 < len(c.pushed) {
+		if i+1 < c.npushed {
 			b = c.pushed[i+1]
 		}
 		c.emit(a64.StorePair(c.pushed[i], b, a64.SP, -16, a64.PreIndex))
@@ -375,7 +382,7 @@ func (c *jitCtx) pushCalleeSaved() {
 
 // popCalleeSaved undoes pushCalleeSaved, in mirror order.
 func (c *jitCtx) popCalleeSaved() {
-	n := len(c.pushed)
+	n := c.npushed
 	for i := (n - 1) &^ 1; i >= 0; i -= 2 {
 		b := a64.XZR
 		if i+1 < n {
@@ -423,7 +430,7 @@ func (c *jitCtx) compile() error {
 	for f, fn := range funcs {
 		c.fn = f
 		c.stack = (fn.StackDepth + 15) &^ 15
-		c.mayGoto, c.pushed = scanFunc(insns[fn.Start:fn.End], &c.pushedBuf)
+		c.mayGoto, c.npushed = scanFunc(insns[fn.Start:fn.End], &c.pushed)
 		if c.mayGoto {
 			c.stack += 16 // the counter's slot, 16-byte aligned
 		}
@@ -444,7 +451,22 @@ func (c *jitCtx) compile() error {
 				c.offsets[i] = c.idx()
 				continue
 			}
-			c.insn(i, in, i == fn.End-1)
+			// build_insn
+			if in.Dst > insn.AX || in.Src > insn.AX {
+				return errors.Wrapf(uapi.EINVAL, "insn %d: invalid register", i)
+			}
+			switch cl := in.Class(); cl {
+			case insn.ALU, insn.ALU64:
+				c.alu(i, in, cl == insn.ALU64)
+			case insn.JMP, insn.JMP32:
+				c.jmp(i, in, cl == insn.JMP, i == fn.End-1)
+			case insn.LDX, insn.ST, insn.STX:
+				c.mem(i, in)
+			case insn.LD:
+				c.ldAbs(i, in)
+			default:
+				c.err = errors.Wrapf(uapi.EINVAL, "insn %d: unknown opcode %#02x", i, in.Code)
+			}
 			if c.err != nil {
 				return c.err
 			}
@@ -455,26 +477,6 @@ func (c *jitCtx) compile() error {
 	c.offsets[n] = c.idx()
 	c.stubs()
 	return c.err
-}
-
-// insn translates instruction i (build_insn).
-func (c *jitCtx) insn(i int, in *insn.Insn, last bool) {
-	if in.Dst > insn.AX || in.Src > insn.AX {
-		c.err = errors.Wrapf(uapi.EINVAL, "insn %d: invalid register", i)
-		return
-	}
-	switch cl := in.Class(); cl {
-	case insn.ALU, insn.ALU64:
-		c.alu(i, in, cl == insn.ALU64)
-	case insn.JMP, insn.JMP32:
-		c.jmp(i, in, cl == insn.JMP, last)
-	case insn.LDX, insn.ST, insn.STX:
-		c.mem(i, in)
-	case insn.LD:
-		c.ldAbs(i, in)
-	default:
-		c.err = errors.Wrapf(uapi.EINVAL, "insn %d: unknown opcode %#02x", i, in.Code)
-	}
 }
 
 func (c *jitCtx) alu(i int, in *insn.Insn, is64 bool) {
@@ -1175,30 +1177,32 @@ func (c *jitCtx) atomic(i int, in *insn.Insn, size a64.Size, off int64) {
 // large for every b.cond offset to be in range (where the passes' order
 // of errors could matter) and multiPass (for tests) take the kernel's
 // passes.
-func translate(in *Input, place func(size int) (uint64, error), multiPass bool) (*jitCtx, error) {
+//
+// The state goes in c, which callers keep on their stack.
+func translate(c *jitCtx, in *Input, place func(size int) (uint64, error), multiPass bool) error {
 	if len(in.Insns) == 0 {
-		return nil, errors.Wrap(uapi.EINVAL, "empty program")
+		return errors.Wrap(uapi.EINVAL, "empty program")
 	}
 	if len(in.Funcs) == 0 {
 		in.Funcs = []Func{{Start: 0, End: len(in.Insns), StackDepth: insn.MaxBPFStack}}
 	}
 	if err := checkFuncs(in); err != nil {
-		return nil, err
+		return err
 	}
-	c := &jitCtx{in: in, entries: make([]int, len(in.Funcs)), epilogues: make([]int, len(in.Funcs)),
+	*c = jitCtx{in: in, entries: make([]int, len(in.Funcs)), epilogues: make([]int, len(in.Funcs)),
 		words: make([]uint32, 0, 2*len(in.Insns)+32), patch: !multiPass}
 	if err := c.compile(); err != nil {
-		return nil, err
+		return err
 	}
 	size := c.idx()
 	image, err := place(4 * size)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if multiPass || size >= maxPatchedWords {
 		c.patch = false
 		if err := c.passes(image); err != nil {
-			return nil, err
+			return err
 		}
 	} else {
 		if c.farCalls > 0 {
@@ -1209,22 +1213,22 @@ func translate(in *Input, place func(size int) (uint64, error), multiPass bool) 
 			c.callers = c.callers[:0]
 			c.fixups = c.fixups[:0]
 			if err := c.compile(); err != nil {
-				return nil, err
+				return err
 			}
 			if c.idx() > size {
-				return nil, errors.Wrapf(uapi.EFAULT, "JIT image grew from %d to %d instructions", size, c.idx())
+				return errors.Wrapf(uapi.EFAULT, "JIT image grew from %d to %d instructions", size, c.idx())
 			}
 		}
 		if err := c.applyFixups(); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	for _, w := range c.words {
 		if w == a64.BreakFault {
-			return nil, errors.Wrap(uapi.EFAULT, "JIT image holds the break fault instruction (validate_code)")
+			return errors.Wrap(uapi.EFAULT, "JIT image holds the break fault instruction (validate_code)")
 		}
 	}
-	return c, nil
+	return nil
 }
 
 // maxPatchedWords bounds the images a patching pass translates: below it
