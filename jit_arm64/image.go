@@ -2,12 +2,12 @@ package jit_arm64
 
 import (
 	"encoding/binary"
-	"slices"
 	"sort"
-	"sync"
+	"unsafe"
 
 	"github.com/pkg/errors"
 
+	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/progpack"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
@@ -87,15 +87,7 @@ func (j *JIT) Compile(in *Input) (*Image, error) {
 		}
 		return nil, err
 	}
-	bp := imageBytes.Get().(*[]byte)
-	buf := slices.Grow((*bp)[:0], 4*len(c.words))[:4*len(c.words)]
-	for i, w := range c.words {
-		binary.LittleEndian.PutUint32(buf[4*i:], w)
-	}
-	space := j.alloc.Space()
-	err = space.Write(bin.RWImage(), buf)
-	*bp = buf
-	imageBytes.Put(bp)
+	err = writeWords(j.alloc.Space(), bin.RWImage(), c.words)
 	if err != nil {
 		j.alloc.Free(bin)
 		return nil, errors.WithMessage(err, "writing the JIT image")
@@ -106,9 +98,23 @@ func (j *JIT) Compile(in *Input) (*Image, error) {
 	return &Image{j: j, bin: bin, words: c.words, offsets: c.offsets, entries: c.entries, epilogues: c.epilogues, callers: c.callers, direct: c.direct}, nil
 }
 
-// imageBytes holds buffers for the little-endian bytes of images on their
-// way to executable memory.
-var imageBytes = sync.Pool{New: func() any { return new([]byte) }}
+// writeWords writes A64 instructions, little-endian, at addr.
+func writeWords(space *mem.Space, addr uint64, words []uint32) error {
+	if len(words) == 0 {
+		return nil
+	}
+	if hostLittleEndian {
+		// The words' memory already holds those bytes.
+		return space.Write(addr, unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), 4*len(words)))
+	}
+	buf := make([]byte, 4*len(words))
+	for i, w := range words {
+		binary.LittleEndian.PutUint32(buf[4*i:], w)
+	}
+	return space.Write(addr, buf)
+}
+
+var hostLittleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
 
 // Translate runs the JIT's passes for an image that will run at address
 // image and returns its instructions, without placing it: for callers
