@@ -9,11 +9,14 @@ import (
 	"github.com/bpfsim/bpfsim/sim/kdiff"
 )
 
-// BenchmarkCompile is the JIT alone (passes, placement in a pack,
-// finalize, free) per BPF instruction, on generated programs of about 75
-// and 700 instructions and on test_tag's largest: a straight run of 4,096
-// moves, and of 2,047 lddw.
-func BenchmarkCompile(b *testing.B) {
+// benchPrograms are the programs of BenchmarkCompile and
+// BenchmarkTranslate: generated programs of about 75 and 260
+// instructions, and test_tag's largest: a straight run of 4,096 moves,
+// and of 2,047 lddw.
+func benchPrograms(b *testing.B) []struct {
+	name  string
+	insns []insn.Insn
+} {
 	moves := make([]insn.Insn, 4096)
 	for i := range moves {
 		moves[i] = insn.Insn{Code: insn.ALU64 | insn.MOV | insn.K, Dst: uint8(i % 10), Imm: int32(i * 2654435761)}
@@ -38,10 +41,16 @@ func BenchmarkCompile(b *testing.B) {
 		}
 		return insns
 	}
-	for _, c := range []struct {
+	return []struct {
 		name  string
 		insns []insn.Insn
-	}{{"generated", gen(10)}, {"generated", gen(200)}, {"moves", moves}, {"lddw", lddws}} {
+	}{{"generated", gen(10)}, {"generated", gen(200)}, {"moves", moves}, {"lddw", lddws}}
+}
+
+// BenchmarkCompile is the JIT alone (passes, placement in a pack,
+// finalize, free) per BPF instruction.
+func BenchmarkCompile(b *testing.B) {
+	for _, c := range benchPrograms(b) {
 		b.Run(fmt.Sprintf("%s-%d", c.name, len(c.insns)), func(b *testing.B) {
 			e := newJITEnv(b)
 			for b.Loop() {
@@ -50,6 +59,20 @@ func BenchmarkCompile(b *testing.B) {
 					b.Fatal(err)
 				}
 				if err := img.Free(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(c.insns)), "ns/insn")
+		})
+	}
+}
+
+// BenchmarkTranslate is the translation alone, without the allocator.
+func BenchmarkTranslate(b *testing.B) {
+	for _, c := range benchPrograms(b) {
+		b.Run(fmt.Sprintf("%s-%d", c.name, len(c.insns)), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := jit_arm64.Translate(&jit_arm64.Input{Insns: c.insns}, 0xffff800010000000); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -16,7 +16,10 @@ func TranslatePasses(in *Input, image uint64, multiPass bool) (*Translation, err
 	if err := translate(&c, in, func(int) (uint64, error) { return image, nil }, multiPass); err != nil {
 		return nil, err
 	}
-	t := &Translation{Words: c.words, Offsets: c.offsets, Entries: c.entries, Epilogues: c.epilogues}
+	t := &Translation{Words: c.words, Entries: c.entries, Epilogues: c.epilogues}
+	for _, o := range c.offsets {
+		t.Offsets = append(t.Offsets, int(o))
+	}
 	for _, s := range c.callers {
 		t.Callers = append(t.Callers, [2]int{s.word, s.bpf})
 	}

@@ -35,8 +35,8 @@ type Image struct {
 	j         *JIT
 	bin       *progpack.Binary
 	words     []uint32
-	offsets   []int // A64 index of each BPF instruction; last = end
-	entries   []int // A64 index of each function's entry
+	offsets   []int32 // A64 index of each BPF instruction; last = end
+	entries   []int   // A64 index of each function's entry
 	epilogues []int
 	callers   []callSite
 	direct    []directSite
@@ -157,7 +157,7 @@ func (im *Image) Words() []uint32 { return im.words }
 // Offset returns the byte offset in the image of BPF instruction i's code
 // (i = the number of instructions gives the end of the last function's
 // body).
-func (im *Image) Offset(i int) int { return 4 * im.offsets[i] }
+func (im *Image) Offset(i int) int { return 4 * int(im.offsets[i]) }
 
 // FuncEntries returns the byte offset of each function's entry.
 func (im *Image) FuncEntries() []int {
@@ -188,7 +188,7 @@ func (im *Image) InsnAt(pc uint64) int {
 	}
 	w := int(pc-base) / 4
 	// the last instruction starting at or before w
-	i := sort.Search(len(im.offsets), func(i int) bool { return im.offsets[i] > w }) - 1
+	i := sort.Search(len(im.offsets), func(i int) bool { return int(im.offsets[i]) > w }) - 1
 	if i < 0 || i >= len(im.offsets)-1 {
 		return -1
 	}

@@ -105,8 +105,11 @@ type jitCtx struct {
 	in    *Input
 	image uint64 // the RX address of the image; 0 in the first pass
 
-	words   []uint32
-	offsets []int // A64 index of each BPF instruction; offsets[n] = end
+	words []uint32
+	// offsets is the A64 index of each BPF instruction; offsets[n] =
+	// end. int32 halves what a big program allocates; images are far
+	// smaller than 2^31 instructions.
+	offsets []int32
 	// entries and epilogues are each function's first instruction and
 	// its epilogue's, from the previous pass (the current one for
 	// functions already emitted).
@@ -114,7 +117,7 @@ type jitCtx struct {
 	epilogues []int
 	// prev holds the previous pass's offsets, for forward branches;
 	// spare is a buffer for the next pass's.
-	prev, spare []int
+	prev, spare []int32
 	// patch makes a pass without prev record its forward references
 	// (branches to later instructions, epilogues and functions) in
 	// fixups, to be resolved once the pass is over: then one pass
@@ -175,7 +178,7 @@ func (c *jitCtx) applyFixups() error {
 		var dest int
 		switch f.kind {
 		case fixInsn:
-			dest = c.offsets[f.to]
+			dest = int(c.offsets[f.to])
 		case fixEpilogue:
 			dest = c.epilogues[f.to]
 		default:
@@ -259,13 +262,13 @@ func (c *jitCtx) idx() int { return len(c.words) }
 // one (here, with a fix-up in a patching pass, when there is none).
 func (c *jitCtx) target(t int, cur int) int {
 	if t <= cur {
-		return c.offsets[t]
+		return int(c.offsets[t])
 	}
 	if c.prev == nil {
 		c.forward(fixInsn, t)
 		return c.idx()
 	}
-	return c.prev[t]
+	return int(c.prev[t])
 }
 
 func (c *jitCtx) fail(i int, format string, args ...any) {
@@ -424,7 +427,7 @@ func (c *jitCtx) compile() error {
 	if cap(c.spare) >= n+1 {
 		c.offsets, c.spare = c.spare[:n+1], nil
 	} else {
-		c.offsets = make([]int, n+1)
+		c.offsets = make([]int32, n+1)
 	}
 	funcs := c.in.Funcs
 	for f, fn := range funcs {
@@ -437,7 +440,7 @@ func (c *jitCtx) compile() error {
 		c.entries[f] = c.idx()
 		c.prologue(f == 0)
 		for i := fn.Start; i < fn.End; i++ {
-			c.offsets[i] = c.idx()
+			c.offsets[i] = int32(c.idx())
 			in := &insns[i]
 			if in.IsLdImm64() {
 				if i+1 >= fn.End {
@@ -448,7 +451,7 @@ func (c *jitCtx) compile() error {
 					c.fail(i, "lddw with pseudo source %d", in.Src)
 				}
 				i++
-				c.offsets[i] = c.idx()
+				c.offsets[i] = int32(c.idx())
 				continue
 			}
 			// build_insn
@@ -474,7 +477,7 @@ func (c *jitCtx) compile() error {
 		c.epilogues[f] = c.idx()
 		c.epilogue()
 	}
-	c.offsets[n] = c.idx()
+	c.offsets[n] = int32(c.idx())
 	c.stubs()
 	return c.err
 }
