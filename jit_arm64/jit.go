@@ -459,8 +459,16 @@ func (c *jitCtx) compile() error {
 				return errors.Wrapf(uapi.EINVAL, "insn %d: invalid register", i)
 			}
 			switch cl := in.Class(); cl {
-			case insn.ALU, insn.ALU64:
-				c.alu(i, in, cl == insn.ALU64)
+			case insn.ALU64:
+				if in.Code == insn.ALU64|insn.MOV|insn.K {
+					// alu's commonest case (movImm of an X register)
+					// without its two calls
+					c.emitAll(a64.AppendMovImm64(c.words, reg(in.Dst, true), uint64(int64(in.Imm))))
+				} else {
+					c.alu(i, in, true)
+				}
+			case insn.ALU:
+				c.alu(i, in, false)
 			case insn.JMP, insn.JMP32:
 				c.jmp(i, in, cl == insn.JMP, i == fn.End-1)
 			case insn.LDX, insn.ST, insn.STX:
