@@ -4,7 +4,8 @@
 // The JIT (jit.go, image.go) turns verified, fixed-up BPF into A64 code
 // with the kernel's register map, prologue, epilogue and frame: a sizing
 // pass, then passes against the address the image will run at (calls
-// become BL when in range), with images placed by the prog pack allocator
+// become BL when in range; one pass that patches its forward branches
+// stands for the kernel's last two, with the same output), with images placed by the prog pack allocator
 // (sim/progpack) and finalized through the text-copy hook. Tail calls go
 // through a kernel function that reads the prog array slot; tail calls
 // whose array and index the verifier knew are direct, patched as their

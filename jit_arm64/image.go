@@ -3,9 +3,11 @@ package jit_arm64
 import (
 	"encoding/binary"
 	"sort"
+	"unsafe"
 
 	"github.com/pkg/errors"
 
+	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/progpack"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
@@ -33,8 +35,8 @@ type Image struct {
 	j         *JIT
 	bin       *progpack.Binary
 	words     []uint32
-	offsets   []int // A64 index of each BPF instruction; last = end
-	entries   []int // A64 index of each function's entry
+	offsets   []int32 // A64 index of each BPF instruction; last = end
+	entries   []int   // A64 index of each function's entry
 	epilogues []int
 	callers   []callSite
 	direct    []directSite
@@ -62,19 +64,21 @@ func (im *Image) DirectTailCalls() []DirectTailCall {
 }
 
 // Compile translates the program and places it: a sizing pass, the
-// allocation, two passes against the image address, then the copy into
-// executable memory (finalize). A program the JIT cannot translate is an
+// allocation, a pass against the image address when the program calls
+// the kernel (translate), then the copy into executable memory
+// (finalize). A program the JIT cannot translate is an
 // error wrapping ErrNotSupported; bad programs are EINVAL.
 func (j *JIT) Compile(in *Input) (*Image, error) {
 	var bin *progpack.Binary
-	c, err := translate(in, func(size int) (uint64, error) {
+	var c jitCtx
+	err := translate(&c, in, func(size int) (uint64, error) {
 		b, err := j.alloc.Alloc(uint32(size), imageAlign)
 		if err != nil {
 			return 0, err
 		}
 		bin = b
 		return b.Image(), nil
-	})
+	}, false)
 	if err != nil {
 		if bin != nil {
 			if ferr := j.alloc.Free(bin); ferr != nil {
@@ -83,12 +87,8 @@ func (j *JIT) Compile(in *Input) (*Image, error) {
 		}
 		return nil, err
 	}
-	buf := make([]byte, 4*len(c.words))
-	for i, w := range c.words {
-		binary.LittleEndian.PutUint32(buf[4*i:], w)
-	}
-	space := j.alloc.Space()
-	if err := space.Write(bin.RWImage(), buf); err != nil {
+	err = writeWords(j.alloc.Space(), bin.RWImage(), c.words)
+	if err != nil {
 		j.alloc.Free(bin)
 		return nil, errors.WithMessage(err, "writing the JIT image")
 	}
@@ -98,13 +98,31 @@ func (j *JIT) Compile(in *Input) (*Image, error) {
 	return &Image{j: j, bin: bin, words: c.words, offsets: c.offsets, entries: c.entries, epilogues: c.epilogues, callers: c.callers, direct: c.direct}, nil
 }
 
+// writeWords writes A64 instructions, little-endian, at addr.
+func writeWords(space *mem.Space, addr uint64, words []uint32) error {
+	if len(words) == 0 {
+		return nil
+	}
+	if hostLittleEndian {
+		// The words' memory already holds those bytes.
+		return space.Write(addr, unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), 4*len(words)))
+	}
+	buf := make([]byte, 4*len(words))
+	for i, w := range words {
+		binary.LittleEndian.PutUint32(buf[4*i:], w)
+	}
+	return space.Write(addr, buf)
+}
+
+var hostLittleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
 // Translate runs the JIT's passes for an image that will run at address
 // image and returns its instructions, without placing it: for callers
 // that allocate executable memory themselves. With image 0 (unknown) it is
 // the sizing pass, whose length no later pass exceeds.
 func Translate(in *Input, image uint64) ([]uint32, error) {
-	c, err := translate(in, func(int) (uint64, error) { return image, nil })
-	if err != nil {
+	var c jitCtx
+	if err := translate(&c, in, func(int) (uint64, error) { return image, nil }, false); err != nil {
 		return nil, err
 	}
 	return c.words, nil
@@ -139,7 +157,7 @@ func (im *Image) Words() []uint32 { return im.words }
 // Offset returns the byte offset in the image of BPF instruction i's code
 // (i = the number of instructions gives the end of the last function's
 // body).
-func (im *Image) Offset(i int) int { return 4 * im.offsets[i] }
+func (im *Image) Offset(i int) int { return 4 * int(im.offsets[i]) }
 
 // FuncEntries returns the byte offset of each function's entry.
 func (im *Image) FuncEntries() []int {
@@ -170,7 +188,7 @@ func (im *Image) InsnAt(pc uint64) int {
 	}
 	w := int(pc-base) / 4
 	// the last instruction starting at or before w
-	i := sort.Search(len(im.offsets), func(i int) bool { return im.offsets[i] > w }) - 1
+	i := sort.Search(len(im.offsets), func(i int) bool { return int(im.offsets[i]) > w }) - 1
 	if i < 0 || i >= len(im.offsets)-1 {
 		return -1
 	}

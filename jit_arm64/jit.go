@@ -105,8 +105,11 @@ type jitCtx struct {
 	in    *Input
 	image uint64 // the RX address of the image; 0 in the first pass
 
-	words   []uint32
-	offsets []int // A64 index of each BPF instruction; offsets[n] = end
+	words []uint32
+	// offsets is the A64 index of each BPF instruction; offsets[n] =
+	// end. int32 halves what a big program allocates; images are far
+	// smaller than 2^31 instructions.
+	offsets []int32
 	// entries and epilogues are each function's first instruction and
 	// its epilogue's, from the previous pass (the current one for
 	// functions already emitted).
@@ -114,12 +117,19 @@ type jitCtx struct {
 	epilogues []int
 	// prev holds the previous pass's offsets, for forward branches;
 	// spare is a buffer for the next pass's.
-	prev, spare []int
+	prev, spare []int32
+	// patch makes a pass without prev record its forward references
+	// (branches to later instructions, epilogues and functions) in
+	// fixups, to be resolved once the pass is over: then one pass
+	// gives what the kernel's extra pass would.
+	patch  bool
+	fixups []fixup
 
-	fn      int       // the function being emitted
-	stack   int       // its frame size, rounded up to 16
-	mayGoto bool      // it has may_goto: a counter at the frame's bottom
-	pushed  []a64.Reg // its callee-saved registers, in push order
+	fn      int        // the function being emitted
+	stack   int        // its frame size, rounded up to 16
+	mayGoto bool       // it has may_goto: a counter at the frame's bottom
+	pushed  [5]a64.Reg // its callee-saved registers, in push order
+	npushed int        // how many
 	err     error
 	callers []callSite
 	// farCalls counts calls emitted in their long form for want of the
@@ -135,6 +145,80 @@ type directSite struct {
 	insn                      int
 	bypass, target, out, stub int
 }
+
+// fixup is a forward reference of a patching pass: the A64 index of a
+// branch emitted with offset 0, and what it goes to.
+type fixup struct {
+	word int
+	kind fixKind
+	to   int // a BPF instruction, or a function for epilogues and entries
+}
+
+type fixKind uint8
+
+const (
+	fixInsn     fixKind = iota // the code of BPF instruction to
+	fixEpilogue                // function to's epilogue
+	fixEntry                   // function to's entry
+)
+
+// forward notes that the word about to be emitted refers to something
+// not emitted yet, in a patching pass.
+func (c *jitCtx) forward(kind fixKind, to int) {
+	if c.patch {
+		c.fixups = append(c.fixups, fixup{word: c.idx(), kind: kind, to: to})
+	}
+}
+
+// applyFixups points a patching pass's forward references at their
+// targets, re-encoding each branch from its placeholder with the
+// encoder that made it.
+func (c *jitCtx) applyFixups() error {
+	for _, f := range c.fixups {
+		var dest int
+		switch f.kind {
+		case fixInsn:
+			dest = int(c.offsets[f.to])
+		case fixEpilogue:
+			dest = c.epilogues[f.to]
+		default:
+			dest = c.entries[f.to]
+		}
+		off := int32(dest - f.word)
+		w := c.words[f.word]
+		var err error
+		switch {
+		case w == branchB:
+			w, err = a64.B(off)
+		case w == branchBL:
+			w, err = a64.Bl(off)
+		case w&^0xf == branchBCond:
+			w, err = a64.BCond(a64.Cond(w&0xf), off)
+		case w&^(1<<31|31) == branchCBZ:
+			rt := a64.W(int(w & 31))
+			if w>>31 != 0 {
+				rt = rt.AsX()
+			}
+			w, err = a64.Cbz(rt, off)
+		default:
+			err = errors.Wrapf(uapi.EFAULT, "JIT fix-up at %d: %#08x is no placeholder branch", f.word, w)
+		}
+		if err != nil {
+			return err
+		}
+		c.words[f.word] = w
+	}
+	return nil
+}
+
+// The placeholder branches of forward references: offset 0, and for
+// b.cond and cbz the condition and register left in place.
+const (
+	branchB     = 0x14000000
+	branchBL    = 0x94000000
+	branchBCond = 0x54000000
+	branchCBZ   = 0x34000000
+)
 
 // callSite records where a call instruction is, to find the BPF
 // instruction a kernel function was called from.
@@ -161,6 +245,13 @@ func (c *jitCtx) emitAll(ws []uint32, err error) {
 		c.words = append(c.words, a64.BreakFault)
 		return
 	}
+	if cap(ws) == cap(c.words) {
+		// Appended in place (a grown slice has a larger capacity):
+		// only the length changes, which needs no write barrier while
+		// the garbage collector marks.
+		c.words = c.words[:len(ws)]
+		return
+	}
 	c.words = ws
 }
 
@@ -168,15 +259,16 @@ func (c *jitCtx) idx() int { return len(c.words) }
 
 // target returns the A64 index of BPF instruction t as best known: this
 // pass's offset for a backward target, the previous pass's for a forward
-// one (0 in the first pass, when only sizes matter).
+// one (here, with a fix-up in a patching pass, when there is none).
 func (c *jitCtx) target(t int, cur int) int {
 	if t <= cur {
-		return c.offsets[t]
+		return int(c.offsets[t])
 	}
 	if c.prev == nil {
+		c.forward(fixInsn, t)
 		return c.idx()
 	}
-	return c.prev[t]
+	return int(c.prev[t])
 }
 
 func (c *jitCtx) fail(i int, format string, args ...any) {
@@ -201,35 +293,38 @@ func width(r a64.Reg, is64 bool) a64.Reg {
 	return r.AsW()
 }
 
-// hasMayGoto reports whether a function has a may_goto.
-func hasMayGoto(insns []insn.Insn) bool {
-	for _, in := range insns {
-		if in.Code == insn.JMP|insn.JCOND && in.Src == insn.MayGoto {
-			return true
-		}
+// regBit is the bit of scanFunc's register set for a register field: the
+// kernel's find_used_callee_regs folds fields of 11 and up as by %11.
+var regBit = func() (b [16]uint16) {
+	for r := range b {
+		b[r] = 1 << (r % 11)
 	}
-	return false
-}
+	return b
+}()
 
-// usedCalleeSaved is find_used_callee_regs: the callee-saved registers a
-// function touches, pushed in pairs by its prologue.
-func usedCalleeSaved(insns []insn.Insn) []a64.Reg {
-	var used [11]bool
+// scanFunc looks at a function once before its code is emitted: whether
+// it has a may_goto, and find_used_callee_regs, the callee-saved
+// registers it touches (into regs, n of them, pushed in pairs by its
+// prologue).
+func scanFunc(insns []insn.Insn, regs *[5]a64.Reg) (mayGoto bool, n int) {
+	var used uint16 // bit r: BPF register r
 	for i := 0; i < len(insns); i++ {
 		in := insns[i]
-		used[in.Dst&15%11] = true
-		used[in.Src&15%11] = true
+		used |= regBit[in.Dst&15] | regBit[in.Src&15]
+		if in.Code == insn.JMP|insn.JCOND && in.Src == insn.MayGoto {
+			mayGoto = true
+		}
 		if in.IsLdImm64() {
 			i++
 		}
 	}
-	var regs []a64.Reg
 	for r := 6; r <= 10; r++ {
-		if used[r] {
-			regs = append(regs, bpf2a64[r])
+		if used&(1<<r) != 0 {
+			regs[n] = bpf2a64[r]
+			n++
 		}
 	}
-	return regs
+	return mayGoto, n
 }
 
 // prologue is build_prologue for a function; main programs get the tail
@@ -268,7 +363,7 @@ const maxLoops = 8 << 20
 // usesFP reports whether the function uses R10, so that the prologue
 // saves x25 and sets it.
 func (c *jitCtx) usesFP() bool {
-	for _, r := range c.pushed {
+	for _, r := range c.pushed[:c.npushed] {
 		if r == bpf2a64[10] {
 			return true
 		}
@@ -279,9 +374,9 @@ func (c *jitCtx) usesFP() bool {
 // pushCalleeSaved stores the function's callee-saved registers in pairs,
 // padding an odd count with xzr.
 func (c *jitCtx) pushCalleeSaved() {
-	for i := 0; i < len(c.pushed); i += 2 {
+	for i := 0; i < c.npushed; i += 2 {
 		b := a64.XZR
-		if i+1 < len(c.pushed) {
+		if i+1 < c.npushed {
 			b = c.pushed[i+1]
 		}
 		c.emit(a64.StorePair(c.pushed[i], b, a64.SP, -16, a64.PreIndex))
@@ -290,7 +385,7 @@ func (c *jitCtx) pushCalleeSaved() {
 
 // popCalleeSaved undoes pushCalleeSaved, in mirror order.
 func (c *jitCtx) popCalleeSaved() {
-	n := len(c.pushed)
+	n := c.npushed
 	for i := (n - 1) &^ 1; i >= 0; i -= 2 {
 		b := a64.XZR
 		if i+1 < n {
@@ -332,34 +427,57 @@ func (c *jitCtx) compile() error {
 	if cap(c.spare) >= n+1 {
 		c.offsets, c.spare = c.spare[:n+1], nil
 	} else {
-		c.offsets = make([]int, n+1)
+		c.offsets = make([]int32, n+1)
 	}
 	funcs := c.in.Funcs
 	for f, fn := range funcs {
 		c.fn = f
 		c.stack = (fn.StackDepth + 15) &^ 15
-		c.mayGoto = hasMayGoto(insns[fn.Start:fn.End])
+		c.mayGoto, c.npushed = scanFunc(insns[fn.Start:fn.End], &c.pushed)
 		if c.mayGoto {
 			c.stack += 16 // the counter's slot, 16-byte aligned
 		}
-		c.pushed = usedCalleeSaved(insns[fn.Start:fn.End])
 		c.entries[f] = c.idx()
 		c.prologue(f == 0)
 		for i := fn.Start; i < fn.End; i++ {
-			c.offsets[i] = c.idx()
-			if insns[i].IsLdImm64() {
+			c.offsets[i] = int32(c.idx())
+			in := &insns[i]
+			if in.IsLdImm64() {
 				if i+1 >= fn.End {
 					return errors.Wrapf(uapi.EINVAL, "insn %d: lddw is missing its second half", i)
 				}
-				c.emitAll(a64.AppendMovImm64(c.words, reg(insns[i].Dst, true), insn.Imm64(insns, i)))
-				if insns[i].Src != 0 {
-					c.fail(i, "lddw with pseudo source %d", insns[i].Src)
+				c.emitAll(a64.AppendMovImm64(c.words, reg(in.Dst, true), insn.Imm64(insns, i)))
+				if in.Src != 0 {
+					c.fail(i, "lddw with pseudo source %d", in.Src)
 				}
 				i++
-				c.offsets[i] = c.idx()
+				c.offsets[i] = int32(c.idx())
 				continue
 			}
-			c.insn(i, i == fn.End-1)
+			// build_insn
+			if in.Dst > insn.AX || in.Src > insn.AX {
+				return errors.Wrapf(uapi.EINVAL, "insn %d: invalid register", i)
+			}
+			switch cl := in.Class(); cl {
+			case insn.ALU64:
+				if in.Code == insn.ALU64|insn.MOV|insn.K {
+					// alu's commonest case (movImm of an X register)
+					// without its two calls
+					c.emitAll(a64.AppendMovImm64(c.words, reg(in.Dst, true), uint64(int64(in.Imm))))
+				} else {
+					c.alu(i, in, true)
+				}
+			case insn.ALU:
+				c.alu(i, in, false)
+			case insn.JMP, insn.JMP32:
+				c.jmp(i, in, cl == insn.JMP, i == fn.End-1)
+			case insn.LDX, insn.ST, insn.STX:
+				c.mem(i, in)
+			case insn.LD:
+				c.ldAbs(i, in)
+			default:
+				c.err = errors.Wrapf(uapi.EINVAL, "insn %d: unknown opcode %#02x", i, in.Code)
+			}
 			if c.err != nil {
 				return c.err
 			}
@@ -367,38 +485,23 @@ func (c *jitCtx) compile() error {
 		c.epilogues[f] = c.idx()
 		c.epilogue()
 	}
-	c.offsets[n] = c.idx()
+	c.offsets[n] = int32(c.idx())
 	c.stubs()
 	return c.err
 }
 
-// insn translates instruction i (build_insn).
-func (c *jitCtx) insn(i int, last bool) {
-	in := c.in.Insns[i]
-	if in.Dst > insn.AX || in.Src > insn.AX {
-		c.err = errors.Wrapf(uapi.EINVAL, "insn %d: invalid register", i)
-		return
-	}
-	switch cl := in.Class(); cl {
-	case insn.ALU, insn.ALU64:
-		c.alu(i, in, cl == insn.ALU64)
-	case insn.JMP, insn.JMP32:
-		c.jmp(i, in, cl == insn.JMP, last)
-	case insn.LDX, insn.ST, insn.STX:
-		c.mem(i, in)
-	case insn.LD:
-		c.ldAbs(i, in)
-	default:
-		c.err = errors.Wrapf(uapi.EINVAL, "insn %d: unknown opcode %#02x", i, in.Code)
-	}
-}
-
-func (c *jitCtx) alu(i int, in insn.Insn, is64 bool) {
+func (c *jitCtx) alu(i int, in *insn.Insn, is64 bool) {
 	dst := reg(in.Dst, is64)
-	src := reg(in.Src, is64)
-	tmp := width(tmp1, is64)
 	k := in.Source() == insn.K
 	imm := in.Imm
+	op := in.Op()
+	if op == insn.MOV && k {
+		// the commonest ALU instruction, ahead of the rest's setup
+		c.movImm(dst, imm)
+		return
+	}
+	src := reg(in.Src, is64)
+	tmp := width(tmp1, is64)
 	// the constant operand as the operation sees it
 	kval := uint64(int64(imm))
 	if !is64 {
@@ -413,11 +516,9 @@ func (c *jitCtx) alu(i int, in insn.Insn, is64 bool) {
 		c.movImm(tmp, imm)
 		return tmp
 	}
-	switch op := in.Op(); op {
+	switch op {
 	case insn.MOV:
 		switch {
-		case k:
-			c.movImm(dst, imm)
 		case in.Off == 0:
 			c.emit(a64.MovReg(dst, src))
 		case in.Off == -1 && is64:
@@ -533,7 +634,7 @@ func (c *jitCtx) alu(i int, in insn.Insn, is64 bool) {
 
 // endian is BPF_END: byte swaps (on a little-endian CPU "to BE" and the
 // ALU64 bswap) and the truncations "to LE" amounts to.
-func (c *jitCtx) endian(i int, in insn.Insn, is64 bool) {
+func (c *jitCtx) endian(i int, in *insn.Insn, is64 bool) {
 	swap := is64 || in.Source() == insn.ToBE
 	if is64 && in.Source() == insn.ToBE {
 		c.err = errors.Wrapf(uapi.EINVAL, "insn %d: invalid bswap opcode %#02x", i, in.Code)
@@ -574,9 +675,18 @@ var jmpConds = [16]struct {
 	insn.JSET >> 4: {a64.CondNE, true},
 }
 
-func (c *jitCtx) branchTo(i, t int) int32 { return int32(c.target(t, i) - c.idx()) }
+// branchTo is the offset of a branch from here to instruction t, which
+// checkTarget has seen: 0 for a target outside the function, whose error
+// is already recorded.
+func (c *jitCtx) branchTo(i, t int) int32 {
+	fn := c.in.Funcs[c.fn]
+	if t < fn.Start || t >= fn.End {
+		return 0
+	}
+	return int32(c.target(t, i) - c.idx())
+}
 
-func (c *jitCtx) jmp(i int, in insn.Insn, is64, last bool) {
+func (c *jitCtx) jmp(i int, in *insn.Insn, is64, last bool) {
 	op := in.Op()
 	switch op {
 	case insn.JA:
@@ -678,6 +788,7 @@ func (c *jitCtx) checkTarget(i, t int) {
 // as it is known in this pass.
 func (c *jitCtx) epilogueIdx() int {
 	if c.prev == nil {
+		c.forward(fixEpilogue, c.fn)
 		return c.idx()
 	}
 	return c.epilogues[c.fn]
@@ -685,7 +796,7 @@ func (c *jitCtx) epilogueIdx() int {
 
 // call emits a helper, kernel function or bpf-to-bpf call (BPF_JMP |
 // BPF_CALL) and moves the result into R0.
-func (c *jitCtx) call(i int, in insn.Insn) {
+func (c *jitCtx) call(i int, in *insn.Insn) {
 	switch in.Src {
 	case insn.PseudoCall:
 		t := i + 1 + int(in.Imm)
@@ -697,6 +808,8 @@ func (c *jitCtx) call(i int, in insn.Insn) {
 		entry := c.idx()
 		if f <= c.fn || c.prev != nil {
 			entry = c.entries[f]
+		} else {
+			c.forward(fixEntry, f)
 		}
 		c.emit(a64.Bl(int32(entry - c.idx())))
 	case 0:
@@ -880,7 +993,7 @@ func (c *jitCtx) stubs() {
 // imm as a 32-bit int) and the size to the kernel's loader, "mov x7, x0",
 // and, for a negative result, "w7 = 0" and the function's exit. R1-R5 are
 // clobbered, as by the helper call of the rewrite.
-func (c *jitCtx) ldAbs(i int, in insn.Insn) {
+func (c *jitCtx) ldAbs(i int, in *insn.Insn) {
 	mode, size := in.Mode(), in.SizeBits()
 	if (mode != insn.ABS && mode != insn.IND) || in.Dst != 0 || in.Off != 0 || size == insn.DW || (mode == insn.ABS && in.Src != 0) {
 		c.err = errors.Wrapf(uapi.EINVAL, "insn %d: BPF_LD_[ABS|IND] uses reserved fields or an unknown mode %#02x", i, in.Code)
@@ -922,7 +1035,7 @@ func accessSize(bits uint8) a64.Size {
 }
 
 // mem translates loads, stores and atomics.
-func (c *jitCtx) mem(i int, in insn.Insn) {
+func (c *jitCtx) mem(i int, in *insn.Insn) {
 	cl := in.Class()
 	size := accessSize(in.SizeBits())
 	off := int64(in.Off)
@@ -1002,7 +1115,7 @@ func (c *jitCtx) addr(base a64.Reg, off int64) a64.Reg {
 }
 
 // atomic is emit_lse_atomic plus load-acquire and store-release.
-func (c *jitCtx) atomic(i int, in insn.Insn, size a64.Size, off int64) {
+func (c *jitCtx) atomic(i int, in *insn.Insn, size a64.Size, off int64) {
 	switch in.Imm {
 	case insn.LoadAcq:
 		a := c.addr(reg(in.Src, true), off)
@@ -1063,30 +1176,80 @@ func (c *jitCtx) atomic(i int, in insn.Insn, size a64.Size, off int64) {
 	}
 }
 
-// passes translates the program: a first pass for sizes, then, once the
-// image address is known (place returns it for a size in bytes), a
-// second pass that settles offsets and call forms, and a last pass whose
-// output is the image. The last two must agree in size, as the kernel
-// insists.
-func translate(in *Input, place func(size int) (uint64, error)) (*jitCtx, error) {
+// translate translates the program. The kernel runs a first pass for
+// sizes, then, once the image address is known (place returns it for a
+// size in bytes), a second pass that settles offsets and call forms, and
+// a last pass whose output is the image; the last two must agree in size.
+// Sizes depend only on the form of kernel calls (BL when the image is
+// close enough, else an address load), never on branch offsets, so the
+// first pass is final when it has no such call, and the second is when it
+// has: a pass that records its forward references and patches them at the
+// end gives, word for word, what the kernel's last pass would. Images too
+// large for every b.cond offset to be in range (where the passes' order
+// of errors could matter) and multiPass (for tests) take the kernel's
+// passes.
+//
+// The state goes in c, which callers keep on their stack.
+func translate(c *jitCtx, in *Input, place func(size int) (uint64, error), multiPass bool) error {
 	if len(in.Insns) == 0 {
-		return nil, errors.Wrap(uapi.EINVAL, "empty program")
+		return errors.Wrap(uapi.EINVAL, "empty program")
 	}
 	if len(in.Funcs) == 0 {
 		in.Funcs = []Func{{Start: 0, End: len(in.Insns), StackDepth: insn.MaxBPFStack}}
 	}
 	if err := checkFuncs(in); err != nil {
-		return nil, err
+		return err
 	}
-	c := &jitCtx{in: in, entries: make([]int, len(in.Funcs)), epilogues: make([]int, len(in.Funcs)),
-		words: make([]uint32, 0, 2*len(in.Insns)+32)}
+	*c = jitCtx{in: in, entries: make([]int, len(in.Funcs)), epilogues: make([]int, len(in.Funcs)),
+		words: make([]uint32, 0, 2*len(in.Insns)+32), patch: !multiPass}
 	if err := c.compile(); err != nil {
-		return nil, err
+		return err
 	}
-	image, err := place(4 * c.idx())
+	size := c.idx()
+	image, err := place(4 * size)
 	if err != nil {
-		return nil, err
+		return err
 	}
+	if multiPass || size >= maxPatchedWords {
+		c.patch = false
+		if err := c.passes(image); err != nil {
+			return err
+		}
+	} else {
+		if c.farCalls > 0 {
+			// The kernel's second pass, which the third would
+			// repeat: its calls' forms make the same sizes.
+			c.image = image
+			c.spare = c.offsets
+			c.callers = c.callers[:0]
+			c.fixups = c.fixups[:0]
+			if err := c.compile(); err != nil {
+				return err
+			}
+			if c.idx() > size {
+				return errors.Wrapf(uapi.EFAULT, "JIT image grew from %d to %d instructions", size, c.idx())
+			}
+		}
+		if err := c.applyFixups(); err != nil {
+			return err
+		}
+	}
+	for _, w := range c.words {
+		if w == a64.BreakFault {
+			return errors.Wrap(uapi.EFAULT, "JIT image holds the break fault instruction (validate_code)")
+		}
+	}
+	return nil
+}
+
+// maxPatchedWords bounds the images a patching pass translates: below it
+// every branch offset fits b.cond's ±2^18 instructions, so no pass of the
+// kernel's fails on one.
+const maxPatchedWords = 1 << 18
+
+// passes runs the kernel's second and third passes after the first, or
+// only the third when the first made every size final.
+func (c *jitCtx) passes(image uint64) error {
 	first := 2
 	if c.farCalls == 0 {
 		// Every size is final: only the offsets of forward branches
@@ -1099,21 +1262,16 @@ func translate(in *Input, place func(size int) (uint64, error)) (*jitCtx, error)
 		size := c.idx()
 		c.callers = c.callers[:0]
 		if err := c.compile(); err != nil {
-			return nil, err
+			return err
 		}
 		if pass == 3 && c.idx() != size {
-			return nil, errors.Wrapf(uapi.EFAULT, "JIT passes disagree: %d then %d instructions", size, c.idx())
+			return errors.Wrapf(uapi.EFAULT, "JIT passes disagree: %d then %d instructions", size, c.idx())
 		}
 		if c.idx() > size {
-			return nil, errors.Wrapf(uapi.EFAULT, "JIT image grew from %d to %d instructions", size, c.idx())
+			return errors.Wrapf(uapi.EFAULT, "JIT image grew from %d to %d instructions", size, c.idx())
 		}
 	}
-	for _, w := range c.words {
-		if w == a64.BreakFault {
-			return nil, errors.Wrap(uapi.EFAULT, "JIT image holds the break fault instruction (validate_code)")
-		}
-	}
-	return c, nil
+	return nil
 }
 
 func checkFuncs(in *Input) error {

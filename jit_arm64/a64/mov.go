@@ -49,38 +49,41 @@ func mustWide(op uint32, rd Reg, imm16 uint64, shift uint) uint32 {
 // halfwords are needed. With an X register the sequence is the same but
 // 64-bit (the JIT's is64 flag), so a negative val is sign-extended.
 func AppendMovImm32(dst []uint32, rd Reg, val int32) ([]uint32, error) {
-	if err := checkZR("rd", rd, rd.Is64()); err != nil {
-		return dst, err
+	if !zrOK(rd, rd.Is64()) {
+		return dst, badZR("rd", rd, rd.Is64())
 	}
-	hi, lo := uint64(uint32(val)>>16), uint64(uint32(val)&0xffff)
-	if hi&0x8000 != 0 {
-		if hi == 0xffff {
-			return append(dst, mustWide(opMOVN, rd, ^lo, 0)), nil
-		}
-		dst = append(dst, mustWide(opMOVN, rd, ^hi, 16))
-		if lo != 0xffff {
-			dst = append(dst, mustWide(opMOVK, rd, lo, 0))
-		}
-		return dst, nil
-	}
-	dst = append(dst, mustWide(opMOVZ, rd, lo, 0))
-	if hi != 0 {
-		dst = append(dst, mustWide(opMOVK, rd, hi, 16))
-	}
-	return dst, nil
+	return appendMovImm32(dst, rd, uint32(val)), nil
 }
 
-// halfwordsNot counts the halfwords of val that differ from fill: how many
-// instructions a MOVZ (fill 0) or MOVN (fill 0xffff) based sequence needs
-// (the JIT's i64_i16_blocks).
-func halfwordsNot(val uint64, fill uint64) int {
-	n := 0
-	for shift := 0; shift < 64; shift += 16 {
-		if (val>>shift)&0xffff != fill {
-			n++
+// appendMovImm32 is AppendMovImm32 for a register already checked.
+func appendMovImm32(dst []uint32, rd Reg, val uint32) []uint32 {
+	hi, lo := uint64(val>>16), uint64(val&0xffff)
+	if hi&0x8000 != 0 {
+		if hi == 0xffff {
+			return append(dst, mustWide(opMOVN, rd, ^lo, 0))
 		}
+		w := mustWide(opMOVN, rd, ^hi, 16)
+		if lo != 0xffff {
+			return append(dst, w, mustWide(opMOVK, rd, lo, 0))
+		}
+		return append(dst, w)
 	}
-	return n
+	w := mustWide(opMOVZ, rd, lo, 0)
+	if hi != 0 {
+		return append(dst, w, mustWide(opMOVK, rd, hi, 16))
+	}
+	return append(dst, w)
+}
+
+// zeroHalfwords counts the halfwords of v that are 0: 4 less it is how
+// many instructions a MOVZ based sequence for v needs, and for ^v a MOVN
+// based one (the JIT's i64_i16_blocks). Without a loop: adding 0x7fff to
+// a halfword's low 15 bits carries into its top bit unless they are all
+// 0, so the top bit of t is set only in halfwords that are 0.
+func zeroHalfwords(v uint64) int {
+	const low15 = 0x7fff7fff7fff7fff
+	t := ^((v & low15) + low15 | v | low15)
+	return bits.OnesCount64(t)
 }
 
 // AppendMovImm64 appends the JIT's emit_a64_mov_i64 sequence loading val
@@ -91,13 +94,14 @@ func halfwordsNot(val uint64, fill uint64) int {
 // adds a MOVK for each lower halfword that differs from the fill: 1 to 4
 // instructions.
 func AppendMovImm64(dst []uint32, rd Reg, val uint64) ([]uint32, error) {
-	if err := checkZR("rd", rd, true); err != nil {
-		return dst, err
+	if !zrOK(rd, true) {
+		return dst, badZR("rd", rd, true)
 	}
 	if val>>32 == 0 {
-		return AppendMovImm32(dst, rd.AsW(), int32(uint32(val)))
+		return appendMovImm32(dst, rd.AsW(), uint32(val)), nil
 	}
-	inverse := halfwordsNot(val, 0xffff) < halfwordsNot(val, 0)
+	// fewer halfwords differ from 0xffff than from 0
+	inverse := zeroHalfwords(^val) > zeroHalfwords(val)
 	top := val
 	fill := uint64(0)
 	op := uint32(opMOVZ)

@@ -191,6 +191,19 @@ func sfBit(r Reg) uint32 {
 // checkZR validates a register for a field where number 31 means the zero
 // register: SP is not allowed, and its width must be want64.
 func checkZR(what string, r Reg, want64 bool) error {
+	if zrOK(r, want64) {
+		return nil
+	}
+	return badZR(what, r, want64)
+}
+
+// zrOK is checkZR's test, small enough to inline into hot encoders.
+func zrOK(r Reg, want64 bool) bool {
+	return r&(regValid|regSP) == regValid && r.Is64() == want64
+}
+
+// badZR is checkZR's error for a register it refused.
+func badZR(what string, r Reg, want64 bool) error {
 	if !r.Valid() {
 		return errInval("%s: not a register", what)
 	}
