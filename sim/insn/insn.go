@@ -24,6 +24,9 @@ import (
 // the struct is passed to a function in five registers and spilled field
 // by field, and the first method call reads it back as one word, which
 // the CPU cannot forward from the narrow stores (a stall per instruction).
+// For the same reason its field accessors (Class, Op, ...) have pointer
+// receivers: a value receiver makes the compiler copy all twelve bytes to
+// the stack for every call.
 type Insn struct {
 	Code uint8
 	Dst  uint8 // 0..10 in a valid program; 11 is the kernel's hidden AX
@@ -169,22 +172,22 @@ const MaxBPFStack = 512
 const MaxCallFrames = 8
 
 // Class returns code's instruction class.
-func (i Insn) Class() uint8 { return i.Code & 0x07 }
+func (i *Insn) Class() uint8 { return i.Code & 0x07 }
 
 // Op returns the ALU or jump operation.
-func (i Insn) Op() uint8 { return i.Code & 0xf0 }
+func (i *Insn) Op() uint8 { return i.Code & 0xf0 }
 
 // Source returns K or X.
-func (i Insn) Source() uint8 { return i.Code & 0x08 }
+func (i *Insn) Source() uint8 { return i.Code & 0x08 }
 
 // SizeBits returns the load/store size field.
-func (i Insn) SizeBits() uint8 { return i.Code & 0x18 }
+func (i *Insn) SizeBits() uint8 { return i.Code & 0x18 }
 
 // Mode returns the load/store mode.
-func (i Insn) Mode() uint8 { return i.Code & 0xe0 }
+func (i *Insn) Mode() uint8 { return i.Code & 0xe0 }
 
 // IsLdImm64 reports whether i is the first slot of a 64-bit immediate load.
-func (i Insn) IsLdImm64() bool { return i.Code == LD|IMM|DW }
+func (i *Insn) IsLdImm64() bool { return i.Code == LD|IMM|DW }
 
 // SizeBytes returns the number of bytes a load or store of this size moves.
 func SizeBytes(size uint8) int {

@@ -166,27 +166,27 @@ func (e *env) computeLiveness(insns []insn.Insn, subs []Subprog, helperArgs func
 	// subprogram continues, for this analysis, at the next instruction
 	// (the callee's reads are its arguments).
 	succ := e.scratch.succ[:n]
-	for i := 0; i < n; i++ {
-		in := &insns[i]
-		u, d := liveUseDef(in)
-		if in.Code == insn.JMP|insn.CALL {
-			if in.Src == 0 && helperArgs != nil {
-				u = helperArgs(in.Imm)
-			}
-			if in.Src == insn.PseudoCall {
-				succ[i][1] = -1
-			}
-		}
-		use[i], def[i] = u, d
-		if in.IsLdImm64() {
-			i++
-		}
-	}
 	live := growU16(&e.live, n)
-	for changed := true; changed; {
+	for pass, changed := 0, true; changed; pass++ {
 		changed = false
 		backward := false // a loop: another pass may change more
 		for i := n - 1; i >= 0; i-- {
+			if pass == 0 {
+				// Each instruction's reads and writes, found on the
+				// first pass; an lddw's second slot has none.
+				if in := &insns[i]; i == 0 || !insns[i-1].IsLdImm64() {
+					u, d := liveUseDef(in)
+					if in.Code == insn.JMP|insn.CALL {
+						if in.Src == 0 && helperArgs != nil {
+							u = helperArgs(in.Imm)
+						}
+						if in.Src == insn.PseudoCall {
+							succ[i][1] = -1
+						}
+					}
+					use[i], def[i] = u, d
+				}
+			}
 			var out uint16
 			for _, s := range succ[i] {
 				if s >= 0 && s < n {

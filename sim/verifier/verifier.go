@@ -292,6 +292,7 @@ func (e *env) printStats() {
 // checkOpcodes is the part of resolve_pseudo_ldimm64 the loader left to
 // the verifier: every opcode must be one the kernel knows.
 func (e *env) checkOpcodes() error {
+	refs := e.cfg.Maps // in instruction order, as the lddw met here
 	for i := 0; i < len(e.insns); i++ {
 		in := e.insns[i]
 		if in.Class() == insn.LDX && ((in.Mode() != insn.MEM && in.Mode() != insn.MEMSX) || in.Imm != 0) {
@@ -299,7 +300,10 @@ func (e *env) checkOpcodes() error {
 		}
 		if in.IsLdImm64() {
 			if in.Src != 0 {
-				if _, ok := FindMapRef(e.cfg.Maps, i); !ok && in.Src != insn.PseudoFunc {
+				for len(refs) > 0 && refs[0].Insn < i {
+					refs = refs[1:]
+				}
+				if (len(refs) == 0 || refs[0].Insn != i) && in.Src != insn.PseudoFunc {
 					return e.errorf(uapi.EINVAL, "unrecognized bpf_ld_imm64 insn")
 				}
 			}
