@@ -93,7 +93,7 @@ func (e *env) successors(t int, out *[2]int) (int, error) {
 	cls := in.Class()
 	if in.IsLdImm64() {
 		if in.Src == insn.PseudoFunc {
-			e.hasCalls = true
+			e.hasCalls, e.hasPrunePoints = true, true
 		}
 		if in.Src == insn.PseudoFunc && t+2 < len(e.prune) {
 			e.prune[t+2] = true
@@ -104,6 +104,9 @@ func (e *env) successors(t int, out *[2]int) (int, error) {
 	if cls != insn.JMP && cls != insn.JMP32 {
 		out[0] = t + 1
 		return 1, nil
+	}
+	if in.Op() != insn.EXIT {
+		e.hasPrunePoints = true // every other jump makes one below
 	}
 	switch in.Op() {
 	case insn.EXIT:

@@ -172,8 +172,8 @@ type env struct {
 	// nextMapRef is where mapRef looks first in cfg.Maps.
 	nextMapRef int
 	// hasCalls says checkCFG met a bpf-to-bpf call or a function
-	// pointer load.
-	hasCalls bool
+	// pointer load, hasPrunePoints that it marked a prune point.
+	hasCalls, hasPrunePoints bool
 	// scratch holds reusable buffers of checkCFG and computeLiveness.
 	scratch struct {
 		state []uint8
@@ -227,7 +227,11 @@ func Verify(insns []insn.Insn, cfg *Config) (*Result, error) {
 	if err := e.checkCFG(); err != nil {
 		return nil, err
 	}
-	e.live = e.computeLiveness(insns, subs, e.helperArgs)
+	if e.hasPrunePoints || e.log.level >= 2 {
+		// Only state comparisons at prune points (and the log) read
+		// liveness: a program without jumps or calls needs none.
+		e.live = e.computeLiveness(insns, subs, e.helperArgs)
+	}
 	e.printLiveness()
 	if err := e.doCheckMain(); err != nil {
 		return nil, err
