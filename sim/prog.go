@@ -160,7 +160,7 @@ func (k *Kernel) NewProgramWithOptions(spec *ebpf.ProgramSpec, opts ProgramOptio
 	if err != nil {
 		return nil, errors.Wrapf(err, "program %s", spec.Name)
 	}
-	insns, err := fromAsm(ins)
+	insns, meta, err := fromAsm(ins)
 	if err != nil {
 		return nil, errors.Wrapf(err, "program %s", spec.Name)
 	}
@@ -172,7 +172,9 @@ func (k *Kernel) NewProgramWithOptions(spec *ebpf.ProgramSpec, opts ProgramOptio
 	// cilium/ebpf hands the kernel BTF line and function info when the
 	// instructions carry any (btf.MarshalExtInfos): programs from ELF
 	// objects with BTF; hand-written ones and raw bytecode come without.
-	opts.source = sourceOf(spec.Instructions)
+	if meta {
+		opts.source = sourceOf(spec.Instructions)
+	}
 	opts.funcInfo = opts.source != nil
 	opts.owned = true
 	if opts.License == "" {
@@ -513,18 +515,21 @@ func (k *Kernel) LoadXlated(typ ebpf.ProgramType, name string, insns []insn.Insn
 var noMetadata asm.Metadata
 
 // fromAsm encodes cilium/ebpf instructions, refusing what this simulated
-// kernel cannot resolve yet.
-func fromAsm(in asm.Instructions) ([]insn.Insn, error) {
+// kernel cannot resolve yet. meta says that some instruction carries
+// metadata (symbols, references, source lines...).
+func fromAsm(in asm.Instructions) (_ []insn.Insn, meta bool, _ error) {
 	if len(in) == 0 {
-		return nil, errors.Wrap(uapi.E2BIG, "no instructions")
+		return nil, false, errors.Wrap(uapi.E2BIG, "no instructions")
 	}
 	for i := range in {
 		ins := &in[i]
-		if ins.Metadata == noMetadata {
+		if ins.Metadata != noMetadata {
+			meta = true
+		} else {
 			// No reference, map, kfunc name or relocation: only a raw
 			// lddw of fd 0 is refused (read as a .kconfig extern, below).
 			if ins.IsLoadFromMap() && uint32(ins.Constant) == 0 {
-				return nil, errors.Wrapf(uapi.EINVAL, "instruction %d reads a .kconfig extern: kernel config values are not simulated yet", i)
+				return nil, false, errors.Wrapf(uapi.EINVAL, "instruction %d reads a .kconfig extern: kernel config values are not simulated yet", i)
 			}
 			if !ins.IsKfuncCall() || ins.Constant >= 0 {
 				continue
@@ -534,7 +539,7 @@ func fromAsm(in asm.Instructions) ([]insn.Insn, error) {
 		case ins.IsLoadFromMap() && ins.Reference() == "" && ins.Map() == nil && uint32(ins.Constant) == 0:
 			// cilium/ebpf leaves .kconfig externs unnamed, with no fd,
 			// until it creates their map itself.
-			return nil, errors.Wrapf(uapi.EINVAL, "instruction %d reads a .kconfig extern: kernel config values are not simulated yet", i)
+			return nil, false, errors.Wrapf(uapi.EINVAL, "instruction %d reads a .kconfig extern: kernel config values are not simulated yet", i)
 		case ins.IsLoadFromMap() && ins.Reference() == "" && ins.Map() == nil:
 			// A raw map fd (asm.LoadMapPtr): resolved like bytecode.
 		case ins.IsLoadFromMap():
@@ -542,19 +547,20 @@ func fromAsm(in asm.Instructions) ([]insn.Insn, error) {
 			// associated with a *Map (AssociateMap), as cilium/ebpf needs
 			// an *ebpf.Map.
 			if _, ok := ins.Map().(*Map); !ok {
-				return nil, errors.Wrapf(uapi.EINVAL, "instruction %d loads map %q, which is not a bpfsim map: load it with the collection or associate a *sim.Map", i, ins.Reference())
+				return nil, false, errors.Wrapf(uapi.EINVAL, "instruction %d loads map %q, which is not a bpfsim map: load it with the collection or associate a *sim.Map", i, ins.Reference())
 			}
 		case ins.OpCode.IsDWordLoad() && ins.Reference() != "" && !ins.IsLoadOfFunctionPointer():
 			// Neither a map nor a function: a __ksym extern, which
 			// cilium/ebpf fills in with a kernel address.
-			return nil, errors.Wrapf(uapi.EINVAL, "instruction %d loads the kernel symbol %q: kernel symbols (__ksym) are not simulated yet", i, ins.Reference())
+			return nil, false, errors.Wrapf(uapi.EINVAL, "instruction %d loads the kernel symbol %q: kernel symbols (__ksym) are not simulated yet", i, ins.Reference())
 		case ins.IsKfuncCall() && ins.Constant < 0:
-			return nil, errors.Wrapf(uapi.EINVAL, "instruction %d calls kfunc %q, which was not resolved to a BTF id", i, ins.Reference())
+			return nil, false, errors.Wrapf(uapi.EINVAL, "instruction %d calls kfunc %q, which was not resolved to a BTF id", i, ins.Reference())
 		case btf.CORERelocationMetadata(ins) != nil:
-			return nil, errors.Wrapf(uapi.EINVAL, "instruction %d needs a CO-RE relocation: kernel BTF is not simulated yet", i)
+			return nil, false, errors.Wrapf(uapi.EINVAL, "instruction %d needs a CO-RE relocation: kernel BTF is not simulated yet", i)
 		}
 	}
-	return insn.FromAsm(in)
+	insns, err := insn.FromAsm(in)
+	return insns, meta, err
 }
 
 // Type returns the program type.

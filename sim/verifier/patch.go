@@ -57,6 +57,8 @@ type Prog struct {
 	// to write into; bufs is where they came from (pool.go).
 	spare spareBufs
 	bufs  *loadBufs
+	// noJumps is Result.noJumps.
+	noJumps bool
 }
 
 // NewProg prepares insns, which verification accepted with res, for the
@@ -84,6 +86,7 @@ func AdoptProg(insns []insn.Insn, res *Result) *Prog {
 		Subprogs: res.Subprogs,
 		spare:    b.spare,
 		bufs:     b,
+		noJumps:  res.noJumps,
 	}
 	b.orig, b.spare = nil, spareBufs{}
 	for i := range p.Orig {

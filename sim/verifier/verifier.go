@@ -124,6 +124,9 @@ type Result struct {
 	ReadsUninitStack bool
 
 	bufs *loadBufs // where Aux came from, for AdoptProg (pool.go)
+	// noJumps says the program has no jump but exits and no call: the
+	// fix-ups then have no branch to hard-wire and no dead code.
+	noJumps bool
 }
 
 // env is struct bpf_verifier_env.
@@ -255,6 +258,7 @@ func Verify(insns []insn.Insn, cfg *Config) (*Result, error) {
 		MaxCtxOffset:     e.maxCtxOffset,
 		ReadsUninitStack: e.readsUninit,
 		bufs:             bufs,
+		noJumps:          !e.hasPrunePoints,
 	}, nil
 }
 
