@@ -57,6 +57,9 @@ func CheckStructure(insns []insn.Insn) ([]Subprog, error) {
 	if n == 0 || n > MaxInsns {
 		return nil, reject(uapi.E2BIG, "program has %d instructions; it must have 1 to %d", n, MaxInsns)
 	}
+	if subs, ok := checkStraightLine(insns); ok {
+		return subs, nil
+	}
 	subs, err := findSubprogs(insns)
 	if err != nil {
 		return nil, err
@@ -65,6 +68,41 @@ func CheckStructure(insns []insn.Insn) ([]Subprog, error) {
 		return nil, err
 	}
 	return subs, checkLdImm64(insns)
+}
+
+// checkStraightLine is CheckStructure in one scan for a well-formed
+// program without calls, jumps (exits aside) or loads other than lddw of
+// a constant or a map: one function, no jump to check, only its last
+// instruction and its lddw pairs. ok is false for any other program, and
+// for any fault, which the full checks then report as they order them.
+func checkStraightLine(insns []insn.Insn) (subs []Subprog, ok bool) {
+	n := len(insns)
+	last := n - 1 // the last instruction's first slot
+	for i := 0; i < n; i++ {
+		in := &insns[i]
+		switch c := in.Code; {
+		case c == insn.JMP|insn.EXIT:
+		case c&0x07 == insn.JMP || c&0x07 == insn.JMP32:
+			return nil, false
+		case c == insn.LD|insn.IMM|insn.DW:
+			if in.Src == insn.PseudoFunc || in.Src > insn.PseudoMapIdxValue || i == n-1 {
+				return nil, false
+			}
+			if next := &insns[i+1]; next.Code != 0 || next.Dst != 0 || next.Src != 0 || next.Off != 0 {
+				return nil, false
+			}
+			if i+1 == n-1 {
+				last = i
+			}
+			i++
+		case c&0x07 == insn.LD:
+			return nil, false // legacy packet loads, bad lddw opcodes
+		}
+	}
+	if insns[last].Code != insn.JMP|insn.EXIT {
+		return nil, false
+	}
+	return []Subprog{{Start: 0, End: n}}, true
 }
 
 // CheckRegisters refuses register numbers past r10 anywhere in the
