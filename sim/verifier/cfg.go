@@ -10,6 +10,11 @@ import (
 // marks prune points and finds instructions no path reaches. A
 // privileged loader may have back-edges (bounded loops).
 func (e *env) checkCFG() error {
+	if e.log.level < 2 {
+		if done, err := e.checkStraightCFG(); done {
+			return err
+		}
+	}
 	n := len(e.insns) // e.prune, e.force and e.jmpPoint are cleared by reset
 	const (
 		discovered = 1
@@ -84,6 +89,33 @@ func (e *env) checkCFG() error {
 		}
 	}
 	return nil
+}
+
+// checkStraightCFG is checkCFG for a program without jumps (exits aside),
+// calls or function pointers, in one scan: the path runs from the first
+// instruction to the first exit, and anything after it is unreachable. It
+// marks no prune point, and leaves no successors for computeLiveness,
+// which such a program does not need (the log at level 2 prints it: the
+// walk serves that). done is false for any other program.
+func (e *env) checkStraightCFG() (done bool, err error) {
+	n := len(e.insns)
+	for i := 0; i < n; i++ {
+		switch c := e.insns[i].Code; {
+		case c == insn.JMP|insn.EXIT:
+			if i+1 < n {
+				return true, e.errorf(uapi.EINVAL, "unreachable insn %d", i+1)
+			}
+			return true, nil
+		case c&0x07 == insn.JMP || c&0x07 == insn.JMP32:
+			return false, nil
+		case c == insn.LD|insn.IMM|insn.DW:
+			if e.insns[i].Src == insn.PseudoFunc {
+				return false, nil
+			}
+			i++
+		}
+	}
+	return false, nil // falls off the end: the walk reports it
 }
 
 // successors puts where control goes after insn t (visit_insn) in out and

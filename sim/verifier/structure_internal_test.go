@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/bpfsim/bpfsim/sim/insn"
 )
 
@@ -56,5 +58,36 @@ func TestStraightLineCheckAgreesWithTheFullChecks(t *testing.T) {
 	}
 	if answered < 1000 {
 		t.Fatalf("only %d programs took the one-scan path", answered)
+	}
+}
+
+// TestStraightCFGAgreesWithTheWalk: the one-scan control flow check gives
+// the verdict and message the walk gives (which a log at level 2 forces),
+// on random straight-line programs with exits anywhere.
+func TestStraightCFGAgreesWithTheWalk(t *testing.T) {
+	pt, _ := ProgTypeFor(ebpf.SocketFilter)
+	rnd := rand.New(rand.NewPCG(3, 4))
+	for range 5000 {
+		var p []insn.Insn
+		for n := 1 + rnd.IntN(10); len(p) < n; {
+			switch rnd.IntN(5) {
+			case 0:
+				p = append(p, insn.Insn{Code: insn.JMP | insn.EXIT})
+			case 1:
+				p = append(p, insn.Insn{Code: insn.LD | insn.IMM | insn.DW, Dst: uint8(rnd.IntN(10)), Imm: rnd.Int32()}, insn.Insn{Imm: rnd.Int32()})
+			default:
+				p = append(p, insn.Insn{Code: insn.ALU64 | insn.MOV | insn.K, Dst: uint8(rnd.IntN(10)), Imm: rnd.Int32()})
+			}
+		}
+		var msg [2]string
+		for i, level := range []int{0, 2} {
+			_, err := Verify(p, &Config{Type: pt, LogLevel: level, GPLCompatible: true, NumCPUs: 1})
+			if err != nil {
+				msg[i] = err.Error()
+			}
+		}
+		if msg[0] != msg[1] {
+			t.Fatalf("%v: %q at log level 0, %q at level 2", p, msg[0], msg[1])
+		}
 	}
 }
