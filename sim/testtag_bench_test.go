@@ -30,21 +30,27 @@ func testTagProgram(i int, mapFD int, buf asm.Instructions) (asm.Instructions, i
 	lengths := testTagMaxInsns - 1 // imm programs per round: 2..4096
 	round := i / (lengths + testTagMaxInsns - 2)
 	j := i % (lengths + testTagMaxInsns - 2)
+	prog := buf[:0]
+	if cap(prog) < testTagMaxInsns {
+		prog = make(asm.Instructions, 0, testTagMaxInsns)
+	}
 	if j < lengths {
 		rnd := rand.New(rand.NewPCG(uint64(i), uint64(round)))
 		n := j + 2
-		prog := buf[:0]
+		mov := asm.Mov.Imm(0, 0) // filled in place: the generator is timed too
 		for k := 0; k < n-1; k++ {
-			prog = append(prog, asm.Mov.Imm(asm.Register(k%10), int32(rnd.Uint32())))
+			mov.Dst, mov.Constant = asm.Register(k%10), int64(int32(rnd.Uint32()))
+			prog = append(prog, mov)
 		}
 		return append(prog, asm.Return()), n
 	}
 	// bpf_gen_map_prog: lddw pairs, a mov when the length is even, exit.
 	n := j - lengths + 3
-	prog := buf[:0]
 	slots, r := 0, 0
+	ld := asm.LoadMapPtr(0, mapFD)
 	for ; slots+1 < n; slots += 2 {
-		prog = append(prog, asm.LoadMapPtr(asm.Register(r%10), mapFD))
+		ld.Dst = asm.Register(r % 10)
+		prog = append(prog, ld)
 		r++
 	}
 	if n%2 == 0 {

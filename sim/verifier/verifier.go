@@ -427,7 +427,11 @@ func clearBools(b []bool, n int) []bool {
 
 // release returns every state to the free list and the env to the pool.
 func (e *env) release() {
-	for i, l := range e.explored {
+	explored := e.explored
+	if !e.hasPrunePoints {
+		explored = nil // states are kept only at prune points
+	}
+	for i, l := range explored {
 		for _, sl := range l {
 			e.free = append(e.free, sl.st)
 		}
