@@ -18,4 +18,12 @@ cd "$(dirname "$0")/.."
 bin=$(mktemp -d)/bpfsim
 trap 'rm -rf "$(dirname "$bin")"' EXIT
 go build -o "$bin" ./cmd/bpfsim
-"$runner" --test_file_directory "$tests" --plugin_path "$bin" --plugin_options plugin "$@"
+# The plugin's own options (e.g. --plugin_options "plugin --jit") replace
+# the default; the runner accepts the option once.
+opts=(--plugin_options plugin)
+for a in "$@"; do
+	if [ "$a" = --plugin_options ]; then
+		opts=()
+	fi
+done
+"$runner" --test_file_directory "$tests" --plugin_path "$bin" "${opts[@]}" "$@"
