@@ -1006,7 +1006,10 @@ func (c *jitCtx) ldAbs(i int, in *insn.Insn) {
 	if mode == insn.ABS {
 		c.emitAll(a64.AppendMovImm32(c.words, a64.W1, in.Imm))
 	} else {
-		c.emitAll(a64.AppendAddImm(c.words, a64.W1, reg(in.Src, false), a64.W1, in.Imm))
+		// The scratch for an imm no ADD holds is the JIT's, not w1:
+		// the source may be R2, which lives in x1 (the rewrite's
+		// "r2 = src; r2 += imm" is JITed with the JIT's temporaries).
+		c.emitAll(a64.AppendAddImm(c.words, a64.W1, reg(in.Src, false), tmp1.AsW(), in.Imm))
 	}
 	c.emitAll(a64.AppendMovImm32(c.words, a64.W2, int32(accessSize(size).Bytes())))
 	c.emitCall(c.in.LdAbs)

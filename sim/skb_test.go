@@ -352,10 +352,11 @@ func legacyPacketAccess(t *testing.T, rt sim.Runtime) {
 	ldabs := func(k int32, size asm.Size) asm.Instructions {
 		return asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1), asm.LoadAbs(k, size), asm.Add.Imm(asm.R0, 1), asm.Return()}
 	}
-	ldind := func(x int64, k int32, size asm.Size) asm.Instructions {
-		return asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1), asm.LoadImm(asm.R7, x, asm.DWord),
-			asm.LoadInd(asm.R0, asm.R7, k, size), asm.Add.Imm(asm.R0, 1), asm.Return()}
+	ldindVia := func(r asm.Register, x int64, k int32, size asm.Size) asm.Instructions {
+		return asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1), asm.LoadImm(r, x, asm.DWord),
+			asm.LoadInd(asm.R0, r, k, size), asm.Add.Imm(asm.R0, 1), asm.Return()}
 	}
+	ldind := func(x int64, k int32, size asm.Size) asm.Instructions { return ldindVia(asm.R7, x, k, size) }
 	for _, c := range []struct {
 		name  string
 		typ   ebpf.ProgramType
@@ -374,6 +375,10 @@ func legacyPacketAccess(t *testing.T, rt sim.Runtime) {
 		{"ld_ind adds the register", ebpf.SchedCLS, ldind(10, 4, asm.Half), 0x4500 + 1},
 		{"ld_ind truncates the offset to 32 bits", ebpf.SchedCLS, ldind(0x1_0000_000e, 0, asm.Byte), 0x45 + 1},
 		{"ld_ind with a negative sum misses", ebpf.SocketFilter, ldind(-20, 4, asm.Byte), 0},
+		// r2 is x1, where the JIT passes the offset: an immediate that
+		// takes a register to add must not go through x1.
+		{"ld_ind through r2 with an immediate no add can hold", ebpf.SchedCLS, ldindVia(asm.R2, 14-0x12345, 0x12345, asm.Byte), 0x45 + 1},
+		{"ld_ind through r2 with a small immediate", ebpf.SchedCLS, ldindVia(asm.R2, 10, 4, asm.Half), 0x4500 + 1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			p := load(t, k, c.typ, c.insns)
