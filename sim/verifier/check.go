@@ -2,7 +2,6 @@ package verifier
 
 import (
 	"fmt"
-	"slices"
 
 	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/uapi"
@@ -643,7 +642,7 @@ func (e *env) mapRef(i int) (MapRef, bool) {
 		e.nextMapRef++
 		return refs[j], true
 	}
-	j, ok := slices.BinarySearchFunc(refs, i, func(r MapRef, i int) int { return r.Insn - i })
+	j, ok := mapRefIndex(refs, i)
 	if !ok {
 		return MapRef{}, false
 	}

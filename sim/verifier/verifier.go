@@ -265,11 +265,15 @@ func Verify(insns []insn.Insn, cfg *Config) (*Result, error) {
 // FindMapRef returns the reference of the lddw at insn i in refs, which
 // are in instruction order.
 func FindMapRef(refs []MapRef, i int) (MapRef, bool) {
-	j, ok := slices.BinarySearchFunc(refs, i, func(r MapRef, i int) int { return r.Insn - i })
-	if !ok {
-		return MapRef{}, false
+	if j, ok := mapRefIndex(refs, i); ok {
+		return refs[j], true
 	}
-	return refs[j], true
+	return MapRef{}, false
+}
+
+// mapRefIndex is the position of insn i's reference in refs.
+func mapRefIndex(refs []MapRef, i int) (int, bool) {
+	return slices.BinarySearchFunc(refs, i, func(r MapRef, i int) int { return r.Insn - i })
 }
 
 // errorf logs the message and returns it as the verification's error.
