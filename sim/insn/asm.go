@@ -38,16 +38,22 @@ func fromAsmMarshal(in asm.Instructions) ([]Insn, error) {
 // noMetadata is an instruction's metadata when it has none.
 var noMetadata asm.Metadata
 
+// symbolOf is ins.Symbol() without the metadata walk for the many
+// instructions that carry no metadata.
+func symbolOf(ins *asm.Instruction) string {
+	if ins.Metadata == noMetadata {
+		return ""
+	}
+	return ins.Symbol()
+}
+
 // fromAsmFast encodes in without Marshal, or reports that it cannot.
 func fromAsmFast(in asm.Instructions) ([]Insn, bool) {
 	n := 0
 	var symbols map[string]int
 	for i := range in {
 		ins := &in[i]
-		if ins.Metadata == noMetadata {
-			// No symbol, reference or map: most instructions of a
-			// program, and reading metadata is a list walk per key.
-		} else if sym := ins.Symbol(); sym != "" {
+		if sym := symbolOf(ins); sym != "" {
 			if symbols == nil {
 				symbols = make(map[string]int)
 			}
@@ -67,43 +73,32 @@ func fromAsmFast(in asm.Instructions) ([]Insn, bool) {
 	for i := range in {
 		ins := &in[i]
 		off, cons := ins.Offset, ins.Constant
-		if ins.OpCode <= 0xff && ins.Metadata == noMetadata && uint8(ins.OpCode)&0xe7 != STX|ATOMIC && !(ins.IsBuiltinCall() && (cons < 0 || cons > 0xffff)) {
-			// Nothing to resolve: encode directly.
-			op := uint8(ins.OpCode)
-			if ins.OpCode.Class().IsALU() {
-				off = 0 // Marshal keeps no offset on ALU instructions
-			}
-			if op == LD|IMM|DW {
-				out = append(out,
-					Insn{Code: op, Dst: uint8(ins.Dst) & 0xf, Src: uint8(ins.Src) & 0xf, Off: off, Imm: int32(uint32(cons))},
-					Insn{Imm: int32(uint32(uint64(cons) >> 32))})
-				continue
-			}
-			out = append(out, Insn{Code: op, Dst: uint8(ins.Dst) & 0xf, Src: uint8(ins.Src) & 0xf, Off: off, Imm: int32(cons)})
-			continue
-		}
-		if ref := ins.Reference(); ref != "" {
-			target, ok := symbols[ref]
-			switch {
-			case ins.IsFunctionReference() && cons == -1, uint8(ins.OpCode) == JMP32|JA && cons == -1:
-				if !ok {
-					return nil, false
+		// Symbols, references and maps live in the metadata; most
+		// instructions have none, and reading it is a list walk per key.
+		if ins.Metadata != noMetadata {
+			if ref := ins.Reference(); ref != "" {
+				target, ok := symbols[ref]
+				switch {
+				case ins.IsFunctionReference() && cons == -1, uint8(ins.OpCode) == JMP32|JA && cons == -1:
+					if !ok {
+						return nil, false
+					}
+					cons = int64(target - len(out) - 1)
+				case ins.OpCode.Class().IsJump() && off == -1:
+					if !ok {
+						return nil, false
+					}
+					off = int16(target - len(out) - 1)
 				}
-				cons = int64(target - len(out) - 1)
-			case ins.OpCode.Class().IsJump() && off == -1:
-				if !ok {
-					return nil, false
-				}
-				off = int16(target - len(out) - 1)
 			}
-		}
-		if ins.IsLoadFromMap() {
-			if m := ins.Map(); m != nil {
-				fd := m.FD()
-				if fd < 0 {
-					return nil, false
+			if ins.IsLoadFromMap() {
+				if m := ins.Map(); m != nil {
+					fd := m.FD()
+					if fd < 0 {
+						return nil, false
+					}
+					cons = int64(uint64(cons)&^0xffffffff | uint64(uint32(fd)))
 				}
-				cons = int64(uint64(cons)&^0xffffffff | uint64(uint32(fd)))
 			}
 		}
 		if ins.IsBuiltinCall() && (cons < 0 || cons > 0xffff) {
