@@ -1,6 +1,7 @@
 package sim_test
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 
@@ -88,26 +89,20 @@ func BenchmarkTestTagLoad(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			insns := 0
-			i := 0
-			var buf asm.Instructions
-			for b.Loop() {
-				prog, n := testTagProgram(i%testTagPrograms, m.FD(), buf)
-				buf, insns = prog, insns+n
+			loadTestTagSet(b, m.FD(), func(prog asm.Instructions) error {
 				p, err := k.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SocketFilter, License: "GPL", Instructions: prog})
 				if err != nil {
-					b.Fatalf("program %d: %v", i, err)
+					return err
 				}
+				defer p.Close()
 				if c.runtime == sim.RuntimeJIT && p.Runtime() != sim.RuntimeJIT {
-					b.Fatalf("program %d was not JITed: %v", i, p.JITError())
+					return fmt.Errorf("not JITed: %w", p.JITError())
 				}
-				p.Close()
-				i++
-			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "progs/s")
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(insns), "ns/insn")
+				return nil
+			})
+			m.Close()
 			if err := k.CheckLeaks(); err != nil {
-				m.Close()
+				b.Fatal(err)
 			}
 		})
 	}
@@ -120,22 +115,32 @@ func BenchmarkTestTagLoad(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer m.Close()
-		insns := 0
-		i := 0
-		var buf asm.Instructions
-		for b.Loop() {
-			prog, n := testTagProgram(i%testTagPrograms, m.FD(), buf)
-			buf, insns = prog, insns+n
+		loadTestTagSet(b, m.FD(), func(prog asm.Instructions) error {
 			p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SocketFilter, License: "GPL", Instructions: prog})
 			if err != nil {
-				b.Fatalf("program %d: %v", i, err)
+				return err
 			}
-			p.Close()
-			i++
-		}
-		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "progs/s")
-		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(insns), "ns/insn")
+			return p.Close()
+		})
 	})
+}
+
+// loadTestTagSet loads the set's programs in order through load, which
+// closes each, b.N of them, and reports programs per second and the time
+// per instruction slot.
+func loadTestTagSet(b *testing.B, mapFD int, load func(prog asm.Instructions) error) {
+	insns, i := 0, 0
+	var buf asm.Instructions
+	for b.Loop() {
+		prog, n := testTagProgram(i%testTagPrograms, mapFD, buf)
+		buf, insns = prog, insns+n
+		if err := load(prog); err != nil {
+			b.Fatalf("program %d: %v", i, err)
+		}
+		i++
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "progs/s")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(insns), "ns/insn")
 }
 
 // TestTestTagProgramsAreTheSelftestsSet checks the set's size and shapes:
