@@ -352,12 +352,9 @@ func (k *Kernel) jitHelperFunc(h *Helper) emu.Func {
 	return func(c *emu.CPU) error {
 		cpu := c.Data.(*CPU)
 		m := cpu.machine
-		p := k.jitCaller(cpu.jit, c.R[30])
-		code, err := p.interpCode() // helpers may name the call site
-		if err != nil {
+		if err := k.jitSetCallSite(cpu, c); err != nil {
 			return err
 		}
-		m.SetCallSite(code, p.jit.CallSite(c.R[30]))
 		r0, err := h.Fn(m, c.R[0], c.R[1], c.R[2], c.R[3], c.R[4])
 		if err != nil {
 			return err
@@ -365,6 +362,20 @@ func (k *Kernel) jitHelperFunc(h *Helper) emu.Func {
 		c.R[0] = r0
 		return nil
 	}
+}
+
+// jitSetCallSite tells the CPU's machine which program and instruction
+// the kernel function being called from JIT code serves, as the
+// interpreter knows them for its own calls: helpers name the call site in
+// their errors.
+func (k *Kernel) jitSetCallSite(cpu *CPU, c *emu.CPU) error {
+	p := k.jitCaller(cpu.jit, c.R[30])
+	code, err := p.interpCode()
+	if err != nil {
+		return err
+	}
+	cpu.machine.SetCallSite(code, p.jit.CallSite(c.R[30]))
+	return nil
 }
 
 // jitLdAbs is the kernel function of the JIT's legacy packet loads
@@ -393,12 +404,9 @@ func (k *Kernel) jitLdAbs(c *emu.CPU) error {
 func (k *Kernel) jitTailCallSlot(c *emu.CPU) error {
 	cpu := c.Data.(*CPU)
 	m := cpu.machine
-	p := k.jitCaller(cpu.jit, c.R[30])
-	code, err := p.interpCode()
-	if err != nil {
+	if err := k.jitSetCallSite(cpu, c); err != nil {
 		return err
 	}
-	m.SetCallSite(code, p.jit.CallSite(c.R[30]))
 	target, inBounds, err := k.tailCallProg(m, c.R[1], uint32(c.R[2]))
 	if err != nil {
 		return err
