@@ -4,6 +4,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 
+	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/verifier"
 )
 
@@ -22,7 +23,7 @@ func sourceOf(in asm.Instructions) *source {
 	slot := 0
 	for i := range in {
 		ins := &in[i]
-		if ins.Metadata == noMetadata {
+		if !insn.HasMetadata(ins) {
 			slot += int(ins.Size() / asm.InstructionSize)
 			continue
 		}

@@ -511,9 +511,6 @@ func (k *Kernel) LoadXlated(typ ebpf.ProgramType, name string, insns []insn.Insn
 	return p, nil
 }
 
-// noMetadata is an instruction's metadata when it has none.
-var noMetadata asm.Metadata
-
 // fromAsm encodes cilium/ebpf instructions, refusing what this simulated
 // kernel cannot resolve yet. meta says that some instruction carries
 // metadata (symbols, references, source lines...).
@@ -523,7 +520,7 @@ func fromAsm(in asm.Instructions) (_ []insn.Insn, meta bool, _ error) {
 	}
 	for i := range in {
 		ins := &in[i]
-		if ins.Metadata != noMetadata {
+		if insn.HasMetadata(ins) {
 			meta = true
 		} else {
 			// No reference, map, kfunc name or relocation: only a raw

@@ -35,13 +35,15 @@ func fromAsmMarshal(in asm.Instructions) ([]Insn, error) {
 	return Decode(buf.Bytes())
 }
 
-// noMetadata is an instruction's metadata when it has none.
-var noMetadata asm.Metadata
+// HasMetadata reports whether ins carries any metadata (a symbol, a
+// reference, a map, source lines...). Most instructions carry none, and
+// each metadata read is a walk of a list: checking first saves it.
+func HasMetadata(ins *asm.Instruction) bool { return ins.Metadata != asm.Metadata{} }
 
 // symbolOf is ins.Symbol() without the metadata walk for the many
 // instructions that carry no metadata.
 func symbolOf(ins *asm.Instruction) string {
-	if ins.Metadata == noMetadata {
+	if !HasMetadata(ins) {
 		return ""
 	}
 	return ins.Symbol()
@@ -75,7 +77,7 @@ func fromAsmFast(in asm.Instructions) ([]Insn, bool) {
 		off, cons := ins.Offset, ins.Constant
 		// Symbols, references and maps live in the metadata; most
 		// instructions have none, and reading it is a list walk per key.
-		if ins.Metadata != noMetadata {
+		if HasMetadata(ins) {
 			if ref := ins.Reference(); ref != "" {
 				target, ok := symbols[ref]
 				switch {
