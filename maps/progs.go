@@ -16,6 +16,11 @@ type ProgOwner struct {
 	ExpectedAttachType uint32
 	// Jited, XDPHasFrags and Sleepable are the flags of the same names.
 	Jited, XDPHasFrags, Sleepable bool
+	// RawContext is bpfsim's own: the program reads its context as the
+	// uapi struct because it was loaded unverified, where verified
+	// programs of its type read the kernel structure behind it. A tail
+	// call between the two would hand one the other's context.
+	RawContext bool
 }
 
 // ProgObject is a program as a map holding it sees it: an Object (a

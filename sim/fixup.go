@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 
@@ -64,9 +65,11 @@ func (k *Kernel) fixup(p *Program, src *source) error {
 			}
 		}
 	}
-	if err := verifier.Fixup(vp, &verifier.FixupConfig{HardWire: k.hardWire, Calls: kfuncCalls{kernelCalls{k}, p}}); err != nil {
+	typ, _ := verifier.ProgTypeFor(p.typ)
+	if err := verifier.Fixup(vp, &verifier.FixupConfig{HardWire: k.hardWire, Calls: kfuncCalls{kernelCalls{k}, p}, Type: typ}); err != nil {
 		return err
 	}
+	p.ctxConverted = convertsCtx(p.typ)
 	// The rewrites never create or move an lddw of a map, so each one
 	// left is found through its original index; both lists are in
 	// instruction order, and the list is renumbered in place (an entry
@@ -112,4 +115,12 @@ func (p *Program) lineAt(i int, next *int) (verifier.LineInfo, bool) {
 		return p.lines[*next], true
 	}
 	return verifier.LineInfo{}, false
+}
+
+// convertsCtx says whether the verifier's rewrites convert the context
+// loads of programs of type typ.
+func convertsCtx(typ ebpf.ProgramType) bool {
+	t, _ := verifier.ProgTypeFor(typ)
+	_, ok := t.(verifier.CtxConverter)
+	return ok
 }

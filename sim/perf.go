@@ -154,7 +154,7 @@ func (k *Kernel) perfMap(m *interp.Machine, addr uint64) (*maps.Map, error) {
 // packetOf returns the packet of the XDP or skb context ctx of this CPU's
 // test run: its address and length, and ok false for any other context.
 func packetOf(cpu *CPU, ctx uint64) (data uint64, n uint64, ok bool) {
-	if x := cpu.run.xdp; x != nil && ctx == x.ctx {
+	if x := cpu.run.xdp; x != nil && (ctx == x.ctx || ctx == x.buff) {
 		return x.data, x.dataEnd - x.data, true
 	}
 	if s := cpu.run.skb; s != nil && ctx == s.ctx {

@@ -53,9 +53,15 @@ type Program struct {
 	// kernel functions by address. lines and funcs are the BTF line info
 	// and each subprogram's func info, if the program came with them.
 	fixedUp bool
-	lines   []verifier.LineInfo
-	funcs   []*btf.Func
-	closed  atomic.Bool
+	// ctxConverted says the program reads the kernel's structure behind
+	// its context (verifier.CtxConverter), not the uapi one: the
+	// verifier's rewrites converted its context loads, or the code is
+	// the kernel's own xlated code. A test run then passes it that
+	// structure.
+	ctxConverted bool
+	lines        []verifier.LineInfo
+	funcs        []*btf.Func
+	closed       atomic.Bool
 	// sleepable is BPF_F_SLEEPABLE: the program may sleep, so it runs
 	// under RCU tasks trace rather than RCU, and may use only the map
 	// types that wait for such readers.
@@ -504,6 +510,7 @@ func (k *Kernel) LoadXlated(typ ebpf.ProgramType, name string, insns []insn.Insn
 	}
 	p := k.newProgram(typ, name)
 	p.xlated, p.code = insns, code
+	p.ctxConverted = convertsCtx(typ)
 	if err := k.publish(p); err != nil {
 		p.Close()
 		return nil, err

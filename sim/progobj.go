@@ -47,7 +47,8 @@ func (o *progObject) ObjectID() uint32 { return o.p.id }
 // bpfsim always "JITs" (the fix-ups assume jit_requested), has no XDP
 // fragments, no sleepable programs and no expected attach types yet.
 func (o *progObject) ProgOwner() maps.ProgOwner {
-	return maps.ProgOwner{Type: uint32(o.p.typ), Jited: o.p.jit != nil}
+	return maps.ProgOwner{Type: uint32(o.p.typ), Jited: o.p.jit != nil,
+		RawContext: !o.p.ctxConverted && convertsCtx(o.p.typ)}
 }
 
 var _ maps.ProgObject = (*progObject)(nil)

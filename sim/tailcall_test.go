@@ -175,6 +175,14 @@ func TestProgArrayUserSpaceErrnos(t *testing.T) {
 	}
 	xdp := load(t, k, ebpf.XDP, retProg(1))
 	sock := load(t, k, ebpf.SocketFilter, retProg(1))
+	// An unverified XDP program reads the xdp_md itself, where verified
+	// ones read the xdp_buff behind it: a tail call must not mix them.
+	rawXDP, err := k.NewProgramWithOptions(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: retProg(1)},
+		sim.ProgramOptions{Unverified: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rawXDP.Close() })
 	closed := load(t, k, ebpf.XDP, retProg(1))
 	closedFD := closed.FD()
 	closed.Close()
@@ -191,6 +199,7 @@ func TestProgArrayUserSpaceErrnos(t *testing.T) {
 		{"map fd", pa.Put(uint32(0), other.FD()), uapi.EINVAL},
 		{"first program", pa.Put(uint32(0), xdp), 0},
 		{"another type", pa.Put(uint32(1), sock), uapi.EINVAL},
+		{"unverified XDP program", pa.Put(uint32(1), rawXDP), uapi.EINVAL},
 		{"delete empty", pa.Delete(uint32(1)), uapi.ENOENT},
 		{"delete past the end", pa.Delete(uint32(2)), uapi.E2BIG},
 		{"lookup empty", pa.Lookup(uint32(1), new(uint32)), uapi.ENOENT},

@@ -114,7 +114,7 @@ func (p *Program) test(opts *RunOptions, timed bool) (*RunResult, error) {
 	}
 	cpu.mu.Lock()
 	defer cpu.mu.Unlock()
-	env, err := p.k.prepareRun(cpu, p.typ, opts.Data, ctxIn, opts.ContextOut != nil, opts.Repeat, p.verified != nil)
+	env, err := p.k.prepareRun(cpu, p, opts.Data, ctxIn, opts.ContextOut != nil, opts.Repeat)
 	if err != nil {
 		return nil, err
 	}
@@ -179,9 +179,9 @@ type rawBuffer struct {
 // prepareRun sets up cpu for a test run of a program of type typ. ctxOut
 // says whether the caller asked for the context back: the kernel gives skb
 // programs a context (and so a wire_len) when either direction is asked for.
-func (k *Kernel) prepareRun(cpu *CPU, typ ebpf.ProgramType, data, ctx []byte, ctxOut bool, repeat uint32, verified bool) (*runEnv, error) {
+func (k *Kernel) prepareRun(cpu *CPU, p *Program, data, ctx []byte, ctxOut bool, repeat uint32) (*runEnv, error) {
 	cpu.machine.Packet = interp.Packet{}
-	switch typ {
+	switch typ := p.typ; typ {
 	case ebpf.SocketFilter, ebpf.SchedCLS, ebpf.SchedACT:
 		return k.prepareSKB(cpu, typ, data, ctx, ctxOut)
 	case ebpf.Kprobe, ebpf.TracePoint, ebpf.RawTracepoint:
@@ -190,7 +190,7 @@ func (k *Kernel) prepareRun(cpu *CPU, typ ebpf.ProgramType, data, ctx []byte, ct
 		if ctx != nil {
 			return nil, errors.Wrap(uapi.EINVAL, "an xdp_md context input is not supported yet")
 		}
-		return k.prepareXDP(cpu, data, verified)
+		return k.prepareXDP(cpu, data, p.verified != nil, p.ctxConverted)
 	case ebpf.Syscall:
 		// bpf_prog_test_run_syscall: context only, run once.
 		if len(data) != 0 || repeat > 1 {

@@ -1,12 +1,14 @@
 package sim
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/pkg/errors"
 
 	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/uapi"
+	"github.com/bpfsim/bpfsim/sim/verifier"
 )
 
 // XDP test-run geometry (net/bpf/test_run.c, include/net/xdp.h).
@@ -36,26 +38,41 @@ const (
 	xdpMDSize           = 24
 )
 
-// xdpBuff is a CPU's XDP test-run state: a page that holds the packet (the
-// kernel's struct xdp_buff and its data page) and the xdp_md context the
-// program sees.
+// xdpBuff is a CPU's XDP test-run state: a page that holds the packet, and
+// the context a program gets in r1.
 //
 // Programs read xdp_md fields with 4-byte loads, yet data, data_end and
 // data_meta are 64-bit pointers. The kernel's verifier rewrites those loads
-// into 8-byte loads of xdp_buff fields (convert_ctx_accesses); bpfsim
-// maps xdp_md as a device whose loads return the 64-bit pointer, which
-// gives the program the same register values.
+// into loads of the struct xdp_buff behind the context
+// (convert_ctx_accesses), and so does bpfsim's (verifier.CtxConverter): a
+// verified program gets the address of an xdp_buff in simulated memory,
+// laid out as the kernel's, with the receive queue info and the loopback
+// device it points to. A program loaded unverified reads the uapi struct
+// as written; it gets an xdp_md mapped as a device whose loads return the
+// 64-bit pointers, which gives it the same register values.
 type xdpBuff struct {
-	page    uint64 // data_hard_start
-	bytes   []byte
-	ctx     uint64 // the xdp_md mapping
-	data    uint64
-	dataEnd uint64
-	meta    uint64
+	page  uint64 // data_hard_start
+	bytes []byte
+	ctx   uint64 // the xdp_md mapping, for unverified programs
+	// buff is the xdp_buff (and what it points to) for converted
+	// programs; buffBytes is its page, which programs may only read.
+	buff      uint64
+	buffBytes []byte
+	data      uint64
+	dataEnd   uint64
+	meta      uint64
 	// dirty is how many bytes from the start of the page the last run
 	// may have made non-zero.
 	dirty int
 }
+
+// Where the converted context's structures sit in their page: the
+// xdp_buff, the receive queue's struct xdp_rxq_info, and the net_device
+// of the loopback interface test runs receive on.
+const (
+	xdpBuffRxqInfo   = 64
+	xdpBuffNetDevice = 256
+)
 
 // Load serves a program's read of an xdp_md field.
 func (x *xdpBuff) Load(off uint64, size int, signExtend bool) (uint64, error) {
@@ -84,7 +101,9 @@ func ctxAccessError(off uint64, size int) error {
 	return fmt.Errorf("invalid bpf_context access off=%d size=%d", off, size)
 }
 
-func (k *Kernel) prepareXDP(cpu *CPU, data []byte, verified bool) (*runEnv, error) {
+// verified says the program stays within its packet; converted, that it
+// reads the xdp_buff rather than the xdp_md.
+func (k *Kernel) prepareXDP(cpu *CPU, data []byte, verified, converted bool) (*runEnv, error) {
 	if len(data) < ethHlen {
 		return nil, errors.Wrapf(uapi.EINVAL, "XDP input of %d bytes is shorter than an Ethernet header", len(data))
 	}
@@ -105,6 +124,21 @@ func (k *Kernel) prepareXDP(cpu *CPU, data []byte, verified bool) (*runEnv, erro
 		if err != nil {
 			return nil, err
 		}
+		if x.buff, err = k.mem.Vmalloc(mem.PageSize, mem.PermRead, "xdp_buff"); err != nil {
+			return nil, err
+		}
+		if x.buffBytes, err = k.mem.Bytes(x.buff, mem.PageSize); err != nil {
+			return nil, err
+		}
+		// The receive queue info and the device stay as they are: queue
+		// 0 of the loopback device, as bpf_prog_test_run_xdp uses when
+		// no context comes in.
+		le := binary.LittleEndian
+		le.PutUint64(x.buffBytes[verifier.XDPBuffRxq:], x.buff+xdpBuffRxqInfo)
+		le.PutUint64(x.buffBytes[xdpBuffRxqInfo+verifier.XDPRxqDev:], x.buff+xdpBuffNetDevice)
+		le.PutUint32(x.buffBytes[xdpBuffRxqInfo+verifier.XDPRxqQueueIndex:], 0)
+		le.PutUint32(x.buffBytes[xdpBuffNetDevice+verifier.NetDeviceIfindex:], loopbackIfindex)
+		le.PutUint32(x.buffBytes[verifier.XDPBuffFrameSz:], mem.PageSize)
 		cpu.run.xdp = x
 	}
 	// The buffer starts zeroed, as the kernel's kzalloc'd one does: only
@@ -119,7 +153,16 @@ func (k *Kernel) prepareXDP(cpu *CPU, data []byte, verified bool) (*runEnv, erro
 	x.data = x.page + XDPPacketHeadroom
 	x.dataEnd = x.data + uint64(len(data))
 	x.meta = x.data
-	return &runEnv{r1: x.ctx, output: func() ([]byte, []byte, error) {
+	r1 := x.ctx
+	if converted {
+		le := binary.LittleEndian
+		le.PutUint64(x.buffBytes[verifier.XDPBuffData:], x.data)
+		le.PutUint64(x.buffBytes[verifier.XDPBuffDataEnd:], x.dataEnd)
+		le.PutUint64(x.buffBytes[verifier.XDPBuffDataMeta:], x.meta)
+		le.PutUint64(x.buffBytes[verifier.XDPBuffDataHardStart:], x.page)
+		r1 = x.buff
+	}
+	return &runEnv{r1: r1, output: func() ([]byte, []byte, error) {
 		lo, hi := x.data-x.page, x.dataEnd-x.page
 		return append([]byte(nil), x.bytes[lo:hi]...), nil, nil
 	}}, nil

@@ -3,20 +3,14 @@
 package kdiff
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/binary"
 	"fmt"
-	"os"
 	"os/exec"
 	"regexp"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
+	"github.com/pkg/errors"
 
 	"github.com/bpfsim/bpfsim/arraymap"
 	"github.com/bpfsim/bpfsim/sim"
@@ -44,98 +38,18 @@ func linuxLikeSim(t *testing.T) *sim.Kernel {
 	return k
 }
 
-// allKallsyms names every kernel function by address, with
-// __bpf_call_base, which call immediates count from.
-var allKallsyms struct {
-	once  sync.Once
-	base  uint64
-	names map[uint64]string
-	err   error
-}
-
-func kernelCallName(imm int32) (string, error) {
-	allKallsyms.once.Do(func() {
-		f, err := os.Open("/proc/kallsyms")
-		if err != nil {
-			allKallsyms.err = err
-			return
-		}
-		defer f.Close()
-		allKallsyms.names = map[uint64]string{}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			fields := strings.Fields(sc.Text())
-			if len(fields) != 3 {
-				continue
-			}
-			addr, err := strconv.ParseUint(fields[0], 16, 64)
-			if err != nil || addr == 0 {
-				continue
-			}
-			if fields[2] == "__bpf_call_base" {
-				allKallsyms.base = addr
-			}
-			allKallsyms.names[addr] = fields[2]
-		}
-		allKallsyms.err = sc.Err()
-	})
-	if allKallsyms.err != nil || allKallsyms.base == 0 {
-		return "", ErrNoKernelSymbols
-	}
-	return allKallsyms.names[allKallsyms.base+uint64(int64(imm))], nil
-}
-
-// simCallName names the function a bpfsim call reaches.
-func simCallName(k *sim.Kernel, imm int32) string {
-	base, _ := k.KernelSymbol("__bpf_call_base")
-	for _, s := range k.KernelSymbols() {
-		if s.Addr == base.Addr+uint64(int64(imm)) {
-			return s.Name
-		}
-	}
-	return ""
-}
-
 // loadInKernel loads raw instructions in this machine's kernel and returns
 // its xlated program.
 func loadInKernel(t *testing.T, typ ebpf.ProgramType, insns []insn.Insn) []insn.Insn {
 	t.Helper()
-	var prog asm.Instructions
-	r := bytes.NewReader(insn.Encode(insns))
-	for r.Len() > 0 {
-		var ins asm.Instruction
-		if err := ins.Unmarshal(r, binary.LittleEndian, "linux"); err != nil {
-			t.Fatal(err)
-		}
-		prog = append(prog, ins)
-	}
-	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: typ, License: "GPL", Instructions: prog})
+	p, err := ebpf.NewProgram(specOf(t, typ, insns))
 	if err != nil {
 		t.Fatalf("the kernel refused the program: %v", err)
 	}
 	defer p.Close()
-	x, err := xlated(p)
+	x, err := KernelXlated(p)
 	if err != nil {
 		t.Fatal(err)
-	}
-	// cilium/ebpf's encoder zeroes the offset of every ALU instruction
-	// that is not sdiv, smod or movsx, so the kernel's per-CPU move
-	// (BPF_MOV64_PERCPU_REG: off -1) comes out of xlated() as a plain
-	// move. Put the offset back from the decoded instructions.
-	info, err := p.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := info.Instructions()
-	if err != nil {
-		t.Fatal(err)
-	}
-	slot := 0
-	for _, ins := range raw {
-		if ins.OpCode == asm.Mov.Op(asm.RegSource) && ins.Offset != 0 {
-			x[slot].Off = ins.Offset
-		}
-		slot += int(ins.Size() / asm.InstructionSize)
 	}
 	return x
 }
@@ -150,44 +64,17 @@ func loadInSim(t *testing.T, k *sim.Kernel, typ ebpf.ProgramType, insns []insn.I
 	return p.Instructions()
 }
 
-// sameXlated compares the kernel's xlated code with bpfsim's, instruction
-// by instruction, and returns the kernel's offsetof(struct bpf_array,
-// value) if an inlined array lookup showed it.
+// sameXlated is SameXlated, failing t where they differ.
 func sameXlated(t *testing.T, k *sim.Kernel, kernel, simulated []insn.Insn) (valueOffset int32) {
 	t.Helper()
-	fail := func(i int, why string) {
-		t.Fatalf("insn %d: %s\nkernel:\n%s\nbpfsim:\n%s", i, why, insn.Dump(kernel, nil), insn.Dump(simulated, nil))
+	off, err := SameXlated(k, kernel, simulated)
+	if errors.Is(err, ErrNoKernelSymbols) {
+		t.Skip(err)
 	}
-	if len(kernel) != len(simulated) {
-		fail(min(len(kernel), len(simulated)), fmt.Sprintf("the kernel has %d instructions, bpfsim %d", len(kernel), len(simulated)))
+	if err != nil {
+		t.Fatal(err)
 	}
-	for i := 0; i < len(kernel); i++ {
-		kin, sin := kernel[i], simulated[i]
-		switch {
-		case kin.IsLdImm64():
-			// The kernel shows a map by id, bpfsim holds its address.
-			if kin.Code != sin.Code || kin.Dst != sin.Dst {
-				fail(i, "lddw differs")
-			}
-			i++
-		case kin.Code == insn.JMP|insn.CALL && kin.Src == 0:
-			kname, err := kernelCallName(kin.Imm)
-			if err != nil {
-				t.Skip(err)
-			}
-			if sname := simCallName(k, sin.Imm); sin.Code != kin.Code || sin.Src != 0 || sname != kname {
-				fail(i, fmt.Sprintf("the kernel calls %s, bpfsim %q", kname, sname))
-			}
-		case sin.Code == insn.ALU64|insn.ADD|insn.K && sin.Dst == insn.R1 && sin.Imm == arraymap.ValueOffset:
-			if kin.Code != sin.Code || kin.Dst != sin.Dst {
-				fail(i, "the array's value offset is not added the same way")
-			}
-			valueOffset = kin.Imm
-		case kin != sin:
-			fail(i, fmt.Sprintf("kernel %s, bpfsim %s", insn.Format(kernel, i, nil), insn.Format(simulated, i, nil)))
-		}
-	}
-	return valueOffset
+	return off
 }
 
 func lddwMap(dst uint8, fd int) []insn.Insn {

@@ -55,9 +55,10 @@ func (k *Kernel) Run(p *Program) Outcome {
 }
 
 // xlated reads back the program the kernel runs after its verifier
-// rewrote it, in a form bpfsim can run: the XDP context loads become
-// xdp_md loads again, and bpf-to-bpf calls get their relative target back
-// in imm (the kernel keeps it in off, and the subprogram index in imm).
+// rewrote it, in a form bpfsim can run: bpf-to-bpf calls get their
+// relative target back in imm (the kernel keeps it in off, and the
+// subprogram index in imm). Context loads stay as the kernel converted
+// them: bpfsim hands kernel code the same structure behind the context.
 func xlated(prog *ebpf.Program) ([]insn.Insn, error) {
 	info, err := prog.Info()
 	if err != nil {
@@ -75,10 +76,6 @@ func xlated(prog *ebpf.Program) ([]insn.Insn, error) {
 		in := &insns[i]
 		if in.Code == insn.JMP|insn.CALL && in.Src == insn.PseudoCall {
 			in.Imm, in.Off = int32(in.Off), 0
-		}
-		// xdp_buff->data and ->data_end, read as xdp_md->data and ->data_end.
-		if in.Code == insn.LDX|insn.MEM|insn.DW && in.Src == insn.R1 && i < 2 && (in.Off == 0 || in.Off == 8) {
-			in.Code, in.Off = insn.LDX|insn.MEM|insn.W, in.Off/2
 		}
 	}
 	return insns, nil

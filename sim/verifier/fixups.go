@@ -84,6 +84,10 @@ type FixupConfig struct {
 	// calls as they are (helper ids), for a kernel with no function
 	// table.
 	Calls KernelCalls
+	// Type is the program type's context rules; when it is also a
+	// CtxConverter, context loads are rewritten (convert_ctx_accesses).
+	// Nil leaves them as written.
+	Type ProgType
 }
 
 // Fixup runs the rewrite passes on a verified program.
@@ -98,7 +102,7 @@ func Fixup(p *Prog, cfg *FixupConfig) error {
 	if p.noJumps {
 		// Straight-line code, all of it reached (check_cfg refuses
 		// the rest): nothing to hard-wire or remove.
-		return doMiscFixups(p, nil, cfg.Calls)
+		return doMiscFixups(p, nil, cfg)
 	}
 	hardWireDeadCodeBranches(p, cfg.HardWire)
 	remove, ok := deadCodeAndNops(p)
@@ -110,7 +114,7 @@ func Fixup(p *Prog, cfg *FixupConfig) error {
 			return err
 		}
 	}
-	return doMiscFixups(p, remove, cfg.Calls)
+	return doMiscFixups(p, remove, cfg)
 }
 
 // deadCodeAndNops finds what opt_remove_dead_code and opt_remove_nops
@@ -278,13 +282,17 @@ func removeNopsOneByOne(p *Prog) error {
 // generate for one lookup is one less.
 const insnBufSize = 32
 
-// doMiscFixups is the part of do_misc_fixups bpfsim needs (see the top of
-// this file for the rest): division and modulo guards, and calls. Each
+// doMiscFixups is convert_ctx_accesses, then the part of do_misc_fixups
+// bpfsim needs (see the top of this file for the rest): division and
+// modulo guards, and calls. The two passes rewrite different instructions,
+// so one rewrite does both. Each
 // instruction of the verified program is looked at once; the sequences
 // that replace some of them are spliced in together at the end, as if one
 // by one, and never looked at again. The instructions in remove (nil for
 // none) go in the same rewrite.
-func doMiscFixups(p *Prog, remove []bool, calls KernelCalls) error {
+func doMiscFixups(p *Prog, remove []bool, cfg *FixupConfig) error {
+	calls := cfg.Calls
+	conv, _ := cfg.Type.(CtxConverter)
 	var patches map[int][]insn.Insn
 	for i := 0; i < len(p.Insns); i++ {
 		in := &p.Insns[i] // by pointer: see insn.Insn
@@ -295,6 +303,8 @@ func doMiscFixups(p *Prog, remove []bool, calls KernelCalls) error {
 		case in.IsLdImm64():
 			i++
 			continue
+		case conv != nil && p.Aux[i].CtxAccess:
+			seq = conv.ConvertCtxAccess(in)
 		case isSignedDivByMinusOne(in):
 			seq = signedDivByMinusOne(in)
 		case isDivModByReg(in):

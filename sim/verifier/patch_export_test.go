@@ -33,5 +33,5 @@ func FixupPassByPass(p *Prog, cfg *FixupConfig) error {
 	if err := RemoveDeadCodeThenNops(p); err != nil {
 		return err
 	}
-	return doMiscFixups(p, nil, cfg.Calls)
+	return doMiscFixups(p, nil, cfg)
 }

@@ -66,26 +66,34 @@ const (
 // fields, of which egress_ifindex only for devmap programs.
 type xdpType struct{}
 
+// struct xdp_md's fields (include/uapi/linux/bpf.h).
+const (
+	xdpMDData           = 0
+	xdpMDDataEnd        = 4
+	xdpMDDataMeta       = 8
+	xdpMDIngressIfindex = 12
+	xdpMDRxQueueIndex   = 16
+	xdpMDEgressIfindex  = 20
+	xdpMDSize           = 24
+)
+
 func (xdpType) ValidAccess(off, size int, write, ldsx bool) (CtxField, bool) {
-	const (
-		data, dataEnd, dataMeta, egress, mdSize = 0, 4, 8, 20, 24
-	)
-	if off == egress || write {
+	if off == xdpMDEgressIfindex || write {
 		return CtxField{}, false
 	}
 	var f CtxField
 	switch off {
-	case data:
+	case xdpMDData:
 		f.Kind = CtxPacket
-	case dataEnd:
+	case xdpMDDataEnd:
 		f.Kind = CtxPacketEnd
-	case dataMeta:
+	case xdpMDDataMeta:
 		f.Kind = CtxPacketMeta
 	}
 	if f.Kind != CtxScalar && ldsx {
 		return CtxField{}, false
 	}
-	if off < 0 || off >= mdSize || off%size != 0 || size != 4 {
+	if off < 0 || off >= xdpMDSize || off%size != 0 || size != 4 {
 		return CtxField{}, false
 	}
 	return f, true

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"github.com/bpfsim/bpfsim/sim"
 	"math/rand/v2"
 	"net/netip"
 	"os/exec"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/bpfsim/bpfsim/sim"
 	"github.com/bpfsim/bpfsim/sim/kdiff"
 )
 

@@ -1,0 +1,148 @@
+//go:build linux
+
+package kdiff
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/pkg/errors"
+
+	"github.com/bpfsim/bpfsim/arraymap"
+	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/insn"
+)
+
+// Comparing the verifier's rewrites with this machine's kernel: the same
+// program loaded in both must come out as the same instructions. What may
+// differ is only what depends on the kernel's build: map addresses,
+// offsetof(struct bpf_array, value) and the addresses of kernel functions,
+// so calls are compared by the name of the function they reach.
+
+// KernelXlated returns the instructions the kernel runs for p, after its
+// verifier's rewrites, exactly as the kernel holds them.
+func KernelXlated(p *ebpf.Program) ([]insn.Insn, error) {
+	x, err := xlated(p)
+	if err != nil {
+		return nil, err
+	}
+	// cilium/ebpf's encoder zeroes the offset of every ALU instruction
+	// that is not sdiv, smod or movsx, so the kernel's per-CPU move
+	// (BPF_MOV64_PERCPU_REG: off -1) comes out of xlated() as a plain
+	// move. Put the offset back from the decoded instructions.
+	info, err := p.Info()
+	if err != nil {
+		return nil, err
+	}
+	raw, err := info.Instructions()
+	if err != nil {
+		return nil, err
+	}
+	slot := 0
+	for _, ins := range raw {
+		if ins.OpCode == asm.Mov.Op(asm.RegSource) && ins.Offset != 0 {
+			x[slot].Off = ins.Offset
+		}
+		slot += int(ins.Size() / asm.InstructionSize)
+	}
+	return x, nil
+}
+
+// SameXlated compares the kernel's xlated code with bpfsim's, instruction
+// by instruction, and returns the kernel's offsetof(struct bpf_array,
+// value) if an inlined array lookup showed it. The error names the first
+// difference and lists both programs; it wraps ErrNoKernelSymbols when
+// the kernel hides the functions calls reach.
+func SameXlated(k *sim.Kernel, kernel, simulated []insn.Insn) (valueOffset int32, err error) {
+	differ := func(i int, why string) error {
+		return errors.Errorf("insn %d: %s\nkernel:\n%s\nbpfsim:\n%s", i, why, insn.Dump(kernel, nil), insn.Dump(simulated, nil))
+	}
+	if len(kernel) != len(simulated) {
+		return 0, differ(min(len(kernel), len(simulated)), fmt.Sprintf("the kernel has %d instructions, bpfsim %d", len(kernel), len(simulated)))
+	}
+	for i := 0; i < len(kernel); i++ {
+		kin, sin := kernel[i], simulated[i]
+		switch {
+		case kin.IsLdImm64():
+			// The kernel shows a map by id, bpfsim holds its address.
+			if kin.Code != sin.Code || kin.Dst != sin.Dst {
+				return 0, differ(i, "lddw differs")
+			}
+			i++
+		case kin.Code == insn.JMP|insn.CALL && kin.Src == 0:
+			kname, err := kernelCallName(kin.Imm)
+			if err != nil {
+				return 0, err
+			}
+			if sname := simCallName(k, sin.Imm); sin.Code != kin.Code || sin.Src != 0 || sname != kname {
+				return 0, differ(i, fmt.Sprintf("the kernel calls %s, bpfsim %q", kname, sname))
+			}
+		case sin.Code == insn.ALU64|insn.ADD|insn.K && sin.Dst == insn.R1 && sin.Imm == arraymap.ValueOffset:
+			if kin.Code != sin.Code || kin.Dst != sin.Dst {
+				return 0, differ(i, "the array's value offset is not added the same way")
+			}
+			valueOffset = kin.Imm
+		case kin != sin:
+			return 0, differ(i, fmt.Sprintf("kernel %s, bpfsim %s", insn.Format(kernel, i, nil), insn.Format(simulated, i, nil)))
+		}
+	}
+	return valueOffset, nil
+}
+
+// allKallsyms names every kernel function by address, with
+// __bpf_call_base, which call immediates count from.
+var allKallsyms struct {
+	once  sync.Once
+	base  uint64
+	names map[uint64]string
+	err   error
+}
+
+func kernelCallName(imm int32) (string, error) {
+	allKallsyms.once.Do(func() {
+		f, err := os.Open("/proc/kallsyms")
+		if err != nil {
+			allKallsyms.err = err
+			return
+		}
+		defer f.Close()
+		allKallsyms.names = map[uint64]string{}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			if len(fields) != 3 {
+				continue
+			}
+			addr, err := strconv.ParseUint(fields[0], 16, 64)
+			if err != nil || addr == 0 {
+				continue
+			}
+			if fields[2] == "__bpf_call_base" {
+				allKallsyms.base = addr
+			}
+			allKallsyms.names[addr] = fields[2]
+		}
+		allKallsyms.err = sc.Err()
+	})
+	if allKallsyms.err != nil || allKallsyms.base == 0 {
+		return "", ErrNoKernelSymbols
+	}
+	return allKallsyms.names[allKallsyms.base+uint64(int64(imm))], nil
+}
+
+// simCallName names the function a bpfsim call reaches.
+func simCallName(k *sim.Kernel, imm int32) string {
+	base, _ := k.KernelSymbol("__bpf_call_base")
+	for _, s := range k.KernelSymbols() {
+		if s.Addr == base.Addr+uint64(int64(imm)) {
+			return s.Name
+		}
+	}
+	return ""
+}
