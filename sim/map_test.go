@@ -1,6 +1,7 @@
 package sim_test
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -256,5 +257,40 @@ func TestConcurrentMapUpdatesFromPrograms(t *testing.T) {
 	var v uint64
 	if err := m.Lookup(uint32(0), &v); err != nil || v != 2000 {
 		t.Errorf("counter = %d, %v; want 2000", v, err)
+	}
+}
+
+// A helper reads a key wherever the program points, within one page or
+// across two: an unverified program looks up the key at data+off of an
+// input laid out so that data+6 starts 2 bytes before a page boundary.
+func TestMapKeysAreReadWithinAndAcrossPages(t *testing.T) {
+	k := newKernel(t, nil)
+	m := newMap(t, k, &ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 4})
+	// The raw harness places its input to end 8-byte aligned at the end
+	// of a power-of-two buffer: 4,100 bytes start at offset 4,088.
+	data := make([]byte, 4100)
+	for i, off := range []int{0, 6} {
+		key := uint32(0x01020304 + i)
+		binary.LittleEndian.PutUint32(data[off:], key)
+		if err := m.Put(key, uint32(70+off)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, off := range []int32{0, 6} {
+		p := load(t, k, ebpf.UnspecifiedProgram, associateM(m, asm.Instructions{
+			asm.Mov.Reg(asm.R2, asm.R1),
+			asm.Add.Imm(asm.R2, off),
+			asm.LoadMapPtr(asm.R1, 0).WithReference("m"),
+			asm.FnMapLookupElem.Call(),
+			asm.JEq.Imm(asm.R0, 0, "miss"),
+			asm.LoadMem(asm.R0, asm.R0, 0, asm.Word),
+			asm.Return(),
+			asm.Mov.Imm(asm.R0, -1).WithSymbol("miss"),
+			asm.Return(),
+		}))
+		got, err := p.Run(&sim.RunOptions{Data: data})
+		if err != nil || got != uint32(70+off) {
+			t.Errorf("key at data+%d: got %d, %v; want %d", off, int32(got), err, 70+off)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/bpfsim/bpfsim/maps"
 	"github.com/bpfsim/bpfsim/sim/interp"
+	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
 
@@ -41,9 +42,17 @@ func (k *Kernel) helperMap(m *interp.Machine, addr uint64) (*maps.Map, error) {
 	return mp, nil
 }
 
-// readArg copies n bytes a program passed by pointer into the CPU's
-// scratch buffer slot.
+// readArg returns the n bytes a program passed by pointer, for reading
+// only, and valid until the next readArg of the same slot. Within one
+// page it is a view of the page itself; otherwise, and under the race
+// detector (which wants simulated memory read through mem's atomic
+// loads), the bytes are copied into the CPU's scratch buffer slot.
 func readArg(m *interp.Machine, addr uint64, n uint32, slot int) ([]byte, error) {
+	if off := addr & (mem.PageSize - 1); !mem.RaceMode && off+uint64(n) <= mem.PageSize {
+		if pg := m.TLB.ReadPage(addr); pg != nil {
+			return pg[off : off+uint64(n) : off+uint64(n)], nil
+		}
+	}
 	cpu := m.Data.(*CPU)
 	buf := cpu.scratch(slot, int(n))
 	if f := m.TLB.Read(addr, buf); f != nil {
