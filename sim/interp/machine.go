@@ -2,6 +2,7 @@ package interp
 
 import (
 	"fmt"
+	"unsafe"
 
 	"github.com/pkg/errors"
 
@@ -88,6 +89,8 @@ type Machine struct {
 	stackTop uint64 // address just above the stack: frame 0's r10
 
 	prog *Program // running program, for helpers
+	// base is &prog.ops[0], the dispatch loop's view of prog.
+	base unsafe.Pointer
 
 	// pc (one past the current instruction) and steps are parked here
 	// whenever the dispatch loop calls out of itself.

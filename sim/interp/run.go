@@ -56,14 +56,20 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 		budget = math.MaxUint64
 	}
 	tlb := m.TLB
-	ops := p.ops
 	var steps uint64
 	pc := 0
 
-	// The compiler guarantees pc stays within ops: jump targets are checked
-	// and the extra op at the end stops a program that falls off its last
-	// instruction. So the loop indexes without a bounds check.
-	base := unsafe.Pointer(&ops[0])
+	// The compiler guarantees pc stays within the ops: jump targets are
+	// checked and the extra op at the end stops a program that falls off
+	// its last instruction. So the loop indexes without a bounds check.
+	//
+	// The running program is m.prog, its ops at base (also kept in
+	// m.base). Every path that calls out of the loop reloads base from m
+	// afterwards, like pc and steps: then no value live across a call
+	// changes in the loop, and the compiler need not store one on every
+	// iteration to have it after the call.
+	base := unsafe.Pointer(&p.ops[0])
+	m.base = base
 
 	for {
 		o := (*op)(unsafe.Add(base, uintptr(pc)*unsafe.Sizeof(op{})))
@@ -234,7 +240,7 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 			if f := m.slowMem(&r, a); f != nil {
 				return m.fault(f)
 			}
-			pc, steps = m.pc, m.steps
+			pc, steps, base = m.pc, m.steps, m.base
 		case opLdxH:
 			a := r[o.src&15] + uint64(int64(o.off))
 			if pg := tlb.ReadPage(a); pg != nil && a&pageMask <= pageMask-1 {
@@ -245,7 +251,7 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 			if f := m.slowMem(&r, a); f != nil {
 				return m.fault(f)
 			}
-			pc, steps = m.pc, m.steps
+			pc, steps, base = m.pc, m.steps, m.base
 		case opLdxW:
 			a := r[o.src&15] + uint64(int64(o.off))
 			if pg := tlb.ReadPage(a); pg != nil && a&pageMask <= pageMask-3 {
@@ -256,7 +262,7 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 			if f := m.slowMem(&r, a); f != nil {
 				return m.fault(f)
 			}
-			pc, steps = m.pc, m.steps
+			pc, steps, base = m.pc, m.steps, m.base
 		case opLdxDW:
 			a := r[o.src&15] + uint64(int64(o.off))
 			if pg := tlb.ReadPage(a); pg != nil && a&pageMask <= pageMask-7 {
@@ -267,7 +273,7 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 			if f := m.slowMem(&r, a); f != nil {
 				return m.fault(f)
 			}
-			pc, steps = m.pc, m.steps
+			pc, steps, base = m.pc, m.steps, m.base
 		case opStxB:
 			a := r[o.dst&15] + uint64(int64(o.off))
 			if pg := tlb.WritePage(a); pg != nil {
@@ -278,7 +284,7 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 			if f := m.slowMem(&r, a); f != nil {
 				return m.fault(f)
 			}
-			pc, steps = m.pc, m.steps
+			pc, steps, base = m.pc, m.steps, m.base
 		case opStxH:
 			a := r[o.dst&15] + uint64(int64(o.off))
 			if pg := tlb.WritePage(a); pg != nil && a&pageMask <= pageMask-1 {
@@ -289,7 +295,7 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 			if f := m.slowMem(&r, a); f != nil {
 				return m.fault(f)
 			}
-			pc, steps = m.pc, m.steps
+			pc, steps, base = m.pc, m.steps, m.base
 		case opStxW:
 			a := r[o.dst&15] + uint64(int64(o.off))
 			if pg := tlb.WritePage(a); pg != nil && a&pageMask <= pageMask-3 {
@@ -300,7 +306,7 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 			if f := m.slowMem(&r, a); f != nil {
 				return m.fault(f)
 			}
-			pc, steps = m.pc, m.steps
+			pc, steps, base = m.pc, m.steps, m.base
 		case opStxDW:
 			a := r[o.dst&15] + uint64(int64(o.off))
 			if pg := tlb.WritePage(a); pg != nil && a&pageMask <= pageMask-7 {
@@ -311,7 +317,7 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 			if f := m.slowMem(&r, a); f != nil {
 				return m.fault(f)
 			}
-			pc, steps = m.pc, m.steps
+			pc, steps, base = m.pc, m.steps, m.base
 		case opStDW:
 			a := r[o.dst&15] + uint64(int64(o.off))
 			if pg := tlb.WritePage(a); pg != nil && a&pageMask <= pageMask-7 {
@@ -322,13 +328,13 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 			if f := m.slowMem(&r, a); f != nil {
 				return m.fault(f)
 			}
-			pc, steps = m.pc, m.steps
+			pc, steps, base = m.pc, m.steps, m.base
 		case opLdxsB, opLdxsH, opLdxsW:
 			m.pc, m.steps = pc, steps
 			if f := m.slowMem(&r, r[o.src&15]+uint64(int64(o.off))); f != nil {
 				return m.fault(f)
 			}
-			pc, steps = m.pc, m.steps
+			pc, steps, base = m.pc, m.steps, m.base
 		case opStB, opStH, opStW,
 			opAtomicAdd32, opAtomicAdd64, opAtomicOr32, opAtomicOr64,
 			opAtomicAnd32, opAtomicAnd64, opAtomicXor32, opAtomicXor64,
@@ -345,7 +351,7 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 			if f := m.slowMem(&r, r[o.dst&15]+uint64(int64(o.off))); f != nil {
 				return m.fault(f)
 			}
-			pc, steps = m.pc, m.steps
+			pc, steps, base = m.pc, m.steps, m.base
 
 		// Jumps.
 		case opJa:
@@ -673,12 +679,12 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 
 		case opCallHelper:
 			m.pc, m.steps = pc, steps
-			v, err := p.helpers[o.imm].Fn(m, r[1], r[2], r[3], r[4], r[5])
+			v, err := m.prog.helpers[o.imm].Fn(m, r[1], r[2], r[3], r[4], r[5])
 			if err != nil {
 				return m.helperError(err)
 			}
 			r[0] = v
-			pc, steps = m.pc, m.steps
+			pc, steps, base = m.pc, m.steps, m.base
 		case opCallLocal:
 			if steps > budget {
 				return m.exhausted(pc, steps)
@@ -687,7 +693,7 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 			if err := m.enterFrame(&r, int(o.off)); err != nil {
 				return 0, err
 			}
-			pc, steps = m.pc, m.steps
+			pc, steps, base = m.pc, m.steps, m.base
 		case opExit:
 			if m.depth == 0 {
 				m.Executed = steps
@@ -698,10 +704,10 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 			r[6], r[7], r[8], r[9] = fr.saved[0], fr.saved[1], fr.saved[2], fr.saved[3]
 			r[10] = fr.fp
 			pc = fr.ret
-			if fr.prog != p {
-				p, ops = fr.prog, fr.prog.ops
-				base = unsafe.Pointer(&ops[0])
-				m.prog = p
+			if fr.prog != m.prog {
+				m.prog = fr.prog
+				base = unsafe.Pointer(&fr.prog.ops[0])
+				m.base = base
 			}
 		case opTailCall:
 			m.pc, m.steps = pc, steps
@@ -717,9 +723,9 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 				// registers, frame and stack, from its first
 				// instruction, with a fresh may_goto count as its
 				// prologue would set.
-				p, ops = next, next.ops
-				base = unsafe.Pointer(&ops[0])
-				m.prog = p
+				m.prog = next
+				base = unsafe.Pointer(&next.ops[0])
+				m.base = base
 				m.frames[m.depth].mayGoto = maxLoops
 				pc = 0
 			}
