@@ -4,27 +4,10 @@ import (
 	"testing"
 
 	"github.com/bpfsim/bpfsim/sim/insn"
+	"github.com/bpfsim/bpfsim/sim/internal/anchors"
 	"github.com/bpfsim/bpfsim/sim/interp"
 	"github.com/bpfsim/bpfsim/sim/mem"
 )
-
-// aluLoop is the loop of ../shared/ANCHORS.md: per iteration add, xor,
-// stack store, stack load, add, sub, jne; 7N+4 instructions in all.
-func aluLoop(n int32) []insn.Insn {
-	return []insn.Insn{
-		{Code: insn.ALU64 | insn.MOV | insn.K, Dst: 0, Imm: 0},
-		{Code: insn.ALU64 | insn.MOV | insn.K, Dst: 1, Imm: n},
-		{Code: insn.ALU64 | insn.MOV | insn.K, Dst: 2, Imm: 0x5a5a},
-		{Code: insn.ALU64 | insn.ADD | insn.X, Dst: 0, Src: 1},
-		{Code: insn.ALU64 | insn.XOR | insn.X, Dst: 0, Src: 2},
-		{Code: insn.STX | insn.MEM | insn.DW, Dst: 10, Src: 0, Off: -8},
-		{Code: insn.LDX | insn.MEM | insn.DW, Dst: 3, Src: 10, Off: -8},
-		{Code: insn.ALU64 | insn.ADD | insn.X, Dst: 0, Src: 3},
-		{Code: insn.ALU64 | insn.SUB | insn.K, Dst: 1, Imm: 1},
-		{Code: insn.JMP | insn.JNE | insn.K, Dst: 1, Imm: 0, Off: -7},
-		{Code: insn.JMP | insn.EXIT},
-	}
-}
 
 // prime is the `prime` test of the bpf_conformance suite: trial division of
 // n by every i below it. For n = 10000019 it runs 100,000,175 instructions,
@@ -94,7 +77,7 @@ func benchProgram(b *testing.B, insns []insn.Insn, want uint64) {
 // loop (../shared/ANCHORS.md: uBPF's C interpreter, 5.3 ns/insn on this
 // machine kind; the target is half that).
 func BenchmarkALULoop(b *testing.B) {
-	benchProgram(b, aluLoop(1_000_000), 0x81296f516d0e20e)
+	benchProgram(b, anchors.ALULoop(1_000_000), anchors.ALULoopResult)
 }
 
 // BenchmarkPrime is the division-heavy anchor: `prime` on 10000019
