@@ -68,7 +68,7 @@ func xlated(prog *ebpf.Program) ([]insn.Insn, error) {
 	if err != nil {
 		return nil, err
 	}
-	insns, err := insn.FromAsm(raw)
+	insns, err := fromKernel(raw)
 	if err != nil {
 		return nil, err
 	}
@@ -79,4 +79,32 @@ func xlated(prog *ebpf.Program) ([]insn.Insn, error) {
 		}
 	}
 	return insns, nil
+}
+
+// fromKernel encodes instructions cilium/ebpf decoded from the kernel's
+// xlated code back into the kernel's own: field by field, so that what
+// cilium/ebpf's encoder would refuse or drop stays as the kernel has it (a
+// call's imm that is a kernel function's offset from __bpf_call_base, the
+// per-CPU move's off of -1). Only its extended opcodes (signed division,
+// sign-extending moves, atomics) go through its encoder, which knows them.
+func fromKernel(raw asm.Instructions) ([]insn.Insn, error) {
+	out := make([]insn.Insn, 0, len(raw))
+	for i := range raw {
+		ins := &raw[i]
+		if ins.OpCode > 0xff || uint8(ins.OpCode)&0xe7 == insn.STX|insn.ATOMIC {
+			one, err := insn.FromAsm(asm.Instructions{*ins})
+			if err != nil {
+				return nil, errors.Wrapf(err, "xlated instruction %d", len(out))
+			}
+			out = append(out, one...)
+			continue
+		}
+		in := insn.Insn{Code: uint8(ins.OpCode), Dst: uint8(ins.Dst) & 0xf, Src: uint8(ins.Src) & 0xf, Off: ins.Offset, Imm: int32(ins.Constant)}
+		if ins.OpCode.IsDWordLoad() {
+			out = append(out, in, insn.Insn{Imm: int32(uint64(ins.Constant) >> 32)})
+			continue
+		}
+		out = append(out, in)
+	}
+	return out, nil
 }

@@ -11,7 +11,6 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 	"github.com/pkg/errors"
 
 	"github.com/bpfsim/bpfsim/arraymap"
@@ -27,32 +26,7 @@ import (
 
 // KernelXlated returns the instructions the kernel runs for p, after its
 // verifier's rewrites, exactly as the kernel holds them.
-func KernelXlated(p *ebpf.Program) ([]insn.Insn, error) {
-	x, err := xlated(p)
-	if err != nil {
-		return nil, err
-	}
-	// cilium/ebpf's encoder zeroes the offset of every ALU instruction
-	// that is not sdiv, smod or movsx, so the kernel's per-CPU move
-	// (BPF_MOV64_PERCPU_REG: off -1) comes out of xlated() as a plain
-	// move. Put the offset back from the decoded instructions.
-	info, err := p.Info()
-	if err != nil {
-		return nil, err
-	}
-	raw, err := info.Instructions()
-	if err != nil {
-		return nil, err
-	}
-	slot := 0
-	for _, ins := range raw {
-		if ins.OpCode == asm.Mov.Op(asm.RegSource) && ins.Offset != 0 {
-			x[slot].Off = ins.Offset
-		}
-		slot += int(ins.Size() / asm.InstructionSize)
-	}
-	return x, nil
-}
+func KernelXlated(p *ebpf.Program) ([]insn.Insn, error) { return xlated(p) }
 
 // SameXlated compares the kernel's xlated code with bpfsim's, instruction
 // by instruction, and returns the kernel's offsetof(struct bpf_array,
