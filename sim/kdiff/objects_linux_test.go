@@ -4,11 +4,15 @@ package kdiff
 
 import (
 	"errors"
+	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/bpfsim/bpfsim/sim"
 )
 
 // Every program of bpfsim's clang-built test objects comes out of the
@@ -65,5 +69,79 @@ func TestTestdataObjectsXlateAsTheKernel(t *testing.T) {
 			}
 			t.Logf("%d programs alike", len(names))
 		})
+	}
+}
+
+// The same for cilium/ebpf's test objects (little-endian builds), one
+// program at a time with the maps it uses: every program both load must
+// xlate alike. Those bpfsim cannot load yet are named by
+// TestCiliumTestdataObjectsLoadOrNameWhatIsMissing in package sim.
+func TestCiliumTestdataProgramsXlateAsTheKernel(t *testing.T) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/cilium/ebpf").Output()
+	if err != nil {
+		t.Skipf("skipped: cannot find the cilium/ebpf module: %v", err)
+	}
+	files, err := filepath.Glob(filepath.Join(strings.TrimSpace(string(out)), "testdata", "*-el.elf"))
+	if err != nil || len(files) == 0 {
+		t.Skipf("skipped: cilium/ebpf's testdata is not in the module cache (%v)", err)
+	}
+	alike, notBoth := 0, 0
+	for _, f := range files {
+		spec, err := ebpf.LoadCollectionSpec(f)
+		if err != nil {
+			continue // objects cilium/ebpf itself cannot read
+		}
+		names := make([]string, 0, len(spec.Programs))
+		for name := range spec.Programs {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			what := filepath.Base(f) + " " + name
+			k := linuxLikeSim(t)
+			sc, err := k.NewCollectionWithOptions(spec, sim.CollectionOptions{Programs: []string{name}})
+			if err != nil {
+				notBoth++
+				continue
+			}
+			one := spec.Copy()
+			for n := range one.Programs {
+				if n != name {
+					delete(one.Programs, n)
+				}
+			}
+			for _, m := range one.Maps {
+				m.Pinning = ebpf.PinNone // no bpffs needed
+			}
+			kc, err := ebpf.NewCollection(one)
+			if err != nil {
+				t.Logf("%s: the kernel refuses it: %v", what, err)
+				sc.Close()
+				notBoth++
+				continue
+			}
+			kp, sp := kc.Programs[name], sc.Programs[name]
+			if kp != nil && sp != nil {
+				kx, err := KernelXlated(kp)
+				if err != nil {
+					t.Fatalf("%s: %v", what, err)
+				}
+				_, err = SameXlated(k, kx, sp.Instructions())
+				switch {
+				case errors.Is(err, ErrNoKernelSymbols):
+					t.Skip(err)
+				case err != nil:
+					t.Errorf("%s: %v", what, err)
+				default:
+					alike++
+				}
+			}
+			kc.Close()
+			sc.Close()
+		}
+	}
+	t.Logf("%d programs xlate alike; %d do not load in both", alike, notBoth)
+	if alike < 30 {
+		t.Errorf("only %d programs compared", alike)
 	}
 }

@@ -1,6 +1,8 @@
 package verifier
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/bpfsim/bpfsim/maps"
@@ -158,7 +160,17 @@ func (e *env) checkMemAccess(regno uint8, off, size int, t accessKind, value int
 			return err
 		}
 		if t == accessRead && value >= 0 {
-			regs[value].markUnknown()
+			v, known, err := rdonlyMapRead(m, reg, off, size, ldsx)
+			if err != nil {
+				errno := uapi.EINVAL
+				errors.As(err, &errno)
+				return e.errorf(errno, "%v", err)
+			}
+			if known {
+				regs[value].markKnown(v)
+			} else {
+				regs[value].markUnknown()
+			}
 		}
 	case reg.typ == ptrToMem && !reg.maybeNull:
 		if t == accessWrite && reg.rdonly {
@@ -721,4 +733,38 @@ func mapStructName(m *maps.Map) string {
 		return "bpf_htab"
 	}
 	return "bpf_map"
+}
+
+// rdonlyMapRead is the read-only map case of check_mem_access: a load at
+// a constant offset from a map that programs cannot write
+// (BPF_F_RDONLY_PROG) and user space no longer can (frozen), such as
+// .rodata, yields the value there as a known scalar
+// (bpf_map_direct_read). known is false for other maps and offsets. As in
+// the kernel, a map whose type can address its value directly but not
+// this map's (an array of more than one element) fails the load.
+func rdonlyMapRead(m *maps.Map, reg *regState, off, size int, ldsx bool) (v uint64, known bool, err error) {
+	if !reg.isConst() || m.Flags&uapi.BPF_F_RDONLY_PROG == 0 || !m.Frozen() {
+		return 0, false, nil
+	}
+	dv, ok := m.Ops.(maps.DirectValuer)
+	if !ok {
+		return 0, false, nil
+	}
+	addr, err := dv.DirectValueAddr(uint32(int64(off) + int64(reg.constant())))
+	if errors.Is(err, maps.ErrNoDirectValue) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	var b [8]byte
+	if err := m.Kernel.Memory().Read(addr, b[:size]); err != nil {
+		return 0, false, err
+	}
+	v = binary.LittleEndian.Uint64(b[:])
+	if ldsx {
+		shift := 64 - 8*uint(size)
+		v = uint64(int64(v<<shift) >> shift)
+	}
+	return v, true, nil
 }
