@@ -14,6 +14,9 @@ import (
 type Collection struct {
 	Maps     map[string]*Map
 	Programs map[string]*Program
+	// reused are the maps loaded from their pins: their contents are
+	// left as they are.
+	reused map[string]bool
 }
 
 // CollectionOptions choose what NewCollectionWithOptions loads.
@@ -23,6 +26,8 @@ type CollectionOptions struct {
 	Programs []string
 	// ProgramOptions apply to every program loaded.
 	ProgramOptions ProgramOptions
+	// Maps say where maps pinned by name live (pin.go).
+	Maps MapOptions
 }
 
 // NewCollection creates every map of spec (with its initial contents;
@@ -73,7 +78,7 @@ func (p *Process) NewCollectionWithOptions(spec *ebpf.CollectionSpec, opts Colle
 		}
 		// The maps a map of maps' contents name come first
 		// (mapinmap.go).
-		if _, err := p.collectionMap(c, spec, name, map[string]bool{}); err != nil {
+		if _, err := p.collectionMap(c, spec, name, opts.Maps, map[string]bool{}); err != nil {
 			c.Close()
 			return nil, err
 		}
@@ -115,7 +120,7 @@ func (p *Process) NewCollectionWithOptions(spec *ebpf.CollectionSpec, opts Colle
 func (c *Collection) fillProgArrays(spec *ebpf.CollectionSpec, subset bool) error {
 	for name, m := range c.Maps {
 		ms := spec.Maps[name]
-		if ms.Type != ebpf.ProgramArray {
+		if ms.Type != ebpf.ProgramArray || c.reused[name] {
 			continue
 		}
 		for _, kv := range ms.Contents {

@@ -8,6 +8,7 @@ import (
 	"github.com/pkg/errors"
 
 	"github.com/bpfsim/bpfsim/maps"
+	"github.com/bpfsim/bpfsim/sim/bpffs"
 	"github.com/bpfsim/bpfsim/sim/interp"
 	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/progpack"
@@ -72,6 +73,7 @@ type Kernel struct {
 
 	mapTypes maps.Registry
 	objs     objects
+	fs       *bpffs.FS // the BPF filesystem (pin.go)
 	// init is the first process, which the Kernel's own methods act
 	// for; nextPID and nextFile number processes and open files.
 	init     *Process
@@ -179,6 +181,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		}
 	}
 	k.init = k.NewProcess()
+	k.fs = bpffs.New()
 	k.helperProtoFn = k.helperProto
 	k.percpu = mem.NewPercpu(k.mem, o.CPUs)
 	k.rand.seed(o.Seed, -1)

@@ -27,6 +27,9 @@ type Map struct {
 	file   *file
 	flags  uint32 // the access flags of this handle (BPF_F_RDONLY, BPF_F_WRONLY)
 	closed atomic.Bool
+	// pinnedPath is where this handle pinned the map, or the pin it was
+	// loaded from (pin.go).
+	pinnedPath string
 }
 
 // ErrKeyNotExist is returned when a key is not in the map. Like every map
@@ -121,7 +124,7 @@ func (k *Kernel) newMap(p *Process, spec *ebpf.MapSpec) (*Map, error) {
 func checkMapSpec(spec *ebpf.MapSpec) error {
 	switch {
 	case spec.Pinning != ebpf.PinNone:
-		return errors.Wrap(uapi.EINVAL, "map pinning is not simulated yet")
+		return errors.Wrap(uapi.EINVAL, "a map pinned by name needs NewMapWithOptions (or a collection) and a PinPath")
 	case spec.Extra != nil && spec.Extra.Len() > 0:
 		return errors.Wrap(uapi.EINVAL, "extra map definition bytes are not supported")
 	}

@@ -100,7 +100,7 @@ func (h *Map) lookupMap(key any, out **Map) error {
 // the maps its contents name: in an ELF object, the initial values of a
 // map of maps (`.values = { [0] = &inner }` in C) are the names of other
 // maps of the object, which cilium/ebpf resolves once they exist.
-func (p *Process) collectionMap(c *Collection, spec *ebpf.CollectionSpec, name string, busy map[string]bool) (*Map, error) {
+func (p *Process) collectionMap(c *Collection, spec *ebpf.CollectionSpec, name string, mo MapOptions, busy map[string]bool) (*Map, error) {
 	if m, ok := c.Maps[name]; ok {
 		return m, nil
 	}
@@ -135,7 +135,7 @@ func (p *Process) collectionMap(c *Collection, spec *ebpf.CollectionSpec, name s
 			if !isMapOfMaps(ms.Type) {
 				return nil, errors.Wrapf(uapi.EINVAL, "map %s: %s maps cannot refer to %q (programs in prog arrays are not simulated yet)", name, ms.Type, ref)
 			}
-			inner, err := p.collectionMap(c, spec, ref, busy)
+			inner, err := p.collectionMap(c, spec, ref, mo, busy)
 			if err != nil {
 				return nil, errors.Wrapf(err, "map %s refers to %s", name, ref)
 			}
@@ -146,10 +146,16 @@ func (p *Process) collectionMap(c *Collection, spec *ebpf.CollectionSpec, name s
 	if err != nil {
 		return nil, err
 	}
-	m, err := p.NewMap(ms)
+	m, reused, err := p.newMapPinned(ms, mo) // pin.go
 	if err != nil {
 		return nil, err
 	}
 	c.Maps[name] = m
+	if reused {
+		if c.reused == nil {
+			c.reused = map[string]bool{}
+		}
+		c.reused[name] = true
+	}
 	return m, nil
 }

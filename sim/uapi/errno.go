@@ -26,9 +26,11 @@ const (
 	EFAULT     Errno = 14
 	EBUSY      Errno = 16
 	EEXIST     Errno = 17
+	ENOTDIR    Errno = 20
 	EINVAL     Errno = 22
 	ENOSPC     Errno = 28
 	ERANGE     Errno = 34
+	ENOTEMPTY  Errno = 39
 	ELOOP      Errno = 40
 	EOPNOTSUPP Errno = 95
 	ENOTSUPP   Errno = 524 // kernel-internal, leaks to user space from BPF

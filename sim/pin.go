@@ -1,0 +1,195 @@
+package sim
+
+import (
+	"fmt"
+	"path"
+
+	"github.com/cilium/ebpf"
+	"github.com/pkg/errors"
+
+	"github.com/bpfsim/bpfsim/maps"
+	"github.com/bpfsim/bpfsim/sim/bpffs"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// Pinning maps on the simulated BPF filesystem (kernel/bpf/inode.c,
+// BPF_OBJ_PIN and BPF_OBJ_GET), with cilium/ebpf's API: Map.Pin, Unpin
+// and IsPinned, LoadPinnedMap, and MapSpec.Pinning = PinByName in
+// collections, under MapOptions.PinPath. A pin holds a user reference on
+// the map, as a file would: the map and what its user references keep
+// (the programs of a prog array) live on after every fd is closed, until
+// the pin is removed. The filesystem itself (directories, listing) is
+// Kernel.BPFFS.
+
+// BPFFS returns the kernel's BPF filesystem, mounted at bpffs.Mount.
+func (k *Kernel) BPFFS() *bpffs.FS { return k.fs }
+
+// Pin pins the map at fileName on the simulated BPF filesystem
+// (BPF_OBJ_PIN), like cilium/ebpf's Map.Pin: a map pinned elsewhere by
+// this handle moves there (with RENAME_NOREPLACE semantics); the same path
+// again does nothing. The directory must exist (ENOENT) and the name be
+// free (EEXIST).
+func (h *Map) Pin(fileName string) error {
+	if err := h.check(); err != nil {
+		return err
+	}
+	if fileName == "" {
+		return errors.Wrap(uapi.EINVAL, "given pinning path cannot be empty")
+	}
+	if h.pinnedPath == fileName {
+		return nil
+	}
+	if h.pinnedPath != "" {
+		err := h.k.fs.Rename(h.pinnedPath, fileName)
+		if err == nil {
+			h.pinnedPath = fileName
+			return nil
+		}
+		if !errors.Is(err, uapi.ENOENT) || !isMissing(h.k.fs, h.pinnedPath) {
+			return errors.Wrapf(err, "moving the pin to %s", fileName)
+		}
+		// Unpinned behind the handle's back: pin afresh.
+	}
+	h.m.GetUser()
+	if err := h.k.fs.Pin(fileName, bpffs.Map, h.m, h.m.PutUser); err != nil {
+		h.m.PutUser()
+		return mapError{err}
+	}
+	h.pinnedPath = fileName
+	return nil
+}
+
+// isMissing reports whether nothing is at p.
+func isMissing(fs *bpffs.FS, p string) bool {
+	return errors.Is(fs.Get(p, func(bpffs.Kind, any) error { return nil }), uapi.ENOENT)
+}
+
+// Unpin removes the pin this handle made or loaded (unlink), like
+// cilium/ebpf's Map.Unpin; a pin already gone is no error.
+func (h *Map) Unpin() error {
+	if h.pinnedPath == "" {
+		return nil
+	}
+	if err := h.k.fs.Remove(h.pinnedPath); err != nil && !errors.Is(err, uapi.ENOENT) {
+		return mapError{err}
+	}
+	h.pinnedPath = ""
+	return nil
+}
+
+// IsPinned reports whether the handle pinned the map or was loaded from a
+// pin.
+func (h *Map) IsPinned() bool { return h.pinnedPath != "" }
+
+// LoadPinnedMap opens the map pinned at fileName (BPF_OBJ_GET) in the
+// kernel's first process, like cilium/ebpf's LoadPinnedMap.
+func (k *Kernel) LoadPinnedMap(fileName string, opts *ebpf.LoadPinOptions) (*Map, error) {
+	return k.init.LoadPinnedMap(fileName, opts)
+}
+
+// LoadPinnedMap opens the map pinned at fileName as a new fd of this
+// process. A program or link there is EINVAL, a directory EACCES, nothing
+// ENOENT.
+func (p *Process) LoadPinnedMap(fileName string, opts *ebpf.LoadPinOptions) (*Map, error) {
+	if opts != nil && *opts != (ebpf.LoadPinOptions{}) {
+		return nil, errors.Wrap(uapi.EINVAL, "read-only and write-only pins (LoadPinOptions) are not simulated yet")
+	}
+	var m *maps.Map
+	err := p.k.fs.Get(fileName, func(kind bpffs.Kind, obj any) error {
+		if kind != bpffs.Map {
+			return errors.Wrapf(uapi.EINVAL, "%s is a pinned %s, not a map", fileName, kind)
+		}
+		m = obj.(*maps.Map)
+		m.GetUser()
+		return nil
+	})
+	if err != nil {
+		return nil, mapError{err}
+	}
+	h, err := p.installMapFile(m)
+	if err != nil {
+		return nil, err
+	}
+	h.pinnedPath = fileName
+	return h, nil
+}
+
+// MapOptions are what cilium/ebpf's MapOptions hold that bpfsim
+// simulates: where maps pinned by name live.
+type MapOptions struct {
+	// PinPath is the directory on the BPF filesystem of the maps whose
+	// spec says PinByName.
+	PinPath string
+}
+
+// NewMapWithOptions is NewMap that honours MapSpec.Pinning, like
+// cilium/ebpf's NewMapWithOptions: a map pinned by name is loaded from
+// PinPath/Name if it is there (and must match the spec:
+// ebpf.ErrMapIncompatible), else created and pinned there.
+func (k *Kernel) NewMapWithOptions(spec *ebpf.MapSpec, opts MapOptions) (*Map, error) {
+	m, _, err := k.init.newMapPinned(spec, opts)
+	return m, err
+}
+
+// newMapPinned is NewMapWithOptions for process p; reused says the map
+// came from its pin, with its contents as they are.
+func (p *Process) newMapPinned(spec *ebpf.MapSpec, opts MapOptions) (m *Map, reused bool, err error) {
+	if spec == nil || spec.Pinning == ebpf.PinNone {
+		m, err = p.NewMap(spec)
+		return m, false, err
+	}
+	if spec.Pinning != ebpf.PinByName {
+		return nil, false, errors.Wrapf(uapi.EINVAL, "map %s: unknown pinning type %d", spec.Name, spec.Pinning)
+	}
+	switch {
+	case spec.Name == "":
+		return nil, false, errors.Wrap(uapi.EINVAL, "pin by name: missing Name")
+	case opts.PinPath == "":
+		return nil, false, errors.Wrapf(uapi.EINVAL, "map %s: pin by name: missing MapOptions.PinPath", spec.Name)
+	}
+	at := path.Join(opts.PinPath, spec.Name)
+	m, err = p.LoadPinnedMap(at, nil)
+	switch {
+	case err == nil:
+		if err := compatible(spec, m); err != nil {
+			m.Close()
+			return nil, false, err
+		}
+		return m, true, nil
+	case !errors.Is(err, uapi.ENOENT):
+		return nil, false, errors.Wrapf(err, "map %s: loading the pinned map", spec.Name)
+	}
+	unpinned := spec.Copy()
+	unpinned.Pinning = ebpf.PinNone
+	if m, err = p.NewMap(unpinned); err != nil {
+		return nil, false, err
+	}
+	if err := m.Pin(at); err != nil {
+		m.Close()
+		return nil, false, errors.Wrapf(err, "map %s: pinning to %s", spec.Name, at)
+	}
+	return m, false, nil
+}
+
+// compatible is cilium/ebpf's MapSpec.Compatible: a pinned map is used in
+// place of a new one only if it is the map the spec describes.
+func compatible(spec *ebpf.MapSpec, h *Map) error {
+	a := h.m.Attr
+	valueSize := mapOfMapsValueSize(spec)
+	why := ""
+	switch {
+	case a.Type != uapi.MapType(spec.Type):
+		why = fmt.Sprintf("type %v, the spec says %v", ebpf.MapType(a.Type), spec.Type)
+	case a.KeySize != spec.KeySize:
+		why = fmt.Sprintf("key size %d, the spec says %d", a.KeySize, spec.KeySize)
+	case a.ValueSize != valueSize:
+		why = fmt.Sprintf("value size %d, the spec says %d", a.ValueSize, valueSize)
+	case !(spec.Type == ebpf.PerfEventArray && spec.MaxEntries == 0) && a.MaxEntries != spec.MaxEntries:
+		why = fmt.Sprintf("max entries %d, the spec says %d", a.MaxEntries, spec.MaxEntries)
+	case a.Flags != spec.Flags:
+		why = fmt.Sprintf("flags %#x, the spec says %#x", a.Flags, spec.Flags)
+	default:
+		return nil
+	}
+	return fmt.Errorf("use pinned map %s: %s: %w: %w", spec.Name, why, ebpf.ErrMapIncompatible, uapi.EINVAL)
+}
