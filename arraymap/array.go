@@ -54,9 +54,8 @@ var PercpuArray = &maps.Type{
 	MetaEqual:  maps.DefaultMetaEqual,
 }
 
-// allowedFlags are the map_flags array_map_alloc_check accepts (those the
-// simulator supports: no BPF_F_MMAPABLE yet, and no NUMA placement).
-const allowedFlags = uapi.BPF_F_NUMA_NODE | uapi.BPF_F_ACCESS_MASK | uapi.BPF_F_INNER_MAP
+// allowedFlags are the map_flags array_map_alloc_check accepts.
+const allowedFlags = uapi.BPF_F_NUMA_NODE | uapi.BPF_F_ACCESS_MASK | uapi.BPF_F_INNER_MAP | uapi.BPF_F_MMAPABLE
 
 // allocCheck mirrors array_map_alloc_check.
 func allocCheck(attr *maps.Attr) error {
@@ -65,8 +64,8 @@ func allocCheck(attr *maps.Attr) error {
 	case attr.MaxEntries == 0 || attr.KeySize != 4 || attr.ValueSize == 0:
 		return errors.Wrapf(uapi.EINVAL, "array needs max_entries > 0, key_size 4 and value_size > 0 (got %d, %d, %d)",
 			attr.MaxEntries, attr.KeySize, attr.ValueSize)
-	case attr.Flags&uapi.BPF_F_MMAPABLE != 0:
-		return errors.Wrap(uapi.EINVAL, "BPF_F_MMAPABLE arrays are not simulated yet")
+	case attr.Flags&uapi.BPF_F_MMAPABLE != 0 && attr.Type != uapi.MapTypeArray:
+		return errors.Wrap(uapi.EINVAL, "BPF_F_MMAPABLE is only for BPF_MAP_TYPE_ARRAY")
 	case attr.Flags&^allowedFlags != 0:
 		return errors.Wrapf(uapi.EINVAL, "array map_flags %#x include unsupported flags", attr.Flags)
 	case percpu && attr.Flags&uapi.BPF_F_NUMA_NODE != 0:
@@ -100,6 +99,10 @@ func alloc(k maps.Kernel, m *maps.Map) (maps.Ops, error) {
 		slot = 8
 	}
 	data := uint64(m.MaxEntries) * slot
+	if m.Flags&uapi.BPF_F_MMAPABLE != 0 {
+		// User space maps whole pages of values.
+		data = (data + mem.PageSize - 1) &^ (mem.PageSize - 1)
+	}
 	size := ValueOffset + data
 	addr, err := k.Memory().Vmalloc(size, mem.PermRW, "bpf_array")
 	if err != nil {
@@ -130,6 +133,14 @@ func alloc(k maps.Kernel, m *maps.Map) (maps.Ops, error) {
 		return &percpuArray{a}, nil
 	}
 	return a, nil
+}
+
+// MmapBytes is array_map_mmap's view: every value, in whole pages.
+func (a *array) MmapBytes() ([]byte, error) {
+	if a.m.Flags&uapi.BPF_F_MMAPABLE == 0 {
+		return nil, errors.Wrap(uapi.EINVAL, "the array was not created with BPF_F_MMAPABLE")
+	}
+	return a.values, nil
 }
 
 // percpuArray adds the per-CPU abilities to an array.

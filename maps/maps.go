@@ -84,6 +84,11 @@ type Map struct {
 	refcnt  atomic.Int64
 	usercnt atomic.Int64
 	frozen  atomic.Bool
+	// freezeMu orders freezing against writable mappings (the kernel's
+	// freeze_mutex); writeActive counts the writable mappings
+	// (bpf_map_write_active).
+	freezeMu    sync.Mutex
+	writeActive int
 	// release runs when the last reference goes; the kernel uses it to
 	// free the map's id and defer Free past a grace period.
 	release func(*Map)
@@ -121,6 +126,15 @@ type PercpuValues interface {
 	LookupPercpu(key, values []byte) error
 	UpdatePercpu(key, values []byte, flags uint64) error
 	LookupPercpuElem(key []byte, cpu int) (uint64, error)
+}
+
+// Mmaper is the ability of maps user space may map into its memory
+// (map_mmap): BPF_F_MMAPABLE arrays.
+type Mmaper interface {
+	// MmapBytes returns the memory a mapping shows: the values, whole
+	// pages of them. A map of the type created without the flag fails
+	// with EINVAL.
+	MmapBytes() ([]byte, error)
 }
 
 // DirectValuer is the ability of maps whose value a program may address
@@ -377,12 +391,41 @@ func (m *Map) PutUser() {
 func (m *Map) Refs() (refcnt, usercnt int64) { return m.refcnt.Load(), m.usercnt.Load() }
 
 // Freeze makes the map read-only for user space, for good
-// (BPF_MAP_FREEZE). Freezing twice is EBUSY.
+// (BPF_MAP_FREEZE). Freezing twice is EBUSY, and so is freezing a map
+// user space has mapped writable.
 func (m *Map) Freeze() error {
+	m.freezeMu.Lock()
+	defer m.freezeMu.Unlock()
+	if m.writeActive > 0 {
+		return errors.Wrap(uapi.EBUSY, "map is mapped writable")
+	}
 	if !m.frozen.CompareAndSwap(false, true) {
 		return errors.Wrap(uapi.EBUSY, "map is already frozen")
 	}
 	return nil
+}
+
+// MapWritable records a writable mapping of the map's memory
+// (bpf_map_mmap with VM_WRITE): EPERM once the map is frozen, EACCES for
+// a map programs may only read. unmap ends the mapping.
+func (m *Map) MapWritable() (unmap func(), err error) {
+	m.freezeMu.Lock()
+	defer m.freezeMu.Unlock()
+	switch {
+	case m.frozen.Load():
+		return nil, errors.Wrap(uapi.EPERM, "a frozen map cannot be mapped writable")
+	case m.Flags&uapi.BPF_F_RDONLY_PROG != 0:
+		return nil, errors.Wrap(uapi.EACCES, "a map programs only read cannot be mapped writable")
+	}
+	m.writeActive++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			m.freezeMu.Lock()
+			m.writeActive--
+			m.freezeMu.Unlock()
+		})
+	}, nil
 }
 
 // Frozen reports whether Freeze was called.

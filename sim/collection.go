@@ -14,6 +14,9 @@ import (
 type Collection struct {
 	Maps     map[string]*Map
 	Programs map[string]*Program
+	// Variables are the global variables of the loaded data sections,
+	// read and written in their mapped memory (memory.go).
+	Variables map[string]*Variable
 	// reused are the maps loaded from their pins: their contents are
 	// left as they are.
 	reused map[string]bool
@@ -108,6 +111,10 @@ func (p *Process) NewCollectionWithOptions(spec *ebpf.CollectionSpec, opts Colle
 		return nil, err
 	}
 	if err := c.populateStructOps(spec); err != nil { // structops.go
+		c.Close()
+		return nil, err
+	}
+	if err := c.newVariables(spec); err != nil { // memory.go
 		c.Close()
 		return nil, err
 	}

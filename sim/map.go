@@ -30,6 +30,8 @@ type Map struct {
 	// pinnedPath is where this handle pinned the map, or the pin it was
 	// loaded from (pin.go).
 	pinnedPath string
+	// memory is the handle's mapping of the map, made once (memory.go).
+	memory *Memory
 }
 
 // ErrKeyNotExist is returned when a key is not in the map. Like every map
@@ -445,7 +447,10 @@ func (h *Map) NextKeyBytes(key any) ([]byte, error) {
 
 // Freeze makes the map read-only for user space (BPF_MAP_FREEZE).
 func (h *Map) Freeze() error {
-	if err := h.check(); err != nil {
+	// map_freeze needs a handle that may write: a frozen map (frozen
+	// again) or a read-only one is EPERM, before the EBUSY of a map
+	// mapped writable.
+	if err := h.canWrite(); err != nil {
 		return err
 	}
 	return h.m.Freeze()

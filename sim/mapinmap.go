@@ -146,6 +146,12 @@ func (p *Process) collectionMap(c *Collection, spec *ebpf.CollectionSpec, name s
 	if err != nil {
 		return nil, err
 	}
+	if isDataSection(name) && ms.Type == ebpf.Array {
+		// Global data is mappable, as cilium/ebpf creates it on kernels
+		// that can (memory.go).
+		ms = ms.Copy()
+		ms.Flags |= uapi.BPF_F_MMAPABLE
+	}
 	m, reused, err := p.newMapPinned(ms, mo) // pin.go
 	if err != nil {
 		return nil, err
