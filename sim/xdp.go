@@ -27,17 +27,6 @@ const (
 	loopbackIfindex = 1
 )
 
-// xdp_md field offsets (include/uapi/linux/bpf.h).
-const (
-	xdpMDData           = 0
-	xdpMDDataEnd        = 4
-	xdpMDDataMeta       = 8
-	xdpMDIngressIfindex = 12
-	xdpMDRxQueueIndex   = 16
-	xdpMDEgressIfindex  = 20
-	xdpMDSize           = 24
-)
-
 // xdpBuff is a CPU's XDP test-run state: a page that holds the packet, and
 // the context a program gets in r1.
 //
@@ -76,17 +65,17 @@ const (
 
 // Load serves a program's read of an xdp_md field.
 func (x *xdpBuff) Load(off uint64, size int, signExtend bool) (uint64, error) {
-	if size != 4 || signExtend || off%4 != 0 || off >= xdpMDSize {
+	if size != 4 || signExtend || off%4 != 0 || off >= uapi.XDPMDSize {
 		return 0, ctxAccessError(off, size)
 	}
 	switch off {
-	case xdpMDData:
+	case uapi.XDPMDData:
 		return x.data, nil
-	case xdpMDDataEnd:
+	case uapi.XDPMDDataEnd:
 		return x.dataEnd, nil
-	case xdpMDDataMeta:
+	case uapi.XDPMDDataMeta:
 		return x.meta, nil
-	case xdpMDIngressIfindex:
+	case uapi.XDPMDIngressIfindex:
 		return loopbackIfindex, nil
 	}
 	return 0, nil // rx_queue_index, egress_ifindex

@@ -54,6 +54,23 @@ func loadInKernel(t *testing.T, typ ebpf.ProgramType, insns []insn.Insn) []insn.
 	return x
 }
 
+// mapsInBoth creates the map of spec in this machine's kernel and in k,
+// both closed when the test ends.
+func mapsInBoth(t *testing.T, k *sim.Kernel, spec *ebpf.MapSpec) (*ebpf.Map, *sim.Map) {
+	t.Helper()
+	km, err := ebpf.NewMap(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { km.Close() })
+	sm, err := k.NewMap(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sm.Close() })
+	return km, sm
+}
+
 func loadInSim(t *testing.T, k *sim.Kernel, typ ebpf.ProgramType, insns []insn.Insn) []insn.Insn {
 	t.Helper()
 	p, err := k.LoadInsns(typ, "prog", insns)
@@ -136,16 +153,7 @@ func TestMapCallFixupsMatchKernel(t *testing.T) {
 		{"percpu hash", ebpf.MapSpec{Type: ebpf.PerCPUHash, KeySize: 4, ValueSize: 8, MaxEntries: 5}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			km, err := ebpf.NewMap(&c.spec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer km.Close()
-			sm, err := k.NewMap(&c.spec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sm.Close()
+			km, sm := mapsInBoth(t, k, &c.spec)
 			percpu := c.spec.Type == ebpf.PerCPUArray || c.spec.Type == ebpf.PerCPUHash
 			kx := loadInKernel(t, ebpf.SocketFilter, mapCalls(km.FD(), percpu))
 			sx := loadInSim(t, k, ebpf.SocketFilter, mapCalls(sm.FD(), percpu))

@@ -3,12 +3,7 @@
 package kdiff
 
 import (
-	"bufio"
-	"os"
 	"runtime"
-	"strconv"
-	"strings"
-	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/pkg/errors"
@@ -217,60 +212,16 @@ func (m kernelMap) LookupAndDelete(key []byte) ([]byte, error) {
 	return v, nil
 }
 
-// kallsyms holds the kernel functions xlated code of map programs calls,
-// by address, and __bpf_call_base, which call immediates count from.
-var kallsyms struct {
-	once  sync.Once
-	base  uint64
-	funcs map[uint64]string
-	err   error
-}
-
-// kernelFunc names the function a call in xlated code reaches.
+// kernelFunc names the function a call in xlated code reaches: one of the
+// kernel's, or an error wrapping ErrNoKernelSymbols when the kernel hides
+// their addresses.
 func kernelFunc(imm int32) (string, error) {
-	kallsyms.once.Do(readKallsyms)
-	if kallsyms.err != nil {
-		return "", errors.Wrap(ErrNoKernelSymbols, kallsyms.err.Error())
+	name, err := kernelCallName(imm) // samexlated_linux.go
+	if err != nil {
+		return "", err
 	}
-	if kallsyms.base == 0 {
-		return "", ErrNoKernelSymbols
-	}
-	name, ok := kallsyms.funcs[kallsyms.base+uint64(int64(imm))]
-	if !ok {
-		return "", errors.New("no map function of /proc/kallsyms is there")
+	if name == "" {
+		return "", errors.New("no function of /proc/kallsyms is there")
 	}
 	return name, nil
-}
-
-// readKallsyms reads the map functions' addresses from /proc/kallsyms
-// (zero unless kptr_restrict lets this process see them).
-func readKallsyms() {
-	f, err := os.Open("/proc/kallsyms")
-	if err != nil {
-		kallsyms.err = err
-		return
-	}
-	defer f.Close()
-	kallsyms.funcs = map[uint64]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) != 3 { // module symbols have a fourth field
-			continue
-		}
-		name := fields[2]
-		if name != "__bpf_call_base" && !strings.HasSuffix(name, "_elem") {
-			continue
-		}
-		addr, err := strconv.ParseUint(fields[0], 16, 64)
-		if err != nil || addr == 0 {
-			continue
-		}
-		if name == "__bpf_call_base" {
-			kallsyms.base = addr
-		} else {
-			kallsyms.funcs[addr] = name
-		}
-	}
-	kallsyms.err = sc.Err()
 }

@@ -58,16 +58,7 @@ func TestSeed001XlatedMatchesKernel(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			spec := &ebpf.MapSpec{Name: "outer_arr_dyn", Type: c.outer, KeySize: 4, ValueSize: 4, MaxEntries: 3, InnerMap: &c.inner}
-			km, err := ebpf.NewMap(spec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer km.Close()
-			sm, err := k.NewMap(spec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sm.Close()
+			km, sm := mapsInBoth(t, k, spec)
 			kinsns, err := insn.FromAsm(seed001(km.FD()))
 			if err != nil {
 				t.Fatal(err)
@@ -155,16 +146,7 @@ func TestInnerMapVerdictsMatchKernel(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			spec := &ebpf.MapSpec{Type: c.outer, KeySize: 4, ValueSize: 4, MaxEntries: 2, InnerMap: &c.inner}
-			km, err := ebpf.NewMap(spec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer km.Close()
-			sm, err := k.NewMap(spec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sm.Close()
+			km, sm := mapsInBoth(t, k, spec)
 			prog := func(fd int) asm.Instructions {
 				p := asm.Instructions{
 					asm.StoreImm(asm.RFP, -4, 0, asm.Word),

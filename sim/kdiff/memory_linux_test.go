@@ -36,16 +36,7 @@ func TestMappedArraysMatchKernel(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			spec := &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 12, MaxEntries: 500, Flags: c.flags}
-			km, err := ebpf.NewMap(spec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer km.Close()
-			sm, err := k.NewMap(spec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sm.Close()
+			km, sm := mapsInBoth(t, k, spec)
 			if c.freeze {
 				if err := km.Freeze(); err != nil {
 					t.Fatal(err)

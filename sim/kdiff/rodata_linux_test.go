@@ -76,16 +76,7 @@ func TestReadOnlyMapValuesAreKnownLikeInTheKernel(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			spec := &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: c.entries, Flags: c.flags}
-			km, err := ebpf.NewMap(spec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer km.Close()
-			sm, err := k.NewMap(spec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sm.Close()
+			km, sm := mapsInBoth(t, k, spec)
 			for _, put := range []func(k, v any) error{km.Put, sm.Put} {
 				if err := put(uint32(0), value); err != nil {
 					t.Fatal(err)

@@ -78,36 +78,46 @@ var allKallsyms struct {
 	err   error
 }
 
+// kernelCallName names the kernel function a call's imm reaches ("" for
+// none); the error wraps ErrNoKernelSymbols when /proc/kallsyms shows no
+// addresses to this process (kernel.kptr_restrict).
 func kernelCallName(imm int32) (string, error) {
-	allKallsyms.once.Do(func() {
-		f, err := os.Open("/proc/kallsyms")
-		if err != nil {
-			allKallsyms.err = err
-			return
-		}
-		defer f.Close()
-		allKallsyms.names = map[uint64]string{}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			fields := strings.Fields(sc.Text())
-			if len(fields) != 3 {
-				continue
-			}
-			addr, err := strconv.ParseUint(fields[0], 16, 64)
-			if err != nil || addr == 0 {
-				continue
-			}
-			if fields[2] == "__bpf_call_base" {
-				allKallsyms.base = addr
-			}
-			allKallsyms.names[addr] = fields[2]
-		}
-		allKallsyms.err = sc.Err()
-	})
-	if allKallsyms.err != nil || allKallsyms.base == 0 {
+	allKallsyms.once.Do(readKallsyms)
+	if allKallsyms.err != nil {
+		return "", errors.Wrap(ErrNoKernelSymbols, allKallsyms.err.Error())
+	}
+	if allKallsyms.base == 0 {
 		return "", ErrNoKernelSymbols
 	}
 	return allKallsyms.names[allKallsyms.base+uint64(int64(imm))], nil
+}
+
+// readKallsyms reads the kernel's own functions (not modules') from
+// /proc/kallsyms.
+func readKallsyms() {
+	f, err := os.Open("/proc/kallsyms")
+	if err != nil {
+		allKallsyms.err = err
+		return
+	}
+	defer f.Close()
+	allKallsyms.names = map[uint64]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) != 3 { // module symbols have a fourth field
+			continue
+		}
+		addr, err := strconv.ParseUint(fields[0], 16, 64)
+		if err != nil || addr == 0 {
+			continue
+		}
+		if fields[2] == "__bpf_call_base" {
+			allKallsyms.base = addr
+		}
+		allKallsyms.names[addr] = fields[2]
+	}
+	allKallsyms.err = sc.Err()
 }
 
 // simCallName names the function a bpfsim call reaches.

@@ -17,3 +17,14 @@ const (
 		BPF_F_SLEEPABLE | BPF_F_TEST_RND_HI32 | BPF_F_XDP_HAS_FRAGS | BPF_F_XDP_DEV_BOUND_ONLY |
 		BPF_F_TEST_REG_INVARIANTS | BPF_F_TOKEN_FD
 )
+
+// Offsets of the fields of struct xdp_md, the XDP context.
+const (
+	XDPMDData           = 0
+	XDPMDDataEnd        = 4
+	XDPMDDataMeta       = 8
+	XDPMDIngressIfindex = 12
+	XDPMDRxQueueIndex   = 16
+	XDPMDEgressIfindex  = 20
+	XDPMDSize           = 24
+)

@@ -1,6 +1,9 @@
 package verifier
 
-import "github.com/bpfsim/bpfsim/sim/insn"
+import (
+	"github.com/bpfsim/bpfsim/sim/insn"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
 
 // CtxConverter is the convert_ctx_access of a program type's struct
 // bpf_verifier_ops: it rewrites a load from the uapi context (struct
@@ -45,24 +48,24 @@ func (xdpType) ConvertCtxAccess(in *insn.Insn) []insn.Insn {
 		return insn.Insn{Code: insn.LDX | insn.MEM | size, Dst: dst, Src: src, Off: off}
 	}
 	switch in.Off {
-	case xdpMDData:
+	case uapi.XDPMDData:
 		return []insn.Insn{ldx(insn.DW, dst, src, XDPBuffData)}
-	case xdpMDDataMeta:
+	case uapi.XDPMDDataMeta:
 		return []insn.Insn{ldx(insn.DW, dst, src, XDPBuffDataMeta)}
-	case xdpMDDataEnd:
+	case uapi.XDPMDDataEnd:
 		return []insn.Insn{ldx(insn.DW, dst, src, XDPBuffDataEnd)}
-	case xdpMDIngressIfindex:
+	case uapi.XDPMDIngressIfindex:
 		return []insn.Insn{
 			ldx(insn.DW, dst, src, XDPBuffRxq),
 			ldx(insn.DW, dst, dst, XDPRxqDev),
 			ldx(insn.W, dst, dst, NetDeviceIfindex),
 		}
-	case xdpMDRxQueueIndex:
+	case uapi.XDPMDRxQueueIndex:
 		return []insn.Insn{
 			ldx(insn.DW, dst, src, XDPBuffRxq),
 			ldx(insn.W, dst, dst, XDPRxqQueueIndex),
 		}
-	case xdpMDEgressIfindex:
+	case uapi.XDPMDEgressIfindex:
 		return []insn.Insn{
 			ldx(insn.DW, dst, src, XDPBuffTxq),
 			ldx(insn.DW, dst, dst, XDPTxqDev),

@@ -1,6 +1,10 @@
 package verifier
 
-import "github.com/cilium/ebpf"
+import (
+	"github.com/cilium/ebpf"
+
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
 
 // ProgType is the verifier's view of a program type (struct
 // bpf_verifier_ops): which parts of the context a program may read or
@@ -66,34 +70,23 @@ const (
 // fields, of which egress_ifindex only for devmap programs.
 type xdpType struct{}
 
-// struct xdp_md's fields (include/uapi/linux/bpf.h).
-const (
-	xdpMDData           = 0
-	xdpMDDataEnd        = 4
-	xdpMDDataMeta       = 8
-	xdpMDIngressIfindex = 12
-	xdpMDRxQueueIndex   = 16
-	xdpMDEgressIfindex  = 20
-	xdpMDSize           = 24
-)
-
 func (xdpType) ValidAccess(off, size int, write, ldsx bool) (CtxField, bool) {
-	if off == xdpMDEgressIfindex || write {
+	if off == uapi.XDPMDEgressIfindex || write {
 		return CtxField{}, false
 	}
 	var f CtxField
 	switch off {
-	case xdpMDData:
+	case uapi.XDPMDData:
 		f.Kind = CtxPacket
-	case xdpMDDataEnd:
+	case uapi.XDPMDDataEnd:
 		f.Kind = CtxPacketEnd
-	case xdpMDDataMeta:
+	case uapi.XDPMDDataMeta:
 		f.Kind = CtxPacketMeta
 	}
 	if f.Kind != CtxScalar && ldsx {
 		return CtxField{}, false
 	}
-	if off < 0 || off >= xdpMDSize || off%size != 0 || size != 4 {
+	if off < 0 || off >= uapi.XDPMDSize || off%size != 0 || size != 4 {
 		return CtxField{}, false
 	}
 	return f, true
