@@ -128,6 +128,9 @@ var vmlinux = []ksymSpec{
 	// The maps of maps' lookups, which programs reach when their
 	// lookup is not inlined (kernel/bpf/arraymap.c, hashtab.c). Last,
 	// so that the functions before keep their addresses.
+	{name: "trie_lookup_elem", kind: ksymMapOp, helper: uapi.FuncMapLookupElem, types: []uapi.MapType{uapi.MapTypeLPMTrie}},
+	{name: "trie_update_elem", kind: ksymMapOp, helper: uapi.FuncMapUpdateElem, types: []uapi.MapType{uapi.MapTypeLPMTrie}},
+	{name: "trie_delete_elem", kind: ksymMapOp, helper: uapi.FuncMapDeleteElem, types: []uapi.MapType{uapi.MapTypeLPMTrie}},
 	{name: "array_of_map_lookup_elem", kind: ksymMapOp, helper: uapi.FuncMapLookupElem, types: []uapi.MapType{uapi.MapTypeArrayOfMaps}},
 	{name: "htab_of_map_lookup_elem", kind: ksymMapOp, helper: uapi.FuncMapLookupElem, types: []uapi.MapType{uapi.MapTypeHashOfMaps}},
 }

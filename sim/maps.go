@@ -10,6 +10,7 @@ import (
 	"github.com/bpfsim/bpfsim/arraymap"
 	"github.com/bpfsim/bpfsim/hashmap"
 	"github.com/bpfsim/bpfsim/maps"
+	"github.com/bpfsim/bpfsim/maps/lpmtrie"
 	"github.com/bpfsim/bpfsim/perfarray"
 	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/uapi"
@@ -40,6 +41,7 @@ var builtinMapTypes = []*maps.Type{
 	perfarray.PerfEventArray,
 	arraymap.ArrayOfMaps,
 	hashmap.HashOfMaps,
+	lpmtrie.LPMTrie,
 }
 
 // RegisterMapType adds a map type to this kernel, so that maps of it can be

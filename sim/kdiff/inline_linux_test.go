@@ -151,6 +151,7 @@ func TestMapCallFixupsMatchKernel(t *testing.T) {
 		{"hash", ebpf.MapSpec{Type: ebpf.Hash, KeySize: 6, ValueSize: 8, MaxEntries: 5}},
 		{"hash, long keys", ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 20, MaxEntries: 5}},
 		{"percpu hash", ebpf.MapSpec{Type: ebpf.PerCPUHash, KeySize: 4, ValueSize: 8, MaxEntries: 5}},
+		{"lpm trie", ebpf.MapSpec{Type: ebpf.LPMTrie, KeySize: 8, ValueSize: 8, MaxEntries: 5, Flags: uapi.BPF_F_NO_PREALLOC}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			km, sm := mapsInBoth(t, k, &c.spec)
