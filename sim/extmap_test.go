@@ -16,17 +16,20 @@ import (
 )
 
 // fifo is a map type defined outside bpfsim, the way a user would add one:
-// a FIFO queue in the spirit of BPF_MAP_TYPE_QUEUE, registered under that
-// type number on a kernel that does not have it built in. It uses only the
-// maps contract and the simulated memory.
+// a FIFO queue in the spirit of BPF_MAP_TYPE_QUEUE, registered under a
+// type number the kernel does not use. It uses only the maps contract and
+// the simulated memory.
 type fifo struct {
 	m     *maps.Map
 	mu    sync.Mutex
 	items [][]byte
 }
 
+// fifoTypeID is a map type number no kernel has.
+const fifoTypeID = 0x7f01
+
 var fifoType = &maps.Type{
-	ID:   uapi.MapTypeQueue,
+	ID:   fifoTypeID,
 	Name: "test_fifo",
 	AllocCheck: func(attr *maps.Attr) error {
 		if attr.KeySize != 0 || attr.ValueSize == 0 || attr.MaxEntries == 0 {
@@ -91,7 +94,7 @@ func (q *fifo) PeekElem(_ int, value []byte) error {
 
 func TestAMapTypeFromOutsideWorksThroughTheHelpers(t *testing.T) {
 	k := newKernel(t, nil)
-	if _, err := k.NewMap(&ebpf.MapSpec{Type: ebpf.Queue, ValueSize: 4, MaxEntries: 2}); !errors.Is(err, uapi.EINVAL) {
+	if _, err := k.NewMap(&ebpf.MapSpec{Type: fifoTypeID, ValueSize: 4, MaxEntries: 2}); !errors.Is(err, uapi.EINVAL) {
 		t.Fatalf("queue before registration: %v", err)
 	}
 	if err := k.RegisterMapType(fifoType); err != nil {
@@ -100,7 +103,7 @@ func TestAMapTypeFromOutsideWorksThroughTheHelpers(t *testing.T) {
 	if err := k.RegisterMapType(fifoType); !errors.Is(err, uapi.EEXIST) {
 		t.Errorf("registering twice: %v", err)
 	}
-	q := newMap(t, k, &ebpf.MapSpec{Name: "q", Type: ebpf.Queue, ValueSize: 4, MaxEntries: 2})
+	q := newMap(t, k, &ebpf.MapSpec{Name: "q", Type: fifoTypeID, ValueSize: 4, MaxEntries: 2})
 
 	// push(q, &ctx[0], 0); push(q, &ctx[1], 0); r0 = push again (E2BIG);
 	// pop(q, &ctx[2]); return r0. Helpers take stack memory, not the

@@ -128,6 +128,11 @@ var vmlinux = []ksymSpec{
 	// The maps of maps' lookups, which programs reach when their
 	// lookup is not inlined (kernel/bpf/arraymap.c, hashtab.c). Last,
 	// so that the functions before keep their addresses.
+	{name: "queue_stack_map_push_elem", kind: ksymMapOp, helper: uapi.FuncMapPushElem, types: []uapi.MapType{uapi.MapTypeQueue, uapi.MapTypeStack}},
+	{name: "queue_map_pop_elem", kind: ksymMapOp, helper: uapi.FuncMapPopElem, types: []uapi.MapType{uapi.MapTypeQueue}},
+	{name: "queue_map_peek_elem", kind: ksymMapOp, helper: uapi.FuncMapPeekElem, types: []uapi.MapType{uapi.MapTypeQueue}},
+	{name: "stack_map_pop_elem", kind: ksymMapOp, helper: uapi.FuncMapPopElem, types: []uapi.MapType{uapi.MapTypeStack}},
+	{name: "stack_map_peek_elem", kind: ksymMapOp, helper: uapi.FuncMapPeekElem, types: []uapi.MapType{uapi.MapTypeStack}},
 	{name: "trie_lookup_elem", kind: ksymMapOp, helper: uapi.FuncMapLookupElem, types: []uapi.MapType{uapi.MapTypeLPMTrie}},
 	{name: "trie_update_elem", kind: ksymMapOp, helper: uapi.FuncMapUpdateElem, types: []uapi.MapType{uapi.MapTypeLPMTrie}},
 	{name: "trie_delete_elem", kind: ksymMapOp, helper: uapi.FuncMapDeleteElem, types: []uapi.MapType{uapi.MapTypeLPMTrie}},

@@ -241,6 +241,13 @@ func (h *Map) canWrite() error {
 	return nil
 }
 
+// queue returns the map's push, pop and peek if it is a key-less
+// queue-like map (queue, stack), which the syscalls serve with them.
+func (h *Map) queue() (maps.PushPopPeeker, bool) {
+	q, ok := h.m.Ops.(maps.PushPopPeeker)
+	return q, ok && h.m.KeySize == 0
+}
+
 func (h *Map) percpu() (maps.PercpuValues, bool) {
 	p, ok := h.m.Ops.(maps.PercpuValues)
 	return p, ok
@@ -281,6 +288,14 @@ func (h *Map) lookupBytes(key any) ([]byte, error) {
 	}
 	if so, ok := h.m.Ops.(*structops.Map); ok {
 		return h.lookupStructOps(so, k) // structops.go
+	}
+	if q, ok := h.queue(); ok {
+		// bpf_map_copy_value peeks at a queue or stack.
+		v := make([]byte, h.m.ValueSize)
+		if err := q.PeekElem(0, v); err != nil {
+			return nil, mapErr(err)
+		}
+		return v, nil
 	}
 	if p, ok := h.percpu(); ok {
 		buf := make([]byte, int(maps.RoundUp8(h.m.ValueSize))*h.k.NumCPUs())
@@ -340,6 +355,17 @@ func (h *Map) Update(key, value any, flags ebpf.MapUpdateFlags) error {
 	if so, ok := h.m.Ops.(*structops.Map); ok {
 		return mapErr(h.updateStructOps(so, key, value, uint64(flags))) // structops.go
 	}
+	if q, ok := h.queue(); ok {
+		// bpf_map_update_value pushes into a queue or stack.
+		if _, err := marshal(key, 0); err != nil {
+			return err
+		}
+		v, err := h.marshalValue(value)
+		if err != nil {
+			return err
+		}
+		return mapErr(q.PushElem(0, v, uint64(flags)))
+	}
 	if fv, ok := h.fdValues(); ok {
 		defer h.waitForPrograms()
 		return mapErr(h.updateFd(fv, key, value, uint64(flags))) // fdvalues.go
@@ -396,6 +422,17 @@ func (h *Map) LookupAndDelete(key, valueOut any) error {
 	}
 	if err := h.canRead(); err != nil {
 		return err
+	}
+	if q, ok := h.queue(); ok {
+		// map_lookup_and_delete_elem pops from a queue or stack.
+		if _, err := marshal(key, 0); err != nil {
+			return err
+		}
+		v := make([]byte, h.m.ValueSize)
+		if err := q.PopElem(0, v); err != nil {
+			return mapErr(err)
+		}
+		return h.unmarshalValue(v, valueOut)
 	}
 	ld, ok := h.m.Ops.(maps.LookupAndDeleter)
 	if !ok {

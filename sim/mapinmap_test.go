@@ -614,7 +614,7 @@ func TestMapOfMapsTemplatesAndReferences(t *testing.T) {
 	if err := k.RegisterMapType(fifoType); err != nil {
 		t.Fatal(err)
 	}
-	_, err := k.NewMap(outerSpec("outer", ebpf.ArrayOfMaps, 1, &ebpf.MapSpec{Name: "fifo", Type: ebpf.Queue, ValueSize: 8, MaxEntries: 4}))
+	_, err := k.NewMap(outerSpec("outer", ebpf.ArrayOfMaps, 1, &ebpf.MapSpec{Name: "fifo", Type: fifoTypeID, ValueSize: 8, MaxEntries: 4}))
 	wantErrno(t, "a queue of a type without MetaEqual as template", err, uapi.ENOTSUPP)
 	_, err = k.NewMap(&ebpf.MapSpec{Name: "outer", Type: ebpf.HashOfMaps, KeySize: 4, ValueSize: 4, MaxEntries: 1})
 	wantErrno(t, "no template", err, uapi.EBADF)

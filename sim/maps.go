@@ -11,6 +11,7 @@ import (
 	"github.com/bpfsim/bpfsim/hashmap"
 	"github.com/bpfsim/bpfsim/maps"
 	"github.com/bpfsim/bpfsim/maps/lpmtrie"
+	"github.com/bpfsim/bpfsim/maps/queuestack"
 	"github.com/bpfsim/bpfsim/perfarray"
 	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/uapi"
@@ -42,6 +43,8 @@ var builtinMapTypes = []*maps.Type{
 	arraymap.ArrayOfMaps,
 	hashmap.HashOfMaps,
 	lpmtrie.LPMTrie,
+	queuestack.Queue,
+	queuestack.Stack,
 }
 
 // RegisterMapType adds a map type to this kernel, so that maps of it can be

@@ -48,7 +48,7 @@ func newReleaseLogKernel(t *testing.T) (*sim.Kernel, func() *releaseLog) {
 	t.Helper()
 	var last *releaseLog
 	typ := *arraymap.Array
-	typ.ID = uapi.MapTypeStack // a free type number on bpfsim
+	typ.ID = releaseLogTypeID // a free type number on bpfsim
 	typ.Name = "release_log"
 	alloc := typ.Alloc
 	typ.Alloc = func(k maps.Kernel, m *maps.Map) (maps.Ops, error) {
@@ -66,7 +66,10 @@ func newReleaseLogKernel(t *testing.T) (*sim.Kernel, func() *releaseLog) {
 	return k, func() *releaseLog { return last }
 }
 
-var releaseLogSpec = &ebpf.MapSpec{Type: ebpf.MapType(uapi.MapTypeStack), KeySize: 4, ValueSize: 8, MaxEntries: 4}
+// releaseLogTypeID is a map type number no kernel has.
+const releaseLogTypeID = 0x7f02
+
+var releaseLogSpec = &ebpf.MapSpec{Type: releaseLogTypeID, KeySize: 4, ValueSize: 8, MaxEntries: 4}
 
 func TestMapReleaseRunsOncePerFileWhenItsLastFDCloses(t *testing.T) {
 	k, last := newReleaseLogKernel(t)

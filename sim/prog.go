@@ -415,9 +415,10 @@ func (p *Program) resolvePseudoLdImm64() error {
 		if !ok {
 			return errors.WithStack(&verifier.Error{Errno: uapi.EINVAL, Msg: fmt.Sprintf("fd %d is not pointing to valid bpf_map", in.Imm)})
 		}
-		if p.sleepable && !sleepableMapTypes[m.Attr.Type] {
+		if p.sleepable && !sleepableMapTypes[m.Attr.Type] && isBuiltinMapType(m.Attr.Type) {
 			// check_map_prog_compatibility, as the map is added to the
-			// program's used maps.
+			// program's used maps. A type registered from outside the
+			// kernel is its author's to make safe for sleepable readers.
 			return errors.WithStack(&verifier.Error{Errno: uapi.EINVAL, Msg: "Sleepable programs can only use array, hash, ringbuf and local storage maps"})
 		}
 		load := mapLoad{Insn: i - 1, Map: m}

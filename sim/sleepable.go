@@ -34,6 +34,16 @@ var sleepableMapTypes = map[uapi.MapType]bool{
 	uapi.MapTypeStack:         true,
 }
 
+// isBuiltinMapType says whether t is one of the kernel's own map types.
+func isBuiltinMapType(t uapi.MapType) bool {
+	for _, b := range builtinMapTypes {
+		if b.ID == t {
+			return true
+		}
+	}
+	return false
+}
+
 // checkSleepable applies check_attach_btf_id's rules on sleepable
 // programs to the program types bpfsim loads: a syscall program must be
 // sleepable; of the others only kprobes (which may attach to uprobes) may
