@@ -133,6 +133,8 @@ var vmlinux = []ksymSpec{
 	{name: "queue_map_peek_elem", kind: ksymMapOp, helper: uapi.FuncMapPeekElem, types: []uapi.MapType{uapi.MapTypeQueue}},
 	{name: "stack_map_pop_elem", kind: ksymMapOp, helper: uapi.FuncMapPopElem, types: []uapi.MapType{uapi.MapTypeStack}},
 	{name: "stack_map_peek_elem", kind: ksymMapOp, helper: uapi.FuncMapPeekElem, types: []uapi.MapType{uapi.MapTypeStack}},
+	{name: "bloom_map_push_elem", kind: ksymMapOp, helper: uapi.FuncMapPushElem, types: []uapi.MapType{uapi.MapTypeBloomFilter}},
+	{name: "bloom_map_peek_elem", kind: ksymMapOp, helper: uapi.FuncMapPeekElem, types: []uapi.MapType{uapi.MapTypeBloomFilter}},
 	{name: "trie_lookup_elem", kind: ksymMapOp, helper: uapi.FuncMapLookupElem, types: []uapi.MapType{uapi.MapTypeLPMTrie}},
 	{name: "trie_update_elem", kind: ksymMapOp, helper: uapi.FuncMapUpdateElem, types: []uapi.MapType{uapi.MapTypeLPMTrie}},
 	{name: "trie_delete_elem", kind: ksymMapOp, helper: uapi.FuncMapDeleteElem, types: []uapi.MapType{uapi.MapTypeLPMTrie}},

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"encoding/binary"
 	"strings"
 	"sync/atomic"
 
@@ -241,6 +242,22 @@ func (h *Map) canWrite() error {
 	return nil
 }
 
+// valueIn is the value out, a []byte or a pointer to fixed-size data, as
+// the bytes it holds: what a bloom filter lookup tests.
+func valueIn(out any, size int) ([]byte, error) {
+	b, ok := out.([]byte)
+	if !ok {
+		var err error
+		if b, err = binary.Append(nil, binary.LittleEndian, out); err != nil {
+			return nil, errors.Wrapf(uapi.EINVAL, "the value to test, %T: %v", out, err)
+		}
+	}
+	if len(b) != size {
+		return nil, errors.Wrapf(uapi.EINVAL, "the value to test has %d bytes, the map's values %d", len(b), size)
+	}
+	return b, nil
+}
+
 // queue returns the map's push, pop and peek if it is a key-less
 // queue-like map (queue, stack), which the syscalls serve with them.
 func (h *Map) queue() (maps.PushPopPeeker, bool) {
@@ -261,6 +278,18 @@ func (h *Map) Lookup(key, valueOut any) error {
 	}
 	if out, ok := valueOut.(**Map); ok {
 		return h.lookupMap(key, out) // mapinmap.go
+	}
+	if q, ok := h.queue(); ok && h.m.Attr.Type == uapi.MapTypeBloomFilter {
+		// map_lookup_elem tests the value user space passes in
+		// valueOut: ENOENT if the filter certainly lacks it.
+		if _, err := marshal(key, 0); err != nil {
+			return err
+		}
+		v, err := valueIn(valueOut, int(h.m.ValueSize))
+		if err != nil {
+			return err
+		}
+		return mapErr(q.PeekElem(0, v))
 	}
 	value, err := h.lookupBytes(key)
 	if err != nil {
@@ -423,7 +452,7 @@ func (h *Map) LookupAndDelete(key, valueOut any) error {
 	if err := h.canRead(); err != nil {
 		return err
 	}
-	if q, ok := h.queue(); ok {
+	if q, ok := h.queue(); ok && h.m.Attr.Type != uapi.MapTypeBloomFilter {
 		// map_lookup_and_delete_elem pops from a queue or stack.
 		if _, err := marshal(key, 0); err != nil {
 			return err

@@ -10,6 +10,7 @@ import (
 	"github.com/bpfsim/bpfsim/arraymap"
 	"github.com/bpfsim/bpfsim/hashmap"
 	"github.com/bpfsim/bpfsim/maps"
+	"github.com/bpfsim/bpfsim/maps/bloomfilter"
 	"github.com/bpfsim/bpfsim/maps/lpmtrie"
 	"github.com/bpfsim/bpfsim/maps/queuestack"
 	"github.com/bpfsim/bpfsim/perfarray"
@@ -45,6 +46,7 @@ var builtinMapTypes = []*maps.Type{
 	lpmtrie.LPMTrie,
 	queuestack.Queue,
 	queuestack.Stack,
+	bloomfilter.BloomFilter,
 }
 
 // RegisterMapType adds a map type to this kernel, so that maps of it can be

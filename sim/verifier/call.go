@@ -276,6 +276,8 @@ func (e *env) checkMapFuncCompat(m *maps.Map, id int32, name string) error {
 		bad = id != uapi.FuncMapLookupElem
 	case uapi.MapTypeQueue, uapi.MapTypeStack:
 		bad = id != uapi.FuncMapPeekElem && id != uapi.FuncMapPopElem && id != uapi.FuncMapPushElem
+	case uapi.MapTypeBloomFilter:
+		bad = id != uapi.FuncMapPeekElem && id != uapi.FuncMapPushElem
 	}
 	switch id {
 	case uapi.FuncTailCall:
@@ -285,7 +287,8 @@ func (e *env) checkMapFuncCompat(m *maps.Map, id int32, name string) error {
 		bad = bad || t != uapi.MapTypePerfEventArray
 	case uapi.FuncMapPopElem, uapi.FuncMapPeekElem, uapi.FuncMapPushElem:
 		_, able := m.Ops.(maps.PushPopPeeker)
-		bad = bad || !able
+		// A bloom filter cannot give values back.
+		bad = bad || !able || id == uapi.FuncMapPopElem && t == uapi.MapTypeBloomFilter
 	case uapi.FuncMapLookupPercpuElem:
 		bad = bad || (t != uapi.MapTypePercpuArray && t != uapi.MapTypePercpuHash && t != uapi.MapTypeLRUPercpuHash)
 	}
