@@ -200,6 +200,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		k.registerBaseHelpers()
 		k.registerMapHelpers()
 		k.registerPerfHelpers()
+		k.registerRingbufHelpers()
 		k.registerTailCall()
 	}
 	for _, t := range builtinMapTypes {

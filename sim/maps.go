@@ -13,6 +13,7 @@ import (
 	"github.com/bpfsim/bpfsim/maps/bloomfilter"
 	"github.com/bpfsim/bpfsim/maps/lpmtrie"
 	"github.com/bpfsim/bpfsim/maps/queuestack"
+	"github.com/bpfsim/bpfsim/maps/ringbuf"
 	"github.com/bpfsim/bpfsim/perfarray"
 	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/uapi"
@@ -47,6 +48,7 @@ var builtinMapTypes = []*maps.Type{
 	queuestack.Queue,
 	queuestack.Stack,
 	bloomfilter.BloomFilter,
+	ringbuf.Ringbuf,
 }
 
 // RegisterMapType adds a map type to this kernel, so that maps of it can be

@@ -278,6 +278,8 @@ func (e *env) checkMapFuncCompat(m *maps.Map, id int32, name string) error {
 		bad = id != uapi.FuncMapPeekElem && id != uapi.FuncMapPopElem && id != uapi.FuncMapPushElem
 	case uapi.MapTypeBloomFilter:
 		bad = id != uapi.FuncMapPeekElem && id != uapi.FuncMapPushElem
+	case uapi.MapTypeRingbuf:
+		bad = id != uapi.FuncRingbufOutput && id != uapi.FuncRingbufReserve && id != uapi.FuncRingbufQuery
 	}
 	switch id {
 	case uapi.FuncTailCall:
@@ -289,6 +291,8 @@ func (e *env) checkMapFuncCompat(m *maps.Map, id int32, name string) error {
 		_, able := m.Ops.(maps.PushPopPeeker)
 		// A bloom filter cannot give values back.
 		bad = bad || !able || id == uapi.FuncMapPopElem && t == uapi.MapTypeBloomFilter
+	case uapi.FuncRingbufOutput, uapi.FuncRingbufReserve, uapi.FuncRingbufQuery:
+		bad = bad || t != uapi.MapTypeRingbuf
 	case uapi.FuncMapLookupPercpuElem:
 		bad = bad || (t != uapi.MapTypePercpuArray && t != uapi.MapTypePercpuHash && t != uapi.MapTypeLRUPercpuHash)
 	}

@@ -102,6 +102,14 @@ var HelperProtos = map[int32]*FuncProto{
 		GPLOnly: true,
 		Args:    [5]ArgType{ArgConstMapPtr, ArgAnything, ArgPtrToUninitMem, ArgConstSize},
 	},
+	// bpf_ringbuf_output_proto and bpf_ringbuf_query_proto
+	// (kernel/bpf/ringbuf.c).
+	uapi.FuncRingbufOutput: {
+		Args: [5]ArgType{ArgConstMapPtr, ArgPtrToMem, ArgConstSizeOrZero, ArgAnything},
+	},
+	uapi.FuncRingbufQuery: {
+		Args: [5]ArgType{ArgConstMapPtr, ArgAnything},
+	},
 }
 
 // UncheckedProto is the prototype bpfsim assumes for a helper registered

@@ -1,0 +1,125 @@
+package sim
+
+import (
+	"os"
+
+	"github.com/pkg/errors"
+
+	"github.com/bpfsim/bpfsim/maps"
+	"github.com/bpfsim/bpfsim/maps/ringbuf"
+	"github.com/bpfsim/bpfsim/sim/interp"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// BPF ring buffers (kernel/bpf/ringbuf.c): bpf_ringbuf_output and
+// bpf_ringbuf_query from programs, and a reader for user space shaped like
+// cilium/ebpf's ringbuf.Reader. bpf_ringbuf_reserve, submit and discard
+// are not simulated yet: they need the verifier's reference tracking,
+// and a program calling them is refused at load, naming the helper.
+
+func (k *Kernel) registerRingbufHelpers() {
+	for _, h := range []*Helper{
+		{ID: uapi.FuncRingbufOutput, Fn: k.helperRingbufOutput},
+		{ID: uapi.FuncRingbufQuery, Fn: k.helperRingbufQuery},
+	} {
+		if err := k.RegisterHelper(h); err != nil {
+			panic(err)
+		}
+	}
+}
+
+// ringOf turns a helper's map argument back into a ring buffer.
+func (k *Kernel) ringOf(m *interp.Machine, addr uint64) (*ringbuf.Ring, error) {
+	mp, ok := k.progMap(m, addr)
+	if ok {
+		if r, ok := mp.Ops.(*ringbuf.Ring); ok {
+			return r, nil
+		}
+	}
+	return nil, errors.Wrapf(uapi.EFAULT, "pc %d: %s: %#x is not a ring buffer",
+		m.PC(), uapi.HelperName(m.Program().Insns()[m.PC()].Imm), addr)
+}
+
+// helperRingbufOutput is bpf_ringbuf_output(ringbuf, data, size, flags):
+// 0, or -EAGAIN when the ring is full, -EINVAL for unknown flags.
+func (k *Kernel) helperRingbufOutput(m *interp.Machine, r1, data, size, flags, _ uint64) (uint64, error) {
+	r, err := k.ringOf(m, r1)
+	if err != nil {
+		return 0, err
+	}
+	b, err := readArg(m, data, uint32(size), 1)
+	if err != nil {
+		return 0, err
+	}
+	return ret(r.Output(b, flags)), nil
+}
+
+// helperRingbufQuery is bpf_ringbuf_query(ringbuf, flags).
+func (k *Kernel) helperRingbufQuery(m *interp.Machine, r1, flags, _, _, _ uint64) (uint64, error) {
+	r, err := k.ringOf(m, r1)
+	if err != nil {
+		return 0, err
+	}
+	return r.Query(flags), nil
+}
+
+// RingbufRecord is a record read from a ring buffer, like cilium/ebpf's
+// ringbuf.Record.
+type RingbufRecord struct {
+	RawSample []byte
+	// Remaining is how many bytes are left to read after this record.
+	Remaining int
+}
+
+// RingbufReader reads a ring buffer map's records in order, like
+// cilium/ebpf's ringbuf.Reader, without blocking: Read returns
+// os.ErrDeadlineExceeded when no record is ready, as cilium/ebpf's does
+// once its deadline passed.
+type RingbufReader struct {
+	h    *Map
+	ring *ringbuf.Ring
+}
+
+// NewRingbufReader reads the ring buffer m; it holds its own handle on
+// the map until Close.
+func NewRingbufReader(m *Map) (*RingbufReader, error) {
+	if err := m.check(); err != nil {
+		return nil, err
+	}
+	r, ok := m.m.Ops.(*ringbuf.Ring)
+	if !ok {
+		return nil, errors.Wrapf(uapi.EINVAL, "map %s is a %s, not a ring buffer", m.m.Name, m.m.Type.Name)
+	}
+	h, err := m.Clone()
+	if err != nil {
+		return nil, err
+	}
+	return &RingbufReader{h: h, ring: r}, nil
+}
+
+// Read returns the next record, or os.ErrDeadlineExceeded if none is
+// ready.
+func (rd *RingbufReader) Read() (RingbufRecord, error) {
+	if err := rd.h.check(); err != nil {
+		return RingbufRecord{}, err
+	}
+	s, ok := rd.ring.Consume()
+	if !ok {
+		return RingbufRecord{}, os.ErrDeadlineExceeded
+	}
+	return RingbufRecord{RawSample: s, Remaining: rd.AvailableBytes()}, nil
+}
+
+// AvailableBytes is how many bytes the producer has written that the
+// reader has not consumed.
+func (rd *RingbufReader) AvailableBytes() int {
+	return int(rd.ring.ProducerPos() - rd.ring.ConsumerPos())
+}
+
+// BufferSize is the ring's data size.
+func (rd *RingbufReader) BufferSize() int { return int(rd.ring.Size()) }
+
+// Close drops the reader's handle on the map.
+func (rd *RingbufReader) Close() error { return rd.h.Close() }
+
+var _ maps.Ops = (*ringbuf.Ring)(nil)
