@@ -116,18 +116,8 @@ func TestRingbufOutputMatchesKernel(t *testing.T) {
 			t.Fatal(err)
 		}
 		return m.FD(), func() []string {
-				var out []string
 				rd.SetDeadline(time.Now())
-				for {
-					rec, err := rd.Read()
-					if errors.Is(err, os.ErrDeadlineExceeded) {
-						return out
-					}
-					if err != nil {
-						t.Fatal(err)
-					}
-					out = append(out, fmt.Sprintf("%x", rec.RawSample))
-				}
+				return drainRing(t, func() ([]byte, error) { rec, err := rd.Read(); return rec.RawSample, err })
 			}, func() {
 				rd.Close()
 				m.Close()
@@ -161,17 +151,7 @@ func TestRingbufOutputMatchesKernel(t *testing.T) {
 				t.Fatal(err)
 			}
 			return m.FD(), func() []string {
-					var out []string
-					for {
-						rec, err := rd.Read()
-						if errors.Is(err, os.ErrDeadlineExceeded) {
-							return out
-						}
-						if err != nil {
-							t.Fatal(err)
-						}
-						out = append(out, fmt.Sprintf("%x", rec.RawSample))
-					}
+					return drainRing(t, func() ([]byte, error) { rec, err := rd.Read(); return rec.RawSample, err })
 				}, func() {
 					rd.Close()
 					m.Close()
@@ -189,5 +169,21 @@ func TestRingbufOutputMatchesKernel(t *testing.T) {
 		if fmt.Sprint(simRes.records) != fmt.Sprint(kernelRes.records) {
 			t.Errorf("%v: records differ: kernel %d, bpfsim %d", rt, len(kernelRes.records), len(simRes.records))
 		}
+	}
+}
+
+// drainRing reads records until the reader has none ready, each as hex.
+func drainRing(t *testing.T, read func() ([]byte, error)) []string {
+	t.Helper()
+	var out []string
+	for {
+		sample, err := read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fmt.Sprintf("%x", sample))
 	}
 }
