@@ -28,13 +28,7 @@ type trieOps interface {
 // trie in this machine's kernel and in bpfsim: every errno, every value
 // found and every key order must agree.
 func TestLPMTrieMatchesKernel(t *testing.T) {
-	if _, err := OpenKernel(); err != nil {
-		t.Skipf("kernel comparison skipped: this machine cannot load BPF programs: %v", err)
-	}
-	k, err := sim.NewKernel(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := linuxLikeSim(t)
 	for _, c := range []struct {
 		dataSize, maxEntries uint32
 		ops                  int

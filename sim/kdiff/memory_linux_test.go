@@ -17,13 +17,7 @@ import (
 // fallbacks, and a writable mapping keeps the map from being frozen in
 // both.
 func TestMappedArraysMatchKernel(t *testing.T) {
-	if _, err := OpenKernel(); err != nil {
-		t.Skipf("kernel comparison skipped: this machine cannot load BPF programs: %v", err)
-	}
-	k, err := sim.NewKernel(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := linuxLikeSim(t)
 	for _, c := range []struct {
 		name   string
 		flags  uint32
@@ -68,13 +62,7 @@ func TestMappedArraysMatchKernel(t *testing.T) {
 // The global variables of the same object in both, with the same packets:
 // the same values, and the same read-only sections.
 func TestCollectionVariablesMatchKernel(t *testing.T) {
-	if _, err := OpenKernel(); err != nil {
-		t.Skipf("kernel comparison skipped: this machine cannot load BPF programs: %v", err)
-	}
-	k, err := sim.NewKernel(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := linuxLikeSim(t)
 	spec, err := ebpf.LoadCollectionSpec("../testdata/maps.bpf.o")
 	if err != nil {
 		t.Fatal(err)
