@@ -107,6 +107,10 @@ type Area struct {
 // End returns the first address after the area's mapped pages.
 func (a *Area) End() uint64 { return a.Start + a.Size }
 
+// backed is the size of the area's own memory: less than Size when part
+// of it is mapped twice (AllocOptions.Mirror).
+func (a *Area) backed() uint64 { return uint64(len(a.backing)) * 8 }
+
 // AllocOptions says where and how to map a new area.
 type AllocOptions struct {
 	Region Region
@@ -124,6 +128,12 @@ type AllocOptions struct {
 	// packs, every chunk refilled with the illegal instruction when
 	// freed). AllocRecycled says whether it did.
 	Recycle string
+	// Mirror maps the area's last Mirror bytes (whole pages) a second
+	// time right after it, so that a ring buffer's record that wraps
+	// around the end of its data reads as one contiguous range: the
+	// kernel's ring buffer vmaps its data pages twice in a row
+	// (bpf_ringbuf_area_alloc). The area's Size counts both mappings.
+	Mirror uint64
 }
 
 // Alloc maps a new zeroed area of at least size bytes (rounded up to whole
@@ -147,6 +157,9 @@ func (s *Space) AllocRecycled(size uint64, o AllocOptions) (addr uint64, recycle
 	if o.Huge && o.Device != nil {
 		return 0, false, errors.Wrap(uapi.EINVAL, "mem: a device mapping cannot be huge")
 	}
+	if o.Mirror != 0 && (o.Huge || o.Device != nil || o.Mirror&pageMask != 0 || o.Mirror > roundUp(size, PageSize)) {
+		return 0, false, errors.Wrapf(uapi.EINVAL, "mem: cannot mirror %d bytes of a %d-byte area", o.Mirror, size)
+	}
 	align := uint64(PageSize)
 	if o.Huge {
 		align = HugeSize
@@ -162,22 +175,24 @@ func (s *Space) AllocRecycled(size uint64, o AllocOptions) (addr uint64, recycle
 	if o.Device == nil && s.backed+size > s.limit {
 		return 0, false, errors.Wrapf(uapi.ENOMEM, "mem: allocating %d bytes would exceed the %d-byte limit", size, s.limit)
 	}
+	// mapped is the virtual range the area takes; size its backing.
+	mapped := size + o.Mirror
 	start := roundUp(s.cursors[o.Region], align)
-	end := start + size
+	end := start + mapped
 	// One guard page after every area, as vmalloc leaves one.
 	if end+PageSize < start || end+PageSize > regionBounds[o.Region][1] {
 		// The cursor reached the region's end: reuse a freed range, as
 		// vmalloc does once its lazily freed areas are purged. Until
 		// then ranges are not reused, so that stale pointers fault.
 		var ok bool
-		if start, ok = s.findGap(o.Region, size, align); !ok {
+		if start, ok = s.findGap(o.Region, mapped, align); !ok {
 			return 0, false, errors.Wrapf(uapi.ENOMEM, "mem: region %d exhausted", o.Region)
 		}
-		end = start + size
+		end = start + mapped
 	}
 	s.cursors[o.Region] = max(s.cursors[o.Region], end+PageSize)
 
-	a := &Area{Start: start, Size: size, Perm: o.Perm, Huge: o.Huge, Name: o.Name, dev: o.Device, recycle: o.Recycle}
+	a := &Area{Start: start, Size: mapped, Perm: o.Perm, Huge: o.Huge, Name: o.Name, dev: o.Device, recycle: o.Recycle}
 	if o.Device != nil {
 		dm := &devMap{dev: o.Device, base: start}
 		for addr := start; addr < end; addr += PageSize {
@@ -199,6 +214,10 @@ func (s *Space) AllocRecycled(size uint64, o AllocOptions) (addr uint64, recycle
 		} else {
 			for off := uint64(0); off < size; off += PageSize {
 				s.setPTE(start+off, pte{page: (*[PageSize]byte)(raw[off : off+PageSize]), perm: o.Perm})
+			}
+			for off := uint64(0); off < o.Mirror; off += PageSize {
+				from := size - o.Mirror + off
+				s.setPTE(start+size+off, pte{page: (*[PageSize]byte)(raw[from : from+PageSize]), perm: o.Perm})
 			}
 		}
 	}
@@ -266,7 +285,7 @@ func (s *Space) Free(addr uint64) error {
 	}
 	s.areas = append(s.areas[:i], s.areas[i+1:]...)
 	if a.backing != nil {
-		s.backed -= a.Size
+		s.backed -= a.backed()
 		// Keep a few 2 MiB blocks for areas with the same Recycle
 		// key: packs come and go with the programs in them.
 		if k := a.recycle; k != "" && a.Huge && a.Size == HugeSize && len(s.hugeFree[k]) < maxHugeFree {
@@ -460,10 +479,12 @@ func (s *Space) Bytes(addr, size uint64) ([]byte, error) {
 		return nil, errors.Wrapf(uapi.EFAULT, "mem: %#x is not mapped", addr)
 	}
 	a := s.areas[i]
-	if a.backing == nil || size > a.End()-addr {
+	// A mirrored area's second mapping of its tail is not one range of
+	// its memory: only the first mapping is.
+	if a.backing == nil || size > a.Start+a.backed()-addr || addr >= a.Start+a.backed() {
 		return nil, errors.Wrapf(uapi.EFAULT, "mem: [%#x, +%d) is not plain memory of one area", addr, size)
 	}
-	raw := unsafe.Slice((*byte)(unsafe.Pointer(&a.backing[0])), a.Size)
+	raw := unsafe.Slice((*byte)(unsafe.Pointer(&a.backing[0])), a.backed())
 	off := addr - a.Start
 	return raw[off : off+size : off+size], nil
 }

@@ -320,3 +320,60 @@ func TestSetPermOfAWholeAreaShowsInAreas(t *testing.T) {
 		t.Errorf("Info does not show the new permissions:\n%s", s.Info())
 	}
 }
+
+func TestMirroredTailIsTheSameMemoryAfterTheArea(t *testing.T) {
+	s := mem.New()
+	const meta, data = mem.PageSize, 2 * mem.PageSize
+	a := mustAlloc(t, s, meta+data, mem.AllocOptions{Perm: mem.PermRW, Name: "ring", Mirror: data})
+	tlb := s.NewTLB()
+	// A word written across the end of the data reaches its start
+	// through the second mapping, as a wrapped ring record does.
+	end := a + meta + data
+	if f := tlb.Store64(end-4, 0x1122334455667788); f != nil {
+		t.Fatal(f)
+	}
+	if v, f := tlb.Load32(a + meta); f != nil || v != 0x11223344 {
+		t.Errorf("start of the data after a store across its end: %#x, %v; want 0x11223344", v, f)
+	}
+	if f := tlb.Store8(a+meta+5, 0xab); f != nil {
+		t.Fatal(f)
+	}
+	if v, f := tlb.Load8(end + 5); f != nil || v != 0xab {
+		t.Errorf("mirror of a data byte: %#x, %v; want 0xab", v, f)
+	}
+	if _, f := tlb.Load8(end + data); f == nil {
+		t.Error("the page after the mirror is mapped; want a guard page")
+	}
+	if got := s.Backed(); got != meta+data {
+		t.Errorf("backed %d bytes, want %d: the mirror takes no memory", got, meta+data)
+	}
+	if ar, ok := s.AreaOf(end); !ok || ar.Size != meta+2*data {
+		t.Errorf("area of the mirror: %+v, %v; want one area of %d bytes", ar, ok, meta+2*data)
+	}
+	if _, err := s.Bytes(end, 8); err == nil {
+		t.Error("Bytes of the mirror succeeded; only the first mapping is the area's memory")
+	}
+	if err := s.Free(a); err != nil {
+		t.Fatal(err)
+	}
+	if s.Backed() != 0 {
+		t.Errorf("backed %d bytes after Free", s.Backed())
+	}
+	tlb.Sync()
+	if _, f := tlb.Load8(end); f == nil {
+		t.Error("the mirror is still mapped after Free")
+	}
+}
+
+func TestMirrorMustBeWholePagesOfTheArea(t *testing.T) {
+	s := mem.New()
+	for _, o := range []mem.AllocOptions{
+		{Perm: mem.PermRW, Mirror: 100},
+		{Perm: mem.PermRW, Mirror: 3 * mem.PageSize},
+		{Perm: mem.PermRW, Mirror: mem.PageSize, Huge: true},
+	} {
+		if _, err := s.Alloc(2*mem.PageSize, o); !errors.Is(err, uapi.EINVAL) {
+			t.Errorf("Alloc(2 pages, %+v) = %v, want EINVAL", o, err)
+		}
+	}
+}
