@@ -11,15 +11,17 @@ import (
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
 
-// BPF ring buffers (kernel/bpf/ringbuf.c): bpf_ringbuf_output and
-// bpf_ringbuf_query from programs, and a reader for user space shaped like
-// cilium/ebpf's ringbuf.Reader. bpf_ringbuf_reserve, submit and discard
-// are not simulated yet: they need the verifier's reference tracking,
-// and a program calling them is refused at load, naming the helper.
+// BPF ring buffers (kernel/bpf/ringbuf.c): bpf_ringbuf_output, reserve,
+// submit, discard and query from programs, and a reader for user space
+// shaped like cilium/ebpf's ringbuf.Reader. The verifier's reference
+// tracking makes a program submit or discard every record it reserved.
 
 func (k *Kernel) registerRingbufHelpers() {
 	for _, h := range []*Helper{
 		{ID: uapi.FuncRingbufOutput, Fn: k.helperRingbufOutput},
+		{ID: uapi.FuncRingbufReserve, Fn: k.helperRingbufReserve},
+		{ID: uapi.FuncRingbufSubmit, Fn: k.helperRingbufSubmit},
+		{ID: uapi.FuncRingbufDiscard, Fn: k.helperRingbufDiscard},
 		{ID: uapi.FuncRingbufQuery, Fn: k.helperRingbufQuery},
 	} {
 		if err := k.RegisterHelper(h); err != nil {
@@ -52,6 +54,46 @@ func (k *Kernel) helperRingbufOutput(m *interp.Machine, r1, data, size, flags, _
 		return 0, err
 	}
 	return ret(r.Output(b, flags)), nil
+}
+
+// helperRingbufReserve is bpf_ringbuf_reserve(ringbuf, size, flags): the
+// address of size bytes to fill, or NULL.
+func (k *Kernel) helperRingbufReserve(m *interp.Machine, r1, size, flags, _, _ uint64) (uint64, error) {
+	r, err := k.ringOf(m, r1)
+	if err != nil {
+		return 0, err
+	}
+	return r.Reserve(size, flags), nil
+}
+
+// helperRingbufSubmit is bpf_ringbuf_submit(data, flags).
+func (k *Kernel) helperRingbufSubmit(m *interp.Machine, sample, _, _, _, _ uint64) (uint64, error) {
+	return 0, k.commitSample(m, sample, false)
+}
+
+// helperRingbufDiscard is bpf_ringbuf_discard(data, flags).
+func (k *Kernel) helperRingbufDiscard(m *interp.Machine, sample, _, _, _, _ uint64) (uint64, error) {
+	return 0, k.commitSample(m, sample, true)
+}
+
+// commitSample finds a reserved sample's ring as the kernel does, from the
+// page offset in its header, and commits the sample.
+func (k *Kernel) commitSample(m *interp.Machine, sample uint64, discard bool) error {
+	base, err := ringbuf.RingOfSample(sample, func(addr uint64, p []byte) error {
+		if f := m.TLB.Read(addr, p); f != nil {
+			f.PC = m.PC()
+			return f
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	r, err := k.ringOf(m, base)
+	if err != nil {
+		return err
+	}
+	return r.Commit(sample, discard)
 }
 
 // helperRingbufQuery is bpf_ringbuf_query(ringbuf, flags).

@@ -1,6 +1,7 @@
 package sim_test
 
 import (
+	"encoding/binary"
 	"errors"
 	"os"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/bpfsim/bpfsim/sim"
 	"github.com/bpfsim/bpfsim/sim/uapi"
+	"github.com/bpfsim/bpfsim/sim/verifier"
 )
 
 // A program's bpf_ringbuf_output records reach a reader in order; a full
@@ -62,12 +64,13 @@ func TestRingbufOutputReachesTheReader(t *testing.T) {
 	}
 }
 
-// What is not simulated is refused at load, naming it; and a ring buffer
-// serves only the ring buffer helpers.
+// A record reserved and never given back is refused at load, naming the
+// reference and the call that took it; and a ring buffer serves only the
+// ring buffer helpers.
 func TestRingbufRefusals(t *testing.T) {
 	k := newKernel(t, nil)
 	rb := newMap(t, k, &ebpf.MapSpec{Type: ebpf.RingBuf, MaxEntries: 4096})
-	reserve := asm.Instructions{
+	leak := asm.Instructions{
 		asm.LoadMapPtr(asm.R1, rb.FD()),
 		asm.Mov.Imm(asm.R2, 8),
 		asm.Mov.Imm(asm.R3, 0),
@@ -75,8 +78,12 @@ func TestRingbufRefusals(t *testing.T) {
 		asm.Mov.Imm(asm.R0, 0),
 		asm.Return(),
 	}
-	if _, err := k.NewProgram(testSpec(t, ebpf.XDP, reserve)); err == nil || !strings.Contains(err.Error(), "bpf_ringbuf_reserve") {
-		t.Errorf("bpf_ringbuf_reserve: %v", err)
+	_, err := k.NewProgram(testSpec(t, ebpf.XDP, leak))
+	var ve *verifier.Error
+	if !errors.As(err, &ve) || !errors.Is(err, uapi.EINVAL) ||
+		ve.Msg != "BPF_EXIT instruction in main prog would lead to reference leak" ||
+		!strings.Contains(ve.Log, "Unreleased reference id=2 alloc_insn=4") {
+		t.Errorf("a leaked record: %v", err)
 	}
 	arr := newMap(t, k, &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})
 	output := asm.Instructions{
@@ -96,5 +103,106 @@ func TestRingbufRefusals(t *testing.T) {
 	var v uint32
 	if err := rb.Lookup(uint32(0), &v); err == nil {
 		t.Error("a ring buffer looked up from user space")
+	}
+}
+
+// Records a program reserves, fills and submits reach the reader whole,
+// also those that wrap around the end of the ring (written through the
+// second mapping of its data pages); discarded ones are skipped; a
+// reservation that finds the ring full gets NULL.
+func TestRingbufReserveSubmitAndDiscard(t *testing.T) {
+	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+		t.Run(rt.String(), func(t *testing.T) {
+			k := newKernel(t, &sim.Options{Runtime: rt})
+			m := newMap(t, k, &ebpf.MapSpec{Type: ebpf.RingBuf, MaxEntries: 4096})
+			// r8 = the packet's first 8 bytes; reserve 104 bytes, fill
+			// them with r8, discard when r8 is odd, else submit;
+			// return 1 when the ring was full.
+			insns := asm.Instructions{
+				asm.LoadMem(asm.R2, asm.R1, 0, asm.Word),
+				asm.LoadMem(asm.R3, asm.R1, 4, asm.Word),
+				asm.Mov.Reg(asm.R4, asm.R2),
+				asm.Add.Imm(asm.R4, 8),
+				asm.JGT.Reg(asm.R4, asm.R3, "short"),
+				asm.LoadMem(asm.R8, asm.R2, 0, asm.DWord),
+				asm.LoadMapPtr(asm.R1, m.FD()),
+				asm.Mov.Imm(asm.R2, 104),
+				asm.Mov.Imm(asm.R3, 0),
+				asm.FnRingbufReserve.Call(),
+				asm.JNE.Imm(asm.R0, 0, "got"),
+				asm.Mov.Imm(asm.R0, 1),
+				asm.Return(),
+				asm.Mov.Reg(asm.R6, asm.R0).WithSymbol("got"),
+			}
+			for off := int16(0); off < 104; off += 8 {
+				insns = append(insns, asm.StoreMem(asm.R6, off, asm.R8, asm.DWord))
+			}
+			insns = append(insns,
+				asm.Mov.Reg(asm.R1, asm.R6),
+				asm.Mov.Imm(asm.R2, 0),
+				asm.And.Imm(asm.R8, 1),
+				asm.JEq.Imm(asm.R8, 0, "submit"),
+				asm.FnRingbufDiscard.Call(),
+				asm.Mov.Imm(asm.R0, 0),
+				asm.Return(),
+				asm.FnRingbufSubmit.Call().WithSymbol("submit"),
+				asm.Mov.Imm(asm.R0, 0),
+				asm.Return(),
+				asm.Mov.Imm(asm.R0, 2).WithSymbol("short"),
+				asm.Return(),
+			)
+			p := load(t, k, ebpf.XDP, insns)
+			rd, err := sim.NewRingbufReader(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rd.Close()
+			// 112 bytes a record: 36 fit in 4,096, the 37th would
+			// take the producer past the consumer.
+			next := uint64(0)
+			read := 0
+			for round := 0; round < 5; round++ {
+				full := 0
+				for i := 0; i < 40; i++ {
+					pkt := binary.LittleEndian.AppendUint64(nil, next+uint64(i))
+					r0, err := p.Run(&sim.RunOptions{Data: append(pkt, make([]byte, 6)...)})
+					if err != nil {
+						t.Fatal(err)
+					}
+					full += int(r0)
+				}
+				if full != 40-36 {
+					t.Fatalf("round %d: %d reservations found the ring full, want 4", round, full)
+				}
+				for i := uint64(0); i < 36; i++ {
+					v := next + i
+					if v%2 == 1 {
+						continue // discarded
+					}
+					rec, err := rd.Read()
+					if err != nil {
+						t.Fatalf("round %d, record %d: %v", round, v, err)
+					}
+					if len(rec.RawSample) != 104 {
+						t.Fatalf("record %d has %d bytes", v, len(rec.RawSample))
+					}
+					for off := 0; off < 104; off += 8 {
+						if got := uint64(rec.RawSample[off]) | uint64(rec.RawSample[off+1])<<8; got != v&0xffff {
+							t.Fatalf("round %d, record %d, offset %d: %d", round, v, off, got)
+						}
+					}
+					read++
+				}
+				if _, err := rd.Read(); !errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Fatalf("round %d: a record too many: %v", round, err)
+				}
+				next += 40
+			}
+			// 5 rounds of 36 records of 112 bytes went round the ring
+			// of 4,096 bytes four times: some wrapped.
+			if read != 5*18 {
+				t.Errorf("%d records read, want %d", read, 5*18)
+			}
+		})
 	}
 }

@@ -72,7 +72,12 @@ type Ring struct {
 
 func alloc(k maps.Kernel, m *maps.Map) (maps.Ops, error) {
 	size := uint64(m.MaxEntries)
-	addr, err := k.Memory().Vmalloc(dataPage*mem.PageSize+size, mem.PermRW, "bpf_ringbuf")
+	// The data pages are mapped twice in a row, as the kernel vmaps them,
+	// so that a record reserved across the end of the data is one range
+	// of addresses for the program that fills it.
+	addr, err := k.Memory().Alloc(dataPage*mem.PageSize+size, mem.AllocOptions{
+		Region: mem.RegionVmalloc, Perm: mem.PermRW, Name: "bpf_ringbuf", Mirror: size,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -119,6 +124,57 @@ func (r *Ring) Output(data []byte, flags uint64) error {
 	}
 	// Commit: clear the busy bit, the consumer may read the record.
 	atomic.StoreUint32(r.hdrLen(pos), uint32(len(data)))
+	return nil
+}
+
+// Reserve is bpf_ringbuf_reserve: the simulated address of a new busy
+// record of size bytes, which the program fills and then commits with
+// Commit; 0 when the ring has no room or flags are set (the helper takes
+// none).
+func (r *Ring) Reserve(size, flags uint64) uint64 {
+	if flags != 0 {
+		return 0
+	}
+	pos, ok := r.reserve(size)
+	if !ok {
+		return 0
+	}
+	return r.m.Addr + dataPage*mem.PageSize + pos&r.mask + uapi.BPF_RINGBUF_HDR_SZ
+}
+
+// RingOfSample is bpf_ringbuf_restore_from_rec: the address of the ring
+// (the map's struct bpf_ringbuf) a reserved sample belongs to, from the
+// page offset in the sample's header. read reads the header's 8 bytes.
+func RingOfSample(sample uint64, read func(addr uint64, p []byte) error) (uint64, error) {
+	var hdr [uapi.BPF_RINGBUF_HDR_SZ]byte
+	if err := read(sample-uapi.BPF_RINGBUF_HDR_SZ, hdr[:]); err != nil {
+		return 0, err
+	}
+	pgOff := uint64(binary.LittleEndian.Uint32(hdr[4:]))
+	return (sample-uapi.BPF_RINGBUF_HDR_SZ)&^(mem.PageSize-1) - pgOff*mem.PageSize, nil
+}
+
+// Commit is bpf_ringbuf_commit, for bpf_ringbuf_submit and
+// bpf_ringbuf_discard: the reserved record at sample becomes readable,
+// or is marked discarded for the reader to skip. The verifier makes
+// programs commit each record they reserved exactly once; a sample that
+// is not a busy record of this ring is EFAULT, for programs run
+// unverified. Wake-up flags have no effect: readers poll.
+func (r *Ring) Commit(sample uint64, discard bool) error {
+	off := sample - r.m.Addr - dataPage*mem.PageSize - uapi.BPF_RINGBUF_HDR_SZ
+	if sample < r.m.Addr || off > r.mask || off&7 != 0 {
+		return errors.Wrapf(uapi.EFAULT, "%#x is not a record of ring buffer %s", sample, r.m.Name)
+	}
+	hdr := r.hdrLen(off)
+	l := atomic.LoadUint32(hdr)
+	if l&uapi.BPF_RINGBUF_BUSY_BIT == 0 {
+		return errors.Wrapf(uapi.EFAULT, "the record at %#x of ring buffer %s was already committed", sample, r.m.Name)
+	}
+	l &^= uapi.BPF_RINGBUF_BUSY_BIT
+	if discard {
+		l |= uapi.BPF_RINGBUF_DISCARD_BIT
+	}
+	atomic.StoreUint32(hdr, l)
 	return nil
 }
 

@@ -190,6 +190,9 @@ func mimDump(s *MimScenario, outer mimMap, inners []mimMap, byID map[uint32]stri
 // meaningful line of the verifier log (the kernel's, in a VerifierError)
 // or of the error, without the instruction it is about.
 func verifierMessage(err error) string {
+	if err == nil {
+		return ""
+	}
 	var ve *ebpf.VerifierError
 	var log string
 	if errors.As(err, &ve) {

@@ -16,6 +16,13 @@ type callMeta struct {
 	rawRegno uint8
 	rawSize  int
 	raw      bool
+	// memSize is the size of the memory the helper returns
+	// (ArgConstAllocSizeOrZero).
+	memSize uint32
+	// releaseRegno is the argument the helper releases, 0 for none;
+	// refObjID is the reference an argument belongs to.
+	releaseRegno uint8
+	refObjID     uint32
 }
 
 // checkHelperCall is check_helper_call.
@@ -55,6 +62,14 @@ func (e *env) checkHelperCall(in insn.Insn, idx int) error {
 			}
 		}
 	}
+	if meta.releaseRegno != 0 && (meta.refObjID == 0 || !e.releaseReference(meta.refObjID)) {
+		return e.errorf(uapi.EINVAL, "func %s#%d reference has not been acquired before", name, id)
+	}
+	if id == uapi.FuncTailCall {
+		if err := e.checkResourceLeak("tail_call"); err != nil {
+			return err
+		}
+	}
 	regs := e.regs()
 	for r := insn.R0; r <= insn.R5; r++ {
 		regs[r].markNotInit()
@@ -80,6 +95,17 @@ func (e *env) checkHelperCall(in insn.Insn, idx int) error {
 			e.idGen++
 			r0.id = e.idGen
 		}
+	case RetPtrToRingbufMemOrNull:
+		r0.markPtr(ptrToMem)
+		r0.ringbuf, r0.maybeNull, r0.memSize = true, true, meta.memSize
+		e.idGen++
+		r0.id = e.idGen
+	}
+	if isAcquireFunction(id) {
+		// The new reference's id replaces the null check's: finding
+		// the pointer NULL releases it.
+		ref := e.acquireReference(idx)
+		r0.id, r0.refObjID = ref, ref
 	}
 	if id == uapi.FuncGetSmpProcessorID && fn.Ret == RetInteger {
 		n := uint64(max(e.cfg.NumCPUs, 1) - 1)
@@ -116,8 +142,10 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 		ok, expected = reg.typ == constPtrToMap && !reg.maybeNull, "map_ptr"
 	case ArgPtrToCtx:
 		ok, expected = reg.typ == ptrToCtx, "ctx"
-	case ArgConstSize, ArgConstSizeOrZero:
+	case ArgConstSize, ArgConstSizeOrZero, ArgConstAllocSizeOrZero:
 		ok, expected = reg.typ == scalarValue, "scalar"
+	case ArgPtrToRingbufMemRelease:
+		ok, expected = reg.typ == ptrToMem && reg.ringbuf && !reg.maybeNull, "ringbuf_mem"
 	case ArgPtrToMapKey, ArgPtrToMapValue, ArgPtrToUninitMapValue, ArgPtrToMem, ArgPtrToUninitMem:
 		switch reg.typ {
 		case ptrToStack, ptrToPacket, ptrToPacketMeta, ptrToMapValue, ptrToMem:
@@ -128,12 +156,38 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 	if !ok {
 		return e.errorf(uapi.EACCES, "R%d type=%s expected=%s", regno, reg.typeName(), expected)
 	}
-	if t == ArgPtrToCtx {
+	switch t {
+	case ArgPtrToCtx:
 		if err := e.checkPtrOffReg(reg, regno, false); err != nil {
 			return err
 		}
+	case ArgPtrToRingbufMemRelease:
+		// check_func_arg_reg_off: what is released is the object
+		// itself, not a pointer into it.
+		if reg.off != 0 {
+			return e.errorf(uapi.EINVAL, "R%d must have zero offset when passed to release func or trusted arg to kfunc", regno)
+		}
+		if err := e.checkPtrOffReg(reg, regno, false); err != nil {
+			return err
+		}
+		if reg.refObjID == 0 {
+			return e.errorf(uapi.EINVAL, "R%d must be referenced when passed to release function", regno)
+		}
+		meta.releaseRegno = regno
+	}
+	if reg.refObjID != 0 {
+		if meta.refObjID != 0 {
+			return e.errorf(uapi.EFAULT, "verifier internal error: more than one arg with ref_obj_id R%d %d %d", regno, reg.refObjID, meta.refObjID)
+		}
+		meta.refObjID = reg.refObjID
 	}
 	switch t {
+	case ArgConstAllocSizeOrZero:
+		if !reg.isConst() {
+			return e.errorf(uapi.EACCES, "R%d is not a known constant'", regno)
+		}
+		meta.memSize = uint32(reg.constant())
+		return e.markPrecise(regno)
 	case ArgConstMapPtr:
 		meta.mapPtr = e.mapOf(reg)
 	case ArgPtrToMapKey:

@@ -76,7 +76,7 @@ func (e *env) doCheck() error {
 		}
 		if e.log.level > 0 {
 			if printState && e.log.level > 1 {
-				e.log.printf("\nfrom %d to %d:%s", e.prevIdx, idx, e.cur.cur().format(e.maps))
+				e.log.printf("\nfrom %d to %d:%s%s", e.prevIdx, idx, e.cur.cur().format(e.maps), e.cur.refsSuffix())
 			}
 			printState = false
 			e.printInsnState(idx)
@@ -696,6 +696,11 @@ func (e *env) checkLdAbs(in insn.Insn) error {
 		return e.errorf(uapi.EINVAL, "BPF_LD_[ABS|IND] uses reserved fields")
 	}
 	if err := e.checkRegRead(insn.R6); err != nil {
+		return err
+	}
+	// The load may end the program (a packet too short): it must not
+	// leave a reference behind.
+	if err := e.checkResourceLeak("BPF_LD_[ABS|IND]"); err != nil {
 		return err
 	}
 	regs := e.regs()

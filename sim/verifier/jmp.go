@@ -49,6 +49,9 @@ func (e *env) checkJump(in *insn.Insn) (next int, exit bool, err error) {
 		if in.Source() != insn.K || in.Imm != 0 || in.Src != 0 || in.Dst != 0 || cls == insn.JMP32 {
 			return 0, false, e.errorf(uapi.EINVAL, "BPF_EXIT uses reserved fields")
 		}
+		if err := e.checkResourceLeak("BPF_EXIT instruction in main prog"); err != nil {
+			return 0, false, err
+		}
 		if e.cur.curframe > 0 {
 			next, err = e.prepareFuncExit()
 			return next, false, err
@@ -188,9 +191,9 @@ func (e *env) checkCondJmp(in *insn.Insn, idx int) (int, bool, error) {
 		}
 	}
 	if !is32 && in.Source() == insn.K && in.Imm == 0 && (op == insn.JEQ || op == insn.JNE) && dst.maybeNull {
-		id := dst.id
-		e.markPtrOrNullRegs(e.cur, id, op == insn.JNE)
-		e.markPtrOrNullRegs(other, id, op == insn.JEQ)
+		id, ref := dst.id, dst.refObjID
+		e.markPtrOrNullRegs(e.cur, id, ref, op == insn.JNE)
+		e.markPtrOrNullRegs(other, id, ref, op == insn.JEQ)
 	} else if in.Source() == insn.X {
 		tryMatchPktPointers(*in, dst, &regs[in.Src], e.cur, other)
 	}
@@ -633,8 +636,13 @@ func (e *env) markPtrNotNull(r *regState) {
 }
 
 // markPtrOrNullRegs is mark_ptr_or_null_regs: after "if p == NULL", every
-// copy of p is NULL on one side and a valid pointer on the other.
-func (e *env) markPtrOrNullRegs(st *vstate, id uint32, isNull bool) {
+// copy of p is NULL on one side and a valid pointer on the other. A NULL
+// result of an acquiring helper acquired nothing: on that side its
+// reference (ref, the id of p's object) is released.
+func (e *env) markPtrOrNullRegs(st *vstate, id, ref uint32, isNull bool) {
+	if isNull && ref != 0 && ref == id {
+		releaseReferenceNomark(st, ref)
+	}
 	st.forEachReg(func(r *regState) {
 		if !r.maybeNull || r.id != id {
 			return

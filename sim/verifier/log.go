@@ -118,7 +118,7 @@ func (e *env) printInsnState(idx int) {
 	if e.log.level == 0 || (e.scratchedRegs == 0 && e.scratchedStack == 0) {
 		return
 	}
-	e.log.stateLine(idx, e.cur.cur().formatMasked(e.maps, e.scratchedRegs, e.scratchedStack))
+	e.log.stateLine(idx, e.cur.cur().formatMasked(e.maps, e.scratchedRegs, e.scratchedStack)+e.cur.refsSuffix())
 	e.scratchedRegs, e.scratchedStack = 0, 0
 }
 

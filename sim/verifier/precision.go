@@ -1,9 +1,12 @@
 package verifier
 
 import (
+	"fmt"
+	"math/bits"
+	"strings"
+
 	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/uapi"
-	"math/bits"
 )
 
 // Precision tracking, as the kernel does it (mark_chain_precision and
@@ -128,6 +131,10 @@ func (e *env) backtrackInsn(idx, subseq int, h *histEntry, bt *backtrack) error 
 	in := &e.insns[idx] // by pointer: see insn.Insn
 	if in.Code == 0 {
 		return nil // the second slot of an lddw
+	}
+	if e.log.level >= 2 {
+		e.log.printf("mark_precise: frame%d: regs=%s stack=%s before %d: %s", bt.frame,
+			fmtRegMask(bt.regs[bt.frame]), fmtStackMask(bt.stack[bt.frame]), idx, insn.Format(e.insns, idx, nil))
 	}
 	linked := h != nil && h.linked.n > 0
 	if linked {
@@ -319,6 +326,9 @@ func (e *env) markPreciseBatch() error {
 	histEnd := st.histEnd
 	skipFirst := true
 	for {
+		if e.log.level >= 2 {
+			e.log.printf("mark_precise: frame%d: last_idx %d first_idx %d subseq_idx %d ", bt.frame, last, first, subseq)
+		}
 		if last < 0 {
 			// The main program's entry: arguments are the context.
 			e.markAllPrecise(e.cur)
@@ -381,6 +391,10 @@ func (e *env) markPreciseBatch() error {
 					reg.precise = true
 				}
 			}
+			if e.log.level >= 2 {
+				e.log.printf("mark_precise: frame%d: parent state regs=%s stack=%s: %s%s", fr,
+					fmtRegMask(bt.regs[fr]), fmtStackMask(bt.stack[fr]), f.format(e.maps), st.refsSuffix())
+			}
 		}
 		if bt.empty() {
 			return nil
@@ -416,6 +430,9 @@ func (e *env) prevInsnIdx(st *vstate, i int, histEnd *int) (int, bool) {
 // markAllPrecise is mark_all_scalars_precise: the fallback when
 // backtracking cannot tell.
 func (e *env) markAllPrecise(st *vstate) {
+	if e.log.level >= 2 {
+		e.log.printf("mark_precise: frame%d: falling back to forcing all scalars precise", st.curframe)
+	}
 	for st = st.parent; st != nil; st = st.parent {
 		st.forEachReg(func(r *regState) {
 			if r.typ == scalarValue {
@@ -514,4 +531,32 @@ func updateLoopEntry(cur, hdr *vstate) {
 		cur.loopEntry = hdr
 		hdr.usedAsLoopEntry = true
 	}
+}
+
+// fmtRegMask is fmt_reg_mask: "r1,r6".
+func fmtRegMask(m uint16) string {
+	var b strings.Builder
+	for r := 0; r < 16; r++ {
+		if m&(1<<r) != 0 {
+			if b.Len() > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, "r%d", r)
+		}
+	}
+	return b.String()
+}
+
+// fmtStackMask is fmt_stack_mask: the slots' offsets, "-8,-24".
+func fmtStackMask(m uint64) string {
+	var b strings.Builder
+	for spi := 0; spi < 64; spi++ {
+		if m&(1<<spi) != 0 {
+			if b.Len() > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, "%d", -(spi+1)*regSize)
+		}
+	}
+	return b.String()
 }

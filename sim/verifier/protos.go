@@ -23,6 +23,13 @@ const (
 	ArgConstSize       // a size known to be 1 or more and bounded
 	ArgConstSizeOrZero // a bounded size, possibly 0
 	ArgPtrToCtx        // the program's context
+	// ArgConstAllocSizeOrZero is the size of the memory a helper returns:
+	// a known constant (ARG_CONST_ALLOC_SIZE_OR_ZERO).
+	ArgConstAllocSizeOrZero
+	// ArgPtrToRingbufMemRelease is a ring buffer record the helper gives
+	// back: the pointer bpf_ringbuf_reserve returned, unmoved
+	// (ARG_PTR_TO_RINGBUF_MEM | OBJ_RELEASE).
+	ArgPtrToRingbufMemRelease
 )
 
 // RetType is enum bpf_return_type.
@@ -32,6 +39,9 @@ const (
 	RetInteger             RetType = iota // a number
 	RetVoid                               // nothing: R0 is left uninitialised
 	RetPtrToMapValueOrNull                // a value of the map argument, or NULL
+	// RetPtrToRingbufMemOrNull is a new ring buffer record of the size
+	// argument's bytes, or NULL (RET_PTR_TO_RINGBUF_MEM_OR_NULL).
+	RetPtrToRingbufMemOrNull
 )
 
 // FuncProto is struct bpf_func_proto without the function: the types the
@@ -110,7 +120,26 @@ var HelperProtos = map[int32]*FuncProto{
 	uapi.FuncRingbufQuery: {
 		Args: [5]ArgType{ArgConstMapPtr, ArgAnything},
 	},
+	// bpf_ringbuf_reserve_proto, bpf_ringbuf_submit_proto and
+	// bpf_ringbuf_discard_proto: reserve acquires a reference
+	// (isAcquireFunction), submit and discard release it.
+	uapi.FuncRingbufReserve: {
+		Ret:  RetPtrToRingbufMemOrNull,
+		Args: [5]ArgType{ArgConstMapPtr, ArgConstAllocSizeOrZero, ArgAnything},
+	},
+	uapi.FuncRingbufSubmit: {
+		Ret:  RetVoid,
+		Args: [5]ArgType{ArgPtrToRingbufMemRelease, ArgAnything},
+	},
+	uapi.FuncRingbufDiscard: {
+		Ret:  RetVoid,
+		Args: [5]ArgType{ArgPtrToRingbufMemRelease, ArgAnything},
+	},
 }
+
+// isAcquireFunction is is_acquire_function: the helpers whose result is
+// a reference the program must release.
+func isAcquireFunction(id int32) bool { return id == uapi.FuncRingbufReserve }
 
 // UncheckedProto is the prototype bpfsim assumes for a helper registered
 // without one: its arguments are not checked (the helper must validate

@@ -123,6 +123,9 @@ func (e *env) statesEqual(old, cur *vstate, idx int, level exactLevel) bool {
 		return false
 	}
 	e.idmapOld, e.idmapCur = e.idmapOld[:0], e.idmapCur[:0]
+	if !e.refsafe(old, cur) {
+		return false
+	}
 	for i := 0; i <= old.curframe; i++ {
 		of, cf := old.frames[i], cur.frames[i]
 		if of.callsite != cf.callsite {
@@ -169,7 +172,7 @@ func (e *env) regsafe(old, cur *regState, level exactLevel) bool {
 	if old.typ == notInit && (level == notExact || cur.typ == notInit) {
 		return true
 	}
-	if old.typ != cur.typ || old.maybeNull != cur.maybeNull || old.rdonly != cur.rdonly {
+	if old.typ != cur.typ || old.maybeNull != cur.maybeNull || old.rdonly != cur.rdonly || old.ringbuf != cur.ringbuf {
 		return false
 	}
 	switch old.typ {
@@ -187,7 +190,7 @@ func (e *env) regsafe(old, cur *regState, level exactLevel) bool {
 		return old.bounds.contains(&cur.bounds)
 	case ptrToMapValue, ptrToMem:
 		return old.off == cur.off && old.mapIdx == cur.mapIdx && old.memSize == cur.memSize &&
-			old.bounds.contains(&cur.bounds) && e.checkIDs(old.id, cur.id)
+			old.bounds.contains(&cur.bounds) && e.checkIDs(old.id, cur.id) && e.checkIDs(old.refObjID, cur.refObjID)
 	case ptrToPacket, ptrToPacketMeta:
 		if old.rng < 0 || cur.rng < 0 {
 			if old.rng != cur.rng {
@@ -205,9 +208,9 @@ func (e *env) regsafe(old, cur *regState, level exactLevel) bool {
 
 func (e *env) regsExact(old, cur *regState) bool {
 	return old.typ == cur.typ && old.maybeNull == cur.maybeNull && old.rdonly == cur.rdonly &&
-		old.off == cur.off && old.bounds == cur.bounds && old.rng == cur.rng &&
+		old.ringbuf == cur.ringbuf && old.off == cur.off && old.bounds == cur.bounds && old.rng == cur.rng &&
 		old.mapIdx == cur.mapIdx && old.memSize == cur.memSize && old.frameno == cur.frameno &&
-		old.subprog == cur.subprog && e.checkIDs(old.id, cur.id)
+		old.subprog == cur.subprog && e.checkIDs(old.id, cur.id) && e.checkIDs(old.refObjID, cur.refObjID)
 }
 
 // checkIDs is check_ids: ids must correspond one to one between the two

@@ -45,6 +45,7 @@ type regState struct {
 	typ       regType
 	maybeNull bool // PTR_MAYBE_NULL
 	rdonly    bool // MEM_RDONLY
+	ringbuf   bool // MEM_RINGBUF: a ring buffer record being filled
 	// off is the fixed part of a pointer's offset; the variable part is
 	// in bounds (var_off and the ranges). A scalar keeps its value in
 	// bounds and off = 0.
@@ -53,6 +54,9 @@ type regState struct {
 	// id ties registers that hold the same pointer (for null checks and
 	// packet ranges) or the same scalar (for bounds learned on a copy).
 	id uint32
+	// refObjID is the reference (refs.go) a pointer to an acquired
+	// object belongs to, 0 for none.
+	refObjID uint32
 	// rng is a packet pointer's proven range: [data, data+off+rng) may be
 	// accessed (the kernel's range).
 	rng int32
@@ -110,7 +114,10 @@ func (r *regState) varOffConst() bool { return r.varOff.isConst() }
 // typeName is reg_type_str.
 func (r *regState) typeName() string {
 	s := regTypeNames[r.typ]
-	if r.rdonly {
+	switch {
+	case r.ringbuf:
+		s = "ringbuf_" + s
+	case r.rdonly:
 		s = "rdonly_" + s
 	}
 	if r.maybeNull {
@@ -125,10 +132,14 @@ func (r *regState) String() string { return r.format(nil, 0) }
 
 // format prints r as the kernel log does; tab is env.maps.
 func (r *regState) format(tab []*maps.Map, curFrame uint8) string {
-	if r.typ == scalarValue && r.isConst() {
-		return snum(int64(r.constant()))
-	}
 	var b strings.Builder
+	if r.typ == scalarValue && r.precise {
+		b.WriteByte('P')
+	}
+	if r.typ == scalarValue && r.isConst() {
+		b.WriteString(snum(int64(r.constant())))
+		return b.String()
+	}
 	b.WriteString(r.typeName())
 	if r.typ == ptrToStack {
 		if r.frameno != curFrame {
@@ -148,6 +159,9 @@ func (r *regState) format(tab []*maps.Map, curFrame uint8) string {
 	}
 	if r.id != 0 {
 		add("id=%d", r.id)
+	}
+	if r.refObjID != 0 {
+		add("ref_obj_id=%d", r.refObjID)
 	}
 	if m := mapAt(tab, r.mapIdx); (r.typ == constPtrToMap || r.typ == ptrToMapValue) && m != nil {
 		if m.Name != "" {

@@ -80,6 +80,8 @@ type vstate struct {
 	insnIdx  int
 	// mayGotoDepth counts the may_goto instructions taken on this path.
 	mayGotoDepth int
+	// refs are the references the path holds (refs.go), oldest first.
+	refs []refState
 	// histStart and histEnd delimit, in env.hist, the instruction
 	// history since firstInsnIdx, the instruction this state started at
 	// (its parent checkpoint's); lastInsnIdx is the instruction before
@@ -117,7 +119,9 @@ func (s *vstate) cloneInto(c *vstate) *vstate {
 		cf.stack = stack
 		frames = append(frames, cf)
 	}
+	refs := append(c.refs[:0], s.refs...)
 	*c = vstate{
+		refs:            refs,
 		frames:          frames,
 		curframe:        s.curframe,
 		parent:          s.parent,
