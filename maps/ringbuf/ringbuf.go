@@ -16,7 +16,7 @@ package ringbuf
 
 import (
 	"encoding/binary"
-	"sync"
+	"runtime"
 	"sync/atomic"
 	"unsafe"
 
@@ -64,8 +64,8 @@ type Ring struct {
 	m    *maps.Map
 	k    maps.Kernel
 	mask uint64
-	mu   sync.Mutex // rb->spinlock, for producers
-	meta []byte     // the three header pages
+	mu   spinLock // rb->spinlock, for producers
+	meta []byte   // the three header pages
 	data []byte
 	pend uint64 // pending_pos: the oldest record maybe not committed
 }
@@ -186,8 +186,8 @@ func (r *Ring) reserve(size uint64) (uint64, bool) {
 		return 0, false
 	}
 	cons := r.ConsumerPos()
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.mu.lock()
+	defer r.mu.unlock()
 	prod := atomic.LoadUint64(r.pos(producerPage))
 	for r.pend < prod {
 		l := atomic.LoadUint32(r.hdrLen(r.pend))
@@ -264,3 +264,16 @@ func (r *Ring) GetNextKey([]byte, []byte) error { return errNotSupp }
 func (r *Ring) Free()                           { r.k.Memory().Free(r.m.Addr) }
 
 var errNotSupp = errors.Wrap(uapi.ENOTSUPP, "a ring buffer has no elements")
+
+// spinLock is rb->spinlock: producers hold it for a few loads and stores,
+// so they spin rather than sleep, as the kernel's do; it costs less than a
+// sync.Mutex on the path every record takes.
+type spinLock struct{ v atomic.Uint32 }
+
+func (l *spinLock) lock() {
+	for !l.v.CompareAndSwap(0, 1) {
+		runtime.Gosched()
+	}
+}
+
+func (l *spinLock) unlock() { l.v.Store(0) }

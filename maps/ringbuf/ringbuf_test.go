@@ -145,3 +145,104 @@ func BenchmarkOutput(b *testing.B) {
 		}
 	}
 }
+
+// A reserved record holds the reader back until it is committed, even
+// when records reserved after it are committed first; a discarded record
+// is skipped; a record cannot be committed twice, nor an address that is
+// no record; reservations take no flags.
+func TestReservedRecordsAreReadInReservationOrder(t *testing.T) {
+	r := newRing(t, 4096)
+	first, second, third := r.Reserve(16, 0), r.Reserve(4, 0), r.Reserve(1, 0)
+	if first == 0 || second != first+24 || third != second+16 {
+		t.Fatalf("records at %#x, %#x, %#x: want 24 and 16 bytes apart", first, second, third)
+	}
+	if err := r.Commit(second, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Commit(third, true); err != nil {
+		t.Fatal(err)
+	}
+	if s, ok := r.Consume(); ok {
+		t.Fatalf("read %x past a record still reserved", s)
+	}
+	if err := r.Commit(first, false); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []int{16, 4} {
+		s, ok := r.Consume()
+		if !ok || len(s) != want {
+			t.Fatalf("record %d: %d bytes, %v; want %d", i, len(s), ok, want)
+		}
+	}
+	if _, ok := r.Consume(); ok {
+		t.Fatal("the discarded record was read")
+	}
+	if err := r.Commit(first, false); !errors.Is(err, uapi.EFAULT) {
+		t.Errorf("second commit: %v, want EFAULT", err)
+	}
+	if err := r.Commit(first+1, false); !errors.Is(err, uapi.EFAULT) {
+		t.Errorf("commit of a misaligned address: %v, want EFAULT", err)
+	}
+	if err := r.Commit(7, false); !errors.Is(err, uapi.EFAULT) {
+		t.Errorf("commit of an address outside the ring: %v, want EFAULT", err)
+	}
+	if got := r.Reserve(8, 1); got != 0 {
+		t.Errorf("a reservation with flags got %#x, want NULL", got)
+	}
+}
+
+// A record not yet committed keeps the reader from passing it, so the
+// producer fills the ring behind it, and reservations fail until it is
+// committed and the reader moves on.
+func TestAPendingRecordBlocksTheProducer(t *testing.T) {
+	r := newRing(t, 4096)
+	held := r.Reserve(8, 0) // 16 bytes
+	n := 0
+	for {
+		s := r.Reserve(8, 0)
+		if s == 0 {
+			break
+		}
+		if err := r.Commit(s, false); err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	// The producer stays within the ring's size less one byte of the
+	// held record: 255 records of 16 bytes in all.
+	if n != 4096/16-2 {
+		t.Fatalf("%d records behind the held one, want %d", n, 4096/16-2)
+	}
+	if _, ok := r.Consume(); ok {
+		t.Fatal("read past the held record")
+	}
+	if err := r.Commit(held, false); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i <= n; i++ {
+		if _, ok := r.Consume(); !ok {
+			t.Fatalf("record %d not readable", i)
+		}
+	}
+	if r.Reserve(8, 0) == 0 {
+		t.Fatal("no room after draining")
+	}
+}
+
+// BenchmarkReserveCommit is one 64-byte record reserved, committed and
+// read.
+func BenchmarkReserveCommit(b *testing.B) {
+	r := newRing(b, 1<<16)
+	for i := 0; i < b.N; i++ {
+		s := r.Reserve(64, 0)
+		if s == 0 {
+			b.Fatal("no room")
+		}
+		if err := r.Commit(s, false); err != nil {
+			b.Fatal(err)
+		}
+		if _, ok := r.Consume(); !ok {
+			b.Fatal("no record")
+		}
+	}
+}

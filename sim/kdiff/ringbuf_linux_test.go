@@ -173,7 +173,7 @@ func TestRingbufOutputMatchesKernel(t *testing.T) {
 }
 
 // drainRing reads records until the reader has none ready, each as hex.
-func drainRing(t *testing.T, read func() ([]byte, error)) []string {
+func drainRing(t testing.TB, read func() ([]byte, error)) []string {
 	t.Helper()
 	var out []string
 	for {
