@@ -57,6 +57,38 @@ func FuzzLoadAndRun(f *testing.F) {
 			f.Add(uint8(1), insn.Encode(code), p.Packet)
 		}
 	}
+	// A ring buffer program: reserve, fill, submit or discard, so that
+	// mutations explore the verifier's reference tracking and the
+	// helpers' handling of records.
+	rb, err := k.NewMap(&ebpf.MapSpec{Type: ebpf.RingBuf, MaxEntries: 4096})
+	if err != nil {
+		f.Fatal(err)
+	}
+	ring := asm.Instructions{
+		asm.Mov.Reg(asm.R7, asm.R1),
+		asm.LoadMapPtr(asm.R1, rb.FD()),
+		asm.Mov.Imm(asm.R2, 16),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.FnRingbufReserve.Call(),
+		asm.JEq.Imm(asm.R0, 0, "out"),
+		asm.Mov.Reg(asm.R6, asm.R0),
+		asm.LoadMem(asm.R2, asm.R7, 0, asm.Word),
+		asm.StoreMem(asm.R6, 0, asm.R2, asm.DWord),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.JEq.Imm(asm.R2, 1, "discard"),
+		asm.FnRingbufSubmit.Call(),
+		asm.Ja.Label("out"),
+		asm.FnRingbufDiscard.Call().WithSymbol("discard"),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
+		asm.Return(),
+	}
+	if code, err := insn.FromAsm(ring); err == nil {
+		f.Add(uint8(1), insn.Encode(code), make([]byte, 14))
+		f.Add(uint8(0), insn.Encode(code), make([]byte, 14))
+	} else {
+		f.Fatal(err)
+	}
 	types := []ebpf.ProgramType{ebpf.UnspecifiedProgram, ebpf.XDP, ebpf.Syscall}
 	f.Fuzz(func(t *testing.T, typ uint8, code, data []byte) {
 		pt := types[int(typ)%len(types)]
