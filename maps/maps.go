@@ -170,6 +170,14 @@ type LookupGenerator interface {
 	GenLookup(call func(name string) (insn.Insn, error)) ([]insn.Insn, error)
 }
 
+// SysLookuper is the ability of maps whose lookups from user space differ
+// from programs' (map_lookup_elem_sys_only): an LRU hash marks an element
+// a program looks up as referenced, but not one user space reads. The
+// kernel's syscall path uses LookupElemSys when a map has it.
+type SysLookuper interface {
+	LookupElemSys(key []byte) (uint64, error)
+}
+
 // LookupAndDeleter is the ability to remove an element and return its value
 // in one step (map_lookup_and_delete_elem).
 type LookupAndDeleter interface {

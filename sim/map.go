@@ -337,7 +337,12 @@ func (h *Map) lookupBytes(key any) ([]byte, error) {
 	// read-side section, so a concurrent delete cannot free it mid-copy.
 	slot := h.k.rcu.readLockUser()
 	defer h.k.rcu.readUnlockUser(slot)
-	addr, err := h.m.Ops.LookupElem(0, k)
+	var addr uint64
+	if s, ok := h.m.Ops.(maps.SysLookuper); ok {
+		addr, err = s.LookupElemSys(k) // map_lookup_elem_sys_only
+	} else {
+		addr, err = h.m.Ops.LookupElem(0, k)
+	}
 	if err != nil {
 		return nil, err
 	}
