@@ -146,27 +146,40 @@ func ElemSize(keySize, valueSize uint32, percpu bool) uint64 {
 
 func roundUp8(n uint64) uint64 { return (n + 7) &^ 7 }
 
-// allowedFlags are the map_flags htab_map_alloc_check accepts for the two
-// non-LRU types. BPF_F_NO_COMMON_LRU is in the kernel's mask but refused
-// for non-LRU types, and BPF_F_INNER_MAP is not in it.
-const allowedFlags = uapi.BPF_F_NO_PREALLOC | uapi.BPF_F_NUMA_NODE | uapi.BPF_F_ACCESS_MASK | uapi.BPF_F_ZERO_SEED
+// allowedFlags are the map_flags htab_map_alloc_check accepts
+// (HTAB_CREATE_FLAG_MASK). BPF_F_NO_COMMON_LRU is refused for non-LRU
+// types, and BPF_F_INNER_MAP is not in the mask.
+const allowedFlags = uapi.BPF_F_NO_PREALLOC | uapi.BPF_F_NO_COMMON_LRU | uapi.BPF_F_NUMA_NODE | uapi.BPF_F_ACCESS_MASK | uapi.BPF_F_ZERO_SEED
+
+// isPercpuType and isLRUType are htab_is_percpu and htab_is_lru.
+func isPercpuType(t uapi.MapType) bool {
+	return t == uapi.MapTypePercpuHash || t == uapi.MapTypeLRUPercpuHash
+}
+
+func isLRUType(t uapi.MapType) bool {
+	return t == uapi.MapTypeLRUHash || t == uapi.MapTypeLRUPercpuHash
+}
 
 // allocCheck mirrors htab_map_alloc_check, followed by the size checks
 // htab_map_alloc makes before it allocates anything. BPF_F_ZERO_SEED needs
 // CAP_SYS_ADMIN in the kernel; the simulated loader is privileged, so it is
 // always accepted.
 func allocCheck(attr *maps.Attr) error {
-	percpu := attr.Type == uapi.MapTypePercpuHash
+	percpu := isPercpuType(attr.Type)
+	lru := isLRUType(attr.Type)
+	percpuLRU := attr.Flags&uapi.BPF_F_NO_COMMON_LRU != 0
 	const progRW = uapi.BPF_F_RDONLY_PROG | uapi.BPF_F_WRONLY_PROG
 	switch {
-	case attr.Flags&uapi.BPF_F_NO_COMMON_LRU != 0:
-		return errors.Wrap(uapi.EINVAL, "BPF_F_NO_COMMON_LRU is only for LRU hash maps")
 	case attr.Flags&^allowedFlags != 0:
 		return errors.Wrapf(uapi.EINVAL, "hash map_flags %#x include unsupported flags", attr.Flags)
 	case attr.Flags&progRW == progRW:
 		return errors.Wrap(uapi.EINVAL, "BPF_F_RDONLY_PROG and BPF_F_WRONLY_PROG together")
-	case percpu && attr.Flags&uapi.BPF_F_NUMA_NODE != 0:
-		return errors.Wrap(uapi.EINVAL, "per-CPU hash maps cannot be placed on a NUMA node")
+	case !lru && percpuLRU:
+		return errors.Wrap(uapi.EINVAL, "BPF_F_NO_COMMON_LRU is only for LRU hash maps")
+	case lru && attr.Flags&uapi.BPF_F_NO_PREALLOC != 0:
+		return errors.Wrap(uapi.ENOTSUPP, "LRU hash maps are always preallocated: BPF_F_NO_PREALLOC")
+	case (percpu || percpuLRU) && attr.Flags&uapi.BPF_F_NUMA_NODE != 0:
+		return errors.Wrap(uapi.EINVAL, "per-CPU hash maps and per-CPU LRU lists cannot be placed on a NUMA node")
 	case attr.MaxEntries == 0 || attr.KeySize == 0 || attr.ValueSize == 0:
 		return errors.Wrapf(uapi.EINVAL, "hash needs max_entries, key_size and value_size > 0 (got %d, %d, %d)",
 			attr.MaxEntries, attr.KeySize, attr.ValueSize)
@@ -175,10 +188,19 @@ func allocCheck(attr *maps.Attr) error {
 			attr.KeySize, attr.ValueSize, KmallocMaxSize-KeyOffset)
 	case percpu && roundUp8(uint64(attr.ValueSize)) > mem.PercpuMaxAlloc:
 		return errors.Wrapf(uapi.E2BIG, "per-CPU value of %d bytes exceeds %d", attr.ValueSize, mem.PercpuMaxAlloc)
-	case attr.MaxEntries > 1<<31:
-		return errors.Wrapf(uapi.E2BIG, "max_entries %d exceeds 2^31", attr.MaxEntries)
-	case uint64(nBuckets(attr.MaxEntries)) > math.MaxUint32/bucketSize:
-		return errors.Wrapf(uapi.E2BIG, "%d buckets overflow the bucket array", nBuckets(attr.MaxEntries))
+	}
+	return checkMaxEntries(attr.MaxEntries)
+}
+
+// checkMaxEntries is htab_map_alloc's limit on max_entries (after a
+// per-CPU LRU's rounding): at most 2^31, and a bucket array whose size
+// fits in 32 bits.
+func checkMaxEntries(maxEntries uint32) error {
+	switch {
+	case maxEntries > 1<<31:
+		return errors.Wrapf(uapi.E2BIG, "max_entries %d exceeds 2^31", maxEntries)
+	case uint64(nBuckets(maxEntries)) > math.MaxUint32/bucketSize:
+		return errors.Wrapf(uapi.E2BIG, "%d buckets overflow the bucket array", nBuckets(maxEntries))
 	}
 	return nil
 }
@@ -229,6 +251,11 @@ type elem struct {
 	// retirement and kept, so that retiring does not allocate. Only the
 	// element's current owner (whoever unlinked it) touches it.
 	rcuFree func()
+	// LRU maps: the LRU node the element belongs to, and whether it was
+	// ever linked into the table (then it may have readers, and its node
+	// takes a fresh element when it is handed out again).
+	node       *lruNode
+	everLinked atomic.Bool
 }
 
 // chunk is one area of element memory.
@@ -265,9 +292,16 @@ type htab struct {
 	total  int    // elements mapped
 	chunks []chunk
 	freed  bool
+
+	// LRU maps: the lists, and the node of every preallocated element.
+	lru      *bpfLRU
+	lruNodes []lruNode
 }
 
 func alloc(k maps.Kernel, m *maps.Map) (maps.Ops, error) {
+	if isLRUType(m.Type.ID) {
+		return allocLRU(k, m)
+	}
 	h, err := newHtab(k, m)
 	if err != nil {
 		return nil, err
@@ -280,7 +314,7 @@ func alloc(k maps.Kernel, m *maps.Map) (maps.Ops, error) {
 
 // newHtab is htab_map_alloc.
 func newHtab(k maps.Kernel, m *maps.Map) (*htab, error) {
-	percpu := m.Type.ID == uapi.MapTypePercpuHash
+	percpu := isPercpuType(m.Type.ID)
 	n := nBuckets(m.MaxEntries)
 	h := &htab{
 		m:         m,
@@ -311,7 +345,7 @@ func newHtab(k maps.Kernel, m *maps.Map) (*htab, error) {
 		// that a map too large for memory fails with ENOMEM without first
 		// costing the host its bucket array.
 		num := int(m.MaxEntries)
-		if !percpu {
+		if !percpu && !isLRUType(m.Type.ID) {
 			num += h.ncpu // extra_elems
 		}
 		h.mu.Lock()
@@ -407,6 +441,16 @@ func (h *htab) getElem(newKey bool) (*elem, error) {
 	if newKey && h.count >= h.m.MaxEntries {
 		return nil, errors.Wrapf(uapi.E2BIG, "hash map is full (%d keys)", h.m.MaxEntries)
 	}
+	e, err := h.takeFree()
+	if err == nil && newKey {
+		h.count++
+	}
+	return e, err
+}
+
+// takeFree takes element memory from the free list, mapping more if it is
+// empty. The caller holds h.mu.
+func (h *htab) takeFree() (*elem, error) {
 	if len(h.free) == 0 {
 		if err := h.grow(h.chunkLen()); err != nil {
 			return nil, err
@@ -414,9 +458,6 @@ func (h *htab) getElem(newKey bool) (*elem, error) {
 	}
 	e := h.free[len(h.free)-1]
 	h.free = h.free[:len(h.free)-1]
-	if newKey {
-		h.count++
-	}
 	return e, nil
 }
 

@@ -112,7 +112,8 @@ var vmlinux = []ksymSpec{
 	// kernel/trace/bpf_trace.c
 	{name: "bpf_trace_printk", kind: ksymHelper, helper: uapi.FuncTracePrintk},
 	// kernel/bpf/hashtab.c
-	{name: hashmap.ElemLookupFunc, kind: ksymElemLookup, types: []uapi.MapType{uapi.MapTypeHash, uapi.MapTypePercpuHash, uapi.MapTypeHashOfMaps}},
+	{name: hashmap.ElemLookupFunc, kind: ksymElemLookup, types: []uapi.MapType{uapi.MapTypeHash, uapi.MapTypePercpuHash, uapi.MapTypeHashOfMaps,
+		uapi.MapTypeLRUHash, uapi.MapTypeLRUPercpuHash}},
 	{name: "htab_map_lookup_elem", kind: ksymMapOp, helper: uapi.FuncMapLookupElem, types: []uapi.MapType{uapi.MapTypeHash}},
 	{name: "htab_map_update_elem", kind: ksymMapOp, helper: uapi.FuncMapUpdateElem, types: []uapi.MapType{uapi.MapTypeHash}},
 	{name: "htab_map_delete_elem", kind: ksymMapOp, helper: uapi.FuncMapDeleteElem, types: []uapi.MapType{uapi.MapTypeHash, uapi.MapTypePercpuHash}},
@@ -140,6 +141,14 @@ var vmlinux = []ksymSpec{
 	{name: "trie_delete_elem", kind: ksymMapOp, helper: uapi.FuncMapDeleteElem, types: []uapi.MapType{uapi.MapTypeLPMTrie}},
 	{name: "array_of_map_lookup_elem", kind: ksymMapOp, helper: uapi.FuncMapLookupElem, types: []uapi.MapType{uapi.MapTypeArrayOfMaps}},
 	{name: "htab_of_map_lookup_elem", kind: ksymMapOp, helper: uapi.FuncMapLookupElem, types: []uapi.MapType{uapi.MapTypeHashOfMaps}},
+	// The LRU hashes' operations (kernel/bpf/hashtab.c), after the
+	// others for the same reason.
+	{name: "htab_lru_map_lookup_elem", kind: ksymMapOp, helper: uapi.FuncMapLookupElem, types: []uapi.MapType{uapi.MapTypeLRUHash}},
+	{name: "htab_lru_map_update_elem", kind: ksymMapOp, helper: uapi.FuncMapUpdateElem, types: []uapi.MapType{uapi.MapTypeLRUHash}},
+	{name: "htab_lru_map_delete_elem", kind: ksymMapOp, helper: uapi.FuncMapDeleteElem, types: []uapi.MapType{uapi.MapTypeLRUHash, uapi.MapTypeLRUPercpuHash}},
+	{name: "htab_lru_percpu_map_lookup_elem", kind: ksymMapOp, helper: uapi.FuncMapLookupElem, types: []uapi.MapType{uapi.MapTypeLRUPercpuHash}},
+	{name: "htab_lru_percpu_map_lookup_percpu_elem", kind: ksymMapOp, helper: uapi.FuncMapLookupPercpuElem, types: []uapi.MapType{uapi.MapTypeLRUPercpuHash}},
+	{name: "htab_lru_percpu_map_update_elem", kind: ksymMapOp, helper: uapi.FuncMapUpdateElem, types: []uapi.MapType{uapi.MapTypeLRUPercpuHash}},
 }
 
 // helperFuncNames names the function behind a helper where it is not the

@@ -41,6 +41,8 @@ var builtinMapTypes = []*maps.Type{
 	arraymap.ProgArray,
 	hashmap.Hash,
 	hashmap.PercpuHash,
+	hashmap.LRUHash,
+	hashmap.LRUPercpuHash,
 	perfarray.PerfEventArray,
 	arraymap.ArrayOfMaps,
 	hashmap.HashOfMaps,
