@@ -1,6 +1,8 @@
 // Package hashmap simulates the kernel's hash maps, kernel/bpf/hashtab.c:
-// BPF_MAP_TYPE_HASH and BPF_MAP_TYPE_PERCPU_HASH, and the hash of maps,
-// BPF_MAP_TYPE_HASH_OF_MAPS (hashofmaps.go; hashes as inner maps:
+// BPF_MAP_TYPE_HASH and BPF_MAP_TYPE_PERCPU_HASH, the LRU hashes
+// BPF_MAP_TYPE_LRU_HASH and BPF_MAP_TYPE_LRU_PERCPU_HASH (lruhtab.go, with
+// the LRU lists of kernel/bpf/bpf_lru_list.c in lru.go), and the hash of
+// maps, BPF_MAP_TYPE_HASH_OF_MAPS (hashofmaps.go; hashes as inner maps:
 // inner.go).
 //
 // Every element is a struct htab_elem in simulated memory, laid out as on

@@ -98,8 +98,10 @@ type lruNode struct {
 func (n *lruNode) typeOf() lruListType   { return lruListType(n.typ.Load()) }
 func (n *lruNode) setType(t lruListType) { n.typ.Store(uint32(t)) }
 
-// refByte is the node's ref, in simulated memory.
-func (n *lruNode) refByte() []byte { return n.elem.raw[LRURefOffset : LRURefOffset+1] }
+// refByte is the node's ref, in its element's memory.
+func (n *lruNode) refByte() []byte { return elemRef(n.elem) }
+
+func elemRef(e *elem) []byte { return e.raw[LRURefOffset : LRURefOffset+1] }
 
 // isRef is bpf_lru_node_is_ref.
 func (n *lruNode) isRef() bool {
@@ -111,11 +113,17 @@ func (n *lruNode) isRef() bool {
 // clearRef is bpf_lru_node_clear_ref.
 func (n *lruNode) clearRef() { mem.Fill(n.refByte(), 0) }
 
-// setRef is bpf_lru_node_set_ref: written only if not already set, so
-// that a hot element's cache line is not dirtied on every lookup.
-func (n *lruNode) setRef() {
-	if !n.isRef() {
-		mem.Fill(n.refByte(), 1)
+// setElemRef is bpf_lru_node_set_ref on an element found in the table.
+// It goes through the element's memory, not its node, as a program's store
+// does: a reader may hold an element whose node was handed out since,
+// which then keeps the ref for nothing, as in the kernel. It writes only
+// if the ref is not set yet, so that a hot element's cache line is not
+// dirtied on every lookup.
+func setElemRef(e *elem) {
+	var b [1]byte
+	ref := elemRef(e)
+	if mem.LoadBytes(b[:], ref); b[0] == 0 {
+		mem.Fill(ref, 1)
 	}
 }
 

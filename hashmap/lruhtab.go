@@ -236,7 +236,7 @@ func (l *lruHtab) LookupElem(cpu int, key []byte) (uint64, error) {
 	if e == nil {
 		return 0, nil
 	}
-	e.node.setRef()
+	setElemRef(e)
 	return e.addr + l.h.valueOff, nil
 }
 
@@ -280,7 +280,7 @@ func (l *lruHtab) UpdateElem(cpu int, key, value []byte, flags uint64) error {
 	}
 	lruLink(b, e)
 	if old != nil {
-		e.node.setRef()
+		setElemRef(e)
 		if prev == nil {
 			prev = e
 		}
@@ -367,7 +367,7 @@ func (l *lruPercpuHtab) LookupElem(cpu int, key []byte) (uint64, error) {
 	if e == nil {
 		return 0, nil
 	}
-	e.node.setRef()
+	setElemRef(e)
 	return e.pptr + h.percpuA.Offset(cpu), nil
 }
 
@@ -381,7 +381,7 @@ func (l *lruPercpuHtab) LookupPercpuElem(key []byte, cpu int) (uint64, error) {
 	if e == nil {
 		return 0, nil
 	}
-	e.node.setRef()
+	setElemRef(e)
 	return e.pptr + h.percpuA.Offset(cpu), nil
 }
 
@@ -437,7 +437,7 @@ func (l *lruPercpuHtab) update(cpu int, key, values []byte, flags uint64, all bo
 	switch {
 	case err != nil:
 	case old != nil:
-		old.node.setRef()
+		setElemRef(old)
 		h.writePercpu(old, cpu, values, all, false)
 	default:
 		h.writePercpu(e, cpu, values, all, true)
