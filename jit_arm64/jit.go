@@ -160,6 +160,7 @@ const (
 	fixInsn     fixKind = iota // the code of BPF instruction to
 	fixEpilogue                // function to's epilogue
 	fixEntry                   // function to's entry
+	fixFuncAddr                // function to's address, in a mov sequence
 )
 
 // forward notes that the word about to be emitted refers to something
@@ -175,6 +176,12 @@ func (c *jitCtx) forward(kind fixKind, to int) {
 // encoder that made it.
 func (c *jitCtx) applyFixups() error {
 	for _, f := range c.fixups {
+		if f.kind == fixFuncAddr {
+			var seq [3]uint32
+			rd := a64.X(int(c.words[f.word] & 31))
+			copy(c.words[f.word:], appendAddrMov(seq[:0], rd, c.image+4*uint64(c.entries[f.to])))
+			continue
+		}
 		var dest int
 		switch f.kind {
 		case fixInsn:
@@ -446,8 +453,12 @@ func (c *jitCtx) compile() error {
 				if i+1 >= fn.End {
 					return errors.Wrapf(uapi.EINVAL, "insn %d: lddw is missing its second half", i)
 				}
-				c.emitAll(a64.AppendMovImm64(c.words, reg(in.Dst, true), insn.Imm64(insns, i)))
-				if in.Src != 0 {
+				switch in.Src {
+				case 0:
+					c.emitAll(a64.AppendMovImm64(c.words, reg(in.Dst, true), insn.Imm64(insns, i)))
+				case insn.PseudoFunc:
+					c.funcAddr(i, in)
+				default:
 					c.fail(i, "lddw with pseudo source %d", in.Src)
 				}
 				i++
@@ -801,6 +812,13 @@ func (c *jitCtx) call(i int, in *insn.Insn) {
 	case insn.PseudoCall:
 		t := i + 1 + int(in.Imm)
 		f := c.funcAt(t)
+		if f < 0 && t == len(c.in.Insns) {
+			// A callback removed as never reached (an inlined
+			// bpf_loop of 0 iterations): the kernel's JIT, finding no
+			// function, calls address 0; so does this.
+			c.emitCall(0)
+			break
+		}
 		if f < 0 {
 			c.err = errors.Wrapf(uapi.EINVAL, "insn %d: call to %d, which starts no function", i, t)
 			return
@@ -879,6 +897,38 @@ func (c *jitCtx) funcAt(t int) int {
 		}
 	}
 	return -1
+}
+
+// funcAddr loads a callback's address (an lddw of BPF_PSEUDO_FUNC): the
+// address of its function's code, with emit_addr_mov_i64's fixed three
+// instructions, whose size does not depend on the address.
+func (c *jitCtx) funcAddr(i int, in *insn.Insn) {
+	f := c.funcAt(i + 1 + int(in.Imm))
+	if f < 0 {
+		c.err = errors.Wrapf(uapi.EINVAL, "insn %d: callback at %d, which starts no function", i, i+1+int(in.Imm))
+		return
+	}
+	rd := reg(in.Dst, true)
+	if c.image != 0 && (f <= c.fn || c.prev != nil) {
+		c.words = appendAddrMov(c.words, rd, c.image+4*uint64(c.entries[f]))
+		return
+	}
+	// Not placed yet: a placeholder with the register, patched like a
+	// forward branch.
+	c.forward(fixFuncAddr, f)
+	c.words = appendAddrMov(c.words, rd, 0xffff_0000_0000_0000)
+}
+
+// appendAddrMov is emit_addr_mov_i64: movn, then movk of bits 16-31 and
+// 32-47, for an address whose top 16 bits are all ones (the kernel's).
+func appendAddrMov(dst []uint32, rd a64.Reg, addr uint64) []uint32 {
+	w, _ := a64.Movn(rd, uint32(^addr&0xffff), 0)
+	dst = append(dst, w)
+	for shift := uint(16); shift <= 32; shift += 16 {
+		w, _ = a64.Movk(rd, uint32(addr>>shift&0xffff), shift)
+		dst = append(dst, w)
+	}
+	return dst
 }
 
 // tailCall is emit_bpf_tail_call with the slot read done by a kernel
@@ -1233,6 +1283,7 @@ func translate(c *jitCtx, in *Input, place func(size int) (uint64, error), multi
 				return errors.Wrapf(uapi.EFAULT, "JIT image grew from %d to %d instructions", size, c.idx())
 			}
 		}
+		c.image = image // for the addresses of functions
 		if err := c.applyFixups(); err != nil {
 			return err
 		}

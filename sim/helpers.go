@@ -62,11 +62,21 @@ func (k *Kernel) registerBaseHelpers() {
 			return uint64(m.CPU), nil
 		}},
 		{ID: uapi.FuncTracePrintk, Fn: k.tracePrintk},
+		{ID: uapi.FuncLoop, Fn: helperLoop},
 	} {
 		if err := k.RegisterHelper(h); err != nil {
 			panic(err) // the base table has unique ids
 		}
 	}
+}
+
+// helperLoop stands for bpf_loop at run time. The verifier inlines the
+// calls that pass flags 0 and one callback, as the kernel's
+// optimize_bpf_loop does; the loader refuses a program with any other
+// (checkLoopsInlined), since calling back into the program from a helper
+// is not simulated. So this never runs a verified program's call.
+func helperLoop(m *interp.Machine, _, _, _, _, _ uint64) (uint64, error) {
+	return 0, errors.Wrapf(uapi.EINVAL, "pc %d: bpf_loop#181 called at run time: only the calls the verifier inlines are simulated", m.PC())
 }
 
 // tracePrintk is bpf_trace_printk(fmt, fmt_size, arg1, arg2, arg3).

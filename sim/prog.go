@@ -342,6 +342,13 @@ func (k *Kernel) verify(p *Program, opts ProgramOptions) (*verifier.Result, erro
 	res, err := verifier.Verify(p.xlated, cfg)
 	*cfg = verifier.Config{}
 	configPool.Put(cfg)
+	var ve *verifier.Error
+	if errors.As(err, &ve) && strings.HasPrefix(ve.Msg, "program of this type cannot use helper ") {
+		// bpfsim has no per-type helper lists: a helper it refuses is
+		// one it has not simulated yet. Say so, keeping the kernel's
+		// message and errno.
+		err = errors.Wrap(err, "the helper is not simulated by bpfsim yet")
+	}
 	return res, err
 }
 
@@ -398,6 +405,10 @@ func (p *Program) resolvePseudoLdImm64() error {
 		i++ // skip the second slot, whatever happens
 		switch in.Src {
 		case 0:
+			continue
+		case insn.PseudoFunc:
+			// A callback's address: the verifier checks it names a
+			// function (a PTR_TO_FUNC); the runtimes resolve it.
 			continue
 		case insn.PseudoMapFD, insn.PseudoMapValue:
 		default:

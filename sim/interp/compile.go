@@ -226,7 +226,11 @@ func Compile(insns []insn.Insn, helpers HelperResolver) (*Program, error) {
 			if i+1 >= n {
 				return nil, errors.Wrapf(uapi.EINVAL, "insn %d: lddw is missing its second half", i)
 			}
-			if in.Src != 0 {
+			// A callback's address (BPF_PSEUDO_FUNC) keeps its
+			// relative offset as its value: the kernel's interpreter
+			// refuses callbacks, and bpfsim's calls them only through
+			// the verifier's inlined bpf_loop, which does not use it.
+			if in.Src != 0 && in.Src != insn.PseudoFunc {
 				return nil, errors.Wrapf(uapi.EINVAL, "insn %d: lddw with pseudo source %d was not resolved by the loader", i, in.Src)
 			}
 			o.kind = opLdImm64
@@ -274,6 +278,11 @@ func Compile(insns []insn.Insn, helpers HelperResolver) (*Program, error) {
 			o.back = int(o.off) <= i
 			if k == opCallLocal || (k != opCallHelper && k != opExit && k != opTailCall) {
 				switch {
+				case k == opCallLocal && int(o.off) == n:
+					// A call of a callback whose code was never
+					// reached, so removed (an inlined bpf_loop of 0
+					// iterations): it lands on the stop at the end,
+					// as the kernel's lands on no function.
 				case o.off < 0 || int(o.off) >= n || int(o.off) < i && p.ops[o.off].kind == opInvalid:
 					return nil, errors.Wrapf(uapi.EINVAL, "jump out of range from insn %d to %d", i, o.off)
 				case !o.back:

@@ -72,10 +72,16 @@ func xlated(prog *ebpf.Program) ([]insn.Insn, error) {
 	if err != nil {
 		return nil, err
 	}
-	for i := range insns {
-		in := &insns[i]
-		if in.Code == insn.JMP|insn.CALL && in.Src == insn.PseudoCall {
-			in.Imm, in.Off = int32(in.Off), 0
+	// Programs the JIT split into functions (jit_subprogs) show each
+	// local call's offset in off and its callee's index in imm; one left
+	// whole (its only callee removed as never reached) shows the offset
+	// in imm, as loaded.
+	if addrs, ok := info.JitedKsymAddrs(); !ok || len(addrs) > 1 {
+		for i := range insns {
+			in := &insns[i]
+			if in.Code == insn.JMP|insn.CALL && in.Src == insn.PseudoCall {
+				in.Imm, in.Off = int32(in.Off), 0
+			}
 		}
 	}
 	return insns, nil

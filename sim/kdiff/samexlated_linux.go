@@ -43,6 +43,12 @@ func SameXlated(k *sim.Kernel, kernel, simulated []insn.Insn) (valueOffset int32
 	for i := 0; i < len(kernel); i++ {
 		kin, sin := kernel[i], simulated[i]
 		switch {
+		case kin.IsLdImm64() && kin.Src == insn.PseudoFunc:
+			// A callback's address: its offset and function index.
+			if kin != sin || i+1 >= len(kernel) || kernel[i+1] != simulated[i+1] {
+				return 0, differ(i, "the callback's lddw differs")
+			}
+			i++
 		case kin.IsLdImm64():
 			// The kernel shows a map by id, bpfsim holds its address.
 			if kin.Code != sin.Code || kin.Dst != sin.Dst {

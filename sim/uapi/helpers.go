@@ -236,5 +236,9 @@ const (
 	FuncGetPrandomU32       = 7
 	FuncGetSmpProcessorID   = 8
 	FuncTailCall            = 12
+	FuncLoop                = 181
 	FuncMapLookupPercpuElem = 195
 )
+
+// BPF_MAX_LOOPS bounds bpf_loop's nr_loops (and may_goto's count).
+const BPF_MAX_LOOPS = 8 * 1024 * 1024

@@ -23,6 +23,8 @@ type callMeta struct {
 	// refObjID is the reference an argument belongs to.
 	releaseRegno uint8
 	refObjID     uint32
+	// subprog is the callback an ArgPtrToFunc names.
+	subprog int
 }
 
 // checkHelperCall is check_helper_call.
@@ -65,8 +67,13 @@ func (e *env) checkHelperCall(in insn.Insn, idx int) error {
 	if meta.releaseRegno != 0 && (meta.refObjID == 0 || !e.releaseReference(meta.refObjID)) {
 		return e.errorf(uapi.EINVAL, "func %s#%d reference has not been acquired before", name, id)
 	}
-	if id == uapi.FuncTailCall {
+	switch id {
+	case uapi.FuncTailCall:
 		if err := e.checkResourceLeak("tail_call"); err != nil {
+			return err
+		}
+	case uapi.FuncLoop:
+		if err := e.checkLoopCall(idx, meta.subprog); err != nil {
 			return err
 		}
 	}
@@ -131,6 +138,9 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 	if t == ArgAnything {
 		return nil
 	}
+	if t == ArgPtrToStackOrNull && reg.typ == scalarValue && reg.isConst() && reg.constant() == 0 {
+		return nil // NULL: no type to check
+	}
 	if reg.isPkt() && !(fn.PktAccess && e.cfg.Type.DirectPacketAccess(false)) {
 		return e.errorf(uapi.EACCES, "helper access to the packet is not allowed")
 	}
@@ -146,6 +156,10 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 		ok, expected = reg.typ == scalarValue, "scalar"
 	case ArgPtrToRingbufMemRelease:
 		ok, expected = reg.typ == ptrToMem && reg.ringbuf && !reg.maybeNull, "ringbuf_mem"
+	case ArgPtrToFunc:
+		ok, expected = reg.typ == ptrToFunc, "func"
+	case ArgPtrToStackOrNull:
+		ok, expected = reg.typ == ptrToStack, "fp"
 	case ArgPtrToMapKey, ArgPtrToMapValue, ArgPtrToUninitMapValue, ArgPtrToMem, ArgPtrToUninitMem:
 		switch reg.typ {
 		case ptrToStack, ptrToPacket, ptrToPacketMeta, ptrToMapValue, ptrToMem:
@@ -182,6 +196,8 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 		meta.refObjID = reg.refObjID
 	}
 	switch t {
+	case ArgPtrToFunc:
+		meta.subprog = reg.subprog
 	case ArgConstAllocSizeOrZero:
 		if !reg.isConst() {
 			return e.errorf(uapi.EACCES, "R%d is not a known constant'", regno)
@@ -397,6 +413,9 @@ func (e *env) prepareFuncExit() (int, error) {
 	r0 := callee.regs[insn.R0]
 	if r0.typ == ptrToStack {
 		return 0, e.errorf(uapi.EINVAL, "cannot return stack pointer to the caller")
+	}
+	if callee.inCallbackFn {
+		return e.callbackExit()
 	}
 	caller := st.frames[st.curframe-1]
 	caller.regs[insn.R0] = r0

@@ -124,14 +124,23 @@ func (e *env) successors(t int, out *[2]int) (int, error) {
 	in := e.insns[t]
 	cls := in.Class()
 	if in.IsLdImm64() {
-		if in.Src == insn.PseudoFunc {
-			e.hasCalls, e.hasPrunePoints = true, true
-		}
-		if in.Src == insn.PseudoFunc && t+2 < len(e.prune) {
-			e.prune[t+2] = true
-		}
 		out[0] = t + 2
-		return 1, nil
+		if in.Src != insn.PseudoFunc {
+			return 1, nil
+		}
+		// visit_func_call_insn: a callback's address leads to the
+		// callback, as a call does.
+		e.hasCalls, e.hasPrunePoints = true, true
+		e.prune[t] = true
+		if t+2 < len(e.prune) {
+			e.prune[t+2], e.jmpPoint[t+2] = true, true
+		}
+		target := t + int(in.Imm) + 1
+		if target >= 0 && target < len(e.prune) {
+			e.prune[target], e.jmpPoint[target] = true, true
+		}
+		out[1] = target
+		return 2, nil
 	}
 	if cls != insn.JMP && cls != insn.JMP32 {
 		out[0] = t + 1
@@ -159,6 +168,12 @@ func (e *env) successors(t int, out *[2]int) (int, error) {
 			}
 			out[1] = target
 			return 2, nil
+		}
+		if in.Src == 0 && in.Imm == uapi.FuncLoop {
+			// How often the callback runs is unknown: its visits
+			// return to the call, a checkpoint where they converge.
+			e.callsCallback[t], e.force[t], e.prune[t], e.jmpPoint[t] = true, true, true, true
+			e.hasPrunePoints = true
 		}
 		return 1, nil
 	case insn.JA:

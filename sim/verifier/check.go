@@ -121,6 +121,9 @@ func (e *env) doCheck() error {
 				continue
 			}
 			if next >= 0 {
+				// After a function's exit the log shows where the
+				// path resumes (do_print_state).
+				printState = printState || in.Op() == insn.EXIT
 				e.insnIdx = next
 				continue
 			}
@@ -668,6 +671,11 @@ func (e *env) checkLdImm(in *insn.Insn) error {
 		return nil
 	}
 	if in.Src == insn.PseudoFunc {
+		// A callback needs BTF func info (bpfsim does not yet check
+		// that the kernel wants it static).
+		if !e.cfg.FuncInfo {
+			return e.errorf(uapi.EINVAL, "missing btf func_info")
+		}
 		dst.markPtr(ptrToFunc)
 		dst.subprog = e.findSubprog(e.insnIdx + int(in.Imm) + 1)
 		return nil

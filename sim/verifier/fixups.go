@@ -99,6 +99,10 @@ type FixupConfig struct {
 // turn, and the fix-ups never look at removed instructions. Programs with
 // may_goto, whose nop removal looks back, take the passes one by one.
 func Fixup(p *Prog, cfg *FixupConfig) error {
+	if err := optimizeBpfLoop(p); err != nil {
+		return err
+	}
+	defer numberCallbacks(p)
 	if p.noJumps {
 		// Straight-line code, all of it reached (check_cfg refuses
 		// the rest): nothing to hard-wire or remove.

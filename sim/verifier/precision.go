@@ -217,6 +217,15 @@ func (e *env) backtrackOne(in *insn.Insn, idx, subseq int, h *histEntry, bt *bac
 				}
 			}
 			bt.frame--
+		case in.Op() == insn.CALL && e.callsCallback[idx] && idx != subseq-1:
+			// From a callback's first instruction back to the helper
+			// call that scheduled it: R1-R5 were set by the helper,
+			// not passed from the caller.
+			if bt.regs[bt.frame]&^argRegs != 0 || bt.stack[bt.frame] != 0 || bt.frame == 0 {
+				return errBacktrack{}
+			}
+			bt.regs[bt.frame] &^= argRegs
+			bt.frame--
 		case in.Op() == insn.CALL:
 			bt.clearReg(insn.R0)
 			if bt.regs[bt.frame]&argRegs != 0 {
@@ -231,7 +240,12 @@ func (e *env) backtrackOne(in *insn.Insn, idx, subseq int, h *histEntry, bt *bac
 				bt.regs[bt.frame], bt.stack[bt.frame] = 0, 0
 			}
 		case in.Op() == insn.EXIT:
-			// Into the callee, from the instruction after its call.
+			// Into the callee, from the instruction after its call, or
+			// from the helper call a callback returns to: a callback's
+			// R1-R5 are not the helper's arguments.
+			if subseq >= 0 && e.callsCallback[subseq] {
+				bt.regs[bt.frame] &^= argRegs
+			}
 			fromCall := subseq-1 >= 0 && e.insns[subseq-1].Code == insn.JMP|insn.CALL && e.insns[subseq-1].Src == insn.PseudoCall
 			r0 := fromCall && bt.isReg(insn.R0)
 			if fromCall && bt.regs[bt.frame]&argRegs != 0 {
@@ -364,6 +378,9 @@ func (e *env) markPreciseBatch() error {
 		st = st.parent
 		if st == nil {
 			break
+		}
+		if bt.frame > st.curframe {
+			break // cannot happen on a consistent history: mark all
 		}
 		for fr := bt.frame; fr >= 0; fr-- {
 			f := st.frames[fr]

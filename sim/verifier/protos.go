@@ -30,6 +30,11 @@ const (
 	// back: the pointer bpf_ringbuf_reserve returned, unmoved
 	// (ARG_PTR_TO_RINGBUF_MEM | OBJ_RELEASE).
 	ArgPtrToRingbufMemRelease
+	// ArgPtrToFunc is a callback: a function's address (ARG_PTR_TO_FUNC).
+	ArgPtrToFunc
+	// ArgPtrToStackOrNull is a stack pointer or NULL, passed on as is
+	// (ARG_PTR_TO_STACK | PTR_MAYBE_NULL).
+	ArgPtrToStackOrNull
 )
 
 // RetType is enum bpf_return_type.
@@ -136,6 +141,15 @@ var HelperProtos = map[int32]*FuncProto{
 		Args: [5]ArgType{ArgPtrToRingbufMemRelease, ArgAnything},
 	},
 }
+
+// bpf_loop_proto (kernel/bpf/bpf_iter.c): bpf_loop(nr_loops, callback_fn,
+// callback_ctx, flags) calls callback_fn(index, callback_ctx) until it
+// returns 1 or nr_loops times, and returns the calls made.
+var loopProto = &FuncProto{
+	Args: [5]ArgType{ArgAnything, ArgPtrToFunc, ArgPtrToStackOrNull, ArgAnything},
+}
+
+func init() { HelperProtos[uapi.FuncLoop] = loopProto }
 
 // isAcquireFunction is is_acquire_function: the helpers whose result is
 // a reference the program must release.

@@ -38,10 +38,21 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 		hit := false
 		if sl.st.branches > 0 {
 			// An ancestor of the current state: a loop.
-			if isMayGoto && sl.st.mayGotoDepth != cur.mayGotoDepth && e.statesEqual(sl.st, cur, idx, rangeWithin) {
+			if e.callsCallback[idx] {
+				// A callback's visits converge when one returns to
+				// the call in a state an earlier visit covers: not
+				// an infinite loop otherwise, however alike.
+				if e.statesEqual(sl.st, cur, idx, rangeWithin) {
+					updateLoopEntry(cur, sl.st)
+					hit = true
+				} else if !force && e.jmpsProcessed-e.prevJmps < 20 && e.insnProcessed-e.prevInsnProcessed < 100 {
+					add = false
+				}
+			} else if isMayGoto && sl.st.mayGotoDepth != cur.mayGotoDepth && e.statesEqual(sl.st, cur, idx, rangeWithin) {
 				updateLoopEntry(cur, sl.st)
 				hit = true
-			} else if sl.st.mayGotoDepth == cur.mayGotoDepth && e.statesEqual(sl.st, cur, idx, exact) {
+			} else if sl.st.mayGotoDepth == cur.mayGotoDepth && sl.st.callbackUnrollDepth == cur.callbackUnrollDepth &&
+				e.statesEqual(sl.st, cur, idx, exact) {
 				// The kernel follows the message with both states.
 				return false, e.fail(uapi.EINVAL, sprintf("infinite loop detected at insn %d", idx),
 					"cur state:"+cur.cur().format(e.maps), "old state:"+sl.st.cur().format(e.maps))
@@ -101,6 +112,7 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 	// A new checkpoint starts with nothing precise: the paths below it
 	// will say what they need.
 	markAllImprecise(cur)
+	clearSingularIDs(cur)
 	cp := cur.cloneInto(e.newState())
 	cp.insnIdx = idx
 	list = append(list, stateList{st: cp})
@@ -114,6 +126,23 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 	cur.written = frameMasks{}
 	e.curHist = -1
 	return false, nil
+}
+
+// clearSingularIDs is clear_singular_ids: a scalar id no other scalar
+// shares links nothing, and would only keep a later state from matching
+// the checkpoint; it goes before the checkpoint is taken.
+func clearSingularIDs(st *vstate) {
+	counts := map[uint32]int{}
+	st.forEachReg(func(r *regState) {
+		if r.typ == scalarValue && r.id != 0 {
+			counts[r.id&^addConstFlag]++
+		}
+	})
+	st.forEachReg(func(r *regState) {
+		if r.typ == scalarValue && r.id != 0 && counts[r.id&^addConstFlag] == 1 {
+			r.id, r.off = 0, 0
+		}
+	})
 }
 
 // statesEqual is states_equal: does old (a checkpoint) cover cur?
@@ -152,6 +181,11 @@ func (e *env) liveAt(st *vstate, fr, idx int) uint16 {
 const calleeSaved = 1<<6 | 1<<7 | 1<<8 | 1<<9 | 1<<10
 
 func (e *env) funcStatesEqual(old, cur *funcState, live uint16, read uint64, level exactLevel) bool {
+	// A frame that scheduled more callback visits than the current one
+	// does not cover it: the current one still has visits to go.
+	if old.callbackDepth > cur.callbackDepth {
+		return false
+	}
 	for r := range old.regs {
 		if level == notExact && live&(1<<r) == 0 {
 			continue

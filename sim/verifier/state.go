@@ -49,6 +49,13 @@ type funcState struct {
 	callsite int // the call instruction, -1 for the main program
 	frameno  uint8
 	subprog  int
+	// inCallbackFn marks the frame of a callback a helper calls
+	// (bpf_loop's), which must return a value in [retMin, retMax] and
+	// returns to the helper's call; callbackDepth counts, in a caller,
+	// the callback visits its pending bpf_loop call scheduled.
+	inCallbackFn   bool
+	retMin, retMax int64
+	callbackDepth  uint64
 }
 
 func (f *funcState) allocated() int { return len(f.stack) * regSize }
@@ -82,6 +89,8 @@ type vstate struct {
 	mayGotoDepth int
 	// refs are the references the path holds (refs.go), oldest first.
 	refs []refState
+	// callbackUnrollDepth counts the callback visits on this path.
+	callbackUnrollDepth int
 	// histStart and histEnd delimit, in env.hist, the instruction
 	// history since firstInsnIdx, the instruction this state started at
 	// (its parent checkpoint's); lastInsnIdx is the instruction before
@@ -121,21 +130,22 @@ func (s *vstate) cloneInto(c *vstate) *vstate {
 	}
 	refs := append(c.refs[:0], s.refs...)
 	*c = vstate{
-		refs:            refs,
-		frames:          frames,
-		curframe:        s.curframe,
-		parent:          s.parent,
-		branches:        s.branches,
-		insnIdx:         s.insnIdx,
-		mayGotoDepth:    s.mayGotoDepth,
-		histStart:       s.histStart,
-		histEnd:         s.histEnd,
-		firstInsnIdx:    s.firstInsnIdx,
-		lastInsnIdx:     s.lastInsnIdx,
-		loopEntry:       s.loopEntry,
-		usedAsLoopEntry: s.usedAsLoopEntry,
-		dfsDepth:        s.dfsDepth,
-		written:         s.written,
+		refs:                refs,
+		frames:              frames,
+		curframe:            s.curframe,
+		parent:              s.parent,
+		branches:            s.branches,
+		insnIdx:             s.insnIdx,
+		mayGotoDepth:        s.mayGotoDepth,
+		callbackUnrollDepth: s.callbackUnrollDepth,
+		histStart:           s.histStart,
+		histEnd:             s.histEnd,
+		firstInsnIdx:        s.firstInsnIdx,
+		lastInsnIdx:         s.lastInsnIdx,
+		loopEntry:           s.loopEntry,
+		usedAsLoopEntry:     s.usedAsLoopEntry,
+		dfsDepth:            s.dfsDepth,
+		written:             s.written,
 	}
 	return c
 }
@@ -199,6 +209,9 @@ func (f *funcState) formatMasked(tab []*maps.Map, regMask uint16, stackMask uint
 			continue
 		}
 		fmt.Fprintf(&b, " fp%d=%s", off, types[:])
+	}
+	if f.inCallbackFn {
+		b.WriteString(" cb")
 	}
 	return b.String()
 }

@@ -105,6 +105,17 @@ type InsnAux struct {
 	CtxFieldSize int
 	// Kfunc is the kfunc a kfunc call calls, for its fix-up.
 	Kfunc *KfuncProto
+	// Loop is, for a bpf_loop call, whether it can be inlined
+	// (bpf_loop_inline_state).
+	Loop LoopInline
+}
+
+// LoopInline is struct bpf_loop_inline_state: a bpf_loop call can be
+// inlined when every visit saw flags 0 and the same callback.
+type LoopInline struct {
+	Initialized, Fit bool
+	// Callback is the function it calls, an index in the subprograms.
+	Callback int
 }
 
 // Result is a successful verification.
@@ -148,8 +159,11 @@ type env struct {
 	prune       []bool // prune points
 	force       []bool // forced checkpoints
 	jmpPoint    []bool // instructions reached other than from the previous one
-	bt          backtrack
-	curHist     int // the history entry of the current instruction, or -1
+	// callsCallback marks the calls of helpers that call a callback
+	// (bpf_calls_callback).
+	callsCallback []bool
+	bt            backtrack
+	curHist       int // the history entry of the current instruction, or -1
 	// hist holds the instruction history of every state, as ranges: a
 	// path appends after its own end, overwriting what finished paths
 	// left (never read again: backtracking only walks the current
@@ -397,19 +411,20 @@ func (e *env) reset(cfg *Config, insns []insn.Insn, subs []Subprog, aux []InsnAu
 	n := len(insns)
 	*e = env{
 		cfg: cfg, insns: insns, subprogs: subs, limit: ComplexityLimit,
-		aux:      aux, // handed out with the Result
-		prune:    clearBools(e.prune, n),
-		force:    clearBools(e.force, n),
-		jmpPoint: clearBools(e.jmpPoint, n),
-		live:     e.live[:0],
-		explored: e.explored,
-		pending:  e.pending[:0],
-		hist:     e.hist[:0],
-		free:     e.free,
-		idmapOld: e.idmapOld[:0],
-		idmapCur: e.idmapCur[:0],
-		scratch:  e.scratch,
-		maps:     e.maps[:0],
+		aux:           aux, // handed out with the Result
+		prune:         clearBools(e.prune, n),
+		force:         clearBools(e.force, n),
+		jmpPoint:      clearBools(e.jmpPoint, n),
+		callsCallback: clearBools(e.callsCallback, n),
+		live:          e.live[:0],
+		explored:      e.explored,
+		pending:       e.pending[:0],
+		hist:          e.hist[:0],
+		free:          e.free,
+		idmapOld:      e.idmapOld[:0],
+		idmapCur:      e.idmapCur[:0],
+		scratch:       e.scratch,
+		maps:          e.maps[:0],
 	}
 	// Each instruction's list keeps the capacity an earlier load gave it
 	// (release empties them): growing lists is most of what pruning

@@ -1,0 +1,145 @@
+package verifier
+
+import (
+	"fmt"
+
+	"github.com/bpfsim/bpfsim/sim/insn"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// Callbacks (kernel/bpf/verifier.c: push_callback_call,
+// set_loop_callback_state, the callback path of prepare_func_exit).
+// bpf_loop calls a function of the program an unknown number of times,
+// so the verifier explores the callback as if called again and again: at
+// the helper's call it schedules a visit of the callback, in a new frame,
+// and goes on after the call as if the helper had returned; a visit that
+// ends returns to the call instruction itself, which schedules the next
+// visit. The call is a forced checkpoint, so once a visit ends in a state
+// an earlier one covers, is_state_visited prunes it and the iteration
+// stops. The callback's R0 must be 0 or 1.
+//
+// What the kernel then does with the call (optimize_bpf_loop), bpfsim
+// does too: a call whose flags are known to be 0 and that always calls
+// the same function becomes a loop of plain calls to it.
+
+// checkLoopCall is check_helper_call's part for bpf_loop, before the
+// caller-saved registers are reset: R1 bounds the visits of the
+// callback; while the caller's pending visits are fewer, another is
+// scheduled.
+func (e *env) checkLoopCall(idx, subprog int) error {
+	if err := e.updateLoopInlineState(idx, subprog); err != nil {
+		return err
+	}
+	// The iteration's end depends on R1's value.
+	if err := e.markPrecise(insn.R1); err != nil {
+		return err
+	}
+	caller := e.cur.cur()
+	if caller.callbackDepth < e.regs()[insn.R1].umax {
+		return e.pushCallbackCall(idx, subprog)
+	}
+	caller.callbackDepth = 0
+	if e.log.level >= 2 {
+		e.log.printf("frame%d bpf_loop iteration limit reached", e.cur.curframe)
+	}
+	return nil
+}
+
+// updateLoopInlineState is update_loop_inline_state: a call can be
+// inlined while every visit saw flags 0 and the same callback.
+func (e *env) updateLoopInlineState(idx, subprog int) error {
+	zero, err := e.loopFlagIsZero()
+	if err != nil {
+		return err
+	}
+	s := &e.aux[idx].Loop
+	if !s.Initialized {
+		*s = LoopInline{Initialized: true, Fit: zero, Callback: subprog}
+		return nil
+	}
+	s.Fit = s.Fit && zero && s.Callback == subprog
+	return nil
+}
+
+// loopFlagIsZero is loop_flag_is_zero: R4 is the constant 0, which the
+// inlining then relies on.
+func (e *env) loopFlagIsZero() (bool, error) {
+	r4 := &e.regs()[insn.R4]
+	if r4.typ != scalarValue || !r4.isConst() || r4.constant() != 0 {
+		return false, nil
+	}
+	return true, e.markPrecise(insn.R4)
+}
+
+// pushCallbackCall is push_callback_call with set_loop_callback_state: the
+// visit starts at the callback with R1 the index (any number) and R2 the
+// caller's R3 (callback_ctx).
+func (e *env) pushCallbackCall(idx, subprog int) error {
+	if subprog < 0 || subprog >= len(e.subprogs) {
+		return e.errorf(uapi.EFAULT, "verifier bug: callback of insn %d is no function", idx)
+	}
+	st, err := e.pushStack(e.subprogs[subprog].Start, idx)
+	if err != nil {
+		return err
+	}
+	if st.curframe+1 >= maxCallFrames {
+		return e.errorf(uapi.E2BIG, "the call stack of %d frames is too deep", st.curframe+2)
+	}
+	caller := st.cur()
+	callee := &funcState{callsite: idx, frameno: uint8(st.curframe + 1), subprog: subprog,
+		inCallbackFn: true, retMin: 0, retMax: 1}
+	for i := range callee.regs {
+		callee.regs[i].markNotInit()
+	}
+	callee.regs[insn.R10].markPtr(ptrToStack)
+	callee.regs[insn.R10].frameno = callee.frameno
+	callee.regs[insn.R1].markUnknown()
+	callee.regs[insn.R2] = caller.regs[insn.R3]
+	st.frames = append(st.frames[:st.curframe+1], callee)
+	st.curframe++
+	st.callbackUnrollDepth++
+	caller.callbackDepth++
+	e.cur.cur().callbackDepth = 0
+	e.scratchAll() // init_func_state marks the whole state scratched
+	return nil
+}
+
+// callbackExit is prepare_func_exit for a callback's frame: R0 must be a
+// scalar within the callback's return range, and the path goes back to
+// the helper's call, with the caller as it was before it.
+func (e *env) callbackExit() (int, error) {
+	st := e.cur
+	callee := st.cur()
+	r0 := &callee.regs[insn.R0]
+	if r0.typ != scalarValue {
+		return 0, e.errorf(uapi.EACCES, "R0 not a scalar value")
+	}
+	if err := e.markPrecise(insn.R0); err != nil {
+		return 0, err
+	}
+	r0 = &st.cur().regs[insn.R0]
+	if r0.smin < callee.retMin || r0.smax > callee.retMax {
+		msg := "At callback return the register R0 has"
+		unknown := true
+		if r0.smin > -1<<63 {
+			msg += fmt.Sprintf(" smin=%d", r0.smin)
+			unknown = false
+		}
+		if r0.smax < 1<<63-1 {
+			msg += fmt.Sprintf(" smax=%d", r0.smax)
+			unknown = false
+		}
+		if unknown {
+			msg += " unknown scalar value"
+		}
+		return 0, e.errorf(uapi.EINVAL, "%s should have been in [%d, %d]", msg, callee.retMin, callee.retMax)
+	}
+	caller := st.frames[st.curframe-1]
+	if e.log.level > 0 {
+		e.log.printf("returning from callee:\n%s\nto caller at %d:\n%s%s", callee.format(e.maps), callee.callsite, caller.format(e.maps), st.refsSuffix())
+	}
+	st.frames[st.curframe] = nil
+	st.frames = st.frames[:st.curframe]
+	st.curframe--
+	return callee.callsite, nil
+}
