@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 
 	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/kdiff"
@@ -27,6 +28,30 @@ func FuzzPruningKeepsVerdicts(f *testing.F) {
 			f.Add(insn.Encode(code))
 		}
 	}
+	// A bpf_loop: the callback's visits converge by pruning at the call,
+	// or, without pruning, end after R1's count.
+	loop, err := insn.FromAsm(asm.Instructions{
+		asm.StoreImm(asm.RFP, -8, 0, asm.Word),
+		asm.StoreImm(asm.RFP, -4, 0, asm.Word),
+		asm.Mov.Imm(asm.R1, 5),
+		asm.Instruction{OpCode: asm.LoadImmOp(asm.DWord), Src: asm.PseudoFunc, Dst: asm.R2, Constant: -1}.WithReference("cb"),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, -8),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.FnLoop.Call(),
+		asm.Return(),
+		asm.LoadMem(asm.R3, asm.R2, 0, asm.DWord).WithSymbol("cb"),
+		asm.Add.Reg(asm.R3, asm.R1),
+		asm.StoreMem(asm.R2, 0, asm.R3, asm.DWord),
+		asm.Mov.Imm(asm.R0, 0),
+		asm.JLT.Imm(asm.R1, 3, "ret"),
+		asm.Mov.Imm(asm.R0, 1),
+		asm.Return().WithSymbol("ret"),
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(insn.Encode(loop))
 	xdp, _ := verifier.ProgTypeFor(ebpf.XDP)
 	cfg := func(prune bool) *verifier.Config {
 		return &verifier.Config{
@@ -36,6 +61,7 @@ func FuzzPruningKeepsVerdicts(f *testing.F) {
 			NumCPUs:        2,
 			Limit:          200_000,
 			DisablePruning: !prune,
+			FuncInfo:       true, // callbacks need it
 		}
 	}
 	f.Fuzz(func(t *testing.T, code []byte) {
