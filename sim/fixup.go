@@ -47,6 +47,16 @@ func sourceOf(in asm.Instructions) *source {
 	return src
 }
 
+// globalFunc reports a function, by its first instruction, whose BTF
+// func info does not make it static.
+func (s *source) globalFunc(start int) bool {
+	if s == nil {
+		return false
+	}
+	f := s.funcs[start]
+	return f != nil && f.Linkage != btf.StaticFunc
+}
+
 // fixup runs the verifier's rewrite passes on a program that verification
 // accepted, and keeps what the program holds per instruction in step: the
 // maps its lddw instructions load, its functions, its line and func info.

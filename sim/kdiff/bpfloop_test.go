@@ -17,12 +17,16 @@ import (
 // withFuncInfo gives ins, the first instruction of a function, BTF func
 // info: the kernel wants it for programs with callbacks.
 func withFuncInfo(ins asm.Instruction, name string, params int) asm.Instruction {
+	return withLinkage(ins, name, params, btf.StaticFunc)
+}
+
+func withLinkage(ins asm.Instruction, name string, params int, linkage btf.FuncLinkage) asm.Instruction {
 	long := &btf.Int{Name: "long", Size: 8, Encoding: btf.Signed}
 	ps := make([]btf.FuncParam, params)
 	for i := range ps {
 		ps[i] = btf.FuncParam{Name: string(rune('a' + i)), Type: long}
 	}
-	return btf.WithFuncMetadata(ins, &btf.Func{Name: name, Linkage: btf.StaticFunc,
+	return btf.WithFuncMetadata(ins, &btf.Func{Name: name, Linkage: linkage,
 		Type: &btf.FuncProto{Return: &btf.Int{Name: "int", Size: 4, Encoding: btf.Signed}, Params: ps}})
 }
 
@@ -180,6 +184,11 @@ var bpfLoopCases = []struct {
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("cb"),
 		asm.Return(),
 	}},
+	{"a global callback", uapi.EINVAL, "callback function not static", false,
+		loopMain(callLoop(asm.Mov.Imm(asm.R1, 3), "cb", -8, flags0), asm.Instructions{
+			withLinkage(asm.Mov.Imm(asm.R0, 0), "cb", 2, btf.GlobalFunc).WithSymbol("cb"),
+			asm.Return(),
+		})},
 	{"flags set", 0, "", true,
 		loopMain(callLoop(asm.Mov.Imm(asm.R1, 3), "cb", -8, asm.Mov.Imm(asm.R4, 1)), sumCallback("cb", 6))},
 }

@@ -671,13 +671,16 @@ func (e *env) checkLdImm(in *insn.Insn) error {
 		return nil
 	}
 	if in.Src == insn.PseudoFunc {
-		// A callback needs BTF func info (bpfsim does not yet check
-		// that the kernel wants it static).
+		// A callback needs BTF func info, which says it is static.
 		if !e.cfg.FuncInfo {
 			return e.errorf(uapi.EINVAL, "missing btf func_info")
 		}
+		start := e.insnIdx + int(in.Imm) + 1
+		if e.cfg.GlobalFunc != nil && e.cfg.GlobalFunc(start) {
+			return e.errorf(uapi.EINVAL, "callback function not static")
+		}
 		dst.markPtr(ptrToFunc)
-		dst.subprog = e.findSubprog(e.insnIdx + int(in.Imm) + 1)
+		dst.subprog = e.findSubprog(start)
 		return nil
 	}
 	dst.markKnown(uint64(uint32(in.Imm)) | uint64(uint32(e.insns[e.insnIdx+1].Imm))<<32)

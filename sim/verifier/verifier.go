@@ -55,6 +55,9 @@ type Config struct {
 	// FuncInfo is set when the program came with BTF function info
 	// (clang objects); without it, subprograms may not use LD_ABS.
 	FuncInfo bool
+	// GlobalFunc reports, from the BTF function info, a function (by its
+	// first instruction) that is not static; nil when all are.
+	GlobalFunc func(start int) bool
 	// DisablePruning explores every path to its end. Only for testing
 	// that pruning never changes a verdict.
 	DisablePruning bool
