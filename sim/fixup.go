@@ -47,14 +47,13 @@ func sourceOf(in asm.Instructions) *source {
 	return src
 }
 
-// globalFunc reports a function, by its first instruction, whose BTF
-// func info does not make it static.
-func (s *source) globalFunc(start int) bool {
+// funcBTF returns the BTF func info of the function that starts at
+// instruction start, nil for none.
+func (s *source) funcBTF(start int) *btf.Func {
 	if s == nil {
-		return false
+		return nil
 	}
-	f := s.funcs[start]
-	return f != nil && f.Linkage != btf.StaticFunc
+	return s.funcs[start]
 }
 
 // fixup runs the verifier's rewrite passes on a program that verification

@@ -335,7 +335,7 @@ func (k *Kernel) verify(p *Program, opts ProgramOptions) (*verifier.Result, erro
 		GPLCompatible: gplCompatible(license),
 		NumCPUs:       k.NumCPUs(),
 		FuncInfo:      opts.funcInfo,
-		GlobalFunc:    opts.source.globalFunc,
+		FuncBTF:       opts.source.funcBTF,
 		Subprogs:      p.subprogs,
 		SubprogsOwned: true,               // found by CheckStructure for this load
 		Kfunc:         k.kfuncResolver(p), // kfunc.go

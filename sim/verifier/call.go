@@ -1,6 +1,8 @@
 package verifier
 
 import (
+	"errors"
+
 	"github.com/bpfsim/bpfsim/maps"
 	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/uapi"
@@ -379,6 +381,14 @@ func (e *env) checkFuncCall(in insn.Insn, idx int) (int, error) {
 	sub := e.findSubprog(target)
 	if sub < 0 {
 		return 0, e.errorf(uapi.EFAULT, "verifier bug. No program starts at insn %d", target)
+	}
+	if e.isGlobal(sub) {
+		return e.callGlobal(sub, idx) // globals.go
+	}
+	// A static function's prototype is checked too; a mismatch only
+	// shows in the log.
+	if err := e.checkFuncArgs(sub); errors.Is(err, uapi.EFAULT) {
+		return 0, err
 	}
 	st := e.cur
 	if st.curframe+1 >= maxCallFrames {

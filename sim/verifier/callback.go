@@ -1,6 +1,7 @@
 package verifier
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/bpfsim/bpfsim/sim/insn"
@@ -77,6 +78,9 @@ func (e *env) loopFlagIsZero() (bool, error) {
 func (e *env) pushCallbackCall(idx, subprog int) error {
 	if subprog < 0 || subprog >= len(e.subprogs) {
 		return e.errorf(uapi.EFAULT, "verifier bug: callback of insn %d is no function", idx)
+	}
+	if err := e.checkFuncArgs(subprog); errors.Is(err, uapi.EFAULT) {
+		return err
 	}
 	st, err := e.pushStack(e.subprogs[subprog].Start, idx)
 	if err != nil {

@@ -3,6 +3,8 @@ package verifier
 import (
 	"fmt"
 
+	"github.com/cilium/ebpf/btf"
+
 	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
@@ -675,12 +677,12 @@ func (e *env) checkLdImm(in *insn.Insn) error {
 		if !e.cfg.FuncInfo {
 			return e.errorf(uapi.EINVAL, "missing btf func_info")
 		}
-		start := e.insnIdx + int(in.Imm) + 1
-		if e.cfg.GlobalFunc != nil && e.cfg.GlobalFunc(start) {
+		sub := e.findSubprog(e.insnIdx + int(in.Imm) + 1)
+		if f := e.funcBTF(sub); f != nil && f.Linkage != btf.StaticFunc {
 			return e.errorf(uapi.EINVAL, "callback function not static")
 		}
 		dst.markPtr(ptrToFunc)
-		dst.subprog = e.findSubprog(start)
+		dst.subprog = sub
 		return nil
 	}
 	dst.markKnown(uint64(uint32(in.Imm)) | uint64(uint32(e.insns[e.insnIdx+1].Imm))<<32)

@@ -56,6 +56,9 @@ func (e *env) checkJump(in *insn.Insn) (next int, exit bool, err error) {
 			next, err = e.prepareFuncExit()
 			return next, false, err
 		}
+		if e.cur.cur().subprog != 0 {
+			return 0, true, e.checkSubprogReturn() // a global function
+		}
 		return 0, true, e.checkReturnCode()
 	}
 	return e.checkCondJmp(in, idx)

@@ -201,6 +201,13 @@ func (e *env) backtrackOne(in *insn.Insn, idx, subseq int, h *histEntry, bt *bac
 		}
 	case insn.JMP, insn.JMP32:
 		switch {
+		case in.Code == insn.JMP|insn.CALL && in.Src == insn.PseudoCall && e.isGlobal(e.findSubprog(idx+int(in.Imm)+1)):
+			// A global function was not entered: it set R0, and
+			// R1-R5 were clobbered.
+			if bt.regs[bt.frame]&argRegs != 0 {
+				return errBacktrack{}
+			}
+			bt.clearReg(insn.R0)
 		case in.Code == insn.JMP|insn.CALL && in.Src == insn.PseudoCall:
 			// Back into the caller: the callee's arguments were the
 			// caller's R1-R5.

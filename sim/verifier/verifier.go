@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/cilium/ebpf/btf"
+
 	"github.com/bpfsim/bpfsim/maps"
 	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/uapi"
@@ -55,9 +57,9 @@ type Config struct {
 	// FuncInfo is set when the program came with BTF function info
 	// (clang objects); without it, subprograms may not use LD_ABS.
 	FuncInfo bool
-	// GlobalFunc reports, from the BTF function info, a function (by its
-	// first instruction) that is not static; nil when all are.
-	GlobalFunc func(start int) bool
+	// FuncBTF returns the BTF func info of the function that starts at
+	// instruction start (its name, linkage and prototype), nil for none.
+	FuncBTF func(start int) *btf.Func
 	// DisablePruning explores every path to its end. Only for testing
 	// that pruning never changes a verdict.
 	DisablePruning bool
@@ -165,8 +167,10 @@ type env struct {
 	// callsCallback marks the calls of helpers that call a callback
 	// (bpf_calls_callback).
 	callsCallback []bool
-	bt            backtrack
-	curHist       int // the history entry of the current instruction, or -1
+	// subAux is per function (globals.go).
+	subAux  []subprogAux
+	bt      backtrack
+	curHist int // the history entry of the current instruction, or -1
 	// hist holds the instruction history of every state, as ranges: a
 	// path appends after its own end, overwriting what finished paths
 	// left (never read again: backtracking only walks the current
@@ -259,6 +263,9 @@ func Verify(insns []insn.Insn, cfg *Config) (*Result, error) {
 	if e.log.level == 1 {
 		// A successful verification keeps no path at level 1.
 		e.log.reset(0)
+	}
+	if err := e.doCheckSubprogs(); err != nil { // globals.go
+		return nil, err
 	}
 	if err := e.checkMaxStackDepth(); err != nil {
 		return nil, err
@@ -419,6 +426,7 @@ func (e *env) reset(cfg *Config, insns []insn.Insn, subs []Subprog, aux []InsnAu
 		force:         clearBools(e.force, n),
 		jmpPoint:      clearBools(e.jmpPoint, n),
 		callsCallback: clearBools(e.callsCallback, n),
+		subAux:        growSubAux(e.subAux, len(subs)),
 		live:          e.live[:0],
 		explored:      e.explored,
 		pending:       e.pending[:0],
@@ -436,6 +444,15 @@ func (e *env) reset(cfg *Config, insns []insn.Insn, subs []Subprog, aux []InsnAu
 		e.explored = append(e.explored[:cap(e.explored)], make([][]stateList, n-cap(e.explored))...)
 	}
 	e.explored = e.explored[:n]
+}
+
+func growSubAux(b []subprogAux, n int) []subprogAux {
+	if cap(b) < n {
+		return make([]subprogAux, n)
+	}
+	b = b[:n]
+	clear(b)
+	return b
 }
 
 func clearBools(b []bool, n int) []bool {
