@@ -196,23 +196,10 @@ func (h *htab) lruFind(key []byte) *elem { return h.lookup(key) }
 // __htab_map_lookup_and_delete_elem for an LRU map: the element leaves
 // its chain and its node goes back to the LRU.
 func (h *htab) lruRemove(key []byte, last func(e *elem)) error {
-	key = key[:h.keySize]
-	hash := HashKey(key, h.hashrnd)
-	b := h.bucket(hash)
-	if b == nil {
-		return errNoKey
+	e, err := h.unlinkKey(key, last)
+	if err != nil {
+		return err
 	}
-	b.mu.Lock()
-	prev, e := h.find(b, hash, key)
-	if e == nil {
-		b.mu.Unlock()
-		return errNoKey
-	}
-	if last != nil {
-		last(e)
-	}
-	unlink(b, prev, e)
-	b.mu.Unlock()
 	h.lru.pushFree(e.node)
 	return nil
 }

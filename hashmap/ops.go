@@ -175,25 +175,35 @@ func (h *htab) DeleteElem(cpu int, key []byte) error { return h.remove(key, nil)
 // unlink, with the bucket locked, last (if not nil) sees the element, for
 // the callers that read it on its way out.
 func (h *htab) remove(key []byte, last func(e *elem)) error {
+	e, err := h.unlinkKey(key, last)
+	if err != nil {
+		return err
+	}
+	h.retire(e, true)
+	return nil
+}
+
+// unlinkKey takes key's element out of its chain and returns it; before
+// the unlink, with the bucket locked, last (if not nil) sees it.
+func (h *htab) unlinkKey(key []byte, last func(e *elem)) (*elem, error) {
 	key = key[:h.keySize]
 	hash := HashKey(key, h.hashrnd)
 	b := h.bucket(hash)
 	if b == nil {
-		return errNoKey
+		return nil, errNoKey
 	}
 	b.mu.Lock()
 	prev, e := h.find(b, hash, key)
 	if e == nil {
 		b.mu.Unlock()
-		return errNoKey
+		return nil, errNoKey
 	}
 	if last != nil {
 		last(e)
 	}
 	unlink(b, prev, e)
 	b.mu.Unlock()
-	h.retire(e, true)
-	return nil
+	return e, nil
 }
 
 // GetNextKey is htab_map_get_next_key: after a key it finds, the next

@@ -11,7 +11,6 @@ import (
 
 	"github.com/bpfsim/bpfsim/sim"
 	"github.com/bpfsim/bpfsim/sim/uapi"
-	"github.com/bpfsim/bpfsim/sim/verifier"
 )
 
 // withFuncInfo gives ins, the first instruction of a function, BTF func
@@ -203,22 +202,13 @@ func TestBpfLoopVerdicts(t *testing.T) {
 	}
 	for _, c := range bpfLoopCases {
 		t.Run(c.name, func(t *testing.T) {
-			p, err := k.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: c.insns})
-			switch {
-			case c.notSimulated:
-				if !errors.Is(err, uapi.EINVAL) || !strings.Contains(err.Error(), "not simulate") {
-					t.Fatalf("got %v, want a refusal naming what bpfsim does not simulate", err)
-				}
-			case c.errno == 0:
-				if err != nil {
-					t.Fatalf("refused: %v", err)
-				}
-				p.Close()
-			default:
-				var ve *verifier.Error
-				if !errors.As(err, &ve) || !errors.Is(err, c.errno) || VerifierMessage(ve.Log) != c.msg {
-					t.Fatalf("got %v, want %v: %s", err, c.errno, c.msg)
-				}
+			spec := &ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: c.insns}
+			if !c.notSimulated {
+				wantVerdict(t, k, spec, c.errno, c.msg)
+				return
+			}
+			if _, err := k.NewProgram(spec); !errors.Is(err, uapi.EINVAL) || !strings.Contains(err.Error(), "not simulate") {
+				t.Fatalf("got %v, want a refusal naming what bpfsim does not simulate", err)
 			}
 		})
 	}

@@ -1,7 +1,6 @@
 package kdiff
 
 import (
-	"errors"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -10,7 +9,6 @@ import (
 
 	"github.com/bpfsim/bpfsim/sim"
 	"github.com/bpfsim/bpfsim/sim/uapi"
-	"github.com/bpfsim/bpfsim/sim/verifier"
 )
 
 var (
@@ -144,18 +142,7 @@ func TestGlobalFunctionVerdicts(t *testing.T) {
 	}
 	for _, c := range globalCases {
 		t.Run(c.name, func(t *testing.T) {
-			p, err := k.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: c.insns})
-			if c.errno == 0 {
-				if err != nil {
-					t.Fatalf("refused: %v", err)
-				}
-				p.Close()
-				return
-			}
-			var ve *verifier.Error
-			if !errors.As(err, &ve) || !errors.Is(err, c.errno) || VerifierMessage(ve.Log) != c.msg {
-				t.Fatalf("got %v, want %v: %s", err, c.errno, c.msg)
-			}
+			wantVerdict(t, k, &ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: c.insns}, c.errno, c.msg)
 		})
 	}
 }

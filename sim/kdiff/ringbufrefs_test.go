@@ -1,7 +1,6 @@
 package kdiff
 
 import (
-	"errors"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -9,7 +8,6 @@ import (
 
 	"github.com/bpfsim/bpfsim/sim"
 	"github.com/bpfsim/bpfsim/sim/uapi"
-	"github.com/bpfsim/bpfsim/sim/verifier"
 )
 
 // ringbufRefMaps are the maps the reference tracking programs use, by
@@ -199,18 +197,7 @@ func TestRingbufReferenceVerdicts(t *testing.T) {
 	}
 	for _, c := range ringbufRefCases {
 		t.Run(c.name, func(t *testing.T) {
-			p, err := k.NewProgram(ringbufRefSpec(t, c.insns, fds))
-			if c.errno == 0 {
-				if err != nil {
-					t.Fatalf("refused: %v", err)
-				}
-				p.Close()
-				return
-			}
-			var ve *verifier.Error
-			if !errors.As(err, &ve) || !errors.Is(err, c.errno) || VerifierMessage(ve.Log) != c.msg {
-				t.Fatalf("got %v, want %v: %s", err, c.errno, c.msg)
-			}
+			wantVerdict(t, k, ringbufRefSpec(t, c.insns, fds), c.errno, c.msg)
 		})
 	}
 }
