@@ -40,6 +40,8 @@ type funcArg struct {
 type subprogAux struct {
 	called, verified bool
 	argsCached       bool
+	// pktKnown says pktChanges (changesPktData) is computed.
+	pktKnown, pktChanges bool
 	args             []funcArg
 }
 
@@ -240,6 +242,11 @@ func (e *env) callGlobal(sub, idx int) (int, error) {
 		e.log.printf("Func#%d ('%s') is global and assumed valid.", sub, name)
 	}
 	e.subAux[sub].called = true
+	if e.changesPktData(sub) {
+		// The callee may move the packet: the caller's pointers into
+		// it are stale after the call.
+		e.clearAllPktPointers()
+	}
 	regs := e.regs()
 	for r := insn.R0; r <= insn.R5; r++ {
 		regs[r].markNotInit()
@@ -247,6 +254,30 @@ func (e *env) callGlobal(sub, idx int) (int, error) {
 	}
 	regs[insn.R0].markUnknown()
 	return idx + 1, nil
+}
+
+// changesPktData is subprog_info.changes_pkt_data: sub, or a function it
+// calls, may change the packet (bpfsim's helpers that do: bpf_tail_call,
+// which the kernel counts as one since 6.13).
+func (e *env) changesPktData(sub int) bool {
+	a := &e.subAux[sub]
+	if a.pktKnown {
+		return a.pktChanges
+	}
+	a.pktKnown = true // a call cycle is refused by check_cfg; be safe anyway
+	s := e.subprogs[sub]
+	for i := s.Start; i < s.End && !a.pktChanges; i++ {
+		in := e.insns[i]
+		switch {
+		case in.Code == insn.JMP|insn.CALL && in.Src == 0 && in.Imm == uapi.FuncTailCall:
+			a.pktChanges = true
+		case in.Code == insn.JMP|insn.CALL && in.Src == insn.PseudoCall:
+			if callee := e.findSubprog(i + int(in.Imm) + 1); callee >= 0 && callee != sub {
+				a.pktChanges = e.changesPktData(callee)
+			}
+		}
+	}
+	return a.pktChanges
 }
 
 // doCheckSubprogs is do_check_subprogs: each global function verified
