@@ -42,7 +42,7 @@ type subprogAux struct {
 	argsCached       bool
 	// pktKnown says pktChanges (changesPktData) is computed.
 	pktKnown, pktChanges bool
-	args             []funcArg
+	args                 []funcArg
 }
 
 // funcBTF is the BTF func info of function sub, nil without.
