@@ -4,10 +4,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
-	"github.com/pkg/errors"
 
 	"github.com/bpfsim/bpfsim/sim/insn"
-	"github.com/bpfsim/bpfsim/sim/uapi"
 	"github.com/bpfsim/bpfsim/sim/verifier"
 )
 
@@ -76,9 +74,6 @@ func (k *Kernel) fixup(p *Program, src *source) error {
 			}
 		}
 	}
-	if err := checkLoopsInlined(vp); err != nil {
-		return err
-	}
 	typ, _ := verifier.ProgTypeFor(p.typ)
 	if err := verifier.Fixup(vp, &verifier.FixupConfig{HardWire: k.hardWire, Calls: kfuncCalls{kernelCalls{k}, p}, Type: typ}); err != nil {
 		return err
@@ -117,20 +112,6 @@ func (k *Kernel) fixup(p *Program, src *source) error {
 	p.trackPokes()
 	vp.Release()
 	p.fixedUp = true
-	return nil
-}
-
-// checkLoopsInlined refuses a program with a bpf_loop call the verifier
-// cannot inline (flags not known to be 0, or several callbacks): the
-// kernel calls the callback from the helper, which bpfsim does not
-// simulate.
-func checkLoopsInlined(vp *verifier.Prog) error {
-	for i, in := range vp.Insns {
-		if in.Code == insn.JMP|insn.CALL && in.Src == 0 && in.Imm == uapi.FuncLoop && !vp.Aux[i].Loop.Fit {
-			return errors.Wrapf(uapi.EINVAL, "insn %d: bpf_loop#181 with flags not known to be 0 or with several callbacks "+
-				"is called by the helper at run time, which bpfsim does not simulate yet (only inlined calls)", i)
-		}
-	}
 	return nil
 }
 

@@ -62,7 +62,7 @@ func (k *Kernel) registerBaseHelpers() {
 			return uint64(m.CPU), nil
 		}},
 		{ID: uapi.FuncTracePrintk, Fn: k.tracePrintk},
-		{ID: uapi.FuncLoop, Fn: helperLoop},
+		{ID: uapi.FuncLoop, Fn: k.helperLoop},
 	} {
 		if err := k.RegisterHelper(h); err != nil {
 			panic(err) // the base table has unique ids
@@ -70,13 +70,48 @@ func (k *Kernel) registerBaseHelpers() {
 	}
 }
 
-// helperLoop stands for bpf_loop at run time. The verifier inlines the
-// calls that pass flags 0 and one callback, as the kernel's
-// optimize_bpf_loop does; the loader refuses a program with any other
-// (checkLoopsInlined), since calling back into the program from a helper
-// is not simulated. So this never runs a verified program's call.
-func helperLoop(m *interp.Machine, _, _, _, _, _ uint64) (uint64, error) {
-	return 0, errors.Wrapf(uapi.EINVAL, "pc %d: bpf_loop#181 called at run time: only the calls the verifier inlines are simulated", m.PC())
+// helperLoop is bpf_loop(nr_loops, callback_fn, callback_ctx, flags)
+// (kernel/bpf/bpf_iter.c), for the calls the verifier does not inline:
+// the callback runs with (i, callback_ctx) until it returns non-zero,
+// nr_loops times at most; the result is the number of calls.
+func (k *Kernel) helperLoop(m *interp.Machine, nrLoops, fn, ctx, flags, _ uint64) (uint64, error) {
+	if flags != 0 {
+		return errnoRet(uapi.EINVAL), nil
+	}
+	n := uint64(uint32(nrLoops)) // a u32 in the helper's prototype
+	if n > uapi.BPF_MAX_LOOPS {
+		return errnoRet(uapi.E2BIG), nil
+	}
+	call, err := k.callback(m, fn)
+	if err != nil {
+		return 0, err
+	}
+	for i := uint64(0); i < n; i++ {
+		ret, err := call(i, ctx)
+		if err != nil {
+			return 0, err
+		}
+		if ret != 0 {
+			return i + 1, nil
+		}
+	}
+	return n, nil
+}
+
+// callback returns a function that calls the program's callback at fn:
+// an interpreter's function address runs on the machine (CallFunc), a
+// JIT image address on the CPU's A64 state, as the kernel's helpers call
+// a JITed callback.
+func (k *Kernel) callback(m *interp.Machine, fn uint64) (func(a, b uint64) (uint64, error), error) {
+	if start, ok := interp.FuncStart(fn); ok {
+		return func(a, b uint64) (uint64, error) { return m.CallFunc(start, a, b) }, nil
+	}
+	cpu, ok := m.Data.(*CPU)
+	if !ok || cpu.jit == nil || cpu.jit.cpu == nil {
+		return nil, errors.Wrapf(uapi.EFAULT, "pc %d: %#x is no callback", m.PC(), fn)
+	}
+	c := cpu.jit.cpu
+	return func(a, b uint64) (uint64, error) { return c.Run(fn, a, b, 0, 0, 0) }, nil
 }
 
 // tracePrintk is bpf_trace_printk(fmt, fmt_size, arg1, arg2, arg3).

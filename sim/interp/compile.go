@@ -161,7 +161,8 @@ func Compile(insns []insn.Insn, helpers HelperResolver) (*Program, error) {
 	p := &Program{insns: insns}
 	// One extra op past the end catches a program that runs off its last
 	// instruction, so the dispatch loop never needs a bounds test.
-	p.ops = newOps(n + 1)
+	p.ops = newOps(n + 2)
+	p.ops[n+1].kind = opCallbackReturn
 	// Helper ids seen so far, in p.helpers order: programs call few
 	// helpers, and a linear search beats building a map per load.
 	var idBuf [16]int32
@@ -235,6 +236,9 @@ func Compile(insns []insn.Insn, helpers HelperResolver) (*Program, error) {
 			}
 			o.kind = opLdImm64
 			o.imm = insn.Imm64(insns, i)
+			if in.Src == insn.PseudoFunc {
+				o.imm = FuncAddr(i + 1 + int(in.Imm))
+			}
 			p.ops[i] = o
 			i++ // the second slot stays opInvalid: no jump may land there
 			continue

@@ -338,3 +338,60 @@ func TestRunningOffTheEndIsAnError(t *testing.T) {
 		t.Errorf("got %v", err)
 	}
 }
+
+// A helper calls back into the program (CallFunc, as bpf_loop does): the
+// callback runs in its own frame with the arguments given, may call
+// functions itself, and the caller's registers R6-R9, its stack and its
+// frame survive; the callback address an lddw of BPF_PSEUDO_FUNC loads
+// names the function.
+func TestHelpersCallBackIntoTheProgram(t *testing.T) {
+	calls := 0
+	loop := &interp.Helper{ID: 1, Name: "loop3", Fn: func(m *interp.Machine, fn, ctx, _, _, _ uint64) (uint64, error) {
+		start, ok := interp.FuncStart(fn)
+		if !ok {
+			return 0, errors.New("not a callback")
+		}
+		sum := uint64(0)
+		for i := uint64(0); i < 3; i++ {
+			v, err := m.CallFunc(start, i, ctx)
+			if err != nil {
+				return 0, err
+			}
+			calls++
+			sum += v
+		}
+		return sum, nil
+	}}
+	pseudoFunc := func(dst uint8, off int32) []insn.Insn {
+		return []insn.Insn{{Code: insn.LD | insn.IMM | insn.DW, Dst: dst, Src: insn.PseudoFunc, Imm: off}, {}}
+	}
+	// main: r6 = 1000, fp-8 = 5; r0 = loop3(cb, fp-8) + r6 + fp-8
+	// cb(i, ctx): return *ctx * 10 + sq(i), where sq is a function.
+	p := prog(
+		movImm(6, 1000),
+		stMem(insn.DW, 10, -8, 5),
+		pseudoFunc(1, 8), // to cb
+		alu64Reg(insn.MOV, 2, 10),
+		alu64Imm(insn.ADD, 2, -8),
+		callHelper(1),
+		alu64Reg(insn.ADD, 0, 6),
+		ldxMem(insn.DW, 1, 10, -8),
+		alu64Reg(insn.ADD, 0, 1),
+		exit(),
+		// cb, at 11
+		ldxMem(insn.DW, 6, 2, 0),
+		alu64Imm(insn.MUL, 6, 10),
+		callLocal(2), // sq(r1)
+		alu64Reg(insn.ADD, 0, 6),
+		exit(),
+		// sq, at 16
+		alu64Reg(insn.MOV, 0, 1),
+		alu64Reg(insn.MUL, 0, 1),
+		exit(),
+	)
+	got, err := newTestVM(t).run(t, p, map[int32]*interp.Helper{1: loop}, 0, 0)
+	// 3 calls: 50+0, 50+1, 50+4 = 155; plus r6 (1000) and fp-8 (5).
+	if err != nil || got != 1160 || calls != 3 {
+		t.Fatalf("got %d, %v after %d calls; want 1160 after 3", got, err, calls)
+	}
+}

@@ -185,6 +185,9 @@ const (
 	opCallHelper // imm holds the index into Program.helpers
 	opCallLocal  // target holds the callee's first instruction
 	opExit
+	// opCallbackReturn follows the program's end: a callback that a
+	// helper runs (Machine.CallFunc) returns there.
+	opCallbackReturn
 	opTailCall // BPF_JMP|BPF_TAIL_CALL: r2 a prog array, r3 the index
 	opNospec   // speculation barrier: nothing to do in a simulator
 

@@ -38,18 +38,63 @@ func (m *Machine) Run(p *Program, r1, r2 uint64) (uint64, error) {
 	m.prog = p
 	defer func() { m.prog = nil }()
 	clear(m.frameStack(0))
+	m.depth, m.steps = 0, 0
+	m.tailCalls = 0
+	m.frames[0].mayGoto = maxLoops
+	m.pc = 0
 	r0, err := m.run(p, r1, r2)
 	return r0, err
 }
 
+// CallFunc runs the function of the running program that starts at
+// instruction start with args in R1 and R2, as a helper calls a callback
+// (bpf_loop's): in a frame below the helper's caller, on the same
+// instruction budget, and returns its R0. The caller's state is as it was
+// afterwards.
+func (m *Machine) CallFunc(start int, arg1, arg2 uint64) (uint64, error) {
+	p := m.prog
+	if p == nil || start < 0 || start >= len(p.ops)-2 || p.ops[start].kind == opInvalid {
+		return 0, &RuntimeError{PC: m.pc - 1, Errno: uapi.EFAULT, Msg: fmt.Sprintf("callback at %d is no instruction", start)}
+	}
+	pc, steps, base, depth := m.pc, m.steps, m.base, m.depth
+	defer func() {
+		// The callback's instructions count towards the caller's.
+		m.prog, m.base, m.pc, m.depth = p, base, pc, depth
+		m.steps = steps + m.Executed
+	}()
+	// The callback's frame returns to the op after the program's end,
+	// which ends this loop.
+	m.pc = len(p.ops) - 1
+	var r [16]uint64 // what enterFrame saves: nothing to restore
+	if err := m.enterFrame(&r, start); err != nil {
+		return 0, err
+	}
+	m.Executed = 0
+	return m.run(p, arg1, arg2) // from m.pc, the callback's start
+}
+
+// FuncAddr is the value the interpreter gives a callback's address (an
+// lddw of BPF_PSEUDO_FUNC): the function's first instruction, tagged so
+// that no address in simulated memory has the same value.
+func FuncAddr(start int) uint64 { return funcAddrTag | uint64(uint32(start)) }
+
+// FuncStart is the instruction a FuncAddr value names.
+func FuncStart(addr uint64) (int, bool) {
+	if addr&^0xffffffff != funcAddrTag {
+		return 0, false
+	}
+	return int(uint32(addr)), true
+}
+
+// funcAddrTag is in no canonical address range.
+const funcAddrTag = 0x5fcb_0000_0000_0000
+
+// run is the dispatch loop, from instruction m.pc of p, in frame m.depth,
+// until the program's exit (or a callback's return, for CallFunc).
 func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 	var r [16]uint64
-	m.depth = 0
-	m.tailCalls = 0
-	m.frames[0].mayGoto = maxLoops
-
 	r[1], r[2] = arg1, arg2
-	r[10] = m.stackTop
+	r[10] = m.stackTop - uint64(m.depth)*insn.MaxBPFStack
 
 	budget := m.MaxInsns
 	if budget == 0 {
@@ -57,7 +102,7 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 	}
 	tlb := m.TLB
 	var steps uint64
-	pc := 0
+	pc := m.pc
 
 	// The compiler guarantees pc stays within the ops: jump targets are
 	// checked and the extra op at the end stops a program that falls off
@@ -733,6 +778,10 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 		case opMovPercpu:
 			r[o.dst&15] = r[o.src&15] + m.PercpuOffset
 
+		case opCallbackReturn:
+			// A callback CallFunc ran returned to it.
+			m.Executed = steps
+			return r[0], nil
 		case opInvalid:
 			fallthrough
 		default:
