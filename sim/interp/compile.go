@@ -303,8 +303,70 @@ func Compile(insns []insn.Insn, helpers HelperResolver) (*Program, error) {
 			return nil, errors.Wrapf(uapi.EINVAL, "jump out of range from insn %d to %d", i, t)
 		}
 	}
+	if useFusion {
+		fuseMoves(p.ops[:n])
+	}
 	return p, nil
 }
+
+// useFusion turns on the fusing of instruction pairs; tests compare runs
+// with it and without it.
+var useFusion = true
+
+// fuseMoves turns each register move that an ALU operation of the same
+// width on the moved-to register follows into one three-operand op:
+// compilers emit the pair for every "a = b op c" (jhash's rotations are
+// made of them), and one dispatch in place of two is the interpreter's
+// largest saving. The second op stays in its slot for jumps that land
+// there; the fused op runs both and steps over it.
+func fuseMoves(ops []op) {
+	for i := 0; i+1 < len(ops); i++ {
+		mv, next := ops[i], ops[i+1]
+		var t opKind
+		switch mv.kind {
+		case opMov64X:
+			t = threeOperand64[next.kind]
+		case opMov32X:
+			t = threeOperand32[next.kind]
+		}
+		if t == opInvalid || next.dst != mv.dst {
+			continue
+		}
+		f := next
+		f.kind = t
+		f.off = int32(mv.src) // the first operand: the moved register
+		if f.src == mv.dst {
+			// The operation reads the register the move wrote.
+			f.src = mv.src
+		}
+		ops[i] = f
+		i++ // the second op is fused; it may start no other pair
+	}
+}
+
+// threeOperand64 and threeOperand32 give the fused kind of an ALU kind
+// that may follow a 64-bit or a 32-bit register move.
+var threeOperand64, threeOperand32 = func() (t64, t32 [numOps]opKind) {
+	for _, p := range [][2]opKind{
+		{opAdd64K, opAdd64KT}, {opAdd64X, opAdd64XT}, {opSub64K, opSub64KT}, {opSub64X, opSub64XT},
+		{opMul64K, opMul64KT}, {opMul64X, opMul64XT}, {opOr64K, opOr64KT}, {opOr64X, opOr64XT},
+		{opAnd64K, opAnd64KT}, {opAnd64X, opAnd64XT}, {opLsh64K, opLsh64KT}, {opLsh64X, opLsh64XT},
+		{opRsh64K, opRsh64KT}, {opRsh64X, opRsh64XT}, {opArsh64K, opArsh64KT}, {opArsh64X, opArsh64XT},
+		{opXor64K, opXor64KT}, {opXor64X, opXor64XT},
+	} {
+		t64[p[0]] = p[1]
+	}
+	for _, p := range [][2]opKind{
+		{opAdd32K, opAdd32KT}, {opAdd32X, opAdd32XT}, {opSub32K, opSub32KT}, {opSub32X, opSub32XT},
+		{opMul32K, opMul32KT}, {opMul32X, opMul32XT}, {opOr32K, opOr32KT}, {opOr32X, opOr32XT},
+		{opAnd32K, opAnd32KT}, {opAnd32X, opAnd32XT}, {opLsh32K, opLsh32KT}, {opLsh32X, opLsh32XT},
+		{opRsh32K, opRsh32KT}, {opRsh32X, opRsh32XT}, {opArsh32K, opArsh32KT}, {opArsh32X, opArsh32XT},
+		{opXor32K, opXor32KT}, {opXor32X, opXor32XT},
+	} {
+		t32[p[0]] = p[1]
+	}
+	return
+}()
 
 func aluKind(in insn.Insn) (opKind, error) {
 	is64 := in.Class() == insn.ALU64

@@ -205,5 +205,46 @@ const (
 	// verifier rewrites emit it, such as inlined per-CPU map lookups.
 	opMovPercpu
 
+	// Three-operand ALU: a register move followed by an operation of the
+	// same width on the moved-to register (w1 = w3; w1 &= 15), fused by
+	// Compile into dst = a op src|imm, a held in off. The pair's second
+	// slot keeps its own op, so a jump may still land there.
+	opAdd64KT
+	opAdd64XT
+	opSub64KT
+	opSub64XT
+	opMul64KT
+	opMul64XT
+	opOr64KT
+	opOr64XT
+	opAnd64KT
+	opAnd64XT
+	opLsh64KT
+	opLsh64XT
+	opRsh64KT
+	opRsh64XT
+	opArsh64KT
+	opArsh64XT
+	opXor64KT
+	opXor64XT
+	opAdd32KT
+	opAdd32XT
+	opSub32KT
+	opSub32XT
+	opMul32KT
+	opMul32XT
+	opOr32KT
+	opOr32XT
+	opAnd32KT
+	opAnd32XT
+	opLsh32KT
+	opLsh32XT
+	opRsh32KT
+	opRsh32XT
+	opArsh32KT
+	opArsh32XT
+	opXor32KT
+	opXor32XT
+
 	numOps
 )

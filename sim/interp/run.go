@@ -251,6 +251,117 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 		case opNeg32:
 			r[o.dst&15] = uint64(-uint32(r[o.dst&15]))
 
+		// Three-operand ALU (a move and an operation, fused): the first
+		// operand is r[off]; the fused pair counts as two instructions.
+		case opAdd64KT:
+			r[o.dst&15] = r[o.off&15] + o.imm
+			pc, steps = pc+1, steps+1
+		case opAdd64XT:
+			r[o.dst&15] = r[o.off&15] + r[o.src&15]
+			pc, steps = pc+1, steps+1
+		case opSub64KT:
+			r[o.dst&15] = r[o.off&15] - o.imm
+			pc, steps = pc+1, steps+1
+		case opSub64XT:
+			r[o.dst&15] = r[o.off&15] - r[o.src&15]
+			pc, steps = pc+1, steps+1
+		case opMul64KT:
+			r[o.dst&15] = r[o.off&15] * o.imm
+			pc, steps = pc+1, steps+1
+		case opMul64XT:
+			r[o.dst&15] = r[o.off&15] * r[o.src&15]
+			pc, steps = pc+1, steps+1
+		case opOr64KT:
+			r[o.dst&15] = r[o.off&15] | o.imm
+			pc, steps = pc+1, steps+1
+		case opOr64XT:
+			r[o.dst&15] = r[o.off&15] | r[o.src&15]
+			pc, steps = pc+1, steps+1
+		case opAnd64KT:
+			r[o.dst&15] = r[o.off&15] & o.imm
+			pc, steps = pc+1, steps+1
+		case opAnd64XT:
+			r[o.dst&15] = r[o.off&15] & r[o.src&15]
+			pc, steps = pc+1, steps+1
+		case opLsh64KT:
+			r[o.dst&15] = r[o.off&15] << (o.imm & 63)
+			pc, steps = pc+1, steps+1
+		case opLsh64XT:
+			r[o.dst&15] = r[o.off&15] << (r[o.src&15] & 63)
+			pc, steps = pc+1, steps+1
+		case opRsh64KT:
+			r[o.dst&15] = r[o.off&15] >> (o.imm & 63)
+			pc, steps = pc+1, steps+1
+		case opRsh64XT:
+			r[o.dst&15] = r[o.off&15] >> (r[o.src&15] & 63)
+			pc, steps = pc+1, steps+1
+		case opArsh64KT:
+			r[o.dst&15] = uint64(int64(r[o.off&15]) >> (o.imm & 63))
+			pc, steps = pc+1, steps+1
+		case opArsh64XT:
+			r[o.dst&15] = uint64(int64(r[o.off&15]) >> (r[o.src&15] & 63))
+			pc, steps = pc+1, steps+1
+		case opXor64KT:
+			r[o.dst&15] = r[o.off&15] ^ o.imm
+			pc, steps = pc+1, steps+1
+		case opXor64XT:
+			r[o.dst&15] = r[o.off&15] ^ r[o.src&15]
+			pc, steps = pc+1, steps+1
+		case opAdd32KT:
+			r[o.dst&15] = uint64(uint32(r[o.off&15]) + uint32(o.imm))
+			pc, steps = pc+1, steps+1
+		case opAdd32XT:
+			r[o.dst&15] = uint64(uint32(r[o.off&15]) + uint32(r[o.src&15]))
+			pc, steps = pc+1, steps+1
+		case opSub32KT:
+			r[o.dst&15] = uint64(uint32(r[o.off&15]) - uint32(o.imm))
+			pc, steps = pc+1, steps+1
+		case opSub32XT:
+			r[o.dst&15] = uint64(uint32(r[o.off&15]) - uint32(r[o.src&15]))
+			pc, steps = pc+1, steps+1
+		case opMul32KT:
+			r[o.dst&15] = uint64(uint32(r[o.off&15]) * uint32(o.imm))
+			pc, steps = pc+1, steps+1
+		case opMul32XT:
+			r[o.dst&15] = uint64(uint32(r[o.off&15]) * uint32(r[o.src&15]))
+			pc, steps = pc+1, steps+1
+		case opOr32KT:
+			r[o.dst&15] = uint64(uint32(r[o.off&15]) | uint32(o.imm))
+			pc, steps = pc+1, steps+1
+		case opOr32XT:
+			r[o.dst&15] = uint64(uint32(r[o.off&15]) | uint32(r[o.src&15]))
+			pc, steps = pc+1, steps+1
+		case opAnd32KT:
+			r[o.dst&15] = uint64(uint32(r[o.off&15]) & uint32(o.imm))
+			pc, steps = pc+1, steps+1
+		case opAnd32XT:
+			r[o.dst&15] = uint64(uint32(r[o.off&15]) & uint32(r[o.src&15]))
+			pc, steps = pc+1, steps+1
+		case opLsh32KT:
+			r[o.dst&15] = uint64(uint32(r[o.off&15]) << (o.imm & 31))
+			pc, steps = pc+1, steps+1
+		case opLsh32XT:
+			r[o.dst&15] = uint64(uint32(r[o.off&15]) << (r[o.src&15] & 31))
+			pc, steps = pc+1, steps+1
+		case opRsh32KT:
+			r[o.dst&15] = uint64(uint32(r[o.off&15]) >> (o.imm & 31))
+			pc, steps = pc+1, steps+1
+		case opRsh32XT:
+			r[o.dst&15] = uint64(uint32(r[o.off&15]) >> (r[o.src&15] & 31))
+			pc, steps = pc+1, steps+1
+		case opArsh32KT:
+			r[o.dst&15] = uint64(uint32(int32(r[o.off&15]) >> (o.imm & 31)))
+			pc, steps = pc+1, steps+1
+		case opArsh32XT:
+			r[o.dst&15] = uint64(uint32(int32(r[o.off&15]) >> (r[o.src&15] & 31)))
+			pc, steps = pc+1, steps+1
+		case opXor32KT:
+			r[o.dst&15] = uint64(uint32(r[o.off&15]) ^ uint32(o.imm))
+			pc, steps = pc+1, steps+1
+		case opXor32XT:
+			r[o.dst&15] = uint64(uint32(r[o.off&15]) ^ uint32(r[o.src&15]))
+			pc, steps = pc+1, steps+1
+
 		// Byte order.
 		case opLe16:
 			r[o.dst&15] = uint64(uint16(r[o.dst&15]))
@@ -400,12 +511,10 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 
 		// Jumps.
 		case opJa:
-			if o.back && steps > budget {
-				return m.exhausted(pc, steps)
-			}
-			pc = int(o.off)
+			goto taken
 		case opJeq64K:
 			if r[o.dst&15] == o.imm {
+				// The commonest loop closers pay no detour.
 				if o.back && steps > budget {
 					return m.exhausted(pc, steps)
 				}
@@ -413,13 +522,11 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 			}
 		case opJeq64X:
 			if r[o.dst&15] == r[o.src&15] {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJne64K:
 			if r[o.dst&15] != o.imm {
+				// The commonest loop closers pay no detour.
 				if o.back && steps > budget {
 					return m.exhausted(pc, steps)
 				}
@@ -427,297 +534,171 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 			}
 		case opJne64X:
 			if r[o.dst&15] != r[o.src&15] {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJgt64K:
 			if r[o.dst&15] > o.imm {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJgt64X:
 			if r[o.dst&15] > r[o.src&15] {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJge64K:
 			if r[o.dst&15] >= o.imm {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJge64X:
 			if r[o.dst&15] >= r[o.src&15] {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJlt64K:
 			if r[o.dst&15] < o.imm {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJlt64X:
 			if r[o.dst&15] < r[o.src&15] {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJle64K:
 			if r[o.dst&15] <= o.imm {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJle64X:
 			if r[o.dst&15] <= r[o.src&15] {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJset64K:
 			if r[o.dst&15]&o.imm != 0 {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJset64X:
 			if r[o.dst&15]&r[o.src&15] != 0 {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJsgt64K:
 			if int64(r[o.dst&15]) > int64(o.imm) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJsgt64X:
 			if int64(r[o.dst&15]) > int64(r[o.src&15]) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJsge64K:
 			if int64(r[o.dst&15]) >= int64(o.imm) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJsge64X:
 			if int64(r[o.dst&15]) >= int64(r[o.src&15]) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJslt64K:
 			if int64(r[o.dst&15]) < int64(o.imm) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJslt64X:
 			if int64(r[o.dst&15]) < int64(r[o.src&15]) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJsle64K:
 			if int64(r[o.dst&15]) <= int64(o.imm) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJsle64X:
 			if int64(r[o.dst&15]) <= int64(r[o.src&15]) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJeq32K:
 			if uint32(r[o.dst&15]) == uint32(o.imm) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJeq32X:
 			if uint32(r[o.dst&15]) == uint32(r[o.src&15]) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJne32K:
 			if uint32(r[o.dst&15]) != uint32(o.imm) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJne32X:
 			if uint32(r[o.dst&15]) != uint32(r[o.src&15]) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJgt32K:
 			if uint32(r[o.dst&15]) > uint32(o.imm) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJgt32X:
 			if uint32(r[o.dst&15]) > uint32(r[o.src&15]) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJge32K:
 			if uint32(r[o.dst&15]) >= uint32(o.imm) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJge32X:
 			if uint32(r[o.dst&15]) >= uint32(r[o.src&15]) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJlt32K:
 			if uint32(r[o.dst&15]) < uint32(o.imm) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJlt32X:
 			if uint32(r[o.dst&15]) < uint32(r[o.src&15]) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJle32K:
 			if uint32(r[o.dst&15]) <= uint32(o.imm) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJle32X:
 			if uint32(r[o.dst&15]) <= uint32(r[o.src&15]) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJset32K:
 			if uint32(r[o.dst&15])&uint32(o.imm) != 0 {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJset32X:
 			if uint32(r[o.dst&15])&uint32(r[o.src&15]) != 0 {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJsgt32K:
 			if int32(r[o.dst&15]) > int32(o.imm) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJsgt32X:
 			if int32(r[o.dst&15]) > int32(r[o.src&15]) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJsge32K:
 			if int32(r[o.dst&15]) >= int32(o.imm) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJsge32X:
 			if int32(r[o.dst&15]) >= int32(r[o.src&15]) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJslt32K:
 			if int32(r[o.dst&15]) < int32(o.imm) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJslt32X:
 			if int32(r[o.dst&15]) < int32(r[o.src&15]) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJsle32K:
 			if int32(r[o.dst&15]) <= int32(o.imm) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opJsle32X:
 			if int32(r[o.dst&15]) <= int32(r[o.src&15]) {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			}
 		case opMayGoto:
 			if m.frames[m.depth].mayGoto == 0 {
-				if o.back && steps > budget {
-					return m.exhausted(pc, steps)
-				}
-				pc = int(o.off)
+				goto taken
 			} else {
 				m.frames[m.depth].mayGoto--
 			}
@@ -787,6 +768,16 @@ func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
 		default:
 			return m.invalidSlot(pc, steps)
 		}
+		continue
+
+		// A jump is taken. One copy of this, rather than one per jump
+		// kind, keeps the loop small enough for the compiler to inline
+		// the memory accesses' TLB lookups into it.
+	taken:
+		if o.back && steps > budget {
+			return m.exhausted(pc, steps)
+		}
+		pc = int(o.off)
 	}
 }
 
