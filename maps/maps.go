@@ -178,6 +178,23 @@ type SysLookuper interface {
 	LookupElemSys(key []byte) (uint64, error)
 }
 
+// ForEacher is the ability of map types a program may walk with
+// bpf_for_each_map_elem (map_for_each_callback): arrays, per-CPU arrays
+// and the hash types. ForEachElem calls fn once per element in the order
+// the kernel walks them (arrays by index; hashes bucket by bucket, each
+// bucket's list from its head), with the addresses of the element's key
+// and value; a per-CPU type passes cpu's copy of the value. It stops after
+// the first call that returns true or fails and returns how many calls it
+// made (the helper's return value). A map that stores no keys (an array)
+// passes key 0 and the index in idx; the caller then shows the program an
+// address holding the index, as the kernel passes &key on its stack.
+// fn may update and delete elements of the map, the one it is given
+// included: the walk goes on from that element's successor as it was
+// before the call (hlist_nulls_for_each_entry_safe).
+type ForEacher interface {
+	ForEachElem(cpu int, fn func(key uint64, idx uint32, value uint64) (stop bool, err error)) (uint32, error)
+}
+
 // LookupAndDeleter is the ability to remove an element and return its value
 // in one step (map_lookup_and_delete_elem).
 type LookupAndDeleter interface {

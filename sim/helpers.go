@@ -63,6 +63,7 @@ func (k *Kernel) registerBaseHelpers() {
 		}},
 		{ID: uapi.FuncTracePrintk, Fn: k.tracePrintk},
 		{ID: uapi.FuncLoop, Fn: k.helperLoop},
+		{ID: uapi.FuncForEachMapElem, Fn: k.helperForEachMapElem},
 	} {
 		if err := k.RegisterHelper(h); err != nil {
 			panic(err) // the base table has unique ids
@@ -87,7 +88,7 @@ func (k *Kernel) helperLoop(m *interp.Machine, nrLoops, fn, ctx, flags, _ uint64
 		return 0, err
 	}
 	for i := uint64(0); i < n; i++ {
-		ret, err := call(i, ctx)
+		ret, err := call(i, ctx, 0, 0)
 		if err != nil {
 			return 0, err
 		}
@@ -102,16 +103,16 @@ func (k *Kernel) helperLoop(m *interp.Machine, nrLoops, fn, ctx, flags, _ uint64
 // an interpreter's function address runs on the machine (CallFunc), a
 // JIT image address on the CPU's A64 state, as the kernel's helpers call
 // a JITed callback.
-func (k *Kernel) callback(m *interp.Machine, fn uint64) (func(a, b uint64) (uint64, error), error) {
+func (k *Kernel) callback(m *interp.Machine, fn uint64) (func(a, b, c, d uint64) (uint64, error), error) {
 	if start, ok := interp.FuncStart(fn); ok {
-		return func(a, b uint64) (uint64, error) { return m.CallFunc(start, a, b) }, nil
+		return func(a, b, c, d uint64) (uint64, error) { return m.CallFunc(start, a, b, c, d) }, nil
 	}
 	cpu, ok := m.Data.(*CPU)
 	if !ok || cpu.jit == nil || cpu.jit.cpu == nil {
 		return nil, errors.Wrapf(uapi.EFAULT, "pc %d: %#x is no callback", m.PC(), fn)
 	}
 	c := cpu.jit.cpu
-	return func(a, b uint64) (uint64, error) { return c.Run(fn, a, b, 0, 0, 0) }, nil
+	return func(a, b, c2, d uint64) (uint64, error) { return c.Run(fn, a, b, c2, d, 0) }, nil
 }
 
 // tracePrintk is bpf_trace_printk(fmt, fmt_size, arg1, arg2, arg3).

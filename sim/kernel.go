@@ -126,6 +126,10 @@ type CPU struct {
 	maps mapCache
 	// jit is the CPU's A64 state, once the kernel has a JIT.
 	jit *jitCPU
+	// helperStack is a page for the variables helpers pass programs by
+	// address (foreach.go); helperDepth counts the slots in use.
+	helperStack uint64
+	helperDepth int
 }
 
 // scratch returns buffer slot i of at least n bytes.

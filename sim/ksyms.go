@@ -126,6 +126,8 @@ var vmlinux = []ksymSpec{
 	{name: "percpu_array_map_lookup_percpu_elem", kind: ksymMapOp, helper: uapi.FuncMapLookupPercpuElem, types: []uapi.MapType{uapi.MapTypePercpuArray}},
 	{name: "array_map_update_elem", kind: ksymMapOp, helper: uapi.FuncMapUpdateElem, types: []uapi.MapType{uapi.MapTypeArray, uapi.MapTypePercpuArray}},
 	{name: "array_map_delete_elem", kind: ksymMapOp, helper: uapi.FuncMapDeleteElem, types: []uapi.MapType{uapi.MapTypeArray, uapi.MapTypePercpuArray}},
+	{name: "bpf_for_each_array_elem", kind: ksymMapOp, helper: uapi.FuncForEachMapElem, types: []uapi.MapType{uapi.MapTypeArray, uapi.MapTypePercpuArray}},
+	{name: "bpf_for_each_hash_elem", kind: ksymMapOp, helper: uapi.FuncForEachMapElem, types: []uapi.MapType{uapi.MapTypeHash, uapi.MapTypePercpuHash, uapi.MapTypeLRUHash, uapi.MapTypeLRUPercpuHash}},
 	// The maps of maps' lookups, which programs reach when their
 	// lookup is not inlined (kernel/bpf/arraymap.c, hashtab.c). Last,
 	// so that the functions before keep their addresses.
@@ -178,6 +180,7 @@ var mapOpNames = map[int32]string{
 	uapi.FuncMapPushElem:         "push_elem",
 	uapi.FuncMapPopElem:          "pop_elem",
 	uapi.FuncMapPeekElem:         "peek_elem",
+	uapi.FuncForEachMapElem:      "for_each_callback",
 }
 
 // ksymTable is the kernel's symbol table.
@@ -377,6 +380,10 @@ func (c kernelCalls) MapOp(m *maps.Map, helper int32) (int32, error) {
 		if _, ok := m.Ops.(maps.PushPopPeeker); !ok {
 			return 0, errors.Errorf("%s maps have no %s", m.Type.Name, op)
 		}
+	case uapi.FuncForEachMapElem:
+		if _, ok := m.Ops.(maps.ForEacher); !ok {
+			return 0, errors.Errorf("%s maps have no %s", m.Type.Name, op)
+		}
 	}
 	for i := range vmlinux {
 		if s := &vmlinux[i]; s.kind == ksymMapOp && s.helper == helper && s.serves(m.Type.ID) {
@@ -488,6 +495,7 @@ func (k *Kernel) mapFunc(s *ksym) *Helper {
 			uapi.FuncMapPushElem:         k.helperMapPushElem,
 			uapi.FuncMapPopElem:          k.helperMapPopElem,
 			uapi.FuncMapPeekElem:         k.helperMapPeekElem,
+			uapi.FuncForEachMapElem:      k.helperForEachMapElem,
 		}[s.spec.helper]
 		if helperFn == nil {
 			return nil

@@ -353,7 +353,7 @@ func TestHelpersCallBackIntoTheProgram(t *testing.T) {
 		}
 		sum := uint64(0)
 		for i := uint64(0); i < 3; i++ {
-			v, err := m.CallFunc(start, i, ctx)
+			v, err := m.CallFunc(start, i, ctx, 0, 0)
 			if err != nil {
 				return 0, err
 			}

@@ -42,16 +42,17 @@ func (m *Machine) Run(p *Program, r1, r2 uint64) (uint64, error) {
 	m.tailCalls = 0
 	m.frames[0].mayGoto = maxLoops
 	m.pc = 0
-	r0, err := m.run(p, r1, r2)
+	r0, err := m.run(p, r1, r2, 0, 0)
 	return r0, err
 }
 
 // CallFunc runs the function of the running program that starts at
-// instruction start with args in R1 and R2, as a helper calls a callback
-// (bpf_loop's): in a frame below the helper's caller, on the same
+// instruction start with args in R1 to R4, as a helper calls a callback
+// (bpf_loop's, bpf_for_each_map_elem's): in a frame below the helper's
+// caller, on the same
 // instruction budget, and returns its R0. The caller's state is as it was
 // afterwards.
-func (m *Machine) CallFunc(start int, arg1, arg2 uint64) (uint64, error) {
+func (m *Machine) CallFunc(start int, arg1, arg2, arg3, arg4 uint64) (uint64, error) {
 	p := m.prog
 	if p == nil || start < 0 || start >= len(p.ops)-2 || p.ops[start].kind == opInvalid {
 		return 0, &RuntimeError{PC: m.pc - 1, Errno: uapi.EFAULT, Msg: fmt.Sprintf("callback at %d is no instruction", start)}
@@ -70,7 +71,7 @@ func (m *Machine) CallFunc(start int, arg1, arg2 uint64) (uint64, error) {
 		return 0, err
 	}
 	m.Executed = 0
-	return m.run(p, arg1, arg2) // from m.pc, the callback's start
+	return m.run(p, arg1, arg2, arg3, arg4) // from m.pc, the callback's start
 }
 
 // FuncAddr is the value the interpreter gives a callback's address (an
@@ -91,9 +92,9 @@ const funcAddrTag = 0x5fcb_0000_0000_0000
 
 // run is the dispatch loop, from instruction m.pc of p, in frame m.depth,
 // until the program's exit (or a callback's return, for CallFunc).
-func (m *Machine) run(p *Program, arg1, arg2 uint64) (uint64, error) {
+func (m *Machine) run(p *Program, arg1, arg2, arg3, arg4 uint64) (uint64, error) {
 	var r [16]uint64
-	r[1], r[2] = arg1, arg2
+	r[1], r[2], r[3], r[4] = arg1, arg2, arg3, arg4
 	r[10] = m.stackTop - uint64(m.depth)*insn.MaxBPFStack
 
 	budget := m.MaxInsns

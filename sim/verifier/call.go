@@ -78,6 +78,10 @@ func (e *env) checkHelperCall(in insn.Insn, idx int) error {
 		if err := e.checkLoopCall(idx, meta.subprog); err != nil {
 			return err
 		}
+	case uapi.FuncForEachMapElem:
+		if err := e.pushCallbackCall(idx, meta.subprog, setMapElemCallbackState); err != nil {
+			return err
+		}
 	}
 	regs := e.regs()
 	for r := insn.R0; r <= insn.R5; r++ {
@@ -164,7 +168,7 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 		ok, expected = reg.typ == ptrToStack, "fp"
 	case ArgPtrToMapKey, ArgPtrToMapValue, ArgPtrToUninitMapValue, ArgPtrToMem, ArgPtrToUninitMem:
 		switch reg.typ {
-		case ptrToStack, ptrToPacket, ptrToPacketMeta, ptrToMapValue, ptrToMem:
+		case ptrToStack, ptrToPacket, ptrToPacketMeta, ptrToMapValue, ptrToMapKey, ptrToMem:
 			ok = !reg.maybeNull
 		}
 		expected = "fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_"
@@ -281,6 +285,11 @@ func (e *env) checkHelperMem(regno uint8, size int, kind accessKind, zeroOK bool
 			return e.errorf(uapi.EACCES, "read from map forbidden, value_size=%d off=%d size=%d", m.ValueSize, reg.off, size)
 		}
 		return e.checkMemRegion(regno, int(reg.off), size, int(m.ValueSize), zeroOK)
+	case ptrToMapKey:
+		if kind == accessWrite {
+			return e.errorf(uapi.EACCES, "R%d cannot write into %s", regno, reg.typeName())
+		}
+		return e.checkMemRegion(regno, int(reg.off), size, int(e.mapOf(reg).KeySize), zeroOK)
 	case ptrToMem:
 		if kind == accessWrite && reg.rdonly {
 			return e.errorf(uapi.EACCES, "R%d cannot write into %s", regno, reg.typeName())
@@ -305,7 +314,7 @@ func (e *env) recordFuncMap(meta *callMeta, id int32, idx int) error {
 	switch id {
 	case uapi.FuncMapLookupElem, uapi.FuncMapUpdateElem, uapi.FuncMapDeleteElem,
 		uapi.FuncMapPushElem, uapi.FuncMapPopElem, uapi.FuncMapPeekElem,
-		uapi.FuncMapLookupPercpuElem, uapi.FuncTailCall:
+		uapi.FuncMapLookupPercpuElem, uapi.FuncTailCall, uapi.FuncForEachMapElem:
 	default:
 		return nil
 	}

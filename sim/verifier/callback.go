@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/bpfsim/bpfsim/maps"
 	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
@@ -37,7 +38,7 @@ func (e *env) checkLoopCall(idx, subprog int) error {
 	}
 	caller := e.cur.cur()
 	if caller.callbackDepth < e.regs()[insn.R1].umax {
-		return e.pushCallbackCall(idx, subprog)
+		return e.pushCallbackCall(idx, subprog, setLoopCallbackState)
 	}
 	caller.callbackDepth = 0
 	if e.log.level >= 2 {
@@ -72,10 +73,52 @@ func (e *env) loopFlagIsZero() (bool, error) {
 	return true, e.markPrecise(insn.R4)
 }
 
-// pushCallbackCall is push_callback_call with set_loop_callback_state: the
-// visit starts at the callback with R1 the index (any number) and R2 the
-// caller's R3 (callback_ctx).
-func (e *env) pushCallbackCall(idx, subprog int) error {
+// calleeStateFn is set_callee_state_fn: it fills the registers a
+// callback starts with from its caller's at the call.
+type calleeStateFn func(e *env, caller, callee *funcState, idx int) error
+
+// setLoopCallbackState is set_loop_callback_state: R1 is the index (any
+// number), R2 the caller's R3 (callback_ctx).
+func setLoopCallbackState(_ *env, caller, callee *funcState, _ int) error {
+	callee.regs[insn.R1].markUnknown()
+	callee.regs[insn.R2] = caller.regs[insn.R3]
+	return nil
+}
+
+// setMapElemCallbackState is set_map_elem_callback_state with the
+// arrays' and hashes' map_set_for_each_callback_args: R1 is the map, R2
+// a key and R3 a value of it, R4 the caller's R3 (callback_ctx). Whether
+// the map type can be walked is decided by the map first recorded at the
+// call, as in the kernel; the pointers' map is the caller's R1.
+func setMapElemCallbackState(e *env, caller, callee *funcState, idx int) error {
+	if m := e.aux[idx].MapPtr; m == nil || !mapCanBeWalked(m) {
+		return e.errorf(uapi.ENOTSUPP, "callback function not allowed for map")
+	}
+	r1 := caller.regs[insn.R1]
+	callee.regs[insn.R1] = r1
+	for _, r := range []struct {
+		regno uint8
+		typ   regType
+	}{{insn.R2, ptrToMapKey}, {insn.R3, ptrToMapValue}} {
+		reg := &callee.regs[r.regno]
+		reg.markPtr(r.typ)
+		reg.mapIdx = r1.mapIdx
+	}
+	callee.regs[insn.R4] = caller.regs[insn.R3]
+	return nil
+}
+
+// mapCanBeWalked reports the map types whose ops have
+// map_for_each_callback: the ones whose simulation can walk them.
+func mapCanBeWalked(m *maps.Map) bool {
+	_, ok := m.Ops.(maps.ForEacher)
+	return ok
+}
+
+// pushCallbackCall is push_callback_call: a visit of the callback is
+// scheduled, in a new frame whose registers set fills, and the caller
+// goes on after the call.
+func (e *env) pushCallbackCall(idx, subprog int, set calleeStateFn) error {
 	if subprog < 0 || subprog >= len(e.subprogs) {
 		return e.errorf(uapi.EFAULT, "verifier bug: callback of insn %d is no function", idx)
 	}
@@ -97,8 +140,9 @@ func (e *env) pushCallbackCall(idx, subprog int) error {
 	}
 	callee.regs[insn.R10].markPtr(ptrToStack)
 	callee.regs[insn.R10].frameno = callee.frameno
-	callee.regs[insn.R1].markUnknown()
-	callee.regs[insn.R2] = caller.regs[insn.R3]
+	if err := set(e, caller, callee, idx); err != nil {
+		return err
+	}
 	st.frames = append(st.frames[:st.curframe+1], callee)
 	st.curframe++
 	st.callbackUnrollDepth++

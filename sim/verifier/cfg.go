@@ -169,7 +169,7 @@ func (e *env) successors(t int, out *[2]int) (int, error) {
 			out[1] = target
 			return 2, nil
 		}
-		if in.Src == 0 && in.Imm == uapi.FuncLoop {
+		if in.Src == 0 && isSyncCallbackCalling(in.Imm) {
 			// How often the callback runs is unknown: its visits
 			// return to the call, a checkpoint where they converge.
 			e.callsCallback[t], e.force[t], e.prune[t], e.jmpPoint[t] = true, true, true, true
@@ -226,6 +226,13 @@ func (e *env) computeLiveness(insns []insn.Insn, subs []Subprog, helperArgs func
 				// first pass; an lddw's second slot has none.
 				if in := &insns[i]; i == 0 || !insns[i-1].IsLdImm64() {
 					u, d := liveUseDef(in)
+					if in.IsLdImm64() && in.Src == insn.PseudoFunc {
+						// A callback's address leads to the callback
+						// for the walk, not for liveness
+						// (insn_successors): the callback reads
+						// what its caller's helper passes it.
+						succ[i][1] = -1
+					}
 					if in.Code == insn.JMP|insn.CALL {
 						if in.Src == 0 && helperArgs != nil {
 							u = helperArgs(in.Imm)

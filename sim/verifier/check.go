@@ -513,7 +513,7 @@ func (e *env) adjustPtrMinMax(in *insn.Insn, ptr, off *regState, ptrIsDst bool) 
 		return e.errorf(uapi.EACCES, "R%d pointer arithmetic on %s prohibited, null-check it first", in.Dst, ptr.typeName())
 	}
 	switch ptr.typ {
-	case ptrToCtx, ptrToMapValue, ptrToStack, ptrToPacketMeta, ptrToPacket, ptrToMem, ptrToFunc:
+	case ptrToCtx, ptrToMapValue, ptrToMapKey, ptrToStack, ptrToPacketMeta, ptrToPacket, ptrToMem, ptrToFunc:
 	case constPtrToMap:
 		if known && off.smin == 0 && op == insn.ADD {
 			break

@@ -40,6 +40,9 @@ type funcArg struct {
 type subprogAux struct {
 	called, verified bool
 	argsCached       bool
+	// unreliable says a call's arguments once failed to match the
+	// prototype (func_info_aux.unreliable): later checks fail quietly.
+	unreliable bool
 	// pktKnown says pktChanges (changesPktData) is computed.
 	pktKnown, pktChanges bool
 	args                 []funcArg
@@ -171,6 +174,20 @@ func (e *env) checkFuncArgs(sub int) error {
 	if !e.cfg.FuncInfo {
 		return uapi.EINVAL
 	}
+	// btf_check_subprog_call: one mismatch makes the prototype
+	// unreliable, and only the first is logged.
+	if e.subAux[sub].unreliable {
+		return uapi.EINVAL
+	}
+	err := e.matchFuncArgs(sub)
+	if err != nil && !errors.Is(err, uapi.EFAULT) {
+		e.subAux[sub].unreliable = true
+	}
+	return err
+}
+
+// matchFuncArgs is btf_check_func_arg_match.
+func (e *env) matchFuncArgs(sub int) error {
 	args, err := e.prepareFuncArgs(sub)
 	if err != nil {
 		return err

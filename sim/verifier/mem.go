@@ -172,6 +172,16 @@ func (e *env) checkMemAccess(regno uint8, off, size int, t accessKind, value int
 				regs[value].markUnknown()
 			}
 		}
+	case reg.typ == ptrToMapKey:
+		if t == accessWrite {
+			return e.errorf(uapi.EACCES, "write to change key R%d not allowed", regno)
+		}
+		if err := e.checkMemRegion(regno, off, size, int(e.mapOf(reg).KeySize), false); err != nil {
+			return err
+		}
+		if value >= 0 {
+			regs[value].markUnknown()
+		}
 	case reg.typ == ptrToMem && !reg.maybeNull:
 		if t == accessWrite && reg.rdonly {
 			return e.errorf(uapi.EACCES, "R%d cannot write into %s", regno, reg.typeName())
@@ -264,6 +274,8 @@ func (e *env) checkAlignment(reg *regState, off, size int, strict bool) error {
 		return nil
 	case ptrToMapValue:
 		desc = "value "
+	case ptrToMapKey:
+		desc = "key "
 	case ptrToCtx:
 		desc = "context "
 	case ptrToStack:
@@ -328,6 +340,8 @@ func (e *env) memAccessOKQuiet(regno uint8, off int64, size, memSize int, zeroOK
 	switch {
 	case reg.typ == ptrToMapValue:
 		msg = sprintf("invalid access to map value, value_size=%d off=%d size=%d", memSize, off, size)
+	case reg.typ == ptrToMapKey:
+		msg = sprintf("invalid access to map key, key_size=%d off=%d size=%d", memSize, off, size)
 	case reg.isPkt():
 		msg = sprintf("invalid access to packet, off=%d size=%d, R%d(id=%d,off=%d,r=%d)", off, size, regno, reg.id, off, memSize)
 	default:

@@ -149,7 +149,24 @@ var loopProto = &FuncProto{
 	Args: [5]ArgType{ArgAnything, ArgPtrToFunc, ArgPtrToStackOrNull, ArgAnything},
 }
 
-func init() { HelperProtos[uapi.FuncLoop] = loopProto }
+// bpf_for_each_map_elem_proto (kernel/bpf/bpf_iter.c):
+// bpf_for_each_map_elem(map, callback_fn, callback_ctx, flags) calls
+// callback_fn(map, key, value, callback_ctx) for each element until it
+// returns 1, and returns the calls made.
+var forEachMapElemProto = &FuncProto{
+	Args: [5]ArgType{ArgConstMapPtr, ArgPtrToFunc, ArgPtrToStackOrNull, ArgAnything},
+}
+
+func init() {
+	HelperProtos[uapi.FuncLoop] = loopProto
+	HelperProtos[uapi.FuncForEachMapElem] = forEachMapElemProto
+}
+
+// isSyncCallbackCalling is is_sync_callback_calling_function for the
+// helpers bpfsim has: they call a callback before they return.
+func isSyncCallbackCalling(id int32) bool {
+	return id == uapi.FuncLoop || id == uapi.FuncForEachMapElem
+}
 
 // isAcquireFunction is is_acquire_function: the helpers whose result is
 // a reference the program must release.

@@ -62,8 +62,10 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 				add = false
 			}
 		} else {
+			// Range by range while the loop the checkpoint lies in
+			// is still being explored (incomplete_read_marks).
 			le := getLoopEntry(sl.st)
-			forceExact := le != nil && le.branches > 0
+			forceExact := le != nil && le.branches > 0 && e.inLoop[idx]
 			level := notExact
 			if forceExact {
 				level = rangeWithin
@@ -168,17 +170,15 @@ func (e *env) statesEqual(old, cur *vstate, idx int, level exactLevel) bool {
 }
 
 // liveAt is the registers of frame fr of st that some path from idx may
-// read: at idx for the running frame, after the call for the callers
-// (only their callee-saved registers survive).
+// read: at idx for the running frame, at the call for the callers
+// (frame_insn_idx): the callee-saved registers read after it, and the
+// arguments, which a callback's caller keeps for the next visit.
 func (e *env) liveAt(st *vstate, fr, idx int) uint16 {
 	if fr == st.curframe {
 		return e.live[idx]
 	}
-	return e.live[st.frames[fr+1].callsite+1] & calleeSaved
+	return e.live[st.frames[fr+1].callsite]
 }
-
-// calleeSaved are R6-R10.
-const calleeSaved = 1<<6 | 1<<7 | 1<<8 | 1<<9 | 1<<10
 
 func (e *env) funcStatesEqual(old, cur *funcState, live uint16, read uint64, level exactLevel) bool {
 	// A frame that scheduled more callback visits than the current one
@@ -187,7 +187,9 @@ func (e *env) funcStatesEqual(old, cur *funcState, live uint16, read uint64, lev
 		return false
 	}
 	for r := range old.regs {
-		if level == notExact && live&(1<<r) == 0 {
+		// Dead registers are not compared, however exactly
+		// (func_states_equal since Linux 6.15).
+		if live&(1<<r) == 0 {
 			continue
 		}
 		if !e.regsafe(&old.regs[r], &cur.regs[r], level) {
@@ -222,7 +224,7 @@ func (e *env) regsafe(old, cur *regState, level exactLevel) bool {
 			return false
 		}
 		return old.bounds.contains(&cur.bounds)
-	case ptrToMapValue, ptrToMem:
+	case ptrToMapValue, ptrToMapKey, ptrToMem:
 		return old.off == cur.off && old.mapIdx == cur.mapIdx && old.memSize == cur.memSize &&
 			old.bounds.contains(&cur.bounds) && e.checkIDs(old.id, cur.id) && e.checkIDs(old.refObjID, cur.refObjID)
 	case ptrToPacket, ptrToPacketMeta:

@@ -24,6 +24,7 @@ const (
 	ptrToPacketEnd                 // PTR_TO_PACKET_END
 	ptrToMem                       // PTR_TO_MEM: memory of a known size (mem_size)
 	ptrToFunc                      // PTR_TO_FUNC: a callback's address
+	ptrToMapKey                    // PTR_TO_MAP_KEY: a key a map walk passes a callback
 )
 
 var regTypeNames = [...]string{
@@ -38,6 +39,7 @@ var regTypeNames = [...]string{
 	ptrToPacketEnd:  "pkt_end",
 	ptrToMem:        "mem",
 	ptrToFunc:       "func",
+	ptrToMapKey:     "map_key",
 }
 
 // regState is struct bpf_reg_state, reduced to what bpfsim tracks.
@@ -60,7 +62,8 @@ type regState struct {
 	// rng is a packet pointer's proven range: [data, data+off+rng) may be
 	// accessed (the kernel's range).
 	rng int32
-	// mapIdx is the map of CONST_PTR_TO_MAP and PTR_TO_MAP_VALUE: its
+	// mapIdx is the map of CONST_PTR_TO_MAP, PTR_TO_MAP_VALUE and
+	// PTR_TO_MAP_KEY: its
 	// index in env.maps plus one, 0 for none. An index rather than a
 	// pointer keeps states free of pointers, so copying them costs no
 	// garbage collector write barriers.
@@ -163,7 +166,7 @@ func (r *regState) format(tab []*maps.Map, curFrame uint8) string {
 	if r.refObjID != 0 {
 		add("ref_obj_id=%d", r.refObjID)
 	}
-	if m := mapAt(tab, r.mapIdx); (r.typ == constPtrToMap || r.typ == ptrToMapValue) && m != nil {
+	if m := mapAt(tab, r.mapIdx); (r.typ == constPtrToMap || r.typ == ptrToMapValue || r.typ == ptrToMapKey) && m != nil {
 		if m.Name != "" {
 			add("map=%s", m.Name)
 		}

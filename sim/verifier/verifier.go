@@ -180,6 +180,9 @@ type env struct {
 	// maps are the maps registers point to, by regState.mapIdx.
 	maps []*maps.Map
 	live []uint16
+	// inLoop marks the instructions on a cycle of the control flow
+	// graph (scc.go).
+	inLoop []bool
 
 	idGen                        uint32
 	insnProcessed, jmpsProcessed int
@@ -255,6 +258,7 @@ func Verify(insns []insn.Insn, cfg *Config) (*Result, error) {
 		// Only state comparisons at prune points (and the log) read
 		// liveness: a program without jumps or calls needs none.
 		e.live = e.computeLiveness(insns, subs, e.helperArgs)
+		e.inLoop = computeLoops(e.scratch.succ[:len(insns)], e.inLoop)
 	}
 	e.printLiveness()
 	if err := e.doCheckMain(); err != nil {

@@ -1,0 +1,95 @@
+//go:build linux
+
+package kdiff
+
+import (
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/bpfsim/bpfsim/sim"
+)
+
+// Each bpf_for_each_map_elem program is loaded in this machine's kernel
+// and in bpfsim: the same verdict, errno and message; for programs both
+// accept, the same xlated code (the call of the map type's walk,
+// bpf_for_each_array_elem or bpf_for_each_hash_elem, or of the generic
+// helper when the call site sees several maps) and the same number of
+// instructions processed. Then each accepted program runs on filled maps,
+// on CPU 0, CPU 1 and CPU 0 again, with an empty packet and with packets
+// whose first byte is 0 and 1: the same return values and, afterwards,
+// the same contents of every map (values the callbacks incremented,
+// elements they deleted), in the kernel, in bpfsim's interpreter and in
+// its JIT.
+func TestForEachMapElemMatchesKernel(t *testing.T) {
+	kern, err := OpenKernel()
+	if err != nil {
+		t.Skipf("skipped: this machine cannot load BPF programs: %v", err)
+	}
+	ncpu := kern.PossibleCPUs()
+	if kern.PinnableCPUs() < 2 {
+		t.Skip("skipped: the runs need CPUs 0 and 1")
+	}
+	k := linuxLikeSim(t)
+	interp, err := NewSimCPUs(ncpu)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jit, err := NewSimWith(&sim.Options{CPUs: ncpu, Runtime: sim.RuntimeJIT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kfds, sfds := map[string]int{}, map[string]int{}
+	for _, spec := range forEachMaps {
+		km, sm := mapsInBoth(t, k, spec)
+		kfds[spec.Name], sfds[spec.Name] = km.FD(), sm.FD()
+	}
+	accepted, runs := 0, 0
+	for _, c := range forEachCases {
+		t.Run(c.name, func(t *testing.T) {
+			kp, kerr := ebpf.NewProgramWithOptions(forEachSpec(t, c.insns, kfds), ebpf.ProgramOptions{LogLevel: ebpf.LogLevelBranch, LogSizeStart: 1 << 20})
+			if kp != nil {
+				defer kp.Close()
+			}
+			sp, serr := k.NewProgram(forEachSpec(t, c.insns, sfds))
+			if sp != nil {
+				defer sp.Close()
+			}
+			if errnoOf(kerr) != errnoOf(serr) || verifierMessage(kerr) != verifierMessage(serr) {
+				t.Fatalf("verdicts differ\nkernel: %v: %s\nbpfsim: %v: %s", errnoOf(kerr), verifierMessage(kerr), errnoOf(serr), verifierMessage(serr))
+			}
+			if c.errno != errnoOf(kerr) || c.msg != verifierMessage(kerr) {
+				t.Errorf("the kernel answers %v: %s; the table (TestForEachMapElemVerdicts) says %v: %s",
+					errnoOf(kerr), verifierMessage(kerr), c.errno, c.msg)
+			}
+			if kerr != nil {
+				return
+			}
+			accepted++
+			sameProgram(t, k, c.name, kp, sp)
+			for _, pkt := range [][]byte{{}, make([]byte, 14), append([]byte{1}, make([]byte, 13)...)} {
+				p := &Program{
+					Spec:   &ebpf.ProgramSpec{Name: "foreach", Type: ebpf.XDP, License: "GPL", Instructions: c.insns},
+					Packet: pkt,
+					Maps:   forEachMaps,
+					Before: forEachFill(),
+					Runs:   []int{0, 1, 0},
+				}
+				want := kern.Run(p)
+				if want.Rejected != nil || want.MapErr != nil {
+					t.Fatalf("the kernel: %v %v", want.Rejected, want.MapErr)
+				}
+				for _, s := range []struct {
+					name string
+					sim  *Sim
+				}{{"interpreter", interp}, {"JIT", jit}} {
+					if d := Diff(want, s.sim.Run(p)); d != "" {
+						t.Errorf("packet %x, %s:\n%s", pkt, s.name, d)
+					}
+				}
+				runs++
+			}
+		})
+	}
+	t.Logf("%d of %d programs accepted by both; %d of them compared in %d runs", accepted, len(forEachCases), accepted, runs)
+}
