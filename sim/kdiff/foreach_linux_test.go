@@ -3,6 +3,7 @@
 package kdiff
 
 import (
+	"encoding/binary"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -92,4 +93,75 @@ func TestForEachMapElemMatchesKernel(t *testing.T) {
 		})
 	}
 	t.Logf("%d of %d programs accepted by both; %d of them compared in %d runs", accepted, len(forEachCases), accepted, runs)
+}
+
+// BenchmarkForEachMapElem is one element of a walk of a 1,024-element
+// array and of a hash holding 1,024 keys, whose callback folds the key
+// and value into a stack slot (foldCallback), on bpfsim interpreted and,
+// through BPF_PROG_TEST_RUN with repeat, on this machine's kernel.
+func BenchmarkForEachMapElem(b *testing.B) {
+	const n = 1024
+	for _, spec := range []*ebpf.MapSpec{
+		{Name: "arr", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: n},
+		{Name: "hash", Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: n},
+	} {
+		insns := walkMain(walk(spec.Name, "cb", flags0), foldCallback("cb", -1, nil))
+		fill := func(update func(k, v []byte) error) {
+			for i := uint32(0); i < n; i++ {
+				k := binary.LittleEndian.AppendUint32(nil, i*2654435761)
+				if spec.Type == ebpf.Array {
+					k = binary.LittleEndian.AppendUint32(nil, i)
+				}
+				if err := update(k, binary.LittleEndian.AppendUint64(nil, uint64(i))); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		pkt := make([]byte, 64)
+		b.Run(spec.Name+"/bpfsim", func(b *testing.B) {
+			k, err := sim.NewKernel(nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			m, err := k.NewMap(spec)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer m.Close()
+			fill(func(key, v []byte) error { return m.Update(key, v, 0) })
+			p, err := k.NewProgram(forEachSpec(b, insns, map[string]int{spec.Name: m.FD()}))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			res, err := p.Test(&sim.RunOptions{Data: pkt, Repeat: uint32(b.N)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(res.Duration.Nanoseconds())/n, "ns/element")
+			b.ReportMetric(0, "ns/op")
+		})
+		b.Run(spec.Name+"/kernel", func(b *testing.B) {
+			if _, err := OpenKernel(); err != nil {
+				b.Skipf("skipped: this machine cannot load BPF programs: %v", err)
+			}
+			m, err := ebpf.NewMap(spec)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer m.Close()
+			fill(func(key, v []byte) error { return m.Update(key, v, 0) })
+			p, err := ebpf.NewProgram(forEachSpec(b, insns, map[string]int{spec.Name: m.FD()}))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			_, d, err := p.Benchmark(pkt, b.N, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(d.Nanoseconds())/n, "ns/element")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
 }

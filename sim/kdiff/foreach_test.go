@@ -250,7 +250,7 @@ const zeroSeed = uapi.BPF_F_ZERO_SEED
 const ENOTSUPP = uapi.ENOTSUPP
 
 // forEachSpec is a case's program with the maps' fds.
-func forEachSpec(t *testing.T, insns asm.Instructions, fds map[string]int) *ebpf.ProgramSpec {
+func forEachSpec(t testing.TB, insns asm.Instructions, fds map[string]int) *ebpf.ProgramSpec {
 	t.Helper()
 	spec := ringbufRefSpec(t, insns, fds)
 	spec.Name = "foreach"

@@ -164,7 +164,7 @@ func label(sym string, insns asm.Instructions) asm.Instructions {
 }
 
 // ringbufRefSpec is the program of a case, with its maps' fds.
-func ringbufRefSpec(t *testing.T, insns asm.Instructions, fds map[string]int) *ebpf.ProgramSpec {
+func ringbufRefSpec(t testing.TB, insns asm.Instructions, fds map[string]int) *ebpf.ProgramSpec {
 	t.Helper()
 	insns = append(asm.Instructions(nil), insns...)
 	for i := range insns {
