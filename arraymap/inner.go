@@ -43,6 +43,7 @@ func (a *array) MetaOps(meta *maps.Map) maps.Ops {
 // arrayMeta is the template of inner ARRAY maps.
 type arrayMeta struct {
 	maps.TemplateOps
+	maps.TemplateWalk
 	m        *maps.Map
 	elemSize uint64
 }

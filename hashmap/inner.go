@@ -29,6 +29,7 @@ func (h *htab) MetaOps(meta *maps.Map) maps.Ops {
 // htabMeta is the template of inner HASH and PERCPU_HASH maps.
 type htabMeta struct {
 	maps.TemplateOps
+	maps.TemplateWalk
 	valueOff uint64
 	percpu   bool
 }

@@ -336,6 +336,7 @@ func (l *lruHtab) MetaOps(meta *maps.Map) maps.Ops {
 
 type lruHtabMeta struct {
 	maps.TemplateOps
+	maps.TemplateWalk
 	valueOff uint64
 }
 
@@ -466,7 +467,10 @@ func (l *lruPercpuHtab) MetaOps(meta *maps.Map) maps.Ops {
 	return &lruPercpuHtabMeta{}
 }
 
-type lruPercpuHtabMeta struct{ maps.TemplateOps }
+type lruPercpuHtabMeta struct {
+	maps.TemplateOps
+	maps.TemplateWalk
+}
 
 func (m *lruPercpuHtabMeta) LookupPercpu([]byte, []byte) error { return m.UpdateElem(0, nil, nil, 0) }
 func (m *lruPercpuHtabMeta) UpdatePercpu([]byte, []byte, uint64) error {

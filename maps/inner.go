@@ -127,3 +127,14 @@ func (TemplateOps) UpdateElem(int, []byte, []byte, uint64) error { return errTem
 func (TemplateOps) DeleteElem(int, []byte) error                 { return errTemplate }
 func (TemplateOps) GetNextKey([]byte, []byte) error              { return errTemplate }
 func (TemplateOps) Free()                                        {}
+
+// TemplateWalk is what the templates of map types that can be walked
+// (ForEacher) embed besides TemplateOps: the verifier lets a program walk
+// an inner map of such a type, as the kernel does (the template has its
+// type's ops), and the walk at run time is the inner map's own; the
+// template itself has no elements to walk.
+type TemplateWalk struct{}
+
+func (TemplateWalk) ForEachElem(int, func(uint64, uint32, uint64) (bool, error)) (uint32, error) {
+	return 0, errTemplate
+}

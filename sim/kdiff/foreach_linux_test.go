@@ -4,11 +4,14 @@ package kdiff
 
 import (
 	"encoding/binary"
+	"fmt"
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 
 	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/uapi"
 )
 
 // Each bpf_for_each_map_elem program is loaded in this machine's kernel
@@ -162,6 +165,123 @@ func BenchmarkForEachMapElem(b *testing.B) {
 			}
 			b.ReportMetric(float64(d.Nanoseconds())/n, "ns/element")
 			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// An inner map of an array of maps is walked: the verifier lets the
+// program walk it through the template (which has its type's walk, as in
+// the kernel), the call goes to the inner type's walk, and the walk runs
+// on the inner map itself. Arrays (with and without BPF_F_INNER_MAP),
+// hashes and LRU hashes: the same verdict, xlated code, instructions
+// processed and results in the kernel and in bpfsim, interpreted and
+// JITed.
+func TestForEachInnerMapMatchesKernel(t *testing.T) {
+	if _, err := OpenKernel(); err != nil {
+		t.Skipf("skipped: this machine cannot load BPF programs: %v", err)
+	}
+	insns := walkMain(asm.Instructions{
+		asm.StoreImm(asm.RFP, -16, 0, asm.Word),
+		asm.LoadMapPtr(asm.R1, 0).WithReference("outer"),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -16),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "noinner"),
+		asm.Mov.Reg(asm.R1, asm.R0),
+		loadFunc(asm.R2, "cb"),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, -8),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.FnForEachMapElem.Call(),
+		asm.Mov.Reg(asm.R7, asm.R0),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("noinner"),
+	}, foldCallback("cb", -1, incValue))
+	for _, inner := range []ebpf.MapSpec{
+		{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 5},
+		{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 3, Flags: uapi.BPF_F_INNER_MAP},
+		{Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 16, Flags: zeroSeed},
+		{Type: ebpf.LRUHash, KeySize: 4, ValueSize: 8, MaxEntries: 16, Flags: zeroSeed},
+	} {
+		t.Run(fmt.Sprintf("%s flags %#x", inner.Type, inner.Flags), func(t *testing.T) {
+			outerSpec := &ebpf.MapSpec{Name: "outer", Type: ebpf.ArrayOfMaps, KeySize: 4, ValueSize: 4, MaxEntries: 1, InnerMap: &inner}
+			k := linuxLikeSim(t)
+			jit, err := sim.NewKernel(&sim.Options{Runtime: sim.RuntimeJIT})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fill := func(update func(k, v []byte) error) {
+				n := uint32(inner.MaxEntries)
+				for i := uint32(0); i < n; i++ {
+					key := binary.LittleEndian.AppendUint32(nil, i)
+					if inner.Type != ebpf.Array {
+						key = binary.LittleEndian.AppendUint32(nil, i*977+3)
+					}
+					if err := update(key, binary.LittleEndian.AppendUint64(nil, uint64(i)*1000+1)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			// The kernel's maps.
+			ki, err := ebpf.NewMap(&inner)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ki.Close()
+			fill(func(key, v []byte) error { return ki.Update(key, v, 0) })
+			ko, err := ebpf.NewMap(outerSpec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ko.Close()
+			if err := ko.Update(uint32(0), ki, 0); err != nil {
+				t.Fatal(err)
+			}
+			kp, err := ebpf.NewProgram(forEachSpec(t, insns, map[string]int{"outer": ko.FD()}))
+			if err != nil {
+				t.Fatalf("the kernel refused the program: %v", err)
+			}
+			defer kp.Close()
+			// bpfsim's, interpreted and JITed.
+			var progs []*sim.Program
+			for _, sk := range []*sim.Kernel{k, jit} {
+				si, err := sk.NewMap(&inner)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer si.Close()
+				fill(func(key, v []byte) error { return si.Update(key, v, 0) })
+				so, err := sk.NewMap(outerSpec)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer so.Close()
+				if err := so.Update(uint32(0), si, 0); err != nil {
+					t.Fatal(err)
+				}
+				sp, err := sk.NewProgram(forEachSpec(t, insns, map[string]int{"outer": so.FD()}))
+				if err != nil {
+					t.Fatalf("bpfsim refused the program: %v", err)
+				}
+				defer sp.Close()
+				progs = append(progs, sp)
+			}
+			sameProgram(t, k, "walk of an inner map", kp, progs[0])
+			pkt := make([]byte, 14)
+			for run := 0; run < 3; run++ {
+				want, err := kp.Run(&ebpf.RunOptions{Data: pkt})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i, sp := range progs {
+					got, err := sp.Run(&sim.RunOptions{Data: pkt})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got != want {
+						t.Errorf("run %d, %s: kernel %#x, bpfsim %#x", run, []string{"interpreter", "JIT"}[i], want, got)
+					}
+				}
+			}
 		})
 	}
 }
