@@ -211,6 +211,13 @@ var forEachCases = []struct {
 			asm.Mov.Imm(asm.R0, 0).WithSymbol("cb_out"),
 			asm.Return(),
 		))},
+	{"a counter the callback bumps: imprecise scalars widened", 0, "",
+		walkMain(walk("hash", "cb", flags0), plainCallback("cb",
+			asm.LoadMem(asm.R1, asm.R4, 0, asm.DWord),
+			asm.Add.Imm(asm.R1, 1),
+			asm.StoreMem(asm.R4, 0, asm.R1, asm.DWord),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return()))},
 	{"a NULL context", 0, "",
 		walkMain(asm.Instructions{
 			asm.LoadMapPtr(asm.R1, 0).WithReference("arr"),

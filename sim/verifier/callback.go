@@ -189,5 +189,67 @@ func (e *env) callbackExit() (int, error) {
 	st.frames[st.curframe] = nil
 	st.frames = st.frames[:st.curframe]
 	st.curframe--
+	// Scalars that differ from the previous visit's and are not precise
+	// become unknown, so that a counter the callback bumps does not make
+	// every visit new (widen_imprecise_scalars, as for iterators).
+	if prev := e.findPrevEntry(st, callee.callsite); prev != nil {
+		e.widenImpreciseScalars(prev, st)
+	}
 	return callee.callsite, nil
+}
+
+// findPrevEntry is find_prev_entry: the most recent checkpoint at idx on
+// the current path (still being explored, with the same call sites and
+// above the current state).
+func (e *env) findPrevEntry(cur *vstate, idx int) *vstate {
+	list := e.explored[idx]
+	for i := len(list) - 1; i >= 0; i-- {
+		st := list[i].st
+		if st.insnIdx == idx && st.branches > 0 && sameCallsites(st, cur) && st.dfsDepth < cur.dfsDepth {
+			return st
+		}
+	}
+	return nil
+}
+
+func sameCallsites(a, b *vstate) bool {
+	if a.curframe != b.curframe {
+		return false
+	}
+	for fr := a.curframe; fr >= 0; fr-- {
+		if a.frames[fr].callsite != b.frames[fr].callsite {
+			return false
+		}
+	}
+	return true
+}
+
+// widenImpreciseScalars is widen_imprecise_scalars: each scalar register
+// and spilled scalar of cur that old holds too, neither precise nor the
+// same as old's, becomes unknown.
+func (e *env) widenImpreciseScalars(old, cur *vstate) {
+	e.idmapOld, e.idmapCur = e.idmapOld[:0], e.idmapCur[:0]
+	for fr := old.curframe; fr >= 0; fr-- {
+		fo, fc := old.frames[fr], cur.frames[fr]
+		for i := range fo.regs {
+			e.maybeWidenReg(&fo.regs[i], &fc.regs[i])
+		}
+		n := min(len(fo.stack), len(fc.stack))
+		for i := 0; i < n; i++ {
+			if fo.stack[i].isSpilled() && fc.stack[i].isSpilled() {
+				e.maybeWidenReg(&fo.stack[i].spilled, &fc.stack[i].spilled)
+			}
+		}
+	}
+}
+
+// maybeWidenReg is maybe_widen_reg.
+func (e *env) maybeWidenReg(old, cur *regState) {
+	if old.typ != scalarValue || cur.typ != scalarValue {
+		return
+	}
+	if old.precise || cur.precise || e.regsExact(old, cur) {
+		return
+	}
+	cur.markUnknown()
 }
