@@ -137,12 +137,7 @@ func BenchmarkForEachMapElem(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer p.Close()
-			res, err := p.Test(&sim.RunOptions{Data: pkt, Repeat: uint32(b.N)})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.ReportMetric(float64(res.Duration.Nanoseconds())/n, "ns/element")
-			b.ReportMetric(0, "ns/op")
+			reportSimRepeat(b, p, pkt, n, "ns/element")
 		})
 		b.Run(spec.Name+"/kernel", func(b *testing.B) {
 			if _, err := OpenKernel(); err != nil {
@@ -159,12 +154,7 @@ func BenchmarkForEachMapElem(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer p.Close()
-			_, d, err := p.Benchmark(pkt, b.N, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.ReportMetric(float64(d.Nanoseconds())/n, "ns/element")
-			b.ReportMetric(0, "ns/op")
+			reportKernelRepeat(b, p, pkt, n, "ns/element")
 		})
 	}
 }

@@ -69,27 +69,11 @@ func walk(mapName, cb string, flags asm.Instruction) asm.Instructions {
 	}
 }
 
-// walkMain zeroes the u64 at fp-8, runs body (which leaves a count in R7)
-// and returns the count times 1000 plus that u64, cut to 32 bits.
+// walkMain is loopMain for a body that leaves a count in R7 (zeroed
+// first): the count times 1000 plus the u64 at fp-8, cut to 32 bits.
 func walkMain(body asm.Instructions, funcs ...asm.Instructions) asm.Instructions {
-	out := asm.Instructions{
-		withFuncInfo(asm.Mov.Imm(asm.R6, 0), "main", 1),
-		asm.StoreMem(asm.RFP, -8, asm.R6, asm.DWord),
-		asm.Mov.Imm(asm.R7, 0),
-		asm.Mov.Reg(asm.R9, asm.R1),
-	}
-	out = append(out, body...)
-	out = append(out,
-		asm.LoadMem(asm.R1, asm.RFP, -8, asm.DWord),
-		asm.Mov.Reg(asm.R0, asm.R7),
-		asm.Mul.Imm(asm.R0, 1000),
-		asm.Add.Reg(asm.R0, asm.R1),
-		asm.Return(),
-	)
-	for _, f := range funcs {
-		out = append(out, f...)
-	}
-	return out
+	all := append(asm.Instructions{asm.Mov.Imm(asm.R7, 0)}, body...)
+	return loopMain(append(all, asm.Mov.Reg(asm.R0, asm.R7)), funcs...)
 }
 
 // foldCallback folds each element into the u64 its ctx points to, in an
