@@ -14,28 +14,22 @@ package verifier
 // strongly connected components of more than one instruction, and
 // instructions that jump to themselves. Tarjan's algorithm, without
 // recursion.
-func computeLoops(succ [][2]int, out []bool) []bool {
+func computeLoops(succ [][2]int, out []bool, sc *loopScratch) []bool {
 	n := len(succ)
-	if cap(out) < n {
-		out = make([]bool, n)
-	}
-	out = out[:n]
-	clear(out)
-	index := make([]int32, n) // 0: not visited; else DFS order + 1
-	low := make([]int32, n)
-	onStack := make([]bool, n)
-	var stack []int32 // Tarjan's stack
-	type frame struct {
-		v    int32
-		next uint8 // successors of v visited
-	}
-	var call []frame
+	out = clearBools(out, n)
+	sc.index = growInt32s(sc.index, n) // 0: not visited; else DFS order + 1
+	sc.low = growInt32s(sc.low, n)
+	sc.onStack = clearBools(sc.onStack, n)
+	index, low, onStack := sc.index, sc.low, sc.onStack
+	stack := sc.stack[:0] // Tarjan's stack
+	call := sc.call[:0]
+	defer func() { sc.stack, sc.call = stack[:0], call[:0] }()
 	order := int32(0)
 	for root := 0; root < n; root++ {
 		if index[root] != 0 {
 			continue
 		}
-		call = append(call[:0], frame{v: int32(root)})
+		call = append(call[:0], loopFrame{v: int32(root)})
 		order++
 		index[root], low[root] = order, order
 		stack = append(stack, int32(root))
@@ -57,7 +51,7 @@ func computeLoops(succ [][2]int, out []bool) []bool {
 					index[w], low[w] = order, order
 					stack = append(stack, int32(w))
 					onStack[w] = true
-					call = append(call, frame{v: int32(w)})
+					call = append(call, loopFrame{v: int32(w)})
 				} else if onStack[w] {
 					low[v] = min(low[v], index[w])
 				}
@@ -89,4 +83,28 @@ func computeLoops(succ [][2]int, out []bool) []bool {
 		}
 	}
 	return out
+}
+
+// loopScratch is computeLoops' memory, kept between verifications.
+type loopScratch struct {
+	index, low []int32
+	onStack    []bool
+	stack      []int32
+	call       []loopFrame
+}
+
+// loopFrame is a function call of Tarjan's recursion: an instruction and
+// how many of its successors were visited.
+type loopFrame struct {
+	v    int32
+	next uint8
+}
+
+func growInt32s(b []int32, n int) []int32 {
+	if cap(b) < n {
+		return make([]int32, n, roomFor(n))
+	}
+	b = b[:n]
+	clear(b)
+	return b
 }

@@ -24,7 +24,7 @@ func TestComputeLoopsFindsCyclesOnly(t *testing.T) {
 		{"nested loops", [][2]int{next(0), next(1), {1, 3}, {0, 4}, none}, []bool{true, true, true, true, false}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			if got := computeLoops(c.succ, nil); !slices.Equal(got, c.want) {
+			if got := computeLoops(c.succ, nil, &loopScratch{}); !slices.Equal(got, c.want) {
 				t.Errorf("got %v, want %v", got, c.want)
 			}
 		})

@@ -208,6 +208,7 @@ type env struct {
 		use   []uint16
 		def   []uint16
 		succ  [][2]int
+		loops loopScratch
 	}
 }
 
@@ -258,7 +259,7 @@ func Verify(insns []insn.Insn, cfg *Config) (*Result, error) {
 		// Only state comparisons at prune points (and the log) read
 		// liveness: a program without jumps or calls needs none.
 		e.live = e.computeLiveness(insns, subs, e.helperArgs)
-		e.inLoop = computeLoops(e.scratch.succ[:len(insns)], e.inLoop)
+		e.inLoop = computeLoops(e.scratch.succ[:len(insns)], e.inLoop, &e.scratch.loops)
 	}
 	e.printLiveness()
 	if err := e.doCheckMain(); err != nil {
