@@ -89,6 +89,48 @@ func FuzzLoadAndRun(f *testing.F) {
 	} else {
 		f.Fatal(err)
 	}
+	// Walks of a hash and an array (bpf_for_each_map_elem) calling back
+	// into the program: without BTF func info the verifier refuses them,
+	// so they run unverified, and mutations explore the helper and the
+	// callback calls with bad maps, callbacks and flags.
+	for _, spec := range []*ebpf.MapSpec{
+		{Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 8},
+		{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 4},
+	} {
+		m, err := k.NewMap(spec)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for i := uint32(0); i < 3; i++ {
+			if err := m.Update(i, uint64(i)*7, 0); err != nil {
+				f.Fatal(err)
+			}
+		}
+		walk := asm.Instructions{
+			asm.Mov.Imm(asm.R6, 0),
+			asm.StoreMem(asm.RFP, -8, asm.R6, asm.DWord),
+			asm.LoadMapPtr(asm.R1, m.FD()),
+			asm.Instruction{OpCode: asm.LoadImmOp(asm.DWord), Src: asm.PseudoFunc, Dst: asm.R2, Constant: -1}.WithReference("cb"),
+			asm.Mov.Reg(asm.R3, asm.RFP),
+			asm.Add.Imm(asm.R3, -8),
+			asm.Mov.Imm(asm.R4, 0),
+			asm.FnForEachMapElem.Call(),
+			asm.LoadMem(asm.R1, asm.RFP, -8, asm.DWord),
+			asm.Add.Reg(asm.R0, asm.R1),
+			asm.Return(),
+			asm.LoadMem(asm.R0, asm.R3, 0, asm.DWord).WithSymbol("cb"),
+			asm.LoadMem(asm.R5, asm.R4, 0, asm.DWord),
+			asm.Add.Reg(asm.R5, asm.R0),
+			asm.StoreMem(asm.R4, 0, asm.R5, asm.DWord),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+		}
+		code, err := insn.FromAsm(walk)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(uint8(0), insn.Encode(code), make([]byte, 14))
+	}
 	types := []ebpf.ProgramType{ebpf.UnspecifiedProgram, ebpf.XDP, ebpf.Syscall}
 	f.Fuzz(func(t *testing.T, typ uint8, code, data []byte) {
 		pt := types[int(typ)%len(types)]
