@@ -304,7 +304,11 @@ func Compile(insns []insn.Insn, helpers HelperResolver) (*Program, error) {
 		}
 	}
 	if useFusion {
+		idioms := matchIdioms(p.ops[:n])
 		fuseMoves(p.ops[:n])
+		for _, d := range idioms {
+			p.ops[d.at] = d.op
+		}
 	}
 	return p, nil
 }

@@ -246,5 +246,20 @@ const (
 	opXor32KT
 	opXor32XT
 
+	// Idioms: instruction sequences compilers and the verifier's fix-ups
+	// emit often, each run by one op in the sequence's first slot (see
+	// idioms.go). The other slots keep their own ops, for jumps that land
+	// there.
+	opRotR32      // a = x >> k1; b = x << k2 | a  (32-bit; a in off, k1|k2<<8 in imm)
+	opRotL32      // a = x << k1; b = x >> k2 | a
+	opRotR64      // the same, 64-bit
+	opRotL64      //
+	opXorSub32    // d = (x ^ s1) - s2  (x in off, s2 in imm)
+	opSubXor32    // d = (x - s1) ^ s2
+	opArrayLookup // array_map_gen_lookup: r1 += off; r0 = &value[*(u32 *)r2] or 0
+	opPercpuArrayLookup
+	opIncMem64 // d = *(u64 *)(s + off); d += imm; *(u64 *)(s + off) = d
+	opCallElem // call; if r0 == 0 goto +1; r0 += imm of the third slot
+
 	numOps
 )

@@ -117,6 +117,7 @@ func (m *Machine) run(p *Program, arg1, arg2, arg3, arg4 uint64) (uint64, error)
 	base := unsafe.Pointer(&p.ops[0])
 	m.base = base
 
+	var slowAddr uint64 // the address of an access that missed the TLB
 	for {
 		o := (*op)(unsafe.Add(base, uintptr(pc)*unsafe.Sizeof(op{})))
 		pc++
@@ -139,18 +140,10 @@ func (m *Machine) run(p *Program, arg1, arg2, arg3, arg4 uint64) (uint64, error)
 			r[o.dst&15] = div64(r[o.dst&15], o.imm)
 		case opDiv64X:
 			r[o.dst&15] = div64(r[o.dst&15], r[o.src&15])
-		case opSdiv64K:
-			r[o.dst&15] = sdiv64(r[o.dst&15], o.imm)
-		case opSdiv64X:
-			r[o.dst&15] = sdiv64(r[o.dst&15], r[o.src&15])
 		case opMod64K:
 			r[o.dst&15] = mod64(r[o.dst&15], o.imm)
 		case opMod64X:
 			r[o.dst&15] = mod64(r[o.dst&15], r[o.src&15])
-		case opSmod64K:
-			r[o.dst&15] = smod64(r[o.dst&15], o.imm)
-		case opSmod64X:
-			r[o.dst&15] = smod64(r[o.dst&15], r[o.src&15])
 		case opOr64K:
 			r[o.dst&15] |= o.imm
 		case opOr64X:
@@ -179,12 +172,6 @@ func (m *Machine) run(p *Program, arg1, arg2, arg3, arg4 uint64) (uint64, error)
 			r[o.dst&15] = o.imm
 		case opMov64X:
 			r[o.dst&15] = r[o.src&15]
-		case opMovsx64B:
-			r[o.dst&15] = uint64(int64(int8(r[o.src&15])))
-		case opMovsx64H:
-			r[o.dst&15] = uint64(int64(int16(r[o.src&15])))
-		case opMovsx64W:
-			r[o.dst&15] = uint64(int64(int32(r[o.src&15])))
 		case opNeg64:
 			r[o.dst&15] = -r[o.dst&15]
 
@@ -205,18 +192,10 @@ func (m *Machine) run(p *Program, arg1, arg2, arg3, arg4 uint64) (uint64, error)
 			r[o.dst&15] = div32(r[o.dst&15], o.imm)
 		case opDiv32X:
 			r[o.dst&15] = div32(r[o.dst&15], r[o.src&15])
-		case opSdiv32K:
-			r[o.dst&15] = sdiv32(r[o.dst&15], o.imm)
-		case opSdiv32X:
-			r[o.dst&15] = sdiv32(r[o.dst&15], r[o.src&15])
 		case opMod32K:
 			r[o.dst&15] = mod32(r[o.dst&15], o.imm)
 		case opMod32X:
 			r[o.dst&15] = mod32(r[o.dst&15], r[o.src&15])
-		case opSmod32K:
-			r[o.dst&15] = smod32(r[o.dst&15], o.imm)
-		case opSmod32X:
-			r[o.dst&15] = smod32(r[o.dst&15], r[o.src&15])
 		case opOr32K:
 			r[o.dst&15] = uint64(uint32(r[o.dst&15]) | uint32(o.imm))
 		case opOr32X:
@@ -245,10 +224,6 @@ func (m *Machine) run(p *Program, arg1, arg2, arg3, arg4 uint64) (uint64, error)
 			r[o.dst&15] = uint64(uint32(o.imm))
 		case opMov32X:
 			r[o.dst&15] = uint64(uint32(r[o.src&15]))
-		case opMovsx32B:
-			r[o.dst&15] = uint64(uint32(int32(int8(r[o.src&15]))))
-		case opMovsx32H:
-			r[o.dst&15] = uint64(uint32(int32(int16(r[o.src&15]))))
 		case opNeg32:
 			r[o.dst&15] = uint64(-uint32(r[o.dst&15]))
 
@@ -363,6 +338,96 @@ func (m *Machine) run(p *Program, arg1, arg2, arg3, arg4 uint64) (uint64, error)
 			r[o.dst&15] = uint64(uint32(r[o.off&15]) ^ uint32(r[o.src&15]))
 			pc, steps = pc+1, steps+1
 
+		case opSdiv64K, opSdiv64X, opSmod64K, opSmod64X,
+			opSdiv32K, opSdiv32X, opSmod32K, opSmod32X,
+			opMovsx64B, opMovsx64H, opMovsx64W, opMovsx32B, opMovsx32H:
+			// Rare operations take the out-of-line path too, to keep the
+			// loop under the compiler's big-function limit (see
+			// inline_test.go).
+			m.pc, m.steps, slowAddr = pc, steps, 0
+			goto slow
+
+		// Idioms (idioms.go).
+		case opRotR32:
+			x := uint32(r[o.src&15])
+			a := x >> (o.imm & 31)
+			r[o.off&15] = uint64(a)
+			r[o.dst&15] = uint64(x<<(o.imm>>8&31) | a)
+			pc, steps = pc+4, steps+4
+		case opRotL32:
+			x := uint32(r[o.src&15])
+			a := x << (o.imm & 31)
+			r[o.off&15] = uint64(a)
+			r[o.dst&15] = uint64(x>>(o.imm>>8&31) | a)
+			pc, steps = pc+4, steps+4
+		case opRotR64:
+			x := r[o.src&15]
+			a := x >> (o.imm & 63)
+			r[o.off&15] = a
+			r[o.dst&15] = x<<(o.imm>>8&63) | a
+			pc, steps = pc+4, steps+4
+		case opRotL64:
+			x := r[o.src&15]
+			a := x << (o.imm & 63)
+			r[o.off&15] = a
+			r[o.dst&15] = x>>(o.imm>>8&63) | a
+			pc, steps = pc+4, steps+4
+		case opXorSub32:
+			r[o.dst&15] = uint64(uint32(r[o.off&15]) ^ uint32(r[o.src&15]) - uint32(r[o.imm&15]))
+			pc, steps = pc+int(o.imm>>8), steps+o.imm>>8
+		case opSubXor32:
+			r[o.dst&15] = uint64((uint32(r[o.off&15]) - uint32(r[o.src&15])) ^ uint32(r[o.imm&15]))
+			pc, steps = pc+int(o.imm>>8), steps+o.imm>>8
+		case opArrayLookup, opPercpuArrayLookup:
+			// r1 += off, then the bounds check on the index r2 points
+			// to. The bound is the jump's (the third slot).
+			v := r[1] + o.imm
+			k := r[2]
+			pg := tlb.ReadPage(k)
+			if pg == nil || k&pageMask > pageMask-3 {
+				r[1] = v // the sequence's first instruction only
+				continue
+			}
+			idx := mem.Load32(pg, k&pageMask)
+			bound := (*op)(unsafe.Add(unsafe.Pointer(o), 2*unsafe.Sizeof(op{}))).imm
+			if o.kind == opArrayLookup {
+				r[1] = v
+				if idx >= bound {
+					r[0] = 0
+					pc, steps = pc+6, steps+3
+					continue
+				}
+				r[0] = idx*uint64(uint32(o.off)) + v
+				pc, steps = pc+6, steps+5
+				continue
+			}
+			if idx >= bound {
+				r[1], r[0] = v, 0
+				pc, steps = pc+8, steps+3
+				continue
+			}
+			a := v + idx<<3
+			pg = tlb.ReadPage(a)
+			if pg == nil || a&pageMask > pageMask-7 {
+				r[1] = v
+				continue
+			}
+			r[1], r[0] = v, mem.Load64(pg, a&pageMask)+m.PercpuOffset
+			pc, steps = pc+8, steps+7
+		case opIncMem64:
+			a := r[o.src&15] + uint64(int64(o.off))
+			rp, wp := tlb.ReadPage(a), tlb.WritePage(a)
+			if rp != nil && wp != nil && a&pageMask <= pageMask-7 {
+				v := mem.Load64(rp, a&pageMask) + o.imm
+				mem.Store64(wp, a&pageMask, v)
+				r[o.dst&15] = v
+				pc, steps = pc+2, steps+2
+				continue
+			}
+			// The load alone, as its own slot would run it.
+			m.pc, m.steps, slowAddr = pc, steps, a
+			goto slow
+
 		// Byte order.
 		case opLe16:
 			r[o.dst&15] = uint64(uint16(r[o.dst&15]))
@@ -393,99 +458,72 @@ func (m *Machine) run(p *Program, arg1, arg2, arg3, arg4 uint64) (uint64, error)
 				r[o.dst&15] = mem.Load8(pg, a)
 				continue
 			}
-			m.pc, m.steps = pc, steps
-			if f := m.slowMem(&r, a); f != nil {
-				return m.fault(f)
-			}
-			pc, steps, base = m.pc, m.steps, m.base
+			m.pc, m.steps, slowAddr = pc, steps, a
+			goto slow
 		case opLdxH:
 			a := r[o.src&15] + uint64(int64(o.off))
 			if pg := tlb.ReadPage(a); pg != nil && a&pageMask <= pageMask-1 {
 				r[o.dst&15] = mem.Load16(pg, a&pageMask)
 				continue
 			}
-			m.pc, m.steps = pc, steps
-			if f := m.slowMem(&r, a); f != nil {
-				return m.fault(f)
-			}
-			pc, steps, base = m.pc, m.steps, m.base
+			m.pc, m.steps, slowAddr = pc, steps, a
+			goto slow
 		case opLdxW:
 			a := r[o.src&15] + uint64(int64(o.off))
 			if pg := tlb.ReadPage(a); pg != nil && a&pageMask <= pageMask-3 {
 				r[o.dst&15] = mem.Load32(pg, a&pageMask)
 				continue
 			}
-			m.pc, m.steps = pc, steps
-			if f := m.slowMem(&r, a); f != nil {
-				return m.fault(f)
-			}
-			pc, steps, base = m.pc, m.steps, m.base
+			m.pc, m.steps, slowAddr = pc, steps, a
+			goto slow
 		case opLdxDW:
 			a := r[o.src&15] + uint64(int64(o.off))
 			if pg := tlb.ReadPage(a); pg != nil && a&pageMask <= pageMask-7 {
 				r[o.dst&15] = mem.Load64(pg, a&pageMask)
 				continue
 			}
-			m.pc, m.steps = pc, steps
-			if f := m.slowMem(&r, a); f != nil {
-				return m.fault(f)
-			}
-			pc, steps, base = m.pc, m.steps, m.base
+			m.pc, m.steps, slowAddr = pc, steps, a
+			goto slow
 		case opStxB:
 			a := r[o.dst&15] + uint64(int64(o.off))
 			if pg := tlb.WritePage(a); pg != nil {
 				mem.Store8(pg, a, r[o.src&15])
 				continue
 			}
-			m.pc, m.steps = pc, steps
-			if f := m.slowMem(&r, a); f != nil {
-				return m.fault(f)
-			}
-			pc, steps, base = m.pc, m.steps, m.base
+			m.pc, m.steps, slowAddr = pc, steps, a
+			goto slow
 		case opStxH:
 			a := r[o.dst&15] + uint64(int64(o.off))
 			if pg := tlb.WritePage(a); pg != nil && a&pageMask <= pageMask-1 {
 				mem.Store16(pg, a&pageMask, r[o.src&15])
 				continue
 			}
-			m.pc, m.steps = pc, steps
-			if f := m.slowMem(&r, a); f != nil {
-				return m.fault(f)
-			}
-			pc, steps, base = m.pc, m.steps, m.base
+			m.pc, m.steps, slowAddr = pc, steps, a
+			goto slow
 		case opStxW:
 			a := r[o.dst&15] + uint64(int64(o.off))
 			if pg := tlb.WritePage(a); pg != nil && a&pageMask <= pageMask-3 {
 				mem.Store32(pg, a&pageMask, r[o.src&15])
 				continue
 			}
-			m.pc, m.steps = pc, steps
-			if f := m.slowMem(&r, a); f != nil {
-				return m.fault(f)
-			}
-			pc, steps, base = m.pc, m.steps, m.base
+			m.pc, m.steps, slowAddr = pc, steps, a
+			goto slow
 		case opStxDW:
 			a := r[o.dst&15] + uint64(int64(o.off))
 			if pg := tlb.WritePage(a); pg != nil && a&pageMask <= pageMask-7 {
 				mem.Store64(pg, a&pageMask, r[o.src&15])
 				continue
 			}
-			m.pc, m.steps = pc, steps
-			if f := m.slowMem(&r, a); f != nil {
-				return m.fault(f)
-			}
-			pc, steps, base = m.pc, m.steps, m.base
+			m.pc, m.steps, slowAddr = pc, steps, a
+			goto slow
 		case opStDW:
 			a := r[o.dst&15] + uint64(int64(o.off))
 			if pg := tlb.WritePage(a); pg != nil && a&pageMask <= pageMask-7 {
 				mem.Store64(pg, a&pageMask, o.imm)
 				continue
 			}
-			m.pc, m.steps = pc, steps
-			if f := m.slowMem(&r, a); f != nil {
-				return m.fault(f)
-			}
-			pc, steps, base = m.pc, m.steps, m.base
+			m.pc, m.steps, slowAddr = pc, steps, a
+			goto slow
 		case opLdxsB, opLdxsH, opLdxsW:
 			m.pc, m.steps = pc, steps
 			if f := m.slowMem(&r, r[o.src&15]+uint64(int64(o.off))); f != nil {
@@ -712,6 +750,21 @@ func (m *Machine) run(p *Program, arg1, arg2, arg3, arg4 uint64) (uint64, error)
 			}
 			r[0] = v
 			pc, steps, base = m.pc, m.steps, m.base
+		case opCallElem:
+			// The call, then "if r0 == 0 goto +1; r0 += off". The
+			// offset is read before the call: o must not live across it.
+			m.pc, m.steps = pc, steps
+			off := uint64(int64(o.off))
+			v, err := m.prog.helpers[o.imm].Fn(m, r[1], r[2], r[3], r[4], r[5])
+			if err != nil {
+				return m.helperError(err)
+			}
+			pc, steps, base = m.pc+2, m.steps+1, m.base
+			if v != 0 {
+				v += off
+				steps++
+			}
+			r[0] = v
 		case opCallLocal:
 			if steps > budget {
 				return m.exhausted(pc, steps)
@@ -742,6 +795,7 @@ func (m *Machine) run(p *Program, arg1, arg2, arg3, arg4 uint64) (uint64, error)
 			if err != nil {
 				return m.helperError(err)
 			}
+			pc, steps, base = m.pc, m.steps, m.base
 			if next != nil {
 				if steps > budget {
 					return m.exhausted(pc, steps)
@@ -769,6 +823,16 @@ func (m *Machine) run(p *Program, arg1, arg2, arg3, arg4 uint64) (uint64, error)
 		default:
 			return m.invalidSlot(pc, steps)
 		}
+		continue
+
+		// An access missed the TLB's fast path (or crosses a page, or is
+		// to a device): the out-of-line path, one copy for all.
+	slow:
+		// pc and steps are parked.
+		if f := m.slowMem(&r, slowAddr); f != nil {
+			return m.fault(f)
+		}
+		pc, steps, base = m.pc, m.steps, m.base
 		continue
 
 		// A jump is taken. One copy of this, rather than one per jump
@@ -859,7 +923,8 @@ func (m *Machine) tailCall(r *[16]uint64) (*Program, error) {
 
 // slowMem performs any load or store the loop did not finish inline: TLB
 // misses, accesses that cross a page, device pages, sign-extending loads,
-// immediate stores of small sizes and atomics.
+// immediate stores of small sizes and atomics; and the rare ALU operations
+// (rareALU), which have no address.
 //
 // It finds its instruction through the parked pc rather than taking the op
 // as an argument, so the loop need not keep the op pointer across the call.
@@ -875,7 +940,7 @@ func (m *Machine) slowMem(r *[16]uint64, addr uint64) *mem.Fault {
 		v, f = tlb.Load16(addr)
 	case opLdxW:
 		v, f = tlb.Load32(addr)
-	case opLdxDW:
+	case opLdxDW, opIncMem64:
 		v, f = tlb.Load64(addr)
 	case opLdxsB:
 		v, f = tlb.LoadSigned(addr, 1)
@@ -906,6 +971,11 @@ func (m *Machine) slowMem(r *[16]uint64, addr uint64) *mem.Fault {
 		return storeRelease(tlb, o.kind, addr, r[o.src&15])
 	case opLdAbsB, opLdAbsH, opLdAbsW, opLdIndB, opLdIndH, opLdIndW:
 		return m.ldAbs(r)
+	case opSdiv64K, opSdiv64X, opSmod64K, opSmod64X,
+		opSdiv32K, opSdiv32X, opSmod32K, opSmod32X,
+		opMovsx64B, opMovsx64H, opMovsx64W, opMovsx32B, opMovsx32H:
+		rareALU(o, r)
+		return nil
 	default:
 		return atomicOp(tlb, o, r)
 	}
@@ -998,4 +1068,37 @@ func smod32(a, b uint64) uint64 {
 		return 0
 	}
 	return uint64(uint32(int32(a) % int32(b)))
+}
+
+// rareALU runs the ALU operations that the dispatch loop leaves out:
+// signed division and sign extension, which few programs use.
+func rareALU(o *op, r *[16]uint64) {
+	switch o.kind {
+	case opSdiv64K:
+		r[o.dst&15] = sdiv64(r[o.dst&15], o.imm)
+	case opSdiv64X:
+		r[o.dst&15] = sdiv64(r[o.dst&15], r[o.src&15])
+	case opSmod64K:
+		r[o.dst&15] = smod64(r[o.dst&15], o.imm)
+	case opSmod64X:
+		r[o.dst&15] = smod64(r[o.dst&15], r[o.src&15])
+	case opSdiv32K:
+		r[o.dst&15] = sdiv32(r[o.dst&15], o.imm)
+	case opSdiv32X:
+		r[o.dst&15] = sdiv32(r[o.dst&15], r[o.src&15])
+	case opSmod32K:
+		r[o.dst&15] = smod32(r[o.dst&15], o.imm)
+	case opSmod32X:
+		r[o.dst&15] = smod32(r[o.dst&15], r[o.src&15])
+	case opMovsx64B:
+		r[o.dst&15] = uint64(int64(int8(r[o.src&15])))
+	case opMovsx64H:
+		r[o.dst&15] = uint64(int64(int16(r[o.src&15])))
+	case opMovsx64W:
+		r[o.dst&15] = uint64(int64(int32(r[o.src&15])))
+	case opMovsx32B:
+		r[o.dst&15] = uint64(uint32(int32(int8(r[o.src&15]))))
+	case opMovsx32H:
+		r[o.dst&15] = uint64(uint32(int32(int16(r[o.src&15]))))
+	}
 }
