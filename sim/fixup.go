@@ -74,7 +74,7 @@ func (k *Kernel) fixup(p *Program, src *source) error {
 			}
 		}
 	}
-	typ, _ := verifier.ProgTypeFor(p.typ)
+	typ, _ := verifier.ProgTypeFor(p.typ, p.attachType)
 	if err := verifier.Fixup(vp, &verifier.FixupConfig{HardWire: k.hardWire, Calls: kfuncCalls{kernelCalls{k}, p}, Type: typ}); err != nil {
 		return err
 	}
@@ -129,7 +129,7 @@ func (p *Program) lineAt(i int, next *int) (verifier.LineInfo, bool) {
 // convertsCtx says whether the verifier's rewrites convert the context
 // loads of programs of type typ.
 func convertsCtx(typ ebpf.ProgramType) bool {
-	t, _ := verifier.ProgTypeFor(typ)
+	t, _ := verifier.ProgTypeFor(typ, ebpf.AttachNone)
 	_, ok := t.(verifier.CtxConverter)
 	return ok
 }

@@ -66,6 +66,9 @@ type Program struct {
 	// under RCU tasks trace rather than RCU, and may use only the map
 	// types that wait for such readers.
 	sleepable bool
+	// attachType is the expected attach type it was loaded with, for the
+	// program types whose rules depend on it (cgroup_skb's return codes).
+	attachType ebpf.AttachType
 
 	// The program as a kernel object (progobj.go): its id, its handle's
 	// fd, its references, and the poke descriptors of its tail calls.
@@ -137,6 +140,7 @@ var supportedTypes = map[ebpf.ProgramType]string{
 	ebpf.SocketFilter:       "struct __sk_buff; data starts after the Ethernet header",
 	ebpf.SchedCLS:           "struct __sk_buff; data starts at the Ethernet header",
 	ebpf.SchedACT:           "struct __sk_buff; data starts at the Ethernet header",
+	ebpf.CGroupSKB:          "struct __sk_buff; data starts after the Ethernet header; read-only packet",
 	ebpf.Kprobe:             "raw context bytes (struct pt_regs), read-only",
 	ebpf.TracePoint:         "raw context bytes (the tracepoint's record), read-only",
 	ebpf.RawTracepoint:      "raw context bytes (the u64 arguments), read-only",
@@ -174,6 +178,9 @@ func (k *Kernel) NewProgramWithOptions(spec *ebpf.ProgramSpec, opts ProgramOptio
 	opts.Flags = spec.Flags
 	if err := k.structOpsAttachOf(spec, &opts); err != nil { // structops.go
 		return nil, err
+	}
+	if spec.Type != ebpf.StructOps && opts.ExpectedAttachType == 0 {
+		opts.ExpectedAttachType = uint32(spec.AttachType)
 	}
 	// cilium/ebpf hands the kernel BTF line and function info when the
 	// instructions carry any (btf.MarshalExtInfos): programs from ELF
@@ -230,8 +237,14 @@ func (k *Kernel) LoadInsnsWithOptions(typ ebpf.ProgramType, name string, insns [
 	if proc == nil {
 		proc = k.init
 	}
+	if err := checkExpectedAttach(typ, opts.ExpectedAttachType); err != nil {
+		return nil, err
+	}
 	p := k.newProgram(typ, name)
 	p.proc, p.sleepable = proc, opts.Flags&uapi.BPF_F_SLEEPABLE != 0
+	if typ != ebpf.StructOps {
+		p.attachType = ebpf.AttachType(opts.ExpectedAttachType)
+	}
 	p.xlated, p.subprogs = insns, subs
 	if err := k.prepareStructOpsLoad(p, insns, opts); err != nil { // structops.go
 		p.Close()
@@ -290,6 +303,16 @@ func (k *Kernel) LoadInsnsWithOptions(typ ebpf.ProgramType, name string, insns [
 		return nil, err
 	}
 	return p, nil
+}
+
+// checkExpectedAttach is bpf_prog_load_check_attach for the types whose
+// expected attach type bpfsim looks at: a cgroup_skb program is for
+// ingress or egress.
+func checkExpectedAttach(typ ebpf.ProgramType, attach uint32) error {
+	if typ == ebpf.CGroupSKB && attach != uint32(ebpf.AttachCGroupInetIngress) && attach != uint32(ebpf.AttachCGroupInetEgress) {
+		return errors.Wrapf(uapi.EINVAL, "cgroup_skb program with expected attach type %d: want BPF_CGROUP_INET_INGRESS or BPF_CGROUP_INET_EGRESS", attach)
+	}
+	return nil
 }
 
 // interpCode returns the program compiled for the interpreter, compiling

@@ -64,7 +64,13 @@ const (
 	skbData           = 76
 	skbDataEnd        = 80
 	skbNapiID         = 84
-	skbFamily         = 88 // family .. local_port: sk_skb types only
+	skbFamily         = 88 // family .. local_port: the socket's, for cgroup_skb
+	skbRemoteIP4      = 92
+	skbLocalIP4       = 96
+	skbRemoteIP6      = 100
+	skbLocalIP6       = 116
+	skbRemotePort     = 132
+	skbLocalPort      = 136
 	skbDataMeta       = 140
 	skbFlowKeys       = 144
 	skbTstamp         = 152
@@ -114,6 +120,10 @@ const (
 	readSF  skbAccess = 1 << iota // socket filters may load it
 	readTC                        // tc programs may load it
 	writeTC                       // tc programs may store it
+	readCG                        // cgroup_skb programs may load it
+	writeCG                       // cgroup_skb programs may store it
+
+	readAll = readSF | readTC | readCG
 )
 
 // skbField is one __sk_buff field other than cb[].
@@ -133,42 +143,57 @@ func zero(*skBuff) uint64 { return 0 }
 
 // skbFields lists the fields by offset; fieldAt finds one.
 var skbFields = []skbField{
-	{"len", skbLen, shapeU32, readSF | readTC, 4, func(s *skBuff) uint64 { return uint64(s.len) }, nil},
-	{"pkt_type", skbPktType, shapeU32, readSF | readTC, 1, func(s *skBuff) uint64 { return uint64(s.pktType) }, nil},
-	{"mark", skbMark, shapeU32, readSF | readTC | writeTC, 4,
+	{"len", skbLen, shapeU32, readAll, 4, func(s *skBuff) uint64 { return uint64(s.len) }, nil},
+	{"pkt_type", skbPktType, shapeU32, readAll, 1, func(s *skBuff) uint64 { return uint64(s.pktType) }, nil},
+	{"mark", skbMark, shapeU32, readAll | writeTC | writeCG, 4,
 		func(s *skBuff) uint64 { return uint64(s.mark) }, func(s *skBuff, v uint64) { s.mark = uint32(v) }},
-	{"queue_mapping", skbQueueMapping, shapeU32, readSF | readTC | writeTC, 2,
+	{"queue_mapping", skbQueueMapping, shapeU32, readAll | writeTC, 2,
 		func(s *skBuff) uint64 { return uint64(s.queueMapping) }, func(s *skBuff, v uint64) {
 			// The rewrite skips the store of a value >= NO_QUEUE_MAPPING.
 			if v < noQueueMapping {
 				s.queueMapping = uint16(v)
 			}
 		}},
-	{"protocol", skbProtocol, shapeU32, readSF | readTC, 2, func(s *skBuff) uint64 { return uint64(s.protocol) }, nil},
-	{"vlan_present", skbVlanPresent, shapeU32, readSF | readTC, 4, zero, nil},
-	{"vlan_tci", skbVlanTCI, shapeU32, readSF | readTC, 2, zero, nil},
-	{"vlan_proto", skbVlanProto, shapeU32, readSF | readTC, 2, zero, nil},
-	{"priority", skbPriority, shapeU32, readSF | readTC | writeTC, 4,
+	{"protocol", skbProtocol, shapeU32, readAll, 2, func(s *skBuff) uint64 { return uint64(s.protocol) }, nil},
+	{"vlan_present", skbVlanPresent, shapeU32, readAll, 4, zero, nil},
+	{"vlan_tci", skbVlanTCI, shapeU32, readAll, 2, zero, nil},
+	{"vlan_proto", skbVlanProto, shapeU32, readAll, 2, zero, nil},
+	{"priority", skbPriority, shapeU32, readAll | writeTC | writeCG, 4,
 		func(s *skBuff) uint64 { return uint64(s.priority) }, func(s *skBuff, v uint64) { s.priority = uint32(v) }},
-	{"ingress_ifindex", skbIngressIfindex, shapeU32, readSF | readTC, 4, func(s *skBuff) uint64 { return uint64(s.skbIif) }, nil},
-	{"ifindex", skbIfindex, shapeU32, readSF | readTC, 4, func(*skBuff) uint64 { return loopbackIfindex }, nil},
-	{"tc_index", skbTCIndex, shapeU32, readSF | readTC | writeTC, 2,
+	{"ingress_ifindex", skbIngressIfindex, shapeU32, readAll, 4, func(s *skBuff) uint64 { return uint64(s.skbIif) }, nil},
+	{"ifindex", skbIfindex, shapeU32, readAll, 4, func(*skBuff) uint64 { return loopbackIfindex }, nil},
+	{"tc_index", skbTCIndex, shapeU32, readAll | writeTC, 2,
 		func(s *skBuff) uint64 { return uint64(s.tcIndex) }, func(s *skBuff, v uint64) { s.tcIndex = uint16(v) }},
-	{"hash", skbHash, shapeU32, readSF | readTC, 4, zero, nil},
+	{"hash", skbHash, shapeU32, readAll, 4, zero, nil},
 	{"tc_classid", skbTCClassid, shapeU32, readTC | writeTC, 2,
 		func(s *skBuff) uint64 { return uint64(s.tcClassid) }, func(s *skBuff, v uint64) { s.tcClassid = uint16(v) }},
-	{"data", skbData, shapePtr, readTC, 8, func(s *skBuff) uint64 { return s.data }, nil},
-	{"data_end", skbDataEnd, shapePtr, readTC, 8, func(s *skBuff) uint64 { return s.data + uint64(s.len) }, nil},
-	{"napi_id", skbNapiID, shapeU32, readSF | readTC, 4, zero, nil},
+	{"data", skbData, shapePtr, readTC | readCG, 8, func(s *skBuff) uint64 { return s.data }, nil},
+	{"data_end", skbDataEnd, shapePtr, readTC | readCG, 8, func(s *skBuff) uint64 { return s.data + uint64(s.len) }, nil},
+	{"napi_id", skbNapiID, shapeU32, readAll, 4, zero, nil},
+	// The socket's fields, cgroup_skb's only: the test run's socket has
+	// the family and the addresses of the packet, no ports.
+	{"family", skbFamily, shapeU32, readCG, 2, func(s *skBuff) uint64 { return uint64(s.family) }, nil},
+	{"remote_ip4", skbRemoteIP4, shapeU32, readCG, 4, func(s *skBuff) uint64 { return uint64(s.ip4Word(1)) }, nil},
+	{"local_ip4", skbLocalIP4, shapeU32, readCG, 4, func(s *skBuff) uint64 { return uint64(s.ip4Word(0)) }, nil},
+	{"remote_ip6[0]", skbRemoteIP6, shapeU32, readCG, 4, func(s *skBuff) uint64 { return uint64(s.ip6Word(1, 0)) }, nil},
+	{"remote_ip6[1]", skbRemoteIP6 + 4, shapeU32, readCG, 4, func(s *skBuff) uint64 { return uint64(s.ip6Word(1, 1)) }, nil},
+	{"remote_ip6[2]", skbRemoteIP6 + 8, shapeU32, readCG, 4, func(s *skBuff) uint64 { return uint64(s.ip6Word(1, 2)) }, nil},
+	{"remote_ip6[3]", skbRemoteIP6 + 12, shapeU32, readCG, 4, func(s *skBuff) uint64 { return uint64(s.ip6Word(1, 3)) }, nil},
+	{"local_ip6[0]", skbLocalIP6, shapeU32, readCG, 4, func(s *skBuff) uint64 { return uint64(s.ip6Word(0, 0)) }, nil},
+	{"local_ip6[1]", skbLocalIP6 + 4, shapeU32, readCG, 4, func(s *skBuff) uint64 { return uint64(s.ip6Word(0, 1)) }, nil},
+	{"local_ip6[2]", skbLocalIP6 + 8, shapeU32, readCG, 4, func(s *skBuff) uint64 { return uint64(s.ip6Word(0, 2)) }, nil},
+	{"local_ip6[3]", skbLocalIP6 + 12, shapeU32, readCG, 4, func(s *skBuff) uint64 { return uint64(s.ip6Word(0, 3)) }, nil},
+	{"remote_port", skbRemotePort, shapeU32, readCG, 4, zero, nil},
+	{"local_port", skbLocalPort, shapeU32, readCG, 4, zero, nil},
 	{"data_meta", skbDataMeta, shapePtr, readTC, 8, func(s *skBuff) uint64 { return s.data }, nil},
-	{"tstamp", skbTstamp, shapeU64, readTC | writeTC, 8,
+	{"tstamp", skbTstamp, shapeU64, readAll&^readSF | writeTC | writeCG, 8,
 		func(s *skBuff) uint64 { return s.tstamp }, func(s *skBuff, v uint64) { s.tstamp = v }},
 	{"wire_len", skbWireLen, shapeU32, readTC, 4, func(s *skBuff) uint64 { return uint64(s.pktLen) }, nil},
-	{"gso_segs", skbGSOSegs, shapeU32, readSF | readTC, 2, func(s *skBuff) uint64 { return uint64(s.gsoSegs) }, nil},
-	{"sk", skbSk, shapeSock, readSF | readTC, 8, zero, nil},
-	{"gso_size", skbGSOSize, shapeU32, readSF | readTC, 2, func(s *skBuff) uint64 { return uint64(s.gsoSize) }, nil},
+	{"gso_segs", skbGSOSegs, shapeU32, readAll, 2, func(s *skBuff) uint64 { return uint64(s.gsoSegs) }, nil},
+	{"sk", skbSk, shapeSock, readAll, 8, zero, nil},
+	{"gso_size", skbGSOSize, shapeU32, readAll, 2, func(s *skBuff) uint64 { return uint64(s.gsoSize) }, nil},
 	{"tstamp_type", skbTstampType, shapeU8, readTC, 1, zero, nil},
-	{"hwtstamp", skbHwtstamp, shapeU64, readTC, 8, func(s *skBuff) uint64 { return s.hwtstamp }, nil},
+	{"hwtstamp", skbHwtstamp, shapeU64, readTC | readCG, 8, func(s *skBuff) uint64 { return s.hwtstamp }, nil},
 }
 
 // skbFieldIndex maps each __sk_buff byte to 1 + the index in skbFields of
@@ -202,10 +227,11 @@ func fieldAt(off uint64) *skbField {
 // (the skb's head), the sk_buff fields programs can observe, and the
 // __sk_buff mapping they see them through.
 type skBuff struct {
-	tc    bool   // a tc program: the Ethernet header is in the data
-	page  uint64 // skb->head
-	bytes []byte
-	ctx   uint64 // the __sk_buff mapping
+	tc     bool   // a tc program: the Ethernet header is in the data
+	cgroup bool   // a cgroup_skb program: its own access rules
+	page   uint64 // skb->head
+	bytes  []byte
+	ctx    uint64 // the __sk_buff mapping
 
 	data uint64 // skb->data
 	len  uint32 // skb->len, all of it linear
@@ -224,13 +250,54 @@ type skBuff struct {
 	hwtstamp     uint64
 	gsoSegs      uint16
 	gsoSize      uint16
+	// The test run's socket: the family by the packet's protocol, the
+	// addresses from its IP header (local the source, remote the
+	// destination) when the header is all there.
+	family uint16
+	addrs  [32]byte // IPv4: saddr, daddr; IPv6: saddr, daddr
 }
 
+// ip4Word returns the IPv4 source (i 0) or destination address as a
+// little-endian load of its network-order bytes reads it.
+func (s *skBuff) ip4Word(i int) uint32 {
+	if s.family != afInet {
+		return 0
+	}
+	return binary.LittleEndian.Uint32(s.addrs[4*i:])
+}
+
+// ip6Word returns word w of the IPv6 source (i 0) or destination.
+func (s *skBuff) ip6Word(i, w int) uint32 {
+	if s.family != afInet6 {
+		return 0
+	}
+	return binary.LittleEndian.Uint32(s.addrs[16*i+4*w:])
+}
+
+// Address families of the test run's socket.
+const (
+	afInet  = 2
+	afInet6 = 10
+)
+
 func (s *skBuff) readable(f *skbField) bool {
-	if s.tc {
+	switch {
+	case s.cgroup:
+		return f.access&readCG != 0
+	case s.tc:
 		return f.access&readTC != 0
 	}
 	return f.access&readSF != 0
+}
+
+func (s *skBuff) writable(f *skbField) bool {
+	switch {
+	case s.cgroup:
+		return f.access&writeCG != 0
+	case s.tc:
+		return f.access&writeTC != 0
+	}
+	return false
 }
 
 // Load serves a program's read of an __sk_buff field, with the verifier's
@@ -316,7 +383,7 @@ func (s *skBuff) Store(off uint64, size int, v uint64) error {
 		return nil
 	}
 	f := fieldAt(off)
-	if !s.tc || f == nil || f.access&writeTC == 0 || off != f.off {
+	if f == nil || !s.writable(f) || off != f.off {
 		return ctxAccessError(off, size)
 	}
 	if (f.shape == shapeU64) != (size == 8) || (f.shape == shapeU32 && size != 4) {
@@ -413,7 +480,8 @@ func (k *Kernel) prepareSKB(cpu *CPU, typ ebpf.ProgramType, data, ctxIn []byte, 
 		}
 		cpu.run.skb = s
 	}
-	*s = skBuff{page: s.page, bytes: s.bytes, ctx: s.ctx, tc: typ != ebpf.SocketFilter}
+	*s = skBuff{page: s.page, bytes: s.bytes, ctx: s.ctx,
+		tc: typ == ebpf.SchedCLS || typ == ebpf.SchedACT, cgroup: typ == ebpf.CGroupSKB}
 	clear(s.bytes)
 	copy(s.bytes[skbHeadroom:], data)
 	mac := s.page + skbHeadroom
@@ -439,6 +507,20 @@ func (k *Kernel) prepareSKB(cpu *CPU, typ ebpf.ProgramType, data, ctxIn []byte, 
 		proto = ethP8022
 	}
 	s.protocol = proto>>8 | proto<<8 // the __be16 as a little-endian load reads it
+	// The socket the kernel makes for the run (sk_alloc of AF_UNSPEC)
+	// gets the family and addresses of an IP packet.
+	switch l3 := data[ethHlen:]; proto {
+	case 0x0800:
+		s.family = afInet
+		if len(l3) >= 20 {
+			copy(s.addrs[:8], l3[12:20])
+		}
+	case 0x86dd:
+		s.family = afInet6
+		if len(l3) >= 40 {
+			copy(s.addrs[:], l3[8:40])
+		}
+	}
 	s.data, s.len = mac+ethHlen, uint32(len(data)-ethHlen)
 	if s.tc {
 		s.data, s.len = mac, uint32(len(data))

@@ -261,7 +261,29 @@ func skbRuns() []skbRun {
 	return runs
 }
 
-var skbTypes = []ebpf.ProgramType{ebpf.SocketFilter, ebpf.SchedCLS, ebpf.SchedACT}
+var skbTypes = []ebpf.ProgramType{ebpf.SocketFilter, ebpf.SchedCLS, ebpf.SchedACT, ebpf.CGroupSKB}
+
+// forType adapts a program to typ: a cgroup_skb program may return only
+// 0 or 1 (on ingress), so every exit keeps R0's lowest bit; what the
+// program read is still seen in the output context.
+func forType(typ ebpf.ProgramType, insns asm.Instructions) asm.Instructions {
+	if typ != ebpf.CGroupSKB {
+		return insns
+	}
+	var out asm.Instructions
+	for _, in := range insns {
+		if in.OpCode.JumpOp() == asm.Exit {
+			clamp := asm.And.Imm(asm.R0, 1)
+			if sym := in.Symbol(); sym != "" {
+				clamp = clamp.WithSymbol(sym)
+				in = in.WithSymbol("")
+			}
+			out = append(out, clamp)
+		}
+		out = append(out, in)
+	}
+	return out
+}
 
 type skbProg struct {
 	name  string
@@ -494,8 +516,9 @@ func TestSKBContextMatchesKernel(t *testing.T) {
 					if strings.HasPrefix(p.name, "load off=168 size=8") {
 						continue // __sk_buff->sk: not simulated
 					}
-					kErr, kOuts := kernelSKB(typ, p.insns, p.runs)
-					sErr, sOuts := simSKB(k, typ, p.insns, p.runs)
+					insns := forType(typ, p.insns)
+					kErr, kOuts := kernelSKB(typ, insns, p.runs)
+					sErr, sOuts := simSKB(k, typ, insns, p.runs)
 					if kErr != nil {
 						if testing.Verbose() {
 							t.Logf("%s, %s: the kernel refuses the program: %s", typ, p.name, kErr)
@@ -599,4 +622,88 @@ func TestRawTracepointRunMatchesKernel(t *testing.T) {
 			t.Errorf("%s: kernel %#x, %v; bpfsim %#x, %v", c.name, kr, kErr, sr, sErr)
 		}
 	}
+}
+
+// TestCgroupSKBReturnCodesMatchKernel loads cgroup_skb programs whose R0
+// at exit is a constant, a bounded or unknown number, a pointer or unset,
+// for ingress, egress and an attach type cgroup_skb cannot have: the
+// kernel's verdicts, errnos and messages (check_return_code), and for the
+// programs both accept, the return value of a test run.
+func TestCgroupSKBReturnCodesMatchKernel(t *testing.T) {
+	if _, err := kdiff.OpenKernel(); err != nil {
+		t.Skipf("kernel-differential test skipped: this machine cannot load BPF programs: %v", err)
+	}
+	k := newKernel(t, nil)
+	ret := func(body ...asm.Instruction) asm.Instructions { return append(body, asm.Return()) }
+	lenR0 := asm.LoadMem(asm.R0, asm.R1, 0, asm.Word) // skb->len: 40 for the packet below
+	progs := []struct {
+		name  string
+		insns asm.Instructions
+	}{
+		{"0", ret(asm.Mov.Imm(asm.R0, 0))},
+		{"1", ret(asm.Mov.Imm(asm.R0, 1))},
+		{"2", ret(asm.Mov.Imm(asm.R0, 2))},
+		{"3", ret(asm.Mov.Imm(asm.R0, 3))},
+		{"4", ret(asm.Mov.Imm(asm.R0, 4))},
+		{"-1", ret(asm.Mov.Imm(asm.R0, -1))},
+		{"len & 1", ret(lenR0, asm.And.Imm(asm.R0, 1))},
+		{"len & 3", ret(lenR0, asm.And.Imm(asm.R0, 3))},
+		{"len & 7", ret(lenR0, asm.And.Imm(asm.R0, 7))},
+		{"len", ret(lenR0)},
+		{"32-bit len & 1", ret(lenR0, asm.And.Imm32(asm.R0, 1))},
+		{"len >> 31 (0 on the way)", ret(lenR0, asm.RSh.Imm(asm.R0, 31))},
+		{"1 on one branch, 5 on the other", asm.Instructions{
+			lenR0,
+			asm.JEq.Imm(asm.R0, 40, "one"),
+			asm.Mov.Imm(asm.R0, 5),
+			asm.Return(),
+			asm.Mov.Imm(asm.R0, 1).WithSymbol("one"),
+			asm.Return(),
+		}},
+		{"the context pointer", ret(asm.Mov.Reg(asm.R0, asm.R1))},
+		{"R0 never set", ret()},
+	}
+	pkt := testPackets()[0].data
+	for _, at := range []ebpf.AttachType{ebpf.AttachCGroupInetIngress, ebpf.AttachCGroupInetEgress, ebpf.AttachCGroupInetSockCreate} {
+		for _, p := range progs {
+			spec := &ebpf.ProgramSpec{Type: ebpf.CGroupSKB, AttachType: at, License: "GPL", Instructions: p.insns}
+			name := fmt.Sprintf("%s, R0 = %s", at, p.name)
+			kp, kErr := ebpf.NewProgram(spec)
+			sp, sErr := k.NewProgram(spec)
+			if (kErr == nil) != (sErr == nil) || errnoOf(kErr) != errnoOf(sErr) {
+				t.Errorf("%s: kernel %v; bpfsim %v", name, kErr, sErr)
+			} else if kErr != nil {
+				if want := lastLogLine(kErr); want != "" && !strings.Contains(sErr.Error(), want) {
+					t.Errorf("%s: the kernel says %q, bpfsim %v", name, want, sErr)
+				}
+			} else {
+				kr, kRunErr := kp.Run(&ebpf.RunOptions{Data: pkt})
+				sr, sRunErr := sp.Run(&sim.RunOptions{Data: pkt})
+				if kr != sr || (kRunErr == nil) != (sRunErr == nil) {
+					t.Errorf("%s: the kernel's run returns %d (%v), bpfsim's %d (%v)", name, kr, kRunErr, sr, sRunErr)
+				}
+			}
+			if kp != nil {
+				kp.Close()
+			}
+			if sp != nil {
+				sp.Close()
+			}
+		}
+	}
+}
+
+// lastLogLine is the last line of a kernel verifier log in a load error,
+// or "" when there is no log (an error before verification).
+func lastLogLine(err error) string {
+	var ve *ebpf.VerifierError
+	if !errors.As(err, &ve) || len(ve.Log) == 0 {
+		return ""
+	}
+	for i := len(ve.Log) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(ve.Log[i]); l != "" && !strings.HasPrefix(l, "processed ") {
+			return l
+		}
+	}
+	return ""
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -455,5 +456,115 @@ func TestTracingProgramsRunOnARawContext(t *testing.T) {
 				t.Errorf("got %v, want %v", err, c.want)
 			}
 		})
+	}
+}
+
+// TestCgroupSKBProgramsSeeTheirSocketAndReadThePacket covers what sets
+// cgroup_skb programs apart from the other skb types: the socket's family
+// and addresses (the test run's socket takes the packet's), data starting
+// after the Ethernet header, a packet they may read and not write, and
+// return codes 0 and 1 (2 and 3 too on egress).
+func TestCgroupSKBProgramsSeeTheirSocketAndReadThePacket(t *testing.T) {
+	k := newKernel(t, nil)
+	pkts := testPackets()
+	ipv4, ipv6, arp := pkts[0].data, pkts[1].data, pkts[2].data
+	le := binary.LittleEndian
+	// Each program stores one load into cb[0] and returns 1.
+	field := func(off int16, size asm.Size) asm.Instructions {
+		return asm.Instructions{
+			asm.LoadMem(asm.R2, asm.R1, off, size),
+			asm.StoreMem(asm.R1, 48, asm.R2, asm.Word),
+			asm.Mov.Imm(asm.R0, 1),
+			asm.Return(),
+		}
+	}
+	for _, c := range []struct {
+		name  string
+		insns asm.Instructions
+		pkt   []byte
+		want  uint32
+	}{
+		{"family of an IPv4 packet is AF_INET", field(88, asm.Word), ipv4, 2},
+		{"family of an IPv6 packet is AF_INET6", field(88, asm.Word), ipv6, 10},
+		{"family of an ARP packet is AF_UNSPEC", field(88, asm.Word), arp, 0},
+		{"remote_ip4 is the destination", field(92, asm.Word), ipv4, le.Uint32([]byte{10, 0, 0, 2})},
+		{"local_ip4 is the source", field(96, asm.Word), ipv4, le.Uint32([]byte{10, 0, 0, 1})},
+		{"remote_ip6[3] is the destination's last word", field(112, asm.Word), ipv6, le.Uint32(ipv6[14+8+28 : 14+8+32])},
+		{"local_ip6[0] is the source's first word", field(116, asm.Word), ipv6, le.Uint32(ipv6[14+8 : 14+12])},
+		{"remote_ip4 of an IPv6 packet is 0", field(92, asm.Word), ipv6, 0},
+		{"ports are 0: the socket has none", field(132, asm.Word), ipv4, 0},
+		{"len excludes the Ethernet header", field(0, asm.Word), ipv4, uint32(len(ipv4) - 14)},
+		{"data starts at the IP header", asm.Instructions{
+			asm.LoadMem(asm.R2, asm.R1, 76, asm.Word),
+			asm.LoadMem(asm.R3, asm.R1, 80, asm.Word),
+			asm.Mov.Imm(asm.R0, 1),
+			asm.Mov.Reg(asm.R4, asm.R2),
+			asm.Add.Imm(asm.R4, 1),
+			asm.JGT.Reg(asm.R4, asm.R3, "out"),
+			asm.LoadMem(asm.R4, asm.R2, 0, asm.Byte),
+			asm.StoreMem(asm.R1, 48, asm.R4, asm.Word),
+			asm.Return().WithSymbol("out"),
+		}, ipv4, 0x45},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := load(t, k, ebpf.CGroupSKB, c.insns)
+			defer p.Close()
+			res, err := p.Test(&sim.RunOptions{Data: c.pkt, ContextOut: make([]byte, sim.SKBContextSize)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := le.Uint32(res.Context[48:]); got != c.want || res.R0 != 1 {
+				t.Errorf("cb[0] = %#x, r0 = %d; want %#x and 1", got, res.R0, c.want)
+			}
+		})
+	}
+
+	refused := []struct {
+		name   string
+		attach ebpf.AttachType
+		insns  asm.Instructions
+		errno  error
+		msg    string
+	}{
+		{"a packet write", ebpf.AttachCGroupInetIngress, asm.Instructions{
+			asm.LoadMem(asm.R2, asm.R1, 76, asm.Word),
+			asm.LoadMem(asm.R3, asm.R1, 80, asm.Word),
+			asm.Mov.Imm(asm.R0, 1),
+			asm.Mov.Reg(asm.R4, asm.R2),
+			asm.Add.Imm(asm.R4, 1),
+			asm.JGT.Reg(asm.R4, asm.R3, "out"),
+			asm.StoreImm(asm.R2, 0, 0, asm.Byte),
+			asm.Return().WithSymbol("out"),
+		}, uapi.EACCES, "cannot write into packet"},
+		{"tc_classid", ebpf.AttachCGroupInetIngress, field(72, asm.Word), uapi.EACCES, "invalid bpf_context access off=72 size=4"},
+		{"a store to tc_index", ebpf.AttachCGroupInetIngress, asm.Instructions{
+			asm.StoreImm(asm.R1, 44, 1, asm.Word), asm.Mov.Imm(asm.R0, 1), asm.Return(),
+		}, uapi.EACCES, "invalid bpf_context access off=44 size=4"},
+		{"returning 2 on ingress", ebpf.AttachCGroupInetIngress, asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()},
+			uapi.EINVAL, "At program exit the register R0 has smin=2 smax=2 should have been in [0, 1]"},
+		{"returning 4 on egress", ebpf.AttachCGroupInetEgress, asm.Instructions{asm.Mov.Imm(asm.R0, 4), asm.Return()},
+			uapi.EINVAL, "At program exit the register R0 has smin=4 smax=4 should have been in [0, 3]"},
+		{"returning a pointer", ebpf.AttachCGroupInetEgress, asm.Instructions{asm.Mov.Reg(asm.R0, asm.R1), asm.Return()},
+			uapi.EINVAL, "At program exit the register R0 is not a known value (ctx)"},
+		{"another attach type", ebpf.AttachCGroupInetSockCreate, asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()},
+			uapi.EINVAL, "want BPF_CGROUP_INET_INGRESS or BPF_CGROUP_INET_EGRESS"},
+	}
+	for _, c := range refused {
+		t.Run("refused: "+c.name, func(t *testing.T) {
+			_, err := k.NewProgram(&ebpf.ProgramSpec{Type: ebpf.CGroupSKB, AttachType: c.attach, License: "GPL", Instructions: c.insns})
+			if !errors.Is(err, c.errno) || !strings.Contains(fmt.Sprint(err), c.msg) {
+				t.Errorf("load: %v; want %v with %q", err, c.errno, c.msg)
+			}
+		})
+	}
+
+	p, err := k.NewProgram(&ebpf.ProgramSpec{Type: ebpf.CGroupSKB, AttachType: ebpf.AttachCGroupInetEgress, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 3), asm.Return()}})
+	if err != nil {
+		t.Fatalf("an egress program returning 3: %v", err)
+	}
+	defer p.Close()
+	if r, err := p.Run(&sim.RunOptions{Data: ipv4}); r != 3 || err != nil {
+		t.Errorf("the egress program returned %d, %v; want 3", r, err)
 	}
 }

@@ -175,7 +175,7 @@ func (k *Kernel) progTypeFor(p *Program) (verifier.ProgType, bool) {
 	if p.typ == ebpf.StructOps {
 		return structOpsCtx{nargs: p.so.nargs}, p.so.desc != nil
 	}
-	return verifier.ProgTypeFor(p.typ)
+	return verifier.ProgTypeFor(p.typ, p.attachType)
 }
 
 // structOpsCtx is btf_ctx_access for a struct_ops program: 8-byte-aligned

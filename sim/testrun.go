@@ -182,7 +182,7 @@ type rawBuffer struct {
 func (k *Kernel) prepareRun(cpu *CPU, p *Program, data, ctx []byte, ctxOut bool, repeat uint32) (*runEnv, error) {
 	cpu.machine.Packet = interp.Packet{}
 	switch typ := p.typ; typ {
-	case ebpf.SocketFilter, ebpf.SchedCLS, ebpf.SchedACT:
+	case ebpf.SocketFilter, ebpf.SchedCLS, ebpf.SchedACT, ebpf.CGroupSKB:
 		return k.prepareSKB(cpu, typ, data, ctx, ctxOut)
 	case ebpf.Kprobe, ebpf.TracePoint, ebpf.RawTracepoint:
 		return k.prepareTracing(cpu, typ, data, ctx, repeat)

@@ -2,6 +2,7 @@ package verifier
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/bpfsim/bpfsim/maps"
 	"github.com/bpfsim/bpfsim/sim/insn"
@@ -447,10 +448,51 @@ func (e *env) prepareFuncExit() (int, error) {
 	return callee.callsite + 1, nil
 }
 
-// checkReturnCode is check_return_code for the program types bpfsim
-// verifies: R0 must be set; none of them restricts its value.
+// checkReturnCode is check_return_code: R0 must be set, and for the
+// program types that restrict it (ReturnRanger), be a scalar within the
+// type's range, which makes it precise.
 func (e *env) checkReturnCode() error {
-	return e.checkRegRead(insn.R0)
+	if err := e.checkRegRead(insn.R0); err != nil {
+		return err
+	}
+	rr, ok := e.cfg.Type.(ReturnRanger)
+	if !ok {
+		return nil
+	}
+	lo, hi, ok := rr.ReturnRange()
+	if !ok {
+		return nil
+	}
+	const exitCtx = "At program exit"
+	if r0 := &e.regs()[insn.R0]; r0.typ != scalarValue {
+		return e.errorf(uapi.EINVAL, "%s the register R0 is not a known value (%s)", exitCtx, r0.typeName())
+	}
+	if err := e.markPrecise(insn.R0); err != nil {
+		return err
+	}
+	return e.checkScalarRange(exitCtx, &e.regs()[insn.R0], lo, hi)
+}
+
+// checkScalarRange is retval_range_within with verbose_invalid_scalar's
+// message: a scalar that may be outside [lo, hi] is EINVAL.
+func (e *env) checkScalarRange(ctx string, r *regState, lo, hi int64) error {
+	if r.smin >= lo && r.smax <= hi {
+		return nil
+	}
+	msg := ctx + " the register R0 has"
+	unknown := true
+	if r.smin > -1<<63 {
+		msg += fmt.Sprintf(" smin=%d", r.smin)
+		unknown = false
+	}
+	if r.smax < 1<<63-1 {
+		msg += fmt.Sprintf(" smax=%d", r.smax)
+		unknown = false
+	}
+	if unknown {
+		msg += " unknown scalar value"
+	}
+	return e.errorf(uapi.EINVAL, "%s should have been in [%d, %d]", msg, lo, hi)
 }
 
 // elidesNullness is can_elide_value_nullness: array lookups only fail out

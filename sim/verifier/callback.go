@@ -2,7 +2,6 @@ package verifier
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/bpfsim/bpfsim/maps"
 	"github.com/bpfsim/bpfsim/sim/insn"
@@ -165,22 +164,8 @@ func (e *env) callbackExit() (int, error) {
 	if err := e.markPrecise(insn.R0); err != nil {
 		return 0, err
 	}
-	r0 = &st.cur().regs[insn.R0]
-	if r0.smin < callee.retMin || r0.smax > callee.retMax {
-		msg := "At callback return the register R0 has"
-		unknown := true
-		if r0.smin > -1<<63 {
-			msg += fmt.Sprintf(" smin=%d", r0.smin)
-			unknown = false
-		}
-		if r0.smax < 1<<63-1 {
-			msg += fmt.Sprintf(" smax=%d", r0.smax)
-			unknown = false
-		}
-		if unknown {
-			msg += " unknown scalar value"
-		}
-		return 0, e.errorf(uapi.EINVAL, "%s should have been in [%d, %d]", msg, callee.retMin, callee.retMax)
+	if err := e.checkScalarRange("At callback return", &st.cur().regs[insn.R0], callee.retMin, callee.retMax); err != nil {
+		return 0, err
 	}
 	caller := st.frames[st.curframe-1]
 	if e.log.level > 0 {

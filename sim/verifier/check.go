@@ -736,8 +736,8 @@ func (e *env) checkLdAbs(in insn.Insn) error {
 }
 
 func (e *env) canLdAbs() bool {
-	_, ok := e.cfg.Type.(skbType)
-	return ok
+	t, ok := e.cfg.Type.(skbType)
+	return ok && !t.cgroup // may_access_skb: socket filters and tc
 }
 
 // newState returns a state to clone into, recycled if one is free.

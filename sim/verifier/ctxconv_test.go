@@ -29,7 +29,7 @@ func TestXDPContextLoadsBecomeXDPBuffLoads(t *testing.T) {
 		{"rx_queue_index", 16, []insn.Insn{ldx(insn.DW, 3, 1, 32), ldx(insn.W, 3, 3, 8)}},
 	} {
 		t.Run(c.field, func(t *testing.T) {
-			pt, _ := verifier.ProgTypeFor(ebpf.XDP)
+			pt, _ := verifier.ProgTypeFor(ebpf.XDP, ebpf.AttachNone)
 			prog := append([]insn.Insn{ldx(insn.W, 3, 1, c.off)}, exit...)
 			res, err := verifier.Verify(prog, &verifier.Config{Type: pt, GPLCompatible: true, NumCPUs: 1})
 			if err != nil {

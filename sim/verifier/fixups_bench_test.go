@@ -18,7 +18,7 @@ import (
 func benchProgram(b *testing.B) ([]insn.Insn, *verifier.Result) {
 	b.Helper()
 	opts := kdiff.DefaultGenOptions
-	pt, ok := verifier.ProgTypeFor(ebpf.XDP)
+	pt, ok := verifier.ProgTypeFor(ebpf.XDP, ebpf.AttachNone)
 	if !ok {
 		b.Fatal("XDP is not verifiable")
 	}
@@ -104,7 +104,7 @@ func BenchmarkFixupsInlining(b *testing.B) {
 // scale.
 func BenchmarkVerify(b *testing.B) {
 	insns, _ := benchProgram(b)
-	pt, _ := verifier.ProgTypeFor(ebpf.XDP)
+	pt, _ := verifier.ProgTypeFor(ebpf.XDP, ebpf.AttachNone)
 	for b.Loop() {
 		if _, err := verifier.Verify(insns, &verifier.Config{
 			Type:          pt,
@@ -121,7 +121,7 @@ func BenchmarkVerify(b *testing.B) {
 // 4,096 moves of random constants, and 2,048 loads of a map pointer. Its
 // ns/insn is the verifier's cost per instruction where no path splits.
 func BenchmarkVerifyStraightLine(b *testing.B) {
-	pt, _ := verifier.ProgTypeFor(ebpf.SocketFilter)
+	pt, _ := verifier.ProgTypeFor(ebpf.SocketFilter, ebpf.AttachNone)
 	m := &maps.Map{Type: &maps.Type{Name: "array"}, Attr: maps.Attr{Type: uapi.MapTypeArray, KeySize: 4, ValueSize: 4, MaxEntries: 1}}
 	for _, kind := range []string{"mov", "lddw"} {
 		b.Run(kind, func(b *testing.B) {

@@ -52,7 +52,7 @@ func FuzzPruningKeepsVerdicts(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(insn.Encode(loop))
-	xdp, _ := verifier.ProgTypeFor(ebpf.XDP)
+	xdp, _ := verifier.ProgTypeFor(ebpf.XDP, ebpf.AttachNone)
 	cfg := func(prune bool) *verifier.Config {
 		return &verifier.Config{
 			Type:           xdp,

@@ -36,9 +36,20 @@ const (
 	CtxPacketMeta                // the metadata's start (PTR_TO_PACKET_META)
 )
 
-// ProgTypeFor returns the context rules of a program type bpfsim verifies.
-func ProgTypeFor(t ebpf.ProgramType) (ProgType, bool) {
+// ReturnRanger is implemented by the program types whose R0 at exit
+// check_return_code may restrict: when ok, it must be a scalar in
+// [lo, hi].
+type ReturnRanger interface {
+	ReturnRange() (lo, hi int64, ok bool)
+}
+
+// ProgTypeFor returns the context rules of a program type bpfsim
+// verifies, loaded with expected attach type attach (which only cgroup_skb
+// programs look at so far).
+func ProgTypeFor(t ebpf.ProgramType, attach ebpf.AttachType) (ProgType, bool) {
 	switch t {
+	case ebpf.CGroupSKB:
+		return skbType{cgroup: true, egress: attach == ebpf.AttachCGroupInetEgress}, true
 	case ebpf.XDP:
 		return xdpType{}, true
 	case ebpf.SocketFilter:
@@ -124,14 +135,35 @@ const (
 )
 
 // skbType is the __sk_buff access rules of socket filters
-// (sk_filter_is_valid_access) and of tc programs
-// (tc_cls_act_is_valid_access), both on bpf_skb_is_valid_access.
-type skbType struct{ filter bool }
+// (sk_filter_is_valid_access), of tc programs (tc_cls_act_is_valid_access)
+// and of cgroup_skb programs (cg_skb_is_valid_access), all on
+// bpf_skb_is_valid_access.
+type skbType struct {
+	filter bool
+	cgroup bool
+	egress bool // a cgroup_skb program for BPF_CGROUP_INET_EGRESS
+}
+
+// ReturnRange is check_return_code's for cgroup_skb: 0 drops the packet,
+// 1 lets it pass; on egress 2 and 3 do the same and ask for congestion
+// notification. Socket filters and tc programs may return anything.
+func (t skbType) ReturnRange() (lo, hi int64, ok bool) {
+	switch {
+	case !t.cgroup:
+		return 0, 0, false
+	case t.egress:
+		return 0, 3, true
+	}
+	return 0, 1, true
+}
 
 func in(off, start, end int) bool { return off >= start && off < end }
 
 func (t skbType) ValidAccess(off, size int, write, ldsx bool) (CtxField, bool) {
 	var f CtxField
+	if t.cgroup {
+		return t.cgroupValid(off, size, write, ldsx)
+	}
 	if t.filter {
 		switch {
 		case in(off, skbTCClassid, skbTCClassid+4), in(off, skbData, skbData+4),
@@ -166,6 +198,34 @@ func (t skbType) ValidAccess(off, size int, write, ldsx bool) (CtxField, bool) {
 		case off == skbTstampType:
 			return CtxField{}, size == 1
 		}
+	}
+	return t.skbValid(off, size, write, ldsx, f)
+}
+
+// cgroupValid is cg_skb_is_valid_access: no tc_classid, data_meta or
+// wire_len; data and data_end for a privileged loader; stores to mark,
+// priority, cb[] and tstamp only. The socket fields (family to
+// local_port) are the cgroup's socket's, readable as in
+// bpf_skb_is_valid_access.
+func (t skbType) cgroupValid(off, size int, write, ldsx bool) (CtxField, bool) {
+	var f CtxField
+	switch {
+	case in(off, skbTCClassid, skbTCClassid+4), in(off, skbDataMeta, skbDataMeta+4), in(off, skbWireLen, skbWireLen+4):
+		return f, false
+	}
+	if write {
+		switch {
+		case in(off, skbMark, skbMark+4), in(off, skbPriority, skbPriority+4),
+			in(off, skbCB, skbCBEnd), in(off, skbTstamp, skbTstamp+8):
+		default:
+			return f, false
+		}
+	}
+	switch {
+	case in(off, skbData, skbData+4):
+		f.Kind = CtxPacket
+	case in(off, skbDataEnd, skbDataEnd+4):
+		f.Kind = CtxPacketEnd
 	}
 	return t.skbValid(off, size, write, ldsx, f)
 }
@@ -205,7 +265,15 @@ func (skbType) skbValid(off, size int, write, ldsx bool, f CtxField) (CtxField, 
 	return f, size <= skbFieldU32 && size&(size-1) == 0
 }
 
-func (t skbType) DirectPacketAccess(bool) bool { return !t.filter }
+// DirectPacketAccess is may_access_direct_pkt_data: tc programs read and
+// write the packet, cgroup_skb programs only read it, socket filters
+// neither.
+func (t skbType) DirectPacketAccess(write bool) bool {
+	if t.cgroup {
+		return !write
+	}
+	return !t.filter
+}
 
 // rawCtxType is the context of tracing programs and syscall programs: a
 // byte range [min, max) read (or also written) with aligned accesses

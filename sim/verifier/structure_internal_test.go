@@ -65,7 +65,7 @@ func TestStraightLineCheckAgreesWithTheFullChecks(t *testing.T) {
 // the verdict and message the walk gives (which a log at level 2 forces),
 // on random straight-line programs with exits anywhere.
 func TestStraightCFGAgreesWithTheWalk(t *testing.T) {
-	pt, _ := ProgTypeFor(ebpf.SocketFilter)
+	pt, _ := ProgTypeFor(ebpf.SocketFilter, ebpf.AttachNone)
 	rnd := rand.New(rand.NewPCG(3, 4))
 	for range 5000 {
 		var p []insn.Insn
