@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/cilium/ebpf"
 	"github.com/pkg/errors"
 
 	"github.com/bpfsim/bpfsim/maps"
@@ -95,9 +96,12 @@ type Kernel struct {
 	ksyms    *ksymTable
 	hardWire verifier.HardWire
 
-	// helperProtoFn is helperProto as a func value, made once: a method
-	// value built per load would be an allocation per load.
-	helperProtoFn func(int32) *verifier.FuncProto
+	// helperTypes lists the program types that may call a helper
+	// offered to some types only (under mu); helperProtoByType holds
+	// helperProtoFor's functions, made once per type: a function value
+	// built per load would be an allocation per load.
+	helperTypes       map[int32][]ebpf.ProgramType
+	helperProtoByType map[ebpf.ProgramType]func(int32) *verifier.FuncProto
 
 	// runtime and progPack are Options.Runtime and Options.ProgPack;
 	// jits is the JIT, set up when first needed (jit.go).
@@ -186,7 +190,8 @@ func NewKernel(opts *Options) (*Kernel, error) {
 	}
 	k.init = k.NewProcess()
 	k.fs = bpffs.New()
-	k.helperProtoFn = k.helperProto
+	k.helperTypes = map[int32][]ebpf.ProgramType{}
+	k.helperProtoByType = map[ebpf.ProgramType]func(int32) *verifier.FuncProto{}
 	k.percpu = mem.NewPercpu(k.mem, o.CPUs)
 	k.rand.seed(o.Seed, -1)
 	if o.MemoryLimit != 0 {
@@ -202,6 +207,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 	}
 	if !o.BareHelpers {
 		k.registerBaseHelpers()
+		k.registerSKBHelpers()
 		k.registerMapHelpers()
 		k.registerPerfHelpers()
 		k.registerRingbufHelpers()

@@ -3,6 +3,8 @@ package sim
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -353,7 +355,7 @@ func (k *Kernel) verify(p *Program, opts ProgramOptions) (*verifier.Result, erro
 	*cfg = verifier.Config{
 		Type:          pt,
 		Maps:          p.mapLoads,
-		Helper:        k.helperProtoFn,
+		Helper:        k.helperProtoFor(p.typ),
 		LogLevel:      level,
 		GPLCompatible: gplCompatible(license),
 		NumCPUs:       k.NumCPUs(),
@@ -367,10 +369,9 @@ func (k *Kernel) verify(p *Program, opts ProgramOptions) (*verifier.Result, erro
 	*cfg = verifier.Config{}
 	configPool.Put(cfg)
 	var ve *verifier.Error
-	if errors.As(err, &ve) && strings.HasPrefix(ve.Msg, "program of this type cannot use helper ") {
-		// bpfsim has no per-type helper lists: a helper it refuses is
-		// one it has not simulated yet. Say so, keeping the kernel's
-		// message and errno.
+	if errors.As(err, &ve) && strings.HasPrefix(ve.Msg, "program of this type cannot use helper ") && !k.simulatesHelper(ve.Msg) {
+		// A helper bpfsim refuses for every type is one it has not
+		// simulated yet. Say so, keeping the kernel's message and errno.
 		err = errors.Wrap(err, "the helper is not simulated by bpfsim yet")
 	}
 	return res, err
@@ -392,6 +393,40 @@ func (k *Kernel) helperProto(id int32) *verifier.FuncProto {
 		return verifier.HelperProtos[id]
 	}
 	return verifier.UncheckedProto
+}
+
+// helperProtoFor returns the helper prototypes a program of type typ sees:
+// helperProto's, less the helpers registered for other types only (the
+// kernel's per-type func_proto tables). The functions are made once per
+// type, so that a load allocates none.
+func (k *Kernel) helperProtoFor(typ ebpf.ProgramType) func(int32) *verifier.FuncProto {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if fn, ok := k.helperProtoByType[typ]; ok {
+		return fn
+	}
+	fn := func(id int32) *verifier.FuncProto {
+		if types, ok := k.helperTypes[id]; ok && !slices.Contains(types, typ) {
+			return nil
+		}
+		return k.helperProto(id)
+	}
+	k.helperProtoByType[typ] = fn
+	return fn
+}
+
+// simulatesHelper says whether the helper a "cannot use helper name#id"
+// message names is one bpfsim has (for other program types).
+func (k *Kernel) simulatesHelper(msg string) bool {
+	i := strings.LastIndexByte(msg, '#')
+	id, err := strconv.Atoi(strings.TrimSpace(msg[i+1:]))
+	if i < 0 || err != nil {
+		return false
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	_, ok := k.helpers[int32(id)]
+	return ok
 }
 
 // gplCompatible is license_is_gpl_compatible.

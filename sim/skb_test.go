@@ -568,3 +568,71 @@ func TestCgroupSKBProgramsSeeTheirSocketAndReadThePacket(t *testing.T) {
 		t.Errorf("the egress program returned %d, %v; want 3", r, err)
 	}
 }
+
+// ipv4HeaderSum is the ones'-complement sum of an IPv4 header's 16-bit
+// words: 0xffff when its checksum is right.
+func ipv4HeaderSum(h []byte) uint16 {
+	var s uint32
+	for i := 0; i+1 < len(h); i += 2 {
+		s += uint32(h[i])<<8 | uint32(h[i+1])
+	}
+	for s > 0xffff {
+		s = s&0xffff + s>>16
+	}
+	return uint16(s)
+}
+
+// TestTCProgramRewritesAddressAndFixesChecksumWithHelpers is a NAT's
+// rewrite: bpf_skb_load_bytes reads the destination address,
+// bpf_skb_store_bytes writes a new one, and bpf_l3_csum_replace updates
+// the header checksum, which must then be right again.
+func TestTCProgramRewritesAddressAndFixesChecksumWithHelpers(t *testing.T) {
+	k := newKernel(t, nil)
+	ip := []byte{0x45, 0, 0, 20, 0x12, 0x34, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2}
+	c := ^ipv4HeaderSum(ip)
+	ip[10], ip[11] = byte(c>>8), byte(c)
+	pkt := ethFrame([6]byte{}, 0x0800, append(ip, seq(8, 1)...))
+	const daddr = 14 + 16
+	newAddr := []byte{192, 168, 7, 9}
+	p := load(t, k, ebpf.SchedCLS, asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		// fp-4 = the old address, fp-8 = the new one.
+		asm.Mov.Imm(asm.R2, daddr),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, -4),
+		asm.Mov.Imm(asm.R4, 4),
+		fnLoadBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, "fail"),
+		asm.StoreImm(asm.RFP, -8, int64(binary.LittleEndian.Uint32(newAddr)), asm.Word),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, daddr),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, -8),
+		asm.Mov.Imm(asm.R4, 4),
+		asm.Mov.Imm(asm.R5, 0),
+		fnStoreBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, "fail"),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, 14+10),
+		asm.LoadMem(asm.R3, asm.RFP, -4, asm.Word),
+		asm.LoadMem(asm.R4, asm.RFP, -8, asm.Word),
+		asm.Mov.Imm(asm.R5, 4),
+		fnL3CsumReplace.Call(),
+		asm.Return().WithSymbol("fail"),
+	})
+	defer p.Close()
+	res, err := p.Test(&sim.RunOptions{Data: pkt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.R0 != 0 {
+		t.Fatalf("a helper failed: %d", int64(res.R0))
+	}
+	out := res.Data[14 : 14+20]
+	if !bytes.Equal(out[16:20], newAddr) {
+		t.Errorf("destination % x, want % x", out[16:20], newAddr)
+	}
+	if s := ipv4HeaderSum(out); s != 0xffff {
+		t.Errorf("the header's checksum is wrong after the rewrite: its words sum to %#x", s)
+	}
+}

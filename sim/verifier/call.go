@@ -127,6 +127,9 @@ func (e *env) checkHelperCall(in insn.Insn, idx int) error {
 		r0.smin, r0.smax, r0.s32min, r0.s32max = 0, int64(n), 0, int32(n)
 		r0.sync()
 	}
+	if fn.ChangesPktData {
+		e.clearAllPktPointers()
+	}
 	return e.checkMapFuncCompat(meta.mapPtr, id, name)
 }
 

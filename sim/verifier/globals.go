@@ -274,8 +274,8 @@ func (e *env) callGlobal(sub, idx int) (int, error) {
 }
 
 // changesPktData is subprog_info.changes_pkt_data: sub, or a function it
-// calls, may change the packet (bpfsim's helpers that do: bpf_tail_call,
-// which the kernel counts as one since 6.13).
+// calls, may change the packet (bpf_tail_call, which the kernel counts as
+// one since 6.13, and the helpers whose prototype says so).
 func (e *env) changesPktData(sub int) bool {
 	a := &e.subAux[sub]
 	if a.pktKnown {
@@ -288,6 +288,10 @@ func (e *env) changesPktData(sub int) bool {
 		switch {
 		case in.Code == insn.JMP|insn.CALL && in.Src == 0 && in.Imm == uapi.FuncTailCall:
 			a.pktChanges = true
+		case in.Code == insn.JMP|insn.CALL && in.Src == 0 && e.cfg.Helper != nil:
+			if fn := e.cfg.Helper(in.Imm); fn != nil && fn.ChangesPktData {
+				a.pktChanges = true
+			}
 		case in.Code == insn.JMP|insn.CALL && in.Src == insn.PseudoCall:
 			if callee := e.findSubprog(i + int(in.Imm) + 1); callee >= 0 && callee != sub {
 				a.pktChanges = e.changesPktData(callee)

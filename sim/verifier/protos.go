@@ -58,6 +58,10 @@ type FuncProto struct {
 	PktAccess bool
 	// GPLOnly helpers may only be called by GPL-compatible programs.
 	GPLOnly bool
+	// ChangesPktData helpers may move or rewrite the packet
+	// (bpf_helper_changes_pkt_data): every packet pointer is invalid
+	// after the call.
+	ChangesPktData bool
 }
 
 // HelperProtos are the prototypes of the kernel's helpers that bpfsim

@@ -1,0 +1,219 @@
+package sim_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/bpfsim/bpfsim/sim/kdiff"
+)
+
+// Kernel-differential tests of the skb helpers that read and rewrite the
+// packet (skbhelpers.go): which program types may call them, and what
+// they return, read and write on the same packets.
+
+const (
+	fnStoreBytes        = asm.BuiltinFunc(9)
+	fnL3CsumReplace     = asm.BuiltinFunc(10)
+	fnL4CsumReplace     = asm.BuiltinFunc(11)
+	fnLoadBytes         = asm.BuiltinFunc(26)
+	fnLoadBytesRelative = asm.BuiltinFunc(68)
+)
+
+// skbHelperCall calls fn with r2-r5 set and the context in r1 (kept in r6),
+// stores its return value in cb[0], and returns 0 (a verdict every skb
+// type accepts). A load helper reads into the 16 bytes at fp-16, filled
+// with 0xaa first, and the program copies them to cb[1..4].
+func skbHelperCall(fn asm.BuiltinFunc, r2, r4, r5 int64) asm.Instructions {
+	insns := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.LoadImm(asm.R7, -0x5555555555555556, asm.DWord), // 0xaaaa...
+		asm.StoreMem(asm.RFP, -16, asm.R7, asm.DWord),
+		asm.StoreMem(asm.RFP, -8, asm.R7, asm.DWord),
+		asm.LoadImm(asm.R2, r2, asm.DWord),
+	}
+	// r3: where a load helper writes, or the bytes a store helper stores.
+	insns = append(insns, asm.Mov.Reg(asm.R3, asm.RFP), asm.Add.Imm(asm.R3, -16),
+		asm.LoadImm(asm.R4, r4, asm.DWord),
+		asm.LoadImm(asm.R5, r5, asm.DWord),
+		fn.Call(),
+		asm.StoreMem(asm.R6, 48, asm.R0, asm.Word),
+	)
+	for i := int16(0); i < 4; i++ { // cb[] takes word stores only
+		insns = append(insns,
+			asm.LoadMem(asm.R7, asm.RFP, -16+4*i, asm.Word),
+			asm.StoreMem(asm.R6, 52+4*i, asm.R7, asm.Word))
+	}
+	return append(insns, asm.Mov.Imm(asm.R0, 0), asm.Return())
+}
+
+// csumCall calls a csum_replace helper with r2 = offset, r3 = from,
+// r4 = to and r5 = flags, and stores its return value in cb[0].
+func csumCall(fn asm.BuiltinFunc, off, from, to, flags int64) asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.LoadImm(asm.R2, off, asm.DWord),
+		asm.LoadImm(asm.R3, from, asm.DWord),
+		asm.LoadImm(asm.R4, to, asm.DWord),
+		asm.LoadImm(asm.R5, flags, asm.DWord),
+		fn.Call(),
+		asm.StoreMem(asm.R6, 48, asm.R0, asm.Word),
+		asm.Mov.Imm(asm.R0, 0),
+		asm.Return(),
+	}
+}
+
+// helperRuns are the packets the helpers work on, each with the context
+// asked back: an IPv4/TCP packet, an IPv6/UDP one, and an IPv4/UDP one
+// whose checksum is zero (none).
+func helperRuns() []skbRun {
+	pkts := testPackets()
+	udp0 := append([]byte(nil), pkts[0].data...)
+	udp0[14+9] = 17                     // UDP
+	udp0[14+20+6], udp0[14+20+7] = 0, 0 // no checksum
+	var runs []skbRun
+	for _, r := range []skbRun{pkts[0], pkts[1], {name: "IPv4/UDP without a checksum", data: udp0}} {
+		r.ctxOut = true
+		runs = append(runs, r)
+	}
+	return runs
+}
+
+func TestSKBHelpersMatchKernel(t *testing.T) {
+	if _, err := kdiff.OpenKernel(); err != nil {
+		t.Skipf("kernel-differential test skipped: this machine cannot load BPF programs: %v", err)
+	}
+	k := newKernel(t, nil)
+	runs := helperRuns()
+	type prog struct {
+		name  string
+		insns asm.Instructions
+	}
+	var progs []prog
+	offs := []int64{0, 1, 13, 14, 30, 44, 45, 46, 59, 60, 0x7fffffff, 0x80000000, 0xffffffff, -1}
+	for _, off := range offs {
+		for _, n := range []int64{1, 4, 16} {
+			progs = append(progs, prog{fmt.Sprintf("skb_load_bytes off=%#x len=%d", off, n), skbHelperCall(fnLoadBytes, off, n, 0)})
+			for _, hdr := range []int64{0, 1, 2, -1} {
+				if n == 4 || off > 0xffff || off < 0 {
+					progs = append(progs, prog{fmt.Sprintf("skb_load_bytes_relative off=%#x len=%d hdr=%d", off, n, hdr),
+						skbHelperCall(fnLoadBytesRelative, off, n, hdr)})
+				}
+			}
+			for _, flags := range []int64{0, 1, 2, 3, 4} {
+				if n == 4 || flags == 0 {
+					progs = append(progs, prog{fmt.Sprintf("skb_store_bytes off=%#x len=%d flags=%d", off, n, flags),
+						skbHelperCall(fnStoreBytes, off, n, flags)})
+				}
+			}
+		}
+	}
+	progs = append(progs, prog{"skb_load_bytes_relative off=0xffff", skbHelperCall(fnLoadBytesRelative, 0xffff, 4, 0)},
+		prog{"skb_load_bytes_relative off=0x10000", skbHelperCall(fnLoadBytesRelative, 0x10000, 4, 0)})
+	// The IPv4 header checksum is at 24, TCP's at 50, UDP's at 40 (IPv4)
+	// or 60 (IPv6): each helper at each, with every field size and flag.
+	for _, off := range []int64{24, 25, 40, 50, 58, 60, 62, 0x10000, 0x10002} {
+		for _, c := range []struct{ from, to int64 }{{0x0100000a, 0x6300000a}, {0x5000, 0xbb01}, {0, 0x12345678}, {0xffffffff, 0}, {0x1_0000_0001, 2}} {
+			for _, flags := range []int64{0, 2, 4, 8, 0x12, 0x14} {
+				progs = append(progs, prog{fmt.Sprintf("l3_csum_replace off=%d from=%#x to=%#x flags=%#x", off, c.from, c.to, flags),
+					csumCall(fnL3CsumReplace, off, c.from, c.to, flags)})
+			}
+			for _, flags := range []int64{0, 2, 4, 8, 0x14, 0x24, 0x64, 0x84, 0x94, 0x100, 0x22, 0x20} {
+				progs = append(progs, prog{fmt.Sprintf("l4_csum_replace off=%d from=%#x to=%#x flags=%#x", off, c.from, c.to, flags),
+					csumCall(fnL4CsumReplace, off, c.from, c.to, flags)})
+			}
+		}
+	}
+	// A result of zero with BPF_F_MARK_MANGLED_0: the field becomes
+	// 0xffff. The TCP checksum field of the IPv4 packet holds 0x8a81 as
+	// a little-endian load reads it; replacing it by difference with
+	// its complement folds to zero.
+	progs = append(progs, prog{"l4_csum_replace to a zero checksum, mangled", csumCall(fnL4CsumReplace, 50, 0, 0, 0x20)})
+
+	compared, refused, failures := 0, 0, 0
+	for _, typ := range []ebpf.ProgramType{ebpf.SocketFilter, ebpf.SchedCLS, ebpf.SchedACT, ebpf.CGroupSKB, ebpf.XDP} {
+		for _, p := range progs {
+			kErr, kOuts := kernelSKB(typ, p.insns, runs)
+			sErr, sOuts := simSKB(k, typ, p.insns, runs)
+			if kErr != nil || sErr != nil {
+				refused++
+				if (kErr == nil) != (sErr == nil) || errnoOf(kErr) != errnoOf(sErr) ||
+					!strings.Contains(fmt.Sprint(sErr), lastLogLine(kErr)) {
+					failures++
+					if failures <= 30 {
+						t.Errorf("%s, %s: kernel %v; bpfsim %v", typ, p.name, kErr, sErr)
+					}
+				}
+				continue
+			}
+			if typ == ebpf.XDP {
+				continue // the skb runs below do not apply
+			}
+			for _, d := range skbDiff(runs, nil, nil, kOuts, nil, sOuts) {
+				failures++
+				if failures <= 30 {
+					t.Errorf("%s, %s: %s", typ, p.name, d)
+				}
+			}
+			compared += len(kOuts)
+		}
+	}
+	t.Logf("%d runs compared, %d programs refused by both", compared, refused)
+	if compared < 1000 {
+		t.Errorf("only %d runs compared", compared)
+	}
+}
+
+// TestSKBHelpersThatChangeThePacketInvalidatePacketPointersLikeKernel: a
+// packet pointer read before bpf_skb_store_bytes (or a checksum helper)
+// cannot be used after it, in the kernel and in bpfsim; before a helper
+// that only reads, it can.
+func TestSKBHelpersThatChangeThePacketInvalidatePacketPointersLikeKernel(t *testing.T) {
+	if _, err := kdiff.OpenKernel(); err != nil {
+		t.Skipf("kernel-differential test skipped: this machine cannot load BPF programs: %v", err)
+	}
+	k := newKernel(t, nil)
+	for _, c := range []struct {
+		fn   asm.BuiltinFunc
+		args asm.Instructions
+	}{
+		{fnStoreBytes, asm.Instructions{asm.Mov.Imm(asm.R2, 0), asm.Mov.Reg(asm.R3, asm.RFP), asm.Add.Imm(asm.R3, -8), asm.Mov.Imm(asm.R4, 4), asm.Mov.Imm(asm.R5, 0)}},
+		{fnL3CsumReplace, asm.Instructions{asm.Mov.Imm(asm.R2, 24), asm.Mov.Imm(asm.R3, 0), asm.Mov.Imm(asm.R4, 0), asm.Mov.Imm(asm.R5, 0)}},
+		{fnL4CsumReplace, asm.Instructions{asm.Mov.Imm(asm.R2, 50), asm.Mov.Imm(asm.R3, 0), asm.Mov.Imm(asm.R4, 0), asm.Mov.Imm(asm.R5, 0)}},
+		{fnLoadBytes, asm.Instructions{asm.Mov.Imm(asm.R2, 0), asm.Mov.Reg(asm.R3, asm.RFP), asm.Add.Imm(asm.R3, -8), asm.Mov.Imm(asm.R4, 4)}},
+	} {
+		insns := asm.Instructions{
+			asm.Mov.Reg(asm.R6, asm.R1),
+			asm.Mov.Imm(asm.R7, 0),
+			asm.StoreMem(asm.RFP, -8, asm.R7, asm.DWord), // asm.StoreImm cannot make a DW store
+			asm.LoadMem(asm.R7, asm.R1, 76, asm.Word),    // data
+			asm.LoadMem(asm.R8, asm.R1, 80, asm.Word),    // data_end
+			asm.Mov.Reg(asm.R9, asm.R7),
+			asm.Add.Imm(asm.R9, 4),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.JGT.Reg(asm.R9, asm.R8, "out"),
+			asm.Mov.Reg(asm.R1, asm.R6),
+		}
+		insns = append(insns, c.args...)
+		insns = append(insns,
+			c.fn.Call(),
+			asm.LoadMem(asm.R0, asm.R7, 0, asm.Word), // the pointer from before the call
+			asm.Return().WithSymbol("out"),
+		)
+		spec := &ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL", Instructions: insns}
+		kp, kErr := ebpf.NewProgram(spec)
+		sp, sErr := k.NewProgram(spec)
+		if (kErr == nil) != (sErr == nil) || errnoOf(kErr) != errnoOf(sErr) || !strings.Contains(fmt.Sprint(sErr), lastLogLine(kErr)) {
+			t.Errorf("%v: kernel %v; bpfsim %v", c.fn, kErr, sErr)
+		}
+		if kp != nil {
+			kp.Close()
+		}
+		if sp != nil {
+			sp.Close()
+		}
+	}
+}
