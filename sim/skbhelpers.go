@@ -26,6 +26,7 @@ import (
 // Helper ids (include/uapi/linux/bpf.h).
 const (
 	funcSKBStoreBytes         = 9
+	funcCsumDiff              = 28
 	funcL3CsumReplace         = 10
 	funcL4CsumReplace         = 11
 	funcSKBLoadBytes          = 26
@@ -49,6 +50,7 @@ const (
 var (
 	skbReadTypes  = []ebpf.ProgramType{ebpf.SocketFilter, ebpf.SchedCLS, ebpf.SchedACT, ebpf.CGroupSKB}
 	skbWriteTypes = []ebpf.ProgramType{ebpf.SchedCLS, ebpf.SchedACT}
+	csumDiffTypes = []ebpf.ProgramType{ebpf.SchedCLS, ebpf.SchedACT, ebpf.XDP}
 )
 
 // skbHelperProtos are the prototypes, as filter.c declares them.
@@ -63,6 +65,8 @@ var skbHelperProtos = map[int32]*verifier.FuncProto{
 		verifier.ArgPtrToCtx, verifier.ArgAnything, verifier.ArgAnything, verifier.ArgAnything, verifier.ArgAnything}},
 	funcL4CsumReplace: {ChangesPktData: true, Args: [5]verifier.ArgType{
 		verifier.ArgPtrToCtx, verifier.ArgAnything, verifier.ArgAnything, verifier.ArgAnything, verifier.ArgAnything}},
+	funcCsumDiff: {PktAccess: true, Args: [5]verifier.ArgType{
+		verifier.ArgPtrToMemOrNull, verifier.ArgConstSizeOrZero, verifier.ArgPtrToMemOrNull, verifier.ArgConstSizeOrZero, verifier.ArgAnything}},
 }
 
 func (k *Kernel) registerSKBHelpers() {
@@ -76,6 +80,7 @@ func (k *Kernel) registerSKBHelpers() {
 		{funcSKBStoreBytes, k.skbStoreBytes, skbWriteTypes},
 		{funcL3CsumReplace, k.l3CsumReplace, skbWriteTypes},
 		{funcL4CsumReplace, k.l4CsumReplace, skbWriteTypes},
+		{funcCsumDiff, k.csumDiff, csumDiffTypes},
 	} {
 		if err := k.RegisterHelper(&Helper{ID: h.id, Fn: h.fn, Proto: skbHelperProtos[h.id]}); err != nil {
 			panic(err) // the table has unique ids
@@ -319,4 +324,59 @@ func csumReplaceWords(sum uint16, from, to uint32) uint16 {
 	acc = acc&0xffffffff + acc>>32
 	acc = acc&0xffffffff + acc>>32
 	return csumFold(uint32(acc))
+}
+
+// csumDiff is bpf_csum_diff(from, from_size, to, to_size, seed): the
+// checksum difference of replacing the words at from by those at to,
+// added to seed, folded to 16 bits (csum_from32to16) as 6.18 returns it
+// on every architecture. 6.18 takes any sizes (older kernels wanted
+// multiples of 4): a tail sums as if zero-padded to a whole word, which
+// the fold makes the same as csum_partial's.
+func (k *Kernel) csumDiff(m *interp.Machine, from, fromSize, to, toSize, seed uint64) (uint64, error) {
+	fromSize, toSize = uint64(uint32(fromSize)), uint64(uint32(toSize))
+	sum := func(addr, n uint64, seed uint32) (uint32, error) {
+		b := make([]byte, (n+3)&^3)
+		if err := m.ReadMem(addr, b[:n]); err != nil {
+			return 0, err
+		}
+		acc := uint64(seed)
+		for i := 0; i < len(b); i += 4 {
+			acc += uint64(binary.LittleEndian.Uint32(b[i:]))
+		}
+		acc = acc&0xffffffff + acc>>32
+		acc = acc&0xffffffff + acc>>32
+		return uint32(acc), nil
+	}
+	w := uint32(seed)
+	switch {
+	case fromSize != 0 && toSize != 0:
+		t, err := sum(to, toSize, w)
+		if err != nil {
+			return 0, err
+		}
+		f, err := sum(from, fromSize, 0)
+		if err != nil {
+			return 0, err
+		}
+		w = csumSub(t, f)
+	case toSize != 0:
+		t, err := sum(to, toSize, w)
+		if err != nil {
+			return 0, err
+		}
+		w = t
+	case fromSize != 0:
+		f, err := sum(from, fromSize, ^w)
+		if err != nil {
+			return 0, err
+		}
+		w = ^f
+	}
+	return uint64(csumFrom32To16(w)), nil
+}
+
+// csumFrom32To16 folds a 32-bit sum to 16 bits without complementing it.
+func csumFrom32To16(s uint32) uint16 {
+	s += s>>16 | s<<16
+	return uint16(s >> 16)
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 
+	"github.com/bpfsim/bpfsim/sim"
 	"github.com/bpfsim/bpfsim/sim/kdiff"
 )
 
@@ -215,5 +216,117 @@ func TestSKBHelpersThatChangeThePacketInvalidatePacketPointersLikeKernel(t *test
 		if sp != nil {
 			sp.Close()
 		}
+	}
+}
+
+// TestCsumDiffMatchesKernel: bpf_csum_diff on stack words and on packet
+// bytes, with NULL ends, misaligned sizes and seeds, in the types that
+// have it and those that do not, returns what this machine's kernel
+// returns (6.18's folded 16-bit value), or is refused alike.
+func TestCsumDiffMatchesKernel(t *testing.T) {
+	if _, err := kdiff.OpenKernel(); err != nil {
+		t.Skipf("kernel-differential test skipped: this machine cannot load BPF programs: %v", err)
+	}
+	k := newKernel(t, nil)
+	const fnCsumDiff = asm.BuiltinFunc(28)
+	// stack puts words at fp-64 (from) and fp-32 (to).
+	stack := func(from, to []uint32) asm.Instructions {
+		var insns asm.Instructions
+		for i, w := range from {
+			insns = append(insns, asm.StoreImm(asm.RFP, -64+int16(4*i), int64(int32(w)), asm.Word))
+		}
+		for i, w := range to {
+			insns = append(insns, asm.StoreImm(asm.RFP, -32+int16(4*i), int64(int32(w)), asm.Word))
+		}
+		return insns
+	}
+	ptr := func(r asm.Register, off int32, null bool) asm.Instruction {
+		if null {
+			return asm.Mov.Imm(r, 0)
+		}
+		return asm.Add.Imm(r, off)
+	}
+	call := func(fromNull, toNull bool, fromSize, toSize int32, seed int64) asm.Instructions {
+		return asm.Instructions{
+			asm.Mov.Reg(asm.R1, asm.RFP), ptr(asm.R1, -64, fromNull), asm.Mov.Imm(asm.R2, fromSize),
+			asm.Mov.Reg(asm.R3, asm.RFP), ptr(asm.R3, -32, toNull), asm.Mov.Imm(asm.R4, toSize),
+			asm.LoadImm(asm.R5, seed, asm.DWord),
+			fnCsumDiff.Call(),
+			asm.Return(),
+		}
+	}
+	words := []uint32{0x0100000a, 0x6300000a, 0xdeadbeef, 0x12345678, 0xffff0000, 0xffffffff, 0, 1}
+	type prog struct {
+		name  string
+		insns asm.Instructions
+	}
+	var progs []prog
+	for _, seed := range []int64{0, 0x1234, 0xffffffff, 0x87654321, -2, 0x1_0000_0005} {
+		for fn := 0; fn <= 3; fn++ {
+			for tn := 0; tn <= 3; tn++ {
+				from, to := words[:fn], words[8-tn:]
+				insns := append(stack(from, to), call(false, false, int32(4*fn), int32(4*tn), seed)...)
+				progs = append(progs, prog{fmt.Sprintf("from %x to %x seed %#x", from, to, seed), insns})
+			}
+		}
+		progs = append(progs,
+			prog{fmt.Sprintf("NULL from, seed %#x", seed), append(stack(nil, words[:2]), call(true, false, 0, 8, seed)...)},
+			prog{fmt.Sprintf("NULL to, seed %#x", seed), append(stack(words[:2], nil), call(false, true, 8, 0, seed)...)},
+			prog{fmt.Sprintf("both NULL, seed %#x", seed), call(true, true, 0, 0, seed)})
+	}
+	progs = append(progs,
+		prog{"size 2", append(stack(words[:1], words[:1]), call(false, false, 2, 4, 0)...)},
+		prog{"size 6", append(stack(words[:2], words[:2]), call(false, false, 4, 6, 0)...)},
+		prog{"sizes 1 and 0", append(stack(words[2:4], nil), call(false, true, 1, 0, 0x55)...)},
+		prog{"sizes 0 and 3", append(stack(nil, words[2:4]), call(true, false, 0, 3, 0x55)...)},
+		prog{"sizes 5 and 7", append(stack(words[2:4], words[3:5]), call(false, false, 5, 7, 0xabcdef)...)},
+		prog{"sizes 3 and 1", append(stack(words[4:6], words[5:7]), call(false, false, 3, 1, -1)...)},
+		prog{"NULL with a size", call(true, false, 4, 0, 0)},
+		prog{"past the stack", append(stack(nil, words[:1]), call(false, false, 0, 40, 0)...)},
+		prog{"the packet's first 20 bytes against nothing", asm.Instructions{
+			asm.LoadMem(asm.R2, asm.R1, 0, asm.Word), // xdp_md->data (tc: len, refused below)
+			asm.LoadMem(asm.R3, asm.R1, 4, asm.Word),
+			asm.Mov.Reg(asm.R4, asm.R2),
+			asm.Add.Imm(asm.R4, 20),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.JGT.Reg(asm.R4, asm.R3, "out"),
+			asm.Mov.Imm(asm.R1, 0),
+			asm.Mov.Imm(asm.R2, 0),
+			asm.Mov.Reg(asm.R3, asm.R2),
+			asm.Mov.Imm(asm.R4, 20),
+			asm.Mov.Imm(asm.R5, 0),
+			fnCsumDiff.Call(),
+			asm.Return().WithSymbol("out"),
+		}})
+	pkt := testPackets()[0].data
+	compared := 0
+	for _, typ := range []ebpf.ProgramType{ebpf.XDP, ebpf.SchedCLS, ebpf.SocketFilter, ebpf.CGroupSKB} {
+		for _, p := range progs {
+			insns := forType(typ, p.insns)
+			spec := &ebpf.ProgramSpec{Type: typ, License: "GPL", Instructions: insns}
+			kp, kErr := ebpf.NewProgram(spec)
+			sp, sErr := k.NewProgram(spec)
+			switch {
+			case (kErr == nil) != (sErr == nil) || errnoOf(kErr) != errnoOf(sErr) || !strings.Contains(fmt.Sprint(sErr), lastLogLine(kErr)):
+				t.Errorf("%s, %s: kernel %v; bpfsim %v", typ, p.name, kErr, sErr)
+			case kErr == nil:
+				kr, kRunErr := kp.Run(&ebpf.RunOptions{Data: pkt})
+				sr, sRunErr := sp.Run(&sim.RunOptions{Data: pkt})
+				if kr != sr || (kRunErr == nil) != (sRunErr == nil) {
+					t.Errorf("%s, %s: kernel %#x (%v); bpfsim %#x (%v)", typ, p.name, kr, kRunErr, sr, sRunErr)
+				}
+				compared++
+			}
+			if kp != nil {
+				kp.Close()
+			}
+			if sp != nil {
+				sp.Close()
+			}
+		}
+	}
+	t.Logf("%d programs run in both", compared)
+	if compared < 100 {
+		t.Errorf("only %d programs ran", compared)
 	}
 }

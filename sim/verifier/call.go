@@ -148,8 +148,8 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 	if t == ArgAnything {
 		return nil
 	}
-	if t == ArgPtrToStackOrNull && reg.typ == scalarValue && reg.isConst() && reg.constant() == 0 {
-		return nil // NULL: no type to check
+	if (t == ArgPtrToStackOrNull || t == ArgPtrToMemOrNull) && reg.typ == scalarValue && reg.isConst() && reg.constant() == 0 {
+		return nil // NULL: no type to check (the size after it must be 0)
 	}
 	if reg.isPkt() && !(fn.PktAccess && e.cfg.Type.DirectPacketAccess(false)) {
 		return e.errorf(uapi.EACCES, "helper access to the packet is not allowed")
@@ -170,7 +170,7 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 		ok, expected = reg.typ == ptrToFunc, "func"
 	case ArgPtrToStackOrNull:
 		ok, expected = reg.typ == ptrToStack, "fp"
-	case ArgPtrToMapKey, ArgPtrToMapValue, ArgPtrToUninitMapValue, ArgPtrToMem, ArgPtrToUninitMem:
+	case ArgPtrToMapKey, ArgPtrToMapValue, ArgPtrToUninitMapValue, ArgPtrToMem, ArgPtrToUninitMem, ArgPtrToMemOrNull:
 		switch reg.typ {
 		case ptrToStack, ptrToPacket, ptrToPacketMeta, ptrToMapValue, ptrToMapKey, ptrToMem:
 			ok = !reg.maybeNull

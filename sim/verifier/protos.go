@@ -35,6 +35,9 @@ const (
 	// ArgPtrToStackOrNull is a stack pointer or NULL, passed on as is
 	// (ARG_PTR_TO_STACK | PTR_MAYBE_NULL).
 	ArgPtrToStackOrNull
+	// ArgPtrToMemOrNull is ArgPtrToMem, or NULL with a size of 0
+	// (ARG_PTR_TO_MEM | PTR_MAYBE_NULL | MEM_RDONLY).
+	ArgPtrToMemOrNull
 )
 
 // RetType is enum bpf_return_type.
