@@ -208,6 +208,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 	if !o.BareHelpers {
 		k.registerBaseHelpers()
 		k.registerSKBHelpers()
+		k.registerXDPHelpers()
 		k.registerMapHelpers()
 		k.registerPerfHelpers()
 		k.registerRingbufHelpers()

@@ -636,3 +636,50 @@ func TestTCProgramRewritesAddressAndFixesChecksumWithHelpers(t *testing.T) {
 		t.Errorf("the header's checksum is wrong after the rewrite: its words sum to %#x", s)
 	}
 }
+
+// TestXDPProgramEncapsulatesWithAdjustHead makes room for a 4-byte header
+// before the packet, writes it, puts 4 bytes of metadata before that and
+// trims 2 bytes off the end: the output is metadata, header, packet less
+// its last 2 bytes.
+func TestXDPProgramEncapsulatesWithAdjustHead(t *testing.T) {
+	k := newKernel(t, nil)
+	pkt := testPackets()[0].data
+	p := load(t, k, ebpf.XDP, asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.Mov.Imm(asm.R2, -4),
+		asm.BuiltinFunc(44).Call(), // bpf_xdp_adjust_head
+		asm.JNE.Imm(asm.R0, 0, "fail"),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, -4),
+		asm.BuiltinFunc(54).Call(), // bpf_xdp_adjust_meta
+		asm.JNE.Imm(asm.R0, 0, "fail"),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, -2),
+		asm.BuiltinFunc(65).Call(), // bpf_xdp_adjust_tail
+		asm.JNE.Imm(asm.R0, 0, "fail"),
+		asm.LoadMem(asm.R2, asm.R6, 0, asm.Word), // data
+		asm.LoadMem(asm.R3, asm.R6, 4, asm.Word), // data_end
+		asm.LoadMem(asm.R4, asm.R6, 8, asm.Word), // data_meta
+		asm.Mov.Reg(asm.R5, asm.R2),
+		asm.Add.Imm(asm.R5, 4),
+		asm.JGT.Reg(asm.R5, asm.R3, "fail"),
+		asm.StoreImm(asm.R2, 0, 0x04030201, asm.Word),
+		asm.Mov.Reg(asm.R5, asm.R4),
+		asm.Add.Imm(asm.R5, 4),
+		asm.JGT.Reg(asm.R5, asm.R2, "fail"),
+		asm.StoreImm(asm.R4, 0, 0x0d0c0b0a, asm.Word),
+		asm.Mov.Imm(asm.R0, 2), // XDP_PASS
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("fail"),
+		asm.Return(),
+	})
+	defer p.Close()
+	res, err := p.Test(&sim.RunOptions{Data: pkt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append([]byte{0x0a, 0x0b, 0x0c, 0x0d, 1, 2, 3, 4}, pkt[:len(pkt)-2]...)
+	if res.R0 != 2 || !bytes.Equal(res.Data, want) {
+		t.Errorf("r0 = %d, output % x; want 2 and % x", res.R0, res.Data, want)
+	}
+}

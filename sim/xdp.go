@@ -152,7 +152,9 @@ func (k *Kernel) prepareXDP(cpu *CPU, data []byte, verified, converted bool) (*r
 		r1 = x.buff
 	}
 	return &runEnv{r1: r1, output: func() ([]byte, []byte, error) {
-		lo, hi := x.data-x.page, x.dataEnd-x.page
+		// The output starts at the metadata (bpf_test_finish from
+		// data_meta).
+		lo, hi := x.meta-x.page, x.dataEnd-x.page
 		return append([]byte(nil), x.bytes[lo:hi]...), nil, nil
 	}}, nil
 }
