@@ -122,6 +122,9 @@ type CPU struct {
 	machine *interp.Machine
 	rnd     prandomState
 	run     runBuffers
+	// runType is the type of the program a test run is running, for the
+	// helpers whose kernel function differs by type (bpf_redirect).
+	runType ebpf.ProgramType
 	// buffers for the keys and values helpers copy out of a program's
 	// memory; the CPU runs one program at a time, and map operations do
 	// not keep the slices they are given.

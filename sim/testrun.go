@@ -131,6 +131,7 @@ func (p *Program) test(opts *RunOptions, timed bool) (*RunResult, error) {
 	// The run is an RCU read-side critical section: nothing it can reach
 	// is freed until it ends.
 	p.k.rcu.readLock(cpu.ID)
+	cpu.runType = p.typ
 	for i := uint32(0); i < repeat && err == nil; i++ {
 		if p.jit != nil {
 			res.R0, err = p.k.runJIT(cpu, p, env.r1, env.r2)
@@ -139,6 +140,7 @@ func (p *Program) test(opts *RunOptions, timed bool) (*RunResult, error) {
 		}
 		res.Insns = m.Executed
 	}
+	cpu.runType = ebpf.UnspecifiedProgram
 	p.k.rcu.readUnlock(cpu.ID)
 	if err != nil {
 		return nil, errors.Wrapf(err, "program %s", p.name)

@@ -16,7 +16,8 @@ import (
 // pulled off), bpf_xdp_adjust_meta (metadata before the packet) and
 // bpf_xdp_adjust_tail (grow or trim the end). They move the test-run
 // buffer's data, data_meta and data_end, in the Go state and in the
-// xdp_buff converted programs read.
+// xdp_buff converted programs read. And bpf_redirect, whose kernel
+// function differs between XDP and tc programs.
 
 // Helper ids (include/uapi/linux/bpf.h).
 const (
@@ -63,6 +64,46 @@ func (k *Kernel) registerXDPHelpers() {
 		}
 		k.helperTypes[h.id] = []ebpf.ProgramType{ebpf.XDP}
 	}
+	err := k.RegisterHelper(&Helper{ID: funcRedirect, Proto: redirectProto, Fn: func(m *interp.Machine, _, flags, _, _, _ uint64) (uint64, error) {
+		return redirect(m, flags), nil
+	}})
+	if err != nil {
+		panic(err)
+	}
+	k.helperTypes[funcRedirect] = []ebpf.ProgramType{ebpf.XDP, ebpf.SchedCLS, ebpf.SchedACT}
+}
+
+// funcRedirect is bpf_redirect's id.
+const funcRedirect = 23
+
+var redirectProto = &verifier.FuncProto{Args: [5]verifier.ArgType{verifier.ArgAnything, verifier.ArgAnything}}
+
+// Verdicts bpf_redirect returns.
+const (
+	xdpAborted    = 0
+	xdpRedirect   = 4
+	tcActShot     = 2
+	tcActRedirect = 7
+	bpfFIngress   = 1 // BPF_F_INGRESS
+)
+
+// redirect is bpf_redirect(ifindex, flags): the verdict that sends the
+// packet to device ifindex, which a test run returns as it is (the
+// kernel's does not carry it out): XDP's bpf_xdp_redirect takes no flags,
+// tc's takes BPF_F_INGRESS only; other flags give XDP_ABORTED and
+// TC_ACT_SHOT.
+func redirect(m *interp.Machine, flags uint64) uint64 {
+	cpu, _ := m.Data.(*CPU)
+	if cpu != nil && cpu.runType == ebpf.XDP {
+		if flags != 0 {
+			return xdpAborted
+		}
+		return xdpRedirect
+	}
+	if flags&^bpfFIngress != 0 {
+		return tcActShot
+	}
+	return tcActRedirect
 }
 
 // xdpOf returns the test-run buffer whose context (xdp_md, or the
