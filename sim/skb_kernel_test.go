@@ -667,30 +667,38 @@ func TestCgroupSKBReturnCodesMatchKernel(t *testing.T) {
 	for _, at := range []ebpf.AttachType{ebpf.AttachCGroupInetIngress, ebpf.AttachCGroupInetEgress, ebpf.AttachCGroupInetSockCreate} {
 		for _, p := range progs {
 			spec := &ebpf.ProgramSpec{Type: ebpf.CGroupSKB, AttachType: at, License: "GPL", Instructions: p.insns}
-			name := fmt.Sprintf("%s, R0 = %s", at, p.name)
-			kp, kErr := ebpf.NewProgram(spec)
-			sp, sErr := k.NewProgram(spec)
-			if (kErr == nil) != (sErr == nil) || errnoOf(kErr) != errnoOf(sErr) {
-				t.Errorf("%s: kernel %v; bpfsim %v", name, kErr, sErr)
-			} else if kErr != nil {
-				if want := lastLogLine(kErr); want != "" && !strings.Contains(sErr.Error(), want) {
-					t.Errorf("%s: the kernel says %q, bpfsim %v", name, want, sErr)
-				}
-			} else {
-				kr, kRunErr := kp.Run(&ebpf.RunOptions{Data: pkt})
-				sr, sRunErr := sp.Run(&sim.RunOptions{Data: pkt})
-				if kr != sr || (kRunErr == nil) != (sRunErr == nil) {
-					t.Errorf("%s: the kernel's run returns %d (%v), bpfsim's %d (%v)", name, kr, kRunErr, sr, sRunErr)
-				}
-			}
-			if kp != nil {
-				kp.Close()
-			}
-			if sp != nil {
-				sp.Close()
-			}
+			loadAndRunBoth(t, k, fmt.Sprintf("%s, R0 = %s", at, p.name), spec, pkt)
 		}
 	}
+}
+
+// loadAndRunBoth loads spec in the kernel and in bpfsim: both must accept
+// it, or refuse it with the same errno and the kernel's last log line;
+// what both accept runs once on pkt, with the same return value. It says
+// whether the program ran.
+func loadAndRunBoth(t *testing.T, k *sim.Kernel, name string, spec *ebpf.ProgramSpec, pkt []byte) bool {
+	t.Helper()
+	kp, kErr := ebpf.NewProgram(spec)
+	if kp != nil {
+		defer kp.Close()
+	}
+	sp, sErr := k.NewProgram(spec)
+	if sp != nil {
+		defer sp.Close()
+	}
+	if (kErr == nil) != (sErr == nil) || errnoOf(kErr) != errnoOf(sErr) || !strings.Contains(fmt.Sprint(sErr), lastLogLine(kErr)) {
+		t.Errorf("%s: kernel %v; bpfsim %v", name, kErr, sErr)
+		return false
+	}
+	if kErr != nil {
+		return false
+	}
+	kr, kRunErr := kp.Run(&ebpf.RunOptions{Data: pkt})
+	sr, sRunErr := sp.Run(&sim.RunOptions{Data: pkt})
+	if kr != sr || (kRunErr == nil) != (sRunErr == nil) {
+		t.Errorf("%s: the kernel's run returns %#x (%v), bpfsim's %#x (%v)", name, kr, kRunErr, sr, sRunErr)
+	}
+	return true
 }
 
 // lastLogLine is the last line of a kernel verifier log in a load error,

@@ -289,7 +289,8 @@ func (k *Kernel) l4CsumReplace(m *interp.Machine, r1, off, from, to, flags uint6
 // little-endian loads of network-order bytes read them (as the kernel's
 // __wsum and __sum16 are).
 
-func csumAdd(a, b uint32) uint32 {
+// onesAdd adds with the carry out added back in.
+func onesAdd[T uint16 | uint32](a, b T) T {
 	r := a + b
 	if r < b {
 		r++
@@ -297,7 +298,9 @@ func csumAdd(a, b uint32) uint32 {
 	return r
 }
 
-func csumSub(a, b uint32) uint32 { return csumAdd(a, ^b) }
+func csumAdd(a, b uint32) uint32 { return onesAdd(a, b) }
+
+func csumSub(a, b uint32) uint32 { return onesAdd(a, ^b) }
 
 // csumFold folds a 32-bit sum to 16 bits and complements it.
 func csumFold(s uint32) uint16 {
@@ -306,15 +309,9 @@ func csumFold(s uint32) uint16 {
 	return ^uint16(s)
 }
 
-func csum16Add(a, b uint16) uint16 {
-	r := a + b
-	if r < b {
-		r++
-	}
-	return r
-}
+func csum16Add(a, b uint16) uint16 { return onesAdd(a, b) }
 
-func csum16Sub(a, b uint16) uint16 { return csum16Add(a, ^b) }
+func csum16Sub(a, b uint16) uint16 { return onesAdd(a, ^b) }
 
 // csumReplaceWords is inet_proto_csum_replace4's update: the sum of the
 // words {~from, to} (csum_partial) added to the unfolded old checksum,

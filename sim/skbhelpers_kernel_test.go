@@ -8,7 +8,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 
-	"github.com/bpfsim/bpfsim/sim"
 	"github.com/bpfsim/bpfsim/sim/kdiff"
 )
 
@@ -302,26 +301,9 @@ func TestCsumDiffMatchesKernel(t *testing.T) {
 	compared := 0
 	for _, typ := range []ebpf.ProgramType{ebpf.XDP, ebpf.SchedCLS, ebpf.SocketFilter, ebpf.CGroupSKB} {
 		for _, p := range progs {
-			insns := forType(typ, p.insns)
-			spec := &ebpf.ProgramSpec{Type: typ, License: "GPL", Instructions: insns}
-			kp, kErr := ebpf.NewProgram(spec)
-			sp, sErr := k.NewProgram(spec)
-			switch {
-			case (kErr == nil) != (sErr == nil) || errnoOf(kErr) != errnoOf(sErr) || !strings.Contains(fmt.Sprint(sErr), lastLogLine(kErr)):
-				t.Errorf("%s, %s: kernel %v; bpfsim %v", typ, p.name, kErr, sErr)
-			case kErr == nil:
-				kr, kRunErr := kp.Run(&ebpf.RunOptions{Data: pkt})
-				sr, sRunErr := sp.Run(&sim.RunOptions{Data: pkt})
-				if kr != sr || (kRunErr == nil) != (sRunErr == nil) {
-					t.Errorf("%s, %s: kernel %#x (%v); bpfsim %#x (%v)", typ, p.name, kr, kRunErr, sr, sRunErr)
-				}
+			spec := &ebpf.ProgramSpec{Type: typ, License: "GPL", Instructions: forType(typ, p.insns)}
+			if loadAndRunBoth(t, k, fmt.Sprintf("%s, %s", typ, p.name), spec, pkt) {
 				compared++
-			}
-			if kp != nil {
-				kp.Close()
-			}
-			if sp != nil {
-				sp.Close()
 			}
 		}
 	}

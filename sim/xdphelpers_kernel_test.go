@@ -163,25 +163,7 @@ func TestRedirectMatchesKernel(t *testing.T) {
 		for _, flags := range []int64{0, 1, 2, 3, 8, 16, 1 << 32} {
 			spec := &ebpf.ProgramSpec{Type: typ, License: "GPL", Instructions: forType(typ, asm.Instructions{
 				asm.Mov.Imm(asm.R1, 1), asm.LoadImm(asm.R2, flags, asm.DWord), asm.FnRedirect.Call(), asm.Return()})}
-			kp, kErr := ebpf.NewProgram(spec)
-			sp, sErr := k.NewProgram(spec)
-			name := fmt.Sprintf("%s, flags %#x", typ, flags)
-			switch {
-			case (kErr == nil) != (sErr == nil) || errnoOf(kErr) != errnoOf(sErr) || !strings.Contains(fmt.Sprint(sErr), lastLogLine(kErr)):
-				t.Errorf("%s: kernel %v; bpfsim %v", name, kErr, sErr)
-			case kErr == nil:
-				kr, kRunErr := kp.Run(&ebpf.RunOptions{Data: pkt})
-				sr, sRunErr := sp.Run(&sim.RunOptions{Data: pkt})
-				if kr != sr || (kRunErr == nil) != (sRunErr == nil) {
-					t.Errorf("%s: kernel %d (%v); bpfsim %d (%v)", name, kr, kRunErr, sr, sRunErr)
-				}
-			}
-			if kp != nil {
-				kp.Close()
-			}
-			if sp != nil {
-				sp.Close()
-			}
+			loadAndRunBoth(t, k, fmt.Sprintf("%s, flags %#x", typ, flags), spec, pkt)
 		}
 	}
 }
