@@ -212,6 +212,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		k.registerBaseHelpers()
 		k.registerSKBHelpers()
 		k.registerXDPHelpers()
+		k.registerTimeHelpers()
 		k.registerMapHelpers()
 		k.registerPerfHelpers()
 		k.registerRingbufHelpers()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -681,5 +682,41 @@ func TestXDPProgramEncapsulatesWithAdjustHead(t *testing.T) {
 	want := append([]byte{0x0a, 0x0b, 0x0c, 0x0d, 1, 2, 3, 4}, pkt[:len(pkt)-2]...)
 	if res.R0 != 2 || !bytes.Equal(res.Data, want) {
 		t.Errorf("r0 = %d, output % x; want 2 and % x", res.R0, res.Data, want)
+	}
+}
+
+// TestTimeHelpersFollowTheClock reads the boot clock, the coarse clock,
+// jiffies and the NUMA node from a program on a virtual clock, before and
+// after moving it.
+func TestTimeHelpersFollowTheClock(t *testing.T) {
+	clock := sim.NewVirtualClock()
+	k := newKernel(t, &sim.Options{Clock: clock})
+	read := func(fn asm.BuiltinFunc) uint64 {
+		p := load(t, k, ebpf.XDP, asm.Instructions{fn.Call(), asm.Return()})
+		defer p.Close()
+		r, err := p.Test(&sim.RunOptions{Data: make([]byte, 14)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.R0
+	}
+	clock.Set(10*uint64(time.Second) + 5_000_001)
+	const initialJiffies = 1<<32 - 300*250
+	for _, c := range []struct {
+		fn   asm.BuiltinFunc
+		want uint64
+	}{
+		{asm.FnKtimeGetBootNs, 10_005_000_001},
+		{asm.FnKtimeGetCoarseNs, 10_004_000_000}, // whole 4 ms ticks
+		{asm.FnJiffies64, initialJiffies + 2501},
+		{asm.FnGetNumaNodeId, 0},
+	} {
+		if got := read(c.fn); got != c.want {
+			t.Errorf("%v = %d, want %d", c.fn, got, c.want)
+		}
+	}
+	clock.Advance(4 * time.Millisecond)
+	if got := read(asm.FnJiffies64); got != initialJiffies+2502 {
+		t.Errorf("jiffies after a tick: %d, want %d", got, initialJiffies+2502)
 	}
 }

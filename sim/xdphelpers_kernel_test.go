@@ -167,3 +167,31 @@ func TestRedirectMatchesKernel(t *testing.T) {
 		}
 	}
 }
+
+// TestTimeHelpersAreOfferedLikeKernel: bpf_ktime_get_boot_ns,
+// bpf_ktime_get_coarse_ns, bpf_jiffies64 and bpf_get_numa_node_id load in
+// the same program types as in the kernel; their values are the
+// simulated clock's, checked in TestTimeHelpersFollowTheClock.
+func TestTimeHelpersAreOfferedLikeKernel(t *testing.T) {
+	if _, err := kdiff.OpenKernel(); err != nil {
+		t.Skipf("kernel-differential test skipped: this machine cannot load BPF programs: %v", err)
+	}
+	k := newKernel(t, nil)
+	for _, fn := range []asm.BuiltinFunc{asm.FnKtimeGetBootNs, asm.FnKtimeGetCoarseNs, asm.FnJiffies64, asm.FnGetNumaNodeId} {
+		for _, typ := range []ebpf.ProgramType{ebpf.XDP, ebpf.SchedCLS, ebpf.SocketFilter, ebpf.CGroupSKB,
+			ebpf.Kprobe, ebpf.TracePoint, ebpf.RawTracepoint, ebpf.Syscall} {
+			spec := testSpec(t, typ, asm.Instructions{fn.Call(), asm.Mov.Imm(asm.R0, 0), asm.Return()})
+			kp, kErr := ebpf.NewProgram(spec)
+			sp, sErr := k.NewProgram(spec)
+			if (kErr == nil) != (sErr == nil) || errnoOf(kErr) != errnoOf(sErr) || !strings.Contains(fmt.Sprint(sErr), lastLogLine(kErr)) {
+				t.Errorf("%v, %s: kernel %v; bpfsim %v", fn, typ, kErr, sErr)
+			}
+			if kp != nil {
+				kp.Close()
+			}
+			if sp != nil {
+				sp.Close()
+			}
+		}
+	}
+}
