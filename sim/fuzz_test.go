@@ -131,7 +131,52 @@ func FuzzLoadAndRun(f *testing.F) {
 		}
 		f.Add(uint8(0), insn.Encode(code), make([]byte, 14))
 	}
-	types := []ebpf.ProgramType{ebpf.UnspecifiedProgram, ebpf.XDP, ebpf.Syscall}
+	// Packet rewrites: an XDP program that moves its head, metadata and
+	// tail, and a tc program that reads, writes and re-checksums its
+	// packet, so that mutations reach the helpers' bounds.
+	xdpMoves := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.Mov.Imm(asm.R2, -20),
+		asm.BuiltinFunc(44).Call(), // bpf_xdp_adjust_head
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, -8),
+		asm.BuiltinFunc(54).Call(), // bpf_xdp_adjust_meta
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, 6),
+		asm.BuiltinFunc(65).Call(), // bpf_xdp_adjust_tail
+		asm.Mov.Imm(asm.R0, 2),
+		asm.Return(),
+	}
+	tcRewrite := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.Mov.Imm(asm.R2, 26),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, -8),
+		asm.Mov.Imm(asm.R4, 4),
+		asm.BuiltinFunc(26).Call(), // bpf_skb_load_bytes
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, 30),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, -8),
+		asm.Mov.Imm(asm.R4, 4),
+		asm.Mov.Imm(asm.R5, 0),
+		asm.BuiltinFunc(9).Call(), // bpf_skb_store_bytes
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, 24),
+		asm.Mov.Imm(asm.R3, 1),
+		asm.Mov.Imm(asm.R4, 2),
+		asm.Mov.Imm(asm.R5, 4),
+		asm.BuiltinFunc(10).Call(), // bpf_l3_csum_replace
+		asm.Return(),
+	}
+	for i, insns := range []asm.Instructions{xdpMoves, tcRewrite} {
+		code, err := insn.FromAsm(insns)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(uint8(1+2*i), insn.Encode(code), make([]byte, 60))
+	}
+	types := []ebpf.ProgramType{ebpf.UnspecifiedProgram, ebpf.XDP, ebpf.Syscall, ebpf.SchedCLS}
 	f.Fuzz(func(t *testing.T, typ uint8, code, data []byte) {
 		pt := types[int(typ)%len(types)]
 		var load sim.ProgramOptions
@@ -170,7 +215,8 @@ func FuzzLoadAndRun(f *testing.F) {
 			}
 			return
 		}
-		if pt != ebpf.Syscall && len(res.Data) != len(data) {
+		// An XDP program may move its packet's bounds.
+		if pt != ebpf.Syscall && pt != ebpf.XDP && len(res.Data) != len(data) {
 			t.Fatalf("%d bytes in, %d out", len(data), len(res.Data))
 		}
 	})

@@ -378,11 +378,11 @@ func TestRegisterHelperExtendsTheTable(t *testing.T) {
 	if !errors.Is(err, uapi.EEXIST) {
 		t.Errorf("duplicate id: %v", err)
 	}
-	err = k.RegisterHelper(&sim.Helper{ID: 42, Fn: func(_ *interp.Machine, a, _, _, _, _ uint64) (uint64, error) { return a * 3, nil }})
+	err = k.RegisterHelper(&sim.Helper{ID: 108, Fn: func(_ *interp.Machine, a, _, _, _, _ uint64) (uint64, error) { return a * 3, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := load(t, k, ebpf.Syscall, asm.Instructions{asm.Mov.Imm(asm.R1, 14), asm.BuiltinFunc(42).Call(), asm.Return()})
+	p := load(t, k, ebpf.Syscall, asm.Instructions{asm.Mov.Imm(asm.R1, 14), asm.BuiltinFunc(108).Call(), asm.Return()})
 	if ret, err := p.Run(nil); err != nil || ret != 42 {
 		t.Errorf("got %d, %v", ret, err)
 	}
