@@ -16,7 +16,7 @@ func cmdDump(args []string, stdout, stderr io.Writer) int {
 	}
 	fs := flag.NewFlagSet("dump", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	typeName := fs.String("type", "raw", "program type of raw bytecode: raw, xdp or syscall")
+	typeName := fs.String("type", "raw", "program type of raw bytecode: "+typeNames)
 	section := fs.String("section", "", "ELF section or program name to dump")
 	isHex := fs.Bool("hex", false, "PROGRAM is bytecode written in hex")
 	unverified := fs.Bool("unverified", false, "load without the verifier")
@@ -32,11 +32,11 @@ func cmdDump(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	typ, err := parseType(*typeName)
+	opts := sim.ProgramOptions{Unverified: *unverified}
+	typ, err := parseType(*typeName, &opts)
 	if err == nil {
 		var k *sim.Kernel
 		if k, err = sim.NewKernel(nil); err == nil {
-			opts := sim.ProgramOptions{Unverified: *unverified}
 			if jited {
 				opts.Runtime = sim.RuntimeJIT
 			}

@@ -19,19 +19,34 @@ import (
 	"github.com/bpfsim/bpfsim/sim/verifier"
 )
 
-// programTypes are the names -type accepts.
-var programTypes = map[string]ebpf.ProgramType{
-	"raw":     ebpf.UnspecifiedProgram,
-	"xdp":     ebpf.XDP,
-	"syscall": ebpf.Syscall,
+// programTypes are the names -type accepts, with the expected attach
+// type they load with.
+var programTypes = map[string]struct {
+	typ    ebpf.ProgramType
+	attach ebpf.AttachType
+}{
+	"raw":                {ebpf.UnspecifiedProgram, ebpf.AttachNone},
+	"xdp":                {ebpf.XDP, ebpf.AttachNone},
+	"syscall":            {ebpf.Syscall, ebpf.AttachNone},
+	"socket_filter":      {ebpf.SocketFilter, ebpf.AttachNone},
+	"sched_cls":          {ebpf.SchedCLS, ebpf.AttachNone},
+	"sched_act":          {ebpf.SchedACT, ebpf.AttachNone},
+	"cgroup_skb/ingress": {ebpf.CGroupSKB, ebpf.AttachCGroupInetIngress},
+	"cgroup_skb/egress":  {ebpf.CGroupSKB, ebpf.AttachCGroupInetEgress},
 }
 
-func parseType(name string) (ebpf.ProgramType, error) {
+// typeNames lists programTypes' names for messages.
+const typeNames = "raw, xdp, syscall, socket_filter, sched_cls, sched_act, cgroup_skb/ingress or cgroup_skb/egress"
+
+// parseType returns the program type a -type name stands for, and sets
+// the expected attach type that goes with it in opts.
+func parseType(name string, opts *sim.ProgramOptions) (ebpf.ProgramType, error) {
 	t, ok := programTypes[name]
 	if !ok {
-		return 0, errors.Wrapf(uapi.EINVAL, "unknown program type %q (want raw, xdp or syscall)", name)
+		return 0, errors.Wrapf(uapi.EINVAL, "unknown program type %q (want %s)", name, typeNames)
 	}
-	return t, nil
+	opts.ExpectedAttachType = uint32(t.attach)
+	return t.typ, nil
 }
 
 // decodeHex reads bytes written as hex digits, with any whitespace between

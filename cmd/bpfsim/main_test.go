@@ -62,6 +62,16 @@ func TestRunAndDump(t *testing.T) {
 	if err := os.WriteFile(raw, []byte(ldxbR0R1+addR0R2+exitInsn), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// r0 = skb->len (__sk_buff offset 0); and r0 = 3.
+	skbLen := filepath.Join(dir, "len.hex")
+	if err := os.WriteFile(skbLen, []byte("61 10 00 00 00 00 00 00\n"+exitInsn), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	three := filepath.Join(dir, "three.hex")
+	if err := os.WriteFile(three, []byte("b7 00 00 00 03 00 00 00\n"+exitInsn), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	frame := strings.Repeat("00 ", 12) + "08 00 " + strings.Repeat("45 ", 20)
 	for _, c := range []struct {
 		name   string
 		args   []string
@@ -76,6 +86,10 @@ func TestRunAndDump(t *testing.T) {
 		{"ELF section that does not exist", []string{"run", progsObject, "-section", "tc"}, 1, []string{`no program "tc"`}},
 		{"missing file", []string{"run", filepath.Join(dir, "nope")}, 1, []string{"no such file"}},
 		{"unknown type", []string{"run", "-type", "kprobe", raw}, 1, []string{"unknown program type"}},
+		{"tc program", []string{"run", "-hex", "-type", "sched_cls", skbLen, "-data-hex", frame}, 0, []string{"r0 = 0x22 (34)"}},
+		{"socket filter", []string{"run", "-hex", "-type", "socket_filter", skbLen, "-data-hex", frame}, 0, []string{"r0 = 0x14 (20)"}},
+		{"cgroup_skb egress may return 3", []string{"run", "-hex", "-type", "cgroup_skb/egress", three, "-data-hex", frame}, 0, []string{"r0 = 0x3 (3)"}},
+		{"cgroup_skb ingress may not", []string{"run", "-hex", "-type", "cgroup_skb/ingress", three, "-data-hex", frame}, 1, []string{"should have been in [0, 1]"}},
 		{"XDP packet too short", []string{"run", progsObject, "-section", "xdp", "-data-hex", "01"}, 1, []string{"shorter than an Ethernet header"}},
 		{"dump xlated", []string{"dump", "xlated", "-hex", raw}, 0, []string{"   0: (71) r0 = *(u8 *)(r1 +0)\n   1: (0f) r0 += r2\n   2: (95) exit\n"}},
 		{"dump jited", []string{"dump", "jited", "-hex", "-type", "raw", "-unverified", raw}, 0, []string{"; function 0: prologue", "mov\tx29, sp", "; 0: (71) r0 = *(u8 *)(r1 +0)\n", "ldrb\tw7, [x0]", "; 1: (0f) r0 += r2\n", "add\tx7, x7, x1", "; epilogue", "ret"}},

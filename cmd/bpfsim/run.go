@@ -13,12 +13,12 @@ import (
 func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	typeName := fs.String("type", "raw", "program type of raw bytecode: raw, xdp or syscall")
+	typeName := fs.String("type", "raw", "program type of raw bytecode: "+typeNames)
 	section := fs.String("section", "", "ELF section or program name to run")
 	isHex := fs.Bool("hex", false, "PROGRAM is bytecode written in hex")
 	dataFile := fs.String("data", "", "file holding the input data (packet or memory)")
 	dataHex := fs.String("data-hex", "", "input data written in hex")
-	ctxFile := fs.String("ctx", "", "file holding the context input (syscall programs)")
+	ctxFile := fs.String("ctx", "", "file holding the context input (syscall programs, __sk_buff of skb programs)")
 	repeat := fs.Uint("repeat", 1, "run this many times")
 	cpu := fs.Uint("cpu", 0, "simulated CPU to run on")
 	cpus := fs.Int("cpus", 2, "number of simulated CPUs")
@@ -44,7 +44,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bpfsim: %v\n", err)
 		return 1
 	}
-	typ, err := parseType(*typeName)
+	popts := sim.ProgramOptions{Unverified: *unverified, LogLevel: logLevelOf(*logLevel), Runtime: sim.RuntimeInterpreter}
+	typ, err := parseType(*typeName, &popts)
 	if err != nil {
 		return fail(err)
 	}
@@ -68,7 +69,6 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
-	popts := sim.ProgramOptions{Unverified: *unverified, LogLevel: logLevelOf(*logLevel), Runtime: sim.RuntimeInterpreter}
 	if *jit {
 		popts.Runtime = sim.RuntimeJIT
 	}
