@@ -164,7 +164,7 @@ var skbFields = []skbField{
 	{"ifindex", skbIfindex, shapeU32, readAll, 4, func(*skBuff) uint64 { return loopbackIfindex }, nil},
 	{"tc_index", skbTCIndex, shapeU32, readAll | writeTC, 2,
 		func(s *skBuff) uint64 { return uint64(s.tcIndex) }, func(s *skBuff, v uint64) { s.tcIndex = uint16(v) }},
-	{"hash", skbHash, shapeU32, readAll, 4, zero, nil},
+	{"hash", skbHash, shapeU32, readAll, 4, func(s *skBuff) uint64 { return uint64(s.hash) }, nil},
 	{"tc_classid", skbTCClassid, shapeU32, readTC | writeTC, 2,
 		func(s *skBuff) uint64 { return uint64(s.tcClassid) }, func(s *skBuff, v uint64) { s.tcClassid = uint16(v) }},
 	{"data", skbData, shapePtr, readTC | readCG, 8, func(s *skBuff) uint64 { return s.data }, nil},
@@ -250,6 +250,7 @@ type skBuff struct {
 	hwtstamp     uint64
 	gsoSegs      uint16
 	gsoSize      uint16
+	hash         uint32 // skb->hash: 0 until bpf_set_hash
 	// The test run's socket: the family by the packet's protocol, the
 	// addresses from its IP header (local the source, remote the
 	// destination) when the header is all there.

@@ -27,6 +27,9 @@ import (
 const (
 	funcSKBStoreBytes         = 9
 	funcCsumDiff              = 28
+	funcSKBPullData           = 39
+	funcSetHashInvalid        = 41
+	funcSetHash               = 48
 	funcL3CsumReplace         = 10
 	funcL4CsumReplace         = 11
 	funcSKBLoadBytes          = 26
@@ -65,6 +68,9 @@ var skbHelperProtos = map[int32]*verifier.FuncProto{
 		verifier.ArgPtrToCtx, verifier.ArgAnything, verifier.ArgAnything, verifier.ArgAnything, verifier.ArgAnything}},
 	funcL4CsumReplace: {ChangesPktData: true, Args: [5]verifier.ArgType{
 		verifier.ArgPtrToCtx, verifier.ArgAnything, verifier.ArgAnything, verifier.ArgAnything, verifier.ArgAnything}},
+	funcSKBPullData:    {ChangesPktData: true, Args: [5]verifier.ArgType{verifier.ArgPtrToCtx, verifier.ArgAnything}},
+	funcSetHashInvalid: {Args: [5]verifier.ArgType{verifier.ArgPtrToCtx}},
+	funcSetHash:        {Args: [5]verifier.ArgType{verifier.ArgPtrToCtx, verifier.ArgAnything}},
 	funcCsumDiff: {PktAccess: true, Args: [5]verifier.ArgType{
 		verifier.ArgPtrToMemOrNull, verifier.ArgConstSizeOrZero, verifier.ArgPtrToMemOrNull, verifier.ArgConstSizeOrZero, verifier.ArgAnything}},
 }
@@ -81,6 +87,9 @@ func (k *Kernel) registerSKBHelpers() {
 		{funcL3CsumReplace, k.l3CsumReplace, skbWriteTypes},
 		{funcL4CsumReplace, k.l4CsumReplace, skbWriteTypes},
 		{funcCsumDiff, k.csumDiff, csumDiffTypes},
+		{funcSKBPullData, k.skbPullData, skbWriteTypes},
+		{funcSetHash, k.setHash, skbWriteTypes},
+		{funcSetHashInvalid, k.setHashInvalid, skbWriteTypes},
 	} {
 		if err := k.RegisterHelper(&Helper{ID: h.id, Fn: h.fn, Proto: skbHelperProtos[h.id]}); err != nil {
 			panic(err) // the table has unique ids
@@ -194,6 +203,44 @@ func (k *Kernel) skbStoreBytes(m *interp.Machine, r1, off, from, n, flags uint64
 		return 0, err
 	}
 	copy(dst, src)
+	if flags&bpfFInvalidateHash != 0 {
+		s.hash = 0 // skb_clear_hash
+	}
+	return 0, nil
+}
+
+// skbPullData is bpf_skb_pull_data(skb, len): make the first len bytes
+// (all of the head for 0) linear and writable. The test run's skb is all
+// linear, so only a len past its end fails, with -ENOMEM.
+func (k *Kernel) skbPullData(m *interp.Machine, r1, n, _, _, _ uint64) (uint64, error) {
+	s, err := k.skbOf(m, r1, "bpf_skb_pull_data")
+	if err != nil {
+		return 0, err
+	}
+	if uint64(uint32(n)) > uint64(s.len) {
+		return errnoRet(uapi.ENOMEM), nil
+	}
+	return 0, nil
+}
+
+// setHash is bpf_set_hash(skb, hash): the hash __sk_buff->hash reads
+// until something clears it.
+func (k *Kernel) setHash(m *interp.Machine, r1, hash, _, _, _ uint64) (uint64, error) {
+	s, err := k.skbOf(m, r1, "bpf_set_hash")
+	if err != nil {
+		return 0, err
+	}
+	s.hash = uint32(hash)
+	return 0, nil
+}
+
+// setHashInvalid is bpf_set_hash_invalid(skb): skb_clear_hash.
+func (k *Kernel) setHashInvalid(m *interp.Machine, r1, _, _, _, _ uint64) (uint64, error) {
+	s, err := k.skbOf(m, r1, "bpf_set_hash_invalid")
+	if err != nil {
+		return 0, err
+	}
+	s.hash = 0
 	return 0, nil
 }
 

@@ -312,3 +312,90 @@ func TestCsumDiffMatchesKernel(t *testing.T) {
 		t.Errorf("only %d programs ran", compared)
 	}
 }
+
+// TestSKBHashAndPullMatchKernel: bpf_set_hash sets what __sk_buff->hash
+// reads, bpf_skb_store_bytes with BPF_F_INVALIDATE_HASH and
+// bpf_set_hash_invalid clear it, and bpf_skb_pull_data fails only past
+// the packet; each step's hash and return value lands in cb[] for the
+// output context.
+func TestSKBHashAndPullMatchKernel(t *testing.T) {
+	if _, err := kdiff.OpenKernel(); err != nil {
+		t.Skipf("kernel-differential test skipped: this machine cannot load BPF programs: %v", err)
+	}
+	k := newKernel(t, nil)
+	const (
+		fnPullData       = asm.BuiltinFunc(39)
+		fnSetHashInvalid = asm.BuiltinFunc(41)
+		fnSetHash        = asm.BuiltinFunc(48)
+	)
+	saveHash := func(cb int16) asm.Instructions {
+		return asm.Instructions{asm.LoadMem(asm.R7, asm.R6, 68, asm.Word), asm.StoreMem(asm.R6, 48+4*cb, asm.R7, asm.Word)}
+	}
+	var progs []struct {
+		name  string
+		insns asm.Instructions
+	}
+	for _, storeFlags := range []int32{0, 1, 2, 3} {
+		for _, pull := range []int64{0, 1, 59, 60, 61, 0xffffffff} {
+			insns := asm.Instructions{
+				asm.Mov.Reg(asm.R6, asm.R1),
+				asm.Mov.Reg(asm.R1, asm.R6),
+				asm.LoadImm(asm.R2, 0xabcd1234, asm.DWord),
+				fnSetHash.Call(),
+			}
+			insns = append(insns, saveHash(0)...)
+			insns = append(insns,
+				asm.Mov.Imm(asm.R7, 0x11223344),
+				asm.StoreMem(asm.RFP, -8, asm.R7, asm.Word),
+				asm.Mov.Reg(asm.R1, asm.R6),
+				asm.Mov.Imm(asm.R2, 20),
+				asm.Mov.Reg(asm.R3, asm.RFP),
+				asm.Add.Imm(asm.R3, -8),
+				asm.Mov.Imm(asm.R4, 4),
+				asm.Mov.Imm(asm.R5, storeFlags),
+				fnStoreBytes.Call(),
+			)
+			insns = append(insns, saveHash(1)...)
+			insns = append(insns,
+				asm.Mov.Reg(asm.R1, asm.R6),
+				asm.LoadImm(asm.R2, pull, asm.DWord),
+				fnPullData.Call(),
+				asm.StoreMem(asm.R6, 56, asm.R0, asm.Word),
+				asm.Mov.Reg(asm.R1, asm.R6),
+				asm.Mov.Imm(asm.R2, 7),
+				fnSetHash.Call(),
+				asm.Mov.Reg(asm.R1, asm.R6),
+				fnSetHashInvalid.Call(),
+			)
+			insns = append(insns, saveHash(3)...)
+			insns = append(insns, asm.Mov.Imm(asm.R0, 0), asm.Return())
+			progs = append(progs, struct {
+				name  string
+				insns asm.Instructions
+			}{fmt.Sprintf("store flags %d, pull %#x", storeFlags, pull), insns})
+		}
+	}
+	runs := helperRuns()
+	compared := 0
+	for _, typ := range []ebpf.ProgramType{ebpf.SchedCLS, ebpf.SchedACT, ebpf.SocketFilter} {
+		for _, p := range progs {
+			kErr, kOuts := kernelSKB(typ, p.insns, runs)
+			sErr, sOuts := simSKB(k, typ, p.insns, runs)
+			if (kErr == nil) != (sErr == nil) || errnoOf(kErr) != errnoOf(sErr) || !strings.Contains(fmt.Sprint(sErr), lastLogLine(kErr)) {
+				t.Errorf("%s, %s: kernel %v; bpfsim %v", typ, p.name, kErr, sErr)
+				continue
+			}
+			if kErr != nil {
+				continue
+			}
+			for _, d := range skbDiff(runs, nil, nil, kOuts, nil, sOuts) {
+				t.Errorf("%s, %s: %s", typ, p.name, d)
+			}
+			compared += len(kOuts)
+		}
+	}
+	t.Logf("%d runs compared", compared)
+	if compared < 100 {
+		t.Errorf("only %d runs compared", compared)
+	}
+}
