@@ -201,6 +201,13 @@ type LookupAndDeleter interface {
 	LookupAndDeleteElem(cpu int, key, value []byte, flags uint64) error
 }
 
+// Redirector is the ability of maps XDP programs redirect packets
+// through with bpf_redirect_map (map_redirect): Redirect returns the
+// program's verdict for index and flags.
+type Redirector interface {
+	Redirect(index, flags uint64) uint64
+}
+
 // PushPopPeeker is the ability of queue-like maps (map_push_elem,
 // map_pop_elem, map_peek_elem). Their keys are empty.
 type PushPopPeeker interface {

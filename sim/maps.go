@@ -11,6 +11,7 @@ import (
 	"github.com/bpfsim/bpfsim/hashmap"
 	"github.com/bpfsim/bpfsim/maps"
 	"github.com/bpfsim/bpfsim/maps/bloomfilter"
+	"github.com/bpfsim/bpfsim/maps/devmap"
 	"github.com/bpfsim/bpfsim/maps/lpmtrie"
 	"github.com/bpfsim/bpfsim/maps/queuestack"
 	"github.com/bpfsim/bpfsim/maps/ringbuf"
@@ -50,6 +51,7 @@ var builtinMapTypes = []*maps.Type{
 	queuestack.Queue,
 	queuestack.Stack,
 	bloomfilter.BloomFilter,
+	devmap.DevMap,
 	ringbuf.Ringbuf,
 }
 

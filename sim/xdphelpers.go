@@ -6,6 +6,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/pkg/errors"
 
+	"github.com/bpfsim/bpfsim/maps"
 	"github.com/bpfsim/bpfsim/sim/interp"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 	"github.com/bpfsim/bpfsim/sim/verifier"
@@ -71,7 +72,26 @@ func (k *Kernel) registerXDPHelpers() {
 		panic(err)
 	}
 	k.helperTypes[funcRedirect] = []ebpf.ProgramType{ebpf.XDP, ebpf.SchedCLS, ebpf.SchedACT}
+
+	// bpf_redirect_map: the map's own redirect (devmap.go's for a devmap).
+	err = k.RegisterHelper(&Helper{ID: uapi.FuncRedirectMap, Proto: redirectMapProto, Fn: func(m *interp.Machine, r1, index, flags, _, _ uint64) (uint64, error) {
+		mp, err := k.helperMap(m, r1)
+		if err != nil {
+			return 0, err
+		}
+		r, ok := mp.Ops.(maps.Redirector)
+		if !ok {
+			return 0, errors.Wrapf(uapi.EFAULT, "pc %d: bpf_redirect_map on a %s map", m.PC(), mp.Type.Name)
+		}
+		return r.Redirect(index, flags), nil
+	}})
+	if err != nil {
+		panic(err)
+	}
+	k.helperTypes[uapi.FuncRedirectMap] = []ebpf.ProgramType{ebpf.XDP}
 }
+
+var redirectMapProto = &verifier.FuncProto{Args: [5]verifier.ArgType{verifier.ArgConstMapPtr, verifier.ArgAnything, verifier.ArgAnything}}
 
 // funcRedirect is bpf_redirect's id.
 const funcRedirect = 23

@@ -236,6 +236,7 @@ const (
 	FuncGetPrandomU32       = 7
 	FuncGetSmpProcessorID   = 8
 	FuncTailCall            = 12
+	FuncRedirectMap         = 51
 	FuncForEachMapElem      = 164
 	FuncLoop                = 181
 	FuncMapLookupPercpuElem = 195

@@ -19,6 +19,7 @@ const (
 	MapTypeLPMTrie        MapType = 11
 	MapTypeArrayOfMaps    MapType = 12
 	MapTypeHashOfMaps     MapType = 13
+	MapTypeDevmap         MapType = 14
 	MapTypeQueue          MapType = 22
 	MapTypeStack          MapType = 23
 	MapTypeStructOps      MapType = 26

@@ -365,6 +365,8 @@ func (e *env) checkMapFuncCompat(m *maps.Map, id int32, name string) error {
 		bad = id != uapi.FuncMapPeekElem && id != uapi.FuncMapPushElem
 	case uapi.MapTypeRingbuf:
 		bad = id != uapi.FuncRingbufOutput && id != uapi.FuncRingbufReserve && id != uapi.FuncRingbufQuery
+	case uapi.MapTypeDevmap:
+		bad = id != uapi.FuncRedirectMap && id != uapi.FuncMapLookupElem
 	}
 	switch id {
 	case uapi.FuncTailCall:
@@ -380,6 +382,9 @@ func (e *env) checkMapFuncCompat(m *maps.Map, id int32, name string) error {
 		bad = bad || t != uapi.MapTypeRingbuf
 	case uapi.FuncMapLookupPercpuElem:
 		bad = bad || (t != uapi.MapTypePercpuArray && t != uapi.MapTypePercpuHash && t != uapi.MapTypeLRUPercpuHash)
+	case uapi.FuncRedirectMap:
+		_, able := m.Ops.(maps.Redirector)
+		bad = bad || !able
 	}
 	if bad {
 		return e.errorf(uapi.EINVAL, "cannot pass map_type %d into func %s#%d", t, name, id)

@@ -1,0 +1,191 @@
+// Package devmap simulates BPF_MAP_TYPE_DEVMAP (kernel/bpf/devmap.c): an
+// array of network devices that XDP programs redirect packets to with
+// bpf_redirect_map. A slot holds a struct bpf_devmap_val: the device's
+// ifindex and, in 8-byte values, the id of a program to run on it.
+//
+// The simulated kernel has one network device, the loopback (ifindex 1);
+// a slot naming another is refused as the kernel refuses a missing
+// device. Programs attached to slots (bpf_prog.fd) are not simulated yet:
+// a value naming one is refused with EINVAL and a message that says so.
+// Slots are updated in place rather than swapped under RCU, so a program
+// holding a looked-up value sees a later update.
+package devmap
+
+import (
+	"encoding/binary"
+	"sync"
+
+	"github.com/pkg/errors"
+
+	"github.com/bpfsim/bpfsim/maps"
+	"github.com/bpfsim/bpfsim/sim/mem"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// DevMap is the map type, for a kernel's registry.
+var DevMap = &maps.Type{ID: uapi.MapTypeDevmap, Name: "devmap", AllocCheck: allocCheck, Alloc: alloc, MetaEqual: maps.DefaultMetaEqual}
+
+const (
+	// createFlags are DEV_CREATE_FLAG_MASK.
+	createFlags = uapi.BPF_F_NUMA_NODE | uapi.BPF_F_RDONLY | uapi.BPF_F_WRONLY
+	// loopbackIfindex is the simulated kernel's only device.
+	loopbackIfindex = 1
+	// valueOffset is where the values start after the map object.
+	valueOffset = 256
+)
+
+// XDP verdicts and bpf_redirect_map flags.
+const (
+	xdpAborted          = 0
+	xdpRedirect         = 4
+	actionMask          = 3      // XDP_ABORTED | XDP_DROP | XDP_PASS | XDP_TX
+	bpfFBroadcast       = 1 << 3 // BPF_F_BROADCAST
+	bpfFExcludeIngress  = 1 << 4 // BPF_F_EXCLUDE_INGRESS
+	redirectFlagsOfType = bpfFBroadcast | bpfFExcludeIngress
+)
+
+// allocCheck is dev_map_init_map's checks: 4-byte keys, values of the
+// ifindex alone or with a program, some entries, and only the NUMA and
+// user-space access flags.
+func allocCheck(attr *maps.Attr) error {
+	switch {
+	case attr.MaxEntries == 0 || attr.KeySize != 4 || (attr.ValueSize != 4 && attr.ValueSize != 8):
+		return errors.Wrapf(uapi.EINVAL, "a devmap has 4-byte keys, 4- or 8-byte values and entries (got %d, %d, %d)",
+			attr.KeySize, attr.ValueSize, attr.MaxEntries)
+	case attr.Flags&^createFlags != 0:
+		return errors.Wrapf(uapi.EINVAL, "devmap map_flags %#x include unsupported flags", attr.Flags)
+	}
+	return nil
+}
+
+// dtab is struct bpf_dtab: which slots hold a device, and their values in
+// simulated memory.
+type dtab struct {
+	m      *maps.Map
+	mu     sync.Mutex // the kernel's update lock
+	used   []bool
+	values []byte
+	base   uint64 // address of slot 0's value
+}
+
+func alloc(k maps.Kernel, m *maps.Map) (maps.Ops, error) {
+	// A lookup returns a pointer straight into the slot, so programs may
+	// only read it: the kernel adds BPF_F_RDONLY_PROG to the map.
+	m.Flags |= uapi.BPF_F_RDONLY_PROG
+	size := uint64(m.MaxEntries) * uint64(m.ValueSize)
+	addr, err := k.Memory().Vmalloc(valueOffset+size, mem.PermRW, m.Type.Name)
+	if err != nil {
+		return nil, err
+	}
+	d := &dtab{m: m, used: make([]bool, m.MaxEntries), base: addr + valueOffset}
+	if d.values, err = k.Memory().Bytes(d.base, size); err != nil {
+		k.Memory().Free(addr)
+		return nil, err
+	}
+	m.Addr = addr
+	return d, nil
+}
+
+func (d *dtab) slot(i uint32) []byte {
+	off := uint64(i) * uint64(d.m.ValueSize)
+	return d.values[off : off+uint64(d.m.ValueSize)]
+}
+
+// LookupElem is dev_map_lookup_elem: the address of the slot's value, or
+// 0 for an empty slot or a key past the end.
+func (d *dtab) LookupElem(_ int, key []byte) (uint64, error) {
+	i := binary.LittleEndian.Uint32(key)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if i >= d.m.MaxEntries || !d.used[i] {
+		return 0, nil
+	}
+	return d.base + uint64(i)*uint64(d.m.ValueSize), nil
+}
+
+// UpdateElem is dev_map_update_elem: ifindex 0 empties the slot, any
+// other must be a device; every slot exists, so BPF_NOEXIST fails.
+func (d *dtab) UpdateElem(_ int, key, value []byte, flags uint64) error {
+	i := binary.LittleEndian.Uint32(key)
+	switch {
+	case flags > uapi.BPF_EXIST:
+		return errors.Wrapf(uapi.EINVAL, "update flags %#x", flags)
+	case i >= d.m.MaxEntries:
+		return errors.Wrapf(uapi.E2BIG, "key %d of %d entries", i, d.m.MaxEntries)
+	case flags == uapi.BPF_NOEXIST:
+		return errors.Wrap(uapi.EEXIST, "every devmap slot exists")
+	}
+	ifindex := binary.LittleEndian.Uint32(value)
+	var progFD int32
+	if len(value) == 8 {
+		progFD = int32(binary.LittleEndian.Uint32(value[4:]))
+	}
+	switch {
+	case ifindex == 0 && progFD > 0:
+		return errors.Wrap(uapi.EINVAL, "a program without a device")
+	case ifindex != 0 && ifindex != loopbackIfindex:
+		return errors.Wrapf(uapi.EINVAL, "no device with ifindex %d (bpfsim simulates only lo, ifindex 1)", ifindex)
+	case progFD > 0:
+		return errors.Wrap(uapi.EINVAL, "programs in devmap slots are not simulated by bpfsim yet")
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	v := make([]byte, d.m.ValueSize)
+	binary.LittleEndian.PutUint32(v, ifindex) // the program id stays 0
+	mem.StoreBytes(d.slot(i), v)
+	d.used[i] = ifindex != 0
+	return nil
+}
+
+// DeleteElem is dev_map_delete_elem: any slot within the map may be
+// emptied, even an empty one.
+func (d *dtab) DeleteElem(_ int, key []byte) error {
+	i := binary.LittleEndian.Uint32(key)
+	if i >= d.m.MaxEntries {
+		return errors.Wrapf(uapi.EINVAL, "key %d of %d entries", i, d.m.MaxEntries)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.used[i] = false
+	mem.StoreBytes(d.slot(i), make([]byte, d.m.ValueSize))
+	return nil
+}
+
+// GetNextKey is dev_map_get_next_key: the index after key, the first for
+// no key or one past the end.
+func (d *dtab) GetNextKey(key, next []byte) error {
+	var i uint32
+	if key != nil {
+		k := binary.LittleEndian.Uint32(key)
+		switch {
+		case k >= d.m.MaxEntries:
+		case k == d.m.MaxEntries-1:
+			return errors.Wrap(uapi.ENOENT, "last key")
+		default:
+			i = k + 1
+		}
+	}
+	binary.LittleEndian.PutUint32(next, i)
+	return nil
+}
+
+// Redirect is dev_map_redirect, bpf_redirect_map's work for a devmap: the
+// index is truncated to 32 bits; a slot with a device, or
+// BPF_F_BROADCAST, redirects; otherwise the flags' low bits are the
+// verdict. Flags besides those and BPF_F_EXCLUDE_INGRESS abort.
+func (d *dtab) Redirect(index, flags uint64) uint64 {
+	if flags&^(actionMask|redirectFlagsOfType) != 0 {
+		return xdpAborted
+	}
+	i := uint32(index)
+	d.mu.Lock()
+	found := i < d.m.MaxEntries && d.used[i]
+	d.mu.Unlock()
+	if !found && flags&bpfFBroadcast == 0 {
+		return flags & actionMask
+	}
+	return xdpRedirect
+}
+
+// Free releases the values.
+func (d *dtab) Free() { d.m.Kernel.Memory().Free(d.m.Addr) }
