@@ -686,7 +686,7 @@ func loadAndRunBoth(t *testing.T, k *sim.Kernel, name string, spec *ebpf.Program
 	if sp != nil {
 		defer sp.Close()
 	}
-	if (kErr == nil) != (sErr == nil) || errnoOf(kErr) != errnoOf(sErr) || !strings.Contains(fmt.Sprint(sErr), lastLogLine(kErr)) {
+	if (kErr == nil) != (sErr == nil) || errnoOf(kErr) != errnoOf(sErr) || !strings.Contains(fmt.Sprint(sErr), kdiff.LastLogLine(kErr)) {
 		t.Errorf("%s: kernel %v; bpfsim %v", name, kErr, sErr)
 		return false
 	}
@@ -699,19 +699,4 @@ func loadAndRunBoth(t *testing.T, k *sim.Kernel, name string, spec *ebpf.Program
 		t.Errorf("%s: the kernel's run returns %#x (%v), bpfsim's %#x (%v)", name, kr, kRunErr, sr, sRunErr)
 	}
 	return true
-}
-
-// lastLogLine is the last line of a kernel verifier log in a load error,
-// or "" when there is no log (an error before verification).
-func lastLogLine(err error) string {
-	var ve *ebpf.VerifierError
-	if !errors.As(err, &ve) || len(ve.Log) == 0 {
-		return ""
-	}
-	for i := len(ve.Log) - 1; i >= 0; i-- {
-		if l := strings.TrimSpace(ve.Log[i]); l != "" && !strings.HasPrefix(l, "processed ") {
-			return l
-		}
-	}
-	return ""
 }

@@ -141,7 +141,7 @@ func TestSKBHelpersMatchKernel(t *testing.T) {
 			if kErr != nil || sErr != nil {
 				refused++
 				if (kErr == nil) != (sErr == nil) || errnoOf(kErr) != errnoOf(sErr) ||
-					!strings.Contains(fmt.Sprint(sErr), lastLogLine(kErr)) {
+					!strings.Contains(fmt.Sprint(sErr), kdiff.LastLogLine(kErr)) {
 					failures++
 					if failures <= 30 {
 						t.Errorf("%s, %s: kernel %v; bpfsim %v", typ, p.name, kErr, sErr)
@@ -206,7 +206,7 @@ func TestSKBHelpersThatChangeThePacketInvalidatePacketPointersLikeKernel(t *test
 		spec := &ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL", Instructions: insns}
 		kp, kErr := ebpf.NewProgram(spec)
 		sp, sErr := k.NewProgram(spec)
-		if (kErr == nil) != (sErr == nil) || errnoOf(kErr) != errnoOf(sErr) || !strings.Contains(fmt.Sprint(sErr), lastLogLine(kErr)) {
+		if (kErr == nil) != (sErr == nil) || errnoOf(kErr) != errnoOf(sErr) || !strings.Contains(fmt.Sprint(sErr), kdiff.LastLogLine(kErr)) {
 			t.Errorf("%v: kernel %v; bpfsim %v", c.fn, kErr, sErr)
 		}
 		if kp != nil {
@@ -381,7 +381,7 @@ func TestSKBHashAndPullMatchKernel(t *testing.T) {
 		for _, p := range progs {
 			kErr, kOuts := kernelSKB(typ, p.insns, runs)
 			sErr, sOuts := simSKB(k, typ, p.insns, runs)
-			if (kErr == nil) != (sErr == nil) || errnoOf(kErr) != errnoOf(sErr) || !strings.Contains(fmt.Sprint(sErr), lastLogLine(kErr)) {
+			if (kErr == nil) != (sErr == nil) || errnoOf(kErr) != errnoOf(sErr) || !strings.Contains(fmt.Sprint(sErr), kdiff.LastLogLine(kErr)) {
 				t.Errorf("%s, %s: kernel %v; bpfsim %v", typ, p.name, kErr, sErr)
 				continue
 			}

@@ -145,7 +145,7 @@ func TestXDPAdjustHelpersAreXDPsOnly(t *testing.T) {
 			asm.Mov.Imm(asm.R2, 0), fn.Call(), asm.Return()}}
 		_, kErr := ebpf.NewProgram(spec)
 		_, sErr := k.NewProgram(spec)
-		if kErr == nil || sErr == nil || errnoOf(kErr) != errnoOf(sErr) || !strings.Contains(sErr.Error(), lastLogLine(kErr)) {
+		if kErr == nil || sErr == nil || errnoOf(kErr) != errnoOf(sErr) || !strings.Contains(sErr.Error(), kdiff.LastLogLine(kErr)) {
 			t.Errorf("%v: kernel %v; bpfsim %v", fn, kErr, sErr)
 		}
 	}
@@ -183,7 +183,7 @@ func TestTimeHelpersAreOfferedLikeKernel(t *testing.T) {
 			spec := testSpec(t, typ, asm.Instructions{fn.Call(), asm.Mov.Imm(asm.R0, 0), asm.Return()})
 			kp, kErr := ebpf.NewProgram(spec)
 			sp, sErr := k.NewProgram(spec)
-			if (kErr == nil) != (sErr == nil) || errnoOf(kErr) != errnoOf(sErr) || !strings.Contains(fmt.Sprint(sErr), lastLogLine(kErr)) {
+			if (kErr == nil) != (sErr == nil) || errnoOf(kErr) != errnoOf(sErr) || !strings.Contains(fmt.Sprint(sErr), kdiff.LastLogLine(kErr)) {
 				t.Errorf("%v, %s: kernel %v; bpfsim %v", fn, typ, kErr, sErr)
 			}
 			if kp != nil {

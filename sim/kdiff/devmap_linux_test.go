@@ -3,7 +3,6 @@
 package kdiff
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -119,7 +118,7 @@ func TestDevmapMatchesKernel(t *testing.T) {
 		"write the value":     {asm.StoreMem(asm.R6, 0, asm.R7, asm.Word), asm.Return().WithSymbol("out")},
 	} {
 		kr, sr, kErr, sErr := runInBoth(k, ebpf.XDP, lookup(km.FD(), tail...), lookup(sm.FD(), tail...), pkt)
-		if (kErr == nil) != (sErr == nil) || kr != sr || kErr != nil && !strings.Contains(sErr.Error(), lastLine(kErr)) {
+		if (kErr == nil) != (sErr == nil) || kr != sr || kErr != nil && !strings.Contains(sErr.Error(), LastLogLine(kErr)) {
 			t.Errorf("lookup and %s: kernel %d (%v); bpfsim %d (%v)", name, kr, kErr, sr, sErr)
 		}
 	}
@@ -129,7 +128,7 @@ func TestDevmapMatchesKernel(t *testing.T) {
 			asm.Mov.Imm(asm.R4, 0), asm.FnMapUpdateElem.Call(), asm.Return()}
 	}
 	_, _, kErr, sErr := runInBoth(k, ebpf.XDP, update(km.FD()), update(sm.FD()), pkt)
-	if kErr == nil || sErr == nil || !strings.Contains(sErr.Error(), lastLine(kErr)) {
+	if kErr == nil || sErr == nil || !strings.Contains(sErr.Error(), LastLogLine(kErr)) {
 		t.Errorf("update from a program: kernel %v; bpfsim %v", kErr, sErr)
 	}
 	del := func(fd int) asm.Instructions {
@@ -138,7 +137,7 @@ func TestDevmapMatchesKernel(t *testing.T) {
 			asm.FnMapDeleteElem.Call(), asm.Return()}
 	}
 	_, _, kErr, sErr = runInBoth(k, ebpf.XDP, del(km.FD()), del(sm.FD()), pkt)
-	if kErr == nil || sErr == nil || !strings.Contains(sErr.Error(), lastLine(kErr)) {
+	if kErr == nil || sErr == nil || !strings.Contains(sErr.Error(), LastLogLine(kErr)) {
 		t.Errorf("delete from a program: kernel %v; bpfsim %v", kErr, sErr)
 	}
 }
@@ -157,18 +156,4 @@ func runInBoth(k *sim.Kernel, typ ebpf.ProgramType, kInsns, sInsns asm.Instructi
 		sr, sErr = sp.Run(&sim.RunOptions{Data: pkt})
 	}
 	return kr, sr, kErr, sErr
-}
-
-// lastLine is the last line of a kernel verifier log in a load error.
-func lastLine(err error) string {
-	var ve *ebpf.VerifierError
-	if !errors.As(err, &ve) || len(ve.Log) == 0 {
-		return ""
-	}
-	for i := len(ve.Log) - 1; i >= 0; i-- {
-		if l := strings.TrimSpace(ve.Log[i]); l != "" && !strings.HasPrefix(l, "processed ") {
-			return l
-		}
-	}
-	return ""
 }

@@ -263,3 +263,18 @@ func ReadVerdictRecords(r io.Reader) ([]VerdictRecord, error) {
 
 // labelled returns a jump-target instruction: asm has no label of its
 // own, so a symbol goes on a harmless instruction.
+
+// LastLogLine is the last line of a kernel verifier log in a load error
+// (the reason for a refusal), or "" when the error carries no log.
+func LastLogLine(err error) string {
+	var ve *ebpf.VerifierError
+	if !errors.As(err, &ve) || len(ve.Log) == 0 {
+		return ""
+	}
+	for i := len(ve.Log) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(ve.Log[i]); l != "" && !strings.HasPrefix(l, "processed ") {
+			return l
+		}
+	}
+	return ""
+}
