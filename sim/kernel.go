@@ -213,6 +213,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		k.registerSKBHelpers()
 		k.registerXDPHelpers()
 		k.registerTimeHelpers()
+		k.registerVlanHelpers()
 		k.registerMapHelpers()
 		k.registerPerfHelpers()
 		k.registerRingbufHelpers()

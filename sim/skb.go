@@ -155,9 +155,14 @@ var skbFields = []skbField{
 			}
 		}},
 	{"protocol", skbProtocol, shapeU32, readAll, 2, func(s *skBuff) uint64 { return uint64(s.protocol) }, nil},
-	{"vlan_present", skbVlanPresent, shapeU32, readAll, 4, zero, nil},
-	{"vlan_tci", skbVlanTCI, shapeU32, readAll, 2, zero, nil},
-	{"vlan_proto", skbVlanProto, shapeU32, readAll, 2, zero, nil},
+	{"vlan_present", skbVlanPresent, shapeU32, readAll, 4, func(s *skBuff) uint64 {
+		if s.vlanProto != 0 { // vlan_all != 0
+			return 1
+		}
+		return 0
+	}, nil},
+	{"vlan_tci", skbVlanTCI, shapeU32, readAll, 2, func(s *skBuff) uint64 { return uint64(s.vlanTCI) }, nil},
+	{"vlan_proto", skbVlanProto, shapeU32, readAll, 2, func(s *skBuff) uint64 { return uint64(s.vlanProto) }, nil},
 	{"priority", skbPriority, shapeU32, readAll | writeTC | writeCG, 4,
 		func(s *skBuff) uint64 { return uint64(s.priority) }, func(s *skBuff, v uint64) { s.priority = uint32(v) }},
 	{"ingress_ifindex", skbIngressIfindex, shapeU32, readAll, 4, func(s *skBuff) uint64 { return uint64(s.skbIif) }, nil},
@@ -251,6 +256,12 @@ type skBuff struct {
 	gsoSegs      uint16
 	gsoSize      uint16
 	hash         uint32 // skb->hash: 0 until bpf_set_hash
+	// The offloaded VLAN tag bpf_skb_vlan_push sets: vlan_proto as a
+	// little-endian load of the __be16 reads it (0: no tag), vlan_tci.
+	vlanProto uint16
+	vlanTCI   uint16
+	// mac and network are the link-layer and network headers' addresses.
+	mac, network uint64
 	// The test run's socket: the family by the packet's protocol, the
 	// addresses from its IP header (local the source, remote the
 	// destination) when the header is all there.
@@ -553,15 +564,22 @@ func (k *Kernel) prepareSKB(cpu *CPU, typ ebpf.ProgramType, data, ctxIn []byte, 
 		s.hwtstamp = le.Uint64(ctx[skbHwtstamp:])
 	}
 
-	cpu.machine.Packet = interp.Packet{
-		Data:   s.data,
-		Len:    s.len,
-		MacOff: int32(int64(mac) - int64(s.data)),
-		NetOff: int32(int64(mac+ethHlen) - int64(s.data)),
-	}
+	s.mac, s.network = mac, mac+ethHlen
+	s.setPacket(cpu.machine)
 	return &runEnv{r1: s.ctx, output: func() ([]byte, []byte, error) {
 		return s.output(ctx)
 	}}, nil
+}
+
+// setPacket tells the machine where legacy packet access finds the
+// packet and its headers.
+func (s *skBuff) setPacket(m *interp.Machine) {
+	m.Packet = interp.Packet{
+		Data:   s.data,
+		Len:    s.len,
+		MacOff: int32(int64(s.mac) - int64(s.data)),
+		NetOff: int32(int64(s.network) - int64(s.data)),
+	}
 }
 
 // output returns the packet and, if the run has a context, the __sk_buff

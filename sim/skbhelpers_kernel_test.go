@@ -399,3 +399,98 @@ func TestSKBHashAndPullMatchKernel(t *testing.T) {
 		t.Errorf("only %d runs compared", compared)
 	}
 }
+
+// TestVlanHelpersAndChangeTypeMatchKernel pushes and pops VLAN tags in
+// every order on untagged, tagged and doubly tagged frames, and changes
+// the packet type: the output frame, and the return values, protocol,
+// VLAN fields and packet type seen after each step (in cb[]), must be
+// the kernel's.
+func TestVlanHelpersAndChangeTypeMatchKernel(t *testing.T) {
+	if _, err := kdiff.OpenKernel(); err != nil {
+		t.Skipf("kernel-differential test skipped: this machine cannot load BPF programs: %v", err)
+	}
+	k := newKernel(t, nil)
+	const (
+		push       = asm.BuiltinFunc(18)
+		pop        = asm.BuiltinFunc(19)
+		changeType = asm.BuiltinFunc(32)
+	)
+	type step struct {
+		fn       asm.BuiltinFunc
+		arg, tci int32
+	}
+	prog := func(steps ...step) asm.Instructions {
+		insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1), asm.Mov.Imm(asm.R8, 0)}
+		for _, s := range steps {
+			insns = append(insns, asm.Mov.Reg(asm.R1, asm.R6), asm.Mov.Imm(asm.R2, s.arg), asm.Mov.Imm(asm.R3, s.tci), s.fn.Call(),
+				// r8 = r8 * 16 + (ret & 15): every step's errno.
+				asm.And.Imm(asm.R0, 15), asm.LSh.Imm(asm.R8, 4), asm.Or.Reg(asm.R8, asm.R0))
+		}
+		insns = append(insns, asm.StoreMem(asm.R6, 48, asm.R8, asm.Word))
+		// cb[1..4] = protocol, vlan_present, vlan_tci | vlan_proto << 16, pkt_type.
+		for i, off := range []int16{16, 20, 24, 4} {
+			insns = append(insns, asm.LoadMem(asm.R7, asm.R6, off, asm.Word))
+			if off == 24 {
+				insns = append(insns, asm.LoadMem(asm.R9, asm.R6, 28, asm.Word), asm.LSh.Imm(asm.R9, 16), asm.Or.Reg(asm.R7, asm.R9))
+			}
+			insns = append(insns, asm.StoreMem(asm.R6, 52+4*int16(i), asm.R7, asm.Word))
+		}
+		return append(insns, asm.Mov.Imm(asm.R0, 0), asm.Return())
+	}
+	const q, ad, ip = 0x0081, 0xa888, 0x0008 // __be16 as loaded
+	cases := map[string][]step{
+		"push":                   {{push, q, 5}},
+		"push 802.1ad":           {{push, ad, 0x1fff}},
+		"push another protocol":  {{push, ip, 7}},
+		"push a 17-bit tci":      {{push, q, 0x1abcd}},
+		"push twice":             {{push, q, 5}, {push, ad, 9}},
+		"push three times":       {{push, q, 5}, {push, ad, 9}, {push, q, 11}},
+		"pop":                    {{pop, 0, 0}},
+		"pop twice":              {{pop, 0, 0}, {pop, 0, 0}},
+		"push, pop":              {{push, q, 5}, {pop, 0, 0}},
+		"push twice, pop":        {{push, q, 5}, {push, q, 9}, {pop, 0, 0}},
+		"push twice, pop twice":  {{push, q, 5}, {push, q, 9}, {pop, 0, 0}, {pop, 0, 0}},
+		"change type to 3":       {{changeType, 3, 0}},
+		"change type to 1":       {{changeType, 1, 0}},
+		"change type to 4":       {{changeType, 4, 0}},
+		"change type to -1":      {{changeType, -1, 0}},
+		"push, change type, pop": {{push, q, 5}, {changeType, 2, 0}, {pop, 0, 0}},
+	}
+	ipv4 := testPackets()[0].data
+	tag := func(frame []byte, proto uint16, tci uint16) []byte {
+		out := append([]byte(nil), frame[:12]...)
+		out = append(out, byte(proto>>8), byte(proto), byte(tci>>8), byte(tci))
+		return append(out, frame[12:]...)
+	}
+	runs := []skbRun{
+		{name: "untagged IPv4", data: ipv4, ctxOut: true},
+		{name: "802.1Q IPv4", data: tag(ipv4, 0x8100, 3), ctxOut: true},
+		{name: "802.1ad then 802.1Q", data: tag(tag(ipv4, 0x8100, 3), 0x88a8, 0x0fff), ctxOut: true},
+		{name: "802.1Q of raw 802.3", data: tag(ethFrame([6]byte{}, 0x0010, append([]byte{0xff, 0xff}, seq(14, 1)...)), 0x8100, 1), ctxOut: true},
+		{name: "802.1Q of 802.2", data: tag(ethFrame([6]byte{}, 0x0020, seq(16, 1)), 0x8100, 1), ctxOut: true},
+		{name: "802.1Q, 3 bytes after the tag", data: tag(ethFrame([6]byte{}, 0x0800, nil), 0x8100, 1)[:17], ctxOut: true},
+	}
+	compared := 0
+	for name, steps := range cases {
+		for _, typ := range []ebpf.ProgramType{ebpf.SchedCLS, ebpf.SocketFilter} {
+			insns := prog(steps...)
+			kErr, kOuts := kernelSKB(typ, insns, runs)
+			sErr, sOuts := simSKB(k, typ, insns, runs)
+			if (kErr == nil) != (sErr == nil) || errnoOf(kErr) != errnoOf(sErr) || !strings.Contains(fmt.Sprint(sErr), kdiff.LastLogLine(kErr)) {
+				t.Errorf("%s, %s: kernel %v; bpfsim %v", typ, name, kErr, sErr)
+				continue
+			}
+			if kErr != nil {
+				continue
+			}
+			for _, d := range skbDiff(runs, nil, nil, kOuts, nil, sOuts) {
+				t.Errorf("%s, %s: %s", typ, name, d)
+			}
+			compared += len(kOuts)
+		}
+	}
+	t.Logf("%d runs compared", compared)
+	if compared < 80 {
+		t.Errorf("only %d runs compared", compared)
+	}
+}
