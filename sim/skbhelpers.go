@@ -360,14 +360,22 @@ func csum16Add(a, b uint16) uint16 { return onesAdd(a, b) }
 
 func csum16Sub(a, b uint16) uint16 { return onesAdd(a, ^b) }
 
+// csumPartial is csum_partial over 32-bit words: their ones'-complement
+// sum with seed, in 32 bits.
+func csumPartial(seed uint32, words ...uint32) uint32 {
+	acc := uint64(seed)
+	for _, w := range words {
+		acc += uint64(w)
+	}
+	acc = acc&0xffffffff + acc>>32
+	acc = acc&0xffffffff + acc>>32
+	return uint32(acc)
+}
+
 // csumReplaceWords is inet_proto_csum_replace4's update: the sum of the
-// words {~from, to} (csum_partial) added to the unfolded old checksum,
-// folded.
+// words {~from, to} added to the unfolded old checksum, folded.
 func csumReplaceWords(sum uint16, from, to uint32) uint16 {
-	acc := uint64(^uint32(sum)) + uint64(^from) + uint64(to)
-	acc = acc&0xffffffff + acc>>32
-	acc = acc&0xffffffff + acc>>32
-	return csumFold(uint32(acc))
+	return csumFold(csumPartial(^uint32(sum), ^from, to))
 }
 
 // csumDiff is bpf_csum_diff(from, from_size, to, to_size, seed): the
@@ -383,13 +391,11 @@ func (k *Kernel) csumDiff(m *interp.Machine, from, fromSize, to, toSize, seed ui
 		if err := m.ReadMem(addr, b[:n]); err != nil {
 			return 0, err
 		}
-		acc := uint64(seed)
-		for i := 0; i < len(b); i += 4 {
-			acc += uint64(binary.LittleEndian.Uint32(b[i:]))
+		words := make([]uint32, len(b)/4)
+		for i := range words {
+			words[i] = binary.LittleEndian.Uint32(b[4*i:])
 		}
-		acc = acc&0xffffffff + acc>>32
-		acc = acc&0xffffffff + acc>>32
-		return uint32(acc), nil
+		return csumPartial(seed, words...), nil
 	}
 	w := uint32(seed)
 	switch {
