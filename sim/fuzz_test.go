@@ -169,14 +169,28 @@ func FuzzLoadAndRun(f *testing.F) {
 		asm.BuiltinFunc(10).Call(), // bpf_l3_csum_replace
 		asm.Return(),
 	}
-	for i, insns := range []asm.Instructions{xdpMoves, tcRewrite} {
+	// VLAN tags pushed and popped: the frame grows and shrinks.
+	tcVlan := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.Mov.Imm(asm.R2, 0x0081),
+		asm.Mov.Imm(asm.R3, 5),
+		asm.BuiltinFunc(18).Call(), // bpf_skb_vlan_push
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, 0x0081),
+		asm.Mov.Imm(asm.R3, 9),
+		asm.BuiltinFunc(18).Call(),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.BuiltinFunc(19).Call(), // bpf_skb_vlan_pop
+		asm.Return(),
+	}
+	for i, insns := range []asm.Instructions{xdpMoves, tcRewrite, tcVlan} {
 		code, err := insn.FromAsm(insns)
 		if err != nil {
 			f.Fatal(err)
 		}
-		f.Add(uint8(1+2*i), insn.Encode(code), make([]byte, 60))
+		f.Add(uint8(min(1+2*i, 3)), insn.Encode(code), make([]byte, 60))
 	}
-	types := []ebpf.ProgramType{ebpf.UnspecifiedProgram, ebpf.XDP, ebpf.Syscall, ebpf.SchedCLS}
+	types := []ebpf.ProgramType{ebpf.UnspecifiedProgram, ebpf.XDP, ebpf.Syscall, ebpf.SchedCLS, ebpf.CGroupSKB}
 	f.Fuzz(func(t *testing.T, typ uint8, code, data []byte) {
 		pt := types[int(typ)%len(types)]
 		var load sim.ProgramOptions
@@ -215,8 +229,8 @@ func FuzzLoadAndRun(f *testing.F) {
 			}
 			return
 		}
-		// An XDP program may move its packet's bounds.
-		if pt != ebpf.Syscall && pt != ebpf.XDP && len(res.Data) != len(data) {
+		// XDP and tc programs may move their packet's bounds.
+		if pt != ebpf.Syscall && pt != ebpf.XDP && pt != ebpf.SchedCLS && len(res.Data) != len(data) {
 			t.Fatalf("%d bytes in, %d out", len(data), len(res.Data))
 		}
 	})
