@@ -81,20 +81,37 @@ func (k *Kernel) registerSKBHelpers() {
 		fn    func(m *interp.Machine, r1, r2, r3, r4, r5 uint64) (uint64, error)
 		types []ebpf.ProgramType
 	}{
-		{funcSKBLoadBytes, k.skbLoadBytes, skbReadTypes},
-		{funcSKBLoadBytesRelative, k.skbLoadBytesRelative, skbReadTypes},
-		{funcSKBStoreBytes, k.skbStoreBytes, skbWriteTypes},
-		{funcL3CsumReplace, k.l3CsumReplace, skbWriteTypes},
-		{funcL4CsumReplace, k.l4CsumReplace, skbWriteTypes},
+		{funcSKBLoadBytes, k.onSKB(funcSKBLoadBytes, k.skbLoadBytes), skbReadTypes},
+		{funcSKBLoadBytesRelative, k.onSKB(funcSKBLoadBytesRelative, k.skbLoadBytesRelative), skbReadTypes},
+		{funcSKBStoreBytes, k.onSKB(funcSKBStoreBytes, k.skbStoreBytes), skbWriteTypes},
+		{funcL3CsumReplace, k.onSKB(funcL3CsumReplace, k.l3CsumReplace), skbWriteTypes},
+		{funcL4CsumReplace, k.onSKB(funcL4CsumReplace, k.l4CsumReplace), skbWriteTypes},
 		{funcCsumDiff, k.csumDiff, csumDiffTypes},
-		{funcSKBPullData, k.skbPullData, skbWriteTypes},
-		{funcSetHash, k.setHash, skbWriteTypes},
-		{funcSetHashInvalid, k.setHashInvalid, skbWriteTypes},
+		{funcSKBPullData, k.onSKB(funcSKBPullData, k.skbPullData), skbWriteTypes},
+		{funcSetHash, k.onSKB(funcSetHash, k.setHash), skbWriteTypes},
+		{funcSetHashInvalid, k.onSKB(funcSetHashInvalid, k.setHashInvalid), skbWriteTypes},
 	} {
 		if err := k.RegisterHelper(&Helper{ID: h.id, Fn: h.fn, Proto: skbHelperProtos[h.id]}); err != nil {
 			panic(err) // the table has unique ids
 		}
 		k.helperTypes[h.id] = h.types
+	}
+}
+
+// skbHelperFn is a helper of skb programs, given the test-run skb its
+// context argument names and the other arguments.
+type skbHelperFn func(s *skBuff, m *interp.Machine, r2, r3, r4, r5 uint64) (uint64, error)
+
+// onSKB makes fn the helper with this id: a context that is no skb test
+// run's stops the program with EFAULT.
+func (k *Kernel) onSKB(id int32, fn skbHelperFn) func(m *interp.Machine, r1, r2, r3, r4, r5 uint64) (uint64, error) {
+	name := uapi.HelperName(id)
+	return func(m *interp.Machine, r1, r2, r3, r4, r5 uint64) (uint64, error) {
+		s, err := k.skbOf(m, r1, name)
+		if err != nil {
+			return 0, err
+		}
+		return fn(s, m, r2, r3, r4, r5)
 	}
 }
 
@@ -119,11 +136,7 @@ func (s *skBuff) packet(off, n uint64) []byte {
 
 // skbLoadBytes is bpf_skb_load_bytes(skb, offset, to, len): len bytes
 // from offset past skb->data, or -EFAULT and to cleared.
-func (k *Kernel) skbLoadBytes(m *interp.Machine, r1, off, to, n, _ uint64) (uint64, error) {
-	s, err := k.skbOf(m, r1, "bpf_skb_load_bytes")
-	if err != nil {
-		return 0, err
-	}
+func (k *Kernel) skbLoadBytes(s *skBuff, m *interp.Machine, off, to, n, _ uint64) (uint64, error) {
 	off, n = uint64(uint32(off)), uint64(uint32(n))
 	var src []byte
 	if off <= intMax {
@@ -150,17 +163,13 @@ func (k *Kernel) loadInto(m *interp.Machine, to, n uint64, src []byte) (uint64, 
 // skbLoadBytesRelative is bpf_skb_load_bytes_relative(skb, offset, to,
 // len, start_header): offset counts from the MAC or the network header,
 // and the bytes must end by the packet's tail.
-func (k *Kernel) skbLoadBytesRelative(m *interp.Machine, r1, off, to, n, hdr uint64) (uint64, error) {
-	s, err := k.skbOf(m, r1, "bpf_skb_load_bytes_relative")
-	if err != nil {
-		return 0, err
-	}
+func (k *Kernel) skbLoadBytesRelative(s *skBuff, m *interp.Machine, off, to, n, hdr uint64) (uint64, error) {
 	off, n = uint64(uint32(off)), uint64(uint32(n))
 	var src []byte
 	if off <= skbLoadBytesRelativeLimit {
 		// The MAC header is where the frame started, the network
 		// header 14 bytes later, whatever data the type starts at.
-		mac := int64(s.data-s.page) + int64(m.Packet.MacOff)
+		mac := int64(s.mac - s.page)
 		start := int64(-1)
 		switch uint32(hdr) {
 		case bpfHdrStartMac:
@@ -177,11 +186,7 @@ func (k *Kernel) skbLoadBytesRelative(m *interp.Machine, r1, off, to, n, hdr uin
 }
 
 // skbStoreBytes is bpf_skb_store_bytes(skb, offset, from, len, flags).
-func (k *Kernel) skbStoreBytes(m *interp.Machine, r1, off, from, n, flags uint64) (uint64, error) {
-	s, err := k.skbOf(m, r1, "bpf_skb_store_bytes")
-	if err != nil {
-		return 0, err
-	}
+func (k *Kernel) skbStoreBytes(s *skBuff, m *interp.Machine, off, from, n, flags uint64) (uint64, error) {
 	off, n = uint64(uint32(off)), uint64(uint32(n))
 	if flags&^(bpfFRecomputeCsum|bpfFInvalidateHash) != 0 {
 		return errnoRet(uapi.EINVAL), nil
@@ -212,11 +217,7 @@ func (k *Kernel) skbStoreBytes(m *interp.Machine, r1, off, from, n, flags uint64
 // skbPullData is bpf_skb_pull_data(skb, len): make the first len bytes
 // (all of the head for 0) linear and writable. The test run's skb is all
 // linear, so only a len past its end fails, with -ENOMEM.
-func (k *Kernel) skbPullData(m *interp.Machine, r1, n, _, _, _ uint64) (uint64, error) {
-	s, err := k.skbOf(m, r1, "bpf_skb_pull_data")
-	if err != nil {
-		return 0, err
-	}
+func (k *Kernel) skbPullData(s *skBuff, m *interp.Machine, n, _, _, _ uint64) (uint64, error) {
 	if uint64(uint32(n)) > uint64(s.len) {
 		return errnoRet(uapi.ENOMEM), nil
 	}
@@ -225,21 +226,13 @@ func (k *Kernel) skbPullData(m *interp.Machine, r1, n, _, _, _ uint64) (uint64, 
 
 // setHash is bpf_set_hash(skb, hash): the hash __sk_buff->hash reads
 // until something clears it.
-func (k *Kernel) setHash(m *interp.Machine, r1, hash, _, _, _ uint64) (uint64, error) {
-	s, err := k.skbOf(m, r1, "bpf_set_hash")
-	if err != nil {
-		return 0, err
-	}
+func (k *Kernel) setHash(s *skBuff, m *interp.Machine, hash, _, _, _ uint64) (uint64, error) {
 	s.hash = uint32(hash)
 	return 0, nil
 }
 
 // setHashInvalid is bpf_set_hash_invalid(skb): skb_clear_hash.
-func (k *Kernel) setHashInvalid(m *interp.Machine, r1, _, _, _, _ uint64) (uint64, error) {
-	s, err := k.skbOf(m, r1, "bpf_set_hash_invalid")
-	if err != nil {
-		return 0, err
-	}
+func (k *Kernel) setHashInvalid(s *skBuff, m *interp.Machine, _, _, _, _ uint64) (uint64, error) {
 	s.hash = 0
 	return 0, nil
 }
@@ -261,11 +254,7 @@ func csumField(s *skBuff, off uint64) ([]byte, uapi.Errno) {
 // l3CsumReplace is bpf_l3_csum_replace(skb, offset, from, to, flags):
 // the checksum at offset updated for a 2- or 4-byte field changing from
 // from to to, or (size 0) for a precomputed difference to.
-func (k *Kernel) l3CsumReplace(m *interp.Machine, r1, off, from, to, flags uint64) (uint64, error) {
-	s, err := k.skbOf(m, r1, "bpf_l3_csum_replace")
-	if err != nil {
-		return 0, err
-	}
+func (k *Kernel) l3CsumReplace(s *skBuff, m *interp.Machine, off, from, to, flags uint64) (uint64, error) {
 	if flags&^bpfFHdrFieldMask != 0 {
 		return errnoRet(uapi.EINVAL), nil
 	}
@@ -295,11 +284,7 @@ func (k *Kernel) l3CsumReplace(m *interp.Machine, r1, off, from, to, flags uint6
 // inet_proto_csum_replace* computes it for an skb that is not
 // CHECKSUM_PARTIAL. BPF_F_MARK_MANGLED_0 leaves a zero checksum (a UDP
 // datagram without one) alone and writes a result of zero as 0xffff.
-func (k *Kernel) l4CsumReplace(m *interp.Machine, r1, off, from, to, flags uint64) (uint64, error) {
-	s, err := k.skbOf(m, r1, "bpf_l4_csum_replace")
-	if err != nil {
-		return 0, err
-	}
+func (k *Kernel) l4CsumReplace(s *skBuff, m *interp.Machine, off, from, to, flags uint64) (uint64, error) {
 	if flags&^(bpfFMarkMangled0|bpfFMarkEnforce|bpfFPseudoHdr|bpfFHdrFieldMask|bpfFIPv6) != 0 {
 		return errnoRet(uapi.EINVAL), nil
 	}

@@ -46,17 +46,13 @@ func (k *Kernel) registerVlanHelpers() {
 		{funcSKBChangeType, &verifier.FuncProto{Args: [5]verifier.ArgType{verifier.ArgPtrToCtx, verifier.ArgAnything}},
 			(*skBuff).changeType},
 	} {
-		fn, name := h.fn, uapi.HelperName(h.id)
-		err := k.RegisterHelper(&Helper{ID: h.id, Proto: h.proto, Fn: func(m *interp.Machine, r1, r2, r3, _, _ uint64) (uint64, error) {
-			s, err := k.skbOf(m, r1, name)
-			if err != nil {
-				return 0, err
-			}
+		fn := h.fn
+		err := k.RegisterHelper(&Helper{ID: h.id, Proto: h.proto, Fn: k.onSKB(h.id, func(s *skBuff, m *interp.Machine, r2, r3, _, _ uint64) (uint64, error) {
 			if e := fn(s, m, r2, r3); e != 0 {
 				return errnoRet(e), nil
 			}
 			return 0, nil
-		}})
+		})})
 		if err != nil {
 			panic(err) // the table has unique ids
 		}
