@@ -46,6 +46,32 @@ type Attr struct {
 	// metadata (NewInnerMeta): Create clears the field once the map is
 	// allocated, so the template may be closed right away.
 	InnerMap *Map
+	// BTF says the map was created with BTF for its key and value
+	// (btf_fd and the type ids): the verifier's spin lock rules need it.
+	BTF bool
+	// Record lists the fields of the value the kernel manages itself,
+	// found in the value's BTF at creation; nil when there are none.
+	Record *Record
+}
+
+// Record is struct btf_record: the fields of a map value that the kernel
+// manages itself. bpfsim knows one kind so far, the spin lock.
+type Record struct {
+	// SpinLockOff is the offset of the value's struct bpf_spin_lock
+	// (spin_lock_off).
+	SpinLockOff uint32
+}
+
+// SpinLockSize is sizeof(struct bpf_spin_lock).
+const SpinLockSize = 4
+
+// SpinLock reports where the map's value holds its struct bpf_spin_lock,
+// if it holds one (btf_record_has_field(map->record, BPF_SPIN_LOCK)).
+func (a *Attr) SpinLock() (off uint32, ok bool) {
+	if a.Record == nil {
+		return 0, false
+	}
+	return a.Record.SpinLockOff, true
 }
 
 // Kernel is the simulated kernel as a map type sees it.
