@@ -135,8 +135,13 @@ func alloc(k maps.Kernel, m *maps.Map) (maps.Ops, error) {
 	return a, nil
 }
 
-// MmapBytes is array_map_mmap's view: every value, in whole pages.
+// MmapBytes is array_map_mmap's view: every value, in whole pages. Values
+// with a spin lock cannot be mapped (bpf_map_mmap's ENOTSUPP, checked
+// first): user space would write their locks.
 func (a *array) MmapBytes() ([]byte, error) {
+	if a.m.Record != nil {
+		return nil, errors.Wrap(uapi.ENOTSUPP, "an array whose values hold a bpf_spin_lock cannot be mapped")
+	}
 	if a.m.Flags&uapi.BPF_F_MMAPABLE == 0 {
 		return nil, errors.Wrap(uapi.EINVAL, "the array was not created with BPF_F_MMAPABLE")
 	}
@@ -195,25 +200,33 @@ func checkUpdateFlags(flags uint64) error {
 }
 
 // UpdateElem is array_map_update_elem: every element exists, so NOEXIST
-// always fails, and an index past the end is E2BIG.
+// always fails, and an index past the end is E2BIG. The value is copied
+// in place around its spin lock, if it has one, and with BPF_F_LOCK while
+// holding that lock (copy_map_value, copy_map_value_locked); BPF_F_LOCK
+// on a value without a lock is EINVAL.
 func (a *array) UpdateElem(cpu int, key, value []byte, flags uint64) error {
 	if err := checkUpdateFlags(flags); err != nil {
 		return err
 	}
 	idx, ok := a.index(key)
+	rec := a.m.Record
 	switch {
 	case !ok:
 		return errors.Wrapf(uapi.E2BIG, "index %d is past max_entries %d", idx, a.m.MaxEntries)
 	case flags&^uapi.BPF_F_LOCK == uapi.BPF_NOEXIST:
 		return errors.Wrap(uapi.EEXIST, "every array element exists")
-	case flags&uapi.BPF_F_LOCK != 0:
+	case flags&uapi.BPF_F_LOCK != 0 && rec == nil:
 		return errors.Wrap(uapi.EINVAL, "BPF_F_LOCK needs a bpf_spin_lock in the value")
 	}
 	dst, err := a.value(idx, cpu)
 	if err != nil {
 		return err
 	}
-	mem.StoreBytes(dst, value)
+	if flags&uapi.BPF_F_LOCK != 0 {
+		maps.StoreValueLocked(rec, dst, value)
+	} else {
+		maps.StoreValue(rec, dst, value)
+	}
 	return nil
 }
 
