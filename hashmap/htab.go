@@ -106,7 +106,14 @@ var Hash = &maps.Type{
 	Name:       "hash",
 	AllocCheck: allocCheck,
 	Alloc:      alloc,
-	MetaEqual:  maps.DefaultMetaEqual,
+	MetaEqual:  htabMetaEqual,
+}
+
+// htabMetaEqual is bpf_map_meta_equal for HASH, the one hash type whose
+// values may hold a bpf_spin_lock: an inner hash must have the template's
+// (btf_record_equal).
+func htabMetaEqual(meta, m *maps.Map) bool {
+	return maps.DefaultMetaEqual(meta, m) && maps.RecordEqual(meta.Record, m.Record)
 }
 
 // PercpuHash is BPF_MAP_TYPE_PERCPU_HASH.
@@ -586,10 +593,18 @@ func (h *htab) initElem(e *elem, hash uint32, key []byte) {
 	}
 }
 
-// setValue writes a HASH element's value and clears its padding.
+// value is a HASH element's value.
+func (h *htab) value(e *elem) []byte {
+	return e.raw[h.valueOff : h.valueOff+uint64(h.valueSize)]
+}
+
+// setValue writes the value of a HASH element about to be linked
+// (alloc_htab_elem's copy_map_value) and clears its padding. The copy goes
+// around the value's spin lock, which starts free.
 func (h *htab) setValue(e *elem, value []byte) {
 	v := e.raw[h.valueOff:]
-	mem.StoreBytes(v[:h.valueSize], value)
+	maps.InitSpecialFields(h.m.Record, v[:h.valueSize])
+	maps.StoreValue(h.m.Record, v[:h.valueSize], value)
 	mem.Fill(v[h.valueSize:], 0)
 }
 

@@ -204,8 +204,9 @@ func (h *htab) lruRemove(key []byte, last func(e *elem)) error {
 	return nil
 }
 
-// lruLookupAndDelete checks the flags of map_lookup_and_delete_elem (only
-// BPF_F_LOCK exists, and spin locks are not simulated).
+// lruLookupAndDeleteFlags checks the flags of map_lookup_and_delete_elem:
+// only BPF_F_LOCK exists, and it needs a bpf_spin_lock, which LRU hash
+// values cannot hold (map_check_btf refuses it with EOPNOTSUPP).
 func lruLookupAndDeleteFlags(flags uint64) error {
 	switch {
 	case flags&^uapi.BPF_F_LOCK != 0:

@@ -3,6 +3,7 @@ package hashmap
 import (
 	"github.com/pkg/errors"
 
+	"github.com/bpfsim/bpfsim/maps"
 	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
@@ -16,7 +17,7 @@ var (
 	errExists   = errors.WithMessage(uapi.EEXIST, "BPF_NOEXIST: the key exists")
 	errNotExist = errors.WithMessage(uapi.ENOENT, "BPF_EXIST: the key does not exist")
 	errFull     = errors.WithMessage(uapi.E2BIG, "hash map holds max_entries keys")
-	errLock     = errors.WithMessage(uapi.EINVAL, "BPF_F_LOCK needs a bpf_spin_lock in the value; spin locks are not simulated")
+	errLock     = errors.WithMessage(uapi.EINVAL, "BPF_F_LOCK needs a bpf_spin_lock in the value")
 	errBadCPU   = errors.WithMessage(uapi.EINVAL, "no such CPU")
 )
 
@@ -65,6 +66,15 @@ func (h *htab) LookupElemAddr(key []byte) uint64 {
 
 // UpdateElem is htab_map_update_elem, or for PERCPU_HASH
 // htab_percpu_map_update_elem writing only cpu's copy.
+//
+// With BPF_F_LOCK (a value with a bpf_spin_lock only, else EINVAL) an
+// existing key's value is written in place while holding its lock
+// (copy_map_value_locked); a missing key gets a new element as without
+// the flag, which otherwise keeps its meaning (BPF_NOEXIST, BPF_EXIST).
+// The kernel first looks for the key without the bucket lock and takes it
+// only for a new key; bpfsim always takes it, since a user-space update
+// has no RCU read-side section to keep the element from being reused
+// under its copy. The outcome is the same.
 func (h *htab) UpdateElem(cpu int, key, value []byte, flags uint64) error {
 	if h.percpu {
 		if flags > uapi.BPF_EXIST {
@@ -78,7 +88,8 @@ func (h *htab) UpdateElem(cpu int, key, value []byte, flags uint64) error {
 	if flags&^uapi.BPF_F_LOCK > uapi.BPF_EXIST {
 		return errors.Wrapf(uapi.EINVAL, "unknown update flags %#x", flags)
 	}
-	if flags&uapi.BPF_F_LOCK != 0 {
+	rec := h.m.Record
+	if flags&uapi.BPF_F_LOCK != 0 && rec == nil {
 		return errLock
 	}
 	key = key[:h.keySize]
@@ -89,6 +100,11 @@ func (h *htab) UpdateElem(cpu int, key, value []byte, flags uint64) error {
 	if err := checkFlags(old != nil, flags); err != nil {
 		b.mu.Unlock()
 		return err
+	}
+	if old != nil && flags&uapi.BPF_F_LOCK != 0 {
+		maps.StoreValueLocked(rec, h.value(old), value)
+		b.mu.Unlock()
+		return nil
 	}
 	e, err := h.getElem(old == nil)
 	if err != nil {
@@ -253,22 +269,27 @@ func (h *htab) GetNextKey(key, next []byte) error {
 
 // LookupAndDeleteElem is htab_map_lookup_and_delete_elem (and its per-CPU
 // twin, which copies every CPU's copy, each rounded up to 8 bytes). Of the
-// flags only BPF_F_LOCK exists (map_lookup_and_delete_elem refuses others),
-// and it needs a spin lock, which is not simulated: EINVAL.
+// flags only BPF_F_LOCK exists (map_lookup_and_delete_elem refuses others):
+// for a value with a bpf_spin_lock (else EINVAL) the copy is made holding
+// it. The copy has the lock word zeroed.
 func (h *htab) LookupAndDeleteElem(cpu int, key, value []byte, flags uint64) error {
+	rec := h.m.Record
 	switch {
 	case flags&^uapi.BPF_F_LOCK != 0:
 		return errors.Wrapf(uapi.EINVAL, "unknown lookup-and-delete flags %#x", flags)
-	case flags&uapi.BPF_F_LOCK != 0:
+	case flags&uapi.BPF_F_LOCK != 0 && rec == nil:
 		return errLock
 	case h.percpu && uint64(len(value)) < h.pcpuSize*uint64(h.ncpu):
 		return errors.Wrapf(uapi.EINVAL, "per-CPU value buffer of %d bytes, want %d", len(value), h.pcpuSize*uint64(h.ncpu))
 	}
 	return h.remove(key, func(e *elem) {
-		if h.percpu {
+		switch {
+		case h.percpu:
 			h.copyPercpu(e, value)
-		} else {
-			mem.LoadBytes(value, e.raw[h.valueOff:h.valueOff+uint64(h.valueSize)])
+		case flags&uapi.BPF_F_LOCK != 0:
+			maps.LoadValueLocked(rec, value, h.value(e))
+		default:
+			maps.LoadValue(rec, value, h.value(e))
 		}
 	})
 }
