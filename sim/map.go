@@ -10,7 +10,6 @@ import (
 	"github.com/pkg/errors"
 
 	"github.com/bpfsim/bpfsim/maps"
-	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 	"github.com/bpfsim/bpfsim/structops"
 )
@@ -84,10 +83,6 @@ func (k *Kernel) newMap(p *Process, spec *ebpf.MapSpec) (*Map, error) {
 		return nil, errors.Wrapf(err, "map %s", spec.Name)
 	}
 	spec = fixed
-	tmpl, dropTmpl, err := k.innerTemplate(spec) // mapinmap.go
-	if err != nil {
-		return nil, errors.Wrapf(err, "map %s", spec.Name)
-	}
 	attr := maps.Attr{
 		Type:       uapi.MapType(spec.Type),
 		KeySize:    spec.KeySize,
@@ -96,9 +91,18 @@ func (k *Kernel) newMap(p *Process, spec *ebpf.MapSpec) (*Map, error) {
 		Flags:      spec.Flags,
 		Name:       spec.Name,
 		MapExtra:   spec.MapExtra,
-		InnerMap:   tmpl,
 	}
-	m, err := k.createMap(attr)
+	tmpl, dropTmpl, err := k.innerTemplate(spec) // mapinmap.go
+	if err != nil {
+		return nil, errors.Wrapf(err, "map %s", spec.Name)
+	}
+	attr.InnerMap = tmpl
+	mb, err := specBTF(spec, &attr) // mapbtf.go
+	if err != nil {
+		dropTmpl()
+		return nil, errors.Wrapf(err, "map %s", spec.Name)
+	}
+	m, err := k.createMapWithBTF(attr, mb)
 	dropTmpl()
 	if err != nil {
 		return nil, errors.Wrapf(err, "map %s", spec.Name)
@@ -122,6 +126,33 @@ func (k *Kernel) newMap(p *Process, spec *ebpf.MapSpec) (*Map, error) {
 	return h, nil
 }
 
+// createMapWithBTF creates the map of attr with the BTF mb describes, as
+// map_create and cilium/ebpf do: the map is allocated, then its spin lock
+// checked (checkRecord), then the type's map_check_btf run; if that
+// refuses the BTF, cilium/ebpf creates the map again without it.
+func (k *Kernel) createMapWithBTF(attr maps.Attr, mb mapBTF) (*maps.Map, error) {
+	attr.BTF, attr.Record = mb.keep, mb.record
+	if mb.typeRefuses && mb.record == nil {
+		// Nothing can fail the first creation that would not fail
+		// cilium/ebpf's second, without BTF: make only that one.
+		attr.BTF = false
+	}
+	m, err := k.createMap(attr)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkRecord(m); err != nil {
+		m.Put()
+		return nil, err
+	}
+	if attr.BTF && mb.typeRefuses {
+		m.Put()
+		attr.BTF, attr.Record = false, nil
+		return k.createMap(attr)
+	}
+	return m, nil
+}
+
 // checkMapSpec refuses what the simulated kernel cannot create yet, naming
 // it.
 func checkMapSpec(spec *ebpf.MapSpec) error {
@@ -137,9 +168,9 @@ func checkMapSpec(spec *ebpf.MapSpec) error {
 	return nil
 }
 
-// specialField returns the name of a kernel-managed field type (spin lock,
-// timer, kptr...) in a map value's BTF, which the simulator does not
-// support yet.
+// specialField returns the name of a kernel-managed field type (timer,
+// kptr...) in a map value's BTF, which the simulator does not support yet.
+// The spin lock it does (mapbtf.go).
 func specialField(t btf.Type) string {
 	seen := map[btf.Type]bool{}
 	var walk func(t btf.Type) string
@@ -151,7 +182,7 @@ func specialField(t btf.Type) string {
 		switch v := btf.UnderlyingType(t).(type) {
 		case *btf.Struct:
 			switch v.Name {
-			case "bpf_spin_lock", "bpf_timer", "bpf_wq", "bpf_list_head", "bpf_list_node",
+			case "bpf_timer", "bpf_wq", "bpf_list_head", "bpf_list_node",
 				"bpf_rb_root", "bpf_rb_node", "bpf_refcount", "bpf_res_spin_lock", "bpf_task_work":
 				return v.Name
 			}
@@ -271,9 +302,22 @@ func (h *Map) percpu() (maps.PercpuValues, bool) {
 }
 
 // Lookup copies the value of key into valueOut (BPF_MAP_LOOKUP_ELEM).
-// A missing key is ErrKeyNotExist.
-func (h *Map) Lookup(key, valueOut any) error {
+// A missing key is ErrKeyNotExist. A value's bpf_spin_lock reads as 0.
+func (h *Map) Lookup(key, valueOut any) error { return h.LookupWithFlags(key, valueOut, 0) }
+
+// LookupWithFlags is Lookup with the flags of BPF_MAP_LOOKUP_ELEM, as
+// cilium/ebpf's: ebpf.LookupLock (BPF_F_LOCK) copies the value while
+// holding its bpf_spin_lock, so that it is never half of what a program
+// writes under the lock. It is the only flag (EINVAL otherwise), and only
+// for maps whose values hold a lock (EINVAL otherwise).
+func (h *Map) LookupWithFlags(key, valueOut any, flags ebpf.MapLookupFlags) error {
+	if uint64(flags)&^uapi.BPF_F_LOCK != 0 {
+		return mapErr(errors.Wrapf(uapi.EINVAL, "unknown lookup flags %#x", uint64(flags)))
+	}
 	if err := h.canRead(); err != nil {
+		return err
+	}
+	if err := h.checkLockFlag(uint64(flags)); err != nil {
 		return err
 	}
 	if out, ok := valueOut.(**Map); ok {
@@ -291,11 +335,20 @@ func (h *Map) Lookup(key, valueOut any) error {
 		}
 		return mapErr(q.PeekElem(0, v))
 	}
-	value, err := h.lookupBytes(key)
+	value, err := h.lookupBytesFlags(key, uint64(flags))
 	if err != nil {
 		return err
 	}
 	return h.unmarshalValue(value, valueOut)
+}
+
+// checkLockFlag is the syscalls' test of BPF_F_LOCK, made before the map
+// type sees the flags: the map's values must hold a bpf_spin_lock.
+func (h *Map) checkLockFlag(flags uint64) error {
+	if flags&uapi.BPF_F_LOCK != 0 && h.m.Record == nil {
+		return mapErr(errors.Wrap(uapi.EINVAL, "BPF_F_LOCK needs a bpf_spin_lock in the value"))
+	}
+	return nil
 }
 
 // LookupBytes is Lookup that returns the raw value bytes (every CPU's copy,
@@ -307,7 +360,11 @@ func (h *Map) LookupBytes(key any) ([]byte, error) {
 	return h.lookupBytes(key)
 }
 
-func (h *Map) lookupBytes(key any) ([]byte, error) {
+func (h *Map) lookupBytes(key any) ([]byte, error) { return h.lookupBytesFlags(key, 0) }
+
+// lookupBytesFlags is bpf_map_copy_value: the value of key, copied under
+// its spin lock with BPF_F_LOCK, the lock word zeroed.
+func (h *Map) lookupBytesFlags(key any, flags uint64) ([]byte, error) {
 	k, err := marshal(key, int(h.m.KeySize))
 	if err != nil {
 		return nil, err
@@ -356,7 +413,11 @@ func (h *Map) lookupBytes(key any) ([]byte, error) {
 		return nil, err
 	}
 	out := make([]byte, len(v))
-	mem.LoadBytes(out, v)
+	if flags&uapi.BPF_F_LOCK != 0 {
+		maps.LoadValueLocked(h.m.Record, out, v)
+	} else {
+		maps.LoadValue(h.m.Record, out, v)
+	}
 	return out, nil
 }
 
@@ -375,16 +436,17 @@ func (h *Map) marshalValue(value any) ([]byte, error) {
 }
 
 // Update sets key's value (BPF_MAP_UPDATE_ELEM) with the kernel's flags:
-// ebpf.UpdateAny, UpdateNoExist, UpdateExist.
+// ebpf.UpdateAny, UpdateNoExist, UpdateExist, and ebpf.UpdateLock for a
+// value with a bpf_spin_lock, copied while holding it. An update never
+// writes the value's lock.
 func (h *Map) Update(key, value any, flags ebpf.MapUpdateFlags) error {
 	if err := h.canWrite(); err != nil {
 		return err
 	}
 	// map_update_elem refuses BPF_F_LOCK up front for a value without a
-	// bpf_spin_lock, before the map type sees the flags; no simulated
-	// value has one.
-	if uint64(flags)&uapi.BPF_F_LOCK != 0 {
-		return mapErr(errors.Wrap(uapi.EINVAL, "BPF_F_LOCK needs a bpf_spin_lock in the value"))
+	// bpf_spin_lock, before the map type sees the flags.
+	if err := h.checkLockFlag(uint64(flags)); err != nil {
+		return err
 	}
 	if so, ok := h.m.Ops.(*structops.Map); ok {
 		return mapErr(h.updateStructOps(so, key, value, uint64(flags))) // structops.go
@@ -451,10 +513,27 @@ func (h *Map) waitForPrograms() {
 // LookupAndDelete copies key's value into valueOut and removes it
 // (BPF_MAP_LOOKUP_AND_DELETE_ELEM).
 func (h *Map) LookupAndDelete(key, valueOut any) error {
+	return h.LookupAndDeleteWithFlags(key, valueOut, 0)
+}
+
+// LookupAndDeleteWithFlags is LookupAndDelete with the flags of
+// BPF_MAP_LOOKUP_AND_DELETE_ELEM, as cilium/ebpf's: ebpf.LookupLock copies
+// a hash map's value while holding its bpf_spin_lock. It is the only flag
+// (EINVAL otherwise), and only for maps whose values hold a lock (EINVAL
+// otherwise).
+func (h *Map) LookupAndDeleteWithFlags(key, valueOut any, flags ebpf.MapLookupFlags) error {
+	if uint64(flags)&^uapi.BPF_F_LOCK != 0 {
+		return mapErr(errors.Wrapf(uapi.EINVAL, "unknown lookup-and-delete flags %#x", uint64(flags)))
+	}
 	if err := h.canWrite(); err != nil {
 		return err
 	}
 	if err := h.canRead(); err != nil {
+		return err
+	}
+	// Queues and stacks take no flags (EINVAL), and BPF_F_LOCK needs a
+	// lock, which they never hold: one test says both.
+	if err := h.checkLockFlag(uint64(flags)); err != nil {
 		return err
 	}
 	if q, ok := h.queue(); ok && h.m.Attr.Type != uapi.MapTypeBloomFilter {
@@ -481,7 +560,7 @@ func (h *Map) LookupAndDelete(key, valueOut any) error {
 		size = int(maps.RoundUp8(h.m.ValueSize)) * h.k.NumCPUs()
 	}
 	value := make([]byte, size)
-	if err := ld.LookupAndDeleteElem(0, k, value, 0); err != nil {
+	if err := ld.LookupAndDeleteElem(0, k, value, uint64(flags)); err != nil {
 		return mapErr(err)
 	}
 	return h.unmarshalValue(value, valueOut)
