@@ -351,11 +351,9 @@ func liveUseDefSpecial(in *insn.Insn) (use, def uint16) {
 			def = bit(in.Src)
 		}
 	case insn.LD: // ABS, IND
-		use = bit(insn.R6)
-		if in.Mode() == insn.IND {
-			use |= bit(in.Src)
-		}
-		def = args | 1
+		// compute_insn_live_regs keeps its defaults for these: every
+		// register read, none written (so R0-R5 stay live across one).
+		use, def = 0xffff, 0
 	default:
 		if in.Op() == insn.EXIT {
 			use = bit(insn.R0)

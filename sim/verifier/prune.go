@@ -114,7 +114,9 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 	// A new checkpoint starts with nothing precise: the paths below it
 	// will say what they need.
 	markAllImprecise(cur)
-	clearSingularIDs(cur)
+	// Linux 6.18 keeps scalar ids no other register shares in the
+	// checkpoint (the log shows them); later kernels clear them here
+	// (clear_singular_ids).
 	cp := cur.cloneInto(e.newState())
 	cp.insnIdx = idx
 	list = append(list, stateList{st: cp})
@@ -128,23 +130,6 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 	cur.written = frameMasks{}
 	e.curHist = -1
 	return false, nil
-}
-
-// clearSingularIDs is clear_singular_ids: a scalar id no other scalar
-// shares links nothing, and would only keep a later state from matching
-// the checkpoint; it goes before the checkpoint is taken.
-func clearSingularIDs(st *vstate) {
-	counts := map[uint32]int{}
-	st.forEachReg(func(r *regState) {
-		if r.typ == scalarValue && r.id != 0 {
-			counts[r.id&^addConstFlag]++
-		}
-	})
-	st.forEachReg(func(r *regState) {
-		if r.typ == scalarValue && r.id != 0 && counts[r.id&^addConstFlag] == 1 {
-			r.id, r.off = 0, 0
-		}
-	})
 }
 
 // statesEqual is states_equal: does old (a checkpoint) cover cur?
