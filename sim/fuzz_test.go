@@ -89,6 +89,18 @@ func FuzzLoadAndRun(f *testing.F) {
 	} else {
 		f.Fatal(err)
 	}
+	// A value's bpf_spin_lock taken, the value bumped and the lock
+	// released: mutations explore the verifier's lock rules, and a
+	// verified mutant that left a lock held would hang the next run.
+	locked, err := k.NewMap(lockedPair)
+	if err != nil {
+		f.Fatal(err)
+	}
+	if code, err := insn.FromAsm(lockedBump(locked, true)); err == nil {
+		f.Add(uint8(1), insn.Encode(code), make([]byte, 14))
+	} else {
+		f.Fatal(err)
+	}
 	// Walks of a hash and an array (bpf_for_each_map_elem) calling back
 	// into the program: without BTF func info the verifier refuses them,
 	// so they run unverified, and mutations explore the helper and the

@@ -137,6 +137,9 @@ type CPU struct {
 	// address (foreach.go); helperDepth counts the slots in use.
 	helperStack uint64
 	helperDepth int
+	// heldLock is the bpf_spin_lock word the running program holds, if
+	// any (spinlock.go).
+	heldLock *uint32
 }
 
 // scratch returns buffer slot i of at least n bytes.
@@ -213,6 +216,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		k.registerSKBHelpers()
 		k.registerXDPHelpers()
 		k.registerTimeHelpers()
+		k.registerSpinLockHelpers()
 		k.registerVlanHelpers()
 		k.registerMapHelpers()
 		k.registerPerfHelpers()

@@ -446,6 +446,7 @@ func (k *Kernel) runStructOps(p *Program, caller *interp.Machine, cpu int, args 
 	} else {
 		r0, err = m.Run(p.code, addr, 0)
 	}
+	c.releaseSpinLock()
 	k.rcu.readUnlock(c.ID)
 	if err != nil {
 		return 0, errors.Wrapf(err, "program %s", p.name)

@@ -140,6 +140,7 @@ func (p *Program) test(opts *RunOptions, timed bool) (*RunResult, error) {
 		}
 		res.Insns = m.Executed
 	}
+	cpu.releaseSpinLock()
 	cpu.runType = ebpf.UnspecifiedProgram
 	p.k.rcu.readUnlock(cpu.ID)
 	if err != nil {

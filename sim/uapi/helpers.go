@@ -237,6 +237,8 @@ const (
 	FuncGetSmpProcessorID   = 8
 	FuncTailCall            = 12
 	FuncRedirectMap         = 51
+	FuncSpinLock            = 93
+	FuncSpinUnlock          = 94
 	FuncForEachMapElem      = 164
 	FuncLoop                = 181
 	FuncMapLookupPercpuElem = 195

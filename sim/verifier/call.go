@@ -72,7 +72,7 @@ func (e *env) checkHelperCall(in insn.Insn, idx int) error {
 	}
 	switch id {
 	case uapi.FuncTailCall:
-		if err := e.checkResourceLeak("tail_call"); err != nil {
+		if err := e.checkResourceLeak("tail_call", true); err != nil {
 			return err
 		}
 	case uapi.FuncLoop:
@@ -106,6 +106,11 @@ func (e *env) checkHelperCall(in insn.Insn, idx int) error {
 		if !(id == uapi.FuncMapLookupElem && elidesNullness(meta.mapPtr) &&
 			meta.constKey >= 0 && meta.constKey < int64(meta.mapPtr.MaxEntries)) {
 			r0.maybeNull = true
+			e.idGen++
+			r0.id = e.idGen
+		} else if _, lock := meta.mapPtr.SpinLock(); lock {
+			// The value's lock is taken and released through
+			// pointers with its id (spinlock.go).
 			e.idGen++
 			r0.id = e.idGen
 		}
@@ -170,6 +175,8 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 		ok, expected = reg.typ == ptrToFunc, "func"
 	case ArgPtrToStackOrNull:
 		ok, expected = reg.typ == ptrToStack, "fp"
+	case ArgPtrToSpinLock:
+		ok, expected = reg.typ == ptrToMapValue && !reg.maybeNull, "map_value, ptr_"
 	case ArgPtrToMapKey, ArgPtrToMapValue, ArgPtrToUninitMapValue, ArgPtrToMem, ArgPtrToUninitMem, ArgPtrToMemOrNull:
 		switch reg.typ {
 		case ptrToStack, ptrToPacket, ptrToPacketMeta, ptrToMapValue, ptrToMapKey, ptrToMem:
@@ -206,6 +213,8 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 		meta.refObjID = reg.refObjID
 	}
 	switch t {
+	case ArgPtrToSpinLock:
+		return e.processSpinLock(regno, id == uapi.FuncSpinLock)
 	case ArgPtrToFunc:
 		meta.subprog = reg.subprog
 	case ArgConstAllocSizeOrZero:
@@ -288,7 +297,10 @@ func (e *env) checkHelperMem(regno uint8, size int, kind accessKind, zeroOK bool
 		if kind == accessRead && m.Flags&uapi.BPF_F_WRONLY_PROG != 0 {
 			return e.errorf(uapi.EACCES, "read from map forbidden, value_size=%d off=%d size=%d", m.ValueSize, reg.off, size)
 		}
-		return e.checkMemRegion(regno, int(reg.off), size, int(m.ValueSize), zeroOK)
+		if err := e.checkMemRegion(regno, int(reg.off), size, int(m.ValueSize), zeroOK); err != nil {
+			return err
+		}
+		return e.checkMapFields(reg, m, int(reg.off), size)
 	case ptrToMapKey:
 		if kind == accessWrite {
 			return e.errorf(uapi.EACCES, "R%d cannot write into %s", regno, reg.typeName())
@@ -428,8 +440,10 @@ func (e *env) checkFuncCall(in insn.Insn, idx int) (int, error) {
 		caller.regs[r].markNotInit()
 	}
 	if e.log.level > 0 {
-		e.log.printf("caller:\n%s\ncallee:\n%s", caller.format(e.maps), callee.format(e.maps))
+		refs := st.refsSuffix()
+		e.log.printf("caller:\n%s%s\ncallee:\n%s%s", caller.format(e.maps), refs, callee.format(e.maps), refs)
 	}
+	e.scratchAll() // init_func_state marks the whole state scratched
 	return e.subprogs[sub].Start, nil
 }
 
@@ -448,7 +462,8 @@ func (e *env) prepareFuncExit() (int, error) {
 	caller := st.frames[st.curframe-1]
 	caller.regs[insn.R0] = r0
 	if e.log.level > 0 {
-		e.log.printf("returning from callee:\n%s\nto caller at %d:\n%s", callee.format(e.maps), callee.callsite+1, caller.format(e.maps))
+		refs := st.refsSuffix()
+		e.log.printf("returning from callee:\n%s%s\nto caller at %d:\n%s%s", callee.format(e.maps), refs, callee.callsite+1, caller.format(e.maps), refs)
 	}
 	st.frames[st.curframe] = nil
 	st.frames = st.frames[:st.curframe]

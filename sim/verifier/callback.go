@@ -169,7 +169,8 @@ func (e *env) callbackExit() (int, error) {
 	}
 	caller := st.frames[st.curframe-1]
 	if e.log.level > 0 {
-		e.log.printf("returning from callee:\n%s\nto caller at %d:\n%s%s", callee.format(e.maps), callee.callsite, caller.format(e.maps), st.refsSuffix())
+		refs := st.refsSuffix()
+		e.log.printf("returning from callee:\n%s%s\nto caller at %d:\n%s%s", callee.format(e.maps), refs, callee.callsite, caller.format(e.maps), refs)
 	}
 	st.frames[st.curframe] = nil
 	st.frames = st.frames[:st.curframe]

@@ -713,7 +713,7 @@ func (e *env) checkLdAbs(in insn.Insn) error {
 	}
 	// The load may end the program (a packet too short): it must not
 	// leave a reference behind.
-	if err := e.checkResourceLeak("BPF_LD_[ABS|IND]"); err != nil {
+	if err := e.checkResourceLeak("BPF_LD_[ABS|IND]", true); err != nil {
 		return err
 	}
 	regs := e.regs()

@@ -249,6 +249,9 @@ func (e *env) quiet(check func() error) error {
 // its own, and the caller continues after the call with R0 unknown.
 func (e *env) callGlobal(sub, idx int) (int, error) {
 	name := e.subprogName(sub)
+	if e.cur.activeLocks > 0 {
+		return 0, e.fail(uapi.EINVAL, "global function calls are not allowed while holding a lock,", "use static function instead")
+	}
 	if err := e.checkFuncArgs(sub); err != nil {
 		if errors.Is(err, uapi.EFAULT) {
 			return 0, err

@@ -21,6 +21,9 @@ func (e *env) checkJump(in *insn.Insn) (next int, exit bool, err error) {
 			in.Dst != 0 || cls == insn.JMP32 {
 			return 0, false, e.errorf(uapi.EINVAL, "BPF_CALL uses reserved fields")
 		}
+		if err := e.checkCallUnderLock(in); err != nil {
+			return 0, false, err
+		}
 		switch in.Src {
 		case insn.PseudoCall:
 			next, err = e.checkFuncCall(*in, idx)
@@ -49,7 +52,7 @@ func (e *env) checkJump(in *insn.Insn) (next int, exit bool, err error) {
 		if in.Source() != insn.K || in.Imm != 0 || in.Src != 0 || in.Dst != 0 || cls == insn.JMP32 {
 			return 0, false, e.errorf(uapi.EINVAL, "BPF_EXIT uses reserved fields")
 		}
-		if err := e.checkResourceLeak("BPF_EXIT instruction in main prog"); err != nil {
+		if err := e.checkResourceLeak("BPF_EXIT instruction in main prog", e.cur.curframe == 0); err != nil {
 			return 0, false, err
 		}
 		if e.cur.curframe > 0 {
@@ -655,7 +658,11 @@ func (e *env) markPtrOrNullRegs(st *vstate, id, ref uint32, isNull bool) {
 			return
 		}
 		e.markPtrNotNull(r)
-		r.id = 0
+		if _, lock := e.spinLockOf(r); !lock {
+			// A pointer that may reach a spin lock keeps its id: the
+			// lock and unlock must name the same value.
+			r.id = 0
+		}
 	})
 }
 

@@ -122,14 +122,22 @@ func (e *env) printInsnState(idx int) {
 	e.scratchedRegs, e.scratchedStack = 0, 0
 }
 
-// printLiveness prints the "Live regs before insn" table of log level 2
-// (compute_live_registers, Linux 6.15).
-func (e *env) printLiveness() {
+// printSubprogs prints the functions add_subprog_and_kfunc found, at log
+// level 2: the log's first lines, before any check of the instructions.
+func (e *env) printSubprogs() {
 	if e.log.level < 2 {
 		return
 	}
 	for i, s := range e.subprogs {
 		e.log.printf("func#%d @%d", i, s.Start)
+	}
+}
+
+// printLiveness prints the "Live regs before insn" table of log level 2
+// (compute_live_registers, Linux 6.15).
+func (e *env) printLiveness() {
+	if e.log.level < 2 {
+		return
 	}
 	e.log.printf("Live regs before insn:")
 	for i := 0; i < len(e.insns); i++ {

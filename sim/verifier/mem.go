@@ -159,6 +159,9 @@ func (e *env) checkMemAccess(regno uint8, off, size int, t accessKind, value int
 		if err := e.checkMemRegion(regno, off, size, int(m.ValueSize), false); err != nil {
 			return err
 		}
+		if err := e.checkMapFields(reg, m, off, size); err != nil {
+			return err
+		}
 		if t == accessRead && value >= 0 {
 			v, known, err := rdonlyMapRead(m, reg, off, size, ldsx)
 			if err != nil {

@@ -57,11 +57,11 @@ func ProgTypeFor(t ebpf.ProgramType, attach ebpf.AttachType) (ProgType, bool) {
 	case ebpf.SchedCLS, ebpf.SchedACT:
 		return skbType{}, true
 	case ebpf.Kprobe:
-		return rawCtxType{min: 0, max: ptRegsSize, exact: true}, true
+		return rawCtxType{min: 0, max: ptRegsSize, exact: true, tracing: true}, true
 	case ebpf.TracePoint:
-		return rawCtxType{min: 8, max: perfMaxTraceSize}, true
+		return rawCtxType{min: 8, max: perfMaxTraceSize, tracing: true}, true
 	case ebpf.RawTracepoint:
-		return rawCtxType{min: 0, max: 8 * 12}, true
+		return rawCtxType{min: 0, max: 8 * 12, tracing: true}, true
 	case ebpf.Syscall:
 		return rawCtxType{min: 0, max: 0xffff, write: true}, true
 	}
@@ -283,7 +283,27 @@ type rawCtxType struct {
 	min, max int
 	exact    bool // the access must end inside the context too
 	write    bool
+	tracing  bool // is_tracing_prog_type
 }
+
+func (t rawCtxType) spinLockRefusal() string {
+	if t.tracing {
+		return "tracing progs cannot use bpf_spin_lock yet"
+	}
+	return ""
+}
+
+func (t skbType) spinLockRefusal() string {
+	if t.filter {
+		return "socket filter progs cannot use bpf_spin_lock yet"
+	}
+	return ""
+}
+
+// spinLockRefuser is implemented by the program types that
+// check_map_prog_compatibility keeps from maps whose values hold a
+// bpf_spin_lock: the kernel's message, or "" for none.
+type spinLockRefuser interface{ spinLockRefusal() string }
 
 func (t rawCtxType) ValidAccess(off, size int, write, _ bool) (CtxField, bool) {
 	if off < t.min || off >= t.max || (write && !t.write) || off%size != 0 {

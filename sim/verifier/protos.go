@@ -38,6 +38,9 @@ const (
 	// ArgPtrToMemOrNull is ArgPtrToMem, or NULL with a size of 0
 	// (ARG_PTR_TO_MEM | PTR_MAYBE_NULL | MEM_RDONLY).
 	ArgPtrToMemOrNull
+	// ArgPtrToSpinLock is the struct bpf_spin_lock of a map value
+	// (ARG_PTR_TO_SPIN_LOCK).
+	ArgPtrToSpinLock
 )
 
 // RetType is enum bpf_return_type.

@@ -17,11 +17,14 @@ import (
 // tail call or a legacy packet load still holding one is refused, since
 // the object would never be given back.
 
-// refState is struct bpf_reference_state for REF_TYPE_PTR, the only kind
-// bpfsim's helpers acquire.
+// refState is struct bpf_reference_state: an acquired object (refPtr) or
+// a held spin lock (refLock, spinlock.go).
 type refState struct {
 	id      uint32
 	insnIdx int // the call that acquired it
+	kind    refKind
+	// ptr is a lock's map, as an index like regState.mapIdx.
+	ptr uint16
 }
 
 // acquireReference is acquire_reference: a new reference, acquired at
@@ -37,7 +40,7 @@ func (e *env) acquireReference(insnIdx int) uint32 {
 // order for its lock-like references).
 func releaseReferenceNomark(st *vstate, id uint32) bool {
 	for i, r := range st.refs {
-		if r.id == id {
+		if r.kind == refPtr && r.id == id {
 			st.refs = append(st.refs[:i], st.refs[i+1:]...)
 			return true
 		}
@@ -64,18 +67,30 @@ func (e *env) releaseReference(id uint32) bool {
 // program every reference must have been released. A subprogram returns
 // its references to its caller.
 func (e *env) checkReferenceLeak() error {
-	if e.cur.cur().frameno != 0 || len(e.cur.refs) == 0 {
+	if e.cur.cur().frameno != 0 {
 		return nil
 	}
+	lingering := false
 	for _, r := range e.cur.refs {
+		if r.kind != refPtr {
+			continue
+		}
 		e.log.always(fmt.Sprintf("Unreleased reference id=%d alloc_insn=%d", r.id, r.insnIdx))
+		lingering = true
 	}
-	return uapi.EINVAL
+	if lingering {
+		return uapi.EINVAL
+	}
+	return nil
 }
 
 // checkResourceLeak is check_resource_leak: what would end the program
-// (prefix names it) must not leave a reference behind.
-func (e *env) checkResourceLeak(prefix string) error {
+// (prefix names it) must not leave a reference behind, nor, when
+// checkLock, a lock held.
+func (e *env) checkResourceLeak(prefix string, checkLock bool) error {
+	if checkLock && e.cur.activeLocks > 0 {
+		return e.errorf(uapi.EINVAL, "%s cannot be used inside bpf_spin_lock-ed region", prefix)
+	}
 	if err := e.checkReferenceLeak(); err != nil {
 		return e.errorf(uapi.EINVAL, "%s would lead to reference leak", prefix)
 	}
@@ -85,11 +100,15 @@ func (e *env) checkResourceLeak(prefix string) error {
 // refsafe is refsafe: a checkpoint covers a state only with the same
 // references, their ids mapped as the registers' are.
 func (e *env) refsafe(old, cur *vstate) bool {
-	if len(old.refs) != len(cur.refs) {
+	if len(old.refs) != len(cur.refs) || old.activeLocks != cur.activeLocks {
+		return false
+	}
+	if !e.checkIDs(old.activeLockID, cur.activeLockID) || old.activeLockPtr != cur.activeLockPtr {
 		return false
 	}
 	for i := range old.refs {
-		if !e.checkIDs(old.refs[i].id, cur.refs[i].id) {
+		o, c := &old.refs[i], &cur.refs[i]
+		if !e.checkIDs(o.id, c.id) || o.kind != c.kind || (o.kind == refLock && o.ptr != c.ptr) {
 			return false
 		}
 	}

@@ -89,6 +89,12 @@ type vstate struct {
 	mayGotoDepth int
 	// refs are the references the path holds (refs.go), oldest first.
 	refs []refState
+	// activeLocks counts the spin locks held (spinlock.go); activeLockID
+	// and activeLockPtr name the last one taken, which must be the first
+	// released.
+	activeLocks   int
+	activeLockID  uint32
+	activeLockPtr uint16
 	// callbackUnrollDepth counts the callback visits on this path.
 	callbackUnrollDepth int
 	// histStart and histEnd delimit, in env.hist, the instruction
@@ -131,6 +137,9 @@ func (s *vstate) cloneInto(c *vstate) *vstate {
 	refs := append(c.refs[:0], s.refs...)
 	*c = vstate{
 		refs:                refs,
+		activeLocks:         s.activeLocks,
+		activeLockID:        s.activeLockID,
+		activeLockPtr:       s.activeLockPtr,
 		frames:              frames,
 		curframe:            s.curframe,
 		parent:              s.parent,

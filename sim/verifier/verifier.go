@@ -246,6 +246,7 @@ func Verify(insns []insn.Insn, cfg *Config) (*Result, error) {
 		e.limit = cfg.Limit
 	}
 	e.log.level = cfg.LogLevel
+	e.printSubprogs()
 	if err := e.checkAbnormalReturn(); err != nil {
 		return nil, err
 	}
@@ -340,12 +341,18 @@ func (e *env) checkOpcodes() error {
 			return e.errorf(uapi.EINVAL, "BPF_LDX uses reserved fields")
 		}
 		if in.IsLdImm64() {
-			if in.Src != 0 {
-				for len(refs) > 0 && refs[0].Insn < i {
-					refs = refs[1:]
-				}
-				if (len(refs) == 0 || refs[0].Insn != i) && in.Src != insn.PseudoFunc {
-					return e.errorf(uapi.EINVAL, "unrecognized bpf_ld_imm64 insn")
+			for len(refs) > 0 && refs[0].Insn < i {
+				refs = refs[1:]
+			}
+			isMap := len(refs) > 0 && refs[0].Insn == i
+			if in.Src != 0 && !isMap && in.Src != insn.PseudoFunc {
+				return e.errorf(uapi.EINVAL, "unrecognized bpf_ld_imm64 insn")
+			}
+			if isMap {
+				// The loader resolved the map (and cleared the
+				// source): check_map_prog_compatibility.
+				if err := e.checkMapProgCompat(refs[0].Map); err != nil {
+					return err
 				}
 			}
 			i++
