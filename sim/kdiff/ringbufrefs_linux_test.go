@@ -52,30 +52,7 @@ func TestRingbufReferencesAreTrackedLikeTheKernel(t *testing.T) {
 	accepted, logsCompared := 0, 0
 	for _, c := range ringbufRefCases {
 		t.Run(c.name, func(t *testing.T) {
-			opts := ebpf.ProgramOptions{LogLevel: ebpf.LogLevelInstruction | ebpf.LogLevelBranch, LogSizeStart: 1 << 20}
-			kp, kerr := ebpf.NewProgramWithOptions(ringbufRefSpec(t, c.insns, kfds), opts)
-			sp, serr := k.NewProgramWithOptions(ringbufRefSpec(t, c.insns, sfds), sim.ProgramOptions{LogLevel: opts.LogLevel})
-			var klog, slog string
-			if kerr == nil {
-				klog = kp.VerifierLog
-				kp.Close()
-			} else {
-				var ve *ebpf.VerifierError
-				if !errors.As(kerr, &ve) {
-					t.Fatalf("kernel: %v", kerr)
-				}
-				klog = strings.Join(ve.Log, "\n")
-			}
-			if serr == nil {
-				slog = sp.VerifierLog()
-				sp.Close()
-			} else {
-				var ve *verifier.Error
-				if !errors.As(serr, &ve) {
-					t.Fatalf("bpfsim: %v", serr)
-				}
-				slog = ve.Log
-			}
+			kerr, serr, klog, slog := loadBothLogged(t, k, ringbufRefSpec(t, c.insns, kfds), ringbufRefSpec(t, c.insns, sfds))
 			if errnoOf(kerr) != errnoOf(serr) || verifierMessage(kerr) != verifierMessage(serr) {
 				t.Fatalf("verdicts differ\nkernel: %v: %s\nbpfsim: %v: %s", errnoOf(kerr), verifierMessage(kerr), errnoOf(serr), verifierMessage(serr))
 			}
@@ -101,6 +78,37 @@ func TestRingbufReferencesAreTrackedLikeTheKernel(t *testing.T) {
 		})
 	}
 	t.Logf("%d of %d programs accepted by both; %d logs compared", accepted, len(ringbufRefCases), logsCompared)
+}
+
+// loadBothLogged loads a program in this machine's kernel (kspec) and in
+// bpfsim (sspec) at log level 2 and returns each side's error and whole
+// verifier log; the programs are closed.
+func loadBothLogged(t *testing.T, k *sim.Kernel, kspec, sspec *ebpf.ProgramSpec) (kerr, serr error, klog, slog string) {
+	t.Helper()
+	opts := ebpf.ProgramOptions{LogLevel: ebpf.LogLevelInstruction | ebpf.LogLevelBranch, LogSizeStart: 1 << 20}
+	kp, kerr := ebpf.NewProgramWithOptions(kspec, opts)
+	sp, serr := k.NewProgramWithOptions(sspec, sim.ProgramOptions{LogLevel: opts.LogLevel})
+	if kerr == nil {
+		klog = kp.VerifierLog
+		kp.Close()
+	} else {
+		var ve *ebpf.VerifierError
+		if !errors.As(kerr, &ve) {
+			t.Fatalf("kernel: %v", kerr)
+		}
+		klog = strings.Join(ve.Log, "\n")
+	}
+	if serr == nil {
+		slog = sp.VerifierLog()
+		sp.Close()
+	} else {
+		var ve *verifier.Error
+		if !errors.As(serr, &ve) {
+			t.Fatalf("bpfsim: %v", serr)
+		}
+		slog = ve.Log
+	}
+	return kerr, serr, klog, slog
 }
 
 // A program reserves a record for each packet, copies the packet's first

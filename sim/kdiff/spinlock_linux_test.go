@@ -3,14 +3,12 @@
 package kdiff
 
 import (
-	"errors"
 	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/bpfsim/bpfsim/sim"
-	"github.com/bpfsim/bpfsim/sim/verifier"
 )
 
 // Each spin lock program is loaded in this machine's kernel and in bpfsim
@@ -40,30 +38,7 @@ func TestSpinLockRulesAreTheKernels(t *testing.T) {
 	accepted, logsCompared := 0, 0
 	for _, c := range spinLockCases {
 		t.Run(c.name, func(t *testing.T) {
-			opts := ebpf.ProgramOptions{LogLevel: ebpf.LogLevelInstruction | ebpf.LogLevelBranch, LogSizeStart: 1 << 20}
-			kp, kerr := ebpf.NewProgramWithOptions(spinLockSpec(t, c, kfds), opts)
-			sp, serr := k.NewProgramWithOptions(spinLockSpec(t, c, sfds), sim.ProgramOptions{LogLevel: opts.LogLevel})
-			var klog, slog string
-			if kerr == nil {
-				klog = kp.VerifierLog
-				kp.Close()
-			} else {
-				var ve *ebpf.VerifierError
-				if !errors.As(kerr, &ve) {
-					t.Fatalf("kernel: %v", kerr)
-				}
-				klog = strings.Join(ve.Log, "\n")
-			}
-			if serr == nil {
-				slog = sp.VerifierLog()
-				sp.Close()
-			} else {
-				var ve *verifier.Error
-				if !errors.As(serr, &ve) {
-					t.Fatalf("bpfsim: %v", serr)
-				}
-				slog = ve.Log
-			}
+			kerr, serr, klog, slog := loadBothLogged(t, k, spinLockSpec(t, c, kfds), spinLockSpec(t, c, sfds))
 			if errnoOf(kerr) != errnoOf(serr) || verifierMessage(kerr) != verifierMessage(serr) {
 				t.Fatalf("verdicts differ\nkernel: %v: %s\nbpfsim: %v: %s", errnoOf(kerr), verifierMessage(kerr), errnoOf(serr), verifierMessage(serr))
 			}
