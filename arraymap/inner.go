@@ -26,9 +26,6 @@ func arrayMetaEqual(meta, m *maps.Map) bool {
 	if !maps.DefaultMetaEqual(meta, m) {
 		return false
 	}
-	if !maps.RecordEqual(meta.Record, m.Record) {
-		return false // bpf_map_meta_equal's btf_record_equal
-	}
 	return meta.Attr.Flags&uapi.BPF_F_INNER_MAP != 0 || meta.MaxEntries == m.MaxEntries
 }
 

@@ -106,14 +106,7 @@ var Hash = &maps.Type{
 	Name:       "hash",
 	AllocCheck: allocCheck,
 	Alloc:      alloc,
-	MetaEqual:  htabMetaEqual,
-}
-
-// htabMetaEqual is bpf_map_meta_equal for HASH, the one hash type whose
-// values may hold a bpf_spin_lock: an inner hash must have the template's
-// (btf_record_equal).
-func htabMetaEqual(meta, m *maps.Map) bool {
-	return maps.DefaultMetaEqual(meta, m) && maps.RecordEqual(meta.Record, m.Record)
+	MetaEqual:  maps.DefaultMetaEqual,
 }
 
 // PercpuHash is BPF_MAP_TYPE_PERCPU_HASH.

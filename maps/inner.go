@@ -103,14 +103,15 @@ func InnerMap(meta *Map, obj Object) (*Map, error) {
 // DefaultMetaEqual is bpf_map_meta_equal, the rule of most types: the same
 // type, key and value sizes and flags. max_entries may differ (since
 // "bpf: Relax max_entries check for most of the inner map types"): the
-// verifier does not use it for them. The kernel also compares the BTF
-// records of special fields (spin locks, timers, kptrs), which bpfsim's
-// values do not have.
+// verifier does not use it for them. The records of special fields must
+// be equal too (btf_record_equal): an inner map's spin lock where the
+// template has one.
 func DefaultMetaEqual(meta, m *Map) bool {
 	return meta.Attr.Type == m.Attr.Type &&
 		meta.KeySize == m.KeySize &&
 		meta.ValueSize == m.ValueSize &&
-		meta.Attr.Flags == m.Attr.Flags
+		meta.Attr.Flags == m.Attr.Flags &&
+		RecordEqual(meta.Record, m.Record)
 }
 
 // errTemplate is what the element operations of an inner map template
