@@ -194,6 +194,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 			return nil, errors.Wrapf(uapi.EINVAL, "BPFSIM_RUNTIME=%q: want jit or interpreter", env)
 		}
 	}
+	k.so.btf.seed = k.vmlinuxTypes // corereloc.go
 	k.init = k.NewProcess()
 	k.fs = bpffs.New()
 	k.helperTypes = map[int32][]ebpf.ProgramType{}

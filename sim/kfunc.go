@@ -32,39 +32,88 @@ import (
 // the kfunc's BTF id.
 const ksymKfunc ksymKind = 100
 
-// kernelBTF is the simulated vmlinux BTF.
+// kernelBTF is the simulated vmlinux BTF. It starts with the types of
+// vmlinux proper (seed: package vmlinuxbtf's, see corereloc.go), made on
+// first use, so that kernels that never need BTF pay nothing.
 type kernelBTF struct {
-	mu sync.Mutex
-	b  *btf.Builder
+	mu   sync.Mutex
+	b    *btf.Builder
+	seed func() ([]btf.Type, error)
+	// spec is b as a Spec, made when asked for and dropped by Add: CO-RE
+	// relocations read it at every load.
+	spec *btf.Spec
+}
+
+// builder returns the BTF under construction, seeding it the first time.
+// kb.mu is held.
+func (kb *kernelBTF) builder() (*btf.Builder, error) {
+	if kb.b != nil {
+		return kb.b, nil
+	}
+	b, err := btf.NewBuilder(nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	if kb.seed != nil {
+		types, err := kb.seed()
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range types {
+			if _, err := b.Add(t); err != nil {
+				return nil, errors.Wrapf(err, "vmlinux BTF: %s", t)
+			}
+		}
+	}
+	kb.b = b
+	return b, nil
 }
 
 // Add adds t to the kernel's BTF and returns its id.
 func (kb *kernelBTF) Add(t btf.Type) (btf.TypeID, error) {
 	kb.mu.Lock()
 	defer kb.mu.Unlock()
-	if kb.b == nil {
-		var err error
-		if kb.b, err = btf.NewBuilder(nil, nil); err != nil {
-			return 0, err
-		}
+	b, err := kb.builder()
+	if err != nil {
+		return 0, err
 	}
-	id, err := kb.b.Add(t)
+	id, err := b.Add(t)
 	if err != nil {
 		return 0, errors.Wrap(uapi.EINVAL, err.Error())
 	}
+	kb.spec = nil
 	return id, nil
 }
 
-// KernelBTF returns the simulated kernel's BTF as it is now: the struct_ops
-// types and kfuncs registered so far, with the ids programs use.
-func (k *Kernel) KernelBTF() (*btf.Spec, error) {
-	kb := &k.so.btf
+// Spec returns the kernel's BTF as it is now, shared: callers must not
+// change it.
+func (kb *kernelBTF) Spec() (*btf.Spec, error) {
 	kb.mu.Lock()
 	defer kb.mu.Unlock()
-	if kb.b == nil {
-		return nil, errors.Wrap(uapi.ENOENT, "the kernel has no BTF yet: no struct_ops type or kfunc is registered")
+	if kb.spec != nil {
+		return kb.spec, nil
 	}
-	return kb.b.Spec()
+	b, err := kb.builder()
+	if err != nil {
+		return nil, err
+	}
+	if kb.spec, err = b.Spec(); err != nil {
+		return nil, err
+	}
+	return kb.spec, nil
+}
+
+// KernelBTF returns the simulated kernel's BTF as it is now: vmlinux's
+// types (package vmlinuxbtf), then the struct_ops types and kfuncs
+// registered so far, with the ids programs use. It is what CO-RE
+// relocations are resolved against, unless a load names other types
+// (ProgramOptions.KernelTypes). The Spec is the caller's to change.
+func (k *Kernel) KernelBTF() (*btf.Spec, error) {
+	s, err := k.so.btf.Spec()
+	if err != nil {
+		return nil, err
+	}
+	return s.Copy(), nil
 }
 
 // kfuncEntry is one registered kfunc.

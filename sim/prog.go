@@ -119,6 +119,12 @@ type ProgramOptions struct {
 	AttachBTFID        uint32
 	ExpectedAttachType uint32
 
+	// KernelTypes, as cilium/ebpf's ProgramOptions.KernelTypes, are the
+	// types NewProgram resolves CO-RE relocations against, in place of
+	// the simulated kernel's BTF (Kernel.KernelBTF): a program written for
+	// another kernel's layouts (btfhub's BTF, say) relocates as there.
+	KernelTypes *btf.Spec
+
 	// funcInfo records that the program has BTF function info.
 	funcInfo bool
 	// source is the program's BTF line and func info, carried through
@@ -168,7 +174,11 @@ func (k *Kernel) NewProgramWithOptions(spec *ebpf.ProgramSpec, opts ProgramOptio
 	if spec.ByteOrder != nil && spec.ByteOrder.String() != binary.LittleEndian.String() {
 		return nil, errors.Wrapf(uapi.EINVAL, "program %s is %s: the simulated kernel is little-endian", spec.Name, spec.ByteOrder)
 	}
-	ins, err := k.resolveKfuncCalls(spec.Instructions) // kfunc.go
+	ins, poison, err := k.relocateCORE(spec.Instructions, opts.KernelTypes) // corereloc.go
+	if err != nil {
+		return nil, errors.Wrapf(err, "program %s", spec.Name)
+	}
+	ins, err = k.resolveKfuncCalls(ins) // kfunc.go
 	if err != nil {
 		return nil, errors.Wrapf(err, "program %s", spec.Name)
 	}
@@ -195,7 +205,8 @@ func (k *Kernel) NewProgramWithOptions(spec *ebpf.ProgramSpec, opts ProgramOptio
 	if opts.License == "" {
 		opts.License = "unspecified"
 	}
-	return k.LoadInsnsWithOptions(spec.Type, spec.Name, insns, opts)
+	p, err := k.LoadInsnsWithOptions(spec.Type, spec.Name, insns, opts)
+	return p, poison.explain(err)
 }
 
 // LoadBytecode loads raw little-endian BPF bytecode.
@@ -630,8 +641,6 @@ func fromAsm(in asm.Instructions) (_ []insn.Insn, meta bool, _ error) {
 			return nil, false, errors.Wrapf(uapi.EINVAL, "instruction %d loads the kernel symbol %q: kernel symbols (__ksym) are not simulated yet", i, ins.Reference())
 		case ins.IsKfuncCall() && ins.Constant < 0:
 			return nil, false, errors.Wrapf(uapi.EINVAL, "instruction %d calls kfunc %q, which was not resolved to a BTF id", i, ins.Reference())
-		case btf.CORERelocationMetadata(ins) != nil:
-			return nil, false, errors.Wrapf(uapi.EINVAL, "instruction %d needs a CO-RE relocation: kernel BTF is not simulated yet", i)
 		}
 	}
 	insns, err := insn.FromAsm(in)
