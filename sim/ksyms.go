@@ -151,12 +151,15 @@ var vmlinux = []ksymSpec{
 	{name: "htab_lru_percpu_map_lookup_elem", kind: ksymMapOp, helper: uapi.FuncMapLookupElem, types: []uapi.MapType{uapi.MapTypeLRUPercpuHash}},
 	{name: "htab_lru_percpu_map_lookup_percpu_elem", kind: ksymMapOp, helper: uapi.FuncMapLookupPercpuElem, types: []uapi.MapType{uapi.MapTypeLRUPercpuHash}},
 	{name: "htab_lru_percpu_map_update_elem", kind: ksymMapOp, helper: uapi.FuncMapUpdateElem, types: []uapi.MapType{uapi.MapTypeLRUPercpuHash}},
+	// kernel/bpf/devmap.c: bpf_redirect_map's work for a devmap.
+	{name: "dev_map_redirect", kind: ksymMapOp, helper: uapi.FuncRedirectMap, types: []uapi.MapType{uapi.MapTypeDevmap}},
 }
 
 // helperFuncNames names the function behind a helper where it is not the
 // helper's own name.
 var helperFuncNames = map[int32]string{
 	uapi.FuncGetPrandomU32: "bpf_user_rnd_u32",
+	uapi.FuncRedirectMap:   "bpf_xdp_redirect_map", // net/core/filter.c
 }
 
 // jitInlinedHelpers are the helpers the arm64 JIT emits itself
@@ -181,6 +184,7 @@ var mapOpNames = map[int32]string{
 	uapi.FuncMapPopElem:          "pop_elem",
 	uapi.FuncMapPeekElem:         "peek_elem",
 	uapi.FuncForEachMapElem:      "for_each_callback",
+	uapi.FuncRedirectMap:         "redirect",
 }
 
 // ksymTable is the kernel's symbol table.
@@ -384,6 +388,10 @@ func (c kernelCalls) MapOp(m *maps.Map, helper int32) (int32, error) {
 		if _, ok := m.Ops.(maps.ForEacher); !ok {
 			return 0, errors.Errorf("%s maps have no %s", m.Type.Name, op)
 		}
+	case uapi.FuncRedirectMap:
+		if _, ok := m.Ops.(maps.Redirector); !ok {
+			return 0, errors.Errorf("%s maps have no %s", m.Type.Name, op)
+		}
 	}
 	for i := range vmlinux {
 		if s := &vmlinux[i]; s.kind == ksymMapOp && s.helper == helper && s.serves(m.Type.ID) {
@@ -496,6 +504,7 @@ func (k *Kernel) mapFunc(s *ksym) *Helper {
 			uapi.FuncMapPopElem:          k.helperMapPopElem,
 			uapi.FuncMapPeekElem:         k.helperMapPeekElem,
 			uapi.FuncForEachMapElem:      k.helperForEachMapElem,
+			uapi.FuncRedirectMap:         k.helperRedirectMap,
 		}[s.spec.helper]
 		if helperFn == nil {
 			return nil

@@ -74,21 +74,26 @@ func (k *Kernel) registerXDPHelpers() {
 	k.helperTypes[funcRedirect] = []ebpf.ProgramType{ebpf.XDP, ebpf.SchedCLS, ebpf.SchedACT}
 
 	// bpf_redirect_map: the map's own redirect (devmap.go's for a devmap).
-	err = k.RegisterHelper(&Helper{ID: uapi.FuncRedirectMap, Proto: redirectMapProto, Fn: func(m *interp.Machine, r1, index, flags, _, _ uint64) (uint64, error) {
-		mp, err := k.helperMap(m, r1)
-		if err != nil {
-			return 0, err
-		}
-		r, ok := mp.Ops.(maps.Redirector)
-		if !ok {
-			return 0, errors.Wrapf(uapi.EFAULT, "pc %d: bpf_redirect_map on a %s map", m.PC(), mp.Type.Name)
-		}
-		return r.Redirect(index, flags), nil
-	}})
+	// The verifier's fix-up makes most calls direct calls of the map
+	// type's redirect (dev_map_redirect, ksyms.go), which shares this.
+	err = k.RegisterHelper(&Helper{ID: uapi.FuncRedirectMap, Proto: redirectMapProto, Fn: k.helperRedirectMap})
 	if err != nil {
 		panic(err)
 	}
 	k.helperTypes[uapi.FuncRedirectMap] = []ebpf.ProgramType{ebpf.XDP}
+}
+
+// helperRedirectMap is bpf_redirect_map: the map's own redirect.
+func (k *Kernel) helperRedirectMap(m *interp.Machine, r1, index, flags, _, _ uint64) (uint64, error) {
+	mp, err := k.helperMap(m, r1)
+	if err != nil {
+		return 0, err
+	}
+	r, ok := mp.Ops.(maps.Redirector)
+	if !ok {
+		return 0, errors.Wrapf(uapi.EFAULT, "pc %d: bpf_redirect_map on a %s map", m.PC(), mp.Type.Name)
+	}
+	return r.Redirect(index, flags), nil
 }
 
 var redirectMapProto = &verifier.FuncProto{Args: [5]verifier.ArgType{verifier.ArgConstMapPtr, verifier.ArgAnything, verifier.ArgAnything}}

@@ -330,7 +330,7 @@ func (e *env) recordFuncMap(meta *callMeta, id int32, idx int) error {
 	switch id {
 	case uapi.FuncMapLookupElem, uapi.FuncMapUpdateElem, uapi.FuncMapDeleteElem,
 		uapi.FuncMapPushElem, uapi.FuncMapPopElem, uapi.FuncMapPeekElem,
-		uapi.FuncMapLookupPercpuElem, uapi.FuncTailCall, uapi.FuncForEachMapElem:
+		uapi.FuncMapLookupPercpuElem, uapi.FuncTailCall, uapi.FuncForEachMapElem, uapi.FuncRedirectMap:
 	default:
 		return nil
 	}

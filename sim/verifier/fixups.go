@@ -480,7 +480,7 @@ func isMapHelper(id int32) bool {
 	switch id {
 	case uapi.FuncMapLookupElem, uapi.FuncMapUpdateElem, uapi.FuncMapDeleteElem,
 		uapi.FuncMapPushElem, uapi.FuncMapPopElem, uapi.FuncMapPeekElem,
-		uapi.FuncMapLookupPercpuElem, uapi.FuncForEachMapElem:
+		uapi.FuncMapLookupPercpuElem, uapi.FuncForEachMapElem, uapi.FuncRedirectMap:
 		return true
 	}
 	return false
