@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the tools some tests compare bpfsim against, from Debian's
 # packages: bpftool (the xlated dump format), GNU binutils for aarch64
-# (the A64 encoder's disassembly check) and qemu-user (qemu-aarch64 runs
-# A64 code natively for jit_arm64/native). Without them those tests skip
+# (the A64 encoder's disassembly check), qemu-user (qemu-aarch64 runs
+# A64 code natively for jit_arm64/native) and clang (the vmlinux.h that
+# `bpfsim btf dump` writes must compile to the types it describes). Without them those tests skip
 # with a message. Needs root and apt-get; does nothing when the tools are
 # already there.
 set -euo pipefail
@@ -11,6 +12,7 @@ missing=()
 command -v bpftool >/dev/null 2>&1 || [ -x /usr/sbin/bpftool ] || missing+=(bpftool)
 command -v aarch64-linux-gnu-objdump >/dev/null 2>&1 || missing+=(binutils-aarch64-linux-gnu)
 command -v qemu-aarch64 >/dev/null 2>&1 || command -v qemu-aarch64-static >/dev/null 2>&1 || missing+=(qemu-user)
+command -v clang >/dev/null 2>&1 || missing+=(clang)
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
 fi

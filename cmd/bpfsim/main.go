@@ -5,6 +5,7 @@
 //	bpfsim dump [xlated] PROGRAM    print the program as bpftool prog dump xlated does
 //	bpfsim dump jited PROGRAM       print the arm64 JIT's code with the xlated instructions interleaved
 //	bpfsim map dump OBJECT          print an object's maps as bpftool map dump does
+//	bpfsim btf dump                 print the simulated kernel's types as a vmlinux.h
 //	bpfsim plugin [MEMORY-HEX]      act as a bpf_conformance plugin
 //
 // PROGRAM is a clang-built ELF object (pick the program with -section), a
@@ -26,6 +27,7 @@ const usage = `usage:
   bpfsim dump [xlated] PROGRAM    print the program in bpftool's xlated syntax
   bpfsim dump jited PROGRAM       print the arm64 JIT's A64 code, xlated instructions interleaved
   bpfsim map dump OBJECT          print an object's maps as bpftool map dump does
+  bpfsim btf dump                 print the simulated kernel's types as a vmlinux.h (CO-RE)
   bpfsim plugin [MEMORY-HEX]      run as a bpf_conformance plugin (program hex on stdin)
 
 Run 'bpfsim COMMAND -h' for a command's flags.
@@ -54,6 +56,8 @@ func realMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdPlugin(args[1:], stdin, stdout, stderr)
 	case "map":
 		return cmdMap(args[1:], stdout, stderr)
+	case "btf":
+		return cmdBTF(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -35,7 +35,9 @@ func main() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		if _, err := b.Add(btf.Copy(t)); err != nil {
+		// The kernel's own types, not copies: the builder then holds
+		// each type they share (__u32, struct bpf_sock...) once.
+		if _, err := b.Add(t); err != nil {
 			log.Fatalf("%s: %v", name, err)
 		}
 	}
