@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -164,4 +165,17 @@ func TestHeaderRefusesLayoutsCDoesNotGive(t *testing.T) {
 			t.Errorf("%s: %v, want EINVAL", name, err)
 		}
 	}
+}
+
+// Whatever BTF cilium/ebpf parses, WriteHeader writes or refuses with
+// an error; it never panics.
+func FuzzWriteHeader(f *testing.F) {
+	f.Add(raw)
+	f.Fuzz(func(t *testing.T, blob []byte) {
+		spec, err := btf.LoadSpecFromReader(bytes.NewReader(blob))
+		if err != nil {
+			return
+		}
+		_ = WriteHeader(io.Discard, spec)
+	})
 }
