@@ -3,7 +3,9 @@ package sim_test
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -11,7 +13,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/interp"
 	"github.com/bpfsim/bpfsim/sim/kdiff"
+	"github.com/bpfsim/bpfsim/sim/kfunc"
 )
 
 // testdata/core.bpf.o holds programs written as against vmlinux.h, whose
@@ -228,4 +232,43 @@ func BenchmarkLoadWithCORE(b *testing.B) {
 			p.Close()
 		}
 	})
+}
+
+// Loads on several goroutines share the kernel's BTF while a kfunc's
+// registration changes it.
+func TestCORELoadsRunConcurrently(t *testing.T) {
+	spec := loadCoreSpec(t)
+	k, err := sim.NewKernel(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 20; i++ {
+				p, err := k.NewProgram(spec.Programs["tc_core"])
+				if err != nil {
+					errs <- err
+					return
+				}
+				p.Close()
+			}
+		}()
+	}
+	u32 := &btf.Int{Name: "unsigned int", Size: 4}
+	for i := 0; i < 5; i++ {
+		f := &kfunc.Func{Name: fmt.Sprintf("bpfsim_test_kfunc_%d", i), Proto: &btf.FuncProto{Return: u32},
+			Fn: func(*interp.Machine, uint64, uint64, uint64, uint64, uint64) (uint64, error) { return 0, nil }}
+		if err := k.RegisterKfunc(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
 }
