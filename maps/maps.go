@@ -381,6 +381,11 @@ func (r *Registry) Create(k Kernel, attr Attr, id uint32, release func(*Map)) (*
 		return nil, err
 	}
 	m := &Map{Attr: attr, ID: id, Type: t, Kernel: k, release: release}
+	// BPF_F_RDONLY and BPF_F_WRONLY are the access mode of the file the
+	// creation opens, not the map's: the map keeps its other flags only
+	// (bpf_map_flags_retain_permanent), so that its info, and the
+	// map_meta_equal of an inner map, never see them.
+	m.Attr.Flags &^= uapi.BPF_F_RDONLY | uapi.BPF_F_WRONLY
 	ops, err := t.Alloc(k, m)
 	m.Attr.InnerMap = nil // the template's metadata was copied, if needed
 	if err != nil {

@@ -20,12 +20,14 @@ import (
 // fixed-size values (little-endian). Per-CPU maps take and return one value
 // per possible CPU, as a slice.
 type Map struct {
-	k      *Kernel
-	proc   *Process
-	m      *maps.Map
-	fd     int
-	file   *file
-	flags  uint32 // the access flags of this handle (BPF_F_RDONLY, BPF_F_WRONLY)
+	k    *Kernel
+	proc *Process
+	m    *maps.Map
+	fd   int
+	file *file
+	// access is what the handle's file lets user space do with the map
+	// (its f_mode): fixed when the file is opened, shared by its dups.
+	access fileAccess
 	closed atomic.Bool
 	// pinnedPath is where this handle pinned the map, or the pin it was
 	// loaded from (pin.go).
@@ -107,7 +109,14 @@ func (k *Kernel) newMap(p *Process, spec *ebpf.MapSpec) (*Map, error) {
 	if err != nil {
 		return nil, errors.Wrapf(err, "map %s", spec.Name)
 	}
-	h, err := p.newMapHandle(m)
+	// The creating fd's access mode comes from the create flags, which
+	// the map itself does not keep (bpf_map_flags_retain_permanent).
+	access, err := fileAccessOf(spec.Flags)
+	if err != nil {
+		m.Put()
+		return nil, errors.Wrapf(err, "map %s", spec.Name)
+	}
+	h, err := p.newMapFile(m, access)
 	if err != nil {
 		return nil, errors.Wrapf(err, "map %s", spec.Name)
 	}
@@ -216,7 +225,11 @@ func (h *Map) FD() int { return h.fd }
 // ID returns the map's id.
 func (h *Map) ID() uint32 { return h.m.ID }
 
-// Type, KeySize, ValueSize, MaxEntries and Flags describe the map.
+// Type, KeySize, ValueSize, MaxEntries and Flags describe the map. Flags
+// are the map's, as its info shows them: BPF_F_RDONLY and BPF_F_WRONLY
+// belong to a file on the map, not to the map, and are never among them
+// (cilium/ebpf's Flags of a map it has just created still shows the
+// spec's).
 func (h *Map) Type() ebpf.MapType { return ebpf.MapType(h.m.Attr.Type) }
 func (h *Map) KeySize() uint32    { return h.m.KeySize }
 func (h *Map) ValueSize() uint32  { return h.m.ValueSize }
@@ -247,15 +260,43 @@ func (h *Map) check() error {
 	return nil
 }
 
+// fileAccess is the access mode of an open file on a map: whether its
+// f_mode has FMODE_CAN_READ, FMODE_CAN_WRITE or both. The zero value is
+// both.
+type fileAccess uint8
+
+const (
+	readWrite fileAccess = iota
+	readOnly
+	writeOnly
+)
+
+// fileAccessOf is bpf_get_file_flag: the access mode BPF_F_RDONLY or
+// BPF_F_WRONLY ask for, in map creation flags, BPF_OBJ_GET's file_flags or
+// BPF_MAP_GET_FD_BY_ID's open_flags; both at once are EINVAL.
+func fileAccessOf(flags uint32) (fileAccess, error) {
+	switch flags & (uapi.BPF_F_RDONLY | uapi.BPF_F_WRONLY) {
+	case uapi.BPF_F_RDONLY:
+		return readOnly, nil
+	case uapi.BPF_F_WRONLY:
+		return writeOnly, nil
+	case 0:
+		return readWrite, nil
+	}
+	return 0, errors.Wrap(uapi.EINVAL, "BPF_F_RDONLY and BPF_F_WRONLY together")
+}
+
 // canRead and canWrite apply the syscall-side access rules
-// (map_get_sys_perms): BPF_F_WRONLY maps cannot be read from user space,
-// BPF_F_RDONLY and frozen maps cannot be written.
+// (map_get_sys_perms): the handle's file must have been opened for
+// reading or writing (a map created with BPF_F_RDONLY, or opened from a
+// pin read-only, cannot be written through that file, but can through
+// another), and a frozen map cannot be written through any.
 func (h *Map) canRead() error {
 	if err := h.check(); err != nil {
 		return err
 	}
-	if h.m.Attr.Flags&uapi.BPF_F_WRONLY != 0 {
-		return errors.Wrap(uapi.EPERM, "map is write-only for user space")
+	if h.access == writeOnly {
+		return errors.Wrap(uapi.EPERM, "the map's file is write-only")
 	}
 	return nil
 }
@@ -264,8 +305,8 @@ func (h *Map) canWrite() error {
 	if err := h.check(); err != nil {
 		return err
 	}
-	if h.m.Attr.Flags&uapi.BPF_F_RDONLY != 0 {
-		return errors.Wrap(uapi.EPERM, "map is read-only for user space")
+	if h.access == readOnly {
+		return errors.Wrap(uapi.EPERM, "the map's file is read-only")
 	}
 	if h.m.Frozen() {
 		return errors.Wrap(uapi.EPERM, "map is frozen")

@@ -42,6 +42,17 @@ func (h *Map) Memory() (*Memory, error) {
 	if !ok || h.m.Flags&uapi.BPF_F_MMAPABLE == 0 {
 		return nil, fmt.Errorf("map %s was not created with BPF_F_MMAPABLE: %w: %w", h.m.Name, ebpf.ErrNotSupported, uapi.EINVAL)
 	}
+	// Mapping needs a file open for both reading and writing:
+	// cilium/ebpf's read-write mmap of a read-only file is EACCES and its
+	// read-only retry EINVAL (a shared mapping of a file that cannot be
+	// written is not VM_SHARED, which bpf_map_mmap requires); a
+	// write-only file cannot be mapped at all (EACCES).
+	switch {
+	case h.access == writeOnly:
+		return nil, errors.Wrapf(uapi.EACCES, "map %s: the handle's file is write-only", h.m.Name)
+	case h.access == readOnly:
+		return nil, errors.Wrapf(uapi.EINVAL, "map %s: the handle's file is read-only", h.m.Name)
+	}
 	b, err := mm.MmapBytes()
 	if err != nil {
 		return nil, err

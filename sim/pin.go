@@ -20,9 +20,60 @@ import (
 // (the programs of a prog array) live on after every fd is closed, until
 // the pin is removed. The filesystem itself (directories, listing) is
 // Kernel.BPFFS.
+//
+// Loading a pin opens a new file on the map, with the access mode of
+// LoadPinOptions (BPF_OBJ_GET's file_flags): a map opened read-only
+// cannot be updated through it, one opened write-only cannot be read
+// (map.go's canRead and canWrite).
 
 // BPFFS returns the kernel's BPF filesystem, mounted at bpffs.Mount.
 func (k *Kernel) BPFFS() *bpffs.FS { return k.fs }
+
+// pinAt is BPF_OBJ_PIN for a handle pinned at *pinned (or not, if
+// empty), as cilium/ebpf's Pin does it: a handle pinned elsewhere moves
+// its pin (with RENAME_NOREPLACE semantics); the same path again does
+// nothing. Else a new pin takes a reference (get), which put drops when
+// the pin goes. The directory must exist (ENOENT) and the name be free
+// (EEXIST).
+func pinAt(fs *bpffs.FS, pinned *string, fileName string, kind bpffs.Kind, obj any, get, put func()) error {
+	if fileName == "" {
+		return errors.Wrap(uapi.EINVAL, "given pinning path cannot be empty")
+	}
+	if *pinned == fileName {
+		return nil
+	}
+	if *pinned != "" {
+		err := fs.Rename(*pinned, fileName)
+		if err == nil {
+			*pinned = fileName
+			return nil
+		}
+		if !errors.Is(err, uapi.ENOENT) || !isMissing(fs, *pinned) {
+			return errors.Wrapf(err, "moving the pin to %s", fileName)
+		}
+		// Unpinned behind the handle's back: pin afresh.
+	}
+	get()
+	if err := fs.Pin(fileName, kind, obj, put); err != nil {
+		put()
+		return err
+	}
+	*pinned = fileName
+	return nil
+}
+
+// unpinAt removes the pin at *pinned (unlink); a pin already gone is no
+// error.
+func unpinAt(fs *bpffs.FS, pinned *string) error {
+	if *pinned == "" {
+		return nil
+	}
+	if err := fs.Remove(*pinned); err != nil && !errors.Is(err, uapi.ENOENT) {
+		return err
+	}
+	*pinned = ""
+	return nil
+}
 
 // Pin pins the map at fileName on the simulated BPF filesystem
 // (BPF_OBJ_PIN), like cilium/ebpf's Map.Pin: a map pinned elsewhere by
@@ -33,29 +84,9 @@ func (h *Map) Pin(fileName string) error {
 	if err := h.check(); err != nil {
 		return err
 	}
-	if fileName == "" {
-		return errors.Wrap(uapi.EINVAL, "given pinning path cannot be empty")
-	}
-	if h.pinnedPath == fileName {
-		return nil
-	}
-	if h.pinnedPath != "" {
-		err := h.k.fs.Rename(h.pinnedPath, fileName)
-		if err == nil {
-			h.pinnedPath = fileName
-			return nil
-		}
-		if !errors.Is(err, uapi.ENOENT) || !isMissing(h.k.fs, h.pinnedPath) {
-			return errors.Wrapf(err, "moving the pin to %s", fileName)
-		}
-		// Unpinned behind the handle's back: pin afresh.
-	}
-	h.m.GetUser()
-	if err := h.k.fs.Pin(fileName, bpffs.Map, h.m, h.m.PutUser); err != nil {
-		h.m.PutUser()
+	if err := pinAt(h.k.fs, &h.pinnedPath, fileName, bpffs.Map, h.m, h.m.GetUser, h.m.PutUser); err != nil {
 		return mapError{err}
 	}
-	h.pinnedPath = fileName
 	return nil
 }
 
@@ -67,13 +98,9 @@ func isMissing(fs *bpffs.FS, p string) bool {
 // Unpin removes the pin this handle made or loaded (unlink), like
 // cilium/ebpf's Map.Unpin; a pin already gone is no error.
 func (h *Map) Unpin() error {
-	if h.pinnedPath == "" {
-		return nil
-	}
-	if err := h.k.fs.Remove(h.pinnedPath); err != nil && !errors.Is(err, uapi.ENOENT) {
+	if err := unpinAt(h.k.fs, &h.pinnedPath); err != nil {
 		return mapError{err}
 	}
-	h.pinnedPath = ""
 	return nil
 }
 
@@ -81,21 +108,38 @@ func (h *Map) Unpin() error {
 // pin.
 func (h *Map) IsPinned() bool { return h.pinnedPath != "" }
 
+// objGetAccess checks BPF_OBJ_GET's file_flags, as cilium/ebpf makes them
+// from LoadPinOptions, and returns the access mode they ask for
+// (bpf_obj_get, bpf_get_file_flag): a flag other than BPF_F_RDONLY,
+// BPF_F_WRONLY and BPF_F_PATH_FD is EINVAL, and so are the first two
+// together, whatever is at the path.
+func objGetAccess(opts *ebpf.LoadPinOptions) (fileAccess, error) {
+	flags := opts.Marshal()
+	if flags&^(uapi.BPF_F_RDONLY|uapi.BPF_F_WRONLY|uapi.BPF_F_PATH_FD) != 0 {
+		return 0, errors.Wrapf(uapi.EINVAL, "unknown BPF_OBJ_GET file_flags %#x", flags)
+	}
+	return fileAccessOf(flags)
+}
+
 // LoadPinnedMap opens the map pinned at fileName (BPF_OBJ_GET) in the
 // kernel's first process, like cilium/ebpf's LoadPinnedMap.
 func (k *Kernel) LoadPinnedMap(fileName string, opts *ebpf.LoadPinOptions) (*Map, error) {
 	return k.init.LoadPinnedMap(fileName, opts)
 }
 
-// LoadPinnedMap opens the map pinned at fileName as a new fd of this
-// process. A program or link there is EINVAL, a directory EACCES, nothing
-// ENOENT.
+// LoadPinnedMap opens the map pinned at fileName as a new file, with a
+// new fd of this process. opts.ReadOnly and opts.WriteOnly give the file
+// that access mode only (EPERM for the other operations through it). A
+// program or link there is EINVAL (the kernel's BPF_OBJ_GET opens it
+// all the same, and cilium/ebpf refuses it without an errno), a directory
+// EACCES, nothing ENOENT.
 func (p *Process) LoadPinnedMap(fileName string, opts *ebpf.LoadPinOptions) (*Map, error) {
-	if opts != nil && *opts != (ebpf.LoadPinOptions{}) {
-		return nil, errors.Wrap(uapi.EINVAL, "read-only and write-only pins (LoadPinOptions) are not simulated yet")
+	access, err := objGetAccess(opts)
+	if err != nil {
+		return nil, mapError{err}
 	}
 	var m *maps.Map
-	err := p.k.fs.Get(fileName, func(kind bpffs.Kind, obj any) error {
+	err = p.k.fs.Get(fileName, func(kind bpffs.Kind, obj any) error {
 		if kind != bpffs.Map {
 			return errors.Wrapf(uapi.EINVAL, "%s is a pinned %s, not a map", fileName, kind)
 		}
@@ -106,7 +150,7 @@ func (p *Process) LoadPinnedMap(fileName string, opts *ebpf.LoadPinOptions) (*Ma
 	if err != nil {
 		return nil, mapError{err}
 	}
-	h, err := p.installMapFile(m)
+	h, err := p.installMapFile(m, access)
 	if err != nil {
 		return nil, err
 	}
@@ -115,11 +159,14 @@ func (p *Process) LoadPinnedMap(fileName string, opts *ebpf.LoadPinOptions) (*Ma
 }
 
 // MapOptions are what cilium/ebpf's MapOptions hold that bpfsim
-// simulates: where maps pinned by name live.
+// simulates: where maps pinned by name live, and how to open them.
 type MapOptions struct {
 	// PinPath is the directory on the BPF filesystem of the maps whose
 	// spec says PinByName.
 	PinPath string
+	// LoadPinOptions open a map found pinned by name (read-only,
+	// write-only); a map created and pinned is opened for both.
+	LoadPinOptions ebpf.LoadPinOptions
 }
 
 // NewMapWithOptions is NewMap that honours MapSpec.Pinning, like
@@ -148,7 +195,7 @@ func (p *Process) newMapPinned(spec *ebpf.MapSpec, opts MapOptions) (m *Map, reu
 		return nil, false, errors.Wrapf(uapi.EINVAL, "map %s: pin by name: missing MapOptions.PinPath", spec.Name)
 	}
 	at := path.Join(opts.PinPath, spec.Name)
-	m, err = p.LoadPinnedMap(at, nil)
+	m, err = p.LoadPinnedMap(at, &opts.LoadPinOptions)
 	switch {
 	case err == nil:
 		if err := compatible(spec, m); err != nil {

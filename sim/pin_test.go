@@ -194,8 +194,9 @@ func TestPinErrnos(t *testing.T) {
 	if _, err := k.LoadPinnedMap(pinDir, nil); !errors.Is(err, uapi.EACCES) {
 		t.Errorf("loading a directory: %v", err)
 	}
-	if _, err := k.LoadPinnedMap(pinDir+"/m", &ebpf.LoadPinOptions{ReadOnly: true}); !errors.Is(err, uapi.EINVAL) {
-		t.Errorf("read-only pin options: %v", err)
+	// The flags are checked before the path is looked up.
+	if _, err := k.LoadPinnedMap(pinDir+"/m", &ebpf.LoadPinOptions{ReadOnly: true, WriteOnly: true}); !errors.Is(err, uapi.EINVAL) {
+		t.Errorf("read-only and write-only pin options: %v", err)
 	}
 	if m.IsPinned() {
 		t.Error("a map whose pins all failed says it is pinned")

@@ -67,23 +67,29 @@ func (p *Process) NewMapFromID(id uint32) (*Map, error) {
 	if !ok {
 		return nil, errors.Wrapf(uapi.ENOENT, "no map with id %d", id)
 	}
-	return p.installMapFile(m)
+	return p.installMapFile(m, readWrite)
 }
 
 // NewMapFromID opens a map by id in the kernel's first process.
 func (k *Kernel) NewMapFromID(id uint32) (*Map, error) { return k.init.NewMapFromID(id) }
 
-// newMapHandle opens a new file on m and installs an fd for it. It takes
-// over the caller's reference on m, which becomes the file's user
-// reference.
+// newMapHandle opens a new file on m, for reading and writing, and
+// installs an fd for it. It takes over the caller's reference on m, which
+// becomes the file's user reference.
 func (p *Process) newMapHandle(m *maps.Map) (*Map, error) {
-	m.GetUser()
-	m.Put()
-	return p.installMapFile(m)
+	return p.newMapFile(m, readWrite)
 }
 
-// installMapFile opens a file holding the caller's user reference on m.
-func (p *Process) installMapFile(m *maps.Map) (*Map, error) {
+// newMapFile is newMapHandle with the file's access mode.
+func (p *Process) newMapFile(m *maps.Map, access fileAccess) (*Map, error) {
+	m.GetUser()
+	m.Put()
+	return p.installMapFile(m, access)
+}
+
+// installMapFile opens a file with the given access mode, holding the
+// caller's user reference on m.
+func (p *Process) installMapFile(m *maps.Map, access fileAccess) (*Map, error) {
 	f := p.k.newFile(m, releaseMapFile)
 	fd, err := p.fds.install(f)
 	if err != nil {
@@ -91,7 +97,7 @@ func (p *Process) installMapFile(m *maps.Map) (*Map, error) {
 		m.PutUser()
 		return nil, err
 	}
-	return &Map{k: p.k, proc: p, m: m, fd: fd, file: f}, nil
+	return &Map{k: p.k, proc: p, m: m, fd: fd, file: f, access: access}, nil
 }
 
 // releaseMapFile is the close of a map's last fd on one file (bpf_map_release):
@@ -117,7 +123,7 @@ func (h *Map) Clone() (*Map, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Map{k: h.k, proc: h.proc, m: h.m, fd: fd, file: h.file}, nil
+	return &Map{k: h.k, proc: h.proc, m: h.m, fd: fd, file: h.file, access: h.access}, nil
 }
 
 // File returns the identity of the open file description behind the

@@ -67,6 +67,10 @@ const (
 	BPF_F_ACCESS_MASK = BPF_F_RDONLY | BPF_F_RDONLY_PROG | BPF_F_WRONLY | BPF_F_WRONLY_PROG
 )
 
+// BPF_OBJ_GET's file_flags beside BPF_F_RDONLY and BPF_F_WRONLY: the path
+// is relative to path_fd (an absolute one ignores it, as openat does).
+const BPF_F_PATH_FD = 1 << 14
+
 // Element update flags.
 const (
 	BPF_ANY     = 0
