@@ -26,12 +26,13 @@ import (
 // vmlinuxTypes is the seed of the kernel's BTF: package vmlinuxbtf's types,
 // with enum bpf_func_id cut to the helpers this kernel has, so that a
 // program probing for a helper with bpf_core_enum_value_exists learns what
-// it could call.
+// it could call, and bpfsim's own struct task_struct (task.go).
 func (k *Kernel) vmlinuxTypes() ([]btf.Type, error) {
 	types, err := vmlinuxbtf.Types()
 	if err != nil {
 		return nil, err
 	}
+	types = append(types, taskTypes()...)
 	for _, t := range types {
 		e, ok := t.(*btf.Enum)
 		if !ok || e.Name != "bpf_func_id" {

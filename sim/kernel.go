@@ -140,6 +140,8 @@ type CPU struct {
 	// heldLock is the bpf_spin_lock word the running program holds, if
 	// any (spinlock.go).
 	heldLock *uint32
+	// task is the task the CPU runs programs in (task.go).
+	task cpuTask
 }
 
 // scratch returns buffer slot i of at least n bytes.
@@ -217,6 +219,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		k.registerSKBHelpers()
 		k.registerXDPHelpers()
 		k.registerTimeHelpers()
+		k.registerTaskHelpers()
 		k.registerSpinLockHelpers()
 		k.registerVlanHelpers()
 		k.registerMapHelpers()
@@ -248,6 +251,9 @@ func (k *Kernel) newCPU(id int, seed uint64) (*CPU, error) {
 		return nil, err
 	}
 	cpu := &CPU{ID: id, machine: m}
+	if cpu.task.page, err = k.newTaskPage(id); err != nil {
+		return nil, err
+	}
 	m.Data = cpu
 	m.TailCall = k.tailCallTarget
 	m.PercpuOffset = k.percpu.Offset(id)

@@ -40,6 +40,11 @@ type RunOptions struct {
 	// MaxInsns stops a run after this many instructions (default
 	// DefaultMaxInsns), since an unverified program may not terminate.
 	MaxInsns uint64
+	// Task is the task the program runs in, what bpf_get_current_pid_tgid
+	// and the other bpf_get_current_* helpers report. nil: the main
+	// thread of the program's process, named "bpfsim-test", with uid and
+	// gid 0, as the kernel runs a test run in the task that asked for it.
+	Task *Task
 }
 
 // DefaultMaxInsns is the instruction budget of one run unless RunOptions
@@ -114,6 +119,8 @@ func (p *Program) test(opts *RunOptions, timed bool) (*RunResult, error) {
 	}
 	cpu.mu.Lock()
 	defer cpu.mu.Unlock()
+	cpu.setRunner(opts.Task, p.procPID())
+	defer cpu.setCurrent(nil)
 	env, err := p.k.prepareRun(cpu, p, opts.Data, ctxIn, opts.ContextOut != nil, opts.Repeat)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,144 @@
+package sim_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/bpfsim/bpfsim/sim"
+)
+
+// taskResult is struct result of testdata/task.bpf.c.
+type taskResult struct {
+	PidTgid, UIDGid uint64
+	Comm            [16]byte
+	PID, TGID, PPID int32
+	UID             uint32
+	ParentComm      [16]byte
+	ParentCommLen   int64
+	ShortLen        int64
+	ShortComm       [4]byte
+	_               [4]byte
+	Fault           int64
+	FaultBuf        [8]byte
+}
+
+func comm(s string) (c [16]byte) {
+	copy(c[:], s)
+	return c
+}
+
+// unpadded is s and its NUL over the 0xff bytes the results map starts
+// with: bpf_probe_read_kernel_str writes no padding.
+func unpadded(s string) (c [16]byte) {
+	for i := range c {
+		c[i] = 0xff
+	}
+	copy(c[:], s+"\x00")
+	return c
+}
+
+// runTaskIDs runs task_ids of testdata/task.bpf.o in task (nil: the
+// default) on a results map first filled with 0xff bytes, and returns
+// what it found.
+func runTaskIDs(t *testing.T, k *sim.Kernel, task *sim.Task) taskResult {
+	t.Helper()
+	spec, err := ebpf.LoadCollectionSpec("testdata/task.bpf.o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := k.NewCollection(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Maps["results"].Put(uint32(0), bytes.Repeat([]byte{0xff}, binary.Size(taskResult{}))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Programs["task_ids"].Test(&sim.RunOptions{Context: make([]byte, 8), Task: task}); err != nil {
+		t.Fatal(err)
+	}
+	var r taskResult
+	if err := c.Maps["results"].Lookup(uint32(0), &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestTracingProgramsSeeTheTaskTheyRunIn(t *testing.T) {
+	k := newKernel(t, nil)
+	for _, tc := range []struct {
+		name string
+		task *sim.Task
+		want taskResult
+	}{{
+		name: "a thread of curl, child of bash",
+		task: &sim.Task{PID: 1234, TGID: 1200, UID: 1000, GID: 100, Comm: "curl", Parent: &sim.Task{PID: 77, TGID: 77, Comm: "bash"}},
+		want: taskResult{PidTgid: 1200<<32 | 1234, UIDGid: 100<<32 | 1000, Comm: comm("curl"), PID: 1234, TGID: 1200, PPID: 77, UID: 1000,
+			ParentComm: unpadded("bash"), ParentCommLen: 5, ShortLen: 4, ShortComm: [4]byte{'b', 'a', 's', 0}, Fault: -34},
+	}, {
+		name: "a name longer than TASK_COMM_LEN, child of init",
+		task: &sim.Task{PID: 9, TGID: 9, Comm: "a-very-long-task-name"},
+		want: taskResult{PidTgid: 9<<32 | 9, Comm: comm("a-very-long-tas"), PID: 9, TGID: 9, PPID: 1,
+			ParentComm: unpadded("init"), ParentCommLen: 5, ShortLen: 4, ShortComm: [4]byte{'i', 'n', 'i', 0}, Fault: -34},
+	}, {
+		name: "the default: the loading process's main thread",
+		want: taskResult{PidTgid: uint64(k.InitProcess().PID())<<32 | uint64(k.InitProcess().PID()), Comm: comm("bpfsim-test"),
+			PID: int32(k.InitProcess().PID()), TGID: int32(k.InitProcess().PID()), PPID: 1,
+			ParentComm: unpadded("init"), ParentCommLen: 5, ShortLen: 4, ShortComm: [4]byte{'i', 'n', 'i', 0}, Fault: -34},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := runTaskIDs(t, k, tc.task); got != tc.want {
+				t.Errorf("got  %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// bpf_probe_read_kernel across the end of the current task's page, into
+// the unmapped guard page after it, and its string variant from there:
+// -EFAULT and a zeroed buffer, as copy_from_kernel_nofault reports a
+// fault; from the page's last bytes, a read.
+func TestProbeReadKernelReportsFaults(t *testing.T) {
+	k := newKernel(t, nil)
+	read := func(helper asm.BuiltinFunc, off int32) asm.Instructions {
+		return asm.Instructions{
+			asm.FnGetCurrentTask.Call(),
+			asm.Mov.Reg(asm.R3, asm.R0), asm.Add.Imm(asm.R3, off),
+			asm.Mov.Imm(asm.R1, -1), asm.StoreMem(asm.RFP, -8, asm.R1, asm.DWord),
+			asm.Mov.Reg(asm.R1, asm.RFP), asm.Add.Imm(asm.R1, -8), asm.Mov.Imm(asm.R2, 8),
+			helper.Call(),
+			asm.LoadMem(asm.R1, asm.RFP, -8, asm.DWord),
+			asm.JEq.Imm(asm.R1, 0, "zeroed"),
+			asm.Mov.Imm(asm.R0, 1), // the buffer holds something
+			asm.Return().WithSymbol("zeroed"),
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		prog asm.Instructions
+		want int64
+	}{
+		{"8 bytes across into the guard page", read(asm.FnProbeReadKernel, 4092), -14},
+		{"8 bytes at the page's end", read(asm.FnProbeReadKernel, 4088), 0},
+		{"a string from the guard page", read(asm.FnProbeReadKernelStr, 4096), -14},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := k.NewProgram(testSpec(t, ebpf.Kprobe, tc.prog))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			res, err := p.Test(&sim.RunOptions{Context: make([]byte, 8)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if int64(res.R0) != tc.want && !(tc.want == 0 && res.R0 == 1) {
+				t.Errorf("returned %d, want %d", int64(res.R0), tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,165 @@
+package sim
+
+import (
+	"github.com/cilium/ebpf"
+
+	"github.com/bpfsim/bpfsim/sim/interp"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+	"github.com/bpfsim/bpfsim/sim/verifier"
+)
+
+// The helpers that tell a program where it runs and let it read kernel
+// memory (kernel/bpf/helpers.c, kernel/trace/bpf_trace.c): the
+// current task's ids and name, its task_struct (task.go), and
+// bpf_probe_read_kernel and its string variant, which read simulated
+// kernel memory and report a fault as -EFAULT with the buffer zeroed, as
+// copy_from_kernel_nofault does.
+
+// Helper ids (include/uapi/linux/bpf.h).
+const (
+	funcProbeRead          = 4
+	funcGetCurrentPidTgid  = 14
+	funcGetCurrentUIDGid   = 15
+	funcGetCurrentComm     = 16
+	funcGetCurrentTask     = 35
+	funcProbeReadStr       = 45
+	funcProbeReadKernel    = 113
+	funcProbeReadKernelStr = 115
+)
+
+var (
+	noArgsProto    = &verifier.FuncProto{}
+	commProto      = &verifier.FuncProto{Args: [5]verifier.ArgType{verifier.ArgPtrToUninitMem, verifier.ArgConstSize}}
+	probeReadProto = &verifier.FuncProto{GPLOnly: true,
+		Args: [5]verifier.ArgType{verifier.ArgPtrToUninitMem, verifier.ArgConstSizeOrZero, verifier.ArgAnything}}
+)
+
+// compatTypes are the program types bpfsim loads offered the compat
+// bpf_probe_read and bpf_probe_read_str (bpf_tracing_func_proto, and the
+// syscall type's); the other helpers here are bpf_base_func_proto's,
+// offered to every type of a privileged loader.
+var compatTypes = []ebpf.ProgramType{ebpf.Kprobe, ebpf.TracePoint, ebpf.RawTracepoint, ebpf.Syscall}
+
+func (k *Kernel) registerTaskHelpers() {
+	for _, h := range []struct {
+		id    int32
+		proto *verifier.FuncProto
+		fn    func(*interp.Machine, uint64, uint64, uint64, uint64, uint64) (uint64, error)
+		types []ebpf.ProgramType // nil: every type
+	}{
+		{funcGetCurrentPidTgid, noArgsProto, func(m *interp.Machine, _, _, _, _, _ uint64) (uint64, error) {
+			t, _, err := k.currentTask(k.cpuOf(m))
+			return uint64(t.TGID)<<32 | uint64(t.PID), err
+		}, nil},
+		{funcGetCurrentUIDGid, noArgsProto, func(m *interp.Machine, _, _, _, _, _ uint64) (uint64, error) {
+			t, _, err := k.currentTask(k.cpuOf(m))
+			return uint64(t.GID)<<32 | uint64(t.UID), err
+		}, nil},
+		{funcGetCurrentComm, commProto, k.helperGetCurrentComm, nil},
+		{funcGetCurrentTask, noArgsProto, func(m *interp.Machine, _, _, _, _, _ uint64) (uint64, error) {
+			_, addr, err := k.currentTask(k.cpuOf(m))
+			return addr, err
+		}, nil},
+		{funcProbeReadKernel, probeReadProto, k.helperProbeReadKernel, nil},
+		{funcProbeReadKernelStr, probeReadProto, k.helperProbeReadKernelStr, nil},
+		// The compat helpers read kernel memory too: bpfsim's programs
+		// see no user address space.
+		{funcProbeRead, probeReadProto, k.helperProbeReadKernel, compatTypes},
+		{funcProbeReadStr, probeReadProto, k.helperProbeReadKernelStr, compatTypes},
+	} {
+		if err := k.RegisterHelper(&Helper{ID: h.id, Proto: h.proto, Fn: h.fn}); err != nil {
+			panic(err) // the table has unique ids
+		}
+		if h.types != nil {
+			k.helperTypes[h.id] = h.types
+		}
+	}
+}
+
+// helperGetCurrentComm is bpf_get_current_comm: the name, NUL-terminated
+// and zero-padded to size (strscpy_pad).
+func (k *Kernel) helperGetCurrentComm(m *interp.Machine, buf, size, _, _, _ uint64) (uint64, error) {
+	t, _, err := k.currentTask(k.cpuOf(m))
+	if err != nil {
+		return 0, err
+	}
+	out := k.cpuOf(m).scratch(0, int(size))
+	clear(out)
+	copy(out[:size-1], t.Comm[:min(len(t.Comm), taskCommLen-1)])
+	if f := m.TLB.Write(buf, out); f != nil {
+		f.PC = m.PC()
+		return 0, f
+	}
+	return 0, nil
+}
+
+// helperProbeReadKernel is bpf_probe_read_kernel: size bytes at src, or
+// a negative errno and zeroes if any of them cannot be read.
+func (k *Kernel) helperProbeReadKernel(m *interp.Machine, dst, size, src, _, _ uint64) (uint64, error) {
+	out := k.cpuOf(m).scratch(0, int(size))
+	ret := uint64(0)
+	if size > 0 {
+		if errno := k.readKernel(m, src, out); errno != 0 {
+			clear(out)
+			ret = -uint64(errno)
+		}
+	}
+	if f := m.TLB.Write(dst, out); f != nil {
+		f.PC = m.PC()
+		return 0, f
+	}
+	return ret, nil
+}
+
+// helperProbeReadKernelStr is bpf_probe_read_kernel_str: the string at
+// src, NUL included, at most size bytes (the last made a NUL), written
+// without padding; its length with the NUL. If it cannot be read: a
+// negative errno, and the whole buffer zeroed.
+func (k *Kernel) helperProbeReadKernelStr(m *interp.Machine, dst, size, src, _, _ uint64) (uint64, error) {
+	if size == 0 {
+		return 0, nil
+	}
+	out := k.cpuOf(m).scratch(0, int(size))
+	n, errno := uint64(0), uapi.Errno(0)
+	if !kernelReadable(src) {
+		errno = uapi.ERANGE
+	}
+	for ; errno == 0 && n < size-1; n++ {
+		if errno = k.readKernel(m, src+n, out[n:n+1]); errno != 0 || out[n] == 0 {
+			break
+		}
+	}
+	ret := n + 1
+	if errno != 0 {
+		clear(out)
+		n, ret = size-1, -uint64(errno)
+	}
+	out[n] = 0
+	if f := m.TLB.Write(dst, out[:n+1]); f != nil {
+		f.PC = m.PC()
+		return 0, f
+	}
+	return ret, nil
+}
+
+// readKernel reads simulated memory as copy_from_kernel_nofault does,
+// without faulting the program: ERANGE for an address no kernel pointer
+// has, EFAULT for one that is not mapped readable.
+func (k *Kernel) readKernel(m *interp.Machine, addr uint64, p []byte) uapi.Errno {
+	if !kernelReadable(addr) || addr+uint64(len(p)) < addr {
+		return uapi.ERANGE
+	}
+	if f := m.TLB.Read(addr, p); f != nil {
+		return uapi.EFAULT
+	}
+	return 0
+}
+
+// kernelReadable is x86-64's copy_from_kernel_nofault_allowed, the rule of
+// the kernel the differential tests compare with: no user address (below
+// TASK_SIZE_MAX and its guard page, 1<<47) and no non-canonical one. (The
+// simulated kernel's addresses are arm64's, which are canonical x86-64
+// kernel addresses too.)
+func kernelReadable(addr uint64) bool {
+	return addr >= 1<<47 && addr>>47 == 1<<17-1
+}
