@@ -51,8 +51,12 @@ func (k *Kernel) vmlinuxTypes() ([]btf.Type, error) {
 	return types, nil
 }
 
-// poisoned records which forms of poisoned instruction a relocation left.
-type poisoned struct{ call, lddw bool }
+// poisoned records which forms of poisoned instruction a relocation left,
+// and the first relocation that found no target.
+type poisoned struct {
+	call, lddw bool
+	first      *btf.CORERelocation
+}
 
 // explain names a refusal that a poisoned instruction caused, as
 // cilium/ebpf does, so that the user looks for the relocation and not for
@@ -64,7 +68,7 @@ func (p poisoned) explain(err error) error {
 	msg := err.Error()
 	if p.call && strings.Contains(msg, "unknown#"+strconv.Itoa(btf.COREBadRelocationSentinel)) ||
 		p.lddw && strings.Contains(msg, "frame pointer is read only") {
-		return errors.Wrap(err, "bad CO-RE relocation")
+		return errors.Wrapf(err, "bad CO-RE relocation (%v found no target: the type or field is not simulated by bpfsim's kernel BTF, or no kernel has it)", p.first)
 	}
 	return err
 }
@@ -108,6 +112,9 @@ func (k *Kernel) relocateCORE(in asm.Instructions, target *btf.Spec) (asm.Instru
 			return nil, poison, errors.Wrapf(uapi.EINVAL, "instruction %d: CO-RE relocation %s: %v", i, relos[j], err)
 		}
 		if strings.HasSuffix(fixups[j].String(), "=poison") {
+			if poison.first == nil {
+				poison.first = relos[j]
+			}
 			if ins.OpCode.IsDWordLoad() {
 				poison.lddw = true
 			} else {
