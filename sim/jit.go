@@ -463,7 +463,7 @@ func (k *Kernel) runJIT(cpu *CPU, p *Program, r1, r2 uint64) (uint64, error) {
 	if q := k.jitProgAt(f.PC); q != nil {
 		if pc = q.jit.InsnAt(f.PC); pc >= 0 {
 			at = fmt.Sprintf("pc %d", pc)
-			if q != p {
+			if q.bpfProg != p.bpfProg {
 				at = fmt.Sprintf("pc %d of program %s", pc, q.name)
 			}
 		}

@@ -12,19 +12,22 @@ import (
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
 
-// Pinning maps on the simulated BPF filesystem (kernel/bpf/inode.c,
-// BPF_OBJ_PIN and BPF_OBJ_GET), with cilium/ebpf's API: Map.Pin, Unpin
-// and IsPinned, LoadPinnedMap, and MapSpec.Pinning = PinByName in
-// collections, under MapOptions.PinPath. A pin holds a user reference on
-// the map, as a file would: the map and what its user references keep
-// (the programs of a prog array) live on after every fd is closed, until
-// the pin is removed. The filesystem itself (directories, listing) is
+// Pinning maps and programs on the simulated BPF filesystem
+// (kernel/bpf/inode.c, BPF_OBJ_PIN and BPF_OBJ_GET), with cilium/ebpf's
+// API: Pin, Unpin and IsPinned on both, LoadPinnedMap and
+// LoadPinnedProgram, and MapSpec.Pinning = PinByName in collections,
+// under MapOptions.PinPath (cilium/ebpf pins no programs by name, nor does
+// bpfsim). A pin holds a reference on its object, as a file would: a
+// user reference on a map, so the map and what its user references keep
+// (the programs of a prog array) live on after every fd is closed, and a
+// reference on a program, which stays loaded, with its id, until the pin
+// is removed. The filesystem itself (directories, listing) is
 // Kernel.BPFFS.
 //
-// Loading a pin opens a new file on the map, with the access mode of
+// Loading a pin opens a new file on the object, with the access mode of
 // LoadPinOptions (BPF_OBJ_GET's file_flags): a map opened read-only
 // cannot be updated through it, one opened write-only cannot be read
-// (map.go's canRead and canWrite).
+// (map.go's canRead and canWrite). A program's file has no such mode.
 
 // BPFFS returns the kernel's BPF filesystem, mounted at bpffs.Mount.
 func (k *Kernel) BPFFS() *bpffs.FS { return k.fs }
@@ -151,6 +154,65 @@ func (p *Process) LoadPinnedMap(fileName string, opts *ebpf.LoadPinOptions) (*Ma
 		return nil, mapError{err}
 	}
 	h, err := p.installMapFile(m, access)
+	if err != nil {
+		return nil, err
+	}
+	h.pinnedPath = fileName
+	return h, nil
+}
+
+// Pin pins the program at fileName on the simulated BPF filesystem
+// (BPF_OBJ_PIN), like cilium/ebpf's Program.Pin: the pin holds a
+// reference, so the program stays loaded after every fd on it closes,
+// until the pin is removed. A program pinned elsewhere by this handle
+// moves there; the same path again does nothing. The errnos are those of
+// Map.Pin.
+func (p *Program) Pin(fileName string) error {
+	if !p.isOpen() || p.file == nil {
+		return errors.Wrap(uapi.EBADF, "program handle is closed")
+	}
+	return pinAt(p.k.fs, &p.pinnedPath, fileName, bpffs.Program, p.loader, p.get, p.loader.put)
+}
+
+// Unpin removes the pin this handle made or loaded (unlink), like
+// cilium/ebpf's Program.Unpin: the program goes if nothing else holds it.
+// A pin already gone is no error.
+func (p *Program) Unpin() error { return unpinAt(p.k.fs, &p.pinnedPath) }
+
+// IsPinned reports whether the handle pinned the program or was loaded
+// from a pin.
+func (p *Program) IsPinned() bool { return p.pinnedPath != "" }
+
+// LoadPinnedProgram opens the program pinned at fileName (BPF_OBJ_GET) in
+// the kernel's first process, like cilium/ebpf's LoadPinnedProgram.
+func (k *Kernel) LoadPinnedProgram(fileName string, opts *ebpf.LoadPinOptions) (*Program, error) {
+	return k.init.LoadPinnedProgram(fileName, opts)
+}
+
+// LoadPinnedProgram opens the program pinned at fileName as a new file,
+// with a new fd of this process, holding a reference of its own. The
+// options' flags are checked as for a map (EINVAL), but a program's file
+// has no access mode: a read-only one runs as any. A map or link there is
+// EINVAL, a directory EACCES, nothing ENOENT.
+func (p *Process) LoadPinnedProgram(fileName string, opts *ebpf.LoadPinOptions) (*Program, error) {
+	if _, err := objGetAccess(opts); err != nil {
+		return nil, err
+	}
+	var prog *Program
+	err := p.k.fs.Get(fileName, func(kind bpffs.Kind, obj any) error {
+		if kind != bpffs.Program {
+			return errors.Wrapf(uapi.EINVAL, "%s is a pinned %s, not a program", fileName, kind)
+		}
+		// The pin's reference keeps the count above zero while the
+		// entry is there.
+		prog = obj.(*Program)
+		prog.get()
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	h, err := p.installProgFile(prog)
 	if err != nil {
 		return nil, err
 	}

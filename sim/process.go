@@ -146,6 +146,42 @@ func (p *Process) mapFromFD(fd int) (*maps.Map, *file, error) {
 	return m, f, nil
 }
 
+// NewProgramFromID opens the program with the given id
+// (BPF_PROG_GET_FD_BY_ID): a new file on the program, holding a reference
+// of its own, with its own fd, like cilium/ebpf's NewProgramFromID. An id
+// never given, or whose program's last reference has gone, is ENOENT.
+func (p *Process) NewProgramFromID(id uint32) (*Program, error) {
+	t := &p.k.progs
+	t.mu.RLock()
+	prog, ok := t.byID[id]
+	// The id goes from the table as the last reference goes; one found
+	// while that happens cannot be opened (bpf_prog_inc_not_zero).
+	ok = ok && prog.tryGet()
+	t.mu.RUnlock()
+	if !ok {
+		return nil, errors.Wrapf(uapi.ENOENT, "no program with id %d", id)
+	}
+	return p.installProgFile(prog)
+}
+
+// NewProgramFromID opens a program by id in the kernel's first process.
+func (k *Kernel) NewProgramFromID(id uint32) (*Program, error) { return k.init.NewProgramFromID(id) }
+
+// installProgFile opens a file on prog holding the caller's reference on
+// it, and returns a new handle with an fd of this process.
+func (p *Process) installProgFile(prog *Program) (*Program, error) {
+	h := &Program{bpfProg: prog.bpfProg, proc: p}
+	h.file = p.k.newFile(prog.loader, releaseProgFile)
+	fd, err := p.fds.install(h.file)
+	if err != nil {
+		p.k.openFiles.Add(-1) // never opened
+		prog.put()
+		return nil, err
+	}
+	h.fd = fd
+	return h, nil
+}
+
 // NewProgram loads a program whose map references are fds of this
 // process. See Kernel.NewProgram.
 func (p *Process) NewProgram(spec *ebpf.ProgramSpec) (*Program, error) {

@@ -22,10 +22,35 @@ import (
 	"github.com/bpfsim/bpfsim/sim/verifier"
 )
 
-// Program is a program loaded into the simulated kernel.
+// Program is a user-space handle on a program loaded into the simulated
+// kernel: an open file descriptor, like cilium/ebpf's *ebpf.Program. The
+// handle NewProgram returns is the one that loaded the program; opening
+// it by id (process.go) or from a pin (pin.go) gives other handles on the
+// same program, each with its own fd.
 type Program struct {
-	k        *Kernel
-	proc     *Process // the loader, whose fds the program's map references are
+	// bpfProg is the program itself, shared by every handle on it.
+	*bpfProg
+
+	// proc is the process whose fd the handle is; for the loading
+	// handle, also the process whose fds the program's map references
+	// are.
+	proc   *Process
+	fd     int
+	file   *file
+	closed atomic.Bool
+	// pinnedPath is where this handle pinned the program, or the pin it
+	// was loaded from (pin.go).
+	pinnedPath string
+}
+
+// bpfProg is the kernel's struct bpf_prog: what was loaded, its id and
+// its references (progobj.go).
+type bpfProg struct {
+	k *Kernel
+	// loader is the handle that loaded the program, which stands for the
+	// program in the kernel's tables (ids, prog array slots, JIT images,
+	// pins) whatever handle reaches it.
+	loader   *Program
 	typ      ebpf.ProgramType
 	name     string
 	xlated   []insn.Insn
@@ -63,7 +88,6 @@ type Program struct {
 	ctxConverted bool
 	lines        []verifier.LineInfo
 	funcs        []*btf.Func
-	closed       atomic.Bool
 	// sleepable is BPF_F_SLEEPABLE: the program may sleep, so it runs
 	// under RCU tasks trace rather than RCU, and may use only the map
 	// types that wait for such readers.
@@ -72,13 +96,11 @@ type Program struct {
 	// program types whose rules depend on it (cgroup_skb's return codes).
 	attachType ebpf.AttachType
 
-	// The program as a kernel object (progobj.go): its id, its handle's
-	// fd, its references, and the poke descriptors of its tail calls.
+	// The program as a kernel object (progobj.go): its id, its
+	// references, and the poke descriptors of its tail calls.
 	id     uint32
-	fd     int
 	refcnt atomic.Int64
 	obj    progObject
-	file   *file
 	pokes  []verifier.PokeDesc
 	poke   *pokeTracker
 
@@ -551,9 +573,10 @@ func (p *Program) useMap(m *maps.Map) {
 	p.usedMaps = append(p.usedMaps, m)
 }
 
-// Close closes the handle: it drops the handle's reference. The program
-// lives on while prog array slots hold it; once the last reference goes,
-// its id is released and, after a grace period, its used maps.
+// Close closes the handle's fd: the last fd on its file drops the file's
+// reference. The program lives on while other handles, pins or prog
+// array slots hold it; once the last reference goes, its id is released
+// and, after a grace period, its used maps.
 func (p *Program) Close() error {
 	if !p.closed.CompareAndSwap(false, true) {
 		return nil

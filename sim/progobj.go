@@ -15,9 +15,11 @@ import (
 // (prog_idr) and a reference count (bpf_prog_inc, bpf_prog_put;
 // kernel/bpf/syscall.c).
 //
-// A *Program is the loaded program and the user's handle on it: the
-// handle holds one reference, which Close drops; every prog array slot
-// holding the program holds another. When the last reference goes, the
+// A *Program is a user's handle on a loaded program (bpfProg): its open
+// file holds one reference, which the close of its last fd drops; every
+// other file on the program (opened by id or from a pin), every pin and
+// every prog array slot holding it holds another. When the last reference
+// goes, the
 // id is released at once and the program's used maps are put after an RCU
 // grace period (__bpf_prog_put_noref through call_rcu), so that a program
 // still running on another simulated CPU, having reached this one by a
@@ -57,7 +59,8 @@ var _ maps.ProgObject = (*progObject)(nil)
 // reference its handle will hold. It gets an id only once loaded
 // (publish), as bpf_prog_alloc_id runs after bpf_prog_select_runtime.
 func (k *Kernel) newProgram(typ ebpf.ProgramType, name string) *Program {
-	p := &Program{k: k, typ: typ, name: name}
+	p := &Program{bpfProg: &bpfProg{k: k, typ: typ, name: name}}
+	p.loader = p
 	p.obj.p = p
 	p.refcnt.Store(1)
 	k.progs.live.Add(1)
@@ -79,10 +82,7 @@ func (k *Kernel) publish(p *Program) error {
 		p.proc = k.init
 	}
 	// The handle's reference becomes its file's.
-	p.file = k.newFile(p, func(f *file) {
-		f.k.openFiles.Add(-1)
-		f.obj.(*Program).put()
-	})
+	p.file = k.newFile(p, releaseProgFile)
 	fd, err := p.proc.fds.install(p.file)
 	if err != nil {
 		k.openFiles.Add(-1) // never opened; the caller's Close puts
@@ -91,6 +91,13 @@ func (k *Kernel) publish(p *Program) error {
 	}
 	p.fd = fd
 	return nil
+}
+
+// releaseProgFile is the close of a program's last fd on one file
+// (bpf_prog_release): the file's reference goes.
+func releaseProgFile(f *file) {
+	f.k.openFiles.Add(-1)
+	f.obj.(*Program).put()
 }
 
 func (p *Program) get() { p.refcnt.Add(1) }
@@ -114,7 +121,7 @@ func (p *Program) tryGet() bool {
 func (p *Program) put() {
 	switch n := p.refcnt.Add(-1); {
 	case n == 0:
-		p.release()
+		p.loader.release()
 	case n < 0:
 		panic(fmt.Sprintf("bpf_prog_put: program %d refcount went negative", p.id))
 	}
@@ -172,8 +179,12 @@ func (p *Program) ID() uint32 { return p.id }
 // updates take as the value (a *Program is also accepted).
 func (p *Program) FD() int { return p.fd }
 
-// Refs returns the program's reference count: its handle, if open, and
-// the prog array slots holding it.
+// Process returns the process whose fd the handle is.
+func (p *Program) Process() *Process { return p.proc }
+
+// Refs returns the program's reference count: one for each open file on
+// it (the loading handle's, those opened by id or from a pin), each pin,
+// and each prog array slot holding it.
 func (p *Program) Refs() int64 { return p.refcnt.Load() }
 
 // ProgramIDs lists the ids of the programs loaded in the kernel, like
