@@ -49,6 +49,13 @@ const (
 // frame record and the counter slot of the program it replaces.
 const PrologueOffset = 6
 
+// The helpers the JIT inlines besides bpf_get_smp_processor_id
+// (include/uapi/linux/bpf.h ids).
+const (
+	funcGetCurrentTask    = 35
+	funcGetCurrentTaskBTF = 158
+)
+
 // ThreadInfoCPU is offsetof(struct thread_info, cpu) on arm64 with
 // CONFIG_ARM64_SW_TTBR0_PAN (defconfig) and no shadow call stack: flags,
 // ttbr0, preempt_count, then cpu. The inlined bpf_get_smp_processor_id
@@ -831,11 +838,16 @@ func (c *jitCtx) call(i int, in *insn.Insn) {
 		}
 		c.emit(a64.Bl(int32(entry - c.idx())))
 	case 0:
-		if in.Imm == uapi.FuncGetSmpProcessorID {
+		switch in.Imm {
+		case uapi.FuncGetSmpProcessorID:
 			// Inlined (bpf_jit_inlines_helper_call): current's
 			// thread_info.cpu.
 			c.emit(a64.Mrs(tmp1, a64.SysRegSP_EL0))
 			c.emit(a64.LoadImm(a64.Size32, bpf2a64[0].AsW(), tmp1, ThreadInfoCPU))
+			return
+		case funcGetCurrentTask, funcGetCurrentTaskBTF:
+			// Inlined too: current itself, which SP_EL0 holds.
+			c.emit(a64.Mrs(bpf2a64[0], a64.SysRegSP_EL0))
 			return
 		}
 		if !c.callKernel(i, c.in.CallTarget, in.Imm) {

@@ -18,7 +18,6 @@ import (
 	"github.com/bpfsim/bpfsim/jit_arm64/emu"
 	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/interp"
-	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/progpack"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
@@ -155,18 +154,10 @@ func (k *Kernel) setUpJIT() error {
 		c := emu.New(cpu.machine.TLB)
 		c.Data = cpu
 		c.SysRegs[uint32(a64.SysRegTPIDR_EL1)] = cpu.machine.PercpuOffset
-		// current: a task whose thread_info holds the CPU number, for
-		// the inlined bpf_get_smp_processor_id.
-		task, err := k.mem.Vmalloc(mem.PageSize, mem.PermRW, "task_struct")
-		if err != nil {
-			return err
-		}
-		var b [4]byte
-		binary.LittleEndian.PutUint32(b[:], uint32(cpu.ID))
-		if err := k.mem.Write(task+jit_arm64.ThreadInfoCPU, b[:]); err != nil {
-			return err
-		}
-		c.SysRegs[uint32(a64.SysRegSP_EL0)] = task
+		// current: the CPU's task (task.go), whose thread_info holds
+		// the CPU number, for the inlined bpf_get_smp_processor_id,
+		// and which the inlined bpf_get_current_task returns.
+		c.SysRegs[uint32(a64.SysRegSP_EL0)] = cpu.task.page
 		cpu.jit = &jitCPU{cpu: c}
 	}
 	st.ready.Store(true)

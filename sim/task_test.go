@@ -69,7 +69,14 @@ func runTaskIDs(t *testing.T, k *sim.Kernel, task *sim.Task) taskResult {
 }
 
 func TestTracingProgramsSeeTheTaskTheyRunIn(t *testing.T) {
-	k := newKernel(t, nil)
+	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+		t.Run(rt.String(), func(t *testing.T) { testTaskIDs(t, newKernel(t, &sim.Options{Runtime: rt})) })
+	}
+}
+
+// testTaskIDs runs task_ids on k in tasks of every kind. JITed, the
+// program's bpf_get_current_task is inlined: current comes from SP_EL0.
+func testTaskIDs(t *testing.T, k *sim.Kernel) {
 	for _, tc := range []struct {
 		name string
 		task *sim.Task
