@@ -34,12 +34,64 @@ type pinMap interface {
 	Lookup(key, value any) error
 }
 
-type kernelPins struct{}
+// kernelPins is this machine's BPF filesystem mounted at mnt: the paths
+// the test names under bpffs.Mount (bpfsim's) are there.
+type kernelPins struct{ mnt string }
 
-func (kernelPins) newMap(spec *ebpf.MapSpec) (pinMap, error) { return ebpf.NewMap(spec) }
-func (kernelPins) load(p string) (pinMap, error)             { return ebpf.LoadPinnedMap(p, nil) }
-func (kernelPins) mkdir(p string) error                      { return os.Mkdir(p, 0o700) }
-func (kernelPins) remove(p string) error                     { return syscall.Rmdir(p) }
+func (w kernelPins) path(p string) string {
+	rel, err := filepath.Rel(bpffs.Mount, p)
+	if err != nil {
+		return p
+	}
+	return filepath.Join(w.mnt, rel)
+}
+
+func (w kernelPins) newMap(spec *ebpf.MapSpec) (pinMap, error) {
+	m, err := ebpf.NewMap(spec)
+	if err != nil {
+		return nil, err
+	}
+	return kernelPinMap{m, w}, nil
+}
+func (w kernelPins) load(p string) (pinMap, error) {
+	m, err := ebpf.LoadPinnedMap(w.path(p), nil)
+	if err != nil {
+		return nil, err
+	}
+	return kernelPinMap{m, w}, nil
+}
+func (w kernelPins) mkdir(p string) error  { return os.Mkdir(w.path(p), 0o700) }
+func (w kernelPins) remove(p string) error { return syscall.Rmdir(w.path(p)) }
+
+// kernelPinMap is a kernel map whose pins take bpfsim's paths.
+type kernelPinMap struct {
+	*ebpf.Map
+	w kernelPins
+}
+
+func (m kernelPinMap) Pin(p string) error { return m.Map.Pin(m.w.path(p)) }
+
+// kernelBPFFS returns where this machine's BPF filesystem is: bpffs.Mount
+// if one is mounted there, else a private mount made for the test (and
+// unmounted after it).
+func kernelBPFFS(t *testing.T) string {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(bpffs.Mount, &st); err == nil && uint32(st.Type) == 0xcafe4a11 { // BPF_FS_MAGIC
+		return bpffs.Mount
+	}
+	mnt := t.TempDir()
+	if err := syscall.Mount("bpf", mnt, "bpf", 0, "mode=0700"); err != nil {
+		t.Skipf("kernel comparison skipped: no BPF filesystem at %s, and mounting one failed: %v", bpffs.Mount, err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(mnt, 0); err != nil {
+			t.Errorf("unmounting the test's BPF filesystem: %v", err)
+		}
+	})
+	return mnt
+}
+
 func (kernelPins) tailTarget(m pinMap) error {
 	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 7), asm.Return()}})
@@ -47,7 +99,7 @@ func (kernelPins) tailTarget(m pinMap) error {
 		return err
 	}
 	defer p.Close()
-	return m.(*ebpf.Map).Put(uint32(0), p)
+	return m.(kernelPinMap).Put(uint32(0), p)
 }
 
 type simPins struct{ k *sim.Kernel }
@@ -73,16 +125,18 @@ func TestPinningMatchesKernel(t *testing.T) {
 	if _, err := OpenKernel(); err != nil {
 		t.Skipf("kernel comparison skipped: this machine cannot load BPF programs: %v", err)
 	}
-	dir, err := os.MkdirTemp(bpffs.Mount, "bpfsim")
+	kern := kernelPins{kernelBPFFS(t)}
+	kdir, err := os.MkdirTemp(kern.mnt, "bpfsim")
 	if err != nil {
-		t.Skipf("kernel comparison skipped: no BPF filesystem at %s: %v", bpffs.Mount, err)
+		t.Skipf("kernel comparison skipped: cannot make a directory on %s: %v", kern.mnt, err)
 	}
-	defer os.RemoveAll(dir)
+	defer os.RemoveAll(kdir)
+	dir := filepath.Join(bpffs.Mount, filepath.Base(kdir)) // the same, as bpfsim names it
 	k, err := sim.NewKernel(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	worlds := []pinWorld{kernelPins{}, simPins{k}}
+	worlds := []pinWorld{kern, simPins{k}}
 	if err := worlds[1].mkdir(dir); err != nil {
 		t.Fatal(err)
 	}
