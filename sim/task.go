@@ -7,6 +7,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/bpfsim/bpfsim/sim/mem"
+	"github.com/bpfsim/bpfsim/sim/uapi"
 )
 
 // Tasks: the thread a program runs in, what the bpf_get_current_* helpers
@@ -34,6 +35,44 @@ type Task struct {
 	// Parent is the task's parent (task->real_parent and ->parent);
 	// nil is init (pid 1), whose parent is the idle task (pid 0).
 	Parent *Task
+	// Memory is what the task's user address space holds, for
+	// bpf_probe_read_user and bpf_probe_read_user_str: a read of any
+	// byte outside it faults.
+	Memory []UserMemory
+}
+
+// UserMemory is bytes at an address of a task's user address space
+// (below TASK_SIZE_MAX, 1<<47 - 4096 on x86-64).
+type UserMemory struct {
+	Addr  uint64
+	Bytes []byte
+}
+
+// taskSizeMax is x86-64's TASK_SIZE_MAX with 4-level page tables: user
+// addresses are below it (access_ok).
+const taskSizeMax = 1<<47 - 4096
+
+// readUser copies the task's user memory at addr into p, as
+// copy_from_user_nofault does: EFAULT if any byte is not user memory the
+// task has.
+func (t *Task) readUser(addr uint64, p []byte) uapi.Errno {
+	if addr >= taskSizeMax || uint64(len(p)) > taskSizeMax-addr {
+		return uapi.EFAULT
+	}
+	for len(p) > 0 {
+		n := 0
+		for _, r := range t.Memory {
+			if addr >= r.Addr && addr-r.Addr < uint64(len(r.Bytes)) {
+				n = copy(p, r.Bytes[addr-r.Addr:])
+				break
+			}
+		}
+		if n == 0 {
+			return uapi.EFAULT
+		}
+		p, addr = p[n:], addr+uint64(n)
+	}
+	return 0
 }
 
 // taskCommLen is TASK_COMM_LEN.
@@ -138,7 +177,7 @@ func (k *Kernel) currentTask(c *CPU) (*Task, uint64, error) {
 			}
 			parent := last.Parent
 			if parent == nil {
-				if *last == initTask {
+				if last == &initTask {
 					break
 				}
 				parent = &initTask

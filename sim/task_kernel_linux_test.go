@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -17,10 +18,11 @@ import (
 )
 
 // The kernel runs a raw tracepoint's test run in the task that asks for
-// it; bpfsim, told that task's ids and names (RunOptions.Task), must find
-// the same with the same program: from the helpers, and from the
-// task_struct, its parent and its cred, read through CO-RE relocations
-// against each kernel's own layout.
+// it; bpfsim, told that task's ids, names and user memory
+// (RunOptions.Task), must find the same with the same program: from the
+// helpers, from the task_struct, its parent and its cred, read through
+// CO-RE relocations against each kernel's own layout, and from the user
+// memory the arguments point at.
 func TestTaskHelpersAreTheKernels(t *testing.T) {
 	if _, err := kdiff.OpenKernel(); err != nil {
 		t.Skipf("kernel-differential test skipped: this machine cannot load BPF programs: %v", err)
@@ -38,12 +40,19 @@ func TestTaskHelpersAreTheKernels(t *testing.T) {
 	if err := results.Put(uint32(0), bytes.Repeat([]byte{0xff}, binary.Size(taskResult{}))); err != nil {
 		t.Fatal(err)
 	}
+	// The arguments point at a string and a word of this process's
+	// memory (the heap's objects do not move).
+	str, word := []byte("hello from user space\x00"), []byte{1, 2, 3, 4, 5, 6, 7, 8}
+	strAddr, wordAddr := uint64(uintptr(unsafe.Pointer(&str[0]))), uint64(uintptr(unsafe.Pointer(&word[0])))
+	args := binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(nil, strAddr), wordAddr)
 	// The run's task is this goroutine's thread.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	if _, err := coll.Programs["task_ids"].Run(&ebpf.RunOptions{Context: make([]byte, 8)}); err != nil {
+	if _, err := coll.Programs["task_ids"].Run(&ebpf.RunOptions{Context: args}); err != nil {
 		t.Fatal(err)
 	}
+	runtime.KeepAlive(str)
+	runtime.KeepAlive(word)
 	var want taskResult
 	if err := results.Lookup(uint32(0), &want); err != nil {
 		t.Fatal(err)
@@ -53,8 +62,9 @@ func TestTaskHelpersAreTheKernels(t *testing.T) {
 		PID: uint32(tid), TGID: uint32(pid), UID: uint32(os.Getuid()), GID: uint32(os.Getgid()),
 		Comm:   procComm(t, fmt.Sprintf("/proc/self/task/%d/comm", tid)),
 		Parent: &sim.Task{PID: uint32(ppid), TGID: uint32(ppid), Comm: procComm(t, fmt.Sprintf("/proc/%d/comm", ppid))},
+		Memory: []sim.UserMemory{{Addr: strAddr, Bytes: str}, {Addr: wordAddr, Bytes: word}},
 	}
-	if got := runTaskIDs(t, newKernel(t, nil), task); got != want {
+	if got := runTaskIDs(t, newKernel(t, nil), task, args); got != want {
 		t.Errorf("bpfsim %+v\nkernel %+v", got, want)
 	}
 }

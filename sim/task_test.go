@@ -24,12 +24,30 @@ type taskResult struct {
 	_               [4]byte
 	Fault           int64
 	FaultBuf        [8]byte
+	UserStr         [16]byte
+	UserStrLen      int64
+	UserWord        uint64
+	UserFault       int64
+	UserKernelFault int64
+	UserShort       [4]byte
+	_               [4]byte
+	UserShortLen    int64
 }
 
 func comm(s string) (c [16]byte) {
 	copy(c[:], s)
 	return c
 }
+
+// userMemory is a task's user memory in TestTracingProgramsSeeTheTaskTheyRunIn,
+// and userArgs the raw tracepoint arguments that point into it.
+var (
+	userMemory = []sim.UserMemory{
+		{Addr: 0x10000, Bytes: []byte("hello, world\x00")},
+		{Addr: 0x7fff_0000_0000, Bytes: []byte{0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11}},
+	}
+	userArgs = []byte{0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0x7f, 0, 0}
+)
 
 // unpadded is s and its NUL over the 0xff bytes the results map starts
 // with: bpf_probe_read_kernel_str writes no padding.
@@ -42,9 +60,9 @@ func unpadded(s string) (c [16]byte) {
 }
 
 // runTaskIDs runs task_ids of testdata/task.bpf.o in task (nil: the
-// default) on a results map first filled with 0xff bytes, and returns
-// what it found.
-func runTaskIDs(t *testing.T, k *sim.Kernel, task *sim.Task) taskResult {
+// default), with ctx as its arguments, on a results map first filled
+// with 0xff bytes, and returns what it found.
+func runTaskIDs(t *testing.T, k *sim.Kernel, task *sim.Task, ctx []byte) taskResult {
 	t.Helper()
 	spec, err := ebpf.LoadCollectionSpec("testdata/task.bpf.o")
 	if err != nil {
@@ -58,7 +76,7 @@ func runTaskIDs(t *testing.T, k *sim.Kernel, task *sim.Task) taskResult {
 	if err := c.Maps["results"].Put(uint32(0), bytes.Repeat([]byte{0xff}, binary.Size(taskResult{}))); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Programs["task_ids"].Test(&sim.RunOptions{Context: make([]byte, 8), Task: task}); err != nil {
+	if _, err := c.Programs["task_ids"].Test(&sim.RunOptions{Context: ctx, Task: task}); err != nil {
 		t.Fatal(err)
 	}
 	var r taskResult
@@ -83,22 +101,27 @@ func testTaskIDs(t *testing.T, k *sim.Kernel) {
 		want taskResult
 	}{{
 		name: "a thread of curl, child of bash",
-		task: &sim.Task{PID: 1234, TGID: 1200, UID: 1000, GID: 100, Comm: "curl", Parent: &sim.Task{PID: 77, TGID: 77, Comm: "bash"}},
+		task: &sim.Task{PID: 1234, TGID: 1200, UID: 1000, GID: 100, Comm: "curl", Parent: &sim.Task{PID: 77, TGID: 77, Comm: "bash"},
+			Memory: userMemory},
 		want: taskResult{PidTgid: 1200<<32 | 1234, UIDGid: 100<<32 | 1000, Comm: comm("curl"), PID: 1234, TGID: 1200, PPID: 77, UID: 1000,
-			ParentComm: unpadded("bash"), ParentCommLen: 5, ShortLen: 4, ShortComm: [4]byte{'b', 'a', 's', 0}, Fault: -34},
+			ParentComm: unpadded("bash"), ParentCommLen: 5, ShortLen: 4, ShortComm: [4]byte{'b', 'a', 's', 0}, Fault: -34,
+			UserStr: unpadded("hello, world"), UserStrLen: 13, UserWord: 0x1122334455667788, UserFault: -14, UserKernelFault: -14,
+			UserShort: [4]byte{'h', 'e', 'l', 0}, UserShortLen: 4},
 	}, {
 		name: "a name longer than TASK_COMM_LEN, child of init",
 		task: &sim.Task{PID: 9, TGID: 9, Comm: "a-very-long-task-name"},
 		want: taskResult{PidTgid: 9<<32 | 9, Comm: comm("a-very-long-tas"), PID: 9, TGID: 9, PPID: 1,
-			ParentComm: unpadded("init"), ParentCommLen: 5, ShortLen: 4, ShortComm: [4]byte{'i', 'n', 'i', 0}, Fault: -34},
+			ParentComm: unpadded("init"), ParentCommLen: 5, ShortLen: 4, ShortComm: [4]byte{'i', 'n', 'i', 0}, Fault: -34,
+			UserStrLen: -14, UserFault: -14, UserKernelFault: -14, UserShortLen: -14},
 	}, {
 		name: "the default: the loading process's main thread",
 		want: taskResult{PidTgid: uint64(k.InitProcess().PID())<<32 | uint64(k.InitProcess().PID()), Comm: comm("bpfsim-test"),
 			PID: int32(k.InitProcess().PID()), TGID: int32(k.InitProcess().PID()), PPID: 1,
-			ParentComm: unpadded("init"), ParentCommLen: 5, ShortLen: 4, ShortComm: [4]byte{'i', 'n', 'i', 0}, Fault: -34},
+			ParentComm: unpadded("init"), ParentCommLen: 5, ShortLen: 4, ShortComm: [4]byte{'i', 'n', 'i', 0}, Fault: -34,
+			UserStrLen: -14, UserFault: -14, UserKernelFault: -14, UserShortLen: -14},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := runTaskIDs(t, k, tc.task); got != tc.want {
+			if got := runTaskIDs(t, k, tc.task, userArgs); got != tc.want {
 				t.Errorf("got  %+v\nwant %+v", got, tc.want)
 			}
 		})

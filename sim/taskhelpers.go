@@ -23,7 +23,9 @@ const (
 	funcGetCurrentComm     = 16
 	funcGetCurrentTask     = 35
 	funcProbeReadStr       = 45
+	funcProbeReadUser      = 112
 	funcProbeReadKernel    = 113
+	funcProbeReadUserStr   = 114
 	funcProbeReadKernelStr = 115
 )
 
@@ -62,6 +64,8 @@ func (k *Kernel) registerTaskHelpers() {
 		}, nil},
 		{funcProbeReadKernel, probeReadProto, k.helperProbeReadKernel, nil},
 		{funcProbeReadKernelStr, probeReadProto, k.helperProbeReadKernelStr, nil},
+		{funcProbeReadUser, probeReadProto, k.helperProbeReadUser, nil},
+		{funcProbeReadUserStr, probeReadProto, k.helperProbeReadUserStr, nil},
 		// The compat helpers read kernel memory too: bpfsim's programs
 		// see no user address space.
 		{funcProbeRead, probeReadProto, k.helperProbeReadKernel, compatTypes},
@@ -96,10 +100,52 @@ func (k *Kernel) helperGetCurrentComm(m *interp.Machine, buf, size, _, _, _ uint
 // helperProbeReadKernel is bpf_probe_read_kernel: size bytes at src, or
 // a negative errno and zeroes if any of them cannot be read.
 func (k *Kernel) helperProbeReadKernel(m *interp.Machine, dst, size, src, _, _ uint64) (uint64, error) {
+	return k.probeRead(m, dst, size, src, k.kernelReader(m))
+}
+
+// helperProbeReadKernelStr is bpf_probe_read_kernel_str: the string at
+// src (probeReadStr), ERANGE at once if src is no kernel address.
+func (k *Kernel) helperProbeReadKernelStr(m *interp.Machine, dst, size, src, _, _ uint64) (uint64, error) {
+	if !kernelReadable(src) {
+		return k.probeReadStr(m, dst, size, src, func(uint64, []byte) uapi.Errno { return uapi.ERANGE })
+	}
+	return k.probeReadStr(m, dst, size, src, k.kernelReader(m))
+}
+
+// helperProbeReadUser and helperProbeReadUserStr are bpf_probe_read_user
+// and bpf_probe_read_user_str: the same, from the current task's user
+// memory (Task.Memory), EFAULT for anything else.
+func (k *Kernel) helperProbeReadUser(m *interp.Machine, dst, size, src, _, _ uint64) (uint64, error) {
+	t, _, err := k.currentTask(k.cpuOf(m))
+	if err != nil {
+		return 0, err
+	}
+	return k.probeRead(m, dst, size, src, t.readUser)
+}
+
+func (k *Kernel) helperProbeReadUserStr(m *interp.Machine, dst, size, src, _, _ uint64) (uint64, error) {
+	t, _, err := k.currentTask(k.cpuOf(m))
+	if err != nil {
+		return 0, err
+	}
+	return k.probeReadStr(m, dst, size, src, t.readUser)
+}
+
+// reader reads len(p) bytes at addr of some address space, or says why
+// it cannot.
+type reader func(addr uint64, p []byte) uapi.Errno
+
+func (k *Kernel) kernelReader(m *interp.Machine) reader {
+	return func(addr uint64, p []byte) uapi.Errno { return k.readKernel(m, addr, p) }
+}
+
+// probeRead is the probe_read helpers' copy of size bytes at src to the
+// program's dst: 0, or a negative errno and zeroes.
+func (k *Kernel) probeRead(m *interp.Machine, dst, size, src uint64, read reader) (uint64, error) {
 	out := k.cpuOf(m).scratch(0, int(size))
 	ret := uint64(0)
 	if size > 0 {
-		if errno := k.readKernel(m, src, out); errno != 0 {
+		if errno := read(src, out); errno != 0 {
 			clear(out)
 			ret = -uint64(errno)
 		}
@@ -111,21 +157,18 @@ func (k *Kernel) helperProbeReadKernel(m *interp.Machine, dst, size, src, _, _ u
 	return ret, nil
 }
 
-// helperProbeReadKernelStr is bpf_probe_read_kernel_str: the string at
-// src, NUL included, at most size bytes (the last made a NUL), written
-// without padding; its length with the NUL. If it cannot be read: a
-// negative errno, and the whole buffer zeroed.
-func (k *Kernel) helperProbeReadKernelStr(m *interp.Machine, dst, size, src, _, _ uint64) (uint64, error) {
+// probeReadStr is the probe_read string helpers' copy: the string at src,
+// NUL included, at most size bytes (the last made a NUL), written without
+// padding; its length with the NUL. If it cannot be read: a negative
+// errno, and the whole buffer zeroed.
+func (k *Kernel) probeReadStr(m *interp.Machine, dst, size, src uint64, read reader) (uint64, error) {
 	if size == 0 {
 		return 0, nil
 	}
 	out := k.cpuOf(m).scratch(0, int(size))
 	n, errno := uint64(0), uapi.Errno(0)
-	if !kernelReadable(src) {
-		errno = uapi.ERANGE
-	}
-	for ; errno == 0 && n < size-1; n++ {
-		if errno = k.readKernel(m, src+n, out[n:n+1]); errno != 0 || out[n] == 0 {
+	for ; n < size-1; n++ {
+		if errno = read(src+n, out[n:n+1]); errno != 0 || out[n] == 0 {
 			break
 		}
 	}

@@ -2,7 +2,9 @@
 // name from the helpers, and the same through its task_struct, its parent
 // and its cred, read with bpf_probe_read_kernel through CO-RE relocations
 // (bpfsim lays out a task_struct of its own; the relocations find it, as
-// they find the kernel's). Self-contained: no libbpf headers.
+// they find the kernel's); and the task's user memory at the addresses
+// its context's first two arguments hold, with bpf_probe_read_user.
+// Self-contained: no libbpf headers.
 // Rebuild with: go generate ./sim
 typedef unsigned int __u32;
 typedef int __s32;
@@ -15,6 +17,8 @@ typedef unsigned long long __u64;
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_probe_read_kernel)(void *dst, __u32 size, const void *src) = (void *)113;
 static long (*bpf_probe_read_kernel_str)(void *dst, __u32 size, const void *src) = (void *)115;
+static long (*bpf_probe_read_user)(void *dst, __u32 size, const void *src) = (void *)112;
+static long (*bpf_probe_read_user_str)(void *dst, __u32 size, const void *src) = (void *)114;
 static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
 static __u64 (*bpf_get_current_uid_gid)(void) = (void *)15;
 static long (*bpf_get_current_comm)(void *buf, __u32 size) = (void *)16;
@@ -52,6 +56,13 @@ struct result {
 	char short_comm[4];
 	long fault;
 	char fault_buf[8];
+	char user_str[16];
+	long user_str_len;
+	__u64 user_word;
+	long user_fault;
+	long user_kernel_fault;
+	char user_short[4];
+	long user_short_len;
 };
 
 struct {
@@ -62,7 +73,7 @@ struct {
 } results SEC(".maps");
 
 SEC("raw_tracepoint/sys_enter")
-int task_ids(void *ctx)
+int task_ids(__u64 *ctx)
 {
 	__u32 key = 0;
 	struct result *r = bpf_map_lookup_elem(&results, &key);
@@ -85,6 +96,13 @@ int task_ids(void *ctx)
 	bpf_probe_read_kernel(&r->uid, sizeof(r->uid), &cred->uid.val);
 	/* Address 8 is no kernel memory: -EFAULT, and the buffer zeroed. */
 	r->fault = bpf_probe_read_kernel(r->fault_buf, sizeof(r->fault_buf), (void *)8);
+	/* User memory: a string and a word at the arguments' addresses, a
+	 * page nothing maps, and the task_struct, a kernel address. */
+	r->user_str_len = bpf_probe_read_user_str(r->user_str, sizeof(r->user_str), (void *)ctx[0]);
+	r->user_short_len = bpf_probe_read_user_str(r->user_short, sizeof(r->user_short), (void *)ctx[0]);
+	bpf_probe_read_user(&r->user_word, sizeof(r->user_word), (void *)ctx[1]);
+	r->user_fault = bpf_probe_read_user(r->fault_buf, sizeof(r->fault_buf), (void *)8);
+	r->user_kernel_fault = bpf_probe_read_user(r->fault_buf, sizeof(r->fault_buf), t);
 	return 0;
 }
 
