@@ -172,3 +172,31 @@ func TestProbeReadKernelReportsFaults(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkTaskHelpers runs task_ids (three ids helpers, eleven probe
+// reads of kernel and user memory, a map lookup) once per iteration, in a
+// task with user memory, interpreted and JITed.
+func BenchmarkTaskHelpers(b *testing.B) {
+	spec, err := ebpf.LoadCollectionSpec("testdata/task.bpf.o")
+	if err != nil {
+		b.Fatal(err)
+	}
+	task := &sim.Task{PID: 2, TGID: 2, Comm: "bench", Memory: userMemory}
+	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+		b.Run(rt.String(), func(b *testing.B) {
+			k := newKernel(b, &sim.Options{Runtime: rt})
+			c, err := k.NewCollection(spec)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			p := c.Programs["task_ids"]
+			opts := &sim.RunOptions{Context: userArgs, Task: task}
+			for b.Loop() {
+				if _, err := p.Test(opts); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
