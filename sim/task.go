@@ -35,6 +35,10 @@ type Task struct {
 	// Parent is the task's parent (task->real_parent and ->parent);
 	// nil is init (pid 1), whose parent is the idle task (pid 0).
 	Parent *Task
+	// CgroupID is the id of the task's cgroup in the cgroup v2
+	// hierarchy, what bpf_get_current_cgroup_id reports; 0 is the root
+	// cgroup, whose id is 1.
+	CgroupID uint64
 	// Memory is what the task's user address space holds, for
 	// bpf_probe_read_user and bpf_probe_read_user_str: a read of any
 	// byte outside it faults.

@@ -60,9 +60,10 @@ func TestTaskHelpersAreTheKernels(t *testing.T) {
 	tid, pid, ppid := unix.Gettid(), os.Getpid(), os.Getppid()
 	task := &sim.Task{
 		PID: uint32(tid), TGID: uint32(pid), UID: uint32(os.Getuid()), GID: uint32(os.Getgid()),
-		Comm:   procComm(t, fmt.Sprintf("/proc/self/task/%d/comm", tid)),
-		Parent: &sim.Task{PID: uint32(ppid), TGID: uint32(ppid), Comm: procComm(t, fmt.Sprintf("/proc/%d/comm", ppid))},
-		Memory: []sim.UserMemory{{Addr: strAddr, Bytes: str}, {Addr: wordAddr, Bytes: word}},
+		Comm:     procComm(t, fmt.Sprintf("/proc/self/task/%d/comm", tid)),
+		Parent:   &sim.Task{PID: uint32(ppid), TGID: uint32(ppid), Comm: procComm(t, fmt.Sprintf("/proc/%d/comm", ppid))},
+		Memory:   []sim.UserMemory{{Addr: strAddr, Bytes: str}, {Addr: wordAddr, Bytes: word}},
+		CgroupID: cgroupID(t),
 	}
 	if got := runTaskIDs(t, newKernel(t, nil), task, args); got != want {
 		t.Errorf("bpfsim %+v\nkernel %+v", got, want)
@@ -75,4 +76,33 @@ func procComm(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSuffix(string(b), "\n")
+}
+
+// cgroupID is this process's cgroup v2 id: the inode number of its
+// directory in the cgroup2 filesystem (kernfs ids are inode numbers), 0
+// if there is none to find.
+func cgroupID(t *testing.T) uint64 {
+	self, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var path string
+	for _, line := range strings.Split(string(self), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			path = p
+		}
+	}
+	mounts, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(mounts), "\n") {
+		if f := strings.Fields(line); len(f) > 2 && f[2] == "cgroup2" && path != "" {
+			var st unix.Stat_t
+			if err := unix.Stat(f[1]+path, &st); err == nil {
+				return st.Ino
+			}
+		}
+	}
+	return 0
 }

@@ -32,6 +32,7 @@ type taskResult struct {
 	UserShort       [4]byte
 	_               [4]byte
 	UserShortLen    int64
+	CgroupID        uint64
 }
 
 func comm(s string) (c [16]byte) {
@@ -102,23 +103,23 @@ func testTaskIDs(t *testing.T, k *sim.Kernel) {
 	}{{
 		name: "a thread of curl, child of bash",
 		task: &sim.Task{PID: 1234, TGID: 1200, UID: 1000, GID: 100, Comm: "curl", Parent: &sim.Task{PID: 77, TGID: 77, Comm: "bash"},
-			Memory: userMemory},
+			Memory: userMemory, CgroupID: 4242},
 		want: taskResult{PidTgid: 1200<<32 | 1234, UIDGid: 100<<32 | 1000, Comm: comm("curl"), PID: 1234, TGID: 1200, PPID: 77, UID: 1000,
 			ParentComm: unpadded("bash"), ParentCommLen: 5, ShortLen: 4, ShortComm: [4]byte{'b', 'a', 's', 0}, Fault: -34,
 			UserStr: unpadded("hello, world"), UserStrLen: 13, UserWord: 0x1122334455667788, UserFault: -14, UserKernelFault: -14,
-			UserShort: [4]byte{'h', 'e', 'l', 0}, UserShortLen: 4},
+			UserShort: [4]byte{'h', 'e', 'l', 0}, UserShortLen: 4, CgroupID: 4242},
 	}, {
 		name: "a name longer than TASK_COMM_LEN, child of init",
 		task: &sim.Task{PID: 9, TGID: 9, Comm: "a-very-long-task-name"},
 		want: taskResult{PidTgid: 9<<32 | 9, Comm: comm("a-very-long-tas"), PID: 9, TGID: 9, PPID: 1,
 			ParentComm: unpadded("init"), ParentCommLen: 5, ShortLen: 4, ShortComm: [4]byte{'i', 'n', 'i', 0}, Fault: -34,
-			UserStrLen: -14, UserFault: -14, UserKernelFault: -14, UserShortLen: -14},
+			UserStrLen: -14, UserFault: -14, UserKernelFault: -14, UserShortLen: -14, CgroupID: 1},
 	}, {
 		name: "the default: the loading process's main thread",
 		want: taskResult{PidTgid: uint64(k.InitProcess().PID())<<32 | uint64(k.InitProcess().PID()), Comm: comm("bpfsim-test"),
 			PID: int32(k.InitProcess().PID()), TGID: int32(k.InitProcess().PID()), PPID: 1,
 			ParentComm: unpadded("init"), ParentCommLen: 5, ShortLen: 4, ShortComm: [4]byte{'i', 'n', 'i', 0}, Fault: -34,
-			UserStrLen: -14, UserFault: -14, UserKernelFault: -14, UserShortLen: -14},
+			UserStrLen: -14, UserFault: -14, UserKernelFault: -14, UserShortLen: -14, CgroupID: 1},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := runTaskIDs(t, k, tc.task, userArgs); got != tc.want {

@@ -23,11 +23,15 @@ const (
 	funcGetCurrentComm     = 16
 	funcGetCurrentTask     = 35
 	funcProbeReadStr       = 45
+	funcGetCurrentCgroupID = 80
 	funcProbeReadUser      = 112
 	funcProbeReadKernel    = 113
 	funcProbeReadUserStr   = 114
 	funcProbeReadKernelStr = 115
 )
+
+// rootCgroupID is the cgroup v2 root's id (its kernfs node's).
+const rootCgroupID = 1
 
 var (
 	noArgsProto    = &verifier.FuncProto{}
@@ -58,6 +62,16 @@ func (k *Kernel) registerTaskHelpers() {
 			return uint64(t.GID)<<32 | uint64(t.UID), err
 		}, nil},
 		{funcGetCurrentComm, commProto, k.helperGetCurrentComm, nil},
+		{funcGetCurrentCgroupID, noArgsProto, func(m *interp.Machine, _, _, _, _, _ uint64) (uint64, error) {
+			t, _, err := k.currentTask(k.cpuOf(m))
+			switch {
+			case err != nil:
+				return 0, err
+			case t.CgroupID == 0:
+				return rootCgroupID, nil
+			}
+			return t.CgroupID, nil
+		}, nil},
 		{funcGetCurrentTask, noArgsProto, func(m *interp.Machine, _, _, _, _, _ uint64) (uint64, error) {
 			_, addr, err := k.currentTask(k.cpuOf(m))
 			return addr, err

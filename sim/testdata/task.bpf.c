@@ -23,6 +23,7 @@ static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
 static __u64 (*bpf_get_current_uid_gid)(void) = (void *)15;
 static long (*bpf_get_current_comm)(void *buf, __u32 size) = (void *)16;
 static __u64 (*bpf_get_current_task)(void) = (void *)35;
+static __u64 (*bpf_get_current_cgroup_id)(void) = (void *)80;
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 typedef struct {
@@ -63,6 +64,7 @@ struct result {
 	long user_kernel_fault;
 	char user_short[4];
 	long user_short_len;
+	__u64 cgroup_id;
 };
 
 struct {
@@ -84,6 +86,7 @@ int task_ids(__u64 *ctx)
 		return 0;
 	r->pid_tgid = bpf_get_current_pid_tgid();
 	r->uid_gid = bpf_get_current_uid_gid();
+	r->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
 	t = (struct task_struct *)bpf_get_current_task();
 	bpf_probe_read_kernel(&r->pid, sizeof(r->pid), &t->pid);
