@@ -5,7 +5,6 @@ package sim_test
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -14,7 +13,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/bpfsim/bpfsim/sim"
-	"github.com/bpfsim/bpfsim/sim/bpffs"
+	"github.com/bpfsim/bpfsim/sim/kdiff"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
 
@@ -23,30 +22,18 @@ import (
 // through this machine's kernel with cilium/ebpf and through bpfsim, the
 // outcome of every operation compared.
 
-const bpfFSMagic = 0xcafe4a11 // BPF_FS_MAGIC
-
 // kernelBPFFS returns an empty directory on one of this machine's BPF
-// filesystems: under /sys/fs/bpf if one is mounted there, else on a
-// private mount made for the test (and undone after it). It skips the
-// test if neither is possible.
+// filesystems (kdiff.KernelBPFFS), undone after the test; it skips the
+// test if there is none.
 func kernelBPFFS(t *testing.T) string {
 	t.Helper()
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(bpffs.Mount, &st); err == nil && uint32(st.Type) == bpfFSMagic {
-		dir, err := os.MkdirTemp(bpffs.Mount, "bpfsim")
-		if err != nil {
-			t.Skipf("kernel comparison skipped: cannot make a directory on %s: %v", bpffs.Mount, err)
-		}
-		t.Cleanup(func() { os.RemoveAll(dir) })
-		return dir
-	}
-	dir := t.TempDir()
-	if err := syscall.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
-		t.Skipf("kernel comparison skipped: no BPF filesystem at %s, and mounting one failed: %v", bpffs.Mount, err)
+	dir, done, err := kdiff.KernelBPFFS(t.TempDir())
+	if err != nil {
+		t.Skipf("kernel comparison skipped: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmounting the test's BPF filesystem: %v", err)
+		if err := done(); err != nil {
+			t.Error(err)
 		}
 	})
 	return dir

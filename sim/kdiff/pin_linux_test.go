@@ -71,27 +71,6 @@ type kernelPinMap struct {
 
 func (m kernelPinMap) Pin(p string) error { return m.Map.Pin(m.w.path(p)) }
 
-// kernelBPFFS returns where this machine's BPF filesystem is: bpffs.Mount
-// if one is mounted there, else a private mount made for the test (and
-// unmounted after it).
-func kernelBPFFS(t *testing.T) string {
-	t.Helper()
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(bpffs.Mount, &st); err == nil && uint32(st.Type) == 0xcafe4a11 { // BPF_FS_MAGIC
-		return bpffs.Mount
-	}
-	mnt := t.TempDir()
-	if err := syscall.Mount("bpf", mnt, "bpf", 0, "mode=0700"); err != nil {
-		t.Skipf("kernel comparison skipped: no BPF filesystem at %s, and mounting one failed: %v", bpffs.Mount, err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(mnt, 0); err != nil {
-			t.Errorf("unmounting the test's BPF filesystem: %v", err)
-		}
-	})
-	return mnt
-}
-
 func (kernelPins) tailTarget(m pinMap) error {
 	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 7), asm.Return()}})
@@ -125,12 +104,16 @@ func TestPinningMatchesKernel(t *testing.T) {
 	if _, err := OpenKernel(); err != nil {
 		t.Skipf("kernel comparison skipped: this machine cannot load BPF programs: %v", err)
 	}
-	kern := kernelPins{kernelBPFFS(t)}
-	kdir, err := os.MkdirTemp(kern.mnt, "bpfsim")
+	kdir, done, err := KernelBPFFS(t.TempDir())
 	if err != nil {
-		t.Skipf("kernel comparison skipped: cannot make a directory on %s: %v", kern.mnt, err)
+		t.Skipf("kernel comparison skipped: %v", err)
 	}
-	defer os.RemoveAll(kdir)
+	defer func() {
+		if err := done(); err != nil {
+			t.Error(err)
+		}
+	}()
+	kern := kernelPins{filepath.Dir(kdir)}
 	dir := filepath.Join(bpffs.Mount, filepath.Base(kdir)) // the same, as bpfsim names it
 	k, err := sim.NewKernel(nil)
 	if err != nil {
