@@ -145,19 +145,26 @@ func (h *header) membersNeeds(ms []btf.Member) error {
 	return nil
 }
 
-// needs writes what a declaration of type t by value needs first.
-func (h *header) needs(t btf.Type) error {
+// record returns the name and members of a struct or union.
+func record(t btf.Type) (name string, members []btf.Member, union, ok bool) {
 	switch v := t.(type) {
 	case *btf.Struct:
-		if v.Name == "" {
-			return h.membersNeeds(v.Members)
-		}
-		return h.define(v)
+		return v.Name, v.Members, false, true
 	case *btf.Union:
-		if v.Name == "" {
-			return h.membersNeeds(v.Members)
+		return v.Name, v.Members, true, true
+	}
+	return "", nil, false, false
+}
+
+// needs writes what a declaration of type t by value needs first.
+func (h *header) needs(t btf.Type) error {
+	if name, members, _, ok := record(t); ok {
+		if name == "" {
+			return h.membersNeeds(members)
 		}
-		return h.define(v)
+		return h.define(t)
+	}
+	switch v := t.(type) {
 	case *btf.Enum:
 		if v.Name != "" {
 			return h.define(v)
@@ -167,14 +174,6 @@ func (h *header) needs(t btf.Type) error {
 	case *btf.Fwd:
 		h.forward(v.Name, v.Kind == btf.FwdUnion)
 	case *btf.Array:
-		return h.needs(v.Type)
-	case *btf.Const:
-		return h.needs(v.Type)
-	case *btf.Volatile:
-		return h.needs(v.Type)
-	case *btf.Restrict:
-		return h.needs(v.Type)
-	case *btf.TypeTag:
 		return h.needs(v.Type)
 	case *btf.Pointer:
 		return h.needsThrough(v.Target)
@@ -187,6 +186,8 @@ func (h *header) needs(t btf.Type) error {
 				return err
 			}
 		}
+	case *btf.Const, *btf.Volatile, *btf.Restrict, *btf.TypeTag:
+		return h.needs(unqualified(v))
 	}
 	return nil
 }
@@ -194,33 +195,33 @@ func (h *header) needs(t btf.Type) error {
 // needsThrough is needs for a type only pointed to (or named by a
 // typedef): a named struct or union needs only a declaration.
 func (h *header) needsThrough(t btf.Type) error {
-	switch v := t.(type) {
-	case *btf.Struct:
-		if v.Name != "" {
-			if h.state[v] == undeclared {
-				h.forward(v.Name, false)
-				h.state[v] = declared
-			}
-			return nil
+	if name, _, union, ok := record(t); ok && name != "" {
+		if h.state[t] == undeclared {
+			h.forward(name, union)
+			h.state[t] = declared
 		}
-	case *btf.Union:
-		if v.Name != "" {
-			if h.state[v] == undeclared {
-				h.forward(v.Name, true)
-				h.state[v] = declared
-			}
-			return nil
-		}
-	case *btf.Const:
-		return h.needsThrough(v.Type)
-	case *btf.Volatile:
-		return h.needsThrough(v.Type)
-	case *btf.Restrict:
-		return h.needsThrough(v.Type)
-	case *btf.TypeTag:
-		return h.needsThrough(v.Type)
+		return nil
+	}
+	switch t.(type) {
+	case *btf.Const, *btf.Volatile, *btf.Restrict, *btf.TypeTag:
+		return h.needsThrough(unqualified(t))
 	}
 	return h.needs(t)
+}
+
+// unqualified is the type a qualifier or type tag applies to.
+func unqualified(t btf.Type) btf.Type {
+	switch v := t.(type) {
+	case *btf.Const:
+		return v.Type
+	case *btf.Volatile:
+		return v.Type
+	case *btf.Restrict:
+		return v.Type
+	case *btf.TypeTag:
+		return v.Type
+	}
+	return t
 }
 
 // body is a struct or union's braces, members indented one level below
