@@ -189,6 +189,11 @@ func (h *Map) batchLookup(cursor *MapBatchCursor, keysOut, valuesOut any, opts *
 	if err != nil {
 		return 0, err
 	}
+	if count > 0 {
+		if err := h.checkBatchOut(keysOut, valuesOut); err != nil {
+			return 0, err
+		}
+	}
 	var in []byte
 	switch {
 	case cursor.opaque == nil:
@@ -250,6 +255,40 @@ func (h *Map) batchLookup(cursor *MapBatchCursor, keysOut, valuesOut any, opts *
 		return 0, uerr
 	}
 	return n, mapErr(err)
+}
+
+// checkBatchOut refuses, before the map is touched, output slices whose
+// elements cannot hold a key or a value (those that unmarshal themselves
+// are taken on trust): a lookup that deletes must not fail after the
+// deletes.
+func (h *Map) checkBatchOut(keysOut, valuesOut any) error {
+	if err := checkElemSize(keysOut, int(h.m.KeySize)); err != nil {
+		return errors.WithMessage(err, "keys")
+	}
+	size := h.batchValueSize()
+	if _, ok := h.percpu(); ok {
+		if _, raw := valuesOut.([]byte); raw && h.m.ValueSize != 1 {
+			return nil
+		}
+		size = int(h.m.ValueSize)
+	}
+	return errors.WithMessage(checkElemSize(valuesOut, size), "values")
+}
+
+// checkElemSize checks that the elements of slice, or what they point to,
+// are size bytes.
+func checkElemSize(slice any, size int) error {
+	t := reflect.TypeOf(slice).Elem()
+	if !plainElems(t) {
+		return nil
+	}
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n := binary.Size(reflect.New(t).Interface()); n != size {
+		return errors.Wrapf(uapi.EINVAL, "elements of %T are %d bytes, not %d", slice, n, size)
+	}
+	return nil
 }
 
 // genericLookupBatch is generic_map_lookup_batch: from the key in in (nil:

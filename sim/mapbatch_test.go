@@ -450,3 +450,289 @@ func TestBatchOfPerCPUValuesTakesRawBytes(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkMapBatchLookup reads a map of 10,000 elements in batches of
+// 256, a whole walk per iteration; ns/elem is the cost of one element.
+func BenchmarkMapBatchLookup(b *testing.B) {
+	k := newKernel(b, nil)
+	for _, typ := range []ebpf.MapType{ebpf.Hash, ebpf.Array} {
+		b.Run(typ.String(), func(b *testing.B) {
+			const entries, batch = 10000, 256
+			m := newMap(b, k, &ebpf.MapSpec{Type: typ, KeySize: 4, ValueSize: 8, MaxEntries: entries})
+			keys, values := make([]uint32, entries), make([]uint64, entries)
+			for i := range keys {
+				keys[i], values[i] = uint32(i), uint64(i)
+			}
+			if _, err := m.BatchUpdate(keys, values, nil); err != nil {
+				b.Fatal(err)
+			}
+			ks, vs := make([]uint32, batch), make([]uint64, batch)
+			b.ResetTimer()
+			for b.Loop() {
+				var cursor sim.MapBatchCursor
+				total := 0
+				for {
+					n, err := m.BatchLookup(&cursor, ks, vs, nil)
+					total += n
+					if errors.Is(err, ebpf.ErrKeyNotExist) {
+						break
+					}
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				if total != entries {
+					b.Fatalf("walked %d elements, want %d", total, entries)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/entries, "ns/elem")
+		})
+	}
+}
+
+// BenchmarkMapBatchUpdate writes 256 elements of a hash map per batch.
+func BenchmarkMapBatchUpdate(b *testing.B) {
+	k := newKernel(b, nil)
+	const batch = 256
+	m := newMap(b, k, &ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: batch})
+	keys, values := make([]uint32, batch), make([]uint64, batch)
+	for i := range keys {
+		keys[i], values[i] = uint32(i), uint64(i)
+	}
+	for b.Loop() {
+		if _, err := m.BatchUpdate(keys, values, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/batch, "ns/elem")
+}
+
+// fuzzKey is a key with its own marshaling, as a user's type may have.
+type fuzzKey struct{ v uint32 }
+
+func (k fuzzKey) MarshalBinary() ([]byte, error) {
+	return binary.LittleEndian.AppendUint32(nil, k.v), nil
+}
+func (k *fuzzKey) UnmarshalBinary(b []byte) error {
+	if len(b) != 4 {
+		return errors.New("a fuzzKey is 4 bytes")
+	}
+	k.v = binary.LittleEndian.Uint32(b)
+	return nil
+}
+
+// fuzzKeys returns keys as one of the slice types a caller may pass,
+// chosen by form: the marshaling of batch buffers under test. Form 3 is
+// a slice of the wrong size, which must be refused before anything
+// changes.
+func fuzzKeys(form byte, keys []uint32) any {
+	switch form % 4 {
+	case 1:
+		out := make([][4]byte, len(keys))
+		for i, k := range keys {
+			binary.LittleEndian.PutUint32(out[i][:], k)
+		}
+		return out
+	case 2:
+		out := make([]fuzzKey, len(keys))
+		for i, k := range keys {
+			out[i].v = k
+		}
+		return out
+	case 3:
+		out := make([]uint16, len(keys))
+		for i, k := range keys {
+			out[i] = uint16(k)
+		}
+		return out
+	}
+	return keys
+}
+
+func fuzzKeysBack(s any) []uint32 {
+	switch s := s.(type) {
+	case [][4]byte:
+		out := make([]uint32, len(s))
+		for i := range s {
+			out[i] = binary.LittleEndian.Uint32(s[i][:])
+		}
+		return out
+	case []fuzzKey:
+		out := make([]uint32, len(s))
+		for i := range s {
+			out[i] = s[i].v
+		}
+		return out
+	case []uint16:
+		out := make([]uint32, len(s))
+		for i := range s {
+			out[i] = uint32(s[i])
+		}
+		return out
+	}
+	return s.([]uint32)
+}
+
+// FuzzMapBatch runs byte-coded sequences of batch updates, deletes and
+// lookups (with and without delete, of any size, resumed or fresh, keys
+// in several Go types, some of them wrong) on a small hash map or array
+// and checks each against a model of the map: what a batch update or
+// delete does before it stops, that a full walk of lookups sees every
+// key once with its value, and that nothing panics or half-applies a
+// refused command.
+func FuzzMapBatch(f *testing.F) {
+	f.Add([]byte{0, 2, 5, 1, 2, 3, 4, 5, 3, 2, 0, 4, 1})
+	f.Add([]byte{1, 2, 8, 0, 1, 2, 3, 4, 5, 6, 7, 5, 3, 1, 4, 0, 2, 2})
+	f.Add([]byte{0, 2, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9, 4, 1, 0, 6, 0, 1, 3, 5, 2})
+	k, err := sim.NewKernel(nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	const maxEntries = 8
+	f.Fuzz(func(t *testing.T, code []byte) {
+		if len(code) == 0 {
+			return
+		}
+		typ := ebpf.Hash
+		if code[0]%2 == 1 {
+			typ = ebpf.Array
+		}
+		m, err := k.NewMap(&ebpf.MapSpec{Type: typ, KeySize: 4, ValueSize: 8, MaxEntries: maxEntries, Flags: uapi.BPF_F_NO_PREALLOC * uint32(code[0]/2%2)})
+		if err != nil {
+			t.Skip(err) // BPF_F_NO_PREALLOC on an array
+		}
+		defer m.Close()
+		model := map[uint32]uint64{}
+		if typ == ebpf.Array {
+			for i := range uint32(maxEntries) {
+				model[i] = 0
+			}
+		}
+		next := func() byte {
+			if len(code) == 0 {
+				return 0
+			}
+			b := code[0]
+			code = code[1:]
+			return b
+		}
+		code = code[1:]
+		var cursor sim.MapBatchCursor
+		for len(code) > 0 {
+			op, n, form := next()%5, int(next()%12), next()
+			keys := make([]uint32, n)
+			for i := range keys {
+				keys[i] = uint32(next() % 12)
+			}
+			switch op {
+			case 0, 1: // batch update, then its check against the model
+				values := make([]uint64, n)
+				for i := range values {
+					values[i] = uint64(keys[i])<<8 | uint64(len(code))
+				}
+				got, err := m.BatchUpdate(fuzzKeys(form, keys), values, nil)
+				want, wantErr := 0, error(nil)
+				if form%4 == 3 && n > 0 {
+					want, wantErr = 0, uapi.EINVAL
+				} else {
+					for _, key := range keys {
+						_, ok := model[key]
+						if typ == ebpf.Array && !ok || typ == ebpf.Hash && !ok && len(model) == maxEntries {
+							wantErr = uapi.E2BIG
+							break
+						}
+						model[key] = values[want]
+						want++
+					}
+				}
+				if got != want || (wantErr == nil) != (err == nil) || wantErr != nil && !errors.Is(err, wantErr) {
+					t.Fatalf("update %v: %d, %v; want %d, %v", keys, got, err, want, wantErr)
+				}
+			case 2: // batch delete
+				got, err := m.BatchDelete(fuzzKeys(form, keys), nil)
+				want, wantErr := 0, error(nil)
+				switch {
+				case form%4 == 3 && n > 0:
+					wantErr = uapi.EINVAL
+				case typ == ebpf.Array:
+					// Refused before the first key: the count asked
+					// comes back.
+					want, wantErr = n, uapi.ENOTSUPP
+				default:
+					for _, key := range keys {
+						if _, ok := model[key]; !ok {
+							wantErr = uapi.ENOENT
+							break
+						}
+						delete(model, key)
+						want++
+					}
+				}
+				if got != want || (wantErr == nil) != (err == nil) || wantErr != nil && !errors.Is(err, wantErr) {
+					t.Fatalf("delete %v: %d, %v; want %d, %v", keys, got, err, want, wantErr)
+				}
+			case 3: // one batch lookup from the running cursor
+				if form%2 == 0 {
+					cursor = sim.MapBatchCursor{}
+				}
+				ks, vs := fuzzKeys(form/2, make([]uint32, n)), make([]uint64, n)
+				got, err := m.BatchLookup(&cursor, ks, vs, nil)
+				if form/2%4 == 3 && n > 0 {
+					if !errors.Is(err, uapi.EINVAL) {
+						t.Fatalf("lookup into %T: %v", ks, err)
+					}
+					cursor = sim.MapBatchCursor{}
+					break
+				}
+				if err != nil && !errors.Is(err, uapi.ENOENT) && !errors.Is(err, uapi.ENOSPC) {
+					t.Fatalf("lookup of %d: %v", n, err)
+				}
+				for i, key := range fuzzKeysBack(ks)[:got] {
+					if v, ok := model[key]; !ok || v != vs[i] {
+						t.Fatalf("lookup gave key %d = %d; the model has %d, %v", key, vs[i], v, ok)
+					}
+				}
+				if err != nil {
+					cursor = sim.MapBatchCursor{}
+				}
+			case 4: // a whole walk, deleting or not
+				del := form%2 == 1 && typ == ebpf.Hash
+				seen := map[uint32]bool{}
+				var c sim.MapBatchCursor
+				size := max(n, 1)
+				for range 100 {
+					ks, vs := make([]uint32, size), make([]uint64, size)
+					var got int
+					var err error
+					if del {
+						got, err = m.BatchLookupAndDelete(&c, ks, vs, nil)
+					} else {
+						got, err = m.BatchLookup(&c, ks, vs, nil)
+					}
+					if errors.Is(err, uapi.ENOSPC) {
+						size++
+						continue
+					}
+					for i, key := range ks[:got] {
+						if v, ok := model[key]; seen[key] || !ok || v != vs[i] {
+							t.Fatalf("walk gave key %d = %d (seen %v); the model has %d, %v", key, vs[i], seen[key], v, ok)
+						}
+						seen[key] = true
+					}
+					if err != nil {
+						if !errors.Is(err, uapi.ENOENT) {
+							t.Fatal(err)
+						}
+						break
+					}
+				}
+				if len(seen) != len(model) {
+					t.Fatalf("walk saw %d keys, the model has %d", len(seen), len(model))
+				}
+				if del {
+					clear(model)
+				}
+			}
+		}
+	})
+}

@@ -471,3 +471,79 @@ func bdSameContents(k, s *bdSide, keySize int, readValues func(*bdSide, []byte) 
 	}
 	return nil
 }
+
+// BenchmarkMapBatchLookup reads a hash map and an array of 10,000
+// elements in batches of 256 through this machine's kernel and through
+// bpfsim, a whole walk per iteration; ns/elem is one element's cost.
+func BenchmarkMapBatchLookup(b *testing.B) {
+	if _, err := OpenKernel(); err != nil {
+		b.Skipf("skipped: this machine cannot load BPF programs: %v", err)
+	}
+	k, err := sim.NewKernel(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const entries, batch = 10000, 256
+	keys, values := make([]uint32, entries), make([]uint64, entries)
+	for i := range keys {
+		keys[i], values[i] = uint32(i), uint64(i)
+	}
+	for _, typ := range []ebpf.MapType{ebpf.Hash, ebpf.Array} {
+		spec := &ebpf.MapSpec{Type: typ, KeySize: 4, ValueSize: 8, MaxEntries: entries}
+		km, err := ebpf.NewMap(spec)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer km.Close()
+		sm, err := k.NewMap(spec)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer sm.Close()
+		for _, m := range []interface {
+			BatchUpdate(keys, values any, opts *ebpf.BatchOptions) (int, error)
+		}{km, sm} {
+			if _, err := m.BatchUpdate(keys, values, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+		ks, vs := make([]uint32, batch), make([]uint64, batch)
+		walk := func(b *testing.B, lookup func(reset bool) (int, error)) {
+			for b.Loop() {
+				total := 0
+				for reset := true; ; reset = false {
+					n, err := lookup(reset)
+					total += n
+					if errnoOf(err) == uapi.ENOENT {
+						break
+					}
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				if total != entries {
+					b.Fatalf("walked %d elements, want %d", total, entries)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/entries, "ns/elem")
+		}
+		b.Run(typ.String()+"/kernel", func(b *testing.B) {
+			var c ebpf.MapBatchCursor
+			walk(b, func(reset bool) (int, error) {
+				if reset {
+					c = ebpf.MapBatchCursor{}
+				}
+				return km.BatchLookup(&c, ks, vs, nil)
+			})
+		})
+		b.Run(typ.String()+"/bpfsim", func(b *testing.B) {
+			var c sim.MapBatchCursor
+			walk(b, func(reset bool) (int, error) {
+				if reset {
+					c = sim.MapBatchCursor{}
+				}
+				return sm.BatchLookup(&c, ks, vs, nil)
+			})
+		})
+	}
+}
