@@ -42,7 +42,7 @@ type Map struct {
 var ErrKeyNotExist error = mapError{errors.Wrap(uapi.ENOENT, "key does not exist")}
 
 // mapError lets map errors match cilium/ebpf's sentinels as well as the
-// errno they wrap.
+// errno they wrap, as cilium/ebpf's wrapMapError makes them.
 type mapError struct{ err error }
 
 func (e mapError) Error() string { return e.err.Error() }
@@ -53,6 +53,8 @@ func (e mapError) Is(target error) bool {
 		return errors.Is(e.err, uapi.ENOENT)
 	case ebpf.ErrKeyExist:
 		return errors.Is(e.err, uapi.EEXIST)
+	case ebpf.ErrNotSupported:
+		return errors.Is(e.err, uapi.ENOTSUPP)
 	}
 	return false
 }
@@ -590,7 +592,7 @@ func (h *Map) LookupAndDeleteWithFlags(key, valueOut any, flags ebpf.MapLookupFl
 	}
 	ld, ok := h.m.Ops.(maps.LookupAndDeleter)
 	if !ok {
-		return errors.Wrapf(uapi.ENOTSUPP, "%s maps have no lookup-and-delete", h.m.Attr.Type)
+		return mapErr(errors.Wrapf(uapi.ENOTSUPP, "%s maps have no lookup-and-delete", h.m.Attr.Type))
 	}
 	k, err := marshal(key, int(h.m.KeySize))
 	if err != nil {

@@ -294,3 +294,26 @@ func TestMapKeysAreReadWithinAndAcrossPages(t *testing.T) {
 		}
 	}
 }
+
+// A command a map type lacks fails with ENOTSUPP, which also matches
+// cilium/ebpf's ErrNotSupported, as cilium/ebpf's own map errors do.
+func TestUnsupportedMapCommandsMatchErrNotSupported(t *testing.T) {
+	k := newKernel(t, nil)
+	m, err := k.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var v uint32
+	for name, err := range map[string]error{
+		"lookup and delete": m.LookupAndDelete(uint32(0), &v),
+		"batch delete": func() error {
+			_, err := m.BatchDelete([]uint32{0}, nil)
+			return err
+		}(),
+	} {
+		if !errors.Is(err, uapi.ENOTSUPP) || !errors.Is(err, ebpf.ErrNotSupported) {
+			t.Errorf("%s on an array: %v, want ENOTSUPP matching ebpf.ErrNotSupported", name, err)
+		}
+	}
+}

@@ -124,7 +124,7 @@ func (h *Map) checkBatch(op maps.BatchOps, read, write bool, elemFlags uint64) e
 		}
 	}
 	if b, ok := h.m.Ops.(maps.Batcher); !ok || b.BatchOps()&op == 0 {
-		return notSupportedError{errors.Wrapf(uapi.ENOTSUPP, "%s maps have no such batch command", h.m.Attr.Type)}
+		return mapError{errors.Wrapf(uapi.ENOTSUPP, "%s maps have no such batch command", h.m.Attr.Type)}
 	}
 	if elemFlags&^uapi.BPF_F_LOCK != 0 {
 		return errors.Wrapf(uapi.EINVAL, "unknown batch elem_flags %#x", elemFlags)
@@ -499,10 +499,3 @@ func unmarshalBatch(buf []byte, out any, size, stride int) error {
 	}
 	return nil
 }
-
-// notSupportedError is ENOTSUPP that also matches ebpf.ErrNotSupported, as
-// cilium/ebpf's wrapMapError makes it.
-type notSupportedError struct{ error }
-
-func (e notSupportedError) Unwrap() error        { return e.error }
-func (e notSupportedError) Is(target error) bool { return target == ebpf.ErrNotSupported }
