@@ -1,5 +1,6 @@
-// Package devmap simulates BPF_MAP_TYPE_DEVMAP (kernel/bpf/devmap.c): an
-// array of network devices that XDP programs redirect packets to with
+// Package devmap simulates BPF_MAP_TYPE_DEVMAP and, in hash.go,
+// BPF_MAP_TYPE_DEVMAP_HASH (kernel/bpf/devmap.c): an array, or a hash, of
+// network devices that XDP programs redirect packets to with
 // bpf_redirect_map. A slot holds a struct bpf_devmap_val: the device's
 // ifindex and, in 8-byte values, the id of a program to run on it.
 //
@@ -174,13 +175,24 @@ func (d *dtab) GetNextKey(key, next []byte) error {
 // BPF_F_BROADCAST, redirects; otherwise the flags' low bits are the
 // verdict. Flags besides those and BPF_F_EXCLUDE_INGRESS abort.
 func (d *dtab) Redirect(index, flags uint64) uint64 {
-	if flags&^(actionMask|redirectFlagsOfType) != 0 {
-		return xdpAborted
-	}
 	i := uint32(index)
 	d.mu.Lock()
 	found := i < d.m.MaxEntries && d.used[i]
 	d.mu.Unlock()
+	return XDPRedirect(found, flags, redirectFlagsOfType)
+}
+
+// XDPRedirect is the verdict of __bpf_xdp_redirect_map, which every
+// redirect map type's map_redirect shares, once the type's lookup has
+// said whether index names a target: typeFlags are the flags the type
+// takes besides the verdict bits (BPF_F_BROADCAST and
+// BPF_F_EXCLUDE_INGRESS for devmaps, none for a cpumap); any other flag
+// aborts. A missing target gives the flags' low bits as the verdict,
+// unless the type takes BPF_F_BROADCAST and it is set.
+func XDPRedirect(found bool, flags, typeFlags uint64) uint64 {
+	if flags&^(actionMask|typeFlags) != 0 {
+		return xdpAborted
+	}
 	if !found && flags&bpfFBroadcast == 0 {
 		return flags & actionMask
 	}

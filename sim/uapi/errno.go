@@ -32,6 +32,7 @@ const (
 	ERANGE     Errno = 34
 	ENOTEMPTY  Errno = 39
 	ELOOP      Errno = 40
+	EOVERFLOW  Errno = 75
 	EOPNOTSUPP Errno = 95
 	ENOTSUPP   Errno = 524 // kernel-internal, leaks to user space from BPF
 )

@@ -20,8 +20,10 @@ const (
 	MapTypeArrayOfMaps    MapType = 12
 	MapTypeHashOfMaps     MapType = 13
 	MapTypeDevmap         MapType = 14
+	MapTypeCPUMap         MapType = 16
 	MapTypeQueue          MapType = 22
 	MapTypeStack          MapType = 23
+	MapTypeDevmapHash     MapType = 25
 	MapTypeStructOps      MapType = 26
 	MapTypeRingbuf        MapType = 27
 	MapTypeBloomFilter    MapType = 30
