@@ -1,0 +1,189 @@
+// Package cpumap simulates BPF_MAP_TYPE_CPUMAP (kernel/bpf/cpumap.c): an
+// array indexed by CPU number through which XDP programs hand packets to
+// another CPU with bpf_redirect_map. A slot holds a struct
+// bpf_cpumap_val: the size of the CPU's packet queue and, in 8-byte
+// values, a program to run on that CPU (written as an fd, read back as
+// its id).
+//
+// The kernel gives each set slot a queue and a kthread bound to its CPU;
+// bpfsim keeps only the value, since its packets stop at the redirect
+// verdict. Programs in slots are not simulated: a value naming one
+// (bpf_prog.fd > 0) is refused with ENOMEM, the errno the kernel gives
+// for every program it cannot attach there. Programs may only redirect
+// through a cpumap (the verifier refuses lookups), so slots are updated
+// in place rather than replaced under RCU.
+//
+// Keys are CPU numbers: a key at or past max_entries is E2BIG, one that
+// is not a possible CPU of the simulated kernel ENODEV; max_entries past
+// NR_CPUS is E2BIG at creation. cilium/ebpf (and so Kernel.NewMap) clamps
+// max_entries to the number of possible CPUs before the kernel sees it.
+package cpumap
+
+import (
+	"encoding/binary"
+	"sync"
+
+	"github.com/pkg/errors"
+
+	"github.com/bpfsim/bpfsim/maps"
+	"github.com/bpfsim/bpfsim/maps/devmap"
+	"github.com/bpfsim/bpfsim/sim/mem"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// CPUMap is the map type, for a kernel's registry.
+var CPUMap = &maps.Type{ID: uapi.MapTypeCPUMap, Name: "cpumap", AllocCheck: allocCheck, Alloc: alloc, MetaEqual: maps.DefaultMetaEqual}
+
+// NRCPUs is the simulated kernel's NR_CPUS, the bound on max_entries: 512,
+// arm64's default, which sim.MaxCPUs also is. (x86-64 kernels are often
+// built with other values; this machine's may differ.)
+const NRCPUs = 512
+
+// MaxQueueSize is the largest qsize a slot takes (EOVERFLOW past it).
+const MaxQueueSize = 16384
+
+// allocCheck is cpu_map_alloc's checks, made before it allocates
+// anything: 4-byte keys, a 4-byte qsize alone or with a program, some
+// entries, no flag but BPF_F_NUMA_NODE (so neither access flag), and no
+// more entries than NR_CPUS.
+func allocCheck(attr *maps.Attr) error {
+	switch {
+	case attr.MaxEntries == 0 || attr.KeySize != 4 || (attr.ValueSize != 4 && attr.ValueSize != 8):
+		return errors.Wrapf(uapi.EINVAL, "a cpumap has 4-byte keys, 4- or 8-byte values and entries (got %d, %d, %d)",
+			attr.KeySize, attr.ValueSize, attr.MaxEntries)
+	case attr.Flags&^uapi.BPF_F_NUMA_NODE != 0:
+		return errors.Wrapf(uapi.EINVAL, "cpumap map_flags %#x include flags other than BPF_F_NUMA_NODE", attr.Flags)
+	case attr.MaxEntries > NRCPUs:
+		return errors.Wrapf(uapi.E2BIG, "a cpumap has at most NR_CPUS (%d) entries, not %d", NRCPUs, attr.MaxEntries)
+	}
+	return nil
+}
+
+// cmap is struct bpf_cpu_map: which slots are set, and their values
+// (struct bpf_cpumap_val as user space reads it back: qsize and, in 8
+// bytes, the program id, 0) in simulated memory, from which the syscall
+// copies a lookup's result.
+type cmap struct {
+	m      *maps.Map
+	cpus   uint32 // num_possible_cpus: CPUs 0 to cpus-1 are possible
+	mu     sync.RWMutex
+	used   []bool
+	values []byte
+	base   uint64 // address of slot 0's value
+}
+
+// valueOffset is where the values start after the map object.
+const valueOffset = 256
+
+func alloc(k maps.Kernel, m *maps.Map) (maps.Ops, error) {
+	size := uint64(m.MaxEntries) * uint64(m.ValueSize)
+	addr, err := k.Memory().Vmalloc(valueOffset+size, mem.PermRW, m.Type.Name)
+	if err != nil {
+		return nil, err
+	}
+	c := &cmap{m: m, cpus: uint32(k.NumCPUs()), used: make([]bool, m.MaxEntries), base: addr + valueOffset}
+	if c.values, err = k.Memory().Bytes(c.base, size); err != nil {
+		k.Memory().Free(addr)
+		return nil, err
+	}
+	m.Addr = addr
+	return c, nil
+}
+
+func (c *cmap) slot(i uint32) []byte {
+	off := uint64(i) * uint64(c.m.ValueSize)
+	return c.values[off : off+uint64(c.m.ValueSize)]
+}
+
+// LookupElem is cpu_map_lookup_elem, reached only from the syscall (the
+// verifier keeps programs from it): the slot's value, or 0.
+func (c *cmap) LookupElem(_ int, key []byte) (uint64, error) {
+	i := binary.LittleEndian.Uint32(key)
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if i >= c.m.MaxEntries || !c.used[i] {
+		return 0, nil
+	}
+	return c.base + uint64(i)*uint64(c.m.ValueSize), nil
+}
+
+// UpdateElem is cpu_map_update_elem, its checks in the kernel's order:
+// flags, the key against max_entries, BPF_NOEXIST (every slot exists),
+// the queue size, the key against the possible CPUs. A qsize of 0 empties
+// the slot.
+func (c *cmap) UpdateElem(_ int, key, value []byte, flags uint64) error {
+	i := binary.LittleEndian.Uint32(key)
+	qsize := binary.LittleEndian.Uint32(value)
+	var progFD int32
+	if len(value) == 8 {
+		progFD = int32(binary.LittleEndian.Uint32(value[4:]))
+	}
+	switch {
+	case flags > uapi.BPF_EXIST:
+		return errors.Wrapf(uapi.EINVAL, "update flags %#x", flags)
+	case i >= c.m.MaxEntries:
+		return errors.Wrapf(uapi.E2BIG, "key %d of %d entries", i, c.m.MaxEntries)
+	case flags == uapi.BPF_NOEXIST:
+		return errors.Wrap(uapi.EEXIST, "every cpumap slot exists")
+	case qsize > MaxQueueSize:
+		return errors.Wrapf(uapi.EOVERFLOW, "qsize %d is over %d", qsize, MaxQueueSize)
+	case i >= c.cpus:
+		return errors.Wrapf(uapi.ENODEV, "CPU %d is not possible (%d CPUs)", i, c.cpus)
+	case qsize != 0 && progFD > 0:
+		return errors.Wrap(uapi.ENOMEM, "programs in cpumap slots are not simulated by bpfsim yet")
+	}
+	v := make([]byte, c.m.ValueSize)
+	binary.LittleEndian.PutUint32(v, qsize) // the program id stays 0
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	mem.StoreBytes(c.slot(i), v)
+	c.used[i] = qsize != 0
+	return nil
+}
+
+// DeleteElem is cpu_map_delete_elem: any slot within the map may be
+// emptied, a CPU that is not possible or an empty slot too.
+func (c *cmap) DeleteElem(_ int, key []byte) error {
+	i := binary.LittleEndian.Uint32(key)
+	if i >= c.m.MaxEntries {
+		return errors.Wrapf(uapi.EINVAL, "key %d of %d entries", i, c.m.MaxEntries)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.used[i] = false
+	mem.StoreBytes(c.slot(i), make([]byte, c.m.ValueSize))
+	return nil
+}
+
+// GetNextKey is cpu_map_get_next_key, an array's: the index after key,
+// the first for no key or one past the end, ENOENT after the last.
+func (c *cmap) GetNextKey(key, next []byte) error {
+	var i uint32
+	if key != nil {
+		k := binary.LittleEndian.Uint32(key)
+		switch {
+		case k >= c.m.MaxEntries:
+		case k == c.m.MaxEntries-1:
+			return errors.Wrap(uapi.ENOENT, "last key")
+		default:
+			i = k + 1
+		}
+	}
+	binary.LittleEndian.PutUint32(next, i)
+	return nil
+}
+
+// Redirect is cpu_map_redirect: a set slot redirects, an empty one (or
+// a key past the end; the key is truncated to 32 bits) gives the flags'
+// low bits. A cpumap takes no flags of its own, so BPF_F_BROADCAST
+// aborts like any other.
+func (c *cmap) Redirect(index, flags uint64) uint64 {
+	i := uint32(index)
+	c.mu.RLock()
+	found := i < c.m.MaxEntries && c.used[i]
+	c.mu.RUnlock()
+	return devmap.XDPRedirect(found, flags, 0)
+}
+
+// Free releases the map object.
+func (c *cmap) Free() { c.m.Kernel.Memory().Free(c.m.Addr) }
