@@ -153,6 +153,12 @@ var vmlinux = []ksymSpec{
 	{name: "htab_lru_percpu_map_update_elem", kind: ksymMapOp, helper: uapi.FuncMapUpdateElem, types: []uapi.MapType{uapi.MapTypeLRUPercpuHash}},
 	// kernel/bpf/devmap.c: bpf_redirect_map's work for a devmap.
 	{name: "dev_map_redirect", kind: ksymMapOp, helper: uapi.FuncRedirectMap, types: []uapi.MapType{uapi.MapTypeDevmap}},
+	// kernel/bpf/devmap.c, cpumap.c: the other redirect maps' work.
+	{name: "dev_hash_map_redirect", kind: ksymMapOp, helper: uapi.FuncRedirectMap, types: []uapi.MapType{uapi.MapTypeDevmapHash}},
+	{name: "cpu_map_redirect", kind: ksymMapOp, helper: uapi.FuncRedirectMap, types: []uapi.MapType{uapi.MapTypeCPUMap}},
+	// The devmaps' lookups, which programs call directly.
+	{name: "dev_map_lookup_elem", kind: ksymMapOp, helper: uapi.FuncMapLookupElem, types: []uapi.MapType{uapi.MapTypeDevmap}},
+	{name: "dev_map_hash_lookup_elem", kind: ksymMapOp, helper: uapi.FuncMapLookupElem, types: []uapi.MapType{uapi.MapTypeDevmapHash}},
 }
 
 // helperFuncNames names the function behind a helper where it is not the

@@ -122,7 +122,7 @@ func hasMapCheckBTF(t uapi.MapType) bool {
 func refusesAllBTF(t uapi.MapType) bool {
 	switch t {
 	case uapi.MapTypePerfEventArray, uapi.MapTypeArrayOfMaps, uapi.MapTypeHashOfMaps,
-		uapi.MapTypeDevmap, uapi.MapTypeRingbuf:
+		uapi.MapTypeDevmap, uapi.MapTypeRingbuf, uapi.MapTypeDevmapHash, uapi.MapTypeCPUMap:
 		return true
 	}
 	return false

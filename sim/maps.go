@@ -11,6 +11,7 @@ import (
 	"github.com/bpfsim/bpfsim/hashmap"
 	"github.com/bpfsim/bpfsim/maps"
 	"github.com/bpfsim/bpfsim/maps/bloomfilter"
+	"github.com/bpfsim/bpfsim/maps/cpumap"
 	"github.com/bpfsim/bpfsim/maps/devmap"
 	"github.com/bpfsim/bpfsim/maps/lpmtrie"
 	"github.com/bpfsim/bpfsim/maps/queuestack"
@@ -53,6 +54,8 @@ var builtinMapTypes = []*maps.Type{
 	bloomfilter.BloomFilter,
 	devmap.DevMap,
 	ringbuf.Ringbuf,
+	devmap.DevMapHash,
+	cpumap.CPUMap,
 }
 
 // RegisterMapType adds a map type to this kernel, so that maps of it can be

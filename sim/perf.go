@@ -108,8 +108,11 @@ func (e *PerfEvent) Close() error {
 // fixupPerfEventArray does what cilium/ebpf's MapSpec.fixupMagicFields
 // does for a perf event array: key and value are 4 bytes, and
 // max_entries, when 0 or more than the possible CPUs, is the number of
-// possible CPUs.
+// possible CPUs. It clamps a cpumap's max_entries too (cpumap.go).
 func fixupPerfEventArray(spec *ebpf.MapSpec, cpus int) (*ebpf.MapSpec, error) {
+	if spec.Type == ebpf.CPUMap {
+		return fixupCPUMap(spec, cpus), nil
+	}
 	if spec.Type != ebpf.PerfEventArray {
 		return spec, nil
 	}

@@ -377,8 +377,10 @@ func (e *env) checkMapFuncCompat(m *maps.Map, id int32, name string) error {
 		bad = id != uapi.FuncMapPeekElem && id != uapi.FuncMapPushElem
 	case uapi.MapTypeRingbuf:
 		bad = id != uapi.FuncRingbufOutput && id != uapi.FuncRingbufReserve && id != uapi.FuncRingbufQuery
-	case uapi.MapTypeDevmap:
+	case uapi.MapTypeDevmap, uapi.MapTypeDevmapHash:
 		bad = id != uapi.FuncRedirectMap && id != uapi.FuncMapLookupElem
+	case uapi.MapTypeCPUMap:
+		bad = id != uapi.FuncRedirectMap
 	}
 	switch id {
 	case uapi.FuncTailCall:
