@@ -228,3 +228,45 @@ func BenchmarkRedirect(b *testing.B) {
 		m.Ops.Free()
 	}
 }
+
+// Programs redirect and look up while user space updates and deletes the
+// same keys: every answer is one the map could give, and (under -race) no
+// access races.
+func TestHashRedirectsWhileUpdated(t *testing.T) {
+	k := mapstest.NewKernel(2)
+	m := newHash(t, k, 8, 4)
+	r := m.Ops.(maps.Redirector)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 2000 {
+			key := u32(uint32(i % 6))
+			if i%3 == 2 {
+				m.Ops.DeleteElem(0, key)
+			} else {
+				m.Ops.UpdateElem(0, key, append(u32(1), u32(0)...), 0)
+			}
+			if i%100 == 0 {
+				k.GracePeriod()
+			}
+		}
+	}()
+	for i := 0; ; i++ {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		k.Read(func() {
+			if v := r.Redirect(uint64(i%6), 1); v != 4 && v != 1 {
+				t.Errorf("redirect gave %d", v)
+			}
+			if addr, _ := m.Ops.LookupElem(1, u32(uint32(i%6))); addr != 0 {
+				b := make([]byte, 4)
+				if err := k.Memory().Read(addr, b); err != nil || binary.LittleEndian.Uint32(b) != 1 {
+					t.Errorf("a looked-up value reads % x, %v", b, err)
+				}
+			}
+		})
+	}
+}
