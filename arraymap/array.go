@@ -263,25 +263,9 @@ func arrayIndex(maxEntries uint32, key []byte) (uint32, bool) {
 	return idx, idx < maxEntries
 }
 
-// arrayGetNextKey is array_map_get_next_key, shared by every array type:
-// a missing or out-of-range key gives index 0, the last index ENOENT.
-func arrayGetNextKey(maxEntries uint32, key, next []byte) error {
-	idx := uint32(0)
-	if key != nil {
-		if i, ok := arrayIndex(maxEntries, key); ok {
-			if i == maxEntries-1 {
-				return errors.Wrap(uapi.ENOENT, "last element")
-			}
-			idx = i + 1
-		}
-	}
-	binary.LittleEndian.PutUint32(next, idx)
-	return nil
-}
-
 // GetNextKey is array_map_get_next_key.
 func (a *array) GetNextKey(key, next []byte) error {
-	return arrayGetNextKey(a.m.MaxEntries, key, next)
+	return maps.IndexNextKey(a.m.MaxEntries, key, next)
 }
 
 // Free is array_map_free.

@@ -215,7 +215,7 @@ func (a *arrayOfMaps) DeleteElem(_ int, key []byte) error {
 
 // GetNextKey is array_map_get_next_key: indexes, empty slots included.
 func (a *arrayOfMaps) GetNextKey(key, next []byte) error {
-	return arrayGetNextKey(a.m.MaxEntries, key, next)
+	return maps.IndexNextKey(a.m.MaxEntries, key, next)
 }
 
 // GenLookup is array_of_map_gen_lookup: the array lookup followed by a

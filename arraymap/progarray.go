@@ -238,7 +238,7 @@ func (a *progArray) DeleteElem(_ int, key []byte) error {
 
 // GetNextKey is array_map_get_next_key: every index, empty or not.
 func (a *progArray) GetNextKey(key, next []byte) error {
-	return arrayGetNextKey(a.m.MaxEntries, key, next)
+	return maps.IndexNextKey(a.m.MaxEntries, key, next)
 }
 
 // clear empties every slot (bpf_fd_array_map_clear).

@@ -189,17 +189,7 @@ func (a *array) DeleteElem(_ int, key []byte) error {
 
 // GetNextKey is array_map_get_next_key: every index exists.
 func (a *array) GetNextKey(key, next []byte) error {
-	idx := uint32(0)
-	if key != nil {
-		if i := binary.LittleEndian.Uint32(key); i < a.m.MaxEntries {
-			if i == a.m.MaxEntries-1 {
-				return errors.Wrap(uapi.ENOENT, "last element")
-			}
-			idx = i + 1
-		}
-	}
-	binary.LittleEndian.PutUint32(next, idx)
-	return nil
+	return maps.IndexNextKey(a.m.MaxEntries, key, next)
 }
 
 // ReleaseFile is perf_event_fd_array_release: the last close of a map file

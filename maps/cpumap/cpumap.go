@@ -155,22 +155,9 @@ func (c *cmap) DeleteElem(_ int, key []byte) error {
 	return nil
 }
 
-// GetNextKey is cpu_map_get_next_key, an array's: the index after key,
-// the first for no key or one past the end, ENOENT after the last.
+// GetNextKey is cpu_map_get_next_key, an array's.
 func (c *cmap) GetNextKey(key, next []byte) error {
-	var i uint32
-	if key != nil {
-		k := binary.LittleEndian.Uint32(key)
-		switch {
-		case k >= c.m.MaxEntries:
-		case k == c.m.MaxEntries-1:
-			return errors.Wrap(uapi.ENOENT, "last key")
-		default:
-			i = k + 1
-		}
-	}
-	binary.LittleEndian.PutUint32(next, i)
-	return nil
+	return maps.IndexNextKey(c.m.MaxEntries, key, next)
 }
 
 // Redirect is cpu_map_redirect: a set slot redirects, an empty one (or

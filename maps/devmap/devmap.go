@@ -152,22 +152,9 @@ func (d *dtab) DeleteElem(_ int, key []byte) error {
 	return nil
 }
 
-// GetNextKey is dev_map_get_next_key: the index after key, the first for
-// no key or one past the end.
+// GetNextKey is dev_map_get_next_key, an array's.
 func (d *dtab) GetNextKey(key, next []byte) error {
-	var i uint32
-	if key != nil {
-		k := binary.LittleEndian.Uint32(key)
-		switch {
-		case k >= d.m.MaxEntries:
-		case k == d.m.MaxEntries-1:
-			return errors.Wrap(uapi.ENOENT, "last key")
-		default:
-			i = k + 1
-		}
-	}
-	binary.LittleEndian.PutUint32(next, i)
-	return nil
+	return maps.IndexNextKey(d.m.MaxEntries, key, next)
 }
 
 // Redirect is dev_map_redirect, bpf_redirect_map's work for a devmap: the
