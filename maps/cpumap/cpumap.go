@@ -21,13 +21,11 @@ package cpumap
 
 import (
 	"encoding/binary"
-	"sync"
 
 	"github.com/pkg/errors"
 
 	"github.com/bpfsim/bpfsim/maps"
 	"github.com/bpfsim/bpfsim/maps/devmap"
-	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
 
@@ -64,47 +62,23 @@ func allocCheck(attr *maps.Attr) error {
 // bytes, the program id, 0) in simulated memory, from which the syscall
 // copies a lookup's result.
 type cmap struct {
-	m      *maps.Map
-	cpus   uint32 // num_possible_cpus: CPUs 0 to cpus-1 are possible
-	mu     sync.RWMutex
-	used   []bool
-	values []byte
-	base   uint64 // address of slot 0's value
+	m    *maps.Map
+	cpus uint32 // num_possible_cpus: CPUs 0 to cpus-1 are possible
+	*devmap.Slots
 }
 
-// valueOffset is where the values start after the map object.
-const valueOffset = 256
-
 func alloc(k maps.Kernel, m *maps.Map) (maps.Ops, error) {
-	size := uint64(m.MaxEntries) * uint64(m.ValueSize)
-	addr, err := k.Memory().Vmalloc(valueOffset+size, mem.PermRW, m.Type.Name)
+	s, err := devmap.NewSlots(k, m)
 	if err != nil {
 		return nil, err
 	}
-	c := &cmap{m: m, cpus: uint32(k.NumCPUs()), used: make([]bool, m.MaxEntries), base: addr + valueOffset}
-	if c.values, err = k.Memory().Bytes(c.base, size); err != nil {
-		k.Memory().Free(addr)
-		return nil, err
-	}
-	m.Addr = addr
-	return c, nil
-}
-
-func (c *cmap) slot(i uint32) []byte {
-	off := uint64(i) * uint64(c.m.ValueSize)
-	return c.values[off : off+uint64(c.m.ValueSize)]
+	return &cmap{m: m, cpus: uint32(k.NumCPUs()), Slots: s}, nil
 }
 
 // LookupElem is cpu_map_lookup_elem, reached only from the syscall (the
 // verifier keeps programs from it): the slot's value, or 0.
 func (c *cmap) LookupElem(_ int, key []byte) (uint64, error) {
-	i := binary.LittleEndian.Uint32(key)
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if i >= c.m.MaxEntries || !c.used[i] {
-		return 0, nil
-	}
-	return c.base + uint64(i)*uint64(c.m.ValueSize), nil
+	return c.Lookup(binary.LittleEndian.Uint32(key)), nil
 }
 
 // UpdateElem is cpu_map_update_elem, its checks in the kernel's order:
@@ -134,43 +108,26 @@ func (c *cmap) UpdateElem(_ int, key, value []byte, flags uint64) error {
 	}
 	v := make([]byte, c.m.ValueSize)
 	binary.LittleEndian.PutUint32(v, qsize) // the program id stays 0
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	mem.StoreBytes(c.slot(i), v)
-	c.used[i] = qsize != 0
+	c.Store(i, v, qsize != 0)
 	return nil
 }
 
 // DeleteElem is cpu_map_delete_elem: any slot within the map may be
 // emptied, a CPU that is not possible or an empty slot too.
 func (c *cmap) DeleteElem(_ int, key []byte) error {
-	i := binary.LittleEndian.Uint32(key)
-	if i >= c.m.MaxEntries {
-		return errors.Wrapf(uapi.EINVAL, "key %d of %d entries", i, c.m.MaxEntries)
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.used[i] = false
-	mem.StoreBytes(c.slot(i), make([]byte, c.m.ValueSize))
-	return nil
+	return c.Delete(binary.LittleEndian.Uint32(key))
 }
 
 // GetNextKey is cpu_map_get_next_key, an array's.
-func (c *cmap) GetNextKey(key, next []byte) error {
-	return maps.IndexNextKey(c.m.MaxEntries, key, next)
-}
+func (c *cmap) GetNextKey(key, next []byte) error { return c.NextKey(key, next) }
 
 // Redirect is cpu_map_redirect: a set slot redirects, an empty one (or
 // a key past the end; the key is truncated to 32 bits) gives the flags'
 // low bits. A cpumap takes no flags of its own, so BPF_F_BROADCAST
 // aborts like any other.
 func (c *cmap) Redirect(index, flags uint64) uint64 {
-	i := uint32(index)
-	c.mu.RLock()
-	found := i < c.m.MaxEntries && c.used[i]
-	c.mu.RUnlock()
-	return devmap.XDPRedirect(found, flags, 0)
+	return devmap.XDPRedirect(c.IsSet(uint32(index)), flags, 0)
 }
 
 // Free releases the map object.
-func (c *cmap) Free() { c.m.Kernel.Memory().Free(c.m.Addr) }
+func (c *cmap) Free() { c.Slots.Free(c.m.Kernel) }

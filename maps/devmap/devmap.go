@@ -14,12 +14,10 @@ package devmap
 
 import (
 	"encoding/binary"
-	"sync"
 
 	"github.com/pkg/errors"
 
 	"github.com/bpfsim/bpfsim/maps"
-	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
 
@@ -31,8 +29,6 @@ const (
 	createFlags = uapi.BPF_F_NUMA_NODE | uapi.BPF_F_RDONLY | uapi.BPF_F_WRONLY
 	// loopbackIfindex is the simulated kernel's only device.
 	loopbackIfindex = 1
-	// valueOffset is where the values start after the map object.
-	valueOffset = 256
 )
 
 // XDP verdicts and bpf_redirect_map flags.
@@ -62,46 +58,25 @@ func allocCheck(attr *maps.Attr) error {
 // dtab is struct bpf_dtab: which slots hold a device, and their values in
 // simulated memory.
 type dtab struct {
-	m      *maps.Map
-	mu     sync.Mutex // the kernel's update lock
-	used   []bool
-	values []byte
-	base   uint64 // address of slot 0's value
+	m *maps.Map
+	*Slots
 }
 
 func alloc(k maps.Kernel, m *maps.Map) (maps.Ops, error) {
 	// A lookup returns a pointer straight into the slot, so programs may
 	// only read it: the kernel adds BPF_F_RDONLY_PROG to the map.
 	m.Flags |= uapi.BPF_F_RDONLY_PROG
-	size := uint64(m.MaxEntries) * uint64(m.ValueSize)
-	addr, err := k.Memory().Vmalloc(valueOffset+size, mem.PermRW, m.Type.Name)
+	s, err := NewSlots(k, m)
 	if err != nil {
 		return nil, err
 	}
-	d := &dtab{m: m, used: make([]bool, m.MaxEntries), base: addr + valueOffset}
-	if d.values, err = k.Memory().Bytes(d.base, size); err != nil {
-		k.Memory().Free(addr)
-		return nil, err
-	}
-	m.Addr = addr
-	return d, nil
-}
-
-func (d *dtab) slot(i uint32) []byte {
-	off := uint64(i) * uint64(d.m.ValueSize)
-	return d.values[off : off+uint64(d.m.ValueSize)]
+	return &dtab{m: m, Slots: s}, nil
 }
 
 // LookupElem is dev_map_lookup_elem: the address of the slot's value, or
 // 0 for an empty slot or a key past the end.
 func (d *dtab) LookupElem(_ int, key []byte) (uint64, error) {
-	i := binary.LittleEndian.Uint32(key)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if i >= d.m.MaxEntries || !d.used[i] {
-		return 0, nil
-	}
-	return d.base + uint64(i)*uint64(d.m.ValueSize), nil
+	return d.Lookup(binary.LittleEndian.Uint32(key)), nil
 }
 
 // UpdateElem is dev_map_update_elem: ifindex 0 empties the slot, any
@@ -129,44 +104,27 @@ func (d *dtab) UpdateElem(_ int, key, value []byte, flags uint64) error {
 	case progFD > 0:
 		return errors.Wrap(uapi.EINVAL, "programs in devmap slots are not simulated by bpfsim yet")
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	v := make([]byte, d.m.ValueSize)
 	binary.LittleEndian.PutUint32(v, ifindex) // the program id stays 0
-	mem.StoreBytes(d.slot(i), v)
-	d.used[i] = ifindex != 0
+	d.Store(i, v, ifindex != 0)
 	return nil
 }
 
 // DeleteElem is dev_map_delete_elem: any slot within the map may be
 // emptied, even an empty one.
 func (d *dtab) DeleteElem(_ int, key []byte) error {
-	i := binary.LittleEndian.Uint32(key)
-	if i >= d.m.MaxEntries {
-		return errors.Wrapf(uapi.EINVAL, "key %d of %d entries", i, d.m.MaxEntries)
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.used[i] = false
-	mem.StoreBytes(d.slot(i), make([]byte, d.m.ValueSize))
-	return nil
+	return d.Delete(binary.LittleEndian.Uint32(key))
 }
 
 // GetNextKey is dev_map_get_next_key, an array's.
-func (d *dtab) GetNextKey(key, next []byte) error {
-	return maps.IndexNextKey(d.m.MaxEntries, key, next)
-}
+func (d *dtab) GetNextKey(key, next []byte) error { return d.NextKey(key, next) }
 
 // Redirect is dev_map_redirect, bpf_redirect_map's work for a devmap: the
 // index is truncated to 32 bits; a slot with a device, or
 // BPF_F_BROADCAST, redirects; otherwise the flags' low bits are the
 // verdict. Flags besides those and BPF_F_EXCLUDE_INGRESS abort.
 func (d *dtab) Redirect(index, flags uint64) uint64 {
-	i := uint32(index)
-	d.mu.Lock()
-	found := i < d.m.MaxEntries && d.used[i]
-	d.mu.Unlock()
-	return XDPRedirect(found, flags, redirectFlagsOfType)
+	return XDPRedirect(d.IsSet(uint32(index)), flags, redirectFlagsOfType)
 }
 
 // XDPRedirect is the verdict of __bpf_xdp_redirect_map, which every
@@ -187,4 +145,4 @@ func XDPRedirect(found bool, flags, typeFlags uint64) uint64 {
 }
 
 // Free releases the values.
-func (d *dtab) Free() { d.m.Kernel.Memory().Free(d.m.Addr) }
+func (d *dtab) Free() { d.Slots.Free(d.m.Kernel) }
