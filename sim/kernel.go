@@ -220,6 +220,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		k.registerXDPHelpers()
 		k.registerTimeHelpers()
 		k.registerTaskHelpers()
+		k.registerStringHelpers()
 		k.registerSpinLockHelpers()
 		k.registerVlanHelpers()
 		k.registerMapHelpers()

@@ -1,6 +1,7 @@
 package verifier
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -177,6 +178,8 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 		ok, expected = reg.typ == ptrToStack, "fp"
 	case ArgPtrToSpinLock:
 		ok, expected = reg.typ == ptrToMapValue && !reg.maybeNull, "map_value, ptr_"
+	case ArgPtrToConstStr:
+		ok, expected = reg.typ == ptrToMapValue && !reg.maybeNull, "map_value"
 	case ArgPtrToMapKey, ArgPtrToMapValue, ArgPtrToUninitMapValue, ArgPtrToMem, ArgPtrToUninitMem, ArgPtrToMemOrNull:
 		switch reg.typ {
 		case ptrToStack, ptrToPacket, ptrToPacketMeta, ptrToMapValue, ptrToMapKey, ptrToMem:
@@ -213,6 +216,8 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 		meta.refObjID = reg.refObjID
 	}
 	switch t {
+	case ArgPtrToConstStr:
+		return e.checkRegConstStr(reg, regno)
 	case ArgPtrToSpinLock:
 		return e.processSpinLock(regno, id == uapi.FuncSpinLock)
 	case ArgPtrToFunc:
@@ -575,4 +580,35 @@ func isPerfEventHelper(id int32) bool {
 		return true
 	}
 	return false
+}
+
+// checkRegConstStr is check_reg_const_str: the string must lie in the
+// value of a map programs cannot write and user space no longer can
+// (bpf_map_is_rdonly), at a constant offset the verifier reads the string
+// at, NUL included. (The messages' stray quotes are the kernel's.)
+func (e *env) checkRegConstStr(reg *regState, regno uint8) error {
+	m := e.mapOf(reg)
+	if m.Flags&uapi.BPF_F_RDONLY_PROG == 0 || !m.Frozen() {
+		return e.errorf(uapi.EACCES, "R%d does not point to a readonly map'", regno)
+	}
+	if !reg.varOff.isConst() {
+		return e.errorf(uapi.EACCES, "R%d is not a constant address'", regno)
+	}
+	dv, ok := m.Ops.(maps.DirectValuer)
+	if !ok {
+		return e.errorf(uapi.EACCES, "no direct value access support for this map type")
+	}
+	if err := e.checkMemRegion(regno, int(reg.off), int(m.ValueSize)-int(reg.off), int(m.ValueSize), false); err != nil {
+		return err
+	}
+	off := uint64(int64(reg.off) + int64(reg.varOff.value))
+	addr, err := dv.DirectValueAddr(uint32(off))
+	if err != nil {
+		return e.errorf(uapi.EACCES, "direct value access on string failed")
+	}
+	str := make([]byte, uint64(m.ValueSize)-off)
+	if err := m.Kernel.Memory().Read(addr, str); err != nil || bytes.IndexByte(str, 0) < 0 {
+		return e.errorf(uapi.EINVAL, "string is not zero-terminated")
+	}
+	return nil
 }

@@ -41,6 +41,10 @@ const (
 	// ArgPtrToSpinLock is the struct bpf_spin_lock of a map value
 	// (ARG_PTR_TO_SPIN_LOCK).
 	ArgPtrToSpinLock
+	// ArgPtrToConstStr is a NUL-terminated string the verifier can read:
+	// in the value of a read-only, frozen map, at a constant offset
+	// (ARG_PTR_TO_CONST_STR).
+	ArgPtrToConstStr
 )
 
 // RetType is enum bpf_return_type.
