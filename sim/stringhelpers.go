@@ -24,6 +24,9 @@ func (k *Kernel) registerStringHelpers() {
 // helperStrncmp is bpf_strncmp(s1, s1_sz, s2): lib/string.c's strncmp of
 // at most s1_sz bytes, stopping at a NUL both strings share.
 func (k *Kernel) helperStrncmp(m *interp.Machine, s1, size, s2, _, _ uint64) (uint64, error) {
+	if err := checkHelperSize(m, size); err != nil {
+		return 0, err
+	}
 	a, err := readArg(m, s1, uint32(size), 0)
 	if err != nil {
 		return 0, err

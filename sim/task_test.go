@@ -201,3 +201,29 @@ func BenchmarkTaskHelpers(b *testing.B) {
 		})
 	}
 }
+
+// An unverified program may pass these helpers sizes the verifier would
+// refuse (0, or more than any memory): the helper returns or fails the
+// run, never panics and never allocates that much.
+func TestTaskHelpersTakeAnySizeFromUnverifiedPrograms(t *testing.T) {
+	k := newKernel(t, nil)
+	for _, size := range []int64{0, 1 << 40, -1} {
+		for _, fn := range []asm.BuiltinFunc{asm.FnGetCurrentComm, asm.FnProbeReadKernel, asm.FnProbeReadKernelStr,
+			asm.FnProbeReadUser, asm.FnProbeReadUserStr, asm.FnStrncmp} {
+			insns := asm.Instructions{
+				asm.Mov.Reg(asm.R1, asm.RFP), asm.Add.Imm(asm.R1, -16), asm.LoadImm(asm.R2, size, asm.DWord),
+				asm.Mov.Reg(asm.R3, asm.RFP), asm.Add.Imm(asm.R3, -16), fn.Call(), asm.Return(),
+			}
+			p, err := k.NewProgramWithOptions(&ebpf.ProgramSpec{Type: ebpf.Kprobe, License: "GPL", Instructions: insns},
+				sim.ProgramOptions{Unverified: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := p.Run(&sim.RunOptions{Context: make([]byte, 8)})
+			p.Close()
+			if size != 0 && err == nil {
+				t.Errorf("%v with a size of %d: returned %d, want the run to fail", fn, size, int64(r))
+			}
+		}
+	}
+}

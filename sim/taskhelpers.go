@@ -2,6 +2,7 @@ package sim
 
 import (
 	"github.com/cilium/ebpf"
+	"github.com/pkg/errors"
 
 	"github.com/bpfsim/bpfsim/sim/interp"
 	"github.com/bpfsim/bpfsim/sim/uapi"
@@ -94,9 +95,28 @@ func (k *Kernel) registerTaskHelpers() {
 	}
 }
 
+// maxHelperSize bounds the sizes these helpers take. The verifier bounds
+// a size by the memory it goes with; a program run unverified may pass
+// anything, and a size no memory could have fails the run rather than
+// have the helper allocate it.
+const maxHelperSize = 1 << 24
+
+// checkHelperSize fails the run of an unverified program that passes a
+// size no memory could have.
+func checkHelperSize(m *interp.Machine, size uint64) error {
+	if size > maxHelperSize {
+		return errors.Wrapf(uapi.EFAULT, "pc %d: a helper's size of %d bytes (unverified program)", m.PC(), size)
+	}
+	return nil
+}
+
 // helperGetCurrentComm is bpf_get_current_comm: the name, NUL-terminated
-// and zero-padded to size (strscpy_pad).
+// and zero-padded to size (strscpy_pad); nothing for a size of 0, which
+// only an unverified program passes.
 func (k *Kernel) helperGetCurrentComm(m *interp.Machine, buf, size, _, _, _ uint64) (uint64, error) {
+	if err := checkHelperSize(m, size); err != nil || size == 0 {
+		return 0, err
+	}
 	t, _, err := k.currentTask(k.cpuOf(m))
 	if err != nil {
 		return 0, err
@@ -156,6 +176,9 @@ func (k *Kernel) kernelReader(m *interp.Machine) reader {
 // probeRead is the probe_read helpers' copy of size bytes at src to the
 // program's dst: 0, or a negative errno and zeroes.
 func (k *Kernel) probeRead(m *interp.Machine, dst, size, src uint64, read reader) (uint64, error) {
+	if err := checkHelperSize(m, size); err != nil {
+		return 0, err
+	}
 	out := k.cpuOf(m).scratch(0, int(size))
 	ret := uint64(0)
 	if size > 0 {
@@ -176,8 +199,8 @@ func (k *Kernel) probeRead(m *interp.Machine, dst, size, src uint64, read reader
 // padding; its length with the NUL. If it cannot be read: a negative
 // errno, and the whole buffer zeroed.
 func (k *Kernel) probeReadStr(m *interp.Machine, dst, size, src uint64, read reader) (uint64, error) {
-	if size == 0 {
-		return 0, nil
+	if err := checkHelperSize(m, size); err != nil || size == 0 {
+		return 0, err
 	}
 	out := k.cpuOf(m).scratch(0, int(size))
 	n, errno := uint64(0), uapi.Errno(0)
