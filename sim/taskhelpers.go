@@ -1,10 +1,13 @@
 package sim
 
 import (
+	"bytes"
+
 	"github.com/cilium/ebpf"
 	"github.com/pkg/errors"
 
 	"github.com/bpfsim/bpfsim/sim/interp"
+	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 	"github.com/bpfsim/bpfsim/sim/verifier"
 )
@@ -203,12 +206,7 @@ func (k *Kernel) probeReadStr(m *interp.Machine, dst, size, src uint64, read rea
 		return 0, err
 	}
 	out := k.cpuOf(m).scratch(0, int(size))
-	n, errno := uint64(0), uapi.Errno(0)
-	for ; n < size-1; n++ {
-		if errno = read(src+n, out[n:n+1]); errno != 0 || out[n] == 0 {
-			break
-		}
-	}
+	n, errno := strFrom(read, src, out[:size-1])
 	ret := n + 1
 	if errno != 0 {
 		clear(out)
@@ -220,6 +218,28 @@ func (k *Kernel) probeReadStr(m *interp.Machine, dst, size, src uint64, read rea
 		return 0, f
 	}
 	return ret, nil
+}
+
+// strFrom copies the string at src into out, up to its NUL or out's end,
+// and returns its length without the NUL, or why it could not read it. It
+// reads a page at a time, and byte by byte only where a page fails, so
+// that a string that ends before an unreadable byte is read whole.
+func strFrom(read reader, src uint64, out []byte) (uint64, uapi.Errno) {
+	n := uint64(0)
+	for n < uint64(len(out)) {
+		chunk := min(uint64(len(out))-n, mem.PageSize-(src+n)%mem.PageSize)
+		if read(src+n, out[n:n+chunk]) != 0 {
+			chunk = 1
+			if errno := read(src+n, out[n:n+1]); errno != 0 {
+				return n, errno
+			}
+		}
+		if i := bytes.IndexByte(out[n:n+chunk], 0); i >= 0 {
+			return n + uint64(i), 0
+		}
+		n += chunk
+	}
+	return n, 0
 }
 
 // readKernel reads simulated memory as copy_from_kernel_nofault does,
