@@ -42,25 +42,7 @@ func TestRedirectMapCallsAreTheKernels(t *testing.T) {
 	}
 	for name, prog := range map[string]func(int, int) asm.Instructions{"one map": oneMap, "two maps": twoMaps} {
 		t.Run(name, func(t *testing.T) {
-			kp, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: prog(km.FD(), km2.FD())})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer kp.Close()
-			sp, err := k.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: prog(sm.FD(), sm2.FD())})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sp.Close()
-			kx, err := KernelXlated(kp)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := SameXlated(k, kx, sp.Instructions()); errors.Is(err, ErrNoKernelSymbols) {
-				t.Skipf("kernel-differential test skipped: %v", err)
-			} else if err != nil {
-				t.Error(err)
-			}
+			kp, sp := loadXDPXlatedAlike(t, k, prog(km.FD(), km2.FD()), prog(sm.FD(), sm2.FD()))
 			for _, n := range []int{60, 40} {
 				pkt := make([]byte, n)
 				kr, kErr := kp.Run(&ebpf.RunOptions{Data: pkt})
@@ -71,4 +53,31 @@ func TestRedirectMapCallsAreTheKernels(t *testing.T) {
 			}
 		})
 	}
+}
+
+// loadXDPXlatedAlike loads an XDP program in both kernels (kInsns naming
+// the kernel's maps, sInsns bpfsim's), checks that they come out as the
+// same xlated code, and returns both, closed when the test ends.
+func loadXDPXlatedAlike(t *testing.T, k *sim.Kernel, kInsns, sInsns asm.Instructions) (*ebpf.Program, *sim.Program) {
+	t.Helper()
+	kp, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: kInsns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kp.Close() })
+	sp, err := k.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: sInsns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sp.Close() })
+	kx, err := KernelXlated(kp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := SameXlated(k, kx, sp.Instructions()); errors.Is(err, ErrNoKernelSymbols) {
+		t.Skipf("kernel-differential test skipped: %v", err)
+	} else if err != nil {
+		t.Error(err)
+	}
+	return kp, sp
 }

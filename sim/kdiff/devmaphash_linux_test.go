@@ -4,7 +4,6 @@ package kdiff
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -220,25 +219,7 @@ func TestRedirectMapTypesCallsAreTheKernels(t *testing.T) {
 			if err := sm.Put(uint32(0), c.value); err != nil {
 				t.Fatal(err)
 			}
-			kp, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: c.prog(km.FD())})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer kp.Close()
-			sp, err := k.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: c.prog(sm.FD())})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sp.Close()
-			kx, err := KernelXlated(kp)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := SameXlated(k, kx, sp.Instructions()); errors.Is(err, ErrNoKernelSymbols) {
-				t.Skipf("kernel-differential test skipped: %v", err)
-			} else if err != nil {
-				t.Error(err)
-			}
+			kp, sp := loadXDPXlatedAlike(t, k, c.prog(km.FD()), c.prog(sm.FD()))
 			pkt := make([]byte, 60)
 			kr, kErr := kp.Run(&ebpf.RunOptions{Data: pkt})
 			sr, sErr := sp.Run(&sim.RunOptions{Data: pkt})
