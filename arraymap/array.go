@@ -140,7 +140,7 @@ func alloc(k maps.Kernel, m *maps.Map) (maps.Ops, error) {
 // first): user space would write their locks.
 func (a *array) MmapBytes() ([]byte, error) {
 	if a.m.Record != nil {
-		return nil, errors.Wrap(uapi.ENOTSUPP, "an array whose values hold a bpf_spin_lock cannot be mapped")
+		return nil, errors.Wrap(uapi.ENOTSUPP, "an array whose values hold a bpf_spin_lock or a bpf_timer cannot be mapped")
 	}
 	if a.m.Flags&uapi.BPF_F_MMAPABLE == 0 {
 		return nil, errors.Wrap(uapi.EINVAL, "the array was not created with BPF_F_MMAPABLE")
@@ -215,7 +215,7 @@ func (a *array) UpdateElem(cpu int, key, value []byte, flags uint64) error {
 		return errors.Wrapf(uapi.E2BIG, "index %d is past max_entries %d", idx, a.m.MaxEntries)
 	case flags&^uapi.BPF_F_LOCK == uapi.BPF_NOEXIST:
 		return errors.Wrap(uapi.EEXIST, "every array element exists")
-	case flags&uapi.BPF_F_LOCK != 0 && rec == nil:
+	case flags&uapi.BPF_F_LOCK != 0 && !rec.Has(maps.FieldSpinLock):
 		return errors.Wrap(uapi.EINVAL, "BPF_F_LOCK needs a bpf_spin_lock in the value")
 	}
 	dst, err := a.value(idx, cpu)
@@ -226,6 +226,11 @@ func (a *array) UpdateElem(cpu int, key, value []byte, flags uint64) error {
 		maps.StoreValueLocked(rec, dst, value)
 	} else {
 		maps.StoreValue(rec, dst, value)
+	}
+	if !a.percpu {
+		// An update ends the old value's timer, as array_map_update_elem
+		// frees the fields after the copy.
+		maps.FreeFields(a.m, a.m.Addr+ValueOffset+uint64(idx)*a.elemSize)
 	}
 	return nil
 }
@@ -270,6 +275,9 @@ func (a *array) GetNextKey(key, next []byte) error {
 
 // Free is array_map_free.
 func (a *array) Free() {
+	if f, ok := a.k.(maps.FieldsFreer); ok && a.m.Record.Has(maps.FieldTimer) {
+		f.FreeTimers(a.m)
+	}
 	for _, p := range a.pptrs {
 		if p != 0 {
 			a.k.Percpu().Free(p, a.elemSize)

@@ -19,7 +19,7 @@ import (
 // bpf_spin_lock l; u64 d; }, the lock at 4.
 func lockedArray(t *testing.T, k *mapstest.Kernel) *maps.Map {
 	return newArray(t, k, maps.Attr{Type: uapi.MapTypeArray, KeySize: 4, ValueSize: 16, MaxEntries: 2,
-		BTF: true, Record: &maps.Record{SpinLockOff: 4}})
+		BTF: true, Record: &maps.Record{Fields: maps.FieldSpinLock, SpinLockOff: 4}})
 }
 
 // valueAt is element idx's value in simulated memory, and its lock word.
@@ -127,14 +127,14 @@ func TestArrayUpdatesAndAHeldLock(t *testing.T) {
 func TestArrayWithASpinLockCannotBeMapped(t *testing.T) {
 	k := mapstest.NewKernel(1)
 	m := newArray(t, k, maps.Attr{Type: uapi.MapTypeArray, KeySize: 4, ValueSize: 16, MaxEntries: 2,
-		Flags: uapi.BPF_F_MMAPABLE, BTF: true, Record: &maps.Record{SpinLockOff: 4}})
+		Flags: uapi.BPF_F_MMAPABLE, BTF: true, Record: &maps.Record{Fields: maps.FieldSpinLock, SpinLockOff: 4}})
 	if _, err := m.Ops.(maps.Mmaper).MmapBytes(); !errors.Is(err, uapi.ENOTSUPP) {
 		t.Errorf("MmapBytes: %v, want ENOTSUPP", err)
 	}
 }
 
 func TestInnerArrayNeedsTheTemplatesSpinLock(t *testing.T) {
-	lock4, lock0 := &maps.Record{SpinLockOff: 4}, &maps.Record{SpinLockOff: 0}
+	lock4, lock0 := &maps.Record{Fields: maps.FieldSpinLock, SpinLockOff: 4}, &maps.Record{Fields: maps.FieldSpinLock, SpinLockOff: 0}
 	for _, tc := range []struct {
 		name       string
 		tmpl, elem *maps.Record

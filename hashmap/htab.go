@@ -605,6 +605,9 @@ func (h *htab) setValue(e *elem, value []byte) {
 // (dec_elem_count), and its memory is poisoned and reused only after a
 // grace period. The caller holds no lock: CallRCU may run fn at once.
 func (h *htab) retire(e *elem, wasKey bool) {
+	// The value's timer ends with the element, at once
+	// (check_and_free_fields), not after the grace period.
+	maps.FreeFields(h.m, e.addr+h.valueOff)
 	if wasKey {
 		h.mu.Lock()
 		h.count--
@@ -636,6 +639,9 @@ func (h *htab) release(e *elem) {
 // object go back to the address space. Callbacks still queued with
 // CallRCU find the map freed and do nothing.
 func (h *htab) Free() {
+	if f, ok := h.k.(maps.FieldsFreer); ok && h.m.Record.Has(maps.FieldTimer) {
+		f.FreeTimers(h.m)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.freed {

@@ -123,6 +123,7 @@ func (h *htab) lruDeleteNode(n *lruNode) bool {
 	for l := b.head.Load(); l != nil; prev, l = l, l.next.Load() {
 		if l == e {
 			unlink(b, prev, e)
+			maps.FreeFields(h.m, e.addr+h.valueOff) // evicted: htab_lru_map_delete_node
 			return true
 		}
 	}
@@ -200,6 +201,7 @@ func (h *htab) lruRemove(key []byte, last func(e *elem)) error {
 	if err != nil {
 		return err
 	}
+	maps.FreeFields(h.m, e.addr+h.valueOff)
 	h.lru.pushFree(e.node)
 	return nil
 }
@@ -276,6 +278,7 @@ func (l *lruHtab) UpdateElem(cpu int, key, value []byte, flags uint64) error {
 	}
 	b.mu.Unlock()
 	if old != nil {
+		maps.FreeFields(h.m, old.addr+h.valueOff) // htab_lru_push_free
 		h.lru.pushFree(old.node)
 	}
 	return nil

@@ -89,7 +89,7 @@ func (h *htab) UpdateElem(cpu int, key, value []byte, flags uint64) error {
 		return errors.Wrapf(uapi.EINVAL, "unknown update flags %#x", flags)
 	}
 	rec := h.m.Record
-	if flags&uapi.BPF_F_LOCK != 0 && rec == nil {
+	if flags&uapi.BPF_F_LOCK != 0 && !rec.Has(maps.FieldSpinLock) {
 		return errLock
 	}
 	key = key[:h.keySize]
@@ -277,7 +277,7 @@ func (h *htab) LookupAndDeleteElem(cpu int, key, value []byte, flags uint64) err
 	switch {
 	case flags&^uapi.BPF_F_LOCK != 0:
 		return errors.Wrapf(uapi.EINVAL, "unknown lookup-and-delete flags %#x", flags)
-	case flags&uapi.BPF_F_LOCK != 0 && rec == nil:
+	case flags&uapi.BPF_F_LOCK != 0 && !rec.Has(maps.FieldSpinLock):
 		return errLock
 	case h.percpu && uint64(len(value)) < h.pcpuSize*uint64(h.ncpu):
 		return errors.Wrapf(uapi.EINVAL, "per-CPU value buffer of %d bytes, want %d", len(value), h.pcpuSize*uint64(h.ncpu))

@@ -16,7 +16,7 @@ import (
 // l; u64 d; }, the lock at 4.
 func lockedHash(tb testing.TB, k *fakeKernel, flags uint32) *maps.Map {
 	return newMap(tb, k, maps.Attr{Type: uapi.MapTypeHash, KeySize: 4, ValueSize: 16, MaxEntries: 2, Flags: flags,
-		BTF: true, Record: &maps.Record{SpinLockOff: 4}})
+		BTF: true, Record: &maps.Record{Fields: maps.FieldSpinLock, SpinLockOff: 4}})
 }
 
 // lockValue is a value whose lock bytes are all ones, which no copy may
@@ -237,7 +237,7 @@ func TestHashLockFlagNeedsASpinLock(t *testing.T) {
 }
 
 func TestInnerHashNeedsTheTemplatesSpinLock(t *testing.T) {
-	lock4, lock0 := &maps.Record{SpinLockOff: 4}, &maps.Record{SpinLockOff: 0}
+	lock4, lock0 := &maps.Record{Fields: maps.FieldSpinLock, SpinLockOff: 4}, &maps.Record{Fields: maps.FieldSpinLock, SpinLockOff: 0}
 	for _, tc := range []struct {
 		name       string
 		tmpl, elem *maps.Record

@@ -55,23 +55,52 @@ type Attr struct {
 }
 
 // Record is struct btf_record: the fields of a map value that the kernel
-// manages itself. bpfsim knows one kind so far, the spin lock.
+// manages itself. bpfsim knows two kinds, the spin lock and the timer.
 type Record struct {
+	// Fields says which kinds the value holds (field_mask).
+	Fields FieldType
 	// SpinLockOff is the offset of the value's struct bpf_spin_lock
-	// (spin_lock_off).
+	// (spin_lock_off), if Fields has FieldSpinLock.
 	SpinLockOff uint32
+	// TimerOff is the offset of the value's struct bpf_timer (timer_off),
+	// if Fields has FieldTimer.
+	TimerOff uint32
 }
+
+// FieldType is enum btf_field_type, for the kinds bpfsim knows.
+type FieldType uint32
+
+const (
+	FieldSpinLock FieldType = 1 << iota // BPF_SPIN_LOCK
+	FieldTimer                          // BPF_TIMER
+)
+
+// Has is btf_record_has_field: r (which may be nil) holds a field of a
+// kind in f.
+func (r *Record) Has(f FieldType) bool { return r != nil && r.Fields&f != 0 }
 
 // SpinLockSize is sizeof(struct bpf_spin_lock).
 const SpinLockSize = 4
 
+// TimerSize is sizeof(struct bpf_timer); it is 8-byte aligned.
+const TimerSize = 16
+
 // SpinLock reports where the map's value holds its struct bpf_spin_lock,
 // if it holds one (btf_record_has_field(map->record, BPF_SPIN_LOCK)).
 func (a *Attr) SpinLock() (off uint32, ok bool) {
-	if a.Record == nil {
+	if !a.Record.Has(FieldSpinLock) {
 		return 0, false
 	}
 	return a.Record.SpinLockOff, true
+}
+
+// Timer reports where the map's value holds its struct bpf_timer, if it
+// holds one.
+func (a *Attr) Timer() (off uint32, ok bool) {
+	if !a.Record.Has(FieldTimer) {
+		return 0, false
+	}
+	return a.Record.TimerOff, true
 }
 
 // Kernel is the simulated kernel as a map type sees it.
@@ -262,6 +291,30 @@ type UrefReleaser interface {
 	ReleaseUref()
 }
 
+// FieldsFreer is the part of the kernel that owns the state behind a
+// value's special fields (a timer's hrtimer and callback): the map types
+// call it, through FreeFields, wherever the kernel calls
+// bpf_obj_free_fields.
+type FieldsFreer interface {
+	// FreeFields is bpf_obj_free_fields for the value at address value
+	// of m: its timer, if armed, is cancelled and forgotten.
+	FreeFields(m *Map, value uint64)
+	// FreeTimers cancels and forgets every timer of m's values.
+	FreeTimers(m *Map)
+}
+
+// FreeFields is bpf_obj_free_fields(m->record, value) for a value at
+// address value: a map type calls it when it overwrites a value (an array
+// update), drops an element (a hash delete or replacement) or frees the
+// map. It does nothing for values without such fields.
+func FreeFields(m *Map, value uint64) {
+	if m.Record.Has(FieldTimer) {
+		if f, ok := m.Kernel.(FieldsFreer); ok {
+			f.FreeFields(m, value)
+		}
+	}
+}
+
 // Object is a kernel object a map slot can hold a reference on: a map (in
 // a map of maps), a program (in a prog array), a perf event.
 type Object interface {
@@ -445,6 +498,15 @@ func (m *Map) PutUser() {
 	if m.usercnt.Add(-1) == 0 {
 		if r, ok := m.Ops.(UrefReleaser); ok {
 			r.ReleaseUref()
+		}
+		// The maps that hold timers cancel them all
+		// (bpf_map_free_internal_structs, from each type's
+		// map_release_uref): a timer's callback holds its program,
+		// which may hold the map, a cycle only user space can break.
+		if m.Record.Has(FieldTimer) {
+			if f, ok := m.Kernel.(FieldsFreer); ok {
+				f.FreeTimers(m)
+			}
 		}
 	}
 	m.Put()

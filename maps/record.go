@@ -41,6 +41,34 @@ func spinLockWord(rec *Record, v []byte) *uint32 {
 	return (*uint32)(p)
 }
 
+// holes returns the byte ranges of rec's fields in a value, in order of
+// offset: what copy_map_value copies around.
+func holes(rec *Record) (n int, h [2][2]uint32) {
+	if rec.Has(FieldSpinLock) {
+		h[n] = [2]uint32{rec.SpinLockOff, rec.SpinLockOff + SpinLockSize}
+		n++
+	}
+	if rec.Has(FieldTimer) {
+		h[n] = [2]uint32{rec.TimerOff, rec.TimerOff + TimerSize}
+		if n == 1 && h[0][0] > h[1][0] {
+			h[0], h[1] = h[1], h[0]
+		}
+		n++
+	}
+	return n, h
+}
+
+// copyAround copies src to dst with copy, except the bytes of rec's fields.
+func copyAround(rec *Record, dst, src []byte, copy func(dst, src []byte) int) {
+	n, h := holes(rec)
+	at := uint32(0)
+	for _, r := range h[:n] {
+		copy(dst[at:r[0]], src[at:r[0]])
+		at = r[1]
+	}
+	copy(dst[at:], src[at:])
+}
+
 // StoreValue is copy_map_value into a map value: dst is the value in
 // simulated memory, src the value_size bytes of an update. The bytes of
 // the fields rec lists keep what dst holds. rec may be nil.
@@ -49,9 +77,7 @@ func StoreValue(rec *Record, dst, src []byte) {
 		mem.StoreBytes(dst, src)
 		return
 	}
-	off := rec.SpinLockOff
-	mem.StoreBytes(dst[:off], src[:off])
-	mem.StoreBytes(dst[off+SpinLockSize:], src[off+SpinLockSize:])
+	copyAround(rec, dst, src, mem.StoreBytes)
 }
 
 // LoadValue is copy_map_value out of a map value followed by
@@ -63,9 +89,7 @@ func LoadValue(rec *Record, dst, src []byte) {
 		mem.LoadBytes(dst, src)
 		return
 	}
-	off := rec.SpinLockOff
-	mem.LoadBytes(dst[:off], src[:off])
-	mem.LoadBytes(dst[off+SpinLockSize:], src[off+SpinLockSize:])
+	copyAround(rec, dst, src, mem.LoadBytes)
 	ZeroSpecialFields(rec, dst)
 }
 
@@ -93,10 +117,10 @@ func LoadValueLocked(rec *Record, dst, src []byte) {
 // caller's (not simulated memory): the bytes of the fields rec lists
 // become 0. rec may be nil.
 func ZeroSpecialFields(rec *Record, v []byte) {
-	if rec == nil {
-		return
+	n, h := holes(rec)
+	for _, r := range h[:n] {
+		clear(v[r[0]:r[1]])
 	}
-	clear(v[rec.SpinLockOff : rec.SpinLockOff+SpinLockSize])
 }
 
 // InitSpecialFields is check_and_init_map_value on a value in simulated
@@ -104,8 +128,10 @@ func ZeroSpecialFields(rec *Record, v []byte) {
 // its lock word becomes 0, free, whatever the element's previous use or
 // the poison of its free left there. rec may be nil.
 func InitSpecialFields(rec *Record, v []byte) {
-	if rec == nil {
-		return
+	if rec.Has(FieldSpinLock) {
+		UnlockSpin(spinLockWord(rec, v))
 	}
-	UnlockSpin(spinLockWord(rec, v))
+	if rec.Has(FieldTimer) {
+		mem.Fill(v[rec.TimerOff:rec.TimerOff+TimerSize], 0)
+	}
 }

@@ -38,10 +38,10 @@ func TestStoreValueCopiesAroundTheSpinLock(t *testing.T) {
 		want []byte
 	}{
 		{"no record: every byte", nil, src},
-		{"lock at 0", &maps.Record{SpinLockOff: 0}, withLock(src, 0, []byte{0xaa, 0xaa, 0xaa, 0xaa})},
-		{"lock at 4", &maps.Record{SpinLockOff: 4}, withLock(src, 4, []byte{0xaa, 0xaa, 0xaa, 0xaa})},
-		{"lock at 8", &maps.Record{SpinLockOff: 8}, withLock(src, 8, []byte{0xaa, 0xaa, 0xaa, 0xaa})},
-		{"lock last", &maps.Record{SpinLockOff: 12}, withLock(src, 12, []byte{0xaa, 0xaa, 0xaa, 0xaa})},
+		{"lock at 0", &maps.Record{Fields: maps.FieldSpinLock, SpinLockOff: 0}, withLock(src, 0, []byte{0xaa, 0xaa, 0xaa, 0xaa})},
+		{"lock at 4", &maps.Record{Fields: maps.FieldSpinLock, SpinLockOff: 4}, withLock(src, 4, []byte{0xaa, 0xaa, 0xaa, 0xaa})},
+		{"lock at 8", &maps.Record{Fields: maps.FieldSpinLock, SpinLockOff: 8}, withLock(src, 8, []byte{0xaa, 0xaa, 0xaa, 0xaa})},
+		{"lock last", &maps.Record{Fields: maps.FieldSpinLock, SpinLockOff: 12}, withLock(src, 12, []byte{0xaa, 0xaa, 0xaa, 0xaa})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dst := value(len(src), 0xaa)
@@ -62,9 +62,9 @@ func TestLoadValueZeroesTheSpinLock(t *testing.T) {
 		want []byte
 	}{
 		{"no record: every byte", nil, []byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}},
-		{"lock at 0", &maps.Record{SpinLockOff: 0}, []byte{0, 0, 0, 0, 5, 6, 7, 8, 9, 10, 11, 12}},
-		{"lock at 4", &maps.Record{SpinLockOff: 4}, []byte{1, 2, 3, 4, 0, 0, 0, 0, 9, 10, 11, 12}},
-		{"lock last", &maps.Record{SpinLockOff: 8}, []byte{1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0}},
+		{"lock at 0", &maps.Record{Fields: maps.FieldSpinLock, SpinLockOff: 0}, []byte{0, 0, 0, 0, 5, 6, 7, 8, 9, 10, 11, 12}},
+		{"lock at 4", &maps.Record{Fields: maps.FieldSpinLock, SpinLockOff: 4}, []byte{1, 2, 3, 4, 0, 0, 0, 0, 9, 10, 11, 12}},
+		{"lock last", &maps.Record{Fields: maps.FieldSpinLock, SpinLockOff: 8}, []byte{1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dst := bytes.Repeat([]byte{0xee}, len(src))
@@ -79,7 +79,7 @@ func TestLoadValueZeroesTheSpinLock(t *testing.T) {
 // The locked copies wait for the value's lock, leave it free, and copy
 // as the unlocked ones do.
 func TestLockedCopiesWaitForTheValuesLock(t *testing.T) {
-	rec := &maps.Record{SpinLockOff: 4}
+	rec := &maps.Record{Fields: maps.FieldSpinLock, SpinLockOff: 4}
 	src := []byte{1, 2, 3, 4, 0xff, 0xff, 0xff, 0xff, 9, 10, 11, 12, 13, 14, 15, 16}
 	for _, tc := range []struct {
 		name string
@@ -128,7 +128,7 @@ func TestLockedCopiesWaitForTheValuesLock(t *testing.T) {
 
 func TestInitSpecialFieldsFreesThePoisonedLock(t *testing.T) {
 	v := value(8, 0x6b)
-	maps.InitSpecialFields(&maps.Record{SpinLockOff: 4}, v)
+	maps.InitSpecialFields(&maps.Record{Fields: maps.FieldSpinLock, SpinLockOff: 4}, v)
 	if want := []byte{0x6b, 0x6b, 0x6b, 0x6b, 0, 0, 0, 0}; !bytes.Equal(v, want) {
 		t.Errorf("% x, want % x", v, want)
 	}
@@ -141,10 +141,10 @@ func TestRecordEqualComparesTheLocksOffset(t *testing.T) {
 		want bool
 	}{
 		{nil, nil, true},
-		{&maps.Record{SpinLockOff: 4}, nil, false},
-		{nil, &maps.Record{SpinLockOff: 0}, false},
-		{&maps.Record{SpinLockOff: 4}, &maps.Record{SpinLockOff: 4}, true},
-		{&maps.Record{SpinLockOff: 4}, &maps.Record{SpinLockOff: 0}, false},
+		{&maps.Record{Fields: maps.FieldSpinLock, SpinLockOff: 4}, nil, false},
+		{nil, &maps.Record{Fields: maps.FieldSpinLock, SpinLockOff: 0}, false},
+		{&maps.Record{Fields: maps.FieldSpinLock, SpinLockOff: 4}, &maps.Record{Fields: maps.FieldSpinLock, SpinLockOff: 4}, true},
+		{&maps.Record{Fields: maps.FieldSpinLock, SpinLockOff: 4}, &maps.Record{Fields: maps.FieldSpinLock, SpinLockOff: 0}, false},
 	} {
 		if got := maps.RecordEqual(tc.a, tc.b); got != tc.want {
 			t.Errorf("RecordEqual(%v, %v) = %v, want %v", tc.a, tc.b, got, tc.want)

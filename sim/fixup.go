@@ -75,7 +75,8 @@ func (k *Kernel) fixup(p *Program, src *source) error {
 		}
 	}
 	typ, _ := verifier.ProgTypeFor(p.typ, p.attachType)
-	if err := verifier.Fixup(vp, &verifier.FixupConfig{HardWire: k.hardWire, Calls: kfuncCalls{kernelCalls{k}, p}, Type: typ}); err != nil {
+	p.aux = k.newProgAux(p)
+	if err := verifier.Fixup(vp, &verifier.FixupConfig{HardWire: k.hardWire, Calls: kfuncCalls{kernelCalls{k}, p}, Type: typ, ProgAux: p.aux}); err != nil {
 		return err
 	}
 	p.ctxConverted = convertsCtx(p.typ)

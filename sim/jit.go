@@ -421,6 +421,12 @@ const jitLimitFactor = 4
 
 // runJIT runs a JITed program on cpu with R1 and R2.
 func (k *Kernel) runJIT(cpu *CPU, p *Program, r1, r2 uint64) (uint64, error) {
+	return k.runJITAt(cpu, p, p.jit.Entry(), r1, r2)
+}
+
+// runJITAt runs p's image from entry, one of its functions, with args in
+// R1 and on.
+func (k *Kernel) runJITAt(cpu *CPU, p *Program, entry uint64, args ...uint64) (uint64, error) {
 	jc := cpu.jit
 	c := jc.cpu
 	m := cpu.machine
@@ -429,7 +435,7 @@ func (k *Kernel) runJIT(cpu *CPU, p *Program, r1, r2 uint64) (uint64, error) {
 	c.Limit = m.MaxInsns * jitLimitFactor
 	jc.prog = p
 	start := c.Retired
-	r0, err := c.Run(p.jit.Entry(), r1, r2)
+	r0, err := c.Run(entry, args...)
 	m.Executed = c.Retired - start
 	jc.prog = nil
 	if err == nil {

@@ -111,6 +111,8 @@ type Kernel struct {
 
 	// so is the struct_ops and kfunc state (structops.go, kfunc.go).
 	so structOpsState
+	// timers are the map values' bpf_timers (timer.go).
+	timers timerTable
 }
 
 // CPU is one simulated CPU: the machine state the interpreter runs on, its
@@ -222,6 +224,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		k.registerTaskHelpers()
 		k.registerStringHelpers()
 		k.registerSpinLockHelpers()
+		k.registerTimerHelpers()
 		k.registerVlanHelpers()
 		k.registerMapHelpers()
 		k.registerPerfHelpers()

@@ -193,7 +193,7 @@ func specialField(t btf.Type) string {
 		switch v := btf.UnderlyingType(t).(type) {
 		case *btf.Struct:
 			switch v.Name {
-			case "bpf_timer", "bpf_wq", "bpf_list_head", "bpf_list_node",
+			case "bpf_wq", "bpf_list_head", "bpf_list_node",
 				"bpf_rb_root", "bpf_rb_node", "bpf_refcount", "bpf_res_spin_lock", "bpf_task_work":
 				return v.Name
 			}
@@ -388,7 +388,7 @@ func (h *Map) LookupWithFlags(key, valueOut any, flags ebpf.MapLookupFlags) erro
 // checkLockFlag is the syscalls' test of BPF_F_LOCK, made before the map
 // type sees the flags: the map's values must hold a bpf_spin_lock.
 func (h *Map) checkLockFlag(flags uint64) error {
-	if flags&uapi.BPF_F_LOCK != 0 && h.m.Record == nil {
+	if flags&uapi.BPF_F_LOCK != 0 && !h.m.Record.Has(maps.FieldSpinLock) {
 		return mapErr(errors.Wrap(uapi.EINVAL, "BPF_F_LOCK needs a bpf_spin_lock in the value"))
 	}
 	return nil

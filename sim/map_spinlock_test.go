@@ -124,7 +124,9 @@ func TestSpinLockMapCreation(t *testing.T) {
 		{"array with a struct key, read-only for programs", &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 16, MaxEntries: 2, Flags: uapi.BPF_F_RDONLY_PROG, Key: slStruct("ks", 4, slMember("a", slU32, 0)), Value: slVal}, uapi.EACCES, false},
 		{"data section", &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1, Key: &btf.Void{}, Value: slDatasec}, 0, true},
 		{"data section of two elements: the BTF is dropped", &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 2, Key: &btf.Void{}, Value: slDatasec}, 0, false},
-		{"a timer is not simulated", &ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 24, MaxEntries: 2, Key: slU32, Value: slStruct("s", 24, slMember("l", slLock, 0), slMember("t", &btf.Struct{Name: "bpf_timer", Size: 16}, 8))}, uapi.EINVAL, false},
+		{"a lock and a timer", &ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 24, MaxEntries: 2, Key: slU32, Value: slStruct("s", 24, slMember("l", slLock, 0), slMember("t", &btf.Struct{Name: "bpf_timer", Size: 16}, 8))}, 0, true},
+		{"a lock and a timer in an LRU hash", &ebpf.MapSpec{Type: ebpf.LRUHash, KeySize: 4, ValueSize: 24, MaxEntries: 2, Key: slU32, Value: slStruct("s", 24, slMember("l", slLock, 0), slMember("t", &btf.Struct{Name: "bpf_timer", Size: 16}, 8))}, uapi.EOPNOTSUPP, false},
+		{"a timer in a per-CPU array", &ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 24, MaxEntries: 2, Key: slU32, Value: slStruct("s", 24, slMember("t", &btf.Struct{Name: "bpf_timer", Size: 16}, 8))}, uapi.EOPNOTSUPP, false},
 		{"a lock in a nested struct at 2 is not simulated", &ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 2, Key: slU32, Value: slStruct("j", 8, slMember("x", slU16, 0), slMember("in", slStruct("k", 4, slMember("l", slLock, 0)), 2), slMember("z", slU16, 6))}, uapi.EINVAL, false},
 		{"two locks at two depths are not simulated", &ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 12, MaxEntries: 2, Key: slU32, Value: slStruct("w", 12, slMember("l", slLock, 0), slMember("in", inner8, 4))}, uapi.EINVAL, false},
 	} {

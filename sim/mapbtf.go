@@ -43,6 +43,20 @@ const (
 
 const spinLockName = "bpf_spin_lock"
 
+// fieldKind is a kind of special field btf_parse_fields looks for: a
+// struct of this name and size, aligned to its size (8 at most).
+type fieldKind struct {
+	name string
+	size uint32
+}
+
+var (
+	spinLockKind = fieldKind{spinLockName, maps.SpinLockSize}
+	timerKind    = fieldKind{"bpf_timer", maps.TimerSize}
+)
+
+func (k fieldKind) align() uint32 { return min(k.size, 8) }
+
 // mapBTF is what map_create keeps of a MapSpec's BTF.
 type mapBTF struct {
 	// keep: the key and value pass map_check_btf's size checks, so the
@@ -94,7 +108,19 @@ func specBTF(spec *ebpf.MapSpec, attr *maps.Attr) (mapBTF, error) {
 	case locks[0]%maps.SpinLockSize != 0:
 		return mapBTF{}, errors.Wrapf(uapi.EINVAL, "a bpf_spin_lock at offset %d, not a multiple of 4, is not simulated", locks[0])
 	default:
-		mb.record = &maps.Record{SpinLockOff: locks[0]}
+		mb.record = &maps.Record{Fields: maps.FieldSpinLock, SpinLockOff: locks[0]}
+	}
+	timers, err := findFields(value, timerKind)
+	switch {
+	case err != nil || len(timers) == 0:
+	case len(timers) > 1:
+		return mapBTF{}, errors.Wrapf(uapi.EINVAL, "values with %d bpf_timers (at offsets %v) are not simulated", len(timers), timers)
+	default:
+		if mb.record == nil {
+			mb.record = &maps.Record{}
+		}
+		mb.record.Fields |= maps.FieldTimer
+		mb.record.TimerOff = timers[0]
 	}
 	return mb, nil
 }
@@ -161,10 +187,15 @@ func checkRecord(m *maps.Map) error {
 		return nil
 	}
 	if m.Attr.Flags&(uapi.BPF_F_RDONLY_PROG|uapi.BPF_F_WRONLY_PROG) != 0 {
-		return errors.Wrap(uapi.EACCES, "a map whose values hold a bpf_spin_lock cannot be read-only or write-only for programs")
+		return errors.Wrap(uapi.EACCES, "a map whose values hold a bpf_spin_lock or a bpf_timer cannot be read-only or write-only for programs")
 	}
-	if t := m.Attr.Type; t != uapi.MapTypeHash && t != uapi.MapTypeArray {
+	// The fields in the order of their bits, as the kernel checks them.
+	t := m.Attr.Type
+	if m.Record.Has(maps.FieldSpinLock) && t != uapi.MapTypeHash && t != uapi.MapTypeArray {
 		return errors.Wrapf(uapi.EOPNOTSUPP, "%s maps cannot hold a bpf_spin_lock", t)
+	}
+	if m.Record.Has(maps.FieldTimer) && t != uapi.MapTypeHash && t != uapi.MapTypeLRUHash && t != uapi.MapTypeArray {
+		return errors.Wrapf(uapi.EOPNOTSUPP, "%s maps cannot hold a bpf_timer", t)
 	}
 	return nil
 }
@@ -172,10 +203,13 @@ func checkRecord(m *maps.Map) error {
 // findSpinLocks is btf_parse_fields looking for spin locks in a map value
 // of type t: their offsets, or the error btf_find_field fails with. Only a
 // struct or a data section can hold fields.
-func findSpinLocks(t btf.Type) ([]uint32, error) {
+func findSpinLocks(t btf.Type) ([]uint32, error) { return findFields(t, spinLockKind) }
+
+// findFields is findSpinLocks for the fields of kind k.
+func findFields(t btf.Type, k fieldKind) ([]uint32, error) {
 	switch v := btf.UnderlyingType(t).(type) {
 	case *btf.Struct:
-		return structSpinLocks(v, 0)
+		return structFields(v, k, 0)
 	case *btf.Datasec:
 		// btf_find_datasec_var: each variable must fill its slot.
 		var locks []uint32
@@ -185,7 +219,7 @@ func findSpinLocks(t btf.Type) ([]uint32, error) {
 			if variable, ok := vt.(*btf.Var); ok {
 				vt = variable.Type
 			}
-			found, err := fieldSpinLocks(vt, vsi.Offset, vsi.Size, &seen, 0)
+			found, err := fieldOfKind(vt, k, vsi.Offset, vsi.Size, &seen, 0)
 			if err != nil {
 				return nil, err
 			}
@@ -201,13 +235,18 @@ func findSpinLocks(t btf.Type) ([]uint32, error) {
 // structSpinLocks is btf_find_struct_field: the spin locks of s, nested
 // structs included, level deep.
 func structSpinLocks(s *btf.Struct, level int) ([]uint32, error) {
+	return structFields(s, spinLockKind, level)
+}
+
+// structFields is structSpinLocks for the fields of kind k.
+func structFields(s *btf.Struct, k fieldKind, level int) ([]uint32, error) {
 	var locks []uint32
 	seen := false // seen_mask: one lock per struct level
 	for _, m := range s.Members {
 		if m.Offset%8 != 0 {
 			return nil, errors.Wrapf(uapi.EINVAL, "member %s is not byte aligned", m.Name)
 		}
-		found, err := fieldSpinLocks(m.Type, uint32(m.Offset/8), 0, &seen, level)
+		found, err := fieldOfKind(m.Type, k, uint32(m.Offset/8), 0, &seen, level)
 		if err != nil {
 			return nil, err
 		}
@@ -226,7 +265,7 @@ func structSpinLocks(s *btf.Struct, level int) ([]uint32, error) {
 // nor qualifiers are looked through, as the kernel does not. A lock may
 // not repeat, in an array or in an array of structs (btf_repeat_fields:
 // EINVAL).
-func fieldSpinLocks(t btf.Type, off, expectedSize uint32, seen *bool, level int) ([]uint32, error) {
+func fieldOfKind(t btf.Type, k fieldKind, off, expectedSize uint32, seen *bool, level int) ([]uint32, error) {
 	nelems := uint64(1)
 	depth := 0
 	for ; depth < maxResolveDepth; depth++ {
@@ -243,18 +282,18 @@ func fieldSpinLocks(t btf.Type, off, expectedSize uint32, seen *bool, level int)
 	case nelems == 0:
 		return nil, nil
 	}
-	if t.TypeName() == spinLockName {
+	if t.TypeName() == k.name {
 		if *seen {
-			return nil, errors.Wrap(uapi.E2BIG, "two bpf_spin_locks in one struct")
+			return nil, errors.Wrapf(uapi.E2BIG, "two %ss in one struct", k.name)
 		}
 		*seen = true
 		s, ok := t.(*btf.Struct)
 		switch {
-		case expectedSize != 0 && uint64(expectedSize) != maps.SpinLockSize*nelems,
-			off%maps.SpinLockSize != 0, !ok, s.Size != maps.SpinLockSize:
+		case expectedSize != 0 && uint64(expectedSize) != uint64(k.size)*nelems,
+			off%k.align() != 0, !ok, s.Size != k.size:
 			return nil, nil
 		case nelems > 1:
-			return nil, errors.Wrap(uapi.EINVAL, "an array of bpf_spin_locks")
+			return nil, errors.Wrapf(uapi.EINVAL, "an array of %ss", k.name)
 		}
 		return []uint32{off}, nil
 	}
@@ -265,12 +304,12 @@ func fieldSpinLocks(t btf.Type, off, expectedSize uint32, seen *bool, level int)
 	if level+1 >= maxResolveDepth {
 		return nil, errors.Wrap(uapi.E2BIG, "structs nested too deep")
 	}
-	locks, err := structSpinLocks(s, level+1)
+	locks, err := structFields(s, k, level+1)
 	if err != nil || len(locks) == 0 {
 		return nil, err
 	}
 	if nelems > 1 {
-		return nil, errors.Wrap(uapi.EINVAL, "an array of structs holding a bpf_spin_lock")
+		return nil, errors.Wrapf(uapi.EINVAL, "an array of structs holding a %s", k.name)
 	}
 	for i := range locks {
 		locks[i] += off

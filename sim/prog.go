@@ -100,9 +100,12 @@ type bpfProg struct {
 	// references, and the poke descriptors of its tail calls.
 	id     uint32
 	refcnt atomic.Int64
-	obj    progObject
-	pokes  []verifier.PokeDesc
-	poke   *pokeTracker
+	// aux is the address of the program's struct bpf_prog_aux, which
+	// its calls of bpf_timer_set_callback pass (timer.go).
+	aux   uint64
+	obj   progObject
+	pokes []verifier.PokeDesc
+	poke  *pokeTracker
 
 	// so is the program's struct_ops member and association
 	// (structops.go).

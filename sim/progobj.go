@@ -149,6 +149,7 @@ func (p *Program) rcuFree() { p.free() }
 // free puts the used maps (free_used_maps) and stops tracking the prog
 // arrays its poke descriptors name.
 func (p *Program) free() {
+	p.k.dropProgAux(p.aux)
 	p.releaseStructOps() // structops.go
 	p.untrackPokes()
 	for _, m := range p.usedMaps {

@@ -34,6 +34,21 @@ type frame struct {
 // kernel passes only the context in r1; r2 serves raw-memory harnesses such
 // as the conformance suite's, which pass the memory length) and returns r0.
 func (m *Machine) Run(p *Program, r1, r2 uint64) (uint64, error) {
+	return m.runAt(p, 0, r1, r2, 0)
+}
+
+// RunFunc runs the function of p that starts at instruction start as a
+// program of its own, with R1 to R3 set: what the kernel does with a
+// timer's callback, which it calls long after the program that set it
+// returned.
+func (m *Machine) RunFunc(p *Program, start int, r1, r2, r3 uint64) (uint64, error) {
+	if start < 0 || start >= len(p.ops)-2 || p.ops[start].kind == opInvalid {
+		return 0, &RuntimeError{PC: -1, Errno: uapi.EFAULT, Msg: fmt.Sprintf("function at %d is no instruction", start)}
+	}
+	return m.runAt(p, start, r1, r2, r3)
+}
+
+func (m *Machine) runAt(p *Program, start int, r1, r2, r3 uint64) (uint64, error) {
 	m.TLB.Sync()
 	m.prog = p
 	defer func() { m.prog = nil }()
@@ -41,9 +56,8 @@ func (m *Machine) Run(p *Program, r1, r2 uint64) (uint64, error) {
 	m.depth, m.steps = 0, 0
 	m.tailCalls = 0
 	m.frames[0].mayGoto = maxLoops
-	m.pc = 0
-	r0, err := m.run(p, r1, r2, 0, 0)
-	return r0, err
+	m.pc = start
+	return m.run(p, r1, r2, r3, 0)
 }
 
 // CallFunc runs the function of the running program that starts at

@@ -30,6 +30,7 @@ const (
 	EINVAL     Errno = 22
 	ENOSPC     Errno = 28
 	ERANGE     Errno = 34
+	EDEADLK    Errno = 35
 	ENOTEMPTY  Errno = 39
 	ELOOP      Errno = 40
 	EOVERFLOW  Errno = 75

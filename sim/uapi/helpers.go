@@ -240,6 +240,10 @@ const (
 	FuncSpinLock            = 93
 	FuncSpinUnlock          = 94
 	FuncForEachMapElem      = 164
+	FuncTimerInit           = 169
+	FuncTimerSetCallback    = 170
+	FuncTimerStart          = 171
+	FuncTimerCancel         = 172
 	FuncLoop                = 181
 	FuncMapLookupPercpuElem = 195
 )

@@ -84,6 +84,10 @@ func (e *env) checkHelperCall(in insn.Insn, idx int) error {
 		if err := e.pushCallbackCall(idx, meta.subprog, setMapElemCallbackState); err != nil {
 			return err
 		}
+	case uapi.FuncTimerSetCallback:
+		if err := e.pushAsyncCallback(idx, meta.subprog, meta.mapPtr); err != nil {
+			return err
+		}
 	}
 	regs := e.regs()
 	for r := insn.R0; r <= insn.R5; r++ {
@@ -178,6 +182,8 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 		ok, expected = reg.typ == ptrToStack, "fp"
 	case ArgPtrToSpinLock:
 		ok, expected = reg.typ == ptrToMapValue && !reg.maybeNull, "map_value, ptr_"
+	case ArgPtrToTimer:
+		ok, expected = reg.typ == ptrToMapValue && !reg.maybeNull, "map_value"
 	case ArgPtrToConstStr:
 		ok, expected = reg.typ == ptrToMapValue && !reg.maybeNull, "map_value"
 	case ArgPtrToMapKey, ArgPtrToMapValue, ArgPtrToUninitMapValue, ArgPtrToMem, ArgPtrToUninitMem, ArgPtrToMemOrNull:
@@ -220,6 +226,8 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 		return e.checkRegConstStr(reg, regno)
 	case ArgPtrToSpinLock:
 		return e.processSpinLock(regno, id == uapi.FuncSpinLock)
+	case ArgPtrToTimer:
+		return e.processTimerFunc(regno, meta)
 	case ArgPtrToFunc:
 		meta.subprog = reg.subprog
 	case ArgConstAllocSizeOrZero:
@@ -229,6 +237,9 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 		meta.memSize = uint32(reg.constant())
 		return e.markPrecise(regno)
 	case ArgConstMapPtr:
+		if err := e.checkTimerMapArg(reg, meta); err != nil {
+			return err
+		}
 		meta.mapPtr = e.mapOf(reg)
 	case ArgPtrToMapKey:
 		if meta.mapPtr == nil {

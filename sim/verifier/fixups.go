@@ -88,6 +88,9 @@ type FixupConfig struct {
 	// CtxConverter, context loads are rewritten (convert_ctx_accesses).
 	// Nil leaves them as written.
 	Type ProgType
+	// ProgAux is the address of the program's struct bpf_prog_aux, which
+	// a call of bpf_timer_set_callback gets in R3.
+	ProgAux uint64
 }
 
 // Fixup runs the rewrite passes on a verified program.
@@ -315,6 +318,18 @@ func doMiscFixups(p *Prog, remove []bool, cfg *FixupConfig) error {
 			seq = divModGuard(*in)
 		case in.Code == insn.JMP|insn.CALL && in.Src == 0 && in.Imm == uapi.FuncTailCall:
 			fixupTailCall(p, i)
+		case in.Code == insn.JMP|insn.CALL && in.Src == 0 && in.Imm == uapi.FuncTimerSetCallback:
+			// bpf_timer_set_callback(timer, callback_fn, prog->aux).
+			if calls != nil {
+				if _, err := fixupHelperCall(p, i, calls); err != nil {
+					return err
+				}
+			}
+			seq = []insn.Insn{
+				{Code: insn.LD | insn.IMM | insn.DW, Dst: insn.R3, Imm: int32(uint32(cfg.ProgAux))},
+				{Imm: int32(uint32(cfg.ProgAux >> 32))},
+				p.Insns[i],
+			}
 		case in.Code == insn.JMP|insn.CALL && in.Src == 0 && calls != nil:
 			var err error
 			if seq, err = fixupHelperCall(p, i, calls); err != nil {

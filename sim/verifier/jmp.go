@@ -59,6 +59,9 @@ func (e *env) checkJump(in *insn.Insn) (next int, exit bool, err error) {
 			next, err = e.prepareFuncExit()
 			return next, false, err
 		}
+		if e.cur.cur().inAsyncCallbackFn {
+			return 0, true, e.checkAsyncReturn()
+		}
 		if e.cur.cur().subprog != 0 {
 			return 0, true, e.checkSubprogReturn() // a global function
 		}

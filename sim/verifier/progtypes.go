@@ -303,7 +303,15 @@ func (t skbType) spinLockRefusal() string {
 // spinLockRefuser is implemented by the program types that
 // check_map_prog_compatibility keeps from maps whose values hold a
 // bpf_spin_lock: the kernel's message, or "" for none.
-type spinLockRefuser interface{ spinLockRefusal() string }
+type spinLockRefuser interface {
+	spinLockRefusal() string
+	// refusesTimers: is_tracing_prog_type, whose programs may not use a
+	// map whose values hold a bpf_timer.
+	refusesTimers() bool
+}
+
+func (t rawCtxType) refusesTimers() bool { return t.tracing }
+func (t skbType) refusesTimers() bool    { return false }
 
 func (t rawCtxType) ValidAccess(off, size int, write, _ bool) (CtxField, bool) {
 	if off < t.min || off >= t.max || (write && !t.write) || off%size != 0 {

@@ -45,6 +45,9 @@ const (
 	// in the value of a read-only, frozen map, at a constant offset
 	// (ARG_PTR_TO_CONST_STR).
 	ArgPtrToConstStr
+	// ArgPtrToTimer is the struct bpf_timer of a map value
+	// (ARG_PTR_TO_TIMER).
+	ArgPtrToTimer
 )
 
 // RetType is enum bpf_return_type.
@@ -171,7 +174,20 @@ var forEachMapElemProto = &FuncProto{
 	Args: [5]ArgType{ArgConstMapPtr, ArgPtrToFunc, ArgPtrToStackOrNull, ArgAnything},
 }
 
+// The timer helpers' protos (kernel/bpf/helpers.c). bpf_timer_set_callback
+// has a third argument the verifier's fix-up supplies, the program's aux.
+var (
+	timerInitProto        = &FuncProto{GPLOnly: true, Args: [5]ArgType{ArgPtrToTimer, ArgConstMapPtr, ArgAnything}}
+	timerSetCallbackProto = &FuncProto{GPLOnly: true, Args: [5]ArgType{ArgPtrToTimer, ArgPtrToFunc}}
+	timerStartProto       = &FuncProto{GPLOnly: true, Args: [5]ArgType{ArgPtrToTimer, ArgAnything, ArgAnything}}
+	timerCancelProto      = &FuncProto{GPLOnly: true, Args: [5]ArgType{ArgPtrToTimer}}
+)
+
 func init() {
+	HelperProtos[uapi.FuncTimerInit] = timerInitProto
+	HelperProtos[uapi.FuncTimerSetCallback] = timerSetCallbackProto
+	HelperProtos[uapi.FuncTimerStart] = timerStartProto
+	HelperProtos[uapi.FuncTimerCancel] = timerCancelProto
 	HelperProtos[uapi.FuncLoop] = loopProto
 	HelperProtos[uapi.FuncForEachMapElem] = forEachMapElemProto
 }

@@ -133,12 +133,31 @@ func (e *env) checkCallUnderLock(in *insn.Insn) error {
 // off is the access's fixed offset, the register's ranges its variable
 // part.
 func (e *env) checkMapFields(reg *regState, m *maps.Map, off, size int) error {
-	p, ok := m.SpinLock()
-	if !ok {
+	if m.Record == nil {
 		return nil
 	}
-	if reg.smin+int64(off) < int64(p)+maps.SpinLockSize && int64(p) < int64(reg.umax)+int64(off)+int64(size) {
-		return e.errorf(uapi.EACCES, "bpf_spin_lock cannot be accessed directly by load/store")
+	// The fields in the order of their offsets, as the record holds them.
+	type field struct {
+		name    string
+		at, len int64
+	}
+	var fields [2]field
+	n := 0
+	if p, ok := m.SpinLock(); ok {
+		fields[n] = field{"bpf_spin_lock", int64(p), maps.SpinLockSize}
+		n++
+	}
+	if p, ok := m.Timer(); ok {
+		fields[n] = field{"bpf_timer", int64(p), maps.TimerSize}
+		if n == 1 && fields[0].at > fields[1].at {
+			fields[0], fields[1] = fields[1], fields[0]
+		}
+		n++
+	}
+	for _, f := range fields[:n] {
+		if reg.smin+int64(off) < f.at+f.len && f.at < int64(reg.umax)+int64(off)+int64(size) {
+			return e.errorf(uapi.EACCES, "%s cannot be accessed directly by load/store", f.name)
+		}
 	}
 	return nil
 }
@@ -147,13 +166,17 @@ func (e *env) checkMapFields(reg *regState, m *maps.Map, off, size int) error {
 // socket filters and tracing programs may not use a map whose values hold
 // a lock at all.
 func (e *env) checkMapProgCompat(m *maps.Map) error {
-	if _, ok := m.SpinLock(); !ok {
+	r, ok := e.cfg.Type.(spinLockRefuser)
+	if !ok {
 		return nil
 	}
-	if r, ok := e.cfg.Type.(spinLockRefuser); ok {
+	if _, lock := m.SpinLock(); lock {
 		if msg := r.spinLockRefusal(); msg != "" {
 			return e.errorf(uapi.EINVAL, "%s", msg)
 		}
+	}
+	if _, timer := m.Timer(); timer && r.refusesTimers() {
+		return e.errorf(uapi.EINVAL, "tracing progs cannot use bpf_timer yet")
 	}
 	return nil
 }

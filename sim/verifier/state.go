@@ -55,7 +55,10 @@ type funcState struct {
 	// the callback visits its pending bpf_loop call scheduled.
 	inCallbackFn   bool
 	retMin, retMax int64
-	callbackDepth  uint64
+	// inAsyncCallbackFn marks frame 0 of a timer callback's exploration
+	// (in_async_callback_fn): it must return 0.
+	inAsyncCallbackFn bool
+	callbackDepth     uint64
 }
 
 func (f *funcState) allocated() int { return len(f.stack) * regSize }

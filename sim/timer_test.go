@@ -1,0 +1,310 @@
+package sim_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
+
+	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// timerElem is struct elem of testdata/timer.bpf.c.
+type timerElem struct {
+	Fired, Rearm, Period uint64
+	Timer                [2]uint64
+	LastKey, CancelRC    uint64
+}
+
+// timerCommand is struct command of testdata/timer.bpf.c.
+type timerCommand struct {
+	Op, Key      uint32
+	Nsecs, Flags uint64
+	Rearm        uint64
+}
+
+const (
+	timerOpInit = iota
+	timerOpInitBadClock
+	timerOpSetCallback
+	timerOpStart
+	timerOpCancel
+	timerOpAdd
+	timerOpDelete
+)
+
+// timerTarget runs testdata/timer.bpf.o somewhere: in bpfsim or in the
+// kernel.
+type timerTarget interface {
+	// run runs the program for map ("arr" or "htab") on c and returns its
+	// helper's return value.
+	run(t *testing.T, mapName string, c timerCommand) int32
+	// wait lets d of the target's time pass, the timers due firing.
+	wait(t *testing.T, d time.Duration)
+	// put writes a value from user space.
+	put(t *testing.T, mapName string, key uint32, v timerElem)
+	// elems returns the maps' values, by map and key, as user space reads
+	// them.
+	elems(t *testing.T) map[string]map[uint32]timerElem
+}
+
+// timerStep is one step of timerScenario: a command, or a wait, or a put.
+type timerStep struct {
+	name    string
+	mapName string
+	cmd     timerCommand
+	wait    time.Duration
+	put     *timerElem
+}
+
+const timerMs = uint64(time.Millisecond)
+
+// timerScenario drives every helper through its errors and its uses on
+// an array's and a hash's values: init and its clock ids, callbacks,
+// starts relative and absolute, cancels of armed and idle timers, a
+// callback that re-arms and cancels itself, and the end of a timer with
+// its element (a hash delete, an array update from user space).
+var timerScenario = []timerStep{
+	{name: "cancel before init", mapName: "arr", cmd: timerCommand{Op: timerOpCancel, Key: 1}},
+	{name: "start before init", mapName: "arr", cmd: timerCommand{Op: timerOpStart, Key: 1, Nsecs: timerMs}},
+	{name: "set_callback before init", mapName: "arr", cmd: timerCommand{Op: timerOpSetCallback, Key: 1}},
+	{name: "init with CLOCK_THREAD_CPUTIME_ID", mapName: "arr", cmd: timerCommand{Op: timerOpInitBadClock, Key: 1}},
+	{name: "init with flags past the clocks", mapName: "arr", cmd: timerCommand{Op: timerOpInit, Key: 1, Flags: 16}},
+	{name: "init", mapName: "arr", cmd: timerCommand{Op: timerOpInit, Key: 1, Flags: 1, Nsecs: timerMs, Rearm: 2}},
+	{name: "init again", mapName: "arr", cmd: timerCommand{Op: timerOpInit, Key: 1, Flags: 1, Nsecs: timerMs, Rearm: 2}},
+	{name: "start without a callback", mapName: "arr", cmd: timerCommand{Op: timerOpStart, Key: 1, Nsecs: timerMs}},
+	{name: "set_callback", mapName: "arr", cmd: timerCommand{Op: timerOpSetCallback, Key: 1}},
+	{name: "start with unknown flags", mapName: "arr", cmd: timerCommand{Op: timerOpStart, Key: 1, Nsecs: timerMs, Flags: 4}},
+	{name: "cancel an idle timer", mapName: "arr", cmd: timerCommand{Op: timerOpCancel, Key: 1}},
+	{name: "start after a cancel", mapName: "arr", cmd: timerCommand{Op: timerOpStart, Key: 1, Nsecs: timerMs}},
+	{name: "set_callback again", mapName: "arr", cmd: timerCommand{Op: timerOpSetCallback, Key: 1}},
+	{name: "start", mapName: "arr", cmd: timerCommand{Op: timerOpStart, Key: 1, Nsecs: timerMs}},
+	{name: "the callback fires and re-arms twice", wait: 200 * time.Millisecond},
+	{name: "add a hash element", mapName: "htab", cmd: timerCommand{Op: timerOpAdd, Key: 2}},
+	{name: "init in the hash", mapName: "htab", cmd: timerCommand{Op: timerOpInit, Key: 2, Flags: 7}},
+	{name: "set_callback in the hash", mapName: "htab", cmd: timerCommand{Op: timerOpSetCallback, Key: 2}},
+	{name: "start for an hour", mapName: "htab", cmd: timerCommand{Op: timerOpStart, Key: 2, Nsecs: 3600 * 1000 * timerMs}},
+	{name: "cancel an armed timer", mapName: "htab", cmd: timerCommand{Op: timerOpCancel, Key: 2}},
+	{name: "set_callback after the cancel", mapName: "htab", cmd: timerCommand{Op: timerOpSetCallback, Key: 2}},
+	{name: "start at an absolute time long past", mapName: "htab", cmd: timerCommand{Op: timerOpStart, Key: 2, Nsecs: 1, Flags: 1}},
+	{name: "the past timer fires", wait: 200 * time.Millisecond},
+	{name: "start again", mapName: "htab", cmd: timerCommand{Op: timerOpStart, Key: 2, Nsecs: 20 * timerMs}},
+	{name: "delete the element", mapName: "htab", cmd: timerCommand{Op: timerOpDelete, Key: 2}},
+	{name: "a deleted element's timer never fires", wait: 200 * time.Millisecond},
+	{name: "add the key again", mapName: "htab", cmd: timerCommand{Op: timerOpAdd, Key: 2}},
+	{name: "the new element's timer is not initialised", mapName: "htab", cmd: timerCommand{Op: timerOpStart, Key: 2, Nsecs: timerMs}},
+	{name: "init in another array element", mapName: "arr", cmd: timerCommand{Op: timerOpInit, Key: 3, Flags: 0}},
+	{name: "set_callback there", mapName: "arr", cmd: timerCommand{Op: timerOpSetCallback, Key: 3}},
+	{name: "start there", mapName: "arr", cmd: timerCommand{Op: timerOpStart, Key: 3, Nsecs: 20 * timerMs}},
+	{name: "user space updates the element", mapName: "arr", put: &timerElem{Fired: 100, Timer: [2]uint64{7, 7}}},
+	{name: "the updated element's timer never fires", wait: 200 * time.Millisecond},
+	{name: "the updated element's timer is not initialised", mapName: "arr", cmd: timerCommand{Op: timerOpStart, Key: 3, Nsecs: timerMs}},
+}
+
+// timerPutKey is the key timerScenario's put writes.
+const timerPutKey = 3
+
+// runTimerScenario runs timerScenario on tg and returns what it saw: each
+// step's return value, then the maps' values.
+func runTimerScenario(t *testing.T, tg timerTarget) string {
+	var b strings.Builder
+	for _, s := range timerScenario {
+		switch {
+		case s.wait != 0:
+			tg.wait(t, s.wait)
+			fmt.Fprintf(&b, "%s: %v\n", s.name, tg.elems(t))
+		case s.put != nil:
+			tg.put(t, s.mapName, timerPutKey, *s.put)
+			fmt.Fprintf(&b, "%s\n", s.name)
+		default:
+			fmt.Fprintf(&b, "%s: %d\n", s.name, tg.run(t, s.mapName, s.cmd))
+		}
+	}
+	return b.String()
+}
+
+// simTimers is timerTarget for bpfsim.
+type simTimers struct {
+	k    *sim.Kernel
+	coll *sim.Collection
+}
+
+func newSimTimers(t *testing.T, opts *sim.Options) *simTimers {
+	k := newKernel(t, opts)
+	spec, err := ebpf.LoadCollectionSpec("testdata/timer.bpf.o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	coll, err := k.NewCollection(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { coll.Close() })
+	return &simTimers{k: k, coll: coll}
+}
+
+func (s *simTimers) run(t *testing.T, mapName string, c timerCommand) int32 {
+	t.Helper()
+	if err := s.coll.Maps["cmd"].Put(uint32(0), c); err != nil {
+		t.Fatal(err)
+	}
+	prog := map[string]string{"arr": "timer_array", "htab": "timer_hash"}[mapName]
+	if _, err := s.coll.Programs[prog].Test(&sim.RunOptions{Data: make([]byte, 64)}); err != nil {
+		t.Fatal(err)
+	}
+	var rc int32
+	if err := s.coll.Maps["results"].Lookup(uint32(0), &rc); err != nil {
+		t.Fatal(err)
+	}
+	return rc
+}
+
+func (s *simTimers) wait(t *testing.T, d time.Duration) {
+	t.Helper()
+	if _, err := s.k.AdvanceClock(d); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (s *simTimers) put(t *testing.T, mapName string, key uint32, v timerElem) {
+	t.Helper()
+	if err := s.coll.Maps[mapName].Put(key, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (s *simTimers) elems(t *testing.T) map[string]map[uint32]timerElem {
+	t.Helper()
+	out := map[string]map[uint32]timerElem{}
+	for _, name := range []string{"arr", "htab"} {
+		out[name] = map[uint32]timerElem{}
+		var key uint32
+		var v timerElem
+		it := s.coll.Maps[name].Iterate()
+		for it.Next(&key, &v) {
+			if v != (timerElem{}) {
+				out[name][key] = v
+			}
+		}
+		if err := it.Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+func TestTimerScenarioRunsAsItShould(t *testing.T) {
+	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+		t.Run(rt.String(), func(t *testing.T) {
+			got := runTimerScenario(t, newSimTimers(t, &sim.Options{Runtime: rt}))
+			// The figures a reader can check by hand; the kernel
+			// comparison checks the rest.
+			for _, want := range []string{
+				"cancel before init: -22\n",
+				"init again: -16\n",
+				"set_callback: 0\n",
+				"cancel an armed timer: 1\n",
+				"cancel an idle timer: 0\n",
+				"the callback fires and re-arms twice: map[arr:map[1:{3 0 1000000 [0 0] 1 18446744073709551581}] htab:map[]]\n",
+				"the new element's timer is not initialised: -22\n",
+				"the updated element's timer is not initialised: -22\n",
+			} {
+				if !strings.Contains(got, want) {
+					t.Errorf("missing %q in:\n%s", want, got)
+				}
+			}
+		})
+	}
+}
+
+// A timer fires on the virtual clock at its expiry, not before, and its
+// callback reads that time.
+func TestTimerFiresAtItsExpiryOnTheVirtualClock(t *testing.T) {
+	s := newSimTimers(t, nil)
+	for _, c := range []timerCommand{
+		{Op: timerOpInit, Key: 0, Flags: 1},
+		{Op: timerOpSetCallback, Key: 0},
+		{Op: timerOpStart, Key: 0, Nsecs: 5 * timerMs},
+	} {
+		if rc := s.run(t, "arr", c); rc != 0 {
+			t.Fatalf("op %d: %d", c.Op, rc)
+		}
+	}
+	start := s.k.Clock().Now()
+	if n, err := s.k.AdvanceClock(4 * time.Millisecond); n != 0 || err != nil {
+		t.Fatalf("after 4 ms: %d callbacks, %v", n, err)
+	}
+	if got := s.k.ArmedTimers(); got != 1 {
+		t.Fatalf("%d timers armed, want 1", got)
+	}
+	if n, err := s.k.AdvanceClock(time.Millisecond); n != 1 || err != nil {
+		t.Fatalf("after 5 ms: %d callbacks, %v", n, err)
+	}
+	if got, want := s.k.Clock().Now(), start+5*timerMs; got != want {
+		t.Errorf("clock at %d, want %d", got, want)
+	}
+	if s.k.ArmedTimers() != 0 {
+		t.Errorf("a timer is still armed")
+	}
+}
+
+// The verifier's timer rules, with the kernel's messages.
+func TestVerifierChecksTimerUse(t *testing.T) {
+	k := newKernel(t, nil)
+	value := slStruct("v", 24, slMember("a", slU64, 0), slMember("t", &btf.Struct{Name: "bpf_timer", Size: 16}, 8))
+	withTimer, err := k.NewMap(&ebpf.MapSpec{Name: "with_timer", Type: ebpf.Array, KeySize: 4, ValueSize: 24, MaxEntries: 1, Key: slU32, Value: value})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer withTimer.Close()
+	plain, err := k.NewMap(&ebpf.MapSpec{Name: "plain", Type: ebpf.Array, KeySize: 4, ValueSize: 24, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	lookup := func(m *sim.Map) asm.Instructions {
+		return asm.Instructions{
+			asm.StoreImm(asm.R10, -4, 0, asm.Word),
+			asm.Mov.Reg(asm.R2, asm.R10),
+			asm.Add.Imm(asm.R2, -4),
+			asm.LoadMapPtr(asm.R1, m.FD()),
+			asm.FnMapLookupElem.Call(),
+			asm.JNE.Imm(asm.R0, 0, "found"),
+			asm.Return(),
+			asm.Mov.Reg(asm.R6, asm.R0).WithSymbol("found"),
+		}
+	}
+	tail := asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}
+	for _, tc := range []struct {
+		name  string
+		prog  asm.Instructions
+		msg   string
+		errno error
+	}{
+		{"a timer at the wrong offset", append(append(lookup(withTimer), asm.Mov.Reg(asm.R1, asm.R6), asm.Add.Imm(asm.R1, 0),
+			asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Constant: uapi.FuncTimerCancel}), tail...),
+			"off 0 doesn't point to 'struct bpf_timer' that is at 8", uapi.EINVAL},
+		{"a map without a timer", append(append(lookup(plain), asm.Mov.Reg(asm.R1, asm.R6), asm.Add.Imm(asm.R1, 8),
+			asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Constant: uapi.FuncTimerCancel}), tail...),
+			"map 'plain' has to have BTF in order to use bpf_timer", uapi.EINVAL},
+		{"a load from the timer", append(append(lookup(withTimer), asm.LoadMem(asm.R1, asm.R6, 8, asm.DWord)), tail...),
+			"bpf_timer cannot be accessed directly by load/store", uapi.EACCES},
+		{"init with another map", append(append(lookup(withTimer), asm.Mov.Reg(asm.R1, asm.R6), asm.Add.Imm(asm.R1, 8),
+			asm.LoadMapPtr(asm.R2, plain.FD()), asm.Mov.Imm(asm.R3, 1),
+			asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Constant: uapi.FuncTimerInit}), tail...),
+			"timer pointer in R1 map_uid=0 doesn't match map pointer in R2 map_uid=0", uapi.EINVAL},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := k.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, Instructions: tc.prog, License: "GPL"})
+			if !errors.Is(err, tc.errno) || !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("load: %v, want %v with %q", err, tc.errno, tc.msg)
+			}
+		})
+	}
+}
