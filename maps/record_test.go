@@ -151,3 +151,50 @@ func TestRecordEqualComparesTheLocksOffset(t *testing.T) {
 		}
 	}
 }
+
+// A value with a lock and a timer: copies go around both, in either order
+// of offsets, and reads hand both out zeroed.
+func TestValuesCopyAroundALockAndATimer(t *testing.T) {
+	src := make([]byte, 40)
+	for i := range src {
+		src[i] = byte(i + 1)
+	}
+	for _, tc := range []struct {
+		name string
+		rec  *maps.Record
+	}{
+		{"lock before timer", &maps.Record{Fields: maps.FieldSpinLock | maps.FieldTimer, SpinLockOff: 4, TimerOff: 16}},
+		{"timer before lock", &maps.Record{Fields: maps.FieldSpinLock | maps.FieldTimer, SpinLockOff: 32, TimerOff: 8}},
+		{"timer alone", &maps.Record{Fields: maps.FieldTimer, TimerOff: 24}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inField := func(i uint32) bool {
+				r := tc.rec
+				return r.Has(maps.FieldSpinLock) && i >= r.SpinLockOff && i < r.SpinLockOff+maps.SpinLockSize ||
+					r.Has(maps.FieldTimer) && i >= r.TimerOff && i < r.TimerOff+maps.TimerSize
+			}
+			dst := value(40, 0xaa)
+			maps.StoreValue(tc.rec, dst, src)
+			for i := range dst {
+				want := src[i]
+				if inField(uint32(i)) {
+					want = 0xaa
+				}
+				if dst[i] != want {
+					t.Fatalf("stored byte %d is %#x, want %#x", i, dst[i], want)
+				}
+			}
+			out := make([]byte, 40)
+			maps.LoadValue(tc.rec, out, dst)
+			for i := range out {
+				want := src[i]
+				if inField(uint32(i)) {
+					want = 0
+				}
+				if out[i] != want {
+					t.Fatalf("loaded byte %d is %#x, want %#x", i, out[i], want)
+				}
+			}
+		})
+	}
+}

@@ -775,8 +775,9 @@ func isZeroBytes(b []byte) bool {
 // RunCallback runs the program as an asynchronous callback of itself on
 // CPU cpu, with args as its u64 context: what a bpf_timer callback is, run
 // later, inside an RCU read-side section, with no reference on anything
-// the program is associated with. bpfsim has no bpf_timer; subsystems and
-// tests model one with this.
+// the program is associated with. Subsystems and tests use it to model
+// callbacks of their own; map values' timers run theirs through the
+// kernel's timers (timer.go).
 func (p *Program) RunCallback(cpu int, args ...uint64) (uint64, error) {
 	if !p.isOpen() || !p.tryGet() {
 		return 0, errors.Wrap(uapi.EBADF, "program is closed")

@@ -135,7 +135,7 @@ type simTimers struct {
 	coll *sim.Collection
 }
 
-func newSimTimers(t *testing.T, opts *sim.Options) *simTimers {
+func newSimTimers(t testing.TB, opts *sim.Options) *simTimers {
 	k := newKernel(t, opts)
 	spec, err := ebpf.LoadCollectionSpec("testdata/timer.bpf.o")
 	if err != nil {
@@ -304,6 +304,72 @@ func TestVerifierChecksTimerUse(t *testing.T) {
 			_, err := k.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, Instructions: tc.prog, License: "GPL"})
 			if !errors.Is(err, tc.errno) || !strings.Contains(err.Error(), tc.msg) {
 				t.Fatalf("load: %v, want %v with %q", err, tc.errno, tc.msg)
+			}
+		})
+	}
+}
+
+// When the last user reference to a map goes, its timers are cancelled
+// (map_release_uref): a callback's program may hold the map, a cycle only
+// user space can break.
+func TestClosingTheMapsLastUserReferenceCancelsItsTimers(t *testing.T) {
+	s := newSimTimers(t, nil)
+	for _, c := range []timerCommand{
+		{Op: timerOpInit, Key: 0, Flags: 1},
+		{Op: timerOpSetCallback, Key: 0},
+		{Op: timerOpStart, Key: 0, Nsecs: timerMs},
+	} {
+		if rc := s.run(t, "arr", c); rc != 0 {
+			t.Fatalf("op %d: %d", c.Op, rc)
+		}
+	}
+	if got := s.k.ArmedTimers(); got != 1 {
+		t.Fatalf("%d timers armed, want 1", got)
+	}
+	// The programs still hold the map; user space no longer does.
+	if err := s.coll.Maps["arr"].Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.k.ArmedTimers(); got != 0 {
+		t.Errorf("%d timers armed after the close, want 0", got)
+	}
+	if n, err := s.k.AdvanceClock(time.Second); n != 0 || err != nil {
+		t.Errorf("%d callbacks ran (%v), want none", n, err)
+	}
+	// Nor can the programs make new ones.
+	if rc := s.run(t, "arr", timerCommand{Op: timerOpInit, Key: 1, Flags: 1}); rc != -1 {
+		t.Errorf("init without user references: %d, want -EPERM", rc)
+	}
+}
+
+// BenchmarkTimerFiring measures a timer's round trip: a program run that
+// starts it, and the clock advanced past its expiry, which runs the
+// callback.
+func BenchmarkTimerFiring(b *testing.B) {
+	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+		b.Run(rt.String(), func(b *testing.B) {
+			s := newSimTimers(b, &sim.Options{Runtime: rt})
+			prog := s.coll.Programs["timer_array"]
+			data := make([]byte, 64)
+			for _, c := range []timerCommand{{Op: timerOpInit, Key: 0, Flags: 1}, {Op: timerOpSetCallback, Key: 0}, {Op: timerOpStart, Key: 0, Nsecs: timerMs}} {
+				if err := s.coll.Maps["cmd"].Put(uint32(0), c); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := prog.Test(&sim.RunOptions{Data: data}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if n, err := s.k.AdvanceClock(time.Millisecond); n != 1 || err != nil {
+				b.Fatalf("%d callbacks, %v", n, err)
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := prog.Test(&sim.RunOptions{Data: data}); err != nil {
+					b.Fatal(err)
+				}
+				if n, err := s.k.AdvanceClock(time.Millisecond); n != 1 || err != nil {
+					b.Fatalf("%d callbacks, %v", n, err)
+				}
 			}
 		})
 	}

@@ -162,9 +162,10 @@ func (e *env) checkMapFields(reg *regState, m *maps.Map, off, size int) error {
 	return nil
 }
 
-// checkMapProgCompat is the spin lock part of check_map_prog_compatibility:
-// socket filters and tracing programs may not use a map whose values hold
-// a lock at all.
+// checkMapProgCompat is the special fields' part of
+// check_map_prog_compatibility: socket filters and tracing programs may
+// not use a map whose values hold a lock, nor tracing programs one whose
+// values hold a timer.
 func (e *env) checkMapProgCompat(m *maps.Map) error {
 	r, ok := e.cfg.Type.(spinLockRefuser)
 	if !ok {
