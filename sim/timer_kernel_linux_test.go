@@ -12,52 +12,11 @@ import (
 
 // kernelTimers is timerTarget for this machine's kernel: its timers fire
 // in real time, so a wait sleeps.
-type kernelTimers struct{ coll *ebpf.Collection }
-
-func (s *kernelTimers) run(t *testing.T, mapName string, c timerCommand) int32 {
-	t.Helper()
-	if err := s.coll.Maps["cmd"].Put(uint32(0), c); err != nil {
-		t.Fatal(err)
-	}
-	prog := map[string]string{"arr": "timer_array", "htab": "timer_hash"}[mapName]
-	if _, err := s.coll.Programs[prog].Run(&ebpf.RunOptions{Data: make([]byte, 64)}); err != nil {
-		t.Fatal(err)
-	}
-	var rc int32
-	if err := s.coll.Maps["results"].Lookup(uint32(0), &rc); err != nil {
-		t.Fatal(err)
-	}
-	return rc
+type kernelTimers struct {
+	*timerMaps[*ebpf.MapIterator, *ebpf.Map]
 }
 
 func (s *kernelTimers) wait(t *testing.T, d time.Duration) { time.Sleep(d) }
-
-func (s *kernelTimers) put(t *testing.T, mapName string, key uint32, v timerElem) {
-	t.Helper()
-	if err := s.coll.Maps[mapName].Put(key, v); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func (s *kernelTimers) elems(t *testing.T) map[string]map[uint32]timerElem {
-	t.Helper()
-	out := map[string]map[uint32]timerElem{}
-	for _, name := range []string{"arr", "htab"} {
-		out[name] = map[uint32]timerElem{}
-		var key uint32
-		var v timerElem
-		it := s.coll.Maps[name].Iterate()
-		for it.Next(&key, &v) {
-			if v != (timerElem{}) {
-				out[name][key] = v
-			}
-		}
-		if err := it.Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return out
-}
 
 // The same program, driven through the same steps, must see the same
 // helper results and leave the same values in the kernel, where timers
@@ -77,7 +36,11 @@ func TestTimersAreTheKernels(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer coll.Close()
-	want := runTimerScenario(t, &kernelTimers{coll})
+	run := func(name string) error {
+		_, err := coll.Programs[name].Run(&ebpf.RunOptions{Data: make([]byte, 64)})
+		return err
+	}
+	want := runTimerScenario(t, &kernelTimers{&timerMaps[*ebpf.MapIterator, *ebpf.Map]{coll.Maps, run}})
 	t.Logf("kernel:\n%s", want)
 	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
 		t.Run(rt.String(), func(t *testing.T) {

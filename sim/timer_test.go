@@ -129,8 +129,71 @@ func runTimerScenario(t *testing.T, tg timerTarget) string {
 	return b.String()
 }
 
-// simTimers is timerTarget for bpfsim.
+// timerMap is what timerMaps uses of a map: cilium/ebpf's *ebpf.Map and
+// bpfsim's *sim.Map both have it.
+type timerMap[I timerIter] interface {
+	Put(key, value any) error
+	Lookup(key, value any) error
+	Iterate() I
+}
+
+type timerIter interface {
+	Next(key, value any) bool
+	Err() error
+}
+
+// timerMaps is the part of timerTarget that goes through the maps, for
+// either runtime; runProg runs a program of the object by name.
+type timerMaps[I timerIter, M timerMap[I]] struct {
+	maps    map[string]M
+	runProg func(name string) error
+}
+
+func (s *timerMaps[I, M]) run(t *testing.T, mapName string, c timerCommand) int32 {
+	t.Helper()
+	if err := s.maps["cmd"].Put(uint32(0), c); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.runProg(map[string]string{"arr": "timer_array", "htab": "timer_hash"}[mapName]); err != nil {
+		t.Fatal(err)
+	}
+	var rc int32
+	if err := s.maps["results"].Lookup(uint32(0), &rc); err != nil {
+		t.Fatal(err)
+	}
+	return rc
+}
+
+func (s *timerMaps[I, M]) put(t *testing.T, mapName string, key uint32, v timerElem) {
+	t.Helper()
+	if err := s.maps[mapName].Put(key, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (s *timerMaps[I, M]) elems(t *testing.T) map[string]map[uint32]timerElem {
+	t.Helper()
+	out := map[string]map[uint32]timerElem{}
+	for _, name := range []string{"arr", "htab"} {
+		out[name] = map[uint32]timerElem{}
+		var key uint32
+		var v timerElem
+		it := s.maps[name].Iterate()
+		for it.Next(&key, &v) {
+			if v != (timerElem{}) {
+				out[name][key] = v
+			}
+		}
+		if err := it.Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// simTimers is timerTarget for bpfsim: a wait advances the virtual clock.
 type simTimers struct {
+	*timerMaps[*sim.MapIterator, *sim.Map]
 	k    *sim.Kernel
 	coll *sim.Collection
 }
@@ -146,23 +209,11 @@ func newSimTimers(t testing.TB, opts *sim.Options) *simTimers {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { coll.Close() })
-	return &simTimers{k: k, coll: coll}
-}
-
-func (s *simTimers) run(t *testing.T, mapName string, c timerCommand) int32 {
-	t.Helper()
-	if err := s.coll.Maps["cmd"].Put(uint32(0), c); err != nil {
-		t.Fatal(err)
+	run := func(name string) error {
+		_, err := coll.Programs[name].Test(&sim.RunOptions{Data: make([]byte, 64)})
+		return err
 	}
-	prog := map[string]string{"arr": "timer_array", "htab": "timer_hash"}[mapName]
-	if _, err := s.coll.Programs[prog].Test(&sim.RunOptions{Data: make([]byte, 64)}); err != nil {
-		t.Fatal(err)
-	}
-	var rc int32
-	if err := s.coll.Maps["results"].Lookup(uint32(0), &rc); err != nil {
-		t.Fatal(err)
-	}
-	return rc
+	return &simTimers{&timerMaps[*sim.MapIterator, *sim.Map]{coll.Maps, run}, k, coll}
 }
 
 func (s *simTimers) wait(t *testing.T, d time.Duration) {
@@ -170,33 +221,6 @@ func (s *simTimers) wait(t *testing.T, d time.Duration) {
 	if _, err := s.k.AdvanceClock(d); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func (s *simTimers) put(t *testing.T, mapName string, key uint32, v timerElem) {
-	t.Helper()
-	if err := s.coll.Maps[mapName].Put(key, v); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func (s *simTimers) elems(t *testing.T) map[string]map[uint32]timerElem {
-	t.Helper()
-	out := map[string]map[uint32]timerElem{}
-	for _, name := range []string{"arr", "htab"} {
-		out[name] = map[uint32]timerElem{}
-		var key uint32
-		var v timerElem
-		it := s.coll.Maps[name].Iterate()
-		for it.Next(&key, &v) {
-			if v != (timerElem{}) {
-				out[name][key] = v
-			}
-		}
-		if err := it.Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return out
 }
 
 func TestTimerScenarioRunsAsItShould(t *testing.T) {

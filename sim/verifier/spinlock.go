@@ -43,19 +43,9 @@ func (e *env) spinLockOf(r *regState) (uint32, bool) {
 func (e *env) processSpinLock(regno uint8, lock bool) error {
 	reg := &e.regs()[regno]
 	cur := e.cur
-	if !reg.varOff.isConst() {
-		return e.errorf(uapi.EINVAL, "R%d doesn't have constant offset. bpf_spin_lock has to be at the constant offset", regno)
-	}
-	m := e.mapOf(reg)
-	if !m.BTF {
-		return e.errorf(uapi.EINVAL, "map '%s' has to have BTF in order to use bpf_spin_lock", m.Name)
-	}
-	lockOff, ok := m.SpinLock()
-	if !ok {
-		return e.errorf(uapi.EINVAL, "map '%s' has no valid bpf_spin_lock", m.Name)
-	}
-	if off := int64(reg.varOff.value) + int64(reg.off); off != int64(lockOff) {
-		return e.errorf(uapi.EINVAL, "off %d doesn't point to 'struct bpf_spin_lock' that is at %d", off, lockOff)
+	m, err := e.checkFieldArg(regno, "bpf_spin_lock", (*maps.Map).SpinLock)
+	if err != nil {
+		return err
 	}
 	ptr := e.mapIndex(m)
 	if lock {
@@ -80,6 +70,29 @@ func (e *env) processSpinLock(regno uint8, lock bool) error {
 		return e.errorf(uapi.EINVAL, "bpf_spin_unlock of different lock")
 	}
 	return nil
+}
+
+// checkFieldArg is what process_spin_lock and process_timer_func check
+// of the pointer in regno, a map value's: it points at the value's field
+// called name, which field finds, at a constant offset, and the map has
+// BTF. It returns the map.
+func (e *env) checkFieldArg(regno uint8, name string, field func(*maps.Map) (uint32, bool)) (*maps.Map, error) {
+	reg := &e.regs()[regno]
+	if !reg.varOff.isConst() {
+		return nil, e.errorf(uapi.EINVAL, "R%d doesn't have constant offset. %s has to be at the constant offset", regno, name)
+	}
+	m := e.mapOf(reg)
+	if !m.BTF {
+		return nil, e.errorf(uapi.EINVAL, "map '%s' has to have BTF in order to use %s", m.Name, name)
+	}
+	at, ok := field(m)
+	if !ok {
+		return nil, e.errorf(uapi.EINVAL, "map '%s' has no valid %s", m.Name, name)
+	}
+	if off := int64(reg.varOff.value) + int64(reg.off); off != int64(at) {
+		return nil, e.errorf(uapi.EINVAL, "off %d doesn't point to 'struct %s' that is at %d", off, name, at)
+	}
+	return m, nil
 }
 
 // findLock is find_lock_state: a held lock of kind with id and ptr, or any

@@ -16,35 +16,12 @@ import (
 // own, so the verifier checks it as a separate program starting in frame
 // 0 with the map, a key and the value in R1 to R3, and it must return 0.
 
-// timerOf returns the offset of the timer in the values of the map r
-// points into, if they have one.
-func (e *env) timerOf(r *regState) (uint32, bool) {
-	if r.typ != ptrToMapValue {
-		return 0, false
-	}
-	if m := e.mapOf(r); m != nil {
-		return m.Timer()
-	}
-	return 0, false
-}
-
 // processTimerFunc is process_timer_func: the argument in regno points at
 // the value's timer.
 func (e *env) processTimerFunc(regno uint8, meta *callMeta) error {
-	reg := &e.regs()[regno]
-	if !reg.varOff.isConst() {
-		return e.errorf(uapi.EINVAL, "R%d doesn't have constant offset. bpf_timer has to be at the constant offset", regno)
-	}
-	m := e.mapOf(reg)
-	if !m.BTF {
-		return e.errorf(uapi.EINVAL, "map '%s' has to have BTF in order to use bpf_timer", m.Name)
-	}
-	timerOff, ok := m.Timer()
-	if !ok {
-		return e.errorf(uapi.EINVAL, "map '%s' has no valid bpf_timer", m.Name)
-	}
-	if off := int64(reg.varOff.value) + int64(reg.off); off != int64(timerOff) {
-		return e.errorf(uapi.EINVAL, "off %d doesn't point to 'struct bpf_timer' that is at %d", off, timerOff)
+	m, err := e.checkFieldArg(regno, "bpf_timer", (*maps.Map).Timer)
+	if err != nil {
+		return err
 	}
 	if meta.mapPtr != nil {
 		return e.errorf(uapi.EFAULT, "verifier bug. Two map pointers in a timer helper")
