@@ -1,6 +1,7 @@
 package sim_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -46,6 +47,35 @@ func TestTimersAreTheKernels(t *testing.T) {
 		t.Run(rt.String(), func(t *testing.T) {
 			if got := runTimerScenario(t, newSimTimers(t, &sim.Options{Runtime: rt})); got != want {
 				t.Errorf("bpfsim:\n%s\nkernel:\n%s", got, want)
+			}
+		})
+	}
+}
+
+// The kernel gives each program of testdata/timer_refused.bpf.o the
+// verdict and the message bpfsim gives it.
+func TestTimerRefusalsAreTheKernels(t *testing.T) {
+	if _, err := kdiff.OpenKernel(); err != nil {
+		t.Skipf("kernel-differential test skipped: this machine cannot load BPF programs: %v", err)
+	}
+	k := newKernel(t, nil)
+	for name := range timerRefusals {
+		t.Run(name, func(t *testing.T) {
+			kc, kErr := ebpf.NewCollection(loadOneProgram(t, "testdata/timer_refused.bpf.o", name))
+			if kErr == nil {
+				kc.Close()
+			}
+			sc, sErr := k.NewCollection(loadOneProgram(t, "testdata/timer_refused.bpf.o", name))
+			if sErr == nil {
+				sc.Close()
+			}
+			switch {
+			case (kErr == nil) != (sErr == nil):
+				t.Fatalf("kernel: %v\nbpfsim: %v", kErr, sErr)
+			case kErr != nil && !strings.Contains(sErr.Error(), kdiff.LastLogLine(kErr)):
+				t.Fatalf("kernel's message %q not in bpfsim's: %v", kdiff.LastLogLine(kErr), sErr)
+			case kErr != nil && kdiff.LastLogLine(kErr) == "":
+				t.Fatalf("the kernel's refusal has no log: %v", kErr)
 			}
 		})
 	}

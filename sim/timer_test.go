@@ -398,3 +398,51 @@ func BenchmarkTimerFiring(b *testing.B) {
 		})
 	}
 }
+
+// timerRefusals are the programs of testdata/timer_refused.bpf.o and the
+// verifier's verdict on each: "" for accepted, else the message.
+var timerRefusals = map[string]string{
+	"accepted":                 "",
+	"callback_returns_one":     "At async callback return the register R0 has smin=1 smax=1 should have been in [0, 0]",
+	"init_with_another_map":    "timer pointer in R1 map_uid=0 doesn't match map pointer in R2 map_uid=0",
+	"timer_written_directly":   "bpf_timer cannot be accessed directly by load/store",
+	"tracing_uses_a_timer_map": "tracing progs cannot use bpf_timer yet",
+}
+
+// loadOneProgram returns spec with only the program name left in it.
+func loadOneProgram(t *testing.T, path, name string) *ebpf.CollectionSpec {
+	t.Helper()
+	spec, err := ebpf.LoadCollectionSpec(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := range spec.Programs {
+		if n != name {
+			delete(spec.Programs, n)
+		}
+	}
+	return spec
+}
+
+func TestVerifierRefusesTimerMisuseInCompiledPrograms(t *testing.T) {
+	k := newKernel(t, nil)
+	for name, msg := range timerRefusals {
+		t.Run(name, func(t *testing.T) {
+			coll, err := k.NewCollection(loadOneProgram(t, "testdata/timer_refused.bpf.o", name))
+			if msg == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				coll.Close()
+				return
+			}
+			if err == nil {
+				coll.Close()
+				t.Fatalf("loaded, want %q", msg)
+			}
+			if !strings.Contains(err.Error(), msg) {
+				t.Fatalf("load: %v, want %q", err, msg)
+			}
+		})
+	}
+}

@@ -17,8 +17,9 @@ import (
 
 // notXlatedAlike are the test objects compared with the kernel otherwise.
 var notXlatedAlike = map[string]string{
-	"core.bpf.o": "core.bpf.o holds programs built for the kernel to refuse, so it cannot load whole; TestCORERelocationsAreTheKernels (package sim) compares it program by program",
-	"task.bpf.o": "task.bpf.o relocates against bpfsim's own task_struct, whose offsets are not this kernel's by design; TestTaskHelpersAreTheKernels (package sim) compares what it finds",
+	"core.bpf.o":          "core.bpf.o holds programs built for the kernel to refuse, so it cannot load whole; TestCORERelocationsAreTheKernels (package sim) compares it program by program",
+	"timer_refused.bpf.o": "timer_refused.bpf.o holds programs built for the kernel to refuse, so it cannot load whole; TestTimerRefusalsAreTheKernels (package sim) compares it program by program",
+	"task.bpf.o":          "task.bpf.o relocates against bpfsim's own task_struct, whose offsets are not this kernel's by design; TestTaskHelpersAreTheKernels (package sim) compares what it finds",
 }
 
 // Every program of bpfsim's clang-built test objects comes out of the
