@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"container/heap"
 	"math"
 	"sync"
 	"time"
@@ -81,6 +82,66 @@ type timerTable struct {
 	// bpf_timer_set_callback in R3 (its prog->aux) to the program.
 	aux     map[uint64]*Program
 	nextAux uint64
+	// queue holds an entry for every start, earliest expiry first; an
+	// entry whose timer was started again, cancelled or freed since is
+	// stale and skipped (its seq is no longer the timer's).
+	queue timerQueue
+	armed int // the timers armed
+}
+
+// timerEntry is a timer as one start armed it.
+type timerEntry struct {
+	tm           *bpfTimer
+	expires, seq uint64
+}
+
+func (e timerEntry) live() bool { return e.tm.armed && e.tm.seq == e.seq }
+
+// timerQueue is a heap of timerEntry by expiry, then by start order.
+type timerQueue []timerEntry
+
+func (q timerQueue) Len() int { return len(q) }
+func (q timerQueue) Less(i, j int) bool {
+	return q[i].expires < q[j].expires || q[i].expires == q[j].expires && q[i].seq < q[j].seq
+}
+func (q timerQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *timerQueue) Push(x any)   { *q = append(*q, x.(timerEntry)) }
+func (q *timerQueue) Pop() any {
+	old := *q
+	e := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return e
+}
+
+// arm arms tm to fire at expires; the caller holds t.mu.
+func (t *timerTable) arm(tm *bpfTimer, expires uint64, cpu int) {
+	if !tm.armed {
+		t.armed++
+	}
+	t.seq++
+	tm.armed, tm.expires, tm.seq, tm.cpu = true, expires, t.seq, cpu
+	heap.Push(&t.queue, timerEntry{tm, expires, tm.seq})
+	// A timer started again and again before it fires leaves stale
+	// entries: drop them once they outnumber the live ones.
+	if len(t.queue) > 64 && len(t.queue) > 4*t.armed {
+		live := t.queue[:0]
+		for _, e := range t.queue {
+			if e.live() {
+				live = append(live, e)
+			}
+		}
+		clear(t.queue[len(live):])
+		t.queue = live
+		heap.Init(&t.queue)
+	}
+}
+
+// disarm disarms tm; the caller holds t.mu.
+func (t *timerTable) disarm(tm *bpfTimer) {
+	if tm.armed {
+		tm.armed = false
+		t.armed--
+	}
 }
 
 // progAuxBase is where bpfsim places the prog->aux addresses it hands out:
@@ -206,8 +267,7 @@ func (k *Kernel) helperTimerStart(m *interp.Machine, timer, nsecs, flags, _, _ u
 	case nsecs <= at-now:
 		at = now + nsecs
 	}
-	t.seq++
-	tm.armed, tm.expires, tm.seq, tm.cpu = true, at, t.seq, m.CPU
+	t.arm(tm, at, m.CPU)
 	return 0, nil
 }
 
@@ -230,7 +290,7 @@ func (k *Kernel) helperTimerCancel(m *interp.Machine, timer, _, _, _, _ uint64) 
 	prog := tm.prog
 	tm.prog, tm.fn = nil, 0
 	was := tm.armed
-	tm.armed = false
+	t.disarm(tm)
 	t.mu.Unlock()
 	if prog != nil {
 		prog.put()
@@ -253,6 +313,7 @@ func (k *Kernel) FreeFields(m *maps.Map, value uint64) {
 	tm := t.byAddr[value+uint64(off)]
 	if tm != nil {
 		delete(t.byAddr, value+uint64(off))
+		t.disarm(tm)
 	}
 	t.mu.Unlock()
 	tm.free()
@@ -267,6 +328,7 @@ func (k *Kernel) FreeTimers(m *maps.Map) {
 		if tm.m == m {
 			gone = append(gone, tm)
 			delete(t.byAddr, addr)
+			t.disarm(tm)
 		}
 	}
 	t.mu.Unlock()
@@ -275,12 +337,12 @@ func (k *Kernel) FreeTimers(m *maps.Map) {
 	}
 }
 
-// free disarms a timer no one can reach any more and drops its program.
+// free drops the program of a timer no one can reach any more, which its
+// table has disarmed.
 func (tm *bpfTimer) free() {
 	if tm == nil {
 		return
 	}
-	tm.armed = false
 	if tm.prog != nil {
 		tm.prog.put()
 		tm.prog = nil
@@ -292,13 +354,7 @@ func (k *Kernel) ArmedTimers() int {
 	t := &k.timers
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	n := 0
-	for _, tm := range t.byAddr {
-		if tm.armed {
-			n++
-		}
-	}
-	return n
+	return t.armed
 }
 
 // AdvanceClock moves the kernel's VirtualClock forward by d and runs the
@@ -354,17 +410,14 @@ func (k *Kernel) nextTimer(until uint64) (*bpfTimer, *Program, uint64) {
 	t := &k.timers
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var next *bpfTimer
-	for _, tm := range t.byAddr {
-		if tm.armed && tm.expires <= until && (next == nil || tm.expires < next.expires ||
-			tm.expires == next.expires && tm.seq < next.seq) {
-			next = tm
-		}
+	for len(t.queue) > 0 && !t.queue[0].live() {
+		heap.Pop(&t.queue)
 	}
-	if next == nil {
+	if len(t.queue) == 0 || t.queue[0].expires > until {
 		return nil, nil, 0
 	}
-	next.armed = false
+	next := heap.Pop(&t.queue).(timerEntry).tm
+	t.disarm(next)
 	if next.prog == nil || !next.prog.tryGet() {
 		return next, nil, 0
 	}
