@@ -32,8 +32,9 @@ import (
 //
 // Time is the kernel's clock. With the default VirtualClock, timers fire
 // when Kernel.AdvanceClock moves the clock past their expiry, each callback
-// seeing the clock at its own expiry; RunTimers fires the ones already due
-// (with a WallClock, whenever the caller asks). The three clocks a timer
+// seeing the clock at its own expiry. With a WallClock they fire by
+// themselves, in real time, from a goroutine of the Go runtime's timers;
+// RunTimers fires the ones already due at once. The three clocks a timer
 // may be initialised with (CLOCK_MONOTONIC, CLOCK_REALTIME,
 // CLOCK_BOOTTIME) all read the one simulated clock.
 
@@ -87,6 +88,8 @@ type timerTable struct {
 	// stale and skipped (its seq is no longer the timer's).
 	queue timerQueue
 	armed int // the timers armed
+	// bgErr is the first error of a callback fired in the background.
+	bgErr error
 }
 
 // timerEntry is a timer as one start armed it.
@@ -268,6 +271,14 @@ func (k *Kernel) helperTimerStart(m *interp.Machine, timer, nsecs, flags, _, _ u
 		at = now + nsecs
 	}
 	t.arm(tm, at, m.CPU)
+	if _, wall := k.clock.(*WallClock); wall {
+		// Real time: the timer fires by itself.
+		var d time.Duration
+		if now := k.clock.Now(); at > now {
+			d = time.Duration(min(at-now, math.MaxInt64))
+		}
+		time.AfterFunc(d, k.runTimersInBackground)
+	}
 	return 0, nil
 }
 
@@ -382,6 +393,28 @@ func (k *Kernel) AdvanceClock(d time.Duration) (int, error) {
 func (k *Kernel) RunTimers() (int, error) {
 	vc, _ := k.clock.(*VirtualClock)
 	return k.fireTimers(k.clock.Now(), vc)
+}
+
+// runTimersInBackground is RunTimers for a timer of a WallClock kernel
+// that came due. A callback's run that fails is kept for TimerError.
+func (k *Kernel) runTimersInBackground() {
+	if _, err := k.RunTimers(); err != nil {
+		t := &k.timers
+		t.mu.Lock()
+		if t.bgErr == nil {
+			t.bgErr = err
+		}
+		t.mu.Unlock()
+	}
+}
+
+// TimerError returns the first error a timer callback met when it fired
+// by itself (a WallClock kernel's timers), if any.
+func (k *Kernel) TimerError() error {
+	t := &k.timers
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.bgErr
 }
 
 // fireTimers fires timers due by until, earliest first.

@@ -446,3 +446,34 @@ func TestVerifierRefusesTimerMisuseInCompiledPrograms(t *testing.T) {
 		})
 	}
 }
+
+// With a wall clock, a timer fires by itself once its time has come.
+func TestTimerFiresByItselfOnAWallClock(t *testing.T) {
+	s := newSimTimers(t, &sim.Options{Clock: sim.NewWallClock()})
+	for _, c := range []timerCommand{
+		{Op: timerOpInit, Key: 0, Flags: 1},
+		{Op: timerOpSetCallback, Key: 0},
+		{Op: timerOpStart, Key: 0, Nsecs: 5 * timerMs},
+	} {
+		if rc := s.run(t, "arr", c); rc != 0 {
+			t.Fatalf("op %d: %d", c.Op, rc)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var e timerElem
+		if err := s.coll.Maps["arr"].Lookup(uint32(0), &e); err != nil {
+			t.Fatal(err)
+		}
+		if e.Fired == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the timer did not fire in 10 s: %+v", e)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := s.k.TimerError(); err != nil {
+		t.Fatal(err)
+	}
+}
