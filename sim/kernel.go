@@ -100,8 +100,11 @@ type Kernel struct {
 	// offered to some types only (under mu); helperProtoByType holds
 	// helperProtoFor's functions, made once per type: a function value
 	// built per load would be an allocation per load.
-	helperTypes       map[int32][]ebpf.ProgramType
-	helperProtoByType map[ebpf.ProgramType]func(int32) *verifier.FuncProto
+	helperTypes map[int32][]ebpf.ProgramType
+	// helperVariantsMissing lists, for a helper, the types the kernel
+	// offers a variant of it that bpfsim does not simulate (under mu).
+	helperVariantsMissing map[int32][]ebpf.ProgramType
+	helperProtoByType     map[ebpf.ProgramType]func(int32) *verifier.FuncProto
 
 	// runtime and progPack are Options.Runtime and Options.ProgPack;
 	// jits is the JIT, set up when first needed (jit.go).
@@ -202,6 +205,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 	k.init = k.NewProcess()
 	k.fs = bpffs.New()
 	k.helperTypes = map[int32][]ebpf.ProgramType{}
+	k.helperVariantsMissing = map[int32][]ebpf.ProgramType{}
 	k.helperProtoByType = map[ebpf.ProgramType]func(int32) *verifier.FuncProto{}
 	k.percpu = mem.NewPercpu(k.mem, o.CPUs)
 	k.rand.seed(o.Seed, -1)
@@ -220,6 +224,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		k.registerBaseHelpers()
 		k.registerSKBHelpers()
 		k.registerXDPHelpers()
+		k.registerXDPBytesHelpers()
 		k.registerTimeHelpers()
 		k.registerTaskHelpers()
 		k.registerStringHelpers()

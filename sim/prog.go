@@ -405,9 +405,10 @@ func (k *Kernel) verify(p *Program, opts ProgramOptions) (*verifier.Result, erro
 	*cfg = verifier.Config{}
 	configPool.Put(cfg)
 	var ve *verifier.Error
-	if errors.As(err, &ve) && strings.HasPrefix(ve.Msg, "program of this type cannot use helper ") && !k.simulatesHelper(ve.Msg) {
+	if errors.As(err, &ve) && strings.HasPrefix(ve.Msg, "program of this type cannot use helper ") && !k.simulatesHelper(ve.Msg, p.typ) {
 		// A helper bpfsim refuses for every type is one it has not
-		// simulated yet. Say so, keeping the kernel's message and errno.
+		// simulated yet, and so is one it lacks only the variant of
+		// this type for. Say so, keeping the kernel's message and errno.
 		err = errors.Wrap(err, "the helper is not simulated by bpfsim yet")
 	}
 	return res, err
@@ -453,7 +454,7 @@ func (k *Kernel) helperProtoFor(typ ebpf.ProgramType) func(int32) *verifier.Func
 
 // simulatesHelper says whether the helper a "cannot use helper name#id"
 // message names is one bpfsim has (for other program types).
-func (k *Kernel) simulatesHelper(msg string) bool {
+func (k *Kernel) simulatesHelper(msg string, typ ebpf.ProgramType) bool {
 	i := strings.LastIndexByte(msg, '#')
 	id, err := strconv.Atoi(strings.TrimSpace(msg[i+1:]))
 	if i < 0 || err != nil {
@@ -462,7 +463,7 @@ func (k *Kernel) simulatesHelper(msg string) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	_, ok := k.helpers[int32(id)]
-	return ok
+	return ok && !slices.Contains(k.helperVariantsMissing[int32(id)], typ)
 }
 
 // gplCompatible is license_is_gpl_compatible.
