@@ -117,30 +117,44 @@ func (k *Kernel) callback(m *interp.Machine, fn uint64) (func(a, b, c, d uint64)
 
 // tracePrintk is bpf_trace_printk(fmt, fmt_size, arg1, arg2, arg3).
 func (k *Kernel) tracePrintk(m *interp.Machine, fmtAddr, fmtSize, a1, a2, a3 uint64) (uint64, error) {
-	// The format must hold a NUL within fmt_size bytes (strnchr in
-	// bpf_bprintf_prepare). The verifier guarantees the bytes are readable;
-	// unverified programs that pass a bad pointer fault here.
+	format, e, err := readFormat(m, fmtAddr, fmtSize)
+	if err != nil || e != 0 {
+		return errnoRet(e), err
+	}
+	return k.traceFormat(m, format, []uint64{a1, a2, a3}[:maxTracePrintkArgs])
+}
+
+// traceFormat formats format with args into the trace buffer, returning the
+// helper's result: the formatted length, or -EINVAL for a bad format.
+func (k *Kernel) traceFormat(m *interp.Machine, format string, args []uint64) (uint64, error) {
+	msg, n, err := bprintf(m, format, args)
+	if err != nil {
+		return errnoRet(err.(uapi.Errno)), nil
+	}
+	k.trace.add(TraceRecord{CPU: m.CPU, Time: k.clock.Now(), Msg: traceMessage(msg)})
+	return uint64(n), nil
+}
+
+// readFormat reads a format of at most fmtSize bytes, which must hold a
+// NUL (strnchr in bpf_bprintf_prepare), else EINVAL. The verifier
+// guarantees the bytes are readable; unverified programs that pass a bad
+// pointer fault here.
+func readFormat(m *interp.Machine, fmtAddr, fmtSize uint64) (string, uapi.Errno, error) {
 	var format []byte
 	for i := uint64(0); ; i++ {
 		if i == uint64(uint32(fmtSize)) {
-			return errnoRet(uapi.EINVAL), nil
+			return "", uapi.EINVAL, nil
 		}
 		v, f := m.TLB.Load8(fmtAddr + i)
 		if f != nil {
 			f.PC = m.PC()
-			return 0, f
+			return "", 0, f
 		}
 		if v == 0 {
-			break
+			return string(format), 0, nil
 		}
 		format = append(format, byte(v))
 	}
-	msg, n, err := bprintf(m, string(format), []uint64{a1, a2, a3}[:maxTracePrintkArgs])
-	if err != nil {
-		return errnoRet(err.(uapi.Errno)), nil
-	}
-	k.trace.add(TraceRecord{CPU: m.CPU, Time: k.clock.Now(), Msg: msg})
-	return uint64(n), nil
 }
 
 // errnoRet is how a helper returns -errno in r0.

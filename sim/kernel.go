@@ -228,6 +228,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		k.registerTimeHelpers()
 		k.registerTaskHelpers()
 		k.registerStringHelpers()
+		k.registerFormatHelpers()
 		k.registerSpinLockHelpers()
 		k.registerTimerHelpers()
 		k.registerVlanHelpers()

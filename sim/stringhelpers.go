@@ -1,7 +1,11 @@
 package sim
 
 import (
+	"encoding/binary"
+
 	"github.com/bpfsim/bpfsim/sim/interp"
+	"github.com/bpfsim/bpfsim/sim/mem"
+	"github.com/bpfsim/bpfsim/sim/uapi"
 	"github.com/bpfsim/bpfsim/sim/verifier"
 )
 
@@ -47,4 +51,108 @@ func (k *Kernel) helperStrncmp(m *interp.Machine, s1, size, s2, _, _ uint64) (ui
 		}
 	}
 	return 0, nil
+}
+
+// bpf_snprintf and bpf_trace_vprintk (kernel/bpf/helpers.c,
+// kernel/trace/bpf_trace.c): the bprintf family with their arguments in an
+// array of u64 in the program's memory, data_len bytes of it, up to
+// MAX_BPRINTF_VARARGS. bpf_snprintf writes into the program's buffer and
+// returns the length the whole text needs with its NUL; its format is a
+// constant string the verifier checks against the argument count
+// (check_bpf_snprintf_call). bpf_trace_vprintk is bpf_trace_printk with
+// more arguments (libbpf's bpf_printk with more than three).
+
+const (
+	funcSnprintf     = 165
+	funcTraceVprintk = 177
+
+	maxBprintfVarargs = 12 // MAX_BPRINTF_VARARGS
+)
+
+var (
+	snprintfProto = &verifier.FuncProto{GPLOnly: true, CheckFormat: checkFormat,
+		Args: [5]verifier.ArgType{verifier.ArgPtrToUninitMemOrNull, verifier.ArgConstSizeOrZero,
+			verifier.ArgPtrToConstStr, verifier.ArgPtrToMemOrNull, verifier.ArgConstSizeOrZero}}
+	traceVprintkProto = &verifier.FuncProto{GPLOnly: true,
+		Args: [5]verifier.ArgType{verifier.ArgPtrToMem, verifier.ArgConstSize,
+			verifier.ArgPtrToMemOrNull, verifier.ArgConstSizeOrZero}}
+)
+
+// checkFormat is bpf_bprintf_prepare without arguments, as the verifier
+// runs it.
+func checkFormat(format string, nargs int) error {
+	_, _, err := bprintf(nil, format, make([]uint64, nargs))
+	return err
+}
+
+func (k *Kernel) registerFormatHelpers() {
+	for _, h := range []*Helper{
+		{ID: funcSnprintf, Proto: snprintfProto, Fn: k.helperSnprintf},
+		{ID: funcTraceVprintk, Proto: traceVprintkProto, Fn: k.helperTraceVprintk},
+	} {
+		if err := k.RegisterHelper(h); err != nil {
+			panic(err) // the table has unique ids
+		}
+	}
+}
+
+// formatArgs reads the data_len bytes of u64 arguments at args: EINVAL
+// for a length not a multiple of 8, past MAX_BPRINTF_VARARGS, or with no
+// array.
+func formatArgs(m *interp.Machine, args, dataLen uint64) ([]uint64, uapi.Errno, error) {
+	dataLen = uint64(uint32(dataLen))
+	if dataLen%8 != 0 || dataLen > maxBprintfVarargs*8 || dataLen != 0 && args == 0 {
+		return nil, uapi.EINVAL, nil
+	}
+	raw := make([]byte, dataLen)
+	if err := m.ReadMem(args, raw); err != nil {
+		return nil, 0, err
+	}
+	out := make([]uint64, dataLen/8)
+	for i := range out {
+		out[i] = binary.LittleEndian.Uint64(raw[8*i:])
+	}
+	return out, 0, nil
+}
+
+// helperSnprintf is bpf_snprintf(str, str_size, fmt, args, data_len).
+func (k *Kernel) helperSnprintf(m *interp.Machine, str, size, fmtAddr, args, dataLen uint64) (uint64, error) {
+	size = uint64(uint32(size))
+	if err := checkHelperSize(m, size); err != nil {
+		return 0, err
+	}
+	argv, e, err := formatArgs(m, args, dataLen)
+	if err != nil || e != 0 {
+		return errnoRet(e), err
+	}
+	// The verifier checked the format is NUL-terminated within its map
+	// value; an unverified program's is read up to a page.
+	format, e, err := readFormat(m, fmtAddr, mem.PageSize)
+	if err != nil || e != 0 {
+		return errnoRet(e), err
+	}
+	text, n, err := bprintf(m, format, argv)
+	if err != nil {
+		return errnoRet(err.(uapi.Errno)), nil
+	}
+	if size > 0 {
+		out := append([]byte(text[:min(uint64(len(text)), size-1)]), 0)
+		if err := m.WriteMem(str, out); err != nil {
+			return 0, err
+		}
+	}
+	return uint64(n) + 1, nil
+}
+
+// helperTraceVprintk is bpf_trace_vprintk(fmt, fmt_size, args, data_len).
+func (k *Kernel) helperTraceVprintk(m *interp.Machine, fmtAddr, fmtSize, args, dataLen, _ uint64) (uint64, error) {
+	argv, e, err := formatArgs(m, args, dataLen)
+	if err != nil || e != 0 {
+		return errnoRet(e), err
+	}
+	format, e, err := readFormat(m, fmtAddr, fmtSize)
+	if err != nil || e != 0 {
+		return errnoRet(e), err
+	}
+	return k.traceFormat(m, format, argv)
 }

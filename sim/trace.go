@@ -102,7 +102,8 @@ const (
 
 // bprintf validates fmt the way bpf_bprintf_prepare does and formats it the
 // way the kernel's bstr_printf would. It returns the formatted text and the
-// number of bytes vsnprintf would have produced, or an errno.
+// number of bytes vsnprintf would have produced, or an errno. With a nil
+// m it only validates: strings and addresses print empty.
 func bprintf(m *interp.Machine, format string, args []uint64) (string, int, error) {
 	var out strings.Builder
 	spec := 0
@@ -202,11 +203,15 @@ func bprintf(m *interp.Machine, format string, args []uint64) (string, int, erro
 		}
 	}
 	s := out.String()
-	n := len(s)
+	return s, len(s), nil
+}
+
+// traceMessage is what trace_printk's buffer keeps of a formatted text.
+func traceMessage(s string) string {
 	if len(s) > maxBprintfBuf-1 {
-		s = s[:maxBprintfBuf-1]
+		return s[:maxBprintfBuf-1]
 	}
-	return s, n, nil
+	return s
 }
 
 func isSpace(c byte) bool { return c == ' ' || (c >= '\t' && c <= '\r') }
@@ -219,6 +224,9 @@ func isPunct(c byte) bool {
 // strncpy_from_kernel_nofault does: a bad address yields an empty string,
 // not a fault.
 func readCString(m *interp.Machine, addr uint64) string {
+	if m == nil {
+		return ""
+	}
 	var b []byte
 	for len(b) < maxBprintfString-1 {
 		v, f := m.TLB.Load8(addr + uint64(len(b)))
@@ -241,7 +249,7 @@ func formatIP(m *interp.Machine, addr uint64, kind, family byte) string {
 		size = 16
 	}
 	raw := make([]byte, size)
-	if err := m.ReadMem(addr, raw); err != nil {
+	if m == nil || m.ReadMem(addr, raw) != nil {
 		clear(raw)
 	}
 	switch {

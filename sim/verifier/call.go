@@ -60,6 +60,11 @@ func (e *env) checkHelperCall(in insn.Insn, idx int) error {
 	if err := e.recordFuncKey(&meta, id, idx); err != nil {
 		return err
 	}
+	if fn.CheckFormat != nil {
+		if err := e.checkFormatCall(fn); err != nil {
+			return err
+		}
+	}
 	if meta.raw {
 		// The helper writes the buffer: it is initialised afterwards.
 		for i := 0; i < meta.rawSize; i++ {
@@ -158,7 +163,7 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 	if t == ArgAnything {
 		return nil
 	}
-	if (t == ArgPtrToStackOrNull || t == ArgPtrToMemOrNull) && reg.typ == scalarValue && reg.isConst() && reg.constant() == 0 {
+	if (t == ArgPtrToStackOrNull || t == ArgPtrToMemOrNull || t == ArgPtrToUninitMemOrNull) && reg.typ == scalarValue && reg.isConst() && reg.constant() == 0 {
 		return nil // NULL: no type to check (the size after it must be 0)
 	}
 	if reg.isPkt() && !(fn.PktAccess && e.cfg.Type.DirectPacketAccess(false)) {
@@ -186,7 +191,7 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 		ok, expected = reg.typ == ptrToMapValue && !reg.maybeNull, "map_value"
 	case ArgPtrToConstStr:
 		ok, expected = reg.typ == ptrToMapValue && !reg.maybeNull, "map_value"
-	case ArgPtrToMapKey, ArgPtrToMapValue, ArgPtrToUninitMapValue, ArgPtrToMem, ArgPtrToUninitMem, ArgPtrToMemOrNull:
+	case ArgPtrToMapKey, ArgPtrToMapValue, ArgPtrToUninitMapValue, ArgPtrToMem, ArgPtrToUninitMem, ArgPtrToMemOrNull, ArgPtrToUninitMemOrNull:
 		switch reg.typ {
 		case ptrToStack, ptrToPacket, ptrToPacketMeta, ptrToMapValue, ptrToMapKey, ptrToMem:
 			ok = !reg.maybeNull
@@ -262,11 +267,11 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 			meta.raw = true
 		}
 		return e.checkHelperMem(regno, int(meta.mapPtr.ValueSize), kind, false, m)
-	case ArgPtrToUninitMem:
+	case ArgPtrToUninitMem, ArgPtrToUninitMemOrNull:
 		meta.raw = true
 	case ArgConstSize, ArgConstSizeOrZero:
 		kind := accessRead
-		if fn.Args[arg-1] == ArgPtrToUninitMem {
+		if prev := fn.Args[arg-1]; prev == ArgPtrToUninitMem || prev == ArgPtrToUninitMemOrNull {
 			kind = accessWrite
 		}
 		return e.checkMemSizeReg(reg, regno, kind, t == ArgConstSizeOrZero, meta)
@@ -598,28 +603,58 @@ func isPerfEventHelper(id int32) bool {
 // (bpf_map_is_rdonly), at a constant offset the verifier reads the string
 // at, NUL included. (The messages' stray quotes are the kernel's.)
 func (e *env) checkRegConstStr(reg *regState, regno uint8) error {
+	_, err := e.constStr(reg, regno)
+	return err
+}
+
+// checkFormatCall is check_bpf_snprintf_call: the format in R3 (a
+// constant string, checked already) must suit the arguments R5 counts in
+// bytes.
+func (e *env) checkFormatCall(fn *FuncProto) error {
+	regs := e.regs()
+	n := regs[insn.R5].varOff.value
+	if n%8 != 0 {
+		return e.errorf(uapi.EINVAL, "R5 is not a multiple of 8")
+	}
+	str, err := e.constStr(&regs[insn.R3], insn.R3)
+	if err != nil {
+		return err
+	}
+	if err := fn.CheckFormat(str, int(n/8)); err != nil {
+		return e.errorf(uapi.EINVAL, "Invalid format string")
+	}
+	return nil
+}
+
+// constStr returns the constant string the register points to, as
+// check_reg_const_str finds it.
+func (e *env) constStr(reg *regState, regno uint8) (string, error) {
 	m := e.mapOf(reg)
 	if m.Flags&uapi.BPF_F_RDONLY_PROG == 0 || !m.Frozen() {
-		return e.errorf(uapi.EACCES, "R%d does not point to a readonly map'", regno)
+		return "", e.errorf(uapi.EACCES, "R%d does not point to a readonly map'", regno)
 	}
 	if !reg.varOff.isConst() {
-		return e.errorf(uapi.EACCES, "R%d is not a constant address'", regno)
+		return "", e.errorf(uapi.EACCES, "R%d is not a constant address'", regno)
 	}
 	dv, ok := m.Ops.(maps.DirectValuer)
 	if !ok {
-		return e.errorf(uapi.EACCES, "no direct value access support for this map type")
+		return "", e.errorf(uapi.EACCES, "no direct value access support for this map type")
 	}
 	if err := e.checkMemRegion(regno, int(reg.off), int(m.ValueSize)-int(reg.off), int(m.ValueSize), false); err != nil {
-		return err
+		return "", err
 	}
 	off := uint64(int64(reg.off) + int64(reg.varOff.value))
 	addr, err := dv.DirectValueAddr(uint32(off))
 	if err != nil {
-		return e.errorf(uapi.EACCES, "direct value access on string failed")
+		return "", e.errorf(uapi.EACCES, "direct value access on string failed")
 	}
 	str := make([]byte, uint64(m.ValueSize)-off)
-	if err := m.Kernel.Memory().Read(addr, str); err != nil || bytes.IndexByte(str, 0) < 0 {
-		return e.errorf(uapi.EINVAL, "string is not zero-terminated")
+	nul := -1
+	if err := m.Kernel.Memory().Read(addr, str); err == nil {
+		nul = bytes.IndexByte(str, 0)
 	}
-	return nil
+	if nul < 0 {
+		return "", e.errorf(uapi.EINVAL, "string is not zero-terminated")
+	}
+	return string(str[:nul]), nil
 }

@@ -45,6 +45,9 @@ const (
 	// in the value of a read-only, frozen map, at a constant offset
 	// (ARG_PTR_TO_CONST_STR).
 	ArgPtrToConstStr
+	// ArgPtrToUninitMemOrNull is ArgPtrToUninitMem, or NULL with a size
+	// of 0 (ARG_PTR_TO_MEM_OR_NULL | MEM_WRITE).
+	ArgPtrToUninitMemOrNull
 	// ArgPtrToTimer is the struct bpf_timer of a map value
 	// (ARG_PTR_TO_TIMER).
 	ArgPtrToTimer
@@ -75,6 +78,11 @@ type FuncProto struct {
 	// (bpf_helper_changes_pkt_data): every packet pointer is invalid
 	// after the call.
 	ChangesPktData bool
+	// CheckFormat is, for a helper that formats (bpf_snprintf), the
+	// check of its format, the constant string of its ArgPtrToConstStr
+	// argument, for the arguments its last argument's constant byte
+	// count holds (check_bpf_snprintf_call's bpf_bprintf_prepare).
+	CheckFormat func(format string, nargs int) error
 }
 
 // HelperProtos are the prototypes of the kernel's helpers that bpfsim
