@@ -225,6 +225,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		k.registerSKBHelpers()
 		k.registerXDPHelpers()
 		k.registerXDPBytesHelpers()
+		k.registerCheckMTU()
 		k.registerTimeHelpers()
 		k.registerTaskHelpers()
 		k.registerStringHelpers()

@@ -191,7 +191,7 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 		ok, expected = reg.typ == ptrToMapValue && !reg.maybeNull, "map_value"
 	case ArgPtrToConstStr:
 		ok, expected = reg.typ == ptrToMapValue && !reg.maybeNull, "map_value"
-	case ArgPtrToMapKey, ArgPtrToMapValue, ArgPtrToUninitMapValue, ArgPtrToMem, ArgPtrToUninitMem, ArgPtrToMemOrNull, ArgPtrToUninitMemOrNull:
+	case ArgPtrToMapKey, ArgPtrToMapValue, ArgPtrToUninitMapValue, ArgPtrToMem, ArgPtrToUninitMem, ArgPtrToMemOrNull, ArgPtrToUninitMemOrNull, ArgPtrToU32InOut:
 		switch reg.typ {
 		case ptrToStack, ptrToPacket, ptrToPacketMeta, ptrToMapValue, ptrToMapKey, ptrToMem:
 			ok = !reg.maybeNull
@@ -269,6 +269,11 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 		return e.checkHelperMem(regno, int(meta.mapPtr.ValueSize), kind, false, m)
 	case ArgPtrToUninitMem, ArgPtrToUninitMemOrNull:
 		meta.raw = true
+	case ArgPtrToU32InOut:
+		if err := e.checkHelperMem(regno, 4, accessWrite, false, nil); err != nil {
+			return err
+		}
+		return e.checkAlignment(reg, 0, 4, true)
 	case ArgConstSize, ArgConstSizeOrZero:
 		kind := accessRead
 		if prev := fn.Args[arg-1]; prev == ArgPtrToUninitMem || prev == ArgPtrToUninitMemOrNull {

@@ -48,6 +48,10 @@ const (
 	// ArgPtrToUninitMemOrNull is ArgPtrToUninitMem, or NULL with a size
 	// of 0 (ARG_PTR_TO_MEM_OR_NULL | MEM_WRITE).
 	ArgPtrToUninitMemOrNull
+	// ArgPtrToU32InOut is a u32 the helper reads and writes: 4 bytes,
+	// initialised and aligned (ARG_PTR_TO_FIXED_SIZE_MEM | MEM_WRITE |
+	// MEM_ALIGNED with arg_size 4).
+	ArgPtrToU32InOut
 	// ArgPtrToTimer is the struct bpf_timer of a map value
 	// (ARG_PTR_TO_TIMER).
 	ArgPtrToTimer
