@@ -104,7 +104,10 @@ type Kernel struct {
 	// helperVariantsMissing lists, for a helper, the types the kernel
 	// offers a variant of it that bpfsim does not simulate (under mu).
 	helperVariantsMissing map[int32][]ebpf.ProgramType
-	helperProtoByType     map[ebpf.ProgramType]func(int32) *verifier.FuncProto
+	// helperTypeProtos are the prototypes of helpers whose variant for a
+	// type takes other arguments (under mu).
+	helperTypeProtos  map[int32]map[ebpf.ProgramType]*verifier.FuncProto
+	helperProtoByType map[ebpf.ProgramType]func(int32) *verifier.FuncProto
 
 	// runtime and progPack are Options.Runtime and Options.ProgPack;
 	// jits is the JIT, set up when first needed (jit.go).
@@ -206,6 +209,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 	k.fs = bpffs.New()
 	k.helperTypes = map[int32][]ebpf.ProgramType{}
 	k.helperVariantsMissing = map[int32][]ebpf.ProgramType{}
+	k.helperTypeProtos = map[int32]map[ebpf.ProgramType]*verifier.FuncProto{}
 	k.helperProtoByType = map[ebpf.ProgramType]func(int32) *verifier.FuncProto{}
 	k.percpu = mem.NewPercpu(k.mem, o.CPUs)
 	k.rand.seed(o.Seed, -1)
@@ -226,6 +230,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		k.registerXDPHelpers()
 		k.registerXDPBytesHelpers()
 		k.registerCheckMTU()
+		k.registerSKBMiscHelpers()
 		k.registerTimeHelpers()
 		k.registerTaskHelpers()
 		k.registerStringHelpers()

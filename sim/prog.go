@@ -446,6 +446,12 @@ func (k *Kernel) helperProtoFor(typ ebpf.ProgramType) func(int32) *verifier.Func
 		if types, ok := k.helperTypes[id]; ok && !slices.Contains(types, typ) {
 			return nil
 		}
+		k.mu.Lock()
+		p := k.helperTypeProtos[id][typ]
+		k.mu.Unlock()
+		if p != nil {
+			return p
+		}
 		return k.helperProto(id)
 	}
 	k.helperProtoByType[typ] = fn

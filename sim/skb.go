@@ -256,6 +256,10 @@ type skBuff struct {
 	gsoSegs      uint16
 	gsoSize      uint16
 	hash         uint32 // skb->hash: 0 until bpf_set_hash
+	// ip_summed is CHECKSUM_NONE, or CHECKSUM_UNNECESSARY at csum_level
+	// after bpf_csum_level raised it.
+	csumUnnecessary bool
+	csumLevel       uint8
 	// The offloaded VLAN tag bpf_skb_vlan_push sets: vlan_proto as a
 	// little-endian load of the __be16 reads it (0: no tag), vlan_tci.
 	vlanProto uint16
@@ -451,10 +455,21 @@ func checkSKBContext(in []byte) int {
 }
 
 func (k *Kernel) prepareSKB(cpu *CPU, typ ebpf.ProgramType, data, ctxIn []byte, ctxOut bool) (*runEnv, error) {
-	if len(data) <= ethHlen {
-		// The kernel refuses a packet that is no more than an Ethernet
-		// header, for tc programs too.
-		return nil, errors.Wrapf(uapi.EINVAL, "skb input of %d bytes: want more than an Ethernet header (%d)", len(data), ethHlen)
+	// The kernel (6.18, measured) refuses a packet shorter than an
+	// Ethernet header, and an IPv4 or IPv6 one whose network header is
+	// not all there, for tc programs too.
+	if len(data) < ethHlen {
+		return nil, errors.Wrapf(uapi.EINVAL, "skb input of %d bytes: want an Ethernet header (%d) at least", len(data), ethHlen)
+	}
+	switch uint16(data[12])<<8 | uint16(data[13]) {
+	case 0x0800:
+		if len(data) < ethHlen+20 {
+			return nil, errors.Wrapf(uapi.EINVAL, "IPv4 skb input of %d bytes: want an IPv4 header after the Ethernet one (%d)", len(data), ethHlen+20)
+		}
+	case 0x86dd:
+		if len(data) < ethHlen+40 {
+			return nil, errors.Wrapf(uapi.EINVAL, "IPv6 skb input of %d bytes: want an IPv6 header after the Ethernet one (%d)", len(data), ethHlen+40)
+		}
 	}
 	if len(data) > SKBMaxData {
 		return nil, errors.Wrapf(uapi.EINVAL, "skb input of %d bytes exceeds %d: non-linear skbs are not simulated", len(data), SKBMaxData)

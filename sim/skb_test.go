@@ -263,7 +263,11 @@ func TestSKBInputRules(t *testing.T) {
 		want error
 	}{
 		{"13-byte packet", make([]byte, 13), nil, uapi.EINVAL},
-		{"Ethernet header alone", make([]byte, 14), nil, uapi.EINVAL},
+		{"Ethernet header alone", make([]byte, 14), nil, nil},
+		{"IPv4 frame cut in its IP header", append(append(make([]byte, 12), 0x08, 0x00), make([]byte, 19)...), nil, uapi.EINVAL},
+		{"IPv4 frame with its IP header", append(append(make([]byte, 12), 0x08, 0x00), make([]byte, 20)...), nil, nil},
+		{"IPv6 frame cut in its IP header", append(append(make([]byte, 12), 0x86, 0xdd), make([]byte, 39)...), nil, uapi.EINVAL},
+		{"IPv6 frame with its IP header", append(append(make([]byte, 12), 0x86, 0xdd), make([]byte, 40)...), nil, nil},
 		{"15-byte packet", make([]byte, 15), nil, nil},
 		{"largest packet", make([]byte, sim.SKBMaxData), nil, nil},
 		{"packet too large", make([]byte, sim.SKBMaxData+1), nil, uapi.EINVAL},
