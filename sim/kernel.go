@@ -235,6 +235,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		k.registerTaskHelpers()
 		k.registerStringHelpers()
 		k.registerFormatHelpers()
+		k.registerStrtox()
 		k.registerSpinLockHelpers()
 		k.registerTimerHelpers()
 		k.registerVlanHelpers()

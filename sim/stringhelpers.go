@@ -1,7 +1,9 @@
 package sim
 
 import (
+	"bytes"
 	"encoding/binary"
+	"math"
 
 	"github.com/bpfsim/bpfsim/sim/interp"
 	"github.com/bpfsim/bpfsim/sim/mem"
@@ -156,3 +158,144 @@ func (k *Kernel) helperTraceVprintk(m *interp.Machine, fmtAddr, fmtSize, args, d
 	}
 	return k.traceFormat(m, format, argv)
 }
+
+// bpf_strtol and bpf_strtoul (kernel/bpf/helpers.c, lib/kstrtox.c): an
+// integer at the start of buf_len bytes, after spaces (the kernel's
+// isspace, which counts Latin-1's no-break space) and a minus sign, in
+// base 8, 10, 16 or, with 0, the base its prefix says; at most 63
+// characters of it are looked at. The result goes to *res (0 on an
+// error), the characters consumed are returned; -EINVAL for no digits, a
+// bad base or flags, a negative number to strtoul; -ERANGE for one that
+// does not fit.
+
+const (
+	funcStrtol  = 105
+	funcStrtoul = 106
+
+	strtoxBaseMask = 0x1f // BPF_STRTOX_BASE_MASK
+)
+
+var strtoxProto = &verifier.FuncProto{Args: [5]verifier.ArgType{
+	verifier.ArgPtrToMem, verifier.ArgConstSize, verifier.ArgAnything, verifier.ArgPtrToU64Out}}
+
+func (k *Kernel) registerStrtox() {
+	for _, h := range []*Helper{
+		{ID: funcStrtol, Proto: strtoxProto, Fn: func(m *interp.Machine, buf, n, flags, res, _ uint64) (uint64, error) {
+			return strtox(m, buf, n, flags, res, true)
+		}},
+		{ID: funcStrtoul, Proto: strtoxProto, Fn: func(m *interp.Machine, buf, n, flags, res, _ uint64) (uint64, error) {
+			return strtox(m, buf, n, flags, res, false)
+		}},
+	} {
+		if err := k.RegisterHelper(h); err != nil {
+			panic(err) // the table has unique ids
+		}
+	}
+}
+
+func strtox(m *interp.Machine, bufAddr, n, flags, resAddr uint64, signed bool) (uint64, error) {
+	if err := checkHelperSize(m, n); err != nil {
+		return 0, err
+	}
+	if err := m.WriteMem(resAddr, make([]byte, 8)); err != nil {
+		return 0, err
+	}
+	buf, err := readArg(m, bufAddr, uint32(n), 0)
+	if err != nil {
+		return 0, err
+	}
+	v, neg, consumed, e := parseUint(buf, flags)
+	switch {
+	case e != 0:
+		return errnoRet(e), nil
+	case !signed && neg:
+		return errnoRet(uapi.EINVAL), nil
+	case signed && neg && int64(-v) > 0, signed && !neg && int64(v) < 0:
+		return errnoRet(uapi.ERANGE), nil
+	case neg:
+		v = -v
+	}
+	if err := m.WriteMem(resAddr, binary.LittleEndian.AppendUint64(nil, v)); err != nil {
+		return 0, err
+	}
+	return uint64(consumed), nil
+}
+
+// parseUint is __bpf_strtoull.
+func parseUint(buf []byte, flags uint64) (v uint64, neg bool, consumed int, e uapi.Errno) {
+	base := flags & strtoxBaseMask
+	if len(buf) == 0 || base != 0 && base != 8 && base != 10 && base != 16 || flags&^strtoxBaseMask != 0 {
+		return 0, false, 0, uapi.EINVAL
+	}
+	i := 0
+	for i < len(buf) && kernelIsSpace(buf[i]) {
+		i++
+	}
+	if neg = i < len(buf) && buf[i] == '-'; neg {
+		i++
+	}
+	if i == len(buf) {
+		return 0, neg, 0, uapi.EINVAL
+	}
+	// A NUL-terminated copy of at most 63 bytes.
+	s := buf[i:min(len(buf), i+63)]
+	if z := bytes.IndexByte(s, 0); z >= 0 {
+		s = s[:z]
+	}
+	at := func(j int) byte {
+		if j < len(s) {
+			return s[j]
+		}
+		return 0
+	}
+	// _parse_integer_fixup_radix.
+	p := 0
+	if base == 0 {
+		switch {
+		case at(0) == '0' && at(1)|0x20 == 'x' && isXDigit(at(2)):
+			base = 16
+		case at(0) == '0':
+			base = 8
+		default:
+			base = 10
+		}
+	}
+	if base == 16 && at(0) == '0' && at(1)|0x20 == 'x' {
+		p = 2
+	}
+	// _parse_integer: digits while they are digits of the base; an
+	// overflow is remembered, the digits still consumed.
+	start, overflow := p, false
+	for ; p < len(s); p++ {
+		c := s[p]
+		var d uint64
+		switch {
+		case c >= '0' && c <= '9':
+			d = uint64(c - '0')
+		case c|0x20 >= 'a' && c|0x20 <= 'f':
+			d = uint64(c|0x20-'a') + 10
+		default:
+			d = 16
+		}
+		if d >= base {
+			break
+		}
+		if v&(0xf<<60) != 0 && v > (math.MaxUint64-d)/base {
+			overflow = true
+		}
+		v = v*base + d
+	}
+	switch {
+	case overflow:
+		return 0, neg, 0, uapi.ERANGE
+	case p == start:
+		return 0, neg, 0, uapi.EINVAL
+	}
+	return v, neg, i + p, 0
+}
+
+// kernelIsSpace is the kernel's isspace (lib/ctype.c): Latin-1's
+// no-break space is one.
+func kernelIsSpace(c byte) bool { return c == ' ' || c >= '\t' && c <= '\r' || c == 0xa0 }
+
+func isXDigit(c byte) bool { return c >= '0' && c <= '9' || c|0x20 >= 'a' && c|0x20 <= 'f' }

@@ -191,7 +191,7 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 		ok, expected = reg.typ == ptrToMapValue && !reg.maybeNull, "map_value"
 	case ArgPtrToConstStr:
 		ok, expected = reg.typ == ptrToMapValue && !reg.maybeNull, "map_value"
-	case ArgPtrToMapKey, ArgPtrToMapValue, ArgPtrToUninitMapValue, ArgPtrToMem, ArgPtrToUninitMem, ArgPtrToMemOrNull, ArgPtrToUninitMemOrNull, ArgPtrToU32InOut:
+	case ArgPtrToMapKey, ArgPtrToMapValue, ArgPtrToUninitMapValue, ArgPtrToMem, ArgPtrToUninitMem, ArgPtrToMemOrNull, ArgPtrToUninitMemOrNull, ArgPtrToU32InOut, ArgPtrToU64Out:
 		switch reg.typ {
 		case ptrToStack, ptrToPacket, ptrToPacketMeta, ptrToMapValue, ptrToMapKey, ptrToMem:
 			ok = !reg.maybeNull
@@ -274,6 +274,12 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 			return err
 		}
 		return e.checkAlignment(reg, 0, 4, true)
+	case ArgPtrToU64Out:
+		meta.raw = true
+		if err := e.checkHelperMem(regno, 8, accessWrite, false, meta); err != nil {
+			return err
+		}
+		return e.checkAlignment(reg, 0, 8, true)
 	case ArgConstSize, ArgConstSizeOrZero:
 		kind := accessRead
 		if prev := fn.Args[arg-1]; prev == ArgPtrToUninitMem || prev == ArgPtrToUninitMemOrNull {

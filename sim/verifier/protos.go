@@ -52,6 +52,10 @@ const (
 	// initialised and aligned (ARG_PTR_TO_FIXED_SIZE_MEM | MEM_WRITE |
 	// MEM_ALIGNED with arg_size 4).
 	ArgPtrToU32InOut
+	// ArgPtrToU64Out is a 64-bit result the helper writes: 8 aligned
+	// bytes, uninitialised before (ARG_PTR_TO_FIXED_SIZE_MEM |
+	// MEM_UNINIT | MEM_WRITE | MEM_ALIGNED with arg_size 8).
+	ArgPtrToU64Out
 	// ArgPtrToTimer is the struct bpf_timer of a map value
 	// (ARG_PTR_TO_TIMER).
 	ArgPtrToTimer
