@@ -231,6 +231,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		k.registerXDPBytesHelpers()
 		k.registerCheckMTU()
 		k.registerSKBMiscHelpers()
+		k.registerSKBResize()
 		k.registerTimeHelpers()
 		k.registerTaskHelpers()
 		k.registerStringHelpers()

@@ -39,6 +39,10 @@ const (
 	skbTailroom = 320
 	// SKBMaxData is the largest packet an skb test run takes.
 	SKBMaxData = mem.PageSize - skbHeadroom - skbTailroom
+	// skbBufSize is the test-run skb's buffer: room for a packet grown
+	// to BPF_SKB_MAX_LEN (bpf_skb_change_tail, _change_head) with its
+	// headroom and shared info, where the kernel would reallocate.
+	skbBufSize = 5 * mem.PageSize
 	// SKBContextSize is sizeof(struct __sk_buff).
 	SKBContextSize = 192
 )
@@ -240,6 +244,9 @@ type skBuff struct {
 
 	data uint64 // skb->data
 	len  uint32 // skb->len, all of it linear
+	// dirty bounds the bytes of the buffer the run may have written:
+	// the first page, or more once the packet grew past it.
+	dirty int
 
 	pktType      uint8
 	protocol     uint16 // skb->protocol as a little-endian load of the __be16 reads it
@@ -495,21 +502,25 @@ func (k *Kernel) prepareSKB(cpu *CPU, typ ebpf.ProgramType, data, ctxIn []byte, 
 	if s == nil {
 		s = &skBuff{}
 		var err error
-		if s.page, err = k.mem.Vmalloc(mem.PageSize, mem.PermRW, "skb_test_run"); err != nil {
+		if s.page, err = k.mem.Vmalloc(skbBufSize, mem.PermRW, "skb_test_run"); err != nil {
 			return nil, err
 		}
-		if s.bytes, err = k.mem.Bytes(s.page, mem.PageSize); err != nil {
+		if s.bytes, err = k.mem.Bytes(s.page, skbBufSize); err != nil {
 			return nil, err
 		}
+		s.dirty = skbBufSize
 		s.ctx, err = k.mem.Alloc(mem.PageSize, mem.AllocOptions{Perm: mem.PermRW, Name: "__sk_buff", Device: s})
 		if err != nil {
 			return nil, err
 		}
 		cpu.run.skb = s
 	}
+	dirty := s.dirty
 	*s = skBuff{page: s.page, bytes: s.bytes, ctx: s.ctx,
 		tc: typ == ebpf.SchedCLS || typ == ebpf.SchedACT, cgroup: typ == ebpf.CGroupSKB}
-	clear(s.bytes)
+	// Only what the last run could have written needs clearing.
+	clear(s.bytes[:max(dirty, mem.PageSize)])
+	s.dirty = mem.PageSize
 	copy(s.bytes[skbHeadroom:], data)
 	mac := s.page + skbHeadroom
 

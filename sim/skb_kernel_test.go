@@ -121,7 +121,8 @@ func simSKB(k *sim.Kernel, typ ebpf.ProgramType, insns asm.Instructions, runs []
 	defer prog.Close()
 	var outs []skbOutcome
 	for _, r := range runs {
-		opts := &sim.RunOptions{Data: r.data, Repeat: r.repeat}
+		// An output buffer as kernelSKB's: 64 bytes of room to grow.
+		opts := &sim.RunOptions{Data: r.data, DataOut: make([]byte, len(r.data)+64), Repeat: r.repeat}
 		if r.ctx != nil {
 			opts.Context = r.ctx
 		}
