@@ -232,6 +232,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		k.registerCheckMTU()
 		k.registerSKBMiscHelpers()
 		k.registerSKBResize()
+		k.registerSKBAdjustRoom()
 		k.registerTimeHelpers()
 		k.registerTaskHelpers()
 		k.registerStringHelpers()

@@ -267,6 +267,9 @@ type skBuff struct {
 	// after bpf_csum_level raised it.
 	csumUnnecessary bool
 	csumLevel       uint8
+	// encapsulation is skb->encapsulation, which bpf_skb_adjust_room's
+	// encapsulating grow sets.
+	encapsulation bool
 	// The offloaded VLAN tag bpf_skb_vlan_push sets: vlan_proto as a
 	// little-endian load of the __be16 reads it (0: no tag), vlan_tci.
 	vlanProto uint16

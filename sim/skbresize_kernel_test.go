@@ -1,6 +1,7 @@
 package sim_test
 
 import (
+	"encoding/binary"
 	"fmt"
 	"strings"
 	"testing"
@@ -98,4 +99,88 @@ func TestSKBResizeMatchesKernel(t *testing.T) {
 		}
 	}
 	t.Logf("%d runs compared", compared)
+}
+
+// adjustRoomProgram raises the checksum level, calls
+// bpf_skb_adjust_room(skb, diff, mode, flags) twice, and records in cb[]
+// the first result, the length, the protocol, the second result, 4 bytes
+// from the network header (as bpf_skb_load_bytes_relative finds it) and
+// the checksum level after (in the mark).
+func adjustRoomProgram(diff, mode, flags int64) asm.Instructions {
+	call := func(cb int16) asm.Instructions {
+		return asm.Instructions{
+			asm.Mov.Reg(asm.R1, asm.R6),
+			asm.LoadImm(asm.R2, diff, asm.DWord),
+			asm.LoadImm(asm.R3, mode, asm.DWord),
+			asm.LoadImm(asm.R4, flags, asm.DWord),
+			asm.BuiltinFunc(50).Call(),
+			asm.StoreMem(asm.R6, 48+4*cb, asm.R0, asm.Word),
+		}
+	}
+	insns := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.Mov.Reg(asm.R1, asm.R6), asm.Mov.Imm(asm.R2, 1), asm.BuiltinFunc(135).Call(), // csum_level inc
+	}
+	insns = append(insns, call(0)...)
+	insns = append(insns,
+		asm.LoadMem(asm.R1, asm.R6, 0, asm.Word), asm.StoreMem(asm.R6, 52, asm.R1, asm.Word),
+		asm.LoadMem(asm.R1, asm.R6, 16, asm.Word), asm.StoreMem(asm.R6, 56, asm.R1, asm.Word),
+	)
+	insns = append(insns, call(3)...)
+	insns = append(insns,
+		asm.Mov.Imm(asm.R1, 0), asm.StoreMem(asm.R10, -8, asm.R1, asm.DWord),
+		asm.Mov.Reg(asm.R1, asm.R6), asm.Mov.Imm(asm.R2, 0), asm.Mov.Reg(asm.R3, asm.R10), asm.Add.Imm(asm.R3, -8),
+		asm.Mov.Imm(asm.R4, 4), asm.Mov.Imm(asm.R5, 1), asm.BuiltinFunc(68).Call(), // load_bytes_relative, NET
+		asm.LoadMem(asm.R1, asm.R10, -8, asm.Word), asm.StoreMem(asm.R6, 64, asm.R1, asm.Word),
+		asm.Mov.Reg(asm.R1, asm.R6), asm.Mov.Imm(asm.R2, 0), asm.BuiltinFunc(135).Call(), // csum_level query
+		asm.StoreMem(asm.R6, 8, asm.R0, asm.Word), // into the mark
+		asm.Mov.Imm(asm.R0, 0), asm.Return(),
+	)
+	return insns
+}
+
+// bpf_skb_adjust_room in both modes, growing and shrinking, with every
+// encapsulation and decapsulation flag and their bad mixes: the same
+// results, packets, protocols, network headers and checksum states.
+func TestSKBAdjustRoomMatchesKernel(t *testing.T) {
+	if _, err := kdiff.OpenKernel(); err != nil {
+		t.Skipf("kernel-differential test skipped: this machine cannot load BPF programs: %v", err)
+	}
+	k := newKernel(t, nil)
+	runs := append(helperRuns(), testPackets()[2]) // and ARP, which it refuses
+	runs[len(runs)-1].ctxOut = true
+	const (
+		gso, v4, v6, gre, udp, noReset, l2eth, d4, d6 = 1, 2, 4, 8, 16, 32, 64, 128, 256
+	)
+	l2 := func(n int64) int64 { return n << 56 }
+	compared, resized := 0, 0
+	for _, diff := range []int64{-41, -40, -26, -20, -8, -1, 0, 1, 8, 20, 40, 0xfff, 0x1000, -0x1000} {
+		for _, mode := range []int64{0, 1, 2} {
+			for _, flags := range []int64{0, gso, v4, v6, v4 | udp, v6 | gre, v4 | v6, v4 | gre | udp, v4 | l2eth | l2(14), v4 | l2eth | l2(8),
+				v4 | l2(50), v4 | l2(8), noReset, d4, d6, d4 | d6, 1 << 9, gso | d6} {
+				if mode == 2 && flags != 0 {
+					continue
+				}
+				insns := adjustRoomProgram(diff, mode, flags)
+				kErr, kOuts := kernelSKB(ebpf.SchedCLS, insns, runs)
+				sErr, sOuts := simSKB(k, ebpf.SchedCLS, insns, runs)
+				if kErr != nil || sErr != nil {
+					t.Fatalf("diff %d mode %d flags %#x: kernel %v; bpfsim %v", diff, mode, flags, kErr, sErr)
+				}
+				for _, d := range skbDiff(runs, nil, nil, kOuts, nil, sOuts) {
+					t.Errorf("diff %d mode %d flags %#x: %s", diff, mode, flags, d)
+				}
+				for i, o := range kOuts {
+					if o.err == nil && len(o.ctx) >= 52 && binary.LittleEndian.Uint32(o.ctx[48:]) == 0 && len(o.data) != len(runs[i].data) {
+						resized++
+					}
+				}
+				compared += len(kOuts)
+			}
+		}
+	}
+	t.Logf("%d runs compared, %d of them resized the packet", compared, resized)
+	if resized < 100 {
+		t.Errorf("only %d runs resized the packet", resized)
+	}
 }
