@@ -233,6 +233,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		k.registerSKBMiscHelpers()
 		k.registerSKBResize()
 		k.registerSKBAdjustRoom()
+		k.registerSKBChangeProto()
 		k.registerTimeHelpers()
 		k.registerTaskHelpers()
 		k.registerStringHelpers()

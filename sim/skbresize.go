@@ -300,3 +300,44 @@ func (s *skBuff) netShrink(off, n uint32, flags uint64) uapi.Errno {
 
 // ealready is EALREADY.
 const ealready = uapi.Errno(114)
+
+// bpf_skb_change_proto(skb, proto, flags): the groundwork of an IPv4 to
+// IPv6 translation or back (bpf_skb_proto_xlat): 20 bytes of room made
+// for the longer header after the link-layer one, or taken from the
+// shorter, the protocol switched and the hash cleared; the program writes
+// the new header itself.
+
+const funcSKBChangeProto = 31
+
+// ipv6MinusIPv4 is sizeof(struct ipv6hdr) - sizeof(struct iphdr).
+const ipv6MinusIPv4 = 20
+
+func (k *Kernel) registerSKBChangeProto() {
+	if err := k.RegisterHelper(&Helper{ID: funcSKBChangeProto, Fn: k.onSKB(funcSKBChangeProto, (*skBuff).changeProto), Proto: skbResizeProto}); err != nil {
+		panic(err) // the table has unique ids
+	}
+	k.helperTypes[funcSKBChangeProto] = []ebpf.ProgramType{ebpf.SchedCLS, ebpf.SchedACT}
+}
+
+func (s *skBuff) changeProto(m *interp.Machine, proto, flags, _, _ uint64) (uint64, error) {
+	if flags != 0 {
+		return errnoRet(uapi.EINVAL), nil
+	}
+	off := uint32(s.network - s.mac) // skb_mac_header_len
+	to := uint16(proto)
+	var e uapi.Errno
+	switch {
+	case s.protocol == be16(0x0800) && to == be16(0x86dd):
+		e = s.netGrow(off, ipv6MinusIPv4, 0)
+	case s.protocol == be16(0x86dd) && to == be16(0x0800):
+		e = s.netShrink(off, ipv6MinusIPv4, 0)
+	default:
+		e = uapi.ENOTSUPP
+	}
+	if e == 0 {
+		s.protocol = to
+		s.hash = 0 // skb_clear_hash
+	}
+	s.setPacket(m)
+	return errnoRet(e), nil
+}

@@ -184,3 +184,43 @@ func TestSKBAdjustRoomMatchesKernel(t *testing.T) {
 		t.Errorf("only %d runs resized the packet", resized)
 	}
 }
+
+// bpf_skb_change_proto between IPv4 and IPv6 and to everything else: the
+// same results, packets, protocols and hashes (set first, cleared by a
+// change).
+func TestSKBChangeProtoMatchesKernel(t *testing.T) {
+	if _, err := kdiff.OpenKernel(); err != nil {
+		t.Skipf("kernel-differential test skipped: this machine cannot load BPF programs: %v", err)
+	}
+	k := newKernel(t, nil)
+	runs := append(helperRuns(), testPackets()[2])
+	runs[len(runs)-1].ctxOut = true
+	compared := 0
+	for _, proto := range []int64{0xdd86, 0x0008, 0x0608, 0x86dd, 0} {
+		for _, flags := range []int64{0, 1} {
+			insns := asm.Instructions{
+				asm.Mov.Reg(asm.R6, asm.R1),
+				asm.Mov.Reg(asm.R1, asm.R6), asm.Mov.Imm(asm.R2, 0x1234), asm.BuiltinFunc(48).Call(), // set_hash
+				asm.Mov.Reg(asm.R1, asm.R6),
+				asm.LoadImm(asm.R2, proto, asm.DWord),
+				asm.LoadImm(asm.R3, flags, asm.DWord),
+				asm.BuiltinFunc(31).Call(),
+				asm.StoreMem(asm.R6, 48, asm.R0, asm.Word),
+				asm.LoadMem(asm.R1, asm.R6, 0, asm.Word), asm.StoreMem(asm.R6, 52, asm.R1, asm.Word),
+				asm.LoadMem(asm.R1, asm.R6, 16, asm.Word), asm.StoreMem(asm.R6, 56, asm.R1, asm.Word),
+				asm.LoadMem(asm.R1, asm.R6, 68, asm.Word), asm.StoreMem(asm.R6, 60, asm.R1, asm.Word), // hash
+				asm.Mov.Imm(asm.R0, 0), asm.Return(),
+			}
+			kErr, kOuts := kernelSKB(ebpf.SchedCLS, insns, runs)
+			sErr, sOuts := simSKB(k, ebpf.SchedCLS, insns, runs)
+			if kErr != nil || sErr != nil {
+				t.Fatalf("proto %#x flags %d: kernel %v; bpfsim %v", proto, flags, kErr, sErr)
+			}
+			for _, d := range skbDiff(runs, nil, nil, kOuts, nil, sOuts) {
+				t.Errorf("proto %#x flags %d: %s", proto, flags, d)
+			}
+			compared += len(kOuts)
+		}
+	}
+	t.Logf("%d runs compared", compared)
+}
