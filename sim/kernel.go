@@ -234,6 +234,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		k.registerSKBResize()
 		k.registerSKBAdjustRoom()
 		k.registerSKBChangeProto()
+		k.registerTunnelHelpers()
 		k.registerTimeHelpers()
 		k.registerTaskHelpers()
 		k.registerStringHelpers()

@@ -270,6 +270,8 @@ type skBuff struct {
 	// encapsulation is skb->encapsulation, which bpf_skb_adjust_room's
 	// encapsulating grow sets.
 	encapsulation bool
+	// tunnel is the tunnel info bpf_skb_set_tunnel_key gave it.
+	tunnel *tunnelInfo
 	// The offloaded VLAN tag bpf_skb_vlan_push sets: vlan_proto as a
 	// little-endian load of the __be16 reads it (0: no tag), vlan_tci.
 	vlanProto uint16
