@@ -119,6 +119,8 @@ type Kernel struct {
 	so structOpsState
 	// timers are the map values' bpf_timers (timer.go).
 	timers timerTable
+	// net is the network configuration bpf_fib_lookup looks at (fib.go).
+	net netState
 }
 
 // CPU is one simulated CPU: the machine state the interpreter runs on, its
@@ -235,6 +237,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		k.registerSKBAdjustRoom()
 		k.registerSKBChangeProto()
 		k.registerTunnelHelpers()
+		k.registerFibLookup()
 		k.registerTimeHelpers()
 		k.registerTaskHelpers()
 		k.registerStringHelpers()
