@@ -235,3 +235,45 @@ func TestFibLookupForwardsOnTheSimulatedHost(t *testing.T) {
 		}
 	}
 }
+
+// bpf_check_mtu knows the simulated network's devices: a packet that fits
+// loopback's MTU does not fit a 1500-byte device.
+func TestCheckMTUOnAnAddedDevice(t *testing.T) {
+	k := newKernel(t, nil)
+	idx, err := k.AddNetDevice(sim.NetDevice{Name: "eth0", MTU: 1500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		ifindex int32
+		lenDiff int32
+		want    uint32
+		wantMTU uint32
+	}{
+		{0, 1500, 0, 65536},
+		{int32(idx), 1400, 0, 1500},
+		{int32(idx), 1500, 1, 1500}, // 100 bytes of packet + 1500 > 1500 + 14
+		{42, 0, uint32(0x100000000 - 19), 0},
+	} {
+		insns := asm.Instructions{
+			asm.Mov.Imm(asm.R2, 0), asm.StoreMem(asm.R10, -4, asm.R2, asm.Word),
+			asm.Mov.Imm(asm.R2, tc.ifindex), asm.Mov.Reg(asm.R3, asm.R10), asm.Add.Imm(asm.R3, -4),
+			asm.Mov.Imm(asm.R4, tc.lenDiff), asm.Mov.Imm(asm.R5, 0), asm.FnCheckMtu.Call(),
+			asm.LSh.Imm(asm.R0, 32), asm.RSh.Imm(asm.R0, 32),
+			asm.LoadMem(asm.R1, asm.R10, -4, asm.Word), asm.LSh.Imm(asm.R1, 32), asm.Or.Reg(asm.R0, asm.R1),
+			asm.Return(),
+		}
+		p, err := k.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: insns})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := p.Test(&sim.RunOptions{Data: make([]byte, 100)})
+		p.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, mtu := uint32(res.R0), uint32(res.R0>>32); got != tc.want || mtu != tc.wantMTU {
+			t.Errorf("ifindex %d len_diff %d: %d (mtu %d), want %d (mtu %d)", tc.ifindex, tc.lenDiff, int32(got), mtu, int32(tc.want), tc.wantMTU)
+		}
+	}
+}

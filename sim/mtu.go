@@ -14,20 +14,20 @@ import (
 // bpf_skb_check_mtu): would the packet, grown by len_diff, fit the MTU of
 // the device ifindex names (0: the one it arrived on)? The result is
 // BPF_MTU_CHK_RET_SUCCESS or _FRAG_NEEDED, and the device's MTU goes to
-// *mtu_len (not on an error), which on entry may give an L3 length to check instead of the
-// packet's. Test runs arrive on the loopback device, the only device the
-// simulated kernel has: MTU 65536, an Ethernet header of 14 bytes; any
-// other ifindex is ENODEV.
+// *mtu_len (not on an error), which on entry may give an L3 length to
+// check instead of the packet's. Test runs arrive on the loopback device (MTU 65536); other
+// devices are the simulated network's (Kernel.AddNetDevice); an ifindex
+// of none is ENODEV.
 
 const (
 	funcCheckMTU = 163
 
 	bpfMTUChkSegs = 1 // BPF_MTU_CHK_SEGS
 
-	mtuChkRetSuccess     = 0 // BPF_MTU_CHK_RET_SUCCESS
-	mtuChkRetFragNeeded  = 1 // BPF_MTU_CHK_RET_FRAG_NEEDED
-	loopbackMTU          = 65536
-	loopbackHardHeaderSz = 14
+	mtuChkRetSuccess    = 0 // BPF_MTU_CHK_RET_SUCCESS
+	mtuChkRetFragNeeded = 1 // BPF_MTU_CHK_RET_FRAG_NEEDED
+	loopbackMTU         = 65536
+	ethHardHeaderLen    = 14 // hard_header_len of loopback and Ethernet devices
 )
 
 var checkMTUProto = &verifier.FuncProto{GPLOnly: true, Args: [5]verifier.ArgType{
@@ -50,7 +50,21 @@ func (k *Kernel) helperCheckMTU(m *interp.Machine, ctx, ifindex, mtuLen, lenDiff
 	}
 	in := binary.LittleEndian.Uint32(raw)
 	diff := int64(int32(lenDiff))
-	devOK := uint32(ifindex) == 0 || uint32(ifindex) == loopbackIfindex
+	// The device: the one the packet arrived on (loopback) for 0, else
+	// one of the simulated network's (fib.go).
+	k.net.mu.Lock()
+	k.net.init()
+	idx := int(uint32(ifindex))
+	if idx == 0 {
+		idx = loopbackIfindex
+	}
+	var mtu int64
+	dev := k.net.devs[idx]
+	devOK := dev != nil
+	if devOK {
+		mtu = int64(dev.MTU)
+	}
+	k.net.mu.Unlock()
 	put := func(v uint32) error { return m.WriteMem(mtuLen, binary.LittleEndian.AppendUint32(nil, v)) }
 	ret := func(r int64) uint64 { return uint64(r) }
 
@@ -67,13 +81,13 @@ func (k *Kernel) helperCheckMTU(m *interp.Machine, ctx, ifindex, mtuLen, lenDiff
 		}
 		n := int64(x.dataEnd - x.data)
 		if in != 0 {
-			n = int64(in) + loopbackHardHeaderSz
+			n = int64(in) + ethHardHeaderLen
 		}
 		r := int64(mtuChkRetSuccess)
-		if n+diff > loopbackMTU+loopbackHardHeaderSz {
+		if n+diff > mtu+ethHardHeaderLen {
 			r = mtuChkRetFragNeeded
 		}
-		return ret(r), put(loopbackMTU)
+		return ret(r), put(uint32(mtu))
 	}
 	s, err := k.skbOf(m, ctx, "bpf_check_mtu")
 	if err != nil {
@@ -88,11 +102,11 @@ func (k *Kernel) helperCheckMTU(m *interp.Machine, ctx, ifindex, mtuLen, lenDiff
 	}
 	n := int64(s.len)
 	if in != 0 {
-		n = int64(in) + loopbackHardHeaderSz
+		n = int64(in) + ethHardHeaderLen
 	}
 	r := int64(mtuChkRetFragNeeded) // a test run's skb is never GSO
-	if n+diff <= loopbackMTU+loopbackHardHeaderSz {
+	if n+diff <= mtu+ethHardHeaderLen {
 		r = mtuChkRetSuccess
 	}
-	return ret(r), put(loopbackMTU)
+	return ret(r), put(uint32(mtu))
 }
