@@ -291,6 +291,21 @@ type UrefReleaser interface {
 	ReleaseUref()
 }
 
+// NetDevices is the ability of a kernel with network devices: the maps
+// that name devices (devmaps) ask it whether one exists. A kernel without
+// it has the loopback device alone (ifindex 1).
+type NetDevices interface {
+	NetDeviceExists(ifindex uint32) bool
+}
+
+// NetDeviceExists reports whether k has a device with this ifindex.
+func NetDeviceExists(k Kernel, ifindex uint32) bool {
+	if nd, ok := k.(NetDevices); ok {
+		return nd.NetDeviceExists(ifindex)
+	}
+	return ifindex == 1
+}
+
 // FieldsFreer is the part of the kernel that owns the state behind a
 // value's special fields (a timer's hrtimer and callback): the map types
 // call it, through FreeFields, wherever the kernel calls

@@ -185,6 +185,15 @@ func (k *Kernel) AddNetDevice(d NetDevice) (int, error) {
 	return d.Index, nil
 }
 
+// NetDeviceExists is maps.NetDevices: the devmaps' question.
+func (k *Kernel) NetDeviceExists(ifindex uint32) bool {
+	n := &k.net
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.init()
+	return n.devs[int(ifindex)] != nil
+}
+
 // AddRoute adds a route.
 func (k *Kernel) AddRoute(r Route) error {
 	n := &k.net

@@ -2,6 +2,7 @@ package sim_test
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 
 	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/uapi"
 )
 
 // fibProgramFor copies struct bpf_fib_lookup from the packet at base to
@@ -275,5 +277,28 @@ func TestCheckMTUOnAnAddedDevice(t *testing.T) {
 		if got, mtu := uint32(res.R0), uint32(res.R0>>32); got != tc.want || mtu != tc.wantMTU {
 			t.Errorf("ifindex %d len_diff %d: %d (mtu %d), want %d (mtu %d)", tc.ifindex, tc.lenDiff, int32(got), mtu, int32(tc.want), tc.wantMTU)
 		}
+	}
+}
+
+// A devmap takes the devices a test added, as the kernel takes any of its
+// own, and still refuses one that does not exist.
+func TestDevmapTakesAddedDevices(t *testing.T) {
+	k := newKernel(t, nil)
+	idx, err := k.AddNetDevice(sim.NetDevice{Name: "eth0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range []ebpf.MapType{ebpf.DevMap, ebpf.DevMapHash} {
+		m, err := k.NewMap(&ebpf.MapSpec{Type: typ, KeySize: 4, ValueSize: 4, MaxEntries: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Put(uint32(0), uint32(idx)); err != nil {
+			t.Errorf("%v: ifindex %d: %v", typ, idx, err)
+		}
+		if err := m.Put(uint32(1), uint32(idx+1)); !errors.Is(err, uapi.EINVAL) {
+			t.Errorf("%v: ifindex %d: %v, want EINVAL", typ, idx+1, err)
+		}
+		m.Close()
 	}
 }

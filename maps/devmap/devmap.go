@@ -4,9 +4,9 @@
 // bpf_redirect_map. A slot holds a struct bpf_devmap_val: the device's
 // ifindex and, in 8-byte values, the id of a program to run on it.
 //
-// The simulated kernel has one network device, the loopback (ifindex 1);
-// a slot naming another is refused as the kernel refuses a missing
-// device. Programs attached to slots (bpf_prog.fd) are not simulated yet:
+// A slot must name one of the kernel's network devices (the loopback,
+// ifindex 1, and those a test added: maps.NetDevices), as the kernel
+// refuses a missing device. Programs attached to slots (bpf_prog.fd) are not simulated yet:
 // a value naming one is refused with EINVAL and a message that says so.
 // Slots are updated in place rather than swapped under RCU, so a program
 // holding a looked-up value sees a later update.
@@ -27,8 +27,6 @@ var DevMap = &maps.Type{ID: uapi.MapTypeDevmap, Name: "devmap", AllocCheck: allo
 const (
 	// createFlags are DEV_CREATE_FLAG_MASK.
 	createFlags = uapi.BPF_F_NUMA_NODE | uapi.BPF_F_RDONLY | uapi.BPF_F_WRONLY
-	// loopbackIfindex is the simulated kernel's only device.
-	loopbackIfindex = 1
 )
 
 // XDP verdicts and bpf_redirect_map flags.
@@ -99,8 +97,8 @@ func (d *dtab) UpdateElem(_ int, key, value []byte, flags uint64) error {
 	switch {
 	case ifindex == 0 && progFD > 0:
 		return errors.Wrap(uapi.EINVAL, "a program without a device")
-	case ifindex != 0 && ifindex != loopbackIfindex:
-		return errors.Wrapf(uapi.EINVAL, "no device with ifindex %d (bpfsim simulates only lo, ifindex 1)", ifindex)
+	case ifindex != 0 && !maps.NetDeviceExists(d.m.Kernel, ifindex):
+		return errors.Wrapf(uapi.EINVAL, "no device with ifindex %d", ifindex)
 	case progFD > 0:
 		return errors.Wrap(uapi.EINVAL, "programs in devmap slots are not simulated by bpfsim yet")
 	}

@@ -129,7 +129,7 @@ func (d *dtabHash) UpdateElem(_ int, key, value []byte, flags uint64) error {
 	if old != nil && flags&uapi.BPF_NOEXIST != 0 {
 		return errors.Wrapf(uapi.EEXIST, "key %d exists", k)
 	}
-	if err := checkDevice(value); err != nil {
+	if err := checkDevice(d.m.Kernel, value); err != nil {
 		return err
 	}
 	if old == nil && d.items >= d.m.MaxEntries {
@@ -160,15 +160,15 @@ func (d *dtabHash) UpdateElem(_ int, key, value []byte, flags uint64) error {
 
 // checkDevice is __dev_map_alloc_node's refusals: a device bpfsim does
 // not have, or a program (not simulated).
-func checkDevice(value []byte) error {
+func checkDevice(k maps.Kernel, value []byte) error {
 	ifindex := binary.LittleEndian.Uint32(value)
 	var progFD int32
 	if len(value) == 8 {
 		progFD = int32(binary.LittleEndian.Uint32(value[4:]))
 	}
 	switch {
-	case ifindex != loopbackIfindex:
-		return errors.Wrapf(uapi.EINVAL, "no device with ifindex %d (bpfsim simulates only lo, ifindex 1)", ifindex)
+	case !maps.NetDeviceExists(k, ifindex):
+		return errors.Wrapf(uapi.EINVAL, "no device with ifindex %d", ifindex)
 	case progFD > 0:
 		return errors.Wrap(uapi.EINVAL, "programs in devmap_hash elements are not simulated by bpfsim yet")
 	}
