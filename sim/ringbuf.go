@@ -1,6 +1,8 @@
 package sim
 
 import (
+	"bytes"
+	"encoding/binary"
 	"os"
 
 	"github.com/pkg/errors"
@@ -150,6 +152,28 @@ func (rd *RingbufReader) Read() (RingbufRecord, error) {
 		return RingbufRecord{}, os.ErrDeadlineExceeded
 	}
 	return RingbufRecord{RawSample: s, Remaining: rd.AvailableBytes()}, nil
+}
+
+// ReadRecords decodes every record ready in rd into a T each, as
+// encoding/binary reads a little-endian struct: the loop a test or a tool
+// writes to collect what a program has sent so far. It stops at the first
+// record that does not decode.
+func ReadRecords[T any](rd *RingbufReader) ([]T, error) {
+	var out []T
+	for {
+		rec, err := rd.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+		var v T
+		if err := binary.Read(bytes.NewReader(rec.RawSample), binary.LittleEndian, &v); err != nil {
+			return out, errors.Wrapf(uapi.EINVAL, "record of %d bytes: %v", len(rec.RawSample), err)
+		}
+		out = append(out, v)
+	}
 }
 
 // AvailableBytes is how many bytes the producer has written that the

@@ -206,3 +206,46 @@ func TestRingbufReserveSubmitAndDiscard(t *testing.T) {
 		})
 	}
 }
+
+// ReadRecords decodes the records ready into structs, and reports one
+// that does not fit.
+func TestReadRecordsDecodesEveryReadyRecord(t *testing.T) {
+	k := newKernel(t, nil)
+	rb, err := k.NewMap(&ebpf.MapSpec{Type: ebpf.RingBuf, MaxEntries: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rb.Close()
+	rd, err := sim.NewRingbufReader(rb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	// A program that outputs two 8-byte records, 1 and 2.
+	var insns asm.Instructions
+	for _, v := range []int32{1, 2} {
+		insns = append(insns,
+			asm.Mov.Imm(asm.R1, v), asm.StoreMem(asm.R10, -8, asm.R1, asm.DWord),
+			asm.LoadMapPtr(asm.R1, rb.FD()), asm.Mov.Reg(asm.R2, asm.R10), asm.Add.Imm(asm.R2, -8),
+			asm.Mov.Imm(asm.R3, 8), asm.Mov.Imm(asm.R4, 0), asm.FnRingbufOutput.Call())
+	}
+	insns = append(insns, asm.Mov.Imm(asm.R0, 0), asm.Return())
+	p, err := k.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: insns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := p.Run(&sim.RunOptions{Data: make([]byte, 64)}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := sim.ReadRecords[uint64](rd)
+	if err != nil || len(got) != 2 || got[0] != 1 || got[1] != 2 {
+		t.Fatalf("got %v, %v; want [1 2]", got, err)
+	}
+	if _, err := p.Run(&sim.RunOptions{Data: make([]byte, 64)}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := sim.ReadRecords[[16]byte](rd); !errors.Is(err, uapi.EINVAL) || len(got) != 0 {
+		t.Fatalf("16-byte records from 8-byte ones: %v, %v; want EINVAL", got, err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 
+	"github.com/bpfsim/bpfsim/sim"
 	"github.com/bpfsim/bpfsim/sim/kdiff"
 )
 
@@ -99,18 +100,7 @@ func TestSKBMiscHelpersMatchKernel(t *testing.T) {
 	compared := 0
 	for _, typ := range []ebpf.ProgramType{ebpf.SchedCLS, ebpf.SchedACT, ebpf.CGroupSKB} {
 		for name, insns := range progs {
-			kErr, kOuts := kernelSKB(typ, insns, runs)
-			sErr, sOuts := simSKB(k, typ, insns, runs)
-			if kErr != nil || sErr != nil {
-				if (kErr == nil) != (sErr == nil) || !strings.Contains(fmt.Sprint(sErr), kdiff.LastLogLine(kErr)) {
-					t.Errorf("%s, %s: kernel %v; bpfsim %v", typ, name, kErr, sErr)
-				}
-				continue
-			}
-			for _, d := range skbDiff(runs, nil, nil, kOuts, nil, sOuts) {
-				t.Errorf("%s, %s: %s", typ, name, d)
-			}
-			compared += len(kOuts)
+			compared += len(compareSKBProgram(t, k, typ, name, insns, runs))
 		}
 	}
 	t.Logf("%d runs compared", compared)
@@ -140,4 +130,24 @@ func TestSKBInputLengthsAreTheKernels(t *testing.T) {
 		compared += len(runs)
 	}
 	t.Logf("%d inputs compared", compared)
+}
+
+// compareSKBProgram runs insns as typ in this machine's kernel and in
+// bpfsim on runs and reports every difference under name: a program both
+// refuse, with the kernel's message in bpfsim's, passes. It returns the
+// kernel's outcomes (none for a refused program).
+func compareSKBProgram(t *testing.T, k *sim.Kernel, typ ebpf.ProgramType, name string, insns asm.Instructions, runs []skbRun) []skbOutcome {
+	t.Helper()
+	kErr, kOuts := kernelSKB(typ, insns, runs)
+	sErr, sOuts := simSKB(k, typ, insns, runs)
+	if kErr != nil || sErr != nil {
+		if (kErr == nil) != (sErr == nil) || !strings.Contains(fmt.Sprint(sErr), kdiff.LastLogLine(kErr)) {
+			t.Errorf("%s, %s: kernel %v; bpfsim %v", typ, name, kErr, sErr)
+		}
+		return nil
+	}
+	for _, d := range skbDiff(runs, nil, nil, kOuts, nil, sOuts) {
+		t.Errorf("%s, %s: %s", typ, name, d)
+	}
+	return kOuts
 }

@@ -3,7 +3,6 @@ package sim_test
 import (
 	"encoding/binary"
 	"fmt"
-	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -84,18 +83,7 @@ func TestSKBResizeMatchesKernel(t *testing.T) {
 	compared := 0
 	for _, typ := range []ebpf.ProgramType{ebpf.SchedCLS, ebpf.SchedACT} {
 		for _, p := range progs {
-			kErr, kOuts := kernelSKB(typ, p.insns, runs)
-			sErr, sOuts := simSKB(k, typ, p.insns, runs)
-			if kErr != nil || sErr != nil {
-				if (kErr == nil) != (sErr == nil) || !strings.Contains(fmt.Sprint(sErr), kdiff.LastLogLine(kErr)) {
-					t.Errorf("%s, %s: kernel %v; bpfsim %v", typ, p.name, kErr, sErr)
-				}
-				continue
-			}
-			for _, d := range skbDiff(runs, nil, nil, kOuts, nil, sOuts) {
-				t.Errorf("%s, %s: %s", typ, p.name, d)
-			}
-			compared += len(kOuts)
+			compared += len(compareSKBProgram(t, k, typ, p.name, p.insns, runs))
 		}
 	}
 	t.Logf("%d runs compared", compared)
@@ -161,15 +149,8 @@ func TestSKBAdjustRoomMatchesKernel(t *testing.T) {
 				if mode == 2 && flags != 0 {
 					continue
 				}
-				insns := adjustRoomProgram(diff, mode, flags)
-				kErr, kOuts := kernelSKB(ebpf.SchedCLS, insns, runs)
-				sErr, sOuts := simSKB(k, ebpf.SchedCLS, insns, runs)
-				if kErr != nil || sErr != nil {
-					t.Fatalf("diff %d mode %d flags %#x: kernel %v; bpfsim %v", diff, mode, flags, kErr, sErr)
-				}
-				for _, d := range skbDiff(runs, nil, nil, kOuts, nil, sOuts) {
-					t.Errorf("diff %d mode %d flags %#x: %s", diff, mode, flags, d)
-				}
+				name := fmt.Sprintf("diff %d mode %d flags %#x", diff, mode, flags)
+				kOuts := compareSKBProgram(t, k, ebpf.SchedCLS, name, adjustRoomProgram(diff, mode, flags), runs)
 				for i, o := range kOuts {
 					if o.err == nil && len(o.ctx) >= 52 && binary.LittleEndian.Uint32(o.ctx[48:]) == 0 && len(o.data) != len(runs[i].data) {
 						resized++
@@ -211,15 +192,7 @@ func TestSKBChangeProtoMatchesKernel(t *testing.T) {
 				asm.LoadMem(asm.R1, asm.R6, 68, asm.Word), asm.StoreMem(asm.R6, 60, asm.R1, asm.Word), // hash
 				asm.Mov.Imm(asm.R0, 0), asm.Return(),
 			}
-			kErr, kOuts := kernelSKB(ebpf.SchedCLS, insns, runs)
-			sErr, sOuts := simSKB(k, ebpf.SchedCLS, insns, runs)
-			if kErr != nil || sErr != nil {
-				t.Fatalf("proto %#x flags %d: kernel %v; bpfsim %v", proto, flags, kErr, sErr)
-			}
-			for _, d := range skbDiff(runs, nil, nil, kOuts, nil, sOuts) {
-				t.Errorf("proto %#x flags %d: %s", proto, flags, d)
-			}
-			compared += len(kOuts)
+			compared += len(compareSKBProgram(t, k, ebpf.SchedCLS, fmt.Sprintf("proto %#x flags %d", proto, flags), insns, runs))
 		}
 	}
 	t.Logf("%d runs compared", compared)

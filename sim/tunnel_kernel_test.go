@@ -3,7 +3,6 @@ package sim_test
 import (
 	"encoding/binary"
 	"fmt"
-	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -107,19 +106,8 @@ func TestTunnelHelpersMatchKernel(t *testing.T) {
 	}
 	compared := 0
 	for i, c := range cases {
-		insns := tunnelProgram(c)
-		kErr, kOuts := kernelSKB(ebpf.SchedCLS, insns, runs)
-		sErr, sOuts := simSKB(k, ebpf.SchedCLS, insns, runs)
-		if kErr != nil || sErr != nil {
-			if (kErr == nil) != (sErr == nil) || !strings.Contains(fmt.Sprint(sErr), kdiff.LastLogLine(kErr)) {
-				t.Errorf("case %d %+v: kernel %v; bpfsim %v", i, c, kErr, sErr)
-			}
-			continue
-		}
-		for _, d := range skbDiff(runs, nil, nil, kOuts, nil, sOuts) {
-			t.Errorf("case %d (set %d/%#x opt %d get %d/%#x/%d): %s", i, c.setSize, c.setFlag, c.optSize, c.getSize, c.getFlag, c.optGet, d)
-		}
-		compared += len(kOuts)
+		name := fmt.Sprintf("case %d (set %d/%#x opt %d get %d/%#x/%d)", i, c.setSize, c.setFlag, c.optSize, c.getSize, c.getFlag, c.optGet)
+		compared += len(compareSKBProgram(t, k, ebpf.SchedCLS, name, tunnelProgram(c), runs))
 	}
 	t.Logf("%d runs compared", compared)
 }

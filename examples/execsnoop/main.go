@@ -27,7 +27,6 @@ import (
 	"bytes"
 	_ "embed"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -118,23 +117,7 @@ func (s *Snoop) Execve(e Exec) error {
 }
 
 // Events returns the events the program has sent since the last call.
-func (s *Snoop) Events() ([]Event, error) {
-	var events []Event
-	for {
-		rec, err := s.reader.Read()
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return events, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		var e Event
-		if err := binary.Read(bytes.NewReader(rec.RawSample), binary.LittleEndian, &e); err != nil {
-			return nil, err
-		}
-		events = append(events, e)
-	}
-}
+func (s *Snoop) Events() ([]Event, error) { return sim.ReadRecords[Event](s.reader) }
 
 // Counts returns the executions per calling command.
 func (s *Snoop) Counts() (map[string]uint64, error) {

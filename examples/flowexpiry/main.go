@@ -26,7 +26,6 @@ import (
 	"bytes"
 	_ "embed"
 	"encoding/binary"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -123,23 +122,7 @@ func (t *Table) Advance(d time.Duration) error {
 }
 
 // Expired returns the expiries reported since the last call.
-func (t *Table) Expired() ([]Expiry, error) {
-	var out []Expiry
-	for {
-		rec, err := t.reader.Read()
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return out, nil
-		}
-		if err != nil {
-			return out, err
-		}
-		var e Expiry
-		if err := binary.Read(bytes.NewReader(rec.RawSample), binary.LittleEndian, &e); err != nil {
-			return out, err
-		}
-		out = append(out, e)
-	}
-}
+func (t *Table) Expired() ([]Expiry, error) { return sim.ReadRecords[Expiry](t.reader) }
 
 // Flows returns the flows in the table.
 func (t *Table) Flows() (map[Flow]State, error) {
