@@ -6,25 +6,13 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/bpfsim/bpfsim/sim"
-	"github.com/bpfsim/bpfsim/sim/kdiff"
 )
 
 // testdata/format.bpf.o's bpf_snprintf and bpf_trace_vprintk calls give
 // the same results, and the same text, in this machine's kernel and in
 // bpfsim, interpreted and JITed.
 func TestSnprintfAndTraceVprintkAreTheKernels(t *testing.T) {
-	if _, err := kdiff.OpenKernel(); err != nil {
-		t.Skipf("kernel-differential test skipped: this machine cannot load BPF programs: %v", err)
-	}
-	spec, err := ebpf.LoadCollectionSpec("testdata/format.bpf.o")
-	if err != nil {
-		t.Fatal(err)
-	}
-	coll, err := ebpf.NewCollection(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer coll.Close()
+	coll := kernelCollection(t, "testdata/format.bpf.o")
 	if _, err := coll.Programs["format"].Run(&ebpf.RunOptions{Data: make([]byte, 64)}); err != nil {
 		t.Fatal(err)
 	}

@@ -24,18 +24,7 @@ import (
 // CO-RE relocations against each kernel's own layout, and from the user
 // memory the arguments point at.
 func TestTaskHelpersAreTheKernels(t *testing.T) {
-	if _, err := kdiff.OpenKernel(); err != nil {
-		t.Skipf("kernel-differential test skipped: this machine cannot load BPF programs: %v", err)
-	}
-	spec, err := ebpf.LoadCollectionSpec("testdata/task.bpf.o")
-	if err != nil {
-		t.Fatal(err)
-	}
-	coll, err := ebpf.NewCollection(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer coll.Close()
+	coll := kernelCollection(t, "testdata/task.bpf.o")
 	results := coll.Maps["results"]
 	if err := results.Put(uint32(0), bytes.Repeat([]byte{0xff}, binary.Size(taskResult{}))); err != nil {
 		t.Fatal(err)
@@ -105,4 +94,24 @@ func cgroupID(t *testing.T) uint64 {
 		}
 	}
 	return 0
+}
+
+// kernelCollection loads the object at path into this machine's kernel,
+// closed when the test ends; the test skips, saying so, where the kernel
+// cannot load BPF programs.
+func kernelCollection(t *testing.T, path string) *ebpf.Collection {
+	t.Helper()
+	if _, err := kdiff.OpenKernel(); err != nil {
+		t.Skipf("kernel-differential test skipped: this machine cannot load BPF programs: %v", err)
+	}
+	spec, err := ebpf.LoadCollectionSpec(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { coll.Close() })
+	return coll
 }

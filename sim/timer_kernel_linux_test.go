@@ -25,18 +25,7 @@ func (s *kernelTimers) wait(t *testing.T, d time.Duration) { time.Sleep(d) }
 // is advanced by as much: errnos, cancels, re-arming and self-cancelling
 // callbacks, keys passed to callbacks, timers ended with their elements.
 func TestTimersAreTheKernels(t *testing.T) {
-	if _, err := kdiff.OpenKernel(); err != nil {
-		t.Skipf("kernel-differential test skipped: this machine cannot load BPF programs: %v", err)
-	}
-	spec, err := ebpf.LoadCollectionSpec("testdata/timer.bpf.o")
-	if err != nil {
-		t.Fatal(err)
-	}
-	coll, err := ebpf.NewCollection(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer coll.Close()
+	coll := kernelCollection(t, "testdata/timer.bpf.o")
 	run := func(name string) error {
 		_, err := coll.Programs[name].Run(&ebpf.RunOptions{Data: make([]byte, 64)})
 		return err
