@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"container/heap"
 	"math"
 	"sync"
 	"time"
@@ -100,20 +99,62 @@ type timerEntry struct {
 
 func (e timerEntry) live() bool { return e.tm.armed && e.tm.seq == e.seq }
 
-// timerQueue is a heap of timerEntry by expiry, then by start order.
+// timerQueue is a binary heap of timerEntry by expiry, then by start
+// order. (container/heap would box every entry it pushes and pops.)
 type timerQueue []timerEntry
 
-func (q timerQueue) Len() int { return len(q) }
-func (q timerQueue) Less(i, j int) bool {
+func (q timerQueue) less(i, j int) bool {
 	return q[i].expires < q[j].expires || q[i].expires == q[j].expires && q[i].seq < q[j].seq
 }
-func (q timerQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *timerQueue) Push(x any)   { *q = append(*q, x.(timerEntry)) }
-func (q *timerQueue) Pop() any {
-	old := *q
-	e := old[len(old)-1]
-	*q = old[:len(old)-1]
-	return e
+
+func (q *timerQueue) push(e timerEntry) {
+	*q = append(*q, e)
+	h := *q
+	for i := len(h) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if !h.less(i, parent) {
+			break
+		}
+		h[i], h[parent] = h[parent], h[i]
+		i = parent
+	}
+}
+
+func (q *timerQueue) pop() timerEntry {
+	h := *q
+	top := h[0]
+	last := len(h) - 1
+	h[0] = h[last]
+	h[last] = timerEntry{}
+	h = h[:last]
+	*q = h
+	h.down(0)
+	return top
+}
+
+func (q timerQueue) down(i int) {
+	for {
+		l := 2*i + 1
+		if l >= len(q) {
+			return
+		}
+		m := l
+		if r := l + 1; r < len(q) && q.less(r, l) {
+			m = r
+		}
+		if !q.less(m, i) {
+			return
+		}
+		q[i], q[m] = q[m], q[i]
+		i = m
+	}
+}
+
+// init restores the heap order of the whole queue.
+func (q timerQueue) init() {
+	for i := len(q)/2 - 1; i >= 0; i-- {
+		q.down(i)
+	}
 }
 
 // arm arms tm to fire at expires; the caller holds t.mu.
@@ -123,7 +164,7 @@ func (t *timerTable) arm(tm *bpfTimer, expires uint64, cpu int) {
 	}
 	t.seq++
 	tm.armed, tm.expires, tm.seq, tm.cpu = true, expires, t.seq, cpu
-	heap.Push(&t.queue, timerEntry{tm, expires, tm.seq})
+	t.queue.push(timerEntry{tm, expires, tm.seq})
 	// A timer started again and again before it fires leaves stale
 	// entries: drop them once they outnumber the live ones.
 	if len(t.queue) > 64 && len(t.queue) > 4*t.armed {
@@ -135,7 +176,7 @@ func (t *timerTable) arm(tm *bpfTimer, expires uint64, cpu int) {
 		}
 		clear(t.queue[len(live):])
 		t.queue = live
-		heap.Init(&t.queue)
+		t.queue.init()
 	}
 }
 
@@ -444,12 +485,12 @@ func (k *Kernel) nextTimer(until uint64) (*bpfTimer, *Program, uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for len(t.queue) > 0 && !t.queue[0].live() {
-		heap.Pop(&t.queue)
+		t.queue.pop()
 	}
 	if len(t.queue) == 0 || t.queue[0].expires > until {
 		return nil, nil, 0
 	}
-	next := heap.Pop(&t.queue).(timerEntry).tm
+	next := t.queue.pop().tm
 	t.disarm(next)
 	if next.prog == nil || !next.prog.tryGet() {
 		return next, nil, 0
