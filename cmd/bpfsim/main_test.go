@@ -56,6 +56,9 @@ func TestPluginProtocol(t *testing.T) {
 	}
 }
 
+// flowObject is examples/flowexpiry's object: an XDP program with a timer.
+const flowObject = "../../examples/flowexpiry/flowexpiry.bpf.o"
+
 func TestRunAndDump(t *testing.T) {
 	dir := t.TempDir()
 	raw := filepath.Join(dir, "prog.hex")
@@ -72,6 +75,9 @@ func TestRunAndDump(t *testing.T) {
 		t.Fatal(err)
 	}
 	frame := strings.Repeat("00 ", 12) + "08 00 " + strings.Repeat("45 ", 20)
+	// An IPv4/UDP frame for examples/flowexpiry, whose first packet of a
+	// flow starts a 30 s timer.
+	udpFrame := strings.Repeat("00 ", 12) + "08 00 45 00 00 1c 00 00 00 00 40 11 00 00 0a 00 00 01 0a 00 00 02 13 88 00 35"
 	for _, c := range []struct {
 		name   string
 		args   []string
@@ -87,6 +93,10 @@ func TestRunAndDump(t *testing.T) {
 		{"missing file", []string{"run", filepath.Join(dir, "nope")}, 1, []string{"no such file"}},
 		{"unknown type", []string{"run", "-type", "kprobe", raw}, 1, []string{"unknown program type"}},
 		{"tc program", []string{"run", "-hex", "-type", "sched_cls", skbLen, "-data-hex", frame}, 0, []string{"r0 = 0x22 (34)"}},
+		{"a timer fired by -advance", []string{"run", flowObject, "-data-hex", udpFrame, "-advance", "31s"}, 0,
+			[]string{"clock advanced 31s: 1 timer callbacks ran, 0 timers still armed"}},
+		{"a timer not yet due", []string{"run", flowObject, "-data-hex", udpFrame, "-advance", "29s"}, 0,
+			[]string{"clock advanced 29s: 0 timer callbacks ran, 1 timers still armed"}},
 		{"socket filter", []string{"run", "-hex", "-type", "socket_filter", skbLen, "-data-hex", frame}, 0, []string{"r0 = 0x14 (20)"}},
 		{"cgroup_skb egress may return 3", []string{"run", "-hex", "-type", "cgroup_skb/egress", three, "-data-hex", frame}, 0, []string{"r0 = 0x3 (3)"}},
 		{"cgroup_skb ingress may not", []string{"run", "-hex", "-type", "cgroup_skb/ingress", three, "-data-hex", frame}, 1, []string{"should have been in [0, 1]"}},

@@ -28,6 +28,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	logLevel := fs.Int("log", 0, "verifier log level (1: the failing path, 2: every instruction); the log goes to stderr")
 	showMaps := fs.Bool("maps", false, "dump the object's maps after the run, as bpftool map dump does")
 	jit := fs.Bool("jit", false, "run the program JITed to arm64 on the A64 emulator (fails if the JIT cannot translate it)")
+	advance := fs.Duration("advance", 0, "after the run, move the virtual clock this far, firing the bpf_timers that expire on the way")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: bpfsim run [flags] PROGRAM")
 		fs.PrintDefaults()
@@ -99,6 +100,13 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(res.Context) > 0 {
 		fmt.Fprintf(stdout, "context out (%d bytes):\n%s", len(res.Context), hex.Dump(res.Context))
+	}
+	if *advance > 0 {
+		n, err := k.AdvanceClock(*advance)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(stdout, "clock advanced %v: %d timer callbacks ran, %d timers still armed\n", *advance, n, k.ArmedTimers())
 	}
 	if trace := k.Trace().String(); trace != "" {
 		fmt.Fprintf(stdout, "trace_pipe:\n%s", trace)
