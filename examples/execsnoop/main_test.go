@@ -2,30 +2,18 @@ package main
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
-	"os"
 	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
 
+	"github.com/bpfsim/bpfsim/examples/internal/bpfobj"
 	"github.com/bpfsim/bpfsim/sim"
 	"github.com/bpfsim/bpfsim/sim/kdiff"
 )
 
 func TestCommittedObjectIsFresh(t *testing.T) {
-	src, err := os.ReadFile("bpf/execsnoop.bpf.c")
-	if err != nil {
-		t.Fatal(err)
-	}
-	recorded, err := os.ReadFile("execsnoop.bpf.o.srcsum")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sum := sha256.Sum256(src); hex.EncodeToString(sum[:]) != strings.TrimSpace(string(recorded)) {
-		t.Fatal("execsnoop.bpf.o is stale: its source changed since it was built; run go generate ./examples/execsnoop")
-	}
+	bpfobj.CheckFresh(t, "bpf/execsnoop.bpf.c", "execsnoop.bpf.o", "go generate ./examples/execsnoop")
 }
 
 func loadSnoop(t *testing.T) *Snoop {

@@ -2,28 +2,16 @@ package main
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/bpfsim/bpfsim/examples/internal/bpfobj"
 	"github.com/bpfsim/bpfsim/sim"
 )
 
 func TestCommittedObjectIsFresh(t *testing.T) {
-	src, err := os.ReadFile("bpf/flowexpiry.bpf.c")
-	if err != nil {
-		t.Fatal(err)
-	}
-	recorded, err := os.ReadFile("flowexpiry.bpf.o.srcsum")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sum := sha256.Sum256(src); hex.EncodeToString(sum[:]) != strings.TrimSpace(string(recorded)) {
-		t.Fatal("flowexpiry.bpf.o is stale: its source changed since it was built; run go generate ./examples/flowexpiry")
-	}
+	bpfobj.CheckFresh(t, "bpf/flowexpiry.bpf.c", "flowexpiry.bpf.o", "go generate ./examples/flowexpiry")
 }
 
 func loadTable(t *testing.T, timeout time.Duration) (*sim.Kernel, *Table) {

@@ -2,9 +2,7 @@ package lb
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/bpfsim/bpfsim/examples/internal/bpfobj"
 	"github.com/bpfsim/bpfsim/sim"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
@@ -28,18 +27,7 @@ const testSeed = 0x5eed1234
 // The committed object is built from the committed source: a source
 // changed without `go generate ./examples/maglev/lb` fails here.
 func TestObjectMatchesSource(t *testing.T) {
-	src, err := os.ReadFile("../bpf/maglev.bpf.c")
-	if err != nil {
-		t.Fatal(err)
-	}
-	recorded, err := os.ReadFile("maglev.bpf.o.srcsum")
-	if err != nil {
-		t.Fatalf("maglev.bpf.o has no recorded source sum: run go generate ./examples/maglev/lb")
-	}
-	sum := sha256.Sum256(src)
-	if got := hex.EncodeToString(sum[:]); got != strings.TrimSpace(string(recorded)) {
-		t.Errorf("maglev.bpf.o is stale: ../bpf/maglev.bpf.c changed since it was built; run go generate ./examples/maglev/lb")
-	}
+	bpfobj.CheckFresh(t, "../bpf/maglev.bpf.c", "maglev.bpf.o", "go generate ./examples/maglev/lb")
 	onDisk, err := os.ReadFile("maglev.bpf.o")
 	if err != nil {
 		t.Fatal(err)
