@@ -31,6 +31,25 @@ type ProgObject interface {
 	ProgOwner() ProgOwner
 }
 
+// AttachTyped is the ability of a ProgObject to tell the expected attach
+// type it was loaded with (expected_attach_type).
+type AttachTyped interface {
+	ExpectedAttachType() uint32
+}
+
+// ProgFdField is the ability of maps whose values hold, among plain
+// fields, a program's fd (a devmap's struct bpf_devmap_val, a cpumap's
+// struct bpf_cpumap_val): user space writes the fd, the map keeps the
+// program (a reference on it) and a lookup reads its id back there.
+type ProgFdField interface {
+	// ProgFdOffset says where this map's values hold the fd, if they
+	// have the field.
+	ProgFdOffset() (off int, ok bool)
+	// UpdateElemWithProg is UpdateElem for a value whose fd is positive:
+	// prog is the program it names, nil if it names none.
+	UpdateElemWithProg(key, value []byte, prog ProgObject, flags uint64) error
+}
+
 // ProgHolder is the ability of maps that hold programs
 // (map_type_contains_progs): the kernel checks every program that uses
 // such a map, when it loads, against the map's owner, which the first

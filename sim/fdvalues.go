@@ -100,6 +100,18 @@ func (h *Map) objectOf(kind maps.FdKind, value any) (maps.Object, error) {
 	return objectOfFile(kind, f, fd)
 }
 
+// progOfFd is the program fd names in the handle's process, or nil.
+func (h *Map) progOfFd(fd int) maps.ProgObject {
+	f, err := h.proc.fds.get(fd)
+	if err != nil {
+		return nil
+	}
+	if p, ok := f.obj.(*Program); ok {
+		return &p.obj
+	}
+	return nil
+}
+
 // objectOfFile returns the object of kind behind f (nil: an open file
 // that is no BPF object), with the errno the kernel's getters give for
 // another kind: bpf_map_get's EINVAL, perf_event_get's EBADF.

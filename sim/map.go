@@ -523,6 +523,13 @@ func (h *Map) Update(key, value any, flags ebpf.MapUpdateFlags) error {
 	if p, ok := h.percpu(); ok {
 		return mapErr(p.UpdatePercpu(k, v, uint64(flags)))
 	}
+	if pf, ok := h.m.Ops.(maps.ProgFdField); ok {
+		if off, ok := pf.ProgFdOffset(); ok {
+			if fd := int32(binary.LittleEndian.Uint32(v[off:])); fd > 0 {
+				return mapErr(pf.UpdateElemWithProg(k, v, h.progOfFd(int(fd)), uint64(flags)))
+			}
+		}
+	}
 	return mapErr(h.m.Ops.UpdateElem(0, k, v, uint64(flags)))
 }
 

@@ -45,6 +45,9 @@ func (o *progObject) Get()             { o.p.get() }
 func (o *progObject) Put()             { o.p.put() }
 func (o *progObject) ObjectID() uint32 { return o.p.id }
 
+// ExpectedAttachType is maps.AttachTyped.
+func (o *progObject) ExpectedAttachType() uint32 { return uint32(o.p.attachType) }
+
 // ProgOwner is what a program-holding map compares (bpf_prog_map_compatible):
 // bpfsim always "JITs" (the fix-ups assume jit_requested), has no XDP
 // fragments, no sleepable programs and no expected attach types yet.

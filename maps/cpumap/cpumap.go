@@ -86,12 +86,25 @@ func (c *cmap) LookupElem(_ int, key []byte) (uint64, error) {
 // the queue size, the key against the possible CPUs. A qsize of 0 empties
 // the slot.
 func (c *cmap) UpdateElem(_ int, key, value []byte, flags uint64) error {
+	hasFd := len(value) == 8 && int32(binary.LittleEndian.Uint32(value[4:])) > 0
+	return c.update(key, value, nil, hasFd, flags)
+}
+
+// ProgFdOffset is maps.ProgFdField: 8-byte values hold a program's fd
+// after the queue size.
+func (c *cmap) ProgFdOffset() (int, bool) { return 4, c.m.ValueSize == 8 }
+
+// UpdateElemWithProg is cpu_map_update_elem for a value with a program:
+// an XDP program loaded for cpumaps (BPF_XDP_CPUMAP), which the slot then
+// holds. Any other is ENOMEM, as the kernel's entry allocation fails for
+// it.
+func (c *cmap) UpdateElemWithProg(key, value []byte, prog maps.ProgObject, flags uint64) error {
+	return c.update(key, value, prog, true, flags)
+}
+
+func (c *cmap) update(key, value []byte, prog maps.ProgObject, hasFd bool, flags uint64) error {
 	i := binary.LittleEndian.Uint32(key)
 	qsize := binary.LittleEndian.Uint32(value)
-	var progFD int32
-	if len(value) == 8 {
-		progFD = int32(binary.LittleEndian.Uint32(value[4:]))
-	}
 	switch {
 	case flags > uapi.BPF_EXIST:
 		return errors.Wrapf(uapi.EINVAL, "update flags %#x", flags)
@@ -103,12 +116,19 @@ func (c *cmap) UpdateElem(_ int, key, value []byte, flags uint64) error {
 		return errors.Wrapf(uapi.EOVERFLOW, "qsize %d is over %d", qsize, MaxQueueSize)
 	case i >= c.cpus:
 		return errors.Wrapf(uapi.ENODEV, "CPU %d is not possible (%d CPUs)", i, c.cpus)
-	case qsize != 0 && progFD > 0:
-		return errors.Wrap(uapi.ENOMEM, "programs in cpumap slots are not simulated by bpfsim yet")
+	case qsize != 0 && hasFd && !devmap.SlotProgramFits(prog, devmap.AttachXDPCPUMap):
+		return errors.Wrap(uapi.ENOMEM, "the fd is no XDP program loaded for cpumaps (expected attach type BPF_XDP_CPUMAP)")
 	}
 	v := make([]byte, c.m.ValueSize)
-	binary.LittleEndian.PutUint32(v, qsize) // the program id stays 0
-	c.Store(i, v, qsize != 0)
+	binary.LittleEndian.PutUint32(v, qsize)
+	if qsize == 0 || !hasFd {
+		prog = nil
+	}
+	if prog != nil {
+		prog.Get()
+		binary.LittleEndian.PutUint32(v[4:], prog.ObjectID())
+	}
+	c.StoreProg(i, v, qsize != 0, prog)
 	return nil
 }
 

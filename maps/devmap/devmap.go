@@ -6,8 +6,9 @@
 //
 // A slot must name one of the kernel's network devices (the loopback,
 // ifindex 1, and those a test added: maps.NetDevices), as the kernel
-// refuses a missing device. Programs attached to slots (bpf_prog.fd) are not simulated yet:
-// a value naming one is refused with EINVAL and a message that says so.
+// refuses a missing device. A slot's program (bpf_prog.fd) must be an XDP
+// program loaded for devmaps; the slot holds it and a lookup reads its
+// id. Test runs do not transmit, so it never runs.
 // Slots are updated in place rather than swapped under RCU, so a program
 // holding a looked-up value sees a later update.
 package devmap
@@ -78,8 +79,27 @@ func (d *dtab) LookupElem(_ int, key []byte) (uint64, error) {
 }
 
 // UpdateElem is dev_map_update_elem: ifindex 0 empties the slot, any
-// other must be a device; every slot exists, so BPF_NOEXIST fails.
+// other must be a device; every slot exists, so BPF_NOEXIST fails. A
+// program's fd reaches the map through UpdateElemWithProg.
 func (d *dtab) UpdateElem(_ int, key, value []byte, flags uint64) error {
+	hasFd := len(value) == 8 && int32(binary.LittleEndian.Uint32(value[4:])) > 0
+	return d.update(key, value, nil, hasFd, flags)
+}
+
+// ProgFdOffset is maps.ProgFdField: 8-byte values hold a program's fd
+// after the ifindex.
+func (d *dtab) ProgFdOffset() (int, bool) { return 4, d.m.ValueSize == 8 }
+
+// UpdateElemWithProg is dev_map_update_elem for a value with a program:
+// an XDP program loaded for devmaps (BPF_XDP_DEVMAP), which the slot then
+// holds, its id read back where the fd was.
+func (d *dtab) UpdateElemWithProg(key, value []byte, prog maps.ProgObject, flags uint64) error {
+	return d.update(key, value, prog, true, flags)
+}
+
+// update stores value, whose fd (hasFd) names prog, nil for no program
+// or for an fd that came some other way than UpdateElemWithProg.
+func (d *dtab) update(key, value []byte, prog maps.ProgObject, hasFd bool, flags uint64) error {
 	i := binary.LittleEndian.Uint32(key)
 	switch {
 	case flags > uapi.BPF_EXIST:
@@ -90,21 +110,21 @@ func (d *dtab) UpdateElem(_ int, key, value []byte, flags uint64) error {
 		return errors.Wrap(uapi.EEXIST, "every devmap slot exists")
 	}
 	ifindex := binary.LittleEndian.Uint32(value)
-	var progFD int32
-	if len(value) == 8 {
-		progFD = int32(binary.LittleEndian.Uint32(value[4:]))
-	}
 	switch {
-	case ifindex == 0 && progFD > 0:
+	case ifindex == 0 && hasFd:
 		return errors.Wrap(uapi.EINVAL, "a program without a device")
 	case ifindex != 0 && !maps.NetDeviceExists(d.m.Kernel, ifindex):
 		return errors.Wrapf(uapi.EINVAL, "no device with ifindex %d", ifindex)
-	case progFD > 0:
-		return errors.Wrap(uapi.EINVAL, "programs in devmap slots are not simulated by bpfsim yet")
+	case hasFd && !SlotProgramFits(prog, AttachXDPDevmap):
+		return errors.Wrap(uapi.EINVAL, "the fd is no XDP program loaded for devmaps (expected attach type BPF_XDP_DEVMAP)")
 	}
 	v := make([]byte, d.m.ValueSize)
-	binary.LittleEndian.PutUint32(v, ifindex) // the program id stays 0
-	d.Store(i, v, ifindex != 0)
+	binary.LittleEndian.PutUint32(v, ifindex)
+	if prog != nil {
+		prog.Get()
+		binary.LittleEndian.PutUint32(v[4:], prog.ObjectID())
+	}
+	d.StoreProg(i, v, ifindex != 0, prog)
 	return nil
 }
 

@@ -46,8 +46,9 @@ func allocCheckHash(attr *maps.Attr) error {
 // hashElem is struct bpf_dtab_netdev of a devmap_hash: its key and its
 // struct bpf_devmap_val in simulated memory.
 type hashElem struct {
-	key uint32
-	val valueSlot
+	key  uint32
+	val  valueSlot
+	prog maps.ProgObject // the program the element holds, if any
 }
 
 // dtabHash is struct bpf_dtab for the hash type.
@@ -118,6 +119,21 @@ func (d *dtabHash) LookupElem(_ int, key []byte) (uint64, error) {
 // map. BPF_EXIST does not require the key to exist. The new element goes
 // to the head of its bucket, even when it replaces one.
 func (d *dtabHash) UpdateElem(_ int, key, value []byte, flags uint64) error {
+	hasFd := len(value) == 8 && int32(binary.LittleEndian.Uint32(value[4:])) > 0
+	return d.update(key, value, nil, hasFd, flags)
+}
+
+// ProgFdOffset is maps.ProgFdField: 8-byte values hold a program's fd
+// after the ifindex.
+func (d *dtabHash) ProgFdOffset() (int, bool) { return 4, d.m.ValueSize == 8 }
+
+// UpdateElemWithProg is dev_map_hash_update_elem for a value with a
+// program: one loaded for devmaps, which the element then holds.
+func (d *dtabHash) UpdateElemWithProg(key, value []byte, prog maps.ProgObject, flags uint64) error {
+	return d.update(key, value, prog, true, flags)
+}
+
+func (d *dtabHash) update(key, value []byte, prog maps.ProgObject, hasFd bool, flags uint64) error {
 	k := binary.LittleEndian.Uint32(key)
 	ifindex := binary.LittleEndian.Uint32(value)
 	if flags > uapi.BPF_EXIST || ifindex == 0 {
@@ -129,7 +145,7 @@ func (d *dtabHash) UpdateElem(_ int, key, value []byte, flags uint64) error {
 	if old != nil && flags&uapi.BPF_NOEXIST != 0 {
 		return errors.Wrapf(uapi.EEXIST, "key %d exists", k)
 	}
-	if err := checkDevice(d.m.Kernel, value); err != nil {
+	if err := checkDevice(d.m.Kernel, value, prog, hasFd); err != nil {
 		return err
 	}
 	if old == nil && d.items >= d.m.MaxEntries {
@@ -140,37 +156,40 @@ func (d *dtabHash) UpdateElem(_ int, key, value []byte, flags uint64) error {
 		return err
 	}
 	v := make([]byte, d.m.ValueSize)
-	binary.LittleEndian.PutUint32(v, ifindex) // the program id stays 0
+	binary.LittleEndian.PutUint32(v, ifindex)
+	if hasFd {
+		prog.Get()
+		binary.LittleEndian.PutUint32(v[4:], prog.ObjectID())
+	} else {
+		prog = nil
+	}
 	mem.StoreBytes(slot.raw, v)
 	b := d.bucketOf(k)
 	list := d.buckets[b]
 	switch {
 	case old != nil:
 		list = append(list[:at:at], list[at+1:]...)
-		d.values.freeAfterGracePeriod(old.val)
+		d.retire(old)
 	case len(list) == 0:
 		d.items++
 		d.markOccupied(b)
 	default:
 		d.items++
 	}
-	d.buckets[b] = append([]*hashElem{{key: k, val: slot}}, list...)
+	d.buckets[b] = append([]*hashElem{{key: k, val: slot, prog: prog}}, list...)
 	return nil
 }
 
-// checkDevice is __dev_map_alloc_node's refusals: a device bpfsim does
-// not have, or a program (not simulated).
-func checkDevice(k maps.Kernel, value []byte) error {
+// checkDevice is __dev_map_alloc_node's refusals: a device the kernel
+// does not have, or, for a value with an fd (hasFd), no program loaded
+// for devmaps.
+func checkDevice(k maps.Kernel, value []byte, prog maps.ProgObject, hasFd bool) error {
 	ifindex := binary.LittleEndian.Uint32(value)
-	var progFD int32
-	if len(value) == 8 {
-		progFD = int32(binary.LittleEndian.Uint32(value[4:]))
-	}
 	switch {
 	case !maps.NetDeviceExists(k, ifindex):
 		return errors.Wrapf(uapi.EINVAL, "no device with ifindex %d", ifindex)
-	case progFD > 0:
-		return errors.Wrap(uapi.EINVAL, "programs in devmap_hash elements are not simulated by bpfsim yet")
+	case hasFd && !SlotProgramFits(prog, AttachXDPDevmap):
+		return errors.Wrap(uapi.EINVAL, "the fd is no XDP program loaded for devmaps (expected attach type BPF_XDP_DEVMAP)")
 	}
 	return nil
 }
@@ -194,8 +213,17 @@ func (d *dtabHash) DeleteElem(_ int, key []byte) error {
 		d.buckets[b] = list
 	}
 	d.items--
-	d.values.freeAfterGracePeriod(old.val)
+	d.retire(old)
 	return nil
+}
+
+// retire frees an element that left the map, and puts its program, after
+// a grace period.
+func (d *dtabHash) retire(e *hashElem) {
+	d.values.freeAfterGracePeriod(e.val)
+	if e.prog != nil {
+		d.m.Kernel.CallRCU(e.prog.Put)
+	}
 }
 
 func (d *dtabHash) markOccupied(b uint32) {
@@ -249,6 +277,13 @@ func (d *dtabHash) Redirect(index, flags uint64) uint64 {
 func (d *dtabHash) Free() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	for _, list := range d.buckets {
+		for _, e := range list {
+			if e.prog != nil {
+				e.prog.Put()
+			}
+		}
+	}
 	d.buckets, d.occupied = nil, nil
 	d.values.free()
 	d.m.Kernel.Memory().Free(d.m.Addr)

@@ -19,6 +19,9 @@ type Slots struct {
 	used   []bool
 	values []byte
 	base   uint64 // address of slot 0's value
+	// progs are the programs the slots hold a reference on (made on the
+	// first slot given one).
+	progs []maps.ProgObject
 }
 
 // valueOffset is where the values start after the map object.
@@ -60,12 +63,27 @@ func (s *Slots) IsSet(i uint32) bool {
 
 // Store writes slot i's value (value_size bytes; i is within the map) and
 // marks it set or empty.
-func (s *Slots) Store(i uint32, v []byte, set bool) {
+func (s *Slots) Store(i uint32, v []byte, set bool) { s.StoreProg(i, v, set, nil) }
+
+// StoreProg is Store for a value that comes with prog, whose reference
+// the slot takes over (nil: none). The program the slot held before is
+// put after a grace period, as the kernel frees a replaced entry.
+func (s *Slots) StoreProg(i uint32, v []byte, set bool, prog maps.ProgObject) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	off := uint64(i) * uint64(s.m.ValueSize)
 	mem.StoreBytes(s.values[off:off+uint64(s.m.ValueSize)], v)
 	s.used[i] = set
+	var old maps.ProgObject
+	if prog != nil && s.progs == nil {
+		s.progs = make([]maps.ProgObject, s.m.MaxEntries)
+	}
+	if s.progs != nil {
+		old, s.progs[i] = s.progs[i], prog
+	}
+	s.mu.Unlock()
+	if old != nil {
+		s.m.Kernel.CallRCU(old.Put)
+	}
 }
 
 // Delete empties slot i: any slot within the map may be emptied, an empty
@@ -83,5 +101,35 @@ func (s *Slots) NextKey(key, next []byte) error {
 	return maps.IndexNextKey(s.m.MaxEntries, key, next)
 }
 
-// Free unmaps the map object and its values.
-func (s *Slots) Free(k maps.Kernel) { k.Memory().Free(s.m.Addr) }
+// Free unmaps the map object and its values, and puts the programs the
+// slots held.
+func (s *Slots) Free(k maps.Kernel) {
+	for _, p := range s.progs {
+		if p != nil {
+			p.Put()
+		}
+	}
+	s.progs = nil
+	k.Memory().Free(s.m.Addr)
+}
+
+// Program types and expected attach types of the programs a slot may hold
+// (include/uapi/linux/bpf.h).
+const (
+	progTypeXDP = 6
+	// AttachXDPDevmap and AttachXDPCPUMap are BPF_XDP_DEVMAP and
+	// BPF_XDP_CPUMAP.
+	AttachXDPDevmap = 33
+	AttachXDPCPUMap = 35
+)
+
+// SlotProgramFits is the check of a program for a slot: an XDP program
+// loaded for attachType (dev_map's and cpu_map's
+// bpf_prog_get_type_dev and expected_attach_type tests).
+func SlotProgramFits(prog maps.ProgObject, attachType uint32) bool {
+	if prog == nil || prog.ProgOwner().Type != progTypeXDP {
+		return false
+	}
+	at, ok := prog.(maps.AttachTyped)
+	return ok && at.ExpectedAttachType() == attachType
+}
