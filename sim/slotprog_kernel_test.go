@@ -18,7 +18,6 @@ type slotValue struct {
 	Prog  uint32
 }
 
-
 // Programs in devmap, devmap_hash and cpumap slots: XDP programs loaded
 // for devmaps, for cpumaps and for neither, a socket filter, and an fd of
 // a map, each stored with and without a device or queue; the same errnos
