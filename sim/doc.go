@@ -19,7 +19,9 @@
 // stale pointer faults. Kernel.CheckLeaks says what is left.
 //
 // Kernel counterparts: kernel/bpf/syscall.c (loading), kernel/bpf/core.c
-// (running), kernel/bpf/helpers.c and kernel/trace/bpf_trace.c (helpers),
+// (running), kernel/bpf/helpers.c and kernel/trace/bpf_trace.c (helpers;
+// bpf_timer in timer.go), net/core/filter.c (the packet helpers, and
+// bpf_fib_lookup over the network a test describes in fib.go),
 // net/bpf/test_run.c (test runs).
 //
 // Concurrency: a Kernel is safe for concurrent use. Each simulated CPU runs
