@@ -40,13 +40,9 @@ func fibProgramFor(typ ebpf.ProgramType, base int16, plen int32) asm.Instruction
 		asm.Mov.Reg(asm.R2, asm.R10), asm.Add.Imm(asm.R2, -64),
 		asm.Mov.Imm(asm.R3, plen),
 		asm.FnFibLookup.Call(),
+		// bpf_fib_lookup leaves the packet alone, so r7's checked range
+		// still holds after the call.
 		asm.Mov.Reg(asm.R9, asm.R0),
-		// The helper may have moved nothing; the packet is still there.
-		asm.LoadMem(asm.R7, asm.R6, dataOff, asm.Word),
-		asm.LoadMem(asm.R8, asm.R6, endOff, asm.Word),
-		asm.Mov.Reg(asm.R1, asm.R7),
-		asm.Add.Imm(asm.R1, int32(base)+68),
-		asm.JGT.Reg(asm.R1, asm.R8, "short"),
 	)
 	for i := int16(0); i < 64; i += 8 {
 		insns = append(insns, asm.LoadMem(asm.R1, asm.R10, -64+i, asm.DWord), asm.StoreMem(asm.R7, base+i, asm.R1, asm.DWord))
