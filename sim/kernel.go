@@ -241,6 +241,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		k.registerTimeHelpers()
 		k.registerTaskHelpers()
 		k.registerStringHelpers()
+		k.registerDynptrHelpers()
 		k.registerFormatHelpers()
 		k.registerStrtox()
 		k.registerSpinLockHelpers()

@@ -29,6 +29,8 @@ type callMeta struct {
 	refObjID     uint32
 	// subprog is the callback an ArgPtrToFunc names.
 	subprog int
+	// dynptrID is the dynptr a slice comes from (bpf_dynptr_data).
+	dynptrID uint32
 }
 
 // checkHelperCall is check_helper_call.
@@ -73,8 +75,16 @@ func (e *env) checkHelperCall(in insn.Insn, idx int) error {
 			}
 		}
 	}
-	if meta.releaseRegno != 0 && (meta.refObjID == 0 || !e.releaseReference(meta.refObjID)) {
-		return e.errorf(uapi.EINVAL, "func %s#%d reference has not been acquired before", name, id)
+	if meta.releaseRegno != 0 {
+		var released bool
+		if fn.Args[meta.releaseRegno-insn.R1] == ArgPtrToDynptr {
+			released = e.unmarkStackSlotsDynptr(&e.regs()[meta.releaseRegno])
+		} else {
+			released = meta.refObjID != 0 && e.releaseReference(meta.refObjID)
+		}
+		if !released {
+			return e.errorf(uapi.EINVAL, "func %s#%d reference has not been acquired before", name, id)
+		}
 	}
 	switch id {
 	case uapi.FuncTailCall:
@@ -93,6 +103,16 @@ func (e *env) checkHelperCall(in insn.Insn, idx int) error {
 		if err := e.pushAsyncCallback(idx, meta.subprog, meta.mapPtr); err != nil {
 			return err
 		}
+	case uapi.FuncDynptrData:
+		// The slice ends with the dynptr, and with its reference.
+		s := e.dynptrSlot(&e.regs()[insn.R1])
+		if s == nil {
+			return e.errorf(uapi.EFAULT, "verifier internal error: failed to obtain dynptr id")
+		}
+		if meta.refObjID != 0 {
+			return e.errorf(uapi.EFAULT, "verifier internal error: meta.ref_obj_id already set")
+		}
+		meta.dynptrID, meta.refObjID = s.spilled.id, s.spilled.refObjID
 	}
 	regs := e.regs()
 	for r := insn.R0; r <= insn.R5; r++ {
@@ -129,6 +149,12 @@ func (e *env) checkHelperCall(in insn.Insn, idx int) error {
 		r0.ringbuf, r0.maybeNull, r0.memSize = true, true, meta.memSize
 		e.idGen++
 		r0.id = e.idGen
+	case RetPtrToDynptrMemOrNull:
+		r0.markPtr(ptrToMem)
+		r0.maybeNull, r0.memSize = true, meta.memSize
+		e.idGen++
+		r0.id = e.idGen
+		r0.dynptrID, r0.refObjID = meta.dynptrID, meta.refObjID
 	}
 	if isAcquireFunction(id) {
 		// The new reference's id replaces the null check's: finding
@@ -189,6 +215,8 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 		ok, expected = reg.typ == ptrToMapValue && !reg.maybeNull, "map_value, ptr_"
 	case ArgPtrToTimer:
 		ok, expected = reg.typ == ptrToMapValue && !reg.maybeNull, "map_value"
+	case ArgPtrToDynptr:
+		ok, expected = reg.typ == ptrToStack, "fp, dynptr_ptr"
 	case ArgPtrToConstStr:
 		ok, expected = reg.typ == ptrToMapValue && !reg.maybeNull, "map_value"
 	case ArgPtrToMapKey, ArgPtrToMapValue, ArgPtrToUninitMapValue, ArgPtrToMem, ArgPtrToUninitMem, ArgPtrToMemOrNull, ArgPtrToUninitMemOrNull, ArgPtrToU32InOut, ArgPtrToU64Out:
@@ -219,6 +247,13 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 			return e.errorf(uapi.EINVAL, "R%d must be referenced when passed to release function", regno)
 		}
 		meta.releaseRegno = regno
+	case ArgPtrToDynptr:
+		if fn.Dynptr[arg].Release {
+			if err := e.checkDynptrRelease(reg, regno); err != nil {
+				return err
+			}
+			meta.releaseRegno = regno
+		}
 	}
 	if reg.refObjID != 0 {
 		if meta.refObjID != 0 {
@@ -233,6 +268,8 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 		return e.processSpinLock(regno, id == uapi.FuncSpinLock)
 	case ArgPtrToTimer:
 		return e.processTimerFunc(regno, meta)
+	case ArgPtrToDynptr:
+		return e.processDynptrFunc(regno, e.insnIdx, fn.Dynptr[arg], 0)
 	case ArgPtrToFunc:
 		meta.subprog = reg.subprog
 	case ArgConstAllocSizeOrZero:
@@ -408,7 +445,8 @@ func (e *env) checkMapFuncCompat(m *maps.Map, id int32, name string) error {
 	case uapi.MapTypeBloomFilter:
 		bad = id != uapi.FuncMapPeekElem && id != uapi.FuncMapPushElem
 	case uapi.MapTypeRingbuf:
-		bad = id != uapi.FuncRingbufOutput && id != uapi.FuncRingbufReserve && id != uapi.FuncRingbufQuery
+		bad = id != uapi.FuncRingbufOutput && id != uapi.FuncRingbufReserve && id != uapi.FuncRingbufQuery &&
+			id != uapi.FuncRingbufReserveDynptr
 	case uapi.MapTypeDevmap, uapi.MapTypeDevmapHash:
 		bad = id != uapi.FuncRedirectMap && id != uapi.FuncMapLookupElem
 	case uapi.MapTypeCPUMap:
@@ -424,7 +462,7 @@ func (e *env) checkMapFuncCompat(m *maps.Map, id int32, name string) error {
 		_, able := m.Ops.(maps.PushPopPeeker)
 		// A bloom filter cannot give values back.
 		bad = bad || !able || id == uapi.FuncMapPopElem && t == uapi.MapTypeBloomFilter
-	case uapi.FuncRingbufOutput, uapi.FuncRingbufReserve, uapi.FuncRingbufQuery:
+	case uapi.FuncRingbufOutput, uapi.FuncRingbufReserve, uapi.FuncRingbufQuery, uapi.FuncRingbufReserveDynptr:
 		bad = bad || t != uapi.MapTypeRingbuf
 	case uapi.FuncMapLookupPercpuElem:
 		bad = bad || (t != uapi.MapTypePercpuArray && t != uapi.MapTypePercpuHash && t != uapi.MapTypeLRUPercpuHash)

@@ -435,6 +435,9 @@ func (e *env) checkStackWrite(regno uint8, off, size, value int) error {
 	}
 	off += int(int64(reg.varOff.value))
 	spi, _ := slotOf(off)
+	if err := e.destroyIfDynptrStackSlot(f, spi); err != nil {
+		return err
+	}
 	slot := &f.stack[spi]
 	e.scratchSlot(spi)
 	if size == regSize {
@@ -540,6 +543,12 @@ func (e *env) checkStackWriteVarOff(f *funcState, ptr *regState, off, size, valu
 	} else if in.Class() == insn.ST && in.Imm == 0 {
 		writingZero = true
 	}
+	for i := minOff; i < maxOff; i++ {
+		spi, _ := slotOf(i)
+		if err := e.destroyIfDynptrStackSlot(f, spi); err != nil {
+			return err
+		}
+	}
 	zeroUsed := false
 	for i := minOff; i < maxOff; i++ {
 		spi, idx := slotOf(i)
@@ -631,6 +640,11 @@ func (e *env) checkStackRead(regno uint8, off, size, dst int) error {
 		e.pushHistory(stackAccessFlags(f.frameno, spi), nil)
 		return nil
 	}
+	for i := 0; i < size; i++ {
+		if _, idx := slotOf(off + i); slot.types[idx] == stackDynptr {
+			return e.errorf(uapi.EACCES, "invalid read from stack off %d+%d size %d", off, i, size)
+		}
+	}
 	if dst >= 0 {
 		e.markRegStackRead(f, off, off+size, dst)
 	} else {
@@ -701,6 +715,14 @@ func (e *env) checkStackRangeInit(regno uint8, off, size int, zeroOK, helper, cl
 		maxOff = int(reg.smax) + off
 	}
 	if raw {
+		// A helper writing this memory must not write over a dynptr
+		// (it might also be passed one).
+		for i := minOff; i < maxOff+size; i++ {
+			spi, idx := slotOf(i)
+			if spi < len(f.stack) && f.stack[spi].types[idx] == stackDynptr {
+				return e.errorf(uapi.EACCES, "potential write to dynptr at off=%d disallowed", i)
+			}
+		}
 		return nil
 	}
 	var read uint64
@@ -723,6 +745,12 @@ func (e *env) checkStackRangeInit(regno uint8, off, size int, zeroOK, helper, cl
 				slot.types[idx] = stackMisc // the helper may write anything
 			}
 			continue
+		}
+		if slot.types[idx] == stackDynptr {
+			if reg.isConst() {
+				return e.errorf(uapi.EACCES, "invalid read from stack R%d off %d+%d size %d", regno, minOff, i-minOff, size)
+			}
+			return e.errorf(uapi.EACCES, "invalid read from stack R%d var_off %s+%d size %d", regno, reg.varOff, i-minOff, size)
 		}
 		if slot.isSpilled() {
 			if clobber {

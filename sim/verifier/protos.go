@@ -59,6 +59,10 @@ const (
 	// ArgPtrToTimer is the struct bpf_timer of a map value
 	// (ARG_PTR_TO_TIMER).
 	ArgPtrToTimer
+	// ArgPtrToDynptr is a struct bpf_dynptr on the stack
+	// (ARG_PTR_TO_DYNPTR); FuncProto.Dynptr says which and what the
+	// helper does with it.
+	ArgPtrToDynptr
 )
 
 // RetType is enum bpf_return_type.
@@ -71,6 +75,10 @@ const (
 	// RetPtrToRingbufMemOrNull is a new ring buffer record of the size
 	// argument's bytes, or NULL (RET_PTR_TO_RINGBUF_MEM_OR_NULL).
 	RetPtrToRingbufMemOrNull
+	// RetPtrToDynptrMemOrNull is memory of the size argument's bytes in
+	// the dynptr argument's data, or NULL (RET_PTR_TO_DYNPTR_MEM_OR_NULL):
+	// a slice, which ends with its dynptr.
+	RetPtrToDynptrMemOrNull
 )
 
 // FuncProto is struct bpf_func_proto without the function: the types the
@@ -91,6 +99,8 @@ type FuncProto struct {
 	// argument, for the arguments its last argument's constant byte
 	// count holds (check_bpf_snprintf_call's bpf_bprintf_prepare).
 	CheckFormat func(format string, nargs int) error
+	// Dynptr describes the ArgPtrToDynptr arguments.
+	Dynptr [5]DynptrArg
 }
 
 // HelperProtos are the prototypes of the kernel's helpers that bpfsim
@@ -205,6 +215,9 @@ func init() {
 	HelperProtos[uapi.FuncTimerStart] = timerStartProto
 	HelperProtos[uapi.FuncTimerCancel] = timerCancelProto
 	HelperProtos[uapi.FuncLoop] = loopProto
+	for id, p := range dynptrProtos {
+		HelperProtos[id] = p
+	}
 	HelperProtos[uapi.FuncForEachMapElem] = forEachMapElemProto
 }
 
@@ -222,3 +235,43 @@ func isAcquireFunction(id int32) bool { return id == uapi.FuncRingbufReserve }
 // without one: its arguments are not checked (the helper must validate
 // what it is given, and faults on bad memory), its result is a scalar.
 var UncheckedProto = &FuncProto{}
+
+// The dynptr helpers' protos (kernel/bpf/helpers.c, kernel/bpf/ringbuf.c).
+var dynptrProtos = map[int32]*FuncProto{
+	// bpf_dynptr_from_mem(data, size, flags, ptr): a local dynptr over
+	// memory the program may write.
+	uapi.FuncDynptrFromMem: {
+		Args:   [5]ArgType{ArgPtrToUninitMem, ArgConstSizeOrZero, ArgAnything, ArgPtrToDynptr},
+		Dynptr: [5]DynptrArg{3: {Type: uapi.DynptrTypeLocal, Uninit: true}},
+	},
+	// bpf_ringbuf_reserve_dynptr(ringbuf, size, flags, ptr): a record,
+	// its reference acquired even when the reservation fails.
+	uapi.FuncRingbufReserveDynptr: {
+		Args:   [5]ArgType{ArgConstMapPtr, ArgAnything, ArgAnything, ArgPtrToDynptr},
+		Dynptr: [5]DynptrArg{3: {Type: uapi.DynptrTypeRingbuf, Uninit: true}},
+	},
+	uapi.FuncRingbufSubmitDynptr: {
+		Ret:    RetVoid,
+		Args:   [5]ArgType{ArgPtrToDynptr, ArgAnything},
+		Dynptr: [5]DynptrArg{0: {Type: uapi.DynptrTypeRingbuf, Release: true}},
+	},
+	uapi.FuncRingbufDiscardDynptr: {
+		Ret:    RetVoid,
+		Args:   [5]ArgType{ArgPtrToDynptr, ArgAnything},
+		Dynptr: [5]DynptrArg{0: {Type: uapi.DynptrTypeRingbuf, Release: true}},
+	},
+	// bpf_dynptr_read(dst, len, src, offset, flags).
+	uapi.FuncDynptrRead: {
+		Args: [5]ArgType{ArgPtrToUninitMem, ArgConstSizeOrZero, ArgPtrToDynptr, ArgAnything, ArgAnything},
+	},
+	// bpf_dynptr_write(dst, offset, src, len, flags).
+	uapi.FuncDynptrWrite: {
+		Args: [5]ArgType{ArgPtrToDynptr, ArgAnything, ArgPtrToMem, ArgConstSizeOrZero, ArgAnything},
+	},
+	// bpf_dynptr_data(ptr, offset, len): len bytes of the dynptr's data
+	// at offset, or NULL.
+	uapi.FuncDynptrData: {
+		Ret:  RetPtrToDynptrMemOrNull,
+		Args: [5]ArgType{ArgPtrToDynptr, ArgAnything, ArgConstAllocSizeOrZero},
+	},
+}

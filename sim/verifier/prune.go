@@ -306,6 +306,12 @@ func (e *env) stacksafe(old, cur *funcState, read uint64, level exactLevel) bool
 		if os.isSpilled() && !e.regsafe(&os.spilled, &cs.spilled, level) {
 			return false
 		}
+		if os.isDynptr() {
+			o, c := &os.spilled, &cs.spilled
+			if o.dynptrType != c.dynptrType || o.firstSlot != c.firstSlot || !e.checkIDs(o.refObjID, c.refObjID) {
+				return false
+			}
+		}
 	}
 	if isExact && len(cur.stack) != len(old.stack) {
 		for spi := len(old.stack); spi < len(cur.stack); spi++ {

@@ -25,21 +25,27 @@ const (
 	ptrToMem                       // PTR_TO_MEM: memory of a known size (mem_size)
 	ptrToFunc                      // PTR_TO_FUNC: a callback's address
 	ptrToMapKey                    // PTR_TO_MAP_KEY: a key a map walk passes a callback
+	// constPtrToDynptr is CONST_PTR_TO_DYNPTR. Registers never hold it
+	// in bpfsim (no helper passes a callback a dynptr yet): it is the
+	// type of the two spilled registers that describe a dynptr on the
+	// stack (dynptr.go).
+	constPtrToDynptr
 )
 
 var regTypeNames = [...]string{
-	notInit:         "?",
-	scalarValue:     "scalar",
-	ptrToCtx:        "ctx",
-	constPtrToMap:   "map_ptr",
-	ptrToMapValue:   "map_value",
-	ptrToStack:      "fp",
-	ptrToPacket:     "pkt",
-	ptrToPacketMeta: "pkt_meta",
-	ptrToPacketEnd:  "pkt_end",
-	ptrToMem:        "mem",
-	ptrToFunc:       "func",
-	ptrToMapKey:     "map_key",
+	notInit:          "?",
+	scalarValue:      "scalar",
+	ptrToCtx:         "ctx",
+	constPtrToMap:    "map_ptr",
+	ptrToMapValue:    "map_value",
+	ptrToStack:       "fp",
+	ptrToPacket:      "pkt",
+	ptrToPacketMeta:  "pkt_meta",
+	ptrToPacketEnd:   "pkt_end",
+	ptrToMem:         "mem",
+	ptrToFunc:        "func",
+	ptrToMapKey:      "map_key",
+	constPtrToDynptr: "dynptr_ptr",
 }
 
 // regState is struct bpf_reg_state, reduced to what bpfsim tracks.
@@ -76,6 +82,13 @@ type regState struct {
 	subprog int
 	// precise marks a scalar whose exact range matters for pruning.
 	precise bool
+	// dynptrType and firstSlot describe the dynptr a stack slot holds
+	// (struct bpf_reg_state's dynptr); dynptrID is, for a slice
+	// bpf_dynptr_data returned, the id of the dynptr it came from, so
+	// that destroying the dynptr invalidates the slice.
+	dynptrType uint8
+	firstSlot  bool
+	dynptrID   uint32
 }
 
 func (r *regState) isPointer() bool { return r.typ != notInit && r.typ != scalarValue }

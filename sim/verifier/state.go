@@ -13,9 +13,10 @@ const (
 	stackSpill                // part of a spilled register: 'r'
 	stackMisc                 // written, value unknown: 'm'
 	stackZero                 // written with zero: '0'
+	stackDynptr               // part of a dynptr (dynptr.go): 'd'
 )
 
-var slotTypeChar = [...]byte{stackInvalid: '?', stackSpill: 'r', stackMisc: 'm', stackZero: '0'}
+var slotTypeChar = [...]byte{stackInvalid: '?', stackSpill: 'r', stackMisc: 'm', stackZero: '0', stackDynptr: 'd'}
 
 // regSize is BPF_REG_SIZE; maxStack is MAX_BPF_STACK.
 const (
@@ -212,6 +213,13 @@ func (f *funcState) formatMasked(tab []*maps.Map, regMask uint16, stackMask uint
 			continue
 		}
 		off := -(spi + 1) * regSize
+		if s.isDynptr() {
+			// Printed once, at the first slot, as the kernel prints it.
+			if s.spilled.firstSlot {
+				fmt.Fprintf(&b, " fp%d=%s", off, formatDynptr(s))
+			}
+			continue
+		}
 		if s.isSpilled() {
 			j := 0
 			for j < regSize && s.types[j] != stackSpill {

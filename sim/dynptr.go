@@ -1,0 +1,227 @@
+package sim
+
+import (
+	"encoding/binary"
+
+	"github.com/bpfsim/bpfsim/sim/interp"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// Dynamic pointers (kernel/bpf/helpers.c, kernel/bpf/ringbuf.c): a struct
+// bpf_dynptr on the program's stack names memory and its size, and the
+// helpers below check every access against that size at run time, so the
+// verifier need not know it. At run time the 16 bytes are struct
+// bpf_dynptr_kern: the data's address, the size word (the size in its
+// low 24 bits, the type in bits 28-30, read-only in bit 31) and an offset
+// into the data. A NULL dynptr (data 0) is what a failed constructor
+// leaves: every helper then fails, except the release helpers, which
+// have nothing to give back.
+
+func (k *Kernel) registerDynptrHelpers() {
+	for _, h := range []*Helper{
+		{ID: uapi.FuncDynptrFromMem, Fn: k.helperDynptrFromMem},
+		{ID: uapi.FuncRingbufReserveDynptr, Fn: k.helperRingbufReserveDynptr},
+		{ID: uapi.FuncRingbufSubmitDynptr, Fn: k.helperRingbufSubmitDynptr},
+		{ID: uapi.FuncRingbufDiscardDynptr, Fn: k.helperRingbufDiscardDynptr},
+		{ID: uapi.FuncDynptrRead, Fn: k.helperDynptrRead},
+		{ID: uapi.FuncDynptrWrite, Fn: k.helperDynptrWrite},
+		{ID: uapi.FuncDynptrData, Fn: k.helperDynptrData},
+	} {
+		if err := k.RegisterHelper(h); err != nil {
+			panic(err) // the table has unique ids
+		}
+	}
+}
+
+// dynptr is struct bpf_dynptr_kern as a helper reads it.
+type dynptr struct {
+	data   uint64
+	word   uint32 // size, type and read-only bit
+	offset uint32
+}
+
+func (d *dynptr) size() uint32         { return d.word & uapi.DynptrSizeMask }
+func (d *dynptr) typ() uint8           { return uint8(d.word>>uapi.DynptrTypeShift) & uapi.DynptrTypeMask }
+func (d *dynptr) rdonly() bool         { return d.word&uapi.DynptrRdonlyBit != 0 }
+func (d *dynptr) at(off uint32) uint64 { return d.data + uint64(d.offset) + uint64(off) }
+
+// checkOffLen is bpf_dynptr_check_off_len: len bytes at off must lie
+// within the dynptr.
+func (d *dynptr) checkOffLen(off, n uint64) uapi.Errno {
+	size := uint64(d.size())
+	if n > size || off > size-n {
+		return uapi.E2BIG
+	}
+	return 0
+}
+
+func loadDynptr(m *interp.Machine, addr uint64) (dynptr, error) {
+	var b [uapi.DynptrSize]byte
+	if err := m.ReadMem(addr, b[:]); err != nil {
+		return dynptr{}, err
+	}
+	return dynptr{
+		data:   binary.LittleEndian.Uint64(b[:]),
+		word:   binary.LittleEndian.Uint32(b[uapi.DynptrOffSize:]),
+		offset: binary.LittleEndian.Uint32(b[uapi.DynptrOffOffset:]),
+	}, nil
+}
+
+func storeDynptr(m *interp.Machine, addr uint64, d dynptr) error {
+	var b [uapi.DynptrSize]byte
+	binary.LittleEndian.PutUint64(b[:], d.data)
+	binary.LittleEndian.PutUint32(b[uapi.DynptrOffSize:], d.word)
+	binary.LittleEndian.PutUint32(b[uapi.DynptrOffOffset:], d.offset)
+	return m.WriteMem(addr, b[:])
+}
+
+// newDynptr is bpf_dynptr_init.
+func newDynptr(data uint64, t uint8, size uint32) dynptr {
+	return dynptr{data: data, word: size | uint32(t)<<uapi.DynptrTypeShift}
+}
+
+// helperDynptrFromMem is bpf_dynptr_from_mem(data, size, flags, ptr): a
+// local dynptr over size bytes; -E2BIG past DYNPTR_MAX_SIZE and -EINVAL
+// for any flag, each leaving a NULL dynptr.
+func (k *Kernel) helperDynptrFromMem(m *interp.Machine, data, size, flags, ptr, _ uint64) (uint64, error) {
+	var d dynptr
+	var errno uapi.Errno
+	switch {
+	case uint32(size) > uapi.DynptrMaxSize:
+		errno = uapi.E2BIG
+	case flags != 0:
+		errno = uapi.EINVAL
+	default:
+		d = newDynptr(data, uapi.DynptrTypeLocal, uint32(size))
+	}
+	if err := storeDynptr(m, ptr, d); err != nil {
+		return 0, err
+	}
+	if errno != 0 {
+		return errnoRet(errno), nil
+	}
+	return 0, nil
+}
+
+// helperRingbufReserveDynptr is bpf_ringbuf_reserve_dynptr(ringbuf,
+// size, flags, ptr): a record in a ring buffer dynptr, or a NULL one and
+// -EINVAL (flags, a full ring) or -E2BIG (too large for a dynptr).
+func (k *Kernel) helperRingbufReserveDynptr(m *interp.Machine, r1, size, flags, ptr, _ uint64) (uint64, error) {
+	r, err := k.ringOf(m, r1)
+	if err != nil {
+		return 0, err
+	}
+	var d dynptr
+	errno := uapi.EINVAL
+	if flags == 0 {
+		if uint32(size) > uapi.DynptrMaxSize {
+			errno = uapi.E2BIG
+		} else if sample := r.Reserve(uint64(uint32(size)), 0); sample != 0 {
+			d, errno = newDynptr(sample, uapi.DynptrTypeRingbuf, uint32(size)), 0
+		}
+	}
+	if err := storeDynptr(m, ptr, d); err != nil {
+		return 0, err
+	}
+	if errno != 0 {
+		return errnoRet(errno), nil
+	}
+	return 0, nil
+}
+
+// helperRingbufSubmitDynptr is bpf_ringbuf_submit_dynptr(ptr, flags).
+func (k *Kernel) helperRingbufSubmitDynptr(m *interp.Machine, ptr, _, _, _, _ uint64) (uint64, error) {
+	return 0, k.commitDynptr(m, ptr, false)
+}
+
+// helperRingbufDiscardDynptr is bpf_ringbuf_discard_dynptr(ptr, flags).
+func (k *Kernel) helperRingbufDiscardDynptr(m *interp.Machine, ptr, _, _, _, _ uint64) (uint64, error) {
+	return 0, k.commitDynptr(m, ptr, true)
+}
+
+// commitDynptr commits the record of a ring buffer dynptr, if it has
+// one, and leaves the dynptr NULL.
+func (k *Kernel) commitDynptr(m *interp.Machine, ptr uint64, discard bool) error {
+	d, err := loadDynptr(m, ptr)
+	if err != nil || d.data == 0 {
+		return err
+	}
+	if err := k.commitSample(m, d.data, discard); err != nil {
+		return err
+	}
+	return storeDynptr(m, ptr, dynptr{})
+}
+
+// helperDynptrRead is bpf_dynptr_read(dst, len, src, offset, flags):
+// -EINVAL for a NULL dynptr or any flag, -E2BIG out of its bounds. The
+// bytes are copied as by memmove: the two may overlap.
+func (k *Kernel) helperDynptrRead(m *interp.Machine, dst, n, src, off, flags uint64) (uint64, error) {
+	d, err := loadDynptr(m, src)
+	if err != nil {
+		return 0, err
+	}
+	n, off = uint64(uint32(n)), uint64(uint32(off))
+	if d.data == 0 || flags != 0 {
+		return errnoRet(uapi.EINVAL), nil
+	}
+	if errno := d.checkOffLen(off, n); errno != 0 {
+		return errnoRet(errno), nil
+	}
+	return 0, copyMem(m, dst, d.at(uint32(off)), n)
+}
+
+// helperDynptrWrite is bpf_dynptr_write(dst, offset, src, len, flags):
+// -EINVAL for a NULL or read-only dynptr or any flag, -E2BIG out of its
+// bounds.
+func (k *Kernel) helperDynptrWrite(m *interp.Machine, dst, off, src, n, flags uint64) (uint64, error) {
+	d, err := loadDynptr(m, dst)
+	if err != nil {
+		return 0, err
+	}
+	n, off = uint64(uint32(n)), uint64(uint32(off))
+	if d.data == 0 || d.rdonly() {
+		return errnoRet(uapi.EINVAL), nil
+	}
+	if errno := d.checkOffLen(off, n); errno != 0 {
+		return errnoRet(errno), nil
+	}
+	if flags != 0 {
+		return errnoRet(uapi.EINVAL), nil
+	}
+	return 0, copyMem(m, d.at(uint32(off)), src, n)
+}
+
+// helperDynptrData is bpf_dynptr_data(ptr, offset, len): the address of
+// len bytes of a local or ring buffer dynptr's data, or NULL (a NULL or
+// read-only dynptr, bytes out of bounds).
+func (k *Kernel) helperDynptrData(m *interp.Machine, ptr, off, n, _, _ uint64) (uint64, error) {
+	d, err := loadDynptr(m, ptr)
+	if err != nil {
+		return 0, err
+	}
+	off, n = uint64(uint32(off)), uint64(uint32(n))
+	if d.data == 0 || d.checkOffLen(off, n) != 0 || d.rdonly() {
+		return 0, nil
+	}
+	switch d.typ() {
+	case uapi.DynptrTypeLocal, uapi.DynptrTypeRingbuf:
+		return d.at(uint32(off)), nil
+	}
+	return 0, nil
+}
+
+// copyMem copies n bytes of simulated memory from src to dst as memmove
+// does.
+func copyMem(m *interp.Machine, dst, src, n uint64) error {
+	if n == 0 {
+		return nil
+	}
+	if err := checkHelperSize(m, n); err != nil {
+		return err
+	}
+	buf := make([]byte, n)
+	if err := m.ReadMem(src, buf); err != nil {
+		return err
+	}
+	return m.WriteMem(dst, buf)
+}
