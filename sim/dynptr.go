@@ -167,7 +167,41 @@ func (k *Kernel) helperDynptrRead(m *interp.Machine, dst, n, src, off, flags uin
 	if errno := d.checkOffLen(off, n); errno != 0 {
 		return errnoRet(errno), nil
 	}
+	switch d.typ() {
+	case uapi.DynptrTypeSKB, uapi.DynptrTypeXDP:
+		src, errno, err := k.dynptrPacket(m, d, off, n)
+		if err != nil {
+			return 0, err
+		}
+		if errno != 0 {
+			// __bpf_skb_load_bytes clears what it could not read.
+			return errnoRet(errno), m.WriteMem(dst, make([]byte, n))
+		}
+		return 0, m.WriteMem(dst, src)
+	}
 	return 0, copyMem(m, dst, d.at(uint32(off)), n)
+}
+
+// dynptrPacket returns the n packet bytes at off of an skb or xdp
+// dynptr, or the errno of a packet that has shrunk since.
+func (k *Kernel) dynptrPacket(m *interp.Machine, d dynptr, off, n uint64) ([]byte, uapi.Errno, error) {
+	off += uint64(d.offset)
+	if d.typ() == uapi.DynptrTypeXDP {
+		x, err := xdpOf(m, d.data, "dynptr")
+		if err != nil {
+			return nil, 0, err
+		}
+		b, errno := x.window(off, n)
+		return b, errno, nil
+	}
+	s, err := k.skbOf(m, d.data, "dynptr")
+	if err != nil {
+		return nil, 0, err
+	}
+	if b := s.packet(off, n); b != nil {
+		return b, 0, nil
+	}
+	return nil, uapi.EFAULT, nil
 }
 
 // helperDynptrWrite is bpf_dynptr_write(dst, offset, src, len, flags):
@@ -185,8 +219,28 @@ func (k *Kernel) helperDynptrWrite(m *interp.Machine, dst, off, src, n, flags ui
 	if errno := d.checkOffLen(off, n); errno != 0 {
 		return errnoRet(errno), nil
 	}
+	if d.typ() == uapi.DynptrTypeSKB {
+		// __bpf_skb_store_bytes, with its flags.
+		s, err := k.skbOf(m, d.data, "bpf_dynptr_write")
+		if err != nil {
+			return 0, err
+		}
+		return k.skbStoreBytes(s, m, uint64(d.offset)+off, src, n, flags)
+	}
 	if flags != 0 {
 		return errnoRet(uapi.EINVAL), nil
+	}
+	if d.typ() == uapi.DynptrTypeXDP {
+		b, errno, err := k.dynptrPacket(m, d, off, n)
+		if err != nil || errno != 0 {
+			return errnoRet(errno), err
+		}
+		buf := make([]byte, n)
+		if err := m.ReadMem(src, buf); err != nil {
+			return 0, err
+		}
+		copy(b, buf)
+		return 0, nil
 	}
 	return 0, copyMem(m, d.at(uint32(off)), src, n)
 }

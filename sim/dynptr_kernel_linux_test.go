@@ -463,29 +463,38 @@ var dynptrRefusals = map[string]string{
 // verdict, the errno and the message bpfsim gives it; the kernel's
 // message is the one dynptrRefusals records.
 func TestDynptrRefusalsAreTheKernels(t *testing.T) {
+	checkRefusalsAreTheKernels(t, "testdata/dynptr_refused.bpf.o", dynptrRefusals)
+}
+
+// checkRefusalsAreTheKernels loads each program of the object on its own
+// in this machine's kernel and in bpfsim: want names every program and
+// the last line of the kernel's log for it ("" for accepted). The verdicts,
+// the errnos and that line must agree.
+func checkRefusalsAreTheKernels(t *testing.T, obj string, want map[string]string) {
+	t.Helper()
 	if _, err := kdiff.OpenKernel(); err != nil {
 		t.Skipf("kernel-differential test skipped: this machine cannot load BPF programs: %v", err)
 	}
-	spec, err := ebpf.LoadCollectionSpec("testdata/dynptr_refused.bpf.o")
+	spec, err := ebpf.LoadCollectionSpec(obj)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for name := range spec.Programs {
-		if _, ok := dynptrRefusals[name]; !ok {
-			t.Errorf("program %s is not in dynptrRefusals", name)
+		if _, ok := want[name]; !ok {
+			t.Errorf("program %s of %s has no expected message", name, obj)
 		}
 	}
 	k := newKernel(t, nil)
-	for name, msg := range dynptrRefusals {
+	for name, msg := range want {
 		t.Run(name, func(t *testing.T) {
-			kc, kErr := ebpf.NewCollection(loadOneProgram(t, "testdata/dynptr_refused.bpf.o", name))
+			kc, kErr := ebpf.NewCollection(loadOneProgram(t, obj, name))
 			if kErr == nil {
 				kc.Close()
 			}
 			if got := kdiff.LastLogLine(kErr); got != msg {
-				t.Errorf("the kernel's message is %q, dynptrRefusals says %q (%v)", got, msg, kErr)
+				t.Errorf("the kernel's message is %q, the test expects %q (%v)", got, msg, kErr)
 			}
-			sc, sErr := k.NewCollection(loadOneProgram(t, "testdata/dynptr_refused.bpf.o", name))
+			sc, sErr := k.NewCollection(loadOneProgram(t, obj, name))
 			if sErr == nil {
 				sc.Close()
 			}

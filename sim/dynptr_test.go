@@ -24,16 +24,26 @@ const (
 	fnDynptrData           = asm.BuiltinFunc(uapi.FuncDynptrData)
 )
 
-// localDynptr makes a local dynptr at fp-48 over the 16 bytes at fp-32,
-// which hold 0x1122334455667788 and 0: r0 is from_mem's result.
-func localDynptr(size, flags int32) asm.Instructions {
+// localDynptr makes a local dynptr at fp-48 over the 16-byte value of
+// the array buf (bpf_dynptr_from_mem takes map values only), which it
+// fills with 0x1122334455667788 and 0 and keeps in r7: r0 is from_mem's
+// result.
+func localDynptr(buf int, size, flags int32) asm.Instructions {
 	return asm.Instructions{
-		asm.LoadImm(asm.R1, 0x1122334455667788, asm.DWord),
-		asm.StoreMem(asm.RFP, -32, asm.R1, asm.DWord),
 		asm.Mov.Imm(asm.R1, 0),
-		asm.StoreMem(asm.RFP, -24, asm.R1, asm.DWord),
-		asm.Mov.Reg(asm.R1, asm.RFP),
-		asm.Add.Imm(asm.R1, -32),
+		asm.StoreMem(asm.RFP, -84, asm.R1, asm.Word),
+		asm.LoadMapPtr(asm.R1, buf),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -84),
+		asm.FnMapLookupElem.Call(),
+		asm.JNE.Imm(asm.R0, 0, "found"),
+		asm.Return(),
+		asm.Mov.Reg(asm.R7, asm.R0).WithSymbol("found"),
+		asm.LoadImm(asm.R1, 0x1122334455667788, asm.DWord),
+		asm.StoreMem(asm.R7, 0, asm.R1, asm.DWord),
+		asm.Mov.Imm(asm.R1, 0),
+		asm.StoreMem(asm.R7, 8, asm.R1, asm.DWord),
+		asm.Mov.Reg(asm.R1, asm.R7),
 		asm.Mov.Imm(asm.R2, size),
 		asm.Mov.Imm(asm.R3, flags),
 		asm.Mov.Reg(asm.R4, asm.RFP),
@@ -63,54 +73,58 @@ func readDynptr(off, n int32) asm.Instructions {
 // A local dynptr reads and writes its memory within its size, and its
 // helpers fail with the kernel's errnos outside it or with flags.
 func TestLocalDynptrReadsAndWritesWithinItsSize(t *testing.T) {
-	cases := []struct {
+	type dynCase struct {
 		name   string
 		insns  asm.Instructions
 		r0, r6 uint64
-	}{
-		{"read whole", append(localDynptr(16, 0), readDynptr(0, 8)...), 0, 0x1122334455667788},
-		{"read at offset", append(localDynptr(16, 0), readDynptr(4, 4)...), 0, 0x11223344},
-		{"read past the end", append(localDynptr(16, 0), readDynptr(12, 8)...), errno(uapi.E2BIG), 0},
-		{"read of a smaller dynptr", append(localDynptr(4, 0), readDynptr(0, 8)...), errno(uapi.E2BIG), 0},
-		{"from_mem with flags", append(localDynptr(16, 1), readDynptr(0, 8)...), errno(uapi.EINVAL), 0},
-		{"write then read", append(append(localDynptr(16, 0),
-			asm.Mov.Imm(asm.R1, 0x55),
-			asm.StoreMem(asm.RFP, -56, asm.R1, asm.DWord),
-			asm.Mov.Reg(asm.R1, asm.RFP),
-			asm.Add.Imm(asm.R1, -48),
-			asm.Mov.Imm(asm.R2, 2),
-			asm.Mov.Reg(asm.R3, asm.RFP),
-			asm.Add.Imm(asm.R3, -56),
-			asm.Mov.Imm(asm.R4, 1),
-			asm.Mov.Imm(asm.R5, 0),
-			fnDynptrWrite.Call(),
-		), readDynptr(0, 8)...), 0, 0x1122334455557788},
-		{"data pointer", append(localDynptr(16, 0),
-			asm.Mov.Reg(asm.R1, asm.RFP),
-			asm.Add.Imm(asm.R1, -48),
-			asm.Mov.Imm(asm.R2, 8),
-			asm.Mov.Imm(asm.R3, 8),
-			fnDynptrData.Call(),
-			asm.Mov.Imm(asm.R6, 0),
-			asm.JEq.Imm(asm.R0, 0, "null"),
-			asm.Mov.Imm(asm.R1, 7),
-			asm.StoreMem(asm.R0, 0, asm.R1, asm.Byte),
-			asm.LoadMem(asm.R6, asm.RFP, -24, asm.DWord),
-			asm.Mov.Imm(asm.R0, 0).WithSymbol("null"),
-		), 0, 7},
-		{"data pointer out of range", append(localDynptr(16, 0),
-			asm.Mov.Reg(asm.R1, asm.RFP),
-			asm.Add.Imm(asm.R1, -48),
-			asm.Mov.Imm(asm.R2, 12),
-			asm.Mov.Imm(asm.R3, 8),
-			fnDynptrData.Call(),
-			asm.Mov.Reg(asm.R6, asm.R0),
-		), 0, 0},
+	}
+	casesFor := func(buf int) []dynCase {
+		return []dynCase{
+			{"read whole", append(localDynptr(buf, 16, 0), readDynptr(0, 8)...), 0, 0x1122334455667788},
+			{"read at offset", append(localDynptr(buf, 16, 0), readDynptr(4, 4)...), 0, 0x11223344},
+			{"read past the end", append(localDynptr(buf, 16, 0), readDynptr(12, 8)...), errno(uapi.E2BIG), 0},
+			{"read of a smaller dynptr", append(localDynptr(buf, 4, 0), readDynptr(0, 8)...), errno(uapi.E2BIG), 0},
+			{"from_mem with flags", append(localDynptr(buf, 16, 1), readDynptr(0, 8)...), errno(uapi.EINVAL), 0},
+			{"write then read", append(append(localDynptr(buf, 16, 0),
+				asm.Mov.Imm(asm.R1, 0x55),
+				asm.StoreMem(asm.RFP, -56, asm.R1, asm.DWord),
+				asm.Mov.Reg(asm.R1, asm.RFP),
+				asm.Add.Imm(asm.R1, -48),
+				asm.Mov.Imm(asm.R2, 2),
+				asm.Mov.Reg(asm.R3, asm.RFP),
+				asm.Add.Imm(asm.R3, -56),
+				asm.Mov.Imm(asm.R4, 1),
+				asm.Mov.Imm(asm.R5, 0),
+				fnDynptrWrite.Call(),
+			), readDynptr(0, 8)...), 0, 0x1122334455557788},
+			{"data pointer", append(localDynptr(buf, 16, 0),
+				asm.Mov.Reg(asm.R1, asm.RFP),
+				asm.Add.Imm(asm.R1, -48),
+				asm.Mov.Imm(asm.R2, 8),
+				asm.Mov.Imm(asm.R3, 8),
+				fnDynptrData.Call(),
+				asm.Mov.Imm(asm.R6, 0),
+				asm.JEq.Imm(asm.R0, 0, "null"),
+				asm.Mov.Imm(asm.R1, 7),
+				asm.StoreMem(asm.R0, 0, asm.R1, asm.Byte),
+				asm.LoadMem(asm.R6, asm.R7, 8, asm.DWord),
+				asm.Mov.Imm(asm.R0, 0).WithSymbol("null"),
+			), 0, 7},
+			{"data pointer out of range", append(localDynptr(buf, 16, 0),
+				asm.Mov.Reg(asm.R1, asm.RFP),
+				asm.Add.Imm(asm.R1, -48),
+				asm.Mov.Imm(asm.R2, 12),
+				asm.Mov.Imm(asm.R3, 8),
+				fnDynptrData.Call(),
+				asm.Mov.Reg(asm.R6, asm.R0),
+			), 0, 0},
+		}
 	}
 	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
 		k := newKernel(t, &sim.Options{Runtime: rt})
 		out := newMap(t, k, &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 16, MaxEntries: 1})
-		for _, c := range cases {
+		buf := newMap(t, k, &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 16, MaxEntries: 1})
+		for _, c := range casesFor(buf.FD()) {
 			t.Run(rt.String()+"/"+c.name, func(t *testing.T) {
 				insns := append(c.insns[:len(c.insns):len(c.insns)], storeR0R6(out.FD())...)
 				p, err := k.NewProgram(testSpec(t, ebpf.XDP, insns))
@@ -221,6 +235,7 @@ func TestRingbufDynptrSubmitsAndDiscards(t *testing.T) {
 func TestDynptrRefusals(t *testing.T) {
 	k := newKernel(t, nil)
 	rb := newMap(t, k, &ebpf.MapSpec{Type: ebpf.RingBuf, MaxEntries: 4096})
+	buf := newMap(t, k, &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 16, MaxEntries: 1}).FD()
 	reserve := asm.Instructions{
 		asm.LoadMapPtr(asm.R1, rb.FD()),
 		asm.Mov.Imm(asm.R2, 8),
@@ -257,7 +272,7 @@ func TestDynptrRefusals(t *testing.T) {
 		{"reserved twice", cat(reserve, reserve, discard, ret0), "cannot overwrite referenced dynptr"},
 		{"discard of nothing", cat(discard, ret0), "arg 1 is an unacquired reference"},
 		{"read of nothing", cat(readDynptr(0, 8), ret0), "Expected an initialized dynptr as arg #2"},
-		{"discard of a local dynptr", cat(localDynptr(16, 0), asm.Instructions{
+		{"discard of a local dynptr", cat(localDynptr(buf, 16, 0), asm.Instructions{
 			asm.Mov.Reg(asm.R1, asm.RFP),
 			asm.Add.Imm(asm.R1, -48),
 			asm.Mov.Imm(asm.R2, 0),
@@ -284,7 +299,7 @@ func TestDynptrRefusals(t *testing.T) {
 			asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
 			asm.Return(),
 		}), "R6 invalid mem access 'scalar'"},
-		{"slice without a null check", cat(localDynptr(16, 0), asm.Instructions{
+		{"slice without a null check", cat(localDynptr(buf, 16, 0), asm.Instructions{
 			asm.Mov.Reg(asm.R1, asm.RFP),
 			asm.Add.Imm(asm.R1, -48),
 			asm.Mov.Imm(asm.R2, 0),
@@ -306,6 +321,83 @@ func TestDynptrRefusals(t *testing.T) {
 			var ve *verifier.Error
 			if !errors.As(err, &ve) || !strings.Contains(ve.Msg, c.msg) {
 				t.Fatalf("got %v, want %q", err, c.msg)
+			}
+		})
+	}
+}
+
+// An XDP program reads and rewrites its packet through a dynptr: a
+// read-only slice, a writable slice, bpf_dynptr_read and bpf_dynptr_write,
+// and the accessors; the packet it returns shows the writes.
+func TestXDPDynptrSlicesThePacket(t *testing.T) {
+	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+		t.Run(rt.String(), func(t *testing.T) {
+			k := newKernel(t, &sim.Options{Runtime: rt})
+			insns := asm.Instructions{
+				// bpf_dynptr_from_xdp(ctx, 0, fp-16)
+				asm.Mov.Imm(asm.R2, 0),
+				asm.Mov.Reg(asm.R3, asm.RFP),
+				asm.Add.Imm(asm.R3, -16),
+				kfuncCall(t, k, "bpf_dynptr_from_xdp"),
+				// r6 = bpf_dynptr_size(fp-16)
+				asm.Mov.Reg(asm.R1, asm.RFP),
+				asm.Add.Imm(asm.R1, -16),
+				kfuncCall(t, k, "bpf_dynptr_size"),
+				asm.Mov.Reg(asm.R6, asm.R0),
+				// r0 = bpf_dynptr_slice_rdwr(fp-16, 2, NULL, 4)
+				asm.Mov.Reg(asm.R1, asm.RFP),
+				asm.Add.Imm(asm.R1, -16),
+				asm.Mov.Imm(asm.R2, 2),
+				asm.Mov.Imm(asm.R3, 0),
+				asm.Mov.Imm(asm.R4, 4),
+				kfuncCall(t, k, "bpf_dynptr_slice_rdwr"),
+				asm.JEq.Imm(asm.R0, 0, "out"),
+				// the slice's 4 bytes become its first byte + the size
+				asm.LoadMem(asm.R1, asm.R0, 0, asm.Byte),
+				asm.Add.Reg(asm.R1, asm.R6),
+				asm.StoreMem(asm.R0, 0, asm.R1, asm.Word),
+				// bpf_dynptr_adjust(fp-16, 8, 12); then write 0xaa at 0
+				asm.Mov.Reg(asm.R1, asm.RFP),
+				asm.Add.Imm(asm.R1, -16),
+				asm.Mov.Imm(asm.R2, 8),
+				asm.Mov.Imm(asm.R3, 12),
+				kfuncCall(t, k, "bpf_dynptr_adjust"),
+				asm.Mov.Imm(asm.R1, 0xaa),
+				asm.StoreMem(asm.RFP, -24, asm.R1, asm.DWord),
+				asm.Mov.Reg(asm.R1, asm.RFP),
+				asm.Add.Imm(asm.R1, -16),
+				asm.Mov.Imm(asm.R2, 0),
+				asm.Mov.Reg(asm.R3, asm.RFP),
+				asm.Add.Imm(asm.R3, -24),
+				asm.Mov.Imm(asm.R4, 1),
+				asm.Mov.Imm(asm.R5, 0),
+				fnDynptrWrite.Call(),
+				// returns XDP_TX (3) + bpf_dynptr_size, now 4
+				asm.Mov.Reg(asm.R1, asm.RFP),
+				asm.Add.Imm(asm.R1, -16),
+				kfuncCall(t, k, "bpf_dynptr_size"),
+				asm.Add.Imm(asm.R0, 3),
+				asm.Return().WithSymbol("out"),
+			}
+			p, err := k.NewProgram(testSpec(t, ebpf.XDP, insns))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			pkt := make([]byte, 64)
+			for i := range pkt {
+				pkt[i] = byte(i)
+			}
+			out := make([]byte, 64)
+			ret, err := p.Run(&sim.RunOptions{Data: pkt, DataOut: out})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := append([]byte(nil), pkt...)
+			want[2], want[3], want[4], want[5] = 2+64, 0, 0, 0
+			want[8] = 0xaa
+			if ret != 7 || string(out) != string(want) {
+				t.Errorf("ret %d, packet % x\nwant ret 7, packet % x", ret, out, want)
 			}
 		})
 	}

@@ -42,6 +42,8 @@ type kernelBTF struct {
 	// spec is b as a Spec, made when asked for and dropped by Add: CO-RE
 	// relocations read it at every load.
 	spec *btf.Spec
+	// named are the seed's types by name, for types built on them.
+	named map[string]btf.Type
 }
 
 // builder returns the BTF under construction, seeding it the first time.
@@ -59,14 +61,41 @@ func (kb *kernelBTF) builder() (*btf.Builder, error) {
 		if err != nil {
 			return nil, err
 		}
+		kb.named = map[string]btf.Type{}
 		for _, t := range types {
 			if _, err := b.Add(t); err != nil {
 				return nil, errors.Wrapf(err, "vmlinux BTF: %s", t)
+			}
+			if n := t.TypeName(); n != "" && kb.named[n] == nil {
+				kb.named[n] = t
 			}
 		}
 	}
 	kb.b = b
 	return b, nil
+}
+
+// withTypes returns the prototype build makes from the seed's types,
+// found by name: the prototype refers to the very types in the BTF, so
+// adding it adds none of them twice.
+func (kb *kernelBTF) withTypes(build func(typ func(string) btf.Type) *btf.FuncProto) (*btf.FuncProto, error) {
+	kb.mu.Lock()
+	defer kb.mu.Unlock()
+	if _, err := kb.builder(); err != nil {
+		return nil, err
+	}
+	var missing string
+	fp := build(func(name string) btf.Type {
+		if t, ok := kb.named[name]; ok {
+			return t
+		}
+		missing = name
+		return &btf.Void{}
+	})
+	if missing != "" {
+		return nil, errors.Wrapf(uapi.ENOENT, "vmlinux BTF has no type %s", missing)
+	}
+	return fp, nil
 }
 
 // Add adds t to the kernel's BTF and returns its id.
@@ -122,6 +151,9 @@ type kfuncEntry struct {
 	id     btf.TypeID
 	proto  *verifier.KfuncProto
 	helper *interp.Helper
+	// internal kfuncs are in no program type's id set: only the
+	// verifier's fix-ups call them.
+	internal bool
 }
 
 // kfuncTable is the kernel's kfuncs, by BTF id and name.
@@ -135,7 +167,11 @@ type kfuncTable struct {
 // BTF id in the kernel's BTF and an address in its text. Its prototype
 // must be one the verifier simulates (see verifier.NewKfuncProto). A name
 // may be registered once (EEXIST).
-func (k *Kernel) RegisterKfunc(f *kfunc.Func) error {
+func (k *Kernel) RegisterKfunc(f *kfunc.Func) error { return k.registerKfunc(f, false) }
+
+// registerKfunc is RegisterKfunc; an internal kfunc is in no program
+// type's id set.
+func (k *Kernel) registerKfunc(f *kfunc.Func, internal bool) error {
 	if f == nil || f.Name == "" || f.Fn == nil || f.Proto == nil {
 		return errors.Wrap(uapi.EINVAL, "kfunc needs a name, a prototype and a function")
 	}
@@ -157,7 +193,7 @@ func (k *Kernel) RegisterKfunc(f *kfunc.Func) error {
 	if _, err := k.ksyms.define(ksymSpec{name: f.Name, kind: ksymKfunc, helper: int32(id)}, 0); err != nil {
 		return err
 	}
-	e := &kfuncEntry{f: f, id: id, proto: proto, helper: &interp.Helper{ID: int32(id), Name: f.Name, Fn: f.Fn}}
+	e := &kfuncEntry{f: f, id: id, proto: proto, helper: &interp.Helper{ID: int32(id), Name: f.Name, Fn: f.Fn}, internal: internal}
 	if t.byID == nil {
 		t.byID, t.byName = map[btf.TypeID]*kfuncEntry{}, map[string]*kfuncEntry{}
 	}
@@ -174,11 +210,18 @@ func (k *Kernel) KfuncID(name string) (btf.TypeID, bool) {
 	return e.id, true
 }
 
+// kfuncByName finds the kfunc name, registering it first if it is one of
+// the kernel's own (dynptr_kfuncs.go).
 func (k *Kernel) kfuncByName(name string) (*kfuncEntry, bool) {
 	t := &k.so.kfuncs
 	t.mu.RLock()
-	defer t.mu.RUnlock()
 	e, ok := t.byName[name]
+	t.mu.RUnlock()
+	if !ok && k.registerBuiltinKfunc(name) {
+		t.mu.RLock()
+		e, ok = t.byName[name]
+		t.mu.RUnlock()
+	}
 	return e, ok
 }
 
@@ -209,7 +252,7 @@ func (k *Kernel) kfuncResolver(p *Program) func(int32) (*verifier.KfuncProto, er
 		if !ok {
 			return nil, &verifier.Error{Errno: uapi.EINVAL, Msg: "kernel btf_id " + strconv.Itoa(int(imm)) + " is not a function"}
 		}
-		if !e.f.AllowedFor(p.typ) {
+		if e.internal || !e.f.AllowedFor(p.typ) {
 			return nil, &verifier.Error{Errno: uapi.EACCES, Msg: "calling kernel function " + e.f.Name + " is not allowed"}
 		}
 		if e.f.Flags&kfunc.Sleepable != 0 && !p.sleepable {
@@ -250,6 +293,14 @@ func (c kfuncCalls) Kfunc(btfID int32) (int32, error) {
 }
 
 func (c kfuncCalls) ProgAux() (uint64, error) { return c.k.progAux(c.p) }
+
+func (c kfuncCalls) KfuncByName(name string) (int32, error) {
+	e, ok := c.k.kfuncByName(name)
+	if !ok {
+		return 0, errors.Errorf("no kfunc %s", name)
+	}
+	return c.Kfunc(int32(e.id))
+}
 
 // resolveKfuncCalls gives the kfunc calls of cilium/ebpf instructions their
 // BTF ids, by name, as cilium/ebpf's fixupKfuncs does against the kernel's

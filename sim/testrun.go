@@ -21,7 +21,8 @@ type RunOptions struct {
 	// UnspecifiedProgram.
 	Data []byte
 	// DataOut receives the data after the run; it must be large enough
-	// (ENOSPC otherwise, with as much copied as fits).
+	// (ENOSPC otherwise, with as much copied as fits), and is cut to the
+	// output's size.
 	DataOut []byte
 	// Context is the context input: a []byte or a fixed-size value encoded
 	// little-endian with encoding/binary.
@@ -288,6 +289,9 @@ func copyOut(opts *RunOptions, res *RunResult) error {
 		if len(opts.DataOut) < len(res.Data) {
 			return errors.Wrapf(uapi.ENOSPC, "DataOut holds %d bytes, the output has %d", len(opts.DataOut), len(res.Data))
 		}
+		// Cut to the output's size, as cilium/ebpf cuts it to
+		// data_size_out.
+		opts.DataOut = opts.DataOut[:len(res.Data)]
 	}
 	switch out := opts.ContextOut.(type) {
 	case nil:

@@ -1,14 +1,12 @@
 package sim_test
 
 import (
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/bpfsim/bpfsim/sim"
-	"github.com/bpfsim/bpfsim/sim/kdiff"
 )
 
 // kernelTimers is timerTarget for this machine's kernel: its timers fire
@@ -44,28 +42,5 @@ func TestTimersAreTheKernels(t *testing.T) {
 // The kernel gives each program of testdata/timer_refused.bpf.o the
 // verdict and the message bpfsim gives it.
 func TestTimerRefusalsAreTheKernels(t *testing.T) {
-	if _, err := kdiff.OpenKernel(); err != nil {
-		t.Skipf("kernel-differential test skipped: this machine cannot load BPF programs: %v", err)
-	}
-	k := newKernel(t, nil)
-	for name := range timerRefusals {
-		t.Run(name, func(t *testing.T) {
-			kc, kErr := ebpf.NewCollection(loadOneProgram(t, "testdata/timer_refused.bpf.o", name))
-			if kErr == nil {
-				kc.Close()
-			}
-			sc, sErr := k.NewCollection(loadOneProgram(t, "testdata/timer_refused.bpf.o", name))
-			if sErr == nil {
-				sc.Close()
-			}
-			switch {
-			case (kErr == nil) != (sErr == nil):
-				t.Fatalf("kernel: %v\nbpfsim: %v", kErr, sErr)
-			case kErr != nil && !strings.Contains(sErr.Error(), kdiff.LastLogLine(kErr)):
-				t.Fatalf("kernel's message %q not in bpfsim's: %v", kdiff.LastLogLine(kErr), sErr)
-			case kErr != nil && kdiff.LastLogLine(kErr) == "":
-				t.Fatalf("the kernel's refusal has no log: %v", kErr)
-			}
-		})
-	}
+	checkRefusalsAreTheKernels(t, "testdata/timer_refused.bpf.o", timerRefusals)
 }

@@ -17,9 +17,17 @@ import (
 
 // notXlatedAlike are the test objects compared with the kernel otherwise.
 var notXlatedAlike = map[string]string{
-	"core.bpf.o":          "core.bpf.o holds programs built for the kernel to refuse, so it cannot load whole; TestCORERelocationsAreTheKernels (package sim) compares it program by program",
-	"timer_refused.bpf.o": "timer_refused.bpf.o holds programs built for the kernel to refuse, so it cannot load whole; TestTimerRefusalsAreTheKernels (package sim) compares it program by program",
-	"task.bpf.o":          "task.bpf.o relocates against bpfsim's own task_struct, whose offsets are not this kernel's by design; TestTaskHelpersAreTheKernels (package sim) compares what it finds",
+	"core.bpf.o":                 "core.bpf.o holds programs built for the kernel to refuse, so it cannot load whole; TestCORERelocationsAreTheKernels (package sim) compares it program by program",
+	"timer_refused.bpf.o":        "timer_refused.bpf.o holds programs built for the kernel to refuse, so it cannot load whole; TestTimerRefusalsAreTheKernels (package sim) compares it program by program",
+	"dynptr_refused.bpf.o":       "dynptr_refused.bpf.o holds programs built for the kernel to refuse, so it cannot load whole; TestDynptrRefusalsAreTheKernels (package sim) compares it program by program",
+	"dynptr_kfunc_refused.bpf.o": "dynptr_kfunc_refused.bpf.o holds programs built for the kernel to refuse, so it cannot load whole; TestDynptrKfuncRefusalsAreTheKernels (package sim) compares it program by program",
+	"task.bpf.o":                 "task.bpf.o relocates against bpfsim's own task_struct, whose offsets are not this kernel's by design; TestTaskHelpersAreTheKernels (package sim) compares what it finds",
+}
+
+// notXlatedAlikePrograms are single programs of the objects compared
+// otherwise.
+var notXlatedAlikePrograms = map[string]string{
+	"dynptr_kfunc.bpf.o tc_dynptr": "bpf_dynptr_slice_rdwr is a direct packet write, for which the kernel puts tc's unclone prologue (bpf_unclone_prologue: a load of sk_buff's cloned bit and a bpf_skb_pull_data call) before a tc program; bpfsim does not, as it does not convert __sk_buff loads either; TestDynptrKfuncsAreTheKernels (package sim) compares its runs",
 }
 
 // Every program of bpfsim's clang-built test objects comes out of the
@@ -61,10 +69,16 @@ func TestTestdataObjectsXlateAsTheKernel(t *testing.T) {
 				names = append(names, name)
 			}
 			sort.Strings(names)
+			alike := 0
 			for _, name := range names {
+				if why, ok := notXlatedAlikePrograms[filepath.Base(obj)+" "+name]; ok {
+					t.Logf("%s not compared: %s", name, why)
+					continue
+				}
 				sameProgram(t, k, name, kc.Programs[name], sc.Programs[name])
+				alike++
 			}
-			t.Logf("%d programs alike", len(names))
+			t.Logf("%d programs alike", alike)
 		})
 	}
 }

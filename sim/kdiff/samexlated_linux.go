@@ -71,6 +71,16 @@ func SameXlated(k *sim.Kernel, kernel, simulated []insn.Insn) (valueOffset int32
 			if sin.Code != kin.Code || sin.Src != 0 || sname != kname {
 				return 0, differ(i, fmt.Sprintf("the kernel calls %s, bpfsim %q", kname, sname))
 			}
+		case kin.Code == insn.JMP|insn.CALL && kin.Src == insn.PseudoKfuncCall:
+			// A kfunc call: its imm is the function's address, both
+			// named from the symbols.
+			kname, err := kernelCallName(kin.Imm)
+			if err != nil {
+				return 0, err
+			}
+			if sname := simCallName(k, sin.Imm); sin.Code != kin.Code || sin.Src != kin.Src || sname != kname {
+				return 0, differ(i, fmt.Sprintf("the kernel calls kfunc %s, bpfsim %q", kname, sname))
+			}
 		case sin.Code == insn.ALU64|insn.ADD|insn.K && sin.Dst == insn.R1 && sin.Imm == arraymap.ValueOffset:
 			if kin.Code != sin.Code || kin.Dst != sin.Dst {
 				return 0, differ(i, "the array's value offset is not added the same way")

@@ -51,6 +51,7 @@ func (e *env) checkHelperCall(in insn.Insn, idx int) error {
 		return e.errorf(uapi.EINVAL, "cannot call GPL-restricted function from non-GPL compatible program")
 	}
 	meta := callMeta{constKey: -1}
+	changesPkt := fn.ChangesPktData
 	for i := range fn.Args {
 		if err := e.checkFuncArg(i, &meta, fn, name, id); err != nil {
 			return err
@@ -103,6 +104,10 @@ func (e *env) checkHelperCall(in insn.Insn, idx int) error {
 		if err := e.pushAsyncCallback(idx, meta.subprog, meta.mapPtr); err != nil {
 			return err
 		}
+	case uapi.FuncDynptrFromMem:
+		if r1 := &e.regs()[insn.R1]; r1.typ != ptrToMapValue {
+			return e.errorf(uapi.EACCES, "Unsupported reg type %s for bpf_dynptr_from_mem data", r1.typeName())
+		}
 	case uapi.FuncDynptrData:
 		// The slice ends with the dynptr, and with its reference.
 		s := e.dynptrSlot(&e.regs()[insn.R1])
@@ -113,6 +118,12 @@ func (e *env) checkHelperCall(in insn.Insn, idx int) error {
 			return e.errorf(uapi.EFAULT, "verifier internal error: meta.ref_obj_id already set")
 		}
 		meta.dynptrID, meta.refObjID = s.spilled.id, s.spilled.refObjID
+	case uapi.FuncDynptrWrite:
+		// A write through an skb dynptr may move the packet: its
+		// slices and packet pointers end.
+		if s := e.dynptrSlot(&e.regs()[insn.R1]); s != nil && s.spilled.dynptrType == uapi.DynptrTypeSKB {
+			changesPkt = true
+		}
 	}
 	regs := e.regs()
 	for r := insn.R0; r <= insn.R5; r++ {
@@ -168,7 +179,7 @@ func (e *env) checkHelperCall(in insn.Insn, idx int) error {
 		r0.smin, r0.smax, r0.s32min, r0.s32max = 0, int64(n), 0, int32(n)
 		r0.sync()
 	}
-	if fn.ChangesPktData {
+	if changesPkt {
 		e.clearAllPktPointers()
 	}
 	return e.checkMapFuncCompat(meta.mapPtr, id, name)

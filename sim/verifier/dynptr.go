@@ -184,7 +184,9 @@ func (e *env) destroyIfDynptrStackSlot(f *funcState, spi int) error {
 	e.scratchSlot(spi - 1)
 	id := f.stack[spi].spilled.id
 	e.cur.forEachReg(func(r *regState) {
-		if r.typ == ptrToMem && r.dynptrID == id {
+		// Only bpf_dynptr_data's slices: the kernel matches the type
+		// exactly, and bpf_dynptr_slice's carry flags.
+		if r.typ == ptrToMem && !r.rdonly && !r.ringbuf && r.dynptrType == 0 && r.dynptrID == id {
 			r.markUnknown() // mark_reg_invalid for a privileged loader
 		}
 	})

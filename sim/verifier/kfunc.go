@@ -18,9 +18,9 @@ import (
 // What is not simulated: PTR_TO_BTF_ID (pointers to kernel objects the
 // program may only pass on), and with it KF_ACQUIRE and KF_RELEASE, which
 // need reference tracking; module BTF (a call's off naming an fd_array
-// slot); constant arguments (__k) and the iterator, dynptr and callback
-// kinds. A prototype that needs them is refused when the kfunc is
-// registered, naming what is missing.
+// slot); constant arguments (__k) and the iterator and callback kinds. A
+// prototype that needs them is refused when the kfunc is registered,
+// naming what is missing.
 
 // KfuncArgKind is what a kfunc parameter takes (enum kfunc_ptr_arg_type,
 // reduced).
@@ -41,6 +41,13 @@ const (
 	// the fix-ups load the calling program's struct bpf_prog_aux pointer
 	// into it.
 	KfArgProg
+	// KfArgCtx is the program's context, a struct __sk_buff or xdp_md
+	// (KF_ARG_PTR_TO_CTX).
+	KfArgCtx
+	// KfArgDynptr is a struct bpf_dynptr on the stack
+	// (KF_ARG_PTR_TO_DYNPTR): a new one with Uninit ("__uninit"), else
+	// an initialised one.
+	KfArgDynptr
 )
 
 // KfuncArg is one parameter.
@@ -49,8 +56,14 @@ type KfuncArg struct {
 	Kind KfuncArgKind
 	// Size is the size of a KfArgMem's memory.
 	Size uint32
-	// Nullable ("__nullable") lets a KfArgMem be NULL.
+	// Nullable ("__nullable", "__opt") lets a KfArgMem or KfArgMemSized
+	// be NULL.
 	Nullable bool
+	// Uninit ("__uninit") makes a KfArgDynptr a new dynptr.
+	Uninit bool
+	// Const ("__szk") makes a KfArgMemSize a known constant, the size of
+	// what the kfunc returns.
+	Const bool
 }
 
 // KfuncRet is what a kfunc returns.
@@ -60,7 +73,31 @@ const (
 	KfRetVoid   KfuncRet = iota // nothing: R0 is not readable after the call
 	KfRetScalar                 // a number
 	KfRetMem                    // a pointer to RetSize bytes (PTR_TO_MEM)
+	// KfRetDynptrSlice is bpf_dynptr_slice's: the constant size
+	// argument's bytes of the dynptr argument's data.
+	KfRetDynptrSlice
 )
+
+// KfuncSpecial names the kfuncs the verifier treats apart
+// (special_kfunc_list), by their kernel names.
+type KfuncSpecial uint8
+
+const (
+	KfNotSpecial KfuncSpecial = iota
+	KfDynptrFromSKB
+	KfDynptrFromXDP
+	KfDynptrClone
+	KfDynptrSlice
+	KfDynptrSliceRdwr
+)
+
+var specialKfuncs = map[string]KfuncSpecial{
+	"bpf_dynptr_from_skb":   KfDynptrFromSKB,
+	"bpf_dynptr_from_xdp":   KfDynptrFromXDP,
+	"bpf_dynptr_clone":      KfDynptrClone,
+	"bpf_dynptr_slice":      KfDynptrSlice,
+	"bpf_dynptr_slice_rdwr": KfDynptrSliceRdwr,
+}
 
 // The kfunc flags of include/linux/btf.h.
 const (
@@ -83,6 +120,8 @@ type KfuncProto struct {
 	Flags   uint32
 	// ProgArg is the index of the "__prog" parameter, -1 if none.
 	ProgArg int
+	// Special is, for a kfunc of the kernel's special list, which.
+	Special KfuncSpecial
 }
 
 // NewKfuncProto reads a kfunc's BTF prototype.
@@ -96,7 +135,7 @@ func NewKfuncProto(name string, id int32, fp *btf.FuncProto, flags uint32) (*Kfu
 	if len(fp.Params) > 5 {
 		return nil, errors.Wrapf(uapi.EINVAL, "kfunc %s has %d parameters: at most 5", name, len(fp.Params))
 	}
-	kp := &KfuncProto{Name: name, BTFID: id, Flags: flags, ProgArg: -1}
+	kp := &KfuncProto{Name: name, BTFID: id, Flags: flags, ProgArg: -1, Special: specialKfuncs[name]}
 	for i := 0; i < len(fp.Params); i++ {
 		p := fp.Params[i]
 		a := KfuncArg{Name: p.Name}
@@ -114,15 +153,27 @@ func NewKfuncProto(name string, id int32, fp *btf.FuncProto, flags uint32) (*Kfu
 			a.Kind = KfArgScalar
 			if strings.HasSuffix(p.Name, "__sz") || strings.HasSuffix(p.Name, "__szk") {
 				a.Kind = KfArgMemSize
+				a.Const = strings.HasSuffix(p.Name, "__szk")
 			}
 		default:
 			ptr, ok := t.(*btf.Pointer)
 			if !ok {
 				return nil, errors.Wrapf(uapi.EINVAL, "kfunc %s: parameter %s of type %s is not simulated", name, p.Name, t)
 			}
-			a.Nullable = strings.HasSuffix(p.Name, "__nullable")
+			a.Nullable = strings.HasSuffix(p.Name, "__nullable") || strings.HasSuffix(p.Name, "__opt")
 			target := btf.UnderlyingType(ptr.Target)
-			if i+1 < len(fp.Params) && strings.HasSuffix(fp.Params[i+1].Name, "__sz") {
+			if st, ok := target.(*btf.Struct); ok {
+				switch st.Name {
+				case "bpf_dynptr":
+					a.Kind, a.Uninit = KfArgDynptr, strings.HasSuffix(p.Name, "__uninit")
+				case "__sk_buff", "xdp_md":
+					a.Kind = KfArgCtx
+				}
+				if a.Kind != KfArgScalar {
+					break
+				}
+			}
+			if next := i + 1; next < len(fp.Params) && (strings.HasSuffix(fp.Params[next].Name, "__sz") || strings.HasSuffix(fp.Params[next].Name, "__szk")) {
 				a.Kind = KfArgMemSized
 				break
 			}
@@ -142,6 +193,8 @@ func NewKfuncProto(name string, id int32, fp *btf.FuncProto, flags uint32) (*Kfu
 		kp.Ret = KfRetVoid
 	case isScalarType(t):
 		kp.Ret = KfRetScalar
+	case kp.Special == KfDynptrSlice || kp.Special == KfDynptrSliceRdwr:
+		kp.Ret = KfRetDynptrSlice
 	default:
 		ptr, ok := t.(*btf.Pointer)
 		size, scalar := uint32(0), false
@@ -219,8 +272,9 @@ func (e *env) checkKfuncCall(in insn.Insn, idx int) error {
 	if !e.cfg.GPLCompatible {
 		return e.errorf(uapi.EINVAL, "cannot call kernel function from non-GPL compatible program")
 	}
-	var meta callMeta
-	for i, a := range kf.Args {
+	var km kfuncMeta
+	for i := 0; i < len(kf.Args); i++ {
+		a := kf.Args[i]
 		regno := uint8(insn.R1 + i)
 		if a.Kind == KfArgProg {
 			// Any value: the fix-ups overwrite it.
@@ -230,30 +284,52 @@ func (e *env) checkKfuncCall(in insn.Insn, idx int) error {
 			return err
 		}
 		reg := &e.regs()[regno]
-		switch a.Kind {
-		case KfArgScalar:
+		if a.Kind == KfArgScalar || a.Kind == KfArgMemSize {
 			if reg.typ != scalarValue {
 				return e.errorf(uapi.EINVAL, "R%d is not a scalar", regno)
 			}
-		case KfArgMemSize:
-			if reg.typ != scalarValue {
-				return e.errorf(uapi.EINVAL, "R%d is not a scalar", regno)
-			}
-			if err := e.checkMemSizeReg(reg, regno, accessRead, false, &meta); err != nil {
+			continue
+		}
+		isNull := reg.typ == scalarValue && reg.isConst() && reg.constant() == 0
+		// (A dynptr argument's checks name what it must be instead.)
+		if (isNull || reg.isPointer() && reg.maybeNull) && !a.Nullable && a.Kind != KfArgDynptr {
+			return e.errorf(uapi.EACCES, "Possibly NULL pointer passed to trusted arg%d", i)
+		}
+		if isNull && a.Kind == KfArgMem {
+			continue // KF_ARG_PTR_TO_NULL
+		}
+		// check_func_arg_reg_off: the context is passed unmoved.
+		if reg.typ == ptrToCtx {
+			if err := e.checkPtrOffReg(reg, regno, false); err != nil {
 				return err
 			}
-			if err := e.checkMemSizeReg(reg, regno, accessWrite, false, &meta); err != nil {
+		}
+		switch a.Kind {
+		case KfArgCtx:
+			if reg.typ != ptrToCtx {
+				return e.errorf(uapi.EINVAL, "arg#%d expected pointer to ctx, but got %s", i, reg.typeName())
+			}
+		case KfArgDynptr:
+			if err := e.checkKfuncDynptr(kf, a, regno, &km); err != nil {
 				return err
 			}
 		case KfArgMemSized:
-			// Checked with its size.
+			size := &e.regs()[regno+1]
+			if !isNull {
+				if err := e.checkKfuncMemSize(size, regno+1); err != nil {
+					var errno uapi.Errno
+					errors.As(err, &errno)
+					return e.errorf(errno, "arg#%d arg#%d memory, len pair leads to invalid memory access", i, i+1)
+				}
+			}
+			if kf.Args[i+1].Const {
+				if !size.isConst() {
+					return e.errorf(uapi.EINVAL, "R%d must be a known constant", regno+1)
+				}
+				km.constSize, km.constFound = size.constant(), true
+			}
+			i++ // the size is checked
 		case KfArgMem:
-			if a.Nullable && reg.typ == scalarValue && reg.isConst() && reg.constant() == 0 {
-				continue
-			}
-			if reg.isPointer() && reg.maybeNull {
-				return e.errorf(uapi.EACCES, "Possibly NULL pointer passed to trusted arg%d", i)
-			}
 			if err := e.checkHelperMem(regno, int(a.Size), accessRead, false, nil); err != nil {
 				return err
 			}
@@ -274,12 +350,98 @@ func (e *env) checkKfuncCall(in insn.Insn, idx int) error {
 	case KfRetMem:
 		r0.markPtr(ptrToMem)
 		r0.memSize = kf.RetSize
-		if kf.Flags&KfRetNull != 0 {
-			r0.maybeNull = true
-			e.idGen++
-			r0.id = e.idGen
+	case KfRetDynptrSlice:
+		if err := e.markDynptrSlice(kf, r0, &km); err != nil {
+			return err
 		}
 	}
+	if kf.Ret != KfRetScalar && kf.Ret != KfRetVoid && kf.Flags&KfRetNull != 0 {
+		r0.maybeNull = true
+		e.idGen++
+		r0.id = e.idGen
+	}
 	e.aux[idx].Kfunc = kf
+	if kf.Special == KfDynptrFromSKB && !e.cfg.Type.DirectPacketAccess(true) {
+		e.aux[idx].KfuncVariant = "bpf_dynptr_from_skb_rdonly"
+	}
+	return nil
+}
+
+// kfuncMeta is what check_kfunc_args learns for the return value (struct
+// bpf_kfunc_call_arg_meta's arg_constant and initialized_dynptr).
+type kfuncMeta struct {
+	constSize  uint64
+	constFound bool
+	// The initialised dynptr argument: its id, type and reference.
+	dynptrID, dynptrRef uint32
+	dynptrType          uint8
+}
+
+// checkKfuncMemSize is check_kfunc_mem_size_reg: the size bounds the
+// memory before it, which may be NULL, for reading and writing.
+func (e *env) checkKfuncMemSize(size *regState, regno uint8) error {
+	mem := &e.regs()[regno-1]
+	saved := *mem
+	if mem.maybeNull {
+		e.markPtrNotNull(mem)
+	}
+	err := e.checkMemSizeReg(size, regno, accessRead, true, &callMeta{})
+	if err == nil {
+		err = e.checkMemSizeReg(size, regno, accessWrite, true, &callMeta{})
+	}
+	if saved.maybeNull {
+		*mem = saved
+	}
+	return err
+}
+
+// checkKfuncDynptr is check_kfunc_args for KF_ARG_PTR_TO_DYNPTR.
+func (e *env) checkKfuncDynptr(kf *KfuncProto, a KfuncArg, regno uint8, km *kfuncMeta) error {
+	arg := DynptrArg{Uninit: a.Uninit}
+	var cloneRef uint32
+	switch {
+	case kf.Special == KfDynptrFromSKB:
+		arg.Type = uapi.DynptrTypeSKB
+	case kf.Special == KfDynptrFromXDP:
+		arg.Type = uapi.DynptrTypeXDP
+	case kf.Special == KfDynptrClone && a.Uninit:
+		if km.dynptrType == uapi.DynptrTypeInvalid {
+			return e.errorf(uapi.EFAULT, "verifier internal error: no dynptr type for parent of clone")
+		}
+		arg.Type, cloneRef = km.dynptrType, km.dynptrRef
+	}
+	if err := e.processDynptrFunc(regno, e.insnIdx, arg, cloneRef); err != nil {
+		return err
+	}
+	if !a.Uninit {
+		s := e.dynptrSlot(&e.regs()[regno])
+		km.dynptrID, km.dynptrType, km.dynptrRef = s.spilled.id, s.spilled.dynptrType, s.spilled.refObjID
+	}
+	return nil
+}
+
+// markDynptrSlice makes R0 what bpf_dynptr_slice returns: the constant
+// size's bytes of the dynptr's data, read-only unless from
+// bpf_dynptr_slice_rdwr, ending with the dynptr, or with the packet for
+// an skb or xdp dynptr.
+func (e *env) markDynptrSlice(kf *KfuncProto, r0 *regState, km *kfuncMeta) error {
+	r0.markPtr(ptrToMem)
+	if !km.constFound {
+		return e.errorf(uapi.EFAULT, "verifier internal error: bpf_dynptr_slice(_rdwr) no constant size")
+	}
+	r0.memSize = uint32(km.constSize)
+	// The slice carries its dynptr's type (DYNPTR_TYPE_*): a packet's
+	// ends with the packet; and unlike bpf_dynptr_data's, the kernel
+	// does not end it with a local dynptr that is overwritten.
+	r0.dynptrType = km.dynptrType
+	if kf.Special == KfDynptrSlice {
+		r0.rdonly = true
+	} else if !e.cfg.Type.DirectPacketAccess(true) {
+		return e.errorf(uapi.EINVAL, "the prog does not allow writes to packet data")
+	}
+	if km.dynptrID == 0 {
+		return e.errorf(uapi.EFAULT, "verifier internal error: no dynptr id")
+	}
+	r0.dynptrID = km.dynptrID
 	return nil
 }

@@ -14,6 +14,9 @@ type KfuncCalls interface {
 	Kfunc(btfID int32) (int32, error)
 	// ProgAux returns the address of the program's struct bpf_prog_aux.
 	ProgAux() (uint64, error)
+	// KfuncByName returns the call imm of the kernel function name, a
+	// specialised kfunc programs do not call by BTF id.
+	KfuncByName(name string) (int32, error)
 }
 
 // fixupKfuncCall is fixup_kfunc_call: the call's imm becomes the kfunc's
@@ -29,6 +32,9 @@ func fixupKfuncCall(p *Prog, i int, calls KernelCalls) ([]insn.Insn, error) {
 		return nil, reject(uapi.EFAULT, "verifier internal error: kernel function descriptor not found for func_id %d", p.Insns[i].Imm)
 	}
 	imm, err := kc.Kfunc(kf.BTFID)
+	if v := p.Aux[i].KfuncVariant; v != "" {
+		imm, err = kc.KfuncByName(v)
+	}
 	if err != nil {
 		return nil, reject(uapi.EFAULT, "kernel function %s has no address: %v", kf.Name, err)
 	}

@@ -334,18 +334,33 @@ func slotIrrelevant(s *stackSlot) bool {
 	return true
 }
 
-var zeroScalar = regState{typ: scalarValue, bounds: constBounds(0)}
+var (
+	zeroScalar    = regState{typ: scalarValue, bounds: constBounds(0)}
+	unboundScalar = regState{typ: scalarValue, bounds: unknownBounds()}
+)
 
-// scalarRegForStack is scalar_reg_for_stack: a spilled scalar, or eight
-// zero bytes seen as the constant 0.
+// scalarRegForStack is scalar_reg_for_stack: a spilled scalar, eight
+// zero bytes seen as the constant 0, or eight unknown bytes (never
+// written ones too, for a privileged loader: is_stack_all_misc) seen as
+// an unknown scalar.
 func scalarRegForStack(s *stackSlot) *regState {
 	if s.isSpilledScalar() {
 		return &s.spilled
 	}
+	zeros, misc := 0, 0
 	for _, t := range s.types {
-		if t != stackZero {
-			return nil
+		switch t {
+		case stackZero:
+			zeros++
+		case stackMisc, stackInvalid:
+			misc++
 		}
 	}
-	return &zeroScalar
+	switch {
+	case zeros == regSize:
+		return &zeroScalar
+	case misc == regSize:
+		return &unboundScalar
+	}
+	return nil
 }

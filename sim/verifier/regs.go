@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/bpfsim/bpfsim/maps"
+	"github.com/bpfsim/bpfsim/sim/uapi"
 )
 
 // regType is enum bpf_reg_type: what a register holds, as far as the
@@ -94,6 +95,12 @@ type regState struct {
 func (r *regState) isPointer() bool { return r.typ != notInit && r.typ != scalarValue }
 
 func (r *regState) isPkt() bool { return r.typ == ptrToPacket || r.typ == ptrToPacketMeta }
+
+// isPktSlice is reg_is_dynptr_slice_pkt: a slice of an skb or xdp dynptr
+// points into the packet, and ends when the packet may move.
+func (r *regState) isPktSlice() bool {
+	return r.typ == ptrToMem && (r.dynptrType == uapi.DynptrTypeSKB || r.dynptrType == uapi.DynptrTypeXDP)
+}
 
 // markUnknown is __mark_reg_unknown: a scalar about which nothing is known.
 func (r *regState) markUnknown() {

@@ -90,13 +90,13 @@ func (e *env) tailCallExit(idx int) (int, error) {
 func (e *env) clearAllPktPointers() {
 	for _, f := range e.cur.frames[:e.cur.curframe+1] {
 		for i := range f.regs {
-			if r := &f.regs[i]; r.isPkt() || r.typ == ptrToPacketEnd {
+			if r := &f.regs[i]; r.isPkt() || r.typ == ptrToPacketEnd || r.isPktSlice() {
 				r.markUnknown()
 			}
 		}
 		for i := range f.stack {
 			s := &f.stack[i]
-			if r := &s.spilled; s.isSpilled() && (r.isPkt() || r.typ == ptrToPacketEnd) {
+			if r := &s.spilled; s.isSpilled() && (r.isPkt() || r.typ == ptrToPacketEnd || r.isPktSlice()) {
 				r.markUnknown()
 			}
 		}

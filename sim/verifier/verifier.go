@@ -110,6 +110,10 @@ type InsnAux struct {
 	CtxFieldSize int
 	// Kfunc is the kfunc a kfunc call calls, for its fix-up.
 	Kfunc *KfuncProto
+	// KfuncVariant names the kfunc the fix-up calls instead
+	// (specialize_kfunc): bpf_dynptr_from_skb_rdonly for the program
+	// types that may not write packets.
+	KfuncVariant string
 	// Loop is, for a bpf_loop call, whether it can be inlined
 	// (bpf_loop_inline_state).
 	Loop LoopInline

@@ -3,4 +3,4 @@
 package vmlinuxbtf
 
 // KernelRelease is the release of the kernel vmlinux.btf was taken from.
-const KernelRelease = "6.18.44-fc-v669"
+const KernelRelease = "6.18.44-fc-v595"

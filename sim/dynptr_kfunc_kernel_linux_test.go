@@ -1,0 +1,218 @@
+package sim_test
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/bpfsim/bpfsim/sim"
+)
+
+// dkCmd and dkRes are struct cmd and struct res of
+// testdata/dynptr_kfunc.bpf.c.
+type dkCmd struct {
+	Op, Off, Len, Start, End, Pad uint32
+	Flags, FFlags                 uint64
+}
+
+type dkRes struct {
+	From, Rdonly, Size int64
+	RC                 [4]int64
+	Bytes              [16]byte
+}
+
+// The operations of testdata/dynptr_kfunc.bpf.c (OP_*).
+const (
+	dkSlice = iota
+	dkSliceBuf
+	dkSliceRdwr
+	dkRead
+	dkWrite
+	dkAdjust
+	dkClone
+	dkData
+)
+
+// dkTarget runs the object's programs in the kernel or in bpfsim.
+type dkTarget struct {
+	setCmd    func(c dkCmd) error
+	clearRes  func() error
+	getRes    func() (dkRes, error)
+	run       func(prog string, pkt, out []byte) (uint32, []byte, error)
+	typeNames map[string]string
+}
+
+// dynptrKfuncCmds are the commands each program runs: every operation at
+// offsets in, at the edge of and past the packet, with the flags and
+// ranges that reach each errno.
+func dynptrKfuncCmds() []dkCmd {
+	var out []dkCmd
+	offs := []uint32{0, 3, 14, 40, 44, 46, 48, 52, 56, 57, 60, 63, 64, 100, 1 << 31}
+	for _, op := range []uint32{dkSlice, dkSliceBuf, dkSliceRdwr, dkData} {
+		for _, off := range offs {
+			out = append(out, dkCmd{Op: op, Off: off})
+		}
+	}
+	for _, off := range offs {
+		for _, flags := range []uint64{0, 1} {
+			out = append(out, dkCmd{Op: dkRead, Off: off, Flags: flags})
+		}
+		for _, l := range []uint32{0, 1, 7} {
+			for _, flags := range []uint64{0, 1, 2, 3, 4} {
+				out = append(out, dkCmd{Op: dkWrite, Off: off, Len: l, Flags: flags})
+			}
+		}
+	}
+	ranges := [][2]uint32{{0, 0}, {0, 64}, {4, 12}, {12, 4}, {0, 65}, {70, 80}, {50, 50}, {2, 60}, {8, 8}}
+	for _, op := range []uint32{dkAdjust, dkClone} {
+		for _, r := range ranges {
+			for _, off := range []uint32{0, 2, 8} {
+				out = append(out, dkCmd{Op: op, Start: r[0], End: r[1], Off: off})
+			}
+		}
+	}
+	for _, op := range []uint32{dkSlice, dkRead, dkWrite, dkAdjust} {
+		out = append(out, dkCmd{Op: op, FFlags: 1, Len: 3, End: 4})
+	}
+	return out
+}
+
+// dynptrKfuncPacket is the packet every run starts from: an Ethernet frame
+// of a type no one parses (so an skb test run takes it as it is), its
+// bytes counting up.
+func dynptrKfuncPacket() []byte {
+	pkt := make([]byte, 64)
+	for i := range pkt {
+		pkt[i] = byte(i)
+	}
+	pkt[12], pkt[13] = 0x88, 0xb5
+	return pkt
+}
+
+func runDynptrKfuncs(t *testing.T, tg *dkTarget) string {
+	var b strings.Builder
+	for _, prog := range []string{"xdp_dynptr", "tc_dynptr", "socket_dynptr"} {
+		for _, c := range dynptrKfuncCmds() {
+			if prog == "socket_dynptr" && c.Op == dkSliceRdwr {
+				continue
+			}
+			if err := tg.setCmd(c); err != nil {
+				t.Fatal(err)
+			}
+			if err := tg.clearRes(); err != nil {
+				t.Fatal(err)
+			}
+			ret, out, err := tg.run(prog, dynptrKfuncPacket(), make([]byte, 256))
+			if err != nil {
+				t.Fatalf("%s %+v: %v", prog, c, err)
+			}
+			r, err := tg.getRes()
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(&b, "%s %+v: ret %d res %+v", prog, c, ret, r)
+			if !bytes.Equal(out, dynptrKfuncPacket()) {
+				fmt.Fprintf(&b, " packet % x", out)
+			}
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
+}
+
+// Every dynptr kfunc over XDP, tc and socket filter packets gives the
+// kernel's results and leaves the kernel's packet, interpreted and JITed:
+// 1,104 runs of each.
+func TestDynptrKfuncsAreTheKernels(t *testing.T) {
+	coll := kernelCollection(t, "testdata/dynptr_kfunc.bpf.o")
+	want := runDynptrKfuncs(t, &dkTarget{
+		setCmd:   func(c dkCmd) error { return coll.Maps["cmds"].Update(uint32(0), c, ebpf.UpdateAny) },
+		clearRes: func() error { return coll.Maps["results"].Update(uint32(0), dkRes{}, ebpf.UpdateAny) },
+		getRes: func() (r dkRes, err error) {
+			err = coll.Maps["results"].Lookup(uint32(0), &r)
+			return
+		},
+		run: func(prog string, pkt, out []byte) (uint32, []byte, error) {
+			opts := &ebpf.RunOptions{Data: pkt, DataOut: out}
+			ret, err := coll.Programs[prog].Run(opts)
+			return ret, opts.DataOut, err
+		},
+	})
+	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+		t.Run(rt.String(), func(t *testing.T) {
+			k := newKernel(t, &sim.Options{Runtime: rt})
+			spec, err := ebpf.LoadCollectionSpec("testdata/dynptr_kfunc.bpf.o")
+			if err != nil {
+				t.Fatal(err)
+			}
+			sc, err := k.NewCollection(spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sc.Close()
+			got := runDynptrKfuncs(t, &dkTarget{
+				setCmd:   func(c dkCmd) error { return sc.Maps["cmds"].Update(uint32(0), c, ebpf.UpdateAny) },
+				clearRes: func() error { return sc.Maps["results"].Update(uint32(0), dkRes{}, ebpf.UpdateAny) },
+				getRes: func() (r dkRes, err error) {
+					err = sc.Maps["results"].Lookup(uint32(0), &r)
+					return
+				},
+				run: func(prog string, pkt, out []byte) (uint32, []byte, error) {
+					opts := &sim.RunOptions{Data: pkt, DataOut: out}
+					ret, err := sc.Programs[prog].Run(opts)
+					return ret, opts.DataOut, err
+				},
+			})
+			if got != want {
+				gl, wl := strings.Split(got, "\n"), strings.Split(want, "\n")
+				n := 0
+				for i := range wl {
+					if i < len(gl) && gl[i] != wl[i] && n < 10 {
+						t.Errorf("bpfsim: %s\nkernel: %s", gl[i], wl[i])
+						n++
+					}
+				}
+				if n == 0 {
+					t.Errorf("bpfsim printed %d lines, the kernel %d", len(gl), len(wl))
+				}
+			}
+		})
+	}
+}
+
+// dynptrKfuncRefusals are the programs of
+// testdata/dynptr_kfunc_refused.bpf.o and the last line of this machine's
+// kernel's log for each ("" for accepted).
+var dynptrKfuncRefusals = map[string]string{
+	"accepted":                      "",
+	"slice_size_not_constant":       "R4 must be a known constant",
+	"slice_written":                 "R0 cannot write into rdonly_mem",
+	"slice_read_past_its_end":       "R0 min value is outside of the allowed memory range",
+	"slice_without_null_check":      "R0 invalid mem access 'rdonly_mem_or_null'",
+	"slice_buffer_too_small":        "arg#2 arg#3 memory, len pair leads to invalid memory access", // the buffer runs into the dynptr
+	"slice_after_adjust_head":       "R8 invalid mem access 'scalar'",
+	"slice_after_skb_write":         "R7 invalid mem access 'scalar'",
+	"slice_after_xdp_write":         "", // only an skb write may move the packet
+	"from_skb_in_xdp":               "calling kernel function bpf_dynptr_from_skb is not allowed",
+	"slice_rdwr_in_socket_filter":   "the prog does not allow writes to packet data",
+	"from_xdp_of_the_stack":         "arg#0 expected pointer to ctx, but got fp",
+	"from_xdp_into_null":            "arg#2 expected pointer to stack or const struct bpf_dynptr",
+	"adjust_of_nothing":             "Expected an initialized dynptr as arg #0",
+	"clone_submitted_original_read": "Expected an initialized dynptr as arg #2",
+	"clone_submitted_accepted":      "",
+	// Accepted by 6.18: a bpf_dynptr_slice slice has no ref_obj_id, so
+	// giving its ring buffer record back does not end it.
+	"ringbuf_slice_after_submit": "",
+	// Accepted by 6.18: remaking a dynptr ends only bpf_dynptr_data's
+	// slices, whose type is plain PTR_TO_MEM.
+	"slice_after_dynptr_remade": "",
+}
+
+// The kernel gives each program of testdata/dynptr_kfunc_refused.bpf.o the
+// verdict, the errno and the message bpfsim gives it.
+func TestDynptrKfuncRefusalsAreTheKernels(t *testing.T) {
+	checkRefusalsAreTheKernels(t, "testdata/dynptr_kfunc_refused.bpf.o", dynptrKfuncRefusals)
+}
