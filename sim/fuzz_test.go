@@ -310,7 +310,7 @@ func FuzzNewMap(f *testing.F) {
 // CollectionSpec cilium/ebpf accepts must load or fail with an errno,
 // without a panic.
 func FuzzLoadELF(f *testing.F) {
-	for _, obj := range []string{"testdata/progs.bpf.o", "testdata/maps.bpf.o", "testdata/core.bpf.o", "testdata/timer.bpf.o"} {
+	for _, obj := range []string{"testdata/progs.bpf.o", "testdata/maps.bpf.o", "testdata/core.bpf.o", "testdata/timer.bpf.o", "testdata/dynptr.bpf.o", "testdata/dynptr_kfunc.bpf.o"} {
 		b, err := os.ReadFile(obj)
 		if err != nil {
 			f.Fatal(err)

@@ -13,14 +13,14 @@ import (
 	"github.com/bpfsim/bpfsim/sim/mem"
 )
 
-// The helpers added with timers, formats and the packet helpers, called by
+// The helpers added with timers, formats, dynptrs and the packet helpers, called by
 // unverified programs with arguments no verifier would let through (NULL,
 // huge sizes and lengths, pointers to nowhere, the context where memory
 // goes): each run returns, or fails with an errno or a memory fault;
 // none panics.
 func TestNewHelpersTakeAnyArgumentsFromUnverifiedPrograms(t *testing.T) {
 	k := newKernel(t, nil)
-	ids := []asm.BuiltinFunc{17, 24, 40, 97, 105, 106, 135, 151, 152, 155, 163, 165, 169, 170, 171, 172, 177, 188, 189, 190}
+	ids := []asm.BuiltinFunc{17, 24, 40, 97, 105, 106, 135, 151, 152, 155, 163, 165, 169, 170, 171, 172, 177, 188, 189, 190, 197, 198, 199, 200, 201, 202, 203}
 	// Register sources: a constant, the context, the stack.
 	type src struct {
 		name string

@@ -107,8 +107,10 @@ func (e *env) processDynptrFunc(regno uint8, idx int, arg DynptrArg, cloneRefObj
 	if arg.Type != 0 && f.stack[spi].spilled.dynptrType != arg.Type {
 		return e.errorf(uapi.EINVAL, "Expected a dynptr of type %s as arg #%d", dynptrArgTypeName(arg.Type), regno-1)
 	}
-	// mark_dynptr_read: both slots are read.
+	// mark_dynptr_read: both slots are read (and the log shows them).
 	e.markStackRead(int(f.frameno), 3<<uint(spi-1))
+	e.scratchSlot(spi)
+	e.scratchSlot(spi - 1)
 	return nil
 }
 
@@ -252,17 +254,17 @@ func (e *env) dynptrSlot(reg *regState) *stackSlot {
 }
 
 // formatDynptr prints a dynptr's slots as print_verifier_state does:
-// "dynptr_ringbuf(id=2,ref_id=1)".
+// "dynptr_ringbuf(id=2,ref_id=1,dynptr_id=1)". The kernel prints the
+// first slot's register, whose dynptr.first_slot shares its bytes with
+// dynptr_id in struct bpf_reg_state's union: so "dynptr_id=1", always.
 func formatDynptr(s *stackSlot) string {
 	r := &s.spilled
 	out := "dynptr_" + uapi.DynptrTypeName(r.dynptrType) + "("
-	sep := ""
 	if r.id != 0 {
-		out += fmt.Sprintf("id=%d", r.id)
-		sep = ","
+		out += fmt.Sprintf("id=%d,", r.id)
 	}
 	if r.refObjID != 0 {
-		out += fmt.Sprintf("%sref_id=%d", sep, r.refObjID)
+		out += fmt.Sprintf("ref_id=%d,", r.refObjID)
 	}
-	return out + ")"
+	return out + "dynptr_id=1)"
 }

@@ -1,0 +1,133 @@
+package kdiff
+
+import (
+	"testing"
+
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// dynptrLogCases are small programs whose whole level-2 logs are
+// compared: dynptr slots in the states, slices, references, and the
+// destruction of a dynptr by a store.
+var dynptrLogCases = []struct {
+	name  string
+	insns asm.Instructions
+}{
+	{"local read, data and write", asm.Instructions{
+		asm.Mov.Imm(asm.R1, 0),
+		asm.StoreMem(asm.RFP, -4, asm.R1, asm.Word),
+		asm.LoadMapPtr(asm.R1, 0).WithReference("arr"),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JNE.Imm(asm.R0, 0, "found"),
+		asm.Return(),
+		asm.Mov.Reg(asm.R1, asm.R0).WithSymbol("found"),
+		asm.Mov.Imm(asm.R2, 16),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.Mov.Reg(asm.R4, asm.RFP),
+		asm.Add.Imm(asm.R4, -24),
+		asm.BuiltinFunc(uapi.FuncDynptrFromMem).Call(),
+		asm.Mov.Reg(asm.R1, asm.RFP),
+		asm.Add.Imm(asm.R1, -24),
+		asm.Mov.Imm(asm.R2, 4),
+		asm.Mov.Imm(asm.R3, 8),
+		asm.BuiltinFunc(uapi.FuncDynptrData).Call(),
+		asm.JEq.Imm(asm.R0, 0, "out"),
+		asm.Mov.Imm(asm.R1, 7),
+		asm.StoreMem(asm.R0, 7, asm.R1, asm.Byte),
+		asm.Mov.Reg(asm.R1, asm.RFP),
+		asm.Add.Imm(asm.R1, -32),
+		asm.Mov.Imm(asm.R2, 8),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, -24),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.Mov.Imm(asm.R5, 0),
+		asm.BuiltinFunc(uapi.FuncDynptrRead).Call(),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
+		asm.Return(),
+	}},
+	{"ringbuf reserve, slice, submit", asm.Instructions{
+		asm.LoadMapPtr(asm.R1, 0).WithReference("rb"),
+		asm.Mov.Imm(asm.R2, 8),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.Mov.Reg(asm.R4, asm.RFP),
+		asm.Add.Imm(asm.R4, -16),
+		asm.BuiltinFunc(uapi.FuncRingbufReserveDynptr).Call(),
+		asm.Mov.Reg(asm.R1, asm.RFP),
+		asm.Add.Imm(asm.R1, -16),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.Mov.Imm(asm.R3, 8),
+		asm.BuiltinFunc(uapi.FuncDynptrData).Call(),
+		asm.JEq.Imm(asm.R0, 0, "submit"),
+		asm.Mov.Imm(asm.R1, 1),
+		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
+		asm.Mov.Reg(asm.R1, asm.RFP).WithSymbol("submit"),
+		asm.Add.Imm(asm.R1, -16),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.BuiltinFunc(uapi.FuncRingbufSubmitDynptr).Call(),
+		asm.Mov.Imm(asm.R0, 0),
+		asm.Return(),
+	}},
+	{"ringbuf dynptr leaked", asm.Instructions{
+		asm.LoadMapPtr(asm.R1, 0).WithReference("rb"),
+		asm.Mov.Imm(asm.R2, 8),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.Mov.Reg(asm.R4, asm.RFP),
+		asm.Add.Imm(asm.R4, -16),
+		asm.BuiltinFunc(uapi.FuncRingbufReserveDynptr).Call(),
+		asm.Mov.Imm(asm.R0, 0),
+		asm.Return(),
+	}},
+	{"local dynptr destroyed by a store", asm.Instructions{
+		asm.Mov.Imm(asm.R1, 0),
+		asm.StoreMem(asm.RFP, -4, asm.R1, asm.Word),
+		asm.LoadMapPtr(asm.R1, 0).WithReference("arr"),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JNE.Imm(asm.R0, 0, "found"),
+		asm.Return(),
+		asm.Mov.Reg(asm.R1, asm.R0).WithSymbol("found"),
+		asm.Mov.Imm(asm.R2, 16),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.Mov.Reg(asm.R4, asm.RFP),
+		asm.Add.Imm(asm.R4, -24),
+		asm.BuiltinFunc(uapi.FuncDynptrFromMem).Call(),
+		asm.Mov.Imm(asm.R1, 0),
+		asm.StoreMem(asm.RFP, -20, asm.R1, asm.Word),
+		asm.Mov.Reg(asm.R1, asm.RFP),
+		asm.Add.Imm(asm.R1, -24),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.Mov.Imm(asm.R3, 8),
+		asm.BuiltinFunc(uapi.FuncDynptrData).Call(),
+		asm.Mov.Imm(asm.R0, 0),
+		asm.Return(),
+	}},
+}
+
+// Dynptr programs loaded at log level 2 in this machine's kernel and in
+// bpfsim: the same verdicts and the same whole logs, line by line (the
+// dynptr slots in each state, slices, references).
+func TestDynptrLogsAreTheKernels(t *testing.T) {
+	k := linuxLikeSim(t)
+	kfds, sfds := map[string]int{}, map[string]int{}
+	for name, spec := range ringbufRefMaps {
+		km, sm := mapsInBoth(t, k, spec)
+		kfds[name], sfds[name] = km.FD(), sm.FD()
+	}
+	for _, c := range dynptrLogCases {
+		t.Run(c.name, func(t *testing.T) {
+			kerr, serr, klog, slog := loadBothLogged(t, k, ringbufRefSpec(t, c.insns, kfds), ringbufRefSpec(t, c.insns, sfds))
+			if errnoOf(kerr) != errnoOf(serr) || verifierMessage(kerr) != verifierMessage(serr) {
+				t.Fatalf("verdicts differ\nkernel: %v: %s\nbpfsim: %v: %s", errnoOf(kerr), verifierMessage(kerr), errnoOf(serr), verifierMessage(serr))
+			}
+			if a, b := refLog(klog), refLog(slog); a != b {
+				t.Errorf("logs differ\nkernel:\n%s\nbpfsim:\n%s", a, b)
+			}
+			t.Logf("%v %s", errnoOf(kerr), verifierMessage(kerr))
+		})
+	}
+}
