@@ -161,25 +161,41 @@ func (k *Kernel) helperDynptrRead(m *interp.Machine, dst, n, src, off, flags uin
 		return 0, err
 	}
 	n, off = uint64(uint32(n)), uint64(uint32(off))
-	if d.data == 0 || flags != 0 {
-		return errnoRet(uapi.EINVAL), nil
+	b, errno, err := k.dynptrRead(m, d, off, n, flags)
+	if err != nil {
+		return 0, err
 	}
-	if errno := d.checkOffLen(off, n); errno != 0 {
-		return errnoRet(errno), nil
-	}
-	switch d.typ() {
-	case uapi.DynptrTypeSKB, uapi.DynptrTypeXDP:
-		src, errno, err := k.dynptrPacket(m, d, off, n)
-		if err != nil {
-			return 0, err
-		}
-		if errno != 0 {
+	if errno != 0 {
+		if errno == uapi.EFAULT && d.typ() == uapi.DynptrTypeSKB {
 			// __bpf_skb_load_bytes clears what it could not read.
 			return errnoRet(errno), m.WriteMem(dst, make([]byte, n))
 		}
-		return 0, m.WriteMem(dst, src)
+		return errnoRet(errno), nil
 	}
-	return 0, copyMem(m, dst, d.at(uint32(off)), n)
+	return 0, m.WriteMem(dst, b)
+}
+
+// dynptrRead is __bpf_dynptr_read into a copy: the n bytes at off of d.
+func (k *Kernel) dynptrRead(m *interp.Machine, d dynptr, off, n, flags uint64) ([]byte, uapi.Errno, error) {
+	if d.data == 0 || flags != 0 {
+		return nil, uapi.EINVAL, nil
+	}
+	if errno := d.checkOffLen(off, n); errno != 0 {
+		return nil, errno, nil
+	}
+	switch d.typ() {
+	case uapi.DynptrTypeSKB, uapi.DynptrTypeXDP:
+		b, errno, err := k.dynptrPacket(m, d, off, n)
+		if err != nil || errno != 0 {
+			return nil, errno, err
+		}
+		return append([]byte(nil), b...), 0, nil
+	}
+	if err := checkHelperSize(m, n); err != nil {
+		return nil, 0, err
+	}
+	b := make([]byte, n)
+	return b, 0, m.ReadMem(d.at(uint32(off)), b)
 }
 
 // dynptrPacket returns the n packet bytes at off of an skb or xdp
@@ -205,44 +221,67 @@ func (k *Kernel) dynptrPacket(m *interp.Machine, d dynptr, off, n uint64) ([]byt
 }
 
 // helperDynptrWrite is bpf_dynptr_write(dst, offset, src, len, flags):
-// -EINVAL for a NULL or read-only dynptr or any flag, -E2BIG out of its
-// bounds.
+// -EINVAL for a NULL or read-only dynptr or a flag its type does not
+// take, -E2BIG out of its bounds.
 func (k *Kernel) helperDynptrWrite(m *interp.Machine, dst, off, src, n, flags uint64) (uint64, error) {
 	d, err := loadDynptr(m, dst)
 	if err != nil {
 		return 0, err
 	}
 	n, off = uint64(uint32(n)), uint64(uint32(off))
-	if d.data == 0 || d.rdonly() {
-		return errnoRet(uapi.EINVAL), nil
-	}
-	if errno := d.checkOffLen(off, n); errno != 0 {
+	if errno := d.writable(off, n); errno != 0 {
 		return errnoRet(errno), nil
 	}
+	if err := checkHelperSize(m, n); err != nil {
+		return 0, err
+	}
+	b := make([]byte, n)
+	if err := m.ReadMem(src, b); err != nil {
+		return 0, err
+	}
+	errno, err := k.dynptrWrite(m, d, off, b, flags)
+	return errnoRet(errno), err
+}
+
+// writable is __bpf_dynptr_write's first checks.
+func (d *dynptr) writable(off, n uint64) uapi.Errno {
+	if d.data == 0 || d.rdonly() {
+		return uapi.EINVAL
+	}
+	return d.checkOffLen(off, n)
+}
+
+// dynptrWrite is __bpf_dynptr_write of src at off of d: an skb's with
+// bpf_skb_store_bytes's flags, the others' with none.
+func (k *Kernel) dynptrWrite(m *interp.Machine, d dynptr, off uint64, src []byte, flags uint64) (uapi.Errno, error) {
+	n := uint64(len(src))
+	if errno := d.writable(off, n); errno != 0 {
+		return errno, nil
+	}
 	if d.typ() == uapi.DynptrTypeSKB {
-		// __bpf_skb_store_bytes, with its flags.
 		s, err := k.skbOf(m, d.data, "bpf_dynptr_write")
 		if err != nil {
 			return 0, err
 		}
-		return k.skbStoreBytes(s, m, uint64(d.offset)+off, src, n, flags)
+		dst, errno := s.storeWindow(uint64(d.offset)+off, n, flags)
+		if errno != 0 {
+			return errno, nil
+		}
+		s.store(dst, src, flags)
+		return 0, nil
 	}
 	if flags != 0 {
-		return errnoRet(uapi.EINVAL), nil
+		return uapi.EINVAL, nil
 	}
 	if d.typ() == uapi.DynptrTypeXDP {
 		b, errno, err := k.dynptrPacket(m, d, off, n)
 		if err != nil || errno != 0 {
-			return errnoRet(errno), err
+			return errno, err
 		}
-		buf := make([]byte, n)
-		if err := m.ReadMem(src, buf); err != nil {
-			return 0, err
-		}
-		copy(b, buf)
+		copy(b, src)
 		return 0, nil
 	}
-	return 0, copyMem(m, d.at(uint32(off)), src, n)
+	return 0, m.WriteMem(d.at(uint32(off)), src)
 }
 
 // helperDynptrData is bpf_dynptr_data(ptr, offset, len): the address of

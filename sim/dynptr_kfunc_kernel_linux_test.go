@@ -34,6 +34,8 @@ const (
 	dkAdjust
 	dkClone
 	dkData
+	dkCopy
+	dkMemset
 )
 
 // dkTarget runs the object's programs in the kernel or in bpfsim.
@@ -74,7 +76,19 @@ func dynptrKfuncCmds() []dkCmd {
 			}
 		}
 	}
-	for _, op := range []uint32{dkSlice, dkRead, dkWrite, dkAdjust} {
+	for _, off := range []uint32{0, 8, 60, 64} {
+		for _, start := range []uint32{0, 4, 40, 60} {
+			for _, l := range []uint32{0, 4, 16, 17, 300} {
+				out = append(out, dkCmd{Op: dkCopy, Off: off, Start: start, End: 48 - start, Len: l})
+			}
+		}
+	}
+	for _, off := range []uint32{0, 8, 56, 63, 64, 65} {
+		for _, l := range []uint32{0, 1, 8, 64, 65} {
+			out = append(out, dkCmd{Op: dkMemset, Off: off, Len: l})
+		}
+	}
+	for _, op := range []uint32{dkSlice, dkRead, dkWrite, dkAdjust, dkCopy, dkMemset} {
 		out = append(out, dkCmd{Op: op, FFlags: 1, Len: 3, End: 4})
 	}
 	return out
@@ -125,7 +139,7 @@ func runDynptrKfuncs(t *testing.T, tg *dkTarget) string {
 
 // Every dynptr kfunc over XDP, tc and socket filter packets gives the
 // kernel's results and leaves the kernel's packet, interpreted and JITed:
-// 1,104 runs of each.
+// 1,440 runs of each.
 func TestDynptrKfuncsAreTheKernels(t *testing.T) {
 	coll := kernelCollection(t, "testdata/dynptr_kfunc.bpf.o")
 	want := runDynptrKfuncs(t, &dkTarget{
@@ -201,6 +215,7 @@ var dynptrKfuncRefusals = map[string]string{
 	"from_xdp_of_the_stack":         "arg#0 expected pointer to ctx, but got fp",
 	"from_xdp_into_null":            "arg#2 expected pointer to stack or const struct bpf_dynptr",
 	"adjust_of_nothing":             "Expected an initialized dynptr as arg #0",
+	"copy_from_nothing":             "Expected an initialized dynptr as arg #2",
 	"clone_submitted_original_read": "Expected an initialized dynptr as arg #2",
 	"clone_submitted_accepted":      "",
 	// Accepted by 6.18: a bpf_dynptr_slice slice has no ref_obj_id, so

@@ -1,6 +1,8 @@
 package sim
 
 import (
+	"bytes"
+
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/pkg/errors"
@@ -107,6 +109,26 @@ var builtinKfuncs = map[string]*builtinKfunc{
 		}
 		return uint64(d.size())
 	}),
+	"bpf_dynptr_copy": {
+		proto: func(typ func(string) btf.Type) *btf.FuncProto {
+			return &btf.FuncProto{Return: btfInt, Params: []btf.FuncParam{
+				dynptrParam(typ, "dst_ptr", false), param("dst_off", btfU32),
+				dynptrParam(typ, "src_ptr", false), param("src_off", btfU32), param("size", btfU32)}}
+		},
+		fn: func(k *Kernel) func(m *interp.Machine, r1, r2, r3, r4, r5 uint64) (uint64, error) {
+			return k.kfuncDynptrCopy
+		},
+	},
+	"bpf_dynptr_memset": {
+		proto: func(typ func(string) btf.Type) *btf.FuncProto {
+			return &btf.FuncProto{Return: btfInt, Params: []btf.FuncParam{
+				dynptrParam(typ, "p", false), param("offset", btfU32), param("size", btfU32),
+				param("val", &btf.Int{Name: "u8", Size: 1})}}
+		},
+		fn: func(k *Kernel) func(m *interp.Machine, r1, r2, r3, r4, r5 uint64) (uint64, error) {
+			return k.kfuncDynptrMemset
+		},
+	},
 	"bpf_dynptr_clone": {
 		proto: func(typ func(string) btf.Type) *btf.FuncProto {
 			return &btf.FuncProto{Return: btfInt, Params: []btf.FuncParam{
@@ -216,7 +238,12 @@ func (k *Kernel) kfuncDynptrSlice(m *interp.Machine, p, off, _, n uint64, rdwr b
 	if err != nil {
 		return 0, err
 	}
-	off, n = uint64(uint32(off)), uint64(uint32(n))
+	return k.sliceAddr(m, d, uint64(uint32(off)), uint64(uint32(n)), rdwr)
+}
+
+// sliceAddr is what bpf_dynptr_slice (rdwr: _rdwr) returns without a
+// buffer, 0 for NULL.
+func (k *Kernel) sliceAddr(m *interp.Machine, d dynptr, off, n uint64, rdwr bool) (uint64, error) {
 	if d.data == 0 || rdwr && d.rdonly() || d.checkOffLen(off, n) != 0 {
 		return 0, nil
 	}
@@ -276,4 +303,94 @@ func kfuncDynptrClone(m *interp.Machine, p, clone, _, _, _ uint64) (uint64, erro
 		return errnoRet(uapi.EINVAL), storeDynptr(m, clone, dynptr{})
 	}
 	return 0, storeDynptr(m, clone, d)
+}
+
+// kfuncDynptrCopy is bpf_dynptr_copy(dst_ptr, dst_off, src_ptr, src_off,
+// size): through slices of both where it can, else a write from the
+// source's slice or a read into the destination's; -E2BIG when neither
+// has one and the bytes are out of either's bounds; otherwise in chunks,
+// through the read and write paths, whose errnos it returns.
+func (k *Kernel) kfuncDynptrCopy(m *interp.Machine, dstp, dstOff, srcp, srcOff, size uint64) (uint64, error) {
+	dst, err := loadDynptr(m, dstp)
+	if err != nil {
+		return 0, err
+	}
+	src, err := loadDynptr(m, srcp)
+	if err != nil {
+		return 0, err
+	}
+	dstOff, srcOff, size = uint64(uint32(dstOff)), uint64(uint32(srcOff)), uint64(uint32(size))
+	ss, err := k.sliceAddr(m, src, srcOff, size, false)
+	if err != nil {
+		return 0, err
+	}
+	ds, err := k.sliceAddr(m, dst, dstOff, size, true)
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case ss != 0 && ds != 0:
+		return 0, copyMem(m, ds, ss, size)
+	case ss != 0:
+		b := make([]byte, size)
+		if err := m.ReadMem(ss, b); err != nil {
+			return 0, err
+		}
+		errno, err := k.dynptrWrite(m, dst, dstOff, b, 0)
+		return errnoRet(errno), err
+	case ds != 0:
+		b, errno, err := k.dynptrRead(m, src, srcOff, size, 0)
+		if err != nil || errno != 0 {
+			return errnoRet(errno), err
+		}
+		return 0, m.WriteMem(ds, b)
+	}
+	if dst.checkOffLen(dstOff, size) != 0 || src.checkOffLen(srcOff, size) != 0 {
+		return errnoRet(uapi.E2BIG), nil
+	}
+	// The kernel goes through a 256-byte buffer, chunk by chunk.
+	for off := uint64(0); off < size; off += 256 {
+		chunk := min(256, size-off)
+		b, errno, err := k.dynptrRead(m, src, srcOff+off, chunk, 0)
+		if err != nil || errno != 0 {
+			return errnoRet(errno), err
+		}
+		if errno, err := k.dynptrWrite(m, dst, dstOff+off, b, 0); err != nil || errno != 0 {
+			return errnoRet(errno), err
+		}
+	}
+	return 0, nil
+}
+
+// kfuncDynptrMemset is bpf_dynptr_memset(p, offset, size, val): size
+// bytes of val through a writable slice, else -EINVAL for a read-only
+// dynptr, -E2BIG out of its bounds, or chunk by chunk through the write
+// path.
+func (k *Kernel) kfuncDynptrMemset(m *interp.Machine, p, off, size, val, _ uint64) (uint64, error) {
+	d, err := loadDynptr(m, p)
+	if err != nil {
+		return 0, err
+	}
+	off, size = uint64(uint32(off)), uint64(uint32(size))
+	if err := checkHelperSize(m, size); err != nil {
+		return 0, err
+	}
+	b := bytes.Repeat([]byte{byte(val)}, int(min(size, 256)))
+	s, err := k.sliceAddr(m, d, off, size, true)
+	switch {
+	case err != nil:
+		return 0, err
+	case s != 0:
+		return 0, m.WriteMem(s, bytes.Repeat([]byte{byte(val)}, int(size)))
+	case d.rdonly():
+		return errnoRet(uapi.EINVAL), nil
+	case d.checkOffLen(off, size) != 0:
+		return errnoRet(uapi.E2BIG), nil
+	}
+	for w := uint64(0); w < size; w += 256 {
+		if errno, err := k.dynptrWrite(m, d, off+w, b[:min(256, size-w)], 0); err != nil || errno != 0 {
+			return errnoRet(errno), err
+		}
+	}
+	return 0, nil
 }

@@ -188,30 +188,46 @@ func (k *Kernel) skbLoadBytesRelative(s *skBuff, m *interp.Machine, off, to, n, 
 // skbStoreBytes is bpf_skb_store_bytes(skb, offset, from, len, flags).
 func (k *Kernel) skbStoreBytes(s *skBuff, m *interp.Machine, off, from, n, flags uint64) (uint64, error) {
 	off, n = uint64(uint32(off)), uint64(uint32(n))
-	if flags&^(bpfFRecomputeCsum|bpfFInvalidateHash) != 0 {
-		return errnoRet(uapi.EINVAL), nil
-	}
-	if off > intMax {
-		return errnoRet(uapi.EFAULT), nil
-	}
-	// bpf_try_make_writable(skb, offset + len): the bytes must be in the
-	// packet (the sum is a u32, as the kernel computes it).
-	if uint64(uint32(off+n)) > uint64(s.len) {
-		return errnoRet(uapi.EFAULT), nil
-	}
-	dst := s.packet(off, n)
-	if dst == nil {
-		return errnoRet(uapi.EFAULT), nil
+	dst, errno := s.storeWindow(off, n, flags)
+	if errno != 0 {
+		return errnoRet(errno), nil
 	}
 	src := make([]byte, n)
 	if err := m.ReadMem(from, src); err != nil {
 		return 0, err
 	}
+	s.store(dst, src, flags)
+	return 0, nil
+}
+
+// storeWindow is __bpf_skb_store_bytes's checks: the n packet bytes at
+// off the store may write, or why not.
+func (s *skBuff) storeWindow(off, n, flags uint64) ([]byte, uapi.Errno) {
+	if flags&^(bpfFRecomputeCsum|bpfFInvalidateHash) != 0 {
+		return nil, uapi.EINVAL
+	}
+	if off > intMax {
+		return nil, uapi.EFAULT
+	}
+	// bpf_try_make_writable(skb, offset + len): the bytes must be in the
+	// packet (the sum is a u32, as the kernel computes it).
+	if uint64(uint32(off+n)) > uint64(s.len) {
+		return nil, uapi.EFAULT
+	}
+	dst := s.packet(off, n)
+	if dst == nil {
+		return nil, uapi.EFAULT
+	}
+	return dst, 0
+}
+
+// store writes src into the window storeWindow gave, with the flags'
+// effects.
+func (s *skBuff) store(dst, src []byte, flags uint64) {
 	copy(dst, src)
 	if flags&bpfFInvalidateHash != 0 {
 		s.hash = 0 // skb_clear_hash
 	}
-	return 0, nil
 }
 
 // skbPullData is bpf_skb_pull_data(skb, len): make the first len bytes

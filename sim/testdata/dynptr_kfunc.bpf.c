@@ -52,8 +52,11 @@ extern _Bool bpf_dynptr_is_null(const struct bpf_dynptr *p) __ksym;
 extern _Bool bpf_dynptr_is_rdonly(const struct bpf_dynptr *p) __ksym;
 extern __u32 bpf_dynptr_size(const struct bpf_dynptr *p) __ksym;
 extern int bpf_dynptr_clone(const struct bpf_dynptr *p, struct bpf_dynptr *clone__uninit) __ksym;
+extern int bpf_dynptr_copy(struct bpf_dynptr *dst_ptr, __u32 dst_off, struct bpf_dynptr *src_ptr, __u32 src_off, __u32 size) __ksym;
+extern int bpf_dynptr_memset(struct bpf_dynptr *p, __u32 offset, __u32 size, __u8 val) __ksym;
 
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+static long (*bpf_dynptr_from_mem)(void *data, __u32 size, __u64 flags, struct bpf_dynptr *ptr) = (void *)197;
 static long (*bpf_dynptr_read)(void *dst, __u32 len, const struct bpf_dynptr *src, __u32 offset, __u64 flags) = (void *)201;
 static long (*bpf_dynptr_write)(const struct bpf_dynptr *dst, __u32 offset, void *src, __u32 len, __u64 flags) = (void *)202;
 static void *(*bpf_dynptr_data)(const struct bpf_dynptr *ptr, __u32 offset, __u32 len) = (void *)203;
@@ -86,6 +89,8 @@ enum {
 	OP_ADJUST,       // bpf_dynptr_adjust(start, end), then size, is_null, read 4 at off
 	OP_CLONE,        // clone, adjust the clone, sizes of both, read 4 of the clone
 	OP_DATA,         // bpf_dynptr_data(off, 8)
+	OP_COPY,         // bpf_dynptr_copy within the packet, into bytes, and back
+	OP_MEMSET,       // bpf_dynptr_memset(off, len, 0x77)
 };
 
 struct {
@@ -157,6 +162,18 @@ static __attribute__((always_inline)) void run(struct bpf_dynptr *dp, struct cmd
 	}
 	case OP_DATA:
 		r->rc[0] = bpf_dynptr_data(dp, c->off, 8) != NULL;
+		break;
+	case OP_COPY: {
+		struct bpf_dynptr lp;
+
+		r->rc[0] = bpf_dynptr_copy(dp, c->start, dp, c->off, c->len);
+		r->rc[1] = bpf_dynptr_from_mem(r->bytes, sizeof(r->bytes), 0, &lp);
+		r->rc[2] = bpf_dynptr_copy(&lp, 0, dp, c->off, c->len);
+		r->rc[3] = bpf_dynptr_copy(dp, c->end, &lp, 0, c->len);
+		break;
+	}
+	case OP_MEMSET:
+		r->rc[0] = bpf_dynptr_memset(dp, c->off, c->len, 0x77);
 		break;
 	}
 }

@@ -36,6 +36,7 @@ extern void *bpf_dynptr_slice(const struct bpf_dynptr *p, __u32 offset, void *bu
 extern void *bpf_dynptr_slice_rdwr(const struct bpf_dynptr *p, __u32 offset, void *buffer__opt, __u32 buffer__szk) __ksym;
 extern int bpf_dynptr_adjust(const struct bpf_dynptr *p, __u32 start, __u32 end) __ksym;
 extern int bpf_dynptr_clone(const struct bpf_dynptr *p, struct bpf_dynptr *clone__uninit) __ksym;
+extern int bpf_dynptr_copy(struct bpf_dynptr *dst_ptr, __u32 dst_off, struct bpf_dynptr *src_ptr, __u32 src_off, __u32 size) __ksym;
 
 static long (*bpf_ringbuf_reserve_dynptr)(void *ringbuf, __u32 size, __u64 flags, struct bpf_dynptr *ptr) = (void *)198;
 static void (*bpf_ringbuf_submit_dynptr)(struct bpf_dynptr *ptr, __u64 flags) = (void *)199;
@@ -265,6 +266,15 @@ int slice_after_dynptr_remade(struct xdp_md *ctx)
 	if (!p)
 		return 0;
 	return *(volatile __u8 *)p;
+}
+
+SEC("xdp")
+int copy_from_nothing(struct xdp_md *ctx)
+{
+	struct bpf_dynptr dp, src;
+
+	bpf_dynptr_from_xdp(ctx, 0, &dp);
+	return bpf_dynptr_copy(&dp, 0, &src, 0, 1);
 }
 
 char _license[] SEC("license") = "GPL";

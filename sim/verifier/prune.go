@@ -339,12 +339,12 @@ var (
 	unboundScalar = regState{typ: scalarValue, bounds: unknownBounds()}
 )
 
-// scalarRegForStack is scalar_reg_for_stack: a spilled scalar, eight
+// scalarRegForStack is scalar_reg_for_stack: a spilled 64-bit scalar, eight
 // zero bytes seen as the constant 0, or eight unknown bytes (never
 // written ones too, for a privileged loader: is_stack_all_misc) seen as
 // an unknown scalar.
 func scalarRegForStack(s *stackSlot) *regState {
-	if s.isSpilledScalar() {
+	if s.isSpilledScalar() && s.types[0] == stackSpill { // is_spilled_scalar_reg64
 		return &s.spilled
 	}
 	zeros, misc := 0, 0
