@@ -57,8 +57,11 @@ func (d *dynptr) checkOffLen(off, n uint64) uapi.Errno {
 
 func loadDynptr(m *interp.Machine, addr uint64) (dynptr, error) {
 	var b [uapi.DynptrSize]byte
-	if err := m.ReadMem(addr, b[:]); err != nil {
-		return dynptr{}, err
+	// Through the CPU's TLB: the dynptr is on the stack the program
+	// runs on, whose pages it holds.
+	if f := m.TLB.Read(addr, b[:]); f != nil {
+		f.PC = m.PC()
+		return dynptr{}, f
 	}
 	return dynptr{
 		data:   binary.LittleEndian.Uint64(b[:]),
