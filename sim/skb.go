@@ -11,6 +11,7 @@ import (
 	"github.com/bpfsim/bpfsim/sim/interp"
 	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/uapi"
+	"github.com/bpfsim/bpfsim/sim/verifier"
 )
 
 // Socket filter and tc (sched_cls, sched_act) test runs: the struct
@@ -344,6 +345,14 @@ func (s *skBuff) Load(off uint64, size int, signExtend bool) (uint64, error) {
 			v = v<<8 | uint64(s.cb[off-skbCB+uint64(i)])
 		}
 		return extend(v, size, signExtend), nil
+	}
+	if s.tc && off == verifier.SKBClonedOffset && size == 1 {
+		// The unclone prologue's test of sk_buff's cloned bit: this
+		// context is the __sk_buff, not the sk_buff the kernel's
+		// prologue reads, and a test run's skb is never cloned. (A
+		// verified tc program cannot read this byte of __sk_buff's
+		// local_ip6 itself.)
+		return 0, nil
 	}
 	f := fieldAt(off)
 	if f == nil || !s.readable(f) {

@@ -26,9 +26,7 @@ var notXlatedAlike = map[string]string{
 
 // notXlatedAlikePrograms are single programs of the objects compared
 // otherwise.
-var notXlatedAlikePrograms = map[string]string{
-	"dynptr_kfunc.bpf.o tc_dynptr": "bpf_dynptr_slice_rdwr is a direct packet write, for which the kernel puts tc's unclone prologue (bpf_unclone_prologue: a load of sk_buff's cloned bit and a bpf_skb_pull_data call) before a tc program; bpfsim does not, as it does not convert __sk_buff loads either; TestDynptrKfuncsAreTheKernels (package sim) compares its runs",
-}
+var notXlatedAlikePrograms = map[string]string{}
 
 // Every program of bpfsim's clang-built test objects comes out of the
 // verifier's rewrites as the kernel's: each object is loaded whole into

@@ -237,6 +237,7 @@ const (
 	FuncGetSmpProcessorID   = 8
 	FuncTailCall            = 12
 	FuncRedirectMap         = 51
+	FuncSKBPullData         = 39 // called by tc's unclone prologue
 	FuncSpinLock            = 93
 	FuncSpinUnlock          = 94
 	FuncForEachMapElem      = 164

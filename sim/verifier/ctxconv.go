@@ -74,3 +74,66 @@ func (xdpType) ConvertCtxAccess(in *insn.Insn) []insn.Insn {
 	}
 	return nil
 }
+
+// PrologueGenerator is the gen_prologue of a program type's struct
+// bpf_verifier_ops: instructions put before the program when it writes
+// its packet directly (convert_ctx_accesses does it first).
+type PrologueGenerator interface {
+	// GenPrologue returns the prologue, nil for none.
+	GenPrologue() []insn.Insn
+}
+
+// SKBClonedOffset and SKBClonedMask locate the cloned bit in struct
+// sk_buff (CLONED_OFFSET, CLONED_MASK) on this project's reference kernel
+// (6.18 on x86-64): the byte the unclone prologue tests.
+const (
+	SKBClonedOffset = 126
+	SKBClonedMask   = 1
+)
+
+// GenPrologue is tc_cls_act_prologue (bpf_unclone_prologue): before a tc
+// program that writes its packet, a cloned skb is made private with
+// bpf_skb_pull_data(skb, 0), and the packet dropped (TC_ACT_SHOT) if that
+// fails. Socket filters and cgroup_skb programs cannot write packets.
+func (t skbType) GenPrologue() []insn.Insn {
+	if t.filter || t.cgroup {
+		return nil
+	}
+	const tcActShot = 2
+	return []insn.Insn{
+		{Code: insn.LDX | insn.MEM | insn.B, Dst: insn.R6, Src: insn.R1, Off: SKBClonedOffset},
+		{Code: insn.ALU | insn.AND | insn.K, Dst: insn.R6, Imm: SKBClonedMask},
+		{Code: insn.JMP | insn.JEQ | insn.K, Dst: insn.R6, Off: 7},
+		{Code: insn.ALU64 | insn.MOV | insn.X, Dst: insn.R6, Src: insn.R1},
+		{Code: insn.ALU64 | insn.XOR | insn.X, Dst: insn.R2, Src: insn.R2},
+		{Code: insn.JMP | insn.CALL, Imm: uapi.FuncSKBPullData},
+		{Code: insn.JMP | insn.JEQ | insn.K, Dst: insn.R0, Off: 2},
+		{Code: insn.ALU | insn.MOV | insn.K, Dst: insn.R0, Imm: tcActShot},
+		{Code: insn.JMP | insn.EXIT},
+		{Code: insn.ALU64 | insn.MOV | insn.X, Dst: insn.R1, Src: insn.R6},
+	}
+}
+
+// prologue returns what replaces the program's first instruction: the
+// type's prologue, its helper call made direct as do_misc_fixups makes
+// it later in the kernel, then the first instruction as the other
+// fix-ups left it (first: their patch, nil for none).
+func prologue(p *Prog, pg PrologueGenerator, calls KernelCalls, first []insn.Insn) ([]insn.Insn, error) {
+	pro := pg.GenPrologue()
+	if pro == nil {
+		return first, nil
+	}
+	for i := range pro {
+		if in := &pro[i]; in.Code == insn.JMP|insn.CALL && calls != nil {
+			imm, _, err := calls.Helper(in.Imm)
+			if err != nil {
+				return nil, reject(uapi.EFAULT, "the prologue's helper %d: %v", in.Imm, err)
+			}
+			in.Imm = imm
+		}
+	}
+	if first == nil {
+		first = p.Insns[:1]
+	}
+	return append(pro, first...), nil
+}

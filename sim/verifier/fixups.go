@@ -348,6 +348,16 @@ func doMiscFixups(p *Prog, remove []bool, cfg *FixupConfig) error {
 			patches[i] = seq
 		}
 	}
+	if pg, ok := cfg.Type.(PrologueGenerator); ok && p.directWrite {
+		pro, err := prologue(p, pg, calls, patches[0])
+		if err != nil {
+			return err
+		}
+		if patches == nil {
+			patches = map[int][]insn.Insn{}
+		}
+		patches[0] = pro
+	}
 	if patches == nil && remove == nil {
 		return nil
 	}

@@ -438,6 +438,8 @@ func (e *env) markDynptrSlice(kf *KfuncProto, r0 *regState, km *kfuncMeta) error
 		r0.rdonly = true
 	} else if !e.cfg.Type.DirectPacketAccess(true) {
 		return e.errorf(uapi.EINVAL, "the prog does not allow writes to packet data")
+	} else {
+		e.seenDirectWrite = true
 	}
 	if km.dynptrID == 0 {
 		return e.errorf(uapi.EFAULT, "verifier internal error: no dynptr id")

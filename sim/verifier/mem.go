@@ -234,6 +234,9 @@ func (e *env) checkMemAccess(regno uint8, off, size int, t accessKind, value int
 		if t == accessWrite && !e.cfg.Type.DirectPacketAccess(true) {
 			return e.errorf(uapi.EACCES, "cannot write into packet")
 		}
+		if t == accessWrite {
+			e.seenDirectWrite = true
+		}
 		if err := e.checkPacketAccess(regno, off, size, false); err != nil {
 			return err
 		}

@@ -59,6 +59,8 @@ type Prog struct {
 	bufs  *loadBufs
 	// noJumps is Result.noJumps.
 	noJumps bool
+	// directWrite is Result.SeenDirectWrite, for the type's prologue.
+	directWrite bool
 }
 
 // NewProg prepares insns, which verification accepted with res, for the
@@ -80,13 +82,14 @@ func AdoptProg(insns []insn.Insn, res *Result) *Prog {
 	}
 	res.bufs = nil
 	p := &Prog{
-		Insns:    insns,
-		Aux:      res.Aux,
-		Orig:     zeroed(b.orig, len(insns)),
-		Subprogs: res.Subprogs,
-		spare:    b.spare,
-		bufs:     b,
-		noJumps:  res.noJumps,
+		Insns:       insns,
+		Aux:         res.Aux,
+		Orig:        zeroed(b.orig, len(insns)),
+		Subprogs:    res.Subprogs,
+		spare:       b.spare,
+		bufs:        b,
+		noJumps:     res.noJumps,
+		directWrite: res.SeenDirectWrite,
 	}
 	b.orig, b.spare = nil, spareBufs{}
 	for i := range p.Orig {

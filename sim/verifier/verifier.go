@@ -142,6 +142,10 @@ type Result struct {
 	// reads are whatever the stack held, so its results may depend on the
 	// runtime.
 	ReadsUninitStack bool
+	// SeenDirectWrite says the program writes its packet directly
+	// (env->seen_direct_write): a store through a packet pointer, or a
+	// writable slice of a packet dynptr.
+	SeenDirectWrite bool
 
 	bufs *loadBufs // where Aux came from, for AdoptProg (pool.go)
 	// noJumps says the program has no jump but exits and no call: the
@@ -151,12 +155,14 @@ type Result struct {
 
 // env is struct bpf_verifier_env.
 type env struct {
-	cfg      *Config
-	insns    []insn.Insn
-	aux      []InsnAux
-	subprogs []Subprog
-	log      logBuf
-	limit    int
+	cfg *Config
+	// seenDirectWrite is Result.SeenDirectWrite.
+	seenDirectWrite bool
+	insns           []insn.Insn
+	aux             []InsnAux
+	subprogs        []Subprog
+	log             logBuf
+	limit           int
 
 	cur *vstate
 	// readsUninit is Result.ReadsUninitStack.
@@ -291,6 +297,7 @@ func Verify(insns []insn.Insn, cfg *Config) (*Result, error) {
 		Log:              e.log.String(),
 		MaxCtxOffset:     e.maxCtxOffset,
 		ReadsUninitStack: e.readsUninit,
+		SeenDirectWrite:  e.seenDirectWrite,
 		bufs:             bufs,
 		noJumps:          !e.hasPrunePoints,
 	}, nil
