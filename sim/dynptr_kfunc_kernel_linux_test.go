@@ -138,7 +138,8 @@ func runDynptrKfuncs(t *testing.T, tg *dkTarget) string {
 }
 
 // Every dynptr kfunc over XDP, tc and socket filter packets gives the
-// kernel's results and leaves the kernel's packet, interpreted and JITed:
+// kernel's results and leaves the kernel's packet, interpreted and JITed,
+// the inlinable kfuncs called and inlined (seed 003):
 // 1,440 runs of each.
 func TestDynptrKfuncsAreTheKernels(t *testing.T) {
 	coll := kernelCollection(t, "testdata/dynptr_kfunc.bpf.o")
@@ -155,9 +156,14 @@ func TestDynptrKfuncsAreTheKernels(t *testing.T) {
 			return ret, opts.DataOut, err
 		},
 	})
-	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
-		t.Run(rt.String(), func(t *testing.T) {
-			k := newKernel(t, &sim.Options{Runtime: rt})
+	for _, o := range []sim.Options{{Runtime: sim.RuntimeInterpreter}, {Runtime: sim.RuntimeJIT},
+		{Runtime: sim.RuntimeInterpreter, InlineKfuncs: true}, {Runtime: sim.RuntimeJIT, InlineKfuncs: true}} {
+		name := o.Runtime.String()
+		if o.InlineKfuncs {
+			name += "-inlined"
+		}
+		t.Run(name, func(t *testing.T) {
+			k := newKernel(t, &o)
 			spec, err := ebpf.LoadCollectionSpec("testdata/dynptr_kfunc.bpf.o")
 			if err != nil {
 				t.Fatal(err)

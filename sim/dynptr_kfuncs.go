@@ -4,12 +4,15 @@ import (
 	"bytes"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 	"github.com/pkg/errors"
 
+	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/interp"
 	"github.com/bpfsim/bpfsim/sim/kfunc"
 	"github.com/bpfsim/bpfsim/sim/uapi"
+	"github.com/bpfsim/bpfsim/sim/verifier"
 )
 
 // The dynptr kfuncs (kernel/bpf/helpers.c, net/core/filter.c): dynptrs
@@ -26,7 +29,9 @@ type builtinKfunc struct {
 	types    []ebpf.ProgramType // nil: every type (BPF_PROG_TYPE_UNSPEC's set)
 	// proto makes the BTF prototype from the vmlinux types named.
 	proto func(typ func(string) btf.Type) *btf.FuncProto
-	fn    func(k *Kernel) func(m *interp.Machine, r1, r2, r3, r4, r5 uint64) (uint64, error)
+	// inline is the BPF body of an inlinable kfunc (seed 003).
+	inline asm.Instructions
+	fn     func(k *Kernel) func(m *interp.Machine, r1, r2, r3, r4, r5 uint64) (uint64, error)
 }
 
 // skbKfuncTypes are the program types bpf_kfunc_set_skb is registered for
@@ -101,13 +106,32 @@ var builtinKfuncs = map[string]*builtinKfunc{
 			return kfuncDynptrAdjust
 		},
 	},
-	"bpf_dynptr_is_null":   accessorKfunc(btfBool, func(d dynptr) uint64 { return b2u(d.data == 0) }),
-	"bpf_dynptr_is_rdonly": accessorKfunc(btfBool, func(d dynptr) uint64 { return b2u(d.data != 0 && d.rdonly()) }),
+	"bpf_dynptr_is_null": accessorKfunc(btfBool, func(d dynptr) uint64 { return b2u(d.data == 0) }, asm.Instructions{
+		asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord),
+		asm.Mov.Imm(asm.R0, 1),
+		asm.JEq.Imm(asm.R1, 0, "out"),
+		asm.Mov.Imm(asm.R0, 0),
+		asm.Return().WithSymbol("out"),
+	}),
+	"bpf_dynptr_is_rdonly": accessorKfunc(btfBool, func(d dynptr) uint64 { return b2u(d.data != 0 && d.rdonly()) }, asm.Instructions{
+		asm.LoadMem(asm.R0, asm.R1, 0, asm.DWord),
+		asm.JEq.Imm(asm.R0, 0, "out"),
+		asm.LoadMem(asm.R0, asm.R1, uapi.DynptrOffSize, asm.Word),
+		asm.RSh.Imm32(asm.R0, 31),
+		asm.Return().WithSymbol("out"),
+	}),
 	"bpf_dynptr_size": accessorKfunc(&btf.Typedef{Name: "__u32", Type: btfU32}, func(d dynptr) uint64 {
 		if d.data == 0 {
 			return uint64(uint32(errnoRet(uapi.EINVAL)))
 		}
 		return uint64(d.size())
+	}, asm.Instructions{
+		asm.LoadMem(asm.R2, asm.R1, 0, asm.DWord),
+		asm.Mov.Imm32(asm.R0, -int32(uapi.EINVAL)),
+		asm.JEq.Imm(asm.R2, 0, "out"),
+		asm.LoadMem(asm.R0, asm.R1, uapi.DynptrOffSize, asm.Word),
+		asm.And.Imm32(asm.R0, uapi.DynptrSizeMask),
+		asm.Return().WithSymbol("out"),
 	}),
 	"bpf_dynptr_copy": {
 		proto: func(typ func(string) btf.Type) *btf.FuncProto {
@@ -147,9 +171,11 @@ func b2u(b bool) uint64 {
 	return 0
 }
 
-// accessorKfunc is a kfunc that reads a dynptr and returns what get says.
-func accessorKfunc(ret btf.Type, get func(d dynptr) uint64) *builtinKfunc {
+// accessorKfunc is a kfunc that reads a dynptr and returns what get says,
+// inlined as body.
+func accessorKfunc(ret btf.Type, get func(d dynptr) uint64, body asm.Instructions) *builtinKfunc {
 	return &builtinKfunc{
+		inline: body,
 		proto: func(typ func(string) btf.Type) *btf.FuncProto {
 			return &btf.FuncProto{Return: ret, Params: []btf.FuncParam{dynptrParam(typ, "p", true)}}
 		},
@@ -167,7 +193,8 @@ func accessorKfunc(ret btf.Type, get func(d dynptr) uint64) *builtinKfunc {
 
 func sliceKfunc(rdwr bool) *builtinKfunc {
 	return &builtinKfunc{
-		flags: kfunc.RetNull,
+		flags:  kfunc.RetNull,
+		inline: sliceBody(rdwr),
 		proto: func(typ func(string) btf.Type) *btf.FuncProto {
 			return &btf.FuncProto{Return: &btf.Pointer{Target: &btf.Void{}}, Params: []btf.FuncParam{
 				dynptrParam(typ, "p", true), param("offset", btfU32),
@@ -181,6 +208,47 @@ func sliceKfunc(rdwr bool) *builtinKfunc {
 	}
 }
 
+// sliceBody is bpf_dynptr_slice (rdwr: _rdwr) in BPF, over bpfsim's
+// structures: the dynptr's data, size word and offset; an xdp dynptr's
+// data is the xdp_buff, whose data pointer comes first. The type switch
+// is what inlining decides away, the dynptr's type being known at each
+// call; an skb dynptr's slice stays a call (its packet is behind the
+// __sk_buff bpfsim's skb programs see, which socket filters may not
+// read).
+func sliceBody(rdwr bool) asm.Instructions {
+	body := asm.Instructions{
+		asm.Mov.Reg32(asm.R2, asm.R2), // offset and buffer__szk are u32
+		asm.Mov.Reg32(asm.R4, asm.R4),
+		asm.LoadMem(asm.R0, asm.R1, 0, asm.DWord),
+		asm.JEq.Imm(asm.R0, 0, "null"),
+		asm.LoadMem(asm.R5, asm.R1, uapi.DynptrOffSize, asm.Word),
+	}
+	if rdwr {
+		body = append(body, asm.JSLT.Imm32(asm.R5, 0, "null")) // read-only
+	}
+	return append(body,
+		asm.LoadMem(asm.R1, asm.R1, uapi.DynptrOffOffset, asm.Word),
+		asm.Mov.Reg32(asm.R3, asm.R5),
+		asm.And.Imm32(asm.R3, uapi.DynptrSizeMask),
+		asm.JGT.Reg(asm.R4, asm.R3, "null"), // bpf_dynptr_check_off_len
+		asm.Sub.Reg(asm.R3, asm.R4),
+		asm.JGT.Reg(asm.R2, asm.R3, "null"),
+		asm.Add.Reg(asm.R2, asm.R1),
+		asm.RSh.Imm32(asm.R5, uapi.DynptrTypeShift),
+		asm.And.Imm32(asm.R5, uapi.DynptrTypeMask),
+		asm.JEq.Imm32(asm.R5, uapi.DynptrTypeXDP, "xdp"),
+		asm.JEq.Imm32(asm.R5, uapi.DynptrTypeSKB, "skb"),
+		asm.Add.Reg(asm.R0, asm.R2), // local and ring buffer: data + offset + off
+		asm.Return(),
+		asm.LoadMem(asm.R0, asm.R0, verifier.XDPBuffData, asm.DWord).WithSymbol("xdp"),
+		asm.Add.Reg(asm.R0, asm.R2),
+		asm.Return(),
+		asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Src: asm.PseudoKfuncCall, Constant: -1}.WithSymbol("skb"),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("null"),
+		asm.Return(),
+	)
+}
+
 // registerBuiltinKfunc registers the kernel's kfunc name, if it is one.
 func (k *Kernel) registerBuiltinKfunc(name string) bool {
 	b, ok := builtinKfuncs[name]
@@ -191,7 +259,13 @@ func (k *Kernel) registerBuiltinKfunc(name string) bool {
 	if err != nil {
 		return false
 	}
-	err = k.registerKfunc(&kfunc.Func{Name: name, Proto: proto, Flags: b.flags, ProgTypes: b.types, Fn: b.fn(k)}, b.internal)
+	var body []insn.Insn
+	if b.inline != nil {
+		if body, err = insn.FromAsm(b.inline); err != nil {
+			return false
+		}
+	}
+	err = k.registerKfunc(&kfunc.Func{Name: name, Proto: proto, Flags: b.flags, ProgTypes: b.types, Fn: b.fn(k), Inline: body}, b.internal)
 	return err == nil || errors.Is(err, uapi.EEXIST)
 }
 

@@ -41,6 +41,16 @@ type Options struct {
 	// verifier.HardWireFromSeen is what released kernels do (6.18
 	// included), for comparing xlated code with theirs.
 	HardWire verifier.HardWire
+	// InlineKfuncs replaces each call of an inlinable kfunc (the dynptr
+	// slices and accessors, and kfuncs registered with a body) by the
+	// kfunc's body, specialised to what the verifier knew at the call,
+	// as seed 003 (bpf-next, November 2024) proposes. By default calls
+	// stay calls, as in released kernels (6.18 included): in the kernel
+	// inlining saves a native call, but bpfsim's interpreter runs a Go
+	// kfunc faster than the dozen BPF instructions of its body (see
+	// BenchmarkDynptrSlice), so the option is for seeing and counting
+	// what the RFC would make of a program.
+	InlineKfuncs bool
 	// TailCallCount chooses which tail calls count towards the limit of
 	// 33 per invocation: the default, interp.CountAttempts, is the
 	// kernel's interpreter (a tail call into an empty slot counts);
@@ -95,6 +105,8 @@ type Kernel struct {
 	// live (ksyms.go); hardWire is Options.HardWire.
 	ksyms    *ksymTable
 	hardWire verifier.HardWire
+	// inlineKfuncs is Options.InlineKfuncs.
+	inlineKfuncs bool
 
 	// helperTypes lists the program types that may call a helper
 	// offered to some types only (under mu); helperProtoByType holds
@@ -191,6 +203,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		return nil, err
 	}
 	k.hardWire = o.HardWire
+	k.inlineKfuncs = o.InlineKfuncs
 	if o.Runtime > RuntimeJIT {
 		return nil, errors.Wrapf(uapi.EINVAL, "unknown runtime %d", o.Runtime)
 	}

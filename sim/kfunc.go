@@ -175,6 +175,11 @@ func (k *Kernel) registerKfunc(f *kfunc.Func, internal bool) error {
 	if f == nil || f.Name == "" || f.Fn == nil || f.Proto == nil {
 		return errors.Wrap(uapi.EINVAL, "kfunc needs a name, a prototype and a function")
 	}
+	if f.Inline != nil {
+		if err := verifier.CheckInlineBody(f.Name, f.Inline); err != nil {
+			return err
+		}
+	}
 	st := &k.so
 	t := &st.kfuncs
 	t.mu.Lock()
@@ -190,6 +195,7 @@ func (k *Kernel) registerKfunc(f *kfunc.Func, internal bool) error {
 	if err != nil {
 		return err
 	}
+	proto.Body = f.Inline
 	if _, err := k.ksyms.define(ksymSpec{name: f.Name, kind: ksymKfunc, helper: int32(id)}, 0); err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 
+	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/interp"
 )
 
@@ -58,6 +59,11 @@ type Func struct {
 	// Fn runs the kfunc with the program's r1-r5 on machine m and
 	// returns r0, like a helper's function.
 	Fn func(m *interp.Machine, r1, r2, r3, r4, r5 uint64) (uint64, error)
+	// Inline, if set, makes the kfunc inlinable (seed 003): BPF that does
+	// what Fn does, which the verifier puts in place of each call,
+	// specialised to what it knew there (see verifier.CheckInlineBody for
+	// what a body may do, and verifier.InlineBail).
+	Inline []insn.Insn
 }
 
 // AllowedFor reports whether programs of type t may call f.

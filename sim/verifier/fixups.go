@@ -91,6 +91,10 @@ type FixupConfig struct {
 	// ProgAux is the address of the program's struct bpf_prog_aux, which
 	// a call of bpf_timer_set_callback gets in R3.
 	ProgAux uint64
+	// InlineKfuncs replaces calls of inlinable kfuncs by their bodies,
+	// specialised to what the verifier knew at each call (seed 003's
+	// RFC; inlinekfunc.go).
+	InlineKfuncs bool
 }
 
 // Fixup runs the rewrite passes on a verified program.
@@ -336,6 +340,12 @@ func doMiscFixups(p *Prog, remove []bool, cfg *FixupConfig) error {
 				return err
 			}
 		case in.Code == insn.JMP|insn.CALL && in.Src == insn.PseudoKfuncCall:
+			if kf, facts := p.Aux[i].Kfunc, p.Aux[i].KfuncFacts; cfg.InlineKfuncs && kf != nil && kf.Body != nil && facts != nil {
+				if body, ok := specializeBody(kf.Body, facts); ok {
+					seq = body
+					break
+				}
+			}
 			var err error
 			if seq, err = fixupKfuncCall(p, i, calls); err != nil { // kfunc_fixups.go
 				return err

@@ -122,6 +122,9 @@ type KfuncProto struct {
 	ProgArg int
 	// Special is, for a kfunc of the kernel's special list, which.
 	Special KfuncSpecial
+	// Body is an inlinable kfunc's BPF body (inlinekfunc.go), nil for
+	// one that is only called.
+	Body []insn.Insn
 }
 
 // NewKfuncProto reads a kfunc's BTF prototype.
@@ -337,6 +340,9 @@ func (e *env) checkKfuncCall(in insn.Insn, idx int) error {
 				return err
 			}
 		}
+	}
+	if kf.Body != nil {
+		e.recordKfuncFacts(kf, idx)
 	}
 	regs := e.regs()
 	for r := insn.R0; r <= insn.R5; r++ {

@@ -110,6 +110,9 @@ type InsnAux struct {
 	CtxFieldSize int
 	// Kfunc is the kfunc a kfunc call calls, for its fix-up.
 	Kfunc *KfuncProto
+	// KfuncFacts is, for a call of an inlinable kfunc, what every path
+	// knew of its arguments (inlinekfunc.go).
+	KfuncFacts *KfuncFacts
 	// KfuncVariant names the kfunc the fix-up calls instead
 	// (specialize_kfunc): bpf_dynptr_from_skb_rdonly for the program
 	// types that may not write packets.
