@@ -20,6 +20,7 @@ func cmdDump(args []string, stdout, stderr io.Writer) int {
 	section := fs.String("section", "", "ELF section or program name to dump")
 	isHex := fs.Bool("hex", false, "PROGRAM is bytecode written in hex")
 	unverified := fs.Bool("unverified", false, "load without the verifier")
+	inline := fs.Bool("inline-kfuncs", false, "inline the calls of inlinable kfuncs, as seed 003's RFC proposes (released kernels call them)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: bpfsim dump [xlated|jited] [flags] PROGRAM")
 		fs.PrintDefaults()
@@ -36,7 +37,7 @@ func cmdDump(args []string, stdout, stderr io.Writer) int {
 	typ, err := parseType(*typeName, &opts)
 	if err == nil {
 		var k *sim.Kernel
-		if k, err = sim.NewKernel(nil); err == nil {
+		if k, err = sim.NewKernel(&sim.Options{InlineKfuncs: *inline}); err == nil {
 			if jited {
 				opts.Runtime = sim.RuntimeJIT
 			}

@@ -105,6 +105,8 @@ func TestRunAndDump(t *testing.T) {
 		{"dump jited", []string{"dump", "jited", "-hex", "-type", "raw", "-unverified", raw}, 0, []string{"; function 0: prologue", "mov\tx29, sp", "; 0: (71) r0 = *(u8 *)(r1 +0)\n", "ldrb\tw7, [x0]", "; 1: (0f) r0 += r2\n", "add\tx7, x7, x1", "; epilogue", "ret"}},
 		{"dump jited ELF with source lines", []string{"dump", "jited", progsObject, "-section", "xdp"}, 0, []string{"bpf_prog_xdp_sum: image at", "; __u8 *end = (__u8 *)(long)ctx->data_end;\n; 1: (79) r4 = *(u64 *)(r1 +8)\n", "ldr\tx3, [x0,#8]"}},
 		{"run JITed", []string{"run", "-jit", "-hex", raw, "-data-hex", "0a 00"}, 0, []string{"r0 = 0xc (12)", "A64 instructions (JIT)", "data out (2 bytes)"}},
+		{"dump xlated with kfuncs inlined", []string{"dump", "xlated", "-inline-kfuncs", "../../sim/testdata/dynptr_kfunc.bpf.o", "-section", "slice_bench"}, 0,
+			[]string{"; __u8 *p = bpf_dynptr_slice(&dp, i * 2, NULL, 2);\n   6: (bf) r1 = r6\n", "(79) r0 = *(u64 *)(r1 +0)"}},
 		{"dump without a program", []string{"dump"}, 2, []string{"usage: bpfsim dump"}},
 		{"no command", nil, 2, []string{"usage:"}},
 		{"unknown command", []string{"frob"}, 2, []string{`unknown command "frob"`}},
