@@ -85,18 +85,10 @@ func TestLocalDynptrReadsAndWritesWithinItsSize(t *testing.T) {
 			{"read past the end", append(localDynptr(buf, 16, 0), readDynptr(12, 8)...), errno(uapi.E2BIG), 0},
 			{"read of a smaller dynptr", append(localDynptr(buf, 4, 0), readDynptr(0, 8)...), errno(uapi.E2BIG), 0},
 			{"from_mem with flags", append(localDynptr(buf, 16, 1), readDynptr(0, 8)...), errno(uapi.EINVAL), 0},
-			{"write then read", append(append(localDynptr(buf, 16, 0),
+			{"write then read", append(append(append(localDynptr(buf, 16, 0),
 				asm.Mov.Imm(asm.R1, 0x55),
 				asm.StoreMem(asm.RFP, -56, asm.R1, asm.DWord),
-				asm.Mov.Reg(asm.R1, asm.RFP),
-				asm.Add.Imm(asm.R1, -48),
-				asm.Mov.Imm(asm.R2, 2),
-				asm.Mov.Reg(asm.R3, asm.RFP),
-				asm.Add.Imm(asm.R3, -56),
-				asm.Mov.Imm(asm.R4, 1),
-				asm.Mov.Imm(asm.R5, 0),
-				fnDynptrWrite.Call(),
-			), readDynptr(0, 8)...), 0, 0x1122334455557788},
+			), dynptrWriteCall(-48, 2, -56, 1)...), readDynptr(0, 8)...), 0, 0x1122334455557788},
 			{"data pointer", append(localDynptr(buf, 16, 0),
 				asm.Mov.Reg(asm.R1, asm.RFP),
 				asm.Add.Imm(asm.R1, -48),
@@ -187,21 +179,16 @@ func TestRingbufDynptrSubmitsAndDiscards(t *testing.T) {
 					asm.Mov.Reg(asm.R6, asm.R0),
 					asm.LoadImm(asm.R1, 0x0102030405060708, asm.DWord),
 					asm.StoreMem(asm.RFP, -24, asm.R1, asm.DWord),
-					asm.Mov.Reg(asm.R1, asm.RFP),
-					asm.Add.Imm(asm.R1, -16),
-					asm.Mov.Imm(asm.R2, 0),
-					asm.Mov.Reg(asm.R3, asm.RFP),
-					asm.Add.Imm(asm.R3, -24),
-					asm.Mov.Imm(asm.R4, 8),
-					asm.Mov.Imm(asm.R5, 0),
-					fnDynptrWrite.Call(),
+				}
+				insns = append(insns, dynptrWriteCall(-16, 0, -24, 8)...)
+				insns = append(insns,
 					asm.Mov.Reg(asm.R1, asm.RFP),
 					asm.Add.Imm(asm.R1, -16),
 					asm.Mov.Imm(asm.R2, 0),
 					commit.Call(),
 					asm.Mov.Reg(asm.R0, asm.R6),
 					asm.Return(),
-				}
+				)
 				p, err := k.NewProgram(testSpec(t, ebpf.XDP, insns))
 				if err != nil {
 					t.Fatal(err)
@@ -364,21 +351,16 @@ func TestXDPDynptrSlicesThePacket(t *testing.T) {
 				kfuncCall(t, k, "bpf_dynptr_adjust"),
 				asm.Mov.Imm(asm.R1, 0xaa),
 				asm.StoreMem(asm.RFP, -24, asm.R1, asm.DWord),
-				asm.Mov.Reg(asm.R1, asm.RFP),
-				asm.Add.Imm(asm.R1, -16),
-				asm.Mov.Imm(asm.R2, 0),
-				asm.Mov.Reg(asm.R3, asm.RFP),
-				asm.Add.Imm(asm.R3, -24),
-				asm.Mov.Imm(asm.R4, 1),
-				asm.Mov.Imm(asm.R5, 0),
-				fnDynptrWrite.Call(),
+			}
+			insns = append(insns, dynptrWriteCall(-16, 0, -24, 1)...)
+			insns = append(insns,
 				// returns XDP_TX (3) + bpf_dynptr_size, now 4
 				asm.Mov.Reg(asm.R1, asm.RFP),
 				asm.Add.Imm(asm.R1, -16),
 				kfuncCall(t, k, "bpf_dynptr_size"),
 				asm.Add.Imm(asm.R0, 3),
 				asm.Return().WithSymbol("out"),
-			}
+			)
 			p, err := k.NewProgram(testSpec(t, ebpf.XDP, insns))
 			if err != nil {
 				t.Fatal(err)
@@ -400,5 +382,19 @@ func TestXDPDynptrSlicesThePacket(t *testing.T) {
 				t.Errorf("ret %d, packet % x\nwant ret 7, packet % x", ret, out, want)
 			}
 		})
+	}
+}
+
+// dynptrWriteCall is bpf_dynptr_write(fp+dp, off, fp+src, n, 0).
+func dynptrWriteCall(dp, off, src, n int32) asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Reg(asm.R1, asm.RFP),
+		asm.Add.Imm(asm.R1, dp),
+		asm.Mov.Imm(asm.R2, off),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, src),
+		asm.Mov.Imm(asm.R4, n),
+		asm.Mov.Imm(asm.R5, 0),
+		fnDynptrWrite.Call(),
 	}
 }

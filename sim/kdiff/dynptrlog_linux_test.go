@@ -15,21 +15,7 @@ var dynptrLogCases = []struct {
 	name  string
 	insns asm.Instructions
 }{
-	{"local read, data and write", asm.Instructions{
-		asm.Mov.Imm(asm.R1, 0),
-		asm.StoreMem(asm.RFP, -4, asm.R1, asm.Word),
-		asm.LoadMapPtr(asm.R1, 0).WithReference("arr"),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -4),
-		asm.FnMapLookupElem.Call(),
-		asm.JNE.Imm(asm.R0, 0, "found"),
-		asm.Return(),
-		asm.Mov.Reg(asm.R1, asm.R0).WithSymbol("found"),
-		asm.Mov.Imm(asm.R2, 16),
-		asm.Mov.Imm(asm.R3, 0),
-		asm.Mov.Reg(asm.R4, asm.RFP),
-		asm.Add.Imm(asm.R4, -24),
-		asm.BuiltinFunc(uapi.FuncDynptrFromMem).Call(),
+	{"local read, data and write", append(localOverArr(), asm.Instructions{
 		asm.Mov.Reg(asm.R1, asm.RFP),
 		asm.Add.Imm(asm.R1, -24),
 		asm.Mov.Imm(asm.R2, 4),
@@ -48,7 +34,7 @@ var dynptrLogCases = []struct {
 		asm.BuiltinFunc(uapi.FuncDynptrRead).Call(),
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
 		asm.Return(),
-	}},
+	}...)},
 	{"ringbuf reserve, slice, submit", asm.Instructions{
 		asm.LoadMapPtr(asm.R1, 0).WithReference("rb"),
 		asm.Mov.Imm(asm.R2, 8),
@@ -81,21 +67,7 @@ var dynptrLogCases = []struct {
 		asm.Mov.Imm(asm.R0, 0),
 		asm.Return(),
 	}},
-	{"local dynptr destroyed by a store", asm.Instructions{
-		asm.Mov.Imm(asm.R1, 0),
-		asm.StoreMem(asm.RFP, -4, asm.R1, asm.Word),
-		asm.LoadMapPtr(asm.R1, 0).WithReference("arr"),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -4),
-		asm.FnMapLookupElem.Call(),
-		asm.JNE.Imm(asm.R0, 0, "found"),
-		asm.Return(),
-		asm.Mov.Reg(asm.R1, asm.R0).WithSymbol("found"),
-		asm.Mov.Imm(asm.R2, 16),
-		asm.Mov.Imm(asm.R3, 0),
-		asm.Mov.Reg(asm.R4, asm.RFP),
-		asm.Add.Imm(asm.R4, -24),
-		asm.BuiltinFunc(uapi.FuncDynptrFromMem).Call(),
+	{"local dynptr destroyed by a store", append(localOverArr(), asm.Instructions{
 		asm.Mov.Imm(asm.R1, 0),
 		asm.StoreMem(asm.RFP, -20, asm.R1, asm.Word),
 		asm.Mov.Reg(asm.R1, asm.RFP),
@@ -105,7 +77,7 @@ var dynptrLogCases = []struct {
 		asm.BuiltinFunc(uapi.FuncDynptrData).Call(),
 		asm.Mov.Imm(asm.R0, 0),
 		asm.Return(),
-	}},
+	}...)},
 }
 
 // Dynptr programs loaded at log level 2 in this machine's kernel and in
@@ -129,5 +101,26 @@ func TestDynptrLogsAreTheKernels(t *testing.T) {
 			}
 			t.Logf("%v %s", errnoOf(kerr), verifierMessage(kerr))
 		})
+	}
+}
+
+// localOverArr makes a local dynptr at fp-24 over the value of the array
+// "arr" (exiting when the lookup fails).
+func localOverArr() asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Imm(asm.R1, 0),
+		asm.StoreMem(asm.RFP, -4, asm.R1, asm.Word),
+		asm.LoadMapPtr(asm.R1, 0).WithReference("arr"),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JNE.Imm(asm.R0, 0, "found"),
+		asm.Return(),
+		asm.Mov.Reg(asm.R1, asm.R0).WithSymbol("found"),
+		asm.Mov.Imm(asm.R2, 16),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.Mov.Reg(asm.R4, asm.RFP),
+		asm.Add.Imm(asm.R4, -24),
+		asm.BuiltinFunc(uapi.FuncDynptrFromMem).Call(),
 	}
 }
