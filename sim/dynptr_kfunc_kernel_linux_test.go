@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/kdiff"
 )
 
 // dkCmd and dkRes are struct cmd and struct res of
@@ -236,4 +237,86 @@ var dynptrKfuncRefusals = map[string]string{
 // verdict, the errno and the message bpfsim gives it.
 func TestDynptrKfuncRefusalsAreTheKernels(t *testing.T) {
 	checkRefusalsAreTheKernels(t, "testdata/dynptr_kfunc_refused.bpf.o", dynptrKfuncRefusals)
+}
+
+// dynptrGlobalRefusals are the programs of testdata/dynptr_global.bpf.o
+// and the last line of this machine's kernel's log for each.
+var dynptrGlobalRefusals = map[string]string{
+	"accepted":                "",
+	"ringbuf_passed":          "",
+	"global_submits":          "cannot release unowned const bpf_dynptr",
+	"global_remakes":          "Dynptr has to be an uninitialized dynptr",
+	"caller_passes_uninit":    "Caller passes invalid args into func#1 ('sum4')",
+	"caller_passes_map_value": "Caller passes invalid args into func#1 ('sum4')",
+}
+
+// Global functions taking a dynptr get the kernel's verdicts and
+// messages.
+func TestDynptrGlobalFunctionRefusalsAreTheKernels(t *testing.T) {
+	checkRefusalsAreTheKernels(t, "testdata/dynptr_global.bpf.o", dynptrGlobalRefusals)
+}
+
+// The accepted programs of testdata/dynptr_global.bpf.o return the
+// kernel's results and leave its packets, on packets of every length an
+// XDP test run takes from 14 to 60 bytes: what the global functions read, slice, write and narrow
+// through the caller's dynptr.
+func TestDynptrGlobalFunctionsRunAsTheKernels(t *testing.T) {
+	if _, err := kdiff.OpenKernel(); err != nil {
+		t.Skipf("kernel-differential test skipped: this machine cannot load BPF programs: %v", err)
+	}
+	const obj = "testdata/dynptr_global.bpf.o"
+	progs := []string{"accepted", "ringbuf_passed"}
+	packet := func(n int) []byte {
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = byte(i*7 + 3)
+		}
+		return p
+	}
+	transcript := func(run func(name string, pkt []byte) (uint32, []byte, error)) string {
+		var b strings.Builder
+		for _, name := range progs {
+			for n := 14; n <= 60; n++ {
+				ret, out, err := run(name, packet(n))
+				if err != nil {
+					t.Fatalf("%s on %d bytes: %v", name, n, err)
+				}
+				fmt.Fprintf(&b, "%s %d: %#x % x\n", name, n, ret, out)
+			}
+		}
+		return b.String()
+	}
+	kernel := map[string]*ebpf.Collection{}
+	for _, name := range progs {
+		c, err := ebpf.NewCollection(loadOneProgram(t, obj, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		kernel[name] = c
+	}
+	want := transcript(func(name string, pkt []byte) (uint32, []byte, error) {
+		opts := &ebpf.RunOptions{Data: pkt, DataOut: make([]byte, 128)}
+		ret, err := kernel[name].Programs[name].Run(opts)
+		return ret, opts.DataOut, err
+	})
+	for _, o := range []sim.Options{{Runtime: sim.RuntimeInterpreter}, {Runtime: sim.RuntimeJIT},
+		{Runtime: sim.RuntimeInterpreter, InlineKfuncs: true}} {
+		t.Run(fmt.Sprintf("%v-inline=%v", o.Runtime, o.InlineKfuncs), func(t *testing.T) {
+			k := newKernel(t, &o)
+			got := transcript(func(name string, pkt []byte) (uint32, []byte, error) {
+				c, err := k.NewCollection(loadOneProgram(t, obj, name))
+				if err != nil {
+					return 0, nil, err
+				}
+				defer c.Close()
+				opts := &sim.RunOptions{Data: pkt, DataOut: make([]byte, 128)}
+				ret, err := c.Programs[name].Run(opts)
+				return ret, opts.DataOut, err
+			})
+			if got != want {
+				t.Errorf("bpfsim:\n%s\nkernel:\n%s", got, want)
+			}
+		})
+	}
 }

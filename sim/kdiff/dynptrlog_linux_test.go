@@ -1,8 +1,11 @@
 package kdiff
 
 import (
+	"regexp"
+	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 
 	"github.com/bpfsim/bpfsim/sim/uapi"
@@ -123,4 +126,48 @@ func localOverArr() asm.Instructions {
 		asm.Add.Imm(asm.R4, -24),
 		asm.BuiltinFunc(uapi.FuncDynptrFromMem).Call(),
 	}
+}
+
+// A program passing its dynptr to global functions, logged at level 2 in
+// this machine's kernel and in bpfsim: each function verified on its own
+// with a CONST_PTR_TO_DYNPTR argument, the same whole logs.
+func TestDynptrGlobalFunctionLogIsTheKernels(t *testing.T) {
+	k := linuxLikeSim(t)
+	spec, err := ebpf.LoadCollectionSpec("../testdata/dynptr_global.bpf.o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := spec.Programs["accepted"]
+	kerr, serr, klog, slog := loadBothLogged(t, k, p.Copy(), p.Copy())
+	if kerr != nil || serr != nil {
+		t.Fatalf("kernel: %v\nbpfsim: %v", kerr, serr)
+	}
+	if a, b := globalFuncLog(klog), globalFuncLog(slog); a != b {
+		t.Errorf("logs differ\nkernel:\n%s\nbpfsim:\n%s", a, b)
+	}
+}
+
+var (
+	kfuncCallID   = regexp.MustCompile(`(call bpf_\w+)#\d+`)
+	statePadding  = regexp.MustCompile(` +; `)
+	stackLiveness = regexp.MustCompile(`^\(\d+\) (frame \d+ insn \d+ \+(live|written)|live stack update)`)
+)
+
+// globalFuncLog is refLog without what bpfsim's logs lack for any
+// program, which TestDynptrGlobalFunctionLogIsTheKernels does not test:
+// the source lines BTF line info adds, 6.18's stack liveness lines of
+// each function; and with the kfuncs' BTF ids, which are each kernel's
+// own.
+func globalFuncLog(log string) string {
+	var out []string
+	for _, l := range strings.Split(refLog(log), "\n") {
+		if strings.HasPrefix(l, "; ") || stackLiveness.MatchString(l) {
+			continue
+		}
+		// The state after an instruction is padded to a column the
+		// ids' digits move.
+		l = kfuncCallID.ReplaceAllString(l, "$1#ID")
+		out = append(out, statePadding.ReplaceAllString(l, " ; "))
+	}
+	return strings.Join(out, "\n")
 }

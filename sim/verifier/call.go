@@ -110,18 +110,18 @@ func (e *env) checkHelperCall(in insn.Insn, idx int) error {
 		}
 	case uapi.FuncDynptrData:
 		// The slice ends with the dynptr, and with its reference.
-		s := e.dynptrSlot(&e.regs()[insn.R1])
+		s := e.dynptrReg(&e.regs()[insn.R1])
 		if s == nil {
 			return e.errorf(uapi.EFAULT, "verifier internal error: failed to obtain dynptr id")
 		}
 		if meta.refObjID != 0 {
 			return e.errorf(uapi.EFAULT, "verifier internal error: meta.ref_obj_id already set")
 		}
-		meta.dynptrID, meta.refObjID = s.spilled.id, s.spilled.refObjID
+		meta.dynptrID, meta.refObjID = s.id, s.refObjID
 	case uapi.FuncDynptrWrite:
 		// A write through an skb dynptr may move the packet: its
 		// slices and packet pointers end.
-		if s := e.dynptrSlot(&e.regs()[insn.R1]); s != nil && s.spilled.dynptrType == uapi.DynptrTypeSKB {
+		if s := e.dynptrReg(&e.regs()[insn.R1]); s != nil && s.dynptrType == uapi.DynptrTypeSKB {
 			changesPkt = true
 		}
 	}
@@ -227,7 +227,7 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 	case ArgPtrToTimer:
 		ok, expected = reg.typ == ptrToMapValue && !reg.maybeNull, "map_value"
 	case ArgPtrToDynptr:
-		ok, expected = reg.typ == ptrToStack, "fp, dynptr_ptr"
+		ok, expected = reg.typ == ptrToStack || reg.typ == constPtrToDynptr, "fp, dynptr_ptr"
 	case ArgPtrToConstStr:
 		ok, expected = reg.typ == ptrToMapValue && !reg.maybeNull, "map_value"
 	case ArgPtrToMapKey, ArgPtrToMapValue, ArgPtrToUninitMapValue, ArgPtrToMem, ArgPtrToUninitMem, ArgPtrToMemOrNull, ArgPtrToUninitMemOrNull, ArgPtrToU32InOut, ArgPtrToU64Out:

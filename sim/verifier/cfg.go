@@ -237,6 +237,9 @@ func (e *env) computeLiveness(insns []insn.Insn, subs []Subprog, helperArgs func
 						if in.Src == 0 && helperArgs != nil {
 							u = helperArgs(in.Imm)
 						}
+						if in.Src == insn.PseudoKfuncCall {
+							u = e.kfuncArgs(in.Imm)
+						}
 						if in.Src == insn.PseudoCall {
 							succ[i][1] = -1
 						}
@@ -422,6 +425,44 @@ func (e *env) helperArgs(id int32) uint16 {
 		}
 	}
 	return m
+}
+
+// kfuncArgs is the registers a kfunc call reads: its parameters, as the
+// kernel counts them from the kfunc's BTF (get_call_summary).
+func (e *env) kfuncArgs(imm int32) uint16 {
+	if e.cfg.Kfunc == nil {
+		return argRegs
+	}
+	kf, err := e.cfg.Kfunc(imm)
+	if err != nil {
+		return argRegs
+	}
+	var m uint16
+	for i := range kf.Args {
+		m |= 1 << (i + 1)
+	}
+	return m
+}
+
+// logSymbols names kfunc calls in the log by their kfunc, as the
+// kernel's log does ("call bpf_dynptr_slice#<BTF id>"); nil without
+// kfuncs.
+func (e *env) logSymbols() *insn.Symbols {
+	if e.cfg.Kfunc == nil {
+		return nil
+	}
+	if e.logSyms == nil {
+		e.logSyms = &insn.Symbols{Call: func(_ int, in insn.Insn) string {
+			if in.Src != insn.PseudoKfuncCall {
+				return ""
+			}
+			if kf, err := e.cfg.Kfunc(in.Imm); err == nil {
+				return kf.Name
+			}
+			return ""
+		}}
+	}
+	return e.logSyms
 }
 
 // growU8 and growU16 return a cleared buffer of n elements, reusing *b.

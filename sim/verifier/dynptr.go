@@ -32,6 +32,9 @@ type DynptrArg struct {
 	// Release (OBJ_RELEASE): the helper gives the dynptr's reference
 	// back.
 	Release bool
+	// Rdonly (MEM_RDONLY): the helper does not change the dynptr itself,
+	// so a CONST_PTR_TO_DYNPTR (a global function's argument) will do.
+	Rdonly bool
 }
 
 // dynptrGetSpi is dynptr_get_spi: the slot of the dynptr a stack pointer
@@ -80,14 +83,17 @@ func (e *env) dynptrRegValidInit(reg *regState) (int, bool) {
 	return spi, true
 }
 
-// processDynptrFunc is process_dynptr_func for a stack pointer passed as
-// argument regno.
+// processDynptrFunc is process_dynptr_func for argument regno: a stack
+// pointer to a dynptr, or a CONST_PTR_TO_DYNPTR.
 func (e *env) processDynptrFunc(regno uint8, idx int, arg DynptrArg, cloneRefObjID uint32) error {
 	reg := &e.regs()[regno]
-	if reg.typ != ptrToStack {
+	if reg.typ != ptrToStack && reg.typ != constPtrToDynptr {
 		return e.errorf(uapi.EINVAL, "arg#%d expected pointer to stack or const struct bpf_dynptr", regno-1)
 	}
 	if arg.Uninit {
+		if reg.typ == constPtrToDynptr {
+			return e.errorf(uapi.EINVAL, "Dynptr has to be an uninitialized dynptr")
+		}
 		if _, err := e.dynptrGetSpi(reg); err != nil && err != uapi.ERANGE {
 			return e.errorf(uapi.EINVAL, "Dynptr has to be an uninitialized dynptr")
 		}
@@ -98,6 +104,15 @@ func (e *env) processDynptrFunc(regno uint8, idx int, arg DynptrArg, cloneRefObj
 			}
 		}
 		return e.markStackSlotsDynptr(&e.regs()[regno], arg.Type, idx, cloneRefObjID)
+	}
+	if reg.typ == constPtrToDynptr {
+		if !arg.Rdonly {
+			return e.errorf(uapi.EINVAL, "cannot pass pointer to const bpf_dynptr, the helper mutates it")
+		}
+		if arg.Type != 0 && reg.dynptrType != arg.Type {
+			return e.errorf(uapi.EINVAL, "Expected a dynptr of type %s as arg #%d", dynptrArgTypeName(arg.Type), regno-1)
+		}
+		return nil
 	}
 	spi, ok := e.dynptrRegValidInit(reg)
 	if !ok {
@@ -236,6 +251,9 @@ func (e *env) unmarkStackSlotsDynptr(reg *regState) bool {
 // checkDynptrRelease is check_func_arg's test of a dynptr a helper
 // releases: it must hold a reference.
 func (e *env) checkDynptrRelease(reg *regState, regno uint8) error {
+	if reg.typ != ptrToStack {
+		return e.errorf(uapi.EINVAL, "cannot release unowned const bpf_dynptr")
+	}
 	spi, err := e.dynptrGetSpi(reg)
 	if err != nil || e.stackFrame(reg).stack[spi].spilled.refObjID == 0 {
 		return e.errorf(uapi.EINVAL, "arg %d is an unacquired reference", regno)
@@ -243,14 +261,17 @@ func (e *env) checkDynptrRelease(reg *regState, regno uint8) error {
 	return nil
 }
 
-// dynptrSlot returns the first slot of the initialised dynptr reg points
-// to.
-func (e *env) dynptrSlot(reg *regState) *stackSlot {
+// dynptrReg returns what describes the initialised dynptr reg points to:
+// its first slot's register, or reg itself for a CONST_PTR_TO_DYNPTR.
+func (e *env) dynptrReg(reg *regState) *regState {
+	if reg.typ == constPtrToDynptr {
+		return reg
+	}
 	spi, ok := e.dynptrRegValidInit(reg)
 	if !ok {
 		return nil
 	}
-	return &e.stackFrame(reg).stack[spi]
+	return &e.stackFrame(reg).stack[spi].spilled
 }
 
 // formatDynptr prints a dynptr's slots as print_verifier_state does:

@@ -28,6 +28,10 @@ const (
 	argAnything argKind = iota // ARG_ANYTHING: an integer
 	argCtx                     // ARG_PTR_TO_CTX
 	argMem                     // ARG_PTR_TO_MEM | PTR_MAYBE_NULL
+	// argDynptr is a struct bpf_dynptr the caller made (ARG_PTR_TO_DYNPTR
+	// | MEM_RDONLY): the function sees it as a CONST_PTR_TO_DYNPTR to a
+	// local dynptr, which it may read through but not remake or release.
+	argDynptr
 )
 
 type funcArg struct {
@@ -125,6 +129,10 @@ func (e *env) prepareFuncArgs(sub int) ([]funcArg, error) {
 				args[i] = funcArg{kind: argCtx}
 				continue
 			}
+			if s, ok := target.(*btf.Struct); ok && s.Name == "bpf_dynptr" {
+				args[i] = funcArg{kind: argDynptr}
+				continue
+			}
 			size, err := btf.Sizeof(t.Target)
 			if err != nil {
 				if global {
@@ -211,6 +219,10 @@ func (e *env) matchFuncArgs(sub int) error {
 			if reg.typ != ptrToCtx {
 				e.log.always(fmt.Sprintf("arg#%d expects pointer to ctx", i))
 				return uapi.EINVAL
+			}
+		case argDynptr:
+			if err := e.quiet(func() error { return e.processDynptrFunc(regno, -1, DynptrArg{Rdonly: true}, 0) }); err != nil {
+				return err
 			}
 		case argMem:
 			if reg.typ == scalarValue && reg.isConst() && reg.constant() == 0 {
@@ -360,6 +372,12 @@ func (e *env) doCheckGlobal(sub int) error {
 			r.markPtr(ptrToMem)
 			r.memSize = uint32(a.memSize)
 			r.maybeNull = true
+			e.idGen++
+			r.id = e.idGen
+		case argDynptr:
+			// Assumed a local dynptr, as the kernel assumes it.
+			r.markPtr(constPtrToDynptr)
+			r.dynptrType, r.firstSlot = uapi.DynptrTypeLocal, true
 			e.idGen++
 			r.id = e.idGen
 		}

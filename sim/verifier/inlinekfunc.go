@@ -90,11 +90,13 @@ func (e *env) recordKfuncFacts(kf *KfuncProto, idx int) {
 		switch {
 		case r.typ == scalarValue:
 			f.Args[i] = r.varOff
-		case a.Kind == KfArgDynptr && !a.Uninit:
-			if s := e.dynptrSlot(r); s != nil {
+		case a.Kind == KfArgDynptr && !a.Uninit && r.typ == ptrToStack:
+			// (A CONST_PTR_TO_DYNPTR's type is only assumed local: a
+			// global function's caller may pass any dynptr.)
+			if s := e.dynptrReg(r); s != nil {
 				f.Dynptr[i] = true
 				const typeBits = uint64(uapi.DynptrTypeMask) << uapi.DynptrTypeShift
-				f.DynptrWord[i] = tnum{value: uint64(s.spilled.dynptrType) << uapi.DynptrTypeShift, mask: 0xffffffff &^ typeBits}
+				f.DynptrWord[i] = tnum{value: uint64(s.dynptrType) << uapi.DynptrTypeShift, mask: 0xffffffff &^ typeBits}
 			}
 		}
 	}

@@ -403,7 +403,8 @@ func (e *env) checkKfuncMemSize(size *regState, regno uint8) error {
 
 // checkKfuncDynptr is check_kfunc_args for KF_ARG_PTR_TO_DYNPTR.
 func (e *env) checkKfuncDynptr(kf *KfuncProto, a KfuncArg, regno uint8, km *kfuncMeta) error {
-	arg := DynptrArg{Uninit: a.Uninit}
+	// A CONST_PTR_TO_DYNPTR is taken as read-only whatever the kfunc.
+	arg := DynptrArg{Uninit: a.Uninit, Rdonly: e.regs()[regno].typ == constPtrToDynptr}
 	var cloneRef uint32
 	switch {
 	case kf.Special == KfDynptrFromSKB:
@@ -420,8 +421,8 @@ func (e *env) checkKfuncDynptr(kf *KfuncProto, a KfuncArg, regno uint8, km *kfun
 		return err
 	}
 	if !a.Uninit {
-		s := e.dynptrSlot(&e.regs()[regno])
-		km.dynptrID, km.dynptrType, km.dynptrRef = s.spilled.id, s.spilled.dynptrType, s.spilled.refObjID
+		s := e.dynptrReg(&e.regs()[regno])
+		km.dynptrID, km.dynptrType, km.dynptrRef = s.id, s.dynptrType, s.refObjID
 	}
 	return nil
 }

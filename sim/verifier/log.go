@@ -148,7 +148,7 @@ func (e *env) printLiveness() {
 				regs[r] = byte('0' + r)
 			}
 		}
-		e.log.printf("%7d: %s %s", i, regs[:], insn.Format(e.insns, i, nil))
+		e.log.printf("%7d: %s %s", i, regs[:], insn.Format(e.insns, i, e.logSymbols()))
 		if e.insns[i].IsLdImm64() {
 			i++
 		}

@@ -134,7 +134,7 @@ func (e *env) backtrackInsn(idx, subseq int, h *histEntry, bt *backtrack) error 
 	}
 	if e.log.level >= 2 {
 		e.log.printf("mark_precise: frame%d: regs=%s stack=%s before %d: %s", bt.frame,
-			fmtRegMask(bt.regs[bt.frame]), fmtStackMask(bt.stack[bt.frame]), idx, insn.Format(e.insns, idx, nil))
+			fmtRegMask(bt.regs[bt.frame]), fmtStackMask(bt.stack[bt.frame]), idx, insn.Format(e.insns, idx, e.logSymbols()))
 	}
 	linked := h != nil && h.linked.n > 0
 	if linked {

@@ -262,16 +262,19 @@ var dynptrProtos = map[int32]*FuncProto{
 	},
 	// bpf_dynptr_read(dst, len, src, offset, flags).
 	uapi.FuncDynptrRead: {
-		Args: [5]ArgType{ArgPtrToUninitMem, ArgConstSizeOrZero, ArgPtrToDynptr, ArgAnything, ArgAnything},
+		Args:   [5]ArgType{ArgPtrToUninitMem, ArgConstSizeOrZero, ArgPtrToDynptr, ArgAnything, ArgAnything},
+		Dynptr: [5]DynptrArg{2: {Rdonly: true}},
 	},
 	// bpf_dynptr_write(dst, offset, src, len, flags).
 	uapi.FuncDynptrWrite: {
-		Args: [5]ArgType{ArgPtrToDynptr, ArgAnything, ArgPtrToMem, ArgConstSizeOrZero, ArgAnything},
+		Args:   [5]ArgType{ArgPtrToDynptr, ArgAnything, ArgPtrToMem, ArgConstSizeOrZero, ArgAnything},
+		Dynptr: [5]DynptrArg{0: {Rdonly: true}},
 	},
 	// bpf_dynptr_data(ptr, offset, len): len bytes of the dynptr's data
 	// at offset, or NULL.
 	uapi.FuncDynptrData: {
-		Ret:  RetPtrToDynptrMemOrNull,
-		Args: [5]ArgType{ArgPtrToDynptr, ArgAnything, ArgConstAllocSizeOrZero},
+		Ret:    RetPtrToDynptrMemOrNull,
+		Args:   [5]ArgType{ArgPtrToDynptr, ArgAnything, ArgConstAllocSizeOrZero},
+		Dynptr: [5]DynptrArg{0: {Rdonly: true}},
 	},
 }

@@ -231,7 +231,7 @@ func (e *env) regsExact(old, cur *regState) bool {
 	return old.typ == cur.typ && old.maybeNull == cur.maybeNull && old.rdonly == cur.rdonly &&
 		old.ringbuf == cur.ringbuf && old.off == cur.off && old.bounds == cur.bounds && old.rng == cur.rng &&
 		old.mapIdx == cur.mapIdx && old.memSize == cur.memSize && old.frameno == cur.frameno &&
-		old.subprog == cur.subprog && e.checkIDs(old.id, cur.id) && e.checkIDs(old.refObjID, cur.refObjID)
+		old.subprog == cur.subprog && old.dynptrType == cur.dynptrType && e.checkIDs(old.id, cur.id) && e.checkIDs(old.refObjID, cur.refObjID)
 }
 
 // checkIDs is check_ids: ids must correspond one to one between the two

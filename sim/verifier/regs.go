@@ -201,6 +201,9 @@ func (r *regState) format(tab []*maps.Map, curFrame uint8) string {
 	if r.typ == ptrToMem {
 		add("sz=%s", unum(uint64(r.memSize)))
 	}
+	if r.typ == constPtrToDynptr {
+		add("type=%s", uapi.DynptrTypeName(r.dynptrType))
+	}
 	if r.isConst() {
 		if v := r.constant(); v != 0 {
 			add("imm=%s", snum(int64(v)))

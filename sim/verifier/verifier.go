@@ -161,11 +161,13 @@ type env struct {
 	cfg *Config
 	// seenDirectWrite is Result.SeenDirectWrite.
 	seenDirectWrite bool
-	insns           []insn.Insn
-	aux             []InsnAux
-	subprogs        []Subprog
-	log             logBuf
-	limit           int
+	// logSyms names calls in the log (logSymbols).
+	logSyms  *insn.Symbols
+	insns    []insn.Insn
+	aux      []InsnAux
+	subprogs []Subprog
+	log      logBuf
+	limit    int
 
 	cur *vstate
 	// readsUninit is Result.ReadsUninitStack.
