@@ -2,6 +2,7 @@ package sim_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -396,5 +397,41 @@ func dynptrWriteCall(dp, off, src, n int32) asm.Instructions {
 		asm.Mov.Imm(asm.R4, n),
 		asm.Mov.Imm(asm.R5, 0),
 		fnDynptrWrite.Call(),
+	}
+}
+
+// The kernel's kfuncs are registered on first use: loads racing to be
+// the first all find them, once.
+func TestBuiltinKfuncsRegisterOnceUnderConcurrentLoads(t *testing.T) {
+	k := newKernel(t, nil)
+	spec, err := ebpf.LoadCollectionSpec("testdata/dynptr_kfunc.bpf.o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 8)
+	for i := 0; i < 8; i++ {
+		go func() {
+			c, err := k.NewCollectionWithOptions(spec.Copy(), sim.CollectionOptions{Programs: []string{"xdp_dynptr"}})
+			if err == nil {
+				c.Close()
+			}
+			errs <- err
+		}()
+	}
+	for i := 0; i < 8; i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	ids := map[string]bool{}
+	for _, name := range []string{"bpf_dynptr_slice", "bpf_dynptr_from_xdp", "bpf_dynptr_size"} {
+		id, ok := k.KfuncID(name)
+		if !ok {
+			t.Fatalf("%s not registered", name)
+		}
+		ids[fmt.Sprint(id)] = true
+	}
+	if len(ids) != 3 {
+		t.Errorf("kfunc ids %v: not one each", ids)
 	}
 }
