@@ -1,8 +1,6 @@
 package sim
 
 import (
-	"encoding/binary"
-
 	"github.com/bpfsim/bpfsim/sim/interp"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
@@ -56,26 +54,46 @@ func (d *dynptr) checkOffLen(off, n uint64) uapi.Errno {
 }
 
 func loadDynptr(m *interp.Machine, addr uint64) (dynptr, error) {
-	var b [uapi.DynptrSize]byte
-	// Through the CPU's TLB: the dynptr is on the stack the program
-	// runs on, whose pages it holds.
-	if f := m.TLB.Read(addr, b[:]); f != nil {
+	// Through the CPU's TLB, word by word: the dynptr is on the stack the
+	// program runs on, whose pages it holds.
+	data, f := m.TLB.Load64(addr)
+	var word, off uint64
+	if f == nil {
+		word, f = m.TLB.Load32(addr + uapi.DynptrOffSize)
+	}
+	if f == nil {
+		off, f = m.TLB.Load32(addr + uapi.DynptrOffOffset)
+	}
+	if f != nil {
 		f.PC = m.PC()
 		return dynptr{}, f
 	}
-	return dynptr{
-		data:   binary.LittleEndian.Uint64(b[:]),
-		word:   binary.LittleEndian.Uint32(b[uapi.DynptrOffSize:]),
-		offset: binary.LittleEndian.Uint32(b[uapi.DynptrOffOffset:]),
-	}, nil
+	return dynptr{data: data, word: uint32(word), offset: uint32(off)}, nil
 }
 
 func storeDynptr(m *interp.Machine, addr uint64, d dynptr) error {
-	var b [uapi.DynptrSize]byte
-	binary.LittleEndian.PutUint64(b[:], d.data)
-	binary.LittleEndian.PutUint32(b[uapi.DynptrOffSize:], d.word)
-	binary.LittleEndian.PutUint32(b[uapi.DynptrOffOffset:], d.offset)
-	return m.WriteMem(addr, b[:])
+	f := m.TLB.Store64(addr, d.data)
+	if f == nil {
+		f = m.TLB.Store32(addr+uapi.DynptrOffSize, uint64(d.word))
+	}
+	if f == nil {
+		f = m.TLB.Store32(addr+uapi.DynptrOffOffset, uint64(d.offset))
+	}
+	if f != nil {
+		f.PC = m.PC()
+		return f
+	}
+	return nil
+}
+
+// tlbWrite writes p at addr through the CPU's TLB, as a program's stores
+// go.
+func tlbWrite(m *interp.Machine, addr uint64, p []byte) error {
+	if f := m.TLB.Write(addr, p); f != nil {
+		f.PC = m.PC()
+		return f
+	}
+	return nil
 }
 
 // newDynptr is bpf_dynptr_init.
@@ -175,10 +193,11 @@ func (k *Kernel) helperDynptrRead(m *interp.Machine, dst, n, src, off, flags uin
 		}
 		return errnoRet(errno), nil
 	}
-	return 0, m.WriteMem(dst, b)
+	return 0, tlbWrite(m, dst, b)
 }
 
-// dynptrRead is __bpf_dynptr_read into a copy: the n bytes at off of d.
+// dynptrRead is __bpf_dynptr_read: the n bytes at off of d, valid until
+// the next read of a helper's argument (readArg's slot 0).
 func (k *Kernel) dynptrRead(m *interp.Machine, d dynptr, off, n, flags uint64) ([]byte, uapi.Errno, error) {
 	if d.data == 0 || flags != 0 {
 		return nil, uapi.EINVAL, nil
@@ -197,8 +216,8 @@ func (k *Kernel) dynptrRead(m *interp.Machine, d dynptr, off, n, flags uint64) (
 	if err := checkHelperSize(m, n); err != nil {
 		return nil, 0, err
 	}
-	b := make([]byte, n)
-	return b, 0, m.ReadMem(d.at(uint32(off)), b)
+	b, err := readArg(m, d.at(uint32(off)), uint32(n), 0)
+	return b, 0, err
 }
 
 // dynptrPacket returns the n packet bytes at off of an skb or xdp
@@ -238,8 +257,8 @@ func (k *Kernel) helperDynptrWrite(m *interp.Machine, dst, off, src, n, flags ui
 	if err := checkHelperSize(m, n); err != nil {
 		return 0, err
 	}
-	b := make([]byte, n)
-	if err := m.ReadMem(src, b); err != nil {
+	b, err := readArg(m, src, uint32(n), 0)
+	if err != nil {
 		return 0, err
 	}
 	errno, err := k.dynptrWrite(m, d, off, b, flags)
@@ -284,7 +303,7 @@ func (k *Kernel) dynptrWrite(m *interp.Machine, d dynptr, off uint64, src []byte
 		copy(b, src)
 		return 0, nil
 	}
-	return 0, m.WriteMem(d.at(uint32(off)), src)
+	return 0, tlbWrite(m, d.at(uint32(off)), src)
 }
 
 // helperDynptrData is bpf_dynptr_data(ptr, offset, len): the address of
