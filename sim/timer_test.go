@@ -402,11 +402,15 @@ func BenchmarkTimerFiring(b *testing.B) {
 // timerRefusals are the programs of testdata/timer_refused.bpf.o and the
 // verifier's verdict on each: "" for accepted, else the message.
 var timerRefusals = map[string]string{
-	"accepted":                 "",
-	"callback_returns_one":     "At async callback return the register R0 has smin=1 smax=1 should have been in [0, 0]",
-	"init_with_another_map":    "timer pointer in R1 map_uid=0 doesn't match map pointer in R2 map_uid=0",
-	"timer_written_directly":   "bpf_timer cannot be accessed directly by load/store",
-	"tracing_uses_a_timer_map": "tracing progs cannot use bpf_timer yet",
+	"accepted":              "",
+	"callback_returns_one":  "At async callback return the register R0 has smin=1 smax=1 should have been in [0, 0]",
+	"init_with_another_map": "timer pointer in R1 map_uid=0 doesn't match map pointer in R2 map_uid=0",
+	// Inner maps of one template are told apart by the outer lookup
+	// they came from (map_uid).
+	"init_with_its_inner_map":     "",
+	"init_with_another_inner_map": "timer pointer in R1 map_uid=1 doesn't match map pointer in R2 map_uid=2",
+	"timer_written_directly":      "bpf_timer cannot be accessed directly by load/store",
+	"tracing_uses_a_timer_map":    "tracing progs cannot use bpf_timer yet",
 }
 
 // loadOneProgram returns spec with only the program name left in it.

@@ -9,6 +9,7 @@ typedef unsigned long long __u64;
 #define SEC(name) __attribute__((section(name), used))
 #define __uint(name, val) int (*name)[val]
 #define __type(name, val) typeof(val) *name
+#define __array(name, val) typeof(val) *name[]
 
 struct bpf_timer {
 	__u64 __opaque[2];
@@ -37,6 +38,24 @@ struct {
 	__type(key, __u32);
 	__type(value, struct elem);
 } other SEC(".maps");
+
+struct inner {
+	__uint(type, 2); // BPF_MAP_TYPE_ARRAY
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct elem);
+} inner0 SEC(".maps"), inner1 SEC(".maps");
+
+// Two inner maps of one template: a timer in one may not be initialised
+// with the other (map_uid).
+struct {
+	__uint(type, 12); // BPF_MAP_TYPE_ARRAY_OF_MAPS
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__array(values, struct inner);
+} outer SEC(".maps") = {
+	.values = {&inner0, &inner1},
+};
 
 static int fine_cb(void *map, __u32 *key, struct elem *e)
 {
@@ -105,6 +124,38 @@ int tracing_uses_a_timer_map(void *ctx)
 		return 0;
 	e->n++;
 	return 0;
+}
+
+static __attribute__((always_inline)) struct elem *inner_value(__u32 i, void **inner)
+{
+	__u32 zero = 0;
+
+	*inner = bpf_map_lookup_elem(&outer, &i);
+	if (!*inner)
+		return 0;
+	return bpf_map_lookup_elem(*inner, &zero);
+}
+
+SEC("xdp")
+int init_with_its_inner_map(void *ctx)
+{
+	void *m;
+	struct elem *e = inner_value(0, &m);
+
+	if (!e)
+		return 2;
+	return bpf_timer_init(&e->t, m, 1);
+}
+
+SEC("xdp")
+int init_with_another_inner_map(void *ctx)
+{
+	void *m0, *m1;
+	struct elem *e = inner_value(0, &m0);
+
+	if (!e || !inner_value(1, &m1))
+		return 2;
+	return bpf_timer_init(&e->t, m1, 1);
 }
 
 char LICENSE[] SEC("license") = "GPL";

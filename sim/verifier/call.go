@@ -31,6 +31,9 @@ type callMeta struct {
 	subprog int
 	// dynptrID is the dynptr a slice comes from (bpf_dynptr_data).
 	dynptrID uint32
+	// mapUID is the map argument's map_uid; timerUID that of the map
+	// value a timer argument is in.
+	mapUID, timerUID uint32
 }
 
 // checkHelperCall is check_helper_call.
@@ -142,6 +145,7 @@ func (e *env) checkHelperCall(in insn.Insn, idx int) error {
 		}
 		r0.markPtr(ptrToMapValue)
 		r0.mapIdx = e.mapIndex(meta.mapPtr)
+		r0.mapUID = meta.mapUID
 		// An array lookup at a constant index within bounds cannot fail
 		// (Linux 6.14, "eliding map lookup nullness").
 		if !(id == uapi.FuncMapLookupElem && elidesNullness(meta.mapPtr) &&
@@ -293,7 +297,7 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 		if err := e.checkTimerMapArg(reg, meta); err != nil {
 			return err
 		}
-		meta.mapPtr = e.mapOf(reg)
+		meta.mapPtr, meta.mapUID = e.mapOf(reg), reg.mapUID
 	case ArgPtrToMapKey:
 		if meta.mapPtr == nil {
 			return e.errorf(uapi.EACCES, "invalid map_ptr to access map->key")

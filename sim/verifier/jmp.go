@@ -640,6 +640,11 @@ func (e *env) markPtrNotNull(r *regState) {
 		if meta := innerMeta(e.mapOf(r)); meta != nil {
 			r.typ = constPtrToMap
 			r.mapIdx = e.mapIndex(meta)
+			// Each lookup's inner map is its own, for timers: the
+			// lookup's id is its uid.
+			if _, ok := meta.Timer(); ok {
+				r.mapUID = r.id
+			}
 		}
 	}
 }

@@ -210,7 +210,7 @@ func (e *env) regsafe(old, cur *regState, level exactLevel) bool {
 		}
 		return old.bounds.contains(&cur.bounds)
 	case ptrToMapValue, ptrToMapKey, ptrToMem:
-		return old.off == cur.off && old.mapIdx == cur.mapIdx && old.memSize == cur.memSize &&
+		return old.off == cur.off && old.mapIdx == cur.mapIdx && old.mapUID == cur.mapUID && old.memSize == cur.memSize &&
 			old.bounds.contains(&cur.bounds) && e.checkIDs(old.id, cur.id) && e.checkIDs(old.refObjID, cur.refObjID)
 	case ptrToPacket, ptrToPacketMeta:
 		if old.rng < 0 || cur.rng < 0 {
@@ -231,7 +231,8 @@ func (e *env) regsExact(old, cur *regState) bool {
 	return old.typ == cur.typ && old.maybeNull == cur.maybeNull && old.rdonly == cur.rdonly &&
 		old.ringbuf == cur.ringbuf && old.off == cur.off && old.bounds == cur.bounds && old.rng == cur.rng &&
 		old.mapIdx == cur.mapIdx && old.memSize == cur.memSize && old.frameno == cur.frameno &&
-		old.subprog == cur.subprog && old.dynptrType == cur.dynptrType && e.checkIDs(old.id, cur.id) && e.checkIDs(old.refObjID, cur.refObjID)
+		old.subprog == cur.subprog && old.dynptrType == cur.dynptrType && old.mapUID == cur.mapUID &&
+		e.checkIDs(old.id, cur.id) && e.checkIDs(old.refObjID, cur.refObjID)
 }
 
 // checkIDs is check_ids: ids must correspond one to one between the two

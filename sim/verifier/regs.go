@@ -90,6 +90,10 @@ type regState struct {
 	dynptrType uint8
 	firstSlot  bool
 	dynptrID   uint32
+	// mapUID tells apart the inner maps of one template that hold
+	// timers (map_uid): the id of the outer lookup an inner map pointer
+	// came from, passed on to the values looked up in it.
+	mapUID uint32
 }
 
 func (r *regState) isPointer() bool { return r.typ != notInit && r.typ != scalarValue }

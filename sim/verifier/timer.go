@@ -26,17 +26,16 @@ func (e *env) processTimerFunc(regno uint8, meta *callMeta) error {
 	if meta.mapPtr != nil {
 		return e.errorf(uapi.EFAULT, "verifier bug. Two map pointers in a timer helper")
 	}
-	meta.mapPtr = m
+	meta.mapPtr, meta.timerUID = m, e.regs()[regno].mapUID
 	return nil
 }
 
 // checkTimerMapArg is ARG_CONST_MAP_PTR's test in a timer helper: the map
-// must be the one the timer is in. The kernel also compares map_uid,
-// which tells inner maps of one template apart; bpfsim's verifier tracks
-// no map uids, so two inner maps of one outer map pass here.
+// must be the one the timer is in, the same inner map of a map of maps
+// (map_uid), not only one of the same template.
 func (e *env) checkTimerMapArg(reg *regState, meta *callMeta) error {
-	if meta.mapPtr != nil && meta.mapPtr != e.mapOf(reg) {
-		return e.errorf(uapi.EINVAL, "timer pointer in R1 map_uid=0 doesn't match map pointer in R2 map_uid=0")
+	if meta.mapPtr != nil && (meta.mapPtr != e.mapOf(reg) || meta.timerUID != reg.mapUID) {
+		return e.errorf(uapi.EINVAL, "timer pointer in R1 map_uid=%d doesn't match map pointer in R2 map_uid=%d", meta.timerUID, reg.mapUID)
 	}
 	return nil
 }
