@@ -20,7 +20,8 @@
 //
 // Kernel counterparts: kernel/bpf/syscall.c (loading), kernel/bpf/core.c
 // (running), kernel/bpf/helpers.c and kernel/trace/bpf_trace.c (helpers;
-// bpf_timer in timer.go), net/core/filter.c (the packet helpers, and
+// bpf_timer in timer.go; dynptrs and their kfuncs in dynptr.go and
+// dynptr_kfuncs.go), net/core/filter.c (the packet helpers, and
 // bpf_fib_lookup over the network a test describes in fib.go),
 // net/bpf/test_run.c (test runs).
 //

@@ -1,12 +1,25 @@
-// Package verifier is bpfsim's counterpart of kernel/bpf/verifier.c.
+// Package verifier is bpfsim's counterpart of kernel/bpf/verifier.c, for
+// a privileged loader: it proves a program safe as the kernel does,
+// refusing what the kernel refuses with the kernel's errno and log, and
+// then rewrites it as the kernel's fix-up passes do.
 //
-// Today it holds the structural passes the kernel runs before abstract
-// interpretation: the instruction count limits of bpf_prog_load, the
-// subprogram split and jump range checks of check_subprogs, and the lddw
-// pairing rules of resolve_pseudo_ldimm64. Programs that pass them are
-// well-formed but not proven safe: bpfsim runs them unverified, and the
-// simulated address space reports the faults a verifier would have
-// prevented. Abstract interpretation arrives with its own issue.
+// The passes, in the order a load runs them, and where they live:
+//   - structure (structure.go): the instruction limits of bpf_prog_load,
+//     check_subprogs' functions and jump ranges, resolve_pseudo_ldimm64's
+//     lddw rules; cfg.go: check_cfg and the static register liveness;
+//   - abstract interpretation (verifier.go, check.go): register and stack
+//     states (regs.go, state.go, tnum.go, scalar.go), ALU (alu.go), memory
+//     (mem.go, with the context rules of progtypes.go), jumps (jmp.go),
+//     helper and function calls (call.go, protos.go, callback.go,
+//     globals.go), kfuncs (kfunc.go), references (refs.go), spin locks
+//     (spinlock.go), timers (timer.go), dynptrs (dynptr.go), maps of maps
+//     (mapinmap.go), tail calls (tailcall.go); state pruning (prune.go)
+//     with precision (precision.go), liveness (liveness.go) and loop
+//     components (scc.go); the log (log.go);
+//   - fix-ups (fixups.go, patch.go): dead code, context conversion
+//     (ctxconv.go), calls made direct, inlined map lookups and bpf_loop
+//     (inlineloop.go), kfunc calls (kfunc_fixups.go) and, as seed 003
+//     proposes, inlined kfunc bodies (inlinekfunc.go).
 package verifier
 
 import (
