@@ -45,6 +45,14 @@ func sourceOf(in asm.Instructions) *source {
 	return src
 }
 
+// lineInfo returns the BTF line info, nil for none.
+func (s *source) lineInfo() []verifier.LineInfo {
+	if s == nil {
+		return nil
+	}
+	return s.lines
+}
+
 // funcBTF returns the BTF func info of the function that starts at
 // instruction start, nil for none.
 func (s *source) funcBTF(start int) *btf.Func {

@@ -397,6 +397,7 @@ func (k *Kernel) verify(p *Program, opts ProgramOptions) (*verifier.Result, erro
 		NumCPUs:       k.NumCPUs(),
 		FuncInfo:      opts.funcInfo,
 		FuncBTF:       opts.source.funcBTF,
+		Lines:         opts.source.lineInfo(),
 		Subprogs:      p.subprogs,
 		SubprogsOwned: true,               // found by CheckStructure for this load
 		Kfunc:         k.kfuncResolver(p), // kfunc.go

@@ -155,13 +155,12 @@ var (
 
 // globalFuncLog is refLog without what bpfsim's logs lack for any
 // program, which TestDynptrGlobalFunctionLogIsTheKernels does not test:
-// the source lines BTF line info adds, 6.18's stack liveness lines of
-// each function; and with the kfuncs' BTF ids, which are each kernel's
-// own.
+// 6.18's stack liveness lines of each function; and with the kfuncs' BTF
+// ids, which are each kernel's own.
 func globalFuncLog(log string) string {
 	var out []string
 	for _, l := range strings.Split(refLog(log), "\n") {
-		if strings.HasPrefix(l, "; ") || stackLiveness.MatchString(l) {
+		if stackLiveness.MatchString(l) {
 			continue
 		}
 		// The state after an instruction is padded to a column the

@@ -82,6 +82,7 @@ func (e *env) doCheck() error {
 			}
 			printState = false
 			e.printInsnState(idx)
+			e.verboseLinfo(idx)
 			e.log.insnLine(fmt.Sprintf("%d: %s", idx, insn.Format(e.insns, idx, e.logSymbols())))
 		}
 		e.aux[idx].Seen = true

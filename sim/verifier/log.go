@@ -2,6 +2,8 @@ package verifier
 
 import (
 	"fmt"
+	"path"
+	"sort"
 	"strings"
 
 	"github.com/bpfsim/bpfsim/sim/insn"
@@ -41,6 +43,44 @@ func (l *logBuf) always(msg string) {
 	l.flush()
 	l.b.WriteString(msg)
 	l.b.WriteByte('\n')
+}
+
+// sourceLine is the BTF line info the loader found (cilium/ebpf's
+// *btf.Line).
+type sourceLine interface {
+	FileName() string
+	Line() string
+	LineNumber() uint32
+}
+
+// verboseLinfo is verbose_linfo: before an instruction, the source line
+// it belongs to, when the log has not just shown it: "; <line> @
+// <file>:<number>", the line's leading blanks and the file's directories
+// left out.
+func (e *env) verboseLinfo(idx int) {
+	lines := e.cfg.Lines
+	i := sort.Search(len(lines), func(i int) bool { return lines[i].Insn > idx }) - 1
+	if i < 0 {
+		return
+	}
+	sl, ok := lines[i].Line.(sourceLine)
+	if !ok {
+		return
+	}
+	// Records of the same line in a row (columns apart) reach the kernel
+	// as one, as cilium/ebpf loads them: count them as their first.
+	for i > 0 {
+		p, ok := lines[i-1].Line.(sourceLine)
+		if !ok || p.Line() != sl.Line() || p.LineNumber() != sl.LineNumber() || p.FileName() != sl.FileName() {
+			break
+		}
+		i--
+	}
+	if i+1 == e.prevLine {
+		return
+	}
+	e.prevLine = i + 1
+	e.log.printf("; %s @ %s:%d", strings.TrimLeft(sl.Line(), " \t"), path.Base(sl.FileName()), sl.LineNumber())
 }
 
 // insnLine holds an instruction's line back (see logBuf).

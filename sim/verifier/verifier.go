@@ -35,6 +35,9 @@ const (
 // off.
 type Config struct {
 	Type ProgType
+	// Lines is the program's BTF line info, sorted by instruction: the
+	// log shows each instruction's source line (verbose_linfo).
+	Lines []LineInfo
 	// Maps holds the map each map-loading lddw refers to, in instruction
 	// order (after the loader resolved fds to maps). A slice, not a map
 	// keyed by index: programs of thousands of map loads exist, and
@@ -162,7 +165,10 @@ type env struct {
 	// seenDirectWrite is Result.SeenDirectWrite.
 	seenDirectWrite bool
 	// logSyms names calls in the log (logSymbols).
-	logSyms  *insn.Symbols
+	logSyms *insn.Symbols
+	// prevLine is the line info the log showed last, its index in
+	// cfg.Lines plus one (env->prev_linfo).
+	prevLine int
 	insns    []insn.Insn
 	aux      []InsnAux
 	subprogs []Subprog
