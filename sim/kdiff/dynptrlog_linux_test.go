@@ -38,13 +38,7 @@ var dynptrLogCases = []struct {
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
 		asm.Return(),
 	}...)},
-	{"ringbuf reserve, slice, submit", asm.Instructions{
-		asm.LoadMapPtr(asm.R1, 0).WithReference("rb"),
-		asm.Mov.Imm(asm.R2, 8),
-		asm.Mov.Imm(asm.R3, 0),
-		asm.Mov.Reg(asm.R4, asm.RFP),
-		asm.Add.Imm(asm.R4, -16),
-		asm.BuiltinFunc(uapi.FuncRingbufReserveDynptr).Call(),
+	{"ringbuf reserve, slice, submit", append(reserveInRb(), asm.Instructions{
 		asm.Mov.Reg(asm.R1, asm.RFP),
 		asm.Add.Imm(asm.R1, -16),
 		asm.Mov.Imm(asm.R2, 0),
@@ -59,17 +53,11 @@ var dynptrLogCases = []struct {
 		asm.BuiltinFunc(uapi.FuncRingbufSubmitDynptr).Call(),
 		asm.Mov.Imm(asm.R0, 0),
 		asm.Return(),
-	}},
-	{"ringbuf dynptr leaked", asm.Instructions{
-		asm.LoadMapPtr(asm.R1, 0).WithReference("rb"),
-		asm.Mov.Imm(asm.R2, 8),
-		asm.Mov.Imm(asm.R3, 0),
-		asm.Mov.Reg(asm.R4, asm.RFP),
-		asm.Add.Imm(asm.R4, -16),
-		asm.BuiltinFunc(uapi.FuncRingbufReserveDynptr).Call(),
+	}...)},
+	{"ringbuf dynptr leaked", append(reserveInRb(), asm.Instructions{
 		asm.Mov.Imm(asm.R0, 0),
 		asm.Return(),
-	}},
+	}...)},
 	{"local dynptr destroyed by a store", append(localOverArr(), asm.Instructions{
 		asm.Mov.Imm(asm.R1, 0),
 		asm.StoreMem(asm.RFP, -20, asm.R1, asm.Word),
@@ -169,4 +157,17 @@ func globalFuncLog(log string) string {
 		out = append(out, statePadding.ReplaceAllString(l, " ; "))
 	}
 	return strings.Join(out, "\n")
+}
+
+// reserveInRb reserves an 8-byte record of the ring "rb" in a dynptr at
+// fp-16.
+func reserveInRb() asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMapPtr(asm.R1, 0).WithReference("rb"),
+		asm.Mov.Imm(asm.R2, 8),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.Mov.Reg(asm.R4, asm.RFP),
+		asm.Add.Imm(asm.R4, -16),
+		asm.BuiltinFunc(uapi.FuncRingbufReserveDynptr).Call(),
+	}
 }
