@@ -115,13 +115,7 @@ func (k *Kernel) helperDynptrFromMem(m *interp.Machine, data, size, flags, ptr, 
 	default:
 		d = newDynptr(data, uapi.DynptrTypeLocal, uint32(size))
 	}
-	if err := storeDynptr(m, ptr, d); err != nil {
-		return 0, err
-	}
-	if errno != 0 {
-		return errnoRet(errno), nil
-	}
-	return 0, nil
+	return errnoRet(errno), storeDynptr(m, ptr, d) // errnoRet(0) is 0
 }
 
 // helperRingbufReserveDynptr is bpf_ringbuf_reserve_dynptr(ringbuf,
@@ -141,13 +135,7 @@ func (k *Kernel) helperRingbufReserveDynptr(m *interp.Machine, r1, size, flags, 
 			d, errno = newDynptr(sample, uapi.DynptrTypeRingbuf, uint32(size)), 0
 		}
 	}
-	if err := storeDynptr(m, ptr, d); err != nil {
-		return 0, err
-	}
-	if errno != 0 {
-		return errnoRet(errno), nil
-	}
-	return 0, nil
+	return errnoRet(errno), storeDynptr(m, ptr, d) // errnoRet(0) is 0
 }
 
 // helperRingbufSubmitDynptr is bpf_ringbuf_submit_dynptr(ptr, flags).
