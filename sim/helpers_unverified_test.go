@@ -20,7 +20,7 @@ import (
 // none panics.
 func TestNewHelpersTakeAnyArgumentsFromUnverifiedPrograms(t *testing.T) {
 	k := newKernel(t, nil)
-	ids := []asm.BuiltinFunc{17, 24, 40, 97, 105, 106, 135, 151, 152, 155, 163, 165, 169, 170, 171, 172, 177, 188, 189, 190, 197, 198, 199, 200, 201, 202, 203}
+	ids := []asm.BuiltinFunc{17, 24, 40, 97, 105, 106, 135, 151, 152, 155, 163, 165, 169, 170, 171, 172, 177, 188, 189, 190, 197, 198, 199, 200, 201, 202, 203, 209}
 	// Register sources: a constant, the context, the stack.
 	type src struct {
 		name string

@@ -105,6 +105,8 @@ type Kernel struct {
 	// live (ksyms.go); hardWire is Options.HardWire.
 	ksyms    *ksymTable
 	hardWire verifier.HardWire
+	// drainDynptrs are bpf_user_ringbuf_drain's dynptrs (userringbuf.go).
+	drainDynptrs drainDynptrs
 	// inlineKfuncs is Options.InlineKfuncs.
 	inlineKfuncs bool
 

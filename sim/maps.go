@@ -54,6 +54,7 @@ var builtinMapTypes = []*maps.Type{
 	bloomfilter.BloomFilter,
 	devmap.DevMap,
 	ringbuf.Ringbuf,
+	ringbuf.UserRingbuf,
 	devmap.DevMapHash,
 	cpumap.CPUMap,
 }

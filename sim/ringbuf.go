@@ -25,6 +25,7 @@ func (k *Kernel) registerRingbufHelpers() {
 		{ID: uapi.FuncRingbufSubmit, Fn: k.helperRingbufSubmit},
 		{ID: uapi.FuncRingbufDiscard, Fn: k.helperRingbufDiscard},
 		{ID: uapi.FuncRingbufQuery, Fn: k.helperRingbufQuery},
+		{ID: uapi.FuncUserRingbufDrain, Fn: k.helperUserRingbufDrain},
 	} {
 		if err := k.RegisterHelper(h); err != nil {
 			panic(err)

@@ -11,6 +11,7 @@ const (
 	FuncDynptrRead           = 201
 	FuncDynptrWrite          = 202
 	FuncDynptrData           = 203
+	FuncUserRingbufDrain     = 209
 )
 
 // enum bpf_dynptr_type.

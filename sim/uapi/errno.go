@@ -31,6 +31,7 @@ const (
 	ENOSPC     Errno = 28
 	ERANGE     Errno = 34
 	EDEADLK    Errno = 35
+	ENODATA    Errno = 61
 	ENOTEMPTY  Errno = 39
 	ELOOP      Errno = 40
 	EOVERFLOW  Errno = 75

@@ -27,6 +27,7 @@ const (
 	MapTypeStructOps      MapType = 26
 	MapTypeRingbuf        MapType = 27
 	MapTypeBloomFilter    MapType = 30
+	MapTypeUserRingbuf    MapType = 31
 )
 
 var mapTypeNames = map[MapType]string{

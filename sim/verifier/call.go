@@ -103,6 +103,10 @@ func (e *env) checkHelperCall(in insn.Insn, idx int) error {
 		if err := e.pushCallbackCall(idx, meta.subprog, setMapElemCallbackState); err != nil {
 			return err
 		}
+	case uapi.FuncUserRingbufDrain:
+		if err := e.pushCallbackCall(idx, meta.subprog, setUserRingbufCallbackState); err != nil {
+			return err
+		}
 	case uapi.FuncTimerSetCallback:
 		if err := e.pushAsyncCallback(idx, meta.subprog, meta.mapPtr); err != nil {
 			return err
@@ -459,6 +463,8 @@ func (e *env) checkMapFuncCompat(m *maps.Map, id int32, name string) error {
 		bad = id != uapi.FuncMapPeekElem && id != uapi.FuncMapPopElem && id != uapi.FuncMapPushElem
 	case uapi.MapTypeBloomFilter:
 		bad = id != uapi.FuncMapPeekElem && id != uapi.FuncMapPushElem
+	case uapi.MapTypeUserRingbuf:
+		bad = id != uapi.FuncUserRingbufDrain
 	case uapi.MapTypeRingbuf:
 		bad = id != uapi.FuncRingbufOutput && id != uapi.FuncRingbufReserve && id != uapi.FuncRingbufQuery &&
 			id != uapi.FuncRingbufReserveDynptr
@@ -479,6 +485,8 @@ func (e *env) checkMapFuncCompat(m *maps.Map, id int32, name string) error {
 		bad = bad || !able || id == uapi.FuncMapPopElem && t == uapi.MapTypeBloomFilter
 	case uapi.FuncRingbufOutput, uapi.FuncRingbufReserve, uapi.FuncRingbufQuery, uapi.FuncRingbufReserveDynptr:
 		bad = bad || t != uapi.MapTypeRingbuf
+	case uapi.FuncUserRingbufDrain:
+		bad = bad || t != uapi.MapTypeUserRingbuf
 	case uapi.FuncMapLookupPercpuElem:
 		bad = bad || (t != uapi.MapTypePercpuArray && t != uapi.MapTypePercpuHash && t != uapi.MapTypeLRUPercpuHash)
 	case uapi.FuncRedirectMap:

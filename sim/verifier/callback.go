@@ -84,6 +84,20 @@ func setLoopCallbackState(_ *env, caller, callee *funcState, _ int) error {
 	return nil
 }
 
+// setUserRingbufCallbackState is set_user_ringbuf_callback_state: R1 is
+// a dynptr over the record, taken as local (the kernel's dynptr, which the
+// callback may read through but not remake), R2 the caller's R3
+// (callback_ctx).
+func setUserRingbufCallbackState(e *env, caller, callee *funcState, _ int) error {
+	r1 := &callee.regs[insn.R1]
+	r1.markPtr(constPtrToDynptr)
+	r1.dynptrType, r1.firstSlot = uapi.DynptrTypeLocal, true
+	e.idGen++
+	r1.id = e.idGen
+	callee.regs[insn.R2] = caller.regs[insn.R3]
+	return nil
+}
+
 // setMapElemCallbackState is set_map_elem_callback_state with the
 // arrays' and hashes' map_set_for_each_callback_args: R1 is the map, R2
 // a key and R3 a value of it, R4 the caller's R3 (callback_ctx). Whether

@@ -224,7 +224,7 @@ func init() {
 // isSyncCallbackCalling is is_sync_callback_calling_function for the
 // helpers bpfsim has: they call a callback before they return.
 func isSyncCallbackCalling(id int32) bool {
-	return id == uapi.FuncLoop || id == uapi.FuncForEachMapElem
+	return id == uapi.FuncLoop || id == uapi.FuncForEachMapElem || id == uapi.FuncUserRingbufDrain
 }
 
 // isAcquireFunction is is_acquire_function: the helpers whose result is
@@ -269,6 +269,11 @@ var dynptrProtos = map[int32]*FuncProto{
 	uapi.FuncDynptrWrite: {
 		Args:   [5]ArgType{ArgPtrToDynptr, ArgAnything, ArgPtrToMem, ArgConstSizeOrZero, ArgAnything},
 		Dynptr: [5]DynptrArg{0: {Rdonly: true}},
+	},
+	// bpf_user_ringbuf_drain(map, callback_fn, callback_ctx, flags):
+	// the callback gets each record in a dynptr, and callback_ctx.
+	uapi.FuncUserRingbufDrain: {
+		Args: [5]ArgType{ArgConstMapPtr, ArgPtrToFunc, ArgPtrToStackOrNull, ArgAnything},
 	},
 	// bpf_dynptr_data(ptr, offset, len): len bytes of the dynptr's data
 	// at offset, or NULL.
