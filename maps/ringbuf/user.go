@@ -27,7 +27,7 @@ var UserRingbuf = &maps.Type{
 
 // User is a user ring buffer: a Ring whose producer is user space.
 type User struct {
-	Ring
+	*Ring
 	busy atomic.Int32 // rb->busy: one drain at a time
 }
 
@@ -36,7 +36,7 @@ func allocUser(k maps.Kernel, m *maps.Map) (maps.Ops, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &User{Ring: *ops.(*Ring)}, nil
+	return &User{Ring: ops.(*Ring)}, nil
 }
 
 // The user-space producer's errors, as libbpf's user_ring_buffer__reserve
