@@ -100,15 +100,7 @@ func TestAMapTypeFromOutsideCanBeWalked(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	long := &btf.Int{Name: "long", Size: 8, Encoding: btf.Signed}
-	fn := func(name string, params int) *btf.Func {
-		ps := make([]btf.FuncParam, params)
-		for i := range ps {
-			ps[i] = btf.FuncParam{Name: string(rune('a' + i)), Type: long}
-		}
-		return &btf.Func{Name: name, Linkage: btf.StaticFunc,
-			Type: &btf.FuncProto{Return: &btf.Int{Name: "int", Size: 4, Encoding: btf.Signed}, Params: ps}}
-	}
+	fn := staticFuncBTF
 	// The callback folds each element into *ctx as ctx*100 + index*10 +
 	// value/10: the digits spell the order of the walk.
 	insns := asm.Instructions{
@@ -148,4 +140,16 @@ func TestAMapTypeFromOutsideCanBeWalked(t *testing.T) {
 	if want := uint32(4*100000 + 34231201); ret != want {
 		t.Errorf("the walk returned %d, want %d", ret, want)
 	}
+}
+
+// staticFuncBTF is the BTF func info of a static function taking params
+// longs and returning int, for asm programs with callbacks.
+func staticFuncBTF(name string, params int) *btf.Func {
+	long := &btf.Int{Name: "long", Size: 8, Encoding: btf.Signed}
+	ps := make([]btf.FuncParam, params)
+	for i := range ps {
+		ps[i] = btf.FuncParam{Name: string(rune('a' + i)), Type: long}
+	}
+	return &btf.Func{Name: name, Linkage: btf.StaticFunc,
+		Type: &btf.FuncProto{Return: &btf.Int{Name: "int", Size: 4, Encoding: btf.Signed}, Params: ps}}
 }

@@ -16,15 +16,7 @@ import (
 // at fp-8 of the caller; it returns drain's result plus 1000 times the
 // sum.
 func drainSum(fd int, flags int32) asm.Instructions {
-	long := &btf.Int{Name: "long", Size: 8, Encoding: btf.Signed}
-	fn := func(name string, params int) *btf.Func {
-		ps := make([]btf.FuncParam, params)
-		for i := range ps {
-			ps[i] = btf.FuncParam{Name: string(rune('a' + i)), Type: long}
-		}
-		return &btf.Func{Name: name, Linkage: btf.StaticFunc,
-			Type: &btf.FuncProto{Return: &btf.Int{Name: "int", Size: 4, Encoding: btf.Signed}, Params: ps}}
-	}
+	fn := staticFuncBTF
 	return asm.Instructions{
 		btf.WithFuncMetadata(asm.Mov.Imm(asm.R1, 0), fn("main", 1)),
 		asm.StoreMem(asm.RFP, -8, asm.R1, asm.DWord),
