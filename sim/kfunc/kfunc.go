@@ -43,6 +43,17 @@ const (
 	TrustedArgs Flags = 1 << 4
 	// Sleepable (KF_SLEEPABLE): only sleepable programs may call it.
 	Sleepable Flags = 1 << 5
+	// IterNew, IterNext and IterDestroy (KF_ITER_NEW, KF_ITER_NEXT,
+	// KF_ITER_DESTROY) make the kfunc part of an open-coded iterator:
+	// bpf_iter_<type>_new(struct bpf_iter_<type> *it, ...) makes one on
+	// the program's stack, bpf_iter_<type>_next(it) returns a pointer to
+	// the next element or NULL (with RetNull) and
+	// bpf_iter_<type>_destroy(it) ends it. The verifier tracks the
+	// iterator as the kernel's does: made before use, destroyed on
+	// every path, its loop verified until it converges.
+	IterNew     Flags = 1 << 8
+	IterNext    Flags = 1 << 9
+	IterDestroy Flags = 1 << 10
 )
 
 // Func is one kfunc.

@@ -169,6 +169,12 @@ func (e *env) successors(t int, out *[2]int) (int, error) {
 			out[1] = target
 			return 2, nil
 		}
+		if in.Src == insn.PseudoKfuncCall && e.isIterNextInsn(t) {
+			// Checkpoints at an iterator's _next are where its loop
+			// converges: always take one.
+			e.prune[t], e.force[t] = true, true
+			e.hasPrunePoints = true
+		}
 		if in.Src == 0 && isSyncCallbackCalling(in.Imm) {
 			// How often the callback runs is unknown: its visits
 			// return to the call, a checkpoint where they converge.

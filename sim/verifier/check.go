@@ -155,7 +155,9 @@ func (e *env) doCheck() error {
 // checkpoints above it lose a branch and the next pending path, if any,
 // becomes current. done reports that no path is left.
 func (e *env) exitPath() (done bool, err error) {
-	e.updateBranchCounts(e.cur)
+	if err := e.updateBranchCounts(e.cur); err != nil {
+		return false, err
+	}
 	// The finished state is referenced by nothing else: recycle it.
 	e.free = append(e.free, e.cur)
 	e.cur = nil
@@ -166,6 +168,14 @@ func (e *env) exitPath() (done bool, err error) {
 	e.pending = e.pending[:len(e.pending)-1]
 	e.log.reset(p.logPos)
 	e.cur, e.insnIdx, e.prevIdx = p.st, p.insnIdx, p.prevIdx
+	if e.numBackedges > 0 && e.cur.histEnd < len(e.hist) {
+		// The histories of the backedges' checkpoints must outlive
+		// the paths that made them: the resumed path continues its
+		// history at the end of the buffer instead of over theirs.
+		n := len(e.hist)
+		e.hist = append(e.hist, e.hist[e.cur.histStart:e.cur.histEnd]...)
+		e.cur.histStart, e.cur.histEnd = n, len(e.hist)
+	}
 	e.scratchAll()
 	return false, nil
 }
@@ -188,19 +198,19 @@ func (e *env) pushStack(insnIdx, prevIdx int) (*vstate, error) {
 // updateBranchCounts is update_branch_counts: a finished path releases
 // the checkpoints it went through, up to the first that still has paths
 // to explore.
-func (e *env) updateBranchCounts(st *vstate) {
+func (e *env) updateBranchCounts(st *vstate) error {
 	for st != nil {
 		st.branches--
-		// A finished checkpoint inside a loop makes its parent part of
-		// that loop too.
-		if st.branches == 0 && st.parent != nil && st.loopEntry != nil {
-			updateLoopEntry(st.parent, st.loopEntry)
-		}
 		if st.branches > 0 {
-			return
+			return nil
 		}
+		if err := e.maybeExitScc(st); err != nil {
+			return err
+		}
+		e.maybeFreeState(st)
 		st = st.parent
 	}
+	return nil
 }
 
 // Operand checks (check_reg_arg).

@@ -41,22 +41,30 @@ type DynptrArg struct {
 // points to, the upper of its two. A dynptr that is not yet on the
 // allocated stack is errRange.
 func (e *env) dynptrGetSpi(reg *regState) (int, error) {
+	return e.stackSlotObjGetSpi(reg, "dynptr", dynptrNrSlots)
+}
+
+// stackSlotObjGetSpi is stack_slot_obj_get_spi: the upper slot of the
+// nrSlots-slot object (of kind, for the messages) reg points to, which
+// must be at a constant, 8-aligned offset; one not yet on the allocated
+// stack is uapi.ERANGE.
+func (e *env) stackSlotObjGetSpi(reg *regState, kind string, nrSlots int) (int, error) {
 	if !reg.varOff.isConst() {
-		e.log.always("dynptr has to be at a constant offset")
+		e.log.always(kind + " has to be at a constant offset")
 		return 0, uapi.EINVAL
 	}
 	off := int(reg.off) + int(int64(reg.varOff.value))
 	if off%regSize != 0 {
-		e.log.always(fmt.Sprintf("cannot pass in dynptr at an offset=%d", off))
+		e.log.always(fmt.Sprintf("cannot pass in %s at an offset=%d", kind, off))
 		return 0, uapi.EINVAL
 	}
 	spi := (-off - 1) / regSize
-	if spi < 1 {
-		e.log.always(fmt.Sprintf("cannot pass in dynptr at an offset=%d", off))
+	if spi+1 < nrSlots {
+		e.log.always(fmt.Sprintf("cannot pass in %s at an offset=%d", kind, off))
 		return 0, uapi.EINVAL
 	}
 	f := e.stackFrame(reg)
-	if spi-dynptrNrSlots+1 < 0 || spi >= len(f.stack) {
+	if spi-nrSlots+1 < 0 || spi >= len(f.stack) {
 		return 0, uapi.ERANGE
 	}
 	return spi, nil

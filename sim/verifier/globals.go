@@ -398,6 +398,8 @@ func (e *env) doCheckGlobal(sub int) error {
 // forgetStates is free_states: the checkpoints of one function's
 // exploration are not another's.
 func (e *env) forgetStates() {
+	clear(e.visits)
+	e.numBackedges, e.curStates = 0, 0
 	for i, l := range e.explored {
 		for _, sl := range l {
 			e.free = append(e.free, sl.st)

@@ -1,6 +1,7 @@
 package verifier
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/cilium/ebpf/btf"
@@ -17,10 +18,11 @@ import (
 //
 // What is not simulated: PTR_TO_BTF_ID (pointers to kernel objects the
 // program may only pass on), and with it KF_ACQUIRE and KF_RELEASE, which
-// need reference tracking; module BTF (a call's off naming an fd_array
-// slot); constant arguments (__k) and the iterator and callback kinds. A
-// prototype that needs them is refused when the kfunc is registered,
-// naming what is missing.
+// need reference tracking of kernel objects; module BTF (a call's off
+// naming an fd_array slot); constant arguments (__k), callbacks, and
+// iterators passed to kfuncs other than their own _new, _next and
+// _destroy (the "__iter" suffix). A prototype that needs them is refused
+// when the kfunc is registered, naming what is missing.
 
 // KfuncArgKind is what a kfunc parameter takes (enum kfunc_ptr_arg_type,
 // reduced).
@@ -48,6 +50,9 @@ const (
 	// (KF_ARG_PTR_TO_DYNPTR): a new one with Uninit ("__uninit"), else
 	// an initialised one.
 	KfArgDynptr
+	// KfArgIter is the struct bpf_iter_<type> on the stack of an
+	// iterator's _new, _next or _destroy (KF_ARG_PTR_TO_ITER).
+	KfArgIter
 )
 
 // KfuncArg is one parameter.
@@ -106,7 +111,13 @@ const (
 	KfRetNull     = 1 << 2
 	KfTrustedArgs = 1 << 4
 	KfSleepable   = 1 << 5
+	KfIterNew     = 1 << 8
+	KfIterNext    = 1 << 9
+	KfIterDestroy = 1 << 10
 )
+
+// kfIter is the three iterator flags, of which an iterator kfunc has one.
+const kfIter = KfIterNew | KfIterNext | KfIterDestroy
 
 // KfuncProto is the verifier's view of one kfunc (struct
 // bpf_kfunc_call_arg_meta's static part).
@@ -115,13 +126,21 @@ type KfuncProto struct {
 	BTFID int32
 	Args  []KfuncArg
 	Ret   KfuncRet
-	// RetSize is the size of the memory a KfRetMem return points to.
-	RetSize uint32
-	Flags   uint32
+	// RetSize is the size of the memory a KfRetMem return points to;
+	// RetRdonly makes it read-only (a pointer to a scalar, such as an
+	// iterator's _next returns).
+	RetSize   uint32
+	RetRdonly bool
+	Flags     uint32
 	// ProgArg is the index of the "__prog" parameter, -1 if none.
 	ProgArg int
 	// Special is, for a kfunc of the kernel's special list, which.
 	Special KfuncSpecial
+	// IterType and IterSlots are, for an iterator's kfunc, the iterator
+	// type (an interned <type> of struct bpf_iter_<type>) and the stack
+	// slots it takes.
+	IterType  uint8
+	IterSlots int
 	// Body is an inlinable kfunc's BPF body (inlinekfunc.go), nil for
 	// one that is only called.
 	Body []insn.Insn
@@ -165,6 +184,13 @@ func NewKfuncProto(name string, id int32, fp *btf.FuncProto, flags uint32) (*Kfu
 			}
 			a.Nullable = strings.HasSuffix(p.Name, "__nullable") || strings.HasSuffix(p.Name, "__opt")
 			target := btf.UnderlyingType(ptr.Target)
+			if flags&kfIter != 0 && i == 0 {
+				if err := kp.checkIterKfunc(fp, target); err != nil {
+					return nil, err
+				}
+				a.Kind = KfArgIter
+				break
+			}
 			if st, ok := target.(*btf.Struct); ok {
 				switch st.Name {
 				case "bpf_dynptr":
@@ -191,6 +217,9 @@ func NewKfuncProto(name string, id int32, fp *btf.FuncProto, flags uint32) (*Kfu
 		}
 		kp.Args = append(kp.Args, a)
 	}
+	if flags&kfIter != 0 && (len(kp.Args) == 0 || kp.Args[0].Kind != KfArgIter) {
+		return nil, errors.Wrapf(uapi.EINVAL, "kfunc %s: an iterator kfunc takes a struct bpf_iter_<type> pointer first", name)
+	}
 	switch t := btf.UnderlyingType(fp.Return); {
 	case fp.Return == nil || isVoid(t):
 		kp.Ret = KfRetVoid
@@ -202,7 +231,17 @@ func NewKfuncProto(name string, id int32, fp *btf.FuncProto, flags uint32) (*Kfu
 		ptr, ok := t.(*btf.Pointer)
 		size, scalar := uint32(0), false
 		if ok {
-			size, scalar = scalarStructSize(btf.UnderlyingType(ptr.Target))
+			target := btf.UnderlyingType(ptr.Target)
+			size, scalar = scalarStructSize(target)
+			if !scalar && isScalarType(target) {
+				// Not a struct: memory of the scalar's size, read-only
+				// (btf_resolve_size and r0_rdonly).
+				sz, err := btf.Sizeof(target)
+				if err != nil {
+					return nil, errors.Wrapf(uapi.EINVAL, "kfunc %s: %v", name, err)
+				}
+				size, scalar, kp.RetRdonly = uint32(sz), true, true
+			}
 		}
 		if !scalar {
 			return nil, errors.Wrapf(uapi.EOPNOTSUPP, "kfunc %s returns %s: only scalars and pointers to structs of scalars are simulated", name, t)
@@ -210,6 +249,49 @@ func NewKfuncProto(name string, id int32, fp *btf.FuncProto, flags uint32) (*Kfu
 		kp.Ret, kp.RetSize = KfRetMem, size
 	}
 	return kp, nil
+}
+
+// checkIterKfunc is btf_check_iter_kfuncs: an iterator kfunc is named
+// bpf_iter_<type>_{new,next,destroy} after its first parameter, a
+// pointer to struct bpf_iter_<type>, whose size is a whole number of
+// stack slots; only _new takes more arguments, _next returns a pointer
+// and _destroy nothing.
+func (kp *KfuncProto) checkIterKfunc(fp *btf.FuncProto, target btf.Type) error {
+	bad := func(why string) error {
+		return errors.Wrapf(uapi.EINVAL, "iterator kfunc %s: %s", kp.Name, why)
+	}
+	f := kp.Flags & kfIter
+	if f&(f-1) != 0 {
+		return bad("more than one of KF_ITER_NEW, KF_ITER_NEXT and KF_ITER_DESTROY")
+	}
+	st, ok := target.(*btf.Struct)
+	if !ok || !strings.HasPrefix(st.Name, "bpf_iter_") {
+		return bad("the first parameter must point to a struct bpf_iter_<type>")
+	}
+	if st.Size == 0 || st.Size%regSize != 0 || st.Size > maxStack {
+		return bad(fmt.Sprintf("struct %s has size %d, not a whole number of 8-byte stack slots", st.Name, st.Size))
+	}
+	typ := strings.TrimPrefix(st.Name, "bpf_iter_")
+	sfx := map[uint32]string{KfIterNew: "new", KfIterNext: "next", KfIterDestroy: "destroy"}[f]
+	if want := "bpf_iter_" + typ + "_" + sfx; kp.Name != want {
+		return bad("must be named " + want)
+	}
+	if f != KfIterNew && len(fp.Params) != 1 {
+		return bad("only _new takes more than the iterator")
+	}
+	ret := btf.UnderlyingType(fp.Return)
+	if _, ptr := ret.(*btf.Pointer); f == KfIterNext && !ptr {
+		return bad("_next must return a pointer")
+	}
+	if f == KfIterDestroy && fp.Return != nil && !isVoid(ret) {
+		return bad("_destroy must return void")
+	}
+	t, ok := internIterType(typ)
+	if !ok {
+		return bad("too many iterator types")
+	}
+	kp.IterType, kp.IterSlots = t, int(st.Size/regSize)
+	return nil
 }
 
 func isVoid(t btf.Type) bool {
@@ -276,6 +358,7 @@ func (e *env) checkKfuncCall(in insn.Insn, idx int) error {
 		return e.errorf(uapi.EINVAL, "cannot call kernel function from non-GPL compatible program")
 	}
 	var km kfuncMeta
+	var im iterMeta
 	for i := 0; i < len(kf.Args); i++ {
 		a := kf.Args[i]
 		regno := uint8(insn.R1 + i)
@@ -294,8 +377,9 @@ func (e *env) checkKfuncCall(in insn.Insn, idx int) error {
 			continue
 		}
 		isNull := reg.typ == scalarValue && reg.isConst() && reg.constant() == 0
-		// (A dynptr argument's checks name what it must be instead.)
-		if (isNull || reg.isPointer() && reg.maybeNull) && !a.Nullable && a.Kind != KfArgDynptr {
+		// (A dynptr's or an iterator's checks name what it must be
+		// instead.)
+		if (isNull || reg.isPointer() && reg.maybeNull) && !a.Nullable && a.Kind != KfArgDynptr && a.Kind != KfArgIter {
 			return e.errorf(uapi.EACCES, "Possibly NULL pointer passed to trusted arg%d", i)
 		}
 		if isNull && a.Kind == KfArgMem {
@@ -308,6 +392,10 @@ func (e *env) checkKfuncCall(in insn.Insn, idx int) error {
 			}
 		}
 		switch a.Kind {
+		case KfArgIter:
+			if err := e.processIterArg(kf, regno, idx, &im); err != nil {
+				return err
+			}
 		case KfArgCtx:
 			if reg.typ != ptrToCtx {
 				return e.errorf(uapi.EINVAL, "arg#%d expected pointer to ctx, but got %s", i, reg.typeName())
@@ -356,6 +444,9 @@ func (e *env) checkKfuncCall(in insn.Insn, idx int) error {
 	case KfRetMem:
 		r0.markPtr(ptrToMem)
 		r0.memSize = kf.RetSize
+		r0.rdonly = kf.RetRdonly
+		// Memory of an iterator ends with it (release_reference).
+		r0.refObjID = im.ref
 	case KfRetDynptrSlice:
 		if err := e.markDynptrSlice(kf, r0, &km); err != nil {
 			return err
@@ -369,6 +460,9 @@ func (e *env) checkKfuncCall(in insn.Insn, idx int) error {
 	e.aux[idx].Kfunc = kf
 	if kf.Special == KfDynptrFromSKB && !e.cfg.Type.DirectPacketAccess(true) {
 		e.aux[idx].KfuncVariant = "bpf_dynptr_from_skb_rdonly"
+	}
+	if kf.Flags&KfIterNext != 0 {
+		return e.processIterNextCall(idx, &im)
 	}
 	return nil
 }

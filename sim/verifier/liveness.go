@@ -11,8 +11,12 @@ package verifier
 type frameMasks [maxCallFrames]uint64
 
 // markStackRead is mark_reg_read for the slots in mask of frame fr.
-func (e *env) markStackRead(fr int, mask uint64) {
-	for st := e.cur; mask != 0 && st.parent != nil; st = st.parent {
+func (e *env) markStackRead(fr int, mask uint64) { markStackReadFrom(e.cur, fr, mask, nil) }
+
+// markStackReadFrom marks the slots read in the checkpoints above st;
+// changed, if not nil, is set when a mark is new.
+func markStackReadFrom(st *vstate, fr int, mask uint64, changed *bool) {
+	for ; mask != 0 && st.parent != nil; st = st.parent {
 		// Slots the state wrote itself screen off its parents.
 		mask &^= st.written[fr]
 		p := st.parent
@@ -20,6 +24,9 @@ func (e *env) markStackRead(fr int, mask uint64) {
 			return
 		}
 		mask &^= p.read[fr] // already marked, and so are their parents
+		if mask != 0 && changed != nil {
+			*changed = true
+		}
 		p.read[fr] |= mask
 	}
 }
@@ -29,10 +36,14 @@ func (e *env) markStackWritten(fr, spi int) { e.cur.written[fr] |= 1 << uint(spi
 
 // propagateLiveness is propagate_liveness for the stack: the current path
 // was pruned against old, so it will read what old's future read.
-func (e *env) propagateLiveness(old *vstate) {
-	for fr := 0; fr <= old.curframe && fr <= e.cur.curframe; fr++ {
+func (e *env) propagateLiveness(old *vstate) { e.propagateLivenessFrom(old, e.cur, nil) }
+
+// propagateLivenessFrom is propagate_liveness for st, a state old
+// covered (the current state, or a backedge's).
+func (e *env) propagateLivenessFrom(old, st *vstate, changed *bool) {
+	for fr := 0; fr <= old.curframe && fr <= st.curframe; fr++ {
 		if m := old.read[fr]; m != 0 {
-			e.markStackRead(fr, m)
+			markStackReadFrom(st, fr, m, changed)
 		}
 	}
 }

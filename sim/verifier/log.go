@@ -67,17 +67,15 @@ func (e *env) verboseLinfo(idx int) {
 	if !ok {
 		return
 	}
-	// Records of the same line in a row (columns apart) reach the kernel
-	// as one, as cilium/ebpf loads them: count them as their first.
-	for i > 0 {
-		p, ok := lines[i-1].Line.(sourceLine)
-		if !ok || p.Line() != sl.Line() || p.LineNumber() != sl.LineNumber() || p.FileName() != sl.FileName() {
-			break
-		}
-		i--
-	}
 	if i+1 == e.prevLine {
 		return
+	}
+	// Records of one line (columns apart) print once: the kernel skips
+	// a record whose file and line are the last printed's.
+	if e.prevLine > 0 {
+		if p, ok := lines[e.prevLine-1].Line.(sourceLine); ok && p.LineNumber() == sl.LineNumber() && p.FileName() == sl.FileName() {
+			return
+		}
 	}
 	e.prevLine = i + 1
 	e.log.printf("; %s @ %s:%d", strings.TrimLeft(sl.Line(), " \t"), path.Base(sl.FileName()), sl.LineNumber())
@@ -188,7 +186,12 @@ func (e *env) printLiveness() {
 				regs[r] = byte('0' + r)
 			}
 		}
-		e.log.printf("%7d: %s %s", i, regs[:], insn.Format(e.insns, i, e.logSymbols()))
+		// The loop the instruction lies on, if any, then its index.
+		scc := "    "
+		if e.scc[i] != 0 {
+			scc = fmt.Sprintf("%3d ", e.scc[i])
+		}
+		e.log.printf("%s%3d: %s %s", scc, i, regs[:], insn.Format(e.insns, i, e.logSymbols()))
 		if e.insns[i].IsLdImm64() {
 			i++
 		}

@@ -524,10 +524,12 @@ func saveRegister(slot *stackSlot, r *regState, size int) {
 	}
 }
 
-// scrubSpecial is scrub_special_slot: a plain write destroys a spill.
+// scrubSpecial is scrub_special_slot: a plain write destroys a spill, or
+// the part of an iterator the slot held (its reference stays held, and
+// leaks).
 func scrubSpecial(slot *stackSlot) {
 	slot.spilled.typ = notInit
-	if slot.isSpilled() {
+	if slot.isSpilled() || slot.isIter() {
 		for i := range slot.types {
 			if slot.types[i] != stackInvalid {
 				slot.types[i] = stackMisc
@@ -555,6 +557,7 @@ func (e *env) checkStackWriteVarOff(f *funcState, ptr *regState, off, size, valu
 	zeroUsed := false
 	for i := minOff; i < maxOff; i++ {
 		spi, idx := slotOf(i)
+		e.scratchSlot(spi)
 		slot := &f.stack[spi]
 		t := &slot.types[idx]
 		if writingZero && *t == stackSpill && slot.isSpilledScalar() && slot.spilled.isConst() && slot.spilled.constant() == 0 {
@@ -644,7 +647,7 @@ func (e *env) checkStackRead(regno uint8, off, size, dst int) error {
 		return nil
 	}
 	for i := 0; i < size; i++ {
-		if _, idx := slotOf(off + i); slot.types[idx] == stackDynptr {
+		if _, idx := slotOf(off + i); isStackObj(slot.types[idx]) {
 			return e.errorf(uapi.EACCES, "invalid read from stack off %d+%d size %d", off, i, size)
 		}
 	}
@@ -669,6 +672,8 @@ func (e *env) markRegStackRead(f *funcState, minOff, maxOff, dst int) {
 	zeros := 0
 	for i := minOff; i < maxOff; i++ {
 		spi, idx := slotOf(i)
+		// The log shows the slots up to the first byte not zero.
+		e.scratchSlot(spi)
 		if f.stack[spi].types[idx] != stackZero {
 			break
 		}
@@ -749,7 +754,7 @@ func (e *env) checkStackRangeInit(regno uint8, off, size int, zeroOK, helper, cl
 			}
 			continue
 		}
-		if slot.types[idx] == stackDynptr {
+		if isStackObj(slot.types[idx]) {
 			if reg.isConst() {
 				return e.errorf(uapi.EACCES, "invalid read from stack R%d off %d+%d size %d", regno, minOff, i-minOff, size)
 			}

@@ -84,7 +84,7 @@ func (e *env) pushHistory(flags uint32, linked *linkedRegs) {
 		}
 		return
 	}
-	h := histEntry{idx: int32(e.insnIdx), prevIdx: int32(e.prevIdx), flags: flags}
+	h := histEntry{idx: int32(e.insnIdx), prevIdx: int32(st.lastInsnIdx), flags: flags}
 	if linked != nil {
 		h.linked = *linked
 	}
@@ -335,15 +335,23 @@ func (e *env) markSlotPrecise(fr, spi int) error {
 	return e.markPreciseBatch()
 }
 
-// markPreciseBatch is __mark_chain_precision with e.bt already set.
+// markPreciseBatch is __mark_chain_precision with e.bt already set, from
+// the current state.
 func (e *env) markPreciseBatch() error {
+	return e.markPreciseFrom(e.cur, e.insnIdx, nil)
+}
+
+// markPreciseFrom is __mark_chain_precision from start, a state at
+// instruction last: the current one, or a backedge (scc.go). changed, if
+// not nil, is set when a checkpoint's scalar becomes precise.
+func (e *env) markPreciseFrom(start *vstate, last int, changed *bool) error {
 	bt := &e.bt
 	if bt.empty() || e.cfg.DisablePruning {
 		// Precision only serves pruning.
 		return nil
 	}
-	st := e.cur
-	first, last, subseq := st.firstInsnIdx, e.insnIdx, -1
+	st := start
+	first, subseq := st.firstInsnIdx, -1
 	histEnd := st.histEnd
 	skipFirst := true
 	for {
@@ -352,7 +360,7 @@ func (e *env) markPreciseBatch() error {
 		}
 		if last < 0 {
 			// The main program's entry: arguments are the context.
-			e.markAllPrecise(e.cur)
+			e.markAllPrecise(start)
 			return nil
 		}
 		for i := last; ; {
@@ -364,7 +372,7 @@ func (e *env) markPreciseBatch() error {
 					h = &e.hist[histEnd-1]
 				}
 				if err := e.backtrackInsn(i, subseq, h, bt); err != nil {
-					e.markAllPrecise(e.cur)
+					e.markAllPrecise(start)
 					*bt = backtrack{}
 					return nil
 				}
@@ -400,6 +408,9 @@ func (e *env) markPreciseBatch() error {
 					bt.regs[fr] &^= 1 << r
 				} else {
 					reg.precise = true
+					if changed != nil {
+						*changed = true
+					}
 				}
 			}
 			for m := bt.stack[fr]; m != 0; m &= m - 1 {
@@ -413,6 +424,9 @@ func (e *env) markPreciseBatch() error {
 					bt.stack[fr] &^= 1 << uint(spi)
 				} else {
 					reg.precise = true
+					if changed != nil {
+						*changed = true
+					}
 				}
 			}
 			if e.log.level >= 2 {
@@ -428,7 +442,7 @@ func (e *env) markPreciseBatch() error {
 		histEnd = st.histEnd
 	}
 	if !bt.empty() {
-		e.markAllPrecise(e.cur)
+		e.markAllPrecise(start)
 		*bt = backtrack{}
 	}
 	return nil
@@ -479,25 +493,37 @@ func markAllImprecise(st *vstate) {
 // against old, so what old needed precise, the current path's checkpoints
 // need too.
 func (e *env) propagatePrecision(old *vstate, idx int) error {
+	return e.propagatePrecisionFrom(old, e.cur, idx, nil)
+}
+
+// propagatePrecisionFrom is propagate_precision for st, a state at idx
+// that old covered (the current state, or a backedge's).
+func (e *env) propagatePrecisionFrom(old, st *vstate, idx int, changed *bool) error {
 	bt := &e.bt
 	*bt = backtrack{frame: old.curframe}
 	for fr := old.curframe; fr >= 0; fr-- {
 		f := old.frames[fr]
 		live := e.liveAt(old, fr, idx)
+		var names []string
 		for r := uint8(0); r < insn.R10; r++ {
 			reg := &f.regs[r]
 			if reg.typ == scalarValue && reg.precise && live&(1<<r) != 0 {
 				bt.regs[fr] |= 1 << r
+				names = append(names, sprintf("r%d", r))
 			}
 		}
 		for spi := range f.stack {
 			s := &f.stack[spi]
 			if s.isSpilled() && s.spilled.typ == scalarValue && s.spilled.precise {
 				bt.stack[fr] |= 1 << uint(spi)
+				names = append(names, sprintf("fp%d", -(spi+1)*regSize))
 			}
 		}
+		if len(names) > 0 && e.log.level >= 2 {
+			e.log.printf("frame %d: propagating %s", fr, strings.Join(names, ","))
+		}
 	}
-	return e.markPreciseBatch()
+	return e.markPreciseFrom(st, idx, changed)
 }
 
 // collectLinked is collect_linked_regs: every scalar with the given id, in
@@ -522,38 +548,6 @@ func collectLinked(st *vstate, id uint32, out *linkedRegs) {
 				}
 			}
 		}
-	}
-}
-
-// Loop entries (get_loop_entry, update_loop_entry): a checkpoint inside a
-// loop whose head is still being explored may lack precision marks its
-// subtree will add later, so states are compared against it exactly.
-
-func getLoopEntry(st *vstate) *vstate {
-	top := st.loopEntry
-	for top != nil && top.loopEntry != nil && top != top.loopEntry {
-		top = top.loopEntry
-	}
-	for st != nil && st.loopEntry != top {
-		old := st.loopEntry
-		st.loopEntry = top
-		st = old
-	}
-	return top
-}
-
-func updateLoopEntry(cur, hdr *vstate) {
-	cur1 := getLoopEntry(cur)
-	if cur1 == nil {
-		cur1 = cur
-	}
-	hdr1 := getLoopEntry(hdr)
-	if hdr1 == nil {
-		hdr1 = hdr
-	}
-	if hdr1.branches > 0 && hdr1.dfsDepth <= cur1.dfsDepth {
-		cur.loopEntry = hdr
-		hdr.usedAsLoopEntry = true
 	}
 }
 

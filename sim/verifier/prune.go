@@ -27,32 +27,44 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 	force := e.force[idx] || cur.histEnd-cur.histStart > 40
 	add := force || (e.jmpsProcessed-e.prevJmps >= 2 && e.insnProcessed-e.prevInsnProcessed >= 8)
 	isMayGoto := e.insns[idx].Code == insn.JMP|insn.JCOND
+	isIterNext := e.force[idx] && e.isIterNextInsn(idx)
 	list := e.explored[idx]
 	// Evictions shift the list in place: store it back however the loop
 	// ends.
 	defer func() { e.explored[idx] = list }()
 	n := 0
+	// loop says the hit closes a cycle of the exploration: the pruned
+	// state becomes a backedge of its loop (scc.go). As in the kernel, a
+	// callback's hit keeps what an earlier checkpoint of the list left.
+	loop := false
 	for i := 0; i < len(list); i++ {
 		sl := &list[i]
 		n++
 		hit := false
 		if sl.st.branches > 0 {
 			// An ancestor of the current state: a loop.
-			if e.callsCallback[idx] {
+			if isIterNext {
+				// An iterator's loop converges when an active path
+				// returns to its _next in a state an earlier visit
+				// covers; never an infinite loop.
+				if e.statesEqual(sl.st, cur, idx, rangeWithin) && e.iterActiveAt(cur) {
+					loop, hit = true, true
+				} else if !force && e.jmpsProcessed-e.prevJmps < 20 && e.insnProcessed-e.prevInsnProcessed < 100 {
+					add = false
+				}
+			} else if e.callsCallback[idx] {
 				// A callback's visits converge when one returns to
 				// the call in a state an earlier visit covers: not
 				// an infinite loop otherwise, however alike.
 				if e.statesEqual(sl.st, cur, idx, rangeWithin) {
-					updateLoopEntry(cur, sl.st)
 					hit = true
 				} else if !force && e.jmpsProcessed-e.prevJmps < 20 && e.insnProcessed-e.prevInsnProcessed < 100 {
 					add = false
 				}
 			} else if isMayGoto && sl.st.mayGotoDepth != cur.mayGotoDepth && e.statesEqual(sl.st, cur, idx, rangeWithin) {
-				updateLoopEntry(cur, sl.st)
-				hit = true
+				loop, hit = true, true
 			} else if sl.st.mayGotoDepth == cur.mayGotoDepth && sl.st.callbackUnrollDepth == cur.callbackUnrollDepth &&
-				e.statesEqual(sl.st, cur, idx, exact) {
+				!iterActiveDepthsDiffer(sl.st, cur) && e.statesEqual(sl.st, cur, idx, exact) {
 				// The kernel follows the message with both states.
 				return false, e.fail(uapi.EINVAL, sprintf("infinite loop detected at insn %d", idx),
 					"cur state:"+cur.cur().format(e.maps), "old state:"+sl.st.cur().format(e.maps))
@@ -63,19 +75,14 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 			}
 		} else {
 			// Range by range while the loop the checkpoint lies in
-			// is still being explored (incomplete_read_marks).
-			le := getLoopEntry(sl.st)
-			forceExact := le != nil && le.branches > 0 && e.inLoop[idx]
+			// still has paths to explore, whose precision marks it
+			// lacks (incomplete_read_marks).
+			loop = e.incompleteReadMarks(sl.st)
 			level := notExact
-			if forceExact {
+			if loop {
 				level = rangeWithin
 			}
-			if e.statesEqual(sl.st, cur, idx, level) {
-				if forceExact {
-					updateLoopEntry(cur, le)
-				}
-				hit = true
-			}
+			hit = e.statesEqual(sl.st, cur, idx, level)
 		}
 		if hit {
 			sl.hit++
@@ -83,7 +90,15 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 			if e.jmpPoint[idx] {
 				e.pushHistory(0, nil)
 			}
-			return true, e.propagatePrecision(sl.st, idx)
+			if err := e.propagatePrecision(sl.st, idx); err != nil {
+				return true, err
+			}
+			if loop {
+				// The current state stays, a backedge to sl.st, until
+				// its loop's exploration ends.
+				e.addSccBackedge(sl.st, cur, idx)
+			}
+			return true, nil
 		}
 		// A checkpoint that keeps missing is dropped, as the kernel does,
 		// so that loops do not build long lists.
@@ -97,9 +112,8 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 		if sl.miss > sl.hit*limit+limit {
 			list = append(list[:i], list[i+1:]...)
 			i--
-			if sl.st.branches == 0 && !sl.st.usedAsLoopEntry {
-				e.peakStates--
-			}
+			sl.st.inFreeList = true
+			e.maybeFreeState(sl.st)
 		}
 	}
 	if n > e.maxStatesPerInsn {
@@ -109,7 +123,7 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 		return false, nil
 	}
 	e.totalStates++
-	e.peakStates++
+	e.addStates(1)
 	e.prevJmps, e.prevInsnProcessed = e.jmpsProcessed, e.insnProcessed
 	// A new checkpoint starts with nothing precise: the paths below it
 	// will say what they need.
@@ -120,6 +134,7 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 	cp := cur.cloneInto(e.newState())
 	cp.insnIdx = idx
 	list = append(list, stateList{st: cp})
+	e.maybeEnterScc(cp)
 	// The current state continues as a child of the checkpoint, which
 	// counts it as its one running branch, with a fresh history.
 	cur.parent = cp
@@ -277,13 +292,19 @@ func (e *env) stacksafe(old, cur *funcState, read uint64, level exactLevel) bool
 	for spi := range old.stack {
 		os := &old.stack[spi]
 		// Slots the old state's future never read do not matter.
-		if !isExact && (slotIrrelevant(os) || level == notExact && read&(1<<uint(spi&63)) == 0) {
+		if level == notExact && (slotIrrelevant(os) || read&(1<<uint(spi&63)) == 0) {
 			continue
 		}
 		if spi >= len(cur.stack) {
 			return false
 		}
 		cs := &cur.stack[spi]
+		// Compared range by range (a loop's checkpoint) or exactly, the
+		// bytes must be of the same kinds (in 6.18: later kernels ask
+		// it of the exact comparison only).
+		if level != notExact && os.types != cs.types {
+			return false
+		}
 		if !isExact {
 			if oreg, creg := scalarRegForStack(os), scalarRegForStack(cs); oreg != nil && creg != nil {
 				if !e.regsafe(oreg, creg, level) {
@@ -310,6 +331,14 @@ func (e *env) stacksafe(old, cur *funcState, read uint64, level exactLevel) bool
 		if os.isDynptr() {
 			o, c := &os.spilled, &cs.spilled
 			if o.dynptrType != c.dynptrType || o.firstSlot != c.firstSlot || !e.checkIDs(o.refObjID, c.refObjID) {
+				return false
+			}
+		}
+		if os.isIter() {
+			// The depth is not compared: it would keep the loop from
+			// converging (it serves the infinite loop check only).
+			o, c := &os.spilled, &cs.spilled
+			if o.iterType != c.iterType || o.iterState != c.iterState || !e.checkIDs(o.refObjID, c.refObjID) {
 				return false
 			}
 		}

@@ -90,6 +90,14 @@ type regState struct {
 	dynptrType uint8
 	firstSlot  bool
 	dynptrID   uint32
+	// iterType, iterState and iterDepth describe the open-coded
+	// iterator a stack slot holds (struct bpf_reg_state's iter, iter.go):
+	// its type (an index into env.iterTypes plus one), whether it may
+	// still yield (active) or is drained, and how many next calls deep
+	// the path is in its loop.
+	iterType  uint8
+	iterState uint8
+	iterDepth uint32
 	// mapUID tells apart the inner maps of one template that hold
 	// timers (map_uid): the id of the outer lookup an inner map pointer
 	// came from, passed on to the values looked up in it.

@@ -14,9 +14,14 @@ const (
 	stackMisc                 // written, value unknown: 'm'
 	stackZero                 // written with zero: '0'
 	stackDynptr               // part of a dynptr (dynptr.go): 'd'
+	stackIter                 // part of an open-coded iterator (iter.go): 'i'
 )
 
-var slotTypeChar = [...]byte{stackInvalid: '?', stackSpill: 'r', stackMisc: 'm', stackZero: '0', stackDynptr: 'd'}
+var slotTypeChar = [...]byte{stackInvalid: '?', stackSpill: 'r', stackMisc: 'm', stackZero: '0', stackDynptr: 'd', stackIter: 'i'}
+
+// isStackObj reports a byte of an object only kfuncs and helpers may
+// touch (a dynptr's or an iterator's), which loads may not read.
+func isStackObj(t uint8) bool { return t == stackDynptr || t == stackIter }
 
 // regSize is BPF_REG_SIZE; maxStack is MAX_BPF_STACK.
 const (
@@ -107,11 +112,12 @@ type vstate struct {
 	// the current one.
 	histStart, histEnd        int
 	firstInsnIdx, lastInsnIdx int
-	// loopEntry, usedAsLoopEntry and dfsDepth place the state in the
-	// loops of the exploration (see getLoopEntry).
-	loopEntry       *vstate
-	usedAsLoopEntry bool
-	dfsDepth        int
+	// dfsDepth is the number of checkpoints above the state.
+	dfsDepth int
+	// sccEntry marks a checkpoint that entered its loop (scc.go), and
+	// inFreeList one dropped from its list but not yet freed. Neither is
+	// copied by cloneInto.
+	sccEntry, inFreeList bool
 	// read are, for a checkpoint, the stack slots its explored future
 	// read; written are the slots fully written since the state's parent
 	// checkpoint (liveness.go).
@@ -155,8 +161,6 @@ func (s *vstate) cloneInto(c *vstate) *vstate {
 		histEnd:             s.histEnd,
 		firstInsnIdx:        s.firstInsnIdx,
 		lastInsnIdx:         s.lastInsnIdx,
-		loopEntry:           s.loopEntry,
-		usedAsLoopEntry:     s.usedAsLoopEntry,
 		dfsDepth:            s.dfsDepth,
 		written:             s.written,
 	}
@@ -217,6 +221,13 @@ func (f *funcState) formatMasked(tab []*maps.Map, regMask uint16, stackMask uint
 			// Printed once, at the first slot, as the kernel prints it.
 			if s.spilled.firstSlot {
 				fmt.Fprintf(&b, " fp%d=%s", off, formatDynptr(s))
+			}
+			continue
+		}
+		if s.isIter() {
+			// Printed at its main slot, the one holding the reference.
+			if s.spilled.refObjID != 0 {
+				fmt.Fprintf(&b, " fp%d=%s", off, formatIter(&s.spilled))
 			}
 			continue
 		}

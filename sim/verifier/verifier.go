@@ -201,17 +201,24 @@ type env struct {
 	// maps are the maps registers point to, by regState.mapIdx.
 	maps []*maps.Map
 	live []uint16
-	// inLoop marks the instructions on a cycle of the control flow
-	// graph (scc.go).
-	inLoop []bool
+	// scc numbers the loop each instruction lies on, 0 for none
+	// (scc.go).
+	scc []int32
 
 	idGen                        uint32
 	insnProcessed, jmpsProcessed int
 	prevInsnProcessed, prevJmps  int
 	totalStates, peakStates      int
-	maxStatesPerInsn             int
-	fakeReg                      [2]regState
-	idmapOld, idmapCur           []uint32
+	// curStates counts the states held (explored, dropped but not yet
+	// freed, and backedges), whose high mark is peakStates.
+	curStates int
+	// visits are the loops being explored, by call chain, and
+	// numBackedges the backedges they hold (scc.go).
+	visits             map[sccCallchain]*sccVisit
+	numBackedges       int
+	maxStatesPerInsn   int
+	fakeReg            [2]regState
+	idmapOld, idmapCur []uint32
 	// scratchedRegs and scratchedStack are what the current instruction
 	// touched (log.go).
 	scratchedRegs  uint16
@@ -281,7 +288,7 @@ func Verify(insns []insn.Insn, cfg *Config) (*Result, error) {
 		// Only state comparisons at prune points (and the log) read
 		// liveness: a program without jumps or calls needs none.
 		e.live = e.computeLiveness(insns, subs, e.helperArgs)
-		e.inLoop = computeLoops(e.scratch.succ[:len(insns)], e.inLoop, &e.scratch.loops)
+		e.scc = computeLoops(e.scratch.succ[:len(insns)], e.scc, &e.scratch.loops)
 	}
 	e.printLiveness()
 	if err := e.doCheckMain(); err != nil {
@@ -462,6 +469,7 @@ func (e *env) reset(cfg *Config, insns []insn.Insn, subs []Subprog, aux []InsnAu
 		callsCallback: clearBools(e.callsCallback, n),
 		subAux:        growSubAux(e.subAux, len(subs)),
 		live:          e.live[:0],
+		scc:           e.scc,
 		explored:      e.explored,
 		pending:       e.pending[:0],
 		hist:          e.hist[:0],
@@ -524,7 +532,7 @@ func (e *env) release() {
 		e.free = e.free[:maxFreeStates]
 	}
 	for _, st := range e.free {
-		st.parent, st.loopEntry = nil, nil
+		st.parent = nil
 	}
 	e.cfg, e.insns, e.cur, e.aux, e.subprogs = nil, nil, nil, nil, nil
 	clear(e.maps) // kept empty: a pooled env holds no map

@@ -1,0 +1,123 @@
+package sim_test
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/bpfsim/bpfsim/sim"
+)
+
+// The kernel gives each program of testdata/iter_refused.bpf.o the
+// verdict, the errno and the message bpfsim gives it.
+func TestIterRefusalsAreTheKernels(t *testing.T) {
+	checkRefusalsAreTheKernels(t, "testdata/iter_refused.bpf.o", iterRefusals)
+}
+
+// iterCmd is struct cmd of testdata/iter.bpf.c; the packet starts with
+// it, and struct out (32 bytes) follows.
+type iterCmd struct {
+	Start, End   int32
+	Brk          uint32
+	Start2, End2 int32
+	Pad          uint32
+}
+
+// iterCase is one run of a program of testdata/iter.bpf.o.
+type iterCase struct {
+	prog string
+	cmd  iterCmd
+}
+
+// iterCases drive bpf_iter_num_new's checks (a reversed range is
+// -EINVAL; a range of more than BPF_MAX_LOOPS values -E2BIG, computed in
+// 64 bits; both leave an iterator that yields nothing), next's ends
+// (NULL once done, and after; a range that starts at INT_MIN, whose
+// first value is computed past a wrap; one that ends at INT_MAX), loops
+// left early, nested loops, loops in a subprogram and a global function,
+// and values indexing a table.
+func iterCases() []iterCase {
+	const maxLoops = 8 << 20
+	var cs []iterCase
+	for _, r := range [][3]int32{
+		{0, 10, 0}, {5, 5, 0}, {10, 5, 0}, {-5, 5, 0}, {-5, -6, 0}, {0, 1, 0},
+		{0, maxLoops, 10}, {0, maxLoops + 1, 0}, {-1, maxLoops, 3}, {-2, maxLoops, 0},
+		{math.MinInt32, math.MinInt32 + 5, 0}, {math.MinInt32, math.MinInt32, 0},
+		{math.MaxInt32 - 3, math.MaxInt32, 0}, {math.MaxInt32, math.MaxInt32, 0},
+		{math.MinInt32, math.MaxInt32, 0}, {math.MaxInt32, math.MinInt32, 0},
+		{3, 70, 2}, {3, 70, 1}, {3, 70, 67}, {3, 70, 68}, {0, 20000, 0},
+	} {
+		cs = append(cs, iterCase{"range", iterCmd{Start: r[0], End: r[1], Brk: uint32(r[2])}})
+	}
+	for _, r := range [][4]int32{{0, 3, 0, 4}, {2, 5, -3, 3}, {0, 0, 0, 5}, {0, 4, 5, 2}, {-2, 2, 0, 100}} {
+		cs = append(cs, iterCase{"nested", iterCmd{Start: r[0], End: r[1], Start2: r[2], End2: r[3]}})
+	}
+	for _, r := range [][2]int32{{0, 10}, {-7, 7}, {5, 3}, {0, 1000}, {100, 0x10000 + 5}} {
+		cs = append(cs, iterCase{"functions", iterCmd{Start: r[0], End: r[1]}})
+	}
+	for _, r := range [][2]int32{{0, 16}, {-4, 20}, {3, 9}, {9, 3}, {15, 17}} {
+		cs = append(cs, iterCase{"table", iterCmd{Start: r[0], End: r[1]}})
+	}
+	return cs
+}
+
+// runIterCases runs every case through run and prints verdicts and
+// output packets, a line each.
+func runIterCases(t *testing.T, run func(prog string, pkt, out []byte) (uint32, []byte, error)) string {
+	var b strings.Builder
+	for _, c := range iterCases() {
+		pkt := make([]byte, 64)
+		if _, err := binary.Encode(pkt, binary.LittleEndian, c.cmd); err != nil {
+			t.Fatal(err)
+		}
+		ret, out, err := run(c.prog, pkt, make([]byte, len(pkt)))
+		if err != nil {
+			t.Fatalf("%s %+v: %v", c.prog, c.cmd, err)
+		}
+		fmt.Fprintf(&b, "%s %+v: %d %x\n", c.prog, c.cmd, ret, out)
+	}
+	return b.String()
+}
+
+// Loops over numeric iterators give the kernel's results, interpreted
+// and JITed: bpf_iter_num_new's errors, next's ends and wrap-arounds,
+// early exits, nested loops, loops in functions.
+func TestIterNumIsTheKernels(t *testing.T) {
+	coll := kernelCollection(t, "testdata/iter.bpf.o")
+	want := runIterCases(t, func(prog string, pkt, out []byte) (uint32, []byte, error) {
+		opts := &ebpf.RunOptions{Data: pkt, DataOut: out}
+		ret, err := coll.Programs[prog].Run(opts)
+		return ret, opts.DataOut, err
+	})
+	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+		t.Run(rt.String(), func(t *testing.T) {
+			k := newKernel(t, &sim.Options{Runtime: rt})
+			spec, err := ebpf.LoadCollectionSpec("testdata/iter.bpf.o")
+			if err != nil {
+				t.Fatal(err)
+			}
+			sc, err := k.NewCollection(spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sc.Close()
+			got := runIterCases(t, func(prog string, pkt, out []byte) (uint32, []byte, error) {
+				opts := &sim.RunOptions{Data: pkt, DataOut: out}
+				ret, err := sc.Programs[prog].Run(opts)
+				return ret, opts.DataOut, err
+			})
+			if got != want {
+				gl, wl := strings.Split(got, "\n"), strings.Split(want, "\n")
+				for i := range wl {
+					if i < len(gl) && gl[i] != wl[i] {
+						t.Errorf("bpfsim: %s\nkernel: %s", gl[i], wl[i])
+					}
+				}
+			}
+		})
+	}
+}
