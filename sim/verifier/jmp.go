@@ -153,10 +153,10 @@ func (e *env) checkCondJmp(in *insn.Insn, idx int) (int, bool, error) {
 
 	var linked linkedRegs
 	if in.Source() == insn.X && src.typ == scalarValue && src.id != 0 {
-		collectLinked(e.cur, src.id, &linked)
+		e.collectLinked(e.cur, src.id, &linked)
 	}
 	if dst.typ == scalarValue && dst.id != 0 && !(in.Source() == insn.X && src.id&^addConstFlag == dst.id&^addConstFlag) {
-		collectLinked(e.cur, dst.id, &linked)
+		e.collectLinked(e.cur, dst.id, &linked)
 	}
 	if linked.n > 1 {
 		e.pushHistory(0, &linked)
@@ -173,12 +173,12 @@ func (e *env) checkCondJmp(in *insn.Insn, idx int) (int, bool, error) {
 		e.regSetMinMax(&oregs[in.Dst], &e.fakeReg[0], dst, &e.fakeReg[1], op, is32)
 	}
 	if in.Source() == insn.X && src.typ == scalarValue && src.id != 0 {
-		syncLinkedRegs(e.cur, src)
-		syncLinkedRegs(other, &oregs[in.Src])
+		syncLinkedRegs(e.cur, src, &linked)
+		syncLinkedRegs(other, &oregs[in.Src], &linked)
 	}
 	if dst.typ == scalarValue && dst.id != 0 {
-		syncLinkedRegs(e.cur, dst)
-		syncLinkedRegs(other, &oregs[in.Dst])
+		syncLinkedRegs(e.cur, dst, &linked)
+		syncLinkedRegs(other, &oregs[in.Dst], &linked)
 	}
 	// Comparing two pointers for equality: a non-null one proves the
 	// other non-null on the equal side.
@@ -608,17 +608,30 @@ func refineCondOp(r1, r2 *regState, op uint8, is32 bool) {
 	}
 }
 
-// syncLinkedRegs is sync_linked_regs: every scalar sharing known's id
-// (possibly with a constant added) learns its new bounds.
-func syncLinkedRegs(st *vstate, known *regState) {
+// syncLinkedRegs is sync_linked_regs: every scalar of linked (those
+// sharing known's id, possibly with a constant added, that the jump
+// collected) learns its new bounds.
+func syncLinkedRegs(st *vstate, known *regState, linked *linkedRegs) {
 	id := known.id &^ addConstFlag
-	st.forEachReg(func(r *regState) {
+	for _, l := range linked.list() {
+		if int(l.frame) > st.curframe {
+			continue
+		}
+		f := st.frames[l.frame]
+		var r *regState
+		if l.isReg {
+			r = &f.regs[l.regOrSp]
+		} else if int(l.regOrSp) < len(f.stack) {
+			r = &f.stack[l.regOrSp].spilled
+		} else {
+			continue
+		}
 		if r == known || r.typ != scalarValue || r.id&^addConstFlag != id {
-			return
+			continue
 		}
 		if (r.id&addConstFlag == 0 && known.id&addConstFlag == 0) || r.off == known.off {
 			*r = *known
-			return
+			continue
 		}
 		off := r.off
 		delta := constBounds(uint64(int64(off) - int64(known.off)))
@@ -627,7 +640,7 @@ func syncLinkedRegs(st *vstate, known *regState) {
 		r.add32(&delta)
 		r.add64(&delta)
 		r.varOff = r.varOff.add(delta.varOff)
-	})
+	}
 }
 
 // markPtrNotNull is mark_ptr_not_null_reg. A value of a map of maps is

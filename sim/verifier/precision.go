@@ -526,15 +526,22 @@ func (e *env) propagatePrecisionFrom(old, st *vstate, idx int, changed *bool) er
 	return e.markPreciseFrom(st, idx, changed)
 }
 
-// collectLinked is collect_linked_regs: every scalar with the given id, in
-// registers and spilled slots of every frame (at most 6, as the kernel).
-func collectLinked(st *vstate, id uint32, out *linkedRegs) {
+// collectLinked is collect_linked_regs: every scalar with the given id,
+// in the registers live at each frame's instruction (Linux 6.16 leaves
+// dead ones out) and in spilled slots, from the current frame out (at
+// most 6, as the kernel).
+func (e *env) collectLinked(st *vstate, id uint32, out *linkedRegs) {
 	id &^= addConstFlag
-	for fr := 0; fr <= st.curframe; fr++ {
+	for fr := st.curframe; fr >= 0; fr-- {
 		f := st.frames[fr]
-		for r := range f.regs {
+		idx := e.insnIdx
+		if fr < st.curframe {
+			idx = st.frames[fr+1].callsite
+		}
+		live := e.live[idx]
+		for r := insn.R0; r < insn.R10; r++ {
 			reg := &f.regs[r]
-			if reg.typ == scalarValue && reg.id&^addConstFlag == id {
+			if live&(1<<r) != 0 && reg.typ == scalarValue && reg.id&^addConstFlag == id {
 				if !out.add(linkedReg{frame: uint8(fr), isReg: true, regOrSp: uint8(r)}) {
 					reg.id = 0
 				}
