@@ -164,16 +164,7 @@ func TestDynptrKfuncsAreTheKernels(t *testing.T) {
 			name += "-inlined"
 		}
 		t.Run(name, func(t *testing.T) {
-			k := newKernel(t, &o)
-			spec, err := ebpf.LoadCollectionSpec("testdata/dynptr_kfunc.bpf.o")
-			if err != nil {
-				t.Fatal(err)
-			}
-			sc, err := k.NewCollection(spec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sc.Close()
+			sc := simCollection(t, newKernel(t, &o), "testdata/dynptr_kfunc.bpf.o")
 			got := runDynptrKfuncs(t, &dkTarget{
 				setCmd:   func(c dkCmd) error { return sc.Maps["cmds"].Update(uint32(0), c, ebpf.UpdateAny) },
 				clearRes: func() error { return sc.Maps["results"].Update(uint32(0), dkRes{}, ebpf.UpdateAny) },
@@ -187,19 +178,7 @@ func TestDynptrKfuncsAreTheKernels(t *testing.T) {
 					return ret, opts.DataOut, err
 				},
 			})
-			if got != want {
-				gl, wl := strings.Split(got, "\n"), strings.Split(want, "\n")
-				n := 0
-				for i := range wl {
-					if i < len(gl) && gl[i] != wl[i] && n < 10 {
-						t.Errorf("bpfsim: %s\nkernel: %s", gl[i], wl[i])
-						n++
-					}
-				}
-				if n == 0 {
-					t.Errorf("bpfsim printed %d lines, the kernel %d", len(gl), len(wl))
-				}
-			}
+			compareLines(t, got, want)
 		})
 	}
 }

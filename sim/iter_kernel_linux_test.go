@@ -95,29 +95,12 @@ func TestIterNumIsTheKernels(t *testing.T) {
 	})
 	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
 		t.Run(rt.String(), func(t *testing.T) {
-			k := newKernel(t, &sim.Options{Runtime: rt})
-			spec, err := ebpf.LoadCollectionSpec("testdata/iter.bpf.o")
-			if err != nil {
-				t.Fatal(err)
-			}
-			sc, err := k.NewCollection(spec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sc.Close()
-			got := runIterCases(t, func(prog string, pkt, out []byte) (uint32, []byte, error) {
+			sc := simCollection(t, newKernel(t, &sim.Options{Runtime: rt}), "testdata/iter.bpf.o")
+			compareLines(t, runIterCases(t, func(prog string, pkt, out []byte) (uint32, []byte, error) {
 				opts := &sim.RunOptions{Data: pkt, DataOut: out}
 				ret, err := sc.Programs[prog].Run(opts)
 				return ret, opts.DataOut, err
-			})
-			if got != want {
-				gl, wl := strings.Split(got, "\n"), strings.Split(want, "\n")
-				for i := range wl {
-					if i < len(gl) && gl[i] != wl[i] {
-						t.Errorf("bpfsim: %s\nkernel: %s", gl[i], wl[i])
-					}
-				}
-			}
+			}), want)
 		})
 	}
 }

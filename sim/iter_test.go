@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
-	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -49,26 +48,7 @@ var iterRefusals = map[string]string{
 }
 
 func TestVerifierRefusesIteratorMisuseInCompiledPrograms(t *testing.T) {
-	k := newKernel(t, nil)
-	for name, msg := range iterRefusals {
-		t.Run(name, func(t *testing.T) {
-			coll, err := k.NewCollection(loadOneProgram(t, "testdata/iter_refused.bpf.o", name))
-			if msg == "" {
-				if err != nil {
-					t.Fatal(err)
-				}
-				coll.Close()
-				return
-			}
-			if err == nil {
-				coll.Close()
-				t.Fatalf("loaded, want %q", msg)
-			}
-			if !strings.Contains(err.Error(), msg) {
-				t.Fatalf("load: %v, want %q", err, msg)
-			}
-		})
-	}
+	checkRefusals(t, "testdata/iter_refused.bpf.o", iterRefusals)
 }
 
 // iterOut is struct out of testdata/iter.bpf.c.

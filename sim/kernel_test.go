@@ -430,3 +430,65 @@ func TestConcurrentRunsOnDifferentCPUs(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// simCollection loads the object at path into k, closed when the test
+// ends.
+func simCollection(t *testing.T, k *sim.Kernel, path string) *sim.Collection {
+	t.Helper()
+	spec, err := ebpf.LoadCollectionSpec(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := k.NewCollection(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// compareLines reports the first ten lines in which got (bpfsim's
+// output) and want (the kernel's) differ.
+func compareLines(t *testing.T, got, want string) {
+	t.Helper()
+	if got == want {
+		return
+	}
+	gl, wl := strings.Split(got, "\n"), strings.Split(want, "\n")
+	n := 0
+	for i := range wl {
+		if i < len(gl) && gl[i] != wl[i] && n < 10 {
+			t.Errorf("bpfsim: %s\nkernel: %s", gl[i], wl[i])
+			n++
+		}
+	}
+	if n == 0 {
+		t.Errorf("bpfsim printed %d lines, the kernel %d", len(gl), len(wl))
+	}
+}
+
+// checkRefusals loads each program of the object at path on its own:
+// want maps each to the message its load must fail with, "" for one that
+// loads.
+func checkRefusals(t *testing.T, path string, want map[string]string) {
+	k := newKernel(t, nil)
+	for name, msg := range want {
+		t.Run(name, func(t *testing.T) {
+			coll, err := k.NewCollection(loadOneProgram(t, path, name))
+			if msg == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				coll.Close()
+				return
+			}
+			if err == nil {
+				coll.Close()
+				t.Fatalf("loaded, want %q", msg)
+			}
+			if !strings.Contains(err.Error(), msg) {
+				t.Fatalf("load: %v, want %q", err, msg)
+			}
+		})
+	}
+}

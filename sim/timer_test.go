@@ -429,26 +429,7 @@ func loadOneProgram(t *testing.T, path, name string) *ebpf.CollectionSpec {
 }
 
 func TestVerifierRefusesTimerMisuseInCompiledPrograms(t *testing.T) {
-	k := newKernel(t, nil)
-	for name, msg := range timerRefusals {
-		t.Run(name, func(t *testing.T) {
-			coll, err := k.NewCollection(loadOneProgram(t, "testdata/timer_refused.bpf.o", name))
-			if msg == "" {
-				if err != nil {
-					t.Fatal(err)
-				}
-				coll.Close()
-				return
-			}
-			if err == nil {
-				coll.Close()
-				t.Fatalf("loaded, want %q", msg)
-			}
-			if !strings.Contains(err.Error(), msg) {
-				t.Fatalf("load: %v, want %q", err, msg)
-			}
-		})
-	}
+	checkRefusals(t, "testdata/timer_refused.bpf.o", timerRefusals)
 }
 
 // With a wall clock, a timer fires by itself once its time has come.

@@ -27,32 +27,42 @@ func BenchmarkDynptrSlice(b *testing.B) {
 			b.Run(name, func(b *testing.B) { benchSimSlice(b, rt, inline, obj, prog, pkt, calls) })
 		}
 	}
-	b.Run("kernel", func(b *testing.B) {
-		if _, err := OpenKernel(); err != nil {
-			b.Skipf("skipped: this machine cannot load BPF programs: %v", err)
+	b.Run("kernel", func(b *testing.B) { benchKernelProgram(b, obj, prog, pkt, calls, "ns/slice") })
+}
+
+// benchKernelProgram runs program prog of the object at obj in this
+// machine's kernel, repeated, and reports the time of a run divided by
+// calls in unit.
+func benchKernelProgram(b *testing.B, obj, prog string, pkt []byte, calls float64, unit string) {
+	if _, err := OpenKernel(); err != nil {
+		b.Skipf("skipped: this machine cannot load BPF programs: %v", err)
+	}
+	spec, err := ebpf.LoadCollectionSpec(obj)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for n := range spec.Programs {
+		if n != prog {
+			delete(spec.Programs, n)
 		}
-		spec, err := ebpf.LoadCollectionSpec(obj)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for n := range spec.Programs {
-			if n != prog {
-				delete(spec.Programs, n)
-			}
-		}
-		c, err := ebpf.NewCollection(spec)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		reportKernelRepeat(b, c.Programs[prog], pkt, calls, "ns/slice")
-	})
+	}
+	c, err := ebpf.NewCollection(spec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	reportKernelRepeat(b, c.Programs[prog], pkt, calls, unit)
 }
 
 // benchSimSlice is BenchmarkDynptrSlice in bpfsim: with the slices inlined
 // (seed 003) or called as the kernel calls them.
 func benchSimSlice(b *testing.B, rt sim.Runtime, inline bool, obj, prog string, pkt []byte, calls float64) {
-	k, err := sim.NewKernel(&sim.Options{Runtime: rt, InlineKfuncs: inline})
+	benchSimProgram(b, &sim.Options{Runtime: rt, InlineKfuncs: inline}, obj, prog, pkt, calls, "ns/slice")
+}
+
+// benchSimProgram is benchKernelProgram in a bpfsim kernel of opts.
+func benchSimProgram(b *testing.B, opts *sim.Options, obj, prog string, pkt []byte, calls float64, unit string) {
+	k, err := sim.NewKernel(opts)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -65,5 +75,5 @@ func benchSimSlice(b *testing.B, rt sim.Runtime, inline bool, obj, prog string, 
 		b.Fatal(err)
 	}
 	defer c.Close()
-	reportSimRepeat(b, c.Programs[prog], pkt, calls, "ns/slice")
+	reportSimRepeat(b, c.Programs[prog], pkt, calls, unit)
 }
