@@ -62,6 +62,9 @@ func iterCases() []iterCase {
 	for _, r := range [][2]int32{{0, 16}, {-4, 20}, {3, 9}, {9, 3}, {15, 17}} {
 		cs = append(cs, iterCase{"table", iterCmd{Start: r[0], End: r[1]}})
 	}
+	for _, r := range [][3]int32{{0, 0, 0}, {5, 3, 2}, {300, 15, 7}, {255, 16, 256}} {
+		cs = append(cs, iterCase{"callchains", iterCmd{Start: r[0], End: r[1], Brk: uint32(r[2])}})
+	}
 	return cs
 }
 

@@ -138,7 +138,7 @@ func TestDynptrGlobalFunctionLogIsTheKernels(t *testing.T) {
 var (
 	kfuncCallID   = regexp.MustCompile(`(call bpf_\w+)#\d+`)
 	statePadding  = regexp.MustCompile(` +;( |$)`)
-	stackLiveness = regexp.MustCompile(`^\(\d+\) (frame \d+ insn \d+ \+(live|written)|live stack update)`)
+	stackLiveness = regexp.MustCompile(`^\([\d,]+\) (frame \d+ insn \d+ \+(live|written)|live stack update)`)
 )
 
 // globalFuncLog is refLog without what bpfsim's logs lack for any
@@ -183,6 +183,7 @@ func TestIterLogsAreTheKernels(t *testing.T) {
 		{"iter_refused.bpf.o", "accepted"}, {"iter_refused.bpf.o", "nested"}, {"iter_refused.bpf.o", "index_checked"},
 		{"iter_refused.bpf.o", "counter_widened"}, {"iter_refused.bpf.o", "next_used_after_destroy"},
 		{"iter.bpf.o", "range"}, {"iter.bpf.o", "nested"}, {"iter.bpf.o", "table"},
+		{"iter.bpf.o", "functions"}, {"iter.bpf.o", "callchains"},
 	} {
 		t.Run(c.obj+"/"+c.prog, func(t *testing.T) {
 			spec, err := ebpf.LoadCollectionSpec("../testdata/" + c.obj)

@@ -159,6 +159,42 @@ int functions(struct xdp_md *ctx)
 	return XDP_TX;
 }
 
+/* A static function's loop, called from two places and from inside
+ * another loop: each call chain is a loop visit of its own. */
+static __noinline __s64 cubes(int n)
+{
+	struct bpf_iter_num it;
+	__s64 sum = 0;
+	int *v;
+
+	bpf_iter_num_new(&it, 0, n);
+	while ((v = bpf_iter_num_next(&it)))
+		sum += (__s64)*v * *v * *v;
+	bpf_iter_num_destroy(&it);
+	return sum;
+}
+
+SEC("xdp")
+int callchains(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	struct cmd *c = data;
+	struct out *o = data + sizeof(*c);
+	struct bpf_iter_num it;
+	__s64 sum;
+	int *v;
+
+	if ((void *)(o + 1) > data_end)
+		return XDP_ABORTED;
+	sum = cubes(c->start & 0xff);
+	bpf_iter_num_new(&it, 0, c->end & 0xf);
+	while ((v = bpf_iter_num_next(&it)))
+		sum += cubes(*v & 0xff);
+	bpf_iter_num_destroy(&it);
+	o->sum = sum + cubes(c->brk & 0xff);
+	return XDP_TX;
+}
+
 /* bounded: the values index a table on the stack, checked; an iterator
  * made in a loop of another, each pass. */
 SEC("xdp")

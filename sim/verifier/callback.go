@@ -202,7 +202,7 @@ func (e *env) callbackExit() (int, error) {
 // the current path (still being explored, with the same call sites and
 // above the current state).
 func (e *env) findPrevEntry(cur *vstate, idx int) *vstate {
-	list := e.explored[idx]
+	list := e.explored[e.bucket(idx, cur.cur().callsite)]
 	for i := len(list) - 1; i >= 0; i-- {
 		st := list[i].st
 		if st.insnIdx == idx && st.branches > 0 && sameCallsites(st, cur) && st.dfsDepth < cur.dfsDepth {

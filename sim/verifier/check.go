@@ -396,7 +396,15 @@ func (e *env) checkMov(in *insn.Insn, alu64 bool) error {
 // assignScalarID is assign_scalar_id_before_mov: a scalar about to be
 // copied gets an id, unless it is a constant (nothing to learn).
 func (e *env) assignScalarID(r *regState) {
-	if r.typ == scalarValue && r.id == 0 && !r.isConst() {
+	if r.typ != scalarValue {
+		return
+	}
+	// A scalar linked with a constant added (rY += const) cannot link
+	// a copy too: it starts a link of its own.
+	if r.id&addConstFlag != 0 {
+		r.id, r.off = 0, 0
+	}
+	if r.id == 0 && !r.isConst() {
 		e.idGen++
 		r.id = e.idGen
 	}

@@ -399,7 +399,7 @@ func (e *env) doCheckGlobal(sub int) error {
 // exploration are not another's.
 func (e *env) forgetStates() {
 	clear(e.visits)
-	e.numBackedges, e.curStates = 0, 0
+	e.numBackedges = 0 // (the kernel never resets its state counts: peak_states spans functions)
 	for i, l := range e.explored {
 		for _, sl := range l {
 			e.free = append(e.free, sl.st)

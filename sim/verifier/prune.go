@@ -14,6 +14,16 @@ const (
 	exact                         // identical (the infinite loop check)
 )
 
+// bucket is the list of explored states a state at idx whose running
+// frame was called at callsite (-1: the main program) is kept in
+// (explored_state): the kernel hashes by both into as many lists as the
+// program has instructions, so that a function's checkpoints for each
+// call site are apart, and states that collide share a list (and count
+// in max_states_per_insn).
+func (e *env) bucket(idx, callsite int) int {
+	return int(uint32(int32(idx)^int32(callsite)) % uint32(len(e.insns)))
+}
+
 // isStateVisited is is_state_visited: at a prune point, the current state
 // is compared with the checkpoints already taken there. A checkpoint
 // whose exploration finished and which covers the current state proves
@@ -28,18 +38,23 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 	add := force || (e.jmpsProcessed-e.prevJmps >= 2 && e.insnProcessed-e.prevInsnProcessed >= 8)
 	isMayGoto := e.insns[idx].Code == insn.JMP|insn.JCOND
 	isIterNext := e.force[idx] && e.isIterNextInsn(idx)
-	list := e.explored[idx]
+	b := e.bucket(idx, cur.cur().callsite)
+	list := e.explored[b]
 	// Evictions shift the list in place: store it back however the loop
 	// ends.
-	defer func() { e.explored[idx] = list }()
+	defer func() { e.explored[b] = list }()
 	n := 0
 	// loop says the hit closes a cycle of the exploration: the pruned
 	// state becomes a backedge of its loop (scc.go). As in the kernel, a
 	// callback's hit keeps what an earlier checkpoint of the list left.
 	loop := false
-	for i := 0; i < len(list); i++ {
+	// Newest first, as the kernel's lists hold them.
+	for i := len(list) - 1; i >= 0; i-- {
 		sl := &list[i]
-		n++
+		n++ // every state of the bucket counts (states_cnt)
+		if sl.st.insnIdx != idx {
+			continue
+		}
 		hit := false
 		if sl.st.branches > 0 {
 			// An ancestor of the current state: a loop.
@@ -110,10 +125,10 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 			limit = 64
 		}
 		if sl.miss > sl.hit*limit+limit {
+			st := sl.st
 			list = append(list[:i], list[i+1:]...)
-			i--
-			sl.st.inFreeList = true
-			e.maybeFreeState(sl.st)
+			st.inFreeList = true
+			e.maybeFreeState(st)
 		}
 	}
 	if n > e.maxStatesPerInsn {

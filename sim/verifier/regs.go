@@ -193,7 +193,11 @@ func (r *regState) format(tab []*maps.Map, curFrame uint8) string {
 		sep = ","
 	}
 	if r.id != 0 {
-		add("id=%d", r.id)
+		add("id=%d", r.id&^addConstFlag)
+		if r.id&addConstFlag != 0 {
+			// The constant added to the linked scalar: "id=3+0".
+			b.WriteString(fmt.Sprintf("%+d", r.off))
+		}
 	}
 	if r.refObjID != 0 {
 		add("ref_obj_id=%d", r.refObjID)
