@@ -202,6 +202,41 @@ func FuzzLoadAndRun(f *testing.F) {
 		}
 		f.Add(uint8(min(1+2*i, 3)), insn.Encode(code), make([]byte, 60))
 	}
+	// An open-coded iterator's loop whose values index the stack,
+	// checked: mutations explore the iterator's rules (made before use,
+	// destroyed on every path, the value checked and read-only) and the
+	// loop's convergence; a verified mutant must not fault.
+	iterLoop := asm.Instructions{
+		asm.Mov.Imm(asm.R6, 0),
+		asm.Mov.Reg(asm.R1, asm.RFP),
+		asm.Add.Imm(asm.R1, -8),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.Mov.Imm(asm.R3, 12),
+		kfuncCall(f, k, "bpf_iter_num_new"),
+		asm.Mov.Reg(asm.R1, asm.RFP).WithSymbol("next"),
+		asm.Add.Imm(asm.R1, -8),
+		kfuncCall(f, k, "bpf_iter_num_next"),
+		asm.JEq.Imm(asm.R0, 0, "done"),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.Word),
+		asm.JGT.Imm(asm.R1, 5, "next"),
+		asm.LSh.Imm(asm.R1, 3),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -64),
+		asm.Add.Reg(asm.R2, asm.R1),
+		asm.StoreMem(asm.R2, 0, asm.R6, asm.DWord),
+		asm.Add.Imm(asm.R6, 1),
+		asm.Ja.Label("next"),
+		asm.Mov.Reg(asm.R1, asm.RFP).WithSymbol("done"),
+		asm.Add.Imm(asm.R1, -8),
+		kfuncCall(f, k, "bpf_iter_num_destroy"),
+		asm.Mov.Reg(asm.R0, asm.R6),
+		asm.Return(),
+	}
+	if code, err := insn.FromAsm(iterLoop); err == nil {
+		f.Add(uint8(1), insn.Encode(code), make([]byte, 14))
+	} else {
+		f.Fatal(err)
+	}
 	types := []ebpf.ProgramType{ebpf.UnspecifiedProgram, ebpf.XDP, ebpf.Syscall, ebpf.SchedCLS, ebpf.CGroupSKB}
 	f.Fuzz(func(t *testing.T, typ uint8, code, data []byte) {
 		pt := types[int(typ)%len(types)]
