@@ -65,6 +65,9 @@ func iterCases() []iterCase {
 	for _, r := range [][3]int32{{0, 0, 0}, {5, 3, 2}, {300, 15, 7}, {255, 16, 256}} {
 		cs = append(cs, iterCase{"callchains", iterCmd{Start: r[0], End: r[1], Brk: uint32(r[2])}})
 	}
+	for _, r := range [][2]int32{{0, 0}, {16, 99}, {40, 7}, {255, 0}, {300, 200}} {
+		cs = append(cs, iterCase{"for_loop", iterCmd{End: r[0], Brk: uint32(r[1])}})
+	}
 	return cs
 }
 

@@ -183,7 +183,7 @@ func TestIterLogsAreTheKernels(t *testing.T) {
 		{"iter_refused.bpf.o", "accepted"}, {"iter_refused.bpf.o", "nested"}, {"iter_refused.bpf.o", "index_checked"},
 		{"iter_refused.bpf.o", "counter_widened"}, {"iter_refused.bpf.o", "next_used_after_destroy"},
 		{"iter.bpf.o", "range"}, {"iter.bpf.o", "nested"}, {"iter.bpf.o", "table"},
-		{"iter.bpf.o", "functions"}, {"iter.bpf.o", "callchains"},
+		{"iter.bpf.o", "functions"}, {"iter.bpf.o", "callchains"}, {"iter.bpf.o", "for_loop"},
 	} {
 		t.Run(c.obj+"/"+c.prog, func(t *testing.T) {
 			spec, err := ebpf.LoadCollectionSpec("../testdata/" + c.obj)

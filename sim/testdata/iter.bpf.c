@@ -195,6 +195,44 @@ int callchains(struct xdp_md *ctx)
 	return XDP_TX;
 }
 
+/* The shape libbpf's bpf_for(i, start, end) gives a loop, written here
+ * from its documented behaviour: the iterator is destroyed by a cleanup
+ * attribute when the loop's scope ends, however it ends, and each value
+ * is checked against the range, so that the verifier knows i's bounds
+ * and i may index an array unchecked. */
+#define for_range(i, start, end)                                          \
+	for (struct bpf_iter_num ___it                                      \
+		     __attribute__((aligned(8), cleanup(bpf_iter_num_destroy))), \
+	     *___p __attribute__((unused)) =                                \
+		     (bpf_iter_num_new(&___it, (start), (end)),             \
+		      (void)bpf_iter_num_destroy, (void *)0);               \
+	     ({                                                             \
+		     int *___t = bpf_iter_num_next(&___it);                 \
+		     (___t && ((i) = *___t, (i) >= (start) && (i) < (end)));     \
+	     });)
+
+SEC("xdp")
+int for_loop(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	struct cmd *c = data;
+	struct out *o = data + sizeof(*c);
+	__u8 hist[16] = {};
+	int i, n = 0;
+
+	if ((void *)(o + 1) > data_end)
+		return XDP_ABORTED;
+	for_range(i, 0, 16)
+		hist[i] = i * 3;
+	for_range(i, 0, c->end & 0xff) {
+		if (i == c->brk)
+			break; /* the cleanup destroys the iterator */
+		n += hist[i & 15];
+	}
+	o->count = n;
+	return XDP_TX;
+}
+
 /* bounded: the values index a table on the stack, checked; an iterator
  * made in a loop of another, each pass. */
 SEC("xdp")
