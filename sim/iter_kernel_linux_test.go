@@ -68,7 +68,32 @@ func iterCases() []iterCase {
 	for _, r := range [][2]int32{{0, 0}, {16, 99}, {40, 7}, {255, 0}, {300, 200}} {
 		cs = append(cs, iterCase{"for_loop", iterCmd{End: r[0], Brk: uint32(r[1])}})
 	}
+	// bits: {stop after, words, source (0 NULL, 1 stack, 2 the map)}.
+	for _, r := range [][3]int32{
+		{0, 1, 0}, {0, 0, 1}, {0, 1, 1}, {0, 2, 1}, {0, 3, 1}, {0, 4, 1}, {3, 4, 1}, {1, 1, 1},
+		{0, 0, 2}, {0, 1, 2}, {0, 2, 2}, {0, 64, 2}, {0, 511, 2}, {5, 511, 2}, {0, 512, 2}, {0, -1, 2},
+	} {
+		cs = append(cs, iterCase{"bits", iterCmd{Start: r[0], End: r[1], Brk: uint32(r[2])}})
+	}
 	return cs
+}
+
+// iterWords is what the bits cases walk: the words map's value, and the
+// four words at the packet's end the program copies to its stack.
+func iterWords() (value []byte, pkt [32]byte) {
+	value = make([]byte, 4096)
+	x := uint64(0x9e3779b97f4a7c15)
+	for i := 0; i < len(value); i += 8 {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		// Sparse words, so that the walks are not all bits.
+		binary.LittleEndian.PutUint64(value[i:], x&(x>>3)&(x>>11))
+	}
+	copy(pkt[:], value[8*100:])
+	pkt[0] = 0 // a word with no bit set before others that have some
+	binary.LittleEndian.PutUint64(pkt[:], 0)
+	return value, pkt
 }
 
 // runIterCases runs every case through run and prints verdicts and
@@ -76,10 +101,12 @@ func iterCases() []iterCase {
 func runIterCases(t *testing.T, run func(prog string, pkt, out []byte) (uint32, []byte, error)) string {
 	var b strings.Builder
 	for _, c := range iterCases() {
-		pkt := make([]byte, 64)
+		pkt := make([]byte, 96)
 		if _, err := binary.Encode(pkt, binary.LittleEndian, c.cmd); err != nil {
 			t.Fatal(err)
 		}
+		_, words := iterWords()
+		copy(pkt[56:], words[:])
 		ret, out, err := run(c.prog, pkt, make([]byte, len(pkt)))
 		if err != nil {
 			t.Fatalf("%s %+v: %v", c.prog, c.cmd, err)
@@ -94,6 +121,10 @@ func runIterCases(t *testing.T, run func(prog string, pkt, out []byte) (uint32, 
 // early exits, nested loops, loops in functions.
 func TestIterNumIsTheKernels(t *testing.T) {
 	coll := kernelCollection(t, "testdata/iter.bpf.o")
+	value, _ := iterWords()
+	if err := coll.Maps["words"].Update(uint32(0), value, ebpf.UpdateAny); err != nil {
+		t.Fatal(err)
+	}
 	want := runIterCases(t, func(prog string, pkt, out []byte) (uint32, []byte, error) {
 		opts := &ebpf.RunOptions{Data: pkt, DataOut: out}
 		ret, err := coll.Programs[prog].Run(opts)
@@ -102,6 +133,9 @@ func TestIterNumIsTheKernels(t *testing.T) {
 	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
 		t.Run(rt.String(), func(t *testing.T) {
 			sc := simCollection(t, newKernel(t, &sim.Options{Runtime: rt}), "testdata/iter.bpf.o")
+			if err := sc.Maps["words"].Update(uint32(0), value, ebpf.UpdateAny); err != nil {
+				t.Fatal(err)
+			}
 			compareLines(t, runIterCases(t, func(prog string, pkt, out []byte) (uint32, []byte, error) {
 				opts := &sim.RunOptions{Data: pkt, DataOut: out}
 				ret, err := sc.Programs[prog].Run(opts)

@@ -1,10 +1,13 @@
 package sim
 
 import (
+	"encoding/binary"
+
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/bpfsim/bpfsim/sim/interp"
 	"github.com/bpfsim/bpfsim/sim/kfunc"
+	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
 
@@ -107,4 +110,153 @@ func storeIterNum(m *interp.Machine, it uint64, cur, end int32) error {
 		return f
 	}
 	return nil
+}
+
+// The bits iterator (kernel/bpf/helpers.c: bpf_iter_bits_new, _next and
+// _destroy, Linux 6.11+): the set bits of nr_words 64-bit words at any
+// address, lowest first. _new copies the words (one into the iterator
+// itself, more into memory it allocates, which _destroy frees), reading
+// them as bpf_probe_read_kernel does, so the pointer is not checked by
+// the verifier ("__ign"). Its struct bpf_iter_bits is, to the kernel,
+// struct bpf_iter_bits_kern: the words' address or the one word, then
+// nr_bits and the last bit returned, two ints.
+
+// bitsIterMaxWords is BITS_ITER_NR_WORDS_MAX.
+const bitsIterMaxWords = 511
+
+// Offsets in struct bpf_iter_bits_kern.
+const (
+	bitsIterNrBits = 8
+	bitsIterBit    = 12
+)
+
+func init() {
+	iterBitsParam := func(typ func(string) btf.Type) btf.FuncParam {
+		return param("it", &btf.Pointer{Target: typ("bpf_iter_bits")})
+	}
+	builtinKfuncs["bpf_iter_bits_new"] = &builtinKfunc{
+		flags: kfunc.IterNew,
+		proto: func(typ func(string) btf.Type) *btf.FuncProto {
+			return &btf.FuncProto{Return: btfInt, Params: []btf.FuncParam{
+				iterBitsParam(typ), param("unsafe_ptr__ign", &btf.Pointer{Target: &btf.Const{Type: btfU64}}),
+				param("nr_words", btfU32)}}
+		},
+		fn: func(k *Kernel) func(m *interp.Machine, r1, r2, r3, r4, r5 uint64) (uint64, error) {
+			return k.kfuncIterBitsNew
+		},
+	}
+	builtinKfuncs["bpf_iter_bits_next"] = &builtinKfunc{
+		flags: kfunc.IterNext | kfunc.RetNull,
+		proto: func(typ func(string) btf.Type) *btf.FuncProto {
+			return &btf.FuncProto{Return: &btf.Pointer{Target: btfInt}, Params: []btf.FuncParam{iterBitsParam(typ)}}
+		},
+		fn: func(*Kernel) func(m *interp.Machine, r1, r2, r3, r4, r5 uint64) (uint64, error) {
+			return kfuncIterBitsNext
+		},
+	}
+	builtinKfuncs["bpf_iter_bits_destroy"] = &builtinKfunc{
+		flags: kfunc.IterDestroy,
+		proto: func(typ func(string) btf.Type) *btf.FuncProto {
+			return &btf.FuncProto{Return: (*btf.Void)(nil), Params: []btf.FuncParam{iterBitsParam(typ)}}
+		},
+		fn: func(k *Kernel) func(m *interp.Machine, r1, r2, r3, r4, r5 uint64) (uint64, error) {
+			return k.kfuncIterBitsDestroy
+		},
+	}
+}
+
+// kfuncIterBitsNew is bpf_iter_bits_new(it, unsafe_ptr__ign, nr_words):
+// a NULL pointer or no words is -EINVAL, more than 511 words -E2BIG, and
+// words it cannot read -EFAULT; each leaves an iterator that yields
+// nothing.
+func (k *Kernel) kfuncIterBitsNew(m *interp.Machine, it, ptr, nrWords, _, _ uint64) (uint64, error) {
+	if err := storeIterBits(m, it, 0, 0, -1); err != nil {
+		return 0, err
+	}
+	n := uint32(nrWords)
+	switch {
+	case ptr == 0 || n == 0:
+		return errnoRet(uapi.EINVAL), nil
+	case n > bitsIterMaxWords:
+		return errnoRet(uapi.E2BIG), nil
+	}
+	words := make([]byte, 8*n)
+	if m.TLB.Space().Read(ptr, words) != nil {
+		return errnoRet(uapi.EFAULT), nil
+	}
+	if n == 1 {
+		// The one word is kept in the iterator itself.
+		return 0, storeIterBits(m, it, binary.LittleEndian.Uint64(words), 64, -1)
+	}
+	addr, err := k.mem.Alloc(uint64(len(words)), mem.AllocOptions{Perm: mem.PermRW, Name: "bpf_iter_bits"})
+	if err != nil {
+		return errnoRet(uapi.ENOMEM), nil
+	}
+	if err := k.mem.Write(addr, words); err != nil {
+		return 0, err
+	}
+	return 0, storeIterBits(m, it, addr, int32(8*len(words)), -1)
+}
+
+// kfuncIterBitsNext is bpf_iter_bits_next(it): a pointer to the next set
+// bit's index, kept in the iterator, or NULL once there is none.
+func kfuncIterBitsNext(m *interp.Machine, it, _, _, _, _ uint64) (uint64, error) {
+	var kit [16]byte
+	if err := m.ReadMem(it, kit[:]); err != nil {
+		return 0, err
+	}
+	nrBits := int32(binary.LittleEndian.Uint32(kit[bitsIterNrBits:]))
+	bit := int32(binary.LittleEndian.Uint32(kit[bitsIterBit:]))
+	if nrBits == 0 || bit >= nrBits {
+		return 0, nil
+	}
+	words := kit[:8]
+	if nrBits != 64 {
+		words = make([]byte, nrBits/8)
+		if err := m.ReadMem(binary.LittleEndian.Uint64(kit[:8]), words); err != nil {
+			return 0, err
+		}
+	}
+	next := findNextBit(words, int(nrBits), int(bit)+1)
+	if f := m.TLB.Store32(it+bitsIterBit, uint64(uint32(int32(next)))); f != nil {
+		f.PC = m.PC()
+		return 0, f
+	}
+	if next >= int(nrBits) {
+		return 0, nil
+	}
+	return it + bitsIterBit, nil
+}
+
+// findNextBit is find_next_bit over little-endian words: the first set
+// bit at or after from, or n.
+func findNextBit(words []byte, n, from int) int {
+	for i := from; i < n; i++ {
+		if words[i/8]&(1<<(i%8)) != 0 {
+			return i
+		}
+	}
+	return n
+}
+
+// kfuncIterBitsDestroy is bpf_iter_bits_destroy(it): the words' copy, if
+// _new allocated one, is freed.
+func (k *Kernel) kfuncIterBitsDestroy(m *interp.Machine, it, _, _, _, _ uint64) (uint64, error) {
+	var kit [16]byte
+	if err := m.ReadMem(it, kit[:]); err != nil {
+		return 0, err
+	}
+	if int32(binary.LittleEndian.Uint32(kit[bitsIterNrBits:])) <= 64 {
+		return 0, nil
+	}
+	return 0, k.mem.Free(binary.LittleEndian.Uint64(kit[:8]))
+}
+
+// storeIterBits writes struct bpf_iter_bits_kern.
+func storeIterBits(m *interp.Machine, it, words uint64, nrBits, bit int32) error {
+	var kit [16]byte
+	binary.LittleEndian.PutUint64(kit[:], words)
+	binary.LittleEndian.PutUint32(kit[bitsIterNrBits:], uint32(nrBits))
+	binary.LittleEndian.PutUint32(kit[bitsIterBit:], uint32(bit))
+	return m.WriteMem(it, kit[:])
 }

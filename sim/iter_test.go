@@ -221,3 +221,50 @@ func TestIteratorKfuncsMustFollowTheKernelsRules(t *testing.T) {
 		})
 	}
 }
+
+// The bits iterator walks the set bits of the words it was given, lowest
+// first, across words, and refuses NULL, no words and more than 511.
+func TestIterBitsWalksSetBitsInOrder(t *testing.T) {
+	words := []uint64{0b1011, 1 << 63, 0, 1 << 5} // bits 0, 1, 3, 127, 197
+	for _, c := range []struct {
+		name            string
+		stop, n, source int32
+		want            iterOut
+	}{
+		{"four words", 0, 4, 1, iterOut{0, 5, 328, 0, 197, iterNotRun, iterNotRun}},
+		{"two words", 0, 2, 1, iterOut{0, 4, 131, 0, 127, iterNotRun, iterNotRun}},
+		{"left after two, resumed", 2, 4, 1, iterOut{0, 2, 1, 0, 1, 3, 127}},
+		{"NULL", 0, 1, 0, iterOut{-int32(uapi.EINVAL), 0, 0, iterNotRun, iterNotRun, iterNotRun, iterNotRun}},
+		{"no words", 0, 0, 1, iterOut{-int32(uapi.EINVAL), 0, 0, iterNotRun, iterNotRun, iterNotRun, iterNotRun}},
+		{"512 words", 0, 512, 2, iterOut{-int32(uapi.E2BIG), 0, 0, iterNotRun, iterNotRun, iterNotRun, iterNotRun}},
+	} {
+		for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+			t.Run(c.name+"/"+rt.String(), func(t *testing.T) {
+				k := newKernel(t, &sim.Options{Runtime: rt})
+				coll, err := k.NewCollection(loadOneProgram(t, "testdata/iter.bpf.o", "bits"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer coll.Close()
+				pkt := make([]byte, 96)
+				binary.LittleEndian.PutUint32(pkt[0:], uint32(c.stop))
+				binary.LittleEndian.PutUint32(pkt[4:], uint32(c.n))
+				binary.LittleEndian.PutUint32(pkt[8:], uint32(c.source))
+				for i, w := range words {
+					binary.LittleEndian.PutUint64(pkt[56+8*i:], w)
+				}
+				opts := &sim.RunOptions{Data: pkt, DataOut: make([]byte, len(pkt))}
+				if ret, err := coll.Programs["bits"].Run(opts); err != nil || ret != 3 {
+					t.Fatalf("run: %d, %v", ret, err)
+				}
+				var got iterOut
+				if _, err := binary.Decode(opts.DataOut[24:], binary.LittleEndian, &got); err != nil {
+					t.Fatal(err)
+				}
+				if got != c.want {
+					t.Errorf("got %+v, want %+v", got, c.want)
+				}
+			})
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package kdiff
 
 import (
+	"errors"
 	"regexp"
 	"strings"
 	"testing"
@@ -183,15 +184,28 @@ func TestIterLogsAreTheKernels(t *testing.T) {
 		{"iter_refused.bpf.o", "accepted"}, {"iter_refused.bpf.o", "nested"}, {"iter_refused.bpf.o", "index_checked"},
 		{"iter_refused.bpf.o", "counter_widened"}, {"iter_refused.bpf.o", "next_used_after_destroy"},
 		{"iter.bpf.o", "range"}, {"iter.bpf.o", "nested"}, {"iter.bpf.o", "table"},
-		{"iter.bpf.o", "functions"}, {"iter.bpf.o", "callchains"}, {"iter.bpf.o", "for_loop"},
+		{"iter.bpf.o", "functions"}, {"iter.bpf.o", "callchains"}, {"iter.bpf.o", "for_loop"}, {"iter.bpf.o", "bits"},
 	} {
 		t.Run(c.obj+"/"+c.prog, func(t *testing.T) {
 			spec, err := ebpf.LoadCollectionSpec("../testdata/" + c.obj)
 			if err != nil {
 				t.Fatal(err)
 			}
-			p := spec.Programs[c.prog]
-			kerr, serr, klog, slog := loadBothLogged(t, k, p.Copy(), p.Copy())
+			kp, sp := spec.Programs[c.prog].Copy(), spec.Programs[c.prog].Copy()
+			// The maps the program uses, made alike in both.
+			for name, ms := range spec.Maps {
+				if strings.HasPrefix(name, ".") {
+					continue // data sections: the programs use none
+				}
+				km, sm := mapsInBoth(t, k, ms)
+				if err := kp.Instructions.AssociateMap(name, km); err != nil && !errors.Is(err, asm.ErrUnreferencedSymbol) {
+					t.Fatal(err)
+				}
+				if err := sp.Instructions.AssociateMap(name, sm); err != nil && !errors.Is(err, asm.ErrUnreferencedSymbol) {
+					t.Fatal(err)
+				}
+			}
+			kerr, serr, klog, slog := loadBothLogged(t, k, kp, sp)
 			if errnoOf(kerr) != errnoOf(serr) || verifierMessage(kerr) != verifierMessage(serr) {
 				t.Fatalf("verdicts differ\nkernel: %v: %s\nbpfsim: %v: %s", errnoOf(kerr), verifierMessage(kerr), errnoOf(serr), verifierMessage(serr))
 			}

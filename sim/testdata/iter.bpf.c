@@ -12,6 +12,7 @@ typedef unsigned long long __u64;
 #define SEC(name) __attribute__((section(name), used))
 #define __ksym __attribute__((section(".ksyms")))
 #define __noinline __attribute__((noinline))
+#define NULL ((void *)0)
 
 #define XDP_ABORTED 0
 #define XDP_TX 3
@@ -33,6 +34,27 @@ struct xdp_md {
 extern int bpf_iter_num_new(struct bpf_iter_num *it, int start, int end) __ksym;
 extern int *bpf_iter_num_next(struct bpf_iter_num *it) __ksym;
 extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __ksym;
+
+struct bpf_iter_bits {
+	__u64 __opaque[2];
+} __attribute__((aligned(8)));
+
+extern int bpf_iter_bits_new(struct bpf_iter_bits *it, const __u64 *unsafe_ptr__ign, __u32 nr_words) __ksym;
+extern int *bpf_iter_bits_next(struct bpf_iter_bits *it) __ksym;
+extern void bpf_iter_bits_destroy(struct bpf_iter_bits *it) __ksym;
+
+static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+
+#define __uint(name, val) int (*name)[val]
+#define __type(name, val) typeof(val) *name
+
+/* 512 words whose bits the bits iterator walks. */
+struct {
+	__uint(type, 2); /* BPF_MAP_TYPE_ARRAY */
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64[512]);
+} words SEC(".maps");
 
 struct cmd {
 	int start, end;
@@ -230,6 +252,56 @@ int for_loop(struct xdp_md *ctx)
 		n += hist[i & 15];
 	}
 	o->count = n;
+	return XDP_TX;
+}
+
+/* bits: the set bits of end words, from the map's value (brk 2), four
+ * words on the stack copied from the packet's end (brk 1, end at most
+ * 4) or NULL (brk 0); stopped after start bits if start is not 0. */
+SEC("xdp")
+int bits(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	struct cmd *c = data;
+	struct out *o = data + sizeof(*c);
+	__u64 *pw = (void *)(o + 1);
+	struct bpf_iter_bits it;
+	const __u64 *src = NULL;
+	__u64 stack[4];
+	__u32 key = 0;
+	int *b;
+
+	if ((void *)(pw + 4) > data_end)
+		return XDP_ABORTED;
+	stack[0] = pw[0];
+	stack[1] = pw[1];
+	stack[2] = pw[2];
+	stack[3] = pw[3];
+	if (c->brk == 1) {
+		src = stack;
+	} else if (c->brk == 2) {
+		src = bpf_map_lookup_elem(&words, &key);
+		if (!src)
+			return XDP_ABORTED;
+	}
+	o->rc = bpf_iter_bits_new(&it, src, c->end);
+	o->count = 0;
+	o->sum = 0;
+	o->first = o->last = NOT_RUN;
+	while ((b = bpf_iter_bits_next(&it))) {
+		if (o->count == 0)
+			o->first = *b;
+		o->last = *b;
+		o->sum += *b;
+		o->count++;
+		if (o->count == (__u32)c->start)
+			break;
+	}
+	b = bpf_iter_bits_next(&it);
+	o->after = b ? *b : NOT_RUN;
+	b = bpf_iter_bits_next(&it);
+	o->after2 = b ? *b : NOT_RUN;
+	bpf_iter_bits_destroy(&it);
 	return XDP_TX;
 }
 

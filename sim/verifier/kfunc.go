@@ -53,6 +53,9 @@ const (
 	// KfArgIter is the struct bpf_iter_<type> on the stack of an
 	// iterator's _new, _next or _destroy (KF_ARG_PTR_TO_ITER).
 	KfArgIter
+	// KfArgIgnore is a parameter named "x__ign": anything goes, unchecked
+	// (is_kfunc_arg_ignore); the kfunc must cope with what it gets.
+	KfArgIgnore
 )
 
 // KfuncArg is one parameter.
@@ -163,6 +166,8 @@ func NewKfuncProto(name string, id int32, fp *btf.FuncProto, flags uint32) (*Kfu
 		a := KfuncArg{Name: p.Name}
 		t := btf.UnderlyingType(p.Type)
 		switch {
+		case strings.HasSuffix(p.Name, "__ign"):
+			a.Kind = KfArgIgnore
 		case strings.HasSuffix(p.Name, "__prog"):
 			if _, ok := t.(*btf.Pointer); !ok {
 				return nil, errors.Wrapf(uapi.EINVAL, "kfunc %s: %s must be a pointer", name, p.Name)
@@ -362,8 +367,9 @@ func (e *env) checkKfuncCall(in insn.Insn, idx int) error {
 	for i := 0; i < len(kf.Args); i++ {
 		a := kf.Args[i]
 		regno := uint8(insn.R1 + i)
-		if a.Kind == KfArgProg {
-			// Any value: the fix-ups overwrite it.
+		if a.Kind == KfArgProg || a.Kind == KfArgIgnore {
+			// Any value: the fix-ups overwrite a __prog, and an __ign
+			// is not checked at all.
 			continue
 		}
 		if err := e.checkRegRead(regno); err != nil {

@@ -42,7 +42,7 @@ var Names = []string{
 	"bpf_spin_lock", "bpf_timer", "bpf_perf_event_value", "bpf_devmap_val",
 	"bpf_cpumap_val", "bpf_fib_lookup", "bpf_tunnel_key", "bpf_dynptr",
 	// Kfunc argument structures.
-	"bpf_iter_num",
+	"bpf_iter_num", "bpf_iter_bits",
 	// Enums that programs probe.
 	"bpf_func_id", "bpf_map_type", "bpf_prog_type", "bpf_attach_type",
 	"xdp_action",
