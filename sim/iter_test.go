@@ -3,7 +3,9 @@ package sim_test
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
+	"sync"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -266,5 +268,66 @@ func TestIterBitsWalksSetBitsInOrder(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// Iterators on several CPUs at once: each run walks its own words, and
+// the memory the bits iterator allocates for more than one word comes
+// and goes under every run without one run seeing another's (run with
+// -race).
+func TestIteratorsRunOnSeveralCPUsAtOnce(t *testing.T) {
+	const cpus, runs = 3, 300
+	k := newKernel(t, &sim.Options{CPUs: cpus})
+	coll := simCollection(t, k, "testdata/iter.bpf.o")
+	copies := func() (n int) {
+		for _, a := range k.Memory().Areas() {
+			if a.Name == "bpf_iter_bits" {
+				n++
+			}
+		}
+		return n
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, cpus)
+	for cpu := uint32(0); cpu < cpus; cpu++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < runs; i++ {
+				// Word j of this run has bit (cpu*7+i+j)%64 set; the
+				// sum of the indexes of four words follows.
+				pkt := make([]byte, 96)
+				binary.LittleEndian.PutUint32(pkt[4:], 4)
+				binary.LittleEndian.PutUint32(pkt[8:], 1)
+				want := int64(0)
+				for j := 0; j < 4; j++ {
+					b := (int(cpu)*7 + i + j) % 64
+					binary.LittleEndian.PutUint64(pkt[56+8*j:], 1<<b)
+					want += int64(64*j + b)
+				}
+				opts := &sim.RunOptions{Data: pkt, DataOut: make([]byte, len(pkt)), CPU: cpu}
+				if _, err := coll.Programs["bits"].Run(opts); err != nil {
+					errs <- err
+					return
+				}
+				var got iterOut
+				if _, err := binary.Decode(opts.DataOut[24:], binary.LittleEndian, &got); err != nil {
+					errs <- err
+					return
+				}
+				if got.Count != 4 || got.Sum != want {
+					errs <- fmt.Errorf("cpu %d run %d: %d bits summing to %d, want 4 summing to %d", cpu, i, got.Count, got.Sum, want)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := copies(); n != 0 {
+		t.Errorf("%d copies of words left allocated after every iterator was destroyed", n)
 	}
 }
