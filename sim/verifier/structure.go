@@ -12,10 +12,12 @@
 //     (mem.go, with the context rules of progtypes.go), jumps (jmp.go),
 //     helper and function calls (call.go, protos.go, callback.go,
 //     globals.go), kfuncs (kfunc.go), references (refs.go), spin locks
-//     (spinlock.go), timers (timer.go), dynptrs (dynptr.go), maps of maps
-//     (mapinmap.go), tail calls (tailcall.go); state pruning (prune.go)
-//     with precision (precision.go), liveness (liveness.go) and loop
-//     components (scc.go); the log (log.go);
+//     (spinlock.go), timers (timer.go), dynptrs (dynptr.go), open-coded
+//     iterators (iter.go), maps of maps (mapinmap.go), tail calls
+//     (tailcall.go); state pruning (prune.go) with precision
+//     (precision.go), liveness (liveness.go) and loop convergence over the
+//     control flow graph's strongly connected components (scc.go, as in
+//     Linux 6.17); the log (log.go);
 //   - fix-ups (fixups.go, patch.go): dead code, context conversion
 //     (ctxconv.go), calls made direct, inlined map lookups and bpf_loop
 //     (inlineloop.go), kfunc calls (kfunc_fixups.go) and, as seed 003
