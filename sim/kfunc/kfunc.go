@@ -7,9 +7,13 @@
 // BPF_PSEUDO_KFUNC_CALL and that id) and an address in its text, as it
 // does helpers; the verifier checks each call against the prototype. The
 // names of the parameters carry the kernel's suffixes: a parameter named
-// "x__sz" is the size of the memory the one before it points to, and one
+// "x__sz" is the size of the memory the one before it points to, one
 // named "x__prog" is filled in by the verifier with the calling program's
-// struct bpf_prog_aux pointer, whatever the program passes.
+// struct bpf_prog_aux pointer, whatever the program passes, and one named
+// "x__ign" is not checked at all (the kfunc must cope with any value, as
+// bpf_iter_bits_new reads its words the way bpf_probe_read_kernel does).
+// A kfunc flagged IterNew, IterNext or IterDestroy is part of an
+// open-coded iterator, and follows the kernel's rules for those.
 //
 // This package imports nothing of the simulated kernel but the interpreter's
 // machine, so subsystems (package structops, examples) can declare kfuncs
