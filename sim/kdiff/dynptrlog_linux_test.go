@@ -183,6 +183,8 @@ func TestIterLogsAreTheKernels(t *testing.T) {
 	for _, c := range []struct{ obj, prog string }{
 		{"iter_refused.bpf.o", "accepted"}, {"iter_refused.bpf.o", "nested"}, {"iter_refused.bpf.o", "index_checked"},
 		{"iter_refused.bpf.o", "counter_widened"}, {"iter_refused.bpf.o", "next_used_after_destroy"},
+		{"iter_refused.bpf.o", "next_in_static_callee"}, {"iter_refused.bpf.o", "destroy_in_static_callee"},
+		{"iter_refused.bpf.o", "new_in_static_callee"}, {"iter_refused.bpf.o", "iterator_in_loop_callback"},
 		{"iter.bpf.o", "range"}, {"iter.bpf.o", "nested"}, {"iter.bpf.o", "table"},
 		{"iter.bpf.o", "functions"}, {"iter.bpf.o", "callchains"}, {"iter.bpf.o", "for_loop"}, {"iter.bpf.o", "bits"},
 	} {

@@ -315,4 +315,106 @@ int null_iterator(struct xdp_md *ctx)
 	bpf_iter_num_new(NULL, 0, 10);
 	return 0;
 }
+// Iterators across functions: a static function may advance or destroy
+// its caller's iterator; a global function sees only 8 bytes of memory.
+static __attribute__((noinline)) int sum_rest(struct bpf_iter_num *it)
+{
+	int *v, sum = 0;
+
+	while ((v = bpf_iter_num_next(it)))
+		sum += *v;
+	return sum;
+}
+
+SEC("xdp")
+int next_in_static_callee(struct xdp_md *ctx)
+{
+	struct bpf_iter_num it;
+	int sum;
+
+	bpf_iter_num_new(&it, 0, 10);
+	sum = sum_rest(&it);
+	bpf_iter_num_destroy(&it);
+	return sum;
+}
+
+static __attribute__((noinline)) void finish(struct bpf_iter_num *it)
+{
+	bpf_iter_num_destroy(it);
+}
+
+SEC("xdp")
+int destroy_in_static_callee(struct xdp_md *ctx)
+{
+	struct bpf_iter_num it;
+
+	bpf_iter_num_new(&it, 0, 10);
+	finish(&it);
+	return 0;
+}
+
+__attribute__((noinline)) int global_sum_rest(struct bpf_iter_num *it)
+{
+	int *v, sum = 0;
+
+	if (!it)
+		return 0;
+	while ((v = bpf_iter_num_next(it)))
+		sum += *v;
+	return sum;
+}
+
+SEC("xdp")
+int next_in_global_callee(struct xdp_md *ctx)
+{
+	struct bpf_iter_num it;
+	int sum;
+
+	bpf_iter_num_new(&it, 0, 10);
+	sum = global_sum_rest(&it);
+	bpf_iter_num_destroy(&it);
+	return sum;
+}
+
+static __attribute__((noinline)) int made_in_callee(struct bpf_iter_num *it)
+{
+	return bpf_iter_num_new(it, 0, 3);
+}
+
+SEC("xdp")
+int new_in_static_callee(struct xdp_md *ctx)
+{
+	struct bpf_iter_num it;
+	int *v, n = 0;
+
+	made_in_callee(&it);
+	while ((v = bpf_iter_num_next(&it)))
+		n++;
+	bpf_iter_num_destroy(&it);
+	return n;
+}
+
+static long (*bpf_loop)(__u32 nr_loops, void *callback_fn, void *callback_ctx, __u64 flags) = (void *)181;
+
+static int loop_body(__u32 i, void *data)
+{
+	struct bpf_iter_num it;
+	int *v, *sum = data;
+
+	bpf_iter_num_new(&it, 0, i);
+	while ((v = bpf_iter_num_next(&it)))
+		*sum += *v;
+	bpf_iter_num_destroy(&it);
+	return 0;
+}
+
+SEC("xdp")
+int iterator_in_loop_callback(struct xdp_md *ctx)
+{
+	int sum = 0;
+
+	bpf_loop(5, loop_body, &sum, 0);
+	return sum;
+}
+
 char _license[] SEC("license") = "GPL";

@@ -535,8 +535,7 @@ func (e *env) checkFuncCall(in insn.Insn, idx int) (int, error) {
 		caller.regs[r].markNotInit()
 	}
 	if e.log.level > 0 {
-		refs := st.refsSuffix()
-		e.log.printf("caller:\n%s%s\ncallee:\n%s%s", caller.format(e.maps), refs, callee.format(e.maps), refs)
+		e.log.printf("caller:\n%s\ncallee:\n%s", st.frameLine(caller, caller.format(e.maps)), st.frameLine(callee, callee.format(e.maps)))
 	}
 	e.scratchAll() // init_func_state marks the whole state scratched
 	return e.subprogs[sub].Start, nil
@@ -557,8 +556,7 @@ func (e *env) prepareFuncExit() (int, error) {
 	caller := st.frames[st.curframe-1]
 	caller.regs[insn.R0] = r0
 	if e.log.level > 0 {
-		refs := st.refsSuffix()
-		e.log.printf("returning from callee:\n%s%s\nto caller at %d:\n%s%s", callee.format(e.maps), refs, callee.callsite+1, caller.format(e.maps), refs)
+		e.log.printf("returning from callee:\n%s\nto caller at %d:\n%s", st.frameLine(callee, callee.format(e.maps)), callee.callsite+1, st.frameLine(caller, caller.format(e.maps)))
 	}
 	st.frames[st.curframe] = nil
 	st.frames = st.frames[:st.curframe]

@@ -78,7 +78,7 @@ func (e *env) doCheck() error {
 		}
 		if e.log.level > 0 {
 			if printState && e.log.level > 1 {
-				e.log.printf("\nfrom %d to %d:%s%s", e.prevIdx, idx, e.cur.cur().format(e.maps), e.cur.refsSuffix())
+				e.log.printf("\nfrom %d to %d:%s", e.prevIdx, idx, e.cur.frameLine(e.cur.cur(), e.cur.cur().format(e.maps)))
 			}
 			printState = false
 			e.printInsnState(idx)

@@ -133,6 +133,11 @@ func (e *env) prepareFuncArgs(sub int) ([]funcArg, error) {
 				args[i] = funcArg{kind: argDynptr}
 				continue
 			}
+			if !global {
+				// Memory arguments are a global function's: a static
+				// function's prototype is not used, and says nothing.
+				return nil, uapi.EINVAL
+			}
 			size, err := btf.Sizeof(t.Target)
 			if err != nil {
 				if global {
@@ -248,7 +253,10 @@ func (e *env) matchFuncArgs(sub int) error {
 // quiet runs a check whose failure is not the verification's end: its
 // message stays in the log, but the caller decides what the error is.
 func (e *env) quiet(check func() error) error {
+	// Not the end: no statistics after its message.
+	e.quietChecks++
 	err := check()
+	e.quietChecks--
 	var ve *Error
 	if errors.As(err, &ve) {
 		return ve.Errno

@@ -156,7 +156,8 @@ func (e *env) printInsnState(idx int) {
 	if e.log.level == 0 || (e.scratchedRegs == 0 && e.scratchedStack == 0) {
 		return
 	}
-	e.log.stateLine(idx, e.cur.cur().formatMasked(e.maps, e.scratchedRegs, e.scratchedStack)+e.cur.refsSuffix())
+	f := e.cur.cur()
+	e.log.stateLine(idx, e.cur.frameLine(f, f.formatMasked(e.maps, e.scratchedRegs, e.scratchedStack)))
 	e.scratchedRegs, e.scratchedStack = 0, 0
 }
 

@@ -82,7 +82,7 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 				!iterActiveDepthsDiffer(sl.st, cur) && e.statesEqual(sl.st, cur, idx, exact) {
 				// The kernel follows the message with both states.
 				return false, e.fail(uapi.EINVAL, sprintf("infinite loop detected at insn %d", idx),
-					"cur state:"+cur.cur().format(e.maps), "old state:"+sl.st.cur().format(e.maps))
+					"cur state:"+cur.frameLine(cur.cur(), cur.cur().format(e.maps)), "old state:"+sl.st.frameLine(sl.st.cur(), sl.st.cur().format(e.maps)))
 			} else if !force && e.jmpsProcessed-e.prevJmps < 20 && e.insnProcessed-e.prevInsnProcessed < 100 {
 				// Inside a loop, checkpoints every iteration rarely
 				// help: take them less often.

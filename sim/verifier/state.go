@@ -241,8 +241,15 @@ func (f *funcState) formatMasked(tab []*maps.Map, regMask uint16, stackMask uint
 		}
 		fmt.Fprintf(&b, " fp%d=%s", off, types[:])
 	}
-	if f.inCallbackFn {
-		b.WriteString(" cb")
-	}
 	return b.String()
+}
+
+// frameLine ends a frame's printed state as print_verifier_state does:
+// the references the path holds, then " cb" in a callback's frame.
+func (s *vstate) frameLine(f *funcState, body string) string {
+	body += s.refsSuffix()
+	if f.inCallbackFn {
+		body += " cb"
+	}
+	return body
 }

@@ -209,6 +209,9 @@ type env struct {
 	insnProcessed, jmpsProcessed int
 	prevInsnProcessed, prevJmps  int
 	totalStates, peakStates      int
+	// quietChecks counts the checks running whose failure does not end
+	// verification (quiet).
+	quietChecks int
 	// curStates counts the states held (explored, dropped but not yet
 	// freed, and backedges), whose high mark is peakStates.
 	curStates int
@@ -346,7 +349,7 @@ func (e *env) fail(errno uapi.Errno, msg string, extra ...string) error {
 	for _, l := range extra {
 		e.log.always(l)
 	}
-	if e.log.level > 0 {
+	if e.log.level > 0 && e.quietChecks == 0 {
 		e.printStats()
 	}
 	return &Error{Errno: errno, Msg: msg, Log: e.log.String()}
