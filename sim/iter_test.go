@@ -71,6 +71,27 @@ type iterOut struct {
 
 const iterNotRun = 0x7eadbeef
 
+// runIterProgram runs program prog of testdata/iter.bpf.o on pkt in a
+// new kernel of runtime rt and returns the struct out it wrote.
+func runIterProgram(t *testing.T, rt sim.Runtime, prog string, pkt []byte) iterOut {
+	t.Helper()
+	k := newKernel(t, &sim.Options{Runtime: rt})
+	coll, err := k.NewCollection(loadOneProgram(t, "testdata/iter.bpf.o", prog))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer coll.Close()
+	opts := &sim.RunOptions{Data: pkt, DataOut: make([]byte, len(pkt))}
+	if ret, err := coll.Programs[prog].Run(opts); err != nil || ret != 3 {
+		t.Fatalf("run: %d, %v", ret, err)
+	}
+	var got iterOut
+	if _, err := binary.Decode(opts.DataOut[24:], binary.LittleEndian, &got); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
 // The range program of testdata/iter.bpf.o loops over bpf_iter_num_new's
 // ranges and gets every value once, in order, then NULL; a loop left
 // early resumes where it stopped; a reversed range is -EINVAL and one
@@ -98,25 +119,11 @@ func TestIterNumRangesYieldEachValueOnce(t *testing.T) {
 	} {
 		for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
 			t.Run(c.name+"/"+rt.String(), func(t *testing.T) {
-				k := newKernel(t, &sim.Options{Runtime: rt})
-				coll, err := k.NewCollection(loadOneProgram(t, "testdata/iter.bpf.o", "range"))
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer coll.Close()
 				pkt := make([]byte, 64)
 				binary.LittleEndian.PutUint32(pkt[0:], uint32(c.start))
 				binary.LittleEndian.PutUint32(pkt[4:], uint32(c.end))
 				binary.LittleEndian.PutUint32(pkt[8:], c.brk)
-				opts := &sim.RunOptions{Data: pkt, DataOut: make([]byte, len(pkt))}
-				if ret, err := coll.Programs["range"].Run(opts); err != nil || ret != 3 {
-					t.Fatalf("run: %d, %v", ret, err)
-				}
-				var got iterOut
-				if _, err := binary.Decode(opts.DataOut[24:], binary.LittleEndian, &got); err != nil {
-					t.Fatal(err)
-				}
-				if got != c.want {
+				if got := runIterProgram(t, rt, "range", pkt); got != c.want {
 					t.Errorf("got %+v, want %+v", got, c.want)
 				}
 			})
@@ -250,12 +257,6 @@ func TestIterBitsWalksSetBitsInOrder(t *testing.T) {
 	} {
 		for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
 			t.Run(c.name+"/"+rt.String(), func(t *testing.T) {
-				k := newKernel(t, &sim.Options{Runtime: rt})
-				coll, err := k.NewCollection(loadOneProgram(t, "testdata/iter.bpf.o", "bits"))
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer coll.Close()
 				pkt := make([]byte, 96)
 				binary.LittleEndian.PutUint32(pkt[0:], uint32(c.stop))
 				binary.LittleEndian.PutUint32(pkt[4:], uint32(c.n))
@@ -263,15 +264,7 @@ func TestIterBitsWalksSetBitsInOrder(t *testing.T) {
 				for i, w := range words {
 					binary.LittleEndian.PutUint64(pkt[56+8*i:], w)
 				}
-				opts := &sim.RunOptions{Data: pkt, DataOut: make([]byte, len(pkt))}
-				if ret, err := coll.Programs["bits"].Run(opts); err != nil || ret != 3 {
-					t.Fatalf("run: %d, %v", ret, err)
-				}
-				var got iterOut
-				if _, err := binary.Decode(opts.DataOut[24:], binary.LittleEndian, &got); err != nil {
-					t.Fatal(err)
-				}
-				if got != c.want {
+				if got := runIterProgram(t, rt, "bits", pkt); got != c.want {
 					t.Errorf("got %+v, want %+v", got, c.want)
 				}
 			})
