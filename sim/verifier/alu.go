@@ -133,9 +133,11 @@ func (d *bounds) add32(s *bounds) {
 	} else {
 		d.s32min, d.s32max = lo, hi
 	}
+	// Unsigned: the ends wrap together or not at all, else nothing is
+	// known (6.17's scalar32_min_max_add).
 	ulo, c1 := bits.Add32(d.u32min, s.u32min, 0)
 	uhi, c2 := bits.Add32(d.u32max, s.u32max, 0)
-	if c1 != 0 || c2 != 0 {
+	if c1 == 0 && c2 != 0 {
 		d.u32min, d.u32max = 0, math.MaxUint32
 	} else {
 		d.u32min, d.u32max = ulo, uhi
@@ -152,7 +154,7 @@ func (d *bounds) add64(s *bounds) {
 	}
 	ulo, c1 := bits.Add64(d.umin, s.umin, 0)
 	uhi, c2 := bits.Add64(d.umax, s.umax, 0)
-	if c1 != 0 || c2 != 0 {
+	if c1 == 0 && c2 != 0 {
 		d.umin, d.umax = 0, math.MaxUint64
 	} else {
 		d.umin, d.umax = ulo, uhi
@@ -167,7 +169,9 @@ func (d *bounds) sub32(s *bounds) {
 	} else {
 		d.s32min, d.s32max = lo, hi
 	}
-	if d.u32min < s.u32max {
+	// Unsigned: the ends wrap together or not at all, else nothing is
+	// known (6.17's scalar32_min_max_sub).
+	if d.u32min < s.u32max && d.u32max >= s.u32min {
 		d.u32min, d.u32max = 0, math.MaxUint32
 	} else {
 		d.u32min, d.u32max = d.u32min-s.u32max, d.u32max-s.u32min
@@ -182,7 +186,7 @@ func (d *bounds) sub64(s *bounds) {
 	} else {
 		d.smin, d.smax = lo, hi
 	}
-	if d.umin < s.umax {
+	if d.umin < s.umax && d.umax >= s.umin {
 		d.umin, d.umax = 0, math.MaxUint64
 	} else {
 		d.umin, d.umax = d.umin-s.umax, d.umax-s.umin

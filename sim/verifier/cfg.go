@@ -299,6 +299,9 @@ func liveFlagsOf(code uint8) uint8 {
 			return liveUseSrc | liveDefDst
 		case in.Op() == insn.MOV:
 			return liveDefDst
+		case in.Op() == insn.END:
+			// The source bit picks the byte order: no source register.
+			return liveUseDst | liveDefDst
 		case in.Source() == insn.X:
 			return liveUseDst | liveUseSrc | liveDefDst
 		}

@@ -2,6 +2,7 @@ package verifier
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/cilium/ebpf/btf"
 
@@ -463,16 +464,21 @@ func (e *env) adjustRegMinMax(in *insn.Insn) error {
 		}
 	}
 	scalarALU(op, alu32, &dst.bounds, src.bounds)
-	// r1 = r2; r1 += const: remember the delta so that bounds learned on
-	// r2 later carry over (BPF_ADD_CONST).
-	if op == insn.ADD && !alu32 && dst.id != 0 && src.isConst() &&
+	// r1 = r2; r1 += const (or -= const): remember the delta, any s32,
+	// so that bounds learned on r2 later carry over (BPF_ADD_CONST; 6.18
+	// takes subtractions and negative constants, 64-bit only).
+	if (op == insn.ADD || op == insn.SUB) && !alu32 && dst.id != 0 && src.isConst() &&
 		!(in.Source() == insn.X && in.Src == in.Dst) {
-		val := src.constant()
-		if dst.id&addConstFlag != 0 || val > 0x7fffffff {
+		val := int64(src.constant())
+		off := int32(val)
+		if op == insn.SUB {
+			off = -off
+		}
+		if dst.id&addConstFlag != 0 || val != int64(int32(val)) || op == insn.SUB && int32(val) == math.MinInt32 {
 			dst.id, dst.off = 0, 0
 		} else {
 			dst.id |= addConstFlag
-			dst.off = int32(val)
+			dst.off = off
 		}
 	} else {
 		dst.id, dst.off = 0, 0

@@ -633,13 +633,15 @@ func syncLinkedRegs(st *vstate, known *regState, linked *linkedRegs) {
 			*r = *known
 			continue
 		}
-		off := r.off
+		// r = known + (r's constant - known's), keeping r's own link.
+		off, id := r.off, r.id
 		delta := constBounds(uint64(int64(off) - int64(known.off)))
 		*r = *known
-		r.off = off
+		r.off, r.id = off, id
 		r.add32(&delta)
 		r.add64(&delta)
 		r.varOff = r.varOff.add(delta.varOff)
+		r.sync()
 	}
 }
 

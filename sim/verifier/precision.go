@@ -165,6 +165,12 @@ func (e *env) backtrackOne(in *insn.Insn, idx, subseq int, h *histEntry, bt *bac
 			bt.setReg(sreg)
 		}
 	case insn.LDX, insn.STX, insn.ST:
+		// An atomic fetch is traced to its slot like a load, as kernels
+		// after 6.18 trace it (is_atomic_fetch_insn). 6.18 keeps the
+		// fetched register tracked past the instruction instead, which
+		// can leave the slot imprecise and prune a path that differs:
+		// bpfsim keeps the sound rule (TestMapsMatchKernel caught a
+		// program whose instrumented copy then ran differently).
 		fetch := cls == insn.STX && in.Mode() == insn.ATOMIC && in.Imm&insn.Fetch != 0
 		if cls == insn.LDX || fetch || (cls == insn.STX && in.Mode() == insn.ATOMIC && in.Imm == insn.LoadAcq) {
 			load := dreg
