@@ -6,12 +6,11 @@ import (
 )
 
 // Loops of the control flow graph (kernel/bpf/verifier.c: compute_scc,
-// Linux 6.17). The kernel compares a checkpoint range by range only while
-// the loop it lies in is still being explored (incomplete_read_marks): a
-// checkpoint outside every loop, such as one in a callback's body without
-// a loop of its own, is compared as any other, however its path reached
-// it. bpfsim keeps the older loop entries to tell whether a loop is still
-// being explored, and asks inLoop whether the checkpoint is in one at all.
+// Linux 6.17). A checkpoint is compared range by range only while the
+// loop it lies in is still being explored (incomplete_read_marks, below):
+// a checkpoint outside every loop, such as one in a callback's body
+// without a loop of its own, is compared as any other, however its path
+// reached it.
 
 // computeLoops numbers the loops of succ, the successors computeLiveness
 // left (calls and callback addresses lead to the next instruction only,
