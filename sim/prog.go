@@ -740,7 +740,9 @@ func (p *Program) xlatedSymbols() *insn.Symbols {
 	}}
 	if p.fixedUp {
 		sym.Call = func(_ int, in insn.Insn) string {
-			if in.Src != 0 {
+			// Helpers and kfuncs are called by address after the
+			// fix-ups; bpftool names both from the kernel's symbols.
+			if in.Src != 0 && in.Src != insn.PseudoKfuncCall {
 				return ""
 			}
 			return p.k.callName(in.Imm)

@@ -219,6 +219,8 @@ func TestXlatedDumpWithSourceMatchesBpftool(t *testing.T) {
 		{"../testdata/maps.bpf.o", "count"},
 		{"../testdata/progs.bpf.o", "xdp_sum"},
 		{"../testdata/progs.bpf.o", "double_it"},
+		// kfunc calls, named from the kernel's symbols
+		{"../testdata/iter.bpf.o", "for_loop"},
 	} {
 		t.Run(c.prog, func(t *testing.T) {
 			spec, err := ebpf.LoadCollectionSpec(c.object)
