@@ -2,6 +2,7 @@ package sim
 
 import (
 	"encoding/binary"
+	"math/bits"
 
 	"github.com/cilium/ebpf/btf"
 
@@ -210,14 +211,10 @@ func kfuncIterBitsNext(m *interp.Machine, it, _, _, _, _ uint64) (uint64, error)
 	if nrBits == 0 || bit >= nrBits {
 		return 0, nil
 	}
-	words := kit[:8]
-	if nrBits != 64 {
-		words = make([]byte, nrBits/8)
-		if err := m.ReadMem(binary.LittleEndian.Uint64(kit[:8]), words); err != nil {
-			return 0, err
-		}
+	next, err := findNextBit(m, kit[:8], int(nrBits), int(bit)+1)
+	if err != nil {
+		return 0, err
 	}
-	next := findNextBit(words, int(nrBits), int(bit)+1)
 	if f := m.TLB.Store32(it+bitsIterBit, uint64(uint32(int32(next)))); f != nil {
 		f.PC = m.PC()
 		return 0, f
@@ -228,15 +225,30 @@ func kfuncIterBitsNext(m *interp.Machine, it, _, _, _, _ uint64) (uint64, error)
 	return it + bitsIterBit, nil
 }
 
-// findNextBit is find_next_bit over little-endian words: the first set
-// bit at or after from, or n.
-func findNextBit(words []byte, n, from int) int {
-	for i := from; i < n; i++ {
-		if words[i/8]&(1<<(i%8)) != 0 {
-			return i
+// findNextBit is find_next_bit over the iterator's n bits: the first set
+// bit at or after from, or n. head is the iterator's first 8 bytes: the
+// one word itself when n is 64, else the words' address. Words are read
+// one at a time from from's, so that a walk reads each word about once.
+func findNextBit(m *interp.Machine, head []byte, n, from int) (int, error) {
+	addr := binary.LittleEndian.Uint64(head)
+	var buf [8]byte
+	for w := from / 64; w < n/64; w++ {
+		word := head
+		if n != 64 {
+			if err := m.ReadMem(addr+8*uint64(w), buf[:]); err != nil {
+				return 0, err
+			}
+			word = buf[:]
+		}
+		v := binary.LittleEndian.Uint64(word)
+		if w == from/64 {
+			v &= ^uint64(0) << (from % 64)
+		}
+		if v != 0 {
+			return w*64 + bits.TrailingZeros64(v), nil
 		}
 	}
-	return n
+	return n, nil
 }
 
 // kfuncIterBitsDestroy is bpf_iter_bits_destroy(it): the words' copy, if
