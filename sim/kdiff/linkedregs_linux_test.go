@@ -5,6 +5,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+
+	"github.com/bpfsim/bpfsim/sim"
 )
 
 // Scalars linked by a copy (the same id) learn the bounds a jump finds
@@ -36,15 +38,20 @@ func TestLinkedScalarsAreTheLiveOnes(t *testing.T) {
 		// R0 is returned: both learn the bound, both are traced.
 		{"the copy is live", body(asm.Add.Reg(asm.R0, asm.R1), asm.Return())},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			spec := &ebpf.ProgramSpec{Type: ebpf.XDP, Instructions: c.insns, License: "GPL"}
-			kerr, serr, klog, slog := loadBothLogged(t, k, spec.Copy(), spec.Copy())
-			if kerr != nil || serr != nil {
-				t.Fatalf("kernel: %v\nbpfsim: %v", kerr, serr)
-			}
-			if a, b := refLog(klog), refLog(slog); a != b {
-				t.Errorf("logs differ\nkernel:\n%s\nbpfsim:\n%s", a, b)
-			}
-		})
+		t.Run(c.name, func(t *testing.T) { sameAcceptedLog(t, k, c.insns) })
+	}
+}
+
+// sameAcceptedLog loads an XDP program in this machine's kernel and in
+// bpfsim at log level 2: both must accept it with the same whole log.
+func sameAcceptedLog(t *testing.T, k *sim.Kernel, insns asm.Instructions) {
+	t.Helper()
+	spec := &ebpf.ProgramSpec{Type: ebpf.XDP, Instructions: insns, License: "GPL"}
+	kerr, serr, klog, slog := loadBothLogged(t, k, spec.Copy(), spec.Copy())
+	if kerr != nil || serr != nil {
+		t.Fatalf("kernel: %v\nbpfsim: %v", kerr, serr)
+	}
+	if a, b := refLog(klog), refLog(slog); a != b {
+		t.Errorf("logs differ\nkernel:\n%s\nbpfsim:\n%s", a, b)
 	}
 }
