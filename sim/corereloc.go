@@ -88,7 +88,8 @@ func (k *Kernel) relocateCORE(in asm.Instructions, target *btf.Spec) (asm.Instru
 	if len(relos) == 0 {
 		return in, poison, nil
 	}
-	if target == nil {
+	ownTypes := target == nil
+	if ownTypes {
 		var err error
 		if target, err = k.so.btf.Spec(); err != nil {
 			return nil, poison, err
@@ -101,7 +102,13 @@ func (k *Kernel) relocateCORE(in asm.Instructions, target *btf.Spec) (asm.Instru
 	if err != nil {
 		return nil, poison, err
 	}
-	fixups, err := btf.CORERelocate(relos, []*btf.Spec{target}, binary.LittleEndian, local.Add)
+	targets := []*btf.Spec{target}
+	if ownTypes {
+		// Then the loaded modules' types, which libbpf searches for
+		// what vmlinux lacks (module.go).
+		targets = append(targets, k.moduleSpecs()...)
+	}
+	fixups, err := btf.CORERelocate(relos, targets, binary.LittleEndian, local.Add)
 	if err != nil {
 		return nil, poison, errors.Wrap(uapi.EINVAL, err.Error())
 	}

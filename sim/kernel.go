@@ -135,6 +135,8 @@ type Kernel struct {
 	timers timerTable
 	// net is the network configuration bpf_fib_lookup looks at (fib.go).
 	net netState
+	// modules are the loaded modules' BTF (module.go).
+	modules moduleTable
 }
 
 // CPU is one simulated CPU: the machine state the interpreter runs on, its

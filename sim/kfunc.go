@@ -12,6 +12,7 @@ import (
 	"github.com/bpfsim/bpfsim/sim/interp"
 	"github.com/bpfsim/bpfsim/sim/kfunc"
 	"github.com/bpfsim/bpfsim/sim/mem"
+	"github.com/bpfsim/bpfsim/sim/splitbtf"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 	"github.com/bpfsim/bpfsim/sim/verifier"
 )
@@ -44,6 +45,9 @@ type kernelBTF struct {
 	spec *btf.Spec
 	// named are the seed's types by name, for types built on them.
 	named map[string]btf.Type
+	// rawBTF is b as raw BTF, made with spec by raw (module.go) and
+	// dropped with it.
+	rawBTF *splitbtf.BTF
 }
 
 // builder returns the BTF under construction, seeding it the first time.
@@ -52,7 +56,11 @@ func (kb *kernelBTF) builder() (*btf.Builder, error) {
 	if kb.b != nil {
 		return kb.b, nil
 	}
-	b, err := btf.NewBuilder(nil, nil)
+	// Deduplicated, as pahole leaves vmlinux BTF: the types bpfsim adds
+	// (task.go's, kfunc prototypes) build on ints and typedefs of
+	// their own, and a kernel BTF with two "unsigned int"s could not
+	// stand in for a module's distilled base (module.go).
+	b, err := btf.NewBuilder(nil, &btf.BuilderOptions{Deduplicate: true})
 	if err != nil {
 		return nil, err
 	}
@@ -111,6 +119,7 @@ func (kb *kernelBTF) Add(t btf.Type) (btf.TypeID, error) {
 		return 0, errors.Wrap(uapi.EINVAL, err.Error())
 	}
 	kb.spec = nil
+	kb.rawBTF = nil
 	return id, nil
 }
 

@@ -106,3 +106,7 @@ func TypeByName(s *btf.Spec, name string) (btf.Type, error) {
 	}
 	return nil, errors.Errorf("%s: no struct, union, enum or typedef of that name", name)
 }
+
+// Raw returns vmlinux.btf: the types as raw BTF, in the numbering of the
+// kernel they were taken from, for tools that work on raw BTF.
+func Raw() []byte { return append([]byte(nil), raw...) }

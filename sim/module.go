@@ -1,0 +1,225 @@
+package sim
+
+import (
+	"bytes"
+	"debug/elf"
+	"sort"
+	"sync"
+
+	"github.com/cilium/ebpf/btf"
+	"github.com/pkg/errors"
+
+	"github.com/bpfsim/bpfsim/sim/splitbtf"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// Kernel modules' BTF, as kernel/bpf/btf.c's btf_module_notify and
+// btf_parse_module take it when a module is loaded: a module's .BTF
+// section is split BTF on vmlinux's, and a module built outside the
+// kernel tree also carries a .BTF.base section, the distilled base its
+// split BTF was made against, which the kernel relocates onto the vmlinux
+// BTF it runs (package splitbtf, seed 002). The module's types then serve
+// CO-RE relocations, as libbpf searches module BTF for types vmlinux lacks.
+
+// ModuleSpec is the BTF of a kernel module, as its .ko file carries it.
+type ModuleSpec struct {
+	Name string
+	// BTF is the module's .BTF section: raw split BTF.
+	BTF []byte
+	// BaseBTF is its .BTF.base section: the distilled base BTF is split
+	// on. Empty for a module built with its kernel, whose split BTF
+	// refers to that kernel's vmlinux ids directly.
+	BaseBTF []byte
+}
+
+// LoadModuleSpec reads the .BTF and .BTF.base sections of a kernel module
+// file (a .ko).
+func LoadModuleSpec(path string) (*ModuleSpec, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil, errors.Wrap(uapi.EINVAL, err.Error())
+	}
+	defer f.Close()
+	spec := &ModuleSpec{Name: moduleName(path)}
+	for _, s := range []struct {
+		name string
+		to   *[]byte
+	}{{".BTF", &spec.BTF}, {".BTF.base", &spec.BaseBTF}} {
+		sec := f.Section(s.name)
+		if sec == nil {
+			continue
+		}
+		if *s.to, err = sec.Data(); err != nil {
+			return nil, errors.Wrapf(uapi.EINVAL, "%s: section %s: %v", path, s.name, err)
+		}
+	}
+	if spec.BTF == nil {
+		return nil, errors.Wrapf(uapi.ENOENT, "%s has no .BTF section", path)
+	}
+	return spec, nil
+}
+
+// moduleName is the module name of a file: its base name without the .ko.
+func moduleName(path string) string {
+	name := path[bytes.LastIndexByte([]byte(path), '/')+1:]
+	if i := bytes.Index([]byte(name), []byte(".ko")); i > 0 {
+		name = name[:i]
+	}
+	return name
+}
+
+// Module is a loaded module's BTF.
+type Module struct {
+	name  string
+	btf   *splitbtf.BTF
+	idMap []uint32
+	// spec is btf as cilium/ebpf reads it, on base: the kernel's BTF as
+	// it was when the module was loaded.
+	spec *btf.Spec
+}
+
+// Name is the module's name, as /sys/kernel/btf lists it.
+func (m *Module) Name() string { return m.name }
+
+// RawBTF is the module's BTF after relocation, as the kernel exposes it
+// in /sys/kernel/btf/<name>: split BTF on this kernel's vmlinux BTF.
+func (m *Module) RawBTF() []byte { return m.btf.Raw() }
+
+// BTF is the module's types, split on the kernel's BTF (cilium/ebpf's
+// btf.LoadKernelModuleSpec). The Spec is the caller's to change.
+func (m *Module) BTF() *btf.Spec { return m.spec.Copy() }
+
+// RelocateID is btf_relocate_id: the id a type of the module's BTF as
+// built (its .BTF.ids, which resolve_btfids filled against the distilled
+// base) has after relocation. A module without a distilled base keeps its
+// ids.
+func (m *Module) RelocateID(id btf.TypeID) (btf.TypeID, error) {
+	if m.idMap == nil {
+		if uint32(id) >= m.btf.TypeCount() {
+			return 0, errors.Wrapf(uapi.ENOENT, "module %s has no type %d", m.name, id)
+		}
+		return id, nil
+	}
+	if int(id) >= len(m.idMap) {
+		return 0, errors.Wrapf(uapi.ENOENT, "module %s had no type %d", m.name, id)
+	}
+	return btf.TypeID(m.idMap[id]), nil
+}
+
+// moduleTable is the loaded modules, by name.
+type moduleTable struct {
+	mu     sync.RWMutex
+	byName map[string]*Module
+}
+
+// LoadModule loads a module's BTF into the kernel, as the module loader
+// does (btf_module_notify): the split BTF is read on its distilled base
+// when it has one, then relocated onto the kernel's BTF as it is now
+// (types registered later are not in the module's base); without a
+// distilled base it is read on the kernel's BTF as it is. Malformed BTF,
+// or a distilled base the kernel's BTF cannot stand in for, fails the
+// load with EINVAL (ENOENT for a string the relocation cannot place), as
+// it fails the module's load in a kernel without
+// CONFIG_MODULE_ALLOW_BTF_MISMATCH; a module of a loaded module's name is
+// EEXIST.
+func (k *Kernel) LoadModule(spec *ModuleSpec) (*Module, error) {
+	if spec == nil || spec.Name == "" || len(spec.Name) >= 56 { // MODULE_NAME_LEN
+		return nil, errors.Wrap(uapi.EINVAL, "a module needs a name of at most 55 bytes")
+	}
+	t := &k.modules
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.byName[spec.Name]; ok {
+		return nil, errors.Wrapf(uapi.EEXIST, "module %s is already loaded", spec.Name)
+	}
+	vmlinux, vmlinuxSpec, err := k.so.btf.raw()
+	if err != nil {
+		return nil, err
+	}
+	m := &Module{name: spec.Name}
+	if len(spec.BaseBTF) == 0 {
+		if m.btf, err = splitbtf.Parse(spec.BTF, vmlinux); err != nil {
+			return nil, errors.WithMessagef(err, "module %s: BTF", spec.Name)
+		}
+	} else {
+		dist, err := splitbtf.Parse(spec.BaseBTF, nil)
+		if err != nil {
+			return nil, errors.WithMessagef(err, "module %s: .BTF.base", spec.Name)
+		}
+		split, err := splitbtf.Parse(spec.BTF, dist)
+		if err != nil {
+			return nil, errors.WithMessagef(err, "module %s: BTF", spec.Name)
+		}
+		if m.btf, m.idMap, err = splitbtf.Relocate(split, vmlinux); err != nil {
+			return nil, errors.WithMessagef(err, "module %s: relocating its BTF", spec.Name)
+		}
+	}
+	if m.spec, err = btf.LoadSplitSpecFromReader(bytes.NewReader(m.btf.Raw()), vmlinuxSpec); err != nil {
+		return nil, errors.Wrapf(uapi.EINVAL, "module %s: BTF: %v", spec.Name, err)
+	}
+	if t.byName == nil {
+		t.byName = map[string]*Module{}
+	}
+	t.byName[spec.Name] = m
+	return m, nil
+}
+
+// UnloadModule removes a module's BTF (ENOENT for a module not loaded).
+func (k *Kernel) UnloadModule(name string) error {
+	t := &k.modules
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.byName[name]; !ok {
+		return errors.Wrapf(uapi.ENOENT, "module %s is not loaded", name)
+	}
+	delete(t.byName, name)
+	return nil
+}
+
+// Modules returns the loaded modules, by name.
+func (k *Kernel) Modules() []*Module {
+	t := &k.modules
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	ms := make([]*Module, 0, len(t.byName))
+	for _, m := range t.byName {
+		ms = append(ms, m)
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].name < ms[j].name })
+	return ms
+}
+
+// moduleSpecs are the loaded modules' types, for CO-RE relocations to
+// search after vmlinux's.
+func (k *Kernel) moduleSpecs() []*btf.Spec {
+	ms := k.Modules()
+	specs := make([]*btf.Spec, len(ms))
+	for i, m := range ms {
+		specs[i] = m.spec
+	}
+	return specs
+}
+
+// raw returns the kernel's BTF as raw BTF and as a Spec, the two made from
+// the same encoding so that their ids agree.
+func (kb *kernelBTF) raw() (*splitbtf.BTF, *btf.Spec, error) {
+	kb.mu.Lock()
+	defer kb.mu.Unlock()
+	b, err := kb.builder()
+	if err != nil {
+		return nil, nil, err
+	}
+	if kb.rawBTF == nil || kb.spec == nil {
+		buf, err := b.Marshal(nil, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		if kb.rawBTF, err = splitbtf.Parse(buf, nil); err != nil {
+			return nil, nil, err
+		}
+		if kb.spec, err = btf.LoadSpecFromReader(bytes.NewReader(buf)); err != nil {
+			return nil, nil, err
+		}
+	}
+	return kb.rawBTF, kb.spec, nil
+}
