@@ -468,3 +468,10 @@ func (k *Kernel) kfuncDynptrMemset(m *interp.Machine, p, off, size, val, _ uint6
 	}
 	return 0, nil
 }
+
+// isBuiltinKfunc reports whether name is one of the kernel's own kfuncs,
+// registered or not yet.
+func (k *Kernel) isBuiltinKfunc(name string) bool {
+	_, ok := builtinKfuncs[name]
+	return ok
+}

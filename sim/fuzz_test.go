@@ -248,9 +248,10 @@ func FuzzLoadAndRun(f *testing.F) {
 		if err != nil {
 			// The verifier's errnos: EFAULT for too many pending
 			// branches, as the kernel; EBADF for a bad map fd;
-			// ENOTSUPP for direct value access to a longer array.
+			// ENOTSUPP for direct value access to a longer array;
+			// EPROTO for a kfunc call into a module BTF without fd_array.
 			ok := false
-			for _, e := range []uapi.Errno{uapi.EINVAL, uapi.E2BIG, uapi.EACCES, uapi.EFAULT, uapi.EBADF, uapi.ENOTSUPP} {
+			for _, e := range []uapi.Errno{uapi.EINVAL, uapi.E2BIG, uapi.EACCES, uapi.EFAULT, uapi.EBADF, uapi.ENOTSUPP, uapi.EPROTO} {
 				ok = ok || errors.Is(err, e)
 			}
 			if !ok {

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"slices"
 	"strconv"
 	"sync"
 
@@ -30,8 +31,12 @@ import (
 // the interpreter nor a JIT treats kfunc calls specially.
 
 // ksymKfunc is the kind of a kfunc's symbol; its spec's helper field holds
-// the kfunc's BTF id.
-const ksymKfunc ksymKind = 100
+// the kfunc's BTF id. A module's kfunc has a symbol of kind
+// ksymModuleKfunc, found by name.
+const (
+	ksymKfunc       ksymKind = 100
+	ksymModuleKfunc ksymKind = 101
+)
 
 // kernelBTF is the simulated vmlinux BTF. It starts with the types of
 // vmlinux proper (seed: package vmlinuxbtf's, see corereloc.go), made on
@@ -163,9 +168,14 @@ type kfuncEntry struct {
 	// internal kfuncs are in no program type's id set: only the
 	// verifier's fix-ups call them.
 	internal bool
+	// module is the module whose BTF has the kfunc, nil for vmlinux's
+	// (module.go); id is then an id of the module's BTF.
+	module *Module
 }
 
-// kfuncTable is the kernel's kfuncs, by BTF id and name.
+// kfuncTable is the kernel's kfuncs: vmlinux's by BTF id, and every
+// kfunc, modules' too, by name (names are unique here, so that a call
+// resolved by name finds one).
 type kfuncTable struct {
 	mu     sync.RWMutex
 	byID   map[btf.TypeID]*kfuncEntry
@@ -257,13 +267,31 @@ func (k *Kernel) hasKfuncs() bool {
 }
 
 // kfuncResolver is the verifier's view of the kfuncs for program p
-// (fetch_kfunc_meta): a kfunc must be in the id set of p's type.
-func (k *Kernel) kfuncResolver(p *Program) func(int32) (*verifier.KfuncProto, error) {
-	if !k.hasKfuncs() {
+// (fetch_kfunc_meta): a call's off 0 names vmlinux's BTF, another the
+// module BTF at that index of the program's fd_array
+// (find_kfunc_desc_btf), which bpfsim fills with the modules whose
+// kfuncs the program calls by name; a kfunc must be in the id set of p's
+// type.
+func (k *Kernel) kfuncResolver(p *Program) func(int32, int16) (*verifier.KfuncProto, error) {
+	if !k.hasKfuncs() && len(p.kfuncModules) == 0 {
 		return nil
 	}
-	return func(imm int32) (*verifier.KfuncProto, error) {
-		e, ok := k.kfuncByID(btf.TypeID(imm))
+	return func(imm int32, off int16) (*verifier.KfuncProto, error) {
+		var e *kfuncEntry
+		var ok bool
+		switch {
+		case off == 0:
+			e, ok = k.kfuncByID(btf.TypeID(imm))
+		case off < 0:
+			return nil, &verifier.Error{Errno: uapi.EINVAL, Msg: "negative offset disallowed for kernel module function call"}
+		case len(p.kfuncModules) == 0:
+			return nil, &verifier.Error{Errno: uapi.EPROTO, Msg: "kfunc offset > 0 without fd_array is invalid"}
+		case int(off) > len(p.kfuncModules):
+			// The kernel reads an fd past the array's end: no BTF.
+			return nil, &verifier.Error{Errno: uapi.EBADF, Msg: "invalid module BTF fd specified"}
+		default:
+			e, ok = p.kfuncModules[off-1].kfunc(btf.TypeID(imm))
+		}
 		if !ok {
 			return nil, &verifier.Error{Errno: uapi.EINVAL, Msg: "kernel btf_id " + strconv.Itoa(int(imm)) + " is not a function"}
 		}
@@ -279,9 +307,12 @@ func (k *Kernel) kfuncResolver(p *Program) func(int32) (*verifier.KfuncProto, er
 
 // kfuncHelper is what a call of a kfunc's symbol runs.
 func (k *Kernel) kfuncHelper(s *ksym) (*Helper, error) {
-	e, ok := k.kfuncByID(btf.TypeID(s.spec.helper))
+	t := &k.so.kfuncs
+	t.mu.RLock()
+	e, ok := t.byName[s.Name]
+	t.mu.RUnlock()
 	if !ok {
-		return nil, errors.Wrapf(uapi.EINVAL, "kfunc %s is not registered", s.Name)
+		return nil, errors.Wrapf(uapi.EINVAL, "kfunc %s is not registered (its module was unloaded?)", s.Name)
 	}
 	return e.helper, nil
 }
@@ -300,8 +331,13 @@ func (c kfuncCalls) Kfunc(btfID int32) (int32, error) {
 	if !ok {
 		return 0, errors.Errorf("no kfunc has BTF id %d", btfID)
 	}
+	return c.symbol(e)
+}
+
+// symbol is the call imm of kfunc e's symbol.
+func (c kfuncCalls) symbol(e *kfuncEntry) (int32, error) {
 	s, ok := c.k.ksyms.lookup(e.f.Name)
-	if !ok || s.spec.kind != ksymKfunc {
+	if !ok || (s.spec.kind != ksymKfunc && s.spec.kind != ksymModuleKfunc) {
 		return 0, errors.Errorf("kfunc %s has no symbol", e.f.Name)
 	}
 	return c.k.ksyms.imm(s), nil
@@ -314,15 +350,18 @@ func (c kfuncCalls) KfuncByName(name string) (int32, error) {
 	if !ok {
 		return 0, errors.Errorf("no kfunc %s", name)
 	}
-	return c.Kfunc(int32(e.id))
+	return c.symbol(e)
 }
 
 // resolveKfuncCalls gives the kfunc calls of cilium/ebpf instructions their
 // BTF ids, by name, as cilium/ebpf's fixupKfuncs does against the kernel's
-// BTF; it returns in itself when there is none to resolve. An unknown
-// kfunc fails the load, naming it.
-func (k *Kernel) resolveKfuncCalls(in asm.Instructions) (asm.Instructions, error) {
+// BTF; it returns in itself when there is none to resolve. A call of a
+// module's kfunc gets an id of the module's BTF and the module's index in
+// the program's fd_array (from 1) as its offset; the modules are
+// returned in that order. An unknown kfunc fails the load, naming it.
+func (k *Kernel) resolveKfuncCalls(in asm.Instructions) (asm.Instructions, []*Module, error) {
 	var out asm.Instructions
+	var modules []*Module
 	for i := range in {
 		ins := &in[i]
 		if !ins.IsKfuncCall() || ins.Constant >= 0 || ins.Reference() == "" {
@@ -330,17 +369,25 @@ func (k *Kernel) resolveKfuncCalls(in asm.Instructions) (asm.Instructions, error
 		}
 		e, ok := k.kfuncByName(ins.Reference())
 		if !ok {
-			return nil, errors.Wrapf(uapi.EINVAL, "instruction %d calls kfunc %s, which is not simulated (no subsystem registered it)", i, ins.Reference())
+			return nil, nil, errors.Wrapf(uapi.EINVAL, "instruction %d calls kfunc %s, which is not simulated (no subsystem or loaded module registered it)", i, ins.Reference())
 		}
 		if out == nil {
 			out = append(asm.Instructions(nil), in...)
 		}
 		out[i].Constant = int64(e.id)
+		if e.module != nil {
+			at := slices.Index(modules, e.module)
+			if at < 0 {
+				at = len(modules)
+				modules = append(modules, e.module)
+			}
+			out[i].Offset = int16(at + 1)
+		}
 	}
 	if out == nil {
-		return in, nil
+		return in, nil, nil
 	}
-	return out, nil
+	return out, modules, nil
 }
 
 // checkNoKfuncCalls refuses kfunc calls in a program that is not

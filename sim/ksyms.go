@@ -336,7 +336,7 @@ func (k *Kernel) ksymFunc(s *ksym) (*Helper, error) {
 		// The registered helper itself: its Fn is the function.
 		return k.resolveHelper(s.spec.helper)
 	}
-	if s.spec.kind == ksymKfunc {
+	if s.spec.kind == ksymKfunc || s.spec.kind == ksymModuleKfunc {
 		return k.kfuncHelper(s) // kfunc.go
 	}
 	s.once.Do(func() { s.fn = k.mapFunc(s) })

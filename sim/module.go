@@ -9,8 +9,11 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/pkg/errors"
 
+	"github.com/bpfsim/bpfsim/sim/interp"
+	"github.com/bpfsim/bpfsim/sim/kfunc"
 	"github.com/bpfsim/bpfsim/sim/splitbtf"
 	"github.com/bpfsim/bpfsim/sim/uapi"
+	"github.com/bpfsim/bpfsim/sim/verifier"
 )
 
 // Kernel modules' BTF, as kernel/bpf/btf.c's btf_module_notify and
@@ -68,14 +71,21 @@ func moduleName(path string) string {
 	return name
 }
 
-// Module is a loaded module's BTF.
+// Module is a loaded module's BTF, and the kfuncs it registered.
 type Module struct {
+	k     *Kernel
 	name  string
 	btf   *splitbtf.BTF
 	idMap []uint32
 	// spec is btf as cilium/ebpf reads it, on base: the kernel's BTF as
 	// it was when the module was loaded.
 	spec *btf.Spec
+	// kfuncs are the module's kfuncs by their id in its BTF; users
+	// counts the programs calling them, which hold the module (the
+	// kernel's module references, taken by btf_try_get_module). Both
+	// under the module table's lock.
+	kfuncs map[btf.TypeID]*kfuncEntry
+	users  int
 }
 
 // Name is the module's name, as /sys/kernel/btf lists it.
@@ -136,7 +146,7 @@ func (k *Kernel) LoadModule(spec *ModuleSpec) (*Module, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Module{name: spec.Name}
+	m := &Module{k: k, name: spec.Name}
 	if len(spec.BaseBTF) == 0 {
 		if m.btf, err = splitbtf.Parse(spec.BTF, vmlinux); err != nil {
 			return nil, errors.WithMessagef(err, "module %s: BTF", spec.Name)
@@ -164,16 +174,131 @@ func (k *Kernel) LoadModule(spec *ModuleSpec) (*Module, error) {
 	return m, nil
 }
 
-// UnloadModule removes a module's BTF (ENOENT for a module not loaded).
+// UnloadModule removes a module's BTF and its kfuncs (delete_module):
+// ENOENT for a module not loaded, EAGAIN while a program calls its kfuncs
+// (rmmod's "Module is in use"; a program holds the module until it is
+// freed, a grace period after its last reference goes).
 func (k *Kernel) UnloadModule(name string) error {
 	t := &k.modules
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, ok := t.byName[name]; !ok {
+	m, ok := t.byName[name]
+	if !ok {
 		return errors.Wrapf(uapi.ENOENT, "module %s is not loaded", name)
 	}
+	if m.users > 0 {
+		return errors.Wrapf(uapi.EAGAIN, "module %s is in use by %d programs", name, m.users)
+	}
+	kt := &k.so.kfuncs
+	kt.mu.Lock()
+	for _, e := range m.kfuncs {
+		delete(kt.byName, e.f.Name)
+	}
+	kt.mu.Unlock()
 	delete(t.byName, name)
 	return nil
+}
+
+// RegisterKfunc makes f, a function of the module, callable by programs
+// loaded afterwards, as a module's register_btf_kfunc_id_set does: f.Name
+// must be a function of the module's BTF (what its .BTF.ids names), and
+// the verifier checks calls against that function's prototype, relocated
+// onto the kernel's types; f.Proto, if set, must be compatible with it.
+// Programs call it by name, as a kfunc of vmlinux; a kfunc name is the
+// kernel's once (EEXIST).
+func (m *Module) RegisterKfunc(f *kfunc.Func) error {
+	if f == nil || f.Name == "" || f.Fn == nil {
+		return errors.Wrap(uapi.EINVAL, "kfunc needs a name and a function")
+	}
+	id, fn, ok := m.function(f.Name)
+	if !ok {
+		return errors.Wrapf(uapi.ENOENT, "module %s's BTF has no function %s", m.name, f.Name)
+	}
+	proto, ok := fn.Type.(*btf.FuncProto)
+	if !ok {
+		return errors.Wrapf(uapi.EINVAL, "module %s: function %s has no prototype", m.name, f.Name)
+	}
+	if f.Proto != nil {
+		if err := btf.CheckTypeCompatibility(f.Proto, proto); err != nil {
+			return errors.Wrapf(uapi.EINVAL, "module %s: kfunc %s: %v", m.name, f.Name, err)
+		}
+	}
+	vp, err := verifier.NewKfuncProto(f.Name, int32(id), proto, uint32(f.Flags))
+	if err != nil {
+		return err
+	}
+	vp.Module = m.name
+	t := &m.k.modules
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.byName[m.name] != m {
+		return errors.Wrapf(uapi.ENOENT, "module %s is not loaded", m.name)
+	}
+	kt := &m.k.so.kfuncs
+	kt.mu.Lock()
+	defer kt.mu.Unlock()
+	if _, ok := kt.byName[f.Name]; ok || m.k.isBuiltinKfunc(f.Name) {
+		return errors.Wrapf(uapi.EEXIST, "kfunc %s is already registered", f.Name)
+	}
+	if _, err := m.k.ksyms.define(ksymSpec{name: f.Name, kind: ksymModuleKfunc}, 0); err != nil {
+		return err
+	}
+	e := &kfuncEntry{f: f, id: id, proto: vp, helper: &interp.Helper{ID: int32(id), Name: f.Name, Fn: f.Fn}, module: m}
+	if kt.byName == nil {
+		kt.byID, kt.byName = map[btf.TypeID]*kfuncEntry{}, map[string]*kfuncEntry{}
+	}
+	if m.kfuncs == nil {
+		m.kfuncs = map[btf.TypeID]*kfuncEntry{}
+	}
+	kt.byName[f.Name], m.kfuncs[id] = e, e
+	return nil
+}
+
+// function finds the function name among the module's own types.
+func (m *Module) function(name string) (btf.TypeID, *btf.Func, bool) {
+	for id := m.btf.StartID(); id < m.btf.TypeCount(); id++ {
+		t, err := m.spec.TypeByID(btf.TypeID(id))
+		if fn, ok := t.(*btf.Func); err == nil && ok && fn.Name == name {
+			return btf.TypeID(id), fn, true
+		}
+	}
+	return 0, nil, false
+}
+
+// kfunc returns the module's kfunc with BTF id id.
+func (m *Module) kfunc(id btf.TypeID) (*kfuncEntry, bool) {
+	t := &m.k.modules
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	e, ok := m.kfuncs[id]
+	return e, ok
+}
+
+// hold takes a program's references on the modules whose kfuncs it calls
+// (btf_try_get_module): ENXIO for a module unloaded meanwhile.
+func (k *Kernel) holdModules(ms []*Module) error {
+	t := &k.modules
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, m := range ms {
+		if t.byName[m.name] != m {
+			return errors.Wrapf(uapi.ENXIO, "module %s is being unloaded", m.name)
+		}
+	}
+	for _, m := range ms {
+		m.users++
+	}
+	return nil
+}
+
+// releaseModules drops the references holdModules took.
+func (k *Kernel) releaseModules(ms []*Module) {
+	t := &k.modules
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, m := range ms {
+		m.users--
+	}
 }
 
 // Modules returns the loaded modules, by name.
@@ -222,4 +347,14 @@ func (kb *kernelBTF) raw() (*splitbtf.BTF, *btf.Spec, error) {
 		}
 	}
 	return kb.rawBTF, kb.spec, nil
+}
+
+// RawKernelBTF is the kernel's BTF as raw BTF, as /sys/kernel/btf/vmlinux
+// reads: what modules' BTF is relocated onto and split from.
+func (k *Kernel) RawKernelBTF() ([]byte, error) {
+	b, _, err := k.so.btf.raw()
+	if err != nil {
+		return nil, err
+	}
+	return b.Raw(), nil
 }

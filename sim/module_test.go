@@ -27,8 +27,8 @@ type moduleBuild struct {
 
 // buildModule makes the BTF of module "mod" built for kernel (raw
 // vmlinux BTF): struct mod_stats { __u64 hits; __u32 flags at byte 12;
-// struct sk_buff *skb; } (16 bytes before skb's pointer: 24 in all), on
-// the kernel's own ints, typedefs and structs.
+// struct __sk_buff *skb; } (16 bytes before skb's pointer: 24 in all), on
+// the kernel's own ints, typedefs and structs, and its kfunc mod_add.
 func buildModule(t *testing.T, kernel []byte) moduleBuild {
 	t.Helper()
 	base, err := splitbtf.Parse(kernel, nil)
@@ -61,6 +61,11 @@ func buildModule(t *testing.T, kernel []byte) moduleBuild {
 			str("skb"), skbPtr, 128,
 		},
 	})
+	// Its kfunc: __u32 mod_add(__u32 a, __u32 b).
+	u32 := find(splitbtf.KindTypedef, "__u32")
+	proto := split.AddType(splitbtf.Type{Info: splitbtf.Info(splitbtf.KindFuncProto, false, 2), SizeType: u32,
+		Data: []uint32{str("a"), u32, str("b"), u32}})
+	split.AddType(splitbtf.Type{NameOff: str("mod_add"), Info: splitbtf.Info(splitbtf.KindFunc, false, 1), SizeType: proto})
 	dist, out, err := splitbtf.Distill(split)
 	if err != nil {
 		t.Fatal(err)

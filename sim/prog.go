@@ -68,6 +68,9 @@ type bpfProg struct {
 	// direct is the state of the image's direct tail calls
 	// (jit_tailcall.go).
 	direct *directSites
+	// kfuncModules are the modules whose kfuncs the program calls, its
+	// fd_array of module BTFs; it holds each (module.go).
+	kfuncModules []*Module
 	// usedMaps hold a reference on every map the program loads
 	// (prog->aux->used_maps); mapLoads remember which lddw loads which
 	// map, for the xlated dump.
@@ -160,6 +163,9 @@ type ProgramOptions struct {
 	owned bool
 	// proc is the loading process (nil: the kernel's first).
 	proc *Process
+	// kfuncModules is the program's fd_array of module BTFs: the modules
+	// whose kfuncs it calls, the first at call offset 1.
+	kfuncModules []*Module
 }
 
 // mapLoad is one resolved map reference: an lddw of a map pointer or, with
@@ -203,7 +209,7 @@ func (k *Kernel) NewProgramWithOptions(spec *ebpf.ProgramSpec, opts ProgramOptio
 	if err != nil {
 		return nil, errors.Wrapf(err, "program %s", spec.Name)
 	}
-	ins, err = k.resolveKfuncCalls(ins) // kfunc.go
+	ins, opts.kfuncModules, err = k.resolveKfuncCalls(ins) // kfunc.go
 	if err != nil {
 		return nil, errors.Wrapf(err, "program %s", spec.Name)
 	}
@@ -280,6 +286,13 @@ func (k *Kernel) LoadInsnsWithOptions(typ ebpf.ProgramType, name string, insns [
 	}
 	p := k.newProgram(typ, name)
 	p.proc, p.sleepable = proc, opts.Flags&uapi.BPF_F_SLEEPABLE != 0
+	if len(opts.kfuncModules) > 0 {
+		if err := k.holdModules(opts.kfuncModules); err != nil { // module.go
+			p.Close()
+			return nil, err
+		}
+		p.kfuncModules = opts.kfuncModules
+	}
 	if typ != ebpf.StructOps {
 		p.attachType = ebpf.AttachType(opts.ExpectedAttachType)
 	}

@@ -159,6 +159,10 @@ func (p *Program) free() {
 		m.Put()
 	}
 	p.usedMaps = nil
+	if p.kfuncModules != nil {
+		p.k.releaseModules(p.kfuncModules) // module.go
+		p.kfuncModules = nil
+	}
 	p.codeOnce.Do(func() {}) // nothing compiles it any more
 	if p.code != nil {
 		p.code.Release()

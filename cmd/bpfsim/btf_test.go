@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/binary"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/splitbtf"
+	"github.com/bpfsim/bpfsim/sim/vmlinuxbtf"
 )
 
 func TestBTFDumpPrintsAVmlinuxHeader(t *testing.T) {
@@ -77,5 +80,140 @@ char LICENSE[] __attribute__((section("license"), used)) = "GPL";
 	}
 	if res.R0 != 1064 {
 		t.Fatalf("returned %d, want mark + len = 1064", res.R0)
+	}
+}
+
+// The raw format is bpftool's, for a base BTF (this machine's whole
+// vmlinux) and for split BTF on it.
+func TestBTFDumpRawIsBpftools(t *testing.T) {
+	bpftool, err := exec.LookPath("bpftool")
+	if err != nil {
+		if _, err2 := os.Stat("/usr/sbin/bpftool"); err2 != nil {
+			t.Skipf("bpftool is not installed (scripts/test-deps.sh installs it): %v", err)
+		}
+		bpftool = "/usr/sbin/bpftool"
+	}
+	const vmlinux = "/sys/kernel/btf/vmlinux"
+	raw, err := os.ReadFile(vmlinux)
+	if err != nil {
+		t.Skipf("no vmlinux BTF to dump: %v", err)
+	}
+	base, err := splitbtf.Parse(raw, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A split BTF on it: a struct holding the kernel's int, and a
+	// pointer to it.
+	split := splitbtf.NewSplit(base)
+	name, _ := split.AddStr("mod_counter")
+	member, _ := split.AddStr("n")
+	intID, _ := findType(base, splitbtf.KindInt, "int")
+	st := split.AddType(splitbtf.Type{NameOff: name, Info: splitbtf.Info(splitbtf.KindStruct, false, 1), SizeType: 4, Data: []uint32{member, intID, 0}})
+	split.AddType(splitbtf.Type{Info: splitbtf.Info(splitbtf.KindPointer, false, 0), SizeType: st})
+	splitFile := filepath.Join(t.TempDir(), "split.btf")
+	if err := os.WriteFile(splitFile, split.Raw(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{vmlinux}, {"-base", vmlinux, splitFile}} {
+		status, out, errOut := cli(t, "", append([]string{"btf", "dump"}, args...)...)
+		if status != 0 {
+			t.Fatalf("%v: status %d: %s", args, status, errOut)
+		}
+		toolArgs := []string{"btf", "dump", "file", args[len(args)-1], "format", "raw"}
+		if len(args) > 1 {
+			toolArgs = append([]string{"-B", vmlinux}, toolArgs...)
+		}
+		want, err := exec.Command(bpftool, toolArgs...).Output()
+		if err != nil {
+			t.Fatalf("bpftool %v: %v", toolArgs, err)
+		}
+		if out != string(want) {
+			got, exp := strings.Split(out, "\n"), strings.Split(string(want), "\n")
+			for i := range min(len(got), len(exp)) {
+				if got[i] != exp[i] {
+					t.Fatalf("%v: line %d is\n\t%s\nbpftool's is\n\t%s", args, i+1, got[i], exp[i])
+				}
+			}
+			t.Fatalf("%v: %d lines, bpftool's %d", args, len(got), len(exp))
+		}
+	}
+}
+
+func findType(b *splitbtf.BTF, kind splitbtf.Kind, name string) (uint32, bool) {
+	for i := range b.Types {
+		if ty := &b.Types[i]; ty.Kind() == kind && b.Name(ty) == name {
+			return b.StartID() + uint32(i), true
+		}
+	}
+	return 0, false
+}
+
+// relocate shows where each distilled type of a module went in the
+// simulated kernel's BTF, and refuses a module needing a type it lacks.
+func TestBTFRelocateShowsWhereTheDistilledTypesWent(t *testing.T) {
+	built, err := splitbtf.Parse(vmlinuxbtf.Raw(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := sim.NewKernel(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kernelRaw, err := k.RawKernelBTF()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kernel, err := splitbtf.Parse(kernelRaw, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, target string
+		want         []string
+		status       int
+	}{
+		{"a kernel struct", "__sk_buff", []string{"[1] STRUCT '__sk_buff' size=192 vlen=0", "-> [%d] STRUCT '__sk_buff' size=192 vlen=34", "split ids 2-2 became %d-%d:", "PTR '(anon)' type_id=%d"}, 0},
+		{"a struct the simulated kernel lacks", "made_up", []string{"distilled base BTF type 'made_up' [1] is not mapped to base BTF id"}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := splitbtf.NewBase()
+			b.Types = append(b.Types, built.Types...)
+			b.Strings = append(b.Strings[:0], built.Strings...)
+			target, ok := findType(b, splitbtf.KindStruct, tc.target)
+			if !ok {
+				off, _ := b.AddStr(tc.target)
+				target = b.AddType(splitbtf.Type{NameOff: off, Info: splitbtf.Info(splitbtf.KindStruct, false, 0), SizeType: 8})
+			}
+			split := splitbtf.NewSplit(b)
+			split.AddType(splitbtf.Type{Info: splitbtf.Info(splitbtf.KindPointer, false, 0), SizeType: target})
+			dist, out, err := splitbtf.Distill(split)
+			if err != nil {
+				t.Fatal(err)
+			}
+			splitFile, distFile := filepath.Join(dir, tc.target+".split"), filepath.Join(dir, tc.target+".dist")
+			for f, data := range map[string][]byte{splitFile: out.Raw(), distFile: dist.Raw()} {
+				if err := os.WriteFile(f, data, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			status, stdout, stderr := cli(t, "", "btf", "relocate", splitFile, distFile)
+			if status != tc.status {
+				t.Fatalf("status %d, want %d: %s", status, tc.status, stderr)
+			}
+			skb, _ := findType(kernel, splitbtf.KindStruct, "__sk_buff")
+			first := kernel.TypeCount()
+			for _, w := range tc.want {
+				switch strings.Count(w, "%d") {
+				case 1:
+					w = fmt.Sprintf(w, skb)
+				case 2:
+					w = fmt.Sprintf(w, first, first)
+				}
+				if !strings.Contains(stdout+stderr, w) {
+					t.Errorf("no %q in\n%s%s", w, stdout, stderr)
+				}
+			}
+		})
 	}
 }

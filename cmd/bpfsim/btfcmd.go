@@ -1,32 +1,206 @@
 package main
 
 import (
+	"bytes"
+	"flag"
 	"fmt"
 	"io"
+	"os"
+
+	"github.com/cilium/ebpf/btf"
 
 	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/splitbtf"
 	"github.com/bpfsim/bpfsim/sim/vmlinuxbtf"
 )
 
-// cmdBTF is `bpfsim btf dump`: the simulated kernel's BTF as a C header,
-// the vmlinux.h of `bpftool btf dump file /sys/kernel/btf/vmlinux format
-// c`. A program built against it relocates (CO-RE) against bpfsim exactly,
-// on any system, with no kernel to take a vmlinux.h from.
+const btfUsage = `usage:
+  bpfsim btf dump [-format c|raw] [-base BASE] [FILE]
+      the simulated kernel's BTF (default: as a vmlinux.h), or a raw BTF
+      FILE (default: bpftool's raw format), split on BASE if given
+  bpfsim btf relocate [-base VMLINUX] MODULE.ko | SPLIT DISTILLED
+      a module's split BTF relocated as the kernel does at module load:
+      onto the simulated kernel's BTF, or onto VMLINUX (a raw BTF file)
+`
+
+// cmdBTF is `bpfsim btf`: dump prints BTF as bpftool btf dump does (a C
+// header from the simulated kernel's, a vmlinux.h that programs built on
+// it relocate against exactly; or the raw format); relocate shows what the
+// kernel makes of an out-of-tree module's BTF (package splitbtf).
 func cmdBTF(args []string, stdout, stderr io.Writer) int {
-	if len(args) != 1 || args[0] != "dump" {
-		fmt.Fprintln(stderr, "usage: bpfsim btf dump > vmlinux.h")
+	if len(args) == 0 {
+		fmt.Fprint(stderr, btfUsage)
 		return 2
 	}
-	k, err := sim.NewKernel(nil)
-	if err == nil {
-		spec, err2 := k.KernelBTF()
-		if err = err2; err == nil {
-			fmt.Fprintf(stdout, "/* The types of bpfsim's simulated kernel (bpfsim btf dump). */\n\n")
-			if err = vmlinuxbtf.WriteHeader(stdout, spec); err == nil {
-				return 0
+	switch args[0] {
+	case "dump":
+		return btfDump(args[1:], stdout, stderr)
+	case "relocate":
+		return btfRelocate(args[1:], stdout, stderr)
+	}
+	fmt.Fprint(stderr, btfUsage)
+	return 2
+}
+
+func btfDump(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("btf dump", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	format := fs.String("format", "", "c or raw (default c for the kernel's BTF, raw for a FILE)")
+	baseFile := fs.String("base", "", "the raw BTF FILE is split on")
+	fs.Usage = func() { fmt.Fprint(stderr, btfUsage); fs.PrintDefaults() }
+	positional, err := parseArgs(fs, args)
+	if err != nil {
+		return 2
+	}
+	if len(positional) > 1 || (*format != "" && *format != "c" && *format != "raw") || (*baseFile != "" && len(positional) == 0) {
+		fs.Usage()
+		return 2
+	}
+	err = func() error {
+		var raw, baseRaw []byte
+		var err error
+		if len(positional) == 0 {
+			k, err := sim.NewKernel(nil)
+			if err != nil {
+				return err
+			}
+			if *format != "raw" {
+				spec, err := k.KernelBTF()
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(stdout, "/* The types of bpfsim's simulated kernel (bpfsim btf dump). */\n\n")
+				return vmlinuxbtf.WriteHeader(stdout, spec)
+			}
+			if raw, err = k.RawKernelBTF(); err != nil {
+				return err
+			}
+		} else if raw, err = os.ReadFile(positional[0]); err != nil {
+			return err
+		}
+		if *baseFile != "" {
+			if baseRaw, err = os.ReadFile(*baseFile); err != nil {
+				return err
 			}
 		}
+		if *format == "c" {
+			var spec *btf.Spec
+			if baseRaw == nil {
+				spec, err = btf.LoadSpecFromReader(bytes.NewReader(raw))
+			} else if base, err2 := btf.LoadSpecFromReader(bytes.NewReader(baseRaw)); err2 != nil {
+				err = err2
+			} else {
+				spec, err = btf.LoadSplitSpecFromReader(bytes.NewReader(raw), base)
+			}
+			if err != nil {
+				return err
+			}
+			return vmlinuxbtf.WriteHeader(stdout, spec)
+		}
+		var base *splitbtf.BTF
+		if baseRaw != nil {
+			if base, err = splitbtf.Parse(baseRaw, nil); err != nil {
+				return fmt.Errorf("%s: %w", *baseFile, err)
+			}
+		}
+		b, err := splitbtf.Parse(raw, base)
+		if err != nil {
+			return err
+		}
+		return b.Dump(stdout)
+	}()
+	if err != nil {
+		fmt.Fprintf(stderr, "bpfsim: %v\n", err)
+		return 1
 	}
-	fmt.Fprintf(stderr, "bpfsim: %v\n", err)
-	return 1
+	return 0
+}
+
+func btfRelocate(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("btf relocate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	baseFile := fs.String("base", "", "relocate onto this raw vmlinux BTF, not the simulated kernel's")
+	fs.Usage = func() { fmt.Fprint(stderr, btfUsage); fs.PrintDefaults() }
+	positional, err := parseArgs(fs, args)
+	if err != nil {
+		return 2
+	}
+	if len(positional) < 1 || len(positional) > 2 {
+		fs.Usage()
+		return 2
+	}
+	if err := relocateModule(stdout, positional, *baseFile); err != nil {
+		fmt.Fprintf(stderr, "bpfsim: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// relocateModule relocates a module's BTF (a .ko, or split and distilled
+// raw BTF files) and prints where each distilled type went, then the
+// relocated types.
+func relocateModule(w io.Writer, files []string, baseFile string) error {
+	var spec *sim.ModuleSpec
+	var err error
+	if len(files) == 1 {
+		if spec, err = sim.LoadModuleSpec(files[0]); err != nil {
+			return err
+		}
+		if len(spec.BaseBTF) == 0 {
+			return fmt.Errorf("%s has no .BTF.base section: built with its kernel, it needs no relocation", files[0])
+		}
+	} else {
+		spec = &sim.ModuleSpec{}
+		if spec.BTF, err = os.ReadFile(files[0]); err != nil {
+			return err
+		}
+		if spec.BaseBTF, err = os.ReadFile(files[1]); err != nil {
+			return err
+		}
+	}
+	var vmlinux []byte
+	onto := "the simulated kernel's BTF"
+	if baseFile != "" {
+		onto = baseFile
+		if vmlinux, err = os.ReadFile(baseFile); err != nil {
+			return err
+		}
+	} else {
+		k, err := sim.NewKernel(nil)
+		if err != nil {
+			return err
+		}
+		if vmlinux, err = k.RawKernelBTF(); err != nil {
+			return err
+		}
+	}
+	base, err := splitbtf.Parse(vmlinux, nil)
+	if err != nil {
+		return fmt.Errorf("%s: %w", onto, err)
+	}
+	dist, err := splitbtf.Parse(spec.BaseBTF, nil)
+	if err != nil {
+		return fmt.Errorf("distilled base: %w", err)
+	}
+	split, err := splitbtf.Parse(spec.BTF, dist)
+	if err != nil {
+		return fmt.Errorf("split BTF: %w", err)
+	}
+	relocated, idMap, err := splitbtf.Relocate(split, base)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "; %d distilled types found in %s (%d types):\n", len(dist.Types), onto, len(base.Types))
+	for id := uint32(1); id < dist.TypeCount(); id++ {
+		fmt.Fprintf(w, ";   %s\n;     -> %s\n", dist.DumpType(id), firstLine(base.DumpType(idMap[id])))
+	}
+	fmt.Fprintf(w, "; split ids %d-%d became %d-%d:\n", split.StartID(), split.TypeCount()-1, relocated.StartID(), relocated.TypeCount()-1)
+	return relocated.Dump(w)
+}
+
+func firstLine(s string) string {
+	if i := bytes.IndexByte([]byte(s), '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
 }

@@ -5,7 +5,8 @@
 //	bpfsim dump [xlated] PROGRAM    print the program as bpftool prog dump xlated does
 //	bpfsim dump jited PROGRAM       print the arm64 JIT's code with the xlated instructions interleaved
 //	bpfsim map dump OBJECT          print an object's maps as bpftool map dump does
-//	bpfsim btf dump                 print the simulated kernel's types as a vmlinux.h
+//	bpfsim btf dump                 print the simulated kernel's types as a vmlinux.h, or a BTF file's
+//	bpfsim btf relocate MODULE.ko   relocate a module's split BTF as the kernel does at module load
 //	bpfsim plugin [MEMORY-HEX]      act as a bpf_conformance plugin
 //
 // PROGRAM is a clang-built ELF object (pick the program with -section), a
@@ -27,7 +28,8 @@ const usage = `usage:
   bpfsim dump [xlated] PROGRAM    print the program in bpftool's xlated syntax
   bpfsim dump jited PROGRAM       print the arm64 JIT's A64 code, xlated instructions interleaved
   bpfsim map dump OBJECT          print an object's maps as bpftool map dump does
-  bpfsim btf dump                 print the simulated kernel's types as a vmlinux.h (CO-RE)
+  bpfsim btf dump [FILE]          print the simulated kernel's types as a vmlinux.h (CO-RE), or a BTF file's
+  bpfsim btf relocate MODULE.ko   relocate a module's split BTF onto the kernel's, as module load does
   bpfsim plugin [MEMORY-HEX]      run as a bpf_conformance plugin (program hex on stdin)
 
 Run 'bpfsim COMMAND -h' for a command's flags.

@@ -1,7 +1,10 @@
-// Programs reading a kernel module's struct through CO-RE relocations:
-// the struct is not in vmlinux, so the loader finds it in the module's
-// BTF, as libbpf searches module BTF after vmlinux's. The local
-// declaration has the fields in another order than the module's.
+// Programs of a kernel module's types and kfuncs. They read the module's
+// struct through CO-RE relocations: the struct is not in vmlinux, so the
+// loader finds it in the module's BTF, as libbpf searches module BTF after
+// vmlinux's (the local declaration has the fields in another order than
+// the module's). And they call the module's kfunc, which the loader finds
+// by name in the module's BTF, passing that BTF to the kernel in the
+// program's fd_array.
 // Self-contained: no libbpf headers.
 // Rebuild with: go generate ./sim
 typedef unsigned int __u32;
@@ -35,6 +38,15 @@ SEC("syscall")
 int mod_loaded(void *ctx)
 {
 	return __builtin_preserve_type_info(*(struct mod_stats *)0, TYPE_EXISTS);
+}
+
+/* The module's kfunc: a + b, as a __u32. */
+extern __u32 mod_add(__u32 a, __u32 b) __attribute__((section(".ksyms")));
+
+SEC("syscall")
+int call_mod_add(__u32 *ctx)
+{
+	return mod_add(ctx[0], ctx[1]);
 }
 
 char _license[] SEC("license") = "GPL";

@@ -18,6 +18,7 @@ const (
 	ENOENT     Errno = 2
 	ESRCH      Errno = 3
 	EINTR      Errno = 4
+	ENXIO      Errno = 6
 	E2BIG      Errno = 7
 	EBADF      Errno = 9
 	EAGAIN     Errno = 11
@@ -32,6 +33,7 @@ const (
 	ERANGE     Errno = 34
 	EDEADLK    Errno = 35
 	ENODATA    Errno = 61
+	EPROTO     Errno = 71
 	ENOTEMPTY  Errno = 39
 	ELOOP      Errno = 40
 	EOVERFLOW  Errno = 75

@@ -244,7 +244,7 @@ func (e *env) computeLiveness(insns []insn.Insn, subs []Subprog, helperArgs func
 							u = helperArgs(in.Imm)
 						}
 						if in.Src == insn.PseudoKfuncCall {
-							u = e.kfuncArgs(in.Imm)
+							u = e.kfuncArgs(in.Imm, in.Off)
 						}
 						if in.Src == insn.PseudoCall {
 							succ[i][1] = -1
@@ -438,11 +438,11 @@ func (e *env) helperArgs(id int32) uint16 {
 
 // kfuncArgs is the registers a kfunc call reads: its parameters, as the
 // kernel counts them from the kfunc's BTF (get_call_summary).
-func (e *env) kfuncArgs(imm int32) uint16 {
+func (e *env) kfuncArgs(imm int32, off int16) uint16 {
 	if e.cfg.Kfunc == nil {
 		return argRegs
 	}
-	kf, err := e.cfg.Kfunc(imm)
+	kf, err := e.cfg.Kfunc(imm, off)
 	if err != nil {
 		return argRegs
 	}
@@ -465,7 +465,7 @@ func (e *env) logSymbols() *insn.Symbols {
 			if in.Src != insn.PseudoKfuncCall {
 				return ""
 			}
-			if kf, err := e.cfg.Kfunc(in.Imm); err == nil {
+			if kf, err := e.cfg.Kfunc(in.Imm, in.Off); err == nil {
 				return kf.Name
 			}
 			return ""

@@ -279,7 +279,7 @@ func (e *env) isIterNextInsn(idx int) bool {
 	if in.Code != insn.JMP|insn.CALL || in.Src != insn.PseudoKfuncCall || e.cfg.Kfunc == nil {
 		return false
 	}
-	kf, err := e.cfg.Kfunc(in.Imm)
+	kf, err := e.cfg.Kfunc(in.Imm, in.Off)
 	return err == nil && kf.Flags&KfIterNext != 0
 }
 

@@ -127,8 +127,10 @@ const kfIter = KfIterNew | KfIterNext | KfIterDestroy
 type KfuncProto struct {
 	Name  string
 	BTFID int32
-	Args  []KfuncArg
-	Ret   KfuncRet
+	// Module is the module whose BTF BTFID is of, "" for vmlinux's.
+	Module string
+	Args   []KfuncArg
+	Ret    KfuncRet
 	// RetSize is the size of the memory a KfRetMem return points to;
 	// RetRdonly makes it read-only (a pointer to a scalar, such as an
 	// iterator's _next returns).
@@ -343,15 +345,41 @@ func scalarStructSize(t btf.Type) (uint32, bool) {
 	return s.Size, scalar(s, 0)
 }
 
+// addKfuncCalls is add_kfunc_call, for each kfunc call before the
+// program is checked (add_subprog_and_kfunc): the BTF a call's offset
+// names must exist, and its id must be a function there. Other refusals
+// (a kfunc the program's type may not call...) come when the call is
+// checked, as in the kernel.
+func (e *env) addKfuncCalls() error {
+	if e.cfg.Kfunc == nil {
+		return nil
+	}
+	for _, in := range e.insns {
+		if in.Code != insn.JMP|insn.CALL || in.Src != insn.PseudoKfuncCall || (in.Imm == 0 && in.Off == 0) {
+			continue
+		}
+		_, err := e.cfg.Kfunc(in.Imm, in.Off)
+		var v *Error
+		if err == nil || !errors.As(err, &v) {
+			continue
+		}
+		switch {
+		case in.Off != 0 && !strings.HasPrefix(v.Msg, "kernel btf_id "):
+			// find_kfunc_desc_btf's refusals.
+			return e.fail(v.Errno, v.Msg, "failed to find BTF for kernel function")
+		case strings.HasPrefix(v.Msg, "kernel btf_id "):
+			return e.fail(v.Errno, v.Msg)
+		}
+	}
+	return nil
+}
+
 // checkKfuncCall is check_kfunc_call.
 func (e *env) checkKfuncCall(in insn.Insn, idx int) error {
 	if e.cfg.Kfunc == nil {
 		return e.errorf(uapi.EINVAL, "calling kernel function is not supported without CONFIG_DEBUG_INFO_BTF")
 	}
-	if in.Off != 0 {
-		return e.errorf(uapi.EINVAL, "kfunc offset > 0 without fd_array is invalid")
-	}
-	kf, err := e.cfg.Kfunc(in.Imm)
+	kf, err := e.cfg.Kfunc(in.Imm, in.Off)
 	if err != nil {
 		var v *Error
 		if errors.As(err, &v) {

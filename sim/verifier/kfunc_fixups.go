@@ -31,9 +31,16 @@ func fixupKfuncCall(p *Prog, i int, calls KernelCalls) ([]insn.Insn, error) {
 	if kf == nil || !ok {
 		return nil, reject(uapi.EFAULT, "verifier internal error: kernel function descriptor not found for func_id %d", p.Insns[i].Imm)
 	}
-	imm, err := kc.Kfunc(kf.BTFID)
-	if v := p.Aux[i].KfuncVariant; v != "" {
+	var imm int32
+	var err error
+	switch v := p.Aux[i].KfuncVariant; {
+	case v != "":
 		imm, err = kc.KfuncByName(v)
+	case kf.Module != "":
+		// A module's kfunc: its id is of the module's BTF.
+		imm, err = kc.KfuncByName(kf.Name)
+	default:
+		imm, err = kc.Kfunc(kf.BTFID)
 	}
 	if err != nil {
 		return nil, reject(uapi.EFAULT, "kernel function %s has no address: %v", kf.Name, err)

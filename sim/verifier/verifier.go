@@ -73,10 +73,12 @@ type Config struct {
 	// SubprogsOwned lets the verifier write the functions' stack depths
 	// into Subprogs rather than into a copy.
 	SubprogsOwned bool
-	// Kfunc returns the kfunc a BPF_PSEUDO_KFUNC_CALL's imm (a BTF id of
-	// the kernel's BTF) names, if this program may call it (kfunc.go);
-	// nil: no kfuncs, as without CONFIG_DEBUG_INFO_BTF.
-	Kfunc func(btfID int32) (*KfuncProto, error)
+	// Kfunc returns the kfunc a BPF_PSEUDO_KFUNC_CALL's imm (a BTF id)
+	// and off name, if this program may call it (kfunc.go): off 0 is the
+	// kernel's BTF, another the module BTF at that index of the
+	// program's fd_array (find_kfunc_desc_btf); nil: no kfuncs, as
+	// without CONFIG_DEBUG_INFO_BTF.
+	Kfunc func(btfID int32, off int16) (*KfuncProto, error)
 }
 
 // MapRef is one map an lddw loads: its address (Value unset) or the
@@ -277,6 +279,9 @@ func Verify(insns []insn.Insn, cfg *Config) (*Result, error) {
 		e.limit = cfg.Limit
 	}
 	e.log.level = cfg.LogLevel
+	if err := e.addKfuncCalls(); err != nil {
+		return nil, err
+	}
 	e.printSubprogs()
 	if err := e.checkAbnormalReturn(); err != nil {
 		return nil, err

@@ -1,0 +1,189 @@
+package sim_test
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/interp"
+	"github.com/bpfsim/bpfsim/sim/kfunc"
+	"github.com/bpfsim/bpfsim/sim/vmlinuxbtf"
+)
+
+// modAdd is the module's kfunc mod_add.
+func modAdd() *kfunc.Func {
+	return &kfunc.Func{Name: "mod_add", Fn: func(_ *interp.Machine, a, b, _, _, _ uint64) (uint64, error) {
+		return uint64(uint32(a + b)), nil
+	}}
+}
+
+// A module's kfunc is called by name, through the module's BTF in the
+// program's fd_array, and the program holds the module while it lives.
+func TestModuleKfuncs(t *testing.T) {
+	spec, err := ebpf.LoadCollectionSpec("testdata/module_core.bpf.o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, kernel := range buildKernels(t) {
+		for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+			t.Run(fmt.Sprintf("%s/%v", name, rt), func(t *testing.T) { testModuleKfuncs(t, spec, kernel, rt) })
+		}
+	}
+}
+
+func testModuleKfuncs(t *testing.T, spec *ebpf.CollectionSpec, kernel []byte, rt sim.Runtime) {
+	k, err := sim.NewKernel(&sim.Options{Runtime: rt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := func() (*sim.Program, error) { return k.NewProgram(spec.Programs["call_mod_add"]) }
+	if _, err := load(); !errors.Is(err, unix.EINVAL) || !strings.Contains(err.Error(), "calls kfunc mod_add, which is not simulated") {
+		t.Fatalf("without the module: %v", err)
+	}
+	m, err := k.LoadModule(buildModule(t, kernel).spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := load(); err == nil {
+		t.Fatal("loaded before the module registered its kfunc")
+	}
+	if err := m.RegisterKfunc(modAdd()); err != nil {
+		t.Fatal(err)
+	}
+	p, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := make([]byte, 8)
+	binary.LittleEndian.PutUint32(ctx, 0xffff_fff0)
+	binary.LittleEndian.PutUint32(ctx[4:], 0x25)
+	res, err := p.Test(&sim.RunOptions{Context: ctx})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.R0 != 0x15 {
+		t.Errorf("mod_add(0xfffffff0, 0x25) = %#x, want 0x15", res.R0)
+	}
+	// The program holds the module: rmmod says it is in use
+	// until the program is freed.
+	if err := k.UnloadModule("mod"); !errors.Is(err, unix.EAGAIN) {
+		t.Fatalf("unloading a module in use: %v, want EAGAIN", err)
+	}
+	p.Close()
+	k.SynchronizeRCU()
+	if err := k.UnloadModule("mod"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := load(); err == nil {
+		t.Fatal("loaded after the module was unloaded")
+	}
+	// Loaded again, the module registers its kfunc again.
+	m, err = k.LoadModule(buildModule(t, kernel).spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.RegisterKfunc(modAdd()); err != nil {
+		t.Fatal(err)
+	}
+	if p, err = load(); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+}
+
+func TestModuleKfuncRegistrationRules(t *testing.T) {
+	k, err := sim.NewKernel(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := k.LoadModule(buildModule(t, vmlinuxbtf.Raw()).spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u64 := &btf.Int{Name: "long long unsigned int", Size: 8}
+	for _, tc := range []struct {
+		name  string
+		f     *kfunc.Func
+		errno unix.Errno
+	}{
+		{"a function the module's BTF lacks", &kfunc.Func{Name: "mod_sub", Fn: modAdd().Fn}, unix.ENOENT},
+		{"the kernel's own kfunc", &kfunc.Func{Name: "bpf_iter_num_new", Fn: modAdd().Fn}, unix.ENOENT},
+		{"a prototype unlike the BTF's", &kfunc.Func{Name: "mod_add", Fn: modAdd().Fn, Proto: &btf.FuncProto{Return: u64}}, unix.EINVAL},
+		{"no function", &kfunc.Func{Name: "mod_add"}, unix.EINVAL},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := m.RegisterKfunc(tc.f); !errors.Is(err, tc.errno) {
+				t.Fatalf("got %v, want %v", err, tc.errno)
+			}
+		})
+	}
+	if err := m.RegisterKfunc(modAdd()); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.RegisterKfunc(modAdd()); !errors.Is(err, unix.EEXIST) {
+		t.Fatalf("twice: %v, want EEXIST", err)
+	}
+	// A vmlinux kfunc may not take a module kfunc's name either.
+	err = k.RegisterKfunc(&kfunc.Func{Name: "mod_add", Proto: &btf.FuncProto{Return: u64}, Fn: modAdd().Fn})
+	if !errors.Is(err, unix.EEXIST) {
+		t.Fatalf("a vmlinux kfunc named as the module's: %v, want EEXIST", err)
+	}
+}
+
+// kfuncCallAt is a kfunc call with the BTF id imm in the BTF at fd_array
+// index off, in a program that returns what it returns.
+func kfuncCallAt(imm int32, off int16) *ebpf.ProgramSpec {
+	return &ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: asm.Instructions{
+		asm.Mov.Imm(asm.R1, 1),
+		asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Src: asm.PseudoKfuncCall, Constant: int64(imm), Offset: off},
+		asm.Return(),
+	}}
+}
+
+// KfuncCallOffsetRefusals are kfunc calls whose offset names no module
+// BTF, with the kernel's errnos and messages (find_kfunc_desc_btf):
+// checked against this machine's kernel by
+// TestKfuncCallOffsetsAreTheKernels.
+var KfuncCallOffsetRefusals = []struct {
+	Name string
+	Off  int16
+	// Imm, if not 0, is the call's BTF id; else a kfunc's.
+	Imm   int32
+	Errno unix.Errno
+	Msg   string
+}{
+	{"a negative offset", -1, 0, unix.EINVAL, "negative offset disallowed for kernel module function call"},
+	{"an offset without fd_array", 1, 0, unix.EPROTO, "kfunc offset > 0 without fd_array is invalid"},
+	{"a BTF id that is no function", 0, 1, unix.EINVAL, "kernel btf_id 1 is not a function"},
+}
+
+func TestKfuncCallOffsetsNamingNoModuleAreRefused(t *testing.T) {
+	k, err := sim.NewKernel(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, ok := k.KfuncID("bpf_iter_num_destroy")
+	if !ok {
+		t.Fatal("no bpf_iter_num_destroy")
+	}
+	for _, tc := range KfuncCallOffsetRefusals {
+		t.Run(tc.Name, func(t *testing.T) {
+			imm := int32(id)
+			if tc.Imm != 0 {
+				imm = tc.Imm
+			}
+			_, err := k.NewProgram(kfuncCallAt(imm, tc.Off))
+			if !errors.Is(err, tc.Errno) || !strings.Contains(err.Error(), tc.Msg) {
+				t.Fatalf("got %v, want %v with %q", err, tc.Errno, tc.Msg)
+			}
+		})
+	}
+}
