@@ -3,7 +3,9 @@ package sim
 import (
 	"bytes"
 	"debug/elf"
+	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf/btf"
@@ -62,12 +64,10 @@ func LoadModuleSpec(path string) (*ModuleSpec, error) {
 	return spec, nil
 }
 
-// moduleName is the module name of a file: its base name without the .ko.
+// moduleName is the module name of a file: its base name without the .ko
+// (and a compression suffix after it).
 func moduleName(path string) string {
-	name := path[bytes.LastIndexByte([]byte(path), '/')+1:]
-	if i := bytes.Index([]byte(name), []byte(".ko")); i > 0 {
-		name = name[:i]
-	}
+	name, _, _ := strings.Cut(filepath.Base(path), ".ko")
 	return name
 }
 

@@ -187,3 +187,60 @@ func TestKfuncCallOffsetsNamingNoModuleAreRefused(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkModuleKfuncCall measures a test run of call_mod_add: two
+// context loads and a call of the module's kfunc. No kernel figure: this
+// machine has no module with a kfunc to call.
+func BenchmarkModuleKfuncCall(b *testing.B) {
+	spec, err := ebpf.LoadCollectionSpec("testdata/module_core.bpf.o")
+	if err != nil {
+		b.Fatal(err)
+	}
+	t := &testing.T{}
+	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+		b.Run(rt.String(), func(b *testing.B) {
+			k, err := sim.NewKernel(&sim.Options{Runtime: rt})
+			if err != nil {
+				b.Fatal(err)
+			}
+			m, err := k.LoadModule(buildModule(t, vmlinuxbtf.Raw()).spec)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := m.RegisterKfunc(modAdd()); err != nil {
+				b.Fatal(err)
+			}
+			p, err := k.NewProgram(spec.Programs["call_mod_add"])
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			// A syscall program runs once a test run, as in the kernel:
+			// the figure includes the test run's set-up.
+			opts := &sim.RunOptions{Context: make([]byte, 8)}
+			for b.Loop() {
+				if _, err := p.Test(opts); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkLoadModule measures a module's load: its BTF read, relocated
+// onto the simulated kernel's and read again by cilium/ebpf.
+func BenchmarkLoadModule(b *testing.B) {
+	spec := buildModule(&testing.T{}, vmlinuxbtf.Raw()).spec
+	k, err := sim.NewKernel(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := k.LoadModule(spec); err != nil {
+			b.Fatal(err)
+		}
+		if err := k.UnloadModule(spec.Name); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
