@@ -217,3 +217,79 @@ func TestBTFRelocateShowsWhereTheDistilledTypesWent(t *testing.T) {
 		})
 	}
 }
+
+// writeModuleKo writes a module file (.BTF and .BTF.base sections) whose
+// BTF has struct mod_stats { __u32 flags; ... } built for the kernel of
+// package vmlinuxbtf, or skips when objcopy cannot make one.
+func writeModuleKo(t *testing.T) string {
+	t.Helper()
+	objcopy, err := exec.LookPath("objcopy")
+	if err != nil {
+		t.Skipf("no objcopy to make a module file with: %v", err)
+	}
+	built, err := splitbtf.Parse(vmlinuxbtf.Raw(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	split := splitbtf.NewSplit(built)
+	u64, _ := findType(built, splitbtf.KindTypedef, "__u64")
+	u32, _ := findType(built, splitbtf.KindTypedef, "__u32")
+	str := func(s string) uint32 {
+		off, err := split.AddStr(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return off
+	}
+	split.AddType(splitbtf.Type{NameOff: str("mod_stats"), Info: splitbtf.Info(splitbtf.KindStruct, false, 2), SizeType: 16,
+		Data: []uint32{str("hits"), u64, 0, str("flags"), u32, 96}})
+	dist, out, err := splitbtf.Distill(split)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for name, data := range map[string][]byte{"btf": out.Raw(), "base": dist.Raw(), "empty": {0}} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ko := filepath.Join(dir, "mod.ko")
+	if out, err := exec.Command(objcopy, "-I", "binary", "-O", "elf64-x86-64", "--rename-section", ".data=.note.mod",
+		"--add-section", ".BTF="+filepath.Join(dir, "btf"), "--add-section", ".BTF.base="+filepath.Join(dir, "base"),
+		filepath.Join(dir, "empty"), ko).CombinedOutput(); err != nil {
+		t.Skipf("objcopy cannot make an ELF file here: %v: %s", err, out)
+	}
+	return ko
+}
+
+// -module loads a module's BTF before the program, whose CO-RE
+// relocations then find the module's types.
+func TestRunWithAModuleFindsItsTypes(t *testing.T) {
+	ko := writeModuleKo(t)
+	const obj = "../../sim/testdata/module_core.bpf.o"
+	ctx := filepath.Join(t.TempDir(), "ctx")
+	if err := os.WriteFile(ctx, make([]byte, 8), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-section", "mod_loaded", "-ctx", ctx, obj}, "r0 = 0x0 (0)"},
+		{[]string{"-module", ko, "-section", "mod_loaded", "-ctx", ctx, obj}, "r0 = 0x1 (1)"},
+		// flags at byte 12, hits at 0, 16 bytes.
+		{[]string{"-module", ko, "-section", "mod_layout", "-ctx", ctx, obj}, fmt.Sprintf("r0 = %#x (%d)", 12<<16|16, 12<<16|16)},
+	} {
+		status, out, errOut := cli(t, "", append([]string{"run"}, tc.args...)...)
+		if status != 0 || !strings.Contains(out, tc.want) {
+			t.Errorf("run %v: status %d, %q (%s); want %q", tc.args, status, out, errOut, tc.want)
+		}
+	}
+	// The xlated code holds the module's offsets and size.
+	status, out, errOut := cli(t, "", "dump", "-module", ko, "-section", "mod_layout", obj)
+	for _, want := range []string{"0: (b7) r1 = 12", "2: (b7) r0 = 0", "5: (b7) r1 = 16"} {
+		if status != 0 || !strings.Contains(out, want) {
+			t.Errorf("dump with the module: status %d, no %q in\n%s%s", status, want, out, errOut)
+		}
+	}
+}

@@ -203,3 +203,28 @@ func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
 }
+
+// moduleFiles are the -module flags: kernel module files whose BTF is
+// loaded into the simulated kernel before a program.
+type moduleFiles []string
+
+func (m *moduleFiles) String() string { return strings.Join(*m, ",") }
+
+func (m *moduleFiles) Set(path string) error {
+	*m = append(*m, path)
+	return nil
+}
+
+// load loads each module's BTF, as modprobe would before the program.
+func (m moduleFiles) load(k *sim.Kernel) error {
+	for _, path := range m {
+		spec, err := sim.LoadModuleSpec(path)
+		if err != nil {
+			return err
+		}
+		if _, err := k.LoadModule(spec); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -21,6 +21,8 @@ func cmdDump(args []string, stdout, stderr io.Writer) int {
 	isHex := fs.Bool("hex", false, "PROGRAM is bytecode written in hex")
 	unverified := fs.Bool("unverified", false, "load without the verifier")
 	inline := fs.Bool("inline-kfuncs", false, "inline the calls of inlinable kfuncs, as seed 003's RFC proposes (released kernels call them)")
+	var modules moduleFiles
+	fs.Var(&modules, "module", "load this kernel module's BTF first (see bpfsim run -h); repeatable")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: bpfsim dump [xlated|jited] [flags] PROGRAM")
 		fs.PrintDefaults()
@@ -38,6 +40,9 @@ func cmdDump(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		var k *sim.Kernel
 		if k, err = sim.NewKernel(&sim.Options{InlineKfuncs: *inline}); err == nil {
+			err = modules.load(k)
+		}
+		if err == nil {
 			if jited {
 				opts.Runtime = sim.RuntimeJIT
 			}

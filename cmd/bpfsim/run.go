@@ -29,6 +29,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	showMaps := fs.Bool("maps", false, "dump the object's maps after the run, as bpftool map dump does")
 	jit := fs.Bool("jit", false, "run the program JITed to arm64 on the A64 emulator (fails if the JIT cannot translate it)")
 	advance := fs.Duration("advance", 0, "after the run, move the virtual clock this far, firing the bpf_timers that expire on the way")
+	var modules moduleFiles
+	fs.Var(&modules, "module", "load this kernel module's BTF (a .ko with .BTF and, built out of tree, .BTF.base) first, for CO-RE relocations against its types; repeatable")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: bpfsim run [flags] PROGRAM")
 		fs.PrintDefaults()
@@ -72,6 +74,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	if *jit {
 		popts.Runtime = sim.RuntimeJIT
+	}
+	if err := modules.load(k); err != nil {
+		return fail(err)
 	}
 	l, err := loadFile(k, positional[0], *section, *isHex, typ, popts)
 	if *logLevel > 0 {
