@@ -126,10 +126,11 @@ type moduleTable struct {
 // does (btf_module_notify): the split BTF is read on its distilled base
 // when it has one, then relocated onto the kernel's BTF as it is now
 // (types registered later are not in the module's base); without a
-// distilled base it is read on the kernel's BTF as it is. Malformed BTF,
-// or a distilled base the kernel's BTF cannot stand in for, fails the
-// load with EINVAL (ENOENT for a string the relocation cannot place), as
-// it fails the module's load in a kernel without
+// distilled base it is read on the kernel's BTF as it is. BTF the
+// kernel's checks refuse (splitbtf.Check, with the kernel's errno and
+// message), or a distilled base the kernel's BTF cannot stand in for
+// (EINVAL; ENOENT for a string the relocation cannot place), fails the
+// load, as it fails the module's load in a kernel without
 // CONFIG_MODULE_ALLOW_BTF_MISMATCH; a module of a loaded module's name is
 // EEXIST.
 func (k *Kernel) LoadModule(spec *ModuleSpec) (*Module, error) {
@@ -147,16 +148,19 @@ func (k *Kernel) LoadModule(spec *ModuleSpec) (*Module, error) {
 		return nil, err
 	}
 	m := &Module{k: k, name: spec.Name}
+	// The kernel checks the module's types as it checks any BTF
+	// (btf_parse_module), against the base they were built on, before it
+	// relocates them.
 	if len(spec.BaseBTF) == 0 {
-		if m.btf, err = splitbtf.Parse(spec.BTF, vmlinux); err != nil {
+		if m.btf, err = parseChecked(spec.BTF, vmlinux); err != nil {
 			return nil, errors.WithMessagef(err, "module %s: BTF", spec.Name)
 		}
 	} else {
-		dist, err := splitbtf.Parse(spec.BaseBTF, nil)
+		dist, err := parseChecked(spec.BaseBTF, nil)
 		if err != nil {
 			return nil, errors.WithMessagef(err, "module %s: .BTF.base", spec.Name)
 		}
-		split, err := splitbtf.Parse(spec.BTF, dist)
+		split, err := parseChecked(spec.BTF, dist)
 		if err != nil {
 			return nil, errors.WithMessagef(err, "module %s: BTF", spec.Name)
 		}
@@ -172,6 +176,18 @@ func (k *Kernel) LoadModule(spec *ModuleSpec) (*Module, error) {
 	}
 	t.byName[spec.Name] = m
 	return m, nil
+}
+
+// parseChecked reads raw BTF on base and checks it as the kernel does.
+func parseChecked(raw []byte, base *splitbtf.BTF) (*splitbtf.BTF, error) {
+	b, err := splitbtf.Parse(raw, base)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.Check(); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // UnloadModule removes a module's BTF and its kfuncs (delete_module):

@@ -217,17 +217,27 @@ func TestLoadModuleRefusesWhatTheKernelRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Renamed in place: a longer string table would move the split's
+	// strings, which start after it.
 	for i := range dist.Types {
-		if dist.Name(&dist.Types[i]) == "__sk_buff" {
-			off, err := dist.AddStr("sk_buff_of_another_kernel")
-			if err != nil {
-				t.Fatal(err)
-			}
-			dist.Types[i].NameOff = off
+		if off := dist.Types[i].NameOff; dist.Name(&dist.Types[i]) == "__sk_buff" {
+			copy(dist.Strings[off:], "__sk_bufX")
 		}
 	}
 	missing := *build.spec
 	missing.BaseBTF = dist.Raw()
+	// Split BTF with a struct named as no C identifier can be.
+	badName := *build.spec
+	split, err := splitbtf.Parse(build.spec.BTF, dist)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range split.Types {
+		if split.Name(&split.Types[i]) == "mod_stats" {
+			copy(split.Strings[split.Types[i].NameOff-split.StartStr():], "mod-stats")
+		}
+	}
+	badName.BTF = split.Raw()
 	// Split BTF whose header is cut.
 	cut := *build.spec
 	cut.BTF = cut.BTF[:10]
@@ -241,7 +251,8 @@ func TestLoadModuleRefusesWhatTheKernelRefuses(t *testing.T) {
 		errno unix.Errno
 		msg   string
 	}{
-		{"a type the kernel lacks", &missing, unix.EINVAL, "distilled base BTF type 'sk_buff_of_another_kernel'"},
+		{"a type the kernel lacks", &missing, unix.EINVAL, "distilled base BTF type '__sk_bufX'"},
+		{"a type the kernel's checks refuse", &badName, unix.EINVAL, "Invalid name"},
 		{"malformed BTF", &cut, unix.EINVAL, "shorter than its header"},
 		{"no name", &sim.ModuleSpec{BTF: build.spec.BTF}, unix.EINVAL, "name"},
 	} {

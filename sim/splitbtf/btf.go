@@ -13,6 +13,9 @@
 // libbpf's btf__distill_base in tools/lib/bpf/btf.c, which pahole's
 // distilled_base feature calls when it builds a module.
 //
+// Before it relocates a module's BTF, the kernel checks it as it checks
+// any BTF loaded into it; that is Check, kernel/bpf/btf.c's verifier.
+//
 // The package works on raw BTF (Parse, Raw), as the kernel does, so that
 // its output is byte for byte what the kernel and libbpf make of the same
 // input: the type records, their ids and their string offsets.
@@ -186,6 +189,16 @@ type BTF struct {
 	// index finds strings already in Strings (first occurrence), made
 	// on first use.
 	index map[string]uint32
+	// layout is the framing of the raw BTF that Parse read, for Check's
+	// rules on sections (which Parse, like libbpf, does not apply); nil
+	// for BTF made in memory, whose framing is Raw's.
+	layout *rawLayout
+}
+
+// rawLayout is a raw BTF blob's size and its header's section fields.
+type rawLayout struct {
+	size                                     uint64
+	hdrLen, typeOff, typeLen, strOff, strLen uint32
 }
 
 // NewBase returns an empty base BTF: no types, the empty string.
@@ -298,35 +311,47 @@ func (b *BTF) AddType(t Type) uint32 {
 // checks libbpf and the kernel make of its framing: the header, the
 // sections' bounds, the string section's terminators, the records' kinds
 // and lengths, and that every type id and string offset resolves.
-// Malformed BTF is EINVAL.
+// Malformed BTF is EINVAL; as for the kernel, an unknown version or flags
+// is ENOTSUPP and unknown non-zero header fields E2BIG. The kernel's
+// other rules, on the sections' layout and the types, are Check's.
 func Parse(raw []byte, base *BTF) (*BTF, error) {
 	le := binary.LittleEndian
-	if len(raw) < headerLen {
+	// The header's checks come in the kernel's order (btf_parse_hdr), so
+	// that a blob wrong in several ways fails with the kernel's errno.
+	if len(raw) < 8 {
 		return nil, invalid("BTF is %d bytes, shorter than its header", len(raw))
 	}
-	if m := le.Uint16(raw); m != Magic {
+	hdrLen := le.Uint32(raw[4:])
+	if uint64(hdrLen) > uint64(len(raw)) {
+		return nil, invalid("BTF is %d bytes, shorter than its header (%d bytes)", len(raw), hdrLen)
+	}
+	if hdrLen > headerLen {
+		for _, c := range raw[headerLen:hdrLen] {
+			if c != 0 {
+				return nil, errors.Wrap(uapi.E2BIG, "BTF header has unknown non-zero fields")
+			}
+		}
+	}
+	// A shorter header reads as if the missing fields were zero.
+	var hdr [headerLen]byte
+	copy(hdr[:], raw[:min(hdrLen, headerLen)])
+	if m := le.Uint16(hdr[:]); m != Magic {
 		if m == 0x9feb {
 			return nil, invalid("BTF is big-endian; bpfsim reads little-endian BTF")
 		}
 		return nil, invalid("invalid BTF magic %#x", m)
 	}
-	if raw[2] != 1 {
-		return nil, invalid("unsupported BTF version %d", raw[2])
+	if hdr[2] != 1 {
+		return nil, errors.Wrapf(uapi.ENOTSUPP, "unsupported BTF version %d", hdr[2])
 	}
-	if raw[3] != 0 {
-		return nil, invalid("unsupported BTF flags %#x", raw[3])
+	if hdr[3] != 0 {
+		return nil, errors.Wrapf(uapi.ENOTSUPP, "unsupported BTF flags %#x", hdr[3])
 	}
-	hdrLen := le.Uint32(raw[4:])
-	typeOff, typeLen := le.Uint32(raw[8:]), le.Uint32(raw[12:])
-	strOff, strLen := le.Uint32(raw[16:]), le.Uint32(raw[20:])
-	if hdrLen < headerLen || uint64(hdrLen) > uint64(len(raw)) {
+	if hdrLen < headerLen {
 		return nil, invalid("BTF header length %d is invalid", hdrLen)
 	}
-	for _, c := range raw[headerLen:hdrLen] {
-		if c != 0 {
-			return nil, errors.Wrap(uapi.E2BIG, "BTF header has unknown non-zero fields")
-		}
-	}
+	typeOff, typeLen := le.Uint32(raw[8:]), le.Uint32(raw[12:])
+	strOff, strLen := le.Uint32(raw[16:]), le.Uint32(raw[20:])
 	data := raw[hdrLen:]
 	if typeOff%4 != 0 {
 		return nil, invalid("BTF type section is not 4-byte aligned")
@@ -334,7 +359,8 @@ func Parse(raw []byte, base *BTF) (*BTF, error) {
 	if uint64(typeOff)+uint64(typeLen) > uint64(strOff) || uint64(strOff)+uint64(strLen) > uint64(len(data)) {
 		return nil, invalid("BTF sections overlap or run past the data")
 	}
-	b := &BTF{Base: base, Strings: append([]byte(nil), data[strOff:strOff+strLen]...)}
+	b := &BTF{Base: base, Strings: append([]byte(nil), data[strOff:strOff+strLen]...),
+		layout: &rawLayout{size: uint64(len(raw)), hdrLen: hdrLen, typeOff: typeOff, typeLen: typeLen, strOff: strOff, strLen: strLen}}
 	if base == nil && (strLen == 0 || b.Strings[0] != 0) {
 		return nil, invalid("base BTF's strings do not start with the empty string")
 	}
