@@ -290,8 +290,8 @@ func (m *Module) kfunc(id btf.TypeID) (*kfuncEntry, bool) {
 	return e, ok
 }
 
-// hold takes a program's references on the modules whose kfuncs it calls
-// (btf_try_get_module): ENXIO for a module unloaded meanwhile.
+// holdModules takes a program's references on the modules whose kfuncs
+// it calls (btf_try_get_module): ENXIO for a module unloaded meanwhile.
 func (k *Kernel) holdModules(ms []*Module) error {
 	t := &k.modules
 	t.mu.Lock()
