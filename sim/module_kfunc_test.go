@@ -244,3 +244,87 @@ func BenchmarkLoadModule(b *testing.B) {
 		}
 	}
 }
+
+// Programs calling a module's kfunc load, run on several CPUs and close
+// while another goroutine keeps trying to unload the module: every
+// unload meanwhile is EAGAIN, the counts add up, and once the last
+// program is freed the module unloads.
+func TestModuleKfuncsUnderConcurrentLoadsAndUnloads(t *testing.T) {
+	spec, err := ebpf.LoadCollectionSpec("testdata/module_core.bpf.o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const cpus, loads = 3, 20
+	k, err := sim.NewKernel(&sim.Options{CPUs: cpus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := k.LoadModule(buildModule(t, vmlinuxbtf.Raw()).spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.RegisterKfunc(modAdd()); err != nil {
+		t.Fatal(err)
+	}
+	// One program that lives through the whole test keeps the module in.
+	keeper, err := k.NewProgram(spec.Programs["call_mod_add"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	unloadErrs := make(chan error, 1)
+	go func() {
+		defer close(unloadErrs)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if err := k.UnloadModule("mod"); !errors.Is(err, unix.EAGAIN) {
+				unloadErrs <- fmt.Errorf("unload while in use: %v", err)
+				return
+			}
+		}
+	}()
+	errs := make(chan error, cpus)
+	for cpu := 0; cpu < cpus; cpu++ {
+		go func(cpu int) {
+			ctx := make([]byte, 8)
+			for i := 0; i < loads; i++ {
+				p, err := k.NewProgram(spec.Programs["call_mod_add"])
+				if err != nil {
+					errs <- err
+					return
+				}
+				binary.LittleEndian.PutUint32(ctx, uint32(cpu))
+				binary.LittleEndian.PutUint32(ctx[4:], uint32(i))
+				res, err := p.Test(&sim.RunOptions{Context: ctx, CPU: uint32(cpu)})
+				p.Close()
+				if err != nil {
+					errs <- err
+					return
+				}
+				if res.R0 != uint64(cpu+i) {
+					errs <- fmt.Errorf("CPU %d run %d: %d", cpu, i, res.R0)
+					return
+				}
+			}
+			errs <- nil
+		}(cpu)
+	}
+	for cpu := 0; cpu < cpus; cpu++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(done)
+	if err := <-unloadErrs; err != nil {
+		t.Fatal(err)
+	}
+	keeper.Close()
+	k.SynchronizeRCU()
+	if err := k.UnloadModule("mod"); err != nil {
+		t.Fatalf("unload after every program was freed: %v", err)
+	}
+}
