@@ -192,6 +192,12 @@ func TestCORERelocationsFindModuleTypes(t *testing.T) {
 			if _, err := k.LoadModule(buildModule(t, kernel).spec); err != nil {
 				t.Fatal(err)
 			}
+			// The kernel's BTF grows after the module loaded (a kfunc
+			// registered on first use): the module keeps the BTF it was
+			// relocated onto, and relocations still find its types.
+			if _, ok := k.KfuncID("bpf_iter_num_new"); !ok {
+				t.Fatal("no bpf_iter_num_new")
+			}
 			if got, err := run("mod_loaded"); err != nil || got != 1 {
 				t.Fatalf("mod_loaded with the module: %d, %v", got, err)
 			}
@@ -199,6 +205,22 @@ func TestCORERelocationsFindModuleTypes(t *testing.T) {
 			// not the program's declaration.
 			if got, err := run("mod_layout"); err != nil || got != 12<<16|0<<8|24 {
 				t.Fatalf("mod_layout with the module: %#x, %v; want %#x", got, err, 12<<16|24)
+			}
+			// A program relocating against vmlinux's types finds them
+			// as before: the module's BTF, which shares them as its
+			// base, adds no second candidate.
+			core, err := ebpf.LoadCollectionSpec(coreObject)
+			if err != nil {
+				t.Fatal(err)
+			}
+			xp, err := k.NewProgram(core.Programs["xdp_core"])
+			if err != nil {
+				t.Fatalf("xdp_core with a module loaded: %v", err)
+			}
+			res, err := xp.Test(&sim.RunOptions{Data: corePacket()})
+			xp.Close()
+			if err != nil || uint32(res.R0) != 2<<24|64<<8|0xab {
+				t.Fatalf("xdp_core with a module loaded: %#x, %v", res.R0, err)
 			}
 			if err := k.UnloadModule("mod"); err != nil {
 				t.Fatal(err)
