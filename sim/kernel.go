@@ -135,8 +135,10 @@ type Kernel struct {
 	timers timerTable
 	// net is the network configuration bpf_fib_lookup looks at (fib.go).
 	net netState
-	// modules are the loaded modules' BTF (module.go).
+	// modules are the loaded modules' BTF (module.go); btfs the BTF
+	// objects, vmlinux's and theirs among them (btfobj.go).
 	modules moduleTable
+	btfs    btfTable
 }
 
 // CPU is one simulated CPU: the machine state the interpreter runs on, its

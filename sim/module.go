@@ -86,10 +86,16 @@ type Module struct {
 	// under the module table's lock.
 	kfuncs map[btf.TypeID]*kfuncEntry
 	users  int
+	// obj is the module's BTF object (btfobj.go).
+	obj *btfObject
 }
 
 // Name is the module's name, as /sys/kernel/btf lists it.
 func (m *Module) Name() string { return m.name }
+
+// BTFID is the id of the module's BTF object, as `bpftool btf list` shows
+// it.
+func (m *Module) BTFID() btf.ID { return m.obj.id }
 
 // RawBTF is the module's BTF after relocation, as the kernel exposes it
 // in /sys/kernel/btf/<name>: split BTF on this kernel's vmlinux BTF.
@@ -171,6 +177,15 @@ func (k *Kernel) LoadModule(spec *ModuleSpec) (*Module, error) {
 	if m.spec, err = btf.LoadSplitSpecFromReader(bytes.NewReader(m.btf.Raw()), vmlinuxSpec); err != nil {
 		return nil, errors.Wrapf(uapi.EINVAL, "module %s: BTF: %v", spec.Name, err)
 	}
+	// Its BTF object (btf_module_notify gives module BTF an id too).
+	m.obj = &btfObject{name: m.name, kernel: true, module: m, raw: func() ([]byte, error) { return m.RawBTF(), nil }}
+	bt := &k.btfs
+	bt.mu.Lock()
+	err = bt.add(k, m.obj)
+	bt.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
 	if t.byName == nil {
 		t.byName = map[string]*Module{}
 	}
@@ -212,6 +227,10 @@ func (k *Kernel) UnloadModule(name string) error {
 	}
 	kt.mu.Unlock()
 	delete(t.byName, name)
+	bt := &k.btfs
+	bt.mu.Lock()
+	bt.put(m.obj) // the id goes with the last handle on it
+	bt.mu.Unlock()
 	return nil
 }
 

@@ -1,12 +1,14 @@
 package sim_test
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
 
 	"github.com/bpfsim/bpfsim/sim"
 	"github.com/bpfsim/bpfsim/sim/verifier"
@@ -70,5 +72,67 @@ func TestKfuncCallOffsetsAreTheKernels(t *testing.T) {
 				t.Errorf("the kernel said\n%s\nbpfsim said\n%s", klog, slog)
 			}
 		})
+	}
+}
+
+// A BTF object looks the same in this machine's kernel and in bpfsim:
+// vmlinux's is id 1, named, the kernel's; BTF from user space is
+// nameless, not the kernel's, of its raw size; BTF the kernel refuses,
+// bpfsim refuses with the same errno.
+func TestBTFObjectsAreTheKernels(t *testing.T) {
+	needKernel(t)
+	k, err := sim.NewKernel(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kvm, err := btf.NewHandleFromID(1)
+	if err != nil {
+		t.Skipf("cannot open this kernel's BTF id 1: %v", err)
+	}
+	defer kvm.Close()
+	ki, err := kvm.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	svm, err := k.NewBTFHandleFromID(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	si, err := svm.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ki.Name != si.Name || ki.IsKernel != si.IsKernel || ki.IsVmlinux() != si.IsVmlinux() {
+		t.Errorf("id 1: kernel %+v, bpfsim %+v", ki, si)
+	}
+	raw := userBTF(t)
+	kh, err := btf.NewHandleFromRawBTF(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kh.Close()
+	sh, err := k.NewBTFHandle(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Close()
+	ki, err = kh.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	si, err = sh.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ki.Name != si.Name || ki.IsKernel != si.IsKernel || ki.IsModule() != si.IsModule() || si.Size != uint32(len(raw)) {
+		t.Errorf("user BTF: kernel %+v, bpfsim %+v (%d bytes)", ki, si, len(raw))
+	}
+	bad := userBTF(t)
+	bad[bytes.Index(bad, []byte("counter"))+6] = '-'
+	_, kerr := btf.NewHandleFromRawBTF(bad)
+	_, serr := k.NewBTFHandle(bad)
+	var errno unix.Errno
+	if kerr == nil || !errors.As(kerr, &errno) || !errors.Is(serr, errno) {
+		t.Errorf("BTF with an invalid name: kernel %v, bpfsim %v", kerr, serr)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -291,5 +292,40 @@ func TestRunWithAModuleFindsItsTypes(t *testing.T) {
 		if status != 0 || !strings.Contains(out, want) {
 			t.Errorf("dump with the module: status %d, no %q in\n%s%s", status, want, out, errOut)
 		}
+	}
+}
+
+// btf list prints the BTF objects as bpftool does: vmlinux, then each
+// -module module.
+func TestBTFListIsBpftools(t *testing.T) {
+	ko := writeModuleKo(t)
+	status, out, errOut := cli(t, "", "btf", "list", "-module", ko)
+	if status != 0 {
+		t.Fatalf("status %d: %s", status, errOut)
+	}
+	k, err := sim.NewKernel(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := k.RawKernelBTF()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || lines[0] != fmt.Sprintf("1: name [vmlinux]  size %dB", len(raw)) || !strings.HasPrefix(lines[1], "2: name [mod]  size ") {
+		t.Errorf("btf list:\n%s", out)
+	}
+	// bpftool's line for this machine's vmlinux has the same shape.
+	bpftool, err := exec.LookPath("bpftool")
+	if err != nil {
+		bpftool = "/usr/sbin/bpftool"
+	}
+	if kout, err := exec.Command(bpftool, "btf", "list").Output(); err == nil {
+		first, _, _ := strings.Cut(string(kout), "\n")
+		if !regexp.MustCompile(`^1: name \[vmlinux\]  size \d+B$`).MatchString(first) {
+			t.Errorf("bpftool's first line %q has another shape", first)
+		}
+	} else {
+		t.Logf("no bpftool btf list to compare the shape with: %v", err)
 	}
 }

@@ -22,6 +22,8 @@ const btfUsage = `usage:
   bpfsim btf relocate [-base VMLINUX] MODULE.ko | SPLIT DISTILLED
       a module's split BTF relocated as the kernel does at module load:
       onto the simulated kernel's BTF, or onto VMLINUX (a raw BTF file)
+  bpfsim btf list [-module MODULE.ko]...
+      the kernel's BTF objects, as bpftool btf list prints them
 `
 
 // cmdBTF is `bpfsim btf`: dump prints BTF as bpftool btf dump does (a C
@@ -38,6 +40,8 @@ func cmdBTF(args []string, stdout, stderr io.Writer) int {
 		return btfDump(args[1:], stdout, stderr)
 	case "relocate":
 		return btfRelocate(args[1:], stdout, stderr)
+	case "list":
+		return btfList(args[1:], stdout, stderr)
 	}
 	fmt.Fprint(stderr, btfUsage)
 	return 2
@@ -227,4 +231,56 @@ func (m moduleFiles) load(k *sim.Kernel) error {
 		}
 	}
 	return nil
+}
+
+// btfList is `bpfsim btf list`: the BTF objects of a simulated kernel
+// with the -module modules loaded, as `bpftool btf list` prints them.
+func btfList(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("btf list", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var modules moduleFiles
+	fs.Var(&modules, "module", "load this kernel module's BTF first; repeatable")
+	fs.Usage = func() { fmt.Fprint(stderr, btfUsage); fs.PrintDefaults() }
+	positional, err := parseArgs(fs, args)
+	if err != nil {
+		return 2
+	}
+	if len(positional) != 0 {
+		fs.Usage()
+		return 2
+	}
+	err = func() error {
+		k, err := sim.NewKernel(nil)
+		if err != nil {
+			return err
+		}
+		if err := modules.load(k); err != nil {
+			return err
+		}
+		for _, id := range k.BTFIDs() {
+			h, err := k.NewBTFHandleFromID(id)
+			if err != nil {
+				return err
+			}
+			info, err := h.Info()
+			h.Close()
+			if err != nil {
+				return err
+			}
+			name := "<anon>"
+			switch {
+			case info.IsKernel:
+				name = "[" + info.Name + "]"
+			case info.Name != "":
+				name = info.Name
+			}
+			fmt.Fprintf(stdout, "%d: name %s  size %dB\n", info.ID, name, info.Size)
+		}
+		return nil
+	}()
+	if err != nil {
+		fmt.Fprintf(stderr, "bpfsim: %v\n", err)
+		return 1
+	}
+	return 0
 }

@@ -7,6 +7,7 @@
 //	bpfsim map dump OBJECT          print an object's maps as bpftool map dump does
 //	bpfsim btf dump                 print the simulated kernel's types as a vmlinux.h, or a BTF file's
 //	bpfsim btf relocate MODULE.ko   relocate a module's split BTF as the kernel does at module load
+//	bpfsim btf list                 list the kernel's BTF objects
 //	bpfsim plugin [MEMORY-HEX]      act as a bpf_conformance plugin
 //
 // PROGRAM is a clang-built ELF object (pick the program with -section), a
@@ -30,6 +31,7 @@ const usage = `usage:
   bpfsim map dump OBJECT          print an object's maps as bpftool map dump does
   bpfsim btf dump [FILE]          print the simulated kernel's types as a vmlinux.h (CO-RE), or a BTF file's
   bpfsim btf relocate MODULE.ko   relocate a module's split BTF onto the kernel's, as module load does
+  bpfsim btf list                 list the kernel's BTF objects, as bpftool btf list does
   bpfsim plugin [MEMORY-HEX]      run as a bpf_conformance plugin (program hex on stdin)
 
 Run 'bpfsim COMMAND -h' for a command's flags.
