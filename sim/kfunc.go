@@ -258,24 +258,16 @@ func (k *Kernel) kfuncByID(id btf.TypeID) (*kfuncEntry, bool) {
 	return e, ok
 }
 
-// hasKfuncs reports whether any kfunc is registered.
-func (k *Kernel) hasKfuncs() bool {
-	t := &k.so.kfuncs
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	return len(t.byID) > 0
-}
-
 // kfuncResolver is the verifier's view of the kfuncs for program p
 // (fetch_kfunc_meta): a call's off 0 names vmlinux's BTF, another the
 // module BTF at that index of the program's fd_array
 // (find_kfunc_desc_btf), which bpfsim fills with the modules whose
 // kfuncs the program calls by name; a kfunc must be in the id set of p's
 // type.
+//
+// It is never nil: the simulated kernel has BTF (CONFIG_DEBUG_INFO_BTF),
+// kfuncs registered or not.
 func (k *Kernel) kfuncResolver(p *Program) func(int32, int16) (*verifier.KfuncProto, error) {
-	if !k.hasKfuncs() && len(p.kfuncModules) == 0 {
-		return nil
-	}
 	return func(imm int32, off int16) (*verifier.KfuncProto, error) {
 		var e *kfuncEntry
 		var ok bool

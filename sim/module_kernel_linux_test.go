@@ -38,6 +38,17 @@ func TestKfuncCallOffsetsAreTheKernels(t *testing.T) {
 	if !ok {
 		t.Fatal("no bpf_iter_num_destroy")
 	}
+	// A kernel with no kfunc registered yet still has BTF: an id that
+	// is no function is refused as such, as the kernel refuses it.
+	fresh, err := sim.NewKernel(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, kerr := ebpf.NewProgram(kfuncCallAt(1, 0))
+	_, serr := fresh.NewProgram(kfuncCallAt(1, 0))
+	if !errors.Is(kerr, unix.EINVAL) || !errors.Is(serr, unix.EINVAL) || !strings.Contains(serr.Error(), "kernel btf_id 1 is not a function") {
+		t.Errorf("id 1 on a kernel without kfuncs: kernel %v, bpfsim %v", kerr, serr)
+	}
 	for _, tc := range KfuncCallOffsetRefusals {
 		t.Run(tc.Name, func(t *testing.T) {
 			kimm, simm := int32(kernelID), int32(simID)
