@@ -329,3 +329,33 @@ func TestBTFListIsBpftools(t *testing.T) {
 		t.Logf("no bpftool btf list to compare the shape with: %v", err)
 	}
 }
+
+// distill, then relocate: a module's split BTF built on one kernel, made
+// relocatable, loads onto the simulated kernel.
+func TestBTFDistillThenRelocate(t *testing.T) {
+	built, err := splitbtf.Parse(vmlinuxbtf.Raw(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	split := splitbtf.NewSplit(built)
+	skb, _ := findType(built, splitbtf.KindStruct, "__sk_buff")
+	split.AddType(splitbtf.Type{Info: splitbtf.Info(splitbtf.KindPointer, false, 0), SizeType: skb})
+	dir := t.TempDir()
+	baseFile, splitFile, prefix := filepath.Join(dir, "vmlinux"), filepath.Join(dir, "mod.split"), filepath.Join(dir, "mod")
+	for f, data := range map[string][]byte{baseFile: built.Raw(), splitFile: split.Raw()} {
+		if err := os.WriteFile(f, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status, out, errOut := cli(t, "", "btf", "distill", "-base", baseFile, "-o", prefix, splitFile)
+	if status != 0 || !strings.Contains(out, "mod.btf.base: 1 types") {
+		t.Fatalf("distill: status %d: %s%s", status, out, errOut)
+	}
+	status, out, errOut = cli(t, "", "btf", "relocate", prefix+".btf", prefix+".btf.base")
+	if status != 0 || !strings.Contains(out, "[1] STRUCT '__sk_buff' size=192 vlen=0") {
+		t.Fatalf("relocate: status %d: %s%s", status, out, errOut)
+	}
+	if status, _, _ := cli(t, "", "btf", "distill", splitFile); status != 2 {
+		t.Errorf("distill without -base and -o: status %d, want 2", status)
+	}
+}

@@ -24,6 +24,10 @@ const btfUsage = `usage:
       onto the simulated kernel's BTF, or onto VMLINUX (a raw BTF file)
   bpfsim btf list [-module MODULE.ko]...
       the kernel's BTF objects, as bpftool btf list prints them
+  bpfsim btf distill -base VMLINUX -o PREFIX SPLIT
+      distill SPLIT's base, as pahole does for an out-of-tree module
+      (libbpf's btf__distill_base): writes PREFIX.btf, the new split BTF,
+      and PREFIX.btf.base, the distilled base
 `
 
 // cmdBTF is `bpfsim btf`: dump prints BTF as bpftool btf dump does (a C
@@ -42,6 +46,8 @@ func cmdBTF(args []string, stdout, stderr io.Writer) int {
 		return btfRelocate(args[1:], stdout, stderr)
 	case "list":
 		return btfList(args[1:], stdout, stderr)
+	case "distill":
+		return btfDistill(args[1:], stdout, stderr)
 	}
 	fmt.Fprint(stderr, btfUsage)
 	return 2
@@ -276,6 +282,60 @@ func btfList(args []string, stdout, stderr io.Writer) int {
 			}
 			fmt.Fprintf(stdout, "%d: name %s  size %dB\n", info.ID, name, info.Size)
 		}
+		return nil
+	}()
+	if err != nil {
+		fmt.Fprintf(stderr, "bpfsim: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// btfDistill is `bpfsim btf distill`: a module's split BTF, built on the
+// vmlinux BTF in -base, made relocatable (splitbtf.Distill).
+func btfDistill(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("btf distill", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	baseFile := fs.String("base", "", "the raw vmlinux BTF SPLIT is built on")
+	prefix := fs.String("o", "", "write PREFIX.btf and PREFIX.btf.base")
+	fs.Usage = func() { fmt.Fprint(stderr, btfUsage); fs.PrintDefaults() }
+	positional, err := parseArgs(fs, args)
+	if err != nil {
+		return 2
+	}
+	if len(positional) != 1 || *baseFile == "" || *prefix == "" {
+		fs.Usage()
+		return 2
+	}
+	err = func() error {
+		baseRaw, err := os.ReadFile(*baseFile)
+		if err != nil {
+			return err
+		}
+		splitRaw, err := os.ReadFile(positional[0])
+		if err != nil {
+			return err
+		}
+		base, err := splitbtf.Parse(baseRaw, nil)
+		if err != nil {
+			return fmt.Errorf("%s: %w", *baseFile, err)
+		}
+		split, err := splitbtf.Parse(splitRaw, base)
+		if err != nil {
+			return fmt.Errorf("%s: %w", positional[0], err)
+		}
+		dist, out, err := splitbtf.Distill(split)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(*prefix+".btf", out.Raw(), 0o644); err != nil {
+			return err
+		}
+		if err := os.WriteFile(*prefix+".btf.base", dist.Raw(), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s.btf.base: %d types, %d bytes\n", *prefix, len(dist.Types), len(dist.Raw()))
+		fmt.Fprintf(stdout, "%s.btf: %d types (%d of them copied from the base), %d bytes\n", *prefix, len(out.Types), len(out.Types)-len(split.Types), len(out.Raw()))
 		return nil
 	}()
 	if err != nil {

@@ -8,6 +8,7 @@
 //	bpfsim btf dump                 print the simulated kernel's types as a vmlinux.h, or a BTF file's
 //	bpfsim btf relocate MODULE.ko   relocate a module's split BTF as the kernel does at module load
 //	bpfsim btf list                 list the kernel's BTF objects
+//	bpfsim btf distill ...          distill a module's BTF, as pahole does out of tree
 //	bpfsim plugin [MEMORY-HEX]      act as a bpf_conformance plugin
 //
 // PROGRAM is a clang-built ELF object (pick the program with -section), a
@@ -32,6 +33,8 @@ const usage = `usage:
   bpfsim btf dump [FILE]          print the simulated kernel's types as a vmlinux.h (CO-RE), or a BTF file's
   bpfsim btf relocate MODULE.ko   relocate a module's split BTF onto the kernel's, as module load does
   bpfsim btf list                 list the kernel's BTF objects, as bpftool btf list does
+  bpfsim btf distill -base VMLINUX -o PREFIX SPLIT
+                                  distill a module's BTF, as pahole does out of tree
   bpfsim plugin [MEMORY-HEX]      run as a bpf_conformance plugin (program hex on stdin)
 
 Run 'bpfsim COMMAND -h' for a command's flags.
