@@ -9,7 +9,6 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/pkg/errors"
 
-	"github.com/bpfsim/bpfsim/sim/splitbtf"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
 
@@ -112,11 +111,7 @@ type BTFHandle struct {
 // kernel checks BTF (splitbtf.Check; the kernel's errnos and messages)
 // and gets an id. As cilium/ebpf's btf.NewHandleFromRawBTF.
 func (k *Kernel) NewBTFHandle(raw []byte) (*BTFHandle, error) {
-	b, err := splitbtf.Parse(raw, nil)
-	if err != nil {
-		return nil, err
-	}
-	if err := b.Check(); err != nil {
+	if _, err := parseChecked(raw, nil); err != nil { // module.go
 		return nil, err
 	}
 	kept := bytes.Clone(raw)
