@@ -310,10 +310,11 @@ func (b *BTF) AddType(t Type) uint32 {
 // Parse reads raw BTF, split from base when base is not nil, with the
 // checks libbpf and the kernel make of its framing: the header, the
 // sections' bounds, the string section's terminators, the records' kinds
-// and lengths, and that every type id and string offset resolves.
-// Malformed BTF is EINVAL; as for the kernel, an unknown version or flags
-// is ENOTSUPP and unknown non-zero header fields E2BIG. The kernel's
-// other rules, on the sections' layout and the types, are Check's.
+// and lengths. Malformed BTF is EINVAL; as for the kernel, an unknown
+// version or flags is ENOTSUPP and unknown non-zero header fields E2BIG.
+// What the types say (ids and string offsets that resolve, and the
+// kernel's other rules) is Check's, in the kernel's words; Distill and
+// Relocate check ids and string offsets themselves.
 func Parse(raw []byte, base *BTF) (*BTF, error) {
 	le := binary.LittleEndian
 	// The header's checks come in the kernel's order (btf_parse_hdr), so
@@ -392,9 +393,6 @@ func Parse(raw []byte, base *BTF) (*BTF, error) {
 		}
 		b.Types = append(b.Types, t)
 		types = types[12+4*n:]
-	}
-	if err := b.validate(); err != nil {
-		return nil, err
 	}
 	return b, nil
 }

@@ -105,7 +105,7 @@ var checkCases = []checkCase{
 	{name: "a pointer's kind_flag", build: func(bb builder) { bb.add(KindPointer, "", true, 0, 0) },
 		errno: uapi.EINVAL, msg: "[1] Invalid btf_info kind_flag"},
 	{name: "a pointer to nothing there", build: func(bb builder) { bb.ref(KindPointer, "", 0); bb.b.Types[0].SizeType = 2 },
-		errno: uapi.EINVAL, msg: "refers to type 2"},
+		errno: uapi.EINVAL, msg: "[1] Invalid type_id"},
 	{name: "a forward declaration without a name", build: func(bb builder) { bb.add(KindForward, "", false, 0, 0) },
 		errno: uapi.EINVAL, msg: "[1] Invalid name"},
 	{name: "an array with a size", build: func(bb builder) {
