@@ -53,12 +53,29 @@ func cmdBTF(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-func btfDump(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("btf dump", flag.ContinueOnError)
+// btfFlagSet makes the flags of a `bpfsim btf` subcommand, whose usage
+// is btfUsage.
+func btfFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, btfUsage); fs.PrintDefaults() }
+	return fs
+}
+
+// exitStatus reports err, if any, as the CLI reports errors, and returns
+// the exit status.
+func exitStatus(stderr io.Writer, err error) int {
+	if err != nil {
+		fmt.Fprintf(stderr, "bpfsim: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func btfDump(args []string, stdout, stderr io.Writer) int {
+	fs := btfFlagSet("btf dump", stderr)
 	format := fs.String("format", "", "c or raw (default c for the kernel's BTF, raw for a FILE)")
 	baseFile := fs.String("base", "", "the raw BTF FILE is split on")
-	fs.Usage = func() { fmt.Fprint(stderr, btfUsage); fs.PrintDefaults() }
 	positional, err := parseArgs(fs, args)
 	if err != nil {
 		return 2
@@ -120,18 +137,12 @@ func btfDump(args []string, stdout, stderr io.Writer) int {
 		}
 		return b.Dump(stdout)
 	}()
-	if err != nil {
-		fmt.Fprintf(stderr, "bpfsim: %v\n", err)
-		return 1
-	}
-	return 0
+	return exitStatus(stderr, err)
 }
 
 func btfRelocate(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("btf relocate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := btfFlagSet("btf relocate", stderr)
 	baseFile := fs.String("base", "", "relocate onto this raw vmlinux BTF, not the simulated kernel's")
-	fs.Usage = func() { fmt.Fprint(stderr, btfUsage); fs.PrintDefaults() }
 	positional, err := parseArgs(fs, args)
 	if err != nil {
 		return 2
@@ -140,11 +151,7 @@ func btfRelocate(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	if err := relocateModule(stdout, positional, *baseFile); err != nil {
-		fmt.Fprintf(stderr, "bpfsim: %v\n", err)
-		return 1
-	}
-	return 0
+	return exitStatus(stderr, relocateModule(stdout, positional, *baseFile))
 }
 
 // relocateModule relocates a module's BTF (a .ko, or split and distilled
@@ -242,11 +249,9 @@ func (m moduleFiles) load(k *sim.Kernel) error {
 // btfList is `bpfsim btf list`: the BTF objects of a simulated kernel
 // with the -module modules loaded, as `bpftool btf list` prints them.
 func btfList(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("btf list", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := btfFlagSet("btf list", stderr)
 	var modules moduleFiles
 	fs.Var(&modules, "module", "load this kernel module's BTF first; repeatable")
-	fs.Usage = func() { fmt.Fprint(stderr, btfUsage); fs.PrintDefaults() }
 	positional, err := parseArgs(fs, args)
 	if err != nil {
 		return 2
@@ -284,21 +289,15 @@ func btfList(args []string, stdout, stderr io.Writer) int {
 		}
 		return nil
 	}()
-	if err != nil {
-		fmt.Fprintf(stderr, "bpfsim: %v\n", err)
-		return 1
-	}
-	return 0
+	return exitStatus(stderr, err)
 }
 
 // btfDistill is `bpfsim btf distill`: a module's split BTF, built on the
 // vmlinux BTF in -base, made relocatable (splitbtf.Distill).
 func btfDistill(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("btf distill", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := btfFlagSet("btf distill", stderr)
 	baseFile := fs.String("base", "", "the raw vmlinux BTF SPLIT is built on")
 	prefix := fs.String("o", "", "write PREFIX.btf and PREFIX.btf.base")
-	fs.Usage = func() { fmt.Fprint(stderr, btfUsage); fs.PrintDefaults() }
 	positional, err := parseArgs(fs, args)
 	if err != nil {
 		return 2
@@ -338,9 +337,5 @@ func btfDistill(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s.btf: %d types (%d of them copied from the base), %d bytes\n", *prefix, len(out.Types), len(out.Types)-len(split.Types), len(out.Raw()))
 		return nil
 	}()
-	if err != nil {
-		fmt.Fprintf(stderr, "bpfsim: %v\n", err)
-		return 1
-	}
-	return 0
+	return exitStatus(stderr, err)
 }
