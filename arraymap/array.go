@@ -43,6 +43,7 @@ var Array = &maps.Type{
 	AllocCheck: allocCheck,
 	Alloc:      alloc,
 	MetaEqual:  arrayMetaEqual,
+	Header:     true,
 }
 
 // PercpuArray is BPF_MAP_TYPE_PERCPU_ARRAY.
@@ -52,6 +53,7 @@ var PercpuArray = &maps.Type{
 	AllocCheck: allocCheck,
 	Alloc:      alloc,
 	MetaEqual:  maps.DefaultMetaEqual,
+	Header:     true,
 }
 
 // allowedFlags are the map_flags array_map_alloc_check accepts.

@@ -107,6 +107,7 @@ var Hash = &maps.Type{
 	AllocCheck: allocCheck,
 	Alloc:      alloc,
 	MetaEqual:  maps.DefaultMetaEqual,
+	Header:     true,
 }
 
 // PercpuHash is BPF_MAP_TYPE_PERCPU_HASH.
@@ -116,6 +117,7 @@ var PercpuHash = &maps.Type{
 	AllocCheck: allocCheck,
 	Alloc:      alloc,
 	MetaEqual:  maps.DefaultMetaEqual,
+	Header:     true,
 }
 
 // ElemLookuper is implemented by the Ops of both types: LookupElemAddr is

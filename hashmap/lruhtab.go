@@ -30,6 +30,7 @@ var LRUHash = &maps.Type{
 	AllocCheck: allocCheck,
 	Alloc:      alloc,
 	MetaEqual:  maps.DefaultMetaEqual,
+	Header:     true,
 }
 
 // LRUPercpuHash is BPF_MAP_TYPE_LRU_PERCPU_HASH.
@@ -39,6 +40,7 @@ var LRUPercpuHash = &maps.Type{
 	AllocCheck: allocCheck,
 	Alloc:      alloc,
 	MetaEqual:  maps.DefaultMetaEqual,
+	Header:     true,
 }
 
 // lruHtab is an LRU_HASH map (htab_lru_map_ops). It holds the table

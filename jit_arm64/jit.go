@@ -1114,8 +1114,12 @@ func (c *jitCtx) mem(i int, in *insn.Insn) {
 		c.emit(a64.ISB, nil)
 	case cl == insn.STX && in.Mode() == insn.ATOMIC:
 		c.atomic(i, in, size, off)
-	case cl == insn.LDX && (in.Mode() == insn.MEM || in.Mode() == insn.MEMSX):
-		signed := in.Mode() == insn.MEMSX
+	case cl == insn.LDX && (in.Mode() == insn.MEM || in.Mode() == insn.MEMSX ||
+		in.Mode() == insn.ProbeMem || in.Mode() == insn.ProbeMemSX):
+		// A probe load is the same instruction; the kernel adds an
+		// exception table entry for it, which bpfsim's JIT lacks: a
+		// fault there ends the run instead of reading zeros.
+		signed := in.Mode() == insn.MEMSX || in.Mode() == insn.ProbeMemSX
 		if signed && size == a64.Size64 {
 			c.err = errors.Wrapf(uapi.EINVAL, "insn %d: unknown opcode %#02x", i, in.Code)
 			return

@@ -387,6 +387,9 @@ type Type struct {
 	// maps whose inner map template is meta (see NewInnerMeta). nil: maps
 	// of this type cannot be inner maps.
 	MetaEqual func(meta, m *Map) bool
+	// Header says the type's object starts with HeaderSize bytes of
+	// room for struct bpf_map (header.go), which New fills.
+	Header bool
 }
 
 // Registry holds the map types a kernel knows, keyed by type number. It is
@@ -462,6 +465,16 @@ func (r *Registry) Create(k Kernel, attr Attr, id uint32, release func(*Map)) (*
 	if m.Addr == 0 {
 		ops.Free()
 		return nil, errors.Errorf("map type %s did not set the map's address", t.Name)
+	}
+	if t.Header {
+		// The kernel's own store, past the page permissions a
+		// read-only-for-programs map has.
+		b, err := k.Memory().Bytes(m.Addr, HeaderSize)
+		if err != nil {
+			ops.Free()
+			return nil, err
+		}
+		copy(b, m.header())
 	}
 	m.Ops = ops
 	m.refcnt.Store(1)

@@ -33,6 +33,7 @@ func (k *Kernel) vmlinuxTypes() ([]btf.Type, error) {
 		return nil, err
 	}
 	types = append(types, taskTypes()...)
+	types = append(types, iterTypes(types)...)
 	for _, t := range types {
 		e, ok := t.(*btf.Enum)
 		if !ok || e.Name != "bpf_func_id" {

@@ -115,6 +115,9 @@ type Kernel struct {
 	// helperProtoFor's functions, made once per type: a function value
 	// built per load would be an allocation per load.
 	helperTypes map[int32][]ebpf.ProgramType
+	// iterSessions are the open iterator files, by the address of their
+	// seq_file (iter.go).
+	iterSessions sync.Map
 	// helperVariantsMissing lists, for a helper, the types the kernel
 	// offers a variant of it that bpfsim does not simulate (under mu).
 	helperVariantsMissing map[int32][]ebpf.ProgramType
@@ -262,6 +265,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		k.registerStringHelpers()
 		k.registerDynptrHelpers()
 		k.registerFormatHelpers()
+		k.registerSeqHelpers()
 		k.registerStrtox()
 		k.registerSpinLockHelpers()
 		k.registerTimerHelpers()

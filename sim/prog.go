@@ -113,6 +113,11 @@ type bpfProg struct {
 	// so is the program's struct_ops member and association
 	// (structops.go).
 	so progStructOps
+
+	// iter is an iterator program's target; maxRdonly and maxRdwr are
+	// what it reads of keys and reads or writes of values (iter.go).
+	iter               *iterTarget
+	maxRdonly, maxRdwr int
 }
 
 // ProgramOptions control loading, as cilium/ebpf's ProgramOptions do.
@@ -185,6 +190,7 @@ var supportedTypes = map[ebpf.ProgramType]string{
 	ebpf.RawTracepoint:      "raw context bytes (the u64 arguments), read-only",
 	ebpf.Syscall:            "raw context bytes",
 	ebpf.StructOps:          "the u64 array of the member's arguments; run through its struct_ops map (structops.go)",
+	ebpf.Tracing:            "iterators only (SEC(\"iter/bpf_map_elem\")): struct bpf_iter__bpf_map_elem; run by reading an iterator link (iter.go)",
 	ebpf.UnspecifiedProgram: "raw memory: r1 = pointer to Data, r2 = its length",
 }
 
@@ -220,6 +226,9 @@ func (k *Kernel) NewProgramWithOptions(spec *ebpf.ProgramSpec, opts ProgramOptio
 	opts.License = spec.License
 	opts.Flags = spec.Flags
 	if err := k.structOpsAttachOf(spec, &opts); err != nil { // structops.go
+		return nil, err
+	}
+	if err := k.iterAttachOf(spec, &opts); err != nil { // iter.go
 		return nil, err
 	}
 	if spec.Type != ebpf.StructOps && opts.ExpectedAttachType == 0 {
@@ -301,6 +310,10 @@ func (k *Kernel) LoadInsnsWithOptions(typ ebpf.ProgramType, name string, insns [
 		p.Close()
 		return nil, err
 	}
+	if err := k.prepareIterLoad(p, opts); err != nil { // iter.go
+		p.Close()
+		return nil, err
+	}
 	if err := p.resolvePseudoLdImm64(); err != nil {
 		p.Close()
 		return nil, err
@@ -318,6 +331,7 @@ func (k *Kernel) LoadInsnsWithOptions(typ ebpf.ProgramType, name string, insns [
 			p.Close()
 			return nil, err
 		}
+		p.maxRdonly, p.maxRdwr = p.verified.MaxRdonlyAccess, p.verified.MaxRdwrAccess
 		if err := k.fixup(p, opts.source); err != nil {
 			p.Close()
 			return nil, err

@@ -175,6 +175,12 @@ func (k *Kernel) progTypeFor(p *Program) (verifier.ProgType, bool) {
 	if p.typ == ebpf.StructOps {
 		return structOpsCtx{nargs: p.so.nargs}, p.so.desc != nil
 	}
+	if p.typ == ebpf.Tracing {
+		if p.iter == nil {
+			return nil, false
+		}
+		return p.iter.ctx, true
+	}
 	return verifier.ProgTypeFor(p.typ, p.attachType)
 }
 

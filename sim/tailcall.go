@@ -143,13 +143,19 @@ func (p *Program) untrackPokes() {
 	p.poke = nil
 }
 
-// toDump is bpf_insn_prepare_dump's view of tail calls: user space sees
-// the tail call instruction as the helper call it replaced.
+// toDump is bpf_insn_prepare_dump's view of the xlated code: user space
+// sees the tail call instruction as the helper call it replaced, and a
+// probe load (BPF_PROBE_MEM) as the load it was.
 func toDump(insns []insn.Insn) []insn.Insn {
 	out := append([]insn.Insn(nil), insns...)
 	for i, in := range out {
-		if in.Code == insn.JMP|insn.TailCall {
+		switch {
+		case in.Code == insn.JMP|insn.TailCall:
 			out[i] = insn.Insn{Code: insn.JMP | insn.CALL, Imm: uapi.FuncTailCall}
+		case in.Class() == insn.LDX && in.Mode() == insn.ProbeMem:
+			out[i].Code = insn.LDX | insn.MEM | in.SizeBits()
+		case in.Class() == insn.LDX && in.Mode() == insn.ProbeMemSX:
+			out[i].Code = insn.LDX | insn.MEMSX | in.SizeBits()
 		}
 	}
 	return out

@@ -125,6 +125,16 @@ func Format(insns []Insn, i int, sym *Symbols) string {
 		}
 
 	case LDX:
+		// bpf_insn_prepare_dump shows probe loads as the loads they
+		// were.
+		switch in.Mode() {
+		case ProbeMem:
+			c = LDX | MEM | in.SizeBits()
+			in.Code = c
+		case ProbeMemSX:
+			c = LDX | MEMSX | in.SizeBits()
+			in.Code = c
+		}
 		if in.Mode() == MEM || in.Mode() == MEMSX {
 			return fmt.Sprintf("(%02x) r%d = *(%s *)(r%d %+d)", c, in.Dst, memType(in.SizeBits(), in.Mode() == MEMSX), in.Src, in.Off)
 		}

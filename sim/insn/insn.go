@@ -66,6 +66,13 @@ const (
 	MEM    = 0x60
 	MEMSX  = 0x80
 	ATOMIC = 0xc0
+
+	// ProbeMem and ProbeMemSX are the kernel-internal modes of LDX the
+	// verifier gives loads from kernel objects (BPF_PROBE_MEM,
+	// BPF_PROBE_MEMSX): a fault reads zeros. They share the values of
+	// ABS and IND, which LDX does not use.
+	ProbeMem   = 0x20
+	ProbeMemSX = 0x40
 )
 
 // Operand source (code & 0x08) for ALU and JMP classes.

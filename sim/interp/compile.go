@@ -131,10 +131,12 @@ var atomicKinds = map[int32][2]opKind{ // imm -> [32-bit, 64-bit]
 // rather than a map because every memory instruction of every load looks
 // it up. Unset entries are opInvalid.
 var sizedKinds = [256][4]opKind{
-	insn.LDX | insn.MEM:   {opLdxB, opLdxH, opLdxW, opLdxDW},
-	insn.LDX | insn.MEMSX: {opLdxsB, opLdxsH, opLdxsW, opInvalid},
-	insn.ST | insn.MEM:    {opStB, opStH, opStW, opStDW},
-	insn.STX | insn.MEM:   {opStxB, opStxH, opStxW, opStxDW},
+	insn.LDX | insn.MEM:        {opLdxB, opLdxH, opLdxW, opLdxDW},
+	insn.LDX | insn.MEMSX:      {opLdxsB, opLdxsH, opLdxsW, opInvalid},
+	insn.LDX | insn.ProbeMem:   {opLdxProbeB, opLdxProbeH, opLdxProbeW, opLdxProbeDW},
+	insn.LDX | insn.ProbeMemSX: {opLdxsProbeB, opLdxsProbeH, opLdxsProbeW, opInvalid},
+	insn.ST | insn.MEM:         {opStB, opStH, opStW, opStDW},
+	insn.STX | insn.MEM:        {opStxB, opStxH, opStxW, opStxDW},
 }
 
 func sizeIndex(size uint8) int {

@@ -200,6 +200,17 @@ const (
 	opLdIndH
 	opLdIndW
 
+	// Probe loads (LDX|BPF_PROBE_MEM, LDX|BPF_PROBE_MEMSX), which the
+	// verifier makes of loads from kernel objects: a fault reads zeros,
+	// as the kernel's exception table makes it.
+	opLdxProbeB
+	opLdxProbeH
+	opLdxProbeW
+	opLdxProbeDW
+	opLdxsProbeB
+	opLdxsProbeH
+	opLdxsProbeW
+
 	// r = &(void __percpu *)(r): the address of this CPU's copy of a
 	// per-CPU variable (BPF_MOV64_PERCPU_REG, ALU64|MOV|X with off -1). Only
 	// verifier rewrites emit it, such as inlined per-CPU map lookups.

@@ -538,7 +538,8 @@ func (m *Machine) run(p *Program, arg1, arg2, arg3, arg4 uint64) (uint64, error)
 			}
 			m.pc, m.steps, slowAddr = pc, steps, a
 			goto slow
-		case opLdxsB, opLdxsH, opLdxsW:
+		case opLdxsB, opLdxsH, opLdxsW, opLdxProbeB, opLdxProbeH, opLdxProbeW, opLdxProbeDW,
+			opLdxsProbeB, opLdxsProbeH, opLdxsProbeW:
 			m.pc, m.steps = pc, steps
 			if f := m.slowMem(&r, r[o.src&15]+uint64(int64(o.off))); f != nil {
 				return m.fault(f)
@@ -962,6 +963,9 @@ func (m *Machine) slowMem(r *[16]uint64, addr uint64) *mem.Fault {
 		v, f = tlb.LoadSigned(addr, 2)
 	case opLdxsW:
 		v, f = tlb.LoadSigned(addr, 4)
+	case opLdxProbeB, opLdxProbeH, opLdxProbeW, opLdxProbeDW, opLdxsProbeB, opLdxsProbeH, opLdxsProbeW:
+		r[o.dst&15] = probeLoad(tlb, o.kind, addr)
+		return nil
 	case opStxB:
 		return tlb.Store8(addr, r[o.src&15])
 	case opStxH:
@@ -997,6 +1001,33 @@ func (m *Machine) slowMem(r *[16]uint64, addr uint64) *mem.Fault {
 		r[o.dst&15] = v
 	}
 	return f
+}
+
+// probeLoad is a BPF_PROBE_MEM load: the value, or zero where the
+// address faults.
+func probeLoad(tlb *mem.TLB, k opKind, addr uint64) uint64 {
+	var v uint64
+	var f *mem.Fault
+	switch k {
+	case opLdxProbeB:
+		v, f = tlb.Load8(addr)
+	case opLdxProbeH:
+		v, f = tlb.Load16(addr)
+	case opLdxProbeW:
+		v, f = tlb.Load32(addr)
+	case opLdxProbeDW:
+		v, f = tlb.Load64(addr)
+	case opLdxsProbeB:
+		v, f = tlb.LoadSigned(addr, 1)
+	case opLdxsProbeH:
+		v, f = tlb.LoadSigned(addr, 2)
+	default:
+		v, f = tlb.LoadSigned(addr, 4)
+	}
+	if f != nil {
+		return 0
+	}
+	return v
 }
 
 // exhausted stops a run whose instruction budget ran out. Only backward

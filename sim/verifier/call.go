@@ -238,9 +238,11 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 		ok, expected = reg.typ == ptrToStack || reg.typ == constPtrToDynptr, "fp, dynptr_ptr"
 	case ArgPtrToConstStr:
 		ok, expected = reg.typ == ptrToMapValue && !reg.maybeNull, "map_value"
+	case ArgPtrToBTFID:
+		ok, expected = reg.typ == ptrToBTFID && !reg.maybeNull, "ptr_, trusted_ptr_, rcu_ptr_"
 	case ArgPtrToMapKey, ArgPtrToMapValue, ArgPtrToUninitMapValue, ArgPtrToMem, ArgPtrToUninitMem, ArgPtrToMemOrNull, ArgPtrToUninitMemOrNull, ArgPtrToU32InOut, ArgPtrToU64Out:
 		switch reg.typ {
-		case ptrToStack, ptrToPacket, ptrToPacketMeta, ptrToMapValue, ptrToMapKey, ptrToMem:
+		case ptrToStack, ptrToPacket, ptrToPacketMeta, ptrToMapValue, ptrToMapKey, ptrToMem, ptrToBuf:
 			ok = !reg.maybeNull
 		}
 		expected = "fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_"
@@ -251,6 +253,10 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 	switch t {
 	case ArgPtrToCtx:
 		if err := e.checkPtrOffReg(reg, regno, false); err != nil {
+			return err
+		}
+	case ArgPtrToBTFID:
+		if err := e.checkBTFArg(reg, regno, fn.ArgStruct[arg]); err != nil {
 			return err
 		}
 	case ArgPtrToRingbufMemRelease:
@@ -399,6 +405,8 @@ func (e *env) checkHelperMem(regno uint8, size int, kind accessKind, zeroOK bool
 			return e.errorf(uapi.EACCES, "R%d cannot write into %s", regno, reg.typeName())
 		}
 		return e.checkMemRegion(regno, int(reg.off), size, int(reg.memSize), zeroOK)
+	case ptrToBuf:
+		return e.checkBufAccess(reg, regno, int(reg.off), size, kind)
 	case ptrToStack:
 		raw := meta != nil && meta.raw
 		if raw {
@@ -535,7 +543,7 @@ func (e *env) checkFuncCall(in insn.Insn, idx int) (int, error) {
 		caller.regs[r].markNotInit()
 	}
 	if e.log.level > 0 {
-		e.log.printf("caller:\n%s\ncallee:\n%s", st.frameLine(caller, caller.format(e.maps)), st.frameLine(callee, callee.format(e.maps)))
+		e.log.printf("caller:\n%s\ncallee:\n%s", st.frameLine(caller, caller.format(e)), st.frameLine(callee, callee.format(e)))
 	}
 	e.scratchAll() // init_func_state marks the whole state scratched
 	return e.subprogs[sub].Start, nil
@@ -556,7 +564,7 @@ func (e *env) prepareFuncExit() (int, error) {
 	caller := st.frames[st.curframe-1]
 	caller.regs[insn.R0] = r0
 	if e.log.level > 0 {
-		e.log.printf("returning from callee:\n%s\nto caller at %d:\n%s", st.frameLine(callee, callee.format(e.maps)), callee.callsite+1, st.frameLine(caller, caller.format(e.maps)))
+		e.log.printf("returning from callee:\n%s\nto caller at %d:\n%s", st.frameLine(callee, callee.format(e)), callee.callsite+1, st.frameLine(caller, caller.format(e)))
 	}
 	st.frames[st.curframe] = nil
 	st.frames = st.frames[:st.curframe]

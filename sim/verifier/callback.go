@@ -183,7 +183,7 @@ func (e *env) callbackExit() (int, error) {
 	}
 	caller := st.frames[st.curframe-1]
 	if e.log.level > 0 {
-		e.log.printf("returning from callee:\n%s\nto caller at %d:\n%s", st.frameLine(callee, callee.format(e.maps)), callee.callsite, st.frameLine(caller, caller.format(e.maps)))
+		e.log.printf("returning from callee:\n%s\nto caller at %d:\n%s", st.frameLine(callee, callee.format(e)), callee.callsite, st.frameLine(caller, caller.format(e)))
 	}
 	st.frames[st.curframe] = nil
 	st.frames = st.frames[:st.curframe]

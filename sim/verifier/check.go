@@ -79,7 +79,7 @@ func (e *env) doCheck() error {
 		}
 		if e.log.level > 0 {
 			if printState && e.log.level > 1 {
-				e.log.printf("\nfrom %d to %d:%s", e.prevIdx, idx, e.cur.frameLine(e.cur.cur(), e.cur.cur().format(e.maps)))
+				e.log.printf("\nfrom %d to %d:%s", e.prevIdx, idx, e.cur.frameLine(e.cur.cur(), e.cur.cur().format(e)))
 			}
 			printState = false
 			e.printInsnState(idx)
@@ -538,7 +538,7 @@ func (e *env) adjustPtrMinMax(in *insn.Insn, ptr, off *regState, ptrIsDst bool) 
 		return e.errorf(uapi.EACCES, "R%d pointer arithmetic on %s prohibited, null-check it first", in.Dst, ptr.typeName())
 	}
 	switch ptr.typ {
-	case ptrToCtx, ptrToMapValue, ptrToMapKey, ptrToStack, ptrToPacketMeta, ptrToPacket, ptrToMem, ptrToFunc:
+	case ptrToCtx, ptrToMapValue, ptrToMapKey, ptrToStack, ptrToPacketMeta, ptrToPacket, ptrToMem, ptrToFunc, ptrToBuf, ptrToBTFID:
 	case constPtrToMap:
 		if known && off.smin == 0 && op == insn.ADD {
 			break

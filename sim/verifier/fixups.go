@@ -316,6 +316,14 @@ func doMiscFixups(p *Prog, remove []bool, cfg *FixupConfig) error {
 			continue
 		case conv != nil && p.Aux[i].CtxAccess:
 			seq = conv.ConvertCtxAccess(in)
+		case p.Aux[i].ProbeMem:
+			// convert_ctx_accesses: a load from a kernel object
+			// becomes a probe load, which reads zeros on a fault.
+			mode := uint8(insn.ProbeMem)
+			if in.Mode() == insn.MEMSX {
+				mode = insn.ProbeMemSX
+			}
+			in.Code = insn.LDX | mode | in.Code&0x18
 		case isSignedDivByMinusOne(in):
 			seq = signedDivByMinusOne(in)
 		case isDivModByReg(in):

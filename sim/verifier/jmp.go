@@ -215,7 +215,8 @@ func regNotNull(r *regState) bool {
 	if r.maybeNull || r.smin <= -maxVarOff || r.smax >= maxVarOff {
 		return false
 	}
-	return r.typ == ptrToMapValue || r.typ == ptrToMapKey || r.typ == ptrToMem || r.typ == constPtrToMap
+	return r.typ == ptrToMapValue || r.typ == ptrToMapKey || r.typ == ptrToMem || r.typ == constPtrToMap ||
+		r.typ == ptrToBTFID && r.trusted
 }
 
 // branchTaken is is_branch_taken: 1 if the jump is always taken, 0 if

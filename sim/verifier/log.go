@@ -157,7 +157,7 @@ func (e *env) printInsnState(idx int) {
 		return
 	}
 	f := e.cur.cur()
-	e.log.stateLine(idx, e.cur.frameLine(f, f.formatMasked(e.maps, e.scratchedRegs, e.scratchedStack)))
+	e.log.stateLine(idx, e.cur.frameLine(f, f.formatMasked(e, e.scratchedRegs, e.scratchedStack)))
 	e.scratchedRegs, e.scratchedStack = 0, 0
 }
 

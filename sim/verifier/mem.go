@@ -216,6 +216,8 @@ func (e *env) checkMemAccess(regno uint8, off, size int, t accessKind, value int
 				regs[value].markPtr(ptrToPacketEnd)
 			case CtxPacketMeta:
 				regs[value].markPtr(ptrToPacketMeta)
+			case CtxBTFID, CtxBuf:
+				e.markCtxArg(&regs[value], f.Arg)
 			}
 		}
 	case reg.typ == ptrToStack:
@@ -242,6 +244,17 @@ func (e *env) checkMemAccess(regno uint8, off, size int, t accessKind, value int
 		}
 		if t == accessRead && value >= 0 {
 			regs[value].markUnknown()
+		}
+	case reg.typ == ptrToBuf && !reg.maybeNull:
+		if err := e.checkBufAccess(reg, regno, off, size, t); err != nil {
+			return err
+		}
+		if value >= 0 && (t == accessRead || reg.rdonly) {
+			regs[value].markUnknown()
+		}
+	case reg.typ == ptrToBTFID && !reg.maybeNull:
+		if err := e.checkBTFAccess(reg, regno, off, size, t, value); err != nil {
+			return err
 		}
 	case reg.typ == constPtrToMap && !reg.maybeNull:
 		// The kernel reads struct bpf_map's fields through its BTF,

@@ -437,7 +437,7 @@ func (e *env) markPreciseFrom(start *vstate, last int, changed *bool) error {
 			}
 			if e.log.level >= 2 {
 				e.log.printf("mark_precise: frame%d: parent state regs=%s stack=%s: %s%s", fr,
-					fmtRegMask(bt.regs[fr]), fmtStackMask(bt.stack[fr]), st.frameLine(f, f.format(e.maps)), "")
+					fmtRegMask(bt.regs[fr]), fmtStackMask(bt.stack[fr]), st.frameLine(f, f.format(e)), "")
 			}
 		}
 		if bt.empty() {

@@ -24,6 +24,8 @@ type CtxField struct {
 	// FieldSize is the size of the field a narrower load reads part of
 	// (ctx_field_size), 0 when the access is the field's own size.
 	FieldSize int
+	// Arg is the slot of a BTF-described context (BTFCtxType).
+	Arg *BTFCtxArg
 }
 
 // CtxKind is what a context load yields.
@@ -34,6 +36,8 @@ const (
 	CtxPacket                    // the packet's start (PTR_TO_PACKET)
 	CtxPacketEnd                 // one past its end (PTR_TO_PACKET_END)
 	CtxPacketMeta                // the metadata's start (PTR_TO_PACKET_META)
+	CtxBTFID                     // a kernel object (PTR_TO_BTF_ID), CtxField.Arg says which
+	CtxBuf                       // a buffer (PTR_TO_BUF), CtxField.Arg says how
 )
 
 // ReturnRanger is implemented by the program types whose R0 at exit

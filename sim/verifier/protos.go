@@ -63,6 +63,9 @@ const (
 	// (ARG_PTR_TO_DYNPTR); FuncProto.Dynptr says which and what the
 	// helper does with it.
 	ArgPtrToDynptr
+	// ArgPtrToBTFID is a kernel object of the struct FuncProto.ArgStruct
+	// names (ARG_PTR_TO_BTF_ID), not NULL.
+	ArgPtrToBTFID
 )
 
 // RetType is enum bpf_return_type.
@@ -101,6 +104,9 @@ type FuncProto struct {
 	CheckFormat func(format string, nargs int) error
 	// Dynptr describes the ArgPtrToDynptr arguments.
 	Dynptr [5]DynptrArg
+	// ArgStruct names the struct of the ArgPtrToBTFID arguments
+	// (arg*_btf_id).
+	ArgStruct [5]string
 }
 
 // HelperProtos are the prototypes of the kernel's helpers that bpfsim

@@ -82,7 +82,7 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 				!iterActiveDepthsDiffer(sl.st, cur) && e.statesEqual(sl.st, cur, idx, exact) {
 				// The kernel follows the message with both states.
 				return false, e.fail(uapi.EINVAL, sprintf("infinite loop detected at insn %d", idx),
-					"cur state:"+cur.frameLine(cur.cur(), cur.cur().format(e.maps)), "old state:"+sl.st.frameLine(sl.st.cur(), sl.st.cur().format(e.maps)))
+					"cur state:"+cur.frameLine(cur.cur(), cur.cur().format(e)), "old state:"+sl.st.frameLine(sl.st.cur(), sl.st.cur().format(e)))
 			} else if !force && e.jmpsProcessed-e.prevJmps < 20 && e.insnProcessed-e.prevInsnProcessed < 100 {
 				// Inside a loop, checkpoints every iteration rarely
 				// help: take them less often.
@@ -262,6 +262,7 @@ func (e *env) regsExact(old, cur *regState) bool {
 		old.ringbuf == cur.ringbuf && old.off == cur.off && old.bounds == cur.bounds && old.rng == cur.rng &&
 		old.mapIdx == cur.mapIdx && old.memSize == cur.memSize && old.frameno == cur.frameno &&
 		old.subprog == cur.subprog && old.dynptrType == cur.dynptrType && old.mapUID == cur.mapUID &&
+		old.btfIdx == cur.btfIdx && old.trusted == cur.trusted &&
 		e.checkIDs(old.id, cur.id) && e.checkIDs(old.refObjID, cur.refObjID)
 }
 

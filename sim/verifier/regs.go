@@ -31,6 +31,11 @@ const (
 	// type of the two spilled registers that describe a dynptr on the
 	// stack (dynptr.go).
 	constPtrToDynptr
+	// ptrToBTFID is PTR_TO_BTF_ID: a kernel object of the struct
+	// regState.btfIdx names (btfptr.go).
+	ptrToBTFID
+	// ptrToBuf is PTR_TO_BUF: an iterator's key or value buffer.
+	ptrToBuf
 )
 
 var regTypeNames = [...]string{
@@ -47,6 +52,8 @@ var regTypeNames = [...]string{
 	ptrToFunc:        "func",
 	ptrToMapKey:      "map_key",
 	constPtrToDynptr: "dynptr_ptr",
+	ptrToBTFID:       "ptr_",
+	ptrToBuf:         "buf",
 }
 
 // regState is struct bpf_reg_state, reduced to what bpfsim tracks.
@@ -102,6 +109,10 @@ type regState struct {
 	// timers (map_uid): the id of the outer lookup an inner map pointer
 	// came from, passed on to the values looked up in it.
 	mapUID uint32
+	// btfIdx is the struct a PTR_TO_BTF_ID points to: its index in
+	// env.btfs plus one. trusted is PTR_TRUSTED.
+	btfIdx  uint16
+	trusted bool
 }
 
 func (r *regState) isPointer() bool { return r.typ != notInit && r.typ != scalarValue }
@@ -154,6 +165,8 @@ func (r *regState) typeName() string {
 		s = "ringbuf_" + s
 	case r.rdonly:
 		s = "rdonly_" + s
+	case r.trusted:
+		s = "trusted_" + s
 	}
 	if r.maybeNull {
 		s += "_or_null"
@@ -165,8 +178,13 @@ func (r *regState) typeName() string {
 // "fp-8", "map_value(map=m,ks=4,vs=8)".
 func (r *regState) String() string { return r.format(nil, 0) }
 
-// format prints r as the kernel log does; tab is env.maps.
-func (r *regState) format(tab []*maps.Map, curFrame uint8) string {
+// format prints r as the kernel log does; e (which may be nil) names its
+// map or struct.
+func (r *regState) format(e *env, curFrame uint8) string {
+	var tab []*maps.Map
+	if e != nil {
+		tab = e.maps
+	}
 	var b strings.Builder
 	if r.typ == scalarValue && r.precise {
 		b.WriteByte('P')
@@ -176,6 +194,9 @@ func (r *regState) format(tab []*maps.Map, curFrame uint8) string {
 		return b.String()
 	}
 	b.WriteString(r.typeName())
+	if st := e.btfOf(r); r.typ == ptrToBTFID && st != nil {
+		b.WriteString(st.Name)
+	}
 	if r.typ == ptrToStack {
 		if r.frameno != curFrame {
 			fmt.Fprintf(&b, "[%d]", r.frameno)

@@ -3,8 +3,6 @@ package verifier
 import (
 	"fmt"
 	"strings"
-
-	"github.com/bpfsim/bpfsim/maps"
 )
 
 // Stack slot byte types (enum bpf_stack_slot_type).
@@ -183,12 +181,12 @@ func (s *vstate) forEachReg(fn func(r *regState)) {
 }
 
 // format prints a frame the way print_verifier_state does.
-func (f *funcState) format(tab []*maps.Map) string {
+func (f *funcState) format(tab *env) string {
 	return f.formatMasked(tab, ^uint16(0), ^uint64(0))
 }
 
 // formatMasked prints the registers and stack slots in the masks.
-func (f *funcState) formatMasked(tab []*maps.Map, regMask uint16, stackMask uint64) string {
+func (f *funcState) formatMasked(tab *env, regMask uint16, stackMask uint64) string {
 	var b strings.Builder
 	if f.frameno != 0 {
 		fmt.Fprintf(&b, " frame%d:", f.frameno)

@@ -113,6 +113,9 @@ type InsnAux struct {
 	// the field a narrow load reads from.
 	CtxAccess    bool
 	CtxFieldSize int
+	// ProbeMem marks a load from a kernel object (PTR_TO_BTF_ID), which
+	// the fix-ups make a BPF_PROBE_MEM load: a fault reads zeros.
+	ProbeMem bool
 	// Kfunc is the kfunc a kfunc call calls, for its fix-up.
 	Kfunc *KfuncProto
 	// KfuncFacts is, for a call of an inlinable kfunc, what every path
@@ -154,6 +157,11 @@ type Result struct {
 	// (env->seen_direct_write): a store through a packet pointer, or a
 	// writable slice of a packet dynptr.
 	SeenDirectWrite bool
+	// MaxRdonlyAccess and MaxRdwrAccess are the furthest byte read from a
+	// read-only buffer and read or written in a writable one (PTR_TO_BUF:
+	// an iterator's key and value), which attaching checks against the
+	// map's sizes (prog->aux->max_rdonly_access, max_rdwr_access).
+	MaxRdonlyAccess, MaxRdwrAccess int
 
 	bufs *loadBufs // where Aux came from, for AdoptProg (pool.go)
 	// noJumps says the program has no jump but exits and no call: the
@@ -164,6 +172,11 @@ type Result struct {
 // env is struct bpf_verifier_env.
 type env struct {
 	cfg *Config
+	// btfs are the structs PTR_TO_BTF_ID registers point to
+	// (regState.btfIdx); maxRdonly and maxRdwr are
+	// Result.MaxRdonlyAccess and MaxRdwrAccess.
+	btfs               []*btf.Struct
+	maxRdonly, maxRdwr int
 	// seenDirectWrite is Result.SeenDirectWrite.
 	seenDirectWrite bool
 	// logSyms names calls in the log (logSymbols).
@@ -324,6 +337,8 @@ func Verify(insns []insn.Insn, cfg *Config) (*Result, error) {
 		MaxCtxOffset:     e.maxCtxOffset,
 		ReadsUninitStack: e.readsUninit,
 		SeenDirectWrite:  e.seenDirectWrite,
+		MaxRdonlyAccess:  e.maxRdonly,
+		MaxRdwrAccess:    e.maxRdwr,
 		bufs:             bufs,
 		noJumps:          !e.hasPrunePoints,
 	}, nil

@@ -1,0 +1,714 @@
+package sim
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/pkg/errors"
+
+	"github.com/bpfsim/bpfsim/maps"
+	"github.com/bpfsim/bpfsim/sim/interp"
+	"github.com/bpfsim/bpfsim/sim/mem"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+	"github.com/bpfsim/bpfsim/sim/verifier"
+)
+
+// Iterator programs (kernel/bpf/bpf_iter.c, kernel/bpf/map_iter.c, the
+// seq_file iterators of kernel/bpf/hashtab.c and arraymap.c): a tracing
+// program of attach type BPF_TRACE_ITER, loaded against a target
+// (SEC("iter/bpf_map_elem")), attached through a link that names what it
+// walks (a map), and run once per object each time user space reads the
+// iterator's file: what it prints with bpf_seq_printf and bpf_seq_write is
+// what read(2) returns. After the last object the program runs once more
+// with NULL for the object, so that it can print a summary.
+//
+// bpfsim has the bpf_map_elem target: every element of a hash, LRU hash,
+// array or their per-CPU variants, the key read-only, the value writable
+// in place (a per-CPU map's values are a copy of every possible CPU's,
+// each rounded up to 8 bytes). The read follows bpf_seq_read: a buffer of
+// eight pages; an object whose output does not fit is shown again by the
+// next read, or, when it alone overflows the buffer, fails the read with
+// E2BIG; a program that returns 1 asks for its object again (EAGAIN when
+// nothing was read before it). Each open file is a session, with its own
+// session_id and seq_num.
+
+const (
+	// iterBufSize is the seq_file buffer of bpf_seq_read: PAGE_SIZE << 3.
+	iterBufSize = 8 * mem.PageSize
+	// maxIterObjects is MAX_ITER_OBJECTS, the objects one read visits
+	// at most.
+	maxIterObjects = 1000000
+
+	funcSeqPrintf = 126
+	funcSeqWrite  = 127
+)
+
+// iterFuncPrefix is BPF_ITER_FUNC_PREFIX: the kernel's BTF has a function
+// bpf_iter_<target> whose arguments are the target's context.
+const iterFuncPrefix = "bpf_iter_"
+
+// iterTarget is a struct bpf_iter_reg: a kind of object iterator
+// programs walk.
+type iterTarget struct {
+	name string
+	ctx  *verifier.BTFCtxType
+}
+
+// iterBTF are the kernel types of iterators, shared by every kernel: the
+// verifier walks them, and vmlinuxTypes copies them into the kernel's BTF.
+var iterBTF = sync.OnceValue(func() *iterTypeSet { return newIterTypes(&btf.Enum{Name: "bpf_map_type", Size: 4}) })
+
+type iterTypeSet struct {
+	seqFile, meta, bpfMap, mapElemCtx *btf.Struct
+	mapElemFunc                       *btf.Func
+}
+
+// newIterTypes builds struct seq_file (opaque: bpfsim simulates none of
+// its fields), struct bpf_iter_meta, bpfsim's struct bpf_map (maps'
+// header.go) and the bpf_map_elem target's context and function.
+// mapType is enum bpf_map_type.
+func newIterTypes(mapType btf.Type) *iterTypeSet {
+	u32 := &btf.Int{Name: "unsigned int", Size: 4}
+	u64 := &btf.Int{Name: "long long unsigned int", Size: 8}
+	char := &btf.Int{Name: "char", Size: 1, Encoding: btf.Char}
+	i32 := &btf.Int{Name: "int", Size: 4, Encoding: btf.Signed}
+	void := &btf.Pointer{Target: &btf.Void{}}
+	seq := &btf.Struct{Name: "seq_file"}
+	meta := &btf.Struct{Name: "bpf_iter_meta", Size: 24, Members: []btf.Member{
+		{Name: "seq", Type: &btf.Pointer{Target: seq}},
+		{Name: "session_id", Type: u64, Offset: 64},
+		{Name: "seq_num", Type: u64, Offset: 128},
+	}}
+	bpfMap := &btf.Struct{Name: "bpf_map", Size: maps.HeaderSize}
+	at := func(off int) btf.Bits { return btf.Bits(off * 8) }
+	bpfMap.Members = []btf.Member{
+		{Name: "ops", Type: void, Offset: at(maps.HeaderOps)},
+		{Name: "inner_map_meta", Type: &btf.Pointer{Target: bpfMap}, Offset: at(maps.HeaderInnerMapMeta)},
+		{Name: "map_type", Type: mapType, Offset: at(maps.HeaderMapType)},
+		{Name: "key_size", Type: u32, Offset: at(maps.HeaderKeySize)},
+		{Name: "value_size", Type: u32, Offset: at(maps.HeaderValueSize)},
+		{Name: "max_entries", Type: u32, Offset: at(maps.HeaderMaxEntries)},
+		{Name: "map_extra", Type: u64, Offset: at(maps.HeaderMapExtra)},
+		{Name: "map_flags", Type: u32, Offset: at(maps.HeaderMapFlags)},
+		{Name: "id", Type: u32, Offset: at(maps.HeaderID)},
+		{Name: "name", Type: &btf.Array{Index: i32, Type: char, Nelems: maps.HeaderNameLen}, Offset: at(maps.HeaderName)},
+	}
+	metaPtr, mapPtr := &btf.Pointer{Target: meta}, &btf.Pointer{Target: bpfMap}
+	ctx := &btf.Struct{Name: "bpf_iter__bpf_map_elem", Size: 32, Members: []btf.Member{
+		{Name: "meta", Type: metaPtr},
+		{Name: "map", Type: mapPtr, Offset: 64},
+		{Name: "key", Type: void, Offset: 128},
+		{Name: "value", Type: void, Offset: 192},
+	}}
+	fn := &btf.Func{Name: iterFuncPrefix + "bpf_map_elem", Linkage: btf.GlobalFunc, Type: &btf.FuncProto{
+		Return: i32,
+		Params: []btf.FuncParam{{Name: "meta", Type: metaPtr}, {Name: "map", Type: mapPtr}, {Name: "key", Type: void}, {Name: "value", Type: void}},
+	}}
+	return &iterTypeSet{seqFile: seq, meta: meta, bpfMap: bpfMap, mapElemCtx: ctx, mapElemFunc: fn}
+}
+
+// iterTypes returns fresh copies of the iterator types for the kernel's
+// BTF, whose other types are vmlinux (for its enum bpf_map_type).
+func iterTypes(vmlinux []btf.Type) []btf.Type {
+	var mapType btf.Type = &btf.Int{Name: "unsigned int", Size: 4}
+	for _, t := range vmlinux {
+		if e, ok := t.(*btf.Enum); ok && e.Name == "bpf_map_type" {
+			mapType = e
+		}
+	}
+	t := newIterTypes(mapType)
+	return []btf.Type{t.mapElemCtx, t.mapElemFunc}
+}
+
+// iterTargets are the targets bpfsim simulates, by name.
+var iterTargets = sync.OnceValue(func() map[string]*iterTarget {
+	t := iterBTF()
+	return map[string]*iterTarget{
+		"bpf_map_elem": {name: "bpf_map_elem", ctx: &verifier.BTFCtxType{
+			Func: t.mapElemFunc.Name,
+			Iter: true,
+			Args: []verifier.BTFCtxArg{
+				{Kind: verifier.CtxBTFID, Struct: t.meta, Trusted: true},
+				{Kind: verifier.CtxBTFID, Struct: t.bpfMap, Trusted: true},
+				// key: PTR_TO_BUF | PTR_MAYBE_NULL | MEM_RDONLY;
+				// value: PTR_TO_BUF | PTR_MAYBE_NULL.
+				{Kind: verifier.CtxBuf, MaybeNull: true, ReadOnly: true},
+				{Kind: verifier.CtxBuf, MaybeNull: true},
+			},
+		}},
+	}
+})
+
+// iterAttachOf finds the target of an iterator program spec
+// (SEC("iter/<target>"): cilium/ebpf's AttachTo) and sets the load's
+// attach_btf_id to its bpf_iter_<target> function in the kernel's BTF.
+func (k *Kernel) iterAttachOf(spec *ebpf.ProgramSpec, opts *ProgramOptions) error {
+	if spec.Type != ebpf.Tracing || opts.AttachBTFID != 0 {
+		return nil
+	}
+	if spec.AttachType != ebpf.AttachTraceIter {
+		return errors.Wrapf(uapi.ENOTSUPP, "program %s: tracing programs of attach type %s are not simulated by bpfsim yet (iterators only)", spec.Name, spec.AttachType)
+	}
+	id, err := k.iterFuncID(spec.AttachTo)
+	if err != nil {
+		return errors.Wrapf(err, "program %s", spec.Name)
+	}
+	opts.AttachBTFID = uint32(id)
+	return nil
+}
+
+// iterFuncID is the id of bpf_iter_<target> in the kernel's BTF.
+func (k *Kernel) iterFuncID(target string) (btf.TypeID, error) {
+	spec, err := k.so.btf.Spec()
+	if err != nil {
+		return 0, err
+	}
+	var fn *btf.Func
+	if err := spec.TypeByName(iterFuncPrefix+target, &fn); err != nil {
+		return 0, errors.Wrapf(uapi.ENOENT, "iterator target %q: no function %s%s in the kernel's BTF (bpfsim simulates bpf_map_elem)", target, iterFuncPrefix, target)
+	}
+	return spec.TypeID(fn)
+}
+
+// prepareIterLoad is bpf_check_attach_target for an iterator: the
+// attach_btf_id must name a bpf_iter_<target> function of a registered
+// target.
+func (k *Kernel) prepareIterLoad(p *Program, opts ProgramOptions) error {
+	if p.typ != ebpf.Tracing {
+		return nil
+	}
+	vErr := func(errno uapi.Errno, msg string, a ...any) error {
+		return errors.WithStack(&verifier.Error{Errno: errno, Msg: fmt.Sprintf(msg, a...)})
+	}
+	if p.attachType != ebpf.AttachTraceIter {
+		return errors.Wrapf(uapi.ENOTSUPP, "tracing programs of attach type %s are not simulated by bpfsim yet (iterators only)", p.attachType)
+	}
+	if opts.AttachBTFID == 0 {
+		return vErr(uapi.EINVAL, "Tracing programs must provide btf_id")
+	}
+	spec, err := k.so.btf.Spec()
+	if err != nil {
+		return err
+	}
+	typ, err := spec.TypeByID(btf.TypeID(opts.AttachBTFID))
+	if err != nil {
+		return vErr(uapi.EINVAL, "attach_btf_id %d is invalid", opts.AttachBTFID)
+	}
+	fn, ok := typ.(*btf.Func)
+	if !ok {
+		return vErr(uapi.EINVAL, "attach_btf_id %d is not a function", opts.AttachBTFID)
+	}
+	name, ok := strings.CutPrefix(fn.Name, iterFuncPrefix)
+	t := iterTargets()[name]
+	if !ok || t == nil {
+		// bpf_iter_prog_supported: EINVAL, with nothing in the log.
+		return errors.Wrapf(uapi.EINVAL, "%s is no iterator target bpfsim simulates (bpf_map_elem)", fn.Name)
+	}
+	p.iter = t
+	return nil
+}
+
+// IterOptions are what an iterator link walks, as cilium/ebpf's
+// link.IterOptions.
+type IterOptions struct {
+	// Program is an iterator program (SEC("iter/<target>")).
+	Program *Program
+	// Map is the map a bpf_map_elem iterator walks.
+	Map *Map
+}
+
+// Iter is an iterator link (BPF_LINK_TYPE_ITER), an fd of its process
+// like cilium/ebpf's *link.Iter: Open starts a walk.
+type Iter struct {
+	k      *Kernel
+	proc   *Process
+	fd     int
+	prog   *Program
+	m      *maps.Map
+	closed atomic.Bool
+	// percpu marks a per-CPU map, whose values are copied.
+	percpu bool
+}
+
+// AttachIter creates an iterator link for the program's process
+// (bpf_iter_link_attach, with map_iter.c's bpf_iter_attach_map for
+// bpf_map_elem): the map must be a hash, LRU hash or array, or a per-CPU
+// one (EINVAL), at least as large as what the program reads of its keys
+// and values (EACCES).
+func (k *Kernel) AttachIter(opts IterOptions) (*Iter, error) {
+	p := opts.Program
+	if p == nil || !p.isOpen() {
+		return nil, errors.Wrap(uapi.EBADF, "no iterator program")
+	}
+	if p.typ != ebpf.Tracing || p.iter == nil {
+		return nil, errors.Wrapf(uapi.EINVAL, "program %s is not an iterator program", p.name)
+	}
+	if opts.Map == nil {
+		return nil, errors.Wrapf(uapi.EBADF, "iterator %s needs a map", p.iter.name)
+	}
+	h := opts.Map
+	if err := h.check(); err != nil {
+		return nil, err
+	}
+	m := h.m
+	it := &Iter{k: k, proc: p.proc, prog: p, m: m}
+	switch m.Attr.Type {
+	case uapi.MapTypePercpuHash, uapi.MapTypeLRUPercpuHash, uapi.MapTypePercpuArray:
+		it.percpu = true
+	case uapi.MapTypeHash, uapi.MapTypeLRUHash, uapi.MapTypeArray:
+	default:
+		return nil, errors.Wrapf(uapi.EINVAL, "iterator %s cannot walk a %s map", p.iter.name, m.Type.Name)
+	}
+	valueSize := m.ValueSize
+	if it.percpu {
+		valueSize = maps.RoundUp8(m.ValueSize) * uint32(k.NumCPUs())
+	}
+	if p.maxRdonly > int(m.KeySize) || p.maxRdwr > int(valueSize) {
+		return nil, errors.Wrapf(uapi.EACCES, "program %s reads %d bytes of keys and %d of values; map %s has %d and %d",
+			p.name, p.maxRdonly, p.maxRdwr, m.Name, m.KeySize, valueSize)
+	}
+	if _, ok := m.Ops.(maps.ForEacher); !ok {
+		return nil, errors.Wrapf(uapi.EINVAL, "map %s cannot be walked", m.Name)
+	}
+	proc := p.proc
+	if proc == nil {
+		proc = k.init
+	}
+	it.proc = proc
+	p.get()
+	m.GetUser()
+	f := k.newFile(it, func(f *file) {
+		f.k.openFiles.Add(-1)
+		f.obj.(*Iter).release()
+	})
+	fd, err := proc.fds.install(f)
+	if err != nil {
+		k.openFiles.Add(-1)
+		it.release()
+		return nil, err
+	}
+	it.fd = fd
+	return it, nil
+}
+
+// release drops the link's references (bpf_iter_detach_map, the link's
+// program).
+func (it *Iter) release() {
+	it.m.PutUser()
+	it.prog.put()
+}
+
+// FD returns the link's fd.
+func (it *Iter) FD() int { return it.fd }
+
+// Close closes the link's fd; walks already open go on.
+func (it *Iter) Close() error {
+	if !it.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	if err := it.proc.fds.close(it.fd); err != nil && !it.proc.fds.isClosed() {
+		return err
+	}
+	return nil
+}
+
+// sessionID is the kernel's session_id counter: every opened iterator
+// file takes the next number.
+var sessionID atomic.Uint64
+
+// Open starts a walk (bpf_iter_new_fd, BPF_ITER_CREATE): reading it runs
+// the program over the objects. The reader holds the program and the map
+// until it is closed.
+func (it *Iter) Open() (io.ReadCloser, error) {
+	if it.closed.Load() {
+		return nil, errors.Wrap(uapi.EBADF, "link is closed")
+	}
+	k := it.k
+	code, err := it.prog.interpCode()
+	if err != nil {
+		return nil, err
+	}
+	s := &iterSession{it: it, code: code, id: sessionID.Add(1), buf: make([]byte, iterBufSize)}
+	// One area for what the program is handed: the context, the meta,
+	// the seq_file, an array's index, a per-CPU map's values.
+	s.valueLen = uint64(maps.RoundUp8(it.m.ValueSize)) * uint64(k.NumCPUs())
+	size := uint64(iterScratch) + s.valueLen
+	if s.area, err = k.mem.Vmalloc(size, mem.PermRW, "bpf_iter_priv_data"); err != nil {
+		return nil, err
+	}
+	it.prog.get()
+	it.m.GetUser()
+	k.iterSessions.Store(s.area+iterSeq, s)
+	return s, nil
+}
+
+// Offsets in a session's area of simulated memory.
+const (
+	iterCtx     = 0  // struct bpf_iter__bpf_map_elem
+	iterMeta    = 32 // struct bpf_iter_meta
+	iterSeq     = 64 // struct seq_file (bpfsim's has no fields)
+	iterIndex   = 72 // an array's u32 index
+	iterValues  = 80 // a per-CPU map's values
+	iterScratch = iterValues
+)
+
+// iterSession is an open iterator file: struct seq_file with its
+// struct bpf_iter_priv_data.
+type iterSession struct {
+	it   *Iter
+	code *interp.Program
+	id   uint64
+	area uint64
+	// valueLen is the room for a per-CPU map's values.
+	valueLen uint64
+
+	mu sync.Mutex
+	// buf, count and from are the seq_file's buffer, its fill and where
+	// the next read copies from.
+	buf         []byte
+	count, from int
+	// pos is the seq_file's index: the object the next read starts at,
+	// counted in the map's walk.
+	pos      int
+	seqNum   uint64
+	doneStop bool
+	closed   bool
+	// err is an error of the walk that is not an errno of read(2): a
+	// program that faulted.
+	err error
+}
+
+// overflowed is seq_has_overflowed.
+func (s *iterSession) overflowed() bool { return s.count == len(s.buf) }
+
+// iterObj is an object of the walk: a key and a value in simulated
+// memory. key 0 is an array's, whose index is idx.
+type iterObj struct {
+	key, value uint64
+	idx        uint32
+}
+
+// show runs the program on obj (nil: the walk's end, in stop) and
+// reports whether it asked for the object again.
+func (s *iterSession) show(obj *iterObj) (again bool, err error) {
+	k := s.it.k
+	var key, value uint64
+	if obj != nil {
+		key, value = obj.key, obj.value
+		if key == 0 {
+			key = s.area + iterIndex
+			var b [4]byte
+			binary.LittleEndian.PutUint32(b[:], obj.idx)
+			if err := k.mem.Write(key, b[:]); err != nil {
+				return false, err
+			}
+		}
+		if s.it.percpu {
+			if value, err = s.copyPercpu(value); err != nil {
+				return false, err
+			}
+		}
+	}
+	var b [64]byte
+	le := binary.LittleEndian
+	le.PutUint64(b[iterCtx:], s.area+iterMeta)
+	le.PutUint64(b[iterCtx+8:], s.it.m.Addr)
+	le.PutUint64(b[iterCtx+16:], key)
+	le.PutUint64(b[iterCtx+24:], value)
+	le.PutUint64(b[iterMeta:], s.area+iterSeq)
+	le.PutUint64(b[iterMeta+8:], s.id)
+	le.PutUint64(b[iterMeta+16:], s.seqNum)
+	if err := k.mem.Write(s.area, b[:]); err != nil {
+		return false, err
+	}
+	r0, err := k.runIter(s.it.prog, s.code, s.area+iterCtx)
+	if err != nil {
+		return false, err
+	}
+	// bpf_iter_run_prog: 0 moves on, anything else retries (EAGAIN).
+	return r0 != 0, nil
+}
+
+// copyPercpu copies every possible CPU's copy of the value whose CPU 0
+// copy is at value into the session's buffer, each rounded up to 8
+// bytes, as bpf_iter's percpu_value_buf.
+func (s *iterSession) copyPercpu(value uint64) (uint64, error) {
+	k := s.it.k
+	size := uint64(s.it.m.ValueSize)
+	step := uint64(maps.RoundUp8(s.it.m.ValueSize))
+	base := value - k.percpu.Offset(0)
+	out := make([]byte, s.valueLen)
+	for cpu := 0; cpu < k.NumCPUs(); cpu++ {
+		if err := k.mem.Read(base+k.percpu.Offset(cpu), out[uint64(cpu)*step:uint64(cpu)*step+size]); err != nil {
+			return 0, err
+		}
+	}
+	addr := s.area + iterValues
+	return addr, k.mem.Write(addr, out)
+}
+
+// runIter runs an iterator program on CPU 0 with ctx in r1, under RCU.
+func (k *Kernel) runIter(p *Program, code *interp.Program, ctx uint64) (uint64, error) {
+	c, err := k.cpu(0)
+	if err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.machine
+	m.MaxInsns, m.Packet = DefaultMaxInsns, interp.Packet{}
+	c.runType = p.typ
+	k.rcu.readLock(c.ID)
+	var r0 uint64
+	if p.jit != nil {
+		r0, err = k.runJIT(c, p, ctx, 0)
+	} else {
+		r0, err = m.Run(code, ctx, 0)
+	}
+	c.releaseSpinLock()
+	k.rcu.readUnlock(c.ID)
+	if err != nil {
+		return 0, errors.Wrapf(err, "program %s", p.name)
+	}
+	return r0, nil
+}
+
+// Read is bpf_seq_read.
+func (s *iterSession) Read(out []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, errors.Wrap(uapi.EBADF, "iterator is closed")
+	}
+	if s.err != nil {
+		return 0, s.err
+	}
+	n, err := s.read(out)
+	if err != nil {
+		var errno uapi.Errno
+		if !errors.As(err, &errno) {
+			s.err = err
+		}
+		return 0, err
+	}
+	if n == 0 && len(out) > 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// read is one bpf_seq_read, over one walk of the map from its start that
+// skips the objects earlier reads consumed (the kernel resumes at its
+// bucket or index; the objects are the same while the map does not
+// change).
+func (s *iterSession) read(out []byte) (int, error) {
+	size := len(out)
+	if s.count > 0 {
+		n := copy(out, s.buf[s.from:s.from+min(s.count, size)])
+		s.count -= n
+		s.from += n
+		return n, nil
+	}
+	s.from = 0
+	var (
+		stopErr error
+		i, objs int
+		shown   bool // an object of this read was shown (start found one)
+		more    bool // the walk stopped before its end
+	)
+	refuse := func(again bool, what string) error {
+		if again {
+			return errors.Wrapf(uapi.EAGAIN, "the iterator program asked for its %s again", what)
+		}
+		return errors.Wrapf(uapi.E2BIG, "the %s's output overflows the iterator's buffer alone", what)
+	}
+	_, err := s.it.m.Ops.(maps.ForEacher).ForEachElem(0, func(key uint64, idx uint32, value uint64) (bool, error) {
+		if i < s.pos {
+			i++
+			return false, nil
+		}
+		i++
+		obj := iterObj{key: key, value: value, idx: idx}
+		if !shown {
+			// seq->op->start found the object: show it.
+			shown = true
+			again, err := s.show(&obj)
+			if err != nil {
+				return true, err
+			}
+			if again || s.overflowed() {
+				s.count, more, stopErr = 0, true, refuse(again, "first object")
+				return true, nil
+			}
+			objs = 1
+			return false, nil
+		}
+		// seq->op->next found the object.
+		offs := s.count
+		s.pos++
+		s.seqNum++
+		more = true
+		if s.count >= size {
+			return true, nil
+		}
+		if objs >= maxIterObjects {
+			if offs == 0 {
+				stopErr = errors.Wrap(uapi.EAGAIN, "too many objects in one read")
+			}
+			return true, nil
+		}
+		objs++
+		again, err := s.show(&obj)
+		if err != nil {
+			return true, err
+		}
+		if again || s.overflowed() {
+			s.count = offs
+			if offs == 0 {
+				stopErr = refuse(again, "object")
+			}
+			return true, nil
+		}
+		more = false
+		return false, nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if stopErr != nil {
+		return 0, stopErr
+	}
+	if !more {
+		// The walk's end: next found nothing after the last object
+		// shown, and the program runs once with no object, unless it
+		// already did.
+		if shown {
+			s.pos++
+		}
+		offs := s.count
+		if !s.doneStop {
+			if _, err := s.show(nil); err != nil {
+				return 0, err
+			}
+		}
+		if !s.overflowed() {
+			s.doneStop = true
+		} else {
+			s.count = offs
+			if offs == 0 {
+				return 0, errors.Wrap(uapi.E2BIG, "the iterator program's last output overflows its buffer")
+			}
+		}
+	}
+	n := copy(out, s.buf[:min(s.count, size)])
+	s.count -= n
+	s.from = n
+	return n, nil
+}
+
+// Close ends the walk, dropping its program and map.
+func (s *iterSession) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	k := s.it.k
+	k.iterSessions.Delete(s.area + iterSeq)
+	_ = k.mem.Free(s.area)
+	s.it.m.PutUser()
+	s.it.prog.put()
+	return nil
+}
+
+// seqFile returns the session whose seq_file is at addr.
+func (k *Kernel) seqFile(addr uint64) (*iterSession, error) {
+	v, ok := k.iterSessions.Load(addr)
+	if !ok {
+		return nil, errors.Wrapf(uapi.EFAULT, "%#x is no seq_file", addr)
+	}
+	return v.(*iterSession), nil
+}
+
+// The seq_file helpers (kernel/trace/bpf_trace.c), offered to iterator
+// programs only: bpf_seq_printf formats as bpf_snprintf does (its format
+// is checked when it runs, not by the verifier) and bpf_seq_write copies
+// bytes; both return -EOVERFLOW once the buffer has overflowed, which
+// makes the read show the object again.
+var (
+	seqPrintfProto = &verifier.FuncProto{GPLOnly: true,
+		Args: [5]verifier.ArgType{verifier.ArgPtrToBTFID, verifier.ArgPtrToMem, verifier.ArgConstSize,
+			verifier.ArgPtrToMemOrNull, verifier.ArgConstSizeOrZero},
+		ArgStruct: [5]string{"seq_file"}}
+	seqWriteProto = &verifier.FuncProto{GPLOnly: true,
+		Args:      [5]verifier.ArgType{verifier.ArgPtrToBTFID, verifier.ArgPtrToMem, verifier.ArgConstSizeOrZero},
+		ArgStruct: [5]string{"seq_file"}}
+)
+
+func (k *Kernel) registerSeqHelpers() {
+	for _, h := range []*Helper{
+		{ID: funcSeqPrintf, Proto: seqPrintfProto, Fn: k.helperSeqPrintf},
+		{ID: funcSeqWrite, Proto: seqWriteProto, Fn: k.helperSeqWrite},
+	} {
+		if err := k.RegisterHelper(h); err != nil {
+			panic(err) // the table has unique ids
+		}
+		k.helperTypes[h.ID] = []ebpf.ProgramType{ebpf.Tracing}
+	}
+}
+
+// helperSeqPrintf is bpf_seq_printf(m, fmt, fmt_size, data, data_len).
+func (k *Kernel) helperSeqPrintf(m *interp.Machine, seq, fmtAddr, fmtSize, args, dataLen uint64) (uint64, error) {
+	s, err := k.seqFile(seq)
+	if err != nil {
+		return 0, err
+	}
+	argv, e, err := formatArgs(m, args, dataLen)
+	if err != nil || e != 0 {
+		return errnoRet(e), err
+	}
+	format, e, err := readFormat(m, fmtAddr, fmtSize)
+	if err != nil || e != 0 {
+		return errnoRet(e), err
+	}
+	text, _, err := bprintf(m, format, argv)
+	if err != nil {
+		return errnoRet(err.(uapi.Errno)), nil
+	}
+	return s.write([]byte(text)), nil
+}
+
+// helperSeqWrite is bpf_seq_write(m, data, len).
+func (k *Kernel) helperSeqWrite(m *interp.Machine, seq, data, n, _, _ uint64) (uint64, error) {
+	s, err := k.seqFile(seq)
+	if err != nil {
+		return 0, err
+	}
+	if err := checkHelperSize(m, n); err != nil {
+		return 0, err
+	}
+	b := make([]byte, uint32(n))
+	if err := m.ReadMem(data, b); err != nil {
+		return 0, err
+	}
+	return s.write(b), nil
+}
+
+// write appends b to the buffer as seq_bprintf and seq_write do: whole,
+// with a byte to spare, or not at all, the buffer then marked overflowed.
+// It returns the helper's result.
+func (s *iterSession) write(b []byte) uint64 {
+	if s.count < len(s.buf) && s.count+len(b) < len(s.buf) {
+		s.count += copy(s.buf[s.count:], b)
+		return 0
+	}
+	s.count = len(s.buf)
+	return errnoRet(uapi.EOVERFLOW)
+}

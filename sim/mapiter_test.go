@@ -1,0 +1,344 @@
+package sim_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// mapIterKernel loads testdata/mapiter.bpf.o on a kernel of runtime rt
+// and makes a u32 -> u64 hash of n elements, key i*7 holding i*100.
+func mapIterKernel(t testing.TB, rt sim.Runtime, n int) (*sim.Kernel, *sim.Collection, *sim.Map) {
+	t.Helper()
+	k := newKernel(t, &sim.Options{CPUs: 2, Runtime: rt})
+	spec, err := ebpf.LoadCollectionSpec("testdata/mapiter.bpf.o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	coll, err := k.NewCollection(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { coll.Close() })
+	m, err := k.NewMap(&ebpf.MapSpec{Name: "counts", Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: uint32(n + 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	for i := 0; i < n; i++ {
+		if err := m.Put(uint32(i*7), uint64(i*100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return k, coll, m
+}
+
+// wantDump is what the dump program prints for m: a line per element in
+// the order get_next_key walks it, which is the iterator's, and the
+// summary with the last seq_num.
+func wantDump(t testing.TB, m *sim.Map) string {
+	var b strings.Builder
+	var key uint32
+	var value uint64
+	n := 0
+	it := m.Iterate()
+	for it.Next(&key, &value) {
+		fmt.Fprintf(&b, "%d: %d -> %d\n", n, key, value)
+		n++
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	// seq_num counts the objects after the first: the end sees n-1.
+	fmt.Fprintf(&b, "counts: %d elements, max_entries %d, key_size 4, value_size 8\n", max(n-1, 0), m.MaxEntries())
+	return b.String()
+}
+
+func readAllIter(t testing.TB, k *sim.Kernel, prog *sim.Program, m *sim.Map) string {
+	t.Helper()
+	it, err := k.AttachIter(sim.IterOptions{Program: prog, Map: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	r, err := it.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// iterSpec is an iterator program over map elements, written with asm.
+func iterSpec(insns ...asm.Instruction) *ebpf.ProgramSpec {
+	return &ebpf.ProgramSpec{Name: "it", Type: ebpf.Tracing, AttachType: ebpf.AttachTraceIter,
+		AttachTo: "bpf_map_elem", License: "GPL", Instructions: insns}
+}
+
+func TestMapIteratorPrintsEveryElementThenItsSummary(t *testing.T) {
+	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+		for _, n := range []int{0, 1, 5, 3000} {
+			t.Run(fmt.Sprintf("%s/%d", rt, n), func(t *testing.T) {
+				k, coll, m := mapIterKernel(t, rt, n)
+				got := readAllIter(t, k, coll.Programs["dump"], m)
+				if want := wantDump(t, m); got != want {
+					compareLines(t, got, want)
+				}
+			})
+		}
+	}
+}
+
+func TestMapIteratorWritesValuesInPlace(t *testing.T) {
+	k, coll, m := mapIterKernel(t, sim.RuntimeInterpreter, 10)
+	got := readAllIter(t, k, coll.Programs["double_values"], m)
+	if len(got) != 40 {
+		t.Errorf("read %d bytes, want 10 keys of 4", len(got))
+	}
+	for i := uint32(0); i < 10; i++ {
+		var v uint64
+		if err := m.Lookup(i*7, &v); err != nil {
+			t.Fatal(err)
+		}
+		if v != uint64(i)*200 {
+			t.Errorf("key %d holds %d after the walk, want %d", i*7, v, i*200)
+		}
+	}
+}
+
+// Each open file is a session of its own: reading one does not move
+// another, and closing the link leaves open files readable.
+func TestMapIteratorSessionsAreIndependent(t *testing.T) {
+	k, coll, m := mapIterKernel(t, sim.RuntimeInterpreter, 200)
+	it, err := k.AttachIter(sim.IterOptions{Program: coll.Programs["dump"], Map: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := it.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := it.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	first := make([]byte, 100)
+	if _, err := io.ReadFull(a, first); err != nil {
+		t.Fatal(err)
+	}
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	}
+	restA, err := io.ReadAll(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allB, err := io.ReadAll(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := wantDump(t, m)
+	if got := string(first) + string(restA); got != want {
+		compareLines(t, got, want)
+	}
+	if string(allB) != want {
+		compareLines(t, string(allB), want)
+	}
+	if _, err := it.Open(); !errors.Is(err, unix.EBADF) {
+		t.Errorf("Open on a closed link: %v, want EBADF", err)
+	}
+}
+
+// The link and every open file hold the map (a user reference) and the
+// program, as bpf_iter_attach_map and prepare_seq_file take them.
+func TestMapIteratorHoldsItsMapAndProgram(t *testing.T) {
+	k, coll, m := mapIterKernel(t, sim.RuntimeInterpreter, 3)
+	prog := coll.Programs["dump"]
+	_, u0 := m.Refs()
+	p0 := prog.Refs()
+	it, err := k.AttachIter(sim.IterOptions{Program: prog, Map: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := it.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, u := m.Refs(); u != u0+2 {
+		t.Errorf("user references with a link and a file: %d, want %d", u, u0+2)
+	}
+	if p := prog.Refs(); p != p0+2 {
+		t.Errorf("program references with a link and a file: %d, want %d", p, p0+2)
+	}
+	it.Close()
+	r.Close()
+	if _, u := m.Refs(); u != u0 {
+		t.Errorf("user references after closing: %d, want %d", u, u0)
+	}
+	if p := prog.Refs(); p != p0 {
+		t.Errorf("program references after closing: %d, want %d", p, p0)
+	}
+}
+
+// A program that returns 1 asks for its object again: bpf_seq_read
+// fails with EAGAIN when nothing came before it.
+func TestMapIteratorRetryIsEAGAIN(t *testing.T) {
+	k, _, m := mapIterKernel(t, sim.RuntimeInterpreter, 3)
+	prog, err := k.NewProgram(iterSpec(asm.Mov.Imm(asm.R0, 1), asm.Return()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	it, err := k.AttachIter(sim.IterOptions{Program: prog, Map: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	r, err := it.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Read(make([]byte, 64)); !errors.Is(err, unix.EAGAIN) {
+		t.Errorf("read: %v, want EAGAIN", err)
+	}
+}
+
+func TestIteratorLoadsAndAttachesAreRefused(t *testing.T) {
+	k, coll, m := mapIterKernel(t, sim.RuntimeInterpreter, 1)
+	ret0 := []asm.Instruction{asm.Mov.Imm(asm.R0, 0), asm.Return()}
+	for _, c := range []struct {
+		name string
+		spec *ebpf.ProgramSpec
+		want error
+	}{
+		{"fentry", &ebpf.ProgramSpec{Type: ebpf.Tracing, AttachType: ebpf.AttachTraceFEntry, AttachTo: "x", License: "GPL", Instructions: ret0}, uapi.ENOTSUPP},
+		{"unknown target", &ebpf.ProgramSpec{Type: ebpf.Tracing, AttachType: ebpf.AttachTraceIter, AttachTo: "task", License: "GPL", Instructions: ret0}, unix.ENOENT},
+		{"seq_write from XDP", &ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: []asm.Instruction{
+			asm.Mov.Imm(asm.R2, 0), asm.Mov.Imm(asm.R3, 0), asm.FnSeqWrite.Call(), asm.Mov.Imm(asm.R0, 0), asm.Return()}}, unix.EINVAL},
+		{"not GPL", &ebpf.ProgramSpec{Type: ebpf.Tracing, AttachType: ebpf.AttachTraceIter, AttachTo: "bpf_map_elem", License: "MIT", Instructions: []asm.Instruction{
+			asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord), asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord),
+			asm.Mov.Imm(asm.R2, 0), asm.Mov.Imm(asm.R3, 0), asm.FnSeqWrite.Call(), asm.Mov.Imm(asm.R0, 0), asm.Return()}}, unix.EINVAL},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p, err := k.NewProgram(c.spec)
+			if err == nil {
+				p.Close()
+			}
+			if !errors.Is(err, c.want) {
+				t.Errorf("load: %v, want %v", err, c.want)
+			}
+		})
+	}
+	if _, err := k.AttachIter(sim.IterOptions{Program: coll.Programs["dump"]}); !errors.Is(err, unix.EBADF) {
+		t.Errorf("attach without a map: %v, want EBADF", err)
+	}
+	xdp, err := k.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: ret0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer xdp.Close()
+	if _, err := k.AttachIter(sim.IterOptions{Program: xdp, Map: m}); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("attach an XDP program: %v, want EINVAL", err)
+	}
+}
+
+// Several goroutines read their own walks of one map while others update
+// it; every walk ends, and -race finds nothing.
+func TestMapIteratorsRunConcurrently(t *testing.T) {
+	k, coll, m := mapIterKernel(t, sim.RuntimeInterpreter, 500)
+	it, err := k.AttachIter(sim.IterOptions{Program: coll.Programs["dump"], Map: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 5; i++ {
+				r, err := it.Open()
+				if err != nil {
+					errs <- err
+					return
+				}
+				b, err := io.ReadAll(r)
+				r.Close()
+				if err != nil || !bytes.Contains(b, []byte("counts: ")) {
+					errs <- fmt.Errorf("walk: %v, %d bytes without the summary", err, len(b))
+					return
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 2000; i++ {
+			if err := m.Put(uint32(i%500*7), uint64(i)); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// BenchmarkMapIterator reads a whole walk of a 10,000-element hash with
+// the dump program (a bpf_seq_printf per element): the figure per
+// element.
+func BenchmarkMapIterator(b *testing.B) {
+	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+		b.Run(rt.String(), func(b *testing.B) {
+			const n = 10000
+			k, coll, m := mapIterKernel(b, rt, n)
+			it, err := k.AttachIter(sim.IterOptions{Program: coll.Programs["dump"], Map: m})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer it.Close()
+			buf := make([]byte, 64<<10)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				r, err := it.Open()
+				if err != nil {
+					b.Fatal(err)
+				}
+				for {
+					_, err := r.Read(buf)
+					if err == io.EOF {
+						break
+					}
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				r.Close()
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/elem")
+		})
+	}
+}

@@ -1,0 +1,256 @@
+package verifier
+
+import (
+	"fmt"
+
+	"github.com/cilium/ebpf/btf"
+
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
+
+// Pointers the kernel types with BTF: PTR_TO_BTF_ID, a kernel object of
+// a struct type the kernel's BTF describes, read field by field as
+// btf_struct_access allows; and PTR_TO_BUF, a buffer a program is handed
+// whose size it does not know, only bounded afterwards (an iterator's key
+// and value: the verifier records the furthest byte read and written,
+// max_rdonly_access and max_rdwr_access, and attaching the program to a
+// map checks them against its sizes).
+//
+// bpfsim's contexts typed this way are the iterators' (BTFCtxType):
+// struct bpf_iter__<target>, one u64 slot per argument of the target's
+// bpf_iter_<target> function (btf_ctx_access).
+
+// BTFCtxType is the context of a tracing program the kernel describes by
+// a function's BTF prototype: one 8-byte slot per argument, read-only.
+// The iterator programs' (BPF_TRACE_ITER) are bpfsim's.
+type BTFCtxType struct {
+	// Func names the function in log messages (bpf_iter_bpf_map_elem).
+	Func string
+	// Args describes each slot.
+	Args []BTFCtxArg
+	// Iter marks an iterator program: its R0 must be 0 or 1.
+	Iter bool
+}
+
+// BTFCtxArg is one argument slot of a BTFCtxType.
+type BTFCtxArg struct {
+	// Kind is what a load of the slot yields: CtxScalar, CtxBTFID or
+	// CtxBuf.
+	Kind CtxKind
+	// Struct is the struct a CtxBTFID pointer points to.
+	Struct *btf.Struct
+	// MaybeNull, ReadOnly and Trusted are the pointer's flags
+	// (PTR_MAYBE_NULL, MEM_RDONLY, PTR_TRUSTED).
+	MaybeNull, ReadOnly, Trusted bool
+}
+
+// ValidAccess is bpf_tracing_btf_ctx_access: aligned 8-byte reads of a
+// slot that exists (a narrower read of a scalar slot too).
+func (t *BTFCtxType) ValidAccess(off, size int, write, ldsx bool) (CtxField, bool) {
+	if write || off < 0 || off%size != 0 || off/8 >= len(t.Args) || off%8 != 0 {
+		return CtxField{}, false
+	}
+	a := t.Args[off/8]
+	if a.Kind != CtxScalar && (size != 8 || ldsx) {
+		return CtxField{}, false
+	}
+	return CtxField{Kind: a.Kind, Arg: &a}, true
+}
+
+func (*BTFCtxType) DirectPacketAccess(bool) bool { return false }
+
+// ReturnRange is check_return_code's for iterators: 0 moves on, 1 asks
+// for the same object again.
+func (t *BTFCtxType) ReturnRange() (lo, hi int64, ok bool) { return 0, 1, t.Iter }
+
+func (*BTFCtxType) spinLockRefusal() string { return "tracing progs cannot use bpf_spin_lock yet" }
+func (*BTFCtxType) refusesTimers() bool     { return true }
+
+// btfIndex returns st's index for regState.btfIdx, adding it to the
+// table.
+func (e *env) btfIndex(st *btf.Struct) uint16 {
+	for i, t := range e.btfs {
+		if t == st {
+			return uint16(i + 1)
+		}
+	}
+	e.btfs = append(e.btfs, st)
+	return uint16(len(e.btfs))
+}
+
+// btfOf returns the struct a PTR_TO_BTF_ID points to.
+func (e *env) btfOf(r *regState) *btf.Struct {
+	if e == nil || r.btfIdx == 0 || int(r.btfIdx) > len(e.btfs) {
+		return nil
+	}
+	return e.btfs[r.btfIdx-1]
+}
+
+// markCtxArg sets r to what a load of a BTF context slot yields.
+func (e *env) markCtxArg(r *regState, a *BTFCtxArg) {
+	switch a.Kind {
+	case CtxBTFID:
+		r.markPtr(ptrToBTFID)
+		r.btfIdx, r.trusted = e.btfIndex(a.Struct), a.Trusted
+	case CtxBuf:
+		r.markPtr(ptrToBuf)
+		r.rdonly = a.ReadOnly
+	default:
+		r.markUnknown()
+		return
+	}
+	if a.MaybeNull {
+		r.maybeNull = true
+		e.idGen++
+		r.id = e.idGen
+	}
+}
+
+// checkBufAccess is check_buffer_access: a constant, non-negative offset;
+// the furthest byte goes into max_rdonly_access or max_rdwr_access.
+func (e *env) checkBufAccess(reg *regState, regno uint8, off, size int, t accessKind) error {
+	kind := "rdwr"
+	if reg.rdonly {
+		if t == accessWrite {
+			return e.errorf(uapi.EACCES, "R%d cannot write into %s", regno, reg.typeName())
+		}
+		kind = "rdonly"
+	}
+	if off < 0 {
+		return e.errorf(uapi.EACCES, "R%d invalid %s buffer access: off=%d, size=%d", regno, kind, off, size)
+	}
+	if !reg.varOff.isConst() || reg.varOff.value != 0 {
+		return e.errorf(uapi.EACCES, "R%d invalid variable buffer offset: off=%d, var_off=%s", regno, off, reg.varOff)
+	}
+	if reg.rdonly {
+		e.maxRdonly = max(e.maxRdonly, off+size)
+	} else {
+		e.maxRdwr = max(e.maxRdwr, off+size)
+	}
+	return nil
+}
+
+// checkBTFAccess is check_ptr_to_btf_access for a program that may only
+// read kernel objects: the access must be a constant offset into the
+// struct, and a load yields what btf_struct_walk finds there.
+func (e *env) checkBTFAccess(reg *regState, regno uint8, off, size int, t accessKind, value int) error {
+	st := e.btfOf(reg)
+	name := "?"
+	if st != nil {
+		name = st.Name
+	}
+	if off < 0 {
+		return e.errorf(uapi.EACCES, "R%d is ptr_%s invalid negative access: off=%d", regno, name, off)
+	}
+	if !reg.varOff.isConst() || reg.varOff.value != 0 {
+		return e.errorf(uapi.EACCES, "R%d is ptr_%s invalid variable offset: off=%d, var_off=%s", regno, name, off, reg.varOff)
+	}
+	if t == accessWrite {
+		return e.errorf(uapi.EACCES, "only read is supported")
+	}
+	if st == nil {
+		return e.errorf(uapi.EFAULT, "verifier internal error: R%d ptr_ without BTF", regno)
+	}
+	target, err := btfStructWalk(st, off, size)
+	if err != nil {
+		return e.errorf(uapi.EACCES, "%v", err)
+	}
+	e.aux[e.insnIdx].ProbeMem = true
+	if value < 0 {
+		return nil
+	}
+	r := &e.regs()[value]
+	if target == nil {
+		r.markUnknown()
+		return nil
+	}
+	// A pointer read out of an object is the legacy PTR_TO_BTF_ID:
+	// neither trusted nor NULL-checked (a NULL one reads as zeros, the
+	// loads through it being probe loads).
+	r.markPtr(ptrToBTFID)
+	r.btfIdx = e.btfIndex(target)
+	return nil
+}
+
+// btfStructWalk is btf_struct_walk: what lies at [off, off+size) of st.
+// A pointer to a struct, read whole, yields that struct; anything else
+// read within one member, a scalar (nil).
+func btfStructWalk(st *btf.Struct, off, size int) (*btf.Struct, error) {
+	var typ btf.Type = st
+	for {
+		switch t := typ.(type) {
+		case *btf.Struct, *btf.Union:
+			var members []btf.Member
+			var tsize uint32
+			var tname string
+			if s, ok := t.(*btf.Struct); ok {
+				members, tsize, tname = s.Members, s.Size, s.Name
+			} else {
+				u := t.(*btf.Union)
+				members, tsize, tname = u.Members, u.Size, u.Name
+			}
+			if off+size > int(tsize) {
+				return nil, fmt.Errorf("access beyond struct %s at off %d size %d", tname, off, size)
+			}
+			var found *btf.Member
+			for i := range members {
+				m := &members[i]
+				moff := int(m.Offset.Bytes())
+				msize, err := btf.Sizeof(m.Type)
+				if err != nil || m.BitfieldSize != 0 {
+					if m.BitfieldSize != 0 && off >= moff && off < moff+int((m.BitfieldSize+7)/8) {
+						return nil, nil // a bitfield reads as a scalar
+					}
+					continue
+				}
+				if off >= moff && off+size <= moff+msize {
+					found = m
+					break
+				}
+				if off < moff+msize && off+size > moff {
+					return nil, fmt.Errorf("access partially inside struct %s member %s at off %d size %d", tname, m.Name, off, size)
+				}
+			}
+			if found == nil {
+				return nil, nil // padding: a scalar
+			}
+			off -= int(found.Offset.Bytes())
+			typ = btf.UnderlyingType(found.Type)
+		case *btf.Array:
+			esize, err := btf.Sizeof(t.Type)
+			if err != nil || esize == 0 {
+				return nil, nil
+			}
+			off %= esize
+			typ = btf.UnderlyingType(t.Type)
+		case *btf.Pointer:
+			if off != 0 || size != 8 {
+				return nil, fmt.Errorf("access partially inside a pointer at off %d size %d", off, size)
+			}
+			target, ok := btf.UnderlyingType(t.Target).(*btf.Struct)
+			if !ok {
+				return nil, nil
+			}
+			return target, nil
+		default:
+			return nil, nil
+		}
+	}
+}
+
+// checkBTFArg is check_func_arg's ARG_PTR_TO_BTF_ID: the object itself
+// (a zero offset) of the struct the helper takes.
+func (e *env) checkBTFArg(reg *regState, regno uint8, want string) error {
+	st := e.btfOf(reg)
+	if st == nil || st.Name != want {
+		name := "?"
+		if st != nil {
+			name = st.Name
+		}
+		return e.errorf(uapi.EACCES, "R%d is of type %s but %s is expected", regno, name, want)
+	}
+	if reg.off != 0 || !reg.varOff.isConst() || reg.varOff.value != 0 {
+		return e.errorf(uapi.EACCES, "R%d must have zero offset when passed to release func or trusted arg to kfunc", regno)
+	}
+	return nil
+}
