@@ -199,7 +199,7 @@ func kernelIterRun(t *testing.T, prog *ebpf.Program, c mapIterCase) iterResult {
 		t.Fatal(err)
 	}
 	if c.after {
-		res.contents = kernelContents(t, m)
+		res.contents = contents(t, m.Iterate())
 	}
 	return res
 }
@@ -230,30 +230,23 @@ func simIterRun(t *testing.T, k *sim.Kernel, prog *sim.Program, c mapIterCase) i
 		t.Fatal(err)
 	}
 	if c.after {
-		res.contents = simContents(t, m)
+		res.contents = contents(t, m.Iterate())
 	}
 	return res
 }
 
-func kernelContents(t *testing.T, m *ebpf.Map) string {
-	var k uint32
-	var v uint64
-	s := ""
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		s += fmt.Sprintf("%d=%d ", k, v)
-	}
-	if err := it.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return s
+// mapWalk is what cilium/ebpf's MapIterator and bpfsim's have in
+// common.
+type mapWalk interface {
+	Next(key, value any) bool
+	Err() error
 }
 
-func simContents(t *testing.T, m *sim.Map) string {
+// contents prints a u32 -> u64 map's elements in the order it walks.
+func contents(t *testing.T, it mapWalk) string {
 	var k uint32
 	var v uint64
 	s := ""
-	it := m.Iterate()
 	for it.Next(&k, &v) {
 		s += fmt.Sprintf("%d=%d ", k, v)
 	}
