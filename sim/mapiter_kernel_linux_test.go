@@ -215,18 +215,8 @@ func simIterRun(t *testing.T, k *sim.Kernel, prog *sim.Program, c mapIterCase) i
 	if err := c.fill(m.Put); err != nil {
 		t.Fatal(err)
 	}
-	it, err := k.AttachIter(sim.IterOptions{Program: prog, Map: m})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer it.Close()
-	r, err := it.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
 	var res iterResult
-	if res.out, res.errno, err = readIter(r); err != nil {
+	if res.out, res.errno, err = readIter(openIter(t, k, prog, m)); err != nil {
 		t.Fatal(err)
 	}
 	if c.after {

@@ -65,19 +65,26 @@ func wantDump(t testing.TB, m *sim.Map) string {
 	return b.String()
 }
 
-func readAllIter(t testing.TB, k *sim.Kernel, prog *sim.Program, m *sim.Map) string {
+// openIter attaches prog to m and opens a walk; both close when the test
+// ends.
+func openIter(t testing.TB, k *sim.Kernel, prog *sim.Program, m *sim.Map) io.Reader {
 	t.Helper()
 	it, err := k.AttachIter(sim.IterOptions{Program: prog, Map: m})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer it.Close()
+	t.Cleanup(func() { it.Close() })
 	r, err := it.Open()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
-	b, err := io.ReadAll(r)
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func readAllIter(t testing.TB, k *sim.Kernel, prog *sim.Program, m *sim.Map) string {
+	t.Helper()
+	b, err := io.ReadAll(openIter(t, k, prog, m))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,18 +212,8 @@ func TestMapIteratorRetryIsEAGAIN(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer prog.Close()
-	it, err := k.AttachIter(sim.IterOptions{Program: prog, Map: m})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer it.Close()
-	r, err := it.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	if _, err := r.Read(make([]byte, 64)); !errors.Is(err, unix.EAGAIN) {
+	t.Cleanup(func() { prog.Close() })
+	if _, err := openIter(t, k, prog, m).Read(make([]byte, 64)); !errors.Is(err, unix.EAGAIN) {
 		t.Errorf("read: %v, want EAGAIN", err)
 	}
 }
