@@ -28,3 +28,20 @@ func (a *array) ForEachElem(cpu int, fn func(key uint64, idx uint32, value uint6
 	}
 	return n, nil
 }
+
+var _ maps.SeqWalker = (*array)(nil)
+
+// SeqFind is bpf_array_map_seq_start's: the element at index
+// pos.Bucket+pos.Skip, while it is below max_entries.
+func (a *array) SeqFind(cpu int, pos maps.SeqPos) (key uint64, idx uint32, value uint64, at maps.SeqPos, ok bool) {
+	i := uint64(pos.Bucket) + uint64(pos.Skip)
+	if i >= uint64(a.m.MaxEntries) {
+		return 0, 0, 0, maps.SeqPos{Bucket: a.m.MaxEntries}, false
+	}
+	if a.percpu {
+		value = a.pptrs[i] + a.k.Percpu().Offset(cpu)
+	} else {
+		value = a.m.Addr + ValueOffset + i*a.elemSize
+	}
+	return 0, uint32(i), value, maps.SeqPos{Bucket: uint32(i)}, true
+}

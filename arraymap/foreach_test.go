@@ -60,3 +60,28 @@ func TestProgArraysCannotBeWalked(t *testing.T) {
 		t.Error("a prog array can be walked")
 	}
 }
+
+// TestSeqFindWalksEveryIndex walks arrays with SeqFind and Next, as an
+// iterator's reads do: every index in order with the value a lookup on
+// the CPU returns, then nothing past max_entries.
+func TestSeqFindWalksEveryIndex(t *testing.T) {
+	for _, typ := range []uapi.MapType{uapi.MapTypeArray, uapi.MapTypePercpuArray} {
+		t.Run(typ.String(), func(t *testing.T) {
+			k := mapstest.NewKernel(2)
+			m := newArray(t, k, maps.Attr{Type: typ, KeySize: 4, ValueSize: 8, MaxEntries: 5})
+			sw := m.Ops.(maps.SeqWalker)
+			var pos maps.SeqPos
+			for i := uint32(0); i < 5; i++ {
+				key, idx, value, at, ok := sw.SeqFind(1, pos)
+				want, err := m.Ops.LookupElem(1, binary.LittleEndian.AppendUint32(nil, i))
+				if !ok || key != 0 || idx != i || value != want || err != nil {
+					t.Fatalf("index %d: key %#x, index %d, value %#x, ok %v; want index %d, value %#x (%v)", i, key, idx, value, ok, i, want, err)
+				}
+				pos = at.Next()
+			}
+			if _, _, _, _, ok := sw.SeqFind(1, pos); ok {
+				t.Errorf("an element past max_entries")
+			}
+		})
+	}
+}

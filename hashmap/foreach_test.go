@@ -175,3 +175,52 @@ func TestForEachWalksLRUHashes(t *testing.T) {
 		})
 	}
 }
+
+// TestSeqFindWalksAsForEach walks each hash flavour with SeqFind and
+// Next, as an iterator's reads do: the elements and values of
+// ForEachElem's walk, in its order, and past the last one nothing; a walk
+// resumed at a position finds the same element again, and a position
+// past a bucket's end moves on to the next bucket.
+func TestSeqFindWalksAsForEach(t *testing.T) {
+	for _, c := range configs {
+		t.Run(c.name, func(t *testing.T) {
+			k := newKernel(2)
+			m := newConfigMap(t, k, c, 4, 8, 64, 0)
+			for i := uint32(0); i < 40; i++ {
+				if err := m.Ops.UpdateElem(0, key32(i*7919), val(8, uint64(i)), 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			type elem struct{ key, value uint64 }
+			var want []elem
+			if _, err := m.Ops.(maps.ForEacher).ForEachElem(1, func(key uint64, _ uint32, value uint64) (bool, error) {
+				want = append(want, elem{key, value})
+				return false, nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			sw := m.Ops.(maps.SeqWalker)
+			var got []elem
+			var pos maps.SeqPos
+			for {
+				key, _, value, at, ok := sw.SeqFind(1, pos)
+				if !ok {
+					break
+				}
+				if k2, _, _, at2, _ := sw.SeqFind(1, at); k2 != key || at2 != at {
+					t.Fatalf("resuming at %+v finds %#x at %+v, not %#x", at, k2, at2, key)
+				}
+				got = append(got, elem{key, value})
+				pos = at.Next()
+			}
+			if len(got) != len(want) {
+				t.Fatalf("SeqFind walks %d elements, ForEachElem %d", len(got), len(want))
+			}
+			for i := range want {
+				if got[i] != want[i] {
+					t.Errorf("element %d: SeqFind %+v, ForEachElem %+v", i, got[i], want[i])
+				}
+			}
+		})
+	}
+}

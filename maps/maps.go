@@ -250,6 +250,26 @@ type ForEacher interface {
 	ForEachElem(cpu int, fn func(key uint64, idx uint32, value uint64) (stop bool, err error)) (uint32, error)
 }
 
+// SeqWalker is the ability of the map types an element iterator walks
+// (their map_ops' iter_seq_info: kernel/bpf/hashtab.c's and arraymap.c's
+// bpf_*_map_seq_find_next). SeqFind returns the element at pos, or the
+// first one after it, with its key, index and value as ForEachElem passes
+// them and its own position; ok is false past the last element. A walk
+// that stopped at an element resumes at its position, as an iterator
+// resumes between reads; the next element is the one at its position's
+// Next.
+type SeqWalker interface {
+	SeqFind(cpu int, pos SeqPos) (key uint64, idx uint32, value uint64, at SeqPos, ok bool)
+}
+
+// SeqPos is a position in a SeqWalker's walk: the bucket and the elements
+// of it to skip (bucket_id, skip_elems), or for an array the index, Bucket
+// plus Skip.
+type SeqPos struct{ Bucket, Skip uint32 }
+
+// Next is the position after the element at p.
+func (p SeqPos) Next() SeqPos { return SeqPos{p.Bucket, p.Skip + 1} }
+
 // LookupAndDeleter is the ability to remove an element and return its value
 // in one step (map_lookup_and_delete_elem).
 type LookupAndDeleter interface {

@@ -273,7 +273,7 @@ func (k *Kernel) AttachIter(opts IterOptions) (*Iter, error) {
 		return nil, errors.Wrapf(uapi.EACCES, "program %s reads %d bytes of keys and %d of values; map %s has %d and %d",
 			p.name, p.maxRdonly, p.maxRdwr, m.Name, m.KeySize, valueSize)
 	}
-	if _, ok := m.Ops.(maps.ForEacher); !ok {
+	if _, ok := m.Ops.(maps.SeqWalker); !ok {
 		return nil, errors.Wrapf(uapi.EINVAL, "map %s cannot be walked", m.Name)
 	}
 	proc := p.proc
@@ -334,7 +334,7 @@ func (it *Iter) Open() (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &iterSession{it: it, code: code, id: sessionID.Add(1), buf: make([]byte, iterBufSize)}
+	s := &iterSession{it: it, code: code, id: sessionID.Add(1), buf: make([]byte, iterBufSize), walker: it.m.Ops.(maps.SeqWalker)}
 	// One area for what the program is handed: the context, the meta,
 	// the seq_file, an array's index, a per-CPU map's values.
 	s.valueLen = uint64(maps.RoundUp8(it.m.ValueSize)) * uint64(k.NumCPUs())
@@ -373,9 +373,10 @@ type iterSession struct {
 	// the next read copies from.
 	buf         []byte
 	count, from int
-	// pos is the seq_file's index: the object the next read starts at,
-	// counted in the map's walk.
-	pos      int
+	// walker is the map's walk; pos, the object the next read starts
+	// at (bucket_id and skip_elems, or the index).
+	walker   maps.SeqWalker
+	pos      maps.SeqPos
 	seqNum   uint64
 	doneStop bool
 	closed   bool
@@ -503,10 +504,15 @@ func (s *iterSession) Read(out []byte) (int, error) {
 	return n, nil
 }
 
-// read is one bpf_seq_read, over one walk of the map from its start that
-// skips the objects earlier reads consumed (the kernel resumes at its
-// bucket or index; the objects are the same while the map does not
-// change).
+// find is the seq_file's start at s.pos, and next's after moving it on:
+// the element there or after it, s.pos following it.
+func (s *iterSession) find() (iterObj, bool) {
+	key, idx, value, at, ok := s.walker.SeqFind(0, s.pos)
+	s.pos = at
+	return iterObj{key: key, value: value, idx: idx}, ok
+}
+
+// read is one bpf_seq_read.
 func (s *iterSession) read(out []byte) (int, error) {
 	size := len(out)
 	if s.count > 0 {
@@ -516,81 +522,48 @@ func (s *iterSession) read(out []byte) (int, error) {
 		return n, nil
 	}
 	s.from = 0
-	var (
-		stopErr error
-		i, objs int
-		shown   bool // an object of this read was shown (start found one)
-		more    bool // the walk stopped before its end
-	)
-	refuse := func(again bool, what string) error {
-		if again {
-			return errors.Wrapf(uapi.EAGAIN, "the iterator program asked for its %s again", what)
-		}
-		return errors.Wrapf(uapi.E2BIG, "the %s's output overflows the iterator's buffer alone", what)
-	}
-	_, err := s.it.m.Ops.(maps.ForEacher).ForEachElem(0, func(key uint64, idx uint32, value uint64) (bool, error) {
-		if i < s.pos {
-			i++
-			return false, nil
-		}
-		i++
-		obj := iterObj{key: key, value: value, idx: idx}
-		if !shown {
-			// seq->op->start found the object: show it.
-			shown = true
-			again, err := s.show(&obj)
-			if err != nil {
-				return true, err
-			}
-			if again || s.overflowed() {
-				s.count, more, stopErr = 0, true, refuse(again, "first object")
-				return true, nil
-			}
-			objs = 1
-			return false, nil
-		}
-		// seq->op->next found the object.
-		offs := s.count
-		s.pos++
-		s.seqNum++
-		more = true
-		if s.count >= size {
-			return true, nil
-		}
-		if objs >= maxIterObjects {
-			if offs == 0 {
-				stopErr = errors.Wrap(uapi.EAGAIN, "too many objects in one read")
-			}
-			return true, nil
-		}
-		objs++
+	obj, ok := s.find()
+	if ok {
 		again, err := s.show(&obj)
 		if err != nil {
-			return true, err
+			return 0, err
 		}
 		if again || s.overflowed() {
-			s.count = offs
-			if offs == 0 {
-				stopErr = refuse(again, "object")
+			s.count = 0
+			return 0, refusal(again, "first object")
+		}
+		for objs := 1; ; objs++ {
+			offs := s.count
+			s.pos = s.pos.Next()
+			if obj, ok = s.find(); !ok {
+				break
 			}
-			return true, nil
+			s.seqNum++
+			if s.count >= size {
+				break
+			}
+			if objs >= maxIterObjects {
+				if offs == 0 {
+					return 0, errors.Wrap(uapi.EAGAIN, "too many objects in one read")
+				}
+				break
+			}
+			again, err := s.show(&obj)
+			if err != nil {
+				return 0, err
+			}
+			if again || s.overflowed() {
+				s.count = offs
+				if offs == 0 {
+					return 0, refusal(again, "object")
+				}
+				break
+			}
 		}
-		more = false
-		return false, nil
-	})
-	if err != nil {
-		return 0, err
 	}
-	if stopErr != nil {
-		return 0, stopErr
-	}
-	if !more {
-		// The walk's end: next found nothing after the last object
-		// shown, and the program runs once with no object, unless it
-		// already did.
-		if shown {
-			s.pos++
-		}
+	if !ok {
+		// The walk's end: the program runs once with no object,
+		// unless it already did.
 		offs := s.count
 		if !s.doneStop {
 			if _, err := s.show(nil); err != nil {
@@ -610,6 +583,15 @@ func (s *iterSession) read(out []byte) (int, error) {
 	s.count -= n
 	s.from = n
 	return n, nil
+}
+
+// refusal is the error of a read whose first object asked to be shown
+// again (EAGAIN) or overflowed the buffer alone (E2BIG).
+func refusal(again bool, what string) error {
+	if again {
+		return errors.Wrapf(uapi.EAGAIN, "the iterator program asked for its %s again", what)
+	}
+	return errors.Wrapf(uapi.E2BIG, "the %s's output overflows the iterator's buffer alone", what)
 }
 
 // Close ends the walk, dropping its program and map.

@@ -339,3 +339,68 @@ func BenchmarkMapIterator(b *testing.B) {
 		})
 	}
 }
+
+// FuzzMapIteratorReads walks a map of fuzzed chunk counts with the chunks
+// program (250 bytes a chunk, so that elements straddle reads and some
+// overflow the buffer) in reads of fuzzed sizes: what the reads return in
+// all, and the errno that ends them, are those of one walk in reads of
+// 64 KiB, whatever the sizes, as bpf_seq_read makes them.
+func FuzzMapIteratorReads(f *testing.F) {
+	f.Add([]byte{60, 60, 60, 10, 0, 60, 131, 60}, []byte{1, 200, 17})
+	f.Add([]byte{140, 1, 1}, []byte{255})
+	f.Add([]byte{1, 60, 140}, []byte{3, 0})
+	f.Add([]byte{}, []byte{9})
+	k := newKernel(f, &sim.Options{CPUs: 2})
+	spec, err := ebpf.LoadCollectionSpec("testdata/mapiter.bpf.o")
+	if err != nil {
+		f.Fatal(err)
+	}
+	coll, err := k.NewCollection(spec)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { coll.Close() })
+	f.Fuzz(func(t *testing.T, counts, sizes []byte) {
+		if len(counts) > 64 || len(sizes) == 0 {
+			return
+		}
+		m, err := k.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: uint32(max(len(counts), 1))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		for i, c := range counts {
+			if err := m.Put(uint32(i), uint32(c)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		limit := 1 << 20 // reads a walk may take; each returns a byte at least
+		walk := func(size func(i int) int) (string, error) {
+			r := openIter(t, k, coll.Programs["chunks"], m)
+			var out []byte
+			for i := 0; ; i++ {
+				buf := make([]byte, size(i))
+				n, err := r.Read(buf)
+				out = append(out, buf[:n]...)
+				if err == io.EOF {
+					return string(out), nil
+				}
+				if err != nil {
+					return string(out), err
+				}
+				if n == 0 || i > limit {
+					t.Fatalf("read %d returned %d bytes without an end", i, n)
+				}
+			}
+		}
+		want, wantErr := walk(func(int) int { return 64 << 10 })
+		limit = len(want) + 1
+		got, gotErr := walk(func(i int) int { return 1 + int(sizes[i%len(sizes)])*97 })
+		if errnoOf(gotErr) != errnoOf(wantErr) || (gotErr == nil) != (wantErr == nil) {
+			t.Fatalf("reads of fuzzed sizes end with %v, reads of 64 KiB with %v", gotErr, wantErr)
+		}
+		if got != want {
+			t.Fatalf("reads of fuzzed sizes give %d bytes, reads of 64 KiB %d", len(got), len(want))
+		}
+	})
+}

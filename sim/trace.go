@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -187,18 +188,40 @@ func bprintf(m *interp.Machine, format string, args []uint64) (string, int, erro
 			if verb != 'i' && verb != 'd' && verb != 'u' && verb != 'x' && verb != 'X' {
 				return "", 0, uapi.EINVAL
 			}
-			var v any
-			switch {
-			case (verb == 'd' || verb == 'i') && long:
-				v = int64(arg)
-			case verb == 'd' || verb == 'i':
-				v = int32(arg)
-			case long:
-				v = arg
-			default:
-				v = uint32(arg)
+			signed := verb == 'd' || verb == 'i'
+			if !long {
+				// The low 32 bits, sign- or zero-extended.
+				if signed {
+					arg = uint64(int64(int32(arg)))
+				} else {
+					arg = uint64(uint32(arg))
+				}
 			}
-			goVerb := map[byte]string{'d': "d", 'i': "d", 'u': "d", 'x': "x", 'X': "X"}[verb]
+			if flags == "" {
+				// The common case, without fmt's allocations.
+				var tmp [24]byte
+				switch verb {
+				case 'x':
+					out.Write(strconv.AppendUint(tmp[:0], arg, 16))
+				case 'X':
+					out.WriteString(strings.ToUpper(string(strconv.AppendUint(tmp[:0], arg, 16))))
+				default:
+					if signed {
+						out.Write(strconv.AppendInt(tmp[:0], int64(arg), 10))
+					} else {
+						out.Write(strconv.AppendUint(tmp[:0], arg, 10))
+					}
+				}
+				continue
+			}
+			var v any = arg
+			if signed {
+				v = int64(arg)
+			}
+			goVerb := "d"
+			if verb == 'x' || verb == 'X' {
+				goVerb = string(verb)
+			}
 			fmt.Fprintf(&out, "%"+flags+goVerb, v)
 		}
 	}
