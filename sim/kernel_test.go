@@ -41,8 +41,12 @@ func load(t testing.TB, k *sim.Kernel, typ ebpf.ProgramType, insns asm.Instructi
 // syscall program, as the kernel requires of those.
 func testSpec(t testing.TB, typ ebpf.ProgramType, insns asm.Instructions) *ebpf.ProgramSpec {
 	spec := &ebpf.ProgramSpec{Name: t.Name(), Type: typ, Instructions: insns, License: "GPL"}
-	if typ == ebpf.Syscall {
+	switch typ {
+	case ebpf.Syscall:
 		spec.Flags = uapi.BPF_F_SLEEPABLE
+	case ebpf.Tracing:
+		// The tracing programs bpfsim loads: iterators.
+		spec.AttachType, spec.AttachTo = ebpf.AttachTraceIter, "bpf_map_elem"
 	}
 	return spec
 }

@@ -48,7 +48,7 @@ var (
 // bpf_probe_read and bpf_probe_read_str (bpf_tracing_func_proto, and the
 // syscall type's); the other helpers here are bpf_base_func_proto's,
 // offered to every type of a privileged loader.
-var compatTypes = []ebpf.ProgramType{ebpf.Kprobe, ebpf.TracePoint, ebpf.RawTracepoint, ebpf.Syscall}
+var compatTypes = []ebpf.ProgramType{ebpf.Kprobe, ebpf.TracePoint, ebpf.RawTracepoint, ebpf.Syscall, ebpf.Tracing}
 
 func (k *Kernel) registerTaskHelpers() {
 	for _, h := range []struct {

@@ -43,7 +43,7 @@ func (k *Kernel) registerTimeHelpers() {
 	}{
 		{funcKtimeGetBootNs, k.clock.Now, nil},
 		{funcKtimeGetCoarseNs, func() uint64 { return k.clock.Now() / tickNs * tickNs },
-			[]ebpf.ProgramType{ebpf.Kprobe, ebpf.TracePoint, ebpf.RawTracepoint, ebpf.Syscall}},
+			[]ebpf.ProgramType{ebpf.Kprobe, ebpf.TracePoint, ebpf.RawTracepoint, ebpf.Syscall, ebpf.Tracing}},
 		{funcJiffies64, func() uint64 { return initialJiffies + k.clock.Now()/tickNs }, nil},
 		{funcGetNumaNodeID, func() uint64 { return 0 }, nil},
 	} {

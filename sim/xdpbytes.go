@@ -82,7 +82,7 @@ func (k *Kernel) registerXDPBytesHelpers() {
 	}
 	// Tracing and syscall programs get a bpf_xdp_get_buff_len of their
 	// own, which takes a struct xdp_buff by BTF pointer.
-	k.helperVariantsMissing[funcXDPGetBuffLen] = []ebpf.ProgramType{ebpf.Syscall}
+	k.helperVariantsMissing[funcXDPGetBuffLen] = []ebpf.ProgramType{ebpf.Syscall, ebpf.Tracing}
 }
 
 // window is bpf_xdp_pointer for a linear buffer: the n bytes at off from
