@@ -23,8 +23,8 @@ const (
 	HeaderSize         = 64
 )
 
-// header returns m's struct bpf_map.
-func (m *Map) header() []byte {
+// Header returns m's struct bpf_map.
+func (m *Map) Header() []byte {
 	b := make([]byte, HeaderSize)
 	le := binary.LittleEndian
 	le.PutUint32(b[HeaderMapType:], uint32(m.Attr.Type))

@@ -494,7 +494,7 @@ func (r *Registry) Create(k Kernel, attr Attr, id uint32, release func(*Map)) (*
 			ops.Free()
 			return nil, err
 		}
-		copy(b, m.header())
+		copy(b, m.Header())
 	}
 	m.Ops = ops
 	m.refcnt.Store(1)

@@ -15,3 +15,18 @@ func (m *Map) TryGetUser() bool {
 		}
 	}
 }
+
+// TryGet takes a reference unless the last one is already gone
+// (bpf_map_inc_not_zero): how a walk of the maps by id holds one that
+// another thread may be dropping.
+func (m *Map) TryGet() bool {
+	for {
+		n := m.refcnt.Load()
+		if n <= 0 {
+			return false
+		}
+		if m.refcnt.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}

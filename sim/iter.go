@@ -58,6 +58,9 @@ const iterFuncPrefix = "bpf_iter_"
 type iterTarget struct {
 	name string
 	ctx  *verifier.BTFCtxType
+	// walksMap: the link names a map whose elements it walks
+	// (bpf_iter_attach_map).
+	walksMap bool
 }
 
 // iterBTF are the kernel types of iterators, shared by every kernel: the
@@ -65,8 +68,8 @@ type iterTarget struct {
 var iterBTF = sync.OnceValue(func() *iterTypeSet { return newIterTypes(&btf.Enum{Name: "bpf_map_type", Size: 4}) })
 
 type iterTypeSet struct {
-	seqFile, meta, bpfMap, mapElemCtx *btf.Struct
-	mapElemFunc                       *btf.Func
+	seqFile, meta, bpfMap, mapElemCtx, mapCtx *btf.Struct
+	mapElemFunc, mapFunc                      *btf.Func
 }
 
 // newIterTypes builds struct seq_file (opaque: bpfsim simulates none of
@@ -110,7 +113,15 @@ func newIterTypes(mapType btf.Type) *iterTypeSet {
 		Return: i32,
 		Params: []btf.FuncParam{{Name: "meta", Type: metaPtr}, {Name: "map", Type: mapPtr}, {Name: "key", Type: void}, {Name: "value", Type: void}},
 	}}
-	return &iterTypeSet{seqFile: seq, meta: meta, bpfMap: bpfMap, mapElemCtx: ctx, mapElemFunc: fn}
+	mapCtx := &btf.Struct{Name: "bpf_iter__bpf_map", Size: 16, Members: []btf.Member{
+		{Name: "meta", Type: metaPtr},
+		{Name: "map", Type: mapPtr, Offset: 64},
+	}}
+	mapFn := &btf.Func{Name: iterFuncPrefix + "bpf_map", Linkage: btf.GlobalFunc, Type: &btf.FuncProto{
+		Return: i32,
+		Params: []btf.FuncParam{{Name: "meta", Type: metaPtr}, {Name: "map", Type: mapPtr}},
+	}}
+	return &iterTypeSet{seqFile: seq, meta: meta, bpfMap: bpfMap, mapElemCtx: ctx, mapElemFunc: fn, mapCtx: mapCtx, mapFunc: mapFn}
 }
 
 // iterTypes returns fresh copies of the iterator types for the kernel's
@@ -123,14 +134,23 @@ func iterTypes(vmlinux []btf.Type) []btf.Type {
 		}
 	}
 	t := newIterTypes(mapType)
-	return []btf.Type{t.mapElemCtx, t.mapElemFunc}
+	return []btf.Type{t.mapElemCtx, t.mapElemFunc, t.mapCtx, t.mapFunc}
 }
 
 // iterTargets are the targets bpfsim simulates, by name.
 var iterTargets = sync.OnceValue(func() map[string]*iterTarget {
 	t := iterBTF()
 	return map[string]*iterTarget{
-		"bpf_map_elem": {name: "bpf_map_elem", ctx: &verifier.BTFCtxType{
+		"bpf_map": {name: "bpf_map", ctx: &verifier.BTFCtxType{
+			Func: t.mapFunc.Name,
+			Iter: true,
+			Args: []verifier.BTFCtxArg{
+				{Kind: verifier.CtxBTFID, Struct: t.meta, Trusted: true},
+				// PTR_TO_BTF_ID_OR_NULL | PTR_TRUSTED: NULL at the end.
+				{Kind: verifier.CtxBTFID, Struct: t.bpfMap, Trusted: true, MaybeNull: true},
+			},
+		}},
+		"bpf_map_elem": {name: "bpf_map_elem", walksMap: true, ctx: &verifier.BTFCtxType{
 			Func: t.mapElemFunc.Name,
 			Iter: true,
 			Args: []verifier.BTFCtxArg{
@@ -219,7 +239,8 @@ func (k *Kernel) prepareIterLoad(p *Program, opts ProgramOptions) error {
 type IterOptions struct {
 	// Program is an iterator program (SEC("iter/<target>")).
 	Program *Program
-	// Map is the map a bpf_map_elem iterator walks.
+	// Map is the map a bpf_map_elem iterator walks; other targets ignore
+	// it, as the kernel does.
 	Map *Map
 }
 
@@ -230,17 +251,18 @@ type Iter struct {
 	proc   *Process
 	fd     int
 	prog   *Program
-	m      *maps.Map
 	closed atomic.Bool
-	// percpu marks a per-CPU map, whose values are copied.
+	// m is the map a bpf_map_elem link walks (nil for other targets);
+	// percpu marks a per-CPU one, whose values are copied.
+	m      *maps.Map
 	percpu bool
 }
 
 // AttachIter creates an iterator link for the program's process
-// (bpf_iter_link_attach, with map_iter.c's bpf_iter_attach_map for
-// bpf_map_elem): the map must be a hash, LRU hash or array, or a per-CPU
-// one (EINVAL), at least as large as what the program reads of its keys
-// and values (EACCES).
+// (bpf_iter_link_attach). For bpf_map_elem, map_iter.c's
+// bpf_iter_attach_map: the map must be a hash, LRU hash or array, or a
+// per-CPU one (EINVAL), at least as large as what the program reads of
+// its keys and values (EACCES), and the link holds it.
 func (k *Kernel) AttachIter(opts IterOptions) (*Iter, error) {
 	p := opts.Program
 	if p == nil || !p.isOpen() {
@@ -249,40 +271,20 @@ func (k *Kernel) AttachIter(opts IterOptions) (*Iter, error) {
 	if p.typ != ebpf.Tracing || p.iter == nil {
 		return nil, errors.Wrapf(uapi.EINVAL, "program %s is not an iterator program", p.name)
 	}
-	if opts.Map == nil {
-		return nil, errors.Wrapf(uapi.EBADF, "iterator %s needs a map", p.iter.name)
-	}
-	h := opts.Map
-	if err := h.check(); err != nil {
-		return nil, err
-	}
-	m := h.m
-	it := &Iter{k: k, proc: p.proc, prog: p, m: m}
-	switch m.Attr.Type {
-	case uapi.MapTypePercpuHash, uapi.MapTypeLRUPercpuHash, uapi.MapTypePercpuArray:
-		it.percpu = true
-	case uapi.MapTypeHash, uapi.MapTypeLRUHash, uapi.MapTypeArray:
-	default:
-		return nil, errors.Wrapf(uapi.EINVAL, "iterator %s cannot walk a %s map", p.iter.name, m.Type.Name)
-	}
-	valueSize := m.ValueSize
-	if it.percpu {
-		valueSize = maps.RoundUp8(m.ValueSize) * uint32(k.NumCPUs())
-	}
-	if p.maxRdonly > int(m.KeySize) || p.maxRdwr > int(valueSize) {
-		return nil, errors.Wrapf(uapi.EACCES, "program %s reads %d bytes of keys and %d of values; map %s has %d and %d",
-			p.name, p.maxRdonly, p.maxRdwr, m.Name, m.KeySize, valueSize)
-	}
-	if _, ok := m.Ops.(maps.SeqWalker); !ok {
-		return nil, errors.Wrapf(uapi.EINVAL, "map %s cannot be walked", m.Name)
-	}
 	proc := p.proc
 	if proc == nil {
 		proc = k.init
 	}
-	it.proc = proc
+	it := &Iter{k: k, proc: proc, prog: p}
+	if p.iter.walksMap {
+		if err := it.attachMap(opts.Map); err != nil {
+			return nil, err
+		}
+	}
 	p.get()
-	m.GetUser()
+	if it.m != nil {
+		it.m.GetUser()
+	}
 	f := k.newFile(it, func(f *file) {
 		f.k.openFiles.Add(-1)
 		f.obj.(*Iter).release()
@@ -297,10 +299,44 @@ func (k *Kernel) AttachIter(opts IterOptions) (*Iter, error) {
 	return it, nil
 }
 
+// attachMap is bpf_iter_attach_map's checks of h.
+func (it *Iter) attachMap(h *Map) error {
+	p := it.prog
+	if h == nil {
+		return errors.Wrapf(uapi.EBADF, "iterator %s needs a map", p.iter.name)
+	}
+	if err := h.check(); err != nil {
+		return err
+	}
+	m := h.m
+	switch m.Attr.Type {
+	case uapi.MapTypePercpuHash, uapi.MapTypeLRUPercpuHash, uapi.MapTypePercpuArray:
+		it.percpu = true
+	case uapi.MapTypeHash, uapi.MapTypeLRUHash, uapi.MapTypeArray:
+	default:
+		return errors.Wrapf(uapi.EINVAL, "iterator %s cannot walk a %s map", p.iter.name, m.Type.Name)
+	}
+	valueSize := m.ValueSize
+	if it.percpu {
+		valueSize = maps.RoundUp8(m.ValueSize) * uint32(it.k.NumCPUs())
+	}
+	if p.maxRdonly > int(m.KeySize) || p.maxRdwr > int(valueSize) {
+		return errors.Wrapf(uapi.EACCES, "program %s reads %d bytes of keys and %d of values; map %s has %d and %d",
+			p.name, p.maxRdonly, p.maxRdwr, m.Name, m.KeySize, valueSize)
+	}
+	if _, ok := m.Ops.(maps.SeqWalker); !ok {
+		return errors.Wrapf(uapi.EINVAL, "map %s cannot be walked", m.Name)
+	}
+	it.m = m
+	return nil
+}
+
 // release drops the link's references (bpf_iter_detach_map, the link's
 // program).
 func (it *Iter) release() {
-	it.m.PutUser()
+	if it.m != nil {
+		it.m.PutUser()
+	}
 	it.prog.put()
 }
 
@@ -323,8 +359,8 @@ func (it *Iter) Close() error {
 var sessionID atomic.Uint64
 
 // Open starts a walk (bpf_iter_new_fd, BPF_ITER_CREATE): reading it runs
-// the program over the objects. The reader holds the program and the map
-// until it is closed.
+// the program over the objects. The reader holds the program, and the
+// map a bpf_map_elem link walks, until it is closed.
 func (it *Iter) Open() (io.ReadCloser, error) {
 	if it.closed.Load() {
 		return nil, errors.Wrap(uapi.EBADF, "link is closed")
@@ -334,28 +370,38 @@ func (it *Iter) Open() (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &iterSession{it: it, code: code, id: sessionID.Add(1), buf: make([]byte, iterBufSize), walker: it.m.Ops.(maps.SeqWalker)}
+	s := &iterSession{it: it, code: code, id: sessionID.Add(1), buf: make([]byte, iterBufSize)}
+	size := uint64(iterValues)
+	if it.m != nil {
+		src := &mapElemSource{s: s, walker: it.m.Ops.(maps.SeqWalker)}
+		// Room for a per-CPU map's values.
+		src.valueLen = uint64(maps.RoundUp8(it.m.ValueSize)) * uint64(k.NumCPUs())
+		size += src.valueLen
+		s.src = src
+	} else {
+		s.src = &mapsSource{s: s}
+	}
 	// One area for what the program is handed: the context, the meta,
-	// the seq_file, an array's index, a per-CPU map's values.
-	s.valueLen = uint64(maps.RoundUp8(it.m.ValueSize)) * uint64(k.NumCPUs())
-	size := uint64(iterScratch) + s.valueLen
+	// the seq_file, and what the target copies.
 	if s.area, err = k.mem.Vmalloc(size, mem.PermRW, "bpf_iter_priv_data"); err != nil {
 		return nil, err
 	}
 	it.prog.get()
-	it.m.GetUser()
+	if it.m != nil {
+		it.m.GetUser()
+	}
 	k.iterSessions.Store(s.area+iterSeq, s)
 	return s, nil
 }
 
 // Offsets in a session's area of simulated memory.
 const (
-	iterCtx     = 0  // struct bpf_iter__bpf_map_elem
-	iterMeta    = 32 // struct bpf_iter_meta
-	iterSeq     = 64 // struct seq_file (bpfsim's has no fields)
-	iterIndex   = 72 // an array's u32 index
-	iterValues  = 80 // a per-CPU map's values
-	iterScratch = iterValues
+	iterCtx    = 0   // struct bpf_iter__<target>: 4 slots at most
+	iterMeta   = 32  // struct bpf_iter_meta
+	iterSeq    = 64  // struct seq_file (bpfsim's has no fields)
+	iterIndex  = 72  // an array's u32 index
+	iterHeader = 80  // a copy of a struct bpf_map
+	iterValues = 144 // a per-CPU map's values
 )
 
 // iterSession is an open iterator file: struct seq_file with its
@@ -365,17 +411,15 @@ type iterSession struct {
 	code *interp.Program
 	id   uint64
 	area uint64
-	// valueLen is the room for a per-CPU map's values.
-	valueLen uint64
+	src  iterSource
 
 	mu sync.Mutex
 	// buf, count and from are the seq_file's buffer, its fill and where
 	// the next read copies from.
 	buf         []byte
 	count, from int
-	// walker is the map's walk; pos, the object the next read starts
-	// at (bucket_id and skip_elems, or the index).
-	walker   maps.SeqWalker
+	// pos is where the next read starts (bucket_id and skip_elems, an
+	// index, a map id).
 	pos      maps.SeqPos
 	seqNum   uint64
 	doneStop bool
@@ -385,43 +429,44 @@ type iterSession struct {
 	err error
 }
 
-// overflowed is seq_has_overflowed.
-func (s *iterSession) overflowed() bool { return s.count == len(s.buf) }
+// iterSource is a target's walk, its struct bpf_iter_seq_info.
+type iterSource interface {
+	// find is the seq_file's start at pos, and its next at the
+	// position after the last object's: the object there or after it,
+	// and its position; ok is false at the walk's end.
+	find(pos maps.SeqPos) (obj iterObj, at maps.SeqPos, ok bool)
+	// args fills the context's slots after meta for obj, nil at the
+	// walk's end.
+	args(obj *iterObj, slots []uint64) error
+	// put drops what find took for obj.
+	put(obj *iterObj)
+}
 
-// iterObj is an object of the walk: a key and a value in simulated
-// memory. key 0 is an array's, whose index is idx.
+// iterObj is an object of a walk: a map's element (a key and a value in
+// simulated memory, key 0 for an array's, whose index is idx), or a map.
 type iterObj struct {
 	key, value uint64
 	idx        uint32
+	m          *maps.Map
 }
+
+// overflowed is seq_has_overflowed.
+func (s *iterSession) overflowed() bool { return s.count == len(s.buf) }
 
 // show runs the program on obj (nil: the walk's end, in stop) and
 // reports whether it asked for the object again.
 func (s *iterSession) show(obj *iterObj) (again bool, err error) {
 	k := s.it.k
-	var key, value uint64
-	if obj != nil {
-		key, value = obj.key, obj.value
-		if key == 0 {
-			key = s.area + iterIndex
-			var b [4]byte
-			binary.LittleEndian.PutUint32(b[:], obj.idx)
-			if err := k.mem.Write(key, b[:]); err != nil {
-				return false, err
-			}
-		}
-		if s.it.percpu {
-			if value, err = s.copyPercpu(value); err != nil {
-				return false, err
-			}
-		}
-	}
 	var b [64]byte
 	le := binary.LittleEndian
+	slots := make([]uint64, 3)
+	if err := s.src.args(obj, slots); err != nil {
+		return false, err
+	}
 	le.PutUint64(b[iterCtx:], s.area+iterMeta)
-	le.PutUint64(b[iterCtx+8:], s.it.m.Addr)
-	le.PutUint64(b[iterCtx+16:], key)
-	le.PutUint64(b[iterCtx+24:], value)
+	for i, v := range slots {
+		le.PutUint64(b[iterCtx+8+8*i:], v)
+	}
 	le.PutUint64(b[iterMeta:], s.area+iterSeq)
 	le.PutUint64(b[iterMeta+8:], s.id)
 	le.PutUint64(b[iterMeta+16:], s.seqNum)
@@ -436,15 +481,58 @@ func (s *iterSession) show(obj *iterObj) (again bool, err error) {
 	return r0 != 0, nil
 }
 
+// mapElemSource is the bpf_map_elem target's walk of a map (hashtab.c's
+// and arraymap.c's bpf_iter_seq_info): the map, its element's key (an
+// array's index copied into the session) and value (a per-CPU map's
+// copied, every possible CPU's).
+type mapElemSource struct {
+	s        *iterSession
+	walker   maps.SeqWalker
+	valueLen uint64
+}
+
+func (w *mapElemSource) find(pos maps.SeqPos) (iterObj, maps.SeqPos, bool) {
+	key, idx, value, at, ok := w.walker.SeqFind(0, pos)
+	return iterObj{key: key, value: value, idx: idx}, at, ok
+}
+
+func (w *mapElemSource) args(obj *iterObj, slots []uint64) error {
+	s := w.s
+	slots[0] = s.it.m.Addr
+	if obj == nil {
+		return nil
+	}
+	key, value := obj.key, obj.value
+	if key == 0 {
+		key = s.area + iterIndex
+		var b [4]byte
+		binary.LittleEndian.PutUint32(b[:], obj.idx)
+		if err := s.it.k.mem.Write(key, b[:]); err != nil {
+			return err
+		}
+	}
+	if s.it.percpu {
+		var err error
+		if value, err = w.copyPercpu(value); err != nil {
+			return err
+		}
+	}
+	slots[1], slots[2] = key, value
+	return nil
+}
+
+func (w *mapElemSource) put(*iterObj) {}
+
 // copyPercpu copies every possible CPU's copy of the value whose CPU 0
 // copy is at value into the session's buffer, each rounded up to 8
 // bytes, as bpf_iter's percpu_value_buf.
-func (s *iterSession) copyPercpu(value uint64) (uint64, error) {
+func (w *mapElemSource) copyPercpu(value uint64) (uint64, error) {
+	s := w.s
 	k := s.it.k
 	size := uint64(s.it.m.ValueSize)
 	step := uint64(maps.RoundUp8(s.it.m.ValueSize))
 	base := value - k.percpu.Offset(0)
-	out := make([]byte, s.valueLen)
+	out := make([]byte, w.valueLen)
 	for cpu := 0; cpu < k.NumCPUs(); cpu++ {
 		if err := k.mem.Read(base+k.percpu.Offset(cpu), out[uint64(cpu)*step:uint64(cpu)*step+size]); err != nil {
 			return 0, err
@@ -453,6 +541,50 @@ func (s *iterSession) copyPercpu(value uint64) (uint64, error) {
 	addr := s.area + iterValues
 	return addr, k.mem.Write(addr, out)
 }
+
+// mapsSource is the bpf_map target's walk (map_iter.c): every map alive,
+// by id, each held while the program sees it (bpf_map_get_curr_or_next).
+// The program sees the map's struct bpf_map: at the map's address for
+// the types whose object starts with one (maps.Type.Header), a copy in
+// the session for the others.
+type mapsSource struct{ s *iterSession }
+
+func (w *mapsSource) find(pos maps.SeqPos) (iterObj, maps.SeqPos, bool) {
+	k := w.s.it.k
+	from := uint64(pos.Bucket) + uint64(pos.Skip)
+	for {
+		var best *maps.Map
+		k.objs.mu.RLock()
+		for id, m := range k.objs.maps {
+			if uint64(id) >= from && (best == nil || id < best.ID) {
+				best = m
+			}
+		}
+		k.objs.mu.RUnlock()
+		if best == nil {
+			return iterObj{}, maps.SeqPos{Bucket: ^uint32(0)}, false
+		}
+		if best.TryGet() {
+			return iterObj{m: best}, maps.SeqPos{Bucket: best.ID}, true
+		}
+		from = uint64(best.ID) + 1 // on its way out: the next one
+	}
+}
+
+func (w *mapsSource) args(obj *iterObj, slots []uint64) error {
+	if obj == nil {
+		return nil
+	}
+	m := obj.m
+	if m.Type.Header {
+		slots[0] = m.Addr
+		return nil
+	}
+	slots[0] = w.s.area + iterHeader
+	return w.s.it.k.mem.Write(slots[0], m.Header())
+}
+
+func (w *mapsSource) put(obj *iterObj) { obj.m.Put() }
 
 // runIter runs an iterator program on CPU 0 with ctx in r1, under RCU.
 func (k *Kernel) runIter(p *Program, code *interp.Program, ctx uint64) (uint64, error) {
@@ -505,11 +637,17 @@ func (s *iterSession) Read(out []byte) (int, error) {
 }
 
 // find is the seq_file's start at s.pos, and next's after moving it on:
-// the element there or after it, s.pos following it.
+// the object there or after it, s.pos following it.
 func (s *iterSession) find() (iterObj, bool) {
-	key, idx, value, at, ok := s.walker.SeqFind(0, s.pos)
+	obj, at, ok := s.src.find(s.pos)
 	s.pos = at
-	return iterObj{key: key, value: value, idx: idx}, ok
+	return obj, ok
+}
+
+// showPut shows obj and drops what finding it took.
+func (s *iterSession) showPut(obj *iterObj) (bool, error) {
+	defer s.src.put(obj)
+	return s.show(obj)
 }
 
 // read is one bpf_seq_read.
@@ -524,7 +662,7 @@ func (s *iterSession) read(out []byte) (int, error) {
 	s.from = 0
 	obj, ok := s.find()
 	if ok {
-		again, err := s.show(&obj)
+		again, err := s.showPut(&obj)
 		if err != nil {
 			return 0, err
 		}
@@ -540,15 +678,17 @@ func (s *iterSession) read(out []byte) (int, error) {
 			}
 			s.seqNum++
 			if s.count >= size {
+				s.src.put(&obj)
 				break
 			}
 			if objs >= maxIterObjects {
+				s.src.put(&obj)
 				if offs == 0 {
 					return 0, errors.Wrap(uapi.EAGAIN, "too many objects in one read")
 				}
 				break
 			}
-			again, err := s.show(&obj)
+			again, err := s.showPut(&obj)
 			if err != nil {
 				return 0, err
 			}
@@ -605,7 +745,9 @@ func (s *iterSession) Close() error {
 	k := s.it.k
 	k.iterSessions.Delete(s.area + iterSeq)
 	_ = k.mem.Free(s.area)
-	s.it.m.PutUser()
+	if s.it.m != nil {
+		s.it.m.PutUser()
+	}
 	s.it.prog.put()
 	return nil
 }

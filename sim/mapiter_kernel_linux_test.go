@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -223,6 +224,90 @@ func simIterRun(t *testing.T, k *sim.Kernel, prog *sim.Program, c mapIterCase) i
 		res.contents = contents(t, m.Iterate())
 	}
 	return res
+}
+
+// The bpf_map iterator walks every map alive, by id: the maps a test
+// makes, of types whose objects start with a struct bpf_map in bpfsim and
+// of others, print the same in this machine's kernel and in bpfsim, in
+// the order they were made, and the walk's last run prints its end; a map
+// closed before the walk is not seen.
+func TestMapsIteratorIsTheKernels(t *testing.T) {
+	if _, err := kdiff.OpenKernel(); err != nil {
+		t.Skipf("kernel-differential test skipped: this machine cannot load BPF programs: %v", err)
+	}
+	specs := []ebpf.MapSpec{
+		{Name: "itm_hash", Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 10, Flags: zeroSeed},
+		{Name: "itm_gone", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1},
+		{Name: "itm_array", Type: ebpf.Array, KeySize: 4, ValueSize: 16, MaxEntries: 3},
+		{Name: "itm_ring", Type: ebpf.RingBuf, MaxEntries: 4096},
+		{Name: "itm_queue", Type: ebpf.Queue, ValueSize: 4, MaxEntries: 7},
+		{Name: "itm_lpm", Type: ebpf.LPMTrie, KeySize: 8, ValueSize: 4, MaxEntries: 4, Flags: unix.BPF_F_NO_PREALLOC},
+		{Name: "itm_progs", Type: ebpf.ProgramArray, KeySize: 4, ValueSize: 4, MaxEntries: 2},
+		{Name: "itm_lru", Type: ebpf.LRUHash, KeySize: 8, ValueSize: 8, MaxEntries: 16},
+	}
+	walk := func(t *testing.T, newMap func(*ebpf.MapSpec) (io.Closer, error), read func() (string, unix.Errno)) (string, unix.Errno) {
+		var open []io.Closer
+		defer func() {
+			for _, c := range open {
+				c.Close()
+			}
+		}()
+		for _, spec := range specs {
+			spec := spec
+			m, err := newMap(&spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if spec.Name == "itm_gone" {
+				m.Close()
+				continue
+			}
+			open = append(open, m)
+		}
+		return read()
+	}
+	kspec, err := ebpf.LoadCollectionSpec("testdata/mapiter.bpf.o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kcoll, err := ebpf.NewCollection(kspec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kcoll.Close()
+	want, wantErrno := walk(t, func(s *ebpf.MapSpec) (io.Closer, error) { return ebpf.NewMap(s) }, func() (string, unix.Errno) {
+		it, err := link.AttachIter(link.IterOptions{Program: kcoll.Programs["maps"]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer it.Close()
+		r, err := it.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		out, errno, err := readIter(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out, errno
+	})
+	k := newKernel(t, nil)
+	scoll := simCollection(t, k, "testdata/mapiter.bpf.o")
+	got, gotErrno := walk(t, func(s *ebpf.MapSpec) (io.Closer, error) { return k.NewMap(s) }, func() (string, unix.Errno) {
+		out, errno, err := readIter(openIter(t, k, scoll.Programs["maps"], nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out, errno
+	})
+	if gotErrno != wantErrno {
+		t.Errorf("the walk ends with errno %v in bpfsim, %v in the kernel", gotErrno, wantErrno)
+	}
+	if !strings.HasSuffix(want, "end\n") || strings.Count(want, "itm_") != len(specs)-1 {
+		t.Fatalf("the kernel's walk printed %q", want)
+	}
+	compareLines(t, got, want)
 }
 
 // mapWalk is what cilium/ebpf's MapIterator and bpfsim's have in

@@ -404,3 +404,46 @@ func FuzzMapIteratorReads(f *testing.F) {
 		}
 	})
 }
+
+// The bpf_map iterator walks every live map by id, whatever its type,
+// the ones a test makes and closes meanwhile included: a map closed
+// before the walk reaches it is not shown, and the walk ends once.
+func TestMapsIteratorListsTheLiveMapsByID(t *testing.T) {
+	k := newKernel(t, nil)
+	coll := simCollection(t, k, "testdata/mapiter.bpf.o")
+	var ms []*sim.Map
+	for i, typ := range []ebpf.MapType{ebpf.Hash, ebpf.Array, ebpf.RingBuf, ebpf.Queue, ebpf.PerCPUHash} {
+		spec := &ebpf.MapSpec{Name: fmt.Sprintf("itm_%d", i), Type: typ, KeySize: 4, ValueSize: 8, MaxEntries: 4096}
+		switch typ {
+		case ebpf.RingBuf:
+			spec.KeySize, spec.ValueSize = 0, 0
+		case ebpf.Queue:
+			spec.KeySize = 0
+		}
+		m, err := k.NewMap(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		ms = append(ms, m)
+	}
+	r := openIter(t, k, coll.Programs["maps"], nil)
+	first := make([]byte, 10)
+	if _, err := io.ReadFull(r, first); err != nil {
+		t.Fatal(err)
+	}
+	ms[3].Close() // before the walk reaches it: the first read took one map
+	rest, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want strings.Builder
+	for i, m := range ms {
+		if i == 3 {
+			continue
+		}
+		fmt.Fprintf(&want, "itm_%d: type %d, key %d, value %d, max %d, flags 0x0\n", i, m.Type(), m.KeySize(), m.ValueSize(), m.MaxEntries())
+	}
+	want.WriteString("end\n")
+	compareLines(t, string(first)+string(rest), want.String())
+}

@@ -20,7 +20,12 @@ struct bpf_iter_meta {
 	__u64 seq_num;
 };
 
+enum bpf_map_type {
+	BPF_MAP_TYPE_UNSPEC = 0,
+};
+
 struct bpf_map {
+	enum bpf_map_type map_type;
 	__u32 key_size;
 	__u32 value_size;
 	__u32 max_entries;
@@ -33,6 +38,11 @@ struct bpf_iter__bpf_map_elem {
 	struct bpf_map *map;
 	void *key;
 	void *value;
+};
+
+struct bpf_iter__bpf_map {
+	struct bpf_iter_meta *meta;
+	struct bpf_map *map;
 };
 #pragma clang attribute pop
 
@@ -110,6 +120,30 @@ int chunks(struct bpf_iter__bpf_map_elem *ctx)
 	buf[sizeof(buf) - 1] = '\n';
 	for (__u32 i = 0; i < 200 && i < *value; i++)
 		bpf_seq_write(ctx->meta->seq, buf, sizeof(buf));
+	return 0;
+}
+
+/* maps lists the maps whose names start with "itm_" (a test's own, in a
+ * kernel where other maps live too), then "end". */
+SEC("iter/bpf_map")
+int maps(struct bpf_iter__bpf_map *ctx)
+{
+	struct seq_file *seq = ctx->meta->seq;
+	struct bpf_map *map = ctx->map;
+
+	if (!map) {
+		static const char end[] = "end\n";
+
+		bpf_seq_write(seq, end, sizeof(end) - 1);
+		return 0;
+	}
+	if (map->name[0] != 'i' || map->name[1] != 't' || map->name[2] != 'm' || map->name[3] != '_')
+		return 0;
+	static const char line[] = "%s: type %u, key %u, value %u, max %u, flags 0x%x\n";
+	__u64 args[6] = {(__u64)map->name, map->map_type, map->key_size, map->value_size,
+			 map->max_entries, map->map_flags};
+
+	bpf_seq_printf(seq, line, sizeof(line), args, sizeof(args));
 	return 0;
 }
 
