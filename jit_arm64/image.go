@@ -7,6 +7,7 @@ import (
 
 	"github.com/pkg/errors"
 
+	"github.com/bpfsim/bpfsim/jit_arm64/a64"
 	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/progpack"
 	"github.com/bpfsim/bpfsim/sim/uapi"
@@ -40,6 +41,7 @@ type Image struct {
 	epilogues []int
 	callers   []callSite
 	direct    []directSite
+	extable   []exEntry // by word
 }
 
 // DirectTailCall is where a direct tail call's patched instructions are.
@@ -95,7 +97,7 @@ func (j *JIT) Compile(in *Input) (*Image, error) {
 	if err := j.alloc.Finalize(bin); err != nil {
 		return nil, err
 	}
-	return &Image{j: j, bin: bin, words: c.words, offsets: c.offsets, entries: c.entries, epilogues: c.epilogues, callers: c.callers, direct: c.direct}, nil
+	return &Image{j: j, bin: bin, words: c.words, offsets: c.offsets, entries: c.entries, epilogues: c.epilogues, callers: c.callers, direct: c.direct, extable: c.extable}, nil
 }
 
 // writeWords writes A64 instructions, little-endian, at addr.
@@ -209,4 +211,21 @@ func (im *Image) CallSite(ret uint64) int {
 		}
 	}
 	return -1
+}
+
+// Fixup is the image's exception table (search_bpf_extables): for a data
+// access at pc that faulted, the register a probe load there loads,
+// which the fault handler zeroes before the code goes on at pc+4
+// (ex_handler_bpf); ok is false for any other instruction.
+func (im *Image) Fixup(pc uint64) (reg a64.Reg, ok bool) {
+	base := im.Entry()
+	if pc < base || (pc-base)%4 != 0 {
+		return 0, false
+	}
+	w := int((pc - base) / 4)
+	i := sort.Search(len(im.extable), func(i int) bool { return im.extable[i].word >= w })
+	if i == len(im.extable) || im.extable[i].word != w {
+		return 0, false
+	}
+	return im.extable[i].reg, true
 }

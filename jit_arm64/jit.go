@@ -144,6 +144,16 @@ type jitCtx struct {
 	farCalls int
 	// direct are the direct tail call sites of this pass.
 	direct []directSite
+	// extable are the probe loads of this pass (add_exception_handler).
+	extable []exEntry
+}
+
+// exEntry is an exception table entry: the A64 index of a probe load,
+// and the register it loads, which a fault there zeroes before the code
+// goes on after it (ex_handler_bpf).
+type exEntry struct {
+	word int
+	reg  a64.Reg
 }
 
 // directSite is one direct tail call: the A64 indexes of its bypass
@@ -1116,9 +1126,8 @@ func (c *jitCtx) mem(i int, in *insn.Insn) {
 		c.atomic(i, in, size, off)
 	case cl == insn.LDX && (in.Mode() == insn.MEM || in.Mode() == insn.MEMSX ||
 		in.Mode() == insn.ProbeMem || in.Mode() == insn.ProbeMemSX):
-		// A probe load is the same instruction; the kernel adds an
-		// exception table entry for it, which bpfsim's JIT lacks: a
-		// fault there ends the run instead of reading zeros.
+		// A probe load is the same instruction, with an exception
+		// table entry: a fault reads zeros.
 		signed := in.Mode() == insn.MEMSX || in.Mode() == insn.ProbeMemSX
 		if signed && size == a64.Size64 {
 			c.err = errors.Wrapf(uapi.EINVAL, "insn %d: unknown opcode %#02x", i, in.Code)
@@ -1141,6 +1150,10 @@ func (c *jitCtx) mem(i int, in *insn.Insn) {
 			}
 			return a64.LoadReg(size, rt, rn, rm)
 		})
+		if in.Mode() == insn.ProbeMem || in.Mode() == insn.ProbeMemSX {
+			// The load is the last instruction emitted.
+			c.extable = append(c.extable, exEntry{word: len(c.words) - 1, reg: rt.AsX()})
+		}
 	case (cl == insn.STX || cl == insn.ST) && in.Mode() == insn.MEM:
 		var rt a64.Reg
 		if cl == insn.STX {

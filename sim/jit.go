@@ -158,6 +158,7 @@ func (k *Kernel) setUpJIT() error {
 		// the CPU number, for the inlined bpf_get_smp_processor_id,
 		// and which the inlined bpf_get_current_task returns.
 		c.SysRegs[uint32(a64.SysRegSP_EL0)] = cpu.task.page
+		c.Fixup = k.jitFixup
 		cpu.jit = &jitCPU{cpu: c}
 	}
 	st.ready.Store(true)
@@ -287,6 +288,17 @@ func (k *Kernel) jitRemoveImage(p *Program) {
 	if i := slices.Index(st.images, p); i >= 0 {
 		st.images = slices.Delete(st.images, i, i+1)
 	}
+}
+
+// jitFixup is search_bpf_extables: the exception table entry of the
+// JITed image holding pc, for a probe load that faulted.
+func (k *Kernel) jitFixup(pc uint64) (int, bool) {
+	p := k.jitProgAt(pc)
+	if p == nil {
+		return 0, false
+	}
+	reg, ok := p.jit.Fixup(pc)
+	return int(reg.Num()), ok
 }
 
 // jitProgAt returns the JITed program whose image holds addr, or nil.

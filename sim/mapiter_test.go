@@ -11,9 +11,11 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
 
@@ -446,4 +448,163 @@ func TestMapsIteratorListsTheLiveMapsByID(t *testing.T) {
 	}
 	want.WriteString("end\n")
 	compareLines(t, string(first)+string(rest), want.String())
+}
+
+// FuzzIterPrograms loads fuzzed bytecode as an iterator program over a
+// map's elements, attaches it to a hash and walks it: a refusal carries
+// one of the verifier's errnos (EACCES at attach for a program reading
+// past the map's keys or values), and a program the verifier accepted
+// never faults, however it reads its context, the kernel objects behind
+// it and its buffers, and its walk ends.
+func FuzzIterPrograms(f *testing.F) {
+	ret0 := asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}
+	seeds := []asm.Instructions{
+		append(asm.Instructions{
+			asm.LoadMem(asm.R6, asm.R1, 0, asm.DWord),
+			asm.LoadMem(asm.R2, asm.R1, 16, asm.DWord),
+			asm.JEq.Imm(asm.R2, 0, "out"),
+			asm.LoadMem(asm.R3, asm.R1, 24, asm.DWord),
+			asm.JEq.Imm(asm.R3, 0, "out"),
+			asm.LoadMem(asm.R4, asm.R3, 0, asm.DWord),
+			asm.Add.Imm(asm.R4, 1),
+			asm.StoreMem(asm.R3, 0, asm.R4, asm.DWord),
+			asm.LoadMem(asm.R1, asm.R6, 0, asm.DWord),
+			asm.Mov.Imm(asm.R3, 4),
+			asm.FnSeqWrite.Call(),
+		}, asm.Mov.Imm(asm.R0, 0).WithSymbol("out"), asm.Return()),
+		append(asm.Instructions{
+			asm.LoadMem(asm.R2, asm.R1, 8, asm.DWord),
+			asm.LoadMem(asm.R3, asm.R2, 44, asm.Word),
+			asm.LoadMem(asm.R4, asm.R2, 8, asm.DWord),
+			asm.LoadMem(asm.R5, asm.R4, 28, asm.Word),
+		}, ret0...),
+		append(asm.Instructions{
+			asm.LoadMem(asm.R6, asm.R1, 0, asm.DWord),
+			asm.LoadMem(asm.R7, asm.R6, 16, asm.DWord),
+			asm.StoreMem(asm.RFP, -8, asm.R7, asm.DWord),
+			asm.LoadMem(asm.R1, asm.R6, 0, asm.DWord),
+			asm.Mov.Reg(asm.R2, asm.RFP),
+			asm.Add.Imm(asm.R2, -16),
+			asm.LoadImm(asm.R3, 0x0a756c6c25, asm.DWord), // "%llu\n"
+			asm.StoreMem(asm.RFP, -16, asm.R3, asm.DWord),
+			asm.Mov.Imm(asm.R3, 8),
+			asm.Mov.Reg(asm.R4, asm.RFP),
+			asm.Add.Imm(asm.R4, -8),
+			asm.Mov.Imm(asm.R5, 8),
+			asm.FnSeqPrintf.Call(),
+		}, ret0...),
+	}
+	for _, s := range seeds {
+		code, err := insn.FromAsm(s)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(insn.Encode(code))
+	}
+	k := newKernel(f, &sim.Options{CPUs: 2, MemoryLimit: 64 << 20})
+	m, err := k.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 8})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for i := uint32(0); i < 5; i++ {
+		if err := m.Put(i, uint64(i)); err != nil {
+			f.Fatal(err)
+		}
+	}
+	kbtf, err := k.KernelBTF()
+	if err != nil {
+		f.Fatal(err)
+	}
+	var fn *btf.Func
+	if err := kbtf.TypeByName("bpf_iter_bpf_map_elem", &fn); err != nil {
+		f.Fatal(err)
+	}
+	id, err := kbtf.TypeID(fn)
+	if err != nil {
+		f.Fatal(err)
+	}
+	load := sim.ProgramOptions{AttachBTFID: uint32(id), ExpectedAttachType: uint32(ebpf.AttachTraceIter)}
+	f.Fuzz(func(t *testing.T, code []byte) {
+		prog, err := k.LoadBytecodeWithOptions(ebpf.Tracing, "fuzz", code, load)
+		if err != nil {
+			ok := false
+			for _, e := range []uapi.Errno{uapi.EINVAL, uapi.E2BIG, uapi.EACCES, uapi.EFAULT, uapi.EBADF, uapi.ENOTSUPP, uapi.EPROTO} {
+				ok = ok || errors.Is(err, e)
+			}
+			if !ok {
+				t.Fatalf("load failed without one of the verifier's errnos: %v", err)
+			}
+			return
+		}
+		defer prog.Close()
+		it, err := k.AttachIter(sim.IterOptions{Program: prog, Map: m})
+		if err != nil {
+			if !errors.Is(err, uapi.EACCES) {
+				t.Fatalf("attach: %v, want EACCES or nothing", err)
+			}
+			return
+		}
+		defer it.Close()
+		r, err := it.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		buf := make([]byte, 4096)
+		for i := 0; i < 64; i++ {
+			_, err := r.Read(buf)
+			if err == io.EOF {
+				return
+			}
+			if err != nil && !errors.Is(err, uapi.E2BIG) && !errors.Is(err, uapi.EAGAIN) {
+				t.Fatalf("a verified iterator program failed: %v\n%s", err, prog.Xlated())
+			}
+			if err != nil {
+				return
+			}
+		}
+		t.Fatalf("the walk of 5 elements did not end in 64 reads")
+	})
+}
+
+// Loads from kernel objects are probe loads: one through a NULL pointer
+// the object holds (a map's inner_map_meta) reads zero, interpreted and
+// JITed (the JIT's exception table), and the xlated dump shows the load
+// as written, as the kernel's does.
+func TestProbeLoadsReadZerosOnAFault(t *testing.T) {
+	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+		t.Run(rt.String(), func(t *testing.T) {
+			k, _, m := mapIterKernel(t, rt, 3)
+			prog, err := k.NewProgram(iterSpec(
+				asm.LoadMem(asm.R2, asm.R1, 8, asm.DWord),  // ctx->map
+				asm.LoadMem(asm.R3, asm.R2, 8, asm.DWord),  // map->inner_map_meta: NULL
+				asm.LoadMem(asm.R4, asm.R3, 28, asm.Word),  // ->max_entries: a fault
+				asm.LoadMem(asm.R5, asm.R1, 24, asm.DWord), // ctx->value
+				asm.JEq.Imm(asm.R5, 0, "out"),
+				asm.Add.Imm(asm.R4, 7),
+				asm.StoreMem(asm.R5, 0, asm.R4, asm.DWord),
+				asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
+				asm.Return(),
+			))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { prog.Close() })
+			if prog.Runtime() != rt {
+				t.Fatalf("the program runs in %s", prog.Runtime())
+			}
+			if _, err := io.ReadAll(openIter(t, k, prog, m)); err != nil {
+				t.Fatal(err)
+			}
+			for i := uint32(0); i < 3; i++ {
+				var v uint64
+				if err := m.Lookup(i*7, &v); err != nil || v != 7 {
+					t.Errorf("key %d: %d (%v), want 7: the probe load read zero", i*7, v, err)
+				}
+			}
+			if x := prog.Xlated(); !strings.Contains(x, "r4 = *(u32 *)(r3 +28)") {
+				t.Errorf("the probe load's dump:\n%s", x)
+			}
+		})
+	}
 }

@@ -61,6 +61,11 @@ type CPU struct {
 	Retired uint64
 	// Data is the embedder's per-CPU state, for Go functions to use.
 	Data any
+	// Fixup is the kernel's exception table: for a data access at pc
+	// that faulted, the register to zero before the code goes on at
+	// pc+4 (ex_handler_bpf for a BPF probe load); ok false lets the
+	// fault end the run. Nil: no entries.
+	Fixup func(pc uint64) (reg int, ok bool)
 
 	tlb  *mem.TLB
 	itlb *itlb // the instruction-TLB model (itlb.go), nil when off
@@ -242,6 +247,15 @@ func (c *CPU) run() error {
 			c.PC, c.Retired = pc, retired
 		}
 		next, err := c.exec(in, pc)
+		if err != nil && c.Fixup != nil {
+			if f, isFault := err.(*Fault); isFault && f.Kind == KindMemory {
+				if reg, ok := c.Fixup(pc); ok {
+					c.R[reg&31] = 0
+					pc += 4
+					continue
+				}
+			}
+		}
 		if err != nil {
 			c.PC = pc
 			if in.op != opBL && in.op != opBlr {
