@@ -13,6 +13,7 @@ import (
 	"github.com/pkg/errors"
 
 	"github.com/bpfsim/bpfsim/maps"
+	"github.com/bpfsim/bpfsim/sim/bpffs"
 	"github.com/bpfsim/bpfsim/sim/interp"
 	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/uapi"
@@ -244,14 +245,24 @@ type IterOptions struct {
 	Map *Map
 }
 
-// Iter is an iterator link (BPF_LINK_TYPE_ITER), an fd of its process
-// like cilium/ebpf's *link.Iter: Open starts a walk.
+// Iter is a handle on an iterator link (BPF_LINK_TYPE_ITER), an fd of
+// its process like cilium/ebpf's *link.Iter: Open starts a walk, Pin
+// puts the link on the BPF filesystem.
 type Iter struct {
-	k      *Kernel
-	proc   *Process
-	fd     int
-	prog   *Program
-	closed atomic.Bool
+	k          *Kernel
+	proc       *Process
+	fd         int
+	l          *iterLink
+	closed     atomic.Bool
+	pinnedPath string
+}
+
+// iterLink is struct bpf_iter_link: the program and what it walks, alive
+// while its fd or a pin holds it.
+type iterLink struct {
+	k    *Kernel
+	prog *Program
+	refs atomic.Int64
 	// m is the map a bpf_map_elem link walks (nil for other targets);
 	// percpu marks a per-CPU one, whose values are copied.
 	m      *maps.Map
@@ -275,24 +286,26 @@ func (k *Kernel) AttachIter(opts IterOptions) (*Iter, error) {
 	if proc == nil {
 		proc = k.init
 	}
-	it := &Iter{k: k, proc: proc, prog: p}
+	l := &iterLink{k: k, prog: p}
 	if p.iter.walksMap {
-		if err := it.attachMap(opts.Map); err != nil {
+		if err := l.attachMap(opts.Map); err != nil {
 			return nil, err
 		}
 	}
 	p.get()
-	if it.m != nil {
-		it.m.GetUser()
+	if l.m != nil {
+		l.m.GetUser()
 	}
+	l.refs.Store(1) // the fd's
+	it := &Iter{k: k, proc: proc, l: l}
 	f := k.newFile(it, func(f *file) {
 		f.k.openFiles.Add(-1)
-		f.obj.(*Iter).release()
+		f.obj.(*Iter).l.put()
 	})
 	fd, err := proc.fds.install(f)
 	if err != nil {
 		k.openFiles.Add(-1)
-		it.release()
+		l.put()
 		return nil, err
 	}
 	it.fd = fd
@@ -300,8 +313,8 @@ func (k *Kernel) AttachIter(opts IterOptions) (*Iter, error) {
 }
 
 // attachMap is bpf_iter_attach_map's checks of h.
-func (it *Iter) attachMap(h *Map) error {
-	p := it.prog
+func (l *iterLink) attachMap(h *Map) error {
+	p := l.prog
 	if h == nil {
 		return errors.Wrapf(uapi.EBADF, "iterator %s needs a map", p.iter.name)
 	}
@@ -311,14 +324,14 @@ func (it *Iter) attachMap(h *Map) error {
 	m := h.m
 	switch m.Attr.Type {
 	case uapi.MapTypePercpuHash, uapi.MapTypeLRUPercpuHash, uapi.MapTypePercpuArray:
-		it.percpu = true
+		l.percpu = true
 	case uapi.MapTypeHash, uapi.MapTypeLRUHash, uapi.MapTypeArray:
 	default:
 		return errors.Wrapf(uapi.EINVAL, "iterator %s cannot walk a %s map", p.iter.name, m.Type.Name)
 	}
 	valueSize := m.ValueSize
-	if it.percpu {
-		valueSize = maps.RoundUp8(m.ValueSize) * uint32(it.k.NumCPUs())
+	if l.percpu {
+		valueSize = maps.RoundUp8(m.ValueSize) * uint32(l.k.NumCPUs())
 	}
 	if p.maxRdonly > int(m.KeySize) || p.maxRdwr > int(valueSize) {
 		return errors.Wrapf(uapi.EACCES, "program %s reads %d bytes of keys and %d of values; map %s has %d and %d",
@@ -327,23 +340,29 @@ func (it *Iter) attachMap(h *Map) error {
 	if _, ok := m.Ops.(maps.SeqWalker); !ok {
 		return errors.Wrapf(uapi.EINVAL, "map %s cannot be walked", m.Name)
 	}
-	it.m = m
+	l.m = m
 	return nil
 }
 
-// release drops the link's references (bpf_iter_detach_map, the link's
-// program).
-func (it *Iter) release() {
-	if it.m != nil {
-		it.m.PutUser()
+func (l *iterLink) get() { l.refs.Add(1) }
+
+// put drops a reference; the last one releases the link's map and
+// program (bpf_iter_detach_map, bpf_link_free).
+func (l *iterLink) put() {
+	if l.refs.Add(-1) != 0 {
+		return
 	}
-	it.prog.put()
+	if l.m != nil {
+		l.m.PutUser()
+	}
+	l.prog.put()
 }
 
 // FD returns the link's fd.
 func (it *Iter) FD() int { return it.fd }
 
-// Close closes the link's fd; walks already open go on.
+// Close closes the link's fd; walks already open go on, and a pin keeps
+// the link.
 func (it *Iter) Close() error {
 	if !it.closed.CompareAndSwap(false, true) {
 		return nil
@@ -352,6 +371,46 @@ func (it *Iter) Close() error {
 		return err
 	}
 	return nil
+}
+
+// Pin puts the link on the BPF filesystem at fileName (BPF_OBJ_PIN), as
+// cilium/ebpf's Link.Pin: the pin holds the link, and opening the file
+// (Kernel.OpenPinnedIter, `cat` in the kernel) starts a walk.
+func (it *Iter) Pin(fileName string) error {
+	if it.closed.Load() {
+		return errors.Wrap(uapi.EBADF, "link is closed")
+	}
+	return pinAt(it.k.fs, &it.pinnedPath, fileName, bpffs.Link, it.l, it.l.get, it.l.put)
+}
+
+// Unpin removes the pin this handle made (unlink); a pin already gone is
+// no error.
+func (it *Iter) Unpin() error { return unpinAt(it.k.fs, &it.pinnedPath) }
+
+// IsPinned reports whether the handle pinned the link.
+func (it *Iter) IsPinned() bool { return it.pinnedPath != "" }
+
+// OpenPinnedIter opens the iterator link pinned at fileName and starts a
+// walk, as open(2) and read(2) of the file do (bpffs's iter_open): ENOENT
+// for no pin, EACCES for a directory, EINVAL for a map, program or
+// other link, which bpfsim's files cannot be read as.
+func (k *Kernel) OpenPinnedIter(fileName string) (io.ReadCloser, error) {
+	var l *iterLink
+	err := k.fs.Get(fileName, func(kind bpffs.Kind, obj any) error {
+		il, ok := obj.(*iterLink)
+		if kind != bpffs.Link || !ok {
+			return errors.Wrapf(uapi.EINVAL, "%s is a pinned %s, not an iterator link", fileName, kind)
+		}
+		// The pin's reference keeps the link while the entry is there.
+		l = il
+		l.get()
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer l.put()
+	return l.open()
 }
 
 // sessionID is the kernel's session_id counter: every opened iterator
@@ -365,12 +424,17 @@ func (it *Iter) Open() (io.ReadCloser, error) {
 	if it.closed.Load() {
 		return nil, errors.Wrap(uapi.EBADF, "link is closed")
 	}
+	return it.l.open()
+}
+
+// open is prepare_seq_file: a session on the link.
+func (it *iterLink) open() (io.ReadCloser, error) {
 	k := it.k
 	code, err := it.prog.interpCode()
 	if err != nil {
 		return nil, err
 	}
-	s := &iterSession{it: it, code: code, id: sessionID.Add(1), buf: make([]byte, iterBufSize)}
+	s := &iterSession{l: it, code: code, id: sessionID.Add(1), buf: make([]byte, iterBufSize)}
 	size := uint64(iterValues)
 	if it.m != nil {
 		src := &mapElemSource{s: s, walker: it.m.Ops.(maps.SeqWalker)}
@@ -407,7 +471,7 @@ const (
 // iterSession is an open iterator file: struct seq_file with its
 // struct bpf_iter_priv_data.
 type iterSession struct {
-	it   *Iter
+	l    *iterLink
 	code *interp.Program
 	id   uint64
 	area uint64
@@ -456,7 +520,7 @@ func (s *iterSession) overflowed() bool { return s.count == len(s.buf) }
 // show runs the program on obj (nil: the walk's end, in stop) and
 // reports whether it asked for the object again.
 func (s *iterSession) show(obj *iterObj) (again bool, err error) {
-	k := s.it.k
+	k := s.l.k
 	var b [64]byte
 	le := binary.LittleEndian
 	slots := make([]uint64, 3)
@@ -473,7 +537,7 @@ func (s *iterSession) show(obj *iterObj) (again bool, err error) {
 	if err := k.mem.Write(s.area, b[:]); err != nil {
 		return false, err
 	}
-	r0, err := k.runIter(s.it.prog, s.code, s.area+iterCtx)
+	r0, err := k.runIter(s.l.prog, s.code, s.area+iterCtx)
 	if err != nil {
 		return false, err
 	}
@@ -498,7 +562,7 @@ func (w *mapElemSource) find(pos maps.SeqPos) (iterObj, maps.SeqPos, bool) {
 
 func (w *mapElemSource) args(obj *iterObj, slots []uint64) error {
 	s := w.s
-	slots[0] = s.it.m.Addr
+	slots[0] = s.l.m.Addr
 	if obj == nil {
 		return nil
 	}
@@ -507,11 +571,11 @@ func (w *mapElemSource) args(obj *iterObj, slots []uint64) error {
 		key = s.area + iterIndex
 		var b [4]byte
 		binary.LittleEndian.PutUint32(b[:], obj.idx)
-		if err := s.it.k.mem.Write(key, b[:]); err != nil {
+		if err := s.l.k.mem.Write(key, b[:]); err != nil {
 			return err
 		}
 	}
-	if s.it.percpu {
+	if s.l.percpu {
 		var err error
 		if value, err = w.copyPercpu(value); err != nil {
 			return err
@@ -528,9 +592,9 @@ func (w *mapElemSource) put(*iterObj) {}
 // bytes, as bpf_iter's percpu_value_buf.
 func (w *mapElemSource) copyPercpu(value uint64) (uint64, error) {
 	s := w.s
-	k := s.it.k
-	size := uint64(s.it.m.ValueSize)
-	step := uint64(maps.RoundUp8(s.it.m.ValueSize))
+	k := s.l.k
+	size := uint64(s.l.m.ValueSize)
+	step := uint64(maps.RoundUp8(s.l.m.ValueSize))
 	base := value - k.percpu.Offset(0)
 	out := make([]byte, w.valueLen)
 	for cpu := 0; cpu < k.NumCPUs(); cpu++ {
@@ -550,7 +614,7 @@ func (w *mapElemSource) copyPercpu(value uint64) (uint64, error) {
 type mapsSource struct{ s *iterSession }
 
 func (w *mapsSource) find(pos maps.SeqPos) (iterObj, maps.SeqPos, bool) {
-	k := w.s.it.k
+	k := w.s.l.k
 	from := uint64(pos.Bucket) + uint64(pos.Skip)
 	for {
 		var best *maps.Map
@@ -581,7 +645,7 @@ func (w *mapsSource) args(obj *iterObj, slots []uint64) error {
 		return nil
 	}
 	slots[0] = w.s.area + iterHeader
-	return w.s.it.k.mem.Write(slots[0], m.Header())
+	return w.s.l.k.mem.Write(slots[0], m.Header())
 }
 
 func (w *mapsSource) put(obj *iterObj) { obj.m.Put() }
@@ -742,13 +806,13 @@ func (s *iterSession) Close() error {
 		return nil
 	}
 	s.closed = true
-	k := s.it.k
+	k := s.l.k
 	k.iterSessions.Delete(s.area + iterSeq)
 	_ = k.mem.Free(s.area)
-	if s.it.m != nil {
-		s.it.m.PutUser()
+	if s.l.m != nil {
+		s.l.m.PutUser()
 	}
-	s.it.prog.put()
+	s.l.prog.put()
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"testing"
 
@@ -471,4 +472,86 @@ func BenchmarkMapIteratorKernel(b *testing.B) {
 		r.Close()
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/elem")
+}
+
+// A pinned iterator link reads as a file in this machine's kernel (a
+// private BPF filesystem) as in bpfsim, after its fd is closed, twice.
+func TestPinnedIteratorsReadAsTheKernels(t *testing.T) {
+	if _, err := kdiff.OpenKernel(); err != nil {
+		t.Skipf("kernel-differential test skipped: this machine cannot load BPF programs: %v", err)
+	}
+	kdir, done, err := kdiff.KernelBPFFS(t.TempDir())
+	if err != nil {
+		t.Skipf("kernel-differential test skipped: %v", err)
+	}
+	defer func() {
+		if err := done(); err != nil {
+			t.Error(err)
+		}
+	}()
+	c := mapIterCases()[0] // dump of a hash
+	spec := c.spec
+	kcoll, err := ebpf.LoadCollection("testdata/mapiter.bpf.o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kcoll.Close()
+	km, err := ebpf.NewMap(&spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer km.Close()
+	if err := c.fill(km.Put); err != nil {
+		t.Fatal(err)
+	}
+	kit, err := link.AttachIter(link.IterOptions{Program: kcoll.Programs["dump"], Map: km})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kpin := kdir + "/dump"
+	if err := kit.Pin(kpin); err != nil {
+		t.Fatal(err)
+	}
+	defer kit.Unpin()
+	kit.Close()
+
+	k := newKernel(t, nil)
+	scoll := simCollection(t, k, "testdata/mapiter.bpf.o")
+	sm, err := k.NewMap(&spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sm.Close()
+	if err := c.fill(sm.Put); err != nil {
+		t.Fatal(err)
+	}
+	sit, err := k.AttachIter(sim.IterOptions{Program: scoll.Programs["dump"], Map: sm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const spin = "/sys/fs/bpf/dump"
+	if err := sit.Pin(spin); err != nil {
+		t.Fatal(err)
+	}
+	defer sit.Unpin()
+	sit.Close()
+	for i := 0; i < 2; i++ {
+		want, err := os.ReadFile(kpin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := k.OpenPinnedIter(spin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(r)
+		r.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(want) == 0 {
+			t.Fatal("the kernel's pinned iterator read nothing")
+		}
+		compareLines(t, string(got), string(want))
+	}
 }

@@ -608,3 +608,63 @@ func TestProbeLoadsReadZerosOnAFault(t *testing.T) {
 		})
 	}
 }
+
+// A pinned iterator link is a file on the BPF filesystem: opening it
+// starts a walk, as `cat` of the pin does, while the pin holds the link
+// (and its program and map) after every fd is closed; unpinning lets them
+// go. Pins of other objects are not iterators.
+func TestPinnedIteratorsAreReadAsFiles(t *testing.T) {
+	k, coll, m := mapIterKernel(t, sim.RuntimeInterpreter, 20)
+	prog := coll.Programs["dump"]
+	p0 := prog.Refs()
+	_, u0 := m.Refs()
+	it, err := k.AttachIter(sim.IterOptions{Program: prog, Map: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pin = "/sys/fs/bpf/dump_counts"
+	if err := it.Pin(pin); err != nil {
+		t.Fatal(err)
+	}
+	if !it.IsPinned() {
+		t.Error("IsPinned is false after Pin")
+	}
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := wantDump(t, m)
+	for i := 0; i < 2; i++ { // each open is a new walk
+		r, err := k.OpenPinnedIter(pin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(r)
+		r.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		compareLines(t, string(got), want)
+	}
+	if p := prog.Refs(); p != p0+1 {
+		t.Errorf("program references with the pin: %d, want %d", p, p0+1)
+	}
+	if err := it.Unpin(); err != nil {
+		t.Fatal(err)
+	}
+	if p := prog.Refs(); p != p0 {
+		t.Errorf("program references after unpinning: %d, want %d", p, p0)
+	}
+	if _, u := m.Refs(); u != u0 {
+		t.Errorf("map user references after unpinning: %d, want %d", u, u0)
+	}
+	if _, err := k.OpenPinnedIter(pin); !errors.Is(err, unix.ENOENT) {
+		t.Errorf("open after unpinning: %v, want ENOENT", err)
+	}
+	if err := m.Pin("/sys/fs/bpf/a_map"); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Unpin()
+	if _, err := k.OpenPinnedIter("/sys/fs/bpf/a_map"); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("open of a pinned map: %v, want EINVAL", err)
+	}
+}
