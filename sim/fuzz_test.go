@@ -246,15 +246,7 @@ func FuzzLoadAndRun(f *testing.F) {
 		}
 		prog, err := k.LoadBytecodeWithOptions(pt, "fuzz", code, load)
 		if err != nil {
-			// The verifier's errnos: EFAULT for too many pending
-			// branches, as the kernel; EBADF for a bad map fd;
-			// ENOTSUPP for direct value access to a longer array;
-			// EPROTO for a kfunc call into a module BTF without fd_array.
-			ok := false
-			for _, e := range []uapi.Errno{uapi.EINVAL, uapi.E2BIG, uapi.EACCES, uapi.EFAULT, uapi.EBADF, uapi.ENOTSUPP, uapi.EPROTO} {
-				ok = ok || errors.Is(err, e)
-			}
-			if !ok {
+			if !isVerifierErrno(err) {
 				t.Fatalf("load failed without one of the verifier's errnos: %v", err)
 			}
 			return
@@ -282,6 +274,19 @@ func FuzzLoadAndRun(f *testing.F) {
 			t.Fatalf("%d bytes in, %d out", len(data), len(res.Data))
 		}
 	})
+}
+
+// isVerifierErrno says whether a refused load carries one of the
+// verifier's errnos: EFAULT for too many pending branches, as the kernel;
+// EBADF for a bad map fd; ENOTSUPP for direct value access to a longer
+// array; EPROTO for a kfunc call into a module BTF without fd_array.
+func isVerifierErrno(err error) bool {
+	for _, e := range []uapi.Errno{uapi.EINVAL, uapi.E2BIG, uapi.EACCES, uapi.EFAULT, uapi.EBADF, uapi.ENOTSUPP, uapi.EPROTO} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // FuzzNewMap creates maps from arbitrary attributes and runs user-space

@@ -29,15 +29,16 @@ import (
 // what read(2) returns. After the last object the program runs once more
 // with NULL for the object, so that it can print a summary.
 //
-// bpfsim has the bpf_map_elem target: every element of a hash, LRU hash,
-// array or their per-CPU variants, the key read-only, the value writable
-// in place (a per-CPU map's values are a copy of every possible CPU's,
-// each rounded up to 8 bytes). The read follows bpf_seq_read: a buffer of
-// eight pages; an object whose output does not fit is shown again by the
-// next read, or, when it alone overflows the buffer, fails the read with
-// E2BIG; a program that returns 1 asks for its object again (EAGAIN when
-// nothing was read before it). Each open file is a session, with its own
-// session_id and seq_num.
+// bpfsim has two targets. bpf_map_elem walks every element of a hash, LRU
+// hash, array or their per-CPU variants, the key read-only, the value
+// writable in place (a per-CPU map's values are a copy of every possible
+// CPU's, each rounded up to 8 bytes). bpf_map walks every live map by id.
+// The read follows bpf_seq_read: a buffer of eight pages; an object whose
+// output does not fit is shown again by the next read, or, when it alone
+// overflows the buffer, fails the read with E2BIG; a program that returns
+// 1 asks for its object again (EAGAIN when nothing was read before it).
+// Each open file is a session, with its own session_id and seq_num. A
+// link pinned on the BPF filesystem is read by opening the pin.
 
 const (
 	// iterBufSize is the seq_file buffer of bpf_seq_read: PAGE_SIZE << 3.
@@ -192,7 +193,7 @@ func (k *Kernel) iterFuncID(target string) (btf.TypeID, error) {
 	}
 	var fn *btf.Func
 	if err := spec.TypeByName(iterFuncPrefix+target, &fn); err != nil {
-		return 0, errors.Wrapf(uapi.ENOENT, "iterator target %q: no function %s%s in the kernel's BTF (bpfsim simulates bpf_map_elem)", target, iterFuncPrefix, target)
+		return 0, errors.Wrapf(uapi.ENOENT, "iterator target %q: no function %s%s in the kernel's BTF (bpfsim simulates bpf_map and bpf_map_elem)", target, iterFuncPrefix, target)
 	}
 	return spec.TypeID(fn)
 }
@@ -229,7 +230,7 @@ func (k *Kernel) prepareIterLoad(p *Program, opts ProgramOptions) error {
 	t := iterTargets()[name]
 	if !ok || t == nil {
 		// bpf_iter_prog_supported: EINVAL, with nothing in the log.
-		return errors.Wrapf(uapi.EINVAL, "%s is no iterator target bpfsim simulates (bpf_map_elem)", fn.Name)
+		return errors.Wrapf(uapi.EINVAL, "%s is no iterator target bpfsim simulates (bpf_map, bpf_map_elem)", fn.Name)
 	}
 	p.iter = t
 	return nil

@@ -527,11 +527,7 @@ func FuzzIterPrograms(f *testing.F) {
 	f.Fuzz(func(t *testing.T, code []byte) {
 		prog, err := k.LoadBytecodeWithOptions(ebpf.Tracing, "fuzz", code, load)
 		if err != nil {
-			ok := false
-			for _, e := range []uapi.Errno{uapi.EINVAL, uapi.E2BIG, uapi.EACCES, uapi.EFAULT, uapi.EBADF, uapi.ENOTSUPP, uapi.EPROTO} {
-				ok = ok || errors.Is(err, e)
-			}
-			if !ok {
+			if !isVerifierErrno(err) {
 				t.Fatalf("load failed without one of the verifier's errnos: %v", err)
 			}
 			return

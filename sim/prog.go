@@ -190,7 +190,7 @@ var supportedTypes = map[ebpf.ProgramType]string{
 	ebpf.RawTracepoint:      "raw context bytes (the u64 arguments), read-only",
 	ebpf.Syscall:            "raw context bytes",
 	ebpf.StructOps:          "the u64 array of the member's arguments; run through its struct_ops map (structops.go)",
-	ebpf.Tracing:            "iterators only (SEC(\"iter/bpf_map_elem\")): struct bpf_iter__bpf_map_elem; run by reading an iterator link (iter.go)",
+	ebpf.Tracing:            "iterators only (SEC(\"iter/bpf_map\"), SEC(\"iter/bpf_map_elem\")): struct bpf_iter__<target>; run by reading an iterator link (iter.go)",
 	ebpf.UnspecifiedProgram: "raw memory: r1 = pointer to Data, r2 = its length",
 }
 
