@@ -164,6 +164,8 @@ func bprintf(m *interp.Machine, format string, args []uint64) (string, int, erro
 				fmt.Fprintf(&out, "%"+flags+"016x", arg)
 			case (next == 'i' || next == 'I') && (at(i+2) == '4' || at(i+2) == '6'):
 				i += 2
+				// Printed without width or justification: this
+				// machine's kernel ignores them here.
 				out.WriteString(formatIP(m, arg, next, at(i)))
 			default:
 				return "", 0, uapi.EINVAL
