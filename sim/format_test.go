@@ -25,7 +25,7 @@ func (r formatResult) String() string {
 	return fmt.Sprintf("%d %q", r.Ret, out)
 }
 
-const formatResults = 12
+const formatResults = 13
 
 // formatResultsOf reads the results of testdata/format.bpf.o's run.
 func formatResultsOf(t *testing.T, lookup func(key uint32, r *formatResult) error) []string {
@@ -74,6 +74,7 @@ func TestSnprintfAndTraceVprintkFormat(t *testing.T) {
 		`15 ""`,
 		`22 ""`,
 		`39 ""`,
+		`24 "[192.0.2.1] [192.0.2.1]"`,
 	} {
 		if got[i] != want {
 			t.Errorf("result %d: %s, want %s", i, got[i], want)

@@ -86,6 +86,7 @@ int format(void *ctx)
 	VPRINTK(9, "five: %d %d %d %d %d", 1, 2, 3, 4, 5);
 	VPRINTK(10, "twelve %d%d%d%d%d%d%d%d%d%d%d%d", 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12);
 	VPRINTK(11, "a string %s and an address %pI4", s, a4);
+	SNPRINTF(12, 64, "[%-15pI4] [%20pI4]", a4, a4); /* no width: not padded */
 	return 2;
 }
 
