@@ -453,25 +453,7 @@ func BenchmarkMapIteratorKernel(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer it.Close()
-	buf := make([]byte, 64<<10)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		r, err := it.Open()
-		if err != nil {
-			b.Fatal(err)
-		}
-		for {
-			k, err := r.Read(buf)
-			if err == io.EOF || k == 0 && err == nil {
-				break
-			}
-			if err != nil {
-				b.Fatal(err)
-			}
-		}
-		r.Close()
-	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/elem")
+	benchWalks(b, n, it.Open)
 }
 
 // A pinned iterator link reads as a file in this machine's kernel (a

@@ -9,7 +9,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
-	"github.com/bpfsim/bpfsim/sim"
 	"github.com/bpfsim/bpfsim/sim/kdiff"
 )
 
@@ -54,15 +53,7 @@ func TestTableReadsAsTheKernels(t *testing.T) {
 	defer it.Unpin()
 	it.Close()
 
-	k, err := sim.NewKernel(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := Load(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	k, c := loadCounter(t)
 	if err := c.Count(pkts); err != nil {
 		t.Fatal(err)
 	}

@@ -15,10 +15,10 @@ func TestCommittedObjectIsFresh(t *testing.T) {
 	bpfobj.CheckFresh(t, "bpf/topflows.bpf.c", "topflows.bpf.o", "go generate ./examples/topflows")
 }
 
-// The pinned table lists every source once with the packets and bytes it
-// sent, and the totals; each read of the pin is a new walk with the same
-// text.
-func TestTableCountsEverySource(t *testing.T) {
+// loadCounter loads the object into a new kernel, unloaded when the test
+// ends.
+func loadCounter(t *testing.T) (*sim.Kernel, *Counter) {
+	t.Helper()
 	k, err := sim.NewKernel(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -27,7 +27,15 @@ func TestTableCountsEverySource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(c.Close)
+	return k, c
+}
+
+// The pinned table lists every source once with the packets and bytes it
+// sent, and the totals; each read of the pin is a new walk with the same
+// text.
+func TestTableCountsEverySource(t *testing.T) {
+	k, c := loadCounter(t)
 	pkts := Traffic(2000, 3)
 	if err := c.Count(pkts); err != nil {
 		t.Fatal(err)
@@ -78,15 +86,7 @@ func TestTableCountsEverySource(t *testing.T) {
 }
 
 func TestListMapsNamesTheTable(t *testing.T) {
-	k, err := sim.NewKernel(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := Load(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	k, c := loadCounter(t)
 	list, err := c.ListMaps(k)
 	if err != nil {
 		t.Fatal(err)
