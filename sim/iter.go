@@ -206,7 +206,7 @@ func (k *Kernel) prepareIterLoad(p *Program, opts ProgramOptions) error {
 		return nil
 	}
 	vErr := func(errno uapi.Errno, msg string, a ...any) error {
-		return errors.WithStack(&verifier.Error{Errno: errno, Msg: fmt.Sprintf(msg, a...)})
+		return p.attachRefusal(opts, errno, fmt.Sprintf(msg, a...))
 	}
 	if p.attachType != ebpf.AttachTraceIter {
 		return errors.Wrapf(uapi.ENOTSUPP, "tracing programs of attach type %s are not simulated by bpfsim yet (iterators only)", p.attachType)

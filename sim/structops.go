@@ -2,6 +2,7 @@ package sim
 
 import (
 	"encoding/binary"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -92,6 +93,8 @@ type progStructOps struct {
 	// aux is the address of the program's struct bpf_prog_aux, given on
 	// first use (kfunc.go).
 	aux uint64
+	// ctx is the verifier's view of a struct_ops program's context.
+	ctx verifier.ProgType
 }
 
 // assocPoison is BPF_PTR_POISON: the association of a struct_ops program
@@ -130,9 +133,7 @@ func (k *Kernel) prepareStructOpsLoad(p *Program, insns []insn.Insn, opts Progra
 	if p.typ != ebpf.StructOps {
 		return nil
 	}
-	vErr := func(errno uapi.Errno, msg string) error {
-		return errors.WithStack(&verifier.Error{Errno: errno, Msg: msg})
-	}
+	vErr := func(errno uapi.Errno, msg string) error { return p.attachRefusal(opts, errno, msg) }
 	license := opts.License
 	if license == "" {
 		license = "GPL"
@@ -164,7 +165,57 @@ func (k *Kernel) prepareStructOpsLoad(p *Program, insns []insn.Insn, opts Progra
 		}
 	}
 	p.so.attachBTFID, p.so.member, p.so.nargs, p.so.desc = d.TypeID, uint32(m.Index), len(m.Func.Params), d
+	_, void := m.Func.Return.(*btf.Void)
+	c := structOpsCtx{btfCtx: structOpsArgs(d, m), write: d.Type.StructWrite, void: void || m.Func.Return == nil}
+	p.so.ctx = c
+	if c.write != nil {
+		p.so.ctx = structOpsWriter{c}
+	}
 	return nil
+}
+
+// structOpsArgs is btf_ctx_access's view of a member's arguments: numbers,
+// and trusted pointers to the structs the prototype names (or the
+// subsystem promotes them to); nullable ones are described by the type,
+// as the kernel's ctx_arg_info describes them, and so get no note.
+func structOpsArgs(d *structops.Desc, m structops.Member) *verifier.BTFCtxType {
+	t := &verifier.BTFCtxType{Func: m.Name, Args: make([]verifier.BTFCtxArg, len(m.Args))}
+	for i, a := range m.Args {
+		switch {
+		case a.Other == "UNION":
+			t.Args[i].Refusal = "func '" + m.Name + "' arg" + strconv.Itoa(i) + ": pointers to unions are not simulated"
+		case a.Other != "":
+			t.Args[i].Refusal = "func '" + m.Name + "' arg" + strconv.Itoa(i) + " type " + a.Other + " is not a struct"
+		case a.Struct != nil:
+			st := a.Struct
+			if d.Type.PromoteArg != nil {
+				if p := d.Type.PromoteArg(m, i, st); p != nil {
+					st = p
+				}
+			}
+			t.Args[i] = verifier.BTFCtxArg{Kind: verifier.CtxBTFID, Struct: st, Trusted: true, MaybeNull: a.Nullable}
+			if !a.Nullable {
+				t.Args[i].Note = "func '" + m.Name + "' arg" + strconv.Itoa(i) + " has btf_id " + itoa(uint32(a.StructID)) + " type STRUCT '" + a.Struct.Name + "'"
+			}
+		}
+	}
+	return t
+}
+
+// attachRefusal is a load refused by check_attach_btf_id, which comes
+// after the kernel has found the program's functions: at log level 2 the
+// log lists them before the message.
+func (p *Program) attachRefusal(opts ProgramOptions, errno uapi.Errno, msg string) error {
+	var log strings.Builder
+	if opts.LogLevel&ebpf.LogLevelBranch != 0 {
+		for i, s := range p.subprogs {
+			fmt.Fprintf(&log, "func#%d @%d\n", i, s.Start)
+		}
+	}
+	if opts.LogLevel != 0 {
+		log.WriteString(msg + "\n")
+	}
+	return errors.WithStack(&verifier.Error{Errno: errno, Msg: msg, Log: log.String()})
 }
 
 func itoa(n uint32) string { return strconv.FormatUint(uint64(n), 10) }
@@ -173,7 +224,7 @@ func itoa(n uint32) string { return strconv.FormatUint(uint64(n), 10) }
 // context is the u64 array of its member's arguments.
 func (k *Kernel) progTypeFor(p *Program) (verifier.ProgType, bool) {
 	if p.typ == ebpf.StructOps {
-		return structOpsCtx{nargs: p.so.nargs}, p.so.desc != nil
+		return p.so.ctx, p.so.desc != nil
 	}
 	if p.typ == ebpf.Tracing {
 		if p.iter == nil {
@@ -184,24 +235,31 @@ func (k *Kernel) progTypeFor(p *Program) (verifier.ProgType, bool) {
 	return verifier.ProgTypeFor(p.typ, p.attachType)
 }
 
-// structOpsCtx is btf_ctx_access for a struct_ops program: 8-byte-aligned
-// reads within the member's arguments. Every argument reads as a scalar:
-// bpfsim's verifier has no PTR_TO_BTF_ID, so a pointer argument cannot be
-// dereferenced directly.
-type structOpsCtx struct{ nargs int }
+// structOpsCtx is a struct_ops program's context: the u64 array of its
+// member's arguments, read as btf_ctx_access allows, pointers to kernel
+// objects among them; stores into those objects are the subsystem's to
+// allow (its btf_struct_access).
+type structOpsCtx struct {
+	btfCtx *verifier.BTFCtxType
+	write  func(s *btf.Struct, off, size int) error
+	// void: the member returns nothing, so R0 is not looked at.
+	void bool
+}
+
+func (c structOpsCtx) ReturnsVoid() bool { return c.void }
 
 func (c structOpsCtx) ValidAccess(off, size int, write, ldsx bool) (verifier.CtxField, bool) {
-	if write || off < 0 || off%8 != 0 || size > 8 || off+size > c.nargs*8 {
-		return verifier.CtxField{}, false
-	}
-	f := verifier.CtxField{Kind: verifier.CtxScalar}
-	if size != 8 {
-		f.FieldSize = 8
-	}
-	return f, true
+	return c.btfCtx.ValidAccess(off, size, write, ldsx)
 }
 
 func (structOpsCtx) DirectPacketAccess(bool) bool { return false }
+
+// structOpsWriter is a struct_ops context whose type allows some stores.
+type structOpsWriter struct{ structOpsCtx }
+
+func (c structOpsWriter) BTFStructWrite(s *btf.Struct, off, size int) error {
+	return c.write(s, off, size)
+}
 
 // structOpsProg is a *Program as struct_ops maps see it.
 type structOpsProg struct{ p *Program }

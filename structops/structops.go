@@ -31,6 +31,7 @@
 package structops
 
 import (
+	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -117,6 +118,19 @@ type Type struct {
 	// Kfuncs are the kfuncs the subsystem exposes; the kernel registers
 	// them with the type.
 	Kfuncs []*kfunc.Func
+	// PromoteArg, if set, may give a pointer argument of a member a
+	// larger struct than its prototype names, as tcp_congestion_ops'
+	// is_valid_access turns every struct sock into a struct tcp_sock:
+	// the program then reads the argument as the struct it returns. It
+	// returns s to keep the argument as declared.
+	PromoteArg func(member Member, arg int, s *btf.Struct) *btf.Struct
+	// StructWrite, if set, decides which stores programs may make into
+	// the kernel objects they are given (btf_struct_access of the
+	// type's verifier_ops): size bytes at off in s. Its error refuses
+	// the store, its message going to the verifier log (EACCES unless
+	// it wraps another errno). Without it, objects are read-only ("only
+	// read is supported").
+	StructWrite func(s *btf.Struct, off, size int) error
 }
 
 // Name returns the type's name.
@@ -131,7 +145,36 @@ type Member struct {
 	// Func is the member's prototype if it is a function pointer, nil
 	// for a data member.
 	Func *btf.FuncProto
+	// Args describes Func's parameters as a program sees them in its
+	// context, one u64 slot each.
+	Args []Arg
 }
+
+// Arg is one parameter of a function member as its program's context
+// slot shows it (btf_ctx_access): a number, or a trusted pointer to a
+// kernel object (PTR_TO_BTF_ID | PTR_TRUSTED) the program reads field by
+// field.
+type Arg struct {
+	Name string
+	// Struct is the struct a pointer parameter points to, modifiers and
+	// typedefs skipped; nil for a number, and for a pointer to void or
+	// to an integer, which programs get as a number too.
+	Struct *btf.Struct
+	// StructID is Struct's id in the kernel's BTF.
+	StructID btf.TypeID
+	// Nullable marks a pointer the kernel may pass as NULL, which the
+	// program must test before using: the parameter's name ends in
+	// "__nullable", as the kernel reads it from the type's stub
+	// functions (the prototype's parameter names here).
+	Nullable bool
+	// Other is set for a pointer to anything else (a function, an
+	// array, a pointer): its kind, as the kernel's refusal names it.
+	// A program may not read such an argument.
+	Other string
+}
+
+// NullableSuffix marks a nullable pointer parameter.
+const NullableSuffix = "__nullable"
 
 // Desc is a registered type (struct bpf_struct_ops_desc): the type, its
 // members, and its BTF ids in the kernel's BTF.
@@ -216,6 +259,9 @@ func (r *Registry) Register(t *Type) (*Desc, error) {
 		if m.Func != nil && len(m.Func.Params) > MaxArgs {
 			return nil, errors.Wrapf(uapi.EINVAL, "struct_ops %s: member %s has more than %d arguments", t.Struct.Name, bm.Name, MaxArgs)
 		}
+		if m.Func != nil {
+			m.Args = args(m.Func)
+		}
 		if m.Offset+m.Size > t.Struct.Size {
 			return nil, errors.Wrapf(uapi.EINVAL, "struct_ops %s: member %s lies past the struct's end", t.Struct.Name, bm.Name)
 		}
@@ -233,6 +279,19 @@ func (r *Registry) Register(t *Type) (*Desc, error) {
 	}
 	if d.ValueTypeID, err = r.btf.Add(d.Value); err != nil {
 		return nil, err
+	}
+	// The structs the members' arguments point to get ids of their own
+	// (the verifier's log names them), as every struct has in vmlinux.
+	for i := range d.Members {
+		for j := range d.Members[i].Args {
+			a := &d.Members[i].Args[j]
+			if a.Struct == nil {
+				continue
+			}
+			if a.StructID, err = r.btf.Add(a.Struct); err != nil {
+				return nil, err
+			}
+		}
 	}
 	r.byName[t.Struct.Name] = d
 	r.byType[d.TypeID] = d
@@ -274,6 +333,48 @@ func funcProto(t btf.Type) *btf.FuncProto {
 	}
 	fp, _ := btf.As[*btf.FuncProto](p.Target)
 	return fp
+}
+
+// args describes fp's parameters as btf_ctx_access types them.
+func args(fp *btf.FuncProto) []Arg {
+	out := make([]Arg, len(fp.Params))
+	for i, p := range fp.Params {
+		a := Arg{Name: p.Name, Nullable: strings.HasSuffix(p.Name, NullableSuffix)}
+		if ptr, ok := btf.UnderlyingType(p.Type).(*btf.Pointer); ok {
+			switch t := btf.UnderlyingType(ptr.Target).(type) {
+			case *btf.Void, *btf.Int:
+			case *btf.Struct:
+				a.Struct = t
+			default:
+				// Unions among them: the kernel reads them as it
+				// reads structs, bpfsim refuses them.
+				a.Other = kindName(t)
+			}
+		}
+		out[i] = a
+	}
+	return out
+}
+
+// kindName is btf_type_str: the BTF kind as the kernel's messages name it.
+func kindName(t btf.Type) string {
+	switch t.(type) {
+	case *btf.Pointer:
+		return "PTR"
+	case *btf.Array:
+		return "ARRAY"
+	case *btf.Enum:
+		return "ENUM"
+	case *btf.FuncProto:
+		return "FUNC_PROTO"
+	case *btf.Fwd:
+		return "FWD"
+	case *btf.Float:
+		return "FLOAT"
+	case *btf.Union:
+		return "UNION"
+	}
+	return "UNKNOWN"
 }
 
 // valueType builds struct bpf_struct_ops_<name> { struct

@@ -1,6 +1,7 @@
 package verifier
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/cilium/ebpf/btf"
@@ -42,19 +43,53 @@ type BTFCtxArg struct {
 	// MaybeNull, ReadOnly and Trusted are the pointer's flags
 	// (PTR_MAYBE_NULL, MEM_RDONLY, PTR_TRUSTED).
 	MaybeNull, ReadOnly, Trusted bool
+	// Note is the line the log gets at each load of the slot (the
+	// kernel's "func '...' arg0 has btf_id ..." for a pointer its
+	// prototype types; none for the slots a program type describes
+	// itself, such as an iterator's or a nullable argument's).
+	Note string
+	// Refusal, if set, refuses every load of the slot with this
+	// message (a pointer to what is not a struct).
+	Refusal string
 }
 
 // ValidAccess is bpf_tracing_btf_ctx_access: aligned 8-byte reads of a
-// slot that exists (a narrower read of a scalar slot too).
+// slot that exists (a narrower read of a scalar slot too). A refusal
+// says why in CtxField.Msg, as btf_ctx_access logs it.
 func (t *BTFCtxType) ValidAccess(off, size int, write, ldsx bool) (CtxField, bool) {
-	if write || off < 0 || off%size != 0 || off/8 >= len(t.Args) || off%8 != 0 {
+	if write || off < 0 || off >= 8*maxFuncArgs || off%size != 0 {
 		return CtxField{}, false
+	}
+	if off%8 != 0 {
+		return CtxField{Msg: fmt.Sprintf("func '%s' offset %d is not multiple of 8", t.Func, off)}, false
+	}
+	if off/8 >= len(t.Args) {
+		return CtxField{Msg: fmt.Sprintf("func '%s' doesn't have %d-th argument", t.Func, off/8+1)}, false
 	}
 	a := t.Args[off/8]
-	if a.Kind != CtxScalar && (size != 8 || ldsx) {
+	if a.Kind == CtxScalar {
+		return CtxField{Kind: CtxScalar, Arg: &a}, true
+	}
+	if size != 8 {
+		return CtxField{Msg: fmt.Sprintf("func '%s' size %d must be 8", t.Func, size)}, false
+	}
+	if a.Refusal != "" {
+		return CtxField{Msg: a.Refusal}, false
+	}
+	if ldsx {
 		return CtxField{}, false
 	}
-	return CtxField{Kind: a.Kind, Arg: &a}, true
+	return CtxField{Kind: a.Kind, Arg: &a, Msg: a.Note}, true
+}
+
+// maxFuncArgs is MAX_BPF_FUNC_ARGS.
+const maxFuncArgs = 12
+
+// BTFWriter is implemented by the program types that let programs store
+// into some kernel objects (a struct_ops type's btf_struct_access): the
+// error's message is logged and refuses the store.
+type BTFWriter interface {
+	BTFStructWrite(s *btf.Struct, off, size int) error
 }
 
 func (*BTFCtxType) DirectPacketAccess(bool) bool { return false }
@@ -145,11 +180,24 @@ func (e *env) checkBTFAccess(reg *regState, regno uint8, off, size int, t access
 	if !reg.varOff.isConst() || reg.varOff.value != 0 {
 		return e.errorf(uapi.EACCES, "R%d is ptr_%s invalid variable offset: off=%d, var_off=%s", regno, name, off, reg.varOff)
 	}
-	if t == accessWrite {
-		return e.errorf(uapi.EACCES, "only read is supported")
-	}
 	if st == nil {
 		return e.errorf(uapi.EFAULT, "verifier internal error: R%d ptr_ without BTF", regno)
+	}
+	if t == accessWrite {
+		w, ok := e.cfg.Type.(BTFWriter)
+		if !ok {
+			return e.errorf(uapi.EACCES, "only read is supported")
+		}
+		if err := w.BTFStructWrite(st, off, size); err != nil {
+			errno := uapi.EACCES
+			if !errors.As(err, &errno) {
+				errno = uapi.EACCES
+			}
+			return e.errorf(errno, "%s", err.Error())
+		}
+		// A store the type allows is a plain store: the object is
+		// the kernel's own and trusted.
+		return nil
 	}
 	target, err := btfStructWalk(st, off, size)
 	if err != nil {
@@ -214,7 +262,11 @@ func btfStructWalk(st *btf.Struct, off, size int) (*btf.Struct, error) {
 			if found == nil {
 				return nil, nil // padding: a scalar
 			}
-			off -= int(found.Offset.Bytes())
+			moff := int(found.Offset.Bytes())
+			if _, ok := btf.UnderlyingType(found.Type).(*btf.Pointer); ok && (off != moff || size != 8) {
+				return nil, fmt.Errorf("cannot access ptr member %s with moff %d in struct %s with off %d size %d", found.Name, moff, tname, off, size)
+			}
+			off -= moff
 			typ = btf.UnderlyingType(found.Type)
 		case *btf.Array:
 			esize, err := btf.Sizeof(t.Type)

@@ -200,6 +200,9 @@ func (e *env) checkMemAccess(regno uint8, off, size int, t accessKind, value int
 			return err
 		}
 		f, ok := e.cfg.Type.ValidAccess(off, size, t == accessWrite, ldsx)
+		if f.Msg != "" {
+			e.log.printf("%s", f.Msg)
+		}
 		if !ok {
 			return e.errorf(uapi.EACCES, "invalid bpf_context access off=%d size=%d", off, size)
 		}

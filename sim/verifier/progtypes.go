@@ -26,6 +26,9 @@ type CtxField struct {
 	FieldSize int
 	// Arg is the slot of a BTF-described context (BTFCtxType).
 	Arg *BTFCtxArg
+	// Msg is a line for the log: why an access is refused, printed
+	// before "invalid bpf_context access", or a note on an allowed one.
+	Msg string
 }
 
 // CtxKind is what a context load yields.
@@ -45,6 +48,13 @@ const (
 // [lo, hi].
 type ReturnRanger interface {
 	ReturnRange() (lo, hi int64, ok bool)
+}
+
+// VoidReturner is implemented by the program types whose programs may
+// return nothing (a struct_ops member returning void): when ReturnsVoid,
+// R0 need not be set at exit.
+type VoidReturner interface {
+	ReturnsVoid() bool
 }
 
 // ProgTypeFor returns the context rules of a program type bpfsim

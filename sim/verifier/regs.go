@@ -169,6 +169,9 @@ func (r *regState) typeName() string {
 		s = "trusted_" + s
 	}
 	if r.maybeNull {
+		if r.typ == ptrToBTFID {
+			return s + "or_null_" // the struct's name follows
+		}
 		s += "_or_null"
 	}
 	return s

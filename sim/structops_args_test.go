@@ -1,0 +1,259 @@
+package sim_test
+
+import (
+	"encoding/binary"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
+
+	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/mem"
+	"github.com/bpfsim/bpfsim/sim/uapi"
+	"github.com/bpfsim/bpfsim/sim/verifier"
+	"github.com/bpfsim/bpfsim/structops"
+)
+
+// A subsystem whose operations get kernel objects: struct task { int pid;
+// u32 weight; struct task *parent; }, and struct task_ops { int
+// (*weigh)(struct task *p); void (*wake)(struct task *p__nullable, u64
+// flags); }. Programs may store into a task's weight, nothing else.
+var (
+	taskStruct = func() *btf.Struct {
+		s := &btf.Struct{Name: "task", Size: 16}
+		s.Members = []btf.Member{
+			{Name: "pid", Type: intType},
+			{Name: "weight", Type: &btf.Int{Name: "u32", Size: 4}, Offset: 32},
+			{Name: "parent", Type: &btf.Pointer{Target: s}, Offset: 64},
+		}
+		return s
+	}()
+	taskOpsStruct = &btf.Struct{Name: "task_ops", Size: 16, Members: []btf.Member{
+		{Name: "weigh", Type: &btf.Pointer{Target: &btf.FuncProto{Return: intType, Params: []btf.FuncParam{
+			{Name: "p", Type: &btf.Pointer{Target: taskStruct}}}}}},
+		{Name: "wake", Type: &btf.Pointer{Target: &btf.FuncProto{Return: &btf.Void{}, Params: []btf.FuncParam{
+			{Name: "p__nullable", Type: &btf.Pointer{Target: taskStruct}}, {Name: "flags", Type: u64Type}}}}, Offset: 64},
+	}}
+)
+
+const (
+	taskWeigh = 0
+	taskWake  = 1
+)
+
+// registerTaskOps registers task_ops; the instance registered last is
+// put in *last.
+func registerTaskOps(t testing.TB, k *sim.Kernel, last **structops.Map) {
+	t.Helper()
+	_, err := k.RegisterStructOps(&structops.Type{
+		Struct: taskOpsStruct,
+		StructWrite: func(s *btf.Struct, off, size int) error {
+			if s.Name != "task" || off != 4 || size != 4 {
+				return errors.New("only a task's weight is writable")
+			}
+			return nil
+		},
+		Reg: func(m *structops.Map, _ *structops.Link) error {
+			if last != nil {
+				*last = m
+			}
+			return nil
+		},
+		Unreg: func(*structops.Map, *structops.Link) {},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newTask puts a task in simulated kernel memory.
+func newTask(t testing.TB, k *sim.Kernel, pid int32, weight uint32, parent uint64) uint64 {
+	t.Helper()
+	addr, err := k.Memory().Vmalloc(mem.PageSize, mem.PermRW, "task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b [16]byte
+	binary.LittleEndian.PutUint32(b[0:], uint32(pid))
+	binary.LittleEndian.PutUint32(b[4:], weight)
+	binary.LittleEndian.PutUint64(b[8:], parent)
+	if err := k.Memory().Write(addr, b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+func taskOpsProg(p *sim.Process, member string, insns asm.Instructions) (*sim.Program, error) {
+	return p.NewProgram(&ebpf.ProgramSpec{Name: member, Type: ebpf.StructOps, AttachTo: "task_ops:" + member, License: "GPL", Instructions: insns})
+}
+
+// taskOpsMap makes a task_ops instance with weigh and wake, registered.
+func taskOpsMap(t *testing.T, p *sim.Process, weigh, wake *sim.Program) {
+	t.Helper()
+	d, ok := p.Kernel().StructOpsType("task_ops")
+	if !ok {
+		t.Fatal("task_ops not registered")
+	}
+	m, err := p.NewMap(&ebpf.MapSpec{Name: "ops", Type: ebpf.StructOpsMap, KeySize: 4, MaxEntries: 1, Value: taskOpsStruct})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := make([]byte, d.ValueSize())
+	binary.LittleEndian.PutUint64(v[structops.DataOffset:], uint64(weigh.FD()))
+	binary.LittleEndian.PutUint64(v[structops.DataOffset+8:], uint64(wake.FD()))
+	if err := m.Put(uint32(0), v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// weigh returns p->weight * 1000 + p->parent->pid; wake adds flags to
+// p->weight when p is not NULL.
+var (
+	weighInsns = asm.Instructions{
+		asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord), // p
+		asm.LoadMem(asm.R0, asm.R1, 4, asm.Word),  // p->weight
+		asm.Mul.Imm(asm.R0, 1000),
+		asm.LoadMem(asm.R2, asm.R1, 8, asm.DWord), // p->parent: untrusted, maybe NULL
+		asm.LoadMem(asm.R2, asm.R2, 0, asm.Word),  // its pid, 0 if NULL
+		asm.Add.Reg(asm.R0, asm.R2),
+		asm.Return(),
+	}
+	wakeInsns = asm.Instructions{
+		asm.LoadMem(asm.R2, asm.R1, 0, asm.DWord), // p, maybe NULL
+		asm.LoadMem(asm.R3, asm.R1, 8, asm.DWord), // flags
+		asm.JEq.Imm(asm.R2, 0, "out"),
+		asm.LoadMem(asm.R4, asm.R2, 4, asm.Word),
+		asm.Add.Reg(asm.R4, asm.R3),
+		asm.StoreMem(asm.R2, 4, asm.R4, asm.Word),
+		asm.Return().WithSymbol("out"), // void: R0 unset
+	}
+)
+
+// A struct_ops program reads the kernel objects its member is given as
+// trusted pointers, walks to others (a NULL one reading as zeros), and
+// stores where the subsystem allows: interpreted and JITed.
+func TestStructOpsProgramsReadAndWriteTheirArguments(t *testing.T) {
+	for name, rt := range map[string]sim.Runtime{"interpreted": sim.RuntimeInterpreter, "JITed": sim.RuntimeJIT} {
+		t.Run(name, func(t *testing.T) {
+			k, err := sim.NewKernel(&sim.Options{Runtime: rt})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sm *structops.Map
+			registerTaskOps(t, k, &sm)
+			p := k.NewProcess()
+			defer p.Close()
+			weigh, err := taskOpsProg(p, "weigh", weighInsns)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wake, err := taskOpsProg(p, "wake", wakeInsns)
+			if err != nil {
+				t.Fatal(err)
+			}
+			taskOpsMap(t, p, weigh, wake)
+
+			parent := newTask(t, k, 1, 5, 0)
+			child := newTask(t, k, 42, 3, parent)
+			for _, c := range []struct {
+				task uint64
+				want uint64
+			}{{child, 3*1000 + 1}, {parent, 5 * 1000}} {
+				got, err := sm.Call(0, taskWeigh, c.task)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got != c.want {
+					t.Errorf("weigh(%#x) = %d, want %d", c.task, got, c.want)
+				}
+			}
+			if _, err := sm.Call(0, taskWake, child, 7); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := sm.Call(1, taskWake, 0, 7); err != nil { // NULL: nothing
+				t.Fatal(err)
+			}
+			b := make([]byte, 4)
+			if err := k.Memory().Read(child+4, b); err != nil {
+				t.Fatal(err)
+			}
+			if w := binary.LittleEndian.Uint32(b); w != 10 {
+				t.Errorf("child's weight after wake: %d, want 10", w)
+			}
+		})
+	}
+}
+
+// What the verifier refuses in struct_ops programs' use of their
+// arguments, each with the kernel's errno and message.
+func TestStructOpsArgumentMisusesAreRefused(t *testing.T) {
+	k, err := sim.NewKernel(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	registerTaskOps(t, k, nil)
+	p := k.NewProcess()
+	defer p.Close()
+	for _, c := range []struct {
+		name, member string
+		insns        asm.Instructions
+		errno        uapi.Errno
+		msg          string
+	}{
+		{"nullable argument used untested", "wake", asm.Instructions{
+			asm.LoadMem(asm.R2, asm.R1, 0, asm.DWord),
+			asm.LoadMem(asm.R0, asm.R2, 0, asm.Word),
+			asm.Return(),
+		}, uapi.EACCES, "R2 invalid mem access 'trusted_ptr_or_null_'"},
+		{"store outside what the subsystem allows", "weigh", asm.Instructions{
+			asm.LoadMem(asm.R2, asm.R1, 0, asm.DWord),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.StoreMem(asm.R2, 0, asm.R0, asm.Word),
+			asm.Return(),
+		}, uapi.EACCES, "only a task's weight is writable"},
+		{"half a pointer member", "weigh", asm.Instructions{
+			asm.LoadMem(asm.R2, asm.R1, 0, asm.DWord),
+			asm.LoadMem(asm.R0, asm.R2, 12, asm.Word),
+			asm.Return(),
+		}, uapi.EACCES, "cannot access ptr member parent with moff 8 in struct task with off 12 size 4"},
+		{"past the struct", "weigh", asm.Instructions{
+			asm.LoadMem(asm.R2, asm.R1, 0, asm.DWord),
+			asm.LoadMem(asm.R0, asm.R2, 16, asm.Word),
+			asm.Return(),
+		}, uapi.EACCES, "access beyond struct task at off 16 size 4"},
+		{"pointer argument read in part", "weigh", asm.Instructions{
+			asm.LoadMem(asm.R0, asm.R1, 0, asm.Word),
+			asm.Return(),
+		}, uapi.EACCES, "invalid bpf_context access off=0 size=4"},
+		{"an argument the member lacks", "weigh", asm.Instructions{
+			asm.LoadMem(asm.R0, asm.R1, 8, asm.DWord),
+			asm.Return(),
+		}, uapi.EACCES, "invalid bpf_context access off=8 size=8"},
+		{"int member without R0", "weigh", asm.Instructions{
+			asm.Return(),
+		}, uapi.EACCES, "R0 !read_ok"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := taskOpsProg(p, c.member, c.insns)
+			var ve *verifier.Error
+			if !errors.Is(err, c.errno) || !errors.As(err, &ve) || ve.Msg != c.msg {
+				t.Fatalf("error %v, want %v: %s", err, c.errno, c.msg)
+			}
+		})
+	}
+	// The level-2 log types the arguments as the kernel's does.
+	prog, err := p.NewProgramWithOptions(&ebpf.ProgramSpec{Name: "weigh", Type: ebpf.StructOps, AttachTo: "task_ops:weigh", License: "GPL", Instructions: weighInsns},
+		sim.ProgramOptions{LogLevel: ebpf.LogLevelInstruction | ebpf.LogLevelBranch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	for _, want := range []string{"func 'weigh' arg0 has btf_id ", "type STRUCT 'task'", "R1=trusted_ptr_task()", "R2=ptr_task()"} {
+		if !strings.Contains(prog.VerifierLog(), want) {
+			t.Errorf("log lacks %q:\n%s", want, prog.VerifierLog())
+		}
+	}
+}
