@@ -417,6 +417,7 @@ func (k *Kernel) verify(p *Program, opts ProgramOptions) (*verifier.Result, erro
 	cfg := configPool.Get().(*verifier.Config)
 	*cfg = verifier.Config{
 		Type:          pt,
+		Sleepable:     p.sleepable,
 		Maps:          p.mapLoads,
 		Helper:        k.helperProtoFor(p.typ),
 		LogLevel:      level,

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -11,6 +12,8 @@ import (
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/interp"
+	"github.com/bpfsim/bpfsim/sim/kfunc"
 	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 	"github.com/bpfsim/bpfsim/sim/verifier"
@@ -255,5 +258,119 @@ func TestStructOpsArgumentMisusesAreRefused(t *testing.T) {
 		if !strings.Contains(prog.VerifierLog(), want) {
 			t.Errorf("log lacks %q:\n%s", want, prog.VerifierLog())
 		}
+	}
+}
+
+// taskRefs are kfuncs handing out references on tasks, as the kernel's
+// bpf_task_from_pid and bpf_task_release do: task_get(pid) finds a task
+// and counts a reference (KF_ACQUIRE | KF_RET_NULL), task_put(p) drops it
+// (KF_RELEASE).
+type taskRefs struct {
+	mu    sync.Mutex
+	tasks map[uint64]uint64 // pid -> task address
+	refs  map[uint64]int    // task address -> references held
+}
+
+func registerTaskRefs(t testing.TB, k *sim.Kernel, tr *taskRefs) {
+	t.Helper()
+	taskPtr := &btf.Pointer{Target: taskStruct}
+	for _, f := range []*kfunc.Func{
+		{Name: "task_get", Flags: kfunc.Acquire | kfunc.RetNull,
+			Proto: &btf.FuncProto{Return: taskPtr, Params: []btf.FuncParam{{Name: "pid", Type: intType}}},
+			Fn: func(_ *interp.Machine, pid, _, _, _, _ uint64) (uint64, error) {
+				tr.mu.Lock()
+				defer tr.mu.Unlock()
+				addr, ok := tr.tasks[uint64(uint32(pid))]
+				if ok {
+					tr.refs[addr]++
+				}
+				return addr, nil
+			}},
+		{Name: "task_put", Flags: kfunc.Release,
+			Proto: &btf.FuncProto{Return: &btf.Void{}, Params: []btf.FuncParam{{Name: "p", Type: taskPtr}}},
+			Fn: func(_ *interp.Machine, p, _, _, _, _ uint64) (uint64, error) {
+				tr.mu.Lock()
+				defer tr.mu.Unlock()
+				tr.refs[p]--
+				return 0, nil
+			}},
+	} {
+		if err := k.RegisterKfunc(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A program takes a reference on a task through a KF_ACQUIRE kfunc,
+// reads it, and gives it back through the KF_RELEASE one on every path:
+// interpreted and JITed, the kfuncs see every reference returned; the
+// verifier refuses a program that keeps one, with the kernel's message.
+func TestKfuncReferencesAreGivenBack(t *testing.T) {
+	for name, rt := range map[string]sim.Runtime{"interpreted": sim.RuntimeInterpreter, "JITed": sim.RuntimeJIT} {
+		t.Run(name, func(t *testing.T) {
+			k, err := sim.NewKernel(&sim.Options{Runtime: rt})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr := &taskRefs{tasks: map[uint64]uint64{}, refs: map[uint64]int{}}
+			registerTaskRefs(t, k, tr)
+			parent := newTask(t, k, 1, 5, 0)
+			child := newTask(t, k, 42, 3, parent)
+			tr.tasks[1], tr.tasks[42] = parent, child
+			p := k.NewProcess()
+			defer p.Close()
+
+			// weight*1000 + parent's pid of the task whose pid is the
+			// packet's length past an Ethernet header, -1 if none.
+			body := asm.Instructions{
+				asm.LoadMem(asm.R2, asm.R1, 0, asm.Word), // skb->len
+				asm.Sub.Imm(asm.R2, 14),
+				asm.Mov.Reg(asm.R1, asm.R2),
+				kfuncCall(t, k, "task_get"),
+				asm.Mov.Reg(asm.R6, asm.R0),
+				asm.Mov.Imm(asm.R0, -1),
+				asm.JEq.Imm(asm.R6, 0, "out"),
+				asm.LoadMem(asm.R7, asm.R6, 4, asm.Word),
+				asm.Mul.Imm(asm.R7, 1000),
+				asm.LoadMem(asm.R8, asm.R6, 8, asm.DWord),
+				asm.LoadMem(asm.R8, asm.R8, 0, asm.Word),
+				asm.Add.Reg(asm.R7, asm.R8),
+				asm.Mov.Reg(asm.R1, asm.R6),
+				kfuncCall(t, k, "task_put"),
+				asm.Mov.Reg(asm.R0, asm.R7),
+				asm.Return().WithSymbol("out"),
+			}
+			prog, err := p.NewProgram(&ebpf.ProgramSpec{Name: "weight", Type: ebpf.SchedCLS, License: "GPL", Instructions: body})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer prog.Close()
+			for _, c := range []struct {
+				pid  int
+				want uint32
+			}{{42, 3001}, {1, 5000}, {7, 0xffffffff}} {
+				res, err := prog.Test(&sim.RunOptions{Data: make([]byte, 14+c.pid)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if uint32(res.R0) != c.want {
+					t.Errorf("task %d: %d, want %d", c.pid, int32(res.R0), int32(c.want))
+				}
+			}
+			for addr, n := range tr.refs {
+				if n != 0 {
+					t.Errorf("task at %#x: %d references left", addr, n)
+				}
+			}
+
+			// Without the release on the path that read the task.
+			leaky := append(asm.Instructions{}, body[:12]...)
+			leaky = append(leaky, asm.Mov.Reg(asm.R0, asm.R7), asm.Return().WithSymbol("out"))
+			_, err = p.NewProgram(&ebpf.ProgramSpec{Name: "leaky", Type: ebpf.SchedCLS, License: "GPL", Instructions: leaky})
+			var ve *verifier.Error
+			if !errors.Is(err, uapi.EINVAL) || !errors.As(err, &ve) || ve.Msg != "BPF_EXIT instruction in main prog would lead to reference leak" {
+				t.Fatalf("leaky program: %v", err)
+			}
+		})
 	}
 }

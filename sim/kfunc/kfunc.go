@@ -36,17 +36,23 @@ const (
 	// Acquire (KF_ACQUIRE): the kfunc returns a reference the program
 	// must release.
 	Acquire Flags = 1 << 0
-	// Release (KF_RELEASE): the kfunc releases the reference passed in
-	// its first pointer argument.
+	// Release (KF_RELEASE): the kfunc releases the reference passed to
+	// it, a kernel object (a pointer to a struct that is not plain
+	// memory) the program acquired. It implies TrustedArgs.
 	Release Flags = 1 << 1
 	// RetNull (KF_RET_NULL): a returned pointer may be NULL and must be
 	// checked before use.
 	RetNull Flags = 1 << 2
-	// TrustedArgs (KF_TRUSTED_ARGS): pointer arguments must be trusted
-	// pointers (never a pointer the program computed out of bounds).
+	// TrustedArgs (KF_TRUSTED_ARGS): kernel objects passed must be
+	// trusted (trusted_ptr_) or referenced, not pointers merely read out
+	// of other objects.
 	TrustedArgs Flags = 1 << 4
 	// Sleepable (KF_SLEEPABLE): only sleepable programs may call it.
 	Sleepable Flags = 1 << 5
+	// RCU (KF_RCU): pointer arguments must be trusted, referenced or
+	// RCU-protected kernel objects (rcu_ptr_, as the task_struct's
+	// real_parent a program reads out of a trusted task).
+	RCU Flags = 1 << 7
 	// IterNew, IterNext and IterDestroy (KF_ITER_NEW, KF_ITER_NEXT,
 	// KF_ITER_DESTROY) make the kfunc part of an open-coded iterator:
 	// bpf_iter_<type>_new(struct bpf_iter_<type> *it, ...) makes one on

@@ -199,7 +199,7 @@ func (e *env) checkBTFAccess(reg *regState, regno uint8, off, size int, t access
 		// the kernel's own and trusted.
 		return nil
 	}
-	target, err := btfStructWalk(st, off, size)
+	target, field, err := btfStructWalk(st, off, size)
 	if err != nil {
 		return e.errorf(uapi.EACCES, "%v", err)
 	}
@@ -212,19 +212,74 @@ func (e *env) checkBTFAccess(reg *regState, regno uint8, off, size int, t access
 		r.markUnknown()
 		return nil
 	}
-	// A pointer read out of an object is the legacy PTR_TO_BTF_ID:
-	// neither trusted nor NULL-checked (a NULL one reads as zeros, the
-	// loads through it being probe loads).
+	trusted, rcu, maybeNull, untrusted := e.walkedTrust(reg, st.Name, field)
 	r.markPtr(ptrToBTFID)
 	r.btfIdx = e.btfIndex(target)
+	r.trusted, r.rcu, r.untrusted = trusted, rcu, untrusted
+	if maybeNull {
+		r.maybeNull = true
+		e.idGen++
+		r.id = e.idGen
+	}
 	return nil
 }
 
+// Struct fields whose pointers keep some of the trust of the object they
+// are read from (verifier.c's BTF_TYPE_SAFE_TRUSTED, _TRUSTED_OR_NULL,
+// _RCU and _RCU_OR_NULL lists), by "struct.field".
+var (
+	safeTrusted = map[string]bool{
+		"bpf_iter_meta.seq": true, "bpf_iter__task.task": true, "linux_binprm.file": true,
+		"file.f_inode": true, "dentry.d_inode": true,
+	}
+	safeTrustedOrNull = map[string]bool{
+		"socket.sk": true, "vm_area_struct.vm_mm": true, "vm_area_struct.vm_file": true,
+	}
+	safeRCU = map[string]bool{
+		"task_struct.cpus_ptr": true, "task_struct.cgroups": true, "task_struct.real_parent": true,
+		"task_struct.group_leader": true, "cgroup.kn": true, "css_set.dfl_cgrp": true,
+		"cgroup_subsys_state.cgroup": true,
+	}
+	safeRCUOrNull = map[string]bool{
+		"mm_struct.exe_file": true, "sk_buff.sk": true, "request_sock.sk": true,
+	}
+)
+
+// walkedTrust is check_ptr_to_btf_access's choice of flags for a pointer
+// read out of reg's object, st, at field: an untrusted object's pointers
+// are untrusted; a trusted or RCU-protected one's are trusted or
+// RCU-protected for the fields the kernel lists, plain others in an RCU
+// read section (a program that does not sleep is in one throughout) and
+// untrusted outside; an old-style plain object's are plain.
+func (e *env) walkedTrust(reg *regState, st, field string) (trusted, rcu, maybeNull, untrusted bool) {
+	key := st + "." + field
+	switch {
+	case reg.untrusted:
+		return false, false, false, true
+	case !reg.isTrustedReg() && !reg.rcu:
+		return false, false, false, false
+	case safeTrusted[key]:
+		return true, false, false, false
+	case safeTrustedOrNull[key]:
+		return true, false, true, false
+	case e.cur.activeLocks == 0 && e.cfg.Sleepable:
+		return false, false, false, true
+	case reg.maybeNull:
+		return false, false, false, true
+	case safeRCU[key]:
+		return false, true, false, false
+	case safeRCUOrNull[key]:
+		return false, true, true, false
+	}
+	return false, false, false, false
+}
+
 // btfStructWalk is btf_struct_walk: what lies at [off, off+size) of st.
-// A pointer to a struct, read whole, yields that struct; anything else
-// read within one member, a scalar (nil).
-func btfStructWalk(st *btf.Struct, off, size int) (*btf.Struct, error) {
+// A pointer to a struct, read whole, yields that struct and the pointer
+// member's name; anything else read within one member, a scalar (nil).
+func btfStructWalk(st *btf.Struct, off, size int) (*btf.Struct, string, error) {
 	var typ btf.Type = st
+	field := ""
 	for {
 		switch t := typ.(type) {
 		case *btf.Struct, *btf.Union:
@@ -238,7 +293,7 @@ func btfStructWalk(st *btf.Struct, off, size int) (*btf.Struct, error) {
 				members, tsize, tname = u.Members, u.Size, u.Name
 			}
 			if off+size > int(tsize) {
-				return nil, fmt.Errorf("access beyond struct %s at off %d size %d", tname, off, size)
+				return nil, "", fmt.Errorf("access beyond struct %s at off %d size %d", tname, off, size)
 			}
 			var found *btf.Member
 			for i := range members {
@@ -247,7 +302,7 @@ func btfStructWalk(st *btf.Struct, off, size int) (*btf.Struct, error) {
 				msize, err := btf.Sizeof(m.Type)
 				if err != nil || m.BitfieldSize != 0 {
 					if m.BitfieldSize != 0 && off >= moff && off < moff+int((m.BitfieldSize+7)/8) {
-						return nil, nil // a bitfield reads as a scalar
+						return nil, "", nil // a bitfield reads as a scalar
 					}
 					continue
 				}
@@ -256,36 +311,36 @@ func btfStructWalk(st *btf.Struct, off, size int) (*btf.Struct, error) {
 					break
 				}
 				if off < moff+msize && off+size > moff {
-					return nil, fmt.Errorf("access partially inside struct %s member %s at off %d size %d", tname, m.Name, off, size)
+					return nil, "", fmt.Errorf("access partially inside struct %s member %s at off %d size %d", tname, m.Name, off, size)
 				}
 			}
 			if found == nil {
-				return nil, nil // padding: a scalar
+				return nil, "", nil // padding: a scalar
 			}
 			moff := int(found.Offset.Bytes())
 			if _, ok := btf.UnderlyingType(found.Type).(*btf.Pointer); ok && (off != moff || size != 8) {
-				return nil, fmt.Errorf("cannot access ptr member %s with moff %d in struct %s with off %d size %d", found.Name, moff, tname, off, size)
+				return nil, "", fmt.Errorf("cannot access ptr member %s with moff %d in struct %s with off %d size %d", found.Name, moff, tname, off, size)
 			}
 			off -= moff
-			typ = btf.UnderlyingType(found.Type)
+			typ, field = btf.UnderlyingType(found.Type), found.Name
 		case *btf.Array:
 			esize, err := btf.Sizeof(t.Type)
 			if err != nil || esize == 0 {
-				return nil, nil
+				return nil, "", nil
 			}
 			off %= esize
 			typ = btf.UnderlyingType(t.Type)
 		case *btf.Pointer:
 			if off != 0 || size != 8 {
-				return nil, fmt.Errorf("access partially inside a pointer at off %d size %d", off, size)
+				return nil, "", fmt.Errorf("access partially inside a pointer at off %d size %d", off, size)
 			}
 			target, ok := btf.UnderlyingType(t.Target).(*btf.Struct)
 			if !ok {
-				return nil, nil
+				return nil, "", nil
 			}
-			return target, nil
+			return target, field, nil
 		default:
-			return nil, nil
+			return nil, "", nil
 		}
 	}
 }

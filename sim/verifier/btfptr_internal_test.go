@@ -42,7 +42,7 @@ func TestBTFStructWalkFindsTheMemberRead(t *testing.T) {
 		{"past the end", 44, 8, nil, "access beyond struct outer at off 44 size 8"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := btfStructWalk(outer, c.off, c.size)
+			got, _, err := btfStructWalk(outer, c.off, c.size)
 			switch {
 			case c.err != "":
 				if err == nil || !strings.Contains(err.Error(), c.err) {

@@ -216,7 +216,7 @@ func regNotNull(r *regState) bool {
 		return false
 	}
 	return r.typ == ptrToMapValue || r.typ == ptrToMapKey || r.typ == ptrToMem || r.typ == constPtrToMap ||
-		r.typ == ptrToBTFID && r.trusted
+		r.isTrustedReg()
 }
 
 // branchTaken is is_branch_taken: 1 if the jump is always taken, 0 if

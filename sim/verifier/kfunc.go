@@ -16,13 +16,20 @@ import (
 // A kfunc's prototype is BTF; NewKfuncProto turns it into the kinds the
 // checks use, as the kernel's verifier reads the BTF of each parameter.
 //
-// What is not simulated: PTR_TO_BTF_ID (pointers to kernel objects the
-// program may only pass on), and with it KF_ACQUIRE and KF_RELEASE, which
-// need reference tracking of kernel objects; module BTF (a call's off
-// naming an fd_array slot); constant arguments (__k), callbacks, and
-// iterators passed to kfuncs other than their own _new, _next and
-// _destroy (the "__iter" suffix). A prototype that needs them is refused
-// when the kfunc is registered, naming what is missing.
+// Kernel objects (PTR_TO_BTF_ID) go in and out of kfuncs: a parameter
+// pointing to a struct that is not plain memory takes one, and a kfunc
+// returning a pointer to such a struct gives one. KF_ACQUIRE makes the
+// object returned a reference the program must give back, through a
+// KF_RELEASE kfunc, on every path; KF_TRUSTED_ARGS (implied by
+// KF_RELEASE) and KF_RCU restrict which objects a kfunc takes.
+//
+// What is not simulated: constant arguments (__k), callbacks, iterators
+// passed to kfuncs other than their own _new, _next and _destroy (the
+// "__iter" suffix), kptrs and allocated objects (bpf_obj_new), and the
+// __rcu type tags of struct fields (GCC-built kernels have none; the
+// fields the kernel lists as RCU-protected are, see btfptr.go). A prototype
+// that needs what is missing is refused when the kfunc is registered,
+// naming it.
 
 // KfuncArgKind is what a kfunc parameter takes (enum kfunc_ptr_arg_type,
 // reduced).
@@ -56,6 +63,9 @@ const (
 	// KfArgIgnore is a parameter named "x__ign": anything goes, unchecked
 	// (is_kfunc_arg_ignore); the kfunc must cope with what it gets.
 	KfArgIgnore
+	// KfArgBTFID is a kernel object: a pointer to Struct
+	// (KF_ARG_PTR_TO_BTF_ID).
+	KfArgBTFID
 )
 
 // KfuncArg is one parameter.
@@ -72,6 +82,8 @@ type KfuncArg struct {
 	// Const ("__szk") makes a KfArgMemSize a known constant, the size of
 	// what the kfunc returns.
 	Const bool
+	// Struct is the struct a KfArgBTFID points to.
+	Struct *btf.Struct
 }
 
 // KfuncRet is what a kfunc returns.
@@ -84,6 +96,9 @@ const (
 	// KfRetDynptrSlice is bpf_dynptr_slice's: the constant size
 	// argument's bytes of the dynptr argument's data.
 	KfRetDynptrSlice
+	// KfRetBTFID is a kernel object, a pointer to RetStruct
+	// (PTR_TO_BTF_ID); with KF_ACQUIRE, a reference.
+	KfRetBTFID
 )
 
 // KfuncSpecial names the kfuncs the verifier treats apart
@@ -114,6 +129,7 @@ const (
 	KfRetNull     = 1 << 2
 	KfTrustedArgs = 1 << 4
 	KfSleepable   = 1 << 5
+	KfRCU         = 1 << 7
 	KfIterNew     = 1 << 8
 	KfIterNext    = 1 << 9
 	KfIterDestroy = 1 << 10
@@ -136,6 +152,8 @@ type KfuncProto struct {
 	// iterator's _next returns).
 	RetSize   uint32
 	RetRdonly bool
+	// RetStruct is the struct a KfRetBTFID points to.
+	RetStruct *btf.Struct
 	Flags     uint32
 	// ProgArg is the index of the "__prog" parameter, -1 if none.
 	ProgArg int
@@ -155,9 +173,6 @@ type KfuncProto struct {
 func NewKfuncProto(name string, id int32, fp *btf.FuncProto, flags uint32) (*KfuncProto, error) {
 	if fp == nil {
 		return nil, errors.Wrapf(uapi.EINVAL, "kfunc %s has no prototype", name)
-	}
-	if flags&(KfAcquire|KfRelease) != 0 {
-		return nil, errors.Wrapf(uapi.EOPNOTSUPP, "kfunc %s: KF_ACQUIRE and KF_RELEASE need reference tracking of kernel objects, which bpfsim's verifier does not simulate", name)
 	}
 	if len(fp.Params) > 5 {
 		return nil, errors.Wrapf(uapi.EINVAL, "kfunc %s has %d parameters: at most 5", name, len(fp.Params))
@@ -215,7 +230,12 @@ func NewKfuncProto(name string, id int32, fp *btf.FuncProto, flags uint32) (*Kfu
 			}
 			size, ok := scalarStructSize(target)
 			if !ok {
-				return nil, errors.Wrapf(uapi.EOPNOTSUPP, "kfunc %s: parameter %s points to %s, a kernel object (PTR_TO_BTF_ID), which bpfsim's verifier does not simulate", name, p.Name, target)
+				st, isStruct := target.(*btf.Struct)
+				if !isStruct {
+					return nil, errors.Wrapf(uapi.EOPNOTSUPP, "kfunc %s: parameter %s points to %s, which bpfsim's verifier does not simulate", name, p.Name, target)
+				}
+				a.Kind, a.Struct = KfArgBTFID, st
+				break
 			}
 			a.Kind, a.Size = KfArgMem, size
 		}
@@ -234,6 +254,14 @@ func NewKfuncProto(name string, id int32, fp *btf.FuncProto, flags uint32) (*Kfu
 		kp.Ret = KfRetScalar
 	case kp.Special == KfDynptrSlice || kp.Special == KfDynptrSliceRdwr:
 		kp.Ret = KfRetDynptrSlice
+	case flags&KfAcquire != 0 || isObjectPtr(t):
+		// A struct that is not plain memory is a kernel object; what
+		// a kfunc acquires always is.
+		st, ok := structPtr(t)
+		if !ok {
+			return nil, errors.Wrapf(uapi.EINVAL, "kfunc %s: acquire kernel function does not return PTR_TO_BTF_ID", name)
+		}
+		kp.Ret, kp.RetStruct = KfRetBTFID, st
 	default:
 		ptr, ok := t.(*btf.Pointer)
 		size, scalar := uint32(0), false
@@ -299,6 +327,27 @@ func (kp *KfuncProto) checkIterKfunc(fp *btf.FuncProto, target btf.Type) error {
 	}
 	kp.IterType, kp.IterSlots = t, int(st.Size/regSize)
 	return nil
+}
+
+// structPtr returns the struct t points to.
+func structPtr(t btf.Type) (*btf.Struct, bool) {
+	ptr, ok := t.(*btf.Pointer)
+	if !ok {
+		return nil, false
+	}
+	st, ok := btf.UnderlyingType(ptr.Target).(*btf.Struct)
+	return st, ok
+}
+
+// isObjectPtr tells a pointer to a kernel object: a struct that is not
+// made of scalars only.
+func isObjectPtr(t btf.Type) bool {
+	st, ok := structPtr(t)
+	if !ok {
+		return false
+	}
+	_, scalar := scalarStructSize(st)
+	return !scalar
 }
 
 func isVoid(t btf.Type) bool {
@@ -419,6 +468,12 @@ func (e *env) checkKfuncCall(in insn.Insn, idx int) error {
 		if isNull && a.Kind == KfArgMem {
 			continue // KF_ARG_PTR_TO_NULL
 		}
+		if a.Kind == KfArgBTFID {
+			if err := e.checkKfuncBTFArg(kf, a, i, regno, &km); err != nil {
+				return err
+			}
+			continue
+		}
 		// check_func_arg_reg_off: the context is passed unmoved.
 		if reg.typ == ptrToCtx {
 			if err := e.checkPtrOffReg(reg, regno, false); err != nil {
@@ -463,6 +518,12 @@ func (e *env) checkKfuncCall(in insn.Insn, idx int) error {
 			}
 		}
 	}
+	if kf.Flags&KfRelease != 0 && km.releaseRegno == 0 {
+		return e.errorf(uapi.EINVAL, "release kernel function %s expects refcounted PTR_TO_BTF_ID", kf.Name)
+	}
+	if km.releaseRegno != 0 && !e.releaseReference(e.regs()[km.releaseRegno].refObjID) {
+		return e.errorf(uapi.EINVAL, "kfunc %s#%d reference has not been acquired before", kf.Name, kf.BTFID)
+	}
 	if kf.Body != nil {
 		e.recordKfuncFacts(kf, idx)
 	}
@@ -485,11 +546,21 @@ func (e *env) checkKfuncCall(in insn.Insn, idx int) error {
 		if err := e.markDynptrSlice(kf, r0, &km); err != nil {
 			return err
 		}
+	case KfRetBTFID:
+		r0.markPtr(ptrToBTFID)
+		r0.btfIdx = e.btfIndex(kf.RetStruct)
 	}
 	if kf.Ret != KfRetScalar && kf.Ret != KfRetVoid && kf.Flags&KfRetNull != 0 {
 		r0.maybeNull = true
 		e.idGen++
 		r0.id = e.idGen
+	}
+	if kf.Ret == KfRetBTFID && kf.Flags&KfAcquire != 0 {
+		id := e.acquireReference(idx)
+		if r0.maybeNull {
+			r0.id = id
+		}
+		r0.refObjID = id
 	}
 	e.aux[idx].Kfunc = kf
 	if kf.Special == KfDynptrFromSKB && !e.cfg.Type.DirectPacketAccess(true) {
@@ -502,13 +573,95 @@ func (e *env) checkKfuncCall(in insn.Insn, idx int) error {
 }
 
 // kfuncMeta is what check_kfunc_args learns for the return value (struct
-// bpf_kfunc_call_arg_meta's arg_constant and initialized_dynptr).
+// bpf_kfunc_call_arg_meta's arg_constant and initialized_dynptr, and its
+// ref_obj_id and release_regno).
 type kfuncMeta struct {
-	constSize  uint64
-	constFound bool
+	refObjID     uint32
+	releaseRegno uint8
+	constSize    uint64
+	constFound   bool
 	// The initialised dynptr argument: its id, type and reference.
 	dynptrID, dynptrRef uint32
 	dynptrType          uint8
+}
+
+// checkKfuncBTFArg is check_kfunc_args for a kernel object
+// (KF_ARG_PTR_TO_BTF_ID): a PTR_TO_BTF_ID of the struct the kfunc takes,
+// trusted or referenced for KF_TRUSTED_ARGS and KF_RELEASE kfuncs (or
+// RCU-protected for KF_RCU ones), whole for a release; the one a release kfunc is given
+// references what it releases.
+func (e *env) checkKfuncBTFArg(kf *KfuncProto, a KfuncArg, i int, regno uint8, km *kfuncMeta) error {
+	reg := &e.regs()[regno]
+	release := kf.Flags&KfRelease != 0
+	if reg.refObjID != 0 {
+		if release && km.refObjID != 0 {
+			return e.errorf(uapi.EFAULT, "verifier internal error: more than one arg with ref_obj_id R%d %d %d", regno, reg.refObjID, km.refObjID)
+		}
+		km.refObjID = reg.refObjID
+		if release {
+			km.releaseRegno = regno
+		}
+	}
+	if reg.typ != ptrToBTFID {
+		return e.errorf(uapi.EINVAL, "arg#%d pointer type STRUCT %s must point to scalar, or struct with scalar", i, a.Struct.Name)
+	}
+	trustedArgs := kf.Flags&KfTrustedArgs != 0 || release
+	if (trustedArgs || kf.Flags&KfRCU != 0) && !reg.isTrustedReg() {
+		if kf.Flags&KfRCU == 0 {
+			return e.errorf(uapi.EINVAL, "R%d must be referenced or trusted", regno)
+		}
+		if !reg.rcu {
+			return e.errorf(uapi.EINVAL, "R%d must be a rcu pointer", regno)
+		}
+	}
+	if release && reg.refObjID != 0 {
+		if reg.off != 0 {
+			return e.errorf(uapi.EINVAL, "R%d must have zero offset when passed to release func or trusted arg to kfunc", regno)
+		}
+		if err := e.checkPtrOffReg(reg, regno, false); err != nil {
+			return err
+		}
+	} else if err := e.checkPtrOffReg(reg, regno, true); err != nil {
+		return err
+	}
+	// The struct itself, or for kfuncs that neither take nor give
+	// references, one that begins with it.
+	strict := release || kf.Flags&(KfAcquire|KfTrustedArgs) != 0
+	have := e.btfOf(reg)
+	if have == nil || !structAt(have, int(reg.off), a.Struct.Name, strict) {
+		name := "?"
+		if have != nil {
+			name = have.Name
+		}
+		return e.errorf(uapi.EINVAL, "kernel function %s args#%d expected pointer to STRUCT %s but R%d has a pointer to STRUCT %s", kf.Name, i, a.Struct.Name, regno, name)
+	}
+	return nil
+}
+
+// structAt is btf_struct_ids_match: whether off into st is a struct
+// named want, st itself at 0 or, unless strict, a struct nested there.
+func structAt(st *btf.Struct, off int, want string, strict bool) bool {
+	for {
+		if off == 0 && st.Name == want {
+			return true
+		}
+		if strict {
+			return false
+		}
+		var next *btf.Struct
+		for _, m := range st.Members {
+			moff := int(m.Offset.Bytes())
+			inner, ok := btf.UnderlyingType(m.Type).(*btf.Struct)
+			if ok && m.BitfieldSize == 0 && off >= moff && off < moff+int(inner.Size) {
+				next, off = inner, off-moff
+				break
+			}
+		}
+		if next == nil {
+			return false
+		}
+		st = next
+	}
 }
 
 // checkKfuncMemSize is check_kfunc_mem_size_reg: the size bounds the

@@ -262,7 +262,7 @@ func (e *env) regsExact(old, cur *regState) bool {
 		old.ringbuf == cur.ringbuf && old.off == cur.off && old.bounds == cur.bounds && old.rng == cur.rng &&
 		old.mapIdx == cur.mapIdx && old.memSize == cur.memSize && old.frameno == cur.frameno &&
 		old.subprog == cur.subprog && old.dynptrType == cur.dynptrType && old.mapUID == cur.mapUID &&
-		old.btfIdx == cur.btfIdx && old.trusted == cur.trusted &&
+		old.btfIdx == cur.btfIdx && old.trusted == cur.trusted && old.rcu == cur.rcu && old.untrusted == cur.untrusted &&
 		e.checkIDs(old.id, cur.id) && e.checkIDs(old.refObjID, cur.refObjID)
 }
 

@@ -110,9 +110,18 @@ type regState struct {
 	// came from, passed on to the values looked up in it.
 	mapUID uint32
 	// btfIdx is the struct a PTR_TO_BTF_ID points to: its index in
-	// env.btfs plus one. trusted is PTR_TRUSTED.
-	btfIdx  uint16
-	trusted bool
+	// env.btfs plus one. trusted is PTR_TRUSTED, rcu MEM_RCU and
+	// untrusted PTR_UNTRUSTED.
+	btfIdx    uint16
+	trusted   bool
+	rcu       bool
+	untrusted bool
+}
+
+// isTrustedReg is is_trusted_reg for kernel objects: a reference, or a
+// pointer the kernel vouches for.
+func (r *regState) isTrustedReg() bool {
+	return r.typ == ptrToBTFID && (r.refObjID != 0 || r.trusted)
 }
 
 func (r *regState) isPointer() bool { return r.typ != notInit && r.typ != scalarValue }
@@ -165,6 +174,10 @@ func (r *regState) typeName() string {
 		s = "ringbuf_" + s
 	case r.rdonly:
 		s = "rdonly_" + s
+	case r.rcu:
+		s = "rcu_" + s
+	case r.untrusted:
+		s = "untrusted_" + s
 	case r.trusted:
 		s = "trusted_" + s
 	}

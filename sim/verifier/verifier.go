@@ -35,6 +35,10 @@ const (
 // off.
 type Config struct {
 	Type ProgType
+	// Sleepable marks a sleepable program (BPF_F_SLEEPABLE): outside an
+	// RCU read section, pointers it reads out of kernel objects are
+	// untrusted.
+	Sleepable bool
 	// Lines is the program's BTF line info, sorted by instruction: the
 	// log shows each instruction's source line (verbose_linfo).
 	Lines []LineInfo

@@ -1,0 +1,274 @@
+package kdiff
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
+
+	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/interp"
+	"github.com/bpfsim/bpfsim/sim/kfunc"
+)
+
+// taskKfuncs registers in a simulated kernel the kernel's task kfuncs
+// (kernel/bpf/helpers.c) with their prototypes and flags, on bpfsim's
+// task_struct: bpf_task_from_pid (KF_ACQUIRE | KF_RET_NULL),
+// bpf_task_acquire (KF_ACQUIRE | KF_RCU | KF_RET_NULL) and
+// bpf_task_release (KF_RELEASE). They are verified as the kernel's; what
+// they do when run is not simulated (from_pid finds no task).
+func taskKfuncs(t *testing.T, k *sim.Kernel) {
+	t.Helper()
+	spec, err := k.KernelBTF()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var task *btf.Struct
+	if err := spec.TypeByName("task_struct", &task); err != nil {
+		t.Fatal(err)
+	}
+	taskPtr := &btf.Pointer{Target: task}
+	s32 := &btf.Int{Name: "int", Size: 4, Encoding: btf.Signed}
+	none := func(*interp.Machine, uint64, uint64, uint64, uint64, uint64) (uint64, error) { return 0, nil }
+	for _, f := range []*kfunc.Func{
+		{Name: "bpf_task_from_pid", Flags: kfunc.Acquire | kfunc.RetNull, Fn: none,
+			Proto: &btf.FuncProto{Return: taskPtr, Params: []btf.FuncParam{{Name: "pid", Type: s32}}}},
+		{Name: "bpf_task_acquire", Flags: kfunc.Acquire | kfunc.RCU | kfunc.RetNull, Fn: none,
+			Proto: &btf.FuncProto{Return: taskPtr, Params: []btf.FuncParam{{Name: "p", Type: taskPtr}}}},
+		{Name: "bpf_task_release", Flags: kfunc.Release, Fn: none,
+			Proto: &btf.FuncProto{Return: &btf.Void{}, Params: []btf.FuncParam{{Name: "p", Type: taskPtr}}}},
+	} {
+		if err := k.RegisterKfunc(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// taskOffsets are the offsets of task_struct's fields the programs read,
+// in a kernel's BTF.
+type taskOffsets map[string]int16
+
+func taskOffsetsIn(t *testing.T, spec *btf.Spec) taskOffsets {
+	t.Helper()
+	var task *btf.Struct
+	if err := spec.TypeByName("task_struct", &task); err != nil {
+		t.Skipf("skipped: %v", err)
+	}
+	offs := taskOffsets{}
+	for _, f := range []string{"pid", "real_parent", "parent"} {
+		off, _, err := memberSpan(task, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		offs[f] = int16(off)
+	}
+	return offs
+}
+
+type kfuncRefCase struct {
+	name  string
+	insns func(call func(string) asm.Instruction, off taskOffsets) asm.Instructions
+}
+
+// fromPid1 puts bpf_task_from_pid(1) in r6 and exits with 0 when it is
+// NULL.
+func fromPid1(call func(string) asm.Instruction) asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Imm(asm.R1, 1),
+		call("bpf_task_from_pid"),
+		asm.Mov.Reg(asm.R6, asm.R0),
+		asm.JEq.Imm(asm.R6, 0, "out"),
+	}
+}
+
+var out = asm.Instructions{asm.Mov.Imm(asm.R0, 0).WithSymbol("out"), asm.Return()}
+
+var kfuncRefCases = []kfuncRefCase{
+	{"acquired, read and released", func(call func(string) asm.Instruction, off taskOffsets) asm.Instructions {
+		return append(append(fromPid1(call),
+			asm.LoadMem(asm.R7, asm.R6, off["pid"], asm.Word),
+			asm.Mov.Reg(asm.R1, asm.R6),
+			call("bpf_task_release"),
+		), out...)
+	}},
+	{"reference leaked", func(call func(string) asm.Instruction, _ taskOffsets) asm.Instructions {
+		return asm.Instructions{
+			asm.Mov.Imm(asm.R1, 1),
+			call("bpf_task_from_pid"),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+		}
+	}},
+	{"released untested", func(call func(string) asm.Instruction, _ taskOffsets) asm.Instructions {
+		return asm.Instructions{
+			asm.Mov.Imm(asm.R1, 1),
+			call("bpf_task_from_pid"),
+			asm.Mov.Reg(asm.R1, asm.R0),
+			call("bpf_task_release"),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+		}
+	}},
+	{"released twice", func(call func(string) asm.Instruction, _ taskOffsets) asm.Instructions {
+		return append(append(fromPid1(call),
+			asm.Mov.Reg(asm.R1, asm.R6),
+			call("bpf_task_release"),
+			asm.Mov.Reg(asm.R1, asm.R6),
+			call("bpf_task_release"),
+		), out...)
+	}},
+	{"acquired again through the reference", func(call func(string) asm.Instruction, _ taskOffsets) asm.Instructions {
+		return append(append(fromPid1(call),
+			asm.Mov.Reg(asm.R1, asm.R6),
+			call("bpf_task_acquire"),
+			asm.Mov.Reg(asm.R7, asm.R0),
+			asm.Mov.Reg(asm.R1, asm.R6),
+			call("bpf_task_release"),
+			asm.JEq.Imm(asm.R7, 0, "out"),
+			asm.Mov.Reg(asm.R1, asm.R7),
+			call("bpf_task_release"),
+		), out...)
+	}},
+	{"number released", func(call func(string) asm.Instruction, _ taskOffsets) asm.Instructions {
+		return asm.Instructions{
+			asm.Mov.Imm(asm.R1, 1),
+			call("bpf_task_release"),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+		}
+	}},
+	{"moved reference released", func(call func(string) asm.Instruction, _ taskOffsets) asm.Instructions {
+		return append(append(fromPid1(call),
+			asm.Mov.Reg(asm.R1, asm.R6),
+			asm.Add.Imm(asm.R1, 8),
+			call("bpf_task_release"),
+		), out...)
+	}},
+	{"read after release", func(call func(string) asm.Instruction, off taskOffsets) asm.Instructions {
+		return append(append(fromPid1(call),
+			asm.Mov.Reg(asm.R1, asm.R6),
+			call("bpf_task_release"),
+			asm.LoadMem(asm.R0, asm.R6, off["pid"], asm.Word),
+		), out...)
+	}},
+	{"RCU-protected parent acquired", func(call func(string) asm.Instruction, off taskOffsets) asm.Instructions {
+		return append(append(fromPid1(call),
+			asm.LoadMem(asm.R1, asm.R6, off["real_parent"], asm.DWord),
+			call("bpf_task_acquire"),
+			asm.Mov.Reg(asm.R7, asm.R0),
+			asm.Mov.Reg(asm.R1, asm.R6),
+			call("bpf_task_release"),
+			asm.JEq.Imm(asm.R7, 0, "out"),
+			asm.LoadMem(asm.R0, asm.R7, off["pid"], asm.Word),
+			asm.Mov.Reg(asm.R1, asm.R7),
+			call("bpf_task_release"),
+		), out...)
+	}},
+	{"plain parent acquired", func(call func(string) asm.Instruction, off taskOffsets) asm.Instructions {
+		return append(append(fromPid1(call),
+			asm.LoadMem(asm.R1, asm.R6, off["parent"], asm.DWord),
+			call("bpf_task_acquire"),
+			asm.Mov.Reg(asm.R1, asm.R6),
+			call("bpf_task_release"),
+		), out...)
+	}},
+	{"RCU-protected parent released", func(call func(string) asm.Instruction, off taskOffsets) asm.Instructions {
+		return append(append(fromPid1(call),
+			asm.LoadMem(asm.R1, asm.R6, off["real_parent"], asm.DWord),
+			call("bpf_task_release"),
+			asm.Mov.Reg(asm.R1, asm.R6),
+			call("bpf_task_release"),
+		), out...)
+	}},
+	{"store into the task", func(call func(string) asm.Instruction, off taskOffsets) asm.Instructions {
+		return append(append(fromPid1(call),
+			asm.Mov.Imm(asm.R2, 0),
+			asm.StoreMem(asm.R6, off["pid"], asm.R2, asm.Word),
+			asm.Mov.Reg(asm.R1, asm.R6),
+			call("bpf_task_release"),
+		), out...)
+	}},
+	{"context released", func(call func(string) asm.Instruction, _ taskOffsets) asm.Instructions {
+		return asm.Instructions{
+			call("bpf_task_release"),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+		}
+	}},
+	{"reference kept across a branch", func(call func(string) asm.Instruction, off taskOffsets) asm.Instructions {
+		return append(append(fromPid1(call),
+			asm.LoadMem(asm.R7, asm.R6, off["pid"], asm.Word),
+			asm.JGT.Imm(asm.R7, 100, "big"),
+			asm.Mov.Reg(asm.R1, asm.R6),
+			call("bpf_task_release"),
+			asm.Ja.Label("out"),
+			asm.Mov.Imm(asm.R0, 1).WithSymbol("big"),
+			asm.Return(),
+		), out...)
+	}},
+}
+
+// tc programs calling the kernel's task kfuncs, loaded at log level 2 in
+// this machine's kernel and in bpfsim: references acquired, tested for
+// NULL, passed on and released, leaked, released twice or moved, used
+// after release, RCU-protected and plain pointers read out of a task,
+// stores refused: the same verdicts, errnos and whole logs (the
+// instructions' field offsets and the kfuncs' BTF ids are each kernel's
+// own).
+func TestKfuncReferencesAreTheKernels(t *testing.T) {
+	k := linuxLikeSim(t)
+	taskKfuncs(t, k)
+	ks, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Skipf("skipped: no kernel BTF: %v", err)
+	}
+	ss, err := k.KernelBTF()
+	if err != nil {
+		t.Fatal(err)
+	}
+	koff, soff := taskOffsetsIn(t, ks), taskOffsetsIn(t, ss)
+	kcall := func(name string) asm.Instruction {
+		var fn *btf.Func
+		if err := ks.TypeByName(name, &fn); err != nil {
+			t.Skipf("skipped: this kernel has no kfunc %s: %v", name, err)
+		}
+		id, err := ks.TypeID(fn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Src: asm.PseudoKfuncCall, Constant: int64(id)}
+	}
+	scall := func(name string) asm.Instruction {
+		id, ok := k.KfuncID(name)
+		if !ok {
+			t.Fatalf("no kfunc %s", name)
+		}
+		return asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Src: asm.PseudoKfuncCall, Constant: int64(id)}
+	}
+	// The offsets in a log, named.
+	named := func(log string, off taskOffsets) string {
+		for f, o := range off {
+			log = strings.ReplaceAll(log, fmt.Sprintf(" +%d)", o), " +"+f+")")
+		}
+		return globalFuncLog(log)
+	}
+	for _, c := range kfuncRefCases {
+		t.Run(c.name, func(t *testing.T) {
+			spec := func(insns asm.Instructions) *ebpf.ProgramSpec {
+				return &ebpf.ProgramSpec{Name: "refs", Type: ebpf.SchedCLS, License: "GPL", Instructions: insns}
+			}
+			kerr, serr, klog, slog := loadBothLogged(t, k, spec(c.insns(kcall, koff)), spec(c.insns(scall, soff)))
+			kmsg, smsg := kfuncCallID.ReplaceAllString(verifierMessage(kerr), "$1#ID"), kfuncCallID.ReplaceAllString(verifierMessage(serr), "$1#ID")
+			if errnoOf(kerr) != errnoOf(serr) || kmsg != smsg {
+				t.Fatalf("verdicts differ\nkernel: %v: %s\nbpfsim: %v: %s", errnoOf(kerr), kmsg, errnoOf(serr), smsg)
+			}
+			if a, b := named(klog, koff), named(slog, soff); a != b {
+				t.Errorf("logs differ\nkernel:\n%s\nbpfsim:\n%s", a, b)
+			}
+			t.Logf("%v %s", errnoOf(kerr), kmsg)
+		})
+	}
+}
