@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/interp"
 	"github.com/bpfsim/bpfsim/sim/kfunc"
 	"github.com/bpfsim/bpfsim/sim/mem"
@@ -94,7 +95,9 @@ func taskOpsProg(p *sim.Process, member string, insns asm.Instructions) (*sim.Pr
 }
 
 // taskOpsMap makes a task_ops instance with weigh and wake, registered.
-func taskOpsMap(t *testing.T, p *sim.Process, weigh, wake *sim.Program) {
+func taskOpsMap(t *testing.T, p *sim.Process, weigh, wake *sim.Program) { taskOpsMapB(t, p, weigh, wake) }
+
+func taskOpsMapB(t testing.TB, p *sim.Process, weigh, wake *sim.Program) {
 	t.Helper()
 	d, ok := p.Kernel().StructOpsType("task_ops")
 	if !ok {
@@ -372,5 +375,138 @@ func TestKfuncReferencesAreGivenBack(t *testing.T) {
 				t.Fatalf("leaky program: %v", err)
 			}
 		})
+	}
+}
+
+// FuzzKfuncReferences loads fuzzed tc programs that may call task_get and
+// task_put: each is refused with one of the verifier's errnos, or runs on
+// packets of a few lengths without failing and gives back every
+// reference it took. Loads of struct_ops programs for task_ops' members
+// from the same bytes are refused with a verifier errno or accepted.
+func FuzzKfuncReferences(f *testing.F) {
+	k := newKernel(f, &sim.Options{CPUs: 2, MemoryLimit: 64 << 20})
+	tr := &taskRefs{tasks: map[uint64]uint64{}, refs: map[uint64]int{}}
+	registerTaskRefs(f, k, tr)
+	registerTaskOps(f, k, nil)
+	parent := newTask(f, k, 1, 5, 0)
+	child := newTask(f, k, 2, 3, parent)
+	tr.tasks[1], tr.tasks[2] = parent, child
+	get, put := kfuncCall(f, k, "task_get"), kfuncCall(f, k, "task_put")
+	seeds := []asm.Instructions{
+		{
+			asm.LoadMem(asm.R2, asm.R1, 0, asm.Word),
+			asm.Sub.Imm(asm.R2, 14),
+			asm.Mov.Reg(asm.R1, asm.R2),
+			get,
+			asm.Mov.Reg(asm.R6, asm.R0),
+			asm.Mov.Imm(asm.R0, -1),
+			asm.JEq.Imm(asm.R6, 0, "out"),
+			asm.LoadMem(asm.R7, asm.R6, 8, asm.DWord),
+			asm.LoadMem(asm.R7, asm.R7, 0, asm.Word),
+			asm.Mov.Reg(asm.R1, asm.R6),
+			put,
+			asm.Mov.Reg(asm.R0, asm.R7),
+			asm.Return().WithSymbol("out"),
+		},
+		weighInsns,
+		wakeInsns,
+	}
+	for _, s := range seeds {
+		code, err := insn.FromAsm(s)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(insn.Encode(code))
+	}
+	d, ok := k.StructOpsType("task_ops")
+	if !ok {
+		f.Fatal("no task_ops")
+	}
+	f.Fuzz(func(t *testing.T, code []byte) {
+		for member := range d.Members {
+			prog, err := k.LoadBytecodeWithOptions(ebpf.StructOps, "fuzz", code,
+				sim.ProgramOptions{AttachBTFID: uint32(d.TypeID), ExpectedAttachType: uint32(member), License: "GPL"})
+			if err != nil {
+				if !isVerifierErrno(err) {
+					t.Fatalf("struct_ops load failed without one of the verifier's errnos: %v", err)
+				}
+				continue
+			}
+			prog.Close()
+		}
+		prog, err := k.LoadBytecodeWithOptions(ebpf.SchedCLS, "fuzz", code, sim.ProgramOptions{License: "GPL"})
+		if err != nil {
+			if !isVerifierErrno(err) {
+				t.Fatalf("load failed without one of the verifier's errnos: %v", err)
+			}
+			return
+		}
+		defer prog.Close()
+		for _, n := range []int{14, 15, 16, 17} {
+			if _, err := prog.Test(&sim.RunOptions{Data: make([]byte, n)}); err != nil {
+				t.Fatalf("a verified program failed: %v\n%s", err, prog.Xlated())
+			}
+		}
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		for addr, n := range tr.refs {
+			if n != 0 {
+				t.Fatalf("a verified program left %d references on the task at %#x\n%s", n, addr, prog.Xlated())
+			}
+		}
+	})
+}
+
+// A struct_ops member call whose program reads its task argument and
+// walks to the parent (weigh), and a tc test run taking and giving back a
+// reference on a task through kfuncs: interpreted and JITed.
+func BenchmarkKernelObjects(b *testing.B) {
+	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+		k := newKernel(b, &sim.Options{Runtime: rt})
+		var sm *structops.Map
+		registerTaskOps(b, k, &sm)
+		tr := &taskRefs{tasks: map[uint64]uint64{}, refs: map[uint64]int{}}
+		registerTaskRefs(b, k, tr)
+		parent := newTask(b, k, 1, 5, 0)
+		child := newTask(b, k, 42, 3, parent)
+		tr.tasks[42] = child
+		p := k.NewProcess()
+		weigh, err := taskOpsProg(p, "weigh", weighInsns)
+		if err != nil {
+			b.Fatal(err)
+		}
+		wake, err := taskOpsProg(p, "wake", wakeInsns)
+		if err != nil {
+			b.Fatal(err)
+		}
+		taskOpsMapB(b, p, weigh, wake)
+		b.Run("struct_ops-call/"+rt.String(), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := sm.Call(0, taskWeigh, child); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		prog, err := p.NewProgram(&ebpf.ProgramSpec{Name: "refs", Type: ebpf.SchedCLS, License: "GPL", Instructions: asm.Instructions{
+			asm.Mov.Imm(asm.R1, 42),
+			kfuncCall(b, k, "task_get"),
+			asm.Mov.Reg(asm.R6, asm.R0),
+			asm.JEq.Imm(asm.R6, 0, "out"),
+			asm.Mov.Reg(asm.R1, asm.R6),
+			kfuncCall(b, k, "task_put"),
+			asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
+			asm.Return(),
+		}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run("acquire-release/"+rt.String(), func(b *testing.B) {
+			res, err := prog.Test(&sim.RunOptions{Data: make([]byte, 64), Repeat: uint32(b.N)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			_ = res
+		})
+		p.Close()
 	}
 }

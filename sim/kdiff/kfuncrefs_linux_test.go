@@ -272,3 +272,42 @@ func TestKfuncReferencesAreTheKernels(t *testing.T) {
 		})
 	}
 }
+
+// The kernel's side of sim's BenchmarkKernelObjects/acquire-release: a
+// tc test run taking a reference on task 1 with bpf_task_from_pid and
+// giving it back with bpf_task_release, repeated in the kernel.
+func BenchmarkKfuncReferencesKernel(b *testing.B) {
+	if _, err := OpenKernel(); err != nil {
+		b.Skipf("skipped: this machine cannot load BPF programs: %v", err)
+	}
+	ks, err := btf.LoadKernelSpec()
+	if err != nil {
+		b.Skipf("skipped: no kernel BTF: %v", err)
+	}
+	call := func(name string) asm.Instruction {
+		var fn *btf.Func
+		if err := ks.TypeByName(name, &fn); err != nil {
+			b.Skipf("skipped: %v", err)
+		}
+		id, _ := ks.TypeID(fn)
+		return asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Src: asm.PseudoKfuncCall, Constant: int64(id)}
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "refs", Type: ebpf.SchedCLS, License: "GPL", Instructions: asm.Instructions{
+		asm.Mov.Imm(asm.R1, 1),
+		call("bpf_task_from_pid"),
+		asm.Mov.Reg(asm.R6, asm.R0),
+		asm.JEq.Imm(asm.R6, 0, "out"),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		call("bpf_task_release"),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
+		asm.Return(),
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer prog.Close()
+	b.ResetTimer()
+	if _, err := prog.Run(&ebpf.RunOptions{Data: make([]byte, 64), Repeat: uint32(b.N)}); err != nil {
+		b.Fatal(err)
+	}
+}
