@@ -95,7 +95,9 @@ func taskOpsProg(p *sim.Process, member string, insns asm.Instructions) (*sim.Pr
 }
 
 // taskOpsMap makes a task_ops instance with weigh and wake, registered.
-func taskOpsMap(t *testing.T, p *sim.Process, weigh, wake *sim.Program) { taskOpsMapB(t, p, weigh, wake) }
+func taskOpsMap(t *testing.T, p *sim.Process, weigh, wake *sim.Program) {
+	taskOpsMapB(t, p, weigh, wake)
+}
 
 func taskOpsMapB(t testing.TB, p *sim.Process, weigh, wake *sim.Program) {
 	t.Helper()
