@@ -46,13 +46,13 @@ func isBuiltinMapType(t uapi.MapType) bool {
 
 // checkSleepable applies check_attach_btf_id's rules on sleepable
 // programs to the program types bpfsim loads: a syscall program must be
-// sleepable; of the others only kprobes (which may attach to uprobes) may
-// be.
+// sleepable; of the others only kprobes (which may attach to uprobes) and
+// struct_ops programs (for the members their type allows) may be.
 func checkSleepable(typ ebpf.ProgramType, sleepable bool) error {
 	switch {
 	case typ == ebpf.Syscall && !sleepable:
 		return errors.WithStack(&verifier.Error{Errno: uapi.EINVAL, Msg: "Syscall programs can only be sleepable"})
-	case sleepable && typ != ebpf.Syscall && typ != ebpf.Kprobe:
+	case sleepable && typ != ebpf.Syscall && typ != ebpf.Kprobe && typ != ebpf.StructOps:
 		return errors.WithStack(&verifier.Error{Errno: uapi.EINVAL, Msg: "Only fentry/fexit/fmod_ret, lsm, iter, uprobe, and struct_ops programs can be sleepable"})
 	}
 	return nil

@@ -50,6 +50,10 @@ func (k *Kernel) structOps() *structOpsState {
 		// The map type number is free in every kernel: nothing else
 		// registers 26.
 		_ = k.RegisterMapType(st.reg.MapType())
+		// The kernel's own test type (dummyops.go).
+		if _, err := st.reg.Register(dummyOpsType); err != nil {
+			panic(fmt.Sprintf("bpf_dummy_ops: %v", err)) // a bug in its declaration
+		}
 	})
 	return st
 }
@@ -443,9 +447,12 @@ func (k *Kernel) AssocStructOpsMap(aux uint64) *structops.Map {
 // structOpsCPU holds a CPU's areas for member calls: the argument arrays
 // (the trampoline's stack) and the machines nested calls run on.
 type structOpsCPU struct {
-	args  uint64 // maxNestedCalls+1 arrays of MaxArgs u64
-	buf   []byte
-	depth int // nested calls under way; only the CPU's running goroutine touches it
+	args uint64 // maxNestedCalls+1 arrays of MaxArgs u64
+	buf  []byte
+	// stateOff is where in buf a bpf_dummy_ops test run keeps the
+	// kernel's copy of its state (dummyops.go).
+	stateOff int
+	depth    int // nested calls under way; only the CPU's running goroutine touches it
 	// nested[i] runs calls at depth i+1.
 	nested []*interp.Machine
 }
@@ -463,7 +470,8 @@ func (k *Kernel) structOpsCPU(id int) (*structOpsCPU, error) {
 	if c := st.cpus[id]; c != nil {
 		return c, nil
 	}
-	size := uint64(maxNestedCalls+1) * structops.MaxArgs * 8
+	argsSize := uint64(maxNestedCalls+1) * structops.MaxArgs * 8
+	size := argsSize + 8
 	addr, err := k.mem.Vmalloc(size, mem.PermRW, "bpf_struct_ops_args")
 	if err != nil {
 		return nil, err
@@ -472,7 +480,7 @@ func (k *Kernel) structOpsCPU(id int) (*structOpsCPU, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &structOpsCPU{args: addr, buf: buf}
+	c := &structOpsCPU{args: addr, buf: buf, stateOff: int(argsSize)}
 	st.cpus[id] = c
 	return c, nil
 }

@@ -79,6 +79,26 @@ func (t *Task) readUser(addr uint64, p []byte) uapi.Errno {
 	return 0
 }
 
+// writeUser copies p into the task's user memory at addr, as
+// copy_to_user does: EFAULT, and nothing written, if any byte is not user
+// memory the task has.
+func (t *Task) writeUser(addr uint64, p []byte) uapi.Errno {
+	probe := make([]byte, len(p))
+	if errno := t.readUser(addr, probe); errno != 0 {
+		return errno
+	}
+	for len(p) > 0 {
+		for _, r := range t.Memory {
+			if addr >= r.Addr && addr-r.Addr < uint64(len(r.Bytes)) {
+				n := copy(r.Bytes[addr-r.Addr:], p)
+				p, addr = p[n:], addr+uint64(n)
+				break
+			}
+		}
+	}
+	return 0
+}
+
 // taskCommLen is TASK_COMM_LEN.
 const taskCommLen = 16
 

@@ -106,8 +106,8 @@ func (p *Program) test(opts *RunOptions, timed bool) (*RunResult, error) {
 		return nil, err
 	}
 	repeat := opts.Repeat
-	if repeat == 0 {
-		repeat = 1
+	if repeat == 0 || p.typ == ebpf.StructOps {
+		repeat = 1 // bpf_struct_ops_test_run runs the program once
 	}
 
 	// bpf_prog_test_run_syscall and _raw_tp: the context must hold every
@@ -197,6 +197,8 @@ func (k *Kernel) prepareRun(cpu *CPU, p *Program, data, ctx []byte, ctxOut bool,
 		return k.prepareSKB(cpu, typ, data, ctx, ctxOut)
 	case ebpf.Kprobe, ebpf.TracePoint, ebpf.RawTracepoint:
 		return k.prepareTracing(cpu, typ, data, ctx, repeat)
+	case ebpf.StructOps:
+		return k.prepareStructOpsRun(cpu, p, ctx) // dummyops.go
 	case ebpf.XDP:
 		if ctx != nil {
 			return nil, errors.Wrap(uapi.EINVAL, "an xdp_md context input is not supported yet")
