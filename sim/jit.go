@@ -218,6 +218,7 @@ func (k *Kernel) jitCompile(p *Program, opts ProgramOptions) error {
 	}
 	k.jits.compiled.Add(1)
 	p.jit = img
+	p.jitReadsCurrent = readsCurrentTask(p.xlated)
 	k.jitAddImage(p)
 	return k.jitDirectFixup(p)
 }
@@ -436,9 +437,27 @@ func (k *Kernel) runJIT(cpu *CPU, p *Program, r1, r2 uint64) (uint64, error) {
 	return k.runJITAt(cpu, p, p.jit.Entry(), r1, r2)
 }
 
+// readsCurrentTask tells a program that calls bpf_get_current_task or
+// bpf_get_current_task_btf, which the JIT inlines as a read of SP_EL0.
+func readsCurrentTask(xlated []insn.Insn) bool {
+	for _, in := range xlated {
+		if in.Code == insn.JMP|insn.CALL && in.Src == 0 && (in.Imm == funcGetCurrentTask || in.Imm == funcGetCurrentTaskBTF) {
+			return true
+		}
+	}
+	return false
+}
+
 // runJITAt runs p's image from entry, one of its functions, with args in
 // R1 and on.
 func (k *Kernel) runJITAt(cpu *CPU, p *Program, entry uint64, args ...uint64) (uint64, error) {
+	if p.jitReadsCurrent {
+		// The inlined helpers read the task page, which the
+		// interpreter's helpers write on first use: write it first.
+		if _, _, err := k.currentTask(cpu); err != nil {
+			return 0, err
+		}
+	}
 	jc := cpu.jit
 	c := jc.cpu
 	m := cpu.machine

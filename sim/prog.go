@@ -55,6 +55,9 @@ type bpfProg struct {
 	name     string
 	xlated   []insn.Insn
 	subprogs []verifier.Subprog
+	// jitReadsCurrent: the JITed code reads the current task's page
+	// (jit.go).
+	jitReadsCurrent bool
 	// code is the program compiled for the interpreter. A JITed program
 	// compiles it only when something runs it interpreted (interpCode):
 	// most never are, and compiling cost a tenth of a load.

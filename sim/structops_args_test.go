@@ -512,3 +512,56 @@ func BenchmarkKernelObjects(b *testing.B) {
 		p.Close()
 	}
 }
+
+// bpf_get_current_task_btf gives the task the run is in as a trusted
+// task_struct: a program reads its tgid and its real parent's pid, and
+// takes and gives back a reference on it with bpf_task_acquire and
+// bpf_task_release, interpreted and JITed.
+func TestCurrentTaskBTFIsTheRunsTask(t *testing.T) {
+	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+		t.Run(rt.String(), func(t *testing.T) {
+			k := newKernel(t, &sim.Options{Runtime: rt})
+			spec, err := k.KernelBTF()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var task *btf.Struct
+			if err := spec.TypeByName("task_struct", &task); err != nil {
+				t.Fatal(err)
+			}
+			off := map[string]int16{}
+			for _, m := range task.Members {
+				off[m.Name] = int16(m.Offset.Bytes())
+			}
+			prog, err := k.NewProgram(&ebpf.ProgramSpec{Name: "current", Type: ebpf.SchedCLS, License: "GPL", Instructions: asm.Instructions{
+				asm.FnGetCurrentTaskBtf.Call(),
+				asm.Mov.Reg(asm.R1, asm.R0),
+				kfuncCall(t, k, "bpf_task_acquire"),
+				asm.Mov.Reg(asm.R6, asm.R0),
+				asm.Mov.Imm(asm.R0, -1),
+				asm.JEq.Imm(asm.R6, 0, "out"),
+				asm.LoadMem(asm.R7, asm.R6, off["tgid"], asm.Word),
+				asm.LSh.Imm(asm.R7, 16),
+				asm.LoadMem(asm.R1, asm.R6, off["real_parent"], asm.DWord),
+				asm.LoadMem(asm.R1, asm.R1, off["pid"], asm.Word),
+				asm.Or.Reg(asm.R7, asm.R1),
+				asm.Mov.Reg(asm.R1, asm.R6),
+				kfuncCall(t, k, "bpf_task_release"),
+				asm.Mov.Reg(asm.R0, asm.R7),
+				asm.Return().WithSymbol("out"),
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer prog.Close()
+			parent := &sim.Task{PID: 77, TGID: 77, Comm: "parent"}
+			res, err := prog.Test(&sim.RunOptions{Data: make([]byte, 64), Task: &sim.Task{PID: 101, TGID: 100, Comm: "child", Parent: parent}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := uint64(100<<16 | 77); res.R0 != want {
+				t.Errorf("got %#x, want %#x (tgid 100, parent 77)", res.R0, want)
+			}
+		})
+	}
+}

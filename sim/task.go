@@ -248,8 +248,14 @@ func (k *Kernel) writeTask(page uint64, slot, cpu int, t *Task, parentSlot int) 
 	return k.mem.Write(page+uint64(slot*taskSlot), b[:])
 }
 
+// taskStruct is bpfsim's struct task_struct, in the kernel's BTF: what
+// bpf_get_current_task_btf returns and the task kfuncs take.
+var taskStruct = newTaskStruct()
+
 // taskTypes are the types of bpfsim's task_struct, for the kernel's BTF.
-func taskTypes() []btf.Type {
+func taskTypes() []btf.Type { return []btf.Type{taskStruct} }
+
+func newTaskStruct() *btf.Struct {
 	i32 := &btf.Int{Name: "int", Size: 4, Encoding: btf.Signed}
 	u32 := &btf.Int{Name: "unsigned int", Size: 4}
 	ulong := &btf.Int{Name: "long unsigned int", Size: 8}
@@ -286,7 +292,7 @@ func taskTypes() []btf.Type {
 		{Name: "cred", Type: &btf.Pointer{Target: &btf.Const{Type: cred}}, Offset: taskCred * 8},
 		{Name: "comm", Type: &btf.Array{Index: i32, Type: char, Nelems: taskCommLen}, Offset: taskComm * 8},
 	}
-	return []btf.Type{task}
+	return task
 }
 
 // procPID is the pid of the process that loaded the program.

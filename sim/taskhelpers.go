@@ -28,6 +28,7 @@ const (
 	funcGetCurrentTask     = 35
 	funcProbeReadStr       = 45
 	funcGetCurrentCgroupID = 80
+	funcGetCurrentTaskBTF  = 158
 	funcProbeReadUser      = 112
 	funcProbeReadKernel    = 113
 	funcProbeReadUserStr   = 114
@@ -80,6 +81,13 @@ func (k *Kernel) registerTaskHelpers() {
 			_, addr, err := k.currentTask(k.cpuOf(m))
 			return addr, err
 		}, nil},
+		// The same task, as a trusted pointer the program may read
+		// field by field.
+		{funcGetCurrentTaskBTF, &verifier.FuncProto{Ret: verifier.RetPtrToBTFIDTrusted, RetStruct: taskStruct, GPLOnly: true},
+			func(m *interp.Machine, _, _, _, _, _ uint64) (uint64, error) {
+				_, addr, err := k.currentTask(k.cpuOf(m))
+				return addr, err
+			}, nil},
 		{funcProbeReadKernel, probeReadProto, k.helperProbeReadKernel, nil},
 		{funcProbeReadKernelStr, probeReadProto, k.helperProbeReadKernelStr, nil},
 		{funcProbeReadUser, probeReadProto, k.helperProbeReadUser, nil},

@@ -1,7 +1,9 @@
 package kdiff
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
@@ -12,14 +14,15 @@ import (
 	"github.com/bpfsim/bpfsim/sim"
 	"github.com/bpfsim/bpfsim/sim/interp"
 	"github.com/bpfsim/bpfsim/sim/kfunc"
+	"github.com/bpfsim/bpfsim/sim/uapi"
 )
 
-// taskKfuncs registers in a simulated kernel the kernel's task kfuncs
-// (kernel/bpf/helpers.c) with their prototypes and flags, on bpfsim's
-// task_struct: bpf_task_from_pid (KF_ACQUIRE | KF_RET_NULL),
-// bpf_task_acquire (KF_ACQUIRE | KF_RCU | KF_RET_NULL) and
-// bpf_task_release (KF_RELEASE). They are verified as the kernel's; what
-// they do when run is not simulated (from_pid finds no task).
+// taskKfuncs registers in a simulated kernel the kernel's
+// bpf_task_from_pid (kernel/bpf/helpers.c) with its prototype and flags
+// (KF_ACQUIRE | KF_RET_NULL), on bpfsim's task_struct, which bpfsim does
+// not have (it keeps no table of tasks): verified as the kernel's, it
+// finds no task when run. bpf_task_acquire and bpf_task_release are
+// bpfsim's own.
 func taskKfuncs(t *testing.T, k *sim.Kernel) {
 	t.Helper()
 	spec, err := k.KernelBTF()
@@ -30,20 +33,11 @@ func taskKfuncs(t *testing.T, k *sim.Kernel) {
 	if err := spec.TypeByName("task_struct", &task); err != nil {
 		t.Fatal(err)
 	}
-	taskPtr := &btf.Pointer{Target: task}
-	s32 := &btf.Int{Name: "int", Size: 4, Encoding: btf.Signed}
-	none := func(*interp.Machine, uint64, uint64, uint64, uint64, uint64) (uint64, error) { return 0, nil }
-	for _, f := range []*kfunc.Func{
-		{Name: "bpf_task_from_pid", Flags: kfunc.Acquire | kfunc.RetNull, Fn: none,
-			Proto: &btf.FuncProto{Return: taskPtr, Params: []btf.FuncParam{{Name: "pid", Type: s32}}}},
-		{Name: "bpf_task_acquire", Flags: kfunc.Acquire | kfunc.RCU | kfunc.RetNull, Fn: none,
-			Proto: &btf.FuncProto{Return: taskPtr, Params: []btf.FuncParam{{Name: "p", Type: taskPtr}}}},
-		{Name: "bpf_task_release", Flags: kfunc.Release, Fn: none,
-			Proto: &btf.FuncProto{Return: &btf.Void{}, Params: []btf.FuncParam{{Name: "p", Type: taskPtr}}}},
-	} {
-		if err := k.RegisterKfunc(f); err != nil {
-			t.Fatal(err)
-		}
+	err = k.RegisterKfunc(&kfunc.Func{Name: "bpf_task_from_pid", Flags: kfunc.Acquire | kfunc.RetNull,
+		Proto: &btf.FuncProto{Return: &btf.Pointer{Target: task}, Params: []btf.FuncParam{{Name: "pid", Type: &btf.Int{Name: "int", Size: 4, Encoding: btf.Signed}}}},
+		Fn:    func(*interp.Machine, uint64, uint64, uint64, uint64, uint64) (uint64, error) { return 0, nil }})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -58,7 +52,7 @@ func taskOffsetsIn(t *testing.T, spec *btf.Spec) taskOffsets {
 		t.Skipf("skipped: %v", err)
 	}
 	offs := taskOffsets{}
-	for _, f := range []string{"pid", "real_parent", "parent"} {
+	for _, f := range []string{"pid", "tgid", "real_parent", "parent"} {
 		off, _, err := memberSpan(task, f)
 		if err != nil {
 			t.Fatal(err)
@@ -82,6 +76,23 @@ func fromPid1(call func(string) asm.Instruction) asm.Instructions {
 		asm.Mov.Reg(asm.R6, asm.R0),
 		asm.JEq.Imm(asm.R6, 0, "out"),
 	}
+}
+
+// currentTgid returns the current task's tgid, read through a reference
+// bpf_task_acquire took on bpf_get_current_task_btf's task.
+func currentTgid(call func(string) asm.Instruction, off taskOffsets) asm.Instructions {
+	return append(asm.Instructions{
+		asm.FnGetCurrentTaskBtf.Call(),
+		asm.Mov.Reg(asm.R1, asm.R0),
+		call("bpf_task_acquire"),
+		asm.Mov.Reg(asm.R6, asm.R0),
+		asm.JEq.Imm(asm.R6, 0, "out"),
+		asm.LoadMem(asm.R7, asm.R6, off["tgid"], asm.Word),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		call("bpf_task_release"),
+		asm.Mov.Reg(asm.R0, asm.R7),
+		asm.Return(),
+	}, out...)
 }
 
 var out = asm.Instructions{asm.Mov.Imm(asm.R0, 0).WithSymbol("out"), asm.Return()}
@@ -198,6 +209,26 @@ var kfuncRefCases = []kfuncRefCase{
 			asm.Return(),
 		}
 	}},
+	{"current task acquired, read and released", func(call func(string) asm.Instruction, off taskOffsets) asm.Instructions {
+		return currentTgid(call, off)
+	}},
+	{"current task's parent read", func(call func(string) asm.Instruction, off taskOffsets) asm.Instructions {
+		return asm.Instructions{
+			asm.FnGetCurrentTaskBtf.Call(),
+			asm.LoadMem(asm.R1, asm.R0, off["real_parent"], asm.DWord),
+			asm.LoadMem(asm.R0, asm.R1, off["tgid"], asm.Word),
+			asm.Return(),
+		}
+	}},
+	{"current task released unacquired", func(call func(string) asm.Instruction, _ taskOffsets) asm.Instructions {
+		return asm.Instructions{
+			asm.FnGetCurrentTaskBtf.Call(),
+			asm.Mov.Reg(asm.R1, asm.R0),
+			call("bpf_task_release"),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+		}
+	}},
 	{"reference kept across a branch", func(call func(string) asm.Instruction, off taskOffsets) asm.Instructions {
 		return append(append(fromPid1(call),
 			asm.LoadMem(asm.R7, asm.R6, off["pid"], asm.Word),
@@ -273,6 +304,69 @@ func TestKfuncReferencesAreTheKernels(t *testing.T) {
 	}
 }
 
+// A tc program reads the tgid of the task it runs in through a reference
+// on bpf_get_current_task_btf's task, in this machine's kernel and in
+// bpfsim: each gives the tgid of the task that asked for the test run
+// (this process; bpfsim's RunOptions.Task), interpreted and JITed.
+func TestCurrentTaskReferencesRunAsTheKernels(t *testing.T) {
+	ks, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Skipf("skipped: no kernel BTF: %v", err)
+	}
+	if _, err := OpenKernel(); err != nil {
+		t.Skipf("skipped: this machine cannot load BPF programs: %v", err)
+	}
+	kcall := func(name string) asm.Instruction {
+		var fn *btf.Func
+		if err := ks.TypeByName(name, &fn); err != nil {
+			t.Skipf("skipped: %v", err)
+		}
+		id, _ := ks.TypeID(fn)
+		return asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Src: asm.PseudoKfuncCall, Constant: int64(id)}
+	}
+	kp, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "tgid", Type: ebpf.SchedCLS, License: "GPL", Instructions: currentTgid(kcall, taskOffsetsIn(t, ks))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kp.Close()
+	kret, err := kp.Run(&ebpf.RunOptions{Data: make([]byte, 64)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := uint32(os.Getpid()); kret != want {
+		t.Fatalf("kernel: %d, want this process's %d", kret, want)
+	}
+	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+		k, err := sim.NewKernel(&sim.Options{Runtime: rt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss, err := k.KernelBTF()
+		if err != nil {
+			t.Fatal(err)
+		}
+		scall := func(name string) asm.Instruction {
+			id, ok := k.KfuncID(name)
+			if !ok {
+				t.Fatalf("no kfunc %s", name)
+			}
+			return asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Src: asm.PseudoKfuncCall, Constant: int64(id)}
+		}
+		sp, err := k.NewProgram(&ebpf.ProgramSpec{Name: "tgid", Type: ebpf.SchedCLS, License: "GPL", Instructions: currentTgid(scall, taskOffsetsIn(t, ss))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := sp.Test(&sim.RunOptions{Data: make([]byte, 64), Task: &sim.Task{PID: 4243, TGID: 4242, Comm: "worker"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.R0 != 4242 {
+			t.Errorf("bpfsim %v: %d, want the task's 4242", rt, res.R0)
+		}
+		sp.Close()
+	}
+}
+
 // The kernel's side of sim's BenchmarkKernelObjects/acquire-release: a
 // tc test run taking a reference on task 1 with bpf_task_from_pid and
 // giving it back with bpf_task_release, repeated in the kernel.
@@ -310,4 +404,60 @@ func BenchmarkKfuncReferencesKernel(b *testing.B) {
 	if _, err := prog.Run(&ebpf.RunOptions{Data: make([]byte, 64), Repeat: uint32(b.N)}); err != nil {
 		b.Fatal(err)
 	}
+}
+
+// A program taking and giving back a reference on the current task is
+// loaded as each program type bpfsim loads, in this machine's kernel and
+// in bpfsim: the kfuncs are offered to the same types (the same verdicts,
+// errnos and messages).
+func TestTaskKfuncsAreOfferedAsTheKernels(t *testing.T) {
+	k := linuxLikeSim(t)
+	ks, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Skipf("skipped: no kernel BTF: %v", err)
+	}
+	ss, err := k.KernelBTF()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kcall := func(name string) asm.Instruction {
+		var fn *btf.Func
+		if err := ks.TypeByName(name, &fn); err != nil {
+			t.Skipf("skipped: %v", err)
+		}
+		id, _ := ks.TypeID(fn)
+		return asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Src: asm.PseudoKfuncCall, Constant: int64(id)}
+	}
+	scall := func(name string) asm.Instruction {
+		id, _ := k.KfuncID(name)
+		return asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Src: asm.PseudoKfuncCall, Constant: int64(id)}
+	}
+	compared := 0
+	for _, typ := range []ebpf.ProgramType{ebpf.SocketFilter, ebpf.Kprobe, ebpf.TracePoint, ebpf.RawTracepoint, ebpf.XDP,
+		ebpf.SchedCLS, ebpf.SchedACT, ebpf.CGroupSKB, ebpf.Syscall, ebpf.PerfEvent, ebpf.CGroupSock} {
+		spec := func(insns asm.Instructions) *ebpf.ProgramSpec {
+			s := &ebpf.ProgramSpec{Name: "task", Type: typ, License: "GPL", Instructions: insns}
+			if typ == ebpf.Syscall {
+				s.Flags = 1 << 4 // BPF_F_SLEEPABLE
+			}
+			return s
+		}
+		sp, serr := k.NewProgram(spec(currentTgid(scall, taskOffsetsIn(t, ss))))
+		if serr != nil && (strings.Contains(serr.Error(), "not supported by bpfsim") || errors.Is(serr, uapi.ENOTSUPP) && strings.Contains(serr.Error(), "not simulated")) {
+			continue // a type bpfsim does not load
+		}
+		if sp != nil {
+			sp.Close()
+		}
+		kp, kerr := ebpf.NewProgram(spec(currentTgid(kcall, taskOffsetsIn(t, ks))))
+		if kp != nil {
+			kp.Close()
+		}
+		kmsg, smsg := kfuncCallID.ReplaceAllString(verifierMessage(kerr), "$1#ID"), kfuncCallID.ReplaceAllString(verifierMessage(serr), "$1#ID")
+		if errnoOf(kerr) != errnoOf(serr) || kmsg != smsg {
+			t.Errorf("%v: kernel %v: %s; bpfsim %v: %s", typ, errnoOf(kerr), kmsg, errnoOf(serr), smsg)
+		}
+		compared++
+	}
+	t.Logf("%d program types compared", compared)
 }

@@ -174,6 +174,12 @@ func (e *env) checkHelperCall(in insn.Insn, idx int) error {
 		e.idGen++
 		r0.id = e.idGen
 		r0.dynptrID, r0.refObjID = meta.dynptrID, meta.refObjID
+	case RetPtrToBTFIDTrusted:
+		if fn.RetStruct == nil {
+			return e.errorf(uapi.EINVAL, "kernel subsystem misconfigured verifier")
+		}
+		r0.markPtr(ptrToBTFID)
+		r0.btfIdx, r0.trusted = e.btfIndex(fn.RetStruct), true
 	}
 	if isAcquireFunction(id) {
 		// The new reference's id replaces the null check's: finding

@@ -1,6 +1,10 @@
 package verifier
 
-import "github.com/bpfsim/bpfsim/sim/uapi"
+import (
+	"github.com/cilium/ebpf/btf"
+
+	"github.com/bpfsim/bpfsim/sim/uapi"
+)
 
 // ArgType is enum bpf_arg_type: what a helper expects in a register.
 type ArgType uint8
@@ -82,6 +86,9 @@ const (
 	// the dynptr argument's data, or NULL (RET_PTR_TO_DYNPTR_MEM_OR_NULL):
 	// a slice, which ends with its dynptr.
 	RetPtrToDynptrMemOrNull
+	// RetPtrToBTFIDTrusted is a kernel object of FuncProto.RetStruct the
+	// kernel vouches for (RET_PTR_TO_BTF_ID_TRUSTED).
+	RetPtrToBTFIDTrusted
 )
 
 // FuncProto is struct bpf_func_proto without the function: the types the
@@ -107,6 +114,9 @@ type FuncProto struct {
 	// ArgStruct names the struct of the ArgPtrToBTFID arguments
 	// (arg*_btf_id).
 	ArgStruct [5]string
+	// RetStruct is the struct a RetPtrToBTFIDTrusted points to
+	// (ret_btf_id).
+	RetStruct *btf.Struct
 }
 
 // HelperProtos are the prototypes of the kernel's helpers that bpfsim
