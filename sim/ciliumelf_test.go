@@ -21,6 +21,11 @@ var unsupported = []string{"not supported", "not simulated", "is big-endian", "l
 var kernelRefuses = map[string]string{
 	"errors-el.elf/poisoned_single": "invalid func unknown#195896080",
 	"errors-el.elf/poisoned_double": "frame pointer is read only",
+	// fentry/target and fexit/target name a BPF program the user must
+	// give as AttachTarget; without it the kernel's BTF has no "target"
+	// function either (cilium/ebpf's ENOENT).
+	"fentry_fexit-el.elf/trace_on_entry": "no traced function target",
+	"fentry_fexit-el.elf/trace_on_exit":  "no traced function target",
 }
 
 // Every ELF object in cilium/ebpf's testdata loads, program by program,

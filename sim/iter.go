@@ -174,8 +174,20 @@ func (k *Kernel) iterAttachOf(spec *ebpf.ProgramSpec, opts *ProgramOptions) erro
 	if spec.Type != ebpf.Tracing || opts.AttachBTFID != 0 {
 		return nil
 	}
+	if spec.AttachType == ebpf.AttachTraceFEntry || spec.AttachType == ebpf.AttachTraceFExit {
+		// fentry.go
+		if spec.AttachTarget != nil {
+			return errors.Wrapf(uapi.ENOTSUPP, "program %s: %s programs of BPF programs (AttachTarget) are not simulated by bpfsim yet", spec.Name, spec.AttachType)
+		}
+		f, ok := k.TracedFunc(spec.AttachTo)
+		if !ok {
+			return errors.Wrapf(uapi.ENOENT, "program %s: attach %s: no traced function %s in the simulated kernel (Kernel.RegisterTracedFunc)", spec.Name, spec.AttachType, spec.AttachTo)
+		}
+		opts.AttachBTFID = uint32(f.id)
+		return nil
+	}
 	if spec.AttachType != ebpf.AttachTraceIter {
-		return errors.Wrapf(uapi.ENOTSUPP, "program %s: tracing programs of attach type %s are not simulated by bpfsim yet (iterators only)", spec.Name, spec.AttachType)
+		return errors.Wrapf(uapi.ENOTSUPP, "program %s: tracing programs of attach type %s are not simulated by bpfsim yet (iterators, fentry and fexit only)", spec.Name, spec.AttachType)
 	}
 	id, err := k.iterFuncID(spec.AttachTo)
 	if err != nil {
@@ -208,11 +220,15 @@ func (k *Kernel) prepareIterLoad(p *Program, opts ProgramOptions) error {
 	vErr := func(errno uapi.Errno, msg string, a ...any) error {
 		return p.attachRefusal(opts, errno, fmt.Sprintf(msg, a...))
 	}
-	if p.attachType != ebpf.AttachTraceIter {
-		return errors.Wrapf(uapi.ENOTSUPP, "tracing programs of attach type %s are not simulated by bpfsim yet (iterators only)", p.attachType)
+	fentry := p.attachType == ebpf.AttachTraceFEntry || p.attachType == ebpf.AttachTraceFExit
+	if p.attachType != ebpf.AttachTraceIter && !fentry {
+		return errors.Wrapf(uapi.ENOTSUPP, "tracing programs of attach type %s are not simulated by bpfsim yet (iterators, fentry and fexit only)", p.attachType)
 	}
 	if opts.AttachBTFID == 0 {
 		return vErr(uapi.EINVAL, "Tracing programs must provide btf_id")
+	}
+	if fentry {
+		return k.prepareTracingLoad(p, opts, vErr) // fentry.go
 	}
 	spec, err := k.so.btf.Spec()
 	if err != nil {

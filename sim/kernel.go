@@ -134,6 +134,9 @@ type Kernel struct {
 
 	// so is the struct_ops and kfunc state (structops.go, kfunc.go).
 	so structOpsState
+	// traced are the functions fentry and fexit programs attach to
+	// (fentry.go).
+	traced tracedFuncs
 	// timers are the map values' bpf_timers (timer.go).
 	timers timerTable
 	// net is the network configuration bpf_fib_lookup looks at (fib.go).

@@ -121,6 +121,11 @@ type bpfProg struct {
 	// what it reads of keys and reads or writes of values (iter.go).
 	iter               *iterTarget
 	maxRdonly, maxRdwr int
+
+	// trace is an fentry or fexit program's function, and traceCtx its
+	// context (fentry.go).
+	trace    *TracedFunc
+	traceCtx *verifier.BTFCtxType
 }
 
 // ProgramOptions control loading, as cilium/ebpf's ProgramOptions do.
@@ -422,7 +427,7 @@ func (k *Kernel) verify(p *Program, opts ProgramOptions) (*verifier.Result, erro
 		Type:          pt,
 		Sleepable:     p.sleepable,
 		Maps:          p.mapLoads,
-		Helper:        k.helperProtoFor(p.typ),
+		Helper:        k.helperProtoFor(p.typ, p.attachType),
 		LogLevel:      level,
 		GPLCompatible: gplCompatible(license),
 		NumCPUs:       k.NumCPUs(),
@@ -468,7 +473,21 @@ func (k *Kernel) helperProto(id int32) *verifier.FuncProto {
 // helperProto's, less the helpers registered for other types only (the
 // kernel's per-type func_proto tables). The functions are made once per
 // type, so that a load allocates none.
-func (k *Kernel) helperProtoFor(typ ebpf.ProgramType) func(int32) *verifier.FuncProto {
+func (k *Kernel) helperProtoFor(typ ebpf.ProgramType, attach ebpf.AttachType) func(int32) *verifier.FuncProto {
+	fn := k.helperProtoForType(typ)
+	if typ != ebpf.Tracing || attach == ebpf.AttachTraceIter {
+		return fn
+	}
+	// tracing_prog_func_proto: the seq_file helpers are the iterators'.
+	return func(id int32) *verifier.FuncProto {
+		if id == funcSeqPrintf || id == funcSeqWrite {
+			return nil
+		}
+		return fn(id)
+	}
+}
+
+func (k *Kernel) helperProtoForType(typ ebpf.ProgramType) func(int32) *verifier.FuncProto {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if fn, ok := k.helperProtoByType[typ]; ok {

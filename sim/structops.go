@@ -231,6 +231,9 @@ func (k *Kernel) progTypeFor(p *Program) (verifier.ProgType, bool) {
 		return p.so.ctx, p.so.desc != nil
 	}
 	if p.typ == ebpf.Tracing {
+		if p.trace != nil {
+			return p.traceCtx, true
+		}
 		if p.iter == nil {
 			return nil, false
 		}

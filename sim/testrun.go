@@ -94,6 +94,9 @@ func (p *Program) test(opts *RunOptions, timed bool) (*RunResult, error) {
 		return nil, errors.Wrap(uapi.EBADF, "program is closed")
 	}
 	defer p.put()
+	if p.trace != nil {
+		return p.testRunTracing(opts) // fentry.go
+	}
 	if opts.Flags != 0 {
 		return nil, errors.Wrapf(uapi.EINVAL, "test run flags %#x are not supported", opts.Flags)
 	}

@@ -31,6 +31,11 @@ type BTFCtxType struct {
 	Args []BTFCtxArg
 	// Iter marks an iterator program: its R0 must be 0 or 1.
 	Iter bool
+	// Ret, if set, is the slot after the arguments: the function's
+	// return value, which an fexit program reads.
+	Ret *BTFCtxArg
+	// ZeroReturn makes R0 at exit 0 (fentry and fexit programs).
+	ZeroReturn bool
 }
 
 // BTFCtxArg is one argument slot of a BTFCtxType.
@@ -63,10 +68,15 @@ func (t *BTFCtxType) ValidAccess(off, size int, write, ldsx bool) (CtxField, boo
 	if off%8 != 0 {
 		return CtxField{Msg: fmt.Sprintf("func '%s' offset %d is not multiple of 8", t.Func, off)}, false
 	}
-	if off/8 >= len(t.Args) {
+	if off/8 > len(t.Args) || off/8 == len(t.Args) && t.Ret == nil {
 		return CtxField{Msg: fmt.Sprintf("func '%s' doesn't have %d-th argument", t.Func, off/8+1)}, false
 	}
-	a := t.Args[off/8]
+	var a BTFCtxArg
+	if off/8 == len(t.Args) {
+		a = *t.Ret
+	} else {
+		a = t.Args[off/8]
+	}
 	if a.Kind == CtxScalar {
 		return CtxField{Kind: CtxScalar, Arg: &a}, true
 	}
@@ -94,9 +104,14 @@ type BTFWriter interface {
 
 func (*BTFCtxType) DirectPacketAccess(bool) bool { return false }
 
-// ReturnRange is check_return_code's for iterators: 0 moves on, 1 asks
-// for the same object again.
-func (t *BTFCtxType) ReturnRange() (lo, hi int64, ok bool) { return 0, 1, t.Iter }
+// ReturnRange is check_return_code's for iterators (0 moves on, 1 asks
+// for the same object again) and for fentry and fexit programs (0).
+func (t *BTFCtxType) ReturnRange() (lo, hi int64, ok bool) {
+	if t.ZeroReturn {
+		return 0, 0, true
+	}
+	return 0, 1, t.Iter
+}
 
 func (*BTFCtxType) spinLockRefusal() string { return "tracing progs cannot use bpf_spin_lock yet" }
 func (*BTFCtxType) refusesTimers() bool     { return true }
