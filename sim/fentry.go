@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
-	"strconv"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -113,43 +112,19 @@ func (k *Kernel) registerTraced(f *TracedFunc) error {
 // value) of a traced function: a number, or a kernel object, neither
 // trusted nor tested for NULL (its loads are probe loads).
 func (k *Kernel) tracedArg(fn string, i int, t btf.Type) (verifier.BTFCtxArg, error) {
-	ptr, ok := btf.UnderlyingType(t).(*btf.Pointer)
-	if !ok {
+	st, other := verifier.CtxPointee(t)
+	switch {
+	case other != "":
+		return verifier.BTFCtxArg{Refusal: ctxArgRefusal(fn, i, other)}, nil
+	case st == nil:
 		return verifier.BTFCtxArg{Kind: verifier.CtxScalar}, nil
 	}
-	arg := "func '" + fn + "' arg" + strconv.Itoa(i)
-	switch target := btf.UnderlyingType(ptr.Target).(type) {
-	case *btf.Void, *btf.Int:
-		return verifier.BTFCtxArg{Kind: verifier.CtxScalar}, nil
-	case *btf.Struct:
-		id, err := k.so.btf.Add(target)
-		if err != nil {
-			return verifier.BTFCtxArg{}, err
-		}
-		return verifier.BTFCtxArg{Kind: verifier.CtxBTFID, Struct: target,
-			Note: fmt.Sprintf("%s has btf_id %d type STRUCT '%s'", arg, id, target.Name)}, nil
-	default:
-		return verifier.BTFCtxArg{Refusal: arg + " type " + btfKindName(target) + " is not a struct"}, nil
+	id, err := k.so.btf.Add(st)
+	if err != nil {
+		return verifier.BTFCtxArg{}, err
 	}
-}
-
-// btfKindName is btf_type_str.
-func btfKindName(t btf.Type) string {
-	switch t.(type) {
-	case *btf.Pointer:
-		return "PTR"
-	case *btf.Array:
-		return "ARRAY"
-	case *btf.Union:
-		return "UNION"
-	case *btf.Enum:
-		return "ENUM"
-	case *btf.FuncProto:
-		return "FUNC_PROTO"
-	case *btf.Float:
-		return "FLOAT"
-	}
-	return "UNKNOWN"
+	return verifier.BTFCtxArg{Kind: verifier.CtxBTFID, Struct: st,
+		Note: ctxArgNote(fn, i, id, st.Name)}, nil
 }
 
 // tracedInit registers the kernel's test functions, once.
@@ -164,6 +139,10 @@ func (k *Kernel) tracedInit() {
 		}
 	})
 }
+
+// BTFID is the id of the function's FUNC in the kernel's BTF, a program's
+// attach_btf_id.
+func (f *TracedFunc) BTFID() btf.TypeID { return f.id }
 
 // tracedByID finds the traced function whose FUNC has BTF id id.
 func (k *Kernel) tracedByID(id btf.TypeID) *TracedFunc {
@@ -302,6 +281,12 @@ func (l *TracingLink) Close() error {
 // with the arguments (and the return value) in its context, inside an
 // RCU read-side section. It returns what the function returned.
 func (f *TracedFunc) Call(cpu int, args ...uint64) (uint64, error) {
+	return f.call(cpu, DefaultMaxInsns, args)
+}
+
+// call is Call with each program's run stopped after budget
+// instructions.
+func (f *TracedFunc) call(cpu int, budget uint64, args []uint64) (uint64, error) {
 	if len(args) != len(f.Proto.Params) {
 		return 0, errors.Wrapf(uapi.EINVAL, "%s takes %d arguments, not %d", f.Name, len(f.Proto.Params), len(args))
 	}
@@ -326,7 +311,7 @@ func (f *TracedFunc) Call(cpu int, args ...uint64) (uint64, error) {
 	run := func(progs []*Program) error {
 		addr := sc.putArgs(0, slots)
 		for _, p := range progs {
-			if err := k.runTracing(c, p, addr); err != nil {
+			if err := k.runTracing(c, p, addr, budget); err != nil {
 				return err
 			}
 		}
@@ -344,9 +329,9 @@ func (f *TracedFunc) Call(cpu int, args ...uint64) (uint64, error) {
 }
 
 // runTracing runs an fentry or fexit program with its context at ctx.
-func (k *Kernel) runTracing(c *CPU, p *Program, ctx uint64) error {
+func (k *Kernel) runTracing(c *CPU, p *Program, ctx, budget uint64) error {
 	m := c.machine
-	m.MaxInsns, m.Packet = DefaultMaxInsns, interp.Packet{}
+	m.MaxInsns, m.Packet = budget, interp.Packet{}
 	c.setCurrent(nil)
 	var err error
 	if p.jit != nil {
@@ -364,7 +349,8 @@ func (k *Kernel) runTracing(c *CPU, p *Program, ctx uint64) error {
 // testRunTracing is bpf_prog_test_run_tracing for fentry and fexit
 // programs: no input, flags, CPU or repeat (EINVAL); the kernel's test
 // functions called with the kernel's arguments, which runs the programs
-// attached to them; 0 for the return value.
+// attached to them (each stopped after RunOptions.MaxInsns instructions,
+// bpfsim's own bound); 0 for the return value.
 func (p *Program) testRunTracing(opts *RunOptions) (*RunResult, error) {
 	if opts.Flags != 0 || opts.CPU != 0 || opts.Context != nil || opts.ContextOut != nil || opts.Repeat != 0 {
 		return nil, errors.Wrap(uapi.EINVAL, "a test run of an fentry or fexit program takes no context, flags, CPU or repeat")
@@ -403,7 +389,11 @@ func (p *Program) testRunTracing(opts *RunOptions) (*RunResult, error) {
 		{"bpf_fentry_test10", []uint64{0}, 0},
 	} {
 		f, _ := k.TracedFunc(c.name)
-		r, err := f.Call(0, c.args...)
+		budget := opts.MaxInsns
+		if budget == 0 {
+			budget = DefaultMaxInsns
+		}
+		r, err := f.call(0, budget, c.args)
 		if err != nil {
 			return nil, err
 		}

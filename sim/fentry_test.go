@@ -10,6 +10,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 	"github.com/bpfsim/bpfsim/sim/verifier"
 )
@@ -266,4 +267,48 @@ func BenchmarkTracedFuncCall(b *testing.B) {
 			}
 		})
 	}
+}
+
+// FuzzTracingPrograms loads fuzzed bytes as fentry and fexit programs of
+// one of bpf_fentry_test1 to 10: each is refused with one of the
+// verifier's errnos, or attached and test-run without failing.
+func FuzzTracingPrograms(f *testing.F) {
+	seeds := []asm.Instructions{
+		{asm.LoadMem(asm.R2, asm.R1, 0, asm.DWord), asm.LoadMem(asm.R3, asm.R1, 8, asm.DWord), asm.Mov.Imm(asm.R0, 0), asm.Return()},
+		{asm.LoadMem(asm.R2, asm.R1, 0, asm.DWord), asm.LoadMem(asm.R2, asm.R2, 0, asm.DWord), asm.Mov.Imm(asm.R0, 0), asm.Return()},
+		{asm.LoadMem(asm.R2, asm.R1, 48, asm.DWord), asm.Mov.Reg(asm.R0, asm.R2), asm.And.Imm(asm.R0, 0), asm.Return()},
+	}
+	for i, s := range seeds {
+		code, err := insn.FromAsm(s)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(uint8(i*3+7), insn.Encode(code))
+	}
+	k := newKernel(f, &sim.Options{CPUs: 2, MemoryLimit: 64 << 20})
+	f.Fuzz(func(t *testing.T, sel uint8, code []byte) {
+		fn, _ := k.TracedFunc(fmt.Sprintf("bpf_fentry_test%d", 1+int(sel>>1)%10))
+		at := ebpf.AttachTraceFEntry
+		if sel&1 != 0 {
+			at = ebpf.AttachTraceFExit
+		}
+		prog, err := k.LoadBytecodeWithOptions(ebpf.Tracing, "fuzz", code, sim.ProgramOptions{
+			AttachBTFID: uint32(fn.BTFID()), ExpectedAttachType: uint32(at), License: "GPL"})
+		if err != nil {
+			if !isVerifierErrno(err) {
+				t.Fatalf("load failed without one of the verifier's errnos: %v", err)
+			}
+			return
+		}
+		defer prog.Close()
+		l, err := k.AttachTracing(sim.TracingOptions{Program: prog})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		// A long loop may run out of the budget, which stops the run.
+		if _, err := prog.Test(&sim.RunOptions{MaxInsns: 1 << 22}); err != nil && !errors.Is(err, uapi.E2BIG) {
+			t.Fatalf("a verified program failed: %v\n%s", err, prog.Xlated())
+		}
+	})
 }

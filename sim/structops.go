@@ -178,6 +178,20 @@ func (k *Kernel) prepareStructOpsLoad(p *Program, insns []insn.Insn, opts Progra
 	return nil
 }
 
+// ctxArgRefusal is btf_ctx_access's refusal of a pointer argument to
+// what is not a struct, or bpfsim's of one to a union.
+func ctxArgRefusal(fn string, i int, other string) string {
+	if other == "UNION" {
+		return "func '" + fn + "' arg" + strconv.Itoa(i) + ": pointers to unions are not simulated"
+	}
+	return "func '" + fn + "' arg" + strconv.Itoa(i) + " type " + other + " is not a struct"
+}
+
+// ctxArgNote is btf_ctx_access's line on reading a pointer to a struct.
+func ctxArgNote(fn string, i int, id btf.TypeID, st string) string {
+	return fmt.Sprintf("func '%s' arg%d has btf_id %d type STRUCT '%s'", fn, i, id, st)
+}
+
 // structOpsArgs is btf_ctx_access's view of a member's arguments: numbers,
 // and trusted pointers to the structs the prototype names (or the
 // subsystem promotes them to); nullable ones are described by the type,
@@ -186,10 +200,8 @@ func structOpsArgs(d *structops.Desc, m structops.Member) *verifier.BTFCtxType {
 	t := &verifier.BTFCtxType{Func: m.Name, Args: make([]verifier.BTFCtxArg, len(m.Args))}
 	for i, a := range m.Args {
 		switch {
-		case a.Other == "UNION":
-			t.Args[i].Refusal = "func '" + m.Name + "' arg" + strconv.Itoa(i) + ": pointers to unions are not simulated"
 		case a.Other != "":
-			t.Args[i].Refusal = "func '" + m.Name + "' arg" + strconv.Itoa(i) + " type " + a.Other + " is not a struct"
+			t.Args[i].Refusal = ctxArgRefusal(m.Name, i, a.Other)
 		case a.Struct != nil:
 			st := a.Struct
 			if d.Type.PromoteArg != nil {
@@ -199,7 +211,7 @@ func structOpsArgs(d *structops.Desc, m structops.Member) *verifier.BTFCtxType {
 			}
 			t.Args[i] = verifier.BTFCtxArg{Kind: verifier.CtxBTFID, Struct: st, Trusted: true, MaybeNull: a.Nullable}
 			if !a.Nullable {
-				t.Args[i].Note = "func '" + m.Name + "' arg" + strconv.Itoa(i) + " has btf_id " + itoa(uint32(a.StructID)) + " type STRUCT '" + a.Struct.Name + "'"
+				t.Args[i].Note = ctxArgNote(m.Name, i, a.StructID, a.Struct.Name)
 			}
 		}
 	}

@@ -41,6 +41,7 @@ import (
 	"github.com/bpfsim/bpfsim/maps"
 	"github.com/bpfsim/bpfsim/sim/kfunc"
 	"github.com/bpfsim/bpfsim/sim/uapi"
+	"github.com/bpfsim/bpfsim/sim/verifier"
 )
 
 // State is enum bpf_struct_ops_state: where an instance is in its life.
@@ -339,42 +340,10 @@ func funcProto(t btf.Type) *btf.FuncProto {
 func args(fp *btf.FuncProto) []Arg {
 	out := make([]Arg, len(fp.Params))
 	for i, p := range fp.Params {
-		a := Arg{Name: p.Name, Nullable: strings.HasSuffix(p.Name, NullableSuffix)}
-		if ptr, ok := btf.UnderlyingType(p.Type).(*btf.Pointer); ok {
-			switch t := btf.UnderlyingType(ptr.Target).(type) {
-			case *btf.Void, *btf.Int:
-			case *btf.Struct:
-				a.Struct = t
-			default:
-				// Unions among them: the kernel reads them as it
-				// reads structs, bpfsim refuses them.
-				a.Other = kindName(t)
-			}
-		}
-		out[i] = a
+		st, other := verifier.CtxPointee(p.Type)
+		out[i] = Arg{Name: p.Name, Struct: st, Other: other, Nullable: strings.HasSuffix(p.Name, NullableSuffix)}
 	}
 	return out
-}
-
-// kindName is btf_type_str: the BTF kind as the kernel's messages name it.
-func kindName(t btf.Type) string {
-	switch t.(type) {
-	case *btf.Pointer:
-		return "PTR"
-	case *btf.Array:
-		return "ARRAY"
-	case *btf.Enum:
-		return "ENUM"
-	case *btf.FuncProto:
-		return "FUNC_PROTO"
-	case *btf.Fwd:
-		return "FWD"
-	case *btf.Float:
-		return "FLOAT"
-	case *btf.Union:
-		return "UNION"
-	}
-	return "UNKNOWN"
 }
 
 // valueType builds struct bpf_struct_ops_<name> { struct

@@ -41,6 +41,31 @@ func taskKfuncs(t *testing.T, k *sim.Kernel) {
 	}
 }
 
+// kernelKfuncCall is a call of the kfunc name of this machine's kernel,
+// by its id in the kernel's BTF (ks); the test skips if it has none.
+func kernelKfuncCall(tb testing.TB, ks *btf.Spec, name string) asm.Instruction {
+	tb.Helper()
+	var fn *btf.Func
+	if err := ks.TypeByName(name, &fn); err != nil {
+		tb.Skipf("skipped: this kernel has no kfunc %s: %v", name, err)
+	}
+	id, err := ks.TypeID(fn)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Src: asm.PseudoKfuncCall, Constant: int64(id)}
+}
+
+// simKfuncCall is a call of bpfsim's kfunc name.
+func simKfuncCall(tb testing.TB, k *sim.Kernel, name string) asm.Instruction {
+	tb.Helper()
+	id, ok := k.KfuncID(name)
+	if !ok {
+		tb.Fatalf("no kfunc %s", name)
+	}
+	return asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Src: asm.PseudoKfuncCall, Constant: int64(id)}
+}
+
 // taskOffsets are the offsets of task_struct's fields the programs read,
 // in a kernel's BTF.
 type taskOffsets map[string]int16
@@ -261,24 +286,8 @@ func TestKfuncReferencesAreTheKernels(t *testing.T) {
 		t.Fatal(err)
 	}
 	koff, soff := taskOffsetsIn(t, ks), taskOffsetsIn(t, ss)
-	kcall := func(name string) asm.Instruction {
-		var fn *btf.Func
-		if err := ks.TypeByName(name, &fn); err != nil {
-			t.Skipf("skipped: this kernel has no kfunc %s: %v", name, err)
-		}
-		id, err := ks.TypeID(fn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Src: asm.PseudoKfuncCall, Constant: int64(id)}
-	}
-	scall := func(name string) asm.Instruction {
-		id, ok := k.KfuncID(name)
-		if !ok {
-			t.Fatalf("no kfunc %s", name)
-		}
-		return asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Src: asm.PseudoKfuncCall, Constant: int64(id)}
-	}
+	kcall := func(name string) asm.Instruction { return kernelKfuncCall(t, ks, name) }
+	scall := func(name string) asm.Instruction { return simKfuncCall(t, k, name) }
 	// The offsets in a log, named.
 	named := func(log string, off taskOffsets) string {
 		for f, o := range off {
@@ -316,14 +325,7 @@ func TestCurrentTaskReferencesRunAsTheKernels(t *testing.T) {
 	if _, err := OpenKernel(); err != nil {
 		t.Skipf("skipped: this machine cannot load BPF programs: %v", err)
 	}
-	kcall := func(name string) asm.Instruction {
-		var fn *btf.Func
-		if err := ks.TypeByName(name, &fn); err != nil {
-			t.Skipf("skipped: %v", err)
-		}
-		id, _ := ks.TypeID(fn)
-		return asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Src: asm.PseudoKfuncCall, Constant: int64(id)}
-	}
+	kcall := func(name string) asm.Instruction { return kernelKfuncCall(t, ks, name) }
 	kp, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "tgid", Type: ebpf.SchedCLS, License: "GPL", Instructions: currentTgid(kcall, taskOffsetsIn(t, ks))})
 	if err != nil {
 		t.Fatal(err)
@@ -345,13 +347,7 @@ func TestCurrentTaskReferencesRunAsTheKernels(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		scall := func(name string) asm.Instruction {
-			id, ok := k.KfuncID(name)
-			if !ok {
-				t.Fatalf("no kfunc %s", name)
-			}
-			return asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Src: asm.PseudoKfuncCall, Constant: int64(id)}
-		}
+		scall := func(name string) asm.Instruction { return simKfuncCall(t, k, name) }
 		sp, err := k.NewProgram(&ebpf.ProgramSpec{Name: "tgid", Type: ebpf.SchedCLS, License: "GPL", Instructions: currentTgid(scall, taskOffsetsIn(t, ss))})
 		if err != nil {
 			t.Fatal(err)
@@ -378,14 +374,7 @@ func BenchmarkKfuncReferencesKernel(b *testing.B) {
 	if err != nil {
 		b.Skipf("skipped: no kernel BTF: %v", err)
 	}
-	call := func(name string) asm.Instruction {
-		var fn *btf.Func
-		if err := ks.TypeByName(name, &fn); err != nil {
-			b.Skipf("skipped: %v", err)
-		}
-		id, _ := ks.TypeID(fn)
-		return asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Src: asm.PseudoKfuncCall, Constant: int64(id)}
-	}
+	call := func(name string) asm.Instruction { return kernelKfuncCall(b, ks, name) }
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "refs", Type: ebpf.SchedCLS, License: "GPL", Instructions: asm.Instructions{
 		asm.Mov.Imm(asm.R1, 1),
 		call("bpf_task_from_pid"),
@@ -420,18 +409,8 @@ func TestTaskKfuncsAreOfferedAsTheKernels(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kcall := func(name string) asm.Instruction {
-		var fn *btf.Func
-		if err := ks.TypeByName(name, &fn); err != nil {
-			t.Skipf("skipped: %v", err)
-		}
-		id, _ := ks.TypeID(fn)
-		return asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Src: asm.PseudoKfuncCall, Constant: int64(id)}
-	}
-	scall := func(name string) asm.Instruction {
-		id, _ := k.KfuncID(name)
-		return asm.Instruction{OpCode: asm.OpCode(asm.JumpClass).SetJumpOp(asm.Call), Src: asm.PseudoKfuncCall, Constant: int64(id)}
-	}
+	kcall := func(name string) asm.Instruction { return kernelKfuncCall(t, ks, name) }
+	scall := func(name string) asm.Instruction { return simKfuncCall(t, k, name) }
 	compared := 0
 	for _, typ := range []ebpf.ProgramType{ebpf.SocketFilter, ebpf.Kprobe, ebpf.TracePoint, ebpf.RawTracepoint, ebpf.XDP,
 		ebpf.SchedCLS, ebpf.SchedACT, ebpf.CGroupSKB, ebpf.Syscall, ebpf.PerfEvent, ebpf.CGroupSock} {

@@ -92,6 +92,38 @@ func (t *BTFCtxType) ValidAccess(off, size int, write, ldsx bool) (CtxField, boo
 	return CtxField{Kind: a.Kind, Arg: &a, Msg: a.Note}, true
 }
 
+// CtxPointee is btf_ctx_access's reading of a function parameter's type
+// t: a pointer to a struct gives the struct; a pointer to void or to an
+// integer, and anything not a pointer, is a number (nil, ""); a pointer
+// to anything else gives the BTF kind the kernel's refusal names ("func
+// '...' arg0 type ARRAY is not a struct"). bpfsim refuses pointers to
+// unions this way too ("UNION"), which the kernel reads as structs.
+func CtxPointee(t btf.Type) (st *btf.Struct, other string) {
+	ptr, ok := btf.UnderlyingType(t).(*btf.Pointer)
+	if !ok {
+		return nil, ""
+	}
+	switch target := btf.UnderlyingType(ptr.Target).(type) {
+	case *btf.Void, *btf.Int:
+		return nil, ""
+	case *btf.Struct:
+		return target, ""
+	case *btf.Pointer:
+		return nil, "PTR"
+	case *btf.Array:
+		return nil, "ARRAY"
+	case *btf.Union:
+		return nil, "UNION"
+	case *btf.Enum:
+		return nil, "ENUM"
+	case *btf.FuncProto:
+		return nil, "FUNC_PROTO"
+	case *btf.Float:
+		return nil, "FLOAT"
+	}
+	return nil, "UNKNOWN"
+}
+
 // maxFuncArgs is MAX_BPF_FUNC_ARGS.
 const maxFuncArgs = 12
 
