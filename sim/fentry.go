@@ -10,7 +10,6 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/pkg/errors"
 
-	"github.com/bpfsim/bpfsim/sim/interp"
 	"github.com/bpfsim/bpfsim/sim/mem"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 	"github.com/bpfsim/bpfsim/sim/verifier"
@@ -311,7 +310,7 @@ func (f *TracedFunc) call(cpu int, budget uint64, args []uint64) (uint64, error)
 	run := func(progs []*Program) error {
 		addr := sc.putArgs(0, slots)
 		for _, p := range progs {
-			if err := k.runTracing(c, p, addr, budget); err != nil {
+			if _, err := k.runWithCtx(c, p, addr, budget); err != nil {
 				return err
 			}
 		}
@@ -326,24 +325,6 @@ func (f *TracedFunc) call(cpu int, budget uint64, args []uint64) (uint64, error)
 		return 0, err
 	}
 	return r, nil
-}
-
-// runTracing runs an fentry or fexit program with its context at ctx.
-func (k *Kernel) runTracing(c *CPU, p *Program, ctx, budget uint64) error {
-	m := c.machine
-	m.MaxInsns, m.Packet = budget, interp.Packet{}
-	c.setCurrent(nil)
-	var err error
-	if p.jit != nil {
-		_, err = k.runJIT(c, p, ctx, 0)
-	} else {
-		_, err = m.Run(p.code, ctx, 0)
-	}
-	c.releaseSpinLock()
-	if err != nil {
-		return errors.Wrapf(err, "program %s", p.name)
-	}
-	return nil
 }
 
 // testRunTracing is bpf_prog_test_run_tracing for fentry and fexit
@@ -407,20 +388,8 @@ func (p *Program) testRunTracing(opts *RunOptions) (*RunResult, error) {
 // prepareTracingLoad is bpf_check_attach_target for an fentry or fexit
 // program: its attach_btf_id must be a function of the kernel's BTF the
 // kernel can trace.
-func (k *Kernel) prepareTracingLoad(p *Program, opts ProgramOptions, vErr func(uapi.Errno, string, ...any) error) error {
-	spec, err := k.so.btf.Spec()
-	if err != nil {
-		return err
-	}
-	typ, err := spec.TypeByID(btf.TypeID(opts.AttachBTFID))
-	if err != nil {
-		return vErr(uapi.EINVAL, "attach_btf_id %d is invalid", opts.AttachBTFID)
-	}
-	fn, ok := typ.(*btf.Func)
-	if !ok {
-		return vErr(uapi.EINVAL, "attach_btf_id %d is not a function", opts.AttachBTFID)
-	}
-	f := k.tracedByID(btf.TypeID(opts.AttachBTFID))
+func (k *Kernel) prepareTracingLoad(p *Program, id btf.TypeID, fn *btf.Func, vErr func(uapi.Errno, string, ...any) error) error {
+	f := k.tracedByID(id)
 	if f == nil {
 		return vErr(uapi.ENOENT, "The address of function %s cannot be found", fn.Name)
 	}

@@ -227,20 +227,12 @@ func (k *Kernel) prepareIterLoad(p *Program, opts ProgramOptions) error {
 	if opts.AttachBTFID == 0 {
 		return vErr(uapi.EINVAL, "Tracing programs must provide btf_id")
 	}
-	if fentry {
-		return k.prepareTracingLoad(p, opts, vErr) // fentry.go
-	}
-	spec, err := k.so.btf.Spec()
+	fn, err := k.attachFunc(opts.AttachBTFID, vErr)
 	if err != nil {
 		return err
 	}
-	typ, err := spec.TypeByID(btf.TypeID(opts.AttachBTFID))
-	if err != nil {
-		return vErr(uapi.EINVAL, "attach_btf_id %d is invalid", opts.AttachBTFID)
-	}
-	fn, ok := typ.(*btf.Func)
-	if !ok {
-		return vErr(uapi.EINVAL, "attach_btf_id %d is not a function", opts.AttachBTFID)
+	if fentry {
+		return k.prepareTracingLoad(p, btf.TypeID(opts.AttachBTFID), fn, vErr) // fentry.go
 	}
 	name, ok := strings.CutPrefix(fn.Name, iterFuncPrefix)
 	t := iterTargets()[name]
@@ -250,6 +242,24 @@ func (k *Kernel) prepareIterLoad(p *Program, opts ProgramOptions) error {
 	}
 	p.iter = t
 	return nil
+}
+
+// attachFunc is bpf_check_attach_target's finding of a tracing program's
+// function: the FUNC with BTF id id in the kernel's BTF.
+func (k *Kernel) attachFunc(id uint32, vErr func(uapi.Errno, string, ...any) error) (*btf.Func, error) {
+	spec, err := k.so.btf.Spec()
+	if err != nil {
+		return nil, err
+	}
+	typ, err := spec.TypeByID(btf.TypeID(id))
+	if err != nil {
+		return nil, vErr(uapi.EINVAL, "attach_btf_id %d is invalid", id)
+	}
+	fn, ok := typ.(*btf.Func)
+	if !ok {
+		return nil, vErr(uapi.EINVAL, "attach_btf_id %d is not a function", id)
+	}
+	return fn, nil
 }
 
 // IterOptions are what an iterator link walks, as cilium/ebpf's

@@ -524,17 +524,25 @@ func (k *Kernel) runStructOps(p *Program, caller *interp.Machine, cpu int, args 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	addr := sc.putArgs(0, args)
-	m := c.machine
-	m.MaxInsns, m.Packet = DefaultMaxInsns, interp.Packet{}
 	k.rcu.readLock(c.ID)
+	defer k.rcu.readUnlock(c.ID)
+	return k.runWithCtx(c, p, addr, DefaultMaxInsns)
+}
+
+// runWithCtx runs p on CPU c (whose lock the caller holds, inside an RCU
+// read-side section) with its context at ctx, JITed if it is, stopped
+// after budget instructions; a spin lock it left held is released.
+func (k *Kernel) runWithCtx(c *CPU, p *Program, ctx, budget uint64) (uint64, error) {
+	m := c.machine
+	m.MaxInsns, m.Packet = budget, interp.Packet{}
 	var r0 uint64
+	var err error
 	if p.jit != nil {
-		r0, err = k.runJIT(c, p, addr, 0)
+		r0, err = k.runJIT(c, p, ctx, 0)
 	} else {
-		r0, err = m.Run(p.code, addr, 0)
+		r0, err = m.Run(p.code, ctx, 0)
 	}
 	c.releaseSpinLock()
-	k.rcu.readUnlock(c.ID)
 	if err != nil {
 		return 0, errors.Wrapf(err, "program %s", p.name)
 	}

@@ -166,16 +166,7 @@ func TestDummyOpsProgramsVerifyAsTheKernels(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			spec := &ebpf.ProgramSpec{Name: "dummy", Type: ebpf.StructOps, AttachTo: "bpf_dummy_ops:" + c.member, License: "GPL", Instructions: c.insns, Flags: c.flags}
-			kerr, serr, klog, slog := loadBothLogged(t, k, spec.Copy(), spec.Copy())
-			if errnoOf(kerr) != errnoOf(serr) || verifierMessage(kerr) != verifierMessage(serr) {
-				t.Fatalf("verdicts differ\nkernel: %v: %s\nbpfsim: %v: %s", errnoOf(kerr), verifierMessage(kerr), errnoOf(serr), verifierMessage(serr))
-			}
-			a := btfIDNote.ReplaceAllString(refLog(klog), "has btf_id ID type")
-			b := btfIDNote.ReplaceAllString(refLog(slog), "has btf_id ID type")
-			if a != b {
-				t.Errorf("logs differ\nkernel:\n%s\nbpfsim:\n%s", a, b)
-			}
-			t.Logf("%v %s", errnoOf(kerr), verifierMessage(kerr))
+			sameVerdictAndLog(t, k, spec)
 		})
 	}
 }

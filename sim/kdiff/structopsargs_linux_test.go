@@ -295,6 +295,24 @@ var structOpsArgCases = []structOpsArgCase{
 
 var btfIDNote = regexp.MustCompile(`has btf_id \d+ type`)
 
+// sameVerdictAndLog loads spec at log level 2 in this machine's kernel
+// and in bpfsim: the verdicts, errnos and messages must be the same, and
+// the whole logs but for the btf ids of the structs the arguments point
+// to, which are each kernel's own.
+func sameVerdictAndLog(t *testing.T, k *sim.Kernel, spec *ebpf.ProgramSpec) {
+	t.Helper()
+	kerr, serr, klog, slog := loadBothLogged(t, k, spec.Copy(), spec.Copy())
+	if errnoOf(kerr) != errnoOf(serr) || verifierMessage(kerr) != verifierMessage(serr) {
+		t.Fatalf("verdicts differ\nkernel: %v: %s\nbpfsim: %v: %s", errnoOf(kerr), verifierMessage(kerr), errnoOf(serr), verifierMessage(serr))
+	}
+	a := btfIDNote.ReplaceAllString(refLog(klog), "has btf_id ID type")
+	b := btfIDNote.ReplaceAllString(refLog(slog), "has btf_id ID type")
+	if a != b {
+		t.Errorf("logs differ\nkernel:\n%s\nbpfsim:\n%s", a, b)
+	}
+	t.Logf("%v %s", errnoOf(kerr), verifierMessage(kerr))
+}
+
 // struct_ops programs of tcp_congestion_ops loaded at log level 2 in this
 // machine's kernel and in bpfsim, where the type is registered with this
 // kernel's BTF of it: the arguments typed as btf_ctx_access types them
@@ -309,16 +327,7 @@ func TestStructOpsArgumentsAreTheKernels(t *testing.T) {
 	for _, c := range structOpsArgCases {
 		t.Run(c.name, func(t *testing.T) {
 			spec := &ebpf.ProgramSpec{Name: "ca", Type: ebpf.StructOps, AttachTo: "tcp_congestion_ops:" + c.member, License: "GPL", Instructions: c.insns(off)}
-			kerr, serr, klog, slog := loadBothLogged(t, k, spec.Copy(), spec.Copy())
-			if errnoOf(kerr) != errnoOf(serr) || verifierMessage(kerr) != verifierMessage(serr) {
-				t.Fatalf("verdicts differ\nkernel: %v: %s\nbpfsim: %v: %s", errnoOf(kerr), verifierMessage(kerr), errnoOf(serr), verifierMessage(serr))
-			}
-			a := btfIDNote.ReplaceAllString(refLog(klog), "has btf_id ID type")
-			b := btfIDNote.ReplaceAllString(refLog(slog), "has btf_id ID type")
-			if a != b {
-				t.Errorf("logs differ\nkernel:\n%s\nbpfsim:\n%s", a, b)
-			}
-			t.Logf("%v %s", errnoOf(kerr), verifierMessage(kerr))
+			sameVerdictAndLog(t, k, spec)
 		})
 	}
 }
