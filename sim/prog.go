@@ -197,8 +197,8 @@ var supportedTypes = map[ebpf.ProgramType]string{
 	ebpf.TracePoint:         "raw context bytes (the tracepoint's record), read-only",
 	ebpf.RawTracepoint:      "raw context bytes (the u64 arguments), read-only",
 	ebpf.Syscall:            "raw context bytes",
-	ebpf.StructOps:          "the u64 array of the member's arguments; run through its struct_ops map (structops.go)",
-	ebpf.Tracing:            "iterators only (SEC(\"iter/bpf_map\"), SEC(\"iter/bpf_map_elem\")): struct bpf_iter__<target>; run by reading an iterator link (iter.go)",
+	ebpf.StructOps:          "the u64 array of the member's arguments, kernel objects among them; run through its struct_ops map, or test-run for bpf_dummy_ops (structops.go, dummyops.go)",
+	ebpf.Tracing:            "iterators (SEC(\"iter/bpf_map\"), SEC(\"iter/bpf_map_elem\")): struct bpf_iter__<target>, run by reading an iterator link (iter.go); fentry and fexit: the u64 array of the function's arguments (and return value), run by calls of a TracedFunc (fentry.go)",
 	ebpf.UnspecifiedProgram: "raw memory: r1 = pointer to Data, r2 = its length",
 }
 

@@ -17,13 +17,15 @@ import (
 // max_rdonly_access and max_rdwr_access, and attaching the program to a
 // map checks them against its sizes).
 //
-// bpfsim's contexts typed this way are the iterators' (BTFCtxType):
-// struct bpf_iter__<target>, one u64 slot per argument of the target's
-// bpf_iter_<target> function (btf_ctx_access).
+// The contexts typed this way (BTFCtxType, btf_ctx_access) are one u64
+// slot per argument of a function's prototype: the iterators' (struct
+// bpf_iter__<target>, of bpf_iter_<target>), struct_ops members' and the
+// functions fentry and fexit programs attach to. Kernel objects also come
+// from helpers and kfuncs, with references for those that acquire them
+// (kfunc.go).
 
-// BTFCtxType is the context of a tracing program the kernel describes by
-// a function's BTF prototype: one 8-byte slot per argument, read-only.
-// The iterator programs' (BPF_TRACE_ITER) are bpfsim's.
+// BTFCtxType is the context of a program the kernel describes by a
+// function's BTF prototype: one 8-byte slot per argument, read-only.
 type BTFCtxType struct {
 	// Func names the function in log messages (bpf_iter_bpf_map_elem).
 	Func string
