@@ -47,8 +47,8 @@ type TracedFunc struct {
 
 	k  *Kernel
 	id btf.TypeID
-	// ctx describes the arguments as programs see them; argIDs are the
-	// BTF ids of the structs pointer parameters point to.
+	// args and ret are the arguments and the return value as programs
+	// see them (btf_ctx_access).
 	args   []verifier.BTFCtxArg
 	ret    verifier.BTFCtxArg
 	mu     sync.RWMutex
