@@ -393,6 +393,6 @@ func (k *Kernel) prepareTracingLoad(p *Program, id btf.TypeID, fn *btf.Func, vEr
 	if f == nil {
 		return vErr(uapi.ENOENT, "The address of function %s cannot be found", fn.Name)
 	}
-	p.trace, p.traceCtx = f, f.tracingCtx(p.attachType == ebpf.AttachTraceFExit)
+	p.trace, p.btfCtx = f, f.tracingCtx(p.attachType == ebpf.AttachTraceFExit)
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,6 +61,10 @@ const iterFuncPrefix = "bpf_iter_"
 type iterTarget struct {
 	name string
 	ctx  *verifier.BTFCtxType
+	// noted are the kernel objects among ctx's arguments that the
+	// target's ctx_arg_info does not describe: btf_ctx_access logs a
+	// line for each load of them, naming the struct's BTF id.
+	noted []int
 	// walksMap: the link names a map whose elements it walks
 	// (bpf_iter_attach_map).
 	walksMap bool
@@ -143,7 +148,7 @@ func iterTypes(vmlinux []btf.Type) []btf.Type {
 var iterTargets = sync.OnceValue(func() map[string]*iterTarget {
 	t := iterBTF()
 	return map[string]*iterTarget{
-		"bpf_map": {name: "bpf_map", ctx: &verifier.BTFCtxType{
+		"bpf_map": {name: "bpf_map", noted: []int{0}, ctx: &verifier.BTFCtxType{
 			Func: t.mapFunc.Name,
 			Iter: true,
 			Args: []verifier.BTFCtxArg{
@@ -152,7 +157,7 @@ var iterTargets = sync.OnceValue(func() map[string]*iterTarget {
 				{Kind: verifier.CtxBTFID, Struct: t.bpfMap, Trusted: true, MaybeNull: true},
 			},
 		}},
-		"bpf_map_elem": {name: "bpf_map_elem", walksMap: true, ctx: &verifier.BTFCtxType{
+		"bpf_map_elem": {name: "bpf_map_elem", walksMap: true, noted: []int{0, 1}, ctx: &verifier.BTFCtxType{
 			Func: t.mapElemFunc.Name,
 			Iter: true,
 			Args: []verifier.BTFCtxArg{
@@ -241,7 +246,36 @@ func (k *Kernel) prepareIterLoad(p *Program, opts ProgramOptions) error {
 		return errors.Wrapf(uapi.EINVAL, "%s is no iterator target bpfsim simulates (bpf_map, bpf_map_elem)", fn.Name)
 	}
 	p.iter = t
+	ctx, err := k.iterCtx(t)
+	if err != nil {
+		return err
+	}
+	p.btfCtx = ctx
 	return nil
+}
+
+// iterCtx is t's context with the notes btf_ctx_access logs, which name
+// BTF ids of this kernel's BTF.
+func (k *Kernel) iterCtx(t *iterTarget) (*verifier.BTFCtxType, error) {
+	spec, err := k.so.btf.Spec()
+	if err != nil {
+		return nil, err
+	}
+	ctx := *t.ctx
+	ctx.Args = slices.Clone(t.ctx.Args)
+	for _, i := range t.noted {
+		a := &ctx.Args[i]
+		var st *btf.Struct
+		if err := spec.TypeByName(a.Struct.Name, &st); err != nil {
+			return nil, err
+		}
+		id, err := spec.TypeID(st)
+		if err != nil {
+			return nil, err
+		}
+		a.Note = ctxArgNote(ctx.Func, i, id, a.Struct.Name)
+	}
+	return &ctx, nil
 }
 
 // attachFunc is bpf_check_attach_target's finding of a tracing program's

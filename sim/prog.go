@@ -122,10 +122,10 @@ type bpfProg struct {
 	iter               *iterTarget
 	maxRdonly, maxRdwr int
 
-	// trace is an fentry or fexit program's function, and traceCtx its
-	// context (fentry.go).
-	trace    *TracedFunc
-	traceCtx *verifier.BTFCtxType
+	// trace is an fentry or fexit program's function (fentry.go), and
+	// btfCtx the context of a tracing program, iterators' too (iter.go).
+	trace  *TracedFunc
+	btfCtx *verifier.BTFCtxType
 }
 
 // ProgramOptions control loading, as cilium/ebpf's ProgramOptions do.

@@ -243,13 +243,7 @@ func (k *Kernel) progTypeFor(p *Program) (verifier.ProgType, bool) {
 		return p.so.ctx, p.so.desc != nil
 	}
 	if p.typ == ebpf.Tracing {
-		if p.trace != nil {
-			return p.traceCtx, true
-		}
-		if p.iter == nil {
-			return nil, false
-		}
-		return p.iter.ctx, true
+		return p.btfCtx, p.btfCtx != nil
 	}
 	return verifier.ProgTypeFor(p.typ, p.attachType)
 }
