@@ -462,15 +462,7 @@ func TestPinnedIteratorsReadAsTheKernels(t *testing.T) {
 	if _, err := kdiff.OpenKernel(); err != nil {
 		t.Skipf("kernel-differential test skipped: this machine cannot load BPF programs: %v", err)
 	}
-	kdir, done, err := kdiff.KernelBPFFS(t.TempDir())
-	if err != nil {
-		t.Skipf("kernel-differential test skipped: %v", err)
-	}
-	defer func() {
-		if err := done(); err != nil {
-			t.Error(err)
-		}
-	}()
+	kdir := kernelBPFFS(t) // mapaccess_linux_test.go
 	c := mapIterCases()[0] // dump of a hash
 	spec := c.spec
 	kcoll, err := ebpf.LoadCollection("testdata/mapiter.bpf.o")
