@@ -426,6 +426,7 @@ func (k *Kernel) verify(p *Program, opts ProgramOptions) (*verifier.Result, erro
 	*cfg = verifier.Config{
 		Type:          pt,
 		Sleepable:     p.sleepable,
+		TestStateFreq: opts.Flags&uapi.BPF_F_TEST_STATE_FREQ != 0,
 		Maps:          p.mapLoads,
 		Helper:        k.helperProtoFor(p.typ, p.attachType),
 		LogLevel:      level,

@@ -6,21 +6,20 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// An iterator program of testdata/mapiter.bpf.o loaded at log level 2 in
-// this machine's kernel and in bpfsim: the context's trusted pointers,
+// The iterator programs of testdata/mapiter.bpf.o loaded at log level 2
+// in this machine's kernel and in bpfsim: the context's trusted pointers,
 // the seq_file read out of the trusted meta (trusted too, by the kernel's
 // list of such fields), the key and value buffers, the same verdicts and
-// whole logs (but for the btf ids in them, each kernel's own). The
-// object's chunks program would differ: the kernel keeps a scalar's link
-// to its copy across a 32-bit add of a constant ("id=3+0"), bpfsim drops
-// it (see the README's Verifier row).
+// whole logs (but for the btf ids in them, each kernel's own). The chunks
+// program's log shows a scalar linked to its copy across a 32-bit add of
+// a constant ("id=3+0", BPF_ADD_CONST32).
 func TestIteratorLogsAreTheKernels(t *testing.T) {
 	k := linuxLikeSim(t)
 	spec, err := ebpf.LoadCollectionSpec("../testdata/mapiter.bpf.o")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"double_values"} {
+	for _, name := range []string{"double_values", "chunks"} {
 		t.Run(name, func(t *testing.T) {
 			p := spec.Programs[name]
 			kerr, serr, klog, slog := loadBothLogged(t, k, p.Copy(), p.Copy())

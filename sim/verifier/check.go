@@ -456,6 +456,10 @@ func (e *env) adjustRegMinMax(in *insn.Insn) error {
 			return e.adjustPtrMinMax(in, &ptr, &src, true)
 		}
 	}
+	// A 32-bit add keeps a link only from a register whose upper half
+	// is zero before it: then the sum, zero-extended, is still the
+	// linked value plus a constant.
+	dstUmax := dst.umax
 	// maybe_fork_scalars: a value that is 0 or -1, and-ed or or-ed with
 	// a constant, is explored as both.
 	if (op == insn.AND || op == insn.OR) && src.isConst() {
@@ -464,20 +468,33 @@ func (e *env) adjustRegMinMax(in *insn.Insn) error {
 		}
 	}
 	scalarALU(op, alu32, &dst.bounds, src.bounds)
-	// r1 = r2; r1 += const (or -= const): remember the delta, any s32,
-	// so that bounds learned on r2 later carry over (BPF_ADD_CONST; 6.18
-	// takes subtractions and negative constants, 64-bit only).
-	if (op == insn.ADD || op == insn.SUB) && !alu32 && dst.id != 0 && src.isConst() &&
+	// r1 = r2; r1 += const (or -= const, or w1 += const): remember the
+	// delta, any s32, so that bounds learned on r2 later carry over
+	// (BPF_ADD_CONST64 and BPF_ADD_CONST32, as 6.18's stable updates
+	// have them).
+	srcConst := src.isConst()
+	if alu32 {
+		srcConst = src.is32Const()
+	}
+	if (op == insn.ADD || op == insn.SUB) && dst.id != 0 && srcConst &&
 		!(in.Source() == insn.X && in.Src == in.Dst) {
 		val := int64(src.constant())
+		if alu32 {
+			val = int64(int32(uint32(src.constant())))
+		}
 		off := int32(val)
 		if op == insn.SUB {
 			off = -off
 		}
-		if dst.id&addConstFlag != 0 || val != int64(int32(val)) || op == insn.SUB && int32(val) == math.MinInt32 {
+		switch {
+		case dst.id&addConstFlag != 0, !alu32 && val != int64(int32(val)), alu32 && dstUmax > math.MaxUint32,
+			op == insn.SUB && int32(val) == math.MinInt32:
 			dst.id, dst.off = 0, 0
-		} else {
-			dst.id |= addConstFlag
+		case alu32:
+			dst.id |= addConst32
+			dst.off = off
+		default:
+			dst.id |= addConst64
 			dst.off = off
 		}
 	} else {
@@ -486,9 +503,15 @@ func (e *env) adjustRegMinMax(in *insn.Insn) error {
 	return nil
 }
 
-// addConstFlag is BPF_ADD_CONST: the register is a linked scalar plus
-// off.
-const addConstFlag = 1 << 31
+// addConst64 and addConst32 are BPF_ADD_CONST64 and BPF_ADD_CONST32:
+// the register is a linked scalar plus off, added with a 64-bit or a
+// 32-bit operation (then the sum is zero-extended). addConstFlag is
+// either.
+const (
+	addConst64   = 1 << 31
+	addConst32   = 1 << 30
+	addConstFlag = addConst64 | addConst32
+)
 
 func (e *env) maybeForkScalars(in *insn.Insn, dst *regState) error {
 	var alu32 bool

@@ -630,6 +630,11 @@ func syncLinkedRegs(st *vstate, known *regState, linked *linkedRegs) {
 		if r == known || r.typ != scalarValue || r.id&^addConstFlag != id {
 			continue
 		}
+		// A link made by a 32-bit add and one made by a 64-bit add do
+		// not differ by a constant: nothing carries over.
+		if (r.id^known.id)&addConstFlag == addConstFlag {
+			continue
+		}
 		if (r.id&addConstFlag == 0 && known.id&addConstFlag == 0) || r.off == known.off {
 			*r = *known
 			continue
@@ -642,6 +647,9 @@ func syncLinkedRegs(st *vstate, known *regState, linked *linkedRegs) {
 		r.add32(&delta)
 		r.add64(&delta)
 		r.varOff = r.varOff.add(delta.varOff)
+		if (r.id|known.id)&addConst32 != 0 {
+			r.zext32()
+		}
 		r.sync()
 	}
 }

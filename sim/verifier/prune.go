@@ -34,7 +34,7 @@ func (e *env) isStateVisited(idx int) (bool, error) {
 	cur := e.cur
 	// A long history since the last checkpoint makes backtracking slow:
 	// take one.
-	force := e.force[idx] || cur.histEnd-cur.histStart > 40
+	force := e.cfg.TestStateFreq || e.force[idx] || cur.histEnd-cur.histStart > 40
 	add := force || (e.jmpsProcessed-e.prevJmps >= 2 && e.insnProcessed-e.prevInsnProcessed >= 8)
 	isMayGoto := e.insns[idx].Code == insn.JMP|insn.JCOND
 	isIterNext := e.force[idx] && e.isIterNextInsn(idx)
@@ -231,8 +231,9 @@ func (e *env) regsafe(old, cur *regState, level exactLevel) bool {
 		if !old.precise && level == notExact {
 			return true
 		}
-		oAdd, cAdd := old.id&addConstFlag != 0, cur.id&addConstFlag != 0
-		if (oAdd && !cAdd) || (old.id != 0 && !oAdd && cAdd) || (oAdd && old.off != cur.off) {
+		// A linked old register wants the same kind of link, 32- or
+		// 64-bit add or none, and the same constant.
+		if old.id != 0 && (old.id&addConstFlag != cur.id&addConstFlag || old.id&addConstFlag != 0 && old.off != cur.off) {
 			return false
 		}
 		if !e.checkScalarIDs(old.id, cur.id) {
@@ -295,10 +296,19 @@ func (e *env) checkScalarIDs(old, cur uint32) bool {
 		return true
 	}
 	if cur == 0 {
-		cur = 1<<30 | uint32(len(e.idmapCur)+1)
+		cur = tmpIDTag | uint32(len(e.idmapCur)+1)
 	}
-	return e.checkIDs(old, cur)
+	if !e.checkIDs(old, cur) {
+		return false
+	}
+	// old = r2 + const maps to cur only if r2's id maps to cur's base
+	// too: a link to another register is not the same link.
+	return old&addConstFlag == 0 || e.checkIDs(old&^addConstFlag, cur&^addConstFlag)
 }
+
+// tmpIDTag marks the ids checkScalarIDs makes up for unlinked current
+// registers: no real id and neither add-const flag has this bit.
+const tmpIDTag = 1 << 29
 
 // stacksafe is stacksafe for a privileged loader: never-written and
 // unknown bytes of the old state match anything.

@@ -39,6 +39,9 @@ type Config struct {
 	// RCU read section, pointers it reads out of kernel objects are
 	// untrusted.
 	Sleepable bool
+	// TestStateFreq is BPF_F_TEST_STATE_FREQ: a checkpoint at every
+	// prune point, as tests of state pruning want.
+	TestStateFreq bool
 	// Lines is the program's BTF line info, sorted by instruction: the
 	// log shows each instruction's source line (verbose_linfo).
 	Lines []LineInfo
