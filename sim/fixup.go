@@ -84,7 +84,7 @@ func (k *Kernel) fixup(p *Program, src *source) error {
 	}
 	typ, _ := verifier.ProgTypeFor(p.typ, p.attachType)
 	p.aux = k.newProgAux(p)
-	if err := verifier.Fixup(vp, &verifier.FixupConfig{HardWire: k.hardWire, Calls: kfuncCalls{kernelCalls{k}, p}, Type: typ, ProgAux: p.aux, InlineKfuncs: k.inlineKfuncs}); err != nil {
+	if err := verifier.Fixup(vp, &verifier.FixupConfig{HardWire: k.hardWire, Calls: kfuncCalls{kernelCalls{k}, p}, Type: typ, ProgAux: p.aux, InlineKfuncs: k.inlineKfuncs, Sleepable: p.sleepable}); err != nil {
 		return err
 	}
 	p.ctxConverted = convertsCtx(p.typ)

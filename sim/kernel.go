@@ -89,6 +89,7 @@ type Kernel struct {
 	// for; nextPID and nextFile number processes and open files.
 	init     *Process
 	nextPID  atomic.Int64
+	tasks    taskTable // the live tasks' pids (taskstorage.go)
 	nextFile atomic.Uint64
 	// openFiles counts the open file descriptions, for leak checks.
 	openFiles atomic.Int64
@@ -265,6 +266,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		k.registerFibLookup()
 		k.registerTimeHelpers()
 		k.registerTaskHelpers()
+		k.registerTaskStorageHelpers()
 		k.registerStringHelpers()
 		k.registerDynptrHelpers()
 		k.registerFormatHelpers()

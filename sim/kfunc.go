@@ -318,6 +318,19 @@ type kfuncCalls struct {
 
 var _ verifier.KfuncCalls = kfuncCalls{}
 
+// Helper is kernelCalls' Helper, but for the helpers whose function
+// depends on the program's type (taskstorage.go).
+func (c kfuncCalls) Helper(id int32) (int32, bool, error) {
+	if name, ok := taskStorageRecurFuncs[id]; ok && checksRecursion(c.p) {
+		s, err := c.k.ksyms.define(ksymSpec{name: name, kind: ksymHelper, helper: id}, 0)
+		if err != nil {
+			return 0, false, err
+		}
+		return c.k.ksyms.imm(s), false, nil
+	}
+	return c.kernelCalls.Helper(id)
+}
+
 func (c kfuncCalls) Kfunc(btfID int32) (int32, error) {
 	e, ok := c.k.kfuncByID(btf.TypeID(btfID))
 	if !ok {

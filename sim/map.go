@@ -412,6 +412,9 @@ func (h *Map) lookupBytesFlags(key any, flags uint64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if k, err = h.userKey(k); err != nil { // taskstorage.go
+		return nil, mapErr(err)
+	}
 	if fv, ok := h.fdValues(); ok {
 		return lookupID(fv, k) // mapinmap.go
 	}
@@ -513,6 +516,9 @@ func (h *Map) Update(key, value any, flags ebpf.MapUpdateFlags) error {
 	if err != nil {
 		return err
 	}
+	if k, err = h.userKey(k); err != nil {
+		return mapErr(err)
+	}
 	if fv, ok := h.m.Ops.(maps.FdValues); ok {
 		return mapErr(h.updateFd(fv, k, value, uint64(flags)))
 	}
@@ -544,6 +550,9 @@ func (h *Map) Delete(key any) error {
 	k, err := marshal(key, int(h.m.KeySize))
 	if err != nil {
 		return err
+	}
+	if k, err = h.userKey(k); err != nil {
+		return mapErr(err)
 	}
 	defer h.waitForPrograms()
 	return mapErr(h.m.Ops.DeleteElem(0, k))

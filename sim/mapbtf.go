@@ -175,6 +175,10 @@ func typeRefusesBTF(attr *maps.Attr, key, value btf.Type) bool {
 	case t == uapi.MapTypeBloomFilter:
 		// bloom_map_check_btf: no key.
 		return key != nil
+	case t == uapi.MapTypeTaskStorage:
+		// bpf_local_storage_map_check_btf: an int key, the pidfd.
+		i, ok := btf.UnderlyingType(key).(*btf.Int)
+		return !ok || i.Size != 4
 	}
 	return false
 }
@@ -191,7 +195,7 @@ func checkRecord(m *maps.Map) error {
 	}
 	// The fields in the order of their bits, as the kernel checks them.
 	t := m.Attr.Type
-	if m.Record.Has(maps.FieldSpinLock) && t != uapi.MapTypeHash && t != uapi.MapTypeArray {
+	if m.Record.Has(maps.FieldSpinLock) && t != uapi.MapTypeHash && t != uapi.MapTypeArray && t != uapi.MapTypeTaskStorage {
 		return errors.Wrapf(uapi.EOPNOTSUPP, "%s maps cannot hold a bpf_spin_lock", t)
 	}
 	if m.Record.Has(maps.FieldTimer) && t != uapi.MapTypeHash && t != uapi.MapTypeLRUHash && t != uapi.MapTypeArray {

@@ -13,6 +13,7 @@ import (
 	"github.com/bpfsim/bpfsim/maps/bloomfilter"
 	"github.com/bpfsim/bpfsim/maps/cpumap"
 	"github.com/bpfsim/bpfsim/maps/devmap"
+	"github.com/bpfsim/bpfsim/maps/localstorage"
 	"github.com/bpfsim/bpfsim/maps/lpmtrie"
 	"github.com/bpfsim/bpfsim/maps/queuestack"
 	"github.com/bpfsim/bpfsim/maps/ringbuf"
@@ -57,6 +58,7 @@ var builtinMapTypes = []*maps.Type{
 	ringbuf.UserRingbuf,
 	devmap.DevMapHash,
 	cpumap.CPUMap,
+	localstorage.TaskStorage,
 }
 
 // RegisterMapType adds a map type to this kernel, so that maps of it can be

@@ -27,7 +27,11 @@ type Process struct {
 
 // NewProcess starts a process with an empty fd table.
 func (k *Kernel) NewProcess() *Process {
-	return &Process{k: k, pid: int(k.nextPID.Add(1))}
+	p := &Process{k: k, pid: int(k.nextPID.Add(1))}
+	// Its main thread is a live task (taskstorage.go); a pid taken by
+	// AddTask before stays that task's.
+	_ = k.tasks.add(uint32(p.pid), nil)
+	return p
 }
 
 // InitProcess returns the process the Kernel's own methods (NewMap,
@@ -43,7 +47,11 @@ func (p *Process) Kernel() *Kernel { return p.k }
 // Close closes every fd of the process, as its exit would. Handles of the
 // process fail with EBADF afterwards, and it can open no more.
 func (p *Process) Close() error {
-	p.fds.closeAll()
+	if !p.fds.isClosed() {
+		p.fds.closeAll()
+		// The main thread exits: its task storage goes.
+		_ = p.k.ExitTask(uint32(p.pid))
+	}
 	return nil
 }
 

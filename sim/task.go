@@ -138,6 +138,9 @@ type cpuTask struct {
 	page    uint64 // the page of task structs; current's is at its start
 	current *Task  // nil: the CPU's idle task
 	written bool   // the page holds current
+	// chain is the task in each slot of the page once written, current
+	// first (nil: the idle task), for helpers given a task_struct.
+	chain [taskSlots]*Task
 	// runner is the task of a test run that names none.
 	runner Task
 }
@@ -220,6 +223,8 @@ func (k *Kernel) currentTask(c *CPU) (*Task, uint64, error) {
 				return nil, 0, err
 			}
 		}
+		c.task.chain = [taskSlots]*Task{}
+		copy(c.task.chain[:], chain)
 		c.task.written = true
 	}
 	return t, c.task.page, nil

@@ -73,7 +73,7 @@ func TestXDPContextLoadsConvertLikeTheKernel(t *testing.T) {
 }
 
 // specOf is insns as a program spec for both runners.
-func specOf(t *testing.T, typ ebpf.ProgramType, insns []insn.Insn) *ebpf.ProgramSpec {
+func specOf(t testing.TB, typ ebpf.ProgramType, insns []insn.Insn) *ebpf.ProgramSpec {
 	t.Helper()
 	var prog asm.Instructions
 	r := bytes.NewReader(insn.Encode(insns))

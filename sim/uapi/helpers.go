@@ -240,6 +240,8 @@ const (
 	FuncSKBPullData         = 39 // called by tc's unclone prologue
 	FuncSpinLock            = 93
 	FuncSpinUnlock          = 94
+	FuncTaskStorageGet      = 156
+	FuncTaskStorageDelete   = 157
 	FuncForEachMapElem      = 164
 	FuncTimerInit           = 169
 	FuncTimerSetCallback    = 170

@@ -26,6 +26,7 @@ const (
 	MapTypeDevmapHash     MapType = 25
 	MapTypeStructOps      MapType = 26
 	MapTypeRingbuf        MapType = 27
+	MapTypeTaskStorage    MapType = 29
 	MapTypeBloomFilter    MapType = 30
 	MapTypeUserRingbuf    MapType = 31
 )
@@ -62,9 +63,13 @@ const (
 	BPF_F_RDONLY_PROG    = 1 << 7
 	BPF_F_WRONLY_PROG    = 1 << 8
 	BPF_F_CLONE          = 1 << 9
-	BPF_F_MMAPABLE       = 1 << 10
-	BPF_F_PRESERVE_ELEMS = 1 << 11
-	BPF_F_INNER_MAP      = 1 << 12
+
+	// BPF_LOCAL_STORAGE_GET_F_CREATE is bpf_*_storage_get's flag that makes
+	// a value for an owner without one.
+	BPF_LOCAL_STORAGE_GET_F_CREATE = 1
+	BPF_F_MMAPABLE                 = 1 << 10
+	BPF_F_PRESERVE_ELEMS           = 1 << 11
+	BPF_F_INNER_MAP                = 1 << 12
 
 	// BPF_F_ACCESS_MASK is the kernel's mask of the access flags.
 	BPF_F_ACCESS_MASK = BPF_F_RDONLY | BPF_F_RDONLY_PROG | BPF_F_WRONLY | BPF_F_WRONLY_PROG

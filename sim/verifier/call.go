@@ -214,7 +214,7 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 	if t == ArgAnything {
 		return nil
 	}
-	if (t == ArgPtrToStackOrNull || t == ArgPtrToMemOrNull || t == ArgPtrToUninitMemOrNull) && reg.typ == scalarValue && reg.isConst() && reg.constant() == 0 {
+	if (t == ArgPtrToStackOrNull || t == ArgPtrToMemOrNull || t == ArgPtrToUninitMemOrNull || t == ArgPtrToMapValueOrNull || t == ArgPtrToBTFIDOrNull) && reg.typ == scalarValue && reg.isConst() && reg.constant() == 0 {
 		return nil // NULL: no type to check (the size after it must be 0)
 	}
 	if reg.isPkt() && !(fn.PktAccess && e.cfg.Type.DirectPacketAccess(false)) {
@@ -244,12 +244,14 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 		ok, expected = reg.typ == ptrToStack || reg.typ == constPtrToDynptr, "fp, dynptr_ptr"
 	case ArgPtrToConstStr:
 		ok, expected = reg.typ == ptrToMapValue && !reg.maybeNull, "map_value"
-	case ArgPtrToBTFID:
-		ok, expected = reg.typ == ptrToBTFID && !reg.maybeNull, "ptr_, trusted_ptr_, rcu_ptr_"
-	case ArgPtrToMapKey, ArgPtrToMapValue, ArgPtrToUninitMapValue, ArgPtrToMem, ArgPtrToUninitMem, ArgPtrToMemOrNull, ArgPtrToUninitMemOrNull, ArgPtrToU32InOut, ArgPtrToU64Out:
+	case ArgPtrToBTFID, ArgPtrToBTFIDOrNull:
+		// An argument that may be NULL takes a pointer that may be
+		// (check_reg_type drops PTR_MAYBE_NULL for it).
+		ok, expected = reg.typ == ptrToBTFID && (!reg.maybeNull || t == ArgPtrToBTFIDOrNull), "ptr_, trusted_ptr_, rcu_ptr_"
+	case ArgPtrToMapKey, ArgPtrToMapValue, ArgPtrToMapValueOrNull, ArgPtrToUninitMapValue, ArgPtrToMem, ArgPtrToUninitMem, ArgPtrToMemOrNull, ArgPtrToUninitMemOrNull, ArgPtrToU32InOut, ArgPtrToU64Out:
 		switch reg.typ {
 		case ptrToStack, ptrToPacket, ptrToPacketMeta, ptrToMapValue, ptrToMapKey, ptrToMem, ptrToBuf:
-			ok = !reg.maybeNull
+			ok = !reg.maybeNull || t == ArgPtrToMapValueOrNull
 		}
 		expected = "fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_"
 	}
@@ -261,7 +263,7 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 		if err := e.checkPtrOffReg(reg, regno, false); err != nil {
 			return err
 		}
-	case ArgPtrToBTFID:
+	case ArgPtrToBTFID, ArgPtrToBTFIDOrNull:
 		if err := e.checkBTFArg(reg, regno, fn.ArgStruct[arg]); err != nil {
 			return err
 		}
@@ -324,7 +326,7 @@ func (e *env) checkFuncArg(arg int, meta *callMeta, fn *FuncProto, name string, 
 		if elidesNullness(meta.mapPtr) {
 			meta.constKey = e.constantMapKey(reg, int(meta.mapPtr.KeySize))
 		}
-	case ArgPtrToMapValue, ArgPtrToUninitMapValue:
+	case ArgPtrToMapValue, ArgPtrToMapValueOrNull, ArgPtrToUninitMapValue:
 		if meta.mapPtr == nil {
 			return e.errorf(uapi.EACCES, "invalid map_ptr to access map->value")
 		}
@@ -486,6 +488,8 @@ func (e *env) checkMapFuncCompat(m *maps.Map, id int32, name string) error {
 		bad = id != uapi.FuncRedirectMap && id != uapi.FuncMapLookupElem
 	case uapi.MapTypeCPUMap:
 		bad = id != uapi.FuncRedirectMap
+	case uapi.MapTypeTaskStorage:
+		bad = id != uapi.FuncTaskStorageGet && id != uapi.FuncTaskStorageDelete
 	}
 	switch id {
 	case uapi.FuncTailCall:
@@ -506,6 +510,8 @@ func (e *env) checkMapFuncCompat(m *maps.Map, id int32, name string) error {
 	case uapi.FuncRedirectMap:
 		_, able := m.Ops.(maps.Redirector)
 		bad = bad || !able
+	case uapi.FuncTaskStorageGet, uapi.FuncTaskStorageDelete:
+		bad = bad || t != uapi.MapTypeTaskStorage
 	}
 	if bad {
 		return e.errorf(uapi.EINVAL, "cannot pass map_type %d into func %s#%d", t, name, id)

@@ -95,7 +95,17 @@ type FixupConfig struct {
 	// specialised to what the verifier knew at each call (seed 003's
 	// RFC; inlinekfunc.go).
 	InlineKfuncs bool
+	// Sleepable says the program may sleep: its local storage gets may
+	// allocate with GFP_KERNEL rather than GFP_ATOMIC.
+	Sleepable bool
 }
+
+// The gfp_t a local storage get is called with, the hidden fifth argument
+// do_misc_fixups passes (include/linux/gfp_types.h of 6.x).
+const (
+	gfpAtomic = 0x820 // __GFP_HIGH | __GFP_KSWAPD_RECLAIM
+	gfpKernel = 0xcc0 // __GFP_RECLAIM | __GFP_IO | __GFP_FS
+)
 
 // Fixup runs the rewrite passes on a verified program.
 //
@@ -342,6 +352,18 @@ func doMiscFixups(p *Prog, remove []bool, cfg *FixupConfig) error {
 				{Imm: int32(uint32(cfg.ProgAux >> 32))},
 				p.Insns[i],
 			}
+		case in.Code == insn.JMP|insn.CALL && in.Src == 0 && in.Imm == uapi.FuncTaskStorageGet:
+			// bpf_task_storage_get(map, task, value, flags, gfp).
+			gfp := int32(gfpAtomic)
+			if cfg.Sleepable {
+				gfp = gfpKernel
+			}
+			if calls != nil {
+				if _, err := fixupHelperCall(p, i, calls); err != nil { // rewrites the call's imm
+					return err
+				}
+			}
+			seq = []insn.Insn{{Code: insn.ALU64 | insn.MOV | insn.K, Dst: insn.R5, Imm: gfp}, p.Insns[i]}
 		case in.Code == insn.JMP|insn.CALL && in.Src == 0 && calls != nil:
 			var err error
 			if seq, err = fixupHelperCall(p, i, calls); err != nil {

@@ -70,6 +70,12 @@ const (
 	// ArgPtrToBTFID is a kernel object of the struct FuncProto.ArgStruct
 	// names (ARG_PTR_TO_BTF_ID), not NULL.
 	ArgPtrToBTFID
+	// ArgPtrToMapValueOrNull is ArgPtrToMapValue or NULL
+	// (ARG_PTR_TO_MAP_VALUE_OR_NULL): a local storage's initial value.
+	ArgPtrToMapValueOrNull
+	// ArgPtrToBTFIDOrNull is ArgPtrToBTFID or NULL
+	// (ARG_PTR_TO_BTF_ID_OR_NULL).
+	ArgPtrToBTFIDOrNull
 )
 
 // RetType is enum bpf_return_type.
