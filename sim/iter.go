@@ -72,18 +72,20 @@ type iterTarget struct {
 
 // iterBTF are the kernel types of iterators, shared by every kernel: the
 // verifier walks them, and vmlinuxTypes copies them into the kernel's BTF.
-var iterBTF = sync.OnceValue(func() *iterTypeSet { return newIterTypes(&btf.Enum{Name: "bpf_map_type", Size: 4}) })
+var iterBTF = sync.OnceValue(func() *iterTypeSet {
+	return newIterTypes(&btf.Enum{Name: "bpf_map_type", Size: 4}, taskStruct)
+})
 
 type iterTypeSet struct {
-	seqFile, meta, bpfMap, mapElemCtx, mapCtx *btf.Struct
-	mapElemFunc, mapFunc                      *btf.Func
+	seqFile, meta, bpfMap, mapElemCtx, mapCtx, taskCtx *btf.Struct
+	mapElemFunc, mapFunc, taskFunc                     *btf.Func
 }
 
 // newIterTypes builds struct seq_file (opaque: bpfsim simulates none of
 // its fields), struct bpf_iter_meta, bpfsim's struct bpf_map (maps'
-// header.go) and the bpf_map_elem target's context and function.
-// mapType is enum bpf_map_type.
-func newIterTypes(mapType btf.Type) *iterTypeSet {
+// header.go) and the targets' contexts and functions. mapType is enum
+// bpf_map_type, task struct task_struct.
+func newIterTypes(mapType, task btf.Type) *iterTypeSet {
 	u32 := &btf.Int{Name: "unsigned int", Size: 4}
 	u64 := &btf.Int{Name: "long long unsigned int", Size: 8}
 	char := &btf.Int{Name: "char", Size: 1, Encoding: btf.Char}
@@ -128,20 +130,34 @@ func newIterTypes(mapType btf.Type) *iterTypeSet {
 		Return: i32,
 		Params: []btf.FuncParam{{Name: "meta", Type: metaPtr}, {Name: "map", Type: mapPtr}},
 	}}
-	return &iterTypeSet{seqFile: seq, meta: meta, bpfMap: bpfMap, mapElemCtx: ctx, mapElemFunc: fn, mapCtx: mapCtx, mapFunc: mapFn}
+	taskPtr := &btf.Pointer{Target: task}
+	taskCtx := &btf.Struct{Name: "bpf_iter__task", Size: 16, Members: []btf.Member{
+		{Name: "meta", Type: metaPtr},
+		{Name: "task", Type: taskPtr, Offset: 64},
+	}}
+	taskFn := &btf.Func{Name: iterFuncPrefix + "task", Linkage: btf.GlobalFunc, Type: &btf.FuncProto{
+		Return: i32,
+		Params: []btf.FuncParam{{Name: "meta", Type: metaPtr}, {Name: "task", Type: taskPtr}},
+	}}
+	return &iterTypeSet{seqFile: seq, meta: meta, bpfMap: bpfMap, mapElemCtx: ctx, mapElemFunc: fn, mapCtx: mapCtx, mapFunc: mapFn,
+		taskCtx: taskCtx, taskFunc: taskFn}
 }
 
 // iterTypes returns fresh copies of the iterator types for the kernel's
 // BTF, whose other types are vmlinux (for its enum bpf_map_type).
 func iterTypes(vmlinux []btf.Type) []btf.Type {
 	var mapType btf.Type = &btf.Int{Name: "unsigned int", Size: 4}
+	var task btf.Type = taskStruct
 	for _, t := range vmlinux {
 		if e, ok := t.(*btf.Enum); ok && e.Name == "bpf_map_type" {
 			mapType = e
 		}
+		if st, ok := t.(*btf.Struct); ok && st.Name == "task_struct" {
+			task = st
+		}
 	}
-	t := newIterTypes(mapType)
-	return []btf.Type{t.mapElemCtx, t.mapElemFunc, t.mapCtx, t.mapFunc}
+	t := newIterTypes(mapType, task)
+	return []btf.Type{t.mapElemCtx, t.mapElemFunc, t.mapCtx, t.mapFunc, t.taskCtx, t.taskFunc}
 }
 
 // iterTargets are the targets bpfsim simulates, by name.
@@ -155,6 +171,16 @@ var iterTargets = sync.OnceValue(func() map[string]*iterTarget {
 				{Kind: verifier.CtxBTFID, Struct: t.meta, Trusted: true},
 				// PTR_TO_BTF_ID_OR_NULL | PTR_TRUSTED: NULL at the end.
 				{Kind: verifier.CtxBTFID, Struct: t.bpfMap, Trusted: true, MaybeNull: true},
+			},
+		}},
+		// task_iter.c's task target: every thread of every process, by
+		// pid; NULL at the end.
+		"task": {name: "task", noted: []int{0}, ctx: &verifier.BTFCtxType{
+			Func: t.taskFunc.Name,
+			Iter: true,
+			Args: []verifier.BTFCtxArg{
+				{Kind: verifier.CtxBTFID, Struct: t.meta, Trusted: true},
+				{Kind: verifier.CtxBTFID, Struct: taskStruct, Trusted: true, MaybeNull: true},
 			},
 		}},
 		"bpf_map_elem": {name: "bpf_map_elem", walksMap: true, noted: []int{0, 1}, ctx: &verifier.BTFCtxType{
@@ -210,7 +236,7 @@ func (k *Kernel) iterFuncID(target string) (btf.TypeID, error) {
 	}
 	var fn *btf.Func
 	if err := spec.TypeByName(iterFuncPrefix+target, &fn); err != nil {
-		return 0, errors.Wrapf(uapi.ENOENT, "iterator target %q: no function %s%s in the kernel's BTF (bpfsim simulates bpf_map and bpf_map_elem)", target, iterFuncPrefix, target)
+		return 0, errors.Wrapf(uapi.ENOENT, "iterator target %q: no function %s%s in the kernel's BTF (bpfsim simulates bpf_map, bpf_map_elem and task)", target, iterFuncPrefix, target)
 	}
 	return spec.TypeID(fn)
 }
@@ -243,7 +269,7 @@ func (k *Kernel) prepareIterLoad(p *Program, opts ProgramOptions) error {
 	t := iterTargets()[name]
 	if !ok || t == nil {
 		// bpf_iter_prog_supported: EINVAL, with nothing in the log.
-		return errors.Wrapf(uapi.EINVAL, "%s is no iterator target bpfsim simulates (bpf_map, bpf_map_elem)", fn.Name)
+		return errors.Wrapf(uapi.EINVAL, "%s is no iterator target bpfsim simulates (bpf_map, bpf_map_elem, task)", fn.Name)
 	}
 	p.iter = t
 	ctx, err := k.iterCtx(t)
@@ -503,6 +529,8 @@ func (it *iterLink) open() (io.ReadCloser, error) {
 		src.valueLen = uint64(maps.RoundUp8(it.m.ValueSize)) * uint64(k.NumCPUs())
 		size += src.valueLen
 		s.src = src
+	} else if it.prog.iter.name == "task" {
+		s.src = &taskSource{s: s}
 	} else {
 		s.src = &mapsSource{s: s}
 	}
@@ -710,6 +738,36 @@ func (w *mapsSource) args(obj *iterObj, slots []uint64) error {
 }
 
 func (w *mapsSource) put(obj *iterObj) { obj.m.Put() }
+
+// taskSource is the task target's walk (task_iter.c with
+// BPF_TASK_ITER_ALL): every live task, by pid, each at its own
+// task_struct (tasktable.go).
+type taskSource struct{ s *iterSession }
+
+func (w *taskSource) find(pos maps.SeqPos) (iterObj, maps.SeqPos, bool) {
+	k := w.s.l.k
+	from := uint64(pos.Bucket) + uint64(pos.Skip)
+	for {
+		pid, ok := k.tasks.next(from)
+		if !ok {
+			return iterObj{}, maps.SeqPos{Bucket: ^uint32(0)}, false
+		}
+		addr, err := k.taskPage(pid, 0)
+		if err == nil && addr != 0 {
+			return iterObj{key: addr}, maps.SeqPos{Bucket: pid}, true
+		}
+		from = uint64(pid) + 1 // exited meanwhile: the next one
+	}
+}
+
+func (w *taskSource) args(obj *iterObj, slots []uint64) error {
+	if obj != nil {
+		slots[0] = obj.key
+	}
+	return nil
+}
+
+func (w *taskSource) put(*iterObj) {}
 
 // runIter runs an iterator program on CPU 0 with ctx in r1, under RCU.
 func (k *Kernel) runIter(p *Program, code *interp.Program, ctx uint64) (uint64, error) {

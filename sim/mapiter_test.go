@@ -229,7 +229,7 @@ func TestIteratorLoadsAndAttachesAreRefused(t *testing.T) {
 		want error
 	}{
 		{"fmod_ret", &ebpf.ProgramSpec{Type: ebpf.Tracing, AttachType: ebpf.AttachModifyReturn, AttachTo: "x", License: "GPL", Instructions: ret0}, uapi.ENOTSUPP},
-		{"unknown target", &ebpf.ProgramSpec{Type: ebpf.Tracing, AttachType: ebpf.AttachTraceIter, AttachTo: "task", License: "GPL", Instructions: ret0}, unix.ENOENT},
+		{"unknown target", &ebpf.ProgramSpec{Type: ebpf.Tracing, AttachType: ebpf.AttachTraceIter, AttachTo: "tcp", License: "GPL", Instructions: ret0}, unix.ENOENT},
 		{"seq_write from XDP", &ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: []asm.Instruction{
 			asm.Mov.Imm(asm.R2, 0), asm.Mov.Imm(asm.R3, 0), asm.FnSeqWrite.Call(), asm.Mov.Imm(asm.R0, 0), asm.Return()}}, unix.EINVAL},
 		{"not GPL", &ebpf.ProgramSpec{Type: ebpf.Tracing, AttachType: ebpf.AttachTraceIter, AttachTo: "bpf_map_elem", License: "MIT", Instructions: []asm.Instruction{

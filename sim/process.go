@@ -30,7 +30,7 @@ func (k *Kernel) NewProcess() *Process {
 	p := &Process{k: k, pid: int(k.nextPID.Add(1))}
 	// Its main thread is a live task (taskstorage.go); a pid taken by
 	// AddTask before stays that task's.
-	_ = k.tasks.add(uint32(p.pid), nil)
+	_ = k.tasks.add(processTask(uint32(p.pid)))
 	return p
 }
 

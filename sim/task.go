@@ -194,40 +194,51 @@ func (k *Kernel) currentTask(c *CPU) (*Task, uint64, error) {
 		t = &idle
 	}
 	if !c.task.written {
-		// Current and its ancestors, the chain cut to the slots there
-		// are: the oldest one kept has the idle task as parent.
-		chain := []*Task{t}
-		for len(chain) < idleTaskSlot {
-			last := chain[len(chain)-1]
-			if last.PID == 0 {
-				break
-			}
-			parent := last.Parent
-			if parent == nil {
-				if last == &initTask {
-					break
-				}
-				parent = &initTask
-			}
-			chain = append(chain, parent)
+		chain, err := k.writeChain(c.task.page, c.ID, t)
+		if err != nil {
+			return nil, 0, err
 		}
-		for slot, task := range chain {
-			parentSlot := slot + 1
-			if parentSlot == len(chain) {
-				parentSlot = idleTaskSlot
-			}
-			if task.PID == 0 {
-				parentSlot = slot
-			}
-			if err := k.writeTask(c.task.page, slot, c.ID, task, parentSlot); err != nil {
-				return nil, 0, err
-			}
-		}
-		c.task.chain = [taskSlots]*Task{}
-		copy(c.task.chain[:], chain)
+		c.task.chain = chain
 		c.task.written = true
 	}
 	return t, c.task.page, nil
+}
+
+// writeChain writes t and its ancestors into a page of task structs, one
+// slot each, and returns the task of each slot (nil: the idle task). The
+// chain is cut to the slots there are: the oldest one kept has the idle
+// task as parent.
+func (k *Kernel) writeChain(page uint64, cpu int, t *Task) ([taskSlots]*Task, error) {
+	chain := []*Task{t}
+	for len(chain) < idleTaskSlot {
+		last := chain[len(chain)-1]
+		if last.PID == 0 {
+			break
+		}
+		parent := last.Parent
+		if parent == nil {
+			if last == &initTask {
+				break
+			}
+			parent = &initTask
+		}
+		chain = append(chain, parent)
+	}
+	var slots [taskSlots]*Task
+	for slot, task := range chain {
+		parentSlot := slot + 1
+		if parentSlot == len(chain) {
+			parentSlot = idleTaskSlot
+		}
+		if task.PID == 0 {
+			parentSlot = slot
+		}
+		if err := k.writeTask(page, slot, cpu, task, parentSlot); err != nil {
+			return slots, err
+		}
+		slots[slot] = task
+	}
+	return slots, nil
 }
 
 // writeTask writes t's task_struct and cred into slot of page, its

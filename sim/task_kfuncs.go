@@ -16,11 +16,11 @@ import (
 //
 // A program takes a reference on a task it holds a trusted or
 // RCU-protected pointer to (bpf_get_current_task_btf's, a real_parent
-// read out of it) and must give it back. bpfsim's tasks live as long as
-// the run that sees them, so the reference counts nothing: acquire
-// returns the task, release does nothing; what the verifier checks is the
-// kernel's. bpf_task_from_pid is missing: bpfsim keeps no table of tasks
-// to find one in.
+// read out of it) and must give it back. bpfsim's tasks live until they
+// exit (tasktable.go), whatever references programs hold, so the
+// reference counts nothing: acquire returns the task, release does
+// nothing; what the verifier checks is the kernel's. bpf_task_from_pid is
+// in tasktable.go.
 
 // taskKfuncTypes are the program types generic_kfunc_set is registered
 // for that bpfsim loads, as this machine's kernel offers them.

@@ -2,7 +2,6 @@ package sim
 
 import (
 	"encoding/binary"
-	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/pkg/errors"
@@ -14,105 +13,13 @@ import (
 	"github.com/bpfsim/bpfsim/sim/verifier"
 )
 
-// The kernel's live tasks and task local storage (kernel/pid.c,
-// kernel/bpf/bpf_task_storage.c).
-//
-// A task is alive from the start of its process (the main thread, whose
-// pid is the process's) or from AddTask, until its process closes or
-// ExitTask: while alive, pidfd_open finds it, and the values task storage
-// maps hold for it stay. Its exit drops them, as bpf_task_storage_free
-// does. A program may make a value for a task bpfsim does not know alive
-// (a RunOptions.Task never added); that value stays until deleted or the
-// map goes.
-
-// taskTable is the pids of the live tasks.
-type taskTable struct {
-	mu   sync.Mutex
-	pids map[uint32]*Task // nil value: a process's main thread
-}
-
-// AddTask makes t a live task of the kernel, known by its pid: pidfds
-// open it (Process.PidfdOpen) and task storage keeps its values until
-// ExitTask. A pid of 0 (the idle tasks') is EINVAL, a pid in use EEXIST.
-func (k *Kernel) AddTask(t *Task) error {
-	if t == nil || t.PID == 0 {
-		return errors.Wrap(uapi.EINVAL, "a task needs a pid other than 0")
-	}
-	return k.tasks.add(t.PID, t)
-}
-
-func (tt *taskTable) add(pid uint32, t *Task) error {
-	tt.mu.Lock()
-	defer tt.mu.Unlock()
-	if tt.pids == nil {
-		tt.pids = make(map[uint32]*Task)
-	}
-	if _, ok := tt.pids[pid]; ok {
-		return errors.Wrapf(uapi.EEXIST, "pid %d is in use", pid)
-	}
-	tt.pids[pid] = t
-	return nil
-}
-
-func (tt *taskTable) alive(pid uint32) bool {
-	tt.mu.Lock()
-	defer tt.mu.Unlock()
-	_, ok := tt.pids[pid]
-	return ok
-}
-
-// ExitTask ends the task with this pid: pidfds on it find no task any
-// more (ENOENT from the map syscalls), and every task storage value it
-// had goes. ESRCH if no live task has the pid.
-func (k *Kernel) ExitTask(pid uint32) error {
-	k.tasks.mu.Lock()
-	_, ok := k.tasks.pids[pid]
-	delete(k.tasks.pids, pid)
-	k.tasks.mu.Unlock()
-	if !ok {
-		return errors.Wrapf(uapi.ESRCH, "no task has pid %d", pid)
-	}
-	k.freeTaskStorage(pid)
-	return nil
-}
-
-// freeTaskStorage is bpf_task_storage_free: the task's value in every
-// task storage map goes.
-func (k *Kernel) freeTaskStorage(pid uint32) {
-	k.objs.mu.RLock()
-	var owners []localstorage.Storage
-	for _, m := range k.objs.maps {
-		if s, ok := m.Ops.(localstorage.Storage); ok && m.Attr.Type == uapi.MapTypeTaskStorage {
-			owners = append(owners, s)
-		}
-	}
-	k.objs.mu.RUnlock()
-	for _, s := range owners {
-		s.DeleteOwner(pid)
-	}
-}
-
-// pidfd is an open pidfd: a file naming a task by its pid.
-type pidfd struct{ pid uint32 }
-
-// PidfdOpen is pidfd_open(2): an fd of the process naming the live task
-// with this pid, which task storage maps take as their key from user
-// space. ESRCH if no task has the pid, EINVAL for a pid below 1 or flags
-// other than PIDFD_THREAD (O_EXCL) and PIDFD_NONBLOCK (O_NONBLOCK), which
-// change nothing here.
-func (p *Process) PidfdOpen(pid int, flags int) (int, error) {
-	const pidfdThread, pidfdNonblock = 0o200, 0o4000
-	if pid < 1 || pid > 1<<22 || flags&^(pidfdThread|pidfdNonblock) != 0 {
-		return 0, errors.Wrapf(uapi.EINVAL, "pidfd_open(%d, %#x)", pid, flags)
-	}
-	if !p.k.tasks.alive(uint32(pid)) {
-		return 0, errors.Wrapf(uapi.ESRCH, "no task has pid %d", pid)
-	}
-	return p.fds.install(p.k.newFile(pidfd{uint32(pid)}, nil))
-}
-
-// CloseFD closes one of the process's fds, whatever it refers to.
-func (p *Process) CloseFD(fd int) error { return p.fds.close(fd) }
+// Task local storage (kernel/bpf/bpf_task_storage.c): the map type is
+// maps/localstorage's; here are the parts that know tasks. User space
+// names a task by a pidfd, a program by its task_struct; both become the
+// task's pid, the map's key. A value goes with its task (ExitTask). A
+// program may make a value for a task bpfsim does not know alive (a
+// RunOptions.Task never added); that value stays until deleted or the map
+// goes.
 
 // taskStorageKey turns a task storage key from user space, a pidfd of
 // the process, into the map's key, the task's pid
@@ -140,21 +47,6 @@ func (h *Map) userKey(key []byte) ([]byte, error) {
 		return h.taskStorageKey(key)
 	}
 	return key, nil
-}
-
-// taskAt returns the task whose task_struct is at addr in the CPU's page
-// of tasks, as the run wrote it; nil if addr is no task_struct there.
-func (k *Kernel) taskAt(c *CPU, addr uint64) (*Task, bool) {
-	page := c.task.page
-	if !c.task.written || addr < page || addr >= page+taskSlots*taskSlot || (addr-page)%taskSlot != 0 {
-		return nil, false
-	}
-	t := c.task.chain[(addr-page)/taskSlot]
-	if t == nil {
-		idle := idleTask(c.ID)
-		return &idle, true
-	}
-	return t, true
 }
 
 var (

@@ -1,7 +1,10 @@
 package sim_test
 
 import (
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -136,5 +139,205 @@ func TestTaskStorageHoldsOneValuePerTask(t *testing.T) {
 	}
 	if err := m.Delete(uint32(pfd)); !errors.Is(err, ebpf.ErrKeyNotExist) {
 		t.Fatalf("second delete: %v", err)
+	}
+}
+
+// bpf_task_from_pid finds the live tasks: a process's main thread and a
+// task added to the kernel, with its tgid and its parent; none for a pid
+// no task has, nor for a task that has exited.
+func TestTaskFromPidFindsLiveTasks(t *testing.T) {
+	k, err := sim.NewKernel(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, err := k.KernelBTF()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var task *btf.Struct
+	if err := ss.TypeByName("task_struct", &task); err != nil {
+		t.Fatal(err)
+	}
+	offsetOf := func(name string) int16 {
+		for _, m := range task.Members {
+			if m.Name == name {
+				return int16(m.Offset / 8)
+			}
+		}
+		t.Fatalf("task_struct has no %s", name)
+		return 0
+	}
+	// tgidOf returns the tgid of task pid (through real_parent with
+	// parent), or 0xdead when there is none.
+	tgidOf := func(pid int32, parent bool) uint32 {
+		t.Helper()
+		insns := asm.Instructions{
+			asm.Mov.Imm(asm.R1, pid),
+			kfuncCall(t, k, "bpf_task_from_pid"),
+			asm.Mov.Reg(asm.R6, asm.R0),
+			asm.Mov.Reg(asm.R8, asm.R0),
+			asm.JNE.Imm(asm.R6, 0, "found"),
+			asm.Mov.Imm(asm.R0, 0xdead),
+			asm.Return(),
+		}
+		if parent {
+			insns = append(insns, asm.LoadMem(asm.R8, asm.R6, offsetOf("real_parent"), asm.DWord).WithSymbol("found"))
+		} else {
+			insns = append(insns, asm.Mov.Reg(asm.R8, asm.R6).WithSymbol("found"))
+		}
+		insns = append(insns,
+			asm.LoadMem(asm.R7, asm.R8, offsetOf("tgid"), asm.Word),
+			asm.Mov.Reg(asm.R1, asm.R6),
+			kfuncCall(t, k, "bpf_task_release"),
+			asm.Mov.Reg(asm.R0, asm.R7),
+			asm.Return(),
+		)
+		p, err := k.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL", Instructions: insns})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		ret, err := p.Run(&sim.RunOptions{Data: make([]byte, 64)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ret
+	}
+	proc := k.NewProcess()
+	worker := &sim.Task{PID: 700, TGID: 699, Comm: "worker", Parent: &sim.Task{PID: 650, TGID: 650}}
+	if err := k.AddTask(worker); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name   string
+		pid    int32
+		parent bool
+		want   uint32
+	}{
+		{"init", 1, false, 1},
+		{"a process", int32(proc.PID()), false, uint32(proc.PID())},
+		{"a process's parent, init", int32(proc.PID()), true, 1},
+		{"an added task", 700, false, 699},
+		{"an added task's parent", 700, true, 650},
+		{"a pid no task has", 701, false, 0xdead},
+		{"pid 0", 0, false, 0xdead},
+		{"a negative pid", -1, false, 0xdead},
+	} {
+		if got := tgidOf(c.pid, c.parent); got != c.want {
+			t.Errorf("%s: %#x, want %#x", c.name, got, c.want)
+		}
+	}
+	if err := k.AddTask(&sim.Task{PID: 700}); !errors.Is(err, uapi.EEXIST) {
+		t.Errorf("a second task of pid 700: %v", err)
+	}
+	if err := k.ExitTask(700); err != nil {
+		t.Fatal(err)
+	}
+	if got := tgidOf(700, false); got != 0xdead {
+		t.Errorf("a task that exited was found: %#x", got)
+	}
+	if err := k.ExitTask(700); !errors.Is(err, uapi.ESRCH) {
+		t.Errorf("a second exit: %v", err)
+	}
+	// A process that closes has exited.
+	proc.Close()
+	if got := tgidOf(int32(proc.PID()), false); got != 0xdead {
+		t.Errorf("a closed process's task was found: %#x", got)
+	}
+	if _, err := k.InitProcess().PidfdOpen(proc.PID(), 0); !errors.Is(err, uapi.ESRCH) {
+		t.Errorf("pidfd_open of a closed process: %v", err)
+	}
+}
+
+// An iterator over tasks (SEC("iter/task")) writes each live task's pid
+// and tgid, by pid: init, the processes' main threads and the tasks
+// added, not those that exited; the walk ends with a NULL task.
+func TestTaskIteratorWalksTheLiveTasks(t *testing.T) {
+	k, err := sim.NewKernel(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, err := k.KernelBTF()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var task *btf.Struct
+	if err := ss.TypeByName("task_struct", &task); err != nil {
+		t.Fatal(err)
+	}
+	off := map[string]int16{}
+	for _, m := range task.Members {
+		off[m.Name] = int16(m.Offset / 8)
+	}
+	// ctx: {meta, task}; writes pid and tgid (8 bytes) from fp-8, or
+	// "end!" at the NULL task.
+	prog, err := k.NewProgram(&ebpf.ProgramSpec{Type: ebpf.Tracing, AttachType: ebpf.AttachTraceIter, AttachTo: "task", License: "GPL",
+		Instructions: asm.Instructions{
+			asm.LoadMem(asm.R2, asm.R1, 8, asm.DWord),
+			asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord),
+			asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord),
+			asm.JNE.Imm(asm.R2, 0, "task"),
+			asm.Mov.Imm(asm.R3, 0x21646e65), // "end!"
+			asm.StoreMem(asm.RFP, -8, asm.R3, asm.Word),
+			asm.StoreMem(asm.RFP, -4, asm.R3, asm.Word),
+			asm.Ja.Label("write"),
+			asm.LoadMem(asm.R3, asm.R2, off["pid"], asm.Word).WithSymbol("task"),
+			asm.StoreMem(asm.RFP, -8, asm.R3, asm.Word),
+			asm.LoadMem(asm.R3, asm.R2, off["tgid"], asm.Word),
+			asm.StoreMem(asm.RFP, -4, asm.R3, asm.Word),
+			asm.Mov.Reg(asm.R2, asm.RFP).WithSymbol("write"),
+			asm.Add.Imm(asm.R2, -8),
+			asm.Mov.Imm(asm.R3, 8),
+			asm.FnSeqWrite.Call(),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	it, err := k.AttachIter(sim.IterOptions{Program: prog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	walk := func() [][2]uint32 {
+		t.Helper()
+		r, err := it.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		out, err := io.ReadAll(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(out) < 8 || string(out[len(out)-8:]) != "end!end!" {
+			t.Fatalf("the walk did not end with a NULL task: %q", out)
+		}
+		var tasks [][2]uint32
+		for b := out[:len(out)-8]; len(b) >= 8; b = b[8:] {
+			tasks = append(tasks, [2]uint32{binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[4:])})
+		}
+		return tasks
+	}
+	proc := k.NewProcess()
+	for _, task := range []*sim.Task{{PID: 90, TGID: 90}, {PID: 91, TGID: 90}, {PID: 30, TGID: 30}} {
+		if err := k.AddTask(task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pp := uint32(proc.PID())
+	want := [][2]uint32{{1, 1}, {pp, pp}, {30, 30}, {90, 90}, {91, 90}}
+	if got := walk(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("tasks %v, want %v", got, want)
+	}
+	if err := k.ExitTask(90); err != nil {
+		t.Fatal(err)
+	}
+	proc.Close()
+	want = [][2]uint32{{1, 1}, {30, 30}, {91, 90}}
+	if got := walk(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("tasks after two exits %v, want %v", got, want)
 	}
 }

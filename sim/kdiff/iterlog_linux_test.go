@@ -1,9 +1,20 @@
 package kdiff
 
 import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfsim/bpfsim/sim"
 )
 
 // The iterator programs of testdata/mapiter.bpf.o loaded at log level 2
@@ -33,4 +44,203 @@ func TestIteratorLogsAreTheKernels(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A task iterator (SEC("iter/task")) reading each task's pid and tgid and
+// writing them with bpf_seq_write, and one that reads the task without
+// testing it for NULL: in this machine's kernel and in bpfsim, the same
+// verdicts and whole level-2 logs (the field offsets and btf ids are each
+// kernel's own).
+func TestTaskIteratorLogsAreTheKernels(t *testing.T) {
+	k := linuxLikeSim(t)
+	ks, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Skipf("skipped: no kernel BTF: %v", err)
+	}
+	ss, err := k.KernelBTF()
+	if err != nil {
+		t.Fatal(err)
+	}
+	koff, soff := taskOffsetsIn(t, ks), taskOffsetsIn(t, ss)
+	named := func(log string, off taskOffsets) string {
+		for f, o := range off {
+			log = strings.ReplaceAll(log, fmt.Sprintf(" +%d)", o), " +"+f+")")
+		}
+		return btfIDNote.ReplaceAllString(globalFuncLog(log), "has btf_id ID type")
+	}
+	for _, c := range []struct {
+		name  string
+		insns func(off taskOffsets) asm.Instructions
+	}{
+		{"pid and tgid written", func(off taskOffsets) asm.Instructions {
+			return asm.Instructions{
+				asm.LoadMem(asm.R2, asm.R1, 8, asm.DWord),
+				asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord),
+				asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord),
+				asm.JEq.Imm(asm.R2, 0, "out"),
+				asm.LoadMem(asm.R3, asm.R2, off["pid"], asm.Word),
+				asm.StoreMem(asm.RFP, -8, asm.R3, asm.Word),
+				asm.LoadMem(asm.R3, asm.R2, off["tgid"], asm.Word),
+				asm.StoreMem(asm.RFP, -4, asm.R3, asm.Word),
+				asm.Mov.Reg(asm.R2, asm.RFP),
+				asm.Add.Imm(asm.R2, -8),
+				asm.Mov.Imm(asm.R3, 8),
+				asm.FnSeqWrite.Call(),
+				asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
+				asm.Return(),
+			}
+		}},
+		{"the task read untested", func(off taskOffsets) asm.Instructions {
+			return asm.Instructions{
+				asm.LoadMem(asm.R2, asm.R1, 8, asm.DWord),
+				asm.LoadMem(asm.R0, asm.R2, off["pid"], asm.Word),
+				asm.Mov.Imm(asm.R0, 0),
+				asm.Return(),
+			}
+		}},
+		{"the parent walked", func(off taskOffsets) asm.Instructions {
+			return asm.Instructions{
+				asm.LoadMem(asm.R2, asm.R1, 8, asm.DWord),
+				asm.JEq.Imm(asm.R2, 0, "out"),
+				asm.LoadMem(asm.R2, asm.R2, off["real_parent"], asm.DWord),
+				asm.LoadMem(asm.R0, asm.R2, off["tgid"], asm.Word),
+				asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
+				asm.Return(),
+			}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			spec := func(insns asm.Instructions) *ebpf.ProgramSpec {
+				return &ebpf.ProgramSpec{Name: "tasks", Type: ebpf.Tracing, AttachType: ebpf.AttachTraceIter, AttachTo: "task", License: "GPL", Instructions: insns}
+			}
+			kerr, serr, klog, slog := loadBothLogged(t, k, spec(c.insns(koff)), spec(c.insns(soff)))
+			if errnoOf(kerr) != errnoOf(serr) || verifierMessage(kerr) != verifierMessage(serr) {
+				t.Fatalf("verdicts differ\nkernel: %v: %s\nbpfsim: %v: %s", errnoOf(kerr), verifierMessage(kerr), errnoOf(serr), verifierMessage(serr))
+			}
+			if a, b := named(klog, koff), named(slog, soff); a != b {
+				t.Errorf("logs differ\nkernel:\n%s\nbpfsim:\n%s", a, b)
+			}
+			t.Logf("%v %s", errnoOf(kerr), verifierMessage(kerr))
+		})
+	}
+}
+
+// taskDumpInsns writes each task's pid and tgid, and "end!end!" for the
+// NULL task that ends the walk.
+func taskDumpInsns(off taskOffsets) asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMem(asm.R2, asm.R1, 8, asm.DWord),
+		asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord),
+		asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord),
+		asm.JNE.Imm(asm.R2, 0, "task"),
+		asm.Mov.Imm(asm.R3, 0x21646e65), // "end!"
+		asm.StoreMem(asm.RFP, -8, asm.R3, asm.Word),
+		asm.StoreMem(asm.RFP, -4, asm.R3, asm.Word),
+		asm.Ja.Label("write"),
+		asm.LoadMem(asm.R3, asm.R2, off["pid"], asm.Word).WithSymbol("task"),
+		asm.StoreMem(asm.RFP, -8, asm.R3, asm.Word),
+		asm.LoadMem(asm.R3, asm.R2, off["tgid"], asm.Word),
+		asm.StoreMem(asm.RFP, -4, asm.R3, asm.Word),
+		asm.Mov.Reg(asm.R2, asm.RFP).WithSymbol("write"),
+		asm.Add.Imm(asm.R2, -8),
+		asm.Mov.Imm(asm.R3, 8),
+		asm.FnSeqWrite.Call(),
+		asm.Mov.Imm(asm.R0, 0),
+		asm.Return(),
+	}
+}
+
+// parseTaskDump checks that a task walk's output ends with one NULL task
+// and lists its tasks by pid, and returns them, pid to tgid.
+func parseTaskDump(t *testing.T, who string, out []byte) map[uint32]uint32 {
+	t.Helper()
+	if len(out)%8 != 0 || len(out) < 8 || string(out[len(out)-8:]) != "end!end!" {
+		t.Fatalf("%s: the walk does not end with one NULL task (%d bytes)", who, len(out))
+	}
+	tasks := map[uint32]uint32{}
+	last := int64(-1)
+	for b := out[:len(out)-8]; len(b) > 0; b = b[8:] {
+		if string(b[:8]) == "end!end!" {
+			t.Fatalf("%s: a NULL task before the end", who)
+		}
+		pid, tgid := binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[4:])
+		if int64(pid) <= last {
+			t.Fatalf("%s: pid %d after %d", who, pid, last)
+		}
+		last, tasks[pid] = int64(pid), tgid
+	}
+	return tasks
+}
+
+// A task iterator walked in this machine's kernel and in bpfsim: each
+// lists every task once, by pid, threads included with their process's
+// tgid (this test's threads in the kernel, a process's added threads in
+// bpfsim), and ends with one call for a NULL task.
+func TestTaskIteratorWalksAsTheKernels(t *testing.T) {
+	k := linuxLikeSim(t)
+	ks, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Skipf("skipped: no kernel BTF: %v", err)
+	}
+	ss, err := k.KernelBTF()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := func(insns asm.Instructions) *ebpf.ProgramSpec {
+		return &ebpf.ProgramSpec{Name: "tasks", Type: ebpf.Tracing, AttachType: ebpf.AttachTraceIter, AttachTo: "task", License: "GPL", Instructions: insns}
+	}
+	kp, err := ebpf.NewProgram(spec(taskDumpInsns(taskOffsetsIn(t, ks))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kp.Close()
+	kl, err := link.AttachIter(link.IterOptions{Program: kp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kl.Close()
+	kr, err := kl.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kout, err := io.ReadAll(kr)
+	kr.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ktasks := parseTaskDump(t, "kernel", kout)
+	self := uint32(os.Getpid())
+	if ktasks[self] != self || ktasks[uint32(unix.Gettid())] != self {
+		t.Errorf("kernel: this process (%d) or this thread (%d) is missing or has another tgid", self, unix.Gettid())
+	}
+
+	proc := k.NewProcess()
+	pp := uint32(proc.PID())
+	if err := k.AddTask(&sim.Task{PID: pp + 100, TGID: pp, Comm: "thread"}); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := k.NewProgram(spec(taskDumpInsns(taskOffsetsIn(t, ss))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	it, err := k.AttachIter(sim.IterOptions{Program: sp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	sr, err := it.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sout, err := io.ReadAll(sr)
+	sr.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stasks := parseTaskDump(t, "bpfsim", sout)
+	if stasks[pp] != pp || stasks[pp+100] != pp {
+		t.Errorf("bpfsim: the process (%d) or its thread (%d) is missing or has another tgid: %v", pp, pp+100, stasks)
+	}
+	t.Logf("kernel: %d tasks, bpfsim: %d", len(ktasks), len(stasks))
 }

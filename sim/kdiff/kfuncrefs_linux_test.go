@@ -12,34 +12,8 @@ import (
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/bpfsim/bpfsim/sim"
-	"github.com/bpfsim/bpfsim/sim/interp"
-	"github.com/bpfsim/bpfsim/sim/kfunc"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
-
-// taskKfuncs registers in a simulated kernel the kernel's
-// bpf_task_from_pid (kernel/bpf/helpers.c) with its prototype and flags
-// (KF_ACQUIRE | KF_RET_NULL), on bpfsim's task_struct, which bpfsim does
-// not have (it keeps no table of tasks): verified as the kernel's, it
-// finds no task when run. bpf_task_acquire and bpf_task_release are
-// bpfsim's own.
-func taskKfuncs(t *testing.T, k *sim.Kernel) {
-	t.Helper()
-	spec, err := k.KernelBTF()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var task *btf.Struct
-	if err := spec.TypeByName("task_struct", &task); err != nil {
-		t.Fatal(err)
-	}
-	err = k.RegisterKfunc(&kfunc.Func{Name: "bpf_task_from_pid", Flags: kfunc.Acquire | kfunc.RetNull,
-		Proto: &btf.FuncProto{Return: &btf.Pointer{Target: task}, Params: []btf.FuncParam{{Name: "pid", Type: &btf.Int{Name: "int", Size: 4, Encoding: btf.Signed}}}},
-		Fn:    func(*interp.Machine, uint64, uint64, uint64, uint64, uint64) (uint64, error) { return 0, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
 
 // kernelKfuncCall is a call of the kfunc name of this machine's kernel,
 // by its id in the kernel's BTF (ks); the test skips if it has none.
@@ -276,7 +250,6 @@ var kfuncRefCases = []kfuncRefCase{
 // own).
 func TestKfuncReferencesAreTheKernels(t *testing.T) {
 	k := linuxLikeSim(t)
-	taskKfuncs(t, k)
 	ks, err := btf.LoadKernelSpec()
 	if err != nil {
 		t.Skipf("skipped: no kernel BTF: %v", err)
@@ -363,36 +336,66 @@ func TestCurrentTaskReferencesRunAsTheKernels(t *testing.T) {
 	}
 }
 
-// The kernel's side of sim's BenchmarkKernelObjects/acquire-release: a
-// tc test run taking a reference on task 1 with bpf_task_from_pid and
-// giving it back with bpf_task_release, repeated in the kernel.
-func BenchmarkKfuncReferencesKernel(b *testing.B) {
-	if _, err := OpenKernel(); err != nil {
-		b.Skipf("skipped: this machine cannot load BPF programs: %v", err)
+// A tc test run finding a live task with bpf_task_from_pid and giving
+// the reference back with bpf_task_release, repeated: bpfsim interpreted
+// and JITed (its first process's task), and this machine's kernel (this
+// process's; it finds no task for pid 1) in the same run. Each run
+// returns 1 when it found the task, which the benchmark checks.
+func BenchmarkTaskFromPid(b *testing.B) {
+	fromPid := func(call func(string) asm.Instruction, pid int32) asm.Instructions {
+		return asm.Instructions{
+			asm.Mov.Imm(asm.R1, pid),
+			call("bpf_task_from_pid"),
+			asm.Mov.Reg(asm.R6, asm.R0),
+			asm.JEq.Imm(asm.R6, 0, "out"),
+			asm.Mov.Reg(asm.R1, asm.R6),
+			call("bpf_task_release"),
+			asm.Mov.Imm(asm.R0, 1),
+			asm.Return(),
+			asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
+			asm.Return(),
+		}
 	}
-	ks, err := btf.LoadKernelSpec()
-	if err != nil {
-		b.Skipf("skipped: no kernel BTF: %v", err)
+	pkt := make([]byte, 64)
+	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+		b.Run("bpfsim-"+rt.String(), func(b *testing.B) {
+			k, err := sim.NewKernel(&sim.Options{Runtime: rt})
+			if err != nil {
+				b.Fatal(err)
+			}
+			call := func(name string) asm.Instruction { return simKfuncCall(b, k, name) }
+			p, err := k.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL", Instructions: fromPid(call, int32(k.InitProcess().PID()))})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			b.ResetTimer()
+			res, err := p.Test(&sim.RunOptions{Data: pkt, Repeat: uint32(b.N)})
+			if err != nil || res.R0 != 1 {
+				b.Fatalf("%d, %v", res.R0, err)
+			}
+		})
 	}
-	call := func(name string) asm.Instruction { return kernelKfuncCall(b, ks, name) }
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "refs", Type: ebpf.SchedCLS, License: "GPL", Instructions: asm.Instructions{
-		asm.Mov.Imm(asm.R1, 1),
-		call("bpf_task_from_pid"),
-		asm.Mov.Reg(asm.R6, asm.R0),
-		asm.JEq.Imm(asm.R6, 0, "out"),
-		asm.Mov.Reg(asm.R1, asm.R6),
-		call("bpf_task_release"),
-		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
-		asm.Return(),
-	}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer prog.Close()
-	b.ResetTimer()
-	if _, err := prog.Run(&ebpf.RunOptions{Data: make([]byte, 64), Repeat: uint32(b.N)}); err != nil {
-		b.Fatal(err)
-	}
+	b.Run("kernel", func(b *testing.B) {
+		if _, err := OpenKernel(); err != nil {
+			b.Skipf("skipped: this machine cannot load BPF programs: %v", err)
+		}
+		ks, err := btf.LoadKernelSpec()
+		if err != nil {
+			b.Skipf("skipped: no kernel BTF: %v", err)
+		}
+		call := func(name string) asm.Instruction { return kernelKfuncCall(b, ks, name) }
+		p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL", Instructions: fromPid(call, int32(os.Getpid()))})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer p.Close()
+		b.ResetTimer()
+		ret, err := p.Run(&ebpf.RunOptions{Data: pkt, Repeat: uint32(b.N)})
+		if err != nil || ret != 1 {
+			b.Fatalf("%d, %v", ret, err)
+		}
+	})
 }
 
 // A program taking and giving back a reference on the current task is

@@ -1,10 +1,12 @@
 package kdiff
 
 import (
+	"os"
 	"runtime"
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 
@@ -371,4 +373,161 @@ func BenchmarkTaskStorageGet(b *testing.B) {
 			b.Fatal(err)
 		}
 	})
+}
+
+// taskByPidInsns finds task pid with bpf_task_from_pid and returns
+// 0xdead if there is none; else, with storage (a task storage map's fd, or 0 for
+// none) it adds 5 to the task's value, made from zeros, and it returns
+// field off (a u32, read through the reference, or through real_parent
+// at parentOff when that is not 0) before releasing the task; 0xdead
+// when it finds none.
+func taskByPidInsns(call func(string) asm.Instruction, pid int32, storage int, off, parentOff int16) asm.Instructions {
+	p := asm.Instructions{
+		asm.Mov.Imm(asm.R1, pid),
+		call("bpf_task_from_pid"),
+		asm.Mov.Reg(asm.R6, asm.R0),
+		asm.JNE.Imm(asm.R6, 0, "found"),
+		asm.Mov.Imm(asm.R0, 0xdead),
+		asm.Return(),
+		asm.Mov.Reg(asm.R8, asm.R6).WithSymbol("found"),
+	}
+	if parentOff != 0 {
+		p = append(p, asm.LoadMem(asm.R8, asm.R6, parentOff, asm.DWord))
+	}
+	p = append(p, asm.LoadMem(asm.R7, asm.R8, off, asm.Word))
+	if storage != 0 {
+		p = append(p,
+			asm.LoadMapPtr(asm.R1, storage),
+			asm.Mov.Reg(asm.R2, asm.R6),
+			asm.Mov.Imm(asm.R3, 0),
+			asm.Mov.Imm(asm.R4, uapi.BPF_LOCAL_STORAGE_GET_F_CREATE),
+			asm.FnTaskStorageGet.Call(),
+			asm.JEq.Imm(asm.R0, 0, "release"),
+			asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+			asm.Add.Imm(asm.R1, 5),
+			asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
+		)
+	}
+	return append(p,
+		asm.Mov.Reg(asm.R1, asm.R6).WithSymbol("release"),
+		call("bpf_task_release"),
+		asm.Mov.Reg(asm.R0, asm.R7),
+		asm.Return(),
+	)
+}
+
+// bpf_task_from_pid in tc test runs, in this machine's kernel and in
+// bpfsim (interpreted and JITed): a process found by its pid (the test's
+// own in the kernel, a second simulated process in bpfsim), its tgid and
+// its parent's read through the reference, no task for a negative
+// pid, and the process's task storage value made through the reference,
+// which user space then reads through a pidfd. (This machine's kernel
+// finds no task for pid 1, though /proc shows one: the cases leave init
+// out.)
+func TestTaskFromPidRunsAsTheKernels(t *testing.T) {
+	if _, err := OpenKernel(); err != nil {
+		t.Skipf("skipped: this machine cannot load BPF programs: %v", err)
+	}
+	ks, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Skipf("skipped: no kernel BTF: %v", err)
+	}
+	kcall := func(name string) asm.Instruction { return kernelKfuncCall(t, ks, name) }
+	koff := taskOffsetsIn(t, ks)
+	km, err := ebpf.NewMap(taskStorageMapSpec(uapi.BPF_F_NO_PREALLOC, 0, 8, btfInt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer km.Close()
+	kself, kparent := int32(os.Getpid()), int32(os.Getppid())
+	kfd, err := unix.PidfdOpen(int(kself), 0)
+	if err != nil {
+		t.Skipf("skipped: pidfd_open: %v", err)
+	}
+	defer unix.Close(kfd)
+	type run struct {
+		name string
+		// insns builds the program for a kernel whose process under test
+		// has pid self.
+		insns func(call func(string) asm.Instruction, off taskOffsets, self int32, storage int) asm.Instructions
+		want  func(self, parent int32) uint32
+	}
+	runs := []run{
+		{"the process's tgid", func(call func(string) asm.Instruction, off taskOffsets, self int32, _ int) asm.Instructions {
+			return taskByPidInsns(call, self, 0, off["tgid"], 0)
+		}, func(self, _ int32) uint32 { return uint32(self) }},
+		{"its parent's tgid", func(call func(string) asm.Instruction, off taskOffsets, self int32, _ int) asm.Instructions {
+			return taskByPidInsns(call, self, 0, off["tgid"], off["real_parent"])
+		}, func(_, parent int32) uint32 { return uint32(parent) }},
+		{"no task for a negative pid", func(call func(string) asm.Instruction, off taskOffsets, _ int32, _ int) asm.Instructions {
+			return taskByPidInsns(call, -5, 0, off["tgid"], 0)
+		}, func(int32, int32) uint32 { return 0xdead }},
+		{"the process's task storage", func(call func(string) asm.Instruction, off taskOffsets, self int32, storage int) asm.Instructions {
+			return taskByPidInsns(call, self, storage, off["tgid"], 0)
+		}, func(self, _ int32) uint32 { return uint32(self) }},
+	}
+	kernelRun := func(r run) uint32 {
+		p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL", Instructions: r.insns(kcall, koff, kself, km.FD())})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		ret, err := p.Run(&ebpf.RunOptions{Data: make([]byte, 64)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ret
+	}
+	for pass, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+		k, err := sim.NewKernel(&sim.Options{Runtime: rt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss, err := k.KernelBTF()
+		if err != nil {
+			t.Fatal(err)
+		}
+		scall := func(name string) asm.Instruction { return simKfuncCall(t, k, name) }
+		soff := taskOffsetsIn(t, ss)
+		// A process of its own, whose parent is init (pid 1).
+		proc := k.NewProcess()
+		sm, err := proc.NewMap(taskStorageMapSpec(uapi.BPF_F_NO_PREALLOC, 0, 8, btfInt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sself, sparent := int32(proc.PID()), int32(1)
+		sfd, err := proc.PidfdOpen(int(sself), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range runs {
+			kret := kernelRun(r)
+			p, err := proc.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL", Instructions: r.insns(scall, soff, sself, sm.FD())})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sret, err := p.Run(&sim.RunOptions{Data: make([]byte, 64)})
+			p.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if kret != r.want(kself, kparent) || sret != r.want(sself, sparent) {
+				t.Errorf("%v, %s: kernel %d (want %d), bpfsim %d (want %d)", rt, r.name, kret, r.want(kself, kparent), sret, r.want(sself, sparent))
+			}
+		}
+		// The process's value, through a pidfd.
+		var kv, sv uint64
+		if err := km.Lookup(uint32(kfd), &kv); err != nil {
+			t.Fatal(err)
+		}
+		if err := sm.Lookup(uint32(sfd), &sv); err != nil {
+			t.Fatalf("bpfsim: %v", err)
+		}
+		if kv != 5*uint64(pass+1) || sv != 5 {
+			// The kernel's value gets 5 more per pass; bpfsim's map is
+			// new each pass.
+			t.Errorf("%v: the process's value: kernel %d, bpfsim %d", rt, kv, sv)
+		}
+		sm.Close()
+	}
 }
