@@ -35,7 +35,7 @@ func (h *Map) taskStorageKey(key []byte) ([]byte, error) {
 	if !ok {
 		return nil, errors.Wrapf(uapi.EBADF, "fd %d is not a pidfd", fd)
 	}
-	if !h.k.tasks.alive(pf.pid) {
+	if h.k.tasks.lookup(pf.pid) != pf.task {
 		return nil, errors.Wrapf(uapi.ENOENT, "the task of pid %d has exited", pf.pid)
 	}
 	return binary.LittleEndian.AppendUint32(nil, pf.pid), nil

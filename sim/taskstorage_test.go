@@ -128,10 +128,19 @@ func TestTaskStorageHoldsOneValuePerTask(t *testing.T) {
 	if err := m.Lookup(uint32(ofd), &v); !errors.Is(err, uapi.ENOENT) {
 		t.Fatalf("lookup through the exited task's pidfd: %v", err)
 	}
+	// A new task of the same pid has no value, and the old pidfd does
+	// not name it.
 	if err := k.AddTask(other); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Lookup(uint32(ofd), &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := m.Lookup(uint32(ofd), &v); !errors.Is(err, uapi.ENOENT) {
+		t.Fatalf("lookup through the old pidfd: %v", err)
+	}
+	nfd, err := proc.PidfdOpen(4242, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Lookup(uint32(nfd), &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
 		t.Fatalf("a task of the same pid found a value: %v", err)
 	}
 	if err := m.Delete(uint32(pfd)); err != nil {
@@ -340,4 +349,223 @@ func TestTaskIteratorWalksTheLiveTasks(t *testing.T) {
 	if got := walk(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("tasks after two exits %v, want %v", got, want)
 	}
+}
+
+// taskStorageModel is what FuzzTaskStorage's steps should have left.
+type taskStorageModel struct {
+	values map[uint32]uint64 // pid -> value
+	live   map[uint32]bool
+}
+
+// FuzzTaskStorage runs fuzzed steps on a task storage map, each from a
+// few bytes: user-space updates (every flag), deletes and lookups through
+// pidfds, programs getting (with and without create, from an initial
+// value or zeros, with bad flags) and incrementing or deleting their
+// task's value, tasks added and exiting. A model of what each step does
+// to the values says what every return value, errno and value read must
+// be.
+func FuzzTaskStorage(f *testing.F) {
+	f.Add([]byte{3, 0, 1, 7, 2, 0, 0, 0, 1, 0, 2, 0})
+	f.Add([]byte{5, 2, 0, 3, 2, 1, 9, 0, 0, 2, 5, 5, 2, 2, 0, 0, 4, 1, 0})
+	f.Add([]byte{0, 1, 2, 5, 0, 1, 1, 5, 0, 1, 4, 5, 0, 1, 8, 5, 3, 1, 2, 1})
+	f.Fuzz(func(t *testing.T, steps []byte) {
+		if len(steps) > 400 {
+			return
+		}
+		k, err := sim.NewKernel(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := k.NewMap(taskStorageSpec())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		proc := k.InitProcess()
+		model := taskStorageModel{values: map[uint32]uint64{}, live: map[uint32]bool{1: true}}
+		pids := []uint32{1, 10, 11, 12}
+		pidfds := map[uint32]int{}
+		progs := map[[3]int32]*sim.Program{}
+		prog := func(flags int32, init bool, del bool) *sim.Program {
+			key := [3]int32{flags, 0, 0}
+			if init {
+				key[1] = 1
+			}
+			if del {
+				key[2] = 1
+			}
+			if p := progs[key]; p != nil {
+				return p
+			}
+			insns := taskCounter(m.FD(), flags, init)
+			if del {
+				insns = asm.Instructions{
+					asm.FnGetCurrentTaskBtf.Call(),
+					asm.Mov.Reg(asm.R2, asm.R0),
+					asm.LoadMapPtr(asm.R1, m.FD()),
+					asm.FnTaskStorageDelete.Call(),
+					asm.Return(),
+				}
+			}
+			p, err := k.NewProgram(&ebpf.ProgramSpec{Type: ebpf.RawTracepoint, License: "GPL", Instructions: insns})
+			if err != nil {
+				t.Fatal(err)
+			}
+			progs[key] = p
+			return p
+		}
+		defer func() {
+			for _, p := range progs {
+				p.Close()
+			}
+		}()
+		next := func() byte {
+			if len(steps) == 0 {
+				return 0
+			}
+			b := steps[0]
+			steps = steps[1:]
+			return b
+		}
+		for len(steps) > 0 {
+			op, pid := next()%6, pids[next()%4]
+			arg, v := next(), uint64(next())
+			fd, ok := pidfds[pid]
+			if !ok && model.live[pid] {
+				if fd, err = proc.PidfdOpen(int(pid), 0); err != nil {
+					t.Fatal(err)
+				}
+				pidfds[pid] = fd
+			}
+			_, has := model.values[pid]
+			switch op {
+			case 0: // update from user space
+				if !model.live[pid] {
+					continue
+				}
+				flags := []ebpf.MapUpdateFlags{ebpf.UpdateAny, ebpf.UpdateNoExist, ebpf.UpdateExist, ebpf.UpdateLock, 8}[arg%5]
+				err := m.Update(uint32(fd), v, flags)
+				var want error
+				switch {
+				case flags > ebpf.UpdateExist:
+					want = uapi.EINVAL
+				case flags == ebpf.UpdateNoExist && has:
+					want = uapi.EEXIST
+				case flags == ebpf.UpdateExist && !has:
+					want = uapi.ENOENT
+				default:
+					model.values[pid] = v
+				}
+				if (want == nil) != (err == nil) || want != nil && !errors.Is(err, want) {
+					t.Fatalf("update of %d with flags %d: %v, want %v", pid, flags, err, want)
+				}
+			case 1: // delete from user space
+				if !model.live[pid] {
+					continue
+				}
+				err := m.Delete(uint32(fd))
+				if has != (err == nil) {
+					t.Fatalf("delete of %d: %v with a value: %v", pid, err, has)
+				}
+				delete(model.values, pid)
+			case 2, 3: // a program's get and increment, or delete
+				task := &sim.Task{PID: pid, TGID: pid}
+				if op == 3 {
+					ret, err := prog(0, false, true).Run(&sim.RunOptions{Task: task})
+					want := uint32(0)
+					if !has {
+						e := int32(uapi.ENOENT)
+						want = uint32(-e)
+					}
+					if err != nil || ret != want {
+						t.Fatalf("a program's delete for %d: %d, %v; want %d", pid, int32(ret), err, int32(want))
+					}
+					delete(model.values, pid)
+					continue
+				}
+				flags := []int32{0, uapi.BPF_LOCAL_STORAGE_GET_F_CREATE, 2}[arg%3]
+				init := arg&4 != 0
+				ret, err := prog(flags, init, false).Run(&sim.RunOptions{Task: task})
+				want := uint32(0)
+				switch {
+				case flags == 2:
+				case has:
+					model.values[pid] += 5
+					want = 7
+				case flags != 0:
+					model.values[pid] = 5
+					if init {
+						model.values[pid] = 15
+					}
+					want = 7
+				}
+				if err != nil || ret != want {
+					t.Fatalf("a program's get for %d with flags %d: %d, %v; want %d", pid, flags, ret, err, want)
+				}
+			case 4: // a task starts or exits
+				if pid == 1 {
+					continue
+				}
+				if model.live[pid] {
+					if err := k.ExitTask(pid); err != nil {
+						t.Fatal(err)
+					}
+					delete(model.live, pid)
+					delete(model.values, pid)
+					// An open pidfd names the task that exited, not
+					// a later one of the same pid.
+					if fd, ok := pidfds[pid]; ok {
+						var got uint64
+						if err := m.Lookup(uint32(fd), &got); !errors.Is(err, uapi.ENOENT) {
+							t.Fatalf("lookup through the pidfd of exited %d: %v", pid, err)
+						}
+						if err := proc.CloseFD(fd); err != nil {
+							t.Fatal(err)
+						}
+						delete(pidfds, pid)
+					}
+				} else {
+					if err := k.AddTask(&sim.Task{PID: pid, TGID: pid}); err != nil {
+						t.Fatal(err)
+					}
+					model.live[pid] = true
+					delete(model.values, pid) // made while the pid was unlisted
+				}
+			case 5: // a lookup from user space
+				if !ok {
+					continue // no pidfd yet: the task never lived
+				}
+				var got uint64
+				err := m.Lookup(uint32(fd), &got)
+				switch {
+				case !model.live[pid]:
+					if !errors.Is(err, uapi.ENOENT) {
+						t.Fatalf("lookup of exited %d: %v", pid, err)
+					}
+				case has:
+					if err != nil || got != model.values[pid] {
+						t.Fatalf("lookup of %d: %d, %v; want %d", pid, got, err, model.values[pid])
+					}
+				case !errors.Is(err, ebpf.ErrKeyNotExist):
+					t.Fatalf("lookup of %d without a value: %v", pid, err)
+				}
+			}
+		}
+		// Every value the model has is the map's.
+		for pid, want := range model.values {
+			if !model.live[pid] {
+				continue
+			}
+			fd, ok := pidfds[pid]
+			if !ok {
+				if fd, err = proc.PidfdOpen(int(pid), 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var got uint64
+			if err := m.Lookup(uint32(fd), &got); err != nil || got != want {
+				t.Fatalf("at the end, %d: %d, %v; want %d", pid, got, err, want)
+			}
+		}
+	})
 }

@@ -52,13 +52,19 @@ func processTask(pid uint32) *Task {
 
 // AddTask makes t a live task of the kernel, known by its pid: pidfds
 // open it (Process.PidfdOpen), bpf_task_from_pid finds it, and task
-// storage keeps its values until ExitTask. A pid of 0 (the idle tasks')
+// storage keeps its values until ExitTask; it starts with none. A pid of 0 (the idle tasks')
 // is EINVAL, a pid in use EEXIST.
 func (k *Kernel) AddTask(t *Task) error {
 	if t == nil || t.PID == 0 {
 		return errors.Wrap(uapi.EINVAL, "a task needs a pid other than 0")
 	}
-	return k.tasks.add(t)
+	if err := k.tasks.add(t); err != nil {
+		return err
+	}
+	// A new task has no values, whatever runs in an unlisted task of
+	// the same pid (a RunOptions.Task) made before.
+	k.freeTaskStorage(t.PID)
+	return nil
 }
 
 func (tt *taskTable) add(t *Task) error {
@@ -74,11 +80,11 @@ func (tt *taskTable) add(t *Task) error {
 	return nil
 }
 
-func (tt *taskTable) alive(pid uint32) bool {
+// lookup returns the live task of pid, nil for none.
+func (tt *taskTable) lookup(pid uint32) *liveTask {
 	tt.mu.Lock()
 	defer tt.mu.Unlock()
-	_, ok := tt.pids[pid]
-	return ok
+	return tt.pids[pid]
 }
 
 // next returns the lowest pid of a live task from from on.
@@ -200,8 +206,12 @@ func (k *Kernel) taskAt(c *CPU, addr uint64) (*Task, bool) {
 	return t, true
 }
 
-// pidfd is an open pidfd: a file naming a task by its pid.
-type pidfd struct{ pid uint32 }
+// pidfd is an open pidfd: a file naming a task. It keeps naming that
+// task, not a later one of the same pid (the kernel's struct pid).
+type pidfd struct {
+	pid  uint32
+	task *liveTask
+}
 
 // PidfdOpen is pidfd_open(2): an fd of the process naming the live task
 // with this pid, which task storage maps take as their key from user
@@ -213,10 +223,11 @@ func (p *Process) PidfdOpen(pid int, flags int) (int, error) {
 	if pid < 1 || pid > 1<<22 || flags&^(pidfdThread|pidfdNonblock) != 0 {
 		return 0, errors.Wrapf(uapi.EINVAL, "pidfd_open(%d, %#x)", pid, flags)
 	}
-	if !p.k.tasks.alive(uint32(pid)) {
+	lt := p.k.tasks.lookup(uint32(pid))
+	if lt == nil {
 		return 0, errors.Wrapf(uapi.ESRCH, "no task has pid %d", pid)
 	}
-	return p.fds.install(p.k.newFile(pidfd{uint32(pid)}, nil))
+	return p.fds.install(p.k.newFile(pidfd{uint32(pid), lt}, nil))
 }
 
 // CloseFD closes one of the process's fds, whatever it refers to.
