@@ -269,7 +269,12 @@ func (k *Kernel) writeTask(page uint64, slot, cpu int, t *Task, parentSlot int) 
 var taskStruct = newTaskStruct()
 
 // taskTypes are the types of bpfsim's task_struct, for the kernel's BTF.
-func taskTypes() []btf.Type { return []btf.Type{taskStruct} }
+func taskTypes() []btf.Type { return []btf.Type{taskStruct, iterTaskStruct} }
+
+// iterTaskStruct is struct bpf_iter_task, the open-coded task iterator
+// (task_iter_kfuncs.go): 24 opaque bytes.
+var iterTaskStruct = &btf.Struct{Name: "bpf_iter_task", Size: 24, Members: []btf.Member{{Name: "__opaque",
+	Type: &btf.Array{Index: &btf.Int{Name: "int", Size: 4, Encoding: btf.Signed}, Type: &btf.Typedef{Name: "__u64", Type: &btf.Int{Name: "long long unsigned int", Size: 8}}, Nelems: 3}}}}
 
 func newTaskStruct() *btf.Struct {
 	i32 := &btf.Int{Name: "int", Size: 4, Encoding: btf.Signed}

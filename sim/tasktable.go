@@ -32,11 +32,15 @@ type taskTable struct {
 	mu     sync.Mutex
 	pids   map[uint32]*liveTask
 	byPage map[uint64]*liveTask // the tasks that have a page of their own
+	seq    uint64               // the last task's number
 }
 
 // liveTask is one task of the table.
 type liveTask struct {
-	t     *Task
+	t *Task
+	// seq numbers the tasks in the order they started: the kernel's
+	// task list and thread lists are in that order.
+	seq   uint64
 	page  uint64           // its task_struct, once bpf_task_from_pid wanted it
 	chain [taskSlots]*Task // the task in each slot of the page
 }
@@ -76,7 +80,8 @@ func (tt *taskTable) add(t *Task) error {
 	if _, ok := tt.pids[t.PID]; ok {
 		return errors.Wrapf(uapi.EEXIST, "pid %d is in use", t.PID)
 	}
-	tt.pids[t.PID] = &liveTask{t: t}
+	tt.seq++
+	tt.pids[t.PID] = &liveTask{t: t, seq: tt.seq}
 	return nil
 }
 
@@ -98,6 +103,31 @@ func (tt *taskTable) next(from uint64) (uint32, bool) {
 		}
 	}
 	return best, found
+}
+
+// nextStarted returns, of the live tasks keep accepts that started as
+// task number from or later, the first to start, and its number.
+func (tt *taskTable) nextStarted(from uint64, keep func(*Task) bool) (*Task, uint64, bool) {
+	tt.mu.Lock()
+	defer tt.mu.Unlock()
+	var best *liveTask
+	for _, lt := range tt.pids {
+		if lt.seq >= from && (best == nil || lt.seq < best.seq) && keep(lt.t) {
+			best = lt
+		}
+	}
+	if best == nil {
+		return nil, 0, false
+	}
+	return best.t, best.seq, true
+}
+
+// started returns the number of the live task of pid, 0 for none.
+func (tt *taskTable) started(pid uint32) uint64 {
+	if lt := tt.lookup(pid); lt != nil {
+		return lt.seq
+	}
+	return 0
 }
 
 // ExitTask ends the task with this pid: pidfds on it find no task any

@@ -64,6 +64,11 @@ const (
 	IterNew     Flags = 1 << 8
 	IterNext    Flags = 1 << 9
 	IterDestroy Flags = 1 << 10
+	// RCUProtected (KF_RCU_PROTECTED), with IterNew: the iterator is
+	// made only in an RCU read section (any non-sleepable program), and
+	// the objects its next returns are RCU-protected (rcu_ptr_), not
+	// trusted.
+	RCUProtected Flags = 1 << 11
 )
 
 // Func is one kfunc.

@@ -194,7 +194,7 @@ func (e *env) markStackSlotsIter(reg *regState, kf *KfuncProto, idx int) error {
 	for i := 0; i < kf.IterSlots; i++ {
 		s := &f.stack[spi-i]
 		// A stack pointer, as the kernel has no register type for it.
-		s.spilled = regState{typ: ptrToStack, iterType: kf.IterType, iterState: iterStateActive}
+		s.spilled = regState{typ: ptrToStack, iterType: kf.IterType, iterState: iterStateActive, rcu: kf.Flags&KfRCUProtected != 0}
 		if i == 0 {
 			s.spilled.refObjID = id
 		}

@@ -133,6 +133,9 @@ const (
 	KfIterNew     = 1 << 8
 	KfIterNext    = 1 << 9
 	KfIterDestroy = 1 << 10
+	// KfRCUProtected (KF_RCU_PROTECTED): an iterator made only in an RCU
+	// read section, whose next gives RCU-protected objects.
+	KfRCUProtected = 1 << 11
 )
 
 // kfIter is the three iterator flags, of which an iterator kfunc has one.
@@ -439,6 +442,11 @@ func (e *env) checkKfuncCall(in insn.Insn, idx int) error {
 	if !e.cfg.GPLCompatible {
 		return e.errorf(uapi.EINVAL, "cannot call kernel function from non-GPL compatible program")
 	}
+	// A sleepable program is in no RCU read section (bpfsim has no
+	// bpf_rcu_read_lock); the others always are.
+	if kf.Flags&KfRCUProtected != 0 && e.cfg.Sleepable {
+		return e.errorf(uapi.EACCES, "kernel func %s requires RCU critical section protection", kf.Name)
+	}
 	var km kfuncMeta
 	var im iterMeta
 	for i := 0; i < len(kf.Args); i++ {
@@ -465,8 +473,8 @@ func (e *env) checkKfuncCall(in insn.Insn, idx int) error {
 		if (isNull || reg.isPointer() && reg.maybeNull) && !a.Nullable && a.Kind != KfArgDynptr && a.Kind != KfArgIter {
 			return e.errorf(uapi.EACCES, "Possibly NULL pointer passed to trusted arg%d", i)
 		}
-		if isNull && a.Kind == KfArgMem {
-			continue // KF_ARG_PTR_TO_NULL
+		if isNull && (a.Kind == KfArgMem || a.Nullable && a.Kind == KfArgBTFID) {
+			continue // KF_ARG_PTR_TO_NULL, or a __nullable object's NULL
 		}
 		if a.Kind == KfArgBTFID {
 			if err := e.checkKfuncBTFArg(kf, a, i, regno, &km); err != nil {
@@ -549,6 +557,16 @@ func (e *env) checkKfuncCall(in insn.Insn, idx int) error {
 	case KfRetBTFID:
 		r0.markPtr(ptrToBTFID)
 		r0.btfIdx = e.btfIndex(kf.RetStruct)
+		// An iterator's next gives objects as trusted as the iterator
+		// has them: RCU-protected for one made by a KF_RCU_PROTECTED
+		// new.
+		if kf.Flags&KfIterNext != 0 {
+			if e.cur.frames[im.frameno].stack[im.spi].spilled.rcu {
+				r0.rcu = true
+			} else {
+				r0.trusted = true
+			}
+		}
 	}
 	if kf.Ret != KfRetScalar && kf.Ret != KfRetVoid && kf.Flags&KfRetNull != 0 {
 		r0.maybeNull = true

@@ -1,0 +1,191 @@
+package kdiff
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfsim/bpfsim/sim"
+)
+
+// Programs walking tasks with the open-coded task iterator, loaded at log
+// level 2 in this machine's kernel and in bpfsim: the same verdicts and
+// whole logs (field offsets and kfunc ids are each kernel's own).
+func TestTaskIteratorKfuncsVerifyAsTheKernels(t *testing.T) {
+	k := linuxLikeSim(t)
+	ks, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Skipf("skipped: no kernel BTF: %v", err)
+	}
+	ss, err := k.KernelBTF()
+	if err != nil {
+		t.Fatal(err)
+	}
+	koff, soff := taskOffsetsIn(t, ks), taskOffsetsIn(t, ss)
+	kcall := func(name string) asm.Instruction { return kernelKfuncCall(t, ks, name) }
+	scall := func(name string) asm.Instruction { return simKfuncCall(t, k, name) }
+	named := func(log string, off taskOffsets) string {
+		for f, o := range off {
+			log = strings.ReplaceAll(log, fmt.Sprintf(" +%d)", o), " +"+f+")")
+		}
+		return kfuncCallID.ReplaceAllString(globalFuncLog(log), "$1#ID")
+	}
+	for _, c := range []struct {
+		name  string
+		insns func(call func(string) asm.Instruction, off taskOffsets) asm.Instructions
+	}{
+		{"every process counted", func(call func(string) asm.Instruction, _ taskOffsets) asm.Instructions {
+			return TaskIterLoop(call, 0, false)
+		}},
+		{"every thread's tgid read", func(call func(string) asm.Instruction, off taskOffsets) asm.Instructions {
+			return TaskIterLoop(call, 1, false, asm.LoadMem(asm.R8, asm.R6, off["tgid"], asm.Word))
+		}},
+		{"the current process's threads", func(call func(string) asm.Instruction, off taskOffsets) asm.Instructions {
+			return TaskIterLoop(call, 2, true, asm.LoadMem(asm.R8, asm.R6, off["pid"], asm.Word))
+		}},
+		{"a task's parent walked", func(call func(string) asm.Instruction, off taskOffsets) asm.Instructions {
+			return TaskIterLoop(call, 0, false, asm.LoadMem(asm.R8, asm.R6, off["real_parent"], asm.DWord), asm.LoadMem(asm.R8, asm.R8, off["pid"], asm.Word))
+		}},
+		{"a task written", func(call func(string) asm.Instruction, off taskOffsets) asm.Instructions {
+			return TaskIterLoop(call, 0, false, asm.StoreImm(asm.R6, off["pid"], 0, asm.Word))
+		}},
+		{"the iterator not destroyed", func(call func(string) asm.Instruction, _ taskOffsets) asm.Instructions {
+			p := TaskIterLoop(call, 0, false)
+			return append(p[:len(p)-5], asm.Mov.Imm(asm.R0, 0).WithSymbol("done"), asm.Return())
+		}},
+		{"a task acquired and released", func(call func(string) asm.Instruction, _ taskOffsets) asm.Instructions {
+			return TaskIterLoop(call, 1, false,
+				asm.Mov.Reg(asm.R1, asm.R6),
+				call("bpf_task_acquire"),
+				asm.JEq.Imm(asm.R0, 0, "loop"),
+				asm.Mov.Reg(asm.R1, asm.R0),
+				call("bpf_task_release"),
+			)
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			spec := func(insns asm.Instructions) *ebpf.ProgramSpec {
+				return &ebpf.ProgramSpec{Name: "tasks", Type: ebpf.SchedCLS, License: "GPL", Instructions: insns}
+			}
+			kerr, serr, klog, slog := loadBothLogged(t, k, spec(c.insns(kcall, koff)), spec(c.insns(scall, soff)))
+			kmsg, smsg := kfuncCallID.ReplaceAllString(verifierMessage(kerr), "$1#ID"), kfuncCallID.ReplaceAllString(verifierMessage(serr), "$1#ID")
+			if errnoOf(kerr) != errnoOf(serr) || kmsg != smsg {
+				t.Fatalf("verdicts differ\nkernel: %v: %s\nbpfsim: %v: %s", errnoOf(kerr), kmsg, errnoOf(serr), smsg)
+			}
+			if a, b := named(klog, koff), named(slog, soff); a != b {
+				t.Errorf("logs differ\nkernel:\n%s\nbpfsim:\n%s", a, b)
+			}
+			t.Logf("%v %s", errnoOf(kerr), kmsg)
+		})
+	}
+}
+
+// The open-coded task iterator walked in this machine's kernel and in
+// bpfsim (interpreted and JITed), each with its own tasks: every walk of
+// all processes or all threads starts with the idle task (pid 0) and
+// lists this process (the kernel's test, bpfsim's process of the run);
+// all threads lists the thread that runs the program; the walk of the
+// current process's threads starts with the current task.
+func TestTaskIteratorKfuncsRunAsTheKernels(t *testing.T) {
+	k := linuxLikeSim(t)
+	ks, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Skipf("skipped: no kernel BTF: %v", err)
+	}
+	koff := taskOffsetsIn(t, ks)
+	kcall := func(name string) asm.Instruction { return kernelKfuncCall(t, ks, name) }
+	spec := &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 256, MaxEntries: 1}
+	km, err := ebpf.NewMap(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer km.Close()
+	check := func(who string, pids []uint32, n uint32, flags int32, self, thread uint32) {
+		t.Helper()
+		if n == 0 || pids[0] != n {
+			t.Fatalf("%s, flags %d: %d tasks, %d counted", who, flags, n, pids[0])
+		}
+		pids = pids[1 : 1+min(n, 63)]
+		has := func(pid uint32) bool {
+			for _, p := range pids {
+				if p == pid {
+					return true
+				}
+			}
+			return n > 63 // not all recorded
+		}
+		switch flags {
+		case 0, 1:
+			if pids[0] != 0 || !has(self) || flags == 1 && !has(thread) {
+				t.Errorf("%s, flags %d: %v lacks the idle task first, the process %d or the thread %d", who, flags, pids, self, thread)
+			}
+		case 2:
+			if pids[0] != thread {
+				t.Errorf("%s, flags %d: %v does not start with the current task %d", who, flags, pids, thread)
+			}
+		}
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	for _, flags := range []int32{0, 1, 2} {
+		p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL", Instructions: TaskIterRecord(kcall, koff["pid"], km.FD(), flags)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := p.Run(&ebpf.RunOptions{Data: make([]byte, 64)})
+		p.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v [64]uint32
+		if err := km.Lookup(uint32(0), &v); err != nil {
+			t.Fatal(err)
+		}
+		check("kernel", v[:], n, flags, uint32(os.Getpid()), uint32(unix.Gettid()))
+	}
+	ss, err := k.KernelBTF()
+	if err != nil {
+		t.Fatal(err)
+	}
+	soff := taskOffsetsIn(t, ss)
+	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+		sk, err := sim.NewKernel(&sim.Options{Runtime: rt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		scall := func(name string) asm.Instruction { return simKfuncCall(t, sk, name) }
+		proc := sk.NewProcess()
+		thread := &sim.Task{PID: uint32(proc.PID()) + 10, TGID: uint32(proc.PID())}
+		if err := sk.AddTask(thread); err != nil {
+			t.Fatal(err)
+		}
+		sm, err := sk.NewMap(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, flags := range []int32{0, 1, 2} {
+			p, err := sk.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL", Instructions: TaskIterRecord(scall, soff["pid"], sm.FD(), flags)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err := p.Run(&sim.RunOptions{Data: make([]byte, 64), Task: thread})
+			p.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var v [64]uint32
+			if err := sm.Lookup(uint32(0), &v); err != nil {
+				t.Fatal(err)
+			}
+			check("bpfsim "+rt.String(), v[:], n, flags, uint32(proc.PID()), thread.PID)
+		}
+		sm.Close()
+	}
+}
