@@ -6,7 +6,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/btf"
 
 	"github.com/bpfsim/bpfsim/sim"
 	"github.com/bpfsim/bpfsim/sim/kdiff"
@@ -25,20 +24,7 @@ func TestTaskIteratorKfuncsWalkInTheKernelsOrders(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ss, err := k.KernelBTF()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var task *btf.Struct
-			if err := ss.TypeByName("task_struct", &task); err != nil {
-				t.Fatal(err)
-			}
-			var pidOff int16
-			for _, m := range task.Members {
-				if m.Name == "pid" {
-					pidOff = int16(m.Offset / 8)
-				}
-			}
+			pidOff := taskOffsets(t, k)["pid"]
 			// Processes 1 (init) and 2; process 20 with threads 25 and
 			// 21, started in that order; process 22; an orphan thread
 			// 30 of no live process; process 5, started last.

@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/kdiff"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
 
@@ -159,23 +160,7 @@ func TestTaskFromPidFindsLiveTasks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ss, err := k.KernelBTF()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var task *btf.Struct
-	if err := ss.TypeByName("task_struct", &task); err != nil {
-		t.Fatal(err)
-	}
-	offsetOf := func(name string) int16 {
-		for _, m := range task.Members {
-			if m.Name == name {
-				return int16(m.Offset / 8)
-			}
-		}
-		t.Fatalf("task_struct has no %s", name)
-		return 0
-	}
+	off := taskOffsets(t, k)
 	// tgidOf returns the tgid of task pid (through real_parent with
 	// parent), or 0xdead when there is none.
 	tgidOf := func(pid int32, parent bool) uint32 {
@@ -190,12 +175,12 @@ func TestTaskFromPidFindsLiveTasks(t *testing.T) {
 			asm.Return(),
 		}
 		if parent {
-			insns = append(insns, asm.LoadMem(asm.R8, asm.R6, offsetOf("real_parent"), asm.DWord).WithSymbol("found"))
+			insns = append(insns, asm.LoadMem(asm.R8, asm.R6, off["real_parent"], asm.DWord).WithSymbol("found"))
 		} else {
 			insns = append(insns, asm.Mov.Reg(asm.R8, asm.R6).WithSymbol("found"))
 		}
 		insns = append(insns,
-			asm.LoadMem(asm.R7, asm.R8, offsetOf("tgid"), asm.Word),
+			asm.LoadMem(asm.R7, asm.R8, off["tgid"], asm.Word),
 			asm.Mov.Reg(asm.R1, asm.R6),
 			kfuncCall(t, k, "bpf_task_release"),
 			asm.Mov.Reg(asm.R0, asm.R7),
@@ -266,41 +251,9 @@ func TestTaskIteratorWalksTheLiveTasks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ss, err := k.KernelBTF()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var task *btf.Struct
-	if err := ss.TypeByName("task_struct", &task); err != nil {
-		t.Fatal(err)
-	}
-	off := map[string]int16{}
-	for _, m := range task.Members {
-		off[m.Name] = int16(m.Offset / 8)
-	}
-	// ctx: {meta, task}; writes pid and tgid (8 bytes) from fp-8, or
-	// "end!" at the NULL task.
+	off := taskOffsets(t, k)
 	prog, err := k.NewProgram(&ebpf.ProgramSpec{Type: ebpf.Tracing, AttachType: ebpf.AttachTraceIter, AttachTo: "task", License: "GPL",
-		Instructions: asm.Instructions{
-			asm.LoadMem(asm.R2, asm.R1, 8, asm.DWord),
-			asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord),
-			asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord),
-			asm.JNE.Imm(asm.R2, 0, "task"),
-			asm.Mov.Imm(asm.R3, 0x21646e65), // "end!"
-			asm.StoreMem(asm.RFP, -8, asm.R3, asm.Word),
-			asm.StoreMem(asm.RFP, -4, asm.R3, asm.Word),
-			asm.Ja.Label("write"),
-			asm.LoadMem(asm.R3, asm.R2, off["pid"], asm.Word).WithSymbol("task"),
-			asm.StoreMem(asm.RFP, -8, asm.R3, asm.Word),
-			asm.LoadMem(asm.R3, asm.R2, off["tgid"], asm.Word),
-			asm.StoreMem(asm.RFP, -4, asm.R3, asm.Word),
-			asm.Mov.Reg(asm.R2, asm.RFP).WithSymbol("write"),
-			asm.Add.Imm(asm.R2, -8),
-			asm.Mov.Imm(asm.R3, 8),
-			asm.FnSeqWrite.Call(),
-			asm.Mov.Imm(asm.R0, 0),
-			asm.Return(),
-		}})
+		Instructions: kdiff.TaskDump(off["pid"], off["tgid"])})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -568,4 +521,22 @@ func FuzzTaskStorage(f *testing.F) {
 			}
 		}
 	})
+}
+
+// taskOffsets returns the offsets of task_struct's fields in k's BTF.
+func taskOffsets(t *testing.T, k *sim.Kernel) map[string]int16 {
+	t.Helper()
+	ss, err := k.KernelBTF()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var task *btf.Struct
+	if err := ss.TypeByName("task_struct", &task); err != nil {
+		t.Fatal(err)
+	}
+	off := map[string]int16{}
+	for _, m := range task.Members {
+		off[m.Name] = int16(m.Offset / 8)
+	}
+	return off
 }

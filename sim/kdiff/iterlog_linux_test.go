@@ -2,10 +2,8 @@ package kdiff
 
 import (
 	"encoding/binary"
-	"fmt"
 	"io"
 	"os"
-	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -52,22 +50,7 @@ func TestIteratorLogsAreTheKernels(t *testing.T) {
 // verdicts and whole level-2 logs (the field offsets and btf ids are each
 // kernel's own).
 func TestTaskIteratorLogsAreTheKernels(t *testing.T) {
-	k := linuxLikeSim(t)
-	ks, err := btf.LoadKernelSpec()
-	if err != nil {
-		t.Skipf("skipped: no kernel BTF: %v", err)
-	}
-	ss, err := k.KernelBTF()
-	if err != nil {
-		t.Fatal(err)
-	}
-	koff, soff := taskOffsetsIn(t, ks), taskOffsetsIn(t, ss)
-	named := func(log string, off taskOffsets) string {
-		for f, o := range off {
-			log = strings.ReplaceAll(log, fmt.Sprintf(" +%d)", o), " +"+f+")")
-		}
-		return btfIDNote.ReplaceAllString(globalFuncLog(log), "has btf_id ID type")
-	}
+	tk := newTaskKernels(t, linuxLikeSim(t))
 	for _, c := range []struct {
 		name  string
 		insns func(off taskOffsets) asm.Instructions
@@ -113,40 +96,8 @@ func TestTaskIteratorLogsAreTheKernels(t *testing.T) {
 			spec := func(insns asm.Instructions) *ebpf.ProgramSpec {
 				return &ebpf.ProgramSpec{Name: "tasks", Type: ebpf.Tracing, AttachType: ebpf.AttachTraceIter, AttachTo: "task", License: "GPL", Instructions: insns}
 			}
-			kerr, serr, klog, slog := loadBothLogged(t, k, spec(c.insns(koff)), spec(c.insns(soff)))
-			if errnoOf(kerr) != errnoOf(serr) || verifierMessage(kerr) != verifierMessage(serr) {
-				t.Fatalf("verdicts differ\nkernel: %v: %s\nbpfsim: %v: %s", errnoOf(kerr), verifierMessage(kerr), errnoOf(serr), verifierMessage(serr))
-			}
-			if a, b := named(klog, koff), named(slog, soff); a != b {
-				t.Errorf("logs differ\nkernel:\n%s\nbpfsim:\n%s", a, b)
-			}
-			t.Logf("%v %s", errnoOf(kerr), verifierMessage(kerr))
+			tk.sameLogs(t, spec(c.insns(tk.koff)), spec(c.insns(tk.soff)))
 		})
-	}
-}
-
-// taskDumpInsns writes each task's pid and tgid, and "end!end!" for the
-// NULL task that ends the walk.
-func taskDumpInsns(off taskOffsets) asm.Instructions {
-	return asm.Instructions{
-		asm.LoadMem(asm.R2, asm.R1, 8, asm.DWord),
-		asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord),
-		asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord),
-		asm.JNE.Imm(asm.R2, 0, "task"),
-		asm.Mov.Imm(asm.R3, 0x21646e65), // "end!"
-		asm.StoreMem(asm.RFP, -8, asm.R3, asm.Word),
-		asm.StoreMem(asm.RFP, -4, asm.R3, asm.Word),
-		asm.Ja.Label("write"),
-		asm.LoadMem(asm.R3, asm.R2, off["pid"], asm.Word).WithSymbol("task"),
-		asm.StoreMem(asm.RFP, -8, asm.R3, asm.Word),
-		asm.LoadMem(asm.R3, asm.R2, off["tgid"], asm.Word),
-		asm.StoreMem(asm.RFP, -4, asm.R3, asm.Word),
-		asm.Mov.Reg(asm.R2, asm.RFP).WithSymbol("write"),
-		asm.Add.Imm(asm.R2, -8),
-		asm.Mov.Imm(asm.R3, 8),
-		asm.FnSeqWrite.Call(),
-		asm.Mov.Imm(asm.R0, 0),
-		asm.Return(),
 	}
 }
 
@@ -189,7 +140,7 @@ func TestTaskIteratorWalksAsTheKernels(t *testing.T) {
 	spec := func(insns asm.Instructions) *ebpf.ProgramSpec {
 		return &ebpf.ProgramSpec{Name: "tasks", Type: ebpf.Tracing, AttachType: ebpf.AttachTraceIter, AttachTo: "task", License: "GPL", Instructions: insns}
 	}
-	kp, err := ebpf.NewProgram(spec(taskDumpInsns(taskOffsetsIn(t, ks))))
+	kp, err := ebpf.NewProgram(spec(TaskDump(taskOffsetsIn(t, ks)["pid"], taskOffsetsIn(t, ks)["tgid"])))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,16 +150,7 @@ func TestTaskIteratorWalksAsTheKernels(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer kl.Close()
-	kr, err := kl.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	kout, err := io.ReadAll(kr)
-	kr.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ktasks := parseTaskDump(t, "kernel", kout)
+	ktasks := parseTaskDump(t, "kernel", readIter(t, kl.Open))
 	self := uint32(os.Getpid())
 	if ktasks[self] != self || ktasks[uint32(unix.Gettid())] != self {
 		t.Errorf("kernel: this process (%d) or this thread (%d) is missing or has another tgid", self, unix.Gettid())
@@ -219,7 +161,7 @@ func TestTaskIteratorWalksAsTheKernels(t *testing.T) {
 	if err := k.AddTask(&sim.Task{PID: pp + 100, TGID: pp, Comm: "thread"}); err != nil {
 		t.Fatal(err)
 	}
-	sp, err := k.NewProgram(spec(taskDumpInsns(taskOffsetsIn(t, ss))))
+	sp, err := k.NewProgram(spec(TaskDump(taskOffsetsIn(t, ss)["pid"], taskOffsetsIn(t, ss)["tgid"])))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,18 +171,24 @@ func TestTaskIteratorWalksAsTheKernels(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer it.Close()
-	sr, err := it.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sout, err := io.ReadAll(sr)
-	sr.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stasks := parseTaskDump(t, "bpfsim", sout)
+	stasks := parseTaskDump(t, "bpfsim", readIter(t, it.Open))
 	if stasks[pp] != pp || stasks[pp+100] != pp {
 		t.Errorf("bpfsim: the process (%d) or its thread (%d) is missing or has another tgid: %v", pp, pp+100, stasks)
 	}
 	t.Logf("kernel: %d tasks, bpfsim: %d", len(ktasks), len(stasks))
+}
+
+// readIter opens a walk of an iterator link and reads it to the end.
+func readIter(t *testing.T, open func() (io.ReadCloser, error)) []byte {
+	t.Helper()
+	r, err := open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	out, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

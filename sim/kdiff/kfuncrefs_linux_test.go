@@ -250,6 +250,30 @@ var kfuncRefCases = []kfuncRefCase{
 // own).
 func TestKfuncReferencesAreTheKernels(t *testing.T) {
 	k := linuxLikeSim(t)
+	tk := newTaskKernels(t, k)
+	for _, c := range kfuncRefCases {
+		t.Run(c.name, func(t *testing.T) {
+			spec := func(insns asm.Instructions) *ebpf.ProgramSpec {
+				return &ebpf.ProgramSpec{Name: "refs", Type: ebpf.SchedCLS, License: "GPL", Instructions: insns}
+			}
+			tk.sameLogs(t, spec(c.insns(tk.kcall, tk.koff)), spec(c.insns(tk.scall, tk.soff)))
+		})
+	}
+}
+
+// taskKernels are this machine's kernel's BTF and a simulated kernel's,
+// with the task_struct offsets and kfunc calls of each.
+type taskKernels struct {
+	k            *sim.Kernel
+	ks, ss       *btf.Spec
+	koff, soff   taskOffsets
+	kcall, scall func(string) asm.Instruction
+}
+
+// newTaskKernels returns k's and this machine's kernel's; the test skips
+// if this kernel has no BTF.
+func newTaskKernels(t *testing.T, k *sim.Kernel) *taskKernels {
+	t.Helper()
 	ks, err := btf.LoadKernelSpec()
 	if err != nil {
 		t.Skipf("skipped: no kernel BTF: %v", err)
@@ -258,32 +282,33 @@ func TestKfuncReferencesAreTheKernels(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	koff, soff := taskOffsetsIn(t, ks), taskOffsetsIn(t, ss)
-	kcall := func(name string) asm.Instruction { return kernelKfuncCall(t, ks, name) }
-	scall := func(name string) asm.Instruction { return simKfuncCall(t, k, name) }
-	// The offsets in a log, named.
+	return &taskKernels{k: k, ks: ks, ss: ss, koff: taskOffsetsIn(t, ks), soff: taskOffsetsIn(t, ss),
+		kcall: func(name string) asm.Instruction { return kernelKfuncCall(t, ks, name) },
+		scall: func(name string) asm.Instruction { return simKfuncCall(t, k, name) }}
+}
+
+// sameLogs loads one program, built for each kernel (kspec for this
+// machine's, sspec for bpfsim's), at log level 2 in both: the same
+// verdict, errno and whole log, but for what each kernel numbers its own
+// way (task_struct's field offsets, kfunc and BTF ids).
+func (tk *taskKernels) sameLogs(t *testing.T, kspec, sspec *ebpf.ProgramSpec) {
+	t.Helper()
 	named := func(log string, off taskOffsets) string {
 		for f, o := range off {
 			log = strings.ReplaceAll(log, fmt.Sprintf(" +%d)", o), " +"+f+")")
 		}
-		return globalFuncLog(log)
+		log = kfuncCallID.ReplaceAllString(globalFuncLog(log), "$1#ID")
+		return btfIDNote.ReplaceAllString(log, "has btf_id ID type")
 	}
-	for _, c := range kfuncRefCases {
-		t.Run(c.name, func(t *testing.T) {
-			spec := func(insns asm.Instructions) *ebpf.ProgramSpec {
-				return &ebpf.ProgramSpec{Name: "refs", Type: ebpf.SchedCLS, License: "GPL", Instructions: insns}
-			}
-			kerr, serr, klog, slog := loadBothLogged(t, k, spec(c.insns(kcall, koff)), spec(c.insns(scall, soff)))
-			kmsg, smsg := kfuncCallID.ReplaceAllString(verifierMessage(kerr), "$1#ID"), kfuncCallID.ReplaceAllString(verifierMessage(serr), "$1#ID")
-			if errnoOf(kerr) != errnoOf(serr) || kmsg != smsg {
-				t.Fatalf("verdicts differ\nkernel: %v: %s\nbpfsim: %v: %s", errnoOf(kerr), kmsg, errnoOf(serr), smsg)
-			}
-			if a, b := named(klog, koff), named(slog, soff); a != b {
-				t.Errorf("logs differ\nkernel:\n%s\nbpfsim:\n%s", a, b)
-			}
-			t.Logf("%v %s", errnoOf(kerr), kmsg)
-		})
+	kerr, serr, klog, slog := loadBothLogged(t, tk.k, kspec, sspec)
+	kmsg, smsg := kfuncCallID.ReplaceAllString(verifierMessage(kerr), "$1#ID"), kfuncCallID.ReplaceAllString(verifierMessage(serr), "$1#ID")
+	if errnoOf(kerr) != errnoOf(serr) || kmsg != smsg {
+		t.Fatalf("verdicts differ\nkernel: %v: %s\nbpfsim: %v: %s", errnoOf(kerr), kmsg, errnoOf(serr), smsg)
 	}
+	if a, b := named(klog, tk.koff), named(slog, tk.soff); a != b {
+		t.Errorf("logs differ\nkernel:\n%s\nbpfsim:\n%s", a, b)
+	}
+	t.Logf("%v %s", errnoOf(kerr), kmsg)
 }
 
 // A tc program reads the tgid of the task it runs in through a reference

@@ -2,14 +2,16 @@ package kdiff
 
 import "github.com/cilium/ebpf/asm"
 
-// Programs of the open-coded task iterator (bpf_iter_task_new, _next,
-// _destroy), for the tests that run them in this machine's kernel and in
+// Programs walking tasks, with the open-coded task iterator
+// (bpf_iter_task_new, _next, _destroy) or as task iterators, for the
+// tests that run them in this machine's kernel and in
 // bpfsim. call makes a call of a kfunc by name, in the kernel the
 // program is for.
 
-// TaskIterLoop is a program that walks the tasks of flags (with the current task for
-// PROC_THREADS when current is set) with the open-coded task iterator at
-// fp-24 and returns how many it saw; body runs for each, the task in r6.
+// TaskIterLoop is a program that walks the tasks of flags (with the
+// current task for PROC_THREADS when current is set) with the open-coded
+// task iterator at fp-24 and returns how many it saw; body runs for
+// each, the task in r6.
 func TaskIterLoop(call func(string) asm.Instruction, flags int32, current bool, body ...asm.Instruction) asm.Instructions {
 	p := asm.Instructions{asm.Mov.Imm(asm.R2, 0)}
 	if current {
@@ -74,4 +76,30 @@ func TaskIterRecord(call func(string) asm.Instruction, pidOff int16, fd int, fla
 	// Return the count from the map value rather than r7.
 	loop[len(loop)-2] = asm.LoadMem(asm.R0, asm.R9, 0, asm.Word)
 	return append(p, loop...)
+}
+
+// TaskDump is a task iterator program (SEC("iter/task")) that writes
+// each task's pid and tgid (at pidOff and tgidOff in task_struct), and
+// "end!end!" for the NULL task that ends the walk.
+func TaskDump(pidOff, tgidOff int16) asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMem(asm.R2, asm.R1, 8, asm.DWord),
+		asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord),
+		asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord),
+		asm.JNE.Imm(asm.R2, 0, "task"),
+		asm.Mov.Imm(asm.R3, 0x21646e65), // "end!"
+		asm.StoreMem(asm.RFP, -8, asm.R3, asm.Word),
+		asm.StoreMem(asm.RFP, -4, asm.R3, asm.Word),
+		asm.Ja.Label("write"),
+		asm.LoadMem(asm.R3, asm.R2, pidOff, asm.Word).WithSymbol("task"),
+		asm.StoreMem(asm.RFP, -8, asm.R3, asm.Word),
+		asm.LoadMem(asm.R3, asm.R2, tgidOff, asm.Word),
+		asm.StoreMem(asm.RFP, -4, asm.R3, asm.Word),
+		asm.Mov.Reg(asm.R2, asm.RFP).WithSymbol("write"),
+		asm.Add.Imm(asm.R2, -8),
+		asm.Mov.Imm(asm.R3, 8),
+		asm.FnSeqWrite.Call(),
+		asm.Mov.Imm(asm.R0, 0),
+		asm.Return(),
+	}
 }

@@ -1,10 +1,8 @@
 package kdiff
 
 import (
-	"fmt"
 	"os"
 	"runtime"
-	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -19,24 +17,7 @@ import (
 // level 2 in this machine's kernel and in bpfsim: the same verdicts and
 // whole logs (field offsets and kfunc ids are each kernel's own).
 func TestTaskIteratorKfuncsVerifyAsTheKernels(t *testing.T) {
-	k := linuxLikeSim(t)
-	ks, err := btf.LoadKernelSpec()
-	if err != nil {
-		t.Skipf("skipped: no kernel BTF: %v", err)
-	}
-	ss, err := k.KernelBTF()
-	if err != nil {
-		t.Fatal(err)
-	}
-	koff, soff := taskOffsetsIn(t, ks), taskOffsetsIn(t, ss)
-	kcall := func(name string) asm.Instruction { return kernelKfuncCall(t, ks, name) }
-	scall := func(name string) asm.Instruction { return simKfuncCall(t, k, name) }
-	named := func(log string, off taskOffsets) string {
-		for f, o := range off {
-			log = strings.ReplaceAll(log, fmt.Sprintf(" +%d)", o), " +"+f+")")
-		}
-		return kfuncCallID.ReplaceAllString(globalFuncLog(log), "$1#ID")
-	}
+	tk := newTaskKernels(t, linuxLikeSim(t))
 	for _, c := range []struct {
 		name  string
 		insns func(call func(string) asm.Instruction, off taskOffsets) asm.Instructions
@@ -74,15 +55,7 @@ func TestTaskIteratorKfuncsVerifyAsTheKernels(t *testing.T) {
 			spec := func(insns asm.Instructions) *ebpf.ProgramSpec {
 				return &ebpf.ProgramSpec{Name: "tasks", Type: ebpf.SchedCLS, License: "GPL", Instructions: insns}
 			}
-			kerr, serr, klog, slog := loadBothLogged(t, k, spec(c.insns(kcall, koff)), spec(c.insns(scall, soff)))
-			kmsg, smsg := kfuncCallID.ReplaceAllString(verifierMessage(kerr), "$1#ID"), kfuncCallID.ReplaceAllString(verifierMessage(serr), "$1#ID")
-			if errnoOf(kerr) != errnoOf(serr) || kmsg != smsg {
-				t.Fatalf("verdicts differ\nkernel: %v: %s\nbpfsim: %v: %s", errnoOf(kerr), kmsg, errnoOf(serr), smsg)
-			}
-			if a, b := named(klog, koff), named(slog, soff); a != b {
-				t.Errorf("logs differ\nkernel:\n%s\nbpfsim:\n%s", a, b)
-			}
-			t.Logf("%v %s", errnoOf(kerr), kmsg)
+			tk.sameLogs(t, spec(c.insns(tk.kcall, tk.koff)), spec(c.insns(tk.scall, tk.soff)))
 		})
 	}
 }
