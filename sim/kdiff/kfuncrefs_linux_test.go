@@ -287,6 +287,21 @@ func newTaskKernels(t *testing.T, k *sim.Kernel) *taskKernels {
 		scall: func(name string) asm.Instruction { return simKfuncCall(t, k, name) }}
 }
 
+// simTaskKernel returns a simulated kernel running programs with rt, its
+// kfunc calls and its task_struct offsets.
+func simTaskKernel(t *testing.T, rt sim.Runtime) (*sim.Kernel, func(string) asm.Instruction, taskOffsets) {
+	t.Helper()
+	k, err := sim.NewKernel(&sim.Options{Runtime: rt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, err := k.KernelBTF()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, func(name string) asm.Instruction { return simKfuncCall(t, k, name) }, taskOffsetsIn(t, ss)
+}
+
 // sameLogs loads one program, built for each kernel (kspec for this
 // machine's, sspec for bpfsim's), at log level 2 in both: the same
 // verdict, errno and whole log, but for what each kernel numbers its own
@@ -337,16 +352,8 @@ func TestCurrentTaskReferencesRunAsTheKernels(t *testing.T) {
 		t.Fatalf("kernel: %d, want this process's %d", kret, want)
 	}
 	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
-		k, err := sim.NewKernel(&sim.Options{Runtime: rt})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ss, err := k.KernelBTF()
-		if err != nil {
-			t.Fatal(err)
-		}
-		scall := func(name string) asm.Instruction { return simKfuncCall(t, k, name) }
-		sp, err := k.NewProgram(&ebpf.ProgramSpec{Name: "tgid", Type: ebpf.SchedCLS, License: "GPL", Instructions: currentTgid(scall, taskOffsetsIn(t, ss))})
+		k, scall, soff := simTaskKernel(t, rt)
+		sp, err := k.NewProgram(&ebpf.ProgramSpec{Name: "tgid", Type: ebpf.SchedCLS, License: "GPL", Instructions: currentTgid(scall, soff)})
 		if err != nil {
 			t.Fatal(err)
 		}

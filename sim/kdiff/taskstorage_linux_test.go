@@ -479,16 +479,7 @@ func TestTaskFromPidRunsAsTheKernels(t *testing.T) {
 		return ret
 	}
 	for pass, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
-		k, err := sim.NewKernel(&sim.Options{Runtime: rt})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ss, err := k.KernelBTF()
-		if err != nil {
-			t.Fatal(err)
-		}
-		scall := func(name string) asm.Instruction { return simKfuncCall(t, k, name) }
-		soff := taskOffsetsIn(t, ss)
+		k, scall, soff := simTaskKernel(t, rt)
 		// A process of its own, whose parent is init (pid 1).
 		proc := k.NewProcess()
 		sm, err := proc.NewMap(taskStorageMapSpec(uapi.BPF_F_NO_PREALLOC, 0, 8, btfInt))
