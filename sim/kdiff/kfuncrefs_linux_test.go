@@ -456,13 +456,17 @@ func TestTaskKfuncsAreOfferedAsTheKernels(t *testing.T) {
 			}
 			return s
 		}
-		// A reference on the current task, and a walk of the tasks
-		// with the open-coded iterator (which a sleepable program may
-		// not make outside an RCU read section).
+		// A reference on the current task, a walk of the tasks with
+		// the open-coded iterator (which a sleepable program may not
+		// make outside an RCU read section), and an empty RCU read
+		// section.
 		for _, prog := range []func(call func(string) asm.Instruction, off taskOffsets) asm.Instructions{
 			currentTgid,
 			func(call func(string) asm.Instruction, _ taskOffsets) asm.Instructions {
 				return TaskIterLoop(call, 0, false)
+			},
+			func(call func(string) asm.Instruction, _ taskOffsets) asm.Instructions {
+				return asm.Instructions{call("bpf_rcu_read_lock"), call("bpf_rcu_read_unlock"), asm.Mov.Imm(asm.R0, 1), asm.Return()}
 			},
 		} {
 			sp, serr := k.NewProgram(spec(prog(scall, taskOffsetsIn(t, ss))))

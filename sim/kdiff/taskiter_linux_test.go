@@ -155,3 +155,85 @@ func TestTaskIteratorKfuncsRunAsTheKernels(t *testing.T) {
 		sm.Close()
 	}
 }
+
+// Sleepable syscall programs with and without RCU read sections
+// (bpf_rcu_read_lock, bpf_rcu_read_unlock), loaded at log level 2 in this
+// machine's kernel and in bpfsim: a task's parent read inside one is
+// RCU-protected, outside one or after the unlock untrusted; an unmatched
+// unlock, a section left open at exit, nested sections, and the task
+// iterator inside one: the same verdicts and whole logs.
+func TestRCUReadSectionsVerifyAsTheKernels(t *testing.T) {
+	tk := newTaskKernels(t, linuxLikeSim(t))
+	lock := func(call func(string) asm.Instruction) asm.Instruction { return call("bpf_rcu_read_lock") }
+	unlock := func(call func(string) asm.Instruction) asm.Instruction { return call("bpf_rcu_read_unlock") }
+	parent := func(off taskOffsets) asm.Instructions {
+		return asm.Instructions{
+			asm.FnGetCurrentTaskBtf.Call(),
+			asm.LoadMem(asm.R6, asm.R0, off["real_parent"], asm.DWord),
+		}
+	}
+	ret0 := asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}
+	cat := func(parts ...asm.Instructions) asm.Instructions {
+		var out asm.Instructions
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name  string
+		insns func(call func(string) asm.Instruction, off taskOffsets) asm.Instructions
+	}{
+		{"a parent read in a section", func(call func(string) asm.Instruction, off taskOffsets) asm.Instructions {
+			return cat(asm.Instructions{lock(call)}, parent(off), asm.Instructions{
+				asm.LoadMem(asm.R7, asm.R6, off["pid"], asm.Word), unlock(call)}, ret0)
+		}},
+		{"a parent read outside one", func(call func(string) asm.Instruction, off taskOffsets) asm.Instructions {
+			return cat(parent(off), asm.Instructions{asm.LoadMem(asm.R7, asm.R6, off["pid"], asm.Word)}, ret0)
+		}},
+		{"a parent acquired in a section", func(call func(string) asm.Instruction, off taskOffsets) asm.Instructions {
+			return cat(asm.Instructions{lock(call)}, parent(off), asm.Instructions{
+				asm.Mov.Reg(asm.R1, asm.R6),
+				call("bpf_task_acquire"),
+				asm.Mov.Reg(asm.R8, asm.R0),
+				unlock(call),
+				asm.JEq.Imm(asm.R8, 0, "out"),
+				asm.Mov.Reg(asm.R1, asm.R8),
+				call("bpf_task_release"),
+				asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
+				asm.Return()})
+		}},
+		{"a parent acquired after the unlock", func(call func(string) asm.Instruction, off taskOffsets) asm.Instructions {
+			return cat(asm.Instructions{lock(call)}, parent(off), asm.Instructions{
+				unlock(call),
+				asm.Mov.Reg(asm.R1, asm.R6),
+				call("bpf_task_acquire"),
+				asm.JEq.Imm(asm.R0, 0, "out"),
+				asm.Mov.Reg(asm.R1, asm.R0),
+				call("bpf_task_release"),
+				asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
+				asm.Return()})
+		}},
+		{"an unmatched unlock", func(call func(string) asm.Instruction, _ taskOffsets) asm.Instructions {
+			return cat(asm.Instructions{unlock(call)}, ret0)
+		}},
+		{"a section left open", func(call func(string) asm.Instruction, _ taskOffsets) asm.Instructions {
+			return cat(asm.Instructions{lock(call)}, ret0)
+		}},
+		{"nested sections", func(call func(string) asm.Instruction, off taskOffsets) asm.Instructions {
+			return cat(asm.Instructions{lock(call), lock(call)}, parent(off), asm.Instructions{
+				unlock(call), asm.LoadMem(asm.R7, asm.R6, off["pid"], asm.Word), unlock(call)}, ret0)
+		}},
+		{"the task iterator in a section", func(call func(string) asm.Instruction, _ taskOffsets) asm.Instructions {
+			return cat(asm.Instructions{lock(call)}, TaskIterLoop(call, 0, false)[:len(TaskIterLoop(call, 0, false))-1],
+				asm.Instructions{asm.Mov.Reg(asm.R6, asm.R0), unlock(call), asm.Mov.Reg(asm.R0, asm.R6), asm.Return()})
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			spec := func(insns asm.Instructions) *ebpf.ProgramSpec {
+				return &ebpf.ProgramSpec{Name: "rcu", Type: ebpf.Syscall, Flags: 1 << 4, License: "GPL", Instructions: insns} // BPF_F_SLEEPABLE
+			}
+			tk.sameLogs(t, spec(c.insns(tk.kcall, tk.koff)), spec(c.insns(tk.scall, tk.soff)))
+		})
+	}
+}

@@ -311,7 +311,7 @@ func (e *env) walkedTrust(reg *regState, st, field string) (trusted, rcu, maybeN
 		return true, false, false, false
 	case safeTrustedOrNull[key]:
 		return true, false, true, false
-	case e.cur.activeLocks == 0 && e.cfg.Sleepable:
+	case !e.inRCU():
 		return false, false, false, true
 	case reg.maybeNull:
 		return false, false, false, true

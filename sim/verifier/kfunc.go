@@ -442,9 +442,31 @@ func (e *env) checkKfuncCall(in insn.Insn, idx int) error {
 	if !e.cfg.GPLCompatible {
 		return e.errorf(uapi.EINVAL, "cannot call kernel function from non-GPL compatible program")
 	}
-	// A sleepable program is in no RCU read section (bpfsim has no
-	// bpf_rcu_read_lock); the others always are.
-	if kf.Flags&KfRCUProtected != 0 && e.cfg.Sleepable {
+	switch {
+	case kf.Name == "bpf_rcu_read_lock":
+		// 6.18 has one section at a time (later kernels nest them).
+		if e.cur.activeRCULocks > 0 {
+			return e.errorf(uapi.EINVAL, "nested rcu read lock (kernel function %s)", kf.Name)
+		}
+		e.cur.activeRCULocks++
+	case kf.Name == "bpf_rcu_read_unlock":
+		if e.cur.activeRCULocks == 0 {
+			return e.errorf(uapi.EINVAL, "unmatched rcu read unlock (kernel function %s)", kf.Name)
+		}
+		e.cur.activeRCULocks--
+		if e.cur.activeRCULocks == 0 {
+			// Out of the section, RCU-protected objects are
+			// untrusted.
+			e.cur.forEachReg(func(r *regState) {
+				if r.typ == ptrToBTFID && r.rcu {
+					r.rcu, r.maybeNull, r.untrusted = false, false, true
+				}
+			})
+		}
+	case kf.Flags&KfSleepable != 0 && e.cur.activeRCULocks > 0:
+		return e.errorf(uapi.EACCES, "kernel func %s is sleepable within rcu_read_lock region", kf.Name)
+	}
+	if kf.Flags&KfRCUProtected != 0 && !e.inRCU() {
 		return e.errorf(uapi.EACCES, "kernel func %s requires RCU critical section protection", kf.Name)
 	}
 	var km kfuncMeta

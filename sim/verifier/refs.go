@@ -94,13 +94,23 @@ func (e *env) checkResourceLeak(prefix string, checkLock bool) error {
 	if err := e.checkReferenceLeak(); err != nil {
 		return e.errorf(uapi.EINVAL, "%s would lead to reference leak", prefix)
 	}
+	if checkLock && e.cur.activeRCULocks > 0 {
+		return e.errorf(uapi.EINVAL, "%s cannot be used inside bpf_rcu_read_lock-ed region", prefix)
+	}
 	return nil
+}
+
+// inRCU is in_rcu_cs: a program that does not sleep runs in an RCU read
+// section throughout; a sleepable one between bpf_rcu_read_lock and
+// unlock, or holding a spin lock.
+func (e *env) inRCU() bool {
+	return !e.cfg.Sleepable || e.cur.activeRCULocks > 0 || e.cur.activeLocks > 0
 }
 
 // refsafe is refsafe: a checkpoint covers a state only with the same
 // references, their ids mapped as the registers' are.
 func (e *env) refsafe(old, cur *vstate) bool {
-	if len(old.refs) != len(cur.refs) || old.activeLocks != cur.activeLocks {
+	if len(old.refs) != len(cur.refs) || old.activeLocks != cur.activeLocks || old.activeRCULocks != cur.activeRCULocks {
 		return false
 	}
 	if !e.checkIDs(old.activeLockID, cur.activeLockID) || old.activeLockPtr != cur.activeLockPtr {

@@ -102,6 +102,9 @@ type vstate struct {
 	activeLocks   int
 	activeLockID  uint32
 	activeLockPtr uint16
+	// activeRCULocks counts the bpf_rcu_read_lock calls not yet
+	// unlocked (active_rcu_lock): 0 or 1, as 6.18 refuses nesting.
+	activeRCULocks int
 	// callbackUnrollDepth counts the callback visits on this path.
 	callbackUnrollDepth int
 	// histStart and histEnd delimit, in env.hist, the instruction
@@ -148,6 +151,7 @@ func (s *vstate) cloneInto(c *vstate) *vstate {
 		activeLocks:         s.activeLocks,
 		activeLockID:        s.activeLockID,
 		activeLockPtr:       s.activeLockPtr,
+		activeRCULocks:      s.activeRCULocks,
 		frames:              frames,
 		curframe:            s.curframe,
 		parent:              s.parent,
