@@ -28,7 +28,7 @@ type Process struct {
 // NewProcess starts a process with an empty fd table.
 func (k *Kernel) NewProcess() *Process {
 	p := &Process{k: k, pid: int(k.nextPID.Add(1))}
-	// Its main thread is a live task (taskstorage.go); a pid taken by
+	// Its main thread is a live task (tasktable.go); a pid taken by
 	// AddTask before stays that task's.
 	_ = k.tasks.add(processTask(uint32(p.pid)))
 	return p
