@@ -168,22 +168,22 @@ func (k *Kernel) kfuncIterTaskNext(m *interp.Machine, it, _, _, _, _ uint64) (ui
 		var ok bool
 		switch ti.flags {
 		case taskIterAllProcs:
-			if t, seq, ok = k.tasks.nextStarted(uint64(ti.from), isProcess); ok {
+			if t, seq, ok = k.tasks.nextProcess(uint64(ti.from)); ok {
 				ti.from = int64(seq) + 1
 			}
 		case taskIterProcThread:
-			if t, seq, ok = k.tasks.nextStarted(uint64(ti.from), threadOf(ti.tgid)); ok {
+			if t, seq, ok = k.tasks.nextThread(ti.tgid, uint64(ti.from)); ok {
 				ti.from = int64(seq) + 1
 			}
 		case taskIterAllThreads:
 			// The process's other threads, then the next process.
 			if ti.from > 0 {
-				if t, seq, ok = k.tasks.nextStarted(ti.next, threadOf(ti.tgid)); ok {
+				if t, seq, ok = k.tasks.nextThread(ti.tgid, ti.next); ok {
 					ti.next = seq + 1
 				}
 			}
 			if !ok {
-				if t, seq, ok = k.tasks.nextStarted(uint64(ti.from)+1, isProcess); ok {
+				if t, seq, ok = k.tasks.nextProcess(uint64(ti.from) + 1); ok {
 					ti.from, ti.next, ti.tgid = int64(seq), 0, t.PID
 				}
 			}
@@ -197,13 +197,4 @@ func (k *Kernel) kfuncIterTaskNext(m *interp.Machine, it, _, _, _, _ uint64) (ui
 		}
 		// Exited meanwhile: on to the next.
 	}
-}
-
-// isProcess says t is a process's main thread.
-func isProcess(t *Task) bool { return t.PID == t.TGID }
-
-// threadOf says whether a task is a thread of process tgid other than
-// its main thread.
-func threadOf(tgid uint32) func(*Task) bool {
-	return func(t *Task) bool { return t.TGID == tgid && t.PID != tgid }
 }

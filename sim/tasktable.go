@@ -1,6 +1,8 @@
 package sim
 
 import (
+	"slices"
+	"sort"
 	"sync"
 
 	"github.com/cilium/ebpf/btf"
@@ -33,6 +35,10 @@ type taskTable struct {
 	pids   map[uint32]*liveTask
 	byPage map[uint64]*liveTask // the tasks that have a page of their own
 	seq    uint64               // the last task's number
+	// The walks' orders: the tasks by pid, by start, and each
+	// process's tasks (its main thread too) by start.
+	byPID, bySeq []*liveTask
+	threads      map[uint32][]*liveTask
 }
 
 // liveTask is one task of the table.
@@ -76,13 +82,38 @@ func (tt *taskTable) add(t *Task) error {
 	defer tt.mu.Unlock()
 	if tt.pids == nil {
 		tt.pids, tt.byPage = make(map[uint32]*liveTask), make(map[uint64]*liveTask)
+		tt.threads = make(map[uint32][]*liveTask)
 	}
 	if _, ok := tt.pids[t.PID]; ok {
 		return errors.Wrapf(uapi.EEXIST, "pid %d is in use", t.PID)
 	}
 	tt.seq++
-	tt.pids[t.PID] = &liveTask{t: t, seq: tt.seq}
+	lt := &liveTask{t: t, seq: tt.seq}
+	tt.pids[t.PID] = lt
+	i := sort.Search(len(tt.byPID), func(i int) bool { return tt.byPID[i].t.PID > t.PID })
+	tt.byPID = slices.Insert(tt.byPID, i, lt)
+	tt.bySeq = append(tt.bySeq, lt) // the newest starts last
+	tt.threads[t.TGID] = append(tt.threads[t.TGID], lt)
 	return nil
+}
+
+// remove takes lt out of the table. The caller holds tt.mu.
+func (tt *taskTable) remove(lt *liveTask) {
+	delete(tt.pids, lt.t.PID)
+	tt.byPID = slices.DeleteFunc(tt.byPID, func(x *liveTask) bool { return x == lt })
+	tt.bySeq = slices.DeleteFunc(tt.bySeq, func(x *liveTask) bool { return x == lt })
+	th := slices.DeleteFunc(tt.threads[lt.t.TGID], func(x *liveTask) bool { return x == lt })
+	if len(th) == 0 {
+		delete(tt.threads, lt.t.TGID)
+	} else {
+		tt.threads[lt.t.TGID] = th
+	}
+}
+
+// startedFrom returns the tasks of list (in start order) from number
+// from on.
+func startedFrom(list []*liveTask, from uint64) []*liveTask {
+	return list[sort.Search(len(list), func(i int) bool { return list[i].seq >= from }):]
 }
 
 // lookup returns the live task of pid, nil for none.
@@ -96,30 +127,37 @@ func (tt *taskTable) lookup(pid uint32) *liveTask {
 func (tt *taskTable) next(from uint64) (uint32, bool) {
 	tt.mu.Lock()
 	defer tt.mu.Unlock()
-	best, found := uint32(0), false
-	for pid := range tt.pids {
-		if uint64(pid) >= from && (!found || pid < best) {
-			best, found = pid, true
-		}
+	i := sort.Search(len(tt.byPID), func(i int) bool { return uint64(tt.byPID[i].t.PID) >= from })
+	if i == len(tt.byPID) {
+		return 0, false
 	}
-	return best, found
+	return tt.byPID[i].t.PID, true
 }
 
-// nextStarted returns, of the live tasks keep accepts that started as
-// task number from or later, the first to start, and its number.
-func (tt *taskTable) nextStarted(from uint64, keep func(*Task) bool) (*Task, uint64, bool) {
+// nextProcess returns the first process's main thread (a task whose pid
+// is its tgid) to start as task number from or later, and its number.
+func (tt *taskTable) nextProcess(from uint64) (*Task, uint64, bool) {
 	tt.mu.Lock()
 	defer tt.mu.Unlock()
-	var best *liveTask
-	for _, lt := range tt.pids {
-		if lt.seq >= from && (best == nil || lt.seq < best.seq) && keep(lt.t) {
-			best = lt
+	for _, lt := range startedFrom(tt.bySeq, from) {
+		if lt.t.PID == lt.t.TGID {
+			return lt.t, lt.seq, true
 		}
 	}
-	if best == nil {
-		return nil, 0, false
+	return nil, 0, false
+}
+
+// nextThread returns the first thread of process tgid, other than its
+// main thread, to start as task number from or later, and its number.
+func (tt *taskTable) nextThread(tgid uint32, from uint64) (*Task, uint64, bool) {
+	tt.mu.Lock()
+	defer tt.mu.Unlock()
+	for _, lt := range startedFrom(tt.threads[tgid], from) {
+		if lt.t.PID != tgid {
+			return lt.t, lt.seq, true
+		}
 	}
-	return best.t, best.seq, true
+	return nil, 0, false
 }
 
 // started returns the number of the live task of pid, 0 for none.
@@ -137,7 +175,9 @@ func (tt *taskTable) started(pid uint32) uint64 {
 func (k *Kernel) ExitTask(pid uint32) error {
 	k.tasks.mu.Lock()
 	lt, ok := k.tasks.pids[pid]
-	delete(k.tasks.pids, pid)
+	if ok {
+		k.tasks.remove(lt)
+	}
 	k.tasks.mu.Unlock()
 	if !ok {
 		return errors.Wrapf(uapi.ESRCH, "no task has pid %d", pid)

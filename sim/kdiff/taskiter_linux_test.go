@@ -237,3 +237,57 @@ func TestRCUReadSectionsVerifyAsTheKernels(t *testing.T) {
 		})
 	}
 }
+
+// A walk of every thread with the open-coded task iterator, counting
+// them, in a tc test run: bpfsim (interpreted and JITed, with 150 live
+// tasks) and this machine's kernel (its own threads) in the same run,
+// reported per task walked.
+func BenchmarkTaskIteratorWalk(b *testing.B) {
+	pkt := make([]byte, 64)
+	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+		b.Run("bpfsim-"+rt.String(), func(b *testing.B) {
+			k, err := sim.NewKernel(&sim.Options{Runtime: rt})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for pid := uint32(1000); pid < 1149; pid++ {
+				if err := k.AddTask(&sim.Task{PID: pid, TGID: pid - pid%3}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			p, err := k.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL",
+				Instructions: TaskIterLoop(func(name string) asm.Instruction { return simKfuncCall(b, k, name) }, 1, false)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			b.ResetTimer()
+			res, err := p.Test(&sim.RunOptions{Data: pkt, Repeat: uint32(b.N)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(res.Duration.Nanoseconds())/float64(res.R0), "ns/task")
+		})
+	}
+	b.Run("kernel", func(b *testing.B) {
+		if _, err := OpenKernel(); err != nil {
+			b.Skipf("skipped: this machine cannot load BPF programs: %v", err)
+		}
+		ks, err := btf.LoadKernelSpec()
+		if err != nil {
+			b.Skipf("skipped: no kernel BTF: %v", err)
+		}
+		p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL",
+			Instructions: TaskIterLoop(func(name string) asm.Instruction { return kernelKfuncCall(b, ks, name) }, 1, false)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer p.Close()
+		b.ResetTimer()
+		n, d, err := p.Benchmark(pkt, b.N, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(d.Nanoseconds())/float64(n), "ns/task")
+	})
+}
