@@ -1,10 +1,8 @@
 package sim_test
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -265,21 +263,9 @@ func TestTaskIteratorWalksTheLiveTasks(t *testing.T) {
 	defer it.Close()
 	walk := func() [][2]uint32 {
 		t.Helper()
-		r, err := it.Open()
+		tasks, err := kdiff.ReadTaskDump(it.Open)
 		if err != nil {
 			t.Fatal(err)
-		}
-		defer r.Close()
-		out, err := io.ReadAll(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(out) < 8 || string(out[len(out)-8:]) != "end!end!" {
-			t.Fatalf("the walk did not end with a NULL task: %q", out)
-		}
-		var tasks [][2]uint32
-		for b := out[:len(out)-8]; len(b) >= 8; b = b[8:] {
-			tasks = append(tasks, [2]uint32{binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[4:])})
 		}
 		return tasks
 	}

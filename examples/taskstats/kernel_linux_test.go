@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/binary"
-	"io"
 	"os"
 	"runtime"
 	"strings"
@@ -48,17 +46,8 @@ func TestTheObjectCountsInTheKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer it.Close()
-	r, err := it.Open()
+	recs, err := ReadRecords(it.Open)
 	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := io.ReadAll(r)
-	r.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	recs := make([]Record, len(out)/binary.Size(Record{}))
-	if err := binary.Read(bytes.NewReader(out), binary.LittleEndian, recs); err != nil {
 		t.Fatal(err)
 	}
 	comm, err := os.ReadFile("/proc/thread-self/comm")

@@ -106,8 +106,13 @@ func (s *TaskStats) Syscalls(t *sim.Task, n int) error {
 
 // List reads the iterator: a record for each live task with counters, by
 // pid.
-func (s *TaskStats) List() ([]Record, error) {
-	r, err := s.iter.Open()
+func (s *TaskStats) List() ([]Record, error) { return ReadRecords(s.iter.Open) }
+
+// ReadRecords reads a walk of a dump iterator to its end, opened by open
+// (bpfsim's Iter.Open, or cilium/ebpf's link.Iter.Open for the kernel's),
+// and decodes its records.
+func ReadRecords(open func() (io.ReadCloser, error)) ([]Record, error) {
+	r, err := open()
 	if err != nil {
 		return nil, err
 	}

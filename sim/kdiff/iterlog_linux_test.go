@@ -1,7 +1,6 @@
 package kdiff
 
 import (
-	"encoding/binary"
 	"io"
 	"os"
 	"testing"
@@ -101,24 +100,21 @@ func TestTaskIteratorLogsAreTheKernels(t *testing.T) {
 	}
 }
 
-// parseTaskDump checks that a task walk's output ends with one NULL task
-// and lists its tasks by pid, and returns them, pid to tgid.
-func parseTaskDump(t *testing.T, who string, out []byte) map[uint32]uint32 {
+// readTasks reads a task walk through ReadTaskDump and checks that it
+// lists its tasks by pid; it returns them, pid to tgid.
+func readTasks(t *testing.T, who string, open func() (io.ReadCloser, error)) map[uint32]uint32 {
 	t.Helper()
-	if len(out)%8 != 0 || len(out) < 8 || string(out[len(out)-8:]) != "end!end!" {
-		t.Fatalf("%s: the walk does not end with one NULL task (%d bytes)", who, len(out))
+	list, err := ReadTaskDump(open)
+	if err != nil {
+		t.Fatalf("%s: %v", who, err)
 	}
 	tasks := map[uint32]uint32{}
 	last := int64(-1)
-	for b := out[:len(out)-8]; len(b) > 0; b = b[8:] {
-		if string(b[:8]) == "end!end!" {
-			t.Fatalf("%s: a NULL task before the end", who)
+	for _, pt := range list {
+		if int64(pt[0]) <= last {
+			t.Fatalf("%s: pid %d after %d", who, pt[0], last)
 		}
-		pid, tgid := binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[4:])
-		if int64(pid) <= last {
-			t.Fatalf("%s: pid %d after %d", who, pid, last)
-		}
-		last, tasks[pid] = int64(pid), tgid
+		last, tasks[pt[0]] = int64(pt[0]), pt[1]
 	}
 	return tasks
 }
@@ -150,7 +146,7 @@ func TestTaskIteratorWalksAsTheKernels(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer kl.Close()
-	ktasks := parseTaskDump(t, "kernel", readIter(t, kl.Open))
+	ktasks := readTasks(t, "kernel", kl.Open)
 	self := uint32(os.Getpid())
 	if ktasks[self] != self || ktasks[uint32(unix.Gettid())] != self {
 		t.Errorf("kernel: this process (%d) or this thread (%d) is missing or has another tgid", self, unix.Gettid())
@@ -171,24 +167,9 @@ func TestTaskIteratorWalksAsTheKernels(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer it.Close()
-	stasks := parseTaskDump(t, "bpfsim", readIter(t, it.Open))
+	stasks := readTasks(t, "bpfsim", it.Open)
 	if stasks[pp] != pp || stasks[pp+100] != pp {
 		t.Errorf("bpfsim: the process (%d) or its thread (%d) is missing or has another tgid: %v", pp, pp+100, stasks)
 	}
 	t.Logf("kernel: %d tasks, bpfsim: %d", len(ktasks), len(stasks))
-}
-
-// readIter opens a walk of an iterator link and reads it to the end.
-func readIter(t *testing.T, open func() (io.ReadCloser, error)) []byte {
-	t.Helper()
-	r, err := open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	out, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }

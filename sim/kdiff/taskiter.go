@@ -1,6 +1,12 @@
 package kdiff
 
-import "github.com/cilium/ebpf/asm"
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+
+	"github.com/cilium/ebpf/asm"
+)
 
 // Programs walking tasks, with the open-coded task iterator
 // (bpf_iter_task_new, _next, _destroy) or as task iterators, for the
@@ -102,4 +108,32 @@ func TaskDump(pidOff, tgidOff int16) asm.Instructions {
 		asm.Mov.Imm(asm.R0, 0),
 		asm.Return(),
 	}
+}
+
+// ReadTaskDump reads a walk of a TaskDump iterator, opened by open
+// (bpfsim's Iter.Open or cilium/ebpf's link.Iter.Open), to its end and
+// returns its tasks, pid then tgid, in the order it wrote them; an error
+// unless the walk ends with exactly one NULL task.
+func ReadTaskDump(open func() (io.ReadCloser, error)) ([][2]uint32, error) {
+	r, err := open()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	out, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	const end = "end!end!"
+	if len(out)%8 != 0 || len(out) < 8 || string(out[len(out)-8:]) != end {
+		return nil, fmt.Errorf("the walk does not end with one NULL task (%d bytes)", len(out))
+	}
+	var tasks [][2]uint32
+	for b := out[:len(out)-8]; len(b) > 0; b = b[8:] {
+		if string(b[:8]) == end {
+			return nil, fmt.Errorf("a NULL task before the end of the walk")
+		}
+		tasks = append(tasks, [2]uint32{binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[4:])})
+	}
+	return tasks, nil
 }
