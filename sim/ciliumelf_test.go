@@ -24,6 +24,9 @@ var kernelRefuses = map[string]string{
 	// fentry/target and fexit/target name a BPF program the user must
 	// give as AttachTarget; without it the kernel's BTF has no "target"
 	// function either (cilium/ebpf's ENOENT).
+	// A call of a weak kfunc the kernel lacks, reachable: cilium/ebpf
+	// poisons it with a helper id no kernel has.
+	"errors-el.elf/poisoned_kfunc":       "invalid func unknown#233685214",
 	"fentry_fexit-el.elf/trace_on_entry": "no traced function target",
 	"fentry_fexit-el.elf/trace_on_exit":  "no traced function target",
 }

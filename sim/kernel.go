@@ -65,6 +65,16 @@ type Options struct {
 	// ProgPack configures the allocator of JIT images: packs (the
 	// default) or one allocation per image, huge or page mappings.
 	ProgPack progpack.Options
+	// Release is the simulated kernel's release, as uname -r prints it:
+	// what a program's LINUX_KERNEL_VERSION extern reads. Default
+	// DefaultRelease.
+	Release string
+	// Config is the simulated kernel's configuration, option names
+	// (CONFIG_HZ) to values as a .config writes them ("y", "m", "250",
+	// "\"(none)\""), with unset options absent: what a program's
+	// .kconfig externs read. Default DefaultConfig(); ParseConfig reads
+	// another kernel's, such as /proc/config.gz.
+	Config map[string]string
 }
 
 // MaxCPUs bounds Options.CPUs, like the kernel's NR_CPUS.
@@ -110,6 +120,9 @@ type Kernel struct {
 	drainDynptrs drainDynptrs
 	// inlineKfuncs is Options.InlineKfuncs.
 	inlineKfuncs bool
+	// release and config are uname -r and the .config (kconfig.go).
+	release string
+	config  map[string]string
 
 	// helperTypes lists the program types that may call a helper
 	// offered to some types only (under mu); helperProtoByType holds
@@ -216,6 +229,16 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		return nil, err
 	}
 	k.hardWire = o.HardWire
+	k.release, k.config = DefaultRelease, DefaultConfig()
+	if o.Release != "" {
+		if err := checkRelease(o.Release); err != nil {
+			return nil, err
+		}
+		k.release = o.Release
+	}
+	if o.Config != nil {
+		k.config = cloneConfig(o.Config)
+	}
 	k.inlineKfuncs = o.InlineKfuncs
 	if o.Runtime > RuntimeJIT {
 		return nil, errors.Wrapf(uapi.EINVAL, "unknown runtime %d", o.Runtime)

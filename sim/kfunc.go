@@ -373,6 +373,15 @@ func (k *Kernel) resolveKfuncCalls(in asm.Instructions) (asm.Instructions, []*Mo
 			continue
 		}
 		e, ok := k.kfuncByName(ins.Reference())
+		if !ok && externOf(ins).weak {
+			// A weak kfunc the kernel lacks: cilium/ebpf's poisoned
+			// call, which only a dead branch may hold (externs.go).
+			if out == nil {
+				out = append(asm.Instructions(nil), in...)
+			}
+			out[i] = asm.BuiltinFunc(kfuncCallPoison).Call()
+			continue
+		}
 		if !ok {
 			return nil, nil, errors.Wrapf(uapi.EINVAL, "instruction %d calls kfunc %s, which is not simulated (no subsystem or loaded module registered it)", i, ins.Reference())
 		}

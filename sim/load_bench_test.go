@@ -138,4 +138,33 @@ func BenchmarkLoad(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "progs/s")
 	})
+	// An object whose program reads .kconfig externs: the collection
+	// (its .bss map and program) and the .kconfig map the loader fills
+	// in from the kernel's configuration; cilium/ebpf reads and parses
+	// this machine's /proc/config.gz at each load.
+	b.Run("kconfig-collection/bpfsim", func(b *testing.B) {
+		spec := externsSpec(b, "kconfig")
+		for b.Loop() {
+			c, err := k.NewCollection(spec)
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.Close()
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "loads/s")
+	})
+	b.Run("kconfig-collection/kernel", func(b *testing.B) {
+		if _, err := kdiff.OpenKernel(); err != nil {
+			b.Skipf("no kernel comparison: %v", err)
+		}
+		spec := externsSpec(b, "kconfig")
+		for b.Loop() {
+			c, err := ebpf.NewCollection(spec)
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.Close()
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "loads/s")
+	})
 }

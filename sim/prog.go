@@ -223,6 +223,15 @@ func (k *Kernel) NewProgramWithOptions(spec *ebpf.ProgramSpec, opts ProgramOptio
 	if err != nil {
 		return nil, errors.Wrapf(err, "program %s", spec.Name)
 	}
+	ins, kconfig, err := k.resolveExterns(opts.proc, ins) // externs.go
+	if err != nil {
+		return nil, errors.Wrapf(err, "program %s", spec.Name)
+	}
+	if kconfig != nil {
+		// The program holds its .kconfig map once loaded, as the
+		// kernel holds a program's maps; the loader's fd goes.
+		defer kconfig.Close()
+	}
 	ins, opts.kfuncModules, err = k.resolveKfuncCalls(ins) // kfunc.go
 	if err != nil {
 		return nil, errors.Wrapf(err, "program %s", spec.Name)
@@ -700,7 +709,7 @@ func fromAsm(in asm.Instructions) (_ []insn.Insn, meta bool, _ error) {
 			// No reference, map, kfunc name or relocation: only a raw
 			// lddw of fd 0 is refused (read as a .kconfig extern, below).
 			if ins.IsLoadFromMap() && uint32(ins.Constant) == 0 {
-				return nil, false, errors.Wrapf(uapi.EINVAL, "instruction %d reads a .kconfig extern: kernel config values are not simulated yet", i)
+				return nil, false, errors.Wrapf(uapi.EINVAL, "instruction %d loads from map fd 0 with no map: a .kconfig extern whose section was lost (load the program through its CollectionSpec)", i)
 			}
 			if !ins.IsKfuncCall() || ins.Constant >= 0 {
 				continue
@@ -709,8 +718,9 @@ func fromAsm(in asm.Instructions) (_ []insn.Insn, meta bool, _ error) {
 		switch {
 		case ins.IsLoadFromMap() && ins.Reference() == "" && ins.Map() == nil && uint32(ins.Constant) == 0:
 			// cilium/ebpf leaves .kconfig externs unnamed, with no fd,
-			// until it creates their map itself.
-			return nil, false, errors.Wrapf(uapi.EINVAL, "instruction %d reads a .kconfig extern: kernel config values are not simulated yet", i)
+			// until the loader makes their map (externs.go): this
+			// one's section was lost on the way.
+			return nil, false, errors.Wrapf(uapi.EINVAL, "instruction %d loads from map fd 0 with no map: a .kconfig extern whose section was lost (load the program through its CollectionSpec)", i)
 		case ins.IsLoadFromMap() && ins.Reference() == "" && ins.Map() == nil:
 			// A raw map fd (asm.LoadMapPtr): resolved like bytecode.
 		case ins.IsLoadFromMap():
@@ -721,9 +731,10 @@ func fromAsm(in asm.Instructions) (_ []insn.Insn, meta bool, _ error) {
 				return nil, false, errors.Wrapf(uapi.EINVAL, "instruction %d loads map %q, which is not a bpfsim map: load it with the collection or associate a *sim.Map", i, ins.Reference())
 			}
 		case ins.OpCode.IsDWordLoad() && ins.Reference() != "" && !ins.IsLoadOfFunctionPointer():
-			// Neither a map nor a function: a __ksym extern, which
-			// cilium/ebpf fills in with a kernel address.
-			return nil, false, errors.Wrapf(uapi.EINVAL, "instruction %d loads the kernel symbol %q: kernel symbols (__ksym) are not simulated yet", i, ins.Reference())
+			// Neither a map, a function nor an extern (externs.go
+			// resolved those): a symbol of inline assembly, which
+			// cilium/ebpf leaves as a reference and loads as the
+			// constant it has, as does bpfsim.
 		case ins.IsKfuncCall() && ins.Constant < 0:
 			return nil, false, errors.Wrapf(uapi.EINVAL, "instruction %d calls kfunc %q, which was not resolved to a BTF id", i, ins.Reference())
 		}
