@@ -24,6 +24,7 @@ var notXlatedAlike = map[string]string{
 	"dynptr_kfunc_refused.bpf.o": "dynptr_kfunc_refused.bpf.o holds programs built for the kernel to refuse, so it cannot load whole; TestDynptrKfuncRefusalsAreTheKernels (package sim) compares it program by program",
 	"iter_refused.bpf.o":         "iter_refused.bpf.o holds programs built for the kernel to refuse, so it cannot load whole; TestIterRefusalsAreTheKernels (package sim) compares it program by program",
 	"module_core.bpf.o":          "module_core.bpf.o reads the types and calls the kfuncs of a module this kernel does not have; TestCORERelocationsFindModuleTypes and TestModuleKfuncs (package sim) load it with a module built for this kernel's BTF",
+	"externs.bpf.o":              "externs.bpf.o holds a program built for the kernel to refuse, so it cannot load whole, and its .kconfig values are this kernel's only in a simulated kernel given its config; TestExternsAreTheKernels (package sim) compares it program by program, xlated code included",
 	"task.bpf.o":                 "task.bpf.o relocates against bpfsim's own task_struct, whose offsets are not this kernel's by design; TestTaskHelpersAreTheKernels (package sim) compares what it finds",
 }
 
