@@ -225,31 +225,39 @@ func (f *TracedFunc) tracingCtx(fexit bool) *verifier.BTFCtxType {
 // TracingOptions name the program a tracing link attaches, as
 // cilium/ebpf's link.TracingOptions.
 type TracingOptions struct {
-	// Program is an fentry or fexit program (SEC("fentry/<function>"),
-	// SEC("fexit/<function>")).
+	// Program is an fentry, fexit or tp_btf program
+	// (SEC("fentry/<function>"), SEC("fexit/<function>"),
+	// SEC("tp_btf/<tracepoint>")).
 	Program *Program
 }
 
-// TracingLink is an fentry or fexit program attached to its function
-// (BPF_LINK_TYPE_TRACING): the program runs at each call until Close.
+// TracingLink is an fentry or fexit program attached to its function, or
+// a tp_btf program to its tracepoint (BPF_LINK_TYPE_TRACING): the program
+// runs at each call or event until Close.
 type TracingLink struct {
 	f    *TracedFunc
+	tp   *Tracepoint
 	p    *Program
 	once sync.Once
 }
 
 // AttachTracing attaches an fentry or fexit program to the function it
-// was loaded for, as link.AttachTracing does. The link holds the program.
+// was loaded for, or a tp_btf program to its tracepoint, as
+// link.AttachTracing does. The link holds the program.
 func (k *Kernel) AttachTracing(opts TracingOptions) (*TracingLink, error) {
 	p := opts.Program
 	if p == nil || !p.isOpen() {
 		return nil, errors.Wrap(uapi.EBADF, "no program")
 	}
-	if p.typ != ebpf.Tracing || p.trace == nil {
-		return nil, errors.Wrapf(uapi.EINVAL, "program %s is no fentry or fexit program", p.name)
+	if p.typ != ebpf.Tracing || (p.trace == nil && p.tp == nil) {
+		return nil, errors.Wrapf(uapi.EINVAL, "program %s is no fentry, fexit or tp_btf program", p.name)
 	}
 	if !p.tryGet() {
 		return nil, errors.Wrap(uapi.EBADF, "program is closed")
+	}
+	if p.tp != nil {
+		p.tp.attach(p) // tracepoint.go
+		return &TracingLink{tp: p.tp, p: p}, nil
 	}
 	f := p.trace
 	f.mu.Lock()
@@ -265,6 +273,11 @@ func (k *Kernel) AttachTracing(opts TracingOptions) (*TracingLink, error) {
 // Close detaches the program and drops the link's reference on it.
 func (l *TracingLink) Close() error {
 	l.once.Do(func() {
+		if l.tp != nil {
+			l.tp.detach(l.p)
+			l.p.put()
+			return
+		}
 		f := l.f
 		f.mu.Lock()
 		f.fentry = slices.DeleteFunc(f.fentry, func(p *Program) bool { return p == l.p })

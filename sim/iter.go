@@ -217,8 +217,14 @@ func (k *Kernel) iterAttachOf(spec *ebpf.ProgramSpec, opts *ProgramOptions) erro
 		opts.AttachBTFID = uint32(f.id)
 		return nil
 	}
+	if spec.AttachType == ebpf.AttachTraceRawTp {
+		if spec.AttachTarget != nil {
+			return errors.Wrapf(uapi.EINVAL, "program %s: only fentry and fexit programs attach to BPF programs", spec.Name)
+		}
+		return k.tracepointAttachOf(spec, opts) // tracepoint.go
+	}
 	if spec.AttachType != ebpf.AttachTraceIter {
-		return errors.Wrapf(uapi.ENOTSUPP, "program %s: tracing programs of attach type %s are not simulated by bpfsim yet (iterators, fentry and fexit only)", spec.Name, spec.AttachType)
+		return errors.Wrapf(uapi.ENOTSUPP, "program %s: tracing programs of attach type %s are not simulated by bpfsim yet (iterators, tp_btf, fentry and fexit only)", spec.Name, spec.AttachType)
 	}
 	id, err := k.iterFuncID(spec.AttachTo)
 	if err != nil {
@@ -252,11 +258,15 @@ func (k *Kernel) prepareIterLoad(p *Program, opts ProgramOptions) error {
 		return p.attachRefusal(opts, errno, fmt.Sprintf(msg, a...))
 	}
 	fentry := p.attachType == ebpf.AttachTraceFEntry || p.attachType == ebpf.AttachTraceFExit
-	if p.attachType != ebpf.AttachTraceIter && !fentry {
-		return errors.Wrapf(uapi.ENOTSUPP, "tracing programs of attach type %s are not simulated by bpfsim yet (iterators, fentry and fexit only)", p.attachType)
+	rawTp := p.attachType == ebpf.AttachTraceRawTp
+	if p.attachType != ebpf.AttachTraceIter && !fentry && !rawTp {
+		return errors.Wrapf(uapi.ENOTSUPP, "tracing programs of attach type %s are not simulated by bpfsim yet (iterators, tp_btf, fentry and fexit only)", p.attachType)
 	}
 	if opts.AttachBTFID == 0 {
 		return vErr(uapi.EINVAL, "Tracing programs must provide btf_id")
+	}
+	if rawTp {
+		return k.prepareTracepointLoad(p, opts.AttachBTFID, vErr) // tracepoint.go
 	}
 	fn, err := k.attachFunc(opts.AttachBTFID, vErr)
 	if err != nil {

@@ -151,6 +151,8 @@ type Kernel struct {
 	// traced are the functions fentry and fexit programs attach to
 	// (fentry.go).
 	traced tracedFuncs
+	// tracepoints are the tp_btf programs' tracepoints (tracepoint.go).
+	tracepoints tracepoints
 	// timers are the map values' bpf_timers (timer.go).
 	timers timerTable
 	// net is the network configuration bpf_fib_lookup looks at (fib.go).

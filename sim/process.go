@@ -30,7 +30,10 @@ func (k *Kernel) NewProcess() *Process {
 	p := &Process{k: k, pid: int(k.nextPID.Add(1))}
 	// Its main thread is a live task (tasktable.go); a pid taken by
 	// AddTask before stays that task's.
-	_ = k.tasks.add(processTask(uint32(p.pid)))
+	t := processTask(uint32(p.pid))
+	if k.tasks.add(t) == nil {
+		k.taskStarted(t) // tracepoint.go
+	}
 	return p
 }
 

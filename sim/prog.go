@@ -124,7 +124,9 @@ type bpfProg struct {
 
 	// trace is an fentry or fexit program's function (fentry.go), and
 	// btfCtx the context of a tracing program, iterators' too (iter.go).
-	trace  *TracedFunc
+	trace *TracedFunc
+	// tp is a tp_btf program's tracepoint (tracepoint.go).
+	tp     *Tracepoint
 	btfCtx *verifier.BTFCtxType
 }
 
@@ -198,7 +200,7 @@ var supportedTypes = map[ebpf.ProgramType]string{
 	ebpf.RawTracepoint:      "raw context bytes (the u64 arguments), read-only",
 	ebpf.Syscall:            "raw context bytes",
 	ebpf.StructOps:          "the u64 array of the member's arguments, kernel objects among them; run through its struct_ops map, or test-run for bpf_dummy_ops (structops.go, dummyops.go)",
-	ebpf.Tracing:            "iterators (SEC(\"iter/bpf_map\"), SEC(\"iter/bpf_map_elem\")): struct bpf_iter__<target>, run by reading an iterator link (iter.go); fentry and fexit: the u64 array of the function's arguments (and return value), run by calls of a TracedFunc (fentry.go)",
+	ebpf.Tracing:            "iterators (SEC(\"iter/bpf_map\"), SEC(\"iter/bpf_map_elem\")): struct bpf_iter__<target>, run by reading an iterator link (iter.go); fentry and fexit: the u64 array of the function's arguments (and return value), run by calls of a TracedFunc (fentry.go); tp_btf: the u64 array of a tracepoint's arguments, run when it fires (tracepoint.go)",
 	ebpf.UnspecifiedProgram: "raw memory: r1 = pointer to Data, r2 = its length",
 }
 

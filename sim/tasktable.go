@@ -74,6 +74,7 @@ func (k *Kernel) AddTask(t *Task) error {
 	// A new task has no values, whatever runs in an unlisted task of
 	// the same pid (a RunOptions.Task) made before.
 	k.freeTaskStorage(t.PID)
+	k.taskStarted(t) // tracepoint.go
 	return nil
 }
 
@@ -175,13 +176,20 @@ func (tt *taskTable) started(pid uint32) uint64 {
 func (k *Kernel) ExitTask(pid uint32) error {
 	k.tasks.mu.Lock()
 	lt, ok := k.tasks.pids[pid]
-	if ok {
-		k.tasks.remove(lt)
-	}
+	groupDead := ok && len(k.tasks.threads[lt.t.TGID]) == 1
 	k.tasks.mu.Unlock()
 	if !ok {
 		return errors.Wrapf(uapi.ESRCH, "no task has pid %d", pid)
 	}
+	// do_exit fires sched_process_exit while the task is still alive.
+	k.taskExiting(lt.t, groupDead) // tracepoint.go
+	k.tasks.mu.Lock()
+	if k.tasks.pids[pid] != lt {
+		k.tasks.mu.Unlock()
+		return errors.Wrapf(uapi.ESRCH, "no task has pid %d", pid) // it exited meanwhile
+	}
+	k.tasks.remove(lt)
+	k.tasks.mu.Unlock()
 	if lt.page != 0 {
 		k.CallRCU(func() {
 			k.tasks.mu.Lock()

@@ -97,6 +97,14 @@ func (p *Program) test(opts *RunOptions, timed bool) (*RunResult, error) {
 	if p.trace != nil {
 		return p.testRunTracing(opts) // fentry.go
 	}
+	if p.tp != nil {
+		// bpf_prog_test_run_tracing runs fentry, fexit and fmod_ret
+		// programs only.
+		if opts.Flags != 0 || opts.CPU != 0 {
+			return nil, errors.Wrap(uapi.EINVAL, "a test run of a tracing program takes no flags or CPU")
+		}
+		return nil, errors.Wrap(uapi.EFAULT, "tp_btf programs cannot be test-run: attach them (AttachTracing) and fire their tracepoint (Tracepoint.Fire)")
+	}
 	if opts.Flags != 0 {
 		return nil, errors.Wrapf(uapi.EINVAL, "test run flags %#x are not supported", opts.Flags)
 	}

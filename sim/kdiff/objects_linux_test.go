@@ -88,6 +88,12 @@ func TestTestdataObjectsXlateAsTheKernel(t *testing.T) {
 	}
 }
 
+// ciliumNotXlatedAlike are the programs of cilium/ebpf's test objects
+// that load in both kernels but differ by design.
+var ciliumNotXlatedAlike = map[string]string{
+	"kfunc-el.elf call_weak_kfunc": "it calls the weak kfunc bpf_cpumask_create where bpf_ksym_exists finds it: this kernel has it, bpfsim does not simulate cpumasks, so the call is live in one and dead code in the other (TestExternsAreTheKernels compares weak kfuncs both kernels have or lack)",
+}
+
 // The same for cilium/ebpf's test objects (little-endian builds), one
 // program at a time with the maps it uses: every program both load must
 // xlate alike. Those bpfsim cannot load yet are named by
@@ -136,7 +142,11 @@ func TestCiliumTestdataProgramsXlateAsTheKernel(t *testing.T) {
 				notBoth++
 				continue
 			}
+			why, differs := ciliumNotXlatedAlike[what]
 			switch {
+			case differs:
+				t.Logf("%s not compared: %s", what, why)
+				notBoth++
 			case kc.Programs[name] == nil:
 				// cilium/ebpf loads some functions only as part of the
 				// programs that call them; bpfsim loads them alone.
