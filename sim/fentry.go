@@ -30,9 +30,12 @@ import (
 // or fexit program calls in order, as bpf_prog_test_run_tracing does:
 // the programs attached to them run, the one run need not be.
 //
+// A link may carry a cookie, which bpf_get_attach_cookie reads in the runs
+// through it (attachcookie.go).
+//
 // Missing: fmod_ret, the helpers that read the trampoline's frame
-// (bpf_get_func_arg, _ret, _arg_cnt, _ip), attach cookies, programs
-// attached to other BPF programs (freplace, attach_prog_fd), and links as
+// (bpf_get_func_arg, _ret, _arg_cnt, _ip), programs attached to other BPF
+// programs (freplace, attach_prog_fd), and links as
 // fds of a process (a TracingLink is a Go handle).
 
 // TracedFunc is a kernel function fentry and fexit programs attach to.
@@ -52,8 +55,8 @@ type TracedFunc struct {
 	args   []verifier.BTFCtxArg
 	ret    verifier.BTFCtxArg
 	mu     sync.RWMutex
-	fentry []*Program
-	fexit  []*Program
+	fentry []attached // attachcookie.go
+	fexit  []attached
 }
 
 // tracedFuncs are the kernel's traceable functions, by name and by the
@@ -229,16 +232,20 @@ type TracingOptions struct {
 	// (SEC("fentry/<function>"), SEC("fexit/<function>"),
 	// SEC("tp_btf/<tracepoint>")).
 	Program *Program
+	// Cookie is what bpf_get_attach_cookie returns in the runs through
+	// this link (attachcookie.go).
+	Cookie uint64
 }
 
 // TracingLink is an fentry or fexit program attached to its function, or
 // a tp_btf program to its tracepoint (BPF_LINK_TYPE_TRACING): the program
 // runs at each call or event until Close.
 type TracingLink struct {
-	f    *TracedFunc
-	tp   *Tracepoint
-	p    *Program
-	once sync.Once
+	f      *TracedFunc
+	tp     *Tracepoint
+	p      *Program
+	cookie uint64
+	once   sync.Once
 }
 
 // AttachTracing attaches an fentry or fexit program to the function it
@@ -255,33 +262,36 @@ func (k *Kernel) AttachTracing(opts TracingOptions) (*TracingLink, error) {
 	if !p.tryGet() {
 		return nil, errors.Wrap(uapi.EBADF, "program is closed")
 	}
+	l := &TracingLink{p: p, cookie: opts.Cookie}
 	if p.tp != nil {
-		p.tp.attach(p) // tracepoint.go
-		return &TracingLink{tp: p.tp, p: p}, nil
+		l.tp = p.tp
+		p.tp.attach(l) // tracepoint.go
+		return l, nil
 	}
 	f := p.trace
+	l.f = f
 	f.mu.Lock()
 	if p.attachType == ebpf.AttachTraceFExit {
-		f.fexit = append(f.fexit, p)
+		f.fexit = append(f.fexit, attached{l, p, l.cookie})
 	} else {
-		f.fentry = append(f.fentry, p)
+		f.fentry = append(f.fentry, attached{l, p, l.cookie})
 	}
 	f.mu.Unlock()
-	return &TracingLink{f: f, p: p}, nil
+	return l, nil
 }
 
 // Close detaches the program and drops the link's reference on it.
 func (l *TracingLink) Close() error {
 	l.once.Do(func() {
 		if l.tp != nil {
-			l.tp.detach(l.p)
+			l.tp.detach(l)
 			l.p.put()
 			return
 		}
 		f := l.f
 		f.mu.Lock()
-		f.fentry = slices.DeleteFunc(f.fentry, func(p *Program) bool { return p == l.p })
-		f.fexit = slices.DeleteFunc(f.fexit, func(p *Program) bool { return p == l.p })
+		f.fentry = slices.DeleteFunc(f.fentry, func(a attached) bool { return a.l == l })
+		f.fexit = slices.DeleteFunc(f.fexit, func(a attached) bool { return a.l == l })
 		f.mu.Unlock()
 		l.p.put()
 	})
@@ -320,14 +330,8 @@ func (f *TracedFunc) call(cpu int, budget uint64, args []uint64) (uint64, error)
 	defer k.rcu.readUnlock(c.ID)
 	// The trampoline's frame: the arguments, then the return value.
 	slots := append(slices.Clone(args), 0)
-	run := func(progs []*Program) error {
-		addr := sc.putArgs(0, slots)
-		for _, p := range progs {
-			if _, err := k.runWithCtx(c, p, addr, budget); err != nil {
-				return err
-			}
-		}
-		return nil
+	run := func(progs []attached) error {
+		return k.runAttached(c, progs, sc.putArgs(0, slots), budget)
 	}
 	if err := run(fentry); err != nil {
 		return 0, err

@@ -192,6 +192,9 @@ type CPU struct {
 	heldLock *uint32
 	// task is the task the CPU runs programs in (task.go).
 	task cpuTask
+	// cookie is the attach cookie of the link the running program ran
+	// through (attachcookie.go).
+	cookie uint64
 }
 
 // scratch returns buffer slot i of at least n bytes.
@@ -291,6 +294,7 @@ func NewKernel(opts *Options) (*Kernel, error) {
 		k.registerFibLookup()
 		k.registerTimeHelpers()
 		k.registerTaskHelpers()
+		k.registerAttachCookie()
 		k.registerTaskStorageHelpers()
 		k.registerStringHelpers()
 		k.registerDynptrHelpers()

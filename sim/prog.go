@@ -487,7 +487,16 @@ func (k *Kernel) helperProto(id int32) *verifier.FuncProto {
 // type, so that a load allocates none.
 func (k *Kernel) helperProtoFor(typ ebpf.ProgramType, attach ebpf.AttachType) func(int32) *verifier.FuncProto {
 	fn := k.helperProtoForType(typ)
-	if typ != ebpf.Tracing || attach == ebpf.AttachTraceIter {
+	if typ == ebpf.Tracing && attach == ebpf.AttachTraceIter {
+		// Iterators have no attach cookie (attachcookie.go).
+		return func(id int32) *verifier.FuncProto {
+			if id == funcGetAttachCookie {
+				return nil
+			}
+			return fn(id)
+		}
+	}
+	if typ != ebpf.Tracing {
 		return fn
 	}
 	// tracing_prog_func_proto: the seq_file helpers are the iterators'.

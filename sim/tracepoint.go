@@ -62,7 +62,7 @@ type Tracepoint struct {
 	id   btf.TypeID
 	ctx  *verifier.BTFCtxType
 	mu   sync.RWMutex
-	prog []*Program
+	prog []attached // attachcookie.go
 }
 
 // btfTracePrefix starts the names of the typedefs tp_btf programs attach
@@ -213,26 +213,23 @@ func (tp *Tracepoint) Fire(cpu int, current *Task, args ...uint64) error {
 	defer k.rcu.readUnlock(c.ID)
 	c.setCurrent(current)
 	defer c.setCurrent(nil)
-	addr := sc.putArgs(0, args)
-	for _, p := range progs {
-		if _, err := k.runWithCtx(c, p, addr, DefaultMaxInsns); err != nil {
-			return errors.Wrapf(err, "tracepoint %s", tp.Name)
-		}
+	if err := k.runAttached(c, progs, sc.putArgs(0, args), DefaultMaxInsns); err != nil {
+		return errors.Wrapf(err, "tracepoint %s", tp.Name)
 	}
 	return nil
 }
 
-// attach adds p to the tracepoint's programs.
-func (tp *Tracepoint) attach(p *Program) {
+// attach adds the program of link l to the tracepoint's programs.
+func (tp *Tracepoint) attach(l *TracingLink) {
 	tp.mu.Lock()
-	tp.prog = append(tp.prog, p)
+	tp.prog = append(tp.prog, attached{l, l.p, l.cookie})
 	tp.mu.Unlock()
 }
 
-// detach takes p out of the tracepoint's programs.
-func (tp *Tracepoint) detach(p *Program) {
+// detach takes the program of link l out of the tracepoint's programs.
+func (tp *Tracepoint) detach(l *TracingLink) {
 	tp.mu.Lock()
-	tp.prog = slices.DeleteFunc(tp.prog, func(q *Program) bool { return q == p })
+	tp.prog = slices.DeleteFunc(tp.prog, func(a attached) bool { return a.l == l })
 	tp.mu.Unlock()
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/insn"
 	"github.com/bpfsim/bpfsim/sim/uapi"
 )
 
@@ -320,4 +321,49 @@ func BenchmarkTracepointFire(b *testing.B) {
 			}
 		})
 	}
+}
+
+// FuzzTracepointPrograms: a fuzzed tp_btf program on one of the kernel's
+// task tracepoints is refused with a verifier errno, or fires on a live
+// task without a fault (a long loop may run out of its budget).
+func FuzzTracepointPrograms(f *testing.F) {
+	k := newKernel(f, &sim.Options{CPUs: 2, MemoryLimit: 64 << 20})
+	pidOff, parentOff := taskField(f, k, "pid"), taskField(f, k, "real_parent")
+	for i, s := range []asm.Instructions{
+		{asm.LoadMem(asm.R2, asm.R1, 0, asm.DWord), asm.LoadMem(asm.R0, asm.R2, pidOff, asm.Word), asm.Return()},
+		{asm.LoadMem(asm.R2, asm.R1, 0, asm.DWord), asm.LoadMem(asm.R2, asm.R2, parentOff, asm.DWord), asm.LoadMem(asm.R0, asm.R2, pidOff, asm.Word), asm.Return()},
+		{asm.LoadMem(asm.R0, asm.R1, 8, asm.DWord), asm.Return()},
+		{asm.FnGetAttachCookie.Call(), asm.Return()},
+	} {
+		code, err := insn.FromAsm(s)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(uint8(i), insn.Encode(code))
+	}
+	proc := k.NewProcess()
+	task, err := k.TaskStruct(uint32(proc.PID()))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, sel uint8, code []byte) {
+		tp, _ := k.Tracepoint([]string{"task_newtask", "sched_process_exit"}[sel&1])
+		prog, err := k.LoadBytecodeWithOptions(ebpf.Tracing, "fuzz", code, sim.ProgramOptions{
+			AttachBTFID: uint32(tp.BTFID()), ExpectedAttachType: uint32(ebpf.AttachTraceRawTp), License: "GPL"})
+		if err != nil {
+			if !isVerifierErrno(err) {
+				t.Fatalf("load failed without one of the verifier's errnos: %v", err)
+			}
+			return
+		}
+		defer prog.Close()
+		l, err := k.AttachTracing(sim.TracingOptions{Program: prog, Cookie: uint64(sel)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		if err := tp.Fire(int(sel>>1)&1, nil, task, uint64(sel)); err != nil && !errors.Is(err, uapi.E2BIG) {
+			t.Fatalf("a verified program failed: %v\n%s", err, prog.Xlated())
+		}
+	})
 }

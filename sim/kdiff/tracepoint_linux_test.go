@@ -82,6 +82,9 @@ var tracepointCases = []tracepointCase{
 			asm.Return(),
 		}
 	}},
+	{"the attach cookie", "task_newtask", func(_ func(string) asm.Instruction, _ taskOffsets) asm.Instructions {
+		return asm.Instructions{asm.FnGetAttachCookie.Call(), asm.Return()}
+	}},
 	{"the exit's arguments", "sched_process_exit", func(_ func(string) asm.Instruction, off taskOffsets) asm.Instructions {
 		return asm.Instructions{
 			asm.LoadMem(asm.R2, asm.R1, 0, asm.DWord),
