@@ -139,23 +139,23 @@ func (k *Kernel) helperRingbufReserveDynptr(m *interp.Machine, r1, size, flags, 
 }
 
 // helperRingbufSubmitDynptr is bpf_ringbuf_submit_dynptr(ptr, flags).
-func (k *Kernel) helperRingbufSubmitDynptr(m *interp.Machine, ptr, _, _, _, _ uint64) (uint64, error) {
-	return 0, k.commitDynptr(m, ptr, false)
+func (k *Kernel) helperRingbufSubmitDynptr(m *interp.Machine, ptr, flags, _, _, _ uint64) (uint64, error) {
+	return 0, k.commitDynptr(m, ptr, false, flags)
 }
 
 // helperRingbufDiscardDynptr is bpf_ringbuf_discard_dynptr(ptr, flags).
-func (k *Kernel) helperRingbufDiscardDynptr(m *interp.Machine, ptr, _, _, _, _ uint64) (uint64, error) {
-	return 0, k.commitDynptr(m, ptr, true)
+func (k *Kernel) helperRingbufDiscardDynptr(m *interp.Machine, ptr, flags, _, _, _ uint64) (uint64, error) {
+	return 0, k.commitDynptr(m, ptr, true, flags)
 }
 
 // commitDynptr commits the record of a ring buffer dynptr, if it has
 // one, and leaves the dynptr NULL.
-func (k *Kernel) commitDynptr(m *interp.Machine, ptr uint64, discard bool) error {
+func (k *Kernel) commitDynptr(m *interp.Machine, ptr uint64, discard bool, flags uint64) error {
 	d, err := loadDynptr(m, ptr)
 	if err != nil || d.data == 0 {
 		return err
 	}
-	if err := k.commitSample(m, d.data, discard); err != nil {
+	if err := k.commitSample(m, d.data, discard, flags); err != nil {
 		return err
 	}
 	return storeDynptr(m, ptr, dynptr{})

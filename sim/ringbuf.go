@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"os"
+	"sync"
+	"time"
 
+	ciliumringbuf "github.com/cilium/ebpf/ringbuf"
 	"github.com/pkg/errors"
 
 	"github.com/bpfsim/bpfsim/maps"
@@ -70,18 +73,19 @@ func (k *Kernel) helperRingbufReserve(m *interp.Machine, r1, size, flags, _, _ u
 }
 
 // helperRingbufSubmit is bpf_ringbuf_submit(data, flags).
-func (k *Kernel) helperRingbufSubmit(m *interp.Machine, sample, _, _, _, _ uint64) (uint64, error) {
-	return 0, k.commitSample(m, sample, false)
+func (k *Kernel) helperRingbufSubmit(m *interp.Machine, sample, flags, _, _, _ uint64) (uint64, error) {
+	return 0, k.commitSample(m, sample, false, flags)
 }
 
 // helperRingbufDiscard is bpf_ringbuf_discard(data, flags).
-func (k *Kernel) helperRingbufDiscard(m *interp.Machine, sample, _, _, _, _ uint64) (uint64, error) {
-	return 0, k.commitSample(m, sample, true)
+func (k *Kernel) helperRingbufDiscard(m *interp.Machine, sample, flags, _, _, _ uint64) (uint64, error) {
+	return 0, k.commitSample(m, sample, true, flags)
 }
 
 // commitSample finds a reserved sample's ring as the kernel does, from the
-// page offset in its header, and commits the sample.
-func (k *Kernel) commitSample(m *interp.Machine, sample uint64, discard bool) error {
+// page offset in its header, and commits the sample; flags may wake its
+// readers.
+func (k *Kernel) commitSample(m *interp.Machine, sample uint64, discard bool, flags uint64) error {
 	base, err := ringbuf.RingOfSample(sample, func(addr uint64, p []byte) error {
 		if f := m.TLB.Read(addr, p); f != nil {
 			f.PC = m.PC()
@@ -96,7 +100,7 @@ func (k *Kernel) commitSample(m *interp.Machine, sample uint64, discard bool) er
 	if err != nil {
 		return err
 	}
-	return r.Commit(sample, discard)
+	return r.Commit(sample, discard, flags)
 }
 
 // helperRingbufQuery is bpf_ringbuf_query(ringbuf, flags).
@@ -117,12 +121,28 @@ type RingbufRecord struct {
 }
 
 // RingbufReader reads a ring buffer map's records in order, like
-// cilium/ebpf's ringbuf.Reader, without blocking: Read returns
-// os.ErrDeadlineExceeded when no record is ready, as cilium/ebpf's does
-// once its deadline passed.
+// cilium/ebpf's ringbuf.Reader. Until SetDeadline is called, Read does
+// not block: it returns os.ErrDeadlineExceeded when no record is ready,
+// as cilium/ebpf's does once its deadline passed, which is what a test
+// driving programs from one goroutine wants. After SetDeadline, Read
+// blocks as cilium/ebpf's does over epoll: until a record is ready, a
+// commit wakes the ring's readers (bpf_ringbuf_commit's rule: not for
+// BPF_RB_NO_WAKEUP, nor, without BPF_RB_FORCE_WAKEUP, for a record the
+// reader was not waiting for), the deadline passes (a zero time: never),
+// Flush or Close.
 type RingbufReader struct {
 	h    *Map
 	ring *ringbuf.Ring
+
+	mu       sync.Mutex
+	blocking bool
+	deadline time.Time
+	// pending is the error to return once the records a flush or a
+	// deadline found are read.
+	pending error
+	flush   chan struct{} // Flush sends, a blocked Read receives
+	closed  chan struct{} // closed by Close
+	once    sync.Once
 }
 
 // NewRingbufReader reads the ring buffer m; it holds its own handle on
@@ -139,20 +159,87 @@ func NewRingbufReader(m *Map) (*RingbufReader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &RingbufReader{h: h, ring: r}, nil
+	return &RingbufReader{h: h, ring: r, flush: make(chan struct{}, 1), closed: make(chan struct{})}, nil
 }
 
-// Read returns the next record, or os.ErrDeadlineExceeded if none is
-// ready.
+// SetDeadline makes Read block until t at most; the zero time blocks
+// until a record, a flush or Close, as in cilium/ebpf.
+func (rd *RingbufReader) SetDeadline(t time.Time) {
+	rd.mu.Lock()
+	rd.blocking, rd.deadline = true, t
+	rd.mu.Unlock()
+	// A blocked Read picks up the new deadline.
+	rd.ring.WakeReaders()
+}
+
+// Read returns the next record. Without a deadline set, it returns
+// os.ErrDeadlineExceeded at once if none is ready; with one, it waits
+// (see RingbufReader). After a flush it returns the records then ready
+// and then ringbuf.ErrFlushed; after Close, os.ErrClosed.
 func (rd *RingbufReader) Read() (RingbufRecord, error) {
-	if err := rd.h.check(); err != nil {
-		return RingbufRecord{}, err
+	for {
+		select {
+		case <-rd.closed:
+			return RingbufRecord{}, errors.Wrap(os.ErrClosed, "ring buffer reader")
+		default:
+		}
+		if err := rd.h.check(); err != nil {
+			return RingbufRecord{}, err
+		}
+		// Registered before looking, so that a record committed
+		// after the look wakes the wait.
+		wake, done := rd.ring.Wait()
+		if s, ok := rd.ring.Consume(); ok {
+			done()
+			return RingbufRecord{RawSample: s, Remaining: rd.AvailableBytes()}, nil
+		}
+		rd.mu.Lock()
+		blocking, deadline, pending := rd.blocking, rd.deadline, rd.pending
+		rd.pending = nil
+		rd.mu.Unlock()
+		if pending != nil || !blocking {
+			done()
+			if pending == nil {
+				pending = os.ErrDeadlineExceeded
+			}
+			return RingbufRecord{}, pending
+		}
+		var timer *time.Timer
+		var timeout <-chan time.Time
+		if !deadline.IsZero() {
+			timer = time.NewTimer(time.Until(deadline))
+			timeout = timer.C
+		}
+		select {
+		case <-wake:
+		case <-rd.flush:
+			rd.setPending(ciliumringbuf.ErrFlushed)
+		case <-timeout:
+			rd.setPending(os.ErrDeadlineExceeded)
+		case <-rd.closed:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		done()
 	}
-	s, ok := rd.ring.Consume()
-	if !ok {
-		return RingbufRecord{}, os.ErrDeadlineExceeded
+}
+
+// setPending sets the error Read returns once the ready records are read.
+func (rd *RingbufReader) setPending(err error) {
+	rd.mu.Lock()
+	rd.pending = err
+	rd.mu.Unlock()
+}
+
+// Flush makes a blocked Read return: the records ready then, and then
+// ringbuf.ErrFlushed, as cilium/ebpf's Flush does.
+func (rd *RingbufReader) Flush() error {
+	select {
+	case rd.flush <- struct{}{}:
+	default: // a flush is already pending
 	}
-	return RingbufRecord{RawSample: s, Remaining: rd.AvailableBytes()}, nil
+	return nil
 }
 
 // ReadRecords decodes every record ready in rd into a T each, as
@@ -186,7 +273,15 @@ func (rd *RingbufReader) AvailableBytes() int {
 // BufferSize is the ring's data size.
 func (rd *RingbufReader) BufferSize() int { return int(rd.ring.Size()) }
 
-// Close drops the reader's handle on the map.
-func (rd *RingbufReader) Close() error { return rd.h.Close() }
+// Close drops the reader's handle on the map; a blocked Read returns
+// os.ErrClosed.
+func (rd *RingbufReader) Close() error {
+	var err error
+	rd.once.Do(func() {
+		close(rd.closed)
+		err = rd.h.Close()
+	})
+	return err
+}
 
 var _ maps.Ops = (*ringbuf.Ring)(nil)

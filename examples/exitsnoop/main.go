@@ -28,8 +28,6 @@ package main
 import (
 	"bytes"
 	_ "embed"
-	"encoding/binary"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -119,23 +117,7 @@ func (s *Snoop) Close() {
 }
 
 // Events reads every event the ring buffer holds.
-func (s *Snoop) Events() ([]Event, error) {
-	var out []Event
-	for {
-		rec, err := s.events.Read()
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		var e Event
-		if err := binary.Read(bytes.NewReader(rec.RawSample), binary.LittleEndian, &e); err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-}
+func (s *Snoop) Events() ([]Event, error) { return sim.ReadRecords[Event](s.events) }
 
 // Step is one moment of the session: after Wait, a task starts (Start)
 // or exits (Exit, a pid).

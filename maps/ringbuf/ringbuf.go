@@ -17,6 +17,7 @@ package ringbuf
 import (
 	"encoding/binary"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -68,6 +69,13 @@ type Ring struct {
 	meta []byte   // the three header pages
 	data []byte
 	pend uint64 // pending_pos: the oldest record maybe not committed
+
+	// Readers waiting for records (rb->waitq): a wake-up closes wake
+	// and makes another. waiters counts them, so that commits with
+	// nobody waiting take no lock.
+	wakeMu  sync.Mutex
+	wake    chan struct{}
+	waiters atomic.Int32
 }
 
 func alloc(k maps.Kernel, m *maps.Map) (maps.Ops, error) {
@@ -124,6 +132,7 @@ func (r *Ring) Output(data []byte, flags uint64) error {
 	}
 	// Commit: clear the busy bit, the consumer may read the record.
 	atomic.StoreUint32(r.hdrLen(pos), uint32(len(data)))
+	r.notify(pos, flags)
 	return nil
 }
 
@@ -159,8 +168,8 @@ func RingOfSample(sample uint64, read func(addr uint64, p []byte) error) (uint64
 // or is marked discarded for the reader to skip. The verifier makes
 // programs commit each record they reserved exactly once; a sample that
 // is not a busy record of this ring is EFAULT, for programs run
-// unverified. Wake-up flags have no effect: readers poll.
-func (r *Ring) Commit(sample uint64, discard bool) error {
+// unverified. flags may wake the readers waiting for a record (notify).
+func (r *Ring) Commit(sample uint64, discard bool, flags uint64) error {
 	off := sample - r.m.Addr - dataPage*mem.PageSize - uapi.BPF_RINGBUF_HDR_SZ
 	if sample < r.m.Addr || off > r.mask || off&7 != 0 {
 		return errors.Wrapf(uapi.EFAULT, "%#x is not a record of ring buffer %s", sample, r.m.Name)
@@ -175,7 +184,49 @@ func (r *Ring) Commit(sample uint64, discard bool) error {
 		l |= uapi.BPF_RINGBUF_DISCARD_BIT
 	}
 	atomic.StoreUint32(hdr, l)
+	r.notify(off, flags)
 	return nil
+}
+
+// notify is bpf_ringbuf_commit's wake-up of the readers for the record
+// just committed at pos: with BPF_RB_FORCE_WAKEUP, or, unless
+// BPF_RB_NO_WAKEUP, when the consumer has read everything before it
+// (waiting for this very record). Other commits wake nobody: a reader
+// that sleeps through them reads their records at its next wake-up or
+// deadline, as with the kernel's epoll.
+func (r *Ring) notify(pos, flags uint64) {
+	if r.waiters.Load() == 0 {
+		return
+	}
+	if flags&uapi.BPF_RB_FORCE_WAKEUP != 0 ||
+		flags&uapi.BPF_RB_NO_WAKEUP == 0 && r.ConsumerPos()&r.mask == pos&r.mask {
+		r.WakeReaders()
+	}
+}
+
+// WakeReaders wakes every reader waiting for records.
+func (r *Ring) WakeReaders() {
+	r.wakeMu.Lock()
+	if r.wake != nil {
+		close(r.wake)
+		r.wake = nil
+	}
+	r.wakeMu.Unlock()
+}
+
+// Wait registers a reader about to wait for records: the channel is
+// closed at the next wake-up, and done must be called once the reader
+// stops waiting. A reader checks for records after Wait, so that a
+// record committed in between is seen or wakes it.
+func (r *Ring) Wait() (wake <-chan struct{}, done func()) {
+	r.waiters.Add(1)
+	r.wakeMu.Lock()
+	if r.wake == nil {
+		r.wake = make(chan struct{})
+	}
+	ch := r.wake
+	r.wakeMu.Unlock()
+	return ch, func() { r.waiters.Add(-1) }
 }
 
 // reserve is __bpf_ringbuf_reserve: the position of a new busy record of

@@ -156,16 +156,16 @@ func TestReservedRecordsAreReadInReservationOrder(t *testing.T) {
 	if first == 0 || second != first+24 || third != second+16 {
 		t.Fatalf("records at %#x, %#x, %#x: want 24 and 16 bytes apart", first, second, third)
 	}
-	if err := r.Commit(second, false); err != nil {
+	if err := r.Commit(second, false, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Commit(third, true); err != nil {
+	if err := r.Commit(third, true, 0); err != nil {
 		t.Fatal(err)
 	}
 	if s, ok := r.Consume(); ok {
 		t.Fatalf("read %x past a record still reserved", s)
 	}
-	if err := r.Commit(first, false); err != nil {
+	if err := r.Commit(first, false, 0); err != nil {
 		t.Fatal(err)
 	}
 	for i, want := range []int{16, 4} {
@@ -177,13 +177,13 @@ func TestReservedRecordsAreReadInReservationOrder(t *testing.T) {
 	if _, ok := r.Consume(); ok {
 		t.Fatal("the discarded record was read")
 	}
-	if err := r.Commit(first, false); !errors.Is(err, uapi.EFAULT) {
+	if err := r.Commit(first, false, 0); !errors.Is(err, uapi.EFAULT) {
 		t.Errorf("second commit: %v, want EFAULT", err)
 	}
-	if err := r.Commit(first+1, false); !errors.Is(err, uapi.EFAULT) {
+	if err := r.Commit(first+1, false, 0); !errors.Is(err, uapi.EFAULT) {
 		t.Errorf("commit of a misaligned address: %v, want EFAULT", err)
 	}
-	if err := r.Commit(7, false); !errors.Is(err, uapi.EFAULT) {
+	if err := r.Commit(7, false, 0); !errors.Is(err, uapi.EFAULT) {
 		t.Errorf("commit of an address outside the ring: %v, want EFAULT", err)
 	}
 	if got := r.Reserve(8, 1); got != 0 {
@@ -203,7 +203,7 @@ func TestAPendingRecordBlocksTheProducer(t *testing.T) {
 		if s == 0 {
 			break
 		}
-		if err := r.Commit(s, false); err != nil {
+		if err := r.Commit(s, false, 0); err != nil {
 			t.Fatal(err)
 		}
 		n++
@@ -216,7 +216,7 @@ func TestAPendingRecordBlocksTheProducer(t *testing.T) {
 	if _, ok := r.Consume(); ok {
 		t.Fatal("read past the held record")
 	}
-	if err := r.Commit(held, false); err != nil {
+	if err := r.Commit(held, false, 0); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i <= n; i++ {
@@ -238,7 +238,7 @@ func BenchmarkReserveCommit(b *testing.B) {
 		if s == 0 {
 			b.Fatal("no room")
 		}
-		if err := r.Commit(s, false); err != nil {
+		if err := r.Commit(s, false, 0); err != nil {
 			b.Fatal(err)
 		}
 		if _, ok := r.Consume(); !ok {
