@@ -1,6 +1,8 @@
 package sim_test
 
 import (
+	"encoding/binary"
+	"errors"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -10,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/bpfsim/bpfsim/sim"
+	"github.com/bpfsim/bpfsim/sim/uapi"
 )
 
 // unsupported are the phrases with which bpfsim names a feature it lacks.
@@ -26,7 +29,14 @@ var kernelRefuses = map[string]string{
 	// function either (cilium/ebpf's ENOENT).
 	// A call of a weak kfunc the kernel lacks, reachable: cilium/ebpf
 	// poisons it with a helper id no kernel has.
-	"errors-el.elf/poisoned_kfunc":       "invalid func unknown#233685214",
+	"errors-el.elf/poisoned_kfunc": "invalid func unknown#233685214",
+	// Maps whose legacy definitions carry non-zero trailing fields,
+	// which cilium/ebpf refuses to create unless the caller reads them
+	// (TestIPRoute2MapsLoadOnceTheirExtraFieldsAreRead).
+	"invalid_map-el.elf/":                "extra map definition bytes are not zero",
+	"invalid_map-eb.elf/":                "extra map definition bytes are not zero",
+	"iproute2_map_compat-el.elf/":        "extra map definition bytes are not zero",
+	"iproute2_map_compat-eb.elf/":        "extra map definition bytes are not zero",
 	"fentry_fexit-el.elf/trace_on_entry": "no traced function target",
 	"fentry_fexit-el.elf/trace_on_exit":  "no traced function target",
 }
@@ -120,4 +130,37 @@ func sortedNames[V any](m map[string]V) []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// iproute2's struct bpf_elf_map has fields past cilium/ebpf's map
+// definition (id, pinning, inner_id, inner_idx): a caller that reads them
+// out of MapSpec.Extra, and pins the map as iproute2's PIN_GLOBAL_NS asks,
+// creates the map as with cilium/ebpf (its TestIPRoute2Compat); the
+// caller's reader is not moved by a refusal.
+func TestIPRoute2MapsLoadOnceTheirExtraFieldsAreRead(t *testing.T) {
+	spec, err := ebpf.LoadCollectionSpec(ciliumTestdata(t, "iproute2_map_compat-el.elf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := pinKernel(t)
+	ms := spec.Maps["hash_map"]
+	if _, err := k.NewCollection(spec); !errors.Is(err, uapi.EINVAL) {
+		t.Fatalf("with the fields unread: %v, want EINVAL", err)
+	}
+	var fields [4]uint32 // id, pinning, inner_id, inner_idx
+	if err := binary.Read(ms.Extra, spec.ByteOrder, &fields); err != nil {
+		t.Fatal(err)
+	}
+	if fields != [4]uint32{0, 2, 0, 0} {
+		t.Fatalf("iproute2's fields: %v, want pinning 2 (PIN_GLOBAL_NS) alone", fields)
+	}
+	ms.Pinning = ebpf.PinByName
+	c, err := k.NewCollectionWithOptions(spec, sim.CollectionOptions{Maps: sim.MapOptions{PinPath: pinDir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if m := c.Maps["hash_map"]; m == nil || !m.IsPinned() {
+		t.Errorf("hash_map: %v, want it created and pinned", m)
+	}
 }

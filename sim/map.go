@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"bytes"
 	"encoding/binary"
 	"strings"
 	"sync/atomic"
@@ -164,14 +165,31 @@ func (k *Kernel) createMapWithBTF(attr maps.Attr, mb mapBTF) (*maps.Map, error) 
 	return m, nil
 }
 
+// extraIsZero says whether the unread extra bytes of a map definition are
+// all zero; extra is a copy, so the caller's reader does not move.
+func extraIsZero(extra bytes.Reader) bool {
+	for {
+		b, err := extra.ReadByte()
+		if err != nil {
+			return true
+		}
+		if b != 0 {
+			return false
+		}
+	}
+}
+
 // checkMapSpec refuses what the simulated kernel cannot create yet, naming
 // it.
 func checkMapSpec(spec *ebpf.MapSpec) error {
 	switch {
 	case spec.Pinning != ebpf.PinNone:
 		return errors.Wrap(uapi.EINVAL, "a map pinned by name needs NewMapWithOptions (or a collection) and a PinPath")
-	case spec.Extra != nil && spec.Extra.Len() > 0:
-		return errors.Wrap(uapi.EINVAL, "extra map definition bytes are not supported")
+	case spec.Extra != nil && !extraIsZero(*spec.Extra):
+		// cilium/ebpf tolerates the trailing fields of older struct
+		// bpf_map_def (inner_map_idx, numa_node) and iproute2's struct
+		// bpf_elf_map when they are zero, or read by the caller.
+		return errors.Wrap(uapi.EINVAL, "extra map definition bytes are not zero: read them (MapSpec.Extra) before creating the map, as with cilium/ebpf")
 	}
 	if name := specialField(spec.Value); name != "" {
 		return errors.Wrapf(uapi.EINVAL, "values with a %s field are not simulated yet", name)
