@@ -24,6 +24,15 @@ type EventAttr struct {
 	Pinned bool
 	// Disabled events are created off (not scheduled on their CPU).
 	Disabled bool
+	// When a BPF output event's ring wakes its reader: every
+	// WakeupEvents samples (attr.wakeup_events), or, with Watermark
+	// set, each time WakeupWatermark more bytes were written
+	// (attr.watermark, attr.wakeup_watermark). Either way the kernel
+	// also wakes it each time half the ring more was written, unless a
+	// smaller watermark says otherwise. All zero: only at half rings.
+	WakeupEvents    uint32
+	Watermark       bool
+	WakeupWatermark uint32
 }
 
 // IsBPFOutput reports whether attr describes a BPF output event.
@@ -75,6 +84,7 @@ func NewEvent(k maps.Kernel, attr EventAttr, cpu int, ringPages int, id uint32) 
 		if err != nil {
 			return nil, err
 		}
+		r.setWakeups(attr)
 		e.ring = r
 	case ringPages != 0:
 		return nil, errors.Wrap(uapi.EINVAL, "only BPF output events are given a ring buffer by bpfsim")

@@ -64,6 +64,15 @@ type Ring struct {
 
 	wakeup atomic.Pointer[func()]
 	freed  atomic.Bool
+
+	// The kernel's wake-up accounting, under mu (kernel/events/
+	// ring_buffer.c): wakeMark is rb->wakeup, which a watermark moves on
+	// in steps of watermark bytes and wakeup_events counts on by one;
+	// a record that moves it wakes the reader. events is rb->events.
+	watermark    uint64
+	wakeupEvents uint64
+	events       uint64
+	wakeMark     uint64
 }
 
 func newRing(k maps.Kernel, pages int) (*Ring, error) {
@@ -98,8 +107,25 @@ func (r *Ring) Size() int { return len(r.data) }
 // (event->lost_samples).
 func (r *Ring) Lost() uint64 { return r.lostTotal.Load() }
 
-// SetWakeup sets what the ring calls after it has written a record: the
-// poll wakeup of a reader (wakeup_events = 1). nil removes it.
+// setWakeups sets when the ring wakes its reader from the event's
+// attributes, as ring_buffer_init and perf_output_sample read them.
+func (r *Ring) setWakeups(attr EventAttr) {
+	size := uint64(len(r.data))
+	var wm uint64
+	if attr.Watermark {
+		wm = min(uint64(attr.WakeupWatermark), size)
+	}
+	if wm == 0 {
+		wm = size / 2
+	}
+	r.watermark = wm
+	if !attr.Watermark {
+		r.wakeupEvents = uint64(attr.WakeupEvents)
+	}
+}
+
+// SetWakeup sets what the ring calls when a record it writes wakes the
+// reader (see EventAttr). nil removes it.
 func (r *Ring) SetWakeup(fn func()) {
 	if fn == nil {
 		r.wakeup.Store(nil)
@@ -160,6 +186,19 @@ func (r *Ring) output(id uint64, frags ...[]byte) error {
 		return errors.Wrapf(uapi.ENOSPC, "perf ring is full (%d of %d bytes free, %d needed)", (tail-(r.head+1))&r.mask, len(r.data), need)
 	}
 	pos := r.head
+	// perf_output_begin and perf_output_sample: the reader is woken if
+	// the record moves the wake-up mark.
+	mark := r.wakeMark
+	if end := pos + need; end-r.wakeMark > r.watermark {
+		r.wakeMark += r.watermark
+	}
+	if r.wakeupEvents > 0 {
+		if r.events++; r.events >= r.wakeupEvents {
+			r.events -= r.wakeupEvents
+			r.wakeMark++
+		}
+	}
+	wake := r.wakeMark != mark
 	var hdr [lostSize]byte
 	if r.lost > 0 {
 		binary.LittleEndian.PutUint32(hdr[0:], uapi.PERF_RECORD_LOST)
@@ -189,7 +228,7 @@ func (r *Ring) output(id uint64, frags ...[]byte) error {
 	r.head = pos
 	atomic.StoreUint64(r.word(offDataHead), pos)
 	r.mu.Unlock()
-	if fn := r.wakeup.Load(); fn != nil {
+	if fn := r.wakeup.Load(); fn != nil && wake {
 		(*fn)()
 	}
 	return nil

@@ -56,13 +56,47 @@ type Reader struct {
 	bufferSize int
 }
 
+// ReaderOptions control a Reader, as cilium/ebpf's perf.ReaderOptions:
+// when its rings wake it.
+type ReaderOptions struct {
+	// Watermark wakes the reader each time this many more bytes were
+	// written to a ring (attr.wakeup_watermark); records below it wait
+	// for a later wake-up or the deadline. At most the ring's size.
+	Watermark int
+	// WakeupEvents wakes the reader every this many samples of a ring
+	// (attr.wakeup_events); with neither option, every sample, as
+	// cilium/ebpf's default. Not with Watermark.
+	WakeupEvents int
+	// Overwritable rings are not simulated: EINVAL.
+	Overwritable bool
+}
+
 // NewReader opens one BPF output event per slot of array (one per CPU),
 // each with a ring of at least perCPUBuffer bytes rounded up to a power of
 // two of pages, and installs them with array.Put, as cilium/ebpf's
-// perf.NewReader does.
+// perf.NewReader does. Each sample wakes a blocked Read.
 func NewReader(array *sim.Map, perCPUBuffer int) (*Reader, error) {
+	return NewReaderWithOptions(array, perCPUBuffer, ReaderOptions{})
+}
+
+// NewReaderWithOptions is NewReader with options.
+func NewReaderWithOptions(array *sim.Map, perCPUBuffer int, opts ReaderOptions) (*Reader, error) {
 	if perCPUBuffer < 1 {
 		return nil, errors.New("perCPUBuffer must be larger than 0")
+	}
+	switch {
+	case opts.Watermark > 0 && opts.WakeupEvents > 0:
+		return nil, errors.Wrap(uapi.EINVAL, "WakeupEvents and Watermark cannot both be non-zero")
+	case opts.Watermark < 0 || opts.WakeupEvents < 0:
+		return nil, errors.Wrap(uapi.EINVAL, "negative Watermark or WakeupEvents")
+	case opts.Overwritable:
+		return nil, errors.Wrap(uapi.EINVAL, "overwritable perf rings are not simulated by bpfsim yet")
+	}
+	attr := perfarray.EventAttr{Type: uapi.PERF_TYPE_SOFTWARE, Config: uapi.PERF_COUNT_SW_BPF_OUTPUT, WakeupEvents: uint32(opts.WakeupEvents)}
+	if opts.Watermark > 0 {
+		attr.Watermark, attr.WakeupWatermark = true, uint32(opts.Watermark)
+	} else if attr.WakeupEvents == 0 {
+		attr.WakeupEvents = 1
 	}
 	if array.Type() != ebpf.PerfEventArray {
 		return nil, errors.Wrapf(uapi.EINVAL, "map %s is not a perf event array", array)
@@ -76,7 +110,7 @@ func NewReader(array *sim.Map, perCPUBuffer int) (*Reader, error) {
 	pages := perfarray.PagesFor(perCPUBuffer)
 	n := min(int(array.MaxEntries()), k.NumCPUs())
 	for cpu := 0; cpu < n; cpu++ {
-		ev, err := k.NewPerfEvent(cpu, pages)
+		ev, err := k.OpenPerfEvent(attr, cpu, pages)
 		if err != nil {
 			r.closeEvents()
 			return nil, errors.Wrapf(err, "failed to create perf ring for CPU %d", cpu)
