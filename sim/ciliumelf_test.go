@@ -27,6 +27,10 @@ var kernelRefuses = map[string]string{
 	// fentry/target and fexit/target name a BPF program the user must
 	// give as AttachTarget; without it the kernel's BTF has no "target"
 	// function either (cilium/ebpf's ENOENT).
+	// An sk_lookup program returning a .rodata constant of -1, which a
+	// user sets to a verdict before loading
+	// (TestSkLookupVerdictFromFrozenRodata).
+	"constants-el.elf/freeze_rodata": "should have been in [0, 1]",
 	// A call of a weak kfunc the kernel lacks, reachable: cilium/ebpf
 	// poisons it with a helper id no kernel has.
 	"errors-el.elf/poisoned_kfunc": "invalid func unknown#233685214",
@@ -162,5 +166,27 @@ func TestIPRoute2MapsLoadOnceTheirExtraFieldsAreRead(t *testing.T) {
 	defer c.Close()
 	if m := c.Maps["hash_map"]; m == nil || !m.IsPinned() {
 		t.Errorf("hash_map: %v, want it created and pinned", m)
+	}
+}
+
+// cilium/ebpf's constants.c: an sk_lookup program whose verdict is a
+// .rodata constant, set before loading, loads because .rodata is frozen
+// before the verifier reads it (its return must be in [0, 1]).
+func TestSkLookupVerdictFromFrozenRodata(t *testing.T) {
+	spec, err := ebpf.LoadCollectionSpec(ciliumTestdata(t, "constants-el.elf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := spec.Variables["ret"].Set(uint32(1)); err != nil {
+		t.Fatal(err)
+	}
+	c, err := newKernel(t, nil).NewCollection(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	res, err := c.Programs["freeze_rodata"].Test(&sim.RunOptions{Context: skLookupCtx(2, 6, []byte{1, 2, 3, 4}, []byte{5, 6, 7, 8}, 1, 2)})
+	if err != nil || res.R0 != 1 {
+		t.Errorf("a run: %v, %v; want SK_PASS", res, err)
 	}
 }

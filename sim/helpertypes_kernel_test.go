@@ -26,7 +26,7 @@ func TestHelpersAreOfferedToTheTypesTheKernelOffersThemTo(t *testing.T) {
 	simulated := 0
 	for id := asm.BuiltinFunc(1); id < 212; id++ {
 		for _, typ := range []ebpf.ProgramType{ebpf.XDP, ebpf.SocketFilter, ebpf.SchedCLS, ebpf.SchedACT, ebpf.CGroupSKB,
-			ebpf.Kprobe, ebpf.TracePoint, ebpf.RawTracepoint, ebpf.Syscall, ebpf.Tracing} {
+			ebpf.Kprobe, ebpf.TracePoint, ebpf.RawTracepoint, ebpf.Syscall, ebpf.Tracing, ebpf.SkLookup} {
 			spec := testSpec(t, typ, asm.Instructions{id.Call(), asm.Mov.Imm(asm.R0, 0), asm.Return()})
 			_, sErr := k.NewProgram(spec)
 			if sErr != nil && strings.Contains(sErr.Error(), "not simulated by bpfsim yet") ||

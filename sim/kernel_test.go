@@ -44,6 +44,8 @@ func testSpec(t testing.TB, typ ebpf.ProgramType, insns asm.Instructions) *ebpf.
 	switch typ {
 	case ebpf.Syscall:
 		spec.Flags = uapi.BPF_F_SLEEPABLE
+	case ebpf.SkLookup:
+		spec.AttachType = ebpf.AttachSkLookup
 	case ebpf.Tracing:
 		// The tracing programs bpfsim loads: iterators.
 		spec.AttachType, spec.AttachTo = ebpf.AttachTraceIter, "bpf_map_elem"

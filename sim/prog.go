@@ -201,6 +201,7 @@ var supportedTypes = map[ebpf.ProgramType]string{
 	ebpf.Syscall:            "raw context bytes",
 	ebpf.StructOps:          "the u64 array of the member's arguments, kernel objects among them; run through its struct_ops map, or test-run for bpf_dummy_ops (structops.go, dummyops.go)",
 	ebpf.Tracing:            "iterators (SEC(\"iter/bpf_map\"), SEC(\"iter/bpf_map_elem\")): struct bpf_iter__<target>, run by reading an iterator link (iter.go); fentry and fexit: the u64 array of the function's arguments (and return value), run by calls of a TracedFunc (fentry.go); tp_btf: the u64 array of a tracepoint's arguments, run when it fires (tracepoint.go)",
+	ebpf.SkLookup:           "struct bpf_sk_lookup, read as the kernel's struct bpf_sk_lookup_kern; a test run's context in and out; sockets not simulated (sklookup.go)",
 	ebpf.UnspecifiedProgram: "raw memory: r1 = pointer to Data, r2 = its length",
 }
 
@@ -393,6 +394,9 @@ func (k *Kernel) LoadInsnsWithOptions(typ ebpf.ProgramType, name string, insns [
 // expected attach type bpfsim looks at: a cgroup_skb program is for
 // ingress or egress.
 func checkExpectedAttach(typ ebpf.ProgramType, attach uint32) error {
+	if typ == ebpf.SkLookup && attach != uint32(ebpf.AttachSkLookup) {
+		return errors.Wrapf(uapi.EINVAL, "sk_lookup program with expected attach type %d: want BPF_SK_LOOKUP", attach)
+	}
 	if typ == ebpf.CGroupSKB && attach != uint32(ebpf.AttachCGroupInetIngress) && attach != uint32(ebpf.AttachCGroupInetEgress) {
 		return errors.Wrapf(uapi.EINVAL, "cgroup_skb program with expected attach type %d: want BPF_CGROUP_INET_INGRESS or BPF_CGROUP_INET_EGRESS", attach)
 	}

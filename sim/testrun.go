@@ -210,6 +210,8 @@ func (k *Kernel) prepareRun(cpu *CPU, p *Program, data, ctx []byte, ctxOut bool,
 		return k.prepareTracing(cpu, typ, data, ctx, repeat)
 	case ebpf.StructOps:
 		return k.prepareStructOpsRun(cpu, p, ctx) // dummyops.go
+	case ebpf.SkLookup:
+		return k.prepareSkLookup(cpu, data, ctx) // sklookup.go
 	case ebpf.XDP:
 		if ctx != nil {
 			return nil, errors.Wrap(uapi.EINVAL, "an xdp_md context input is not supported yet")

@@ -13,8 +13,9 @@ import (
 // simulated kernel serves those from a device mapping instead.
 type CtxConverter interface {
 	// ConvertCtxAccess returns what replaces in, a load the verifier
-	// marked as a context access (InsnAux.CtxAccess).
-	ConvertCtxAccess(in *insn.Insn) []insn.Insn
+	// marked as a context access (InsnAux.CtxAccess), with fieldSize the
+	// size of the field a narrower load reads part of (0 for none).
+	ConvertCtxAccess(in *insn.Insn, fieldSize int) []insn.Insn
 }
 
 // The kernel structures behind struct xdp_md, laid out as on this
@@ -42,7 +43,7 @@ const (
 // 64-bit fields of the xdp_buff; the interface index and queue are
 // reached through the receive (or, for egress_ifindex, transmit) queue's
 // info, one load per pointer followed.
-func (xdpType) ConvertCtxAccess(in *insn.Insn) []insn.Insn {
+func (xdpType) ConvertCtxAccess(in *insn.Insn, _ int) []insn.Insn {
 	dst, src := in.Dst, in.Src
 	ldx := func(size uint8, dst, src uint8, off int16) insn.Insn {
 		return insn.Insn{Code: insn.LDX | insn.MEM | size, Dst: dst, Src: src, Off: off}

@@ -325,7 +325,7 @@ func doMiscFixups(p *Prog, remove []bool, cfg *FixupConfig) error {
 			i++
 			continue
 		case conv != nil && p.Aux[i].CtxAccess:
-			seq = conv.ConvertCtxAccess(in)
+			seq = conv.ConvertCtxAccess(in, p.Aux[i].CtxFieldSize)
 		case p.Aux[i].ProbeMem:
 			// convert_ctx_accesses: a load from a kernel object
 			// becomes a probe load, which reads zeros on a fault.

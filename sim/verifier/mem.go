@@ -206,6 +206,9 @@ func (e *env) checkMemAccess(regno uint8, off, size int, t accessKind, value int
 		if !ok {
 			return e.errorf(uapi.EACCES, "invalid bpf_context access off=%d size=%d", off, size)
 		}
+		if f.Kind == CtxUnsupported {
+			return e.errorf(uapi.EINVAL, "context access off=%d size=%d is not simulated by bpfsim yet", off, size)
+		}
 		a := &e.aux[e.insnIdx]
 		a.CtxAccess, a.CtxFieldSize = true, f.FieldSize
 		e.maxCtxOffset = max(e.maxCtxOffset, off+size)

@@ -41,6 +41,10 @@ const (
 	CtxPacketMeta                // the metadata's start (PTR_TO_PACKET_META)
 	CtxBTFID                     // a kernel object (PTR_TO_BTF_ID), CtxField.Arg says which
 	CtxBuf                       // a buffer (PTR_TO_BUF), CtxField.Arg says how
+	// CtxUnsupported is an access the kernel allows to what bpfsim
+	// does not simulate (CtxField.Msg says what): the load is refused
+	// with EINVAL, naming it.
+	CtxUnsupported
 )
 
 // ReturnRanger is implemented by the program types whose R0 at exit
@@ -78,6 +82,8 @@ func ProgTypeFor(t ebpf.ProgramType, attach ebpf.AttachType) (ProgType, bool) {
 		return rawCtxType{min: 0, max: 8 * 12, tracing: true}, true
 	case ebpf.Syscall:
 		return rawCtxType{min: 0, max: 0xffff, write: true}, true
+	case ebpf.SkLookup:
+		return skLookupType{}, true
 	}
 	return nil, false
 }
