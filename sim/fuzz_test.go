@@ -237,12 +237,39 @@ func FuzzLoadAndRun(f *testing.F) {
 	} else {
 		f.Fatal(err)
 	}
+	// An sk_lookup program reading its lookup, narrow loads included,
+	// whose rewrites mutations explore (its data is the context).
+	skLookup := asm.Instructions{
+		asm.LoadMem(asm.R2, asm.R1, 8, asm.Word),
+		asm.LoadMem(asm.R3, asm.R1, 10, asm.Half),
+		asm.LoadMem(asm.R4, asm.R1, 21, asm.Byte),
+		asm.LoadMem(asm.R5, asm.R1, 36, asm.Word),
+		asm.Add.Reg(asm.R2, asm.R3),
+		asm.Add.Reg(asm.R2, asm.R4),
+		asm.Add.Reg(asm.R2, asm.R5),
+		asm.Mov.Reg(asm.R0, asm.R2),
+		asm.And.Imm(asm.R0, 1),
+		asm.Return(),
+	}
+	if code, err := insn.FromAsm(skLookup); err == nil {
+		f.Add(uint8(skLookupSel), insn.Encode(code), skLookupCtx(10, 6, make([]byte, 16), make([]byte, 16), 80, 443))
+	} else {
+		f.Fatal(err)
+	}
 	types := []ebpf.ProgramType{ebpf.UnspecifiedProgram, ebpf.XDP, ebpf.Syscall, ebpf.SchedCLS, ebpf.CGroupSKB}
 	f.Fuzz(func(t *testing.T, typ uint8, code, data []byte) {
 		pt := types[int(typ)%len(types)]
+		if typ == skLookupSel {
+			// One selector of its own, so that the corpus's inputs
+			// keep the types they were found for.
+			pt = ebpf.SkLookup
+		}
 		var load sim.ProgramOptions
-		if pt == ebpf.Syscall {
+		switch pt {
+		case ebpf.Syscall:
 			load.Flags = uapi.BPF_F_SLEEPABLE
+		case ebpf.SkLookup:
+			load.ExpectedAttachType = uint32(ebpf.AttachSkLookup)
 		}
 		prog, err := k.LoadBytecodeWithOptions(pt, "fuzz", code, load)
 		if err != nil {
@@ -252,7 +279,7 @@ func FuzzLoadAndRun(f *testing.F) {
 			return
 		}
 		opts := &sim.RunOptions{Data: data, MaxInsns: 20000}
-		if pt == ebpf.Syscall {
+		if pt == ebpf.Syscall || pt == ebpf.SkLookup {
 			opts = &sim.RunOptions{Context: data, MaxInsns: 20000}
 		}
 		res, err := prog.Test(opts)
@@ -264,17 +291,22 @@ func FuzzLoadAndRun(f *testing.F) {
 			// An unverified program may also hand a helper a bad pointer
 			// (EFAULT from the helper, as in the kernel).
 			badHelperArg := pt == ebpf.UnspecifiedProgram && errors.Is(err, uapi.EFAULT)
-			if !errors.As(err, &f) && !errors.Is(err, uapi.EINVAL) && !errors.Is(err, uapi.E2BIG) && !badHelperArg {
+			// A lookup the test run refuses, as the kernel's.
+			badLookup := pt == ebpf.SkLookup && (errors.Is(err, uapi.ERANGE) || errors.Is(err, uapi.EAFNOSUPPORT))
+			if !errors.As(err, &f) && !errors.Is(err, uapi.EINVAL) && !errors.Is(err, uapi.E2BIG) && !badHelperArg && !badLookup {
 				t.Fatalf("run failed with an unexpected error: %v", err)
 			}
 			return
 		}
 		// XDP and tc programs may move their packet's bounds.
-		if pt != ebpf.Syscall && pt != ebpf.XDP && pt != ebpf.SchedCLS && len(res.Data) != len(data) {
+		if pt != ebpf.Syscall && pt != ebpf.XDP && pt != ebpf.SchedCLS && pt != ebpf.SkLookup && len(res.Data) != len(data) {
 			t.Fatalf("%d bytes in, %d out", len(data), len(res.Data))
 		}
 	})
 }
+
+// skLookupSel is FuzzLoadAndRun's selector of sk_lookup programs.
+const skLookupSel = 0xfe
 
 // isVerifierErrno says whether a refused load carries one of the
 // verifier's errnos: EFAULT for too many pending branches, as the kernel;
