@@ -33,10 +33,11 @@ var programTypes = map[string]struct {
 	"sched_act":          {ebpf.SchedACT, ebpf.AttachNone},
 	"cgroup_skb/ingress": {ebpf.CGroupSKB, ebpf.AttachCGroupInetIngress},
 	"cgroup_skb/egress":  {ebpf.CGroupSKB, ebpf.AttachCGroupInetEgress},
+	"sk_lookup":          {ebpf.SkLookup, ebpf.AttachSkLookup},
 }
 
 // typeNames lists programTypes' names for messages.
-const typeNames = "raw, xdp, syscall, socket_filter, sched_cls, sched_act, cgroup_skb/ingress or cgroup_skb/egress"
+const typeNames = "raw, xdp, syscall, socket_filter, sched_cls, sched_act, cgroup_skb/ingress, cgroup_skb/egress or sk_lookup"
 
 // parseType returns the program type a -type name stands for, and sets
 // the expected attach type that goes with it in opts.

@@ -70,6 +70,18 @@ func TestRunAndDump(t *testing.T) {
 	if err := os.WriteFile(skbLen, []byte("61 10 00 00 00 00 00 00\n"+exitInsn), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// r0 = ctx->local_port & 1 of an sk_lookup program, and a lookup
+	// for local port 443 as its context.
+	lookupPort := filepath.Join(dir, "lookup.hex")
+	if err := os.WriteFile(lookupPort, []byte("61 10 3c 00 00 00 00 00\n57 00 00 00 01 00 00 00\n"+exitInsn), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lookupCtx := filepath.Join(dir, "lookup.ctx")
+	ctx := make([]byte, 72)
+	ctx[8], ctx[12], ctx[60], ctx[61] = 2, 6, 0xbb, 0x01 // AF_INET, TCP, 443
+	if err := os.WriteFile(lookupCtx, ctx, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	three := filepath.Join(dir, "three.hex")
 	if err := os.WriteFile(three, []byte("b7 00 00 00 03 00 00 00\n"+exitInsn), 0o644); err != nil {
 		t.Fatal(err)
@@ -99,6 +111,7 @@ func TestRunAndDump(t *testing.T) {
 			[]string{"clock advanced 29s: 0 timer callbacks ran, 1 timers still armed"}},
 		{"socket filter", []string{"run", "-hex", "-type", "socket_filter", skbLen, "-data-hex", frame}, 0, []string{"r0 = 0x14 (20)"}},
 		{"cgroup_skb egress may return 3", []string{"run", "-hex", "-type", "cgroup_skb/egress", three, "-data-hex", frame}, 0, []string{"r0 = 0x3 (3)"}},
+		{"sk_lookup with a context", []string{"run", "-hex", "-type", "sk_lookup", lookupPort, "-ctx", lookupCtx}, 0, []string{"r0 = 0x1 (1)", "context out (72 bytes)"}},
 		{"cgroup_skb ingress may not", []string{"run", "-hex", "-type", "cgroup_skb/ingress", three, "-data-hex", frame}, 1, []string{"should have been in [0, 1]"}},
 		{"XDP packet too short", []string{"run", progsObject, "-section", "xdp", "-data-hex", "01"}, 1, []string{"shorter than an Ethernet header"}},
 		{"dump xlated", []string{"dump", "xlated", "-hex", raw}, 0, []string{"   0: (71) r0 = *(u8 *)(r1 +0)\n   1: (0f) r0 += r2\n   2: (95) exit\n"}},

@@ -18,7 +18,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	isHex := fs.Bool("hex", false, "PROGRAM is bytecode written in hex")
 	dataFile := fs.String("data", "", "file holding the input data (packet or memory)")
 	dataHex := fs.String("data-hex", "", "input data written in hex")
-	ctxFile := fs.String("ctx", "", "file holding the context input (syscall programs, __sk_buff of skb programs)")
+	ctxFile := fs.String("ctx", "", "file holding the context input (syscall programs, __sk_buff of skb programs, struct bpf_sk_lookup of sk_lookup programs)")
 	repeat := fs.Uint("repeat", 1, "run this many times")
 	cpu := fs.Uint("cpu", 0, "simulated CPU to run on")
 	cpus := fs.Int("cpus", 2, "number of simulated CPUs")
