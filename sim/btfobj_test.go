@@ -130,3 +130,46 @@ func TestBTFObjectsHaveTheKernelsIDsAndLifetimes(t *testing.T) {
 		t.Errorf("ids at the end: %v, want [1]", ids)
 	}
 }
+
+// A type's id in the kernel's BTF never changes, as vmlinux's does not:
+// not when subsystems register their functions, tracepoints and kfuncs
+// later, even for types only reached through others (an int under a
+// typedef), which the BTF builder numbers after the types it was given.
+func TestKernelBTFIDsNeverMove(t *testing.T) {
+	k := newKernel(t, nil)
+	ids := func() map[string]btf.TypeID {
+		t.Helper()
+		spec, err := k.KernelBTF()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]btf.TypeID{}
+		for typ, err := range spec.All() {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := typ.TypeName(); n != "" && out[n] == 0 {
+				if out[n], err = spec.TypeID(typ); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		return out
+	}
+	before := ids()
+	k.TracedFunc("bpf_fentry_test1") // registers the test functions
+	k.Tracepoint("task_newtask")     // and the task tracepoints
+	if err := k.RegisterTracepoint(&sim.Tracepoint{Name: "bpfsim_ids", Proto: &btf.FuncProto{Return: &btf.Void{},
+		Params: []btf.FuncParam{{Name: "x", Type: &btf.Int{Name: "short unsigned int", Size: 2}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	after := ids()
+	for n, id := range before {
+		if after[n] != id {
+			t.Errorf("%s moved from id %d to %d", n, id, after[n])
+		}
+	}
+	if len(before) < 50 {
+		t.Errorf("only %d named types compared", len(before))
+	}
+}

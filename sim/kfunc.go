@@ -83,6 +83,33 @@ func (kb *kernelBTF) builder() (*btf.Builder, error) {
 				kb.named[n] = t
 			}
 		}
+		// Every type the seed reaches gets its id now. The builder
+		// numbers the types it was given first and those they reach
+		// after, so a type reached only through another (an int under
+		// a typedef) would move each time a type is added later; the
+		// kernel's ids never move.
+		seen := map[btf.Type]bool{}
+		var reach func(btf.Type) error
+		reach = func(t btf.Type) error {
+			if t == nil || seen[t] {
+				return nil
+			}
+			seen[t] = true
+			if _, err := b.Add(t); err != nil {
+				return errors.Wrapf(err, "vmlinux BTF: %s", t)
+			}
+			for _, c := range btfChildren(t) {
+				if err := reach(c); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		for _, t := range types {
+			if err := reach(t); err != nil {
+				return nil, err
+			}
+		}
 	}
 	kb.b = b
 	return b, nil
@@ -482,4 +509,53 @@ func (k *Kernel) freeAux(p *Program) {
 	t.free = append(t.free, p.so.aux)
 	p.so.aux = 0
 	t.mu.Unlock()
+}
+
+// btfChildren returns the types t refers to.
+func btfChildren(t btf.Type) []btf.Type {
+	switch t := t.(type) {
+	case *btf.Pointer:
+		return []btf.Type{t.Target}
+	case *btf.Array:
+		return []btf.Type{t.Index, t.Type}
+	case *btf.Struct:
+		out := make([]btf.Type, len(t.Members))
+		for i, m := range t.Members {
+			out[i] = m.Type
+		}
+		return out
+	case *btf.Union:
+		out := make([]btf.Type, len(t.Members))
+		for i, m := range t.Members {
+			out[i] = m.Type
+		}
+		return out
+	case *btf.Typedef:
+		return []btf.Type{t.Type}
+	case *btf.Volatile:
+		return []btf.Type{t.Type}
+	case *btf.Const:
+		return []btf.Type{t.Type}
+	case *btf.Restrict:
+		return []btf.Type{t.Type}
+	case *btf.TypeTag:
+		return []btf.Type{t.Type}
+	case *btf.Func:
+		return []btf.Type{t.Type}
+	case *btf.FuncProto:
+		out := []btf.Type{t.Return}
+		for _, p := range t.Params {
+			out = append(out, p.Type)
+		}
+		return out
+	case *btf.Var:
+		return []btf.Type{t.Type}
+	case *btf.Datasec:
+		out := make([]btf.Type, len(t.Vars))
+		for i, v := range t.Vars {
+			out[i] = v.Type
+		}
+		return out
+	}
+	return nil // ints, floats, enums, forward declarations; declaration tags (unexported) are no seed type
 }
