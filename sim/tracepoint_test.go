@@ -35,6 +35,21 @@ func taskField(t testing.TB, k *sim.Kernel, name string) int16 {
 	return 0
 }
 
+// storeSlot stores the u64 at fp+value in element key of the array fd.
+func storeSlot(fd int, key int32, value int16) asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Imm(asm.R1, key),
+		asm.StoreMem(asm.RFP, -4, asm.R1, asm.Word),
+		asm.LoadMapPtr(asm.R1, fd),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -4),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, int32(value)),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.FnMapUpdateElem.Call(),
+	}
+}
+
 // tpSpec is a tp_btf program of tracepoint tp.
 func tpSpec(tp string, insns asm.Instructions) *ebpf.ProgramSpec {
 	return &ebpf.ProgramSpec{Name: "tp", Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp, AttachTo: tp, License: "GPL", Instructions: insns}
@@ -164,7 +179,7 @@ func TestRegisteredTracepointsFire(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Stores reason*len, the CPU and the task's pid.
-	p, err := k.NewProgram(tpSpec("bpfsim_packet_drop", asm.Instructions{
+	p, err := k.NewProgram(tpSpec("bpfsim_packet_drop", append(asm.Instructions{
 		asm.LoadMem(asm.R6, asm.R1, 0, asm.DWord),
 		asm.LoadMem(asm.R7, asm.R1, 8, asm.DWord),
 		asm.Mul.Reg(asm.R6, asm.R7),
@@ -172,32 +187,15 @@ func TestRegisteredTracepointsFire(t *testing.T) {
 		asm.LSh.Imm(asm.R0, 32),
 		asm.Mov.Reg(asm.R7, asm.R0),
 		asm.FnGetCurrentPidTgid.Call(),
-		asm.Mov.Imm(asm.R1, 0),
-		asm.StoreMem(asm.RFP, -4, asm.R1, asm.Word),
 		asm.StoreMem(asm.RFP, -16, asm.R6, asm.DWord),
 		asm.LSh.Imm(asm.R0, 32),
 		asm.RSh.Imm(asm.R0, 32),
 		asm.Or.Reg(asm.R0, asm.R7),
 		asm.StoreMem(asm.RFP, -24, asm.R0, asm.DWord),
-		asm.LoadMapPtr(asm.R1, m.FD()),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -4),
-		asm.Mov.Reg(asm.R3, asm.RFP),
-		asm.Add.Imm(asm.R3, -16),
-		asm.Mov.Imm(asm.R4, 0),
-		asm.FnMapUpdateElem.Call(),
-		asm.Mov.Imm(asm.R1, 1),
-		asm.StoreMem(asm.RFP, -4, asm.R1, asm.Word),
-		asm.LoadMapPtr(asm.R1, m.FD()),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -4),
-		asm.Mov.Reg(asm.R3, asm.RFP),
-		asm.Add.Imm(asm.R3, -24),
-		asm.Mov.Imm(asm.R4, 0),
-		asm.FnMapUpdateElem.Call(),
+	}, append(append(storeSlot(m.FD(), 0, -16), storeSlot(m.FD(), 1, -24)...),
 		asm.Mov.Imm(asm.R0, 42), // tp_btf programs may return anything
 		asm.Return(),
-	}))
+	)...)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,30 @@ import (
 	"github.com/bpfsim/bpfsim/sim"
 )
 
+// runSession plays the example's session on a kernel made with opts,
+// reporting the children of targPPID (0: every task), and returns the
+// events.
+func runSession(t *testing.T, opts *sim.Options, targPPID uint32) []Event {
+	t.Helper()
+	k, err := sim.NewKernel(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Load(k, targPPID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := Run(k, Session); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Events()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
 func TestCommittedObjectIsFresh(t *testing.T) {
 	bpfobj.CheckFresh(t, "bpf/exitsnoop.bpf.c", "exitsnoop.bpf.o", "go generate ./examples/exitsnoop")
 }
@@ -42,22 +66,7 @@ func TestExitsAreReportedWithTheirAges(t *testing.T) {
 					opts.Config["CONFIG_HZ"] = hz
 					ticksPerSecond = 1000
 				}
-				k, err := sim.NewKernel(opts)
-				if err != nil {
-					t.Fatal(err)
-				}
-				s, err := Load(k, 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer s.Close()
-				if err := Run(k, Session); err != nil {
-					t.Fatal(err)
-				}
-				got, err := s.Events()
-				if err != nil {
-					t.Fatal(err)
-				}
+				got := runSession(t, opts, 0)
 				if len(got) != len(want) {
 					t.Fatalf("%d events, want %d: %+v", len(got), len(want), got)
 				}
@@ -75,23 +84,7 @@ func TestExitsAreReportedWithTheirAges(t *testing.T) {
 
 // targ_ppid keeps only one process's children.
 func TestTargetParentFilters(t *testing.T) {
-	k, err := sim.NewKernel(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := Load(k, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := Run(k, Session); err != nil {
-		t.Fatal(err)
-	}
-	got, err := s.Events()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 2 || got[0].TID != 201 || got[1].TID != 200 {
+	if got := runSession(t, nil, 100); len(got) != 2 || got[0].TID != 201 || got[1].TID != 200 {
 		t.Errorf("the shell's children: %+v, want make-worker's and make's exits", got)
 	}
 }
