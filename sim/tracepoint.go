@@ -34,6 +34,10 @@ import (
 //     SIGCHLD, a fork) and AddTask (SIGCHLD for a main thread, the flags
 //     of glibc's pthread_create for another thread), in the parent's
 //     context;
+//   - sched_process_fork(struct task_struct *parent, struct task_struct
+//     *child): the same starts, after task_newtask, as kernel_clone
+//     fires it for processes and threads alike, parent the task that
+//     started the child;
 //   - sched_process_exit(struct task_struct *p, bool group_dead): a task
 //     exits, fired by ExitTask and Process.Close in the exiting task,
 //     group_dead when it is the last task of its process.
@@ -152,6 +156,10 @@ func (k *Kernel) tracepointsInit() {
 		}{
 			{"task_newtask", func(typ func(string) btf.Type) []btf.FuncParam {
 				return []btf.FuncParam{{Name: "task", Type: &btf.Pointer{Target: typ("task_struct")}}, {Name: "clone_flags", Type: tpU64}}
+			}},
+			{"sched_process_fork", func(typ func(string) btf.Type) []btf.FuncParam {
+				task := &btf.Pointer{Target: typ("task_struct")}
+				return []btf.FuncParam{{Name: "parent", Type: task}, {Name: "child", Type: task}}
 			}},
 			{"sched_process_exit", func(typ func(string) btf.Type) []btf.FuncParam {
 				return []btf.FuncParam{{Name: "p", Type: &btf.Pointer{Target: typ("task_struct")}}, {Name: "group_dead", Type: tpBool}}
@@ -291,15 +299,17 @@ const (
 	cloneThread = 0x3d0f00
 )
 
-// taskStarted fires task_newtask for a task that just started, in its
-// parent's context: for a process's main thread the parent (init if it
-// names none), for another thread its process's main thread.
+// taskStarted fires task_newtask and then sched_process_fork for a task
+// that just started, in its parent's context: for a process's main thread
+// the parent (init if it names none), for another thread its process's
+// main thread.
 func (k *Kernel) taskStarted(t *Task) {
 	if !k.tracepoints.ready.Load() {
 		return
 	}
-	tp, _ := k.Tracepoint("task_newtask")
-	if !tp.attached() {
+	newtask, _ := k.Tracepoint("task_newtask")
+	fork, _ := k.Tracepoint("sched_process_fork")
+	if !newtask.attached() && !fork.attached() {
 		return
 	}
 	flags, parent := uint64(cloneFork), t.Parent
@@ -315,7 +325,23 @@ func (k *Kernel) taskStarted(t *Task) {
 	} else if parent == nil {
 		parent = &initTask
 	}
-	k.fireTaskEvent(tp, parent, t, flags)
+	if newtask.attached() {
+		k.fireTaskEvent(newtask, parent, t, flags)
+	}
+	if fork.attached() {
+		// The parent's task_struct: a live task's own; a parent that
+		// is no live task (bpfsim knows it only as a Task) has none,
+		// and the event is not fired.
+		pa, err := k.TaskStruct(parent.PID)
+		if err != nil {
+			return
+		}
+		ca, err := k.TaskStruct(t.PID)
+		if err == nil {
+			err = fork.Fire(0, parent, pa, ca)
+		}
+		k.keepTracepointError(err)
+	}
 }
 
 // taskExiting fires sched_process_exit for a task about to exit, in its
@@ -342,13 +368,20 @@ func (k *Kernel) fireTaskEvent(tp *Tracepoint, current, t *Task, arg uint64) {
 	if err == nil {
 		err = tp.Fire(0, current, addr, arg)
 	}
-	if err != nil {
-		k.tracepoints.mu.Lock()
-		if k.tracepoints.err == nil {
-			k.tracepoints.err = err
-		}
-		k.tracepoints.mu.Unlock()
+	k.keepTracepointError(err)
+}
+
+// keepTracepointError keeps the first error of the kernel's own events
+// for TracepointError.
+func (k *Kernel) keepTracepointError(err error) {
+	if err == nil {
+		return
 	}
+	k.tracepoints.mu.Lock()
+	if k.tracepoints.err == nil {
+		k.tracepoints.err = err
+	}
+	k.tracepoints.mu.Unlock()
 }
 
 // TaskStruct returns the address of the task_struct of the live task

@@ -365,3 +365,64 @@ func FuzzTracepointPrograms(f *testing.F) {
 		}
 	})
 }
+
+// sched_process_fork fires for every task started, after task_newtask,
+// with the starting task as parent: a process's parent, a thread's
+// process; none for a parent bpfsim does not list.
+func TestSchedProcessForkNamesParentAndChild(t *testing.T) {
+	k := newKernel(t, nil)
+	pidOff, tgidOff := taskField(t, k, "pid"), taskField(t, k, "tgid")
+	m, err := k.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// children[child's pid] = parent's tgid.
+	p, err := k.NewProgram(tpSpec("sched_process_fork", asm.Instructions{
+		asm.LoadMem(asm.R2, asm.R1, 0, asm.DWord),
+		asm.LoadMem(asm.R3, asm.R1, 8, asm.DWord),
+		asm.LoadMem(asm.R2, asm.R2, tgidOff, asm.Word),
+		asm.StoreMem(asm.RFP, -16, asm.R2, asm.DWord),
+		asm.LoadMem(asm.R3, asm.R3, pidOff, asm.Word),
+		asm.StoreMem(asm.RFP, -4, asm.R3, asm.Word),
+		asm.LoadMapPtr(asm.R1, m.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -4),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, -16),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.FnMapUpdateElem.Call(),
+		asm.Mov.Imm(asm.R0, 0),
+		asm.Return(),
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := k.AttachTracing(sim.TracingOptions{Program: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	pid := uint32(k.NewProcess().PID())
+	for _, task := range []*sim.Task{
+		{PID: 900, TGID: pid},
+		{PID: 901, TGID: 901, Parent: &sim.Task{PID: pid, TGID: pid}},
+		{PID: 902, TGID: 902, Parent: &sim.Task{PID: 4000, TGID: 4000}}, // no such task
+	} {
+		if err := k.AddTask(task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := k.TracepointError(); err != nil {
+		t.Fatal(err)
+	}
+	for child, parent := range map[uint32]uint64{pid: 1, 900: uint64(pid), 901: uint64(pid)} {
+		var got uint64
+		if err := m.Lookup(child, &got); err != nil || got != parent {
+			t.Errorf("the child %d's parent: %d, %v; want %d", child, got, err, parent)
+		}
+	}
+	var got uint64
+	if err := m.Lookup(uint32(902), &got); err == nil {
+		t.Errorf("a child of an unlisted parent fired the fork with parent %d", got)
+	}
+}

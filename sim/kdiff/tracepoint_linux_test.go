@@ -85,6 +85,16 @@ var tracepointCases = []tracepointCase{
 	{"the attach cookie", "task_newtask", func(_ func(string) asm.Instruction, _ taskOffsets) asm.Instructions {
 		return asm.Instructions{asm.FnGetAttachCookie.Call(), asm.Return()}
 	}},
+	{"the fork's two tasks", "sched_process_fork", func(_ func(string) asm.Instruction, off taskOffsets) asm.Instructions {
+		return asm.Instructions{
+			asm.LoadMem(asm.R2, asm.R1, 0, asm.DWord),
+			asm.LoadMem(asm.R3, asm.R1, 8, asm.DWord),
+			asm.LoadMem(asm.R0, asm.R2, off["pid"], asm.Word),
+			asm.LoadMem(asm.R3, asm.R3, off["tgid"], asm.Word),
+			asm.Add.Reg(asm.R0, asm.R3),
+			asm.Return(),
+		}
+	}},
 	{"the exit's arguments", "sched_process_exit", func(_ func(string) asm.Instruction, off taskOffsets) asm.Instructions {
 		return asm.Instructions{
 			asm.LoadMem(asm.R2, asm.R1, 0, asm.DWord),
@@ -239,4 +249,106 @@ func mustKernelBTF(t *testing.T, k *sim.Kernel) *btf.Spec {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// forkRecorder is a sched_process_fork program that counts the children
+// the process tgid starts and records of the last whether it leads its
+// own thread group and its real parent's tgid, in an array of three u64s.
+func forkRecorder(tgid uint32, off taskOffsets, m int) asm.Instructions {
+	return append(asm.Instructions{
+		asm.LoadMem(asm.R6, asm.R1, 0, asm.DWord), // parent
+		asm.LoadMem(asm.R7, asm.R1, 8, asm.DWord), // child
+		asm.LoadMem(asm.R2, asm.R6, off["tgid"], asm.Word),
+		asm.JNE.Imm(asm.R2, int32(tgid), "out"),
+		asm.Mov.Imm(asm.R1, 0),
+		asm.StoreMem(asm.RFP, -8, asm.R1, asm.Word),
+		asm.LoadMapPtr(asm.R1, m),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -8),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "out"),
+		asm.Mov.Reg(asm.R9, asm.R0),
+		asm.LoadMem(asm.R1, asm.R9, 0, asm.DWord),
+		asm.Add.Imm(asm.R1, 1),
+		asm.StoreMem(asm.R9, 0, asm.R1, asm.DWord),
+		asm.LoadMem(asm.R1, asm.R7, off["pid"], asm.Word),
+		asm.LoadMem(asm.R2, asm.R7, off["tgid"], asm.Word),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.JNE.Reg(asm.R1, asm.R2, "notleader"),
+		asm.Mov.Imm(asm.R3, 1),
+		asm.StoreMem(asm.R9, 8, asm.R3, asm.DWord).WithSymbol("notleader"),
+		asm.LoadMem(asm.R1, asm.R7, off["real_parent"], asm.DWord),
+		asm.LoadMem(asm.R1, asm.R1, off["tgid"], asm.Word),
+		asm.StoreMem(asm.R9, 16, asm.R1, asm.DWord),
+	}, out...)
+}
+
+// A sched_process_fork program sees the same fork in both kernels: one
+// child of the starting process, leading its own thread group, its real
+// parent the starting process (this test's forking /bin/true; in bpfsim,
+// NewProcess's child of init); interpreted and JITed.
+func TestSchedProcessForkFiresAsInTheKernel(t *testing.T) {
+	if _, err := OpenKernel(); err != nil {
+		t.Skipf("skipped: this machine cannot load BPF programs: %v", err)
+	}
+	tk := newTaskKernels(t, linuxLikeSim(t))
+	arraySpec := &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 24, MaxEntries: 1}
+	km, err := ebpf.NewMap(arraySpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer km.Close()
+	kp, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp, AttachTo: "sched_process_fork", License: "GPL",
+		Instructions: forkRecorder(uint32(os.Getpid()), tk.koff, km.FD())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kp.Close()
+	if err := exec.Command("/bin/true").Run(); err != nil { // Go's pidfd probe
+		t.Fatal(err)
+	}
+	l, err := link.AttachTracing(link.TracingOptions{Program: kp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := exec.Command("/bin/true").Run(); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	var want [3]uint64
+	if err := km.Lookup(uint32(0), &want); err != nil {
+		t.Fatal(err)
+	}
+	if want != [3]uint64{1, 1, uint64(os.Getpid())} {
+		t.Fatalf("the kernel recorded %v", want)
+	}
+	for _, rt := range []sim.Runtime{sim.RuntimeInterpreter, sim.RuntimeJIT} {
+		k, err := sim.NewKernel(&sim.Options{Runtime: rt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sm, err := k.NewMap(arraySpec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const initTgid = 1
+		sp, err := k.NewProgram(&ebpf.ProgramSpec{Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp, AttachTo: "sched_process_fork", License: "GPL",
+			Instructions: forkRecorder(initTgid, taskOffsetsIn(t, mustKernelBTF(t, k)), sm.FD())})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sl, err := k.AttachTracing(sim.TracingOptions{Program: sp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.NewProcess()
+		sl.Close()
+		var got [3]uint64
+		if err := sm.Lookup(uint32(0), &got); err != nil {
+			t.Fatal(err)
+		}
+		if got != [3]uint64{1, 1, initTgid} || k.TracepointError() != nil {
+			t.Errorf("%s: bpfsim recorded %v (%v); the kernel %v", rt, got, k.TracepointError(), want)
+		}
+	}
 }
