@@ -321,13 +321,15 @@ func (f *TracedFunc) call(cpu int, budget uint64, args []uint64) (uint64, error)
 	if err != nil {
 		return 0, err
 	}
-	f.mu.RLock()
-	fentry, fexit := slices.Clone(f.fentry), slices.Clone(f.fexit)
-	f.mu.RUnlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	k.rcu.readLock(c.ID)
 	defer k.rcu.readUnlock(c.ID)
+	// Read inside the RCU read section: a program detached meanwhile
+	// is freed only after it.
+	f.mu.RLock()
+	fentry, fexit := slices.Clone(f.fentry), slices.Clone(f.fexit)
+	f.mu.RUnlock()
 	// The trampoline's frame: the arguments, then the return value.
 	slots := append(slices.Clone(args), 0)
 	run := func(progs []attached) error {

@@ -64,9 +64,11 @@ type Tracepoint struct {
 	k *Kernel
 	// id is the typedef btf_trace_<Name>'s BTF id.
 	id   btf.TypeID
-	ctx  *verifier.BTFCtxType
-	mu   sync.RWMutex
-	prog []attached // attachcookie.go
+	ctx *verifier.BTFCtxType
+	// prog are the attached programs (attachcookie.go), replaced, never
+	// changed, under mu: a firing reads them with no lock or copy.
+	mu   sync.Mutex
+	prog atomic.Pointer[[]attached]
 }
 
 // btfTracePrefix starts the names of the typedefs tp_btf programs attach
@@ -200,10 +202,7 @@ func (tp *Tracepoint) Fire(cpu int, current *Task, args ...uint64) error {
 	if len(args) != len(tp.Proto.Params) {
 		return errors.Wrapf(uapi.EINVAL, "tracepoint %s takes %d arguments, not %d", tp.Name, len(tp.Proto.Params), len(args))
 	}
-	tp.mu.RLock()
-	progs := slices.Clone(tp.prog)
-	tp.mu.RUnlock()
-	if len(progs) == 0 {
+	if !tp.attached() {
 		return nil
 	}
 	k := tp.k
@@ -219,9 +218,15 @@ func (tp *Tracepoint) Fire(cpu int, current *Task, args ...uint64) error {
 	defer c.mu.Unlock()
 	k.rcu.readLock(c.ID)
 	defer k.rcu.readUnlock(c.ID)
+	// Read inside the RCU read section: a program detached meanwhile
+	// is freed only after it, as the kernel's links free theirs.
+	pp := tp.prog.Load()
+	if pp == nil {
+		return nil
+	}
 	c.setCurrent(current)
 	defer c.setCurrent(nil)
-	if err := k.runAttached(c, progs, sc.putArgs(0, args), DefaultMaxInsns); err != nil {
+	if err := k.runAttached(c, *pp, sc.putArgs(0, args), DefaultMaxInsns); err != nil {
 		return errors.Wrapf(err, "tracepoint %s", tp.Name)
 	}
 	return nil
@@ -230,23 +235,30 @@ func (tp *Tracepoint) Fire(cpu int, current *Task, args ...uint64) error {
 // attach adds the program of link l to the tracepoint's programs.
 func (tp *Tracepoint) attach(l *TracingLink) {
 	tp.mu.Lock()
-	tp.prog = append(tp.prog, attached{l, l.p, l.cookie})
-	tp.mu.Unlock()
+	defer tp.mu.Unlock()
+	var progs []attached
+	if pp := tp.prog.Load(); pp != nil {
+		progs = slices.Clone(*pp)
+	}
+	progs = append(progs, attached{l, l.p, l.cookie})
+	tp.prog.Store(&progs)
 }
 
 // detach takes the program of link l out of the tracepoint's programs.
 func (tp *Tracepoint) detach(l *TracingLink) {
 	tp.mu.Lock()
-	tp.prog = slices.DeleteFunc(tp.prog, func(a attached) bool { return a.l == l })
-	tp.mu.Unlock()
+	defer tp.mu.Unlock()
+	if pp := tp.prog.Load(); pp != nil {
+		progs := slices.DeleteFunc(slices.Clone(*pp), func(a attached) bool { return a.l == l })
+		tp.prog.Store(&progs)
+	}
 }
 
 // attached says whether any program is attached, so that the events
 // that fire the tracepoint can skip writing its arguments.
 func (tp *Tracepoint) attached() bool {
-	tp.mu.RLock()
-	defer tp.mu.RUnlock()
-	return len(tp.prog) > 0
+	pp := tp.prog.Load()
+	return pp != nil && len(*pp) > 0
 }
 
 // tracepointAttachOf finds a tp_btf program spec's tracepoint
