@@ -63,7 +63,7 @@ type Tracepoint struct {
 
 	k *Kernel
 	// id is the typedef btf_trace_<Name>'s BTF id.
-	id   btf.TypeID
+	id  btf.TypeID
 	ctx *verifier.BTFCtxType
 	// prog are the attached programs (attachcookie.go), replaced, never
 	// changed, under mu: a firing reads them with no lock or copy.
