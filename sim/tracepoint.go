@@ -23,8 +23,9 @@ import (
 // tracepoint's arguments (TP_PROTO). Each argument is a u64 slot of the
 // program's context, typed as btf_ctx_access types it: numbers, and
 // pointers to structs as trusted kernel objects (trusted_ptr_, which
-// kfuncs taking trusted arguments accept), read with plain loads. The
-// program may return anything.
+// kfuncs taking trusted arguments accept), read field by field with
+// loads (probe loads, as the kernel rewrites them), no
+// bpf_probe_read_kernel needed. The program may return anything.
 //
 // Tracepoints are registered (Kernel.RegisterTracepoint) and fired
 // (Tracepoint.Fire) by the simulated subsystems. The kernel's own:
@@ -42,12 +43,12 @@ import (
 //     exits, fired by ExitTask and Process.Close in the exiting task,
 //     group_dead when it is the last task of its process.
 //
-// Both run on CPU 0. A test run of a tp_btf program is EFAULT, as in the
+// They run on CPU 0. A test run of a tp_btf program is EFAULT, as in the
 // kernel (bpf_prog_test_run_tracing runs fentry, fexit and fmod_ret only).
 //
 // Missing: the kernel's other tracepoints (sched_switch and the rest: the
 // events bpfsim simulates are the ones above), the arguments the kernel
-// marks as possibly NULL (raw_tp_null_args: none of the two above), the
+// marks as possibly NULL (raw_tp_null_args: none of the three above), the
 // recursion counter (bpf_prog_inc_misses_counter), writable tracepoints
 // (BPF_PROG_TYPE_RAW_TRACEPOINT_WRITABLE), raw_tp programs attached by
 // name (BPF_RAW_TRACEPOINT_OPEN).
