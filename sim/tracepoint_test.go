@@ -37,9 +37,16 @@ func taskField(t testing.TB, k *sim.Kernel, name string) int16 {
 
 // storeSlot stores the u64 at fp+value in element key of the array fd.
 func storeSlot(fd int, key int32, value int16) asm.Instructions {
-	return asm.Instructions{
+	return append(asm.Instructions{
 		asm.Mov.Imm(asm.R1, key),
 		asm.StoreMem(asm.RFP, -4, asm.R1, asm.Word),
+	}, updateFromStack(fd, value)...)
+}
+
+// updateFromStack updates map fd with the key at fp-4 and the value at
+// fp+value.
+func updateFromStack(fd int, value int16) asm.Instructions {
+	return asm.Instructions{
 		asm.LoadMapPtr(asm.R1, fd),
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, -4),
@@ -59,7 +66,7 @@ func tpSpec(tp string, insns asm.Instructions) *ebpf.ProgramSpec {
 // the tracepoint's second argument, and the tgid of the task the program
 // runs in shifted up by 32.
 func taskEventRecorder(tp string, pidOff int16, fd int) *ebpf.ProgramSpec {
-	return tpSpec(tp, asm.Instructions{
+	return tpSpec(tp, append(asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
 		asm.LoadMem(asm.R2, asm.R6, 0, asm.DWord),
 		asm.LoadMem(asm.R2, asm.R2, pidOff, asm.Word),
@@ -70,16 +77,7 @@ func taskEventRecorder(tp string, pidOff int16, fd int) *ebpf.ProgramSpec {
 		asm.LoadMem(asm.R1, asm.R6, 8, asm.DWord),
 		asm.Or.Reg(asm.R0, asm.R1),
 		asm.StoreMem(asm.RFP, -16, asm.R0, asm.DWord),
-		asm.LoadMapPtr(asm.R1, fd),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -4),
-		asm.Mov.Reg(asm.R3, asm.RFP),
-		asm.Add.Imm(asm.R3, -16),
-		asm.Mov.Imm(asm.R4, 0),
-		asm.FnMapUpdateElem.Call(),
-		asm.Mov.Imm(asm.R0, 0),
-		asm.Return(),
-	})
+	}, append(updateFromStack(fd, -16), asm.Mov.Imm(asm.R0, 0), asm.Return())...))
 }
 
 // The kernel's task tracepoints fire for the tasks the simulation starts
@@ -377,23 +375,14 @@ func TestSchedProcessForkNamesParentAndChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	// children[child's pid] = parent's tgid.
-	p, err := k.NewProgram(tpSpec("sched_process_fork", asm.Instructions{
+	p, err := k.NewProgram(tpSpec("sched_process_fork", append(asm.Instructions{
 		asm.LoadMem(asm.R2, asm.R1, 0, asm.DWord),
 		asm.LoadMem(asm.R3, asm.R1, 8, asm.DWord),
 		asm.LoadMem(asm.R2, asm.R2, tgidOff, asm.Word),
 		asm.StoreMem(asm.RFP, -16, asm.R2, asm.DWord),
 		asm.LoadMem(asm.R3, asm.R3, pidOff, asm.Word),
 		asm.StoreMem(asm.RFP, -4, asm.R3, asm.Word),
-		asm.LoadMapPtr(asm.R1, m.FD()),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -4),
-		asm.Mov.Reg(asm.R3, asm.RFP),
-		asm.Add.Imm(asm.R3, -16),
-		asm.Mov.Imm(asm.R4, 0),
-		asm.FnMapUpdateElem.Call(),
-		asm.Mov.Imm(asm.R0, 0),
-		asm.Return(),
-	}))
+	}, append(updateFromStack(m.FD(), -16), asm.Mov.Imm(asm.R0, 0), asm.Return())...)))
 	if err != nil {
 		t.Fatal(err)
 	}
